@@ -1,0 +1,12 @@
+"""lightning_track: clean, safe, self-describing run folders for PyTorch Lightning."""
+
+from __future__ import annotations
+
+from .layout import RunLayout, sanitize_name
+from .logger import RunLogger
+from .metrics import read_metrics
+from .summary import post_process
+
+__all__ = ["RunLogger", "RunLayout", "sanitize_name", "read_metrics", "post_process", "__version__"]
+
+__version__ = "0.1.0"

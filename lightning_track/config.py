@@ -1,0 +1,125 @@
+"""Run configuration: normalising what users pass, redacting secrets, writing ``config.yaml``.
+
+OmegaConf holds the config; anything it cannot hold becomes a string, with a warning naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import re
+import warnings
+from argparse import Namespace
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .fileio import atomic_write_text
+
+__all__ = ["normalize_config", "redact", "merge_config", "config_to_yaml", "config_digest", "REDACTED",
+           "is_secret_key", "redact_argv", "write_config_yaml"]
+
+REDACTED = "***REDACTED***"
+_SECRET_KEY = re.compile(
+    r"(token|secret|passw(or)?d|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)", re.I
+)
+
+
+def is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+
+
+def _plain(value: Any, path: str) -> Any:
+    """Recursively turn ``value`` into types OmegaConf can hold."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Namespace):
+        value = vars(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.name
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", 1) == 0:
+        try:
+            return item()
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    warnings.warn(
+        f"config value {path or '<root>'!s} of type {type(value).__name__} cannot be stored in config.yaml;"
+        " it is recorded as its string form",
+        stacklevel=3,
+    )
+    return str(value)
+
+
+def normalize_config(config: Any) -> dict[str, Any]:
+    """Accept a dict, DictConfig, argparse Namespace or dataclass instance; return a plain dict."""
+    if config is None:
+        return {}
+    plain = _plain(config, "")
+    if not isinstance(plain, dict):
+        raise TypeError(
+            f"config must be a mapping, DictConfig, Namespace or dataclass, got {type(config).__name__}"
+        )
+    return plain
+
+
+def redact(value: Any) -> Any:
+    """Copy of ``value`` with every value under a secret-looking key replaced by ``REDACTED``."""
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if is_secret_key(k) and v is not None else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """Redact ``--api-key X`` / ``--token=X`` / ``password=X`` style values in a command line."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        key, sep, _ = arg.partition("=")
+        if sep and is_secret_key(key):
+            out.append(f"{key}={REDACTED}")
+        elif arg.startswith("-") and is_secret_key(arg):
+            out.append(arg)
+            hide_next = True
+        else:
+            out.append(arg)
+    return out
+
+
+def merge_config(base: dict[str, Any], update: Any) -> dict[str, Any]:
+    merged = OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(normalize_config(update)))
+    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+
+
+def config_to_yaml(config: Mapping[str, Any]) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(redact(dict(config))))
+
+
+def write_config_yaml(path: str | Path, config: Mapping[str, Any]) -> None:
+    atomic_write_text(path, config_to_yaml(config))
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """Stable short hash of the (redacted) config, to tell runs with equal configs apart."""
+    text = json.dumps(redact(dict(config)), sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,55 @@
+"""Rank helpers and the one rule that matters: every rank agrees on rank 0's run folder.
+
+How the folder is shared (rank 0 decides, once):
+* Lightning's own launcher (``strategy="ddp"``, subprocess script launcher): rank 0 creates the
+  folder when the logger is built and exports it as ``LIGHTNING_TRACK_RUN_DIR_<n>`` (n = the n-th
+  RunLogger of the process); the worker processes Lightning starts inherit that environment.
+* ``torchrun`` / Slurm (all ranks start independently): ranks > 0 take rank 0's folder through
+  the process group (``broadcast_object_list``) the first time Lightning touches
+  ``logger.experiment``, which it does on every rank at the same point in ``fit`` setup.
+* ``LIGHTNING_TRACK_RUN_DIR`` set by a launcher script overrides both (multi-node without a shared
+  process group before fit).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["global_rank", "world_size_from_env", "broadcast_from_rank0", "ENV_RUN_DIR"]
+
+ENV_RUN_DIR = "LIGHTNING_TRACK_RUN_DIR"
+
+
+def global_rank() -> int:
+    """This process's global rank, from the process group or the launcher's environment."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    # Lightning's subprocess launcher gives its workers LOCAL_RANK and NODE_RANK only.
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) or 0)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or max(local + 1, 1)
+    return node * per_node + local
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")) or 1)
+
+
+def broadcast_from_rank0(value: Any) -> Any:
+    """rank 0's ``value`` on every rank when a process group is up; ``value`` otherwise."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

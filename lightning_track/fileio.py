@@ -1,0 +1,206 @@
+"""Small file primitives every writer shares: atomic replace, strict JSON, whole-line JSONL.
+
+Why: a reader (a viewer, ``lt-sync``, a driver script) must never see a torn JSON file or half a
+JSONL line, and a crash must never leave a file that looks complete but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_open",
+    "to_jsonable",
+    "json_line",
+    "JsonlAppender",
+    "read_json",
+    "iter_jsonl",
+    "JsonlProblem",
+    "restore_nonfinite",
+]
+
+# Strict JSON (RFC 8259) has no NaN/Infinity. We write them as these strings, which float() parses.
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _nonfinite_str(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Copy ``obj`` into plain JSON types; non-finite floats become ``"NaN"``/``"Infinity"``."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else _nonfinite_str(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    item = getattr(obj, "item", None)  # numpy / torch scalars
+    if callable(item):
+        try:
+            return to_jsonable(item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return to_jsonable(tolist())
+    return str(obj)
+
+
+def restore_nonfinite(value: Any) -> Any:
+    """Inverse of the NaN/Infinity string encoding for one metric value."""
+    if isinstance(value, str) and value in NONFINITE:
+        return NONFINITE[value]
+    return value
+
+
+def json_line(obj: Any) -> str:
+    """One strict-JSON line with its newline."""
+    return json.dumps(to_jsonable(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path``; on success flush, fsync and ``os.replace`` it into place.
+
+    On any error the temp file is removed and ``path`` keeps its old content.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    text = json.dumps(to_jsonable(obj), ensure_ascii=False, allow_nan=False, indent=2) + "\n"
+    atomic_write_text(path, text)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; errors name the file and what is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not text.strip():
+        raise ValueError(f"{path}: file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+class JsonlAppender:
+    """Append whole lines to a JSONL file, each batch in a single ``write`` on an O_APPEND fd.
+
+    A concurrent reader therefore sees only whole lines, and a SIGKILL can at worst lose the
+    lines not yet written, never leave half of one.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write_lines(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        data = "".join(lines).encode("utf-8")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def append(self, obj: Any) -> None:
+        self.write_lines([json_line(obj)])
+
+    def fsync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JsonlProblem(ValueError):
+    """A line of a JSONL file that could not be used, with where and why."""
+
+    def __init__(self, path: Path, lineno: int, reason: str) -> None:
+        self.path, self.lineno, self.reason = path, lineno, reason
+        super().__init__(f"{path}:{lineno}: {reason}")
+
+
+def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each JSON-object line.
+
+    Bad lines (corrupt JSON, non-UTF-8 bytes, non-objects, a partial last line) are skipped and
+    appended to ``problems`` when given; without it they raise. Streams: memory is one line.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        lineno = 0
+        for raw in handle:
+            lineno += 1
+            if not raw.strip():
+                continue
+            partial = not raw.endswith(b"\n")
+            reason = None
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                reason = f"not UTF-8 ({exc.reason} at byte {exc.start})"
+            except json.JSONDecodeError as exc:
+                reason = ("partial last line (run killed while writing?)" if partial
+                          else f"invalid JSON at column {exc.colno}: {exc.msg}")
+            else:
+                if not isinstance(obj, dict):
+                    reason = f"expected a JSON object, got {type(obj).__name__}"
+            if reason is not None:
+                problem = JsonlProblem(path, lineno, reason)
+                if problems is None:
+                    raise problem
+                problems.append(problem)
+                continue
+            yield lineno, obj

@@ -1,0 +1,281 @@
+"""The run folder contract: the one place that knows folder and file names.
+
+Every other module asks a :class:`RunLayout` for paths; nothing else builds a run path by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+__all__ = [
+    "RunLayout",
+    "RunName",
+    "sanitize_name",
+    "format_timestamp",
+    "parse_run_name",
+    "TIMESTAMP_FORMAT",
+]
+
+TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
+MAX_NAME_PART = 80
+
+# Characters that break paths, shells or viewers. Unicode letters and digits stay readable.
+_UNSAFE = re.compile(r"[\\/:*?\"<>|\s\x00-\x1f\x7f]+")
+_RUN_NAME = re.compile(r"^(?P<prefix>.+)_(?P<stamp>\d{8}_\d{6})(?:-(?P<n>\d+))?$")
+
+
+def sanitize_name(value: str, *, what: str = "name") -> str:
+    """Turn a dataset or method name into a safe folder-name part.
+
+    Slashes, whitespace, control and shell-hostile characters become ``-``; unicode letters stay.
+    Raises ``ValueError`` naming the value when nothing usable is left.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}: {value!r}")
+    text = unicodedata.normalize("NFC", value)
+    text = _UNSAFE.sub("-", text)
+    text = re.sub(r"-{2,}", "-", text).strip("-.")
+    if not text:
+        raise ValueError(f"{what} {value!r} is empty or has no usable characters for a folder name")
+    return text[:MAX_NAME_PART]
+
+
+def format_timestamp(when: datetime | None = None) -> str:
+    """Local time as ``YYYYmmdd_HHMMSS``."""
+    return (when or datetime.now()).strftime(TIMESTAMP_FORMAT)
+
+
+@dataclass(frozen=True)
+class RunName:
+    """The parts of a run folder name ``<dataset>_<method>_<YYYYmmdd_HHMMSS>[-N]``."""
+
+    prefix: str  # "<dataset>_<method>" (sanitised); ambiguous to split when names hold "_"
+    timestamp: str
+    counter: int = 1
+
+    @property
+    def started(self) -> datetime:
+        return datetime.strptime(self.timestamp, TIMESTAMP_FORMAT)
+
+
+def parse_run_name(name: str) -> RunName | None:
+    """Parse a run folder name, or return None when it does not follow the contract."""
+    match = _RUN_NAME.match(name)
+    if not match:
+        return None
+    try:
+        datetime.strptime(match["stamp"], TIMESTAMP_FORMAT)
+    except ValueError:
+        return None
+    return RunName(match["prefix"], match["stamp"], int(match["n"] or 1))
+
+
+class RunLayout:
+    """Paths of one run folder and of the shared folders beside it under the runs root."""
+
+    CHECKPOINTS = "checkpoints"
+    TENSORBOARD = "tensorboard_logs"
+    SWANLAB = "swanlab_logs"
+    FINAL_MODEL = "final_model"
+    CONFIG = "config.yaml"
+    METRICS_JSONL = "metrics.jsonl"
+    METRICS_CSV = "metrics.csv"
+    SUMMARY = "summary.json"
+    META = "meta.json"
+    REPORT = "report_draft.md"
+    BATCH_TRACKING = "batch_tracking.jsonl"
+    CHECKPOINT_MAPPING = "checkpoint_mapping.json"
+    LINE_CHECKPOINT_MAPPING = "line_checkpoint_mapping.json"
+    SIGNALS = "signals"
+    SWANLAB_WORKSPACE = "swanlab_workspace"
+    CHECKPOINT_PREFIX = "checkpoint-step-"
+    CHECKPOINT_SUFFIX = ".ckpt"
+    LAST_CHECKPOINT = "last.ckpt"
+    APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING)
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def __repr__(self) -> str:
+        return f"RunLayout({str(self.run_dir)!r})"
+
+    # -- names ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def root(self) -> Path:
+        return self.run_dir.parent
+
+    @staticmethod
+    def run_prefix(dataset: str, method: str) -> str:
+        return f"{sanitize_name(dataset, what='dataset')}_{sanitize_name(method, what='method')}"
+
+    @classmethod
+    def run_name(cls, dataset: str, method: str, timestamp: str, counter: int = 1) -> str:
+        base = f"{cls.run_prefix(dataset, method)}_{timestamp}"
+        return base if counter <= 1 else f"{base}-{counter}"
+
+    # -- files in the run folder ---------------------------------------------------------------
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.run_dir / self.CHECKPOINTS
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.run_dir / self.TENSORBOARD
+
+    @property
+    def swanlab_dir(self) -> Path:
+        return self.run_dir / self.SWANLAB
+
+    @property
+    def final_model_dir(self) -> Path:
+        return self.run_dir / self.FINAL_MODEL
+
+    @property
+    def config_yaml(self) -> Path:
+        return self.run_dir / self.CONFIG
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.run_dir / self.METRICS_JSONL
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.run_dir / self.METRICS_CSV
+
+    @property
+    def summary_json(self) -> Path:
+        return self.run_dir / self.SUMMARY
+
+    @property
+    def meta_json(self) -> Path:
+        return self.run_dir / self.META
+
+    @property
+    def report_md(self) -> Path:
+        return self.run_dir / self.REPORT
+
+    @property
+    def batch_tracking_jsonl(self) -> Path:
+        return self.run_dir / self.BATCH_TRACKING
+
+    @property
+    def checkpoint_mapping_json(self) -> Path:
+        return self.run_dir / self.CHECKPOINT_MAPPING
+
+    @property
+    def line_checkpoint_mapping_json(self) -> Path:
+        return self.run_dir / self.LINE_CHECKPOINT_MAPPING
+
+    @classmethod
+    def checkpoint_filename(cls, step: int) -> str:
+        return f"{cls.CHECKPOINT_PREFIX}{step:03d}{cls.CHECKPOINT_SUFFIX}"
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints_dir / self.checkpoint_filename(step)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints_dir / self.LAST_CHECKPOINT
+
+    @classmethod
+    def checkpoint_step(cls, path: str | Path) -> int | None:
+        """The step encoded in a ``checkpoint-step-NNN.ckpt`` name, else None."""
+        name = Path(path).name
+        if not (name.startswith(cls.CHECKPOINT_PREFIX) and name.endswith(cls.CHECKPOINT_SUFFIX)):
+            return None
+        digits = name[len(cls.CHECKPOINT_PREFIX) : -len(cls.CHECKPOINT_SUFFIX)]
+        return int(digits) if digits.isdigit() else None
+
+    def step_checkpoints(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every step checkpoint, oldest first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for path in self.checkpoints_dir.iterdir():
+            step = self.checkpoint_step(path)
+            if step is not None and not path.is_symlink():
+                found.append((step, path))
+        return sorted(found)
+
+    # -- shared folders beside the runs --------------------------------------------------------
+    @property
+    def signals_dir(self) -> Path:
+        return self.root / self.SIGNALS
+
+    @property
+    def swanlab_workspace(self) -> Path:
+        return self.root / self.SWANLAB_WORKSPACE
+
+    # -- creating and finding runs ---------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        root: str | Path,
+        dataset: str,
+        method: str,
+        timestamp: str | None = None,
+    ) -> RunLayout:
+        """Create a new, empty run folder; a second run in the same second gets ``-2``, ``-3``, ...
+
+        ``mkdir`` without ``exist_ok`` is the lock: two processes can never get the same folder.
+        """
+        root = Path(root)
+        timestamp = timestamp or format_timestamp()
+        root.mkdir(parents=True, exist_ok=True)
+        counter = 1
+        while True:
+            run_dir = root / cls.run_name(dataset, method, timestamp, counter)
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                counter += 1
+                continue
+            return cls(run_dir)
+
+    @classmethod
+    def list_runs(cls, root: str | Path, dataset: str | None = None, method: str | None = None) -> list[RunLayout]:
+        """Run folders under ``root`` (optionally of one dataset+method), oldest first."""
+        root = Path(root)
+        if not root.is_dir():
+            return []
+        prefix = cls.run_prefix(dataset, method) if dataset is not None and method is not None else None
+        runs: list[tuple[str, int, RunLayout]] = []
+        for child in root.iterdir():
+            parsed = parse_run_name(child.name)
+            if parsed is None or not child.is_dir():
+                continue
+            if prefix is not None and parsed.prefix != prefix:
+                continue
+            runs.append((parsed.timestamp, parsed.counter, cls(child)))
+        return [layout for _, _, layout in sorted(runs, key=lambda r: (r[0], r[1]))]
+
+    @classmethod
+    def find_latest(cls, root: str | Path, dataset: str, method: str) -> RunLayout | None:
+        runs = cls.list_runs(root, dataset, method)
+        return runs[-1] if runs else None
+
+    @classmethod
+    def resolve_resume(cls, root: str | Path, dataset: str, method: str, resume: bool | str | Path) -> RunLayout:
+        """The run folder a resume continues: the newest of dataset+method, a run name, or a path."""
+        root = Path(root)
+        if resume is True:
+            latest = cls.find_latest(root, dataset, method)
+            if latest is None:
+                raise FileNotFoundError(
+                    f"resume=True but no run of dataset {dataset!r} and method {method!r} exists under {root}"
+                )
+            return latest
+        target = Path(resume)
+        candidates = [target] if target.is_absolute() or len(target.parts) > 1 else [root / target, target]
+        for candidate in candidates:
+            if candidate.is_dir():
+                return cls(candidate)
+        raise FileNotFoundError(f"resume target {str(resume)!r} is not a run folder (looked in {root})")

@@ -1,0 +1,83 @@
+"""``meta.json``: where and how a run was started, so a result can be traced back to its origin."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .config import redact_argv
+from .hardware import device_summary
+
+__all__ = ["collect_meta", "git_info", "package_versions"]
+
+_LAUNCHER_PREFIXES = ("SLURM_", "TORCHELASTIC_")
+_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
+                  "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES")
+_SLURM_KEEP = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",
+               "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_JOB_NODELIST",
+               "SLURM_JOB_PARTITION", "SLURM_RESTART_COUNT", "SLURM_SUBMIT_DIR")
+
+
+def git_info(cwd: str | Path | None = None) -> dict[str, Any] | None:
+    """Commit and dirty flag of the git repo around ``cwd``, or None outside a repo."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty, "branch": branch}
+
+
+def package_versions(names: tuple[str, ...] = ("torch", "lightning", "swanlab", "tensorboard",
+                                               "lightning-track")) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    env = os.environ if environ is None else environ
+    found = {k: env[k] for k in _LAUNCHER_VARS if k in env}
+    found.update({k: v for k, v in env.items() if k.startswith("TORCHELASTIC_")})
+    found.update({k: env[k] for k in _SLURM_KEEP if k in env})
+    return found
+
+
+def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = None
+    meta: dict[str, Any] = {
+        "dataset": dataset,
+        "method": method,
+        "run_name": run_name,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "user": user,
+        "argv": redact_argv(list(sys.argv)),
+        "cwd": os.getcwd(),
+        "git": git_info(),
+        "versions": package_versions(),
+        "devices": device_summary(),
+        "launcher": launcher_env(),
+    }
+    meta.update(extra)
+    return meta

@@ -1,0 +1,80 @@
+"""A SwanLab run, always offline: no network, no prompt, settings kept under the runs root.
+
+Upload later with ``swanlab sync <run>/swanlab_logs/run-*``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..metrics import MetricRecord
+from .base import Sink, SinkContext
+
+_STATUS_TO_STATE = {"success": "success", "finished": "success", "failed": "crashed", "interrupted": "aborted"}
+
+
+class SwanLabSink(Sink):
+    name = "swanlab"
+
+    def __init__(self, project: str | None = None) -> None:
+        self.project = project
+        self._run: Any = None
+        self.run_dir: str | None = None
+
+    def open(self, context: SinkContext) -> None:
+        import swanlab
+
+        layout = context.layout
+        layout.swanlab_workspace.mkdir(parents=True, exist_ok=True)
+        layout.swanlab_dir.mkdir(parents=True, exist_ok=True)
+        config = dict(context.config)
+        name = layout.name
+        if context.resume_count:
+            # A resumed run becomes a new SwanLab run in the same folder, linked by name and config.
+            name = f"{layout.name}-resume{context.resume_count}"
+            config["lightning_track_resumed"] = {"run": layout.name, "attempt": context.resume_count,
+                                                 "from_step": context.resume_step}
+        settings = swanlab.Settings(
+            mode="offline",
+            interactive=False,
+            terminal=swanlab.Settings.Terminal(proxy_type="none"),
+            probe=swanlab.Settings.Probe(hardware=False, requirements=False, git=False),
+        )
+        saved = {k: os.environ.get(k) for k in ("SWANLAB_ROOT", "SWANLAB_MODE")}
+        os.environ["SWANLAB_ROOT"] = str(layout.swanlab_workspace)
+        os.environ["SWANLAB_MODE"] = "offline"
+        try:
+            self._run = swanlab.init(
+                project=self.project or context.dataset,
+                name=name,
+                description=f"lightning_track run {layout.name} ({context.method})",
+                mode="offline",
+                log_dir=str(layout.swanlab_dir),
+                config=config,
+                settings=settings,
+                reinit=True,
+            )
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        self.run_dir = str(getattr(self._run, "_ctx", None) and self._run._ctx.run_dir or "")
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        self._run.config.update(config)
+
+    def write(self, records: list[MetricRecord]) -> None:
+        log = self._run.log
+        for record in records:
+            log(dict(record.metrics), step=record.step)
+
+    def close(self, status: str) -> None:
+        if self._run is not None:
+            run, self._run = self._run, None
+            run.finish(state=_STATUS_TO_STATE.get(status, "crashed" if status != "success" else "success"))
+
+
+SINK = SwanLabSink

@@ -1,0 +1,191 @@
+"""The background writer: the training thread only enqueues; this thread feeds the sinks.
+
+Why a thread: TensorBoard's writer, SwanLab's SDK and disk I/O cost hundreds of microseconds per
+call. Lightning calls ``log_metrics`` and ``save`` on every logging step, so doing the work inline
+would slow training. Records are written in batches at least every ``flush_interval`` seconds, so
+a killed process loses at most about that much.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .metrics import MetricRecord
+from .sinks.base import Sink, SinkContext
+
+__all__ = ["BackgroundWriter", "WriterError"]
+
+
+class WriterError(RuntimeError):
+    """A sink failed on the writer thread; raised on the training thread at the next call."""
+
+
+_STOP = object()
+
+
+class BackgroundWriter:
+    """Owns the sinks and a daemon thread that writes to them.
+
+    Sinks are opened lazily when the first record arrives, because on resume the first step
+    logged after the restart decides what the interrupted attempt left that must be hidden.
+    """
+
+    def __init__(
+        self,
+        sinks: list[Sink],
+        context: SinkContext,
+        *,
+        resuming: bool = False,
+        flush_interval: float = 0.5,
+        heartbeat_interval: float = 5.0,
+        on_heartbeat: Callable[[], None] | None = None,
+        on_open: Callable[[SinkContext, list[Sink]], None] | None = None,
+    ) -> None:
+        self.sinks = sinks
+        self.context = context
+        self.resuming = resuming
+        self.flush_interval = flush_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.on_heartbeat = on_heartbeat
+        self.on_open = on_open
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._error_where = ""
+        self._opened = False
+        self._config: dict[str, Any] | None = None
+        self._thread = threading.Thread(target=self._loop, name="lightning_track-writer", daemon=True)
+        self._thread.start()
+
+    # -- training thread -----------------------------------------------------------------------
+    def put(self, step: int, when: float, metrics: dict[str, float]) -> None:
+        self._queue.put(MetricRecord(step, when, metrics))
+
+    def put_config(self, config: dict[str, Any]) -> None:
+        self._queue.put(("config", config))
+
+    def check(self) -> None:
+        """Raise the writer thread's error, if any, on the caller's thread."""
+        if self._error is not None:
+            raise WriterError(f"lightning_track writer failed in {self._error_where}: {self._error!r}") from self._error
+
+    def flush(self, timeout: float = 30.0) -> None:
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        done.wait(timeout)
+        self.check()
+
+    def close(self, status: str, timeout: float = 120.0) -> None:
+        """Write everything, close every sink with ``status``, stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(("close", status))
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        self.check()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- writer thread -------------------------------------------------------------------------
+    def _fail(self, where: str, exc: BaseException) -> None:
+        if self._error is None:
+            self._error, self._error_where = exc, where
+
+    def _open(self, first_step: int | None) -> None:
+        self._opened = True
+        if self.resuming and first_step is not None:
+            self.context.resume_step = first_step
+        for sink in list(self.sinks):
+            try:
+                sink.open(self.context)
+            except Exception as exc:  # noqa: BLE001 - surfaced on the training thread
+                self._fail(f"opening sink {sink.name!r}", exc)
+                self.sinks.remove(sink)
+        if self.on_open is not None:
+            try:
+                self.on_open(self.context, self.sinks)
+            except Exception as exc:  # noqa: BLE001
+                self._fail("on_open", exc)
+        if self._config is not None:
+            self._send_config()
+
+    def _send_config(self) -> None:
+        for sink in list(self.sinks):
+            try:
+                sink.log_config(dict(self._config or {}))
+            except Exception as exc:  # noqa: BLE001
+                self._fail(f"sink {sink.name!r} log_config", exc)
+
+    def _call_all(self, method: str, *args: Any) -> None:
+        for sink in list(self.sinks):
+            try:
+                getattr(sink, method)(*args)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(f"sink {sink.name!r} {method}", exc)
+                self.sinks.remove(sink)
+
+    def _write(self, pending: list[MetricRecord]) -> None:
+        if not pending:
+            return
+        if not self._opened:
+            self._open(pending[0].step)
+        self._call_all("write", pending)
+
+    def _heartbeat(self) -> None:
+        if self.on_heartbeat is not None:
+            try:
+                self.on_heartbeat()
+            except Exception as exc:  # noqa: BLE001
+                self._fail("heartbeat", exc)
+
+    def _loop(self) -> None:
+        pending: list[MetricRecord] = []
+        now = time.monotonic()
+        next_flush, next_beat = now + self.flush_interval, now + self.heartbeat_interval
+        while True:
+            timeout = max(0.0, min(next_flush, next_beat) - time.monotonic())
+            try:
+                items = [self._queue.get(timeout=timeout)]
+            except queue.Empty:
+                items = []
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if isinstance(item, MetricRecord):
+                    pending.append(item)
+                    continue
+                if item is _STOP:
+                    return
+                self._write(pending)
+                pending = []
+                kind, arg = item
+                if kind == "config":
+                    self._config = arg
+                    if self._opened:
+                        self._send_config()
+                elif kind == "flush":
+                    if self._opened:
+                        self._call_all("flush")
+                    arg.set()
+                elif kind == "close":
+                    if not self._opened:
+                        self._open(None)
+                    self._call_all("close", arg)
+                    self.sinks = []
+            now = time.monotonic()
+            if now >= next_flush:
+                self._write(pending)
+                pending = []
+                if self._opened:
+                    self._call_all("flush")
+                next_flush = now + self.flush_interval
+            if now >= next_beat:
+                self._heartbeat()
+                next_beat = now + self.heartbeat_interval
