@@ -6,10 +6,20 @@ Upload later with ``swanlab sync <run>/swanlab_logs/run-*``.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from ..metrics import MetricRecord
 from .base import Sink, SinkContext
+
+# SwanLab accepts only these characters in a project name.
+_PROJECT_UNSAFE = re.compile(r"[^0-9a-zA-Z_\-+.]+")
+
+
+def swanlab_project_name(dataset: str) -> str:
+    """SwanLab project for a dataset: its name reduced to the characters SwanLab accepts."""
+    return _PROJECT_UNSAFE.sub("-", dataset).strip("-") or "lightning_track"
+
 
 _STATUS_TO_STATE = {"success": "success", "finished": "success", "failed": "crashed", "interrupted": "aborted"}
 
@@ -46,7 +56,7 @@ class SwanLabSink(Sink):
         os.environ["SWANLAB_MODE"] = "offline"
         try:
             self._run = swanlab.init(
-                project=self.project or context.dataset,
+                project=self.project or swanlab_project_name(context.dataset),
                 name=name,
                 description=f"lightning_track run {layout.name} ({context.method})",
                 mode="offline",
