@@ -95,6 +95,7 @@ class RunLayout:
     CHECKPOINT_PREFIX = "checkpoint-step-"
     CHECKPOINT_SUFFIX = ".ckpt"
     LAST_CHECKPOINT = "last.ckpt"
+    LEGACY = "legacy"  # files carried over unchanged from a migrated legacy run (lt-migrate)
     APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING)
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -174,6 +175,19 @@ class RunLayout:
     def line_checkpoint_mapping_json(self) -> Path:
         return self.run_dir / self.LINE_CHECKPOINT_MAPPING
 
+    @property
+    def legacy_dir(self) -> Path:
+        return self.run_dir / self.LEGACY
+
+    @classmethod
+    def staging_dir(cls, root: str | Path, name: str, tool: str) -> Path:
+        """Where ``tool`` builds run ``name`` before renaming it to ``root/name`` when complete.
+
+        Same filesystem as the target, so the rename is atomic; the hidden parent keeps half-built
+        runs out of run listings, and the run folder already has its final name.
+        """
+        return Path(root) / f".{tool}-staging" / name
+
     @classmethod
     def checkpoint_filename(cls, step: int) -> str:
         return f"{cls.CHECKPOINT_PREFIX}{step:03d}{cls.CHECKPOINT_SUFFIX}"
@@ -209,6 +223,15 @@ class RunLayout:
     @property
     def signals_dir(self) -> Path:
         return self.root / self.SIGNALS
+
+    SIGNAL_STATUSES = ("healthy", "done", "failed")
+
+    @classmethod
+    def signal_file(cls, signals_dir: str | Path, exp_id: str, status: str, *, json: bool = False) -> Path:
+        """``<signals_dir>/<exp_id>.<status>`` (``.json`` appended for the JSON twin)."""
+        if status not in cls.SIGNAL_STATUSES:
+            raise ValueError(f"signal status {status!r} is not one of {', '.join(cls.SIGNAL_STATUSES)}")
+        return Path(signals_dir) / (f"{exp_id}.{status}" + (".json" if json else ""))
 
     @property
     def swanlab_workspace(self) -> Path:

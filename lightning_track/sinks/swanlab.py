@@ -51,6 +51,13 @@ class SwanLabSink(Sink):
             terminal=swanlab.Settings.Terminal(proxy_type="none"),
             probe=swanlab.Settings.Probe(hardware=False, requirements=False, git=False),
         )
+        if swanlab.has_run():
+            # SwanLab holds one run per process. Finishing someone else's run from this thread is
+            # not ours to do (and SwanLab can only do it from the main thread).
+            raise RuntimeError(
+                "another SwanLab run is active in this process; finish it (swanlab.finish()) before this"
+                " RunLogger logs, or leave 'swanlab' out of RunLogger(sinks=...)"
+            )
         saved = {k: os.environ.get(k) for k in ("SWANLAB_ROOT", "SWANLAB_MODE")}
         os.environ["SWANLAB_ROOT"] = str(layout.swanlab_workspace)
         os.environ["SWANLAB_MODE"] = "offline"
@@ -63,7 +70,6 @@ class SwanLabSink(Sink):
                 log_dir=str(layout.swanlab_dir),
                 config=config,
                 settings=settings,
-                reinit=True,
             )
         finally:
             for key, value in saved.items():

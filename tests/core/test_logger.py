@@ -297,3 +297,20 @@ def test_unwritable_root_names_the_root(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match=f"cannot create a run folder under {blocker}"):
         RunLogger("d", "m", root=blocker)
+
+
+def test_foreign_active_swanlab_run_is_a_clear_error(tmp_path: Path) -> None:
+    import swanlab
+
+    run = swanlab.init(project="other", mode="offline", log_dir=str(tmp_path / "other"))
+    try:
+        logger = RunLogger("d", "m", root=tmp_path / "runs", flush_interval=0.05)
+        logger.log_metrics({"loss": 1.0}, step=0)
+        with pytest.raises(WriterError, match="another SwanLab run is active in this process"):
+            logger.flush()
+        with pytest.raises(WriterError):
+            logger.finalize("success")
+        assert swanlab.has_run()  # the user's run was left alone
+        assert [r.step for r in read_metrics(logger.run_dir / "metrics.jsonl")] == [0]
+    finally:
+        run.finish()

@@ -1,0 +1,77 @@
+"""lt-migrate vs ``cp -r`` of the same legacy tree on the same disk, in the same run.
+
+    python benchmarks/bench_migrate.py                       # scaled down (~1-2 min on 2 cores)
+    python benchmarks/bench_migrate.py --runs 3 --checkpoints 50 --ckpt-mb 7 --lines 100000   # issue scale
+
+``--ckpt-mb`` is the weights size; the HF-flavour runs also save an AdamW state (2x), so their
+checkpoints are about 3x that. Prints the wall-time ratio (goal: within 2x of cp -r) and
+tracking lines per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from lightning_track.migrate import MigrateOptions, make_example, migrate
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--checkpoints", type=int, default=10)
+    parser.add_argument("--ckpt-mb", type=float, default=5.0)
+    parser.add_argument("--lines", type=int, default=30_000, help="batch-tracking lines (steps) per run")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--dir", default=None, help="work folder (default: a temp folder on the same disk as /tmp)")
+    parser.add_argument("--profile", action="store_true", help="print the top functions of one migration")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-migrate-", dir=args.dir))
+    try:
+        source = work / "experiments"
+        t0 = time.perf_counter()
+        make_example(source, runs=args.runs, steps=args.lines, checkpoints=args.checkpoints, ckpt_mb=args.ckpt_mb,
+                     logging_steps=max(10, args.lines // 1000), eval_steps=max(50, args.lines // 200))
+        size = tree_bytes(source)
+        print(f"legacy tree: {args.runs} runs x {args.checkpoints} checkpoints, {args.lines} tracking lines each,"
+              f" {size / 1e6:.0f} MB (generated in {time.perf_counter() - t0:.1f}s)")
+        cp_times, mig_times, lines = [], [], 0
+        for i in range(args.repeat):
+            target = work / f"copy{i}"
+            t = time.perf_counter()
+            subprocess.run(["cp", "-r", str(source), str(target)], check=True)
+            cp_times.append(time.perf_counter() - t)
+            shutil.rmtree(target)
+            out = work / f"runs{i}"
+            t = time.perf_counter()
+            if args.profile and i == 0:
+                profiler = cProfile.Profile()
+                report = profiler.runcall(migrate, source, out, options=MigrateOptions())
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+            else:
+                report = migrate(source, out, options=MigrateOptions())
+            mig_times.append(time.perf_counter() - t)
+            assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
+            lines = sum(r.tracked_lines for r in report.runs)
+            shutil.rmtree(out)
+        cp, mig = min(cp_times), min(mig_times)
+        print(f"cp -r (anchor):  {cp:7.2f} s  ({size / 1e6 / cp:.0f} MB/s)")
+        print(f"lt-migrate:      {mig:7.2f} s  ({size / 1e6 / mig:.0f} MB/s)")
+        print(f"ratio lt-migrate / cp -r: {mig / cp:.2f}x  (goal <= 2x)")
+        print(f"tracking lines/s: {lines / mig:,.0f}  ({lines} lines, with metrics.jsonl + TensorBoard + tracking)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""FinalModelExport: the trained model as a Hugging Face folder, ready for ``from_pretrained``.
+
+Why: a ``.ckpt`` needs the training code to be useful; ``final_model/`` is what people share,
+evaluate and deploy. Models that know ``save_pretrained`` (transformers, PEFT,
+``PyTorchModelHubMixin``) save themselves; any other module is written the way huggingface_hub's
+mixin does it (``model.safetensors`` + ``config.json`` of the init arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from typing_extensions import override
+
+from ..fileio import atomic_write_json, atomic_write_text, read_json, to_jsonable
+from ..layout import RunLayout
+from ..metrics import read_metrics, summarize_metrics
+from ._paths import find_layout, find_run_logger
+
+__all__ = ["FinalModelExport", "load_final_model", "CONFIG_FILE", "WEIGHTS_FILE"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+
+T = TypeVar("T")
+
+
+def _has_save_pretrained(obj: Any) -> bool:
+    return callable(getattr(obj, "save_pretrained", None))
+
+
+class FinalModelExport(Callback):
+    """At the end of a successful fit, write ``final_model/`` (rank 0 only).
+
+    Args:
+        model_attr: the module attribute holding the model to export when the module itself has no
+            ``save_pretrained`` (default ``"model"``); ignored when neither has one.
+        tokenizer_attr: attribute looked up on the module, then on the datamodule; a tokenizer found
+            there is saved beside the model.
+        dirpath: override the folder (default: the run layout's ``final_model/``).
+        max_metrics: how many metrics the model card lists.
+
+    The folder is built under a temporary name and renamed into place, so a crash never leaves a
+    half-written ``final_model/``. Metrics in the model card: with a RunLogger, the same final/best
+    values ``summary.json`` will hold (computed from ``metrics.jsonl`` after a flush, since the
+    summary itself is only written when the logger finalizes, after ``on_fit_end``); with other
+    loggers, the final values in ``trainer.callback_metrics``.
+    """
+
+    def __init__(
+        self,
+        model_attr: str | None = "model",
+        tokenizer_attr: str = "tokenizer",
+        dirpath: str | os.PathLike[str] | None = None,
+        max_metrics: int = 12,
+    ) -> None:
+        super().__init__()
+        self.model_attr = model_attr
+        self.tokenizer_attr = tokenizer_attr
+        self.dirpath = Path(dirpath) if dirpath is not None else None
+        self.max_metrics = max_metrics
+        self.exported_to: Path | None = None
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            target = self.dirpath or find_layout(trainer).final_model_dir
+            self.exported_to = self.export(trainer, pl_module, target)
+        trainer.strategy.barrier("FinalModelExport")
+
+    # -- the export --------------------------------------------------------------------------------
+    def export(self, trainer: Trainer | None, pl_module: LightningModule, target: str | os.PathLike[str]) -> Path:
+        """Write the folder; usable without a trainer (``trainer=None``) from a notebook."""
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        try:
+            how = self._save_model(pl_module, staging)
+            tokenizer = self._find_tokenizer(trainer, pl_module)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(staging))
+            atomic_write_text(staging / CARD_FILE, self._model_card(trainer, pl_module, how, tokenizer is not None))
+            _replace_dir(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    def _save_model(self, pl_module: LightningModule, folder: Path) -> str:
+        if _has_save_pretrained(pl_module):
+            pl_module.save_pretrained(str(folder))  # type: ignore[operator]
+            return f"{type(pl_module).__name__}.save_pretrained"
+        inner = getattr(pl_module, self.model_attr, None) if self.model_attr else None
+        if inner is not None and _has_save_pretrained(inner):
+            inner.save_pretrained(str(folder))
+            return f"{type(inner).__name__}.save_pretrained (attribute {self.model_attr!r})"
+        from huggingface_hub import save_torch_model
+
+        atomic_write_json(folder / CONFIG_FILE, _init_config(pl_module))
+        save_torch_model(pl_module, folder)
+        return f"safetensors + config.json of {type(pl_module).__name__}"
+
+    def _find_tokenizer(self, trainer: Trainer | None, pl_module: LightningModule) -> Any:
+        owners: list[Any] = [pl_module]
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None:
+            owners.append(datamodule)
+        for owner in owners:
+            tokenizer = getattr(owner, self.tokenizer_attr, None)
+            if tokenizer is not None and _has_save_pretrained(tokenizer):
+                return tokenizer
+        return None
+
+    # -- the model card --------------------------------------------------------------------------
+    def _metrics(self, trainer: Trainer | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+        logger = find_run_logger(trainer) if trainer is not None else None
+        if logger is not None:
+            logger.flush()  # the writer thread may not even have created metrics.jsonl yet
+        if logger is not None and logger.layout.metrics_jsonl.exists():
+            records = read_metrics(logger.layout.metrics_jsonl, problems=[])
+            summary = summarize_metrics(records, logger.metric_modes)
+            return summary["final"], summary["best"], RunLayout.METRICS_JSONL
+        final: dict[str, Any] = {}
+        if trainer is not None:
+            for key, value in trainer.callback_metrics.items():
+                try:
+                    final[key] = {"value": float(value), "step": trainer.global_step}
+                except (TypeError, ValueError, RuntimeError):
+                    continue
+        return final, {}, "trainer.callback_metrics"
+
+    def _model_card(self, trainer: Trainer | None, pl_module: LightningModule, how: str, tokenizer: bool) -> str:
+        from huggingface_hub import ModelCardData
+
+        logger = find_run_logger(trainer) if trainer is not None else None
+        hparams = dict(getattr(pl_module, "hparams", {}) or {})
+        dataset = getattr(logger, "dataset", None) or hparams.get("dataset")
+        method = getattr(logger, "method", None) or hparams.get("method")
+        tags = ["lightning", "lightning_track"] + ([str(method)] if method else [])
+        data = ModelCardData(library_name="pytorch-lightning", tags=tags)
+        final, best, source = self._metrics(trainer)
+        lines = [
+            "---",
+            data.to_yaml().strip(),
+            "---",
+            "",
+            f"# {logger.layout.name if logger is not None else type(pl_module).__name__}",
+            "",
+            f"- dataset: {dataset or 'unknown'}",
+            f"- method: {method or 'unknown'}",
+            f"- model class: `{type(pl_module).__module__}.{type(pl_module).__qualname__}`",
+            f"- saved with: {how}" + (" (tokenizer saved beside it)" if tokenizer else ""),
+        ]
+        if trainer is not None:
+            lines.append(f"- trained: {trainer.global_step} optimizer steps, {trainer.current_epoch} epochs completed")
+        lines += ["", f"## Key metrics (from {source})", ""]
+        if final:
+            lines += ["| metric | final | step | best | best step |", "| --- | --- | --- | --- | --- |"]
+            for key in _key_metrics(final, best, self.max_metrics):
+                top = best.get(key, {})
+                lines.append(
+                    f"| {key} | {_fmt(final[key]['value'])} | {final[key]['step']} | {_fmt(top.get('value', '-'))}"
+                    f" | {top.get('step', '-')} |"
+                )
+        else:
+            lines.append("(no metrics were logged)")
+        if how.startswith("safetensors"):
+            usage = ["from lightning_track import load_final_model",
+                     f"model = load_final_model(path, {type(pl_module).__name__})"]
+        else:
+            usage = ["# transformers / PEFT / huggingface_hub: <ModelClass>.from_pretrained(path)"]
+        lines += ["", "## Loading", "", "```python", *usage, "```", ""]
+        return "\n".join(lines)
+
+
+def _key_metrics(final: Mapping[str, Any], best: Mapping[str, Any], limit: int) -> list[str]:
+    """Metrics with a best value (losses, accuracies) first, then the rest, alphabetically."""
+    ranked = sorted(final, key=lambda k: (k not in best, k))
+    return ranked[:limit]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+def _init_config(pl_module: LightningModule) -> dict[str, Any]:
+    """The module's init arguments (its hparams), the mixin's ``config.json`` convention."""
+    config: dict[str, Any] = {}
+    dropped = []
+    for key, value in dict(getattr(pl_module, "hparams", {}) or {}).items():
+        plain = to_jsonable(value)
+        try:
+            json.dumps(plain, allow_nan=False)
+        except ValueError:
+            dropped.append(key)
+            continue
+        if _round_trips(value, plain):
+            config[str(key)] = plain
+        else:
+            dropped.append(key)
+    if dropped:
+        warnings.warn(
+            f"FinalModelExport: hparams {dropped} are not JSON values and are left out of {CONFIG_FILE};"
+            " pass them yourself when loading",
+            stacklevel=2,
+        )
+    return config
+
+
+def _round_trips(value: Any, plain: Any) -> bool:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return True
+    if isinstance(value, Mapping):
+        return isinstance(plain, dict) and all(_round_trips(v, plain.get(str(k))) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return isinstance(plain, list) and all(_round_trips(v, p) for v, p in zip(value, plain, strict=False))
+    return False
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Put ``staging`` at ``target``; an existing folder is moved aside first, then removed."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_final_model(path: str | os.PathLike[str], cls: type[T], map_location: str | torch.device = "cpu") -> T:
+    """Load a ``final_model/`` folder as ``cls``, in eval mode.
+
+    Classes with ``from_pretrained`` (transformers, PEFT, ``PyTorchModelHubMixin``) load themselves;
+    any other ``nn.Module`` is built as ``cls(**config.json)`` and gets ``model.safetensors``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a final_model folder (does not exist)")
+    from_pretrained = getattr(cls, "from_pretrained", None)
+    if callable(from_pretrained):
+        return from_pretrained(str(folder))  # type: ignore[no-any-return]
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: missing (needed to build {cls.__name__})")
+    config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a JSON object of init arguments, got {type(config).__name__}")
+    try:
+        model = cls(**config)
+    except TypeError as exc:
+        raise TypeError(f"{config_path}: cannot build {cls.__name__}(**config): {exc}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"load_final_model: {cls.__name__} is not a torch.nn.Module")
+    from huggingface_hub import load_torch_model
+
+    weights = [p for p in folder.iterdir() if p.name.endswith((".safetensors", ".safetensors.index.json"))]
+    if not weights:
+        raise FileNotFoundError(f"{folder / WEIGHTS_FILE}: missing (no safetensors weights in the folder)")
+    try:
+        load_torch_model(model, folder, strict=True, map_location=map_location)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{folder / WEIGHTS_FILE}: does not match {cls.__name__}: {first}") from None
+    model.eval()
+    return model

@@ -1,0 +1,96 @@
+"""``lt-run``: launch a training command, watch its health signals, post-process its run folder.
+
+    lt-run [--exp-id ID] [--signals-dir DIR] [--health-time SECONDS] [--run-dir DIR] -- CMD ...
+    lt-run --post-process RUN_DIR
+
+Exits with the child's exit code (128 + N when signal N killed it), so Slurm's
+``--dependency=afterok`` chains work. The logic lives in :mod:`lightning_track.runner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+_STYLES = {"start": "cyan", "healthy": "green", "done": "green", "failed": "red", "error": "red", "kill": "red",
+           "post": "cyan", "info": "dim"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lt-run",
+        usage="lt-run [options] -- CMD ...  |  lt-run --post-process RUN_DIR",
+        description="Run a training command, stop it when it does not become healthy, and post-process its run "
+                    "folder (metrics.csv, summary.json, report_draft.md). Exit code = the command's.",
+    )
+    parser.add_argument("--exp-id", help="signal file stem (default: <script>_<YYYYmmdd_HHMMSS>); exported to the "
+                                         "command as LIGHTNING_TRACK_EXP_ID")
+    parser.add_argument("--signals-dir", default="runs/signals",
+                        help="folder of the signal files (default: runs/signals); exported as "
+                             "LIGHTNING_TRACK_SIGNALS_DIR")
+    parser.add_argument("--health-time", type=float, metavar="SECONDS",
+                        help="stop the command if no .healthy signal appears within this many seconds")
+    parser.add_argument("--run-dir", help="the command's run folder to post-process (default: the run_dir the "
+                                          "HealthGuard puts in its signals)")
+    parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds between SIGTERM and SIGKILL when stopping the command (default: 30)")
+    parser.add_argument("--no-post-process", action="store_true", help="do not post-process the run folder")
+    parser.add_argument("--post-process", metavar="RUN_DIR",
+                        help="only post-process RUN_DIR (rebuild metrics.csv, summary.json, report_draft.md)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        split = argv.index("--")
+        options, cmd = argv[:split], argv[split + 1:]
+    else:
+        options, cmd = argv, []
+    parser = _parser()
+    args = parser.parse_args(options)
+    console = Console(stderr=True, highlight=False)
+
+    def error(message: str) -> int:
+        console.print(f"[red]lt-run: error:[/red] {escape(message)}", soft_wrap=True)
+        return 2
+
+    if args.post_process is not None:
+        if cmd:
+            return error("--post-process takes no command")
+        from ..summary import post_process
+
+        try:
+            with console.status(f"post-processing {args.post_process}"):
+                summary = post_process(args.post_process)
+        except (OSError, ValueError) as exc:
+            return error(str(exc))
+        console.print(f"post-processed {escape(args.post_process)}: status {summary.get('status', 'unknown')}, "
+                      f"{summary.get('steps_logged', 0)} steps", soft_wrap=True)
+        return 0
+    if not cmd:
+        return error("no command given (usage: lt-run [options] -- CMD ...)")
+
+    from ..runner import run_command
+
+    def on_event(kind: str, message: str) -> None:
+        style = _STYLES.get(kind, "")
+        text = escape(message)
+        console.print(f"[{style}]lt-run[/{style}]: {text}" if style else f"lt-run: {text}", soft_wrap=True)
+
+    try:
+        result = run_command(cmd, exp_id=args.exp_id, signals_dir=args.signals_dir, health_time=args.health_time,
+                             run_dir=args.run_dir, grace=args.grace, do_post_process=not args.no_post_process,
+                             on_event=on_event)
+    except (OSError, ValueError) as exc:
+        return error(str(exc))
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""``lt-migrate``: legacy ``experiments/`` runs -> run folders written by the same layout and writers
+as ``RunLogger``. See ``docs/migrate.md`` and ``migrate/README.md``."""
+
+from __future__ import annotations
+
+from .convert import MigrateOptions, PlannedRun, convert_run, migrate, plan_migration
+from .discover import LegacyRun, SourceError, discover_runs, parse_legacy_name
+from .example import make_example
+from .report import MigrationReport, RunReport
+from .rules import apply_config_rules, load_rules
+
+__all__ = ["migrate", "plan_migration", "convert_run", "MigrateOptions", "PlannedRun", "LegacyRun", "SourceError",
+           "discover_runs", "parse_legacy_name", "make_example", "MigrationReport", "RunReport", "load_rules",
+           "apply_config_rules"]

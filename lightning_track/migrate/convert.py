@@ -1,0 +1,603 @@
+"""Plan and convert legacy runs into run folders, each built in a staging folder and renamed into place.
+
+Everything in the new run goes through the same layout and writers as ``RunLogger``: RunLayout for
+paths, the metrics.jsonl and TensorBoard sinks, ``write_config_yaml``, ``post_process``,
+``atomic_write_json`` and ``CheckpointMappings``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import fnmatch
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import config_digest, redact, redact_argv, write_config_yaml
+from ..fileio import JsonlAppender, atomic_write_json, atomic_write_text, json_line, read_json
+from ..layout import RunLayout
+from ..meta import package_versions
+from ..metrics import MetricRecord
+from ..sinks import Sink, SinkContext
+from ..sinks.jsonl import MetricsJsonlSink
+from ..sinks.tensorboard import TensorBoardSink
+from ..summary import STATUS_COMPLETED, STATUS_INTERRUPTED, iso_now, post_process, render_report
+from ..tracking import CheckpointMappings
+from .checkpoints import (
+    NOT_CARRIED,
+    CheckpointError,
+    ConvertedCheckpoint,
+    LegacyCheckpoint,
+    find_checkpoints,
+    lightning_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .discover import LegacyRun, SourceError, discover_runs
+from .readers import (
+    TrackingReader,
+    as_number,
+    find_log_file,
+    read_checkpoint_mapping,
+    read_legacy_config,
+    read_line_mapping,
+    read_log_history,
+    step_from_name,
+)
+from .report import (
+    STATUS_CONVERTED,
+    STATUS_FAILED,
+    STATUS_PLANNED,
+    STATUS_SKIPPED,
+    MigrationReport,
+    Notes,
+    RunReport,
+)
+from .rules import MigrateRules, apply_config_rules, load_rules
+
+__all__ = ["MigrateOptions", "PlannedRun", "plan_migration", "convert_run", "migrate", "TOOL"]
+
+TOOL = "lt-migrate"
+RECORD_BATCH = 4096  # metric records handed to the sinks at once
+_LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+@dataclass
+class MigrateOptions:
+    state_dict_prefix: str = "model."
+    rules: MigrateRules = field(default_factory=load_rules)
+    force: bool = False
+    trust_pickle: bool = False
+    tensorboard: bool = True
+
+
+@dataclass
+class PlannedRun:
+    legacy: LegacyRun
+    target: Path | None = None
+    size: int = 0
+    already_migrated: bool = False
+    error: str | None = None
+    would_skip: list[str] = field(default_factory=list)  # what --dry-run says will be left out
+
+    @property
+    def name(self) -> str | None:
+        return self.target.name if self.target else None
+
+
+ProgressFn = Callable[[int], None]
+
+
+# -- planning ---------------------------------------------------------------------------------------
+def _tree_size(path: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def migrated_from(target: Path) -> str | None:
+    """The legacy source recorded in a run's ``meta.json`` (None when not a migrated run)."""
+    try:
+        meta = read_json(RunLayout(target).meta_json)
+    except (OSError, ValueError):
+        return None
+    origin = meta.get("migrated_from") if isinstance(meta, dict) else None
+    return origin.get("source") if isinstance(origin, dict) else None
+
+
+def _check_paths(source: Path, out: Path) -> None:
+    src, dst = source.resolve(), out.resolve()
+    if dst == src or src in dst.parents:
+        raise SourceError(f"--out {str(out)!r} is inside SOURCE {str(source)!r}; the legacy tree is never written,"
+                          " choose an output folder outside it")
+    if out.exists() and not out.is_dir():
+        raise SourceError(f"--out {str(out)!r} exists and is not a folder")
+
+
+def _would_skip(run: Path, dataset: str) -> list[str]:
+    """Cheap look at what the run lacks (for --dry-run): no reading of file contents."""
+    notes = []
+    logs = run / "logs"
+    if not (run / "training_config.yaml").is_file():
+        notes.append("training_config.yaml missing: config.yaml from defaults only")
+    for stem, suffix, what in (("batch_tracking", ".jsonl", "no batch tracking: metrics only from trainer_state"),
+                               ("checkpoint_mapping", ".json", "no checkpoint mapping: rebuilt from batch tracking")):
+        if not (logs / f"{stem}_{dataset}{suffix}").is_file() and not list(logs.glob(f"{stem}_*{suffix}")):
+            notes.append(what)
+    if not (run / "models").is_dir():
+        notes.append("models/ missing: no final_model/")
+    ckpts = run / "checkpoints"
+    if not ckpts.is_dir() or not any(ckpts.iterdir()):
+        notes.append("no checkpoints")
+    else:
+        carried_not = sum(1 for name in NOT_CARRIED for _ in ckpts.glob(f"*/{name}"))
+        if carried_not:
+            notes.append(f"{carried_not} RNG-state/training-args files not carried (no Lightning equivalent)")
+    return notes
+
+
+def plan_migration(
+    source: str | os.PathLike[str], out: str | os.PathLike[str], *, only: str | None = None, force: bool = False
+) -> list[PlannedRun]:
+    """Find the runs, give each its target name, and mark those already migrated.
+
+    A target that exists but came from another source (or from RunLogger) is never touched: the
+    run gets the next free ``-2``, ``-3`` name, as ``RunLayout.create`` would give it.
+    """
+    source, out = Path(source), Path(out)
+    runs = discover_runs(source)
+    _check_paths(source, out)
+    plans: list[PlannedRun] = []
+    taken: set[str] = set()
+    for run in runs:
+        plan = PlannedRun(run)
+        plans.append(plan)
+        if run.error or run.legacy is None:
+            plan.error = run.error or "run folder name does not parse"
+            continue
+        try:
+            prefix_name = RunLayout.run_name(run.dataset, run.legacy.method, run.legacy.timestamp)
+        except ValueError as exc:
+            plan.error = f"{run.path}: {exc}"
+            continue
+        if only and not any(fnmatch.fnmatch(text, only) for text in (run.path.name, run.relpath, prefix_name)):
+            plan.error = None
+            plan.would_skip = ["not matched by --only"]
+            plan.target = None
+            continue
+        counter = 1
+        while True:
+            name = RunLayout.run_name(run.dataset, run.legacy.method, run.legacy.timestamp, counter)
+            target = out / name
+            origin = migrated_from(target) if target.exists() else None
+            if name not in taken and (not target.exists() or origin == str(run.path)):
+                break
+            counter += 1
+        taken.add(name)
+        plan.target = target
+        plan.already_migrated = target.exists()
+        plan.size = _tree_size(run.path)
+        plan.would_skip = _would_skip(run.path, run.dataset)
+    return plans
+
+
+# -- converting one run --------------------------------------------------------------------------------
+class _EpochIndex:
+    """Which epoch a step belongs to, from batch tracking, in memory proportional to the epochs."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.epochs: list[int] = []
+        self.last_step: dict[int, int] = {}
+
+    def add(self, step: int, epoch: Any) -> None:
+        number = as_number(epoch)
+        if number is None:
+            return
+        value = int(number)
+        if not self.epochs or self.epochs[-1] != value:
+            self.starts.append(step)
+            self.epochs.append(value)
+        self.last_step[value] = step
+
+    def epoch_of(self, step: int) -> int | None:
+        i = bisect.bisect_right(self.starts, step) - 1
+        return self.epochs[i] if i >= 0 else None
+
+
+def link_or_copy_tree(src: Path, dst: Path, on_bytes: ProgressFn) -> tuple[int, int]:
+    """Hard-link every file of ``src`` under ``dst`` (copy when linking is impossible); (linked, copied)."""
+    linked = copied = 0
+    for folder, dirs, files in os.walk(src):
+        dirs.sort()
+        rel = Path(folder).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in sorted(files):
+            s, d = Path(folder) / name, dst / rel / name
+            try:
+                os.link(s, d)
+                linked += 1
+            except OSError as exc:
+                if exc.errno not in _LINK_FALLBACK:
+                    raise
+                shutil.copy2(s, d)
+                copied += 1
+            on_bytes(s.stat().st_size)
+    return linked, copied
+
+
+def _close_sinks(sinks: list[Sink], status: str) -> None:
+    for sink in sinks:
+        sink.close(status)
+
+
+def convert_run(
+    plan: PlannedRun, out: Path, options: MigrateOptions, on_bytes: ProgressFn = lambda n: None
+) -> RunReport:
+    """Build one run in the staging folder and rename it into ``out``; never raises for bad data."""
+    run = plan.legacy
+    report = RunReport(source=str(run.path), target=str(plan.target) if plan.target else None, bytes=plan.size)
+    if plan.error:
+        report.status, report.reason = STATUS_FAILED, plan.error
+        return report
+    assert plan.target is not None and run.legacy is not None
+    staging = RunLayout(RunLayout.staging_dir(out, plan.target.name, TOOL))
+    try:
+        if staging.run_dir.exists():
+            shutil.rmtree(staging.run_dir)  # left by an interrupted migration
+        staging.run_dir.mkdir(parents=True)
+        _build(run, staging, options, report, on_bytes)
+        _install(staging, plan.target)
+        summary = read_json(RunLayout(plan.target).summary_json)
+        atomic_write_text(RunLayout(plan.target).report_md, render_report(RunLayout(plan.target), summary))
+    except BaseException as exc:
+        shutil.rmtree(staging.run_dir, ignore_errors=True)
+        if not isinstance(exc, Exception):
+            raise
+        report.status = STATUS_FAILED
+        if isinstance(exc, OSError) and exc.filename:
+            report.reason = f"{exc.filename}: {exc.strerror or exc}"
+        else:
+            text = str(exc).strip().splitlines()
+            report.reason = f"{run.path}: {type(exc).__name__}: {text[0] if text else ''}"
+        return report
+    report.status = STATUS_CONVERTED
+    return report
+
+
+def _install(staging: RunLayout, target: Path) -> None:
+    """Rename the complete run into place; with --force the old one is swapped out first."""
+    if target.exists():
+        old = staging.run_dir.with_name(staging.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(target, old)
+        os.rename(staging.run_dir, target)
+        shutil.rmtree(old)
+    else:
+        os.rename(staging.run_dir, target)
+    try:
+        staging.root.rmdir()
+    except OSError:
+        pass  # other runs still building there, or not empty
+
+
+def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: RunReport, on_bytes: ProgressFn) -> None:
+    assert run.legacy is not None
+    rules = options.rules
+    notes = Notes()
+    dataset, method = run.dataset, run.legacy.method
+    logs = run.path / "logs"
+    start = run.legacy.started.timestamp()
+
+    # config.yaml
+    legacy_config = read_legacy_config(run.path / "training_config.yaml", notes)
+    config, applied = apply_config_rules(legacy_config or {}, rules)
+    write_config_yaml(layout.config_yaml, config)
+
+    # checkpoints (found now: the newest trainer_state.json holds the fullest log history)
+    checkpoints = find_checkpoints(run.path / "checkpoints", notes)
+    report.checkpoints_found = len(checkpoints)
+    not_carried = sorted({p.name for name in NOT_CARRIED for p in (run.path / "checkpoints").glob(f"*/{name}")})
+    if not_carried:
+        notes.warn(f"{run.path / 'checkpoints'}: {', '.join(not_carried)} not carried (Lightning has no place for"
+                   " HF RNG state or training arguments)", "not-carried")
+    history_files = [p for p in (run.path / "trainer_state.json", run.path / "models" / "trainer_state.json")
+                     if p.is_file()]
+    newest = [c.path / "trainer_state.json" for c in reversed(checkpoints)
+              if c.kind == "hf" and (c.path / "trainer_state.json").is_file()]
+    history = read_log_history(newest[:1] + history_files, rules, notes)
+
+    # batch tracking -> batch_tracking.jsonl + metrics.jsonl + TensorBoard
+    tracking_path = find_log_file(logs, "batch_tracking", dataset, ".jsonl", notes)
+    sinks: list[Sink] = [MetricsJsonlSink()] + ([TensorBoardSink()] if options.tensorboard else [])
+    context = SinkContext(layout=layout, dataset=dataset, method=method, config=redact(config))
+    first_seen: dict[int, int] = {}
+    epochs = _EpochIndex()
+    for sink in sinks:
+        sink.open(context)
+        sink.log_config(redact(config))
+    status = "failed"
+    try:
+        steps, last_step, last_time = _write_metrics(tracking_path, history, rules, notes, sinks, layout, first_seen,
+                                                     epochs, start, report)
+        status = "success"
+    finally:
+        _close_sinks(sinks, status)
+    if tracking_path is not None:
+        on_bytes(tracking_path.stat().st_size)
+    else:
+        notes.warn(f"{logs}/batch_tracking_{dataset}.jsonl: missing; no batch tracking, metrics only from"
+                   " trainer_state.json", "batch_tracking")
+    report.steps, report.last_step = steps, last_step
+
+    # checkpoints -> checkpoints/checkpoint-step-NNN.ckpt
+    converted = _convert_checkpoints(checkpoints, layout, options, notes, epochs, report, on_bytes)
+
+    # mappings
+    _write_mappings(run, layout, dataset, converted, first_seen, notes)
+
+    # final_model/ and the unchanged legacy files
+    models = run.path / "models"
+    if models.is_dir():
+        report.linked_files, report.copied_files = link_or_copy_tree(models, layout.final_model_dir, on_bytes)
+        report.final_model_files = report.linked_files + report.copied_files
+    else:
+        notes.warn(f"{models}: missing; no final_model/", str(models))
+    extras = [p for p in (run.path / "training_config.yaml", logs / "train.log") if p.is_file()]
+    for extra in extras:
+        layout.legacy_dir.mkdir(exist_ok=True)
+        linked, copied = link_or_copy_tree_file(extra, layout.legacy_dir / extra.name, on_bytes)
+        report.linked_files += linked
+        report.copied_files += copied
+
+    # meta.json, summary.json, metrics.csv, report_draft.md
+    report.warnings = notes.finish()
+    status_word = STATUS_COMPLETED if models.is_dir() else STATUS_INTERRUPTED
+    atomic_write_json(layout.meta_json, {
+        "dataset": dataset,
+        "method": method,
+        "run_name": layout.name,
+        "created": iso_now(),
+        "migrated_from": {
+            "tool": TOOL,
+            "source": str(run.path),
+            "project": run.legacy.project,
+            "legacy_name": run.path.name,
+            "legacy_timestamp": run.legacy.timestamp,
+            "rules": rules.path,
+            "config_rules_applied": applied,
+            "state_dict_prefix": options.state_dict_prefix,
+            "checkpoints": {f"checkpoints/{RunLayout.checkpoint_filename(c.step)}": str(c.source)
+                            for c in converted},
+        },
+        "skipped": report.warnings,
+        "migration": {"host": socket.gethostname(), "argv": redact_argv(list(sys.argv)), "cwd": os.getcwd(),
+                      "versions": package_versions()},
+    })
+    post_process(layout.run_dir, status=status_word, extra={
+        "run_name": layout.name,
+        "dataset": dataset,
+        "method": method,
+        "start_time": iso_now(start),
+        "end_time": iso_now(last_time) if last_time is not None else None,
+        "duration_s": round(last_time - start, 3) if last_time is not None else None,
+        "config_digest": config_digest(config),
+        "migrated": True,
+        "checkpoints": len(converted),
+    })
+
+
+def link_or_copy_tree_file(src: Path, dst: Path, on_bytes: ProgressFn) -> tuple[int, int]:
+    try:
+        os.link(src, dst)
+        result = (1, 0)
+    except OSError as exc:
+        if exc.errno not in _LINK_FALLBACK:
+            raise
+        shutil.copy2(src, dst)
+        result = (0, 1)
+    on_bytes(src.stat().st_size)
+    return result
+
+
+def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, float]], rules: MigrateRules,
+                   notes: Notes, sinks: list[Sink], layout: RunLayout, first_seen: dict[int, int],
+                   epochs: _EpochIndex, start: float, report: RunReport) -> tuple[int, int | None, float | None]:
+    """Merge batch tracking with log history in step order; returns (metric steps, last step, last time)."""
+    batch: list[MetricRecord] = []
+    steps = 0
+    last_step: int | None = None
+    last_time: float | None = None
+
+    def emit(step: int, when: float, metrics: dict[str, float]) -> None:
+        nonlocal steps, last_step
+        batch.append(MetricRecord(step, when, metrics))
+        steps += 1
+        last_step = step
+        if len(batch) >= RECORD_BATCH:
+            for sink in sinks:
+                sink.write(batch)
+            batch.clear()
+
+    hist_steps = list(history)
+    h = 0
+    tracking_fields = list(rules.tracking_metrics.items())
+    if tracking_path is not None:
+        with JsonlAppender(layout.batch_tracking_jsonl) as out:
+            lines: list[str] = []
+            for tracked in TrackingReader(tracking_path, rules, notes):
+                step, record = tracked.step, tracked.record
+                while h < len(hist_steps) and hist_steps[h] < step:
+                    emit(hist_steps[h], last_time if last_time is not None else start, history[hist_steps[h]])
+                    h += 1
+                if tracked.time is not None:
+                    last_time = tracked.time
+                when = last_time if last_time is not None else start
+                metrics: dict[str, float] = {}
+                if h < len(hist_steps) and hist_steps[h] == step:
+                    metrics.update(history[step])
+                    h += 1
+                for key, name in tracking_fields:
+                    value = as_number(record.get(key))
+                    if value is not None:
+                        metrics[name] = value
+                if metrics:
+                    emit(step, when, metrics)
+                epochs.add(step, record.get("epoch"))
+                for line in record.get("line_indices", ()):
+                    first_seen.setdefault(line, step)
+                lines.append(json_line(record))
+                if len(lines) >= RECORD_BATCH:
+                    out.write_lines(lines)
+                    report.tracked_lines += len(lines)
+                    lines.clear()
+            out.write_lines(lines)
+            report.tracked_lines += len(lines)
+    for s in hist_steps[h:]:
+        emit(s, last_time if last_time is not None else start, history[s])
+    if batch:
+        for sink in sinks:
+            sink.write(batch)
+    return steps, last_step, last_time
+
+
+def _convert_checkpoints(checkpoints: list[LegacyCheckpoint], layout: RunLayout, options: MigrateOptions,
+                         notes: Notes, epochs: _EpochIndex, report: RunReport,
+                         on_bytes: ProgressFn) -> list[ConvertedCheckpoint]:
+    converted: dict[int, ConvertedCheckpoint] = {}
+    if checkpoints:
+        layout.checkpoints_dir.mkdir(exist_ok=True)
+    for ck in checkpoints:
+        try:
+            loaded = load_checkpoint(ck, trust_pickle=options.trust_pickle, epoch_of_step=epochs.epoch_of,
+                                     last_step_of_epoch=epochs.last_step.get)
+        except CheckpointError as exc:
+            notes.warn(f"{exc}; checkpoint skipped", str(ck.path))
+            on_bytes(ck.size)
+            continue
+        for note in loaded.notes:
+            notes.warn(note, str(ck.path))
+        if loaded.step in converted:
+            notes.warn(f"{ck.path}: step {loaded.step} already converted from {converted[loaded.step].source.name};"
+                       " checkpoint skipped", str(ck.path))
+            on_bytes(ck.size)
+            continue
+        checkpoint = lightning_checkpoint(loaded, prefix=options.state_dict_prefix, source=str(ck.path))
+        del loaded
+        size = save_checkpoint(checkpoint, layout.checkpoint_path(checkpoint["global_step"]))
+        info = checkpoint["lt_migrate"]
+        converted[checkpoint["global_step"]] = ConvertedCheckpoint(ck.path, checkpoint["global_step"],
+                                                                   checkpoint["epoch"], info["weights_only"],
+                                                                   info["weights"], size)
+        del checkpoint
+        report.checkpoints += 1
+        report.weights_only += int(info["weights_only"])
+        on_bytes(ck.size)
+    return [converted[s] for s in sorted(converted)]
+
+
+def _write_mappings(run: LegacyRun, layout: RunLayout, dataset: str, converted: list[ConvertedCheckpoint],
+                    first_seen: dict[int, int], notes: Notes) -> None:
+    logs = run.path / "logs"
+    steps = {c.step for c in converted}
+    mapping_path = find_log_file(logs, "checkpoint_mapping", dataset, ".json", notes)
+    entries = read_checkpoint_mapping(mapping_path, notes) if mapping_path else None
+    by_step = {}
+    for entry in entries or []:
+        by_step.setdefault(entry.step, entry)
+        if entry.step not in steps:
+            exists = entry.path is not None and (run.path / entry.path).exists()
+            why = (f"names {entry.path}, which does not exist" if entry.path and not exists
+                   else "names a checkpoint that was not converted")
+            notes.warn(f"{mapping_path}: entry {entry.name!r} {why}; dropped", str(mapping_path))
+    line_path = find_log_file(logs, "line_checkpoint_mapping", dataset, ".json", notes)
+    line_mapping = read_line_mapping(line_path, notes) if line_path else None
+    if line_mapping:
+        step_of = {entry.name: entry.step for entry in entries or []}
+        distinct: set[str] = set().union(*line_mapping.values())
+        unknown = sorted(n for n in distinct if step_of.get(n, step_from_name(n)) not in steps)
+        for name in unknown[:20]:
+            notes.warn(f"{line_path}: names checkpoint {name!r}, which does not exist or was not converted; dropped",
+                       str(line_path))
+    if not converted:
+        return
+    first_steps = sorted(first_seen.items(), key=lambda kv: kv[1])
+    firsts = [s for _, s in first_steps]
+    mappings = CheckpointMappings(layout)
+    rebuilt = False
+    for ck in converted:
+        entry = by_step.get(ck.step)
+        if entry is not None and entry.lines is not None:
+            mappings.seen_lines = set(entry.lines)
+        else:
+            mappings.seen_lines = {line for line, _ in first_steps[: bisect.bisect_right(firsts, ck.step)]}
+            rebuilt = True
+        mappings.add_checkpoint(ck.step)
+    if rebuilt and not first_seen:
+        notes.warn(f"{run.path}: no batch tracking lines to rebuild the mapping from; checkpoints map no lines",
+                   "mapping")
+    mappings.write()
+
+
+# -- the whole migration ---------------------------------------------------------------------------------
+def migrate(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] = "runs",
+    *,
+    dry_run: bool = False,
+    only: str | None = None,
+    options: MigrateOptions | None = None,
+    on_plan: Callable[[list[PlannedRun]], None] = lambda plans: None,
+    on_bytes: ProgressFn = lambda n: None,
+    on_run: Callable[[RunReport], None] = lambda r: None,
+) -> MigrationReport:
+    """Migrate every legacy run under ``source`` into ``out``; a bad run never stops the others.
+
+    Raises ``SourceError`` only when SOURCE/--out cannot be used at all.
+    """
+    options = options or MigrateOptions()
+    out = Path(out)
+    plans = plan_migration(source, out, only=only, force=options.force)
+    on_plan(plans)
+    result = MigrationReport(dry_run=dry_run)
+    for plan in plans:
+        if plan.target is None and not plan.error:
+            report = RunReport(str(plan.legacy.path), None, STATUS_SKIPPED, "not matched by --only")
+        elif dry_run or (plan.already_migrated and not options.force):
+            report = RunReport(str(plan.legacy.path), str(plan.target) if plan.target else None, bytes=plan.size)
+            if plan.error:
+                report.status, report.reason = STATUS_FAILED, plan.error
+            elif plan.already_migrated and not options.force:
+                report.status, report.reason = STATUS_SKIPPED, "already migrated (use --force to redo)"
+            else:
+                report.status = STATUS_PLANNED
+                report.warnings = list(plan.would_skip)
+            on_bytes(plan.size)
+        else:
+            if not plan.error:
+                out.mkdir(parents=True, exist_ok=True)
+            done = 0
+
+            def count(n: int) -> None:
+                nonlocal done
+                done += n
+                on_bytes(n)
+
+            report = convert_run(plan, out, options, count)
+            if plan.size > done:
+                on_bytes(plan.size - done)
+        result.runs.append(report)
+        on_run(report)
+    return result

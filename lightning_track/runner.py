@@ -1,0 +1,280 @@
+"""The library behind ``lt-run``: launch a training command, act on its health, post-process it.
+
+Why: a run that never becomes healthy should not hold a GPU for hours, and a Slurm chain
+(``sbatch --dependency=afterok``) must see the training's own exit status.
+
+How the child is told where to signal: ``lt-run`` exports ``LIGHTNING_TRACK_EXP_ID`` and
+``LIGHTNING_TRACK_SIGNALS_DIR``; a :class:`~lightning_track.callbacks.health.HealthGuard` in the child
+uses them unless it was given its own values. How ``lt-run`` learns the child's run folder: the
+``run_dir`` field the guard writes into every signal's JSON twin, or ``run_dir=`` (``--run-dir``),
+which wins.
+
+The child runs in its own process group (so a terminal's Ctrl+C reaches it once, through
+``lt-run``); SIGINT/SIGTERM sent to ``lt-run`` are forwarded to that group, and terminating
+means SIGTERM to the group, then SIGKILL after ``grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import signals
+from .layout import RunLayout, format_timestamp, sanitize_name
+from .summary import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, SummaryFile, post_process
+
+__all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id", "exit_status", "HEALTH_TIMEOUT_EXIT_CODE"]
+
+# When lt-run stops a child for its health and the child still exits 0 (Lightning turns SIGTERM
+# into a clean-looking exit), lt-run must not report success: it uses the HealthGuard's code.
+HEALTH_TIMEOUT_EXIT_CODE = 86
+
+Event = Callable[[str, str], None]  # (kind, message) -> None, for a console
+
+
+@dataclass
+class RunResult:
+    """What happened to one launched command."""
+
+    exit_code: int  # what lt-run exits with: the child's (128 + N when signal N killed it)
+    child_returncode: int | None  # Popen's returncode (negative: killed by that signal)
+    exp_id: str
+    outcome: str  # "done" or "failed"
+    reason: str | None
+    healthy: bool
+    duration_s: float
+    run_dir: Path | None
+    signals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None
+    post_process_error: str | None = None
+
+
+def default_exp_id(cmd: Sequence[str]) -> str:
+    """``<script stem>_<YYYYmmdd_HHMMSS>``: ``python train.py`` -> ``train_20250720_143052``."""
+    script = next((a for a in cmd[1:] if a.endswith(".py")), cmd[0] if cmd else "run")
+    stem = Path(script).stem or "run"
+    try:
+        stem = sanitize_name(stem)
+    except ValueError:
+        stem = "run"
+    return f"{stem}_{format_timestamp()}"
+
+
+def exit_status(returncode: int) -> int:
+    """Shell convention: a child killed by signal N gives 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+class _Child:
+    def __init__(self, cmd: Sequence[str], env: Mapping[str, str], cwd: str | None) -> None:
+        try:
+            self.proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, start_new_session=True)
+        except OSError as exc:
+            raise OSError(f"cannot start {shlex.join(cmd)}: {exc.strerror or exc}") from None
+
+    def send(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            self.proc.send_signal(sig)
+
+    def terminate(self, grace: float, on_event: Event) -> None:
+        """SIGTERM to the group, SIGKILL after ``grace`` s (also for leftover grandchildren)."""
+        self.send(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            on_event("kill", f"still running {grace:g} s after SIGTERM: SIGKILL")
+            self.send(signal.SIGKILL)
+            self.proc.wait()
+
+
+def run_command(
+    cmd: Sequence[str],
+    *,
+    exp_id: str | None = None,
+    signals_dir: str | os.PathLike[str] = "runs/signals",
+    health_time: float | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    grace: float = 30.0,
+    poll_interval: float = 0.25,
+    do_post_process: bool = True,
+    forward_signals: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    on_event: Event | None = None,
+) -> RunResult:
+    """Run ``cmd`` to the end, watching ``<signals_dir>/<exp_id>.*``; see the module doc.
+
+    * no ``.healthy`` within ``health_time`` s: ``.failed`` ("not healthy within N s"), terminate;
+    * ``.failed`` written by the child: terminate it (after ``grace`` s for it to exit by itself);
+    * on exit: ``.done``/``.failed`` if the child wrote neither, then :func:`post_process` of the
+      run folder (when known). ``forward_signals`` installs SIGINT/SIGTERM handlers (main thread).
+    """
+    if not cmd:
+        raise ValueError("no command given (usage: lt-run [options] -- CMD ...)")
+    if health_time is not None and health_time <= 0:
+        raise ValueError(f"--health-time must be positive, got {health_time}")
+    notify: Event = on_event or (lambda kind, message: None)
+    exp_id = signals.check_exp_id(exp_id) if exp_id is not None else default_exp_id(cmd)
+    signals_path = Path(signals_dir).resolve()
+    signals_path.mkdir(parents=True, exist_ok=True)
+    # Old signals of this exp_id are removed, not filtered by time: file mtimes come from a coarse
+    # (or, on NFS, another machine's) clock and cannot be compared with ours reliably.
+    stale = signals.clear_signals(signals_path, exp_id)
+    if stale:
+        notify("info", f"removed {len(stale)} old signal file(s) of {exp_id}")
+    child_env = dict(os.environ if env is None else env)
+    child_env[signals.ENV_EXP_ID] = exp_id
+    child_env[signals.ENV_SIGNALS_DIR] = str(signals_path)
+
+    t0 = time.monotonic()
+    child = _Child(cmd, child_env, cwd)
+    notify("start", f"pid {child.proc.pid}: {shlex.join(cmd)} (exp_id {exp_id}, signals in {signals_path})")
+
+    forwarded: list[int] = []
+    previous: dict[int, Any] = {}
+    if forward_signals and threading.current_thread() is threading.main_thread():
+        def forward(signum: int, frame: Any) -> None:
+            forwarded.append(signum)
+            child.send(signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, forward)
+
+    healthy = False
+    stopped_for: str | None = None  # why lt-run terminated the child
+    lt_failure: dict[str, Any] | None = None
+    seen: dict[str, dict[str, Any]] = {}
+    try:
+        while child.proc.poll() is None:
+            seen = signals.read_signals(signals_path, exp_id)
+            if not healthy and signals.HEALTHY in seen:
+                healthy = True
+                notify("healthy", f"healthy after {time.monotonic() - t0:.1f} s: "
+                                  f"{signals.format_signal(seen[signals.HEALTHY])}")
+            if signals.FAILED in seen:
+                stopped_for = "child reported failure"
+                notify("failed", f"child reported {signals.format_signal(seen[signals.FAILED])}; "
+                                 f"waiting up to {grace:g} s for it to exit")
+                try:
+                    child.proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    child.terminate(grace, notify)
+                break
+            elapsed = time.monotonic() - t0
+            if health_time is not None and not healthy and elapsed >= health_time:
+                reason = f"not healthy within {health_time:g} s"
+                stopped_for = reason
+                lt_failure = {"check": "health_timeout", "reason": reason, "value": round(elapsed, 3),
+                              "threshold": health_time}
+                signals.write_signal(signals_path, exp_id, signals.FAILED, **lt_failure,
+                                     run_dir=str(run_dir) if run_dir else None, child_pid=child.proc.pid,
+                                     writer="lt-run")
+                notify("failed", f"{reason}: SIGTERM, SIGKILL after {grace:g} s")
+                child.terminate(grace, notify)
+                break
+            time.sleep(poll_interval)
+        returncode = child.proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    duration = round(time.monotonic() - t0, 3)
+
+    code = exit_status(returncode)
+    if stopped_for is not None and code == 0:
+        code = HEALTH_TIMEOUT_EXIT_CODE
+    seen = signals.read_signals(signals_path, exp_id)
+    end_fields = {"exit_code": code, "duration_s": duration, "child_pid": child.proc.pid, "writer": "lt-run"}
+    if returncode < 0:
+        end_fields["killed_by"] = _signal_name(-returncode)
+    if signals.FAILED in seen:
+        outcome, reason = signals.FAILED, seen[signals.FAILED].get("reason")
+    elif signals.DONE in seen and code == 0:
+        outcome, reason = signals.DONE, None
+    elif code == 0 and not forwarded:
+        outcome, reason = signals.DONE, None
+        signals.write_signal(signals_path, exp_id, signals.DONE, **end_fields)
+    else:
+        outcome = signals.FAILED
+        if forwarded:
+            reason = f"stopped: lt-run received {_signal_name(forwarded[0])} (exit code {code})"
+        elif returncode < 0:
+            reason = f"killed by {_signal_name(-returncode)} (exit code {code})"
+        else:
+            reason = f"exit code {code}"
+        signals.write_signal(signals_path, exp_id, signals.FAILED, check="exit", reason=reason, **end_fields)
+    seen = signals.read_signals(signals_path, exp_id)
+    notify(outcome, f"exit code {code} after {duration:.1f} s" + (f": {reason}" if reason else ""))
+
+    found_dir = Path(run_dir) if run_dir is not None else _run_dir_from(seen)
+    result = RunResult(exit_code=code, child_returncode=returncode, exp_id=exp_id, outcome=outcome, reason=reason,
+                       healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen)
+    if do_post_process:
+        if found_dir is None:
+            notify("info", "no run folder known (no --run-dir, no run_dir in the signals): skipping post-processing")
+        else:
+            interrupted = bool(forwarded) and lt_failure is None
+            try:
+                result.summary = finish_run_dir(found_dir, exit_code=code, duration_s=duration, exp_id=exp_id,
+                                                outcome=outcome, failure=lt_failure, interrupted=interrupted)
+                notify("post", f"post-processed {found_dir}")
+            except (OSError, ValueError) as exc:
+                result.post_process_error = str(exc)
+                notify("error", f"post-processing {found_dir} failed: {exc}")
+    return result
+
+
+def _run_dir_from(seen: Mapping[str, Mapping[str, Any]]) -> Path | None:
+    for status in (signals.DONE, signals.FAILED, signals.HEALTHY):
+        value = seen.get(status, {}).get("run_dir")
+        if value:
+            return Path(value)
+    return None
+
+
+def finish_run_dir(
+    run_dir: str | os.PathLike[str],
+    *,
+    exit_code: int,
+    duration_s: float,
+    exp_id: str,
+    outcome: str,
+    failure: Mapping[str, Any] | None = None,
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """Post-process a run folder after its process ended; mark it failed if the child never could.
+
+    A child killed before it finalized leaves ``status: running``; that becomes ``failed`` (or
+    ``interrupted`` when lt-run forwarded a signal). The child's own final status is kept otherwise.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: run folder does not exist")
+    summary_json = RunLayout(path).summary_json
+    current = SummaryFile(summary_json).read() if summary_json.exists() else {}
+    status = None
+    if current.get("status") in (None, STATUS_RUNNING):
+        status = STATUS_INTERRUPTED if interrupted else (STATUS_FAILED if outcome == signals.FAILED else None)
+    extra: dict[str, Any] = {"lt_run": {"exp_id": exp_id, "exit_code": exit_code, "duration_s": duration_s,
+                                        "outcome": outcome}}
+    if failure is not None and "failure" not in current:
+        extra["failure"] = dict(failure)
+    return post_process(path, status=status, extra=extra)
