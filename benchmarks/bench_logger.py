@@ -155,7 +155,10 @@ def bench_kill(seconds: float = 4.0, rate: float = 200.0) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.Popen([sys.executable, "-c", CHILD, kind, tmp, str(rate)], stdout=subprocess.PIPE,
                                     text=True)
-            t0 = float(proc.stdout.readline().split()[1])
+            line = ""
+            while not line.startswith("T0 "):  # SwanLab prints its own banner first
+                line = proc.stdout.readline()
+            t0 = float(line.split()[1])
             time.sleep(seconds)
             killed = time.time()
             proc.send_signal(signal.SIGKILL)
@@ -201,7 +204,8 @@ def main() -> None:
         "",
         f"Goal: RunLogger ≤ 1/10 of TensorBoardLogger → measured {calls['RunLogger'] / tb:.3f}×.",
         "",
-        f"| tiny-MLP fit, {args.steps} steps, log every step | wall s (best of {args.repeats}) | overhead vs no logger |",
+        f"| tiny-MLP fit, {args.steps} steps, log every step | wall s (best of {args.repeats})"
+        " | overhead vs no logger |",
         "| --- | ---: | ---: |",
         *[f"| {k} | {v:.2f} | {(v / fit['none'] - 1) * 100:+.1f} % |" for k, v in fit.items()],
         "",

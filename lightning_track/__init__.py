@@ -1,18 +1,55 @@
-"""lightning_track: clean, safe, self-describing run folders for PyTorch Lightning."""
+"""lightning_track: clean, safe, self-describing run folders for PyTorch Lightning.
+
+Names are imported lazily (PEP 562) so that tools which need no torch (``lt-sync``, reading a run
+folder) start in a fraction of a second instead of paying Lightning's import time.
+"""
 
 from __future__ import annotations
 
-from .callbacks import BatchTracker, FinalModelExport, StepCheckpoint, TrackedDataset, load_final_model
-from .callbacks.health import HEALTH_EXIT_CODE, HealthCheckFailed, HealthGuard
-from .layout import RunLayout, sanitize_name
-from .logger import RunLogger
-from .metrics import read_metrics
-from .summary import post_process
-
-__all__ = ["RunLogger", "RunLayout", "sanitize_name", "read_metrics", "post_process", "__version__"]
-
-__all__ += ["StepCheckpoint", "BatchTracker", "TrackedDataset", "FinalModelExport", "load_final_model"]
-
-__all__ += ["HealthGuard", "HealthCheckFailed", "HEALTH_EXIT_CODE"]
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "RunLogger": ".logger",
+    "RunLayout": ".layout",
+    "sanitize_name": ".layout",
+    "read_metrics": ".metrics",
+    "post_process": ".summary",
+    "StepCheckpoint": ".callbacks.step_checkpoint",
+    "BatchTracker": ".callbacks.batch_tracking",
+    "TrackedDataset": ".callbacks.batch_tracking",
+    "FinalModelExport": ".callbacks.final_model",
+    "load_final_model": ".callbacks.final_model",
+    "HealthGuard": ".callbacks.health",
+    "HealthCheckFailed": ".callbacks.health",
+    "HEALTH_EXIT_CODE": ".callbacks.health",
+    "PreemptionHandler": ".callbacks.preemption",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from .callbacks.batch_tracking import BatchTracker, TrackedDataset
+    from .callbacks.final_model import FinalModelExport, load_final_model
+    from .callbacks.health import HEALTH_EXIT_CODE, HealthCheckFailed, HealthGuard
+    from .callbacks.preemption import PreemptionHandler
+    from .callbacks.step_checkpoint import StepCheckpoint
+    from .layout import RunLayout, sanitize_name
+    from .logger import RunLogger
+    from .metrics import read_metrics
+    from .summary import post_process
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_track' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

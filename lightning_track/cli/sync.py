@@ -1,0 +1,154 @@
+"""``lt-sync SRC DEST``: incremental, live mirror of run folders (local or over SSH).
+
+Thin: argument parsing and display over :mod:`lightning_track.sync`. Exit codes: 0 done, 1 errors
+while syncing, 2 bad arguments / host key / authentication / missing source, 3 done but some paths
+were refused as unsafe, 130 one-shot sync interrupted with Ctrl-C (``--every`` stops with 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
+from ..sync.engine import FATAL_ERRORS, CycleResult
+from ..sync.plan import Plan
+
+__all__ = ["main", "build_parser"]
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lt-sync",
+        description="Mirror run folders incrementally: appended bytes only for growing logs, atomic replace for "
+                    "the rest. SRC/DEST: a local folder, [user@]host[:port]:path or ssh://user@host[:port]/path.",
+    )
+    parser.add_argument("src", metavar="SRC", help="runs folder to mirror (never modified)")
+    parser.add_argument("dest", metavar="DEST", help="mirror folder (created if missing)")
+    parser.add_argument("--every", type=_positive, metavar="SECONDS",
+                        help="keep mirroring every SECONDS until Ctrl-C; dropped connections are retried")
+    parser.add_argument("--include-checkpoints", action="store_true",
+                        help="also sync checkpoints/ and final_model/ (left out by default: large)")
+    parser.add_argument("--runs", metavar="GLOB", help="only top-level run folders matching GLOB")
+    parser.add_argument("--since", type=_positive, metavar="HOURS",
+                        help="only runs with a file modified in the last HOURS")
+    parser.add_argument("--delete", action="store_true", help="delete files on DEST that are gone from SRC")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
+    parser.add_argument("--runicorn", metavar="ROOT",
+                        help="also maintain a Runicorn storage view at ROOT (a path on DEST's machine)")
+    parser.add_argument("--parallel", type=int, default=16, metavar="N", help="files in flight at once (16)")
+    parser.add_argument("--state", metavar="FILE", help="resume journal (default: ~/.local/state/lightning_track/"
+                        "sync/<hash>.jsonl)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, status lines only")
+    return parser
+
+
+def _print_result(console: Console, result: CycleResult, verbose: bool) -> None:
+    console.print(result.status_line(), highlight=False, markup=False)
+    for line in result.refused:
+        console.print(f"refused: {line}", highlight=False, markup=False)
+    for line in result.errors:
+        console.print(f"error: {line}", highlight=False, markup=False)
+    if verbose:
+        for line in result.skipped:
+            console.print(f"skipped: {line}", highlight=False, markup=False)
+        if result.dry_run:
+            for action in result.plan.actions:
+                console.print(f"  {action.kind:8} {action.rel}", highlight=False, markup=False)
+
+
+async def _once(session: SyncSession, console: Console, quiet: bool) -> CycleResult:
+    if quiet or not console.is_terminal:
+        return await session.cycle()
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("scanning", total=None)
+
+        def on_plan(plan: Plan) -> None:
+            bar.update(task, description=f"{len(plan.actions)} files", total=max(1, plan.bytes_planned))
+
+        def progress(rel: str, nbytes: int) -> None:
+            bar.advance(task, nbytes)
+
+        return await session.cycle(progress, on_plan)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=False, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        src, dest = parse_endpoint(args.src), parse_endpoint(args.dest)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if src.is_remote == dest.is_remote and src == dest:
+        parser.error("SRC and DEST are the same place")
+    if args.parallel < 1:
+        parser.error("--parallel must be at least 1")
+    options = SyncOptions(include_checkpoints=args.include_checkpoints, runs_glob=args.runs, since_hours=args.since,
+                          delete=args.delete, dry_run=args.dry_run, runicorn_root=args.runicorn,
+                          parallel=args.parallel, state_path=args.state)
+    session = SyncSession(src, dest, options)
+    outcome: dict[str, int] = {"refused": 0, "errors": 0}
+
+    def on_cycle(result: CycleResult) -> None:
+        outcome["refused"] = len(result.refused)
+        outcome["errors"] = len(result.errors)
+        _print_result(console, result, verbose=False)
+
+    def on_retry(exc: BaseException, delay: float) -> None:
+        err.print(f"connection problem ({type(exc).__name__}: {exc}); retrying in {delay:.0f}s",
+                  highlight=False, markup=False)
+
+    async def run() -> None:
+        try:
+            if args.every:
+                console.print(f"mirroring {src} -> {dest} every {args.every:g}s (Ctrl-C to stop)",
+                              highlight=False, markup=False)
+                await run_loop(session, args.every, on_cycle, on_retry)
+            else:
+                await session.connect()
+                result = await _once(session, console, args.quiet)
+                outcome["refused"], outcome["errors"] = len(result.refused), len(result.errors)
+                _print_result(console, result, verbose=args.dry_run)
+        finally:
+            await session.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        err.print("interrupted; finished files are kept and a re-run resumes the rest", highlight=False, markup=False)
+        return 0 if args.every else 130
+    except FATAL_ERRORS as exc:
+        err.print(f"lt-sync: error: {exc}", highlight=False, markup=False)
+        return 2
+    except (OSError, EOFError) as exc:
+        err.print(f"lt-sync: error: {type(exc).__name__}: {exc}", highlight=False, markup=False)
+        return 1
+    except Exception as exc:  # asyncssh errors in a one-shot run: report in one line, no traceback
+        if type(exc).__module__.startswith("asyncssh"):
+            err.print(f"lt-sync: error: {type(exc).__name__}: {exc}", highlight=False, markup=False)
+            return 1
+        raise
+    if outcome["errors"]:
+        return 1
+    return 3 if outcome["refused"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Deciding what a tree holds: path, size, mtime per file, and which files only ever grow.
+
+Why a manifest instead of hashing everything: a re-sync with nothing changed must cost one listing,
+so the quick check is size + mtime (like rsync); tail hashes are computed only for files that grew,
+to prove the destination's old bytes are still a prefix of the source before appending.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from ..layout import RunLayout
+from .transport import DIR, FILE, LINK, Entry, Transport
+
+__all__ = [
+    "Manifest",
+    "PART_SUFFIX",
+    "TAIL_BYTES",
+    "is_append_only",
+    "is_checkpoint",
+    "is_internal",
+    "tail_hash",
+    "scan",
+]
+
+PART_SUFFIX = ".lt-sync-part"  # temp files of whole-file copies: `.NAME.lt-sync-part` beside the target
+TAIL_BYTES = 4096  # bytes compared before an append, and after each file as its checksum
+_APPEND_PATTERNS = ("*.tfevents.*", "*.swanlab", "*.log")
+_CHECKPOINT_DIRS = (RunLayout.CHECKPOINTS, RunLayout.FINAL_MODEL)
+
+
+def is_append_only(rel: str) -> bool:
+    """Files that only grow: new bytes can be appended instead of re-sending the file."""
+    name = rel.rsplit("/", 1)[-1]
+    return name in RunLayout.APPEND_ONLY or any(fnmatch.fnmatchcase(name, p) for p in _APPEND_PATTERNS)
+
+
+def is_checkpoint(rel: str) -> bool:
+    """Checkpoints and the exported final model: large, synced only with ``--include-checkpoints``."""
+    parts = rel.split("/")
+    return (RunLayout.CHECKPOINTS in parts[:-1] or RunLayout.FINAL_MODEL in parts
+            or parts[-1].endswith(RunLayout.CHECKPOINT_SUFFIX))
+
+
+def is_internal(rel: str) -> bool:
+    """Temp files of an interrupted copy or of an atomic write in progress: never synced."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.endswith(PART_SUFFIX) or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def tail_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass
+class Manifest:
+    """The synced view of one side: files, directories, and what was refused (with reasons)."""
+
+    files: dict[str, Entry] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=set)
+    links: dict[str, str] = field(default_factory=dict)  # refused symlinks: rel -> reason
+    parts: dict[str, Entry] = field(default_factory=dict)  # leftover partial copies: target rel -> entry
+    excluded_tops: set[str] = field(default_factory=set)  # top-level entries left out by --since
+    scanned_at: float = 0.0
+
+
+def _top(rel: str) -> str:
+    return rel.split("/", 1)[0]
+
+
+async def scan(
+    transport: Transport,
+    *,
+    runs_glob: str | None = None,
+    since_hours: float | None = None,
+    include_checkpoints: bool = False,
+    follow_links: bool = True,
+) -> Manifest:
+    """List a tree and keep what this sync covers.
+
+    ``runs_glob`` matches top-level entries (run folders); ``since_hours`` keeps top-level entries
+    with a file modified in that window; checkpoints and ``final_model/`` are left out unless asked.
+    The destination is scanned with ``follow_links=False`` so that every symlink there blocks writes.
+    """
+    started = time.time()
+    entries = await transport.walk(follow_links=follow_links)
+    manifest = Manifest(scanned_at=started)
+    newest: dict[str, int] = {}
+    for entry in entries:
+        rel = entry.rel
+        if runs_glob is not None and not fnmatch.fnmatchcase(_top(rel), runs_glob):
+            continue
+        if entry.kind == FILE and entry.rel.endswith(PART_SUFFIX):
+            head, _, name = rel.rpartition("/")
+            target = name[1:-len(PART_SUFFIX)] if name.startswith(".") else name[:-len(PART_SUFFIX)]
+            manifest.parts[f"{head}/{target}" if head else target] = entry
+            continue
+        if is_internal(rel) or (not include_checkpoints and is_checkpoint(rel)):
+            continue
+        if entry.kind == DIR and not include_checkpoints and rel.rsplit("/", 1)[-1] in _CHECKPOINT_DIRS:
+            continue
+        if entry.kind == DIR:
+            manifest.dirs.add(rel)
+        elif entry.kind == LINK:
+            manifest.links[rel] = entry.note
+        elif entry.kind == FILE:
+            manifest.files[rel] = entry
+            newest[_top(rel)] = max(newest.get(_top(rel), 0), entry.mtime)
+    if since_hours is not None:
+        cutoff = started - since_hours * 3600
+        keep = {top for top, mtime in newest.items() if mtime >= cutoff}
+        manifest.excluded_tops = set(newest) - keep
+        manifest.files = {r: e for r, e in manifest.files.items() if _top(r) in keep}
+        manifest.dirs = {d for d in manifest.dirs if _top(d) in keep}
+        manifest.links = {r: n for r, n in manifest.links.items() if _top(r) in keep}
+    return manifest
