@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import LineDataset, TinyModule, make_trainer  # noqa: E402
+from ckpt_support import LineDataset, TinyModule, make_trainer  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from lightning_track import BatchTracker, RunLogger, StepCheckpoint, TrackedDataset  # noqa: E402

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import LineDataset, TinyModule, loader, make_trainer  # noqa: E402
+from ckpt_support import LineDataset, TinyModule, loader, make_trainer  # noqa: E402
 
 from lightning_track import StepCheckpoint  # noqa: E402
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LineDataset, TinyModule, TupleDataset, loader, make_trainer
+from ckpt_support import LineDataset, TinyModule, TupleDataset, loader, make_trainer
 
 from lightning_track import BatchTracker, StepCheckpoint, TrackedDataset
 from lightning_track.fileio import iter_jsonl, read_json

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import LineDataset, TinyModule, loader, make_trainer
+from ckpt_support import LineDataset, TinyModule, loader, make_trainer
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_track import FinalModelExport, load_final_model

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LineDataset, TinyModule, loader, make_trainer
+from ckpt_support import LineDataset, TinyModule, loader, make_trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
