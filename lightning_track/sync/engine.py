@@ -208,7 +208,7 @@ class SyncSession:
             return result
         sent_before = self.dst.bytes_written
         for depth in sorted({d.count("/") for d in plan.mkdirs}):
-            await asyncio.gather(*(self.dst.makedirs(d) for d in plan.mkdirs if d.count("/") == depth))
+            await asyncio.gather(*(self.dst.mkdir(d) for d in plan.mkdirs if d.count("/") == depth))
         gate = asyncio.Semaphore(max(1, opts.parallel))
 
         async def one(action: Action) -> None:
@@ -279,8 +279,11 @@ class SyncSession:
                 raise SourceChanged("source shrank during the copy")
             tail = (tail + chunk)[-TAIL_BYTES:]
             if offset + len(chunk) >= size:
+                expect = (size, tail[-min(TAIL_BYTES, size):] if size else b"")
+                # one read of the source: nothing can have changed between reads, so rename right away
+                rename_to = rel if src.size <= CHUNK else None
                 written = await self.dst.write_final(part_rel, offset, chunk, truncate=first, mtime=src.mtime,
-                                                     verify=TAIL_BYTES)
+                                                     verify=TAIL_BYTES, rename_to=rename_to, expect=expect)
                 offset += len(chunk)
                 break
             await self.dst.write_at(part_rel, offset, chunk, truncate=first)
@@ -291,12 +294,13 @@ class SyncSession:
             if now is None or (now.size, now.mtime) != (src.size, src.mtime) and not is_append_only(rel):
                 await self._discard(part_rel)
                 raise SourceChanged("source changed during the copy")
-        if written != (size, tail[-min(TAIL_BYTES, size):] if size else b""):
+        if written != expect:
             if attempt == 0:
                 return await self._copy_whole(rel, src, None, attempt=1)
             await self._discard(part_rel)
             raise VerifyError("size or checksum differs from the source after copying twice")
-        await self.dst.rename(part_rel, rel)
+        if rename_to is None:
+            await self.dst.rename(part_rel, rel)
         self.state.mark_done(rel, size, src.mtime, tail_hash(tail))
 
     async def _append(self, action: Action, result: CycleResult) -> None:

@@ -168,3 +168,35 @@ def test_remote_listing_with_unsafe_names_is_refused(ssh_home, tmp_path: Path) -
 
     asyncio.run(write_outside())
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_ssh_write_final_renames_only_when_verified(ssh_home, tmp_path: Path) -> None:
+    """The pipelined write + mtime + read-back: the temp file becomes the target only when size and tail match."""
+    from lightning_track.sync.endpoints import parse_endpoint
+    from lightning_track.sync.transport import SSHTransport
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    data = os.urandom(600_000)  # several SFTP write requests on one handle
+
+    async def go() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        dst = SSHTransport(parse_endpoint(f"lt-test:{remote}"))
+        await dst.open()
+        try:
+            await dst.mkdir("run")
+            await dst.mkdir("run")  # an existing folder is fine
+            good = await dst.write_final("run/.a.part", 0, data, truncate=True, mtime=1_700_000_000, verify=4096,
+                                         rename_to="run/a.bin", expect=(len(data), data[-4096:]))
+            bad = await dst.write_final("run/.b.part", 0, data, truncate=True, mtime=1_700_000_000, verify=4096,
+                                        rename_to="run/b.bin", expect=(len(data) + 1, data[-4096:]))
+            return good, bad
+        finally:
+            await dst.close()
+
+    good, bad = asyncio.run(go())
+    assert good == bad == (len(data), data[-4096:])
+    assert (remote / "run" / "a.bin").read_bytes() == data
+    assert int((remote / "run" / "a.bin").stat().st_mtime) == 1_700_000_000
+    assert not (remote / "run" / ".a.part").exists()
+    assert not (remote / "run" / "b.bin").exists()  # expectation not met: left as the temp file
+    assert (remote / "run" / ".b.part").read_bytes() == data
