@@ -26,9 +26,14 @@ _EXPORTS = {
     "HealthCheckFailed": ".callbacks.health",
     "HEALTH_EXIT_CODE": ".callbacks.health",
     "PreemptionHandler": ".callbacks.preemption",
+    "from_config": ".configure",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "RunLogger", "RunLayout", "sanitize_name", "read_metrics", "post_process", "StepCheckpoint", "BatchTracker",
+    "TrackedDataset", "FinalModelExport", "load_final_model", "HealthGuard", "HealthCheckFailed", "HEALTH_EXIT_CODE",
+    "PreemptionHandler", "from_config", "__version__",
+]
 
 if TYPE_CHECKING:
     from .callbacks.batch_tracking import BatchTracker, TrackedDataset
@@ -36,10 +41,14 @@ if TYPE_CHECKING:
     from .callbacks.health import HEALTH_EXIT_CODE, HealthCheckFailed, HealthGuard
     from .callbacks.preemption import PreemptionHandler
     from .callbacks.step_checkpoint import StepCheckpoint
+    from .configure import from_config
     from .layout import RunLayout, sanitize_name
     from .logger import RunLogger
     from .metrics import read_metrics
     from .summary import post_process
+
+
+assert set(__all__) == {*_EXPORTS, "__version__"}
 
 
 def __getattr__(name: str) -> Any:

@@ -197,7 +197,7 @@ class RunLogger(Logger):
             return
         self._config = merge_config(self._config, params)
         write_config_yaml(self.layout.config_yaml, self._config)
-        self._summary_update(config_digest=config_digest(self._config))
+        self.update_summary(config_digest=config_digest(self._config))
         self._ensure_writer().put_config(redact(self._config))
 
     @override
@@ -270,7 +270,7 @@ class RunLogger(Logger):
             checkpoint_callback, "last_model_path", ""
         )
         if path:
-            self._summary_update(last_checkpoint=str(path))
+            self.update_summary(last_checkpoint=str(path))
 
     # -- run lifecycle -------------------------------------------------------------------------
     def _start_run(self) -> None:
@@ -310,12 +310,18 @@ class RunLogger(Logger):
         atexit.register(_finalize_at_exit, weakref.ref(self))
         self._ensure_writer()
 
-    def _summary_update(self, **fields: Any) -> None:
+    def update_summary(self, **fields: Any) -> None:
+        """Merge ``fields`` into ``summary.json`` (rank 0; a no-op elsewhere).
+
+        Goes through the same lock as the heartbeat, so callbacks (HealthGuard recording a failure)
+        never race the writer thread's rewrites of the file.
+        """
         if self._summary is not None:
             self._summary.update(**fields)
 
+
     def _heartbeat(self) -> None:
-        self._summary_update(heartbeat=iso_now())
+        self.update_summary(heartbeat=iso_now())
 
     def _on_sinks_open(self, context: SinkContext, sinks: list[Sink]) -> None:
         if context.resume_step is None or self._summary is None:
@@ -333,7 +339,7 @@ class RunLogger(Logger):
             if self._finalized:
                 # Logging after finalize (e.g. trainer.test after fit): reopen in append mode.
                 self._resume_count += 1
-                self._summary_update(status=STATUS_RUNNING)
+                self.update_summary(status=STATUS_RUNNING)
             sinks: list[Sink] = [MetricsJsonlSink()]
             sinks += [load_sink(s) if isinstance(s, str) else s for s in self._sink_specs]
             context = SinkContext(

@@ -205,7 +205,11 @@ def run_command(
     end_fields = {"exit_code": code, "duration_s": duration, "child_pid": child.proc.pid, "writer": "lt-run"}
     if returncode < 0:
         end_fields["killed_by"] = _signal_name(-returncode)
-    if signals.FAILED in seen:
+    if lt_failure is not None:  # lt-run's own .failed: complete it with how the command ended
+        outcome, reason = signals.FAILED, lt_failure["reason"]
+        signals.write_signal(signals_path, exp_id, signals.FAILED, **lt_failure, **end_fields,
+                             run_dir=str(run_dir) if run_dir else None)
+    elif signals.FAILED in seen:
         outcome, reason = signals.FAILED, seen[signals.FAILED].get("reason")
     elif signals.DONE in seen and code == 0:
         outcome, reason = signals.DONE, None

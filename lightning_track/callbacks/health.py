@@ -248,11 +248,10 @@ class HealthGuard(Callback):
     def _record_failure(self, trainer: Any, failure: dict[str, Any]) -> None:
         """Put the failure into summary.json through the RunLogger (rank 0 owns the file)."""
         logger = find_run_logger(trainer)
-        update = getattr(logger, "_summary_update", None)
-        if logger is None or trainer.global_rank != 0 or update is None:
+        if logger is None or trainer.global_rank != 0:
             return
         try:
-            update(status="failed", failure=failure)
+            logger.update_summary(status="failed", failure=failure)
         except (OSError, ValueError) as exc:
             print(f"HealthGuard: could not record the failure in summary.json: {exc}", file=sys.stderr)
 
@@ -472,8 +471,8 @@ class HealthGuard(Callback):
 
     def _fail(self, trainer: Any, failure: dict[str, Any] | None, *, step: int, loss: float | None) -> None:
         """Called on every rank at the same step: pick the root cause, report it, raise."""
-        if failure is not None:
-            failure = {**failure, "rank": trainer.global_rank, "step": step}
+        if failure is not None:  # the loss of the rank that failed, not rank 0's
+            failure = {**failure, "rank": trainer.global_rank, "step": step, "loss": loss}
         found = [f for f in self._gather(trainer, failure) if f is not None]
         found.sort(key=lambda f: (_PRIORITY.index(f["check"]) if f["check"] in _PRIORITY else len(_PRIORITY),
                                   f["rank"]))
@@ -485,7 +484,7 @@ class HealthGuard(Callback):
         if trainer.global_rank == 0:
             extra = {k: v for k, v in chosen.items() if k not in exc.as_dict()}
             ranks = {str(f["rank"]): f["check"] for f in found} if len(found) > 1 else None
-            self._write(trainer, signals.FAILED, **exc.as_dict(), loss=loss, ranks=ranks, **extra)
+            self._write(trainer, signals.FAILED, **exc.as_dict(), ranks=ranks, **extra)
             self._record_failure(trainer, {**exc.as_dict(), **extra})
         print(f"HealthGuard[rank {trainer.global_rank}]: {exc} (exit code {self.exit_code})", file=sys.stderr,
               flush=True)

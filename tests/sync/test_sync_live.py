@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import append_steps, free_port, make_run, tree, wait_port
+from sync_support import append_steps, free_port, make_run, tree, wait_port
 
 from lightning_track.sync import SyncOptions, sync_once
 
@@ -166,7 +166,7 @@ def test_dropped_connection_is_retried_with_backoff(tmp_path: Path, monkeypatch)
     import asyncio
 
     import psutil
-    from conftest import make_sshd, write_ssh_home
+    from sync_support import make_sshd, write_ssh_home
 
     from lightning_track.sync import SyncSession, run_loop
 

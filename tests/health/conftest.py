@@ -1,0 +1,14 @@
+"""Health tests: keep an outer lt-run's (or a developer shell's) signal settings out of the tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from lightning_track import signals
+
+
+@pytest.fixture(autouse=True)
+def _no_lt_run_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's shell (or an outer lt-run) must not redirect the tests' signals."""
+    monkeypatch.delenv(signals.ENV_EXP_ID, raising=False)
+    monkeypatch.delenv(signals.ENV_SIGNALS_DIR, raising=False)

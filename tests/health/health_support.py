@@ -1,0 +1,42 @@
+"""Helpers of the health tests: an in-process fit with a guard, and the env for child processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from health_train_script import ToyModule, toy_data
+
+SCRIPT = Path(__file__).parent / "health_train_script.py"
+
+
+def fit(root: Path, guard: Any, *, max_steps: int = 20, run_logger: bool = True, **module_kwargs: Any) -> Any:
+    """A real CPU fit of ToyModule with ``guard``; returns the trainer (raises what fit raises)."""
+    import lightning as L
+
+    from lightning_track import RunLogger
+
+    logger = RunLogger("toy", "health", root=root, sinks=()) if run_logger else False
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        logger=logger,
+        callbacks=[guard],
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=root / "plain",
+        accumulate_grad_batches=module_kwargs.pop("accumulate_grad_batches", 1),
+    )
+    trainer.fit(ToyModule(**module_kwargs), toy_data())
+    return trainer
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIGHTNING_TRACK_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
