@@ -5,4 +5,5 @@ from .final_model import load_final_model as load_final_model
 from .health import HEALTH_EXIT_CODE as HEALTH_EXIT_CODE
 from .health import HealthCheckFailed as HealthCheckFailed
 from .health import HealthGuard as HealthGuard
+from .preemption import PreemptionHandler as PreemptionHandler
 from .step_checkpoint import StepCheckpoint as StepCheckpoint

@@ -35,7 +35,9 @@ def run_demo(config_path: str | None = None, overrides: list[str] | None = None,
 
 def demo_callbacks(cfg) -> list:  # noqa: ANN001 - an OmegaConf node
     """The project's callbacks, configured from ``cfg.callbacks`` (each may be switched off)."""
-    return []
+    from ..configure import build_callbacks
+
+    return build_callbacks(cfg.get("callbacks"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"override {item!r} is not KEY=VALUE")
     try:
         run_dir = run_demo(args.config, args.overrides, quiet=args.quiet)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ConfigError is a ValueError
         print(f"lt-demo: error: {exc}", file=sys.stderr)
         return 1
     print(f"\nRun folder: {run_dir}")

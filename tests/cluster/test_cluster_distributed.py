@@ -1,0 +1,55 @@
+"""torchrun on CPU (gloo): one run folder and one set of outputs; preemption and resume under DDP."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from cluster_support import finish, start, wait_for
+from fit_script import build, fit
+from readers import tensorboard_scalars
+
+from lightning_track import RunLayout, read_metrics
+from lightning_track.signals import read_signal
+
+
+@pytest.mark.timeout(300)
+def test_torchrun_two_ranks_share_one_run_folder_and_survive_sigterm(runs: Path) -> None:
+    # torchrun starts both ranks independently: rank 1 learns rank 0's folder through the process group.
+    proc = start(str(runs), "40", "--strategy", "ddp", "--devices", "2", "--ready-at", "4", "--sleep", "0.3",
+                 "--every", "2", torchrun=2)
+    wait_for(runs / "ready.txt", proc)
+    proc.send_signal(signal.SIGTERM)  # to the torchrun agent, which forwards it to every rank
+    code, out = finish(proc)
+    assert code != 0, out[-3000:]
+
+    runs_found = RunLayout.list_runs(runs)
+    assert len(runs_found) == 1, [r.name for r in runs_found]
+    (run,) = runs_found
+    assert sorted(p.name for p in runs.iterdir()) == sorted([run.name, "ready.txt", "signals"])
+    assert len(list(run.tensorboard_dir.glob("events.out.tfevents.*"))) == 1
+    meta = json.loads(run.meta_json.read_text())
+    assert meta["launcher"]["WORLD_SIZE"] == "2" and meta["launcher"]["RANK"] == "0"
+    assert "TORCHELASTIC_RUN_ID" in meta["launcher"]
+
+    data = json.loads(run.summary_json.read_text())
+    assert data["status"] == "interrupted", out[-3000:]
+    step = data["interrupted"]["step"]
+    assert step >= 4
+    assert torch.load(run.checkpoint_path(step), weights_only=False)["global_step"] == step
+    assert [s for s, _ in run.step_checkpoints()] == sorted({*range(2, step + 1, 2), step})
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(step))
+    assert read_signal(run.signals_dir, run.name, "failed")["check"] == "interrupted"
+
+    # Continue it (single process here; the DDP checkpoint is a plain one).
+    L.seed_everything(0, verbose=False)
+    trainer, logger = build(runs, step + 4, resume=True, every=2)
+    fit(trainer, step + 4, resume=True)
+    assert logger.run_dir == run.run_dir and len(RunLayout.list_runs(runs)) == 1
+    assert json.loads(run.summary_json.read_text())["status"] == "completed"
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(step + 4))
+    assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(step + 4))

@@ -1,0 +1,77 @@
+"""A real LightningCLI fit with RunLogger and the callbacks configured by class_path in YAML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from lightning.pytorch.cli import LightningCLI
+from omegaconf import OmegaConf
+
+from lightning_track import RunLayout, read_metrics
+from lightning_track.demo import DemoDataModule, DemoModule
+from lightning_track.lightning_cli import RunConfigCallback
+
+
+def write_cli_yaml(path: Path, root: Path) -> Path:
+    path.write_text(yaml.safe_dump({
+        "seed_everything": 0,
+        "trainer": {
+            "max_steps": 6, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 1,
+            "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+            "limit_val_batches": 2, "val_check_interval": 3,
+            "logger": {"class_path": "lightning_track.RunLogger",
+                       "init_args": {"dataset": "blobs", "method": "cli", "root": str(root), "sinks": ["tensorboard"],
+                                     "config": {"hf_token": "s3cret", "note": "from yaml"},
+                                     "metric_modes": {"val/acc": "max"}}},
+            "callbacks": [
+                {"class_path": "lightning_track.StepCheckpoint", "init_args": {"every_n_steps": 2, "start_step": 2}},
+                {"class_path": "lightning_track.HealthGuard", "init_args": {"warmup_steps": 3}},
+                {"class_path": "lightning_track.PreemptionHandler"},
+            ],
+        },
+        "model": {"hidden": 32, "max_steps": 6},
+        "data": {"batch_size": 16, "n_train": 256, "n_val": 64},
+    }))
+    return path
+
+
+def run_cli(*args: str) -> LightningCLI:
+    return LightningCLI(DemoModule, DemoDataModule, args=list(args), save_config_callback=RunConfigCallback)
+
+
+def test_lightning_cli_fit_and_resume_with_class_path_yaml(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    config = write_cli_yaml(tmp_path / "cli.yaml", root)
+    cli = run_cli("fit", "--config", str(config))
+    (run,) = RunLayout.list_runs(root)
+    assert cli.trainer.log_dir == str(run.run_dir)
+    assert [s for s, _ in run.step_checkpoints()] == [2, 4, 6]
+    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(6))
+    summary = json.loads(run.summary_json.read_text())
+    assert summary["status"] == "completed" and summary["best"]["val/acc"]["mode"] == "max"
+    written = OmegaConf.load(run.config_yaml)
+    # one config.yaml: the CLI's full config, the logger's own config and the hyperparameters, merged
+    assert written.trainer.max_steps == 6 and written.data.batch_size == 16 and written.model.hidden == 32
+    assert written.trainer.logger.class_path == "lightning_track.RunLogger"
+    assert written.note == "from yaml" and written.hf_token == "***REDACTED***"
+    assert "s3cret" not in run.config_yaml.read_text()
+    assert (run.signals_dir / f"{run.name}.healthy").exists()
+
+    # Resuming: Lightning's SaveConfigCallback would refuse (config.yaml exists); this one merges.
+    run_cli("fit", "--config", str(config), "--trainer.max_steps", "8", "--model.max_steps", "8",
+            "--trainer.logger.init_args.resume", "true", "--ckpt_path", "last")
+    assert [r.name for r in RunLayout.list_runs(root)] == [run.name]
+    summary = json.loads(run.summary_json.read_text())
+    assert summary["status"] == "completed" and summary["resumes"][-1]["from_step"] == 6
+    assert OmegaConf.load(run.config_yaml).trainer.max_steps == 8
+    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(8))
+
+
+def test_plain_save_config_callback_conflict_is_real(tmp_path: Path) -> None:
+    """Why RunConfigCallback exists: with Lightning's default, RunLogger(config=...) cannot even start."""
+    config = write_cli_yaml(tmp_path / "cli.yaml", tmp_path / "runs")
+    with pytest.raises(RuntimeError, match="config.yaml to NOT exist"):
+        LightningCLI(DemoModule, DemoDataModule, args=["fit", "--config", str(config), "--trainer.max_steps", "2"])
