@@ -15,15 +15,36 @@ import cProfile
 import pstats
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from lightning_track.migrate import MigrateOptions, make_example, migrate
+from lightning_track.migrate.checkpoints import find_checkpoints, lightning_checkpoint, load_checkpoint, save_checkpoint
+from lightning_track.migrate.discover import discover_runs
+from lightning_track.migrate.report import Notes
 
 
 def tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def checkpoints_only(source: Path, scratch: Path) -> float:
+    """Wall time of the part no optimisation removes: torch.load + torch.save of every legacy checkpoint."""
+    scratch.mkdir()
+    t = time.perf_counter()
+    for run in discover_runs(source):
+        for ck in find_checkpoints(run.path / "checkpoints", Notes()):
+            try:
+                loaded = load_checkpoint(ck, last_step_of_epoch=lambda epoch: epoch)
+            except ValueError:
+                continue
+            save_checkpoint(lightning_checkpoint(loaded, prefix="model.", source=str(ck.path)),
+                            scratch / f"{len(list(scratch.iterdir()))}.ckpt")
+    elapsed = time.perf_counter() - t
+    shutil.rmtree(scratch)
+    return elapsed
 
 
 def main() -> None:
@@ -45,7 +66,7 @@ def main() -> None:
         size = tree_bytes(source)
         print(f"legacy tree: {args.runs} runs x {args.checkpoints} checkpoints, {args.lines} tracking lines each,"
               f" {size / 1e6:.0f} MB (generated in {time.perf_counter() - t0:.1f}s)")
-        cp_times, mig_times, lines = [], [], 0
+        cp_times, mig_times, ck_times, notb_times, lines = [], [], [], [], 0
         for i in range(args.repeat):
             target = work / f"copy{i}"
             t = time.perf_counter()
@@ -64,10 +85,25 @@ def main() -> None:
             assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
             lines = sum(r.tracked_lines for r in report.runs)
             shutil.rmtree(out)
-        cp, mig = min(cp_times), min(mig_times)
+            t = time.perf_counter()
+            migrate(source, out, options=MigrateOptions(tensorboard=False))
+            notb_times.append(time.perf_counter() - t)
+            shutil.rmtree(out)
+            ck_times.append(checkpoints_only(source, work / f"ck{i}"))
+        t = time.perf_counter()
+        cli = subprocess.run([sys.executable, "-m", "lightning_track.cli.migrate", str(source), "--out",
+                              str(work / "cli")], capture_output=True, text=True)
+        cli_time = time.perf_counter() - t
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        cp, mig, notb, ck = min(cp_times), min(mig_times), min(notb_times), min(ck_times)
         print(f"cp -r (anchor):  {cp:7.2f} s  ({size / 1e6 / cp:.0f} MB/s)")
-        print(f"lt-migrate:      {mig:7.2f} s  ({size / 1e6 / mig:.0f} MB/s)")
-        print(f"ratio lt-migrate / cp -r: {mig / cp:.2f}x  (goal <= 2x)")
+        print(f"lt-migrate:      {mig:7.2f} s  ({size / 1e6 / mig:.0f} MB/s)  in-process, imports already done")
+        print(f"lt-migrate CLI:  {cli_time:7.2f} s  (fresh process: Python + torch + lightning imports included)")
+        print(f"  --no-tensorboard: {notb:7.2f} s")
+        print(f"  checkpoints only (torch.load + torch.save, irreducible): {ck:7.2f} s = {ck / cp:.2f}x cp -r,"
+              f" {100 * ck / mig:.0f}% of lt-migrate")
+        print(f"ratio lt-migrate / cp -r: {mig / cp:.2f}x  (goal <= 2x); CLI: {cli_time / cp:.2f}x;"
+              f" --no-tensorboard: {notb / cp:.2f}x")
         print(f"tracking lines/s: {lines / mig:,.0f}  ({lines} lines, with metrics.jsonl + TensorBoard + tracking)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -95,6 +95,7 @@ class RunLogger(Logger):
         self._warned_keys: set[str] = set()
         self._start = time.time()
         self._needs_sync = False
+        self._exit_hook = False
         self._summary: SummaryFile | None = None
         self._resume_count = 0
         self.layout = self._decide_layout()
@@ -193,8 +194,10 @@ class RunLogger(Logger):
 
     @override
     def log_hyperparams(self, params: dict[str, Any] | Namespace | Any, *args: Any, **kwargs: Any) -> None:
-        if self._rank != 0:
+        if not self._rank_zero():
             return
+        params = normalize_config(params)
+        params.pop("_instantiator", None)  # Lightning's bookkeeping for LightningCLI, not a setting
         self._config = merge_config(self._config, params)
         write_config_yaml(self.layout.config_yaml, self._config)
         self.update_summary(config_digest=config_digest(self._config))
@@ -202,7 +205,7 @@ class RunLogger(Logger):
 
     @override
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if self._rank != 0:
+        if not self._rank_zero():
             return
         writer = self._ensure_writer()
         writer.check()
@@ -242,7 +245,7 @@ class RunLogger(Logger):
     @override
     def finalize(self, status: str) -> None:
         """Flush and close every sink, then write summary.json, metrics.csv and report_draft.md."""
-        if self._rank != 0 or self._finalized and self._writer is None:
+        if not self._rank_zero() or self._finalized and self._writer is None:
             return
         ours = status_from_lightning(status)
         error: BaseException | None = None
@@ -264,7 +267,7 @@ class RunLogger(Logger):
 
     @override
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        if self._rank != 0:
+        if not self._rank_zero():
             return
         path = getattr(checkpoint_callback, "_last_checkpoint_saved", "") or getattr(
             checkpoint_callback, "last_model_path", ""
@@ -307,7 +310,6 @@ class RunLogger(Logger):
         else:
             atomic_write_json(layout.meta_json, meta)
         self._summary.update(**fields)
-        atexit.register(_finalize_at_exit, weakref.ref(self))
         self._ensure_writer()
 
     def update_summary(self, **fields: Any) -> None:
@@ -334,6 +336,9 @@ class RunLogger(Logger):
             self._summary.update(resumes=resumes)
 
     def _ensure_writer(self) -> BackgroundWriter:
+        if not self._exit_hook:
+            self._exit_hook = True
+            atexit.register(_finalize_at_exit, weakref.ref(self))
         if self._writer is None:
             resuming = bool(self._resume) or self._finalized
             if self._finalized:
@@ -360,6 +365,35 @@ class RunLogger(Logger):
             )
             self._finalized = False
         return self._writer
+
+    # -- ddp_spawn: the Trainer (and this logger) is pickled into freshly spawned workers ---------
+    def __getstate__(self) -> dict[str, Any]:
+        """Hand the run over to spawned workers: they write, this (parent) process stops writing.
+
+        The parent's writer has not opened any sink unless something was logged before ``fit``;
+        it is stopped without creating files. The workers learn their rank from Lightning once
+        their process group is up (``rank_zero_only.rank``).
+        """
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            if writer.opened:
+                writer.close("success")
+            else:
+                writer.abandon()
+        state = self.__dict__.copy()
+        state.update(_writer=None, _summary=None, _rank=-1, _exit_hook=False)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._summary = SummaryFile(self.layout.summary_json)
+
+    def _rank_zero(self) -> bool:
+        if self._rank < 0:  # a spawned worker: Lightning has set its rank by the time it logs
+            from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+            self._rank = int(getattr(rank_zero_only, "rank", 0))
+        return self._rank == 0
 
     def flush(self) -> None:
         """Block until everything logged so far is on disk (tests, notebooks)."""

@@ -51,6 +51,8 @@ class CheckpointMappings:
         self.seen_lines: set[int] = set()
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.line_to_checkpoints: dict[str, list[str]] = {}
+        self._listed: set[str] = set()  # names in the line mapping read by load()
+        self._by_int: dict[int, list[str]] = {}  # the lists of line_to_checkpoints by int line id (no str() per line)
 
     def add_lines(self, lines: Iterable[int]) -> None:
         self.seen_lines.update(int(x) for x in lines)
@@ -59,20 +61,31 @@ class CheckpointMappings:
         name = checkpoint_name(step)
         rel = Path(path).relative_to(self.layout.run_dir) if path and Path(path).is_absolute() else None
         lines = sorted(self.seen_lines)
+        # A name new to both files cannot be in any line's list yet: skip the membership tests.
+        known = name in self.checkpoints or name in self._listed
         self.checkpoints[name] = {
             "step": step,
             "path": str(rel if rel is not None else Path(RunLayout.CHECKPOINTS) / RunLayout.checkpoint_filename(step)),
             "lines": lines,
         }
+        mapping, by_int = self.line_to_checkpoints, self._by_int
+        if len(by_int) != len(mapping):  # line_to_checkpoints was loaded or replaced: re-index it
+            by_int.clear()
+            by_int.update((int(key), names) for key, names in mapping.items()
+                          if key.lstrip("-").isdigit() and str(int(key)) == key)
         for line in lines:
-            names = self.line_to_checkpoints.setdefault(str(line), [])
-            if name not in names:
+            names = by_int.get(line)
+            if names is None:
+                names = mapping.setdefault(str(line), [])
+                by_int[line] = names
+            if not known or name not in names:  # a new name cannot be in any list yet
                 names.append(name)
         return name
 
     def remove_checkpoint(self, name: str) -> None:
         """Forget a checkpoint that was deleted (e.g. by ``keep_last``)."""
         self.checkpoints.pop(name, None)
+        self._listed.discard(name)
         for names in self.line_to_checkpoints.values():
             if name in names:
                 names.remove(name)
@@ -88,7 +101,9 @@ class CheckpointMappings:
                 self.seen_lines.update(entry.get("lines", []))
         if self.layout.line_checkpoint_mapping_json.exists():
             self.line_to_checkpoints = dict(read_json(self.layout.line_checkpoint_mapping_json))
+            self._listed = {name for names in self.line_to_checkpoints.values() for name in names}
 
     def write(self) -> None:
-        atomic_write_json(self.layout.checkpoint_mapping_json, self.checkpoints)
-        atomic_write_json(self.layout.line_checkpoint_mapping_json, self.line_to_checkpoints)
+        """Both files atomically, as one compact JSON object each (they hold millions of line ids)."""
+        atomic_write_json(self.layout.checkpoint_mapping_json, self.checkpoints, compact=True)
+        atomic_write_json(self.layout.line_checkpoint_mapping_json, self.line_to_checkpoints, compact=True)

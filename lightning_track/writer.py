@@ -90,6 +90,17 @@ class BackgroundWriter:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def opened(self) -> bool:
+        """Whether any sink was opened (files or a SwanLab run exist)."""
+        return self._opened
+
+    def abandon(self, timeout: float = 30.0) -> None:
+        """Stop the thread without opening or closing any sink (the run is handed to another process)."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
     # -- writer thread -------------------------------------------------------------------------
     def _fail(self, where: str, exc: BaseException) -> None:
         if self._error is None:

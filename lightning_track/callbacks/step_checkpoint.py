@@ -62,6 +62,11 @@ def _wants_atomic(io: Any) -> bool:
     return type(io) is TorchCheckpointIO
 
 
+def _no_trainer() -> None:
+    """The trainer reference before setup (a module function, so the callback pickles for ddp_spawn)."""
+    return None
+
+
 class StepCheckpoint(ModelCheckpoint):
     """Save ``checkpoints/checkpoint-step-{step:03d}.ckpt`` every ``every_n_steps`` from ``start_step``.
 
@@ -111,7 +116,7 @@ class StepCheckpoint(ModelCheckpoint):
         self.async_save = async_save
         self.move_run_logger_first = move_run_logger_first
         self._user_dirpath = dirpath is not None
-        self._trainer_ref: Callable[[], Trainer | None] = lambda: None
+        self._trainer_ref: Callable[[], Trainer | None] = _no_trainer
 
     @property
     @override

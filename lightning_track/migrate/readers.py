@@ -24,6 +24,7 @@ __all__ = ["TrackedStep", "TrackingReader", "read_legacy_config", "read_log_hist
 
 CANONICAL_ORDER = ("step", "epoch", "batch_idx", "stage", "line_indices", "loss", "learning_rate", "timestamp")
 _DIGITS = re.compile(r"(\d+)$")
+_INT_TYPE = frozenset({int})
 
 
 def step_from_name(name: str) -> int | None:
@@ -193,6 +194,8 @@ class TrackingReader:
 def _line_ids(value: Any) -> list[int] | None:
     if not isinstance(value, list):
         return None
+    if _INT_TYPE.issuperset(map(type, value)):  # the common case, checked in C: already clean (no bools)
+        return value
     out = []
     for item in value:
         number = as_int(item)

@@ -32,10 +32,18 @@ class TensorBoardSink(Sink):
         self._writer.add_text("config", "```yaml\n" + config_to_yaml(config) + "```", 0)
 
     def write(self, records: list[MetricRecord]) -> None:
-        add = self._writer.add_scalar
+        # One Event per record holding all its scalars in one Summary (what ``add_scalar`` writes,
+        # one value at a time): readers see the same tags/steps/values/wall times, and the writer
+        # serialises, checksums and queues a third of the events.
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        add = (self._writer.file_writer or self._writer._get_file_writer()).add_summary
+        value_of = Summary.Value
         for record in records:
-            for key, value in record.metrics.items():
-                add(key, value, record.step, walltime=record.time)
+            if record.metrics:
+                summary = Summary(value=[value_of(tag=key, simple_value=float(value))
+                                         for key, value in record.metrics.items()])
+                add(summary, record.step, record.time)
 
     def flush(self) -> None:
         self._writer.flush()

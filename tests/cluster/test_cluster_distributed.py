@@ -53,3 +53,21 @@ def test_torchrun_two_ranks_share_one_run_folder_and_survive_sigterm(runs: Path)
     assert json.loads(run.summary_json.read_text())["status"] == "completed"
     assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(step + 4))
     assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(step + 4))
+
+
+@pytest.mark.timeout(300)
+def test_ddp_spawn_workers_write_the_run_the_parent_created(runs: Path) -> None:
+    # The parent builds the logger (and the folder); the Trainer is pickled into 2 spawned workers.
+    proc = start(str(runs), "12", "--strategy", "ddp_spawn", "--devices", "2", "--every", "5")
+    code, out = finish(proc)
+    assert code == 0, out[-3000:]
+    (run,) = RunLayout.list_runs(runs)
+    assert sorted(p.name for p in runs.iterdir()) == sorted([run.name, "signals"])
+    assert f"RUN_DIR={run.run_dir}" in out
+    assert len(list(run.tensorboard_dir.glob("events.out.tfevents.*"))) == 1
+    assert [s for s, _ in run.step_checkpoints()] == [5, 10]
+    assert torch.load(run.checkpoint_path(10), weights_only=False)["global_step"] == 10
+    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(12))
+    summary = json.loads(run.summary_json.read_text())
+    assert summary["status"] == "completed" and summary["last_step"] == 11
+    assert read_signal(run.signals_dir, run.name, "done")["status"] == "done"

@@ -58,6 +58,7 @@ def test_lightning_cli_fit_and_resume_with_class_path_yaml(tmp_path: Path) -> No
     assert written.trainer.logger.class_path == "lightning_track.RunLogger"
     assert written.note == "from yaml" and written.hf_token == "***REDACTED***"
     assert "s3cret" not in run.config_yaml.read_text()
+    assert "_instantiator" not in written  # Lightning's LightningCLI bookkeeping is not a setting
     assert (run.signals_dir / f"{run.name}.healthy").exists()
 
     # Resuming: Lightning's SaveConfigCallback would refuse (config.yaml exists); this one merges.

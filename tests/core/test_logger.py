@@ -64,6 +64,9 @@ def test_run_folder_is_complete_and_named_by_contract(finished_run) -> None:
     ckpts = list((run / "checkpoints").glob("*.ckpt"))
     assert len(ckpts) == 1 and ckpts[0].name.startswith("epoch=1-step=")  # saved after the last validation
     assert (run.parent / "swanlab_workspace").is_dir()
+    # files replaced atomically get the usual permissions, not the temp file's 0600
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if p.is_file()}
+    assert set(modes.values()) == {modes["metrics.jsonl"]}, modes
 
 
 def test_metrics_jsonl_tensorboard_and_swanlab_agree_step_by_step(finished_run) -> None:
