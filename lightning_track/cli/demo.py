@@ -14,20 +14,23 @@ def run_demo(config_path: str | None = None, overrides: list[str] | None = None,
     import lightning as L
     from omegaconf import OmegaConf
 
+    from ..configure import trainer_kwargs
     from ..demo import DemoDataModule, DemoModule, load_demo_config
     from ..logger import RunLogger
 
     cfg = load_demo_config(config_path, overrides)
     L.seed_everything(int(cfg.seed), verbose=False)
     plain = OmegaConf.to_container(cfg, resolve=True)
-    logger = RunLogger(config=plain, **OmegaConf.to_container(cfg.logger, resolve=True))
+    # Everything that can be wrong in the config is checked before the run folder exists.
+    trainer_options = trainer_kwargs(cfg)
     callbacks = demo_callbacks(cfg)
+    logger = RunLogger(config=plain, **OmegaConf.to_container(cfg.logger, resolve=True))
     trainer = L.Trainer(
         logger=logger,
         callbacks=callbacks,
         enable_progress_bar=not quiet,
         enable_model_summary=False,
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_options,
     )
     trainer.fit(DemoModule(**cfg.model), datamodule=DemoDataModule(**cfg.data))
     return logger.run_dir
