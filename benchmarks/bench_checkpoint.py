@@ -45,7 +45,7 @@ def _timed(cls: type) -> type:
 def bench_stall(mb: int, saves: int) -> dict[str, dict[str, float]]:
     import lightning as L
     import torch
-    from conftest import make_trainer
+    from ckpt_support import make_trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -88,7 +88,7 @@ def bench_stall(mb: int, saves: int) -> dict[str, dict[str, float]]:
 
 
 def bench_tracker(steps: int, repeats: int) -> dict[str, float]:
-    from conftest import LineDataset, TinyModule, loader, make_trainer
+    from ckpt_support import LineDataset, TinyModule, loader, make_trainer
 
     from lightning_track import BatchTracker, TrackedDataset
 

@@ -30,22 +30,10 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import Progress
+from tiny_mlp import TinyMLP
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_track import PreemptionHandler, RunLogger, StepCheckpoint, from_config
-
-
-class MLP(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
-
-    def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self):  # noqa: ANN201
-        return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
 def fit_time(steps: int, callbacks: list) -> float:
@@ -53,7 +41,7 @@ def fit_time(steps: int, callbacks: list) -> float:
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, callbacks=callbacks,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
     start = time.perf_counter()
-    trainer.fit(MLP(), DataLoader(data, batch_size=32, shuffle=True))
+    trainer.fit(TinyMLP(), DataLoader(data, batch_size=32, shuffle=True))
     return time.perf_counter() - start
 
 
@@ -62,7 +50,7 @@ CHILD = textwrap.dedent('''
     from pathlib import Path
     from torch.utils.data import DataLoader, TensorDataset
     sys.path.insert(0, sys.argv[3])
-    from bench_cluster import MLP
+    from tiny_mlp import TinyMLP
     from lightning_track import PreemptionHandler, RunLogger, StepCheckpoint
     root, handler = Path(sys.argv[1]), sys.argv[2] == "1"
     class Ready(L.Callback):
@@ -75,7 +63,7 @@ CHILD = textwrap.dedent('''
     trainer = L.Trainer(max_steps=100000, logger=logger, callbacks=cbs, enable_checkpointing=handler,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     data = TensorDataset(torch.randn(4096, 32), torch.randn(4096, 1))
-    trainer.fit(MLP(), DataLoader(data, batch_size=32))
+    trainer.fit(TinyMLP(), DataLoader(data, batch_size=32))
 ''')
 
 

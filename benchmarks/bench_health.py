@@ -26,24 +26,10 @@ import lightning as L
 import torch
 from rich.console import Console
 from rich.progress import Progress
+from tiny_mlp import TinyMLP
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_track import HealthGuard
-
-
-class MLP(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
-
-    def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.net(x), y)
-        self.log("train/loss", loss)
-        return loss
-
-    def configure_optimizers(self):  # noqa: ANN201
-        return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
 class TimedGuard(HealthGuard):
@@ -73,7 +59,7 @@ def fit_seconds(steps: int, callbacks: list, root: Path) -> float:
                         default_root_dir=root, log_every_n_steps=1)
     data = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
     start = time.perf_counter()
-    trainer.fit(MLP(), data)
+    trainer.fit(TinyMLP(), data)
     return time.perf_counter() - start
 
 

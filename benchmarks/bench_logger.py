@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("SWANLAB_MODE", "offline")
 
@@ -79,24 +80,11 @@ def bench_calls(calls: int) -> dict[str, float]:
 def fit_once(kind: str, steps: int) -> float:
     import lightning as L
     import torch
+    from tiny_mlp import TinyMLP
     from torch.utils.data import DataLoader, TensorDataset
 
-    class Tiny(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = torch.nn.functional.mse_loss(self.net(x), y)
-            self.log("train/loss", loss)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
     torch.manual_seed(0)
-    x = torch.randn(steps * 8, 8)
+    x = torch.randn(steps * 8, 32)
     data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
     with tempfile.TemporaryDirectory() as tmp:
         logger = make_loggers(kind, Path(tmp))
@@ -104,7 +92,7 @@ def fit_once(kind: str, steps: int) -> float:
                             enable_model_summary=False, enable_checkpointing=False, accelerator="cpu",
                             default_root_dir=tmp)
         start = time.perf_counter()
-        trainer.fit(Tiny(), data)
+        trainer.fit(TinyMLP(), data)
         return time.perf_counter() - start
 
 
