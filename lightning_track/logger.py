@@ -79,7 +79,8 @@ class RunLogger(Logger):
         sanitize_name(dataset, what="dataset")
         sanitize_name(method, what="method")
         self._sink_specs = list(sinks)
-        self._sinks_template = [load_sink(s) for s in self._sink_specs]
+        for spec in self._sink_specs:
+            load_sink(spec)  # an unknown sink name fails here, before the folder exists
         self._config: dict[str, Any] = normalize_config(config)
         self.metric_modes = dict(metric_modes or {})
         self.flush_interval = flush_interval
@@ -109,7 +110,9 @@ class RunLogger(Logger):
 
     def _decide_layout(self) -> RunLayout:
         explicit = os.environ.get(ENV_RUN_DIR)
-        if explicit:
+        if explicit:  # set by a launcher script for every rank (multi-node without a shared process group)
+            if self._rank == 0:
+                Path(explicit).mkdir(parents=True, exist_ok=True)
             return RunLayout(explicit)
         if self._rank > 0:
             inherited = os.environ.get(self._env_key)

@@ -317,3 +317,14 @@ def test_foreign_active_swanlab_run_is_a_clear_error(tmp_path: Path) -> None:
         assert [r.step for r in read_metrics(logger.run_dir / "metrics.jsonl")] == [0]
     finally:
         run.finish()
+
+
+def test_launcher_fixed_run_dir_is_used_and_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed = tmp_path / "shared" / "runs" / "job-1234"
+    monkeypatch.setenv("LIGHTNING_TRACK_RUN_DIR", str(fixed))
+    logger = RunLogger("d", "m", root=tmp_path / "elsewhere", sinks=())
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.finalize("success")
+    assert logger.run_dir == fixed
+    assert json.loads((fixed / "summary.json").read_text())["status"] == "completed"
+    assert not (tmp_path / "elsewhere").exists()
