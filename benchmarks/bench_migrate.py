@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import shutil
 import subprocess
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--dir", default=None, help="work folder (default: a temp folder on the same disk as /tmp)")
     parser.add_argument("--profile", action="store_true", help="print the top functions of one migration")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (lt-migrate --jobs;"
+                        " default: CPU count); the in-process --jobs 1 path is timed too")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-migrate-", dir=args.dir))
     try:
@@ -66,7 +69,7 @@ def main() -> None:
         size = tree_bytes(source)
         print(f"legacy tree: {args.runs} runs x {args.checkpoints} checkpoints, {args.lines} tracking lines each,"
               f" {size / 1e6:.0f} MB (generated in {time.perf_counter() - t0:.1f}s)")
-        cp_times, mig_times, ck_times, notb_times, lines = [], [], [], [], 0
+        cp_times, mig_times, serial_times, ck_times, notb_times, lines = [], [], [], [], [], 0
         for i in range(args.repeat):
             target = work / f"copy{i}"
             t = time.perf_counter()
@@ -81,29 +84,38 @@ def main() -> None:
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
             else:
                 report = migrate(source, out, options=MigrateOptions())
-            mig_times.append(time.perf_counter() - t)
+            serial_times.append(time.perf_counter() - t)
             assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
             lines = sum(r.tracked_lines for r in report.runs)
             shutil.rmtree(out)
             t = time.perf_counter()
-            migrate(source, out, options=MigrateOptions(tensorboard=False))
+            report = migrate(source, out, options=MigrateOptions(), jobs=args.jobs)
+            mig_times.append(time.perf_counter() - t)
+            assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
+            shutil.rmtree(out)
+            t = time.perf_counter()
+            migrate(source, out, options=MigrateOptions(tensorboard=False), jobs=args.jobs)
             notb_times.append(time.perf_counter() - t)
             shutil.rmtree(out)
             ck_times.append(checkpoints_only(source, work / f"ck{i}"))
         t = time.perf_counter()
         cli = subprocess.run([sys.executable, "-m", "lightning_track.cli.migrate", str(source), "--out",
-                              str(work / "cli")], capture_output=True, text=True)
+                              str(work / "cli"), "--jobs", str(args.jobs)], capture_output=True, text=True)
         cli_time = time.perf_counter() - t
         assert cli.returncode == 0, cli.stdout + cli.stderr
         cp, mig, notb, ck = min(cp_times), min(mig_times), min(notb_times), min(ck_times)
+        serial = min(serial_times)
         print(f"cp -r (anchor):  {cp:7.2f} s  ({size / 1e6 / cp:.0f} MB/s)")
-        print(f"lt-migrate:      {mig:7.2f} s  ({size / 1e6 / mig:.0f} MB/s)  in-process, imports already done")
-        print(f"lt-migrate CLI:  {cli_time:7.2f} s  (fresh process: Python + torch + lightning imports included)")
-        print(f"  --no-tensorboard: {notb:7.2f} s")
+        print(f"lt-migrate --jobs {args.jobs}: {mig:7.2f} s  ({size / 1e6 / mig:.0f} MB/s)  library call, imports done"
+              " (worker start-up included)")
+        print(f"lt-migrate --jobs 1: {serial:7.2f} s  (in-process) = {serial / mig:.2f}x --jobs {args.jobs}")
+        print(f"lt-migrate CLI --jobs {args.jobs}:  {cli_time:7.2f} s  (fresh process: Python + torch + lightning"
+              " imports included)")
+        print(f"  --no-tensorboard --jobs {args.jobs}: {notb:7.2f} s")
         print(f"  checkpoints only (torch.load + torch.save, irreducible): {ck:7.2f} s = {ck / cp:.2f}x cp -r,"
               f" {100 * ck / mig:.0f}% of lt-migrate")
-        print(f"ratio lt-migrate / cp -r: {mig / cp:.2f}x  (goal <= 2x); CLI: {cli_time / cp:.2f}x;"
-              f" --no-tensorboard: {notb / cp:.2f}x")
+        print(f"ratio lt-migrate / cp -r: {mig / cp:.2f}x  (goal <= 2x); --jobs 1: {serial / cp:.2f}x;"
+              f" CLI: {cli_time / cp:.2f}x; --no-tensorboard: {notb / cp:.2f}x")
         print(f"tracking lines/s: {lines / mig:,.0f}  ({lines} lines, with metrics.jsonl + TensorBoard + tracking)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

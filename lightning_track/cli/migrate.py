@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -38,9 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
                         " for files you trust); default is torch.load(weights_only=True)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
     parser.add_argument("--report", metavar="FILE", help="also write the per-run report as JSON")
+    parser.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
+                        help="runs converted at once, each in a worker process (default: CPU count"
+                        f" = {os.cpu_count() or 1}); 1 converts them one by one in this process")
     parser.add_argument("--make-example", metavar="DIR", help="write a realistic example legacy tree into DIR and"
                         " exit")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _print_plan(console: Console, plans: list[PlannedRun]) -> None:
@@ -119,10 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with progress:
             report = migrate(args.source, args.out, dry_run=args.dry_run, only=args.only, options=options,
-                             on_plan=on_plan, on_bytes=lambda n: progress.advance(tasks["bytes"], n), on_run=on_run)
+                             jobs=args.jobs, on_plan=on_plan, on_bytes=lambda n: progress.advance(tasks["bytes"], n),
+                             on_run=on_run)
     except SourceError as exc:
         err.print(f"lt-migrate: error: {escape(str(exc))}", soft_wrap=True)
         return 2
+    except KeyboardInterrupt:
+        err.print("lt-migrate: interrupted; runs already converted are complete, the others are left for the next"
+                  " lt-migrate (nothing half-written in --out)", soft_wrap=True)
+        return 130
     if not args.dry_run:
         _print_report(console, report)
     if args.report:

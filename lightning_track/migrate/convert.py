@@ -10,11 +10,17 @@ from __future__ import annotations
 import bisect
 import errno
 import fnmatch
+import multiprocessing
 import os
+import queue
 import shutil
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,9 +249,14 @@ def _close_sinks(sinks: list[Sink], status: str) -> None:
 
 
 def convert_run(
-    plan: PlannedRun, out: Path, options: MigrateOptions, on_bytes: ProgressFn = lambda n: None
+    plan: PlannedRun, out: Path, options: MigrateOptions, on_bytes: ProgressFn = lambda n: None, *,
+    tidy_staging: bool = True,
 ) -> RunReport:
-    """Build one run in the staging folder and rename it into ``out``; never raises for bad data."""
+    """Build one run in the staging folder and rename it into ``out``; never raises for bad data.
+
+    ``tidy_staging=False`` leaves the (empty) staging root for the caller to remove: parallel
+    workers must not remove it while another worker is about to create its run folder in it.
+    """
     run = plan.legacy
     report = RunReport(source=str(run.path), target=str(plan.target) if plan.target else None, bytes=plan.size)
     if plan.error:
@@ -258,7 +269,7 @@ def convert_run(
             shutil.rmtree(staging.run_dir)  # left by an interrupted migration
         staging.run_dir.mkdir(parents=True)
         _build(run, staging, options, report, on_bytes)
-        _install(staging, plan.target)
+        _install(staging, plan.target, tidy_staging)
         summary = read_json(RunLayout(plan.target).summary_json)
         atomic_write_text(RunLayout(plan.target).report_md, render_report(RunLayout(plan.target), summary))
     except BaseException as exc:
@@ -276,7 +287,7 @@ def convert_run(
     return report
 
 
-def _install(staging: RunLayout, target: Path) -> None:
+def _install(staging: RunLayout, target: Path, tidy: bool = True) -> None:
     """Rename the complete run into place; with --force the old one is swapped out first."""
     if target.exists():
         old = staging.run_dir.with_name(staging.name + ".old")
@@ -287,10 +298,15 @@ def _install(staging: RunLayout, target: Path) -> None:
         shutil.rmtree(old)
     else:
         os.rename(staging.run_dir, target)
+    if tidy:
+        _remove_empty(staging.root)
+
+
+def _remove_empty(folder: Path) -> None:
     try:
-        staging.root.rmdir()
+        folder.rmdir()
     except OSError:
-        pass  # other runs still building there, or not empty
+        pass  # other runs still building there, or not empty / already gone
 
 
 def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: RunReport, on_bytes: ProgressFn) -> None:
@@ -552,6 +568,23 @@ def _write_mappings(run: LegacyRun, layout: RunLayout, dataset: str, converted: 
 
 
 # -- the whole migration ---------------------------------------------------------------------------------
+def _report_without_work(plan: PlannedRun, dry_run: bool, options: MigrateOptions) -> RunReport | None:
+    """The report of a run that is not converted (filtered, dry run, already migrated); None to convert it."""
+    if plan.target is None and not plan.error:
+        return RunReport(str(plan.legacy.path), None, STATUS_SKIPPED, "not matched by --only")
+    if not (dry_run or (plan.already_migrated and not options.force)):
+        return None
+    report = RunReport(str(plan.legacy.path), str(plan.target) if plan.target else None, bytes=plan.size)
+    if plan.error:
+        report.status, report.reason = STATUS_FAILED, plan.error
+    elif plan.already_migrated and not options.force:
+        report.status, report.reason = STATUS_SKIPPED, "already migrated (use --force to redo)"
+    else:
+        report.status = STATUS_PLANNED
+        report.warnings = list(plan.would_skip)
+    return report
+
+
 def migrate(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str] = "runs",
@@ -559,45 +592,195 @@ def migrate(
     dry_run: bool = False,
     only: str | None = None,
     options: MigrateOptions | None = None,
+    jobs: int = 1,
     on_plan: Callable[[list[PlannedRun]], None] = lambda plans: None,
     on_bytes: ProgressFn = lambda n: None,
     on_run: Callable[[RunReport], None] = lambda r: None,
 ) -> MigrationReport:
     """Migrate every legacy run under ``source`` into ``out``; a bad run never stops the others.
 
-    Raises ``SourceError`` only when SOURCE/--out cannot be used at all.
+    ``jobs > 1`` converts that many runs at once in worker processes (runs are independent; one
+    run's work is mostly single-threaded Python); ``jobs=1`` converts them here, one after the other.
+    ``on_bytes``/``on_run`` are always called in this process. Raises ``SourceError`` only when
+    SOURCE/--out cannot be used at all.
     """
     options = options or MigrateOptions()
     out = Path(out)
     plans = plan_migration(source, out, only=only, force=options.force)
     on_plan(plans)
-    result = MigrationReport(dry_run=dry_run)
-    for plan in plans:
-        if plan.target is None and not plan.error:
-            report = RunReport(str(plan.legacy.path), None, STATUS_SKIPPED, "not matched by --only")
-        elif dry_run or (plan.already_migrated and not options.force):
-            report = RunReport(str(plan.legacy.path), str(plan.target) if plan.target else None, bytes=plan.size)
-            if plan.error:
-                report.status, report.reason = STATUS_FAILED, plan.error
-            elif plan.already_migrated and not options.force:
-                report.status, report.reason = STATUS_SKIPPED, "already migrated (use --force to redo)"
-            else:
-                report.status = STATUS_PLANNED
-                report.warnings = list(plan.would_skip)
-            on_bytes(plan.size)
-        else:
-            if not plan.error:
-                out.mkdir(parents=True, exist_ok=True)
-            done = 0
-
-            def count(n: int) -> None:
-                nonlocal done
-                done += n
-                on_bytes(n)
-
-            report = convert_run(plan, out, options, count)
-            if plan.size > done:
-                on_bytes(plan.size - done)
-        result.runs.append(report)
+    reports: list[RunReport | None] = [None] * len(plans)
+    todo: list[int] = []
+    for i, plan in enumerate(plans):
+        report = _report_without_work(plan, dry_run, options)
+        if report is None and plan.error:
+            report = convert_run(plan, out, options)  # fails at once, without touching anything
+        if report is None:
+            todo.append(i)
+            continue
+        reports[i] = report  # settled first; the report keeps the plan order
+        on_bytes(plan.size)
         on_run(report)
-    return result
+    if todo:
+        out.mkdir(parents=True, exist_ok=True)
+    if jobs > 1 and len(todo) > 1:
+        todo = _convert_in_workers(plans, todo, out, options, jobs, reports, on_bytes, on_run)
+    for i in todo:  # in this process: --jobs 1, a single run, or runs no worker could take
+        plan = plans[i]
+        done = 0
+
+        def count(n: int) -> None:
+            nonlocal done
+            done += n
+            on_bytes(n)
+
+        reports[i] = report = convert_run(plan, out, options, count)
+        if plan.size > done:
+            on_bytes(plan.size - done)
+        on_run(report)
+    return MigrationReport(runs=[r for r in reports if r is not None], dry_run=dry_run)
+
+
+# -- worker processes ------------------------------------------------------------------------------------
+# The workers come from a fork server that has imported this module and Lightning once: each worker
+# starts in milliseconds without re-importing torch/Lightning, and unlike a plain fork() it never
+# copies a parent holding locks of other threads (the rich progress thread writes to stderr).
+_WORKER_PRELOAD = ["lightning_track.migrate.convert", "lightning.pytorch.utilities.migration"]
+_worker_queue: Any = None
+_worker_busy = threading.Event()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # one interrupt: let the staging clean-up finish
+    raise KeyboardInterrupt
+
+
+def _watch_parent() -> None:
+    """Stop this worker when the migrating process is gone (SIGKILL): no orphan finishing runs behind a re-run.
+
+    The parent's sentinel is a pipe that only the parent holds open, so it becomes ready exactly when
+    the parent ends (the fork server in between does not keep it alive).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    parent.join()
+    if _worker_busy.is_set():
+        os.kill(os.getpid(), signal.SIGINT)  # the run in flight removes its staging folder
+        for _ in range(600):
+            if not _worker_busy.is_set():
+                break
+            threading.Event().wait(0.05)
+    os._exit(1)
+
+
+def _worker_init(progress: Any) -> None:
+    global _worker_queue
+    _worker_queue = progress
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle: a Ctrl-C is the parent's business
+    threading.Thread(target=_watch_parent, daemon=True).start()
+
+
+def _worker_convert(index: int, plan: PlannedRun, out: Path, options: MigrateOptions) -> RunReport:
+    progress = _worker_queue
+    progress.put(("start", index, os.getpid()))
+    _worker_busy.set()
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return convert_run(plan, out, options, lambda n: progress.put(("bytes", index, n)), tidy_staging=False)
+    except KeyboardInterrupt:  # the staging folder is already removed
+        return RunReport(str(plan.legacy.path), str(plan.target), STATUS_FAILED,
+                         f"{plan.legacy.path}: interrupted; re-run lt-migrate to convert it", bytes=plan.size)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _worker_busy.clear()
+
+
+def _convert_in_workers(plans: list[PlannedRun], todo: list[int], out: Path, options: MigrateOptions, jobs: int,
+                        reports: list[RunReport | None], on_bytes: ProgressFn,
+                        on_run: Callable[[RunReport], None]) -> list[int]:
+    """Convert ``plans[i]`` for each ``i`` in ``todo`` in up to ``jobs`` worker processes.
+
+    Progress comes back through a queue; a run's bytes are topped up to its planned size when it
+    ends. On an interrupt the runs in flight are interrupted too (each removes its staging folder)
+    and waited for, so no half run is left behind. Returns the runs no worker started because the
+    pool broke (workers that cannot start, e.g. ``python -`` has no main file to re-import): the
+    caller converts those in this process.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_WORKER_PRELOAD)
+    progress = ctx.Queue()
+    received = dict.fromkeys(todo, 0)
+    running: dict[int, int] = {}  # index -> worker pid
+    started: set[int] = set()
+    finished: set[int] = set()
+    not_started: list[int] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                kind, index, value = progress.get_nowait()
+            except queue.Empty:
+                return
+            if index in finished:
+                continue
+            if kind == "start":
+                running[index] = value
+                started.add(index)
+            else:
+                received[index] += value
+                on_bytes(value)
+
+    # A Ctrl-C only sets a flag that the loop below checks: a KeyboardInterrupt raised at any point
+    # (inside the executor's or the queue's locks) could deadlock the shutdown that must follow it.
+    interrupted = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_worker_init,
+                               initargs=(progress,))
+    try:
+        # largest runs first: the last run to start is a small one, so no worker idles long at the end
+        order = sorted(todo, key=lambda i: -plans[i].size)
+        futures: dict[Future[RunReport], int] = {pool.submit(_worker_convert, i, plans[i], out, options): i
+                                                 for i in order}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            drain()
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            for future in done:
+                i = futures[future]
+                plan = plans[i]
+                try:
+                    report = future.result()
+                except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
+                    if isinstance(exc, BrokenProcessPool) and i not in started:
+                        finished.add(i)
+                        not_started.append(i)
+                        continue
+                    report = RunReport(str(plan.legacy.path), str(plan.target), STATUS_FAILED,
+                                       f"{plan.legacy.path}: worker process failed ({type(exc).__name__}: {exc});"
+                                       " re-run lt-migrate to convert it", bytes=plan.size)
+                finished.add(i)
+                running.pop(i, None)
+                if plan.size > received[i]:
+                    on_bytes(plan.size - received[i])
+                reports[i] = report
+                on_run(report)
+    except BaseException:
+        drain()
+        for pid in running.values():
+            try:
+                os.kill(pid, signal.SIGINT)
+            except OSError:
+                pass
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        progress.close()
+        _remove_empty(RunLayout.staging_dir(out, "x", TOOL).parent)
+    return sorted(not_started)

@@ -21,13 +21,13 @@ def example_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def migrated(example_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The example tree migrated once through the CLI, with hashes taken before and after."""
+    """The example tree migrated once through the CLI (runs in 2 worker processes), hashes taken before and after."""
     from lightning_track.cli.migrate import main
 
     out = tmp_path_factory.mktemp("out") / "runs"
     before = tree_hashes(example_tree)
     report = out.parent / "report.json"
-    code = main([str(example_tree), "--out", str(out), "--report", str(report)])
+    code = main([str(example_tree), "--out", str(out), "--report", str(report), "--jobs", "2"])  # worker processes
     return {"out": out, "code": code, "before": before, "after": tree_hashes(example_tree), "report": report}
 
 
