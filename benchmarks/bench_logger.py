@@ -133,9 +133,30 @@ while True:
 """
 
 
-def bench_kill(seconds: float = 4.0, rate: float = 200.0) -> dict[str, float]:
-    from readers import swanlab_scalars
+def _readable_swanlab_steps(path: Path, key: str) -> set[int]:
+    """Steps of ``key`` in a SwanLab file up to its first torn or corrupt record (a SIGKILL leaves one)."""
+    from swanlab.proto.swanlab.record.v1.record_pb2 import Record
+    from swanlab.sdk.internal.core_python.store import DataStoreReader
 
+    steps: set[int] = set()
+    reader = DataStoreReader()
+    try:
+        reader.open(str(path))
+        while (data := reader.scan()) is not None:
+            record = Record()
+            record.ParseFromString(data)
+            if record.WhichOneof("record_type") == "scalar" and record.scalar.key == key:
+                steps.add(record.scalar.step)
+    except Exception:  # noqa: BLE001 - SwanLab's reader raises on a torn tail (checksum): keep what came before
+        pass
+    try:
+        reader.close()
+    except Exception:  # noqa: BLE001
+        pass
+    return steps
+
+
+def bench_kill(seconds: float = 4.0, rate: float = 200.0) -> dict[str, float]:
     from lightning_track import RunLayout, read_metrics
 
     results = {}
@@ -143,23 +164,24 @@ def bench_kill(seconds: float = 4.0, rate: float = 200.0) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.Popen([sys.executable, "-c", CHILD, kind, tmp, str(rate)], stdout=subprocess.PIPE,
                                     text=True)
-            line = ""
-            while not line.startswith("T0 "):  # SwanLab prints its own banner first
-                line = proc.stdout.readline()
-            t0 = float(line.split()[1])
-            time.sleep(seconds)
-            killed = time.time()
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            try:
+                line = ""
+                while not line.startswith("T0 "):  # SwanLab prints its own banner first
+                    line = proc.stdout.readline()
+                    if not line and proc.poll() is not None:
+                        raise RuntimeError(f"the {kind} child exited before logging")
+                t0 = float(line.split()[1])
+                time.sleep(seconds)
+                killed = time.time()
+            finally:  # never leave the logging child behind, whatever happened here
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
             old_enough = int((killed - 1.0 - t0) * rate)  # steps logged more than 1 s before the kill
             if kind == "RunLogger":
                 steps = {r.step for r in read_metrics(RunLayout.list_runs(tmp)[0].metrics_jsonl)}
             else:
                 files = list(Path(tmp, "swanlog").glob("run-*/run-*.swanlab"))
-                try:
-                    steps = {s for s, _ in swanlab_scalars(files[0]).get("loss", [])} if files else set()
-                except (AssertionError, ValueError):
-                    steps = set()  # an empty or torn file: nothing readable survived
+                steps = _readable_swanlab_steps(files[0], "loss") if files else set()
             kept = len([s for s in steps if s < old_enough]) / max(old_enough, 1)
             results[kind] = kept
             print(f"  {kind:24s} {kept * 100:6.1f} % of {old_enough} steps older than 1 s survived", flush=True)

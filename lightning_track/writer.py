@@ -8,9 +8,9 @@ a killed process loses at most about that much.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +52,11 @@ class BackgroundWriter:
         self.heartbeat_interval = heartbeat_interval
         self.on_heartbeat = on_heartbeat
         self.on_open = on_open
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Records go on a deque without waking the writer: waking a thread on every step makes it
+        # fight the training thread for the GIL (measured: +24 % on a tiny-MLP fit). The writer
+        # wakes on its timer, or at once through _wake for the rare commands (flush, close).
+        self._items: deque[Any] = deque()
+        self._wake = threading.Event()
         self._error: BaseException | None = None
         self._error_where = ""
         self._opened = False
@@ -62,10 +66,14 @@ class BackgroundWriter:
 
     # -- training thread -----------------------------------------------------------------------
     def put(self, step: int, when: float, metrics: dict[str, float]) -> None:
-        self._queue.put(MetricRecord(step, when, metrics))
+        self._items.append(MetricRecord(step, when, metrics))
 
     def put_config(self, config: dict[str, Any]) -> None:
-        self._queue.put(("config", config))
+        self._command(("config", config))
+
+    def _command(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake.set()
 
     def check(self) -> None:
         """Raise the writer thread's error, if any, on the caller's thread."""
@@ -74,15 +82,15 @@ class BackgroundWriter:
 
     def flush(self, timeout: float = 30.0) -> None:
         done = threading.Event()
-        self._queue.put(("flush", done))
+        self._command(("flush", done))
         done.wait(timeout)
         self.check()
 
     def close(self, status: str, timeout: float = 120.0) -> None:
         """Write everything, close every sink with ``status``, stop the thread."""
         if self._thread.is_alive():
-            self._queue.put(("close", status))
-            self._queue.put(_STOP)
+            self._items.append(("close", status))
+            self._command(_STOP)
             self._thread.join(timeout)
         self.check()
 
@@ -98,7 +106,7 @@ class BackgroundWriter:
     def abandon(self, timeout: float = 30.0) -> None:
         """Stop the thread without opening or closing any sink (the run is handed to another process)."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._command(_STOP)
             self._thread.join(timeout)
 
     # -- writer thread -------------------------------------------------------------------------
@@ -158,16 +166,11 @@ class BackgroundWriter:
         now = time.monotonic()
         next_flush, next_beat = now + self.flush_interval, now + self.heartbeat_interval
         while True:
-            timeout = max(0.0, min(next_flush, next_beat) - time.monotonic())
-            try:
-                items = [self._queue.get(timeout=timeout)]
-            except queue.Empty:
-                items = []
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            self._wake.wait(max(0.0, min(next_flush, next_beat) - time.monotonic()))
+            self._wake.clear()  # before draining: a command appended from here on sets it again
+            items = []
+            while self._items:
+                items.append(self._items.popleft())
             for item in items:
                 if isinstance(item, MetricRecord):
                     pending.append(item)
