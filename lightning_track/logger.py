@@ -57,6 +57,10 @@ class RunLogger(Logger):
         metric_modes: ``{"val/acc": "max"}`` overrides the min/max direction inferred from names.
         flush_interval: seconds between writes to disk (bounds what a SIGKILL can lose).
         heartbeat_interval: seconds between refreshes of ``summary.json``'s heartbeat.
+        sink_process: run the sinks given by name (TensorBoard, SwanLab) in a separate sink host
+            process (``lightning_track.sinkhost``) so their Python code does not hold the GIL the
+            training thread needs. ``False`` runs them on the writer thread. ``Sink`` instances
+            always run on the writer thread; ``metrics.jsonl`` always does.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class RunLogger(Logger):
         metric_modes: Mapping[str, Mode | None] | None = None,
         flush_interval: float = 0.5,
         heartbeat_interval: float = 5.0,
+        sink_process: bool = True,
     ) -> None:
         super().__init__()
         global _instances_in_process
@@ -85,6 +90,7 @@ class RunLogger(Logger):
         self.metric_modes = dict(metric_modes or {})
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
+        self.sink_process = sink_process
         self._root = Path(root)
         self._resume = resume
         self._index = _instances_in_process
@@ -349,7 +355,16 @@ class RunLogger(Logger):
                 self._resume_count += 1
                 self.update_summary(status=STATUS_RUNNING)
             sinks: list[Sink] = [MetricsJsonlSink()]
-            sinks += [load_sink(s) if isinstance(s, str) else s for s in self._sink_specs]
+            named = [s for s in self._sink_specs if isinstance(s, str)]
+            if named and self.sink_process:
+                # Named sinks run in the sink host process; instances stay here (their class may not
+                # be importable there). See lightning_track/sinkhost.py.
+                from .sinkhost import SinkHost
+
+                sinks.append(SinkHost(named))
+                sinks += [s for s in self._sink_specs if not isinstance(s, str)]
+            else:
+                sinks += [load_sink(s) if isinstance(s, str) else s for s in self._sink_specs]
             context = SinkContext(
                 layout=self.layout,
                 dataset=self.dataset,

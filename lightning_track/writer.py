@@ -61,6 +61,10 @@ class BackgroundWriter:
         self._error_where = ""
         self._opened = False
         self._config: dict[str, Any] | None = None
+        for sink in sinks:
+            bind = getattr(sink, "report_errors_to", None)
+            if bind is not None:  # a sink whose errors arrive from elsewhere (the sink host's reader thread)
+                bind(self._fail)
         self._thread = threading.Thread(target=self._loop, name="lightning_track-writer", daemon=True)
         self._thread.start()
 
@@ -108,6 +112,10 @@ class BackgroundWriter:
         if self._thread.is_alive():
             self._command(_STOP)
             self._thread.join(timeout)
+        for sink in self.sinks:
+            discard = getattr(sink, "discard", None)
+            if discard is not None:  # the sink host: stop it without opening anything
+                discard()
 
     # -- writer thread -------------------------------------------------------------------------
     def _fail(self, where: str, exc: BaseException) -> None:
@@ -187,6 +195,10 @@ class BackgroundWriter:
                 elif kind == "flush":
                     if self._opened:
                         self._call_all("flush")
+                        for sink in list(self.sinks):
+                            sync = getattr(sink, "sync", None)
+                            if sync is not None:  # the sink host: wait until it has written everything
+                                sync()
                     arg.set()
                 elif kind == "close":
                     if not self._opened:

@@ -32,6 +32,11 @@ class SwanLabSink(Sink):
         self._run: Any = None
         self.run_dir: str | None = None
 
+    @staticmethod
+    def warm_up() -> None:
+        """Import SwanLab (~1 s) ahead of the first record (the sink host calls this at start)."""
+        import swanlab  # noqa: F401
+
     def open(self, context: SinkContext) -> None:
         import swanlab
 

@@ -302,12 +302,36 @@ def test_unwritable_root_names_the_root(tmp_path: Path) -> None:
         RunLogger("d", "m", root=blocker)
 
 
-def test_foreign_active_swanlab_run_is_a_clear_error(tmp_path: Path) -> None:
+def test_runlogger_works_beside_the_users_own_swanlab_run(tmp_path: Path) -> None:
     import swanlab
 
     run = swanlab.init(project="other", mode="offline", log_dir=str(tmp_path / "other"))
     try:
         logger = RunLogger("d", "m", root=tmp_path / "runs", flush_interval=0.05)
+        for step in range(3):
+            logger.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+            run.log({"user/acc": 0.5 + step / 10}, step=step)
+        logger.finalize("success")  # SwanLab runs in the sink host process: no one-run-per-process clash
+        assert swanlab.has_run()  # the user's run was left alone, still active
+        run.log({"user/acc": 0.9}, step=3)
+    finally:
+        run.finish()
+    summary = json.loads((logger.run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    (ours,) = swanlab_runs(logger.run_dir / "swanlab_logs")
+    assert [s for s, _ in swanlab_scalars(ours)["loss"]] == [0, 1, 2]
+    assert swanlab_finish_state(ours) == "RUN_STATE_FINISHED"
+    (theirs,) = swanlab_runs(tmp_path / "other")
+    assert [s for s, _ in swanlab_scalars(theirs)["user/acc"]] == [0, 1, 2, 3] and "loss" not in swanlab_scalars(theirs)
+    assert swanlab_finish_state(theirs) == "RUN_STATE_FINISHED"
+
+
+def test_in_process_sinks_refuse_to_touch_a_foreign_swanlab_run(tmp_path: Path) -> None:
+    import swanlab
+
+    run = swanlab.init(project="other", mode="offline", log_dir=str(tmp_path / "other"))
+    try:
+        logger = RunLogger("d", "m", root=tmp_path / "runs", flush_interval=0.05, sink_process=False)
         logger.log_metrics({"loss": 1.0}, step=0)
         with pytest.raises(WriterError, match="another SwanLab run is active in this process"):
             logger.flush()
@@ -317,6 +341,21 @@ def test_foreign_active_swanlab_run_is_a_clear_error(tmp_path: Path) -> None:
         assert [r.step for r in read_metrics(logger.run_dir / "metrics.jsonl")] == [0]
     finally:
         run.finish()
+
+
+def test_sink_host_error_surfaces_on_next_call_naming_the_sink(tmp_path: Path) -> None:
+    logger = RunLogger("d", "m", root=tmp_path, sinks=("tensorboard",), flush_interval=0.05)
+    (logger.run_dir / "tensorboard_logs").write_text("a file where the folder should be")
+    logger.log_metrics({"loss": 1.0}, step=0)
+    with pytest.raises(WriterError, match=r"opening sink 'tensorboard'"):
+        logger.flush()  # raised in the sink host process, reported here
+    with pytest.raises(WriterError, match=r"opening sink 'tensorboard'"):
+        logger.log_metrics({"loss": 0.5}, step=1)
+    with pytest.raises(WriterError):
+        logger.finalize("success")
+    summary = json.loads((logger.run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "opening sink 'tensorboard'" in summary["error"]
+    assert [r.step for r in read_metrics(logger.run_dir / "metrics.jsonl")] == [0]
 
 
 def test_launcher_fixed_run_dir_is_used_and_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
