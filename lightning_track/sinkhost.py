@@ -317,7 +317,33 @@ def _warm_up(names: str) -> None:
             pass
 
 
+class _TolerantStream:
+    """stdout/stderr that never raise: the host shares the training process's terminal or pipe, which
+    may be gone (``python train.py | head``, a closed terminal) exactly when the host must finish its
+    files. A failed print must not make a sink's close fail."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout = _TolerantStream(sys.stdout)  # before SwanLab is imported and binds its console
+    sys.stderr = _TolerantStream(sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -338,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:  # the parent died without closing: finish what was received
             if host.opened:
                 host.call_all("close", "failed")
-            return 0
+            break  # and skip the interpreter's atexit hooks: SwanLab's would mark an unclosed run finished
         if not host.handle(message):
             break
     # Every sink is closed and the parent told: skip the interpreter's slow teardown (SwanLab's

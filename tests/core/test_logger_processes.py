@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,19 +74,30 @@ def test_resume_after_sigkill_continues_same_folder_without_duplicates(tmp_path:
     assert start_record.start.name == f"{run.name}-resume1"
 
 
-def test_sigkill_keeps_everything_older_than_a_second(tmp_path: Path) -> None:
-    proc = start(str(tmp_path), "100000", "--sleep", "0.01")
+def train_then_sigkill(root: Path, ready: Callable[[RunLayout], bool]) -> tuple[RunLayout, float]:
+    """Train (endlessly) until ``ready(run)``, go on 1.5 s, SIGKILL; return the run and the kill time."""
+    proc = start(str(root), "100000", "--sleep", "0.01")
     deadline = time.time() + 120
     while time.time() < deadline:
-        runs = RunLayout.list_runs(tmp_path)
-        if runs and runs[0].metrics_jsonl.exists() and runs[0].metrics_jsonl.stat().st_size > 20_000:
+        runs = RunLayout.list_runs(root)
+        if runs and runs[0].metrics_jsonl.exists() and ready(runs[0]):
             break
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early ({proc.returncode}):\n{proc.stdout.read()}")
         time.sleep(0.2)
     time.sleep(1.5)
     killed_at = time.time()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    (run,) = RunLayout.list_runs(tmp_path)
+    # The reading end of the training process's stdout goes away too, as with `python train.py | head`
+    # or a closed terminal: the sink host, which shares that stdout, must still finish its files.
+    proc.stdout.close()
+    (run,) = RunLayout.list_runs(root)
+    return run, killed_at
+
+
+def test_sigkill_keeps_everything_older_than_a_second(tmp_path: Path) -> None:
+    run, killed_at = train_then_sigkill(tmp_path, lambda run: run.metrics_jsonl.stat().st_size > 20_000)
     raw = run.metrics_jsonl.read_bytes()
     assert raw.endswith(b"\n")  # never half a line
     records = read_metrics(run.metrics_jsonl)  # raises on any torn or corrupt line
@@ -117,31 +129,21 @@ def test_ddp_two_processes_write_one_run(tmp_path: Path) -> None:
 
 def test_sigkill_of_training_leaves_complete_finished_swanlab_and_tensorboard_files(tmp_path: Path) -> None:
     """The sink host outlives a SIGKILLed training process: it closes SwanLab (crashed) and TensorBoard."""
-    proc = start(str(tmp_path), "100000", "--sleep", "0.01")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        runs = RunLayout.list_runs(tmp_path)
-        if runs and swanlab_runs(runs[0].swanlab_dir) and runs[0].metrics_jsonl.stat().st_size > 5_000:
-            break
-        if proc.poll() is not None:
-            raise AssertionError(f"training exited early ({proc.returncode}):\n{proc.stdout.read()}")
-        time.sleep(0.2)
-    time.sleep(1.5)
-    killed_at = time.time()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    (run,) = RunLayout.list_runs(tmp_path)
+    run, killed_at = train_then_sigkill(
+        tmp_path, lambda run: bool(swanlab_runs(run.swanlab_dir)) and run.metrics_jsonl.stat().st_size > 5_000
+    )
     (swanlab_file,) = swanlab_runs(run.swanlab_dir)
-    deadline = time.time() + 60  # the orphaned host finishes on its own, without anyone asking
-    state = None
-    while state is None and time.time() < deadline:
-        try:
-            state = swanlab_finish_state(swanlab_file)
-        except Exception:  # noqa: BLE001 - SwanLab's reader fails on a record still being written
-            state = None
-        if state is None:
-            time.sleep(0.2)
-    assert state == "RUN_STATE_CRASHED"
+    # The orphaned host finishes on its own, without anyone asking. Read the file only once it has
+    # stopped changing: SwanLab's reader gives wrong answers on a file that is still being written.
+    deadline, last, stable_since = time.time() + 60, (-1, -1.0), time.time()
+    while time.time() < deadline:
+        now = (swanlab_file.stat().st_size, swanlab_file.stat().st_mtime)
+        if now != last:
+            last, stable_since = now, time.time()
+        elif time.time() - stable_since > 2.0:
+            break
+        time.sleep(0.2)
+    assert swanlab_finish_state(swanlab_file) == "RUN_STATE_CRASHED"
     records = [r for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics]
     jsonl_steps = [r.step for r in records]
     sw_steps = [s for s, _ in swanlab_scalars(swanlab_file)["train/loss"]]
