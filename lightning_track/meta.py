@@ -18,7 +18,6 @@ from .hardware import device_summary
 
 __all__ = ["collect_meta", "git_info", "package_versions"]
 
-_LAUNCHER_PREFIXES = ("SLURM_", "TORCHELASTIC_")
 _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
                   "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES")
 _SLURM_KEEP = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",

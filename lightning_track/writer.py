@@ -99,10 +99,6 @@ class BackgroundWriter:
         self.check()
 
     @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
     def opened(self) -> bool:
         """Whether any sink was opened (files or a SwanLab run exist)."""
         return self._opened
