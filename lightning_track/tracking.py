@@ -23,11 +23,12 @@ including its step)::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_json
+from .fileio import atomic_open, atomic_write_json
 from .layout import RunLayout
 
 __all__ = ["checkpoint_name", "CheckpointMappings", "CANONICAL_FIELDS"]
@@ -41,57 +42,47 @@ def checkpoint_name(step: int) -> str:
 
 
 class CheckpointMappings:
-    """Builds both mapping files incrementally: feed steps' lines, then checkpoints as they are saved.
+    """Both mapping files: feed steps' lines, then checkpoints as they are saved; ``write`` both.
 
-    Memory is one set of line ids (the lines seen so far) plus the mappings themselves.
+    The checkpoint mapping is the state; the line mapping is derived from it when written (it is
+    its inverse), so the two files cannot disagree. Memory is one set of line ids (the lines seen so
+    far) plus the checkpoint mapping.
     """
 
     def __init__(self, layout: RunLayout) -> None:
         self.layout = layout
         self.seen_lines: set[int] = set()
         self.checkpoints: dict[str, dict[str, Any]] = {}
-        self.line_to_checkpoints: dict[str, list[str]] = {}
-        self._listed: set[str] = set()  # names in the line mapping read by load()
-        self._by_int: dict[int, list[str]] = {}  # the lists of line_to_checkpoints by int line id (no str() per line)
 
     def add_lines(self, lines: Iterable[int]) -> None:
         self.seen_lines.update(int(x) for x in lines)
 
-    def add_checkpoint(self, step: int, path: str | Path | None = None) -> str:
+    def add_checkpoint(self, step: int, path: str | Path | None = None, lines: Iterable[int] | None = None) -> str:
+        """Record the checkpoint of ``step``: it covers ``lines``, by default every line seen so far."""
         name = checkpoint_name(step)
         rel = Path(path).relative_to(self.layout.run_dir) if path and Path(path).is_absolute() else None
-        lines = sorted(self.seen_lines)
-        # A name new to both files cannot be in any line's list yet: skip the membership tests.
-        known = name in self.checkpoints or name in self._listed
         self.checkpoints[name] = {
             "step": step,
             "path": str(rel if rel is not None else Path(RunLayout.CHECKPOINTS) / RunLayout.checkpoint_filename(step)),
-            "lines": lines,
+            "lines": sorted(self.seen_lines if lines is None else set(lines)),
         }
-        mapping, by_int = self.line_to_checkpoints, self._by_int
-        if len(by_int) != len(mapping):  # line_to_checkpoints was loaded or replaced: re-index it
-            by_int.clear()
-            by_int.update((int(key), names) for key, names in mapping.items()
-                          if key.lstrip("-").isdigit() and str(int(key)) == key)
-        for line in lines:
-            names = by_int.get(line)
-            if names is None:
-                names = mapping.setdefault(str(line), [])
-                by_int[line] = names
-            if not known or name not in names:  # a new name cannot be in any list yet
-                names.append(name)
         return name
 
     def remove_checkpoint(self, name: str) -> None:
         """Forget a checkpoint that was deleted (e.g. by ``keep_last``)."""
         self.checkpoints.pop(name, None)
-        self._listed.discard(name)
-        for names in self.line_to_checkpoints.values():
-            if name in names:
-                names.remove(name)
+
+    @property
+    def line_to_checkpoints(self) -> dict[str, list[str]]:
+        """Data line (as a JSON key) -> the checkpoints that cover it, in checkpoint order."""
+        mapping: dict[str, list[str]] = {}
+        for name, entry in self.checkpoints.items():
+            for line in entry["lines"]:
+                mapping.setdefault(str(line), []).append(name)
+        return mapping
 
     def load(self) -> None:
-        """Continue from the files already in the run folder (resume)."""
+        """Continue from the checkpoint mapping already in the run folder (resume)."""
         from .fileio import read_json
 
         if self.layout.checkpoint_mapping_json.exists():
@@ -99,11 +90,48 @@ class CheckpointMappings:
             self.checkpoints = dict(data)
             for entry in self.checkpoints.values():
                 self.seen_lines.update(entry.get("lines", []))
-        if self.layout.line_checkpoint_mapping_json.exists():
-            self.line_to_checkpoints = dict(read_json(self.layout.line_checkpoint_mapping_json))
-            self._listed = {name for names in self.line_to_checkpoints.values() for name in names}
 
     def write(self) -> None:
         """Both files atomically, as one compact JSON object each (they hold millions of line ids)."""
         atomic_write_json(self.layout.checkpoint_mapping_json, self.checkpoints, compact=True)
-        atomic_write_json(self.layout.line_checkpoint_mapping_json, self.line_to_checkpoints, compact=True)
+        chunks = _nested_line_mapping_json(self.checkpoints)
+        if chunks is None:
+            atomic_write_json(self.layout.line_checkpoint_mapping_json, self.line_to_checkpoints, compact=True)
+            return
+        with atomic_open(self.layout.line_checkpoint_mapping_json, "w") as handle:
+            handle.writelines(chunks)
+
+
+def _nested_line_mapping_json(checkpoints: Mapping[str, Mapping[str, Any]]) -> list[str] | None:
+    """The line mapping's compact JSON text in pieces when each checkpoint covers all lines of the
+    one before (the usual case: a checkpoint covers every line trained so far); None otherwise.
+
+    Why: then every line's list is a suffix of the checkpoint names, so the text of each suffix is
+    built once, instead of one list append per (line, checkpoint) pair -- millions in a long run.
+    The text is the same as ``json.dumps(line_to_checkpoints, separators=(",", ":"))``.
+    """
+    names = list(checkpoints)
+    seen: set[int] = set()
+    groups: list[list[int]] = []  # per checkpoint: the lines it is the first to cover, in order
+    for name in names:
+        lines = checkpoints[name].get("lines")
+        if not isinstance(lines, list):
+            return None
+        current = set(lines)
+        if len(current) != len(lines) or not seen <= current:
+            return None
+        new = current - seen
+        if not {int}.issuperset(map(type, new)):  # ints only (not bools): they become the keys as they are
+            return None
+        groups.append(sorted(new))
+        seen = current
+    pieces = ["{"]
+    first = True
+    for k, group in enumerate(groups):
+        if not group:
+            continue
+        suffix = json.dumps(names[k:], ensure_ascii=False, separators=(",", ":"))
+        pieces.append(("" if first else ",") + ",".join([f'"{line}":{suffix}' for line in group]))
+        first = False
+    pieces.append("}\n")
+    return pieces

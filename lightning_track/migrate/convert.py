@@ -539,11 +539,10 @@ def _write_mappings(run: LegacyRun, layout: RunLayout, dataset: str, converted: 
                    else "names a checkpoint that was not converted")
             notes.warn(f"{mapping_path}: entry {entry.name!r} {why}; dropped", str(mapping_path))
     line_path = find_log_file(logs, "line_checkpoint_mapping", dataset, ".json", notes)
-    line_mapping = read_line_mapping(line_path, notes) if line_path else None
-    if line_mapping:
+    named = read_line_mapping(line_path, notes) if line_path else None
+    if named:
         step_of = {entry.name: entry.step for entry in entries or []}
-        distinct: set[str] = set().union(*line_mapping.values())
-        unknown = sorted(n for n in distinct if step_of.get(n, step_from_name(n)) not in steps)
+        unknown = sorted(n for n in named if step_of.get(n, step_from_name(n)) not in steps)
         for name in unknown[:20]:
             notes.warn(f"{line_path}: names checkpoint {name!r}, which does not exist or was not converted; dropped",
                        str(line_path))
@@ -551,16 +550,17 @@ def _write_mappings(run: LegacyRun, layout: RunLayout, dataset: str, converted: 
         return
     first_steps = sorted(first_seen.items(), key=lambda kv: kv[1])
     firsts = [s for _, s in first_steps]
+    first_lines = [line for line, _ in first_steps]
     mappings = CheckpointMappings(layout)
     rebuilt = False
     for ck in converted:
         entry = by_step.get(ck.step)
         if entry is not None and entry.lines is not None:
-            mappings.seen_lines = set(entry.lines)
+            lines = entry.lines
         else:
-            mappings.seen_lines = {line for line, _ in first_steps[: bisect.bisect_right(firsts, ck.step)]}
+            lines = first_lines[: bisect.bisect_right(firsts, ck.step)]
             rebuilt = True
-        mappings.add_checkpoint(ck.step)
+        mappings.add_checkpoint(ck.step, lines=lines)
     if rebuilt and not first_seen:
         notes.warn(f"{run.path}: no batch tracking lines to rebuild the mapping from; checkpoints map no lines",
                    "mapping")

@@ -288,13 +288,24 @@ def read_checkpoint_mapping(path: Path, notes: Notes) -> list[MappingEntry] | No
     return entries
 
 
-def read_line_mapping(path: Path, notes: Notes) -> dict[str, list[str]] | None:
+def read_line_mapping(path: Path, notes: Notes) -> set[str] | None:
+    """The checkpoint names a ``{line: [checkpoint names]}`` file uses, or None with a note.
+
+    Only the names are needed: the new line mapping is rebuilt from the checkpoint mapping (it is its
+    inverse), so the legacy one is read to report names that point nowhere.
+    """
     try:
         data = read_json(path)
     except ValueError as exc:
         notes.warn(f"{exc}; rebuilt from the checkpoint mapping", str(path))
         return None
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+    if not isinstance(data, dict) or not {list}.issuperset(map(type, data.values())):
         notes.warn(f"{path}: expected {{line: [checkpoint names]}}; rebuilt from the checkpoint mapping", str(path))
         return None
-    return {str(k): [str(n) for n in v] for k, v in data.items()}
+    names: set[Any] = set()
+    for value in data.values():  # set.update runs in C; values are lists of names
+        try:
+            names.update(value)
+        except TypeError:  # an unhashable item (a list or object where a name belongs)
+            names.update(str(n) for n in value)
+    return {str(n) for n in names}
