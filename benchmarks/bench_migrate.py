@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from lightning_track.migrate import MigrateOptions, make_example, migrate
 from lightning_track.migrate.checkpoints import find_checkpoints, lightning_checkpoint, load_checkpoint, save_checkpoint
@@ -48,6 +49,20 @@ def checkpoints_only(source: Path, scratch: Path) -> float:
     return elapsed
 
 
+def settle(source: Path, *, cold: bool = False) -> bool:
+    """Flush dirty pages (a previous step's output must not be written back during the next timing);
+    with ``cold``, also drop the page cache (root only). Returns whether the cache could be dropped."""
+    os.sync()
+    if not cold:
+        return False
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as handle:
+            handle.write("3\n")
+    except OSError:
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -56,66 +71,86 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=30_000, help="batch-tracking lines (steps) per run")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--dir", default=None, help="work folder (default: a temp folder on the same disk as /tmp)")
+    parser.add_argument("--source", default=None, help="an existing legacy tree to use instead of generating one")
     parser.add_argument("--profile", action="store_true", help="print the top functions of one migration")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (lt-migrate --jobs;"
                         " default: CPU count); the in-process --jobs 1 path is timed too")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-migrate-", dir=args.dir))
     try:
-        source = work / "experiments"
+        source = Path(args.source) if args.source else work / "experiments"
         t0 = time.perf_counter()
-        make_example(source, runs=args.runs, steps=args.lines, checkpoints=args.checkpoints, ckpt_mb=args.ckpt_mb,
-                     logging_steps=max(10, args.lines // 1000), eval_steps=max(50, args.lines // 200))
+        if not args.source:
+            make_example(source, runs=args.runs, steps=args.lines, checkpoints=args.checkpoints, ckpt_mb=args.ckpt_mb,
+                         logging_steps=max(10, args.lines // 1000), eval_steps=max(50, args.lines // 200))
         size = tree_bytes(source)
         print(f"legacy tree: {args.runs} runs x {args.checkpoints} checkpoints, {args.lines} tracking lines each,"
               f" {size / 1e6:.0f} MB (generated in {time.perf_counter() - t0:.1f}s)")
-        cp_times, mig_times, serial_times, ck_times, notb_times, lines = [], [], [], [], [], 0
+        settle(source)
+        results: dict[str, list[float]] = {}
+        cold_ok = settle(source, cold=True)
+        lines = 0
+
+        def timed(key: str, fn: Any, *, cold: bool = False) -> Any:
+            settle(source, cold=cold)
+            t = time.perf_counter()
+            value = fn()
+            results.setdefault(key, []).append(time.perf_counter() - t)
+            t = time.perf_counter()
+            os.sync()  # until the output is on disk, too: cp -r leaves it dirty in the page cache
+            results.setdefault(key + "+sync", []).append(results[key][-1] + time.perf_counter() - t)
+            return value
+
         for i in range(args.repeat):
-            target = work / f"copy{i}"
-            t = time.perf_counter()
-            subprocess.run(["cp", "-r", str(source), str(target)], check=True)
-            cp_times.append(time.perf_counter() - t)
-            shutil.rmtree(target)
-            out = work / f"runs{i}"
-            t = time.perf_counter()
+            for cold in ((False, True) if cold_ok else (False,)):
+                tag = " cold" if cold else ""
+                target = work / f"copy{i}"
+                copy = ["cp", "-r", str(source), str(target)]
+                timed("cp" + tag, lambda copy=copy: subprocess.run(copy, check=True), cold=cold)
+                shutil.rmtree(target)
+                out = work / f"runs{i}"
+                report = timed("jobs" + tag, lambda out=out: migrate(source, out, options=MigrateOptions(),
+                                                                     jobs=args.jobs), cold=cold)
+                assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
+                lines = sum(r.tracked_lines for r in report.runs)
+                shutil.rmtree(out)
             if args.profile and i == 0:
                 profiler = cProfile.Profile()
-                report = profiler.runcall(migrate, source, out, options=MigrateOptions())
+                profiler.runcall(migrate, source, out, options=MigrateOptions())
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-            else:
-                report = migrate(source, out, options=MigrateOptions())
-            serial_times.append(time.perf_counter() - t)
-            assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
-            lines = sum(r.tracked_lines for r in report.runs)
-            shutil.rmtree(out)
-            t = time.perf_counter()
-            report = migrate(source, out, options=MigrateOptions(), jobs=args.jobs)
-            mig_times.append(time.perf_counter() - t)
+                shutil.rmtree(out)
+            report = timed("serial", lambda out=out: migrate(source, out, options=MigrateOptions()))
             assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
             shutil.rmtree(out)
-            t = time.perf_counter()
-            migrate(source, out, options=MigrateOptions(tensorboard=False), jobs=args.jobs)
-            notb_times.append(time.perf_counter() - t)
+            timed("notb", lambda out=out: migrate(source, out, options=MigrateOptions(tensorboard=False),
+                                                  jobs=args.jobs))
             shutil.rmtree(out)
-            ck_times.append(checkpoints_only(source, work / f"ck{i}"))
+            results.setdefault("ck", []).append(checkpoints_only(source, work / f"ck{i}"))
+        settle(source)
         t = time.perf_counter()
         cli = subprocess.run([sys.executable, "-m", "lightning_track.cli.migrate", str(source), "--out",
                               str(work / "cli"), "--jobs", str(args.jobs)], capture_output=True, text=True)
         cli_time = time.perf_counter() - t
         assert cli.returncode == 0, cli.stdout + cli.stderr
-        cp, mig, notb, ck = min(cp_times), min(mig_times), min(notb_times), min(ck_times)
-        serial = min(serial_times)
-        print(f"cp -r (anchor):  {cp:7.2f} s  ({size / 1e6 / cp:.0f} MB/s)")
-        print(f"lt-migrate --jobs {args.jobs}: {mig:7.2f} s  ({size / 1e6 / mig:.0f} MB/s)  library call, imports done"
-              " (worker start-up included)")
-        print(f"lt-migrate --jobs 1: {serial:7.2f} s  (in-process) = {serial / mig:.2f}x --jobs {args.jobs}")
+        best = {key: min(values) for key, values in results.items()}
+        cp, mig, ck = best["cp"], best["jobs"], best["ck"]
+        print(f"cp -r (anchor, source in page cache): {cp:7.2f} s  ({size / 1e6 / cp:.0f} MB/s);"
+              f" until synced: {best['cp+sync']:.2f} s")
+        print(f"lt-migrate --jobs {args.jobs}: {mig:7.2f} s  library call (worker start-up included) ="
+              f" {mig / cp:.2f}x cp -r;"
+              f" until synced: {best['jobs+sync']:.2f} s = {best['jobs+sync'] / best['cp+sync']:.2f}x cp -r + sync")
+        if cold_ok:
+            print(f"cold page cache (dropped before each): cp -r {best['cp cold']:.2f} s, lt-migrate"
+                  f" {best['jobs cold']:.2f} s = {best['jobs cold'] / best['cp cold']:.2f}x;"
+                  f" until synced: {best['cp cold+sync']:.2f} s vs {best['jobs cold+sync']:.2f} s ="
+                  f" {best['jobs cold+sync'] / best['cp cold+sync']:.2f}x")
+        print(f"lt-migrate --jobs 1: {best['serial']:7.2f} s  (in-process) ="
+              f" {best['serial'] / mig:.2f}x --jobs {args.jobs}")
         print(f"lt-migrate CLI --jobs {args.jobs}:  {cli_time:7.2f} s  (fresh process: Python + torch + lightning"
               " imports included)")
-        print(f"  --no-tensorboard --jobs {args.jobs}: {notb:7.2f} s")
+        print(f"  --no-tensorboard --jobs {args.jobs}: {best['notb']:7.2f} s")
         print(f"  checkpoints only (torch.load + torch.save, irreducible): {ck:7.2f} s = {ck / cp:.2f}x cp -r,"
               f" {100 * ck / mig:.0f}% of lt-migrate")
-        print(f"ratio lt-migrate / cp -r: {mig / cp:.2f}x  (goal <= 2x); --jobs 1: {serial / cp:.2f}x;"
-              f" CLI: {cli_time / cp:.2f}x; --no-tensorboard: {notb / cp:.2f}x")
         print(f"tracking lines/s: {lines / mig:,.0f}  ({lines} lines, with metrics.jsonl + TensorBoard + tracking)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

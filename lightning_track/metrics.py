@@ -32,6 +32,7 @@ _MIN_WORDS = re.compile(r"(loss|err|error|perplexity|ppl|mae|mse|rmse|wer|cer|nl
 _MAX_WORDS = re.compile(
     r"(acc|accuracy|f1|r2|auc|auroc|precision|recall|bleu|rouge|iou|dice|map|score|reward|return|psnr|ssim)", re.I
 )
+_FLOAT = {float}
 _NO_BEST = re.compile(r"(^|/)(epoch|step|lr|learning_rate|lr-.*|grad_norm.*|time.*|.*_time)$", re.I)
 
 
@@ -48,7 +49,9 @@ def read_metrics(path: str | Path, problems: list[JsonlProblem] | None = None) -
     for lineno, obj in iter_jsonl(path, problems):
         try:
             step = int(obj["step"])
-            values = {str(k): float(restore_nonfinite(v)) for k, v in dict(obj.get("metrics", {})).items()}
+            values = obj.get("metrics", {})
+            if not (type(values) is dict and _FLOAT.issuperset(map(type, values.values()))):  # else: the usual case
+                values = {str(k): float(restore_nonfinite(v)) for k, v in dict(values).items()}
             records.append(MetricRecord(step, float(obj.get("time", 0.0)), values))
         except (KeyError, TypeError, ValueError) as exc:
             problem = JsonlProblem(Path(path), lineno, f"not a metrics record ({exc})")
@@ -82,13 +85,13 @@ def summarize_metrics(
     ``modes`` overrides the direction inferred from the name (``None`` disables "best").
     Non-finite values are final values when last, but never "best".
     """
-    modes = dict(modes or {})
+    modes = dict(modes or {})  # filled with the inferred direction of each key as it is first seen
     final: dict[str, dict[str, Any]] = {}
     best: dict[str, dict[str, Any]] = {}
     for record in records:
         for key, value in record.metrics.items():
             final[key] = {"value": value, "step": record.step}
-            mode = modes[key] if key in modes else infer_mode(key)
+            mode = modes[key] if key in modes else modes.setdefault(key, infer_mode(key))
             if mode is None or not math.isfinite(value):
                 continue
             current = best.get(key)
@@ -113,16 +116,7 @@ def write_metrics_csv(records: Iterable[MetricRecord], path: str | Path) -> int:
     with atomic_open(path, "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["step", *columns])
-        for step, row in rows.items():
-            writer.writerow([step, *(_csv_value(row.get(col)) for col in columns)])
+        # repr of a float is its shortest round-trip text, and "nan", "inf", "-inf" for the others.
+        writer.writerows([step, *["" if (value := row.get(col)) is None else repr(float(value)) for col in columns]]
+                         for step, row in rows.items())
     return len(rows)
-
-
-def _csv_value(value: float | None) -> str:
-    if value is None:
-        return ""
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return repr(value)

@@ -19,7 +19,6 @@ import google_crc32c
 from ..metrics import MetricRecord
 from .base import Sink, SinkContext
 
-
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 
