@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
     parser.add_argument("--runicorn", metavar="ROOT",
                         help="also maintain a Runicorn storage view at ROOT (a path on DEST's machine)")
-    parser.add_argument("--parallel", type=int, default=16, metavar="N", help="files in flight at once (16)")
+    parser.add_argument("--parallel", type=int, default=64, metavar="N",
+                        help="files in flight at once (64; at most 1 MiB of each in memory)")
     parser.add_argument("--state", metavar="FILE", help="resume journal (default: ~/.local/state/lightning_track/"
                         "sync/<hash>.jsonl)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, status lines only")

@@ -31,7 +31,7 @@ from .transport import (
 
 __all__ = ["SyncOptions", "CycleResult", "SyncSession", "SyncError", "sync_once", "run_loop", "FATAL_ERRORS"]
 
-CHUNK = 4 << 20
+CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
 RECENT_S = 60  # a *.jsonl modified this recently may be mid-write: copy whole lines only
 
 
@@ -60,7 +60,7 @@ class SyncOptions:
     delete: bool = False
     dry_run: bool = False
     runicorn_root: str | None = None
-    parallel: int = 16
+    parallel: int = 64
     state_path: str | Path | None = None  # None: the default per SRC/DEST journal; "" disables it
 
 
