@@ -1,7 +1,7 @@
 """The sink host: the format sinks (TensorBoard, SwanLab, ...) in a separate process per RunLogger.
 
-Why a process: TensorBoard's writer (protobuf + a pure-Python CRC32C per event) and SwanLab's SDK
-(~200 µs a call) are Python code. On the writer *thread* they hold the GIL the training thread needs;
+Why a process: TensorBoard's writer (a protobuf per event) and SwanLab's SDK (~200 µs a call) are
+Python code. On the writer *thread* they hold the GIL the training thread needs;
 in their own process they only use a spare core. ``metrics.jsonl`` (cheap, the source of truth) stays
 on the writer thread in the training process.
 
