@@ -230,20 +230,6 @@ class JsonlProblem(ValueError):
         super().__init__(f"{path}:{lineno}: {reason}")
 
 
-_scan_once = json.decoder.JSONDecoder().scan_once  # the C scanner json.loads uses, without its wrapping
-
-
-def _fast_object(text: str) -> Any:
-    """The object on a ``{...}\\n`` line, or None to let ``json.loads`` handle (and explain) it."""
-    if not text.startswith("{"):
-        return None
-    try:
-        obj, end = _scan_once(text, 0)
-    except (StopIteration, ValueError):
-        return None
-    return obj if not text[end:].strip() else None
-
-
 def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each JSON-object line.
 
@@ -266,11 +252,8 @@ def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> 
             if type(obj) is dict:
                 yield lineno, obj
                 continue
-            try:
-                text = raw.decode("utf-8")
-                obj = _fast_object(text)
-                if obj is None:  # not a plain one-object line: json.loads decides (and explains)
-                    obj = json.loads(text)
+            try:  # a line orjson refused (e.g. a legacy NaN): the stdlib decides, and says what is wrong
+                obj = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 reason = f"not UTF-8 ({exc.reason} at byte {exc.start})"
             except json.JSONDecodeError as exc:

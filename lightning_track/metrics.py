@@ -117,6 +117,6 @@ def write_metrics_csv(records: Iterable[MetricRecord], path: str | Path) -> int:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["step", *columns])
         # repr of a float is its shortest round-trip text, and "nan", "inf", "-inf" for the others.
-        writer.writerows([step, *["" if (value := row.get(col)) is None else repr(float(value)) for col in columns]]
+        writer.writerows([step, *["" if (value := row.get(col)) is None else repr(value) for col in columns]]
                          for step, row in rows.items())
     return len(rows)

@@ -29,9 +29,8 @@ __all__ = ["PRE_LOOPS_VERSION", "loop_state", "learn_template", "learn_template_
 PRE_LOOPS_VERSION = "1.5.0"
 _STEP, _EPOCH = "\x00lt-migrate:step", "\x00lt-migrate:epoch"  # no value Lightning writes looks like these
 _PROBE_WEIGHTS = {"model.probe": 0}  # a migration that touched the state dict would fail the check
-_receive: Callable[[], dict[str, Any] | None] | None = None
+_receive: Callable[[], dict[str, Any] | None] | None = None  # cleared once it has been called
 _template: dict[str, Any] | None = None
-_template_loaded = False
 
 
 def _skeleton(step: int, epoch: int) -> dict[str, Any]:
@@ -110,16 +109,15 @@ def learn_template_or_none() -> dict[str, Any] | None:
 def use_template_source(receive: Callable[[], dict[str, Any] | None] | None) -> None:
     """In a worker: the first checkpoint takes its loop state from the template ``receive`` returns
     (it may wait for it); None there, or no source, means Lightning's migration runs here."""
-    global _receive, _template, _template_loaded
-    _receive, _template, _template_loaded = receive, None, False
+    global _receive, _template
+    _receive, _template = receive, None
 
 
 def loop_state(step: int, epoch: int) -> dict[str, Any]:
     """What Lightning's migration gives a pre-1.6 checkpoint at ``step``/``epoch`` (no state dict)."""
-    global _template, _template_loaded
-    if _receive is not None and not _template_loaded:
-        _template = _receive()
-        _template_loaded = True
+    global _receive, _template
+    if _receive is not None:
+        _template, _receive = _receive(), None
     if _template is not None:
         return fill_template(_template, step, epoch)
     return migrate_with_lightning(step, epoch)
