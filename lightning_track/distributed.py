@@ -13,10 +13,12 @@ How the folder is shared (rank 0 decides, once):
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
-__all__ = ["global_rank", "world_size_from_env", "broadcast_from_rank0", "ENV_RUN_DIR"]
+__all__ = ["global_rank", "world_size_from_env", "broadcast_from_rank0", "destroy_process_group_at_exit",
+           "ENV_RUN_DIR"]
 
 ENV_RUN_DIR = "LIGHTNING_TRACK_RUN_DIR"
 
@@ -53,3 +55,27 @@ def broadcast_from_rank0(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+_exit_hook_registered = False
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy the default process group when the interpreter exits, before its finalization.
+
+    Why: a rank that ends on an exception (a failed health check, a preemption) otherwise leaves its
+    gloo process group to C++ destructors during interpreter finalization, where gloo's threads
+    occasionally end the process with ``std::terminate`` (exit -6 instead of 86 or 143: seen once in
+    CI). Lightning registers the same hook for NCCL only. Registered once per process.
+    """
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        atexit.register(_destroy_process_group)
+        _exit_hook_registered = True

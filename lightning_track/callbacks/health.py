@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from .. import signals
+from ..distributed import destroy_process_group_at_exit
 from ..layout import RunLayout, sanitize_name
 from ._paths import find_layout, find_run_logger
 
@@ -488,6 +489,8 @@ class HealthGuard(Callback):
             self._record_failure(trainer, {**exc.as_dict(), **extra})
         print(f"HealthGuard[rank {trainer.global_rank}]: {exc} (exit code {self.exit_code})", file=sys.stderr,
               flush=True)
+        if trainer.world_size > 1:
+            destroy_process_group_at_exit()  # the exit code must be ours, not gloo's teardown abort
         raise exc
 
     # -- stall watchdog (runs in its own thread; never touches CUDA) -----------------------------

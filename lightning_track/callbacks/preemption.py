@@ -52,6 +52,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from .. import signals as signal_files
+from ..distributed import destroy_process_group_at_exit
 from ..fileio import atomic_write_json
 from ..layout import RunLayout, sanitize_name
 from ..summary import STATUS_INTERRUPTED, SummaryFile, iso_now
@@ -195,6 +196,8 @@ class PreemptionHandler(Callback):
                 print(f"PreemptionHandler: {error}", file=sys.stderr)
         if isinstance(exception, SystemExit):
             exception.code = code
+        if trainer.world_size > 1:
+            destroy_process_group_at_exit()  # the exit code must be ours, not gloo's teardown abort
         if not trainer.is_global_zero:
             return
         details = {

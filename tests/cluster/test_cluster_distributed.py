@@ -71,3 +71,26 @@ def test_ddp_spawn_workers_write_the_run_the_parent_created(runs: Path) -> None:
     summary = json.loads(run.summary_json.read_text())
     assert summary["status"] == "completed" and summary["last_step"] == 11
     assert read_signal(run.signals_dir, run.name, "done")["status"] == "done"
+
+
+def test_process_group_is_destroyed_at_exit_before_finalization(tmp_path: Path) -> None:
+    """What HealthGuard/PreemptionHandler register on a failing rank: the gloo group goes at exit, in Python."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = f"""
+import atexit, torch.distributed as dist
+from lightning_track.distributed import destroy_process_group_at_exit
+atexit.register(lambda: print("initialized at the end:", dist.is_initialized()))  # runs after the hook
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
+destroy_process_group_at_exit()
+destroy_process_group_at_exit()  # registered once
+raise SystemExit(86)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 86, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "initialized at the end: False"
