@@ -3,7 +3,7 @@ Lightning checkpoint files.
 
 One checkpoint is loaded, converted and written at a time, so memory stays bounded by the largest
 checkpoint. The loop state Lightning needs to resume at the right ``global_step`` is produced by
-Lightning's own checkpoint migration (see :mod:`.loopstate`), not written by hand.
+Lightning's own checkpoint migration (see :func:`lightning_checkpoint`), not written by hand.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from .loopstate import loop_state
 from .readers import as_int, as_number, read_trainer_state
 from .report import Notes
 
@@ -33,6 +32,10 @@ NOT_CARRIED = ("rng_state.pth", "training_args.bin")  # RNG state and HF argumen
 _HF_DIR = re.compile(r"^checkpoint-(\d+)$")
 _STEP_IN_NAME = re.compile(r"(?:^|[_-])(?:step|global_step|checkpoint)[_-]?(\d+)(?:\.|$)")
 _EPOCH_IN_NAME = re.compile(r"(?:^|[_-])epoch[_-]?(\d+)(?:\.|$)")
+# Lightning's migration builds the progress-tracking loop state from global_step and epoch for
+# checkpoints older than 1.6; declaring ours that old makes it do exactly that, then stamps the
+# running Lightning version on the result.
+_PRE_LOOPS_VERSION = "1.5.0"
 
 
 class CheckpointError(ValueError):
@@ -238,10 +241,15 @@ def lightning_checkpoint(loaded: LoadedCheckpoint, *, prefix: str, source: str) 
     Without a legacy optimizer state, ``optimizer_states`` is an empty list: Lightning then keeps
     the freshly configured optimizer (weights-only resume) instead of refusing the checkpoint.
     """
+    from lightning.pytorch.utilities.migration import migrate_checkpoint
+
     checkpoint: dict[str, Any] = {
         "state_dict": {f"{prefix}{key}": value for key, value in loaded.weights.items()},
-        **loop_state(loaded.step, loaded.epoch),
+        "global_step": loaded.step,
+        "epoch": loaded.epoch,
+        "pytorch-lightning_version": _PRE_LOOPS_VERSION,
     }
+    checkpoint, _ = migrate_checkpoint(checkpoint)
     checkpoint["optimizer_states"] = [loaded.optimizer] if loaded.optimizer is not None else []
     checkpoint["lr_schedulers"] = [loaded.scheduler] if loaded.scheduler is not None else []
     if loaded.hyper_parameters:

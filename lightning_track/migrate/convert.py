@@ -35,7 +35,6 @@ from ..sinks.jsonl import MetricsJsonlSink
 from ..sinks.tensorboard import TensorBoardSink
 from ..summary import STATUS_COMPLETED, STATUS_INTERRUPTED, iso_now, post_process, render_report
 from ..tracking import CheckpointMappings
-from . import loopstate
 from .checkpoints import (
     NOT_CARRIED,
     CheckpointError,
@@ -642,11 +641,10 @@ def migrate(
 
 
 # -- worker processes ------------------------------------------------------------------------------------
-# The workers come from a fork server that has imported this module (and torch) once: each worker
-# starts in milliseconds, and unlike a plain fork() it never copies a parent holding locks of other
-# threads (the rich progress thread writes to stderr). Lightning is not imported there: this process
-# learns its checkpoint migration on a thread meanwhile (see loopstate), off the critical path.
-_WORKER_PRELOAD = ["lightning_track.migrate.convert"]
+# The workers come from a fork server that has imported this module and Lightning once: each worker
+# starts in milliseconds without re-importing torch/Lightning, and unlike a plain fork() it never
+# copies a parent holding locks of other threads (the rich progress thread writes to stderr).
+_WORKER_PRELOAD = ["lightning_track.migrate.convert", "lightning.pytorch.utilities.migration"]
 _worker_queue: Any = None
 _worker_busy = threading.Event()
 
@@ -675,25 +673,9 @@ def _watch_parent() -> None:
     os._exit(1)
 
 
-def _parent_alive() -> bool:
-    parent = multiprocessing.parent_process()
-    return parent is None or parent.is_alive()
-
-
-def _receive_template(templates: Any) -> dict[str, Any] | None:
-    """Wait for the parent's loop-state template (None: it could not learn one, or it is gone)."""
-    while True:
-        try:
-            return templates.get(timeout=0.1)
-        except queue.Empty:
-            if not _parent_alive():
-                return None
-
-
-def _worker_init(progress: Any, templates: Any) -> None:
+def _worker_init(progress: Any) -> None:
     global _worker_queue
     _worker_queue = progress
-    loopstate.use_template_source(lambda: _receive_template(templates))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle: a Ctrl-C is the parent's business
     threading.Thread(target=_watch_parent, daemon=True).start()
 
@@ -726,18 +708,7 @@ def _convert_in_workers(plans: list[PlannedRun], todo: list[int], out: Path, opt
     """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_WORKER_PRELOAD)
-    workers = min(jobs, len(todo))
-    progress, templates = ctx.Queue(), ctx.Queue()
-
-    def publish_template() -> None:  # Lightning is imported here, beside the workers, not before them
-        template = loopstate.learn_template_or_none()
-        try:
-            for _ in range(workers):
-                templates.put(template)
-        except (ValueError, OSError):  # the migration already ended (runs without checkpoints)
-            pass
-
-    threading.Thread(target=publish_template, daemon=True, name="lt-migrate-loop-state").start()
+    progress = ctx.Queue()
     received = dict.fromkeys(todo, 0)
     running: dict[int, int] = {}  # index -> worker pid
     started: set[int] = set()
@@ -765,8 +736,8 @@ def _convert_in_workers(plans: list[PlannedRun], todo: list[int], out: Path, opt
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(progress, templates))
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_worker_init,
+                               initargs=(progress,))
     try:
         # largest runs first: the last run to start is a small one, so no worker idles long at the end
         order = sorted(todo, key=lambda i: -plans[i].size)
@@ -811,6 +782,5 @@ def _convert_in_workers(plans: list[PlannedRun], todo: list[int], out: Path, opt
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         progress.close()
-        templates.close()
         _remove_empty(RunLayout.staging_dir(out, "x", TOOL).parent)
     return sorted(not_started)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +13,6 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lightning_track.layout import RunLayout
-from lightning_track.migrate import loopstate
 from lightning_track.migrate.example import IN_DIM, TinyNet, hidden_for
 
 HIDDEN = hidden_for(0.02)  # the size conftest's example tree was made with
@@ -116,51 +114,3 @@ def test_state_dict_prefix_matches_the_module_attribute(example_tree: Path, tmp_
     Bare.load_from_checkpoint(ckpt)
     with pytest.raises(RuntimeError, match="Missing key"):
         Module.load_from_checkpoint(ckpt)
-
-
-# -- the loop state: Lightning's migration, learned once as a template -------------------------------------
-@pytest.mark.parametrize(("step", "epoch"), [(0, 0), (1, 0), (76, 3), (125, 1), (10**9, 99)])
-def test_loop_state_template_gives_what_lightnings_migration_gives(step: int, epoch: int) -> None:
-    from lightning.pytorch.utilities.migration import migrate_checkpoint
-
-    template = loopstate.learn_template()
-    assert template is not None
-    expected, _ = migrate_checkpoint({"state_dict": {}, "global_step": step, "epoch": epoch,
-                                      "pytorch-lightning_version": loopstate.PRE_LOOPS_VERSION})
-    expected.pop("state_dict")
-    assert loopstate.fill_template(template, step, epoch) == expected
-    total = expected["loops"]["fit_loop"]["epoch_loop.automatic_optimization.optim_progress"]
-    assert total["optimizer"]["step"]["total"]["completed"] == step
-
-
-def _fake_migration(derived: object) -> Callable[[int, int], dict]:
-    def migrate(step: int, epoch: int) -> dict:
-        value = step + 1 if derived == "step+1" else (step, epoch)
-        return {"global_step": step, "epoch": epoch, "loops": {"x": value, "epoch": epoch}}
-    return migrate
-
-
-@pytest.mark.parametrize("derived", ["step+1", "tuple"])
-def test_loop_state_falls_back_to_lightning_when_no_template_fits(derived: str) -> None:
-    assert loopstate.learn_template(_fake_migration(derived)) is None
-    loopstate.use_template_source(lambda: None)  # what a worker gets when the parent learned nothing
-    try:
-        assert loopstate.loop_state(42, 1) == loopstate.migrate_with_lightning(42, 1)
-    finally:
-        loopstate.use_template_source(None)
-
-
-def test_loop_state_waits_for_the_template_once() -> None:
-    calls = []
-
-    def receive() -> dict:
-        calls.append(1)
-        return {"global_step": "\x00lt-migrate:step", "epoch": "\x00lt-migrate:epoch", "constant": [1, None]}
-
-    loopstate.use_template_source(receive)
-    try:
-        assert loopstate.loop_state(5, 2) == {"global_step": 5, "epoch": 2, "constant": [1, None]}
-        assert loopstate.loop_state(6, 2)["global_step"] == 6
-    finally:
-        loopstate.use_template_source(None)
-    assert calls == [1]
