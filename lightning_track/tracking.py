@@ -131,7 +131,8 @@ def _nested_line_mapping_json(checkpoints: Mapping[str, Mapping[str, Any]]) -> l
         if not group:
             continue
         suffix = json.dumps(names[k:], ensure_ascii=False, separators=(",", ":"))
-        pieces.append(("" if first else ",") + ",".join([f'"{line}":{suffix}' for line in group]))
+        # '"5":' + suffix + ',"12":' + suffix ...: one join copies each suffix once, no per-line strings of it
+        pieces.append(("" if first else ",") + (suffix + ",").join([f'"{line}":' for line in group]) + suffix)
         first = False
     pieces.append("}\n")
     return pieces

@@ -1,9 +1,12 @@
 """Legacy checkpoints (HF Trainer ``checkpoint-<step>/`` folders, plain ``torch.save`` files) ->
 Lightning checkpoint files.
 
-One checkpoint is loaded, converted and written at a time, so memory stays bounded by the largest
-checkpoint. The loop state Lightning needs to resume at the right ``global_step`` is produced by
-Lightning's own checkpoint migration (see :func:`lightning_checkpoint`), not written by hand.
+One checkpoint is converted at a time, and its tensors are not even loaded: they stay in the legacy
+files as :class:`~.rawtensors.RawTensor` references and are copied byte for byte into the new file
+(:mod:`.rawtensors`); files that path does not handle go through ``torch.load``/``torch.save``.
+Memory stays bounded by the largest checkpoint either way. The loop state Lightning needs to resume
+at the right ``global_step`` is produced by Lightning's own checkpoint migration (see
+:mod:`.loopstate`), not written by hand.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from typing import Any
 
 import torch
 
+from . import rawtensors
+from .loopstate import loop_state
+from .rawtensors import RawTensor, RawUnsupported
 from .readers import as_int, as_number, read_trainer_state
 from .report import Notes
 
@@ -32,10 +38,6 @@ NOT_CARRIED = ("rng_state.pth", "training_args.bin")  # RNG state and HF argumen
 _HF_DIR = re.compile(r"^checkpoint-(\d+)$")
 _STEP_IN_NAME = re.compile(r"(?:^|[_-])(?:step|global_step|checkpoint)[_-]?(\d+)(?:\.|$)")
 _EPOCH_IN_NAME = re.compile(r"(?:^|[_-])epoch[_-]?(\d+)(?:\.|$)")
-# Lightning's migration builds the progress-tracking loop state from global_step and epoch for
-# checkpoints older than 1.6; declaring ours that old makes it do exactly that, then stamps the
-# running Lightning version on the result.
-_PRE_LOOPS_VERSION = "1.5.0"
 
 
 class CheckpointError(ValueError):
@@ -109,7 +111,19 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
         raise CheckpointError(f"{path}: unreadable or truncated torch file ({first[:160]})") from None
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_torch(path: Path, trust_pickle: bool) -> Any:
+    """A torch file's object, tensors by reference when the file allows it (see :mod:`.rawtensors`)."""
+    try:
+        return rawtensors.read_torch_file(path)
+    except RawUnsupported:
+        return _torch_load(path, trust_pickle)
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    try:
+        return rawtensors.read_safetensors(path)
+    except RawUnsupported:
+        pass
     from safetensors.torch import load_file
 
     try:
@@ -122,24 +136,24 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: unreadable or truncated safetensors file ({str(exc)[:160]})") from None
 
 
-def _load_weights_file(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+def _load_weights_file(path: Path, trust_pickle: bool) -> dict[str, Any]:
     if path.name.endswith(".index.json"):
         try:
             index = json.loads(path.read_text(encoding="utf-8"))
             shards = sorted(set(index["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{path}: not a shard index with a 'weight_map' ({exc})") from None
-        merged: dict[str, torch.Tensor] = {}
+        merged: dict[str, Any] = {}
         for shard in shards:
             merged.update(_load_weights_file(path.parent / shard, trust_pickle))
         return merged
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
-    return _state_dict_of(_torch_load(path, trust_pickle), path)
+    return _state_dict_of(_read_torch(path, trust_pickle), path)
 
 
-def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+def _state_dict_of(obj: Any, path: Path) -> dict[str, Any]:
+    if isinstance(obj, dict) and obj and all(isinstance(v, (torch.Tensor, RawTensor)) for v in obj.values()):
         return obj
     raise CheckpointError(f"{path}: expected a state_dict (names -> tensors), got "
                           f"{type(obj).__name__}{' with keys ' + str(list(obj)[:6]) if isinstance(obj, dict) else ''}")
@@ -149,7 +163,7 @@ def _optional_state(path: Path, trust_pickle: bool, what: str, notes: list[str])
     if not path.is_file():
         return None
     try:
-        return _torch_load(path, trust_pickle)
+        return _read_torch(path, trust_pickle)
     except CheckpointError as exc:
         notes.append(f"{exc}; {what} not carried")
         return None
@@ -157,7 +171,7 @@ def _optional_state(path: Path, trust_pickle: bool, what: str, notes: list[str])
 
 @dataclass
 class LoadedCheckpoint:
-    weights: dict[str, torch.Tensor]
+    weights: dict[str, Any]  # names -> tensors (torch.Tensor or RawTensor)
     step: int
     epoch: int
     optimizer: Any = None
@@ -201,7 +215,7 @@ def load_checkpoint(
         adapter = weights_file.name.startswith("adapter_")
         hparams = None
     else:
-        obj = _torch_load(ck.path, trust_pickle)
+        obj = _read_torch(ck.path, trust_pickle)
         hparams = None
         optimizer = scheduler = None
         if isinstance(obj, dict) and ("model_state_dict" in obj or "state_dict" in obj):
@@ -241,15 +255,10 @@ def lightning_checkpoint(loaded: LoadedCheckpoint, *, prefix: str, source: str) 
     Without a legacy optimizer state, ``optimizer_states`` is an empty list: Lightning then keeps
     the freshly configured optimizer (weights-only resume) instead of refusing the checkpoint.
     """
-    from lightning.pytorch.utilities.migration import migrate_checkpoint
-
     checkpoint: dict[str, Any] = {
         "state_dict": {f"{prefix}{key}": value for key, value in loaded.weights.items()},
-        "global_step": loaded.step,
-        "epoch": loaded.epoch,
-        "pytorch-lightning_version": _PRE_LOOPS_VERSION,
+        **loop_state(loaded.step, loaded.epoch),
     }
-    checkpoint, _ = migrate_checkpoint(checkpoint)
     checkpoint["optimizer_states"] = [loaded.optimizer] if loaded.optimizer is not None else []
     checkpoint["lr_schedulers"] = [loaded.scheduler] if loaded.scheduler is not None else []
     if loaded.hyper_parameters:
@@ -264,7 +273,15 @@ def lightning_checkpoint(loaded: LoadedCheckpoint, *, prefix: str, source: str) 
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> int:
-    """Write with ``torch.save``; the caller builds inside a staging folder renamed when complete."""
+    """Write a ``torch.save`` file, copying the bytes of referenced tensors; returns its size.
+
+    The caller builds inside a staging folder renamed when complete, so a failed write leaves nothing.
+    """
+    if rawtensors.contains_raw(checkpoint):
+        try:
+            return rawtensors.write_checkpoint(checkpoint, path)
+        except RawUnsupported:  # referenced tensors mixed with loaded ones (a file only torch.load read)
+            checkpoint = rawtensors.materialize(checkpoint)
     with open(path, "wb") as handle:
         torch.save(checkpoint, handle)
         return handle.tell()

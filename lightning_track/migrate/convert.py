@@ -35,6 +35,7 @@ from ..sinks.jsonl import MetricsJsonlSink
 from ..sinks.tensorboard import TensorBoardSink
 from ..summary import STATUS_COMPLETED, STATUS_INTERRUPTED, iso_now, post_process, render_report
 from ..tracking import CheckpointMappings
+from . import loopstate
 from .checkpoints import (
     NOT_CARRIED,
     CheckpointError,
@@ -431,11 +432,23 @@ def link_or_copy_tree_file(src: Path, dst: Path, on_bytes: ProgressFn) -> tuple[
 def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, float]], rules: MigrateRules,
                    notes: Notes, sinks: list[Sink], layout: RunLayout, first_seen: dict[int, int],
                    epochs: _EpochIndex, start: float, report: RunReport) -> tuple[int, int | None, float | None]:
-    """Merge batch tracking with log history in step order; returns (metric steps, last step, last time)."""
+    """Merge batch tracking with log history in step order; returns (metric steps, last step, last time).
+
+    The metrics.jsonl sink also keeps a digest of what it writes (``sink.digest``): the post_process
+    at the end of ``_build`` takes it instead of reading metrics.jsonl back.
+    """
+    for sink in sinks:
+        if isinstance(sink, MetricsJsonlSink):
+            sink.keep_digest()
     batch: list[MetricRecord] = []
     steps = 0
     last_step: int | None = None
     last_time: float | None = None
+
+    def write_batch() -> None:
+        for sink in sinks:
+            sink.write(batch)
+        batch.clear()
 
     def emit(step: int, when: float, metrics: dict[str, float]) -> None:
         nonlocal steps, last_step
@@ -443,9 +456,7 @@ def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, floa
         steps += 1
         last_step = step
         if len(batch) >= RECORD_BATCH:
-            for sink in sinks:
-                sink.write(batch)
-            batch.clear()
+            write_batch()
 
     hist_steps = list(history)
     h = 0
@@ -453,27 +464,38 @@ def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, floa
     if tracking_path is not None:
         with JsonlAppender(layout.batch_tracking_jsonl) as out:
             lines: list[str] = []
-            for tracked in TrackingReader(tracking_path, rules, notes):
-                step, record = tracked.step, tracked.record
-                while h < len(hist_steps) and hist_steps[h] < step:
-                    emit(hist_steps[h], last_time if last_time is not None else start, history[hist_steps[h]])
+            seen = first_seen.setdefault
+            add_epoch = epochs.add
+            next_hist = hist_steps[0] if hist_steps else None  # hist_steps[h], None past the end
+            for _, step, tracked_time, record in TrackingReader(tracking_path, rules, notes).steps():
+                while next_hist is not None and next_hist < step:
+                    emit(next_hist, last_time if last_time is not None else start, history[next_hist])
                     h += 1
-                if tracked.time is not None:
-                    last_time = tracked.time
-                when = last_time if last_time is not None else start
-                metrics: dict[str, float] = {}
-                if h < len(hist_steps) and hist_steps[h] == step:
-                    metrics.update(history[step])
+                    next_hist = hist_steps[h] if h < len(hist_steps) else None
+                if tracked_time is not None:
+                    last_time = tracked_time
+                if next_hist == step:
+                    metrics = dict(history[step])
                     h += 1
+                    next_hist = hist_steps[h] if h < len(hist_steps) else None
+                else:
+                    metrics = {}
                 for key, name in tracking_fields:
-                    value = as_number(record.get(key))
-                    if value is not None:
-                        metrics[name] = value
-                if metrics:
-                    emit(step, when, metrics)
-                epochs.add(step, record.get("epoch"))
+                    value = record.get(key)
+                    if type(value) is not float:  # a float is its own as_number
+                        value = as_number(value)
+                        if value is None:
+                            continue
+                    metrics[name] = value
+                if metrics:  # emit(), inlined: this runs once a tracking line
+                    batch.append(MetricRecord(step, last_time if last_time is not None else start, metrics))
+                    steps += 1
+                    last_step = step
+                    if len(batch) >= RECORD_BATCH:
+                        write_batch()
+                add_epoch(step, record.get("epoch"))
                 for line in record.get("line_indices", ()):
-                    first_seen.setdefault(line, step)
+                    seen(line, step)
                 lines.append(json_line(record))
                 if len(lines) >= RECORD_BATCH:
                     out.write_lines(lines)
@@ -484,8 +506,7 @@ def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, floa
     for s in hist_steps[h:]:
         emit(s, last_time if last_time is not None else start, history[s])
     if batch:
-        for sink in sinks:
-            sink.write(batch)
+        write_batch()
     return steps, last_step, last_time
 
 
@@ -622,6 +643,17 @@ def migrate(
         on_run(report)
     if todo:
         out.mkdir(parents=True, exist_ok=True)
+    learner = loopstate.start_learning() if todo else None  # Lightning's loop state, once per version
+    try:
+        _convert_todo(plans, todo, out, options, jobs, reports, on_bytes, on_run)
+    finally:
+        if learner is not None:
+            learner.stop()
+    return MigrationReport(runs=[r for r in reports if r is not None], dry_run=dry_run)
+
+
+def _convert_todo(plans: list[PlannedRun], todo: list[int], out: Path, options: MigrateOptions, jobs: int,
+                  reports: list[RunReport | None], on_bytes: ProgressFn, on_run: Callable[[RunReport], None]) -> None:
     if jobs > 1 and len(todo) > 1:
         todo = _convert_in_workers(plans, todo, out, options, jobs, reports, on_bytes, on_run)
     for i in todo:  # in this process: --jobs 1, a single run, or runs no worker could take
@@ -637,14 +669,13 @@ def migrate(
         if plan.size > done:
             on_bytes(plan.size - done)
         on_run(report)
-    return MigrationReport(runs=[r for r in reports if r is not None], dry_run=dry_run)
 
 
 # -- worker processes ------------------------------------------------------------------------------------
-# The workers come from a fork server that has imported this module and Lightning once: each worker
-# starts in milliseconds without re-importing torch/Lightning, and unlike a plain fork() it never
-# copies a parent holding locks of other threads (the rich progress thread writes to stderr).
-_WORKER_PRELOAD = ["lightning_track.migrate.convert", "lightning.pytorch.utilities.migration"]
+# The workers come from a fork server that has imported this module (and torch) once: each worker
+# starts in milliseconds, and unlike a plain fork() it never copies a parent holding locks of other
+# threads (the rich progress thread writes to stderr). Lightning is not imported: see loopstate.
+_WORKER_PRELOAD = ["lightning_track.migrate.convert"]
 _worker_queue: Any = None
 _worker_busy = threading.Event()
 
