@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .config import redact_argv
-from .hardware import device_summary
 
 __all__ = ["collect_meta", "git_info", "package_versions"]
 
@@ -59,6 +58,8 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict[str, Any]:
+    from .hardware import device_summary  # imports torch: not needed by package_versions' users (lt-migrate)
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

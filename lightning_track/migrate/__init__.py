@@ -3,11 +3,19 @@ as ``RunLogger``. See ``docs/migrate.md`` and ``migrate/README.md``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from .convert import MigrateOptions, PlannedRun, convert_run, migrate, plan_migration
 from .discover import LegacyRun, SourceError, discover_runs, parse_legacy_name
-from .example import make_example
 from .report import MigrationReport, RunReport
 from .rules import apply_config_rules, load_rules
+
+
+def make_example(*args: Any, **kwargs: Any) -> Any:
+    """See :func:`.example.make_example` (imported on use: it needs torch, a migration does not)."""
+    from .example import make_example as make
+
+    return make(*args, **kwargs)
 
 __all__ = ["migrate", "plan_migration", "convert_run", "MigrateOptions", "PlannedRun", "LegacyRun", "SourceError",
            "discover_runs", "parse_legacy_name", "make_example", "MigrationReport", "RunReport", "load_rules",

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import rawtensors
 from .loopstate import loop_state
 from .rawtensors import RawTensor, RawUnsupported
@@ -97,6 +95,8 @@ def find_checkpoints(folder: Path, notes: Notes) -> list[LegacyCheckpoint]:
 
 
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
+    import torch  # only here: the by-reference path needs no torch (its import is ~2 s)
+
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except OSError:
@@ -152,8 +152,14 @@ def _load_weights_file(path: Path, trust_pickle: bool) -> dict[str, Any]:
     return _state_dict_of(_read_torch(path, trust_pickle), path)
 
 
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
 def _state_dict_of(obj: Any, path: Path) -> dict[str, Any]:
-    if isinstance(obj, dict) and obj and all(isinstance(v, (torch.Tensor, RawTensor)) for v in obj.values()):
+    if isinstance(obj, dict) and obj and all(isinstance(v, RawTensor) or _is_tensor(v) for v in obj.values()):
         return obj
     raise CheckpointError(f"{path}: expected a state_dict (names -> tensors), got "
                           f"{type(obj).__name__}{' with keys ' + str(list(obj)[:6]) if isinstance(obj, dict) else ''}")
@@ -282,6 +288,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> int:
             return rawtensors.write_checkpoint(checkpoint, path)
         except RawUnsupported:  # referenced tensors mixed with loaded ones (a file only torch.load read)
             checkpoint = rawtensors.materialize(checkpoint)
+    import torch
+
     with open(path, "wb") as handle:
         torch.save(checkpoint, handle)
         return handle.tell()

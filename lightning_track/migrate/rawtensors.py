@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import collections
 import errno
+import importlib
 import io
 import json
 import math
@@ -36,11 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch._utils
-
-__all__ = ["RawUnsupported", "RawStorage", "RawTensor", "read_torch_file", "read_safetensors", "contains_raw",
-           "materialize", "write_checkpoint", "ALIGNMENT"]
+__all__ = ["RawUnsupported", "TorchGlobal", "RawCall", "RawTensor", "RawStorage", "read_torch_file",
+           "read_safetensors", "contains_raw", "materialize", "write_checkpoint", "ALIGNMENT"]
 
 ALIGNMENT = 64  # torch.save aligns every record's data to 64 bytes (``.storage_alignment``)
 PROTOCOL = 2  # torch.save's default pickle protocol
@@ -48,16 +46,18 @@ COPY_CHUNK = 8 << 20  # bytes per read when a checksum must be computed on the w
 _ZIP64_LIMIT = 0xFFFFFFFF  # sizes/offsets at or above this need zip64 fields (a module value: tests lower it)
 _FULL32, _FULL16 = 0xFFFFFFFF, 0xFFFF  # "see the zip64 fields" markers
 
-_TENSOR_REBUILDERS = {name: getattr(torch._utils, name) for name in
-                      ("_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-                       "_rebuild_parameter_with_state") if hasattr(torch._utils, name)}
-_DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
-# torch.save's storage classes (``torch.FloatStorage`` ...) -> their element dtype
-_STORAGE_DTYPES = {"DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
-                   "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-                   "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-                   "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
-                   "ComplexDoubleStorage": torch.complex128}
+# The only globals a checkpoint may name here (torch.load(weights_only=True) allows more). They are
+# kept as names, not imported: converting a checkpoint needs no torch at all (~2 s of imports saved).
+_TENSOR_REBUILDERS = {"_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter", "_rebuild_parameter_with_state"}
+# torch.save's storage classes (``torch.FloatStorage`` ...) -> (element dtype name, bytes per element)
+_STORAGES = {"DoubleStorage": ("float64", 8), "FloatStorage": ("float32", 4), "HalfStorage": ("float16", 2),
+             "BFloat16Storage": ("bfloat16", 2), "LongStorage": ("int64", 8), "IntStorage": ("int32", 4),
+             "ShortStorage": ("int16", 2), "CharStorage": ("int8", 1), "ByteStorage": ("uint8", 1),
+             "BoolStorage": ("bool", 1), "ComplexFloatStorage": ("complex64", 8),
+             "ComplexDoubleStorage": ("complex128", 16)}
+_DTYPES = {"float64", "double", "float32", "float", "float16", "half", "bfloat16", "int64", "long", "int32", "int",
+           "int16", "short", "int8", "uint8", "bool", "complex64", "cfloat", "complex128", "cdouble"}
+_TORCH_NAMES = _DTYPES | set(_STORAGES) | {"Size", "device"}
 # safetensors dtype -> torch storage class name
 _SAFETENSORS_DTYPES = {"F64": "DoubleStorage", "F32": "FloatStorage", "F16": "HalfStorage", "BF16": "BFloat16Storage",
                        "I64": "LongStorage", "I32": "IntStorage", "I16": "ShortStorage", "I8": "CharStorage",
@@ -68,6 +68,39 @@ class RawUnsupported(Exception):
     """This file is not one the byte-copying path handles; use torch.load/torch.save instead."""
 
 
+@dataclass(frozen=True)
+class TorchGlobal:
+    """A global a pickle names (``torch._utils._rebuild_tensor_v2``, ``torch.FloatStorage``), by name."""
+
+    module: str
+    name: str
+
+    def __call__(self, *args: Any) -> RawCall:  # what unpickling a call of it gives
+        return (RawTensor if self.name in _TENSOR_REBUILDERS else RawCall)(self, args)
+
+    def resolve(self) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+class RawCall:
+    """A pickled call kept as it is (``torch.Size((2, 3))``), to be pickled again the same way."""
+
+    __slots__ = ("func", "args")
+
+    def __init__(self, func: TorchGlobal, args: tuple[Any, ...]) -> None:
+        self.func = func
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:  # a pickle BUILD on it: more than a plain call
+        raise RawUnsupported(f"{self.func.module}.{self.func.name} with extra state")
+
+
+class RawTensor(RawCall):
+    """A tensor as the call that rebuilds it (``torch._utils._rebuild_*``), its storage a :class:`RawStorage`."""
+
+    __slots__ = ()
+
+
 @dataclass(eq=False)
 class RawStorage:
     """A storage's bytes in a source file: ``length`` bytes at ``offset``, with the zip CRC32 if known."""
@@ -75,47 +108,35 @@ class RawStorage:
     path: str
     offset: int
     length: int
-    storage_type: type
+    storage_type: TorchGlobal
     numel: int
     crc32: int | None = None
 
 
-class RawTensor:
-    """A tensor as the call that rebuilds it (``torch._utils._rebuild_*``), its storage a :class:`RawStorage`."""
-
-    __slots__ = ("rebuild", "args")
-
-    def __init__(self, rebuild: Any, args: tuple[Any, ...]) -> None:
-        self.rebuild = rebuild
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:  # a pickle BUILD on a tensor: not a plain tensor
-        raise RawUnsupported("tensor with extra state")
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return self.rebuild, self.args
-
-
 def materialize(obj: Any) -> Any:
-    """``obj`` with every :class:`RawTensor` read into a real tensor (for the ``torch.save`` fallback)."""
-    if isinstance(obj, RawTensor):
-        return obj.rebuild(*(materialize(arg) for arg in obj.args))
+    """``obj`` with every raw value read into real torch objects (for the ``torch.save`` fallback)."""
+    if isinstance(obj, TorchGlobal):
+        return obj.resolve()
+    if isinstance(obj, RawCall):
+        return materialize(obj.func)(*(materialize(arg) for arg in obj.args))
     if isinstance(obj, RawStorage):
+        import torch
+
         with open(obj.path, "rb") as handle:
             handle.seek(obj.offset)
             data = bytearray(handle.read(obj.length))
         if len(data) != obj.length:
             raise OSError(errno.EIO, f"{obj.path}: ended {obj.length - len(data)} bytes early")
         untyped = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else torch.UntypedStorage(0)
-        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=_STORAGE_DTYPES[obj.storage_type.__name__],
-                                          _internal=True)
+        dtype = getattr(torch, _STORAGES[obj.storage_type.name][0])
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
     if isinstance(obj, collections.OrderedDict):
         return collections.OrderedDict((k, materialize(v)) for k, v in obj.items())
     if isinstance(obj, dict):
         return {k: materialize(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [materialize(v) for v in obj]
-    if isinstance(obj, tuple) and type(obj) is tuple:
+    if type(obj) is tuple:
         return tuple(materialize(v) for v in obj)
     return obj
 
@@ -142,13 +163,10 @@ class _ReferencingUnpickler(pickle.Unpickler):
         self._storages: dict[str, RawStorage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "torch._utils" and name in _TENSOR_REBUILDERS:
-            rebuild = _TENSOR_REBUILDERS[name]
-            return lambda *args: RawTensor(rebuild, args)
+        if (module == "torch._utils" and name in _TENSOR_REBUILDERS) or (module == "torch" and name in _TORCH_NAMES):
+            return TorchGlobal(module, name)
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
-        if module == "torch" and (name in _DTYPES or name in _STORAGE_DTYPES or name in ("Size", "device")):
-            return getattr(torch, name)
         if module == "_codecs" and name == "encode":
             return codecs.encode
         raise RawUnsupported(f"global {module}.{name}")
@@ -157,14 +175,14 @@ class _ReferencingUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise RawUnsupported(f"persistent id {pid!r}")
         _, storage_type, key, _location, numel = pid
-        if not (isinstance(storage_type, type) and storage_type.__name__ in _STORAGE_DTYPES and isinstance(key, str)
+        if not (isinstance(storage_type, TorchGlobal) and storage_type.name in _STORAGES and isinstance(key, str)
                 and isinstance(numel, int)):
             raise RawUnsupported(f"persistent id {pid!r}")
         if key not in self._storages:
             info = self._records.get(f"{self._prefix}data/{key}")
             if info is None:
                 raise RawUnsupported(f"no record data/{key}")
-            if numel * _STORAGE_DTYPES[storage_type.__name__].itemsize > info.file_size:
+            if numel * _STORAGES[storage_type.name][1] > info.file_size:
                 raise RawUnsupported(f"record data/{key} holds {info.file_size} bytes, fewer than {numel} elements")
             self._storages[key] = RawStorage(self._path, self._offsets[info.filename], info.file_size, storage_type,
                                              numel, info.CRC)
@@ -231,6 +249,9 @@ def _contiguous_stride(shape: list[int]) -> tuple[int, ...]:
     return tuple(reversed(stride))
 
 
+_REBUILD_TENSOR = TorchGlobal("torch._utils", "_rebuild_tensor_v2")
+
+
 def read_safetensors(path: str | os.PathLike[str]) -> dict[str, RawTensor]:
     """A safetensors file's tensors (names -> :class:`RawTensor`), from its header only."""
     path = os.fspath(path)
@@ -260,19 +281,19 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, RawTensor]:
         except (KeyError, TypeError, ValueError) as exc:
             raise RawUnsupported(f"tensor {name!r}: {exc}") from None
         numel = math.prod(shape)
-        element = _STORAGE_DTYPES[storage_name].itemsize
+        element = _STORAGES[storage_name][1]
         if any(d < 0 for d in shape) or end - begin != numel * element or begin < 0 or base + end > size:
             raise RawUnsupported(f"tensor {name!r}: offsets do not match its shape or the file")
-        storage = RawStorage(path, base + begin, end - begin, getattr(torch, storage_name), numel)
-        tensors[name] = RawTensor(_TENSOR_REBUILDERS["_rebuild_tensor_v2"],
-                                  (storage, 0, tuple(shape), _contiguous_stride(shape), False,
-                                   collections.OrderedDict()))
+        storage = RawStorage(path, base + begin, end - begin, TorchGlobal("torch", storage_name), numel)
+        tensors[name] = RawTensor(_REBUILD_TENSOR, (storage, 0, tuple(shape), _contiguous_stride(shape), False,
+                                                    collections.OrderedDict()))
     return tensors
 
 
 # -- writing -----------------------------------------------------------------------------------------------
-class _ReferencePickler(pickle.Pickler):
-    """Pickles like ``torch.save``: each :class:`RawStorage` becomes a persistent id with a new record key."""
+class _ReferencePickler(pickle._Pickler):  # the Python pickler: its save_global can be taught TorchGlobal
+    """Pickles like ``torch.save``: each :class:`RawStorage` becomes a persistent id with a new record key,
+    each :class:`RawCall` the same call again, each :class:`TorchGlobal` its global -- all without torch."""
 
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=PROTOCOL)
@@ -289,11 +310,20 @@ class _ReferencePickler(pickle.Pickler):
         return ("storage", obj.storage_type, key, "cpu", obj.numel)
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is RawTensor:
-            return obj.rebuild, obj.args
-        if isinstance(obj, torch.Tensor):
-            raise RawUnsupported("a loaded tensor among raw ones")
+        if isinstance(obj, RawCall):
+            return obj.func, obj.args
+        if type(obj) is TorchGlobal:
+            return obj.name  # a string: "save as a global", which save_global below writes
+        if type(obj).__module__.startswith("torch"):
+            raise RawUnsupported(f"a loaded {type(obj).__name__} among raw tensors")
         return NotImplemented
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        if type(obj) is not TorchGlobal:
+            return super().save_global(obj, name)
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+        self.memoize(obj)
+        return None
 
 
 class _ZipWriter:
