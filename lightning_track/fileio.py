@@ -243,20 +243,18 @@ def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> 
     """
     path = Path(path)
     with open(path, "rb") as handle:
-        lineno = 0
-        for raw in handle:
-            lineno += 1
-            if not raw.strip():
-                continue
-            partial = not raw.endswith(b"\n")
-            reason = None
+        for lineno, raw in enumerate(handle, 1):
             try:
                 obj = orjson.loads(raw)  # strict JSON and UTF-8; else the stdlib decides (and explains)
             except orjson.JSONDecodeError:
                 obj = None
-            if type(obj) is dict:
+            if type(obj) is dict:  # the usual line (not blank: it holds an object)
                 yield lineno, obj
                 continue
+            if not raw.strip():
+                continue
+            partial = not raw.endswith(b"\n")
+            reason = None
             try:  # a line orjson refused (e.g. a legacy NaN): the stdlib decides, and says what is wrong
                 obj = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:

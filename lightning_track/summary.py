@@ -12,7 +12,7 @@ from typing import Any
 
 from .fileio import JsonlProblem, atomic_write_json, atomic_write_text, read_json
 from .layout import RunLayout
-from .metrics import Mode, read_metrics, summarize_metrics, write_metrics_csv
+from .metrics import MetricsDigest, Mode, read_metrics, summarize_metrics, write_metrics_csv
 
 __all__ = ["SummaryFile", "post_process", "iso_now", "STATUS_RUNNING", "STATUS_COMPLETED", "STATUS_FAILED",
            "STATUS_INTERRUPTED", "status_from_lightning"]
@@ -61,26 +61,36 @@ def post_process(
     status: str | None = None,
     metric_modes: Mapping[str, Mode | None] | None = None,
     extra: Mapping[str, Any] | None = None,
+    metrics: MetricsDigest | None = None,
 ) -> dict[str, Any]:
     """Rebuild ``metrics.csv``, refresh ``summary.json`` and write ``report_draft.md`` from the files.
 
     Everything is derived from ``metrics.jsonl`` and ``config.yaml``; running it twice gives the
     same result. Returns the summary.
+
+    ``metrics``: a :class:`MetricsDigest` fed every record of ``metrics.jsonl`` as it was written
+    (lt-migrate): the same result without reading the file again. An incomplete one is ignored.
     """
     layout = RunLayout(run_dir)
     if not layout.run_dir.is_dir():
         raise FileNotFoundError(f"{layout.run_dir}: not a run folder")
     problems: list[JsonlProblem] = []
-    records = read_metrics(layout.metrics_jsonl, problems) if layout.metrics_jsonl.exists() else []
-    steps = write_metrics_csv(records, layout.metrics_csv)
-    summarized = summarize_metrics(records, metric_modes)
+    if metrics is not None and metrics.complete:
+        steps = metrics.write_csv(layout.metrics_csv)
+        summarized = metrics.summary(metric_modes)
+        last_step = metrics.last_step
+    else:
+        records = read_metrics(layout.metrics_jsonl, problems) if layout.metrics_jsonl.exists() else []
+        steps = write_metrics_csv(records, layout.metrics_csv)
+        summarized = summarize_metrics(records, metric_modes)
+        last_step = records[-1].step if records else None
     summary_file = SummaryFile(layout.summary_json)
     fields: dict[str, Any] = {
         "run_name": layout.name,
         "final": summarized["final"],
         "best": summarized["best"],
         "steps_logged": steps,
-        "last_step": records[-1].step if records else None,
+        "last_step": last_step,
     }
     if problems:
         fields["metrics_problems"] = [str(p) for p in problems[:20]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,14 +279,15 @@ def lightning_checkpoint(loaded: LoadedCheckpoint, *, prefix: str, source: str) 
     return checkpoint
 
 
-def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> int:
+def save_checkpoint(checkpoint: dict[str, Any], path: Path, cancel: threading.Event | None = None) -> int:
     """Write a ``torch.save`` file, copying the bytes of referenced tensors; returns its size.
 
     The caller builds inside a staging folder renamed when complete, so a failed write leaves nothing.
+    ``cancel`` set stops a copy between chunks (``InterruptedError``).
     """
     if rawtensors.contains_raw(checkpoint):
         try:
-            return rawtensors.write_checkpoint(checkpoint, path)
+            return rawtensors.write_checkpoint(checkpoint, path, cancel=cancel)
         except RawUnsupported:  # referenced tensors mixed with loaded ones (a file only torch.load read)
             checkpoint = rawtensors.materialize(checkpoint)
     import torch

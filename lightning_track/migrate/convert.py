@@ -336,31 +336,40 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
               if c.kind == "hf" and (c.path / "trainer_state.json").is_file()]
     history = read_log_history(newest[:1] + history_files, rules, notes)
 
-    # batch tracking -> batch_tracking.jsonl + metrics.jsonl + TensorBoard
-    tracking_path = find_log_file(logs, "batch_tracking", dataset, ".jsonl", notes)
-    sinks: list[Sink] = [MetricsJsonlSink()] + ([TensorBoardSink()] if options.tensorboard else [])
-    context = SinkContext(layout=layout, dataset=dataset, method=method, config=redact(config))
-    first_seen: dict[int, int] = {}
-    epochs = _EpochIndex()
-    for sink in sinks:
-        sink.open(context)
-        sink.log_config(redact(config))
-    status = "failed"
+    # checkpoints -> checkpoints/checkpoint-step-NNN.ckpt, on a thread beside the tracking lines
+    on_bytes = _thread_safe(on_bytes)
+    conversion = _CheckpointConversion(checkpoints, layout, options, report, on_bytes)
+    conversion.start()
     try:
-        steps, last_step, last_time = _write_metrics(tracking_path, history, rules, notes, sinks, layout, first_seen,
-                                                     epochs, start, report)
-        status = "success"
-    finally:
-        _close_sinks(sinks, status)
-    if tracking_path is not None:
-        on_bytes(tracking_path.stat().st_size)
-    else:
-        notes.warn(f"{logs}/batch_tracking_{dataset}.jsonl: missing; no batch tracking, metrics only from"
-                   " trainer_state.json", "batch_tracking")
-    report.steps, report.last_step = steps, last_step
+        # batch tracking -> batch_tracking.jsonl + metrics.jsonl + TensorBoard
+        tracking_path = find_log_file(logs, "batch_tracking", dataset, ".jsonl", notes)
+        sinks: list[Sink] = [MetricsJsonlSink()] + ([TensorBoardSink()] if options.tensorboard else [])
+        context = SinkContext(layout=layout, dataset=dataset, method=method, config=redact(config))
+        first_seen: dict[int, int] = {}
+        epochs = _EpochIndex()
+        for sink in sinks:
+            sink.open(context)
+            sink.log_config(redact(config))
+        status = "failed"
+        try:
+            steps, last_step, last_time = _write_metrics(tracking_path, history, rules, notes, sinks, layout,
+                                                         first_seen, epochs, start, report)
+            status = "success"
+        finally:
+            _close_sinks(sinks, status)
+        if tracking_path is not None:
+            on_bytes(tracking_path.stat().st_size)
+        else:
+            notes.warn(f"{logs}/batch_tracking_{dataset}.jsonl: missing; no batch tracking, metrics only from"
+                       " trainer_state.json", "batch_tracking")
+        report.steps, report.last_step = steps, last_step
 
-    # checkpoints -> checkpoints/checkpoint-step-NNN.ckpt
-    converted = _convert_checkpoints(checkpoints, layout, options, notes, epochs, report, on_bytes)
+        converted = conversion.finish(epochs)
+    except BaseException:
+        conversion.cancel()  # before the caller removes the staging folder it writes in
+        raise
+    for message, source in conversion.notes:  # after the tracking's notes, as a sequential conversion
+        notes.warn(message, source)
 
     # mappings
     _write_mappings(run, layout, dataset, converted, first_seen, notes)
@@ -403,7 +412,8 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
         "migration": {"host": socket.gethostname(), "argv": redact_argv(list(sys.argv)), "cwd": os.getcwd(),
                       "versions": package_versions()},
     })
-    post_process(layout.run_dir, status=status_word, extra={
+    post_process(layout.run_dir, status=status_word, metrics=next(  # no re-reading metrics.jsonl
+        (s.digest for s in sinks if isinstance(s, MetricsJsonlSink)), None), extra={
         "run_name": layout.name,
         "dataset": dataset,
         "method": method,
@@ -482,7 +492,10 @@ def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, floa
                     metrics = {}
                 for key, name in tracking_fields:
                     value = record.get(key)
-                    if type(value) is not float:  # a float is its own as_number
+                    kind = type(value)
+                    if kind is int:  # as_number(value), the usual cases inlined
+                        value = float(value)
+                    elif kind is not float:
                         value = as_number(value)
                         if value is None:
                             continue
@@ -494,7 +507,7 @@ def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, floa
                     if len(batch) >= RECORD_BATCH:
                         write_batch()
                 add_epoch(step, record.get("epoch"))
-                for line in record.get("line_indices", ()):
+                for line in record.get("line_indices") or ():  # null: no lines (kept as written)
                     seen(line, step)
                 lines.append(json_line(record))
                 if len(lines) >= RECORD_BATCH:
@@ -510,39 +523,112 @@ def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, floa
     return steps, last_step, last_time
 
 
-def _convert_checkpoints(checkpoints: list[LegacyCheckpoint], layout: RunLayout, options: MigrateOptions,
-                         notes: Notes, epochs: _EpochIndex, report: RunReport,
-                         on_bytes: ProgressFn) -> list[ConvertedCheckpoint]:
-    converted: dict[int, ConvertedCheckpoint] = {}
-    if checkpoints:
-        layout.checkpoints_dir.mkdir(exist_ok=True)
-    for ck in checkpoints:
+class _NeedsTracking(Exception):
+    """A checkpoint whose step or epoch only the batch tracking tells."""
+
+
+def _needs_tracking(value: int) -> int | None:
+    raise _NeedsTracking
+
+
+def _thread_safe(on_bytes: ProgressFn) -> ProgressFn:
+    lock = threading.Lock()
+
+    def locked(n: int) -> None:
+        with lock:
+            on_bytes(n)
+
+    return locked
+
+
+class _CheckpointConversion:
+    """A run's checkpoints converted in order, on a thread beside the tracking lines while it can.
+
+    Why a thread: a checkpoint's bytes are copied by the kernel (or checksummed by zlib) with the GIL
+    released, so a run keeps a second core busy -- the one a worker that has finished leaves idle.
+    The thread stops at the first checkpoint whose step or epoch only the batch tracking tells;
+    :meth:`finish` converts the rest once the tracking is read. The order, and so which of two
+    checkpoints of one step wins, is that of a sequential conversion; so are the notes, which are
+    recorded here for the caller to add after the tracking's.
+    """
+
+    def __init__(self, checkpoints: list[LegacyCheckpoint], layout: RunLayout, options: MigrateOptions,
+                 report: RunReport, on_bytes: ProgressFn) -> None:
+        self.checkpoints, self.layout, self.options, self.report, self.on_bytes = (checkpoints, layout, options,
+                                                                                  report, on_bytes)
+        self.notes: list[tuple[str, str]] = []
+        self.converted: dict[int, ConvertedCheckpoint] = {}
+        self._next = 0
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        if not self.checkpoints:
+            return
+        self.layout.checkpoints_dir.mkdir(exist_ok=True)
+        self._thread = threading.Thread(target=self._run_without_tracking, name="lt-migrate-checkpoints", daemon=True)
+        self._thread.start()
+
+    def _run_without_tracking(self) -> None:
         try:
-            loaded = load_checkpoint(ck, trust_pickle=options.trust_pickle, epoch_of_step=epochs.epoch_of,
-                                     last_step_of_epoch=epochs.last_step.get)
+            self._convert(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by finish()
+            self._error = exc
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def cancel(self) -> None:
+        """Stop between checkpoints (or copy chunks) and wait: nothing is written after this returns."""
+        self._cancel.set()
+        self._join()
+
+    def finish(self, epochs: _EpochIndex) -> list[ConvertedCheckpoint]:
+        self._join()
+        if self._error is not None:
+            raise self._error
+        self._convert(epochs)
+        return [self.converted[s] for s in sorted(self.converted)]
+
+    def _convert(self, epochs: _EpochIndex | None) -> None:
+        while self._next < len(self.checkpoints) and not self._cancel.is_set():
+            try:
+                self._convert_one(self.checkpoints[self._next], epochs)
+            except _NeedsTracking:
+                if epochs is None:
+                    return  # the caller's thread goes on from here once the tracking is read
+                raise
+            self._next += 1
+
+    def _convert_one(self, ck: LegacyCheckpoint, epochs: _EpochIndex | None) -> None:
+        report, converted = self.report, self.converted
+        try:
+            loaded = load_checkpoint(ck, trust_pickle=self.options.trust_pickle,
+                                     epoch_of_step=epochs.epoch_of if epochs else _needs_tracking,
+                                     last_step_of_epoch=epochs.last_step.get if epochs else _needs_tracking)
         except CheckpointError as exc:
-            notes.warn(f"{exc}; checkpoint skipped", str(ck.path))
-            on_bytes(ck.size)
-            continue
-        for note in loaded.notes:
-            notes.warn(note, str(ck.path))
+            self.notes.append((f"{exc}; checkpoint skipped", str(ck.path)))
+            self.on_bytes(ck.size)
+            return
+        self.notes.extend((note, str(ck.path)) for note in loaded.notes)
         if loaded.step in converted:
-            notes.warn(f"{ck.path}: step {loaded.step} already converted from {converted[loaded.step].source.name};"
-                       " checkpoint skipped", str(ck.path))
-            on_bytes(ck.size)
-            continue
-        checkpoint = lightning_checkpoint(loaded, prefix=options.state_dict_prefix, source=str(ck.path))
+            self.notes.append((f"{ck.path}: step {loaded.step} already converted from"
+                               f" {converted[loaded.step].source.name}; checkpoint skipped", str(ck.path)))
+            self.on_bytes(ck.size)
+            return
+        checkpoint = lightning_checkpoint(loaded, prefix=self.options.state_dict_prefix, source=str(ck.path))
         del loaded
-        size = save_checkpoint(checkpoint, layout.checkpoint_path(checkpoint["global_step"]))
+        step = checkpoint["global_step"]
+        size = save_checkpoint(checkpoint, self.layout.checkpoint_path(step), cancel=self._cancel)
         info = checkpoint["lt_migrate"]
-        converted[checkpoint["global_step"]] = ConvertedCheckpoint(ck.path, checkpoint["global_step"],
-                                                                   checkpoint["epoch"], info["weights_only"],
-                                                                   info["weights"], size)
-        del checkpoint
+        converted[step] = ConvertedCheckpoint(ck.path, step, checkpoint["epoch"], info["weights_only"],
+                                              info["weights"], size)
         report.checkpoints += 1
         report.weights_only += int(info["weights_only"])
-        on_bytes(ck.size)
-    return [converted[s] for s in sorted(converted)]
+        self.on_bytes(ck.size)
 
 
 def _write_mappings(run: LegacyRun, layout: RunLayout, dataset: str, converted: list[ConvertedCheckpoint],

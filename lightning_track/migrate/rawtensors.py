@@ -31,6 +31,7 @@ import os
 import pickle
 import secrets
 import struct
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ __all__ = ["RawUnsupported", "TorchGlobal", "RawCall", "RawTensor", "RawStorage"
 ALIGNMENT = 64  # torch.save aligns every record's data to 64 bytes (``.storage_alignment``)
 PROTOCOL = 2  # torch.save's default pickle protocol
 COPY_CHUNK = 8 << 20  # bytes per read when a checksum must be computed on the way
+KERNEL_CHUNK = 64 << 20  # bytes per copy_file_range call: a cancel is seen between two
 _ZIP64_LIMIT = 0xFFFFFFFF  # sizes/offsets at or above this need zip64 fields (a module value: tests lower it)
 _FULL32, _FULL16 = 0xFFFFFFFF, 0xFFFF  # "see the zip64 fields" markers
 
@@ -349,16 +351,16 @@ class _ZipWriter:
         self.handle.write(self._local_header(name.encode(), len(data), zlib.crc32(data)))
         self.handle.write(data)
 
-    def add_storage(self, name: str, storage: RawStorage, source_fd: int) -> None:
+    def add_storage(self, name: str, storage: RawStorage, source_fd: int, cancel: threading.Event | None) -> None:
         """Copy ``storage.length`` bytes from the source; the CRC is the source's or computed on the way."""
         header = self._local_header(name.encode(), storage.length, storage.crc32 or 0)
         self.handle.write(header)
         self.handle.flush()
         start = self.handle.tell()
         if storage.crc32 is not None:
-            _copy_range(source_fd, self.fd, storage.offset, start, storage.length)
+            _copy_range(source_fd, self.fd, storage.offset, start, storage.length, cancel)
         else:
-            crc = _copy_range_with_crc(source_fd, self.fd, storage.offset, start, storage.length)
+            crc = _copy_range_with_crc(source_fd, self.fd, storage.offset, start, storage.length, cancel)
             os.pwrite(self.fd, struct.pack("<I", crc), start - len(header) + 14)
             self.entries[-1] = self.entries[-1][:3] + (crc,)
         self.handle.seek(start + storage.length)
@@ -387,27 +389,36 @@ class _ZipWriter:
                                       _FULL32 if zip64 else length, _FULL32 if zip64 else central, 0))
 
 
-def _copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise InterruptedError("checkpoint copy cancelled")
+
+
+def _copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int,
+                cancel: threading.Event | None = None) -> None:
     """``length`` bytes between files, in the kernel when it can (no pass through Python)."""
     done = 0
     while done < length:
+        _check(cancel)
         try:
-            n = os.copy_file_range(src, dst, length - done, src_offset + done, dst_offset + done)
+            n = os.copy_file_range(src, dst, min(length - done, KERNEL_CHUNK), src_offset + done, dst_offset + done)
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
                 raise
-            _copy_range_with_crc(src, dst, src_offset + done, dst_offset + done, length - done)
+            _copy_range_with_crc(src, dst, src_offset + done, dst_offset + done, length - done, cancel)
             return
         if n == 0:
             raise OSError(errno.EIO, f"source ended {length - done} bytes early")
         done += n
 
 
-def _copy_range_with_crc(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> int:
+def _copy_range_with_crc(src: int, dst: int, src_offset: int, dst_offset: int, length: int,
+                         cancel: threading.Event | None = None) -> int:
     buffer = bytearray(min(COPY_CHUNK, max(length, 1)))
     view = memoryview(buffer)
     crc = done = 0
     while done < length:
+        _check(cancel)
         n = os.preadv(src, [view[: min(len(buffer), length - done)]], src_offset + done)
         if n == 0:
             raise OSError(errno.EIO, f"source ended {length - done} bytes early")
@@ -419,8 +430,12 @@ def _copy_range_with_crc(src: int, dst: int, src_offset: int, dst_offset: int, l
     return crc
 
 
-def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> int:
-    """Write ``checkpoint`` (with :class:`RawTensor` values) as a ``torch.save`` file; returns its size."""
+def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str],
+                     cancel: threading.Event | None = None) -> int:
+    """Write ``checkpoint`` (with :class:`RawTensor` values) as a ``torch.save`` file; returns its size.
+
+    ``cancel`` set stops the copy between chunks with ``InterruptedError`` (the file is then partial:
+    the caller writes into a staging folder it removes)."""
     buffer = io.BytesIO()
     pickler = _ReferencePickler(buffer)
     pickler.dump(checkpoint)
@@ -436,7 +451,7 @@ def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -
             for key, storage in enumerate(pickler.storages):
                 if storage.path not in sources:
                     sources[storage.path] = os.open(storage.path, os.O_RDONLY)
-                writer.add_storage(f"{archive}/data/{key}", storage, sources[storage.path])
+                writer.add_storage(f"{archive}/data/{key}", storage, sources[storage.path], cancel)
             writer.add_bytes(f"{archive}/version", b"3\n")
             writer.add_bytes(f"{archive}/.data/serialization_id", str(secrets.randbits(128)).zfill(40).encode())
             writer.finish()

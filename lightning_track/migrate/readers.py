@@ -5,11 +5,13 @@ escapes, because the user can fix it and re-run.
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -124,27 +126,40 @@ class TrackingReader:
         self.notes.warn(f"{self.path}:{lineno}: {reason}; line skipped", str(self.path))
 
     def __iter__(self) -> Iterator[TrackedStep]:
+        for lineno, step, when, record in self.steps():
+            yield TrackedStep(lineno, step, when, record)
+
+    def steps(self) -> Iterator[tuple[int, int, float | None, dict[str, Any]]]:
+        """What ``iter(reader)`` yields, as plain ``(lineno, step, time, record)`` tuples (cheaper)."""
         if self.path.stat().st_size == 0:
             self.notes.warn(f"{self.path}: file is empty; no batch tracking or per-step metrics", str(self.path))
             return
         problems: list[JsonlProblem] = []
         seen_problems = 0
         last_step: int | None = None
-        for lineno, obj in iter_jsonl(self.path, problems):
+        # The renamed and reordered keys depend only on a line's keys (in order), which are the same
+        # on nearly every line: worked out once per key tuple, then applied in C (itemgetter + zip).
+        layouts: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[dict[str, Any]], Any] | None]] = {}
+        iso_time = _LocalIsoTime()
+        path = self.path
+        for lineno, obj in iter_jsonl(path, problems):
             while seen_problems < len(problems):
                 problem = problems[seen_problems]
                 self._note(problem.lineno, problem.reason)
                 seen_problems += 1
             self.read += 1
-            for canonical, names in self.rules.aliases.items():
-                if canonical not in obj:
-                    for name in names:
-                        if name in obj:
-                            obj[canonical] = obj.pop(name)
-                            break
-            step = as_int(obj.get("step"))
+            keys = tuple(obj)
+            layout = layouts.get(keys)
+            if layout is None:
+                if len(layouts) >= 64:  # every line different: stay bounded
+                    layouts.clear()
+                layout = layouts[keys] = self._layout(keys)
+            names, values = layout
+            record = obj if values is None else dict(zip(names, values(obj), strict=False))  # same length
+            value = record.get("step")
+            step = value if type(value) is int else as_int(value)
             if step is None or step < 0:
-                what = "no 'step' (or alias) field" if "step" not in obj else f"'step' is {obj['step']!r}, not a step"
+                what = "no 'step' (or alias) field" if "step" not in record else f"'step' is {value!r}, not a step"
                 self._note(lineno, what)
                 continue
             if last_step is not None and step <= last_step:
@@ -152,22 +167,59 @@ class TrackingReader:
                            else f"step {step} goes backwards (after step {last_step})")
                 continue
             last_step = step
-            obj["step"] = step
-            when = self._time(lineno, obj)
-            lines = obj.get("line_indices")
+            record["step"] = step
+            value = record.get("timestamp")  # self._time(lineno, record), its usual cases inlined
+            when: float | None
+            if type(value) is float:  # old trackers: unix seconds
+                try:
+                    record["timestamp"] = iso_time(value)
+                    when = value
+                except (OverflowError, OSError, ValueError):
+                    when = self._time(lineno, record)  # says what is wrong
+            elif type(value) is str:
+                try:
+                    when = datetime.fromisoformat(value).timestamp()
+                except ValueError:
+                    when = self._time(lineno, record)  # says what is wrong
+            else:
+                when = self._time(lineno, record)
+            lines = record.get("line_indices")
             if lines is not None:
                 clean = _line_ids(lines)
                 if clean is None:
-                    self.notes.warn(f"{self.path}:{lineno}: 'line_indices' is not a list of integers; indices dropped",
-                                    str(self.path))
-                    obj.pop("line_indices")
+                    self.notes.warn(f"{path}:{lineno}: 'line_indices' is not a list of integers; indices dropped",
+                                    str(path))
+                    del record["line_indices"]
                 else:
-                    obj["line_indices"] = clean
-            ordered = {k: obj[k] for k in CANONICAL_ORDER if k in obj}
-            ordered.update((k, v) for k, v in obj.items() if k not in ordered)
-            yield TrackedStep(lineno, step, when, ordered)
+                    record["line_indices"] = clean
+            yield lineno, step, when, record
         for problem in problems[seen_problems:]:
             self._note(problem.lineno, problem.reason)
+
+    def _layout(self, keys: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[dict[str, Any]], Any] | None]:
+        """(canonical names in record order, getter of the source values in that order) for a line's keys.
+
+        The getter is None when the line is already canonical (no alias, canonical order): the
+        line's own dict is the record.
+
+        Aliases are renamed (the first alias present, unless the canonical name is), then the
+        canonical fields come first in ``CANONICAL_ORDER`` and the others follow in line order.
+        """
+        obj = {key: key for key in keys}  # value: the source key
+        for canonical, names in self.rules.aliases.items():
+            if canonical not in obj:
+                for name in names:
+                    if name in obj:
+                        obj[canonical] = obj.pop(name)
+                        break
+        ordered = {k: obj[k] for k in CANONICAL_ORDER if k in obj}
+        ordered.update((k, v) for k, v in obj.items() if k not in ordered)
+        sources = tuple(ordered.values())
+        if tuple(ordered) == keys == sources:
+            return keys, None
+        if len(sources) < 2:
+            return tuple(ordered), lambda o: tuple(o[k] for k in sources)
+        return tuple(ordered), itemgetter(*sources)  # a tuple of the values (2 keys or more)
 
     def _time(self, lineno: int, obj: dict[str, Any]) -> float | None:
         value = obj.get("timestamp")
@@ -189,6 +241,60 @@ class TrackingReader:
         self.notes.warn(f"{self.path}:{lineno}: 'timestamp' {value!r} is not an ISO time; time of the previous step"
                         " used", str(self.path))
         return None
+
+
+class _LocalIsoTime:
+    """``datetime.fromtimestamp(t).isoformat(timespec="microseconds")``, the date part worked out once a minute.
+
+    Why: that call costs about 1.3 us, mostly ``isoformat``, on every tracking line. The result is
+    the local time of the whole second (rounded half-even to microseconds, as ``fromtimestamp``
+    rounds) plus the microseconds; within one minute whose first and last second read
+    ``...:00`` and ``...:59`` of the same local minute (no offset change inside it: checked, not
+    assumed) the local time of a second is that minute plus the seconds. Other minutes (a leap
+    second, an offset with seconds) take ``fromtimestamp`` every time. Raises what it raises.
+    """
+
+    def __init__(self) -> None:
+        self._minute: int | None = None
+        self._prefix: str | None = None  # "YYYY-MM-DDTHH:MM:" of self._minute, None when irregular
+        self._second: int | None = None
+        self._head = ""  # "YYYY-MM-DDTHH:MM:SS." of self._second
+        self._micros: dict[int, str] = {}  # microseconds -> "ffffff" (format specs are slow)
+
+    def __call__(self, number: float) -> str:
+        frac, whole = math.modf(number)
+        micro = round(frac * 1e6)  # what fromtimestamp does (_PyTime_DoubleToDenominator, half-even)
+        if micro >= 1_000_000:
+            micro -= 1_000_000
+            whole += 1.0
+        elif micro < 0:
+            micro += 1_000_000
+            whole -= 1.0
+        second = int(whole)
+        if second != self._second:
+            minute, into = divmod(second, 60)
+            if minute != self._minute:
+                self._start_minute(minute)
+            if self._prefix is None:
+                return datetime.fromtimestamp(number).isoformat(timespec="microseconds")
+            self._second, self._head = second, self._prefix + _SECOND_TEXT[into]
+        text = self._micros.get(micro)
+        if text is None:
+            if len(self._micros) >= 1024:
+                self._micros.clear()
+            text = self._micros[micro] = f"{micro:06d}"
+        return self._head + text
+
+    def _start_minute(self, minute: int) -> None:
+        self._minute = None  # until known: fromtimestamp may raise
+        first = datetime.fromtimestamp(minute * 60)
+        last = datetime.fromtimestamp(minute * 60 + 59)
+        regular = first.second == 0 and last.second == 59 and first.replace(second=0) == last.replace(second=0)
+        self._prefix = first.isoformat(timespec="seconds")[:-2] if regular else None
+        self._minute = minute
+
+
+_SECOND_TEXT = tuple(f"{n:02d}." for n in range(60))
 
 
 def _line_ids(value: Any) -> list[int] | None:
@@ -294,6 +400,9 @@ def read_line_mapping(path: Path, notes: Notes) -> set[str] | None:
     Only the names are needed: the new line mapping is rebuilt from the checkpoint mapping (it is its
     inverse), so the legacy one is read to report names that point nowhere.
     """
+    names = _line_mapping_names_fast(path)
+    if names is not None:
+        return names
     try:
         data = read_json(path)
     except ValueError as exc:
@@ -309,3 +418,37 @@ def read_line_mapping(path: Path, notes: Notes) -> set[str] | None:
         except TypeError:  # an unhashable item (a list or object where a name belongs)
             names.update(str(n) for n in value)
     return {str(n) for n in names}
+
+
+_LIST_BODY = re.compile(rb"\[([^\]]*)\]")
+
+
+def _line_mapping_names_fast(path: Path) -> set[str] | None:
+    """The names of a well-formed ``{"<line>": [names], ...}`` file without parsing every list; None
+    when the file is anything else (the full parse then decides and words the problem).
+
+    Why: the lists repeat (each is a suffix of the checkpoint names), so an issue-scale file of
+    ~110 MB holds a few dozen distinct list texts; parsing those and a skeleton with every list
+    emptied is ~5x faster than parsing the file. The skeleton must be an object of digit keys whose
+    values are all the emptied lists, so every piece parsed is a value list of the original.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.lstrip().startswith(b"{") or b"\x00" in data[:8]:  # UTF-16/32: the full parse explains
+        return None
+    pieces = _LIST_BODY.split(data)
+    try:
+        skeleton = json.loads(b"[]".join(pieces[0::2]))
+        if not isinstance(skeleton, dict) or not all(k.isdigit() and v == [] for k, v in skeleton.items()):
+            return None
+        names: set[str] = set()
+        for body in set(pieces[1::2]):
+            items = json.loads(b"[" + body + b"]")
+            if not all(isinstance(item, str) for item in items):
+                return None
+            names.update(items)
+    except ValueError:
+        return None
+    return names

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..fileio import JsonlAppender, atomic_open, iter_jsonl, json_line
-from ..metrics import MetricRecord
+from ..metrics import MetricRecord, MetricsDigest
 from .base import Sink, SinkContext
 
 
@@ -15,6 +15,7 @@ class MetricsJsonlSink(Sink):
     def __init__(self) -> None:
         self._appender: JsonlAppender | None = None
         self.purged = 0
+        self.digest: MetricsDigest | None = None
 
     def open(self, context: SinkContext) -> None:
         path = context.layout.metrics_jsonl
@@ -22,17 +23,41 @@ class MetricsJsonlSink(Sink):
             self.purged = drop_steps_from(path, context.resume_step)
         self._appender = JsonlAppender(path)
 
+    def keep_digest(self) -> MetricsDigest:
+        """From now on also feed :attr:`digest`, for ``post_process(..., metrics=sink.digest)``.
+
+        Complete only when ``metrics.jsonl`` is still empty (a migration, not a resume).
+        """
+        assert self._appender is not None, "sink not opened"
+        self.digest = MetricsDigest()
+        if self._appender.path.stat().st_size:
+            self.digest.abandon()
+        return self.digest
+
     def write(self, records: list[MetricRecord]) -> None:
         assert self._appender is not None, "sink not opened"
         self._appender.write_lines(
-            [json_line({"step": r.step, "time": round(r.time, 6), "metrics": r.metrics}) for r in records]
+            [json_line({"step": r.step, "time": _round6(r.time), "metrics": r.metrics}) for r in records]
         )
+        if self.digest is not None:
+            self.digest.add(records)
 
     def close(self, status: str) -> None:
         if self._appender is not None:
             self._appender.fsync()
             self._appender.close()
             self._appender = None
+
+
+def _round6(when: float) -> float:
+    """``round(when, 6)``, which costs ~0.8 us (a decimal round trip), skipped where it changes nothing.
+
+    A float that is a whole number of 1/64 s (every time a tracker writes in halves or quarters
+    of a second) has at most six decimals, exactly: rounding to six gives it back.
+    """
+    if type(when) is float and (when * 64.0).is_integer():
+        return when
+    return round(when, 6)
 
 
 def drop_steps_from(path: os.PathLike[str] | str, first_step: int) -> int:

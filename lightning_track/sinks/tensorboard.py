@@ -54,6 +54,7 @@ class EventFileWriter:
         else:
             raise FileExistsError(f"{folder}: no free event file name for {stem}")
         self.path = Path(self._file.name)
+        self._heads: dict[int, bytes] = {}
         self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def add_event(self, event: Any) -> None:
@@ -62,6 +63,26 @@ class EventFileWriter:
     def write_record(self, data: bytes) -> None:
         header = _LENGTH.pack(len(data))
         self._file.write(b"".join((header, _CRC.pack(masked_crc32c(header)), data, _CRC.pack(masked_crc32c(data)))))
+
+    def write_records(self, records: list[bytes]) -> None:
+        """``write_record`` of each, framed in one buffer and written at once."""
+        heads = self._heads
+        parts = []
+        append = parts.append
+        crc32c, pack_crc = google_crc32c.value, _CRC.pack
+        for data in records:
+            size = len(data)
+            head = heads.get(size)
+            if head is None:  # length + its masked CRC: the same for every record of this size
+                if len(heads) >= 4096:
+                    heads.clear()
+                header = _LENGTH.pack(size)
+                head = heads[size] = header + _CRC.pack(masked_crc32c(header))
+            crc = crc32c(data)
+            append(head)
+            append(data)
+            append(pack_crc((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF))  # masked_crc32c
+        self._file.write(b"".join(parts))
 
     def flush(self) -> None:
         self._file.flush()
@@ -117,16 +138,36 @@ class TensorBoardSink(Sink):
         # One Event per record holding all its scalars in one Summary (what ``add_scalar`` writes,
         # one value at a time): readers see the same tags/steps/values/wall times, and the writer
         # serialises and checksums a third of the events.
+        # One Event message is refilled for every record, the same bytes as a new Event(...) each
+        # (every field it holds is set again) in half the time: while the tags stay those of the
+        # record before (the usual case), only the values change. Written once per batch, also
+        # when a record fails.
         from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
 
-        add = self._writer.add_event
-        value_of = Summary.Value
-        for record in records:
-            if record.metrics:
-                summary = Summary(value=[value_of(tag=key, simple_value=float(value))
-                                         for key, value in record.metrics.items()])
-                add(Event(wall_time=record.time, step=int(record.step), summary=summary))
+        event = Event()
+        values = event.summary.value
+        add_value = values.add
+        serialize = event.SerializeToString
+        tags: tuple[str, ...] | None = None
+        slots: list[Any] = []
+        out: list[bytes] = []
+        append = out.append
+        try:
+            for record in records:
+                metrics = record.metrics
+                if metrics:
+                    event.wall_time = record.time
+                    event.step = int(record.step)
+                    keys = tuple(metrics)
+                    if keys != tags:
+                        del values[:]
+                        slots = [add_value(tag=key) for key in keys]
+                        tags = keys
+                    for slot, value in zip(slots, metrics.values(), strict=True):
+                        slot.simple_value = float(value)
+                    append(serialize())
+        finally:
+            self._writer.write_records(out)
 
     def flush(self) -> None:
         self._writer.flush()

@@ -70,6 +70,20 @@ def test_corrupt_lines_in_the_middle_and_non_utf8(one_run: Path, tmp_path: Path)
     assert 10 not in steps and 20 not in steps and len(steps) == 118 and steps[-1] == 120
 
 
+def test_null_or_wrong_line_indices(one_run: Path, tmp_path: Path) -> None:
+    """``null`` means no lines (kept as written); a non-list is dropped with a note naming the line."""
+    lines = _tracking(one_run).read_bytes().splitlines(keepends=True)
+    five, six = json.loads(lines[4]), json.loads(lines[5])
+    five["line_indices"], six["line_indices"] = None, "7, 8"
+    _rewrite_lines(_tracking(one_run), {4: json.dumps(five).encode() + b"\n", 5: json.dumps(six).encode() + b"\n"})
+    report = _migrate(one_run, tmp_path)
+    assert report.status == "converted", report.reason
+    _warned(report, "batch_tracking_arc-challenge.jsonl:6:", "'line_indices' is not a list of integers")
+    records = {obj["step"]: obj for _, obj in iter_jsonl(RunLayout(tmp_path / "runs" / HF_NAME).batch_tracking_jsonl)}
+    assert records[five["step"]]["line_indices"] is None and "line_indices" not in records[six["step"]]
+    assert len(records) == 120
+
+
 def test_duplicate_steps_and_steps_going_backwards(one_run: Path, tmp_path: Path) -> None:
     lines = _tracking(one_run).read_bytes().splitlines(keepends=True)
     _rewrite_lines(_tracking(one_run), {30: lines[29], 60: lines[10]})  # line 31 repeats step 30, 61 is step 11

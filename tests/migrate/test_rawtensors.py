@@ -161,3 +161,34 @@ def test_a_checkpoint_only_torch_load_reads_still_converts(legacy_copy: Path, tm
     for name, tensor in content["model_state_dict"].items():
         assert _same(converted["state_dict"][f"model.{name}"], tensor), name
     assert converted["global_step"] == 60 and converted["loops"]["fit_loop"]["epoch_loop.state_dict"] is not None
+
+
+def test_a_cancelled_copy_stops_with_interrupted_error(legacy_files: dict[str, Path], tmp_path: Path) -> None:
+    """What an interrupted migration relies on: the checkpoint thread stops before its caller cleans up."""
+    import threading
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(InterruptedError):
+        save_checkpoint({"state_dict": rawtensors.read_safetensors(legacy_files["safetensors"])},
+                        tmp_path / "x.ckpt", cancel=cancel)
+
+
+def test_checkpoints_are_converted_beside_the_tracking_in_the_sequential_order(legacy_copy: Path,
+                                                                             tmp_path: Path) -> None:
+    """Epoch-named files need the tracking (their step is the last of the epoch): they wait for it, after
+    the HF folders the thread converted; a duplicate step is still won by the first in order."""
+    from lightning_track.migrate import migrate
+
+    run = next(legacy_copy.rglob("*_qlora"))
+    epoch_files = sorted((run / "checkpoints").glob("checkpoint_epoch_*.pth"))
+    assert epoch_files
+    report = migrate(legacy_copy, tmp_path / "runs", only="*qlora*")
+    (converted,) = [r for r in report.runs if r.target]
+    assert converted.status == "converted", converted.reason
+    steps = sorted(int(p.stem.split("-")[-1]) for p in Path(converted.target).glob("checkpoints/*.ckpt"))
+    assert len(steps) == converted.checkpoints == converted.checkpoints_found - sum(
+        "already converted" in w for w in converted.warnings)
+    meta = (Path(converted.target) / "meta.json").read_text()
+    for path in epoch_files:
+        assert path.name in meta or any(path.name in w for w in converted.warnings)
