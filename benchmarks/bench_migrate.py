@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning_track.migrate import MigrateOptions, make_example, migrate, rawtensors
+from lightning_track.migrate import MigrateOptions, default_jobs, make_example, migrate, rawtensors
 from lightning_track.migrate.checkpoints import find_checkpoints, lightning_checkpoint, load_checkpoint, save_checkpoint
 from lightning_track.migrate.discover import discover_runs
 from lightning_track.migrate.report import Notes
@@ -80,8 +80,8 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="work folder (default: a temp folder on the same disk as /tmp)")
     parser.add_argument("--source", default=None, help="an existing legacy tree to use instead of generating one")
     parser.add_argument("--profile", action="store_true", help="print the top functions of one migration")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (lt-migrate --jobs;"
-                        " default: CPU count); the in-process --jobs 1 path is timed too")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes (lt-migrate --jobs;"
+                        " default: lt-migrate's, 1.5x the CPU count); the in-process --jobs 1 path is timed too")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-migrate-", dir=args.dir))
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -12,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progres
 from rich.table import Table
 
 from ..fileio import atomic_write_json
-from ..migrate import MigrateOptions, SourceError, load_rules, make_example, migrate
+from ..migrate import MigrateOptions, SourceError, default_jobs, load_rules, make_example, migrate
 from ..migrate.convert import PlannedRun
 from ..migrate.report import STATUS_FAILED, MigrationReport, RunReport
 
@@ -39,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         " for files you trust); default is torch.load(weights_only=True)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
     parser.add_argument("--report", metavar="FILE", help="also write the per-run report as JSON")
-    parser.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
-                        help="runs converted at once, each in a worker process (default: CPU count"
-                        f" = {os.cpu_count() or 1}); 1 converts them one by one in this process")
+    parser.add_argument("--jobs", type=_positive_int, default=default_jobs(), metavar="N",
+                        help="runs converted at once, each in a worker process (default: 1.5x the CPU count"
+                        f" = {default_jobs()}); 1 converts them one by one in this process")
     parser.add_argument("--make-example", metavar="DIR", help="write a realistic example legacy tree into DIR and"
                         " exit")
     return parser

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .convert import MigrateOptions, PlannedRun, convert_run, migrate, plan_migration
+from .convert import MigrateOptions, PlannedRun, convert_run, default_jobs, migrate, plan_migration
 from .discover import LegacyRun, SourceError, discover_runs, parse_legacy_name
 from .report import MigrationReport, RunReport
 from .rules import apply_config_rules, load_rules
@@ -17,6 +17,6 @@ def make_example(*args: Any, **kwargs: Any) -> Any:
 
     return make(*args, **kwargs)
 
-__all__ = ["migrate", "plan_migration", "convert_run", "MigrateOptions", "PlannedRun", "LegacyRun", "SourceError",
-           "discover_runs", "parse_legacy_name", "make_example", "MigrationReport", "RunReport", "load_rules",
-           "apply_config_rules"]
+__all__ = ["migrate", "default_jobs", "plan_migration", "convert_run", "MigrateOptions", "PlannedRun", "LegacyRun",
+           "SourceError", "discover_runs", "parse_legacy_name", "make_example", "MigrationReport", "RunReport",
+           "load_rules", "apply_config_rules"]
