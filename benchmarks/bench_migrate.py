@@ -91,8 +91,11 @@ def main() -> None:
             make_example(source, runs=args.runs, steps=args.lines, checkpoints=args.checkpoints, ckpt_mb=args.ckpt_mb,
                          logging_steps=max(10, args.lines // 1000), eval_steps=max(50, args.lines // 200))
         size = tree_bytes(source)
-        print(f"legacy tree: {args.runs} runs x {args.checkpoints} checkpoints, {args.lines} tracking lines each,"
-              f" {size / 1e6:.0f} MB (generated in {time.perf_counter() - t0:.1f}s)")
+        if args.source:
+            print(f"legacy tree: {source} ({size / 1e6:.0f} MB)")
+        else:
+            print(f"legacy tree: {args.runs} runs x {args.checkpoints} checkpoints, {args.lines} tracking lines each,"
+                  f" {size / 1e6:.0f} MB (generated in {time.perf_counter() - t0:.1f}s)")
         settle(source)
         results: dict[str, list[float]] = {}
         cold_ok = os.access("/proc/sys/vm/drop_caches", os.W_OK)  # dropping the page cache needs root

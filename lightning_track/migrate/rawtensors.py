@@ -27,6 +27,7 @@ import importlib
 import io
 import json
 import math
+import mmap
 import os
 import pickle
 import secrets
@@ -360,7 +361,11 @@ class _ZipWriter:
         if storage.crc32 is not None:
             _copy_range(source_fd, self.fd, storage.offset, start, storage.length, cancel)
         else:
-            crc = _copy_range_with_crc(source_fd, self.fd, storage.offset, start, storage.length, cancel)
+            crc = _crc_of_range(source_fd, storage.offset, storage.length, cancel)
+            if crc is not None:  # checksummed in place (mapped page cache), then copied by the kernel
+                _copy_range(source_fd, self.fd, storage.offset, start, storage.length, cancel)
+            else:
+                crc = _copy_range_with_crc(source_fd, self.fd, storage.offset, start, storage.length, cancel)
             os.pwrite(self.fd, struct.pack("<I", crc), start - len(header) + 14)
             self.entries[-1] = self.entries[-1][:3] + (crc,)
         self.handle.seek(start + storage.length)
@@ -410,6 +415,28 @@ def _copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: in
         if n == 0:
             raise OSError(errno.EIO, f"source ended {length - done} bytes early")
         done += n
+
+
+def _crc_of_range(fd: int, offset: int, length: int, cancel: threading.Event | None) -> int | None:
+    """CRC32 of a file range read through a memory map (no copy into Python); None if it cannot be mapped."""
+    if length == 0:
+        return 0
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        if os.fstat(fd).st_size < offset + length:  # mapped bytes past the end would be a SIGBUS
+            return None
+        mapped = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_READ, offset=start)
+    except (OSError, ValueError):
+        return None
+    crc = 0
+    try:
+        with memoryview(mapped) as view:
+            for at in range(offset - start, offset - start + length, KERNEL_CHUNK):
+                _check(cancel)
+                crc = zlib.crc32(view[at: min(at + KERNEL_CHUNK, offset - start + length)], crc)
+    finally:
+        mapped.close()
+    return crc
 
 
 def _copy_range_with_crc(src: int, dst: int, src_offset: int, dst_offset: int, length: int,
