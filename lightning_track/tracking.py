@@ -118,9 +118,9 @@ def _nested_line_mapping_json(checkpoints: Mapping[str, Mapping[str, Any]]) -> l
         if not isinstance(lines, list):
             return None
         current = set(lines)
-        if len(current) != len(lines) or not seen <= current:
-            return None
         new = current - seen
+        if len(current) != len(lines) or len(current) - len(new) != len(seen):  # duplicates, or seen not within
+            return None
         if not {int}.issuperset(map(type, new)):  # ints only (not bools): they become the keys as they are
             return None
         groups.append(sorted(new))

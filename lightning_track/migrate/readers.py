@@ -421,6 +421,9 @@ def read_line_mapping(path: Path, notes: Notes) -> set[str] | None:
 
 
 _LIST_BODY = re.compile(rb"\[([^\]]*)\]")
+_WS = rb"[ \t\n\r]*"  # JSON's whitespace
+_ENTRY = rb'"[0-9]+"' + _WS + rb":" + _WS + rb"\[\]"
+_SKELETON = re.compile(_WS + rb"\{" + _WS + rb"(?:" + _ENTRY + _WS + rb"(?:," + _WS + _ENTRY + _WS + rb")*)?\}" + _WS)
 
 
 def _line_mapping_names_fast(path: Path) -> set[str] | None:
@@ -429,7 +432,7 @@ def _line_mapping_names_fast(path: Path) -> set[str] | None:
 
     Why: the lists repeat (each is a suffix of the checkpoint names), so an issue-scale file of
     ~110 MB holds a few dozen distinct list texts; parsing those and a skeleton with every list
-    emptied is ~5x faster than parsing the file. The skeleton must be an object of digit keys whose
+    emptied is ~5x faster than parsing the file. The skeleton must match an object of digit keys whose
     values are all the emptied lists, so every piece parsed is a value list of the original.
     """
     try:
@@ -439,10 +442,9 @@ def _line_mapping_names_fast(path: Path) -> set[str] | None:
     if not data.lstrip().startswith(b"{") or b"\x00" in data[:8]:  # UTF-16/32: the full parse explains
         return None
     pieces = _LIST_BODY.split(data)
+    if not _SKELETON.fullmatch(b"[]".join(pieces[0::2])):
+        return None
     try:
-        skeleton = json.loads(b"[]".join(pieces[0::2]))
-        if not isinstance(skeleton, dict) or not all(k.isdigit() and v == [] for k, v in skeleton.items()):
-            return None
         names: set[str] = set()
         for body in set(pieces[1::2]):
             items = json.loads(b"[" + body + b"]")

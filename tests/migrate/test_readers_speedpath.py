@@ -275,3 +275,33 @@ def test_tensorboard_events_are_those_of_new_event_messages(tmp_path: Path) -> N
     got = list(RawEventFileLoader(str(events)).Load())
     assert Event.FromString(got[0]).file_version == "brain.Event:2"
     assert got[1:] == expected
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ('{"1": ["a", "b"], "2": ["b"]}', {"a", "b"}),
+    ('{\n "1" : [ "a" ] ,\n "22": []\n}\n', {"a"}),
+    (' {"1":["\\u00e9"]} ', {"é"}),
+    ("{}", set()),
+    ('{"1": ["a]", "b"]}', None),  # a bracket inside a name: the full parse decides
+    ('{"x[1]": ["a"]}', None),  # a key that is not a line number
+    ('{"1": [1, "a"]}', None),  # a non-string item
+    ('{"1": [["a"]]}', None),
+    ('{"1": "a"}', None),
+    ('{"1": ["a"]', None),  # truncated
+    ('{"1": ["a"],}', None),
+    ('{"1": ["a"] "2": ["b"]}', None),
+    ('{"1":\f["a"]}', None),  # not JSON whitespace
+])
+def test_line_mapping_names_fast_path_agrees_with_the_full_parse(tmp_path: Path, text: str,
+                                                                 names: set[str] | None) -> None:
+    from lightning_track.migrate.readers import _line_mapping_names_fast, read_line_mapping
+
+    path = tmp_path / "line_checkpoint_mapping_x.json"
+    path.write_text(text, encoding="utf-8")
+    assert _line_mapping_names_fast(path) == names
+    notes = Notes()
+    full = read_line_mapping(path, notes)
+    if names is not None:
+        assert full == names and not notes.finish()
+    elif full is None:
+        assert notes.finish()  # the full parse words what is wrong
