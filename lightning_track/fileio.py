@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
 
@@ -127,11 +128,33 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 
+_DURABLE: ContextVar[bool] = ContextVar("lightning_track_durable_writes", default=True)
+
+
+@contextmanager
+def staged_writes() -> Iterator[None]:
+    """Writes in this block (this thread) skip fsync: for files built in a staging folder that is
+    renamed into place whole (lt-migrate), where a reader never sees a half file anyway and a per-file
+    fsync only makes the build wait for the disk (~1 s per three issue-scale runs). Surviving a power
+    loss right after is then the OS's writeback, as for ``cp -r``; ``sync`` makes it certain."""
+    token = _DURABLE.set(False)
+    try:
+        yield
+    finally:
+        _DURABLE.reset(token)
+
+
+def durable_writes() -> bool:
+    """False inside :func:`staged_writes`."""
+    return _DURABLE.get()
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file next to ``path``; on success flush, fsync and ``os.replace`` it into place.
 
-    On any error the temp file is removed and ``path`` keeps its old content.
+    On any error the temp file is removed and ``path`` keeps its old content. No fsync inside
+    :func:`staged_writes`.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -140,7 +163,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if _DURABLE.get():
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

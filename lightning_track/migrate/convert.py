@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import config_digest, redact, redact_argv, write_config_yaml
-from ..fileio import JsonlAppender, atomic_write_json, atomic_write_text, json_line, read_json
+from ..fileio import JsonlAppender, atomic_write_json, atomic_write_text, json_line, read_json, staged_writes
 from ..layout import RunLayout
 from ..meta import package_versions
 from ..metrics import MetricRecord
@@ -270,7 +270,8 @@ def convert_run(
         if staging.run_dir.exists():
             shutil.rmtree(staging.run_dir)  # left by an interrupted migration
         staging.run_dir.mkdir(parents=True)
-        _build(run, staging, options, report, on_bytes)
+        with staged_writes():  # the run appears whole by one rename: no per-file fsync inside it
+            _build(run, staging, options, report, on_bytes)
         _install(staging, plan.target, tidy_staging)
         summary = read_json(RunLayout(plan.target).summary_json)
         atomic_write_text(RunLayout(plan.target).report_md, render_report(RunLayout(plan.target), summary))

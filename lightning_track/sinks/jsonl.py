@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..fileio import JsonlAppender, atomic_open, iter_jsonl, json_line
+from ..fileio import JsonlAppender, atomic_open, durable_writes, iter_jsonl, json_line
 from ..metrics import MetricRecord, MetricsDigest
 from .base import Sink, SinkContext
 
@@ -44,7 +44,8 @@ class MetricsJsonlSink(Sink):
 
     def close(self, status: str) -> None:
         if self._appender is not None:
-            self._appender.fsync()
+            if durable_writes():
+                self._appender.fsync()
             self._appender.close()
             self._appender = None
 

@@ -147,3 +147,25 @@ def test_metric_record_type_is_what_read_metrics_returns(tmp_path: Path) -> None
     path = tmp_path / "metrics.jsonl"
     path.write_text(json_line({"step": 7, "time": 2.5, "metrics": {"loss": 1}}))
     assert read_metrics(path) == [MetricRecord(7, 2.5, {"loss": 1.0})]
+
+
+def test_staged_writes_skip_fsync_only_inside_the_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lt-migrate builds a run in a staging folder renamed whole: no per-file fsync there; elsewhere
+    (a live run's mappings, summary) every atomic write is fsynced before it replaces the file."""
+    import os
+
+    from lightning_track import fileio
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    fileio.atomic_write_text(tmp_path / "a.txt", "a")
+    assert len(synced) == 1 and fileio.durable_writes()
+    with fileio.staged_writes():
+        assert not fileio.durable_writes()
+        fileio.atomic_write_json(tmp_path / "b.json", {"b": 1})
+        fileio.atomic_write_text(tmp_path / "c.txt", "c")
+    assert len(synced) == 1 and fileio.durable_writes()
+    assert json.loads((tmp_path / "b.json").read_text()) == {"b": 1} and (tmp_path / "c.txt").read_text() == "c"
+    fileio.atomic_write_text(tmp_path / "d.txt", "d")
+    assert len(synced) == 2
