@@ -15,6 +15,7 @@ import cProfile
 import os
 import pstats
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,11 @@ def main() -> None:
                   f" {best['jobs cold']:.2f} s = {best['jobs cold'] / best['cp cold']:.2f}x;"
                   f" until synced: {best['cp cold+sync']:.2f} s vs {best['jobs cold+sync']:.2f} s ="
                   f" {best['jobs cold+sync'] / best['cp cold+sync']:.2f}x")
+            # each repetition times cp -r and lt-migrate back to back: their ratio shares the VM's mood
+            for key in ("", "+sync"):
+                pairs = [m / c for m, c in zip(results["jobs cold" + key], results["cp cold" + key], strict=True)]
+                print(f"  paired cold ratios{' until synced' if key else ''}: "
+                      + ", ".join(f"{r:.2f}x" for r in pairs) + f" (median {statistics.median(pairs):.2f}x)")
         print(f"lt-migrate --jobs 1: {best['serial']:7.2f} s  (in-process) ="
               f" {best['serial'] / mig:.2f}x --jobs {args.jobs}")
         print(f"lt-migrate CLI --jobs {args.jobs}:  {cli_time:7.2f} s  (fresh process, imports included) ="
