@@ -14,6 +14,12 @@ Later migrations never import Lightning. The first one learns it in a child proc
 before the workers (:func:`start_learning`), which holds a lock on the cache entry while it works;
 a worker that needs the template waits for that lock (the child ending, however it ends, releases
 it) and falls back to calling Lightning itself if no template came of it.
+
+The package also bundles the entries of the Lightning versions it is tested with
+(``resources/loop_state-lightning-<version>-v1.json``, written by ``python -m
+lightning_track.migrate.loopstate <that path>``; ``tests/migrate/test_loopstate.py`` checks the
+installed version's entry against Lightning), so with those versions even the first migration on
+a machine learns nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["PRE_LOOPS_VERSION", "loop_state", "learn_template", "fill_template", "migrate_with_lightning",
-           "template_path", "start_learning", "LearningProcess"]
+           "template_path", "bundled_path", "start_learning", "LearningProcess"]
 
 # Lightning's migration builds the progress-tracking loop state from global_step and epoch for
 # checkpoints older than 1.6; declaring ours that old makes it do exactly that, then stamps the
@@ -130,6 +136,21 @@ def template_path() -> Path | None:
     return Path(root) / f"loop_state-lightning-{safe}-v{TEMPLATE_FORMAT}.json"
 
 
+def bundled_path() -> Path | None:
+    """The template entry shipped with the package for the installed Lightning (it may not exist)."""
+    path = template_path()
+    return Path(__file__).resolve().parent.parent / "resources" / path.name if path is not None else None
+
+
+def _known_template() -> tuple[bool, dict[str, Any] | None]:
+    """(found, template) from the user's cache, else from the package's bundled entries."""
+    path, bundled = template_path(), bundled_path()
+    if path is None or bundled is None:
+        return False, None
+    found = _read_template(path)
+    return found if found[0] else _read_template(bundled)
+
+
 def _read_template(path: Path) -> tuple[bool, dict[str, Any] | None]:
     """(found, template): a cache entry holds a template or null (Lightning's migration is not a template)."""
     try:
@@ -177,7 +198,7 @@ def _template(wait_s: float) -> dict[str, Any] | None:
         return None
     key = str(path)
     if key not in _loaded:
-        found, template = _read_template(path)
+        found, template = _known_template()
         if not found:
             _wait_for_learner(path, wait_s)
             found, template = _read_template(path)
@@ -216,7 +237,7 @@ def start_learning() -> LearningProcess | None:
     """Start learning the template in a child process unless it is cached; the child holds the cache
     entry's lock from before this returns, so a worker started afterwards waits for its result."""
     path = template_path()
-    if path is None or _read_template(path)[0]:
+    if path is None or _known_template()[0]:
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

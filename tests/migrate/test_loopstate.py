@@ -21,9 +21,11 @@ STEP, EPOCH = "\x00lt-migrate:step", "\x00lt-migrate:epoch"
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty cache folder of this test's own, with nothing remembered in memory."""
+    """An empty cache folder of this test's own, nothing remembered in memory and nothing bundled:
+    a Lightning version the package has no template for."""
     monkeypatch.setenv("LT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(loopstate, "_loaded", {})
+    monkeypatch.setattr(loopstate, "bundled_path", lambda: tmp_path / "not-bundled.json")
     return tmp_path / "cache"
 
 
@@ -122,3 +124,29 @@ def test_a_learner_that_dies_leaves_the_workers_to_learn_it_themselves(cache: Pa
     assert path is not None and not path.exists()
     assert loopstate.loop_state(3, 0) == loopstate.migrate_with_lightning(3, 0)
     assert path.exists()
+
+
+def test_the_bundled_template_of_the_installed_lightning_is_what_lightning_gives() -> None:
+    """The package ships the entries of the Lightning versions it is tested with; the one for the
+    installed version must be exactly what learning from Lightning gives."""
+    bundled = loopstate.bundled_path()
+    assert bundled is not None
+    shipped = sorted(p.name for p in bundled.parent.glob("loop_state-lightning-*.json"))
+    assert shipped, "no bundled loop-state template"
+    if not bundled.exists():
+        pytest.skip(f"no bundled template for the installed Lightning ({bundled.name}); shipped: {shipped}")
+    entry = json.loads(bundled.read_text())
+    assert entry["format"] == loopstate.TEMPLATE_FORMAT
+    assert entry["template"] == loopstate.learn_template()
+
+
+def test_with_a_bundled_template_the_first_migration_learns_nothing(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    bundled = tmp_path / "bundled.json"
+    _write_entry(bundled, {"global_step": STEP, "epoch": EPOCH, "bundled": True})
+    monkeypatch.setenv("LT_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(loopstate, "_loaded", {})
+    monkeypatch.setattr(loopstate, "bundled_path", lambda: bundled)
+    assert loopstate.start_learning() is None
+    assert loopstate.loop_state(8, 1) == {"global_step": 8, "epoch": 1, "bundled": True}
+    assert not (tmp_path / "empty-cache").exists()  # nothing learned, nothing written
