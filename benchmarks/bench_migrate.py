@@ -112,8 +112,8 @@ def main() -> None:
             results.setdefault(key + "+sync", []).append(results[key][-1] + time.perf_counter() - t)
             return value
 
-        # lt-migrate's cache (Lightning's loop-state template, learned once per Lightning version): empty,
-        # so the first CLI call below is a first run on a machine; every later call finds the template
+        # lt-migrate's cache (Lightning's loop-state template, bundled for the tested Lightning version, else
+        # learned once per version): empty, so the first CLI call below is a first run on a machine
         os.environ["LT_CACHE_DIR"] = str(work / "cache")
 
         def cli_run(name: str) -> float:
@@ -175,7 +175,8 @@ def main() -> None:
         print(f"lt-migrate --jobs 1: {best['serial']:7.2f} s  (in-process) ="
               f" {best['serial'] / mig:.2f}x --jobs {args.jobs}")
         print(f"lt-migrate CLI --jobs {args.jobs}:  {cli_time:7.2f} s  (fresh process, imports included) ="
-              f" {cli_time / cp:.2f}x cp -r; first run on a machine (learns Lightning's loop state): {cli_first:.2f} s")
+              f" {cli_time / cp:.2f}x cp -r; first run on a machine (empty cache: the bundled loop-state template, or"
+              f" learned from Lightning for an unbundled version): {cli_first:.2f} s")
         print(f"  --no-tensorboard --jobs {args.jobs}: {best['notb']:7.2f} s")
         print(f"  checkpoints only, as converted (by reference, bytes copied): {ck:7.2f} s = {ck / cp:.2f}x cp -r,"
               f" {100 * ck / mig:.0f}% of lt-migrate; torch.load + torch.save instead: {best['ck torch']:.2f} s")
