@@ -17,6 +17,7 @@ def make_example(*args: Any, **kwargs: Any) -> Any:
 
     return make(*args, **kwargs)
 
+
 __all__ = ["migrate", "default_jobs", "plan_migration", "convert_run", "MigrateOptions", "PlannedRun", "LegacyRun",
            "SourceError", "discover_runs", "parse_legacy_name", "make_example", "MigrationReport", "RunReport",
            "load_rules", "apply_config_rules"]

@@ -61,11 +61,11 @@ class EventFileWriter:
         self.write_record(event.SerializeToString())
 
     def write_record(self, data: bytes) -> None:
-        header = _LENGTH.pack(len(data))
-        self._file.write(b"".join((header, _CRC.pack(masked_crc32c(header)), data, _CRC.pack(masked_crc32c(data)))))
+        self.write_records([data])
 
     def write_records(self, records: list[bytes]) -> None:
-        """``write_record`` of each, framed in one buffer and written at once."""
+        """Each record framed (length, masked CRC of the length, data, masked CRC of the data) into one
+        buffer, written at once."""
         heads = self._heads
         parts = []
         append = parts.append

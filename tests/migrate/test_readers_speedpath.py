@@ -9,6 +9,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,22 @@ from lightning_track.migrate.report import Notes
 from lightning_track.migrate.rules import load_rules
 from lightning_track.sinks.base import SinkContext
 from lightning_track.sinks.tensorboard import TensorBoardSink
+
+
+@contextmanager
+def _local_zone(zone: str) -> Iterator[None]:
+    """The process's local time zone is ``zone`` inside the block (TZ + tzset), restored after."""
+    old_tz = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old_tz is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = old_tz
+        time.tzset()
 
 
 # -- the reader as it was written before the fast paths: the reference ----------------------------
@@ -179,20 +197,11 @@ def test_reader_yields_what_the_plain_reader_yields(tmp_path: Path, seed: int, z
     path = tmp_path / "batch_tracking_x.jsonl"
     _fuzzed_file(path, seed)
     rules = load_rules(None)
-    old_tz = os.environ.get("TZ")
-    os.environ["TZ"] = zone
-    time.tzset()
-    try:
+    with _local_zone(zone):
         expected_notes, notes = Notes(), Notes()
         expected, read, skipped = _reference(path, rules, expected_notes)
         reader = TrackingReader(path, rules, notes)
         got = [(t.lineno, t.step, t.time, t.record) for t in reader]
-    finally:
-        if old_tz is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = old_tz
-        time.tzset()
     assert len(got) == len(expected) > 100
     for g, e in zip(got, expected, strict=True):
         assert _same(g, e) and list(g[3]) == list(e[3]), (g, e)
@@ -225,10 +234,7 @@ def test_local_iso_time_is_fromtimestamp(zone: str) -> None:
             start = datetime(year, month, 1).timestamp()
             values += [start + d + rng.random() for d in range(0, 35 * 86400, 3599)]
     values += [1e300, math.inf, math.nan, -1e20, 253402300799.9999996]
-    old_tz = os.environ.get("TZ")
-    os.environ["TZ"] = zone
-    time.tzset()
-    try:
+    with _local_zone(zone):
         fast = _LocalIsoTime()
         for value in values:
             try:
@@ -242,12 +248,6 @@ def test_local_iso_time_is_fromtimestamp(zone: str) -> None:
             assert got in (expected, "error"), (zone, value, got, expected)
             if expected == "error":
                 assert got == "error", (zone, value, got)
-    finally:
-        if old_tz is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = old_tz
-        time.tzset()
 
 
 # -- TensorBoard: the refilled Event has the bytes of a new one -----------------------------------
