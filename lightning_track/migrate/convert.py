@@ -341,17 +341,19 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
     # checkpoints -> checkpoints/checkpoint-step-NNN.ckpt, on a thread beside the tracking lines
     on_bytes = _thread_safe(on_bytes)
     conversion = _CheckpointConversion(checkpoints, layout, options, report, on_bytes)
-    conversion.start()
     try:
+        conversion.start()  # inside: an interrupt right after the thread starts must stop it too
         # batch tracking -> batch_tracking.jsonl + metrics.jsonl + TensorBoard
         tracking_path = find_log_file(logs, "batch_tracking", dataset, ".jsonl", notes)
-        sinks: list[Sink] = [MetricsJsonlSink()] + ([TensorBoardSink()] if options.tensorboard else [])
+        metrics_sink = MetricsJsonlSink()
+        sinks: list[Sink] = [metrics_sink] + ([TensorBoardSink()] if options.tensorboard else [])
         context = SinkContext(layout=layout, dataset=dataset, method=method, config=redact(config))
         first_seen: dict[int, int] = {}
         epochs = _EpochIndex()
         for sink in sinks:
             sink.open(context)
             sink.log_config(redact(config))
+        digest = metrics_sink.keep_digest()  # post_process takes it instead of reading metrics.jsonl back
         status = "failed"
         try:
             steps, last_step, last_time = _write_metrics(tracking_path, history, rules, notes, sinks, layout,
@@ -414,8 +416,7 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
         "migration": {"host": socket.gethostname(), "argv": redact_argv(list(sys.argv)), "cwd": os.getcwd(),
                       "versions": package_versions()},
     })
-    post_process(layout.run_dir, status=status_word, metrics=next(  # no re-reading metrics.jsonl
-        (s.digest for s in sinks if isinstance(s, MetricsJsonlSink)), None), extra={
+    post_process(layout.run_dir, status=status_word, metrics=digest, extra={
         "run_name": layout.name,
         "dataset": dataset,
         "method": method,
@@ -444,14 +445,7 @@ def link_or_copy_tree_file(src: Path, dst: Path, on_bytes: ProgressFn) -> tuple[
 def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, float]], rules: MigrateRules,
                    notes: Notes, sinks: list[Sink], layout: RunLayout, first_seen: dict[int, int],
                    epochs: _EpochIndex, start: float, report: RunReport) -> tuple[int, int | None, float | None]:
-    """Merge batch tracking with log history in step order; returns (metric steps, last step, last time).
-
-    The metrics.jsonl sink also keeps a digest of what it writes (``sink.digest``): the post_process
-    at the end of ``_build`` takes it instead of reading metrics.jsonl back.
-    """
-    for sink in sinks:
-        if isinstance(sink, MetricsJsonlSink):
-            sink.keep_digest()
+    """Merge batch tracking with log history in step order; returns (metric steps, last step, last time)."""
     batch: list[MetricRecord] = []
     steps = 0
     last_step: int | None = None
@@ -502,12 +496,8 @@ def _write_metrics(tracking_path: Path | None, history: dict[int, dict[str, floa
                         if value is None:
                             continue
                     metrics[name] = value
-                if metrics:  # emit(), inlined: this runs once a tracking line
-                    batch.append(MetricRecord(step, last_time if last_time is not None else start, metrics))
-                    steps += 1
-                    last_step = step
-                    if len(batch) >= RECORD_BATCH:
-                        write_batch()
+                if metrics:
+                    emit(step, last_time if last_time is not None else start, metrics)
                 add_epoch(step, record.get("epoch"))
                 for line in record.get("line_indices") or ():  # null: no lines (kept as written)
                     seen(line, step)
@@ -579,9 +569,9 @@ class _CheckpointConversion:
             self._error = exc
 
     def _join(self) -> None:
-        if self._thread is not None:
+        if self._thread is not None and self._thread.ident is not None:  # None: interrupted before it started
             self._thread.join()
-            self._thread = None
+        self._thread = None
 
     def cancel(self) -> None:
         """Stop between checkpoints (or copy chunks) and wait: nothing is written after this returns."""
@@ -761,17 +751,17 @@ def _convert_todo(plans: list[PlannedRun], todo: list[int], out: Path, options: 
 
 # -- worker processes ------------------------------------------------------------------------------------
 def default_jobs() -> int:
-    """1.5x the CPU count: a run is not all CPU (its checkpoint bytes are copied by the kernel, files are
-    read and fsynced), and with more runs in flight than cores the last runs share the cores instead
+    """1.5x the CPU count: a run is not all CPU (its checkpoint bytes are copied by the kernel, its files
+    are read from disk), and with more runs in flight than cores the last runs share the cores instead
     of one finishing alone on a core while the others idle (3 runs on 2 cores: 9.4-10.8 s at 3 jobs
     vs 11.1-12.2 s at 2, benchmarks/results/migrate.md)."""
     return max(1, math.ceil(1.5 * (os.cpu_count() or 1)))
 
 
-
-# The workers come from a fork server that has imported this module (and torch) once: each worker
+# The workers come from a fork server that has imported this module once: each worker
 # starts in milliseconds, and unlike a plain fork() it never copies a parent holding locks of other
-# threads (the rich progress thread writes to stderr). Lightning is not imported: see loopstate.
+# threads (the rich progress thread writes to stderr). Neither torch nor Lightning is imported there:
+# see rawtensors and loopstate.
 _WORKER_PRELOAD = ["lightning_track.migrate.convert"]
 _worker_queue: Any = None
 _worker_busy = threading.Event()
