@@ -64,7 +64,9 @@ def test_bad_run_does_not_stop_the_others_in_workers(legacy_copy: Path, tmp_path
 
 def test_sigint_to_the_cli_interrupts_the_workers_and_leaves_no_half_run(tmp_path: Path) -> None:
     source = tmp_path / "experiments"
-    make_example(source, runs=2, steps=400, checkpoints=6, ckpt_mb=0.5)
+    # 20k tracking lines: the first checkpoint (written beside the lines) appears ~0.5 s before the end,
+    # not ~50 ms as with a few hundred, so the interrupt reliably lands mid-run
+    make_example(source, runs=2, steps=20_000, checkpoints=12, ckpt_mb=0.5)
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "lightning_track.cli.migrate", str(source), "--out", str(out),
                              "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
