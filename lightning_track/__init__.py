@@ -9,14 +9,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _moved
+
 __version__ = "0.1.0"
 
+_moved.install()  # old module paths (lightning_track.layout, .logger, ...) keep working for one release
+
 _EXPORTS = {
-    "RunLogger": ".logger",
-    "RunLayout": ".layout",
-    "sanitize_name": ".layout",
-    "read_metrics": ".metrics",
-    "post_process": ".summary",
+    "RunLogger": ".run.logger",
+    "RunLayout": ".folder.layout",
+    "sanitize_name": ".folder.layout",
+    "read_metrics": ".folder.records",
+    "post_process": ".derived.summary",
     "StepCheckpoint": ".callbacks.step_checkpoint",
     "BatchTracker": ".callbacks.batch_tracking",
     "TrackedDataset": ".callbacks.batch_tracking",
@@ -26,7 +30,7 @@ _EXPORTS = {
     "HealthCheckFailed": ".callbacks.health",
     "HEALTH_EXIT_CODE": ".callbacks.health",
     "PreemptionHandler": ".callbacks.preemption",
-    "from_config": ".configure",
+    "from_config": ".training.configure",
 }
 
 __all__ = [
@@ -41,11 +45,11 @@ if TYPE_CHECKING:
     from .callbacks.health import HEALTH_EXIT_CODE, HealthCheckFailed, HealthGuard
     from .callbacks.preemption import PreemptionHandler
     from .callbacks.step_checkpoint import StepCheckpoint
-    from .configure import from_config
-    from .layout import RunLayout, sanitize_name
-    from .logger import RunLogger
-    from .metrics import read_metrics
-    from .summary import post_process
+    from .derived.summary import post_process
+    from .folder.layout import RunLayout, sanitize_name
+    from .folder.records import read_metrics
+    from .run.logger import RunLogger
+    from .training.configure import from_config
 
 
 assert set(__all__) == {*_EXPORTS, "__version__"}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..layout import RunLayout
-from ..logger import RunLogger
+from ..folder.layout import RunLayout
+from ..run.logger import RunLogger
 
 __all__ = ["find_layout", "find_run_logger", "run_logger_first"]
 

@@ -2,7 +2,7 @@
 
 Why: to answer "which checkpoint had seen line 873?" (data attribution, contamination checks,
 re-running from the checkpoint before a bad line). The file formats are those of
-:mod:`lightning_track.tracking`, shared with ``lt-migrate``.
+:mod:`lightning_track.folder.tracking`, shared with ``lt-migrate``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from ..fileio import JsonlAppender, JsonlProblem, atomic_open, iter_jsonl, json_line
-from ..layout import RunLayout
-from ..tracking import CheckpointMappings, checkpoint_name
+from ..folder.fileio import JsonlAppender, keep_jsonl_before
+from ..folder.layout import RunLayout
+from ..folder.tracking import CheckpointMappings, checkpoint_name
 from ._paths import find_layout
 
 __all__ = ["BatchTracker", "TrackedDataset"]
@@ -124,23 +124,8 @@ class BatchTracker(Callback):
     @staticmethod
     def _trim_after(layout: RunLayout, step: int) -> set[int]:
         """Drop records after ``step`` (a resume replays them) and return the lines up to ``step``."""
-        path = layout.batch_tracking_jsonl
-        seen: set[int] = set()
-        if not path.exists():
-            return seen
-        problems: list[JsonlProblem] = []
-        keep: list[str] = []
-        dropped = False
-        for _, record in iter_jsonl(path, problems):
-            if int(record.get("step", 0)) > step:
-                dropped = True
-                continue
-            seen.update(int(x) for x in record.get("line_indices", []))
-            keep.append(json_line(record))
-        if dropped or problems:
-            with atomic_open(path, "wb") as handle:
-                handle.write("".join(keep).encode("utf-8"))
-        return seen
+        kept, _ = keep_jsonl_before(layout.batch_tracking_jsonl, step + 1)
+        return {int(x) for record in kept for x in record.get("line_indices") or []}
 
     # -- per batch -------------------------------------------------------------------------------
     def _extract(self, batch: Any) -> list[int]:

@@ -9,7 +9,6 @@ mixin does it (``model.safetensors`` + ``config.json`` of the init arguments).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import warnings
@@ -21,9 +20,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
-from ..fileio import atomic_write_json, atomic_write_text, read_json, to_jsonable
-from ..layout import RunLayout
-from ..metrics import read_metrics, summarize_metrics
+from ..derived.digest import summarize_metrics
+from ..derived.report import metrics_table
+from ..folder.fileio import atomic_write_json, atomic_write_text, read_json, replace_dir, temp_path, to_jsonable
+from ..folder.layout import RunLayout
+from ..folder.records import read_metrics
 from ._paths import find_layout, find_run_logger
 
 __all__ = ["FinalModelExport", "load_final_model", "CONFIG_FILE", "WEIGHTS_FILE"]
@@ -83,7 +84,7 @@ class FinalModelExport(Callback):
         """Write the folder; usable without a trainer (``trainer=None``) from a notebook."""
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        staging = temp_path(target)
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
@@ -93,7 +94,7 @@ class FinalModelExport(Callback):
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(staging))
             atomic_write_text(staging / CARD_FILE, self._model_card(trainer, pl_module, how, tokenizer is not None))
-            _replace_dir(staging, target)
+            replace_dir(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -168,13 +169,7 @@ class FinalModelExport(Callback):
             lines.append(f"- trained: {trainer.global_step} optimizer steps, {trainer.current_epoch} epochs completed")
         lines += ["", f"## Key metrics (from {source})", ""]
         if final:
-            lines += ["| metric | final | step | best | best step |", "| --- | --- | --- | --- | --- |"]
-            for key in _key_metrics(final, best, self.max_metrics):
-                top = best.get(key, {})
-                lines.append(
-                    f"| {key} | {_fmt(final[key]['value'])} | {final[key]['step']} | {_fmt(top.get('value', '-'))}"
-                    f" | {top.get('step', '-')} |"
-                )
+            lines += metrics_table(final, best, _key_metrics(final, best, self.max_metrics))
         else:
             lines.append("(no metrics were logged)")
         if how.startswith("safetensors"):
@@ -190,10 +185,6 @@ def _key_metrics(final: Mapping[str, Any], best: Mapping[str, Any], limit: int) 
     """Metrics with a best value (losses, accuracies) first, then the rest, alphabetically."""
     ranked = sorted(final, key=lambda k: (k not in best, k))
     return ranked[:limit]
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
 def _init_config(pl_module: LightningModule) -> dict[str, Any]:
@@ -228,19 +219,6 @@ def _round_trips(value: Any, plain: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return isinstance(plain, list) and all(_round_trips(v, p) for v, p in zip(value, plain, strict=False))
     return False
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Put ``staging`` at ``target``; an existing folder is moved aside first, then removed."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_final_model(path: str | os.PathLike[str], cls: type[T], map_location: str | torch.device = "cpu") -> T:

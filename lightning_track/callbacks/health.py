@@ -2,7 +2,7 @@
 
 Why: most wasted GPU hours are runs that were dead from the start (NaN loss, exploding loss, a
 learning rate of 0, a hung step). The guard checks the warmup window closely, keeps only cheap
-checks afterwards, and reports through :mod:`lightning_track.signals` so ``lt-run``, a driver script
+checks afterwards, and reports through :mod:`lightning_track.folder.signals` so ``lt-run``, a driver script
 or a Slurm chain can act on it.
 
 Stopping: every rank takes the same decision at the same step (the flags are summed across ranks
@@ -29,9 +29,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from .. import signals
-from ..distributed import destroy_process_group_at_exit
-from ..layout import RunLayout, sanitize_name
+from ..folder import signals
+from ..folder.layout import RunLayout, sanitize_name
+from ..run.distributed import destroy_process_group_at_exit
 from ._paths import find_layout, find_run_logger
 
 __all__ = ["HealthGuard", "HealthCheckFailed", "HEALTH_EXIT_CODE", "classify_exception"]

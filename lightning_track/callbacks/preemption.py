@@ -51,11 +51,12 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from .. import signals as signal_files
-from ..distributed import destroy_process_group_at_exit
-from ..fileio import atomic_write_json
-from ..layout import RunLayout, sanitize_name
-from ..summary import STATUS_INTERRUPTED, SummaryFile, iso_now
+from ..derived.summary import SummaryFile
+from ..folder import signals as signal_files
+from ..folder.fileio import atomic_write_json
+from ..folder.layout import RunLayout, sanitize_name
+from ..run.distributed import destroy_process_group_at_exit
+from ..vocabulary import INTERRUPTED, iso_time
 from ._paths import find_layout, find_run_logger
 
 __all__ = ["PreemptionHandler", "INTERRUPTED_CHECK"]
@@ -203,7 +204,7 @@ class PreemptionHandler(Callback):
         details = {
             "signal": name,
             "step": step,
-            "time": iso_now(),
+            "time": iso_time(),
             "checkpoint": self.checkpoint_path,
             "resumable": self.checkpoint_path is not None,
             "exit_code": code,
@@ -212,7 +213,7 @@ class PreemptionHandler(Callback):
             details["error"] = error
         logger = find_run_logger(trainer)
         if logger is not None:
-            logger.finalize(STATUS_INTERRUPTED)  # Lightning's finalize("failed") that follows is ignored
+            logger.finalize(INTERRUPTED)  # Lightning's finalize("failed") that follows is ignored
             self._mark_summary(layout, details)
         if self.write_signal:
             self._write_signal(trainer, layout, logger is not None, details)
@@ -226,7 +227,7 @@ class PreemptionHandler(Callback):
         # A HealthGuard reports the same stop as a failure ("terminated"/"interrupted"): it was not one.
         if isinstance(data.get("failure"), dict) and data["failure"].get("check") in ("terminated", "interrupted"):
             data.pop("failure")
-        data.update(status=STATUS_INTERRUPTED, interrupted=details)
+        data.update(status=INTERRUPTED, interrupted=details)
         atomic_write_json(layout.summary_json, data)
 
     def _save(self, trainer: Any, pl_module: Any, exception: BaseException, layout: RunLayout) -> str:

@@ -25,8 +25,8 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from ..fileio import atomic_open
-from ..layout import RunLayout
+from ..folder.fileio import atomic_open
+from ..folder.layout import RunLayout
 from ._paths import find_layout, run_logger_first
 
 __all__ = ["StepCheckpoint", "AtomicCheckpointIO", "SAVED_HOOK", "REMOVED_HOOK"]

@@ -14,9 +14,9 @@ def run_demo(config_path: str | None = None, overrides: list[str] | None = None,
     import lightning as L
     from omegaconf import OmegaConf
 
-    from ..configure import trainer_kwargs
-    from ..demo import DemoDataModule, DemoModule, load_demo_config
-    from ..logger import RunLogger
+    from ..run.logger import RunLogger
+    from ..training.configure import trainer_kwargs
+    from ..training.demo import DemoDataModule, DemoModule, load_demo_config
 
     cfg = load_demo_config(config_path, overrides)
     L.seed_everything(int(cfg.seed), verbose=False)
@@ -38,7 +38,7 @@ def run_demo(config_path: str | None = None, overrides: list[str] | None = None,
 
 def demo_callbacks(cfg) -> list:  # noqa: ANN001 - an OmegaConf node
     """The project's callbacks, configured from ``cfg.callbacks`` (each may be switched off)."""
-    from ..configure import build_callbacks
+    from ..training.configure import build_callbacks
 
     return build_callbacks(cfg.get("callbacks"))
 

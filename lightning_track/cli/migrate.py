@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..fileio import atomic_write_json
+from ..folder.fileio import atomic_write_json
 from ..migrate import MigrateOptions, SourceError, default_jobs, load_rules, make_example, migrate
 from ..migrate.convert import PlannedRun
 from ..migrate.report import STATUS_FAILED, MigrationReport, RunReport

@@ -4,7 +4,7 @@
     lt-run --post-process RUN_DIR
 
 Exits with the child's exit code (128 + N when signal N killed it), so Slurm's
-``--dependency=afterok`` chains work. The logic lives in :mod:`lightning_track.runner`.
+``--dependency=afterok`` chains work. The logic lives in :mod:`lightning_track.launch.runner`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.post_process is not None:
         if cmd:
             return error("--post-process takes no command")
-        from ..summary import post_process
+        from ..derived.summary import post_process
 
         try:
             with console.status(f"post-processing {args.post_process}"):
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cmd:
         return error("no command given (usage: lt-run [options] -- CMD ...)")
 
-    from ..runner import run_command
+    from ..launch.runner import run_command
 
     def on_event(kind: str, message: str) -> None:
         style = _STYLES.get(kind, "")

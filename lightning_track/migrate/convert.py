@@ -26,16 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import config_digest, redact, redact_argv, write_config_yaml
-from ..fileio import JsonlAppender, atomic_write_json, atomic_write_text, json_line, read_json, staged_writes
-from ..layout import RunLayout
-from ..meta import package_versions
-from ..metrics import MetricRecord
+from ..derived.report import render_report
+from ..derived.summary import post_process
+from ..folder.fileio import JsonlAppender, atomic_write_json, atomic_write_text, json_line, read_json, staged_writes
+from ..folder.layout import RunLayout
+from ..folder.records import MetricRecord
+from ..folder.tracking import CheckpointMappings
+from ..run.config import config_digest, redact, redact_argv, write_config_yaml
+from ..run.meta import package_versions
 from ..sinks import Sink, SinkContext
 from ..sinks.jsonl import MetricsJsonlSink
 from ..sinks.tensorboard import TensorBoardSink
-from ..summary import STATUS_COMPLETED, STATUS_INTERRUPTED, iso_now, post_process, render_report
-from ..tracking import CheckpointMappings
+from ..vocabulary import COMPLETED, INTERRUPTED, iso_time
 from . import loopstate
 from .checkpoints import (
     NOT_CARRIED,
@@ -394,12 +396,12 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
 
     # meta.json, summary.json, metrics.csv, report_draft.md
     report.warnings = notes.finish()
-    status_word = STATUS_COMPLETED if models.is_dir() else STATUS_INTERRUPTED
+    status_word = COMPLETED if models.is_dir() else INTERRUPTED
     atomic_write_json(layout.meta_json, {
         "dataset": dataset,
         "method": method,
         "run_name": layout.name,
-        "created": iso_now(),
+        "created": iso_time(),
         "migrated_from": {
             "tool": TOOL,
             "source": str(run.path),
@@ -420,8 +422,8 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
         "run_name": layout.name,
         "dataset": dataset,
         "method": method,
-        "start_time": iso_now(start),
-        "end_time": iso_now(last_time) if last_time is not None else None,
+        "start_time": iso_time(start),
+        "end_time": iso_time(last_time) if last_time is not None else None,
         "duration_s": round(last_time - start, 3) if last_time is not None else None,
         "config_digest": config_digest(config),
         "migrated": True,

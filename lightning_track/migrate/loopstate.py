@@ -164,7 +164,7 @@ def _read_template(path: Path) -> tuple[bool, dict[str, Any] | None]:
 
 
 def _write_template(path: Path, template: dict[str, Any] | None) -> None:
-    from ..fileio import atomic_write_text
+    from ..folder.fileio import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"format": TEMPLATE_FORMAT, "lightning": _lightning_version(),

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..fileio import JsonlProblem, iter_jsonl, read_json
+from ..folder.fileio import JsonlProblem, iter_jsonl, read_json
 from .report import Notes
 from .rules import MigrateRules
 

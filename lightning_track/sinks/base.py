@@ -1,19 +1,24 @@
-"""The one small interface every metrics sink implements.
+"""The one interface every metrics sink implements, with every hook declared here.
 
 A sink is opened once by the background writer, receives batches of records there (never on the
-training thread), and is flushed about once a second and closed with the run's final status.
+training thread), is flushed about once a second and closed with the run's final status, one of
+:data:`lightning_track.vocabulary.FINAL_STATUSES` (never Lightning's words). The writer calls the
+hooks below and nothing else; a hook a sink does not need keeps the default here.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..layout import RunLayout
-from ..metrics import MetricRecord
+from ..folder.layout import RunLayout
+from ..folder.records import MetricRecord
 
-__all__ = ["Sink", "SinkContext"]
+__all__ = ["Sink", "SinkContext", "ErrorReport"]
+
+ErrorReport = Callable[[str, BaseException], None]  # (where, exception) -> None
 
 
 @dataclass
@@ -25,7 +30,7 @@ class SinkContext:
     method: str
     config: dict[str, Any] = field(default_factory=dict)  # already redacted
     # Set on resume: the first step logged after the restart. Records at or after it from the
-    # interrupted attempt are hidden (TensorBoard purge_step) or dropped (metrics.jsonl).
+    # interrupted attempt are hidden (TensorBoard purge_step) or moved aside (metrics.jsonl).
     resume_step: int | None = None
     resume_count: int = 0
 
@@ -34,6 +39,13 @@ class Sink(ABC):
     """A destination for metrics. Subclasses set ``name`` and implement ``write``."""
 
     name: ClassVar[str] = ""
+
+    @classmethod
+    def warm_up(cls) -> None:  # noqa: B027 - optional hook
+        """Import the format's library ahead of the first record (the sink host calls it at start)."""
+
+    def report_errors_to(self, report: ErrorReport) -> None:  # noqa: B027 - optional hook
+        """Errors that arrive outside the writer's calls (another process's) go to ``report``."""
 
     def open(self, context: SinkContext) -> None:  # noqa: B027 - optional hook
         """Create files or start the SDK. Called on the writer thread before the first write."""
@@ -46,7 +58,21 @@ class Sink(ABC):
         """Record a batch of metric records, in step order of arrival."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook
-        """Make everything written so far durable for readers."""
+        """Hand everything written so far to the OS, for readers (called about once a second)."""
+
+    def sync(self) -> None:  # noqa: B027 - optional hook
+        """Return only once everything written so far is on disk (an explicit ``RunLogger.flush()``).
+
+        ``flush`` may only start the work (another process's); this waits for it.
+        """
 
     def close(self, status: str) -> None:  # noqa: B027 - optional hook
-        """Flush and release; ``status`` is the run's final status (success, failed, ...)."""
+        """Flush and release; ``status`` is the run's final status (completed, failed, interrupted)."""
+
+    def discard(self) -> None:  # noqa: B027 - optional hook
+        """Release without having opened (the run was handed to another process: ddp_spawn)."""
+
+    @property
+    def moved_aside(self) -> int:
+        """Records this sink took out of its file when it opened on a resume (0 for most formats)."""
+        return 0

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
-from ..fileio import JsonlAppender, atomic_open, durable_writes, iter_jsonl, json_line
-from ..metrics import MetricRecord, MetricsDigest
+from ..derived.digest import MetricsDigest
+from ..folder.fileio import JsonlAppender, durable_writes, json_line, keep_jsonl_before
+from ..folder.records import MetricRecord
 from .base import Sink, SinkContext
 
 
@@ -14,14 +13,18 @@ class MetricsJsonlSink(Sink):
 
     def __init__(self) -> None:
         self._appender: JsonlAppender | None = None
-        self.purged = 0
+        self._moved_aside = 0
         self.digest: MetricsDigest | None = None
 
     def open(self, context: SinkContext) -> None:
         path = context.layout.metrics_jsonl
         if context.resume_step is not None and path.exists():
-            self.purged = drop_steps_from(path, context.resume_step)
+            _, self._moved_aside = keep_jsonl_before(path, context.resume_step)
         self._appender = JsonlAppender(path)
+
+    @property
+    def moved_aside(self) -> int:
+        return self._moved_aside
 
     def keep_digest(self) -> MetricsDigest:
         """From now on also feed :attr:`digest`, for ``post_process(..., metrics=sink.digest)``.
@@ -59,28 +62,6 @@ def _round6(when: float) -> float:
     if type(when) is float and (when * 64.0).is_integer():
         return when
     return round(when, 6)
-
-
-def drop_steps_from(path: os.PathLike[str] | str, first_step: int) -> int:
-    """Rewrite ``path`` atomically without records at ``first_step`` or later; returns how many went.
-
-    Used on resume: those steps are trained again from the checkpoint, so keeping them would
-    duplicate them. Unreadable lines (a torn last line of the killed run) are dropped too.
-    """
-    kept: list[str] = []
-    dropped = 0
-    problems: list = []
-    for _, obj in iter_jsonl(path, problems):
-        step = obj.get("step")
-        if isinstance(step, int) and step >= first_step:
-            dropped += 1
-        else:
-            kept.append(json_line(obj))
-    dropped += len(problems)
-    if dropped:
-        with atomic_open(path, "w") as handle:
-            handle.write("".join(kept))
-    return dropped
 
 
 SINK = MetricsJsonlSink

@@ -9,7 +9,8 @@ import os
 import re
 from typing import Any
 
-from ..metrics import MetricRecord
+from ..folder.records import MetricRecord
+from ..vocabulary import COMPLETED, FAILED, INTERRUPTED
 from .base import Sink, SinkContext
 
 # SwanLab accepts only these characters in a project name.
@@ -21,7 +22,8 @@ def swanlab_project_name(dataset: str) -> str:
     return _PROJECT_UNSAFE.sub("-", dataset).strip("-") or "lightning_track"
 
 
-_STATUS_TO_STATE = {"success": "success", "finished": "success", "failed": "crashed", "interrupted": "aborted"}
+# Our final statuses -> SwanLab's finish states.
+_STATE = {COMPLETED: "success", FAILED: "crashed", INTERRUPTED: "aborted"}
 
 
 class SwanLabSink(Sink):
@@ -95,7 +97,7 @@ class SwanLabSink(Sink):
     def close(self, status: str) -> None:
         if self._run is not None:
             run, self._run = self._run, None
-            run.finish(state=_STATUS_TO_STATE.get(status, "crashed" if status != "success" else "success"))
+            run.finish(state=_STATE.get(status, "crashed"))
 
 
 SINK = SwanLabSink

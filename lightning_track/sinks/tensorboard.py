@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import google_crc32c
 
-from ..metrics import MetricRecord
+from ..folder.records import MetricRecord
 from .base import Sink, SinkContext
 
 _LENGTH = struct.Struct("<Q")
@@ -124,7 +124,7 @@ class TensorBoardSink(Sink):
         from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
         from tensorboard.plugins.text.plugin_data_pb2 import TextPluginData
 
-        from ..config import config_to_yaml
+        from ..run.config import config_to_yaml
 
         text = "```yaml\n" + config_to_yaml(config) + "```"
         metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(

@@ -12,7 +12,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from ..layout import RunLayout
+from ..folder.layout import RunLayout
 from .transport import DIR, FILE, LINK, Entry, Transport
 
 __all__ = [

@@ -20,8 +20,8 @@ import posixpath
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..layout import RunLayout, parse_run_name, sanitize_name
-from ..summary import STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING
+from ..folder.layout import RunLayout, parse_run_name, sanitize_name
+from ..vocabulary import COMPLETED, FAILED, INTERRUPTED, RUNNING
 from .endpoints import Endpoint
 from .manifest import PART_SUFFIX, Manifest, tail_hash
 from .plan import Plan
@@ -35,8 +35,8 @@ __all__ = ["RunicornView", "view_run_id", "metrics_to_events"]
 RUNS = "runs"
 META, STATUS, SUMMARY, EVENTS = "meta.json", "status.json", "summary.json", "events.jsonl"
 VIEW_STATE = ".lt-sync-view.json"
-_STATUS = {STATUS_RUNNING: "running", STATUS_COMPLETED: "finished", STATUS_FAILED: "failed",
-           STATUS_INTERRUPTED: "interrupted"}
+_STATUS = {RUNNING: "running", COMPLETED: "finished", FAILED: "failed",
+           INTERRUPTED: "interrupted"}
 _READ = 4 << 20
 
 
@@ -163,7 +163,7 @@ class RunicornView:
                    "hostname": meta.get("host"), "python": (meta.get("versions") or {}).get("python"),
                    "platform": None, "workspace_root": meta.get("cwd"), "source": "lightning_track",
                    "source_run": run},
-            STATUS: {"status": _STATUS.get(str(summary.get("status", STATUS_RUNNING)), "finished"),
+            STATUS: {"status": _STATUS.get(str(summary.get("status", RUNNING)), "finished"),
                      "started_at": _epoch(summary.get("start_time")) or created,
                      **({"ended_at": _epoch(summary.get("end_time"))} if summary.get("end_time") else {})},
             SUMMARY: {"source_run": run, "last_step": summary.get("last_step"),

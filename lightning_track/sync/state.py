@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..fileio import JsonlAppender, JsonlProblem, atomic_write_text, iter_jsonl, json_line
+from ..folder.fileio import JsonlAppender, JsonlProblem, atomic_write_text, iter_jsonl, json_line
 from .transport import Entry
 
 __all__ = ["SyncState", "default_state_path"]

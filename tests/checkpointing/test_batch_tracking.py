@@ -11,8 +11,8 @@ import pytest
 from ckpt_support import LineDataset, TinyModule, TupleDataset, loader, make_trainer
 
 from lightning_track import BatchTracker, StepCheckpoint, TrackedDataset
-from lightning_track.fileio import iter_jsonl, read_json
-from lightning_track.tracking import CANONICAL_FIELDS
+from lightning_track.folder.fileio import iter_jsonl, read_json
+from lightning_track.folder.tracking import CANONICAL_FIELDS
 
 HERE = Path(__file__).parent
 

@@ -12,7 +12,7 @@ from ckpt_support import LineDataset, TinyModule, loader, make_trainer
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_track import FinalModelExport, load_final_model
-from lightning_track.fileio import read_json
+from lightning_track.folder.fileio import read_json
 
 
 def test_plain_module_round_trips_through_safetensors_and_config(tmp_path, run_logger_factory):

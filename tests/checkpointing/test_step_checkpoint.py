@@ -17,7 +17,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from lightning_track import BatchTracker, RunLayout, StepCheckpoint, TrackedDataset
 from lightning_track.callbacks.step_checkpoint import AtomicCheckpointIO
-from lightning_track.fileio import iter_jsonl, read_json
+from lightning_track.folder.fileio import iter_jsonl, read_json
 
 HERE = Path(__file__).parent
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 
 from lightning_track import HealthGuard, PreemptionHandler, RunLogger, StepCheckpoint
-from lightning_track.demo import DemoDataModule, DemoModule
+from lightning_track.training.demo import DemoDataModule, DemoModule
 
 
 class ReadyAt(L.Callback):

@@ -13,8 +13,15 @@ from omegaconf import OmegaConf
 
 import lightning_track
 from lightning_track import RunLayout, RunLogger, read_metrics
-from lightning_track.configure import CALLBACKS, ENABLED, ConfigError, build_callbacks, load_config, trainer_kwargs
-from lightning_track.demo import DemoDataModule, DemoModule
+from lightning_track.training.configure import (
+    CALLBACKS,
+    ENABLED,
+    ConfigError,
+    build_callbacks,
+    load_config,
+    trainer_kwargs,
+)
+from lightning_track.training.demo import DemoDataModule, DemoModule
 
 MISSING = "???"
 
@@ -73,7 +80,7 @@ def test_other_configs_only_use_existing_keys(name: str) -> None:
 
 
 def test_packaged_demo_config_is_the_repo_one() -> None:
-    from lightning_track.demo import DEMO_CONFIG
+    from lightning_track.training.demo import DEMO_CONFIG
 
     assert Path(DEMO_CONFIG).read_text() == (CONFIGS / "demo.yaml").read_text()
 

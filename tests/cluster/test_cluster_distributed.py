@@ -14,7 +14,7 @@ from fit_script import build, fit
 from readers import tensorboard_scalars
 
 from lightning_track import RunLayout, read_metrics
-from lightning_track.signals import read_signal
+from lightning_track.folder.signals import read_signal
 
 
 @pytest.mark.timeout(300)
@@ -84,7 +84,7 @@ def test_process_group_is_destroyed_at_exit_before_finalization(tmp_path: Path) 
         port = sock.getsockname()[1]
     script = f"""
 import atexit, torch.distributed as dist
-from lightning_track.distributed import destroy_process_group_at_exit
+from lightning_track.run.distributed import destroy_process_group_at_exit
 atexit.register(lambda: print("initialized at the end:", dist.is_initialized()))  # runs after the hook
 dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
 destroy_process_group_at_exit()

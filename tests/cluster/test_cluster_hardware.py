@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_track import RunLogger, hardware
-from lightning_track.hardware import auto_precision, dataloader_kwargs, device_summary, precision_for
+from lightning_track import RunLogger
+from lightning_track.training import hardware
+from lightning_track.training.hardware import auto_precision, dataloader_kwargs, device_summary, precision_for
 
 
 @pytest.mark.parametrize(

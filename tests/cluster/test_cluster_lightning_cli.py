@@ -11,8 +11,8 @@ from lightning.pytorch.cli import LightningCLI
 from omegaconf import OmegaConf
 
 from lightning_track import RunLayout, read_metrics
-from lightning_track.demo import DemoDataModule, DemoModule
-from lightning_track.lightning_cli import RunConfigCallback
+from lightning_track.training.demo import DemoDataModule, DemoModule
+from lightning_track.training.lightning_cli import RunConfigCallback
 
 
 def write_cli_yaml(path: Path, root: Path) -> Path:

@@ -15,8 +15,8 @@ from fit_script import build, fit
 from readers import tensorboard_scalars
 
 from lightning_track import PreemptionHandler, RunLayout, RunLogger, read_metrics
-from lightning_track.demo import DemoDataModule, DemoModule
-from lightning_track.signals import read_signal
+from lightning_track.folder.signals import read_signal
+from lightning_track.training.demo import DemoDataModule, DemoModule
 
 
 def summary(run: RunLayout) -> dict:

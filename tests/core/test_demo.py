@@ -11,7 +11,7 @@ from readers import swanlab_runs, tensorboard_scalars
 
 from lightning_track import RunLayout, load_final_model, read_metrics
 from lightning_track.cli.demo import main
-from lightning_track.demo import DEMO_CONFIG, DemoModule
+from lightning_track.training.demo import DEMO_CONFIG, DemoModule
 
 REPO = Path(__file__).resolve().parents[2]
 

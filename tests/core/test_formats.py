@@ -17,11 +17,12 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_masked_crc32c
 
-from lightning_track.fileio import JsonlProblem, iter_jsonl, json_line
-from lightning_track.layout import RunLayout
-from lightning_track.metrics import MetricRecord, read_metrics, write_metrics_csv
+from lightning_track.derived.digest import write_metrics_csv
+from lightning_track.folder.fileio import JsonlProblem, iter_jsonl, json_line
+from lightning_track.folder.layout import RunLayout
+from lightning_track.folder.records import MetricRecord, read_metrics
+from lightning_track.folder.tracking import CheckpointMappings
 from lightning_track.sinks.tensorboard import EventFileWriter, masked_crc32c
-from lightning_track.tracking import CheckpointMappings
 
 
 # -- JSON lines ------------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_staged_writes_skip_fsync_only_inside_the_block(tmp_path: Path, monkeypa
     (a live run's mappings, summary) every atomic write is fsynced before it replaces the file."""
     import os
 
-    from lightning_track import fileio
+    from lightning_track.folder import fileio
 
     synced: list[int] = []
     real_fsync = os.fsync

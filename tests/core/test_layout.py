@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_track.layout import RunLayout, parse_run_name, sanitize_name
+from lightning_track.folder.layout import RunLayout, parse_run_name, sanitize_name
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from readers import swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
-from lightning_track.demo import DemoDataModule, DemoModule
+from lightning_track.run.writer import WriterError
 from lightning_track.sinks import Sink
-from lightning_track.writer import WriterError
+from lightning_track.training.demo import DemoDataModule, DemoModule
 
 SECRET = "hf_supersecret_token_value"
 

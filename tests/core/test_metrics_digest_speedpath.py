@@ -10,17 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from lightning_track.layout import RunLayout
-from lightning_track.metrics import (
-    MetricRecord,
-    MetricsDigest,
-    read_metrics,
-    summarize_metrics,
-    write_metrics_csv,
-)
+from lightning_track.derived.digest import MetricsDigest, summarize_metrics, write_metrics_csv
+from lightning_track.derived.summary import post_process
+from lightning_track.folder.layout import RunLayout
+from lightning_track.folder.records import MetricRecord, read_metrics
 from lightning_track.sinks.base import SinkContext
 from lightning_track.sinks.jsonl import MetricsJsonlSink
-from lightning_track.summary import post_process
 
 KEYS = ["train/loss", "train/learning_rate", "epoch", "val/loss", "val/acc", "test/score", "grad_norm", "a,b\"c"]
 SPECIAL = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-05, 1e16, 123456789012345680.0, 5e-324]

@@ -15,7 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_track import RunLogger
-from lightning_track.demo import DemoDataModule, DemoModule
+from lightning_track.training.demo import DemoDataModule, DemoModule
 
 
 class HangAt(L.Callback):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_track import signals
+from lightning_track.folder import signals
 
 
 @pytest.fixture(autouse=True)

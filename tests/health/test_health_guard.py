@@ -7,10 +7,11 @@ import math
 import pytest
 from health_support import fit
 
-from lightning_track import HEALTH_EXIT_CODE, HealthCheckFailed, HealthGuard, signals
+from lightning_track import HEALTH_EXIT_CODE, HealthCheckFailed, HealthGuard
 from lightning_track.callbacks.health import classify_exception
-from lightning_track.fileio import read_json
-from lightning_track.layout import RunLayout
+from lightning_track.folder import signals
+from lightning_track.folder.fileio import read_json
+from lightning_track.folder.layout import RunLayout
 
 
 def only_run(root) -> RunLayout:

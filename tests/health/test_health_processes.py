@@ -11,9 +11,10 @@ import time
 import pytest
 from health_support import SCRIPT, subprocess_env
 
-from lightning_track import HEALTH_EXIT_CODE, signals
-from lightning_track.fileio import read_json
-from lightning_track.layout import RunLayout
+from lightning_track import HEALTH_EXIT_CODE
+from lightning_track.folder import signals
+from lightning_track.folder.fileio import read_json
+from lightning_track.folder.layout import RunLayout
 
 
 def run_script(root, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -11,11 +11,12 @@ import time
 import pytest
 from health_support import SCRIPT, fit, subprocess_env
 
-from lightning_track import HEALTH_EXIT_CODE, HealthGuard, signals
+from lightning_track import HEALTH_EXIT_CODE, HealthGuard
 from lightning_track.cli.run import main
-from lightning_track.fileio import read_json
-from lightning_track.layout import RunLayout
-from lightning_track.runner import HEALTH_TIMEOUT_EXIT_CODE, default_exp_id, exit_status, run_command
+from lightning_track.folder import signals
+from lightning_track.folder.fileio import read_json
+from lightning_track.folder.layout import RunLayout
+from lightning_track.launch.runner import HEALTH_TIMEOUT_EXIT_CODE, default_exp_id, exit_status, run_command
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

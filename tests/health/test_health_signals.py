@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lightning_track import signals
+from lightning_track.folder import signals
 
 
 def test_write_signal_text_and_json_twin(tmp_path):

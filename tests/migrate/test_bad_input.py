@@ -14,8 +14,8 @@ import pytest
 from migrate_helpers import run_dir, tree_hashes
 
 from lightning_track.cli.migrate import main
-from lightning_track.fileio import iter_jsonl
-from lightning_track.layout import RunLayout
+from lightning_track.folder.fileio import iter_jsonl
+from lightning_track.folder.layout import RunLayout
 from lightning_track.migrate import MigrateOptions, migrate
 from lightning_track.migrate.report import RunReport
 

@@ -12,7 +12,7 @@ from migrate_helpers import run_dir
 from safetensors.torch import load_file
 from torch import nn
 
-from lightning_track.layout import RunLayout
+from lightning_track.folder.layout import RunLayout
 from lightning_track.migrate.example import IN_DIM, TinyNet, hidden_for
 
 HIDDEN = hidden_for(0.02)  # the size conftest's example tree was made with

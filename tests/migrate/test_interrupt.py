@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from lightning_track.layout import RunLayout
+from lightning_track.folder.layout import RunLayout
 from lightning_track.migrate import make_example
 
 

@@ -13,9 +13,9 @@ from migrate_helpers import run_dir, tree_hashes
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_track.cli.migrate import main
-from lightning_track.fileio import iter_jsonl
-from lightning_track.layout import RunLayout
-from lightning_track.metrics import read_metrics
+from lightning_track.folder.fileio import iter_jsonl
+from lightning_track.folder.layout import RunLayout
+from lightning_track.folder.records import read_metrics
 
 HF_RUN = "arc-challenge_lora_20250720_143052"
 OLD_RUN = "gsm8k_full_ft_20250720_144752"

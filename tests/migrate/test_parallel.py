@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lightning_track.cli.migrate import main
-from lightning_track.layout import RunLayout
+from lightning_track.folder.layout import RunLayout
 from lightning_track.migrate import MigrateOptions, make_example, migrate
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 
-from lightning_track.fileio import JsonlProblem, iter_jsonl
-from lightning_track.layout import RunLayout
-from lightning_track.metrics import MetricRecord
+from lightning_track.folder.fileio import JsonlProblem, iter_jsonl
+from lightning_track.folder.layout import RunLayout
+from lightning_track.folder.records import MetricRecord
 from lightning_track.migrate.readers import (
     CANONICAL_ORDER,
     TrackingReader,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_track.fileio import JsonlAppender, atomic_write_json
+from lightning_track.folder.fileio import JsonlAppender, atomic_write_json
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 

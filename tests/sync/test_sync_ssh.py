@@ -10,7 +10,7 @@ import pytest
 from sync_support import append_steps, make_run, tree, write_ssh_home
 
 from lightning_track.cli.sync import main as lt_sync
-from lightning_track.fileio import atomic_write_json
+from lightning_track.folder.fileio import atomic_write_json
 from lightning_track.sync import HostKeyError, SyncOptions, SyncSession, sync_once
 
 RUN = "arc_lora_20250101_120000"

@@ -14,14 +14,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .metrics import MetricRecord
-from .sinks.base import Sink, SinkContext
+from ..errors import WriterError
+from ..folder.records import MetricRecord
+from ..sinks.base import Sink, SinkContext
 
 __all__ = ["BackgroundWriter", "WriterError"]
 
-
-class WriterError(RuntimeError):
-    """A sink failed on the writer thread; raised on the training thread at the next call."""
 
 
 _STOP = object()
@@ -62,9 +60,7 @@ class BackgroundWriter:
         self._opened = False
         self._config: dict[str, Any] | None = None
         for sink in sinks:
-            bind = getattr(sink, "report_errors_to", None)
-            if bind is not None:  # a sink whose errors arrive from elsewhere (the sink host's reader thread)
-                bind(self._fail)
+            sink.report_errors_to(self._fail)  # errors from elsewhere (the sink host's reader thread)
         self._thread = threading.Thread(target=self._loop, name="lightning_track-writer", daemon=True)
         self._thread.start()
 
@@ -109,9 +105,7 @@ class BackgroundWriter:
             self._command(_STOP)
             self._thread.join(timeout)
         for sink in self.sinks:
-            discard = getattr(sink, "discard", None)
-            if discard is not None:  # the sink host: stop it without opening anything
-                discard()
+            sink.discard()
 
     # -- writer thread -------------------------------------------------------------------------
     def _fail(self, where: str, exc: BaseException) -> None:
@@ -191,10 +185,7 @@ class BackgroundWriter:
                 elif kind == "flush":
                     if self._opened:
                         self._call_all("flush")
-                        for sink in list(self.sinks):
-                            sync = getattr(sink, "sync", None)
-                            if sync is not None:  # the sink host: wait until it has written everything
-                                sync()
+                        self._call_all("sync")
                     arg.set()
                 elif kind == "close":
                     if not self._opened:

@@ -1,9 +1,4 @@
-"""Reading ``metrics.jsonl`` (the source of truth) and what is derived from it.
-
-A record is ``{"step": 12, "time": 1795323146.64, "metrics": {"train/loss": 0.51, "epoch": 0}}``.
-Non-finite values are stored as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and come
-back as floats from :func:`read_metrics`.
-"""
+"""What is derived from ``metrics.jsonl``: final and best values, the wide CSV, the streaming digest."""
 
 from __future__ import annotations
 
@@ -13,15 +8,15 @@ import math
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
-from .fileio import JsonlProblem, atomic_open, iter_jsonl, restore_nonfinite
+from ..folder.fileio import atomic_open
+from ..folder.records import MetricRecord, read_metrics
 
 __all__ = [
-    "MetricRecord",
+    "MetricRecord",  # re-exported: lightning_track.metrics (the old path) had both halves
     "read_metrics",
     "infer_mode",
     "summarize_metrics",
@@ -39,31 +34,6 @@ _MAX_WORDS = re.compile(
 _FLOAT = {float}
 _STR = {str}
 _NO_BEST = re.compile(r"(^|/)(epoch|step|lr|learning_rate|lr-.*|grad_norm.*|time.*|.*_time)$", re.I)
-
-
-@dataclass
-class MetricRecord:
-    step: int
-    time: float
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-def read_metrics(path: str | Path, problems: list[JsonlProblem] | None = None) -> list[MetricRecord]:
-    """All records of a ``metrics.jsonl``; bad lines go to ``problems`` (or raise without it)."""
-    records = []
-    for lineno, obj in iter_jsonl(path, problems):
-        try:
-            step = int(obj["step"])
-            values = obj.get("metrics", {})
-            if not (type(values) is dict and _FLOAT.issuperset(map(type, values.values()))):  # else: the usual case
-                values = {str(k): float(restore_nonfinite(v)) for k, v in dict(values).items()}
-            records.append(MetricRecord(step, float(obj.get("time", 0.0)), values))
-        except (KeyError, TypeError, ValueError) as exc:
-            problem = JsonlProblem(Path(path), lineno, f"not a metrics record ({exc})")
-            if problems is None:
-                raise problem from None
-            problems.append(problem)
-    return records
 
 
 def infer_mode(name: str) -> Mode | None:

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import signals
-from .layout import RunLayout, format_timestamp, sanitize_name
-from .summary import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, SummaryFile, post_process
+from ..derived.summary import SummaryFile, post_process
+from ..folder import signals
+from ..folder.layout import RunLayout, format_timestamp, sanitize_name
+from ..vocabulary import FAILED, INTERRUPTED, RUNNING
 
 __all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id", "exit_status", "HEALTH_TIMEOUT_EXIT_CODE"]
 
@@ -275,8 +276,8 @@ def finish_run_dir(
     summary_json = RunLayout(path).summary_json
     current = SummaryFile(summary_json).read() if summary_json.exists() else {}
     status = None
-    if current.get("status") in (None, STATUS_RUNNING):
-        status = STATUS_INTERRUPTED if interrupted else (STATUS_FAILED if outcome == signals.FAILED else None)
+    if current.get("status") in (None, RUNNING):
+        status = INTERRUPTED if interrupted else (FAILED if outcome == signals.FAILED else None)
     extra: dict[str, Any] = {"lt_run": {"exp_id": exp_id, "exit_code": exit_code, "duration_s": duration_s,
                                         "outcome": outcome}}
     if failure is not None and "failure" not in current:

@@ -7,7 +7,7 @@ Why: researchers keep every knob of a run in one YAML file (``configs/default.ya
 all, with defaults). ``from_config(cfg)`` turns its ``logger:`` and ``callbacks:`` sections into
 objects, rejecting unknown keys with a one-line error naming the key, so a typo never silently
 falls back to a default. ``trainer_kwargs(cfg)`` does the same for ``trainer:`` and resolves
-``precision: auto`` with :func:`lightning_track.hardware.auto_precision`.
+``precision: auto`` with :func:`lightning_track.training.hardware.auto_precision`.
 
 Callbacks are configured by name, each switchable off::
 
@@ -23,11 +23,13 @@ import importlib
 import inspect
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from ..errors import ConfigError, one_line
+from ..run.config import load_config
 
 __all__ = ["from_config", "build_logger", "build_callbacks", "trainer_kwargs", "load_config", "CALLBACKS",
            "ConfigError"]
@@ -44,33 +46,6 @@ ENABLED = "enabled"  # the switch every callback section may carry; not passed t
 _UNSET: Any = object()
 
 
-class ConfigError(ValueError):
-    """A config key or value is wrong; the message names it (``callbacks.step_checkpoint.foo: ...``)."""
-
-
-def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> DictConfig:
-    """Load a YAML config and merge ``key=value`` overrides (OmegaConf dotlist syntax)."""
-    path = Path(path)
-    try:
-        cfg = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except Exception as exc:  # noqa: BLE001 - yaml and OmegaConf raise many types; one line for all
-        raise ConfigError(f"{path}: not a valid YAML config: {_one_line(exc)}") from None
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"{path}: the top level must be a mapping, got a list")
-    if overrides:
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise ConfigError(f"override {bad[0]!r} is not KEY=VALUE")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return cfg  # type: ignore[return-value]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _plain(cfg: Any, where: str) -> Any:
     """A resolved plain container; a missing mandatory value (``???``) names its key."""
     if isinstance(cfg, (str, os.PathLike)):
@@ -82,7 +57,7 @@ def _plain(cfg: Any, where: str) -> Any:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         name = f"{where}.{key}" if key and where else (key or where or "config")
-        raise ConfigError(f"{name}: {_one_line(exc).split(' full_key:')[0]}") from None
+        raise ConfigError(f"{name}: {one_line(exc).split(' full_key:')[0]}") from None
 
 
 def _import(spec: str, where: str) -> type:
@@ -92,7 +67,7 @@ def _import(spec: str, where: str) -> type:
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"{where}: cannot import {spec!r}: {_one_line(exc)}") from None
+        raise ConfigError(f"{where}: cannot import {spec!r}: {one_line(exc)}") from None
 
 
 def parameters(cls: type) -> dict[str, inspect.Parameter]:
@@ -115,12 +90,12 @@ def _construct(cls: type, kwargs: dict[str, Any], where: str) -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {_one_line(exc)}") from None
+        raise ConfigError(f"{where}: {one_line(exc)}") from None
 
 
 def build_logger(section: Any, config: Any = None) -> Any:
     """``RunLogger(**section)``; ``config`` (the whole run config) goes to ``config.yaml``."""
-    from .logger import RunLogger
+    from ..run.logger import RunLogger
 
     kwargs = _plain(section, "logger")
     if not isinstance(kwargs, dict):

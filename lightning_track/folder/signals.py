@@ -5,7 +5,7 @@ anything or parsing logs. The text file is ``key: value`` lines a shell can ``gr
 holds the same fields plus the details (the check that fired, its value and threshold, the run
 folder). Both are replaced atomically, the twin first, so whoever sees the text file also finds
 the twin. Writers: :class:`~lightning_track.callbacks.health.HealthGuard` (in the training process),
-:mod:`lightning_track.runner` (``lt-run``, when the child could not write them itself).
+:mod:`lightning_track.launch.runner` (``lt-run``, when the child could not write them itself).
 
 Example text file::
 

@@ -8,7 +8,7 @@ or ``RunLogger(config=...)``). :class:`RunConfigCallback` hands the CLI config t
 instead: one writer, merged, secrets redacted, written atomically, ``config_digest`` updated.
 
     from lightning.pytorch.cli import LightningCLI
-    from lightning_track.lightning_cli import RunConfigCallback
+    from lightning_track.training.lightning_cli import RunConfigCallback
 
     LightningCLI(MyModel, MyData, save_config_callback=RunConfigCallback)
 
@@ -23,7 +23,7 @@ import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from typing_extensions import override
 
-from .callbacks._paths import find_run_logger
+from ..callbacks._paths import find_run_logger
 
 __all__ = ["RunConfigCallback", "cli_config_dict"]
 

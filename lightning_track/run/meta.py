@@ -58,7 +58,7 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict[str, Any]:
-    from .hardware import device_summary  # imports torch: not needed by package_versions' users (lt-migrate)
+    from ..training.hardware import device_summary  # imports torch: not needed by package_versions' users (lt-migrate)
 
     try:
         user = getpass.getuser()

@@ -19,22 +19,16 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger
 from typing_extensions import override
 
+from ..derived.digest import Mode
+from ..derived.summary import SummaryFile, post_process
+from ..folder.fileio import atomic_write_json
+from ..folder.layout import RunLayout, sanitize_name
+from ..sinks import Sink, SinkContext, load_sink
+from ..sinks.jsonl import MetricsJsonlSink
+from ..vocabulary import COMPLETED, FAILED, RUNNING, iso_time, run_status
 from .config import config_digest, merge_config, normalize_config, redact, write_config_yaml
 from .distributed import ENV_RUN_DIR, broadcast_from_rank0, global_rank, world_size_from_env
-from .fileio import atomic_write_json
-from .layout import RunLayout, sanitize_name
 from .meta import collect_meta
-from .metrics import Mode
-from .sinks import Sink, SinkContext, load_sink
-from .sinks.jsonl import MetricsJsonlSink
-from .summary import (
-    STATUS_FAILED,
-    STATUS_RUNNING,
-    SummaryFile,
-    iso_now,
-    post_process,
-    status_from_lightning,
-)
 from .writer import BackgroundWriter
 
 __all__ = ["RunLogger"]
@@ -58,7 +52,7 @@ class RunLogger(Logger):
         flush_interval: seconds between writes to disk (bounds what a SIGKILL can lose).
         heartbeat_interval: seconds between refreshes of ``summary.json``'s heartbeat.
         sink_process: run the sinks given by name (TensorBoard, SwanLab) in a separate sink host
-            process (``lightning_track.sinkhost``) so their Python code does not hold the GIL the
+            process (``lightning_track.run.sinkhost``) so their Python code does not hold the GIL the
             training thread needs. ``False`` runs them on the writer thread. ``Sink`` instances
             always run on the writer thread; ``metrics.jsonl`` always does.
     """
@@ -256,18 +250,18 @@ class RunLogger(Logger):
         """Flush and close every sink, then write summary.json, metrics.csv and report_draft.md."""
         if not self._rank_zero() or self._finalized and self._writer is None:
             return
-        ours = status_from_lightning(status)
+        ours = run_status(status)
         error: BaseException | None = None
         if self._writer is not None:
             writer, self._writer = self._writer, None
             try:
-                writer.close(status)
+                writer.close(ours)
             except BaseException as exc:  # noqa: BLE001 - still write the summary, then re-raise
                 error = exc
-                ours = STATUS_FAILED
+                ours = FAILED
         self._finalized = True
         end = time.time()
-        extra = {"status": ours, "end_time": iso_now(end), "duration_s": round(end - self._start, 3)}
+        extra = {"status": ours, "end_time": iso_time(end), "duration_s": round(end - self._start, 3)}
         if error is not None:
             extra["error"] = repr(error)
         post_process(self.layout.run_dir, status=ours, metric_modes=self.metric_modes, extra=extra)
@@ -289,12 +283,12 @@ class RunLogger(Logger):
         layout = self.layout
         self._summary = SummaryFile(layout.summary_json)
         previous = self._summary.read() if self._resume else {}
-        now = iso_now(self._start)
+        now = iso_time(self._start)
         fields: dict[str, Any] = {
             "run_name": layout.name,
             "dataset": self.dataset,
             "method": self.method,
-            "status": STATUS_RUNNING,
+            "status": RUNNING,
             "start_time": previous.get("start_time", now),
             "heartbeat": now,
         }
@@ -332,12 +326,12 @@ class RunLogger(Logger):
 
 
     def _heartbeat(self) -> None:
-        self.update_summary(heartbeat=iso_now())
+        self.update_summary(heartbeat=iso_time())
 
     def _on_sinks_open(self, context: SinkContext, sinks: list[Sink]) -> None:
         if context.resume_step is None or self._summary is None:
             return
-        purged = next((s.purged for s in sinks if isinstance(s, MetricsJsonlSink)), 0)
+        purged = sum(s.moved_aside for s in sinks)
         data = self._summary.read()
         resumes = list(data.get("resumes", []))
         if resumes:
@@ -353,7 +347,7 @@ class RunLogger(Logger):
             if self._finalized:
                 # Logging after finalize (e.g. trainer.test after fit): reopen in append mode.
                 self._resume_count += 1
-                self.update_summary(status=STATUS_RUNNING)
+                self.update_summary(status=RUNNING)
             sinks: list[Sink] = [MetricsJsonlSink()]
             named = [s for s in self._sink_specs if isinstance(s, str)]
             if named and self.sink_process:
@@ -395,7 +389,7 @@ class RunLogger(Logger):
         if self._writer is not None:
             writer, self._writer = self._writer, None
             if writer.opened:
-                writer.close("success")
+                writer.close(COMPLETED)
             else:
                 writer.abandon()
         state = self.__dict__.copy()

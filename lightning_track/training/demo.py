@@ -14,9 +14,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..run.config import load_config
+
 __all__ = ["BlobsDataset", "DemoModule", "DemoDataModule", "DEMO_CONFIG", "load_demo_config"]
 
-DEMO_CONFIG = Path(__file__).resolve().parent / "resources" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "resources" / "demo.yaml"
 
 
 class BlobsDataset(Dataset):
@@ -103,9 +105,4 @@ class DemoDataModule(L.LightningDataModule):
 
 def load_demo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
     """The demo config (``configs/demo.yaml``) merged with ``key=value`` overrides."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(path or DEMO_CONFIG)
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-    return cfg
+    return load_config(path or DEMO_CONFIG, overrides)

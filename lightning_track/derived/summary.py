@@ -4,32 +4,18 @@ RunLogger runs at finalize and ``lt-run --post-process`` runs on any run folder.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .fileio import JsonlProblem, atomic_write_json, atomic_write_text, read_json
-from .layout import RunLayout
-from .metrics import MetricsDigest, Mode, read_metrics, summarize_metrics, write_metrics_csv
+from ..folder.fileio import JsonlProblem, atomic_write_json, atomic_write_text, read_json
+from ..folder.layout import RunLayout
+from ..folder.records import read_metrics
+from ..vocabulary import RUNNING, iso_time
+from .digest import MetricsDigest, Mode, summarize_metrics, write_metrics_csv
+from .report import render_report
 
-__all__ = ["SummaryFile", "post_process", "iso_now", "STATUS_RUNNING", "STATUS_COMPLETED", "STATUS_FAILED",
-           "STATUS_INTERRUPTED", "status_from_lightning"]
-
-STATUS_RUNNING = "running"
-STATUS_COMPLETED = "completed"
-STATUS_FAILED = "failed"
-STATUS_INTERRUPTED = "interrupted"
-
-
-def status_from_lightning(status: str) -> str:
-    """Map Lightning's ``finalize`` status words to ours."""
-    return {"success": STATUS_COMPLETED, "finished": STATUS_COMPLETED, "failed": STATUS_FAILED}.get(status, status)
-
-
-def iso_now(when: float | None = None) -> str:
-    return datetime.fromtimestamp(time.time() if when is None else when).astimezone().isoformat(timespec="seconds")
+__all__ = ["SummaryFile", "post_process"]
 
 
 class SummaryFile:
@@ -99,59 +85,8 @@ def post_process(
     if extra:
         fields.update(extra)
     current = summary_file.read()
-    if "end_time" not in current and status not in (None, STATUS_RUNNING):
-        fields.setdefault("end_time", iso_now())
+    if "end_time" not in current and status not in (None, RUNNING):
+        fields.setdefault("end_time", iso_time())
     summary = summary_file.update(**fields)
     atomic_write_text(layout.report_md, render_report(layout, summary))
     return summary
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def render_report(layout: RunLayout, summary: Mapping[str, Any]) -> str:
-    """A report skeleton to fill in: what ran, key results, where to look."""
-    config = layout.config_yaml.read_text(encoding="utf-8") if layout.config_yaml.exists() else "(no config.yaml)\n"
-    lines = [
-        f"# {layout.name}",
-        "",
-        f"- status: {summary.get('status', 'unknown')}",
-        f"- dataset / method: {summary.get('dataset', '?')} / {summary.get('method', '?')}",
-        f"- started: {summary.get('start_time', '?')}, ended: {summary.get('end_time', '-')}",
-        f"- duration: {summary.get('duration_s', '-')} s, last step: {summary.get('last_step', '-')}",
-        "",
-        "## Key results",
-        "",
-        "| metric | final | step | best | best step |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    best = summary.get("best", {})
-    for key, final in sorted(summary.get("final", {}).items()):
-        b = best.get(key, {})
-        lines.append(
-            f"| {key} | {_fmt(final.get('value'))} | {final.get('step')} | {_fmt(b.get('value', '-'))} |"
-            f" {b.get('step', '-')} |"
-        )
-    lines += [
-        "",
-        "## Plots",
-        "",
-        f"`tensorboard --logdir {layout.run_dir}` (curves), `metrics.csv` (one row per step).",
-        "",
-        "## Config",
-        "",
-        "```yaml",
-        config.rstrip("\n"),
-        "```",
-        "",
-        "## Conclusions",
-        "",
-        "- (one sentence: what this run shows)",
-        "",
-        "## Next steps",
-        "",
-        "- ",
-        "",
-    ]
-    return "\n".join(lines)

@@ -9,6 +9,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import os
 import re
 import warnings
 from argparse import Namespace
@@ -18,10 +19,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .fileio import atomic_write_text
+from ..errors import ConfigError, one_line
+from ..folder.fileio import atomic_write_text
 
 __all__ = ["normalize_config", "redact", "merge_config", "config_to_yaml", "config_digest", "REDACTED",
-           "is_secret_key", "redact_argv", "write_config_yaml"]
+           "is_secret_key", "redact_argv", "write_config_yaml", "load_config"]
 
 REDACTED = "***REDACTED***"
 _SECRET_KEY = re.compile(
@@ -123,3 +125,22 @@ def config_digest(config: Mapping[str, Any]) -> str:
     """Stable short hash of the (redacted) config, to tell runs with equal configs apart."""
     text = json.dumps(redact(dict(config)), sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> DictConfig:
+    """Load a YAML config and merge ``key=value`` overrides (OmegaConf dotlist syntax)."""
+    path = Path(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except Exception as exc:  # noqa: BLE001 - yaml and OmegaConf raise many types; one line for all
+        raise ConfigError(f"{path}: not a valid YAML config: {one_line(exc)}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping, got a list")
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"override {bad[0]!r} is not KEY=VALUE")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return cfg  # type: ignore[return-value]

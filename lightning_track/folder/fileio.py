@@ -6,9 +6,11 @@ JSONL line, and a crash must never leave a file that looks complete but is not.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from ..errors import JsonlProblem
 
 __all__ = [
     "atomic_write_bytes",
@@ -30,7 +34,29 @@ __all__ = [
     "iter_jsonl",
     "JsonlProblem",
     "restore_nonfinite",
+    "TEMP_SUFFIX",
+    "temp_path",
+    "is_temp_name",
+    "replace_dir",
+    "link_or_copy",
+    "keep_jsonl_before",
 ]
+
+# The temp-file rule: every file or folder a writer builds before renaming it into place is hidden
+# (leading dot), names its target and ends in TEMP_SUFFIX: ``.metrics.csv.k2j3.tmp``,
+# ``.final_model.4711.tmp``. Readers (run listings, lt-sync, checkpoint scans) skip such names.
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_path(target: str | Path, tag: str | int | None = None) -> Path:
+    """``<dir>/.<name>.<tag>.tmp`` beside ``target`` (``tag`` defaults to this process's pid)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.{os.getpid() if tag is None else tag}{TEMP_SUFFIX}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` follows the temp-file rule (a half-written file nobody should read or copy)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 # Strict JSON (RFC 8259) has no NaN/Infinity. We write them as these strings, which float() parses.
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -157,7 +183,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     :func:`staged_writes`.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; a replaced file should look like any other
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
@@ -191,6 +217,83 @@ def atomic_write_json(path: str | Path, obj: Any, *, compact: bool = False) -> N
     """
     text = _compact_dumps(obj) if compact else _dumps(obj, indent=2)
     atomic_write_text(path, text + "\n")
+
+
+def replace_dir(built: str | Path, target: str | Path) -> None:
+    """Put the finished folder ``built`` at ``target`` by renames (same filesystem).
+
+    A reader sees the old folder or the new one, never a mix. An existing ``target`` is renamed aside
+    (by the temp-file rule) before the swap and removed after it.
+    """
+    built, target = Path(built), Path(target)
+    old = None
+    if target.exists():
+        old = temp_path(target, f"old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(built, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# Hard links are impossible across filesystems (EXDEV), on some (EPERM, ENOTSUP/EOPNOTSUPP) and past
+# a file's link limit (EMLINK): then the bytes are copied.
+_LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> bool:
+    """Hard-link ``src`` at ``dst`` (no bytes copied, the source untouched), or copy it where a link is
+    impossible. True when linked."""
+    try:
+        os.link(src, dst)
+        return True
+    except OSError as exc:
+        if exc.errno not in _LINK_FALLBACK:
+            raise
+    shutil.copy2(src, dst)
+    return False
+
+
+def keep_jsonl_before(path: str | Path, first_step: int, *, moved_to: str | Path | None = None
+                      ) -> tuple[list[dict[str, Any]], int]:
+    """Rewrite a JSONL file keeping the records whose ``"step"`` is below ``first_step``.
+
+    Why: a resume trains the steps from its checkpoint again, so records the interrupted attempt
+    logged at or after that step would be duplicates. They, and lines that are not a whole JSON
+    object (a torn last line), leave the file: appended to ``moved_to`` when given (durably, before the
+    file is rewritten, so nothing is ever lost), else dropped. The kept lines keep their bytes; the
+    file is replaced atomically. Returns the kept records and how many lines left.
+    """
+    path = Path(path)
+    if not path.exists():
+        return [], 0
+    kept_objs: list[dict[str, Any]] = []
+    kept: list[bytes] = []
+    taken: list[bytes] = []
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw) if raw.endswith(b"\n") else None
+            except orjson.JSONDecodeError:
+                obj = None
+            step = obj.get("step") if type(obj) is dict else None
+            if type(obj) is dict and not (isinstance(step, int) and step >= first_step):
+                kept.append(raw)
+                kept_objs.append(obj)
+            else:
+                taken.append(raw if raw.endswith(b"\n") else raw + b"\n")
+    if not taken:
+        return kept_objs, 0
+    if moved_to is not None:
+        with open(moved_to, "ab") as aside:
+            aside.write(b"".join(taken))
+            aside.flush()
+            os.fsync(aside.fileno())
+    atomic_write_bytes(path, b"".join(kept))
+    return kept_objs, len(taken)
 
 
 def read_json(path: str | Path) -> Any:
@@ -249,14 +352,6 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class JsonlProblem(ValueError):
-    """A line of a JSONL file that could not be used, with where and why."""
-
-    def __init__(self, path: Path, lineno: int, reason: str) -> None:
-        self.path, self.lineno, self.reason = path, lineno, reason
-        super().__init__(f"{path}:{lineno}: {reason}")
 
 
 def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> Iterator[tuple[int, dict]]:

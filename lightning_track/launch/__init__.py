@@ -1,0 +1,1 @@
+"""Launching training commands: ``lt-run`` (:mod:`.runner`) and the decisions it takes."""
