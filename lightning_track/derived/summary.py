@@ -25,6 +25,12 @@ class SummaryFile:
         self.path = Path(path)
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:  # a lock does not pickle (ddp_spawn hands the run over)
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
     def read(self) -> dict[str, Any]:
         if not self.path.exists():
             return {}

@@ -20,16 +20,11 @@ from lightning.pytorch.loggers.logger import Logger
 from typing_extensions import override
 
 from ..derived.digest import Mode
-from ..derived.summary import SummaryFile, post_process
-from ..folder.fileio import atomic_write_json
 from ..folder.layout import RunLayout, sanitize_name
-from ..sinks import Sink, SinkContext, load_sink
-from ..sinks.jsonl import MetricsJsonlSink
-from ..vocabulary import COMPLETED, FAILED, RUNNING, iso_time, run_status
-from .config import config_digest, merge_config, normalize_config, redact, write_config_yaml
+from ..sinks import Sink, load_sink
+from .config import normalize_config, redact
 from .distributed import ENV_RUN_DIR, broadcast_from_rank0, global_rank, world_size_from_env
-from .meta import collect_meta
-from .writer import BackgroundWriter
+from .lifecycle import RunLifecycle
 
 __all__ = ["RunLogger"]
 
@@ -90,18 +85,19 @@ class RunLogger(Logger):
         self._index = _instances_in_process
         _instances_in_process += 1
         self._rank = global_rank()
-        self._writer: BackgroundWriter | None = None
-        self._finalized = False
         self._auto_step = 0
         self._warned_keys: set[str] = set()
-        self._start = time.time()
         self._needs_sync = False
         self._exit_hook = False
-        self._summary: SummaryFile | None = None
-        self._resume_count = 0
         self.layout = self._decide_layout()
+        self._run: RunLifecycle | None = None
         if self._rank == 0:
-            self._start_run()
+            self._run = RunLifecycle(
+                self.layout, dataset, method, config=self._config, sink_specs=self._sink_specs,
+                resume=bool(resume), start_time=time.time(), metric_modes=self.metric_modes,
+                flush_interval=flush_interval, heartbeat_interval=heartbeat_interval, sink_process=sink_process)
+            self._register_exit_hook()
+            self._run.start()
 
     # -- where the run lives -------------------------------------------------------------------
     @property
@@ -193,25 +189,18 @@ class RunLogger(Logger):
     @property
     def config(self) -> dict[str, Any]:
         """The run config as written to ``config.yaml`` (secrets redacted)."""
-        return redact(self._config)
+        return redact(self._run.config if self._run is not None else self._config)
 
     @override
     def log_hyperparams(self, params: dict[str, Any] | Namespace | Any, *args: Any, **kwargs: Any) -> None:
-        if not self._rank_zero():
-            return
-        params = normalize_config(params)
-        params.pop("_instantiator", None)  # Lightning's bookkeeping for LightningCLI, not a setting
-        self._config = merge_config(self._config, params)
-        write_config_yaml(self.layout.config_yaml, self._config)
-        self.update_summary(config_digest=config_digest(self._config))
-        self._ensure_writer().put_config(redact(self._config))
+        if self._rank_zero():
+            self._active_run().log_config(params)
 
     @override
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if not self._rank_zero():
             return
-        writer = self._ensure_writer()
-        writer.check()
+        run = self._active_run()
         clean: dict[str, float] = {}
         for key, value in metrics.items():
             if type(value) is float or type(value) is int:
@@ -223,7 +212,7 @@ class RunLogger(Logger):
         if step is None:
             step = self._auto_step
         self._auto_step = step + 1
-        writer.put(int(step), time.time(), clean)
+        run.log(int(step), time.time(), clean)
 
     def _to_float(self, key: str, value: Any) -> float | None:
         item = getattr(value, "item", None)
@@ -242,31 +231,16 @@ class RunLogger(Logger):
     @override
     def save(self) -> None:
         # Called by the Trainer after every log: must stay cheap. The writer thread does the work.
-        if self._writer is not None:
-            self._writer.check()
+        if self._run is not None:
+            self._run.check()
 
     @override
     def finalize(self, status: str) -> None:
         """Flush and close every sink, then write summary.json, metrics.csv and report_draft.md."""
-        if not self._rank_zero() or self._finalized and self._writer is None:
+        run = self._run
+        if not self._rank_zero() or run is None or run.finalized and not run.active:
             return
-        ours = run_status(status)
-        error: BaseException | None = None
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            try:
-                writer.close(ours)
-            except BaseException as exc:  # noqa: BLE001 - still write the summary, then re-raise
-                error = exc
-                ours = FAILED
-        self._finalized = True
-        end = time.time()
-        extra = {"status": ours, "end_time": iso_time(end), "duration_s": round(end - self._start, 3)}
-        if error is not None:
-            extra["error"] = repr(error)
-        post_process(self.layout.run_dir, status=ours, metric_modes=self.metric_modes, extra=extra)
-        if error is not None:
-            raise error
+        run.finalize(status, end_time=time.time())
 
     @override
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
@@ -279,104 +253,27 @@ class RunLogger(Logger):
             self.update_summary(last_checkpoint=str(path))
 
     # -- run lifecycle -------------------------------------------------------------------------
-    def _start_run(self) -> None:
-        layout = self.layout
-        self._summary = SummaryFile(layout.summary_json)
-        previous = self._summary.read() if self._resume else {}
-        now = iso_time(self._start)
-        fields: dict[str, Any] = {
-            "run_name": layout.name,
-            "dataset": self.dataset,
-            "method": self.method,
-            "status": RUNNING,
-            "start_time": previous.get("start_time", now),
-            "heartbeat": now,
-        }
-        if self._resume:
-            resumes = list(previous.get("resumes", []))
-            resumes.append({"time": now, "previous_status": previous.get("status")})
-            self._resume_count = len(resumes)
-            fields["resumes"] = resumes
-            fields.pop("end_time", None)
-            if layout.config_yaml.exists():
-                from omegaconf import OmegaConf
-
-                on_disk = OmegaConf.to_container(OmegaConf.load(layout.config_yaml), resolve=True)
-                self._config = merge_config(on_disk, self._config)  # type: ignore[arg-type]
-        if self._config:
-            write_config_yaml(layout.config_yaml, self._config)
-            fields["config_digest"] = config_digest(self._config)
-        meta = collect_meta(self.dataset, self.method, layout.name, root=str(layout.root.resolve()))
-        if self._resume and layout.meta_json.exists():
-            meta_path = layout.run_dir / f"meta.resume{self._resume_count}.json"
-            atomic_write_json(meta_path, meta)
-        else:
-            atomic_write_json(layout.meta_json, meta)
-        self._summary.update(**fields)
-        self._ensure_writer()
-
     def update_summary(self, **fields: Any) -> None:
         """Merge ``fields`` into ``summary.json`` (rank 0; a no-op elsewhere).
 
         Goes through the same lock as the heartbeat, so callbacks (HealthGuard recording a failure)
         never race the writer thread's rewrites of the file.
         """
-        if self._summary is not None:
-            self._summary.update(**fields)
+        if self._run is not None:
+            self._run.update_summary(**fields)
 
+    def _active_run(self) -> RunLifecycle:
+        """This rank-0 process's run, with its writer running (reopened after a finalize)."""
+        if self._run is None:  # a spawned worker that became rank 0 (ddp_spawn): pickled without one
+            raise RuntimeError("RunLogger: this process has no run to write (not rank 0)")
+        self._register_exit_hook()
+        self._run.ensure_writer()
+        return self._run
 
-    def _heartbeat(self) -> None:
-        self.update_summary(heartbeat=iso_time())
-
-    def _on_sinks_open(self, context: SinkContext, sinks: list[Sink]) -> None:
-        if context.resume_step is None or self._summary is None:
-            return
-        purged = sum(s.moved_aside for s in sinks)
-        data = self._summary.read()
-        resumes = list(data.get("resumes", []))
-        if resumes:
-            resumes[-1].update({"from_step": context.resume_step, "dropped_records": purged})
-            self._summary.update(resumes=resumes)
-
-    def _ensure_writer(self) -> BackgroundWriter:
+    def _register_exit_hook(self) -> None:
         if not self._exit_hook:
             self._exit_hook = True
             atexit.register(_finalize_at_exit, weakref.ref(self))
-        if self._writer is None:
-            resuming = bool(self._resume) or self._finalized
-            if self._finalized:
-                # Logging after finalize (e.g. trainer.test after fit): reopen in append mode.
-                self._resume_count += 1
-                self.update_summary(status=RUNNING)
-            sinks: list[Sink] = [MetricsJsonlSink()]
-            named = [s for s in self._sink_specs if isinstance(s, str)]
-            if named and self.sink_process:
-                # Named sinks run in the sink host process; instances stay here (their class may not
-                # be importable there). See lightning_track/sinkhost.py.
-                from .sinkhost import SinkHost
-
-                sinks.append(SinkHost(named))
-                sinks += [s for s in self._sink_specs if not isinstance(s, str)]
-            else:
-                sinks += [load_sink(s) if isinstance(s, str) else s for s in self._sink_specs]
-            context = SinkContext(
-                layout=self.layout,
-                dataset=self.dataset,
-                method=self.method,
-                config=redact(self._config),
-                resume_count=self._resume_count,
-            )
-            self._writer = BackgroundWriter(
-                sinks,
-                context,
-                resuming=resuming and not self._finalized,
-                flush_interval=self.flush_interval,
-                heartbeat_interval=self.heartbeat_interval,
-                on_heartbeat=self._heartbeat,
-                on_open=self._on_sinks_open,
-            )
-            self._finalized = False
-        return self._writer
 
     # -- ddp_spawn: the Trainer (and this logger) is pickled into freshly spawned workers ---------
     def __getstate__(self) -> dict[str, Any]:
@@ -386,19 +283,11 @@ class RunLogger(Logger):
         it is stopped without creating files. The workers learn their rank from Lightning once
         their process group is up (``rank_zero_only.rank``).
         """
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            if writer.opened:
-                writer.close(COMPLETED)
-            else:
-                writer.abandon()
+        if self._run is not None:
+            self._run.hand_over()
         state = self.__dict__.copy()
-        state.update(_writer=None, _summary=None, _rank=-1, _exit_hook=False)
+        state.update(_rank=-1, _exit_hook=False)
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._summary = SummaryFile(self.layout.summary_json)
 
     def _rank_zero(self) -> bool:
         if self._rank < 0:  # a spawned worker: Lightning has set its rank by the time it logs
@@ -409,8 +298,8 @@ class RunLogger(Logger):
 
     def flush(self) -> None:
         """Block until everything logged so far is on disk (tests, notebooks)."""
-        if self._writer is not None:
-            self._writer.flush()
+        if self._run is not None:
+            self._run.flush()
 
     def __repr__(self) -> str:
         return f"RunLogger({str(self.layout.run_dir)!r})"
@@ -418,7 +307,7 @@ class RunLogger(Logger):
 
 def _finalize_at_exit(ref: weakref.ReferenceType[RunLogger]) -> None:
     logger = ref()
-    if logger is not None and logger._writer is not None:
+    if logger is not None and logger._run is not None and logger._run.active:
         try:
             logger.finalize("failed")
         except Exception:  # noqa: BLE001 - nothing to report to at interpreter exit
