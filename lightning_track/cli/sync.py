@@ -14,8 +14,9 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..errors import SyncError, TransferError
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
-from ..sync.engine import FATAL_ERRORS, CycleResult
+from ..sync.engine import CycleResult
 from ..sync.plan import Plan
 
 __all__ = ["main", "build_parser"]
@@ -135,17 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted; finished files are kept and a re-run resumes the rest", highlight=False, markup=False)
         return 0 if args.every else 130
-    except FATAL_ERRORS as exc:
+    except SyncError as exc:  # host key, authentication, missing source: retrying cannot fix it
         err.print(f"lt-sync: error: {exc}", highlight=False, markup=False)
         return 2
-    except (OSError, EOFError) as exc:
+    except (TransferError, OSError) as exc:  # a lost connection (TransportError), a full disk
         err.print(f"lt-sync: error: {type(exc).__name__}: {exc}", highlight=False, markup=False)
         return 1
-    except Exception as exc:  # asyncssh errors in a one-shot run: report in one line, no traceback
-        if type(exc).__module__.startswith("asyncssh"):
-            err.print(f"lt-sync: error: {type(exc).__name__}: {exc}", highlight=False, markup=False)
-            return 1
-        raise
     if outcome["errors"]:
         return 1
     return 3 if outcome["refused"] else 0

@@ -2,13 +2,15 @@
 
 Split rsync-style into deciding what changed (:mod:`.manifest`, :mod:`.plan`) and moving bytes
 (:mod:`.transport`, :mod:`.engine`); :mod:`.runicorn` keeps a Runicorn viewer's storage up to date.
+Errors are :mod:`lightning_track.errors`' ``SyncError`` (retrying cannot fix it) and ``TransferError``
+(the next ``--every`` cycle retries); the SSH library's own exceptions never leave :mod:`.transport`.
 """
 
 from __future__ import annotations
 
+from ..errors import HostKeyError, SSHSetupError, SyncError, TransferError, TransportError, UnsafePathError
 from .endpoints import Endpoint, parse_endpoint
-from .engine import CycleResult, SyncError, SyncOptions, SyncSession, run_loop, sync_once
-from .transport import HostKeyError, SSHSetupError, UnsafePathError
+from .engine import CycleResult, SyncOptions, SyncSession, run_loop, sync_once
 
 __all__ = [
     "Endpoint",
@@ -20,6 +22,8 @@ __all__ = [
     "HostKeyError",
     "SSHSetupError",
     "UnsafePathError",
+    "TransferError",
+    "TransportError",
     "sync_once",
     "run_loop",
 ]

@@ -16,38 +16,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import SourceChanged, SyncError, TransferError, UnsafePathError, VerifyError
 from .endpoints import Endpoint, parse_endpoint
-from .manifest import PART_SUFFIX, TAIL_BYTES, Manifest, is_append_only, scan, tail_hash
+from .manifest import TAIL_BYTES, Manifest, is_append_only, part_path, scan, tail_hash
 from .plan import APPEND, COPY, DELETE, REPLACE, Action, Plan, make_plan
+from .runicorn import RunicornView
 from .state import SyncState, default_state_path
-from .transport import (
-    Entry,
-    HostKeyError,
-    SSHSetupError,
-    Transport,
-    UnsafePathError,
-    make_transport,
-)
+from .transport import Entry, Transport, make_transport
 
-__all__ = ["SyncOptions", "CycleResult", "SyncSession", "SyncError", "sync_once", "run_loop", "FATAL_ERRORS"]
+__all__ = ["SyncOptions", "CycleResult", "SyncSession", "SyncError", "sync_once", "run_loop", "FATAL_ERRORS",
+           "RETRYABLE_ERRORS"]
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
 RECENT_S = 60  # a *.jsonl modified this recently may be mid-write: copy whole lines only
 
-
-class SyncError(RuntimeError):
-    """A problem that retrying cannot fix (missing source folder, bad arguments)."""
-
-
-class VerifyError(RuntimeError):
-    pass
-
-
-class SourceChanged(RuntimeError):
-    pass
-
-
-FATAL_ERRORS: tuple[type[BaseException], ...] = (HostKeyError, SSHSetupError, SyncError, UnsafePathError)
+# What stops ``run_loop``: a SyncError (host key, authentication, missing source, an unsafe path in a
+# listing) does not go away by waiting. What it retries: TransferError (a lost connection is a
+# TransportError) and any other OSError (a full disk, a local file vanished). VerifyError and
+# SourceChanged are TransferErrors but never leave a cycle: they are reported per file.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (SyncError,)
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (TransferError, OSError)
 
 
 @dataclass
@@ -115,12 +103,6 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _part_rel(rel: str) -> str:
-    head, _, name = rel.rpartition("/")
-    part = f".{name}{PART_SUFFIX}"
-    return f"{head}/{part}" if head else part
-
-
 class SyncSession:
     """Both transports plus the state journal; keeps connections open across ``--every`` cycles."""
 
@@ -135,7 +117,7 @@ class SyncSession:
         self.state = SyncState(state_path or None)
         self.src: Transport | None = None
         self.dst: Transport | None = None
-        self.runicorn = None
+        self.runicorn: RunicornView | None = None
 
     async def connect(self) -> None:
         src, dst = make_transport(self.src_ep), make_transport(self.dest_ep)
@@ -157,8 +139,6 @@ class SyncSession:
             raise
         self.src, self.dst = src, dst
         if self.options.runicorn_root and dst is not None:
-            from .runicorn import RunicornView
-
             self.runicorn = RunicornView(self.options.runicorn_root, self.dest_ep)
             await self.runicorn.open()
 
@@ -220,10 +200,16 @@ class SyncSession:
         result.bytes_sent = self.dst.bytes_written - sent_before
         if self.runicorn is not None:
             view_before = self.runicorn.transport.bytes_written
-            result.runicorn_runs = await self.runicorn.update(self, src_m, plan)
+            result.runicorn_runs = await self.runicorn.update(self._view_reader(), src_m, plan)
             result.bytes_sent += self.runicorn.transport.bytes_written - view_before
         result.finished = time.time()
         return result
+
+    def _view_reader(self) -> Transport:
+        """Where the Runicorn view reads run files: the local side when one side is local (the mirror
+        holds the source's bytes once the cycle has copied them), else the source."""
+        assert self.src is not None and self.dst is not None
+        return self.dst if self.src.remote and not self.dst.remote else self.src
 
     async def _execute(self, action: Action, result: CycleResult, progress: Callable[[str, int], None] | None) -> None:
         assert self.dst is not None
@@ -255,7 +241,7 @@ class SyncSession:
     async def _copy_whole(self, rel: str, src: Entry | None, part: Entry | None, *, attempt: int = 0) -> None:
         """Copy into ``.NAME.lt-sync-part`` (continuing a matching leftover), verify, then rename over NAME."""
         assert self.src is not None and self.dst is not None and src is not None
-        part_rel = _part_rel(rel)
+        part_rel = part_path(rel)
         size = src.size
         offset = 0
         tail = b""
@@ -345,7 +331,7 @@ class SyncSession:
         assert self.dst is not None
         try:
             await self.dst.remove(part_rel)
-        except (FileNotFoundError, OSError):
+        except OSError:  # best effort: a leftover part file is re-listed and resumed or replaced
             pass
 
 
@@ -362,12 +348,6 @@ def sync_once(src: str | os.PathLike[str] | Endpoint, dest: str | os.PathLike[st
             await session.close()
 
     return asyncio.run(main())
-
-
-def _retryable() -> tuple[type[BaseException], ...]:
-    import asyncssh
-
-    return (OSError, asyncssh.Error, EOFError)
 
 
 async def run_loop(
@@ -401,7 +381,7 @@ async def run_loop(
             result = await session.cycle()
         except FATAL_ERRORS:
             raise
-        except _retryable() as exc:
+        except RETRYABLE_ERRORS as exc:
             await session.close()
             delay = min(max_backoff, backoff) * (1 + random.random() * 0.2)
             on_retry(exc, delay)

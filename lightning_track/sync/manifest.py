@@ -12,12 +12,15 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
+from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout
 from .transport import DIR, FILE, LINK, Entry, Transport
 
 __all__ = [
     "Manifest",
     "PART_SUFFIX",
+    "part_path",
+    "part_target",
     "TAIL_BYTES",
     "is_append_only",
     "is_checkpoint",
@@ -26,7 +29,10 @@ __all__ = [
     "scan",
 ]
 
-PART_SUFFIX = ".lt-sync-part"  # temp files of whole-file copies: `.NAME.lt-sync-part` beside the target
+# A whole-file copy is built in `.NAME.lt-sync-part` beside NAME and renamed over it once verified. Not
+# the temp-file rule's `.tmp`: a part file is resumable (the journal says which source version it
+# holds), and a scan reports it (Manifest.parts) instead of skipping it.
+PART_SUFFIX = ".lt-sync-part"
 TAIL_BYTES = 4096  # bytes compared before an append, and after each file as its checksum
 _APPEND_PATTERNS = ("*.tfevents.*", "*.swanlab", "*.log")
 _CHECKPOINT_DIRS = (RunLayout.CHECKPOINTS, RunLayout.FINAL_MODEL)
@@ -45,10 +51,25 @@ def is_checkpoint(rel: str) -> bool:
             or parts[-1].endswith(RunLayout.CHECKPOINT_SUFFIX))
 
 
+def part_path(rel: str) -> str:
+    """Where the whole-file copy of ``rel`` is built: ``dir/.NAME.lt-sync-part``."""
+    head, _, name = rel.rpartition("/")
+    part = f".{name}{PART_SUFFIX}"
+    return f"{head}/{part}" if head else part
+
+
+def part_target(part_rel: str) -> str:
+    """The file a part file (``dir/.NAME.lt-sync-part``) is being built for: ``dir/NAME``."""
+    head, _, name = part_rel.rpartition("/")
+    name = name[: -len(PART_SUFFIX)]
+    target = name[1:] if name.startswith(".") else name
+    return f"{head}/{target}" if head else target
+
+
 def is_internal(rel: str) -> bool:
-    """Temp files of an interrupted copy or of an atomic write in progress: never synced."""
+    """Part files of an interrupted copy, and temp files of an atomic write in progress: never synced."""
     name = rel.rsplit("/", 1)[-1]
-    return name.endswith(PART_SUFFIX) or (name.startswith(".") and name.endswith(".tmp"))
+    return name.endswith(PART_SUFFIX) or is_temp_name(name)
 
 
 def tail_hash(data: bytes) -> str:
@@ -93,10 +114,8 @@ async def scan(
         rel = entry.rel
         if runs_glob is not None and not fnmatch.fnmatchcase(_top(rel), runs_glob):
             continue
-        if entry.kind == FILE and entry.rel.endswith(PART_SUFFIX):
-            head, _, name = rel.rpartition("/")
-            target = name[1:-len(PART_SUFFIX)] if name.startswith(".") else name[:-len(PART_SUFFIX)]
-            manifest.parts[f"{head}/{target}" if head else target] = entry
+        if entry.kind == FILE and rel.endswith(PART_SUFFIX):
+            manifest.parts[part_target(rel)] = entry
             continue
         if is_internal(rel) or (not include_checkpoints and is_checkpoint(rel)):
             continue

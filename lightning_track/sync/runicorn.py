@@ -18,41 +18,37 @@ import json
 import math
 import posixpath
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..folder.fileio import restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name, sanitize_name
-from ..vocabulary import COMPLETED, FAILED, INTERRUPTED, RUNNING
+from ..vocabulary import COMPLETED, FAILED, INTERRUPTED, RUNNING, parse_iso_time, run_name_time
 from .endpoints import Endpoint
-from .manifest import PART_SUFFIX, Manifest, tail_hash
+from .manifest import Manifest, part_path, tail_hash
 from .plan import Plan
 from .transport import Transport, make_transport
-
-if TYPE_CHECKING:
-    from .engine import SyncSession
 
 __all__ = ["RunicornView", "view_run_id", "metrics_to_events"]
 
 RUNS = "runs"
 META, STATUS, SUMMARY, EVENTS = "meta.json", "status.json", "summary.json", "events.jsonl"
 VIEW_STATE = ".lt-sync-view.json"
-_STATUS = {RUNNING: "running", COMPLETED: "finished", FAILED: "failed",
-           INTERRUPTED: "interrupted"}
+# Our run status (summary.json) -> the word Runicorn's status.json uses; anything else reads as finished.
+_STATUS = {RUNNING: "running", COMPLETED: "finished", FAILED: "failed", INTERRUPTED: "interrupted"}
 _READ = 4 << 20
 
 
 def view_run_id(run_name: str, fallback_time: float = 0.0) -> str:
     """Runicorn-style id ``YYYYmmdd_HHMMSS_xxxxxx``: the run's own timestamp plus a stable hash of its name."""
     parsed = parse_run_name(run_name)
-    stamp = parsed.timestamp if parsed else datetime.fromtimestamp(fallback_time).strftime("%Y%m%d_%H%M%S")
+    stamp = parsed.timestamp if parsed else run_name_time(datetime.fromtimestamp(fallback_time))
     return f"{stamp}_{hashlib.sha1(run_name.encode('utf-8')).hexdigest()[:6]}"
 
 
 def _finite(value: Any) -> Any:
-    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """A metric value as Runicorn can chart it: NaN and infinities (ours are spelled as strings) become null."""
+    value = restore_nonfinite(value)
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def metrics_to_events(data: bytes) -> tuple[str, int, int]:
@@ -87,7 +83,7 @@ def _epoch(value: Any) -> float | None:
         return float(value)
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value).timestamp()
+            return parse_iso_time(value)
         except ValueError:
             return None
     return None
@@ -111,10 +107,9 @@ class RunicornView:
     async def close(self) -> None:
         await self.transport.close()
 
-    async def update(self, session: SyncSession, src: Manifest, plan: Plan) -> int:
-        """Refresh the view of every run in ``src``; returns how many runs were touched."""
-        assert session.src is not None and session.dst is not None
-        reader = session.dst if session.src.remote and not session.dst.remote else session.src
+    async def update(self, reader: Transport, src: Manifest, plan: Plan) -> int:
+        """Refresh the view of every run in ``src`` (its files read through ``reader``, a side that holds
+        them); returns how many runs were touched."""
         touched = {a.rel for a in plan.actions}
         runs: dict[str, dict[str, Any]] = {}
         for rel, entry in src.files.items():
@@ -138,8 +133,7 @@ class RunicornView:
         return data if isinstance(data, dict) else {}
 
     async def _write_atomic(self, rel: str, text: str) -> None:
-        head, _, name = rel.rpartition("/")
-        tmp = f"{head}/.{name}{PART_SUFFIX}"
+        tmp = part_path(rel)
         await self.transport.write_at(tmp, 0, text.encode("utf-8"), truncate=True)
         await self.transport.rename(tmp, rel)
 

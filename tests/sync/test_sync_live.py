@@ -13,9 +13,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from sync_support import append_steps, free_port, make_run, tree, wait_port
 
 from lightning_track.sync import SyncOptions, sync_once
+
+pytestmark = pytest.mark.slow  # sshd, lt-sync and viewer processes
 
 RUN = "arc_lora_20250101_120000"
 

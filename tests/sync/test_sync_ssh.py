@@ -13,6 +13,8 @@ from lightning_track.cli.sync import main as lt_sync
 from lightning_track.folder.fileio import atomic_write_json
 from lightning_track.sync import HostKeyError, SyncOptions, SyncSession, sync_once
 
+pytestmark = pytest.mark.slow  # every test here starts or talks to a real sshd
+
 RUN = "arc_lora_20250101_120000"
 
 

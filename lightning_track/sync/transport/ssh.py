@@ -1,286 +1,79 @@
-"""Moving bytes: one small interface, a local and an SSH (SFTP) implementation.
+"""A folder on a remote machine through asyncssh's SFTP client.
 
 Why SFTP only: the server side then needs nothing but sshd's sftp subsystem -- no rsync, no Python,
-no shell commands. Every operation takes a path *relative to the transport's root* and checks it,
-so no caller can name a file outside the tree (``..``, absolute paths, NUL bytes are refused).
+no shell commands. asyncssh's exceptions end here: every one is mapped to the project's tree, so the
+engine and ``lt-sync`` decide "stop" or "retry next cycle" from the class alone, without knowing the
+SSH library:
+
+* unknown or changed host key -> :class:`HostKeyError`; authentication, ``~/.ssh/config`` or key
+  loading failures -> :class:`SSHSetupError` (retrying cannot fix them: the loop stops);
+* a connection that cannot be made, is lost or refuses a channel, and any failed SFTP request ->
+  :class:`TransportError` (an ``OSError``; the next cycle retries), one line naming where;
+* "no such file" where it is an answer, not a failure: ``stat`` returns None and ``read`` raises
+  ``FileNotFoundError``, as :class:`LocalTransport` does.
+
+Importing this module imports asyncssh (~0.2 s): :func:`make_transport` does so only for a remote side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
-import os
 import posixpath
 import stat as stat_mod
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .endpoints import Endpoint
+import asyncssh
+from asyncssh.config import SSHClientConfig
+from asyncssh.encryption import get_default_encryption_algs
 
-__all__ = [
-    "Entry",
-    "Transport",
-    "LocalTransport",
-    "SSHTransport",
-    "UnsafePathError",
-    "HostKeyError",
-    "SSHSetupError",
-    "check_rel",
-    "make_transport",
-]
+from ...errors import HostKeyError, SSHSetupError, TransportError, one_line
+from ..endpoints import Endpoint
+from .base import DIR, FILE, LINK, Entry, Transport, check_name, inside
 
-FILE, DIR, LINK = "file", "dir", "link"
+__all__ = ["SSHTransport"]
+
+_T = TypeVar("_T")
+# What asyncssh raises once connected: its own errors, and EOFError from a channel closed under a request.
+_SSH_ERRORS = (asyncssh.Error, EOFError)
 
 
-class UnsafePathError(ValueError):
-    """A path that would leave the tree (``..``, absolute, symlink out of the tree)."""
+def _transport_error(where: str, exc: BaseException, what: str | None = None) -> TransportError:
+    """The one-line :class:`TransportError` for an error of the SSH library (or the socket under it) at ``where``."""
+    if what is None:
+        if isinstance(exc, (asyncssh.DisconnectError, EOFError)):
+            what = "connection lost"
+        elif isinstance(exc, asyncssh.ChannelOpenError):
+            what = "the server refused an SFTP channel"
+        elif isinstance(exc, asyncssh.SFTPError):
+            what = "SFTP request failed"
+        else:
+            what = "SSH error"
+    name, text = type(exc).__name__, one_line(exc)
+    return TransportError(f"{where}: {what} ({name if text == name else f'{name}: {text}'})")
 
 
-class HostKeyError(RuntimeError):
-    """The server's host key is unknown or changed: refused, with its fingerprint and how to accept it."""
+def _mapped(method: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T]]:
+    """Raise the SSH library's errors from one operation as :class:`TransportError` naming the file
+    (the operation's first argument when it is a path, else the endpoint)."""
 
-
-class SSHSetupError(RuntimeError):
-    """Authentication or configuration failure that retrying will not fix."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One item of a tree listing. ``mtime`` is whole seconds (SFTP v3 has no finer times)."""
-
-    rel: str
-    kind: str  # "file" | "dir" | "link" (a symlink that is not followed; ``note`` says why)
-    size: int = 0
-    mtime: int = 0
-    note: str = ""
-
-
-def check_rel(rel: str) -> str:
-    """Validate a tree-relative POSIX path; raises :class:`UnsafePathError` naming it."""
-    if rel in ("", "."):
-        return ""
-    if "\x00" in rel or "\\" in rel:
-        raise UnsafePathError(f"{rel!r}: NUL or backslash in path")
-    if rel.startswith("/"):
-        raise UnsafePathError(f"{rel!r}: absolute path refused (only paths inside the tree are synced)")
-    parts = rel.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise UnsafePathError(f"{rel!r}: '..', '.' or empty path component refused")
-    return rel
-
-
-def check_name(name: str, parent: str) -> str:
-    """A single directory-entry name as a server or file system returned it."""
-    if name in ("", ".", "..") or "/" in name or "\x00" in name:
-        raise UnsafePathError(f"{posixpath.join(parent, name)!r}: unsafe file name {name!r} in listing")
-    return name
-
-
-def _inside(target: str, root: str) -> bool:
-    return target == root or target.startswith(root.rstrip("/") + "/")
-
-
-class Transport(ABC):
-    """A tree rooted at ``root`` that can be listed, read at offsets and written safely.
-
-    ``bytes_read``/``bytes_written`` count payload bytes moved through this transport.
-    """
-
-    remote = False
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.bytes_read = 0
-        self.bytes_written = 0
-
-    def describe(self) -> str:
-        return self.root
-
-    def abs(self, rel: str) -> str:
-        rel = check_rel(rel)
-        return posixpath.join(self.root, rel) if rel else self.root
-
-    async def open(self, *, create: bool = False) -> None:
-        """Connect (if remote) and check the root; ``create`` makes it when missing (destination)."""
-
-    async def close(self) -> None:
-        """Release connections."""
-
-    @abstractmethod
-    async def walk(self, *, follow_links: bool = True) -> list[Entry]:
-        """Every file, directory and symlink under the root.
-
-        With ``follow_links`` a symlink to a file inside the tree is listed as that file; every other
-        symlink (out of the tree, to a folder, dangling, or any symlink without ``follow_links``) is a
-        ``link`` entry with the reason it is not followed.
-        """
-
-    @abstractmethod
-    async def stat(self, rel: str) -> Entry | None:
-        """``lstat`` of one path, None when it does not exist."""
-
-    @abstractmethod
-    async def read(self, rel: str, offset: int, size: int) -> bytes:
-        """Up to ``size`` bytes from ``offset`` (fewer at end of file)."""
-
-    @abstractmethod
-    async def write_at(self, rel: str, offset: int, data: bytes, *, truncate: bool = False) -> None:
-        """Write ``data`` at ``offset``, creating the file; ``truncate`` empties it first."""
-
-    async def write_final(self, rel: str, offset: int, data: bytes, *, truncate: bool, mtime: int,
-                          verify: int, rename_to: str | None = None,
-                          expect: tuple[int, bytes] | None = None) -> tuple[int, bytes]:
-        """Write the last piece of a file, set its mtime, and read back (size, last ``verify`` bytes).
-
-        With ``rename_to``, the file is then renamed over it -- only when the read-back equals
-        ``expect`` (the source's size and tail). One call so that a remote side can pipeline all of
-        it on one open handle: per file round trips, not bytes, bound a cold sync of small files.
-        """
-        await self.write_at(rel, offset, data, truncate=truncate)
-        await self.set_mtime(rel, mtime)
-        entry = await self.stat(rel)
-        size = entry.size if entry else -1
-        n = min(verify, max(size, 0))
-        result = size, (await self.read(rel, size - n, n) if n else b"")
-        if rename_to is not None and result == expect:
-            await self.rename(rel, rename_to)
-        return result
-
-    @abstractmethod
-    async def rename(self, src_rel: str, dst_rel: str) -> None:
-        """Atomically replace ``dst_rel`` with ``src_rel``."""
-
-    @abstractmethod
-    async def remove(self, rel: str) -> None:
-        """Delete a file (or a symlink itself, never its target)."""
-
-    @abstractmethod
-    async def makedirs(self, rel: str) -> None:
-        """Create a directory and its parents inside the tree."""
-
-    async def mkdir(self, rel: str) -> None:
-        """Create one directory whose parent exists (an existing directory is fine): one request, not one
-        per path component."""
-        await self.makedirs(rel)
-
-    @abstractmethod
-    async def set_mtime(self, rel: str, mtime: int) -> None:
-        """Copy the source's modification time, so the next quick check sees the file as unchanged."""
-
-    @abstractmethod
-    async def truncate(self, rel: str, size: int) -> None:
-        """Cut a file to ``size`` bytes."""
-
-
-class LocalTransport(Transport):
-    """A folder on this machine. Writes never follow a symlink in the last path component."""
-
-    async def open(self, *, create: bool = False) -> None:
-        if create:
-            os.makedirs(self.root, exist_ok=True)
-        if not os.path.isdir(self.root):
-            raise FileNotFoundError(f"{self.root}: no such folder")
-        self._real_root = os.path.realpath(self.root)
-
-    async def walk(self, *, follow_links: bool = True) -> list[Entry]:
-        entries: list[Entry] = []
-        real_root = os.path.realpath(self.root)
-
-        def visit(abs_dir: str, rel_dir: str) -> None:
-            with os.scandir(abs_dir) as it:
-                items = sorted(it, key=lambda e: e.name)
-            for item in items:
-                check_name(item.name, rel_dir)
-                rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
-                if item.is_symlink():
-                    target = os.path.realpath(item.path)
-                    if not follow_links:
-                        entries.append(Entry(rel, LINK, note="symlink"))
-                    elif not _inside(target, real_root):
-                        entries.append(Entry(rel, LINK, note="symlink pointing out of the tree"))
-                    elif os.path.isdir(target):
-                        entries.append(Entry(rel, LINK, note="symlink to a directory (not followed)"))
-                    elif os.path.isfile(target):
-                        st = os.stat(target)
-                        entries.append(Entry(rel, FILE, st.st_size, int(st.st_mtime)))
-                    else:
-                        entries.append(Entry(rel, LINK, note="dangling symlink"))
-                elif item.is_dir(follow_symlinks=False):
-                    entries.append(Entry(rel, DIR))
-                    visit(item.path, rel)
-                elif item.is_file(follow_symlinks=False):
-                    st = item.stat(follow_symlinks=False)
-                    entries.append(Entry(rel, FILE, st.st_size, int(st.st_mtime)))
-
-        await asyncio.to_thread(visit, self.root, "")
-        return entries
-
-    async def stat(self, rel: str) -> Entry | None:
+    @functools.wraps(method)
+    async def call(self: SSHTransport, *args: Any, **kwargs: Any) -> _T:
         try:
-            st = os.lstat(self.abs(rel))
-        except FileNotFoundError:
-            return None
-        kind = LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode) else FILE
-        return Entry(rel, kind, st.st_size, int(st.st_mtime))
+            return await method(self, *args, **kwargs)
+        except _SSH_ERRORS as exc:
+            rel = args[0] if args and isinstance(args[0], str) else ""
+            raise _transport_error(f"{self.describe()}/{rel}" if rel else self.describe(), exc) from exc
 
-    async def read(self, rel: str, offset: int, size: int) -> bytes:
-        with open(self.abs(rel), "rb") as handle:
-            handle.seek(offset)
-            data = handle.read(size)
-        self.bytes_read += len(data)
-        return data
-
-    async def write_at(self, rel: str, offset: int, data: bytes, *, truncate: bool = False) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if truncate else 0)
-        fd = os.open(self.abs(rel), flags, 0o644)
-        try:
-            view = memoryview(data)
-            pos = offset
-            while view:
-                written = os.pwrite(fd, view, pos)
-                view, pos = view[written:], pos + written
-        finally:
-            os.close(fd)
-        self.bytes_written += len(data)
-
-    async def rename(self, src_rel: str, dst_rel: str) -> None:
-        os.replace(self.abs(src_rel), self.abs(dst_rel))
-
-    async def remove(self, rel: str) -> None:
-        os.unlink(self.abs(rel))
-
-    async def makedirs(self, rel: str) -> None:
-        os.makedirs(self.abs(rel), exist_ok=True)
-
-    async def mkdir(self, rel: str) -> None:
-        try:
-            os.mkdir(self.abs(rel))
-        except FileExistsError:
-            if not os.path.isdir(self.abs(rel)) or os.path.islink(self.abs(rel)):
-                raise
-
-    async def set_mtime(self, rel: str, mtime: int) -> None:
-        os.utime(self.abs(rel), (mtime, mtime), follow_symlinks=False)
-
-    async def truncate(self, rel: str, size: int) -> None:
-        os.truncate(self.abs(rel), size)
-
-
-def _ssh_errors() -> tuple[type[BaseException], ...]:
-    import asyncssh
-
-    return (asyncssh.Error, OSError)
+    return call
 
 
 async def _host_key_message(endpoint: Endpoint, exc: Exception) -> str:
     """Build the refusal: what the server presented (fingerprint) and how to accept it knowingly."""
-    import asyncssh
-
     try:  # resolve ~/.ssh/config aliases so the message names the real host and port
-        from asyncssh.config import SSHClientConfig
-
         paths = [str(p) for p in [Path("~/.ssh/config").expanduser()] if p.is_file()]
         config = SSHClientConfig.load(None, paths, False, False, False, getpass.getuser(), endpoint.user or (),
                                       endpoint.host, endpoint.port or ())
@@ -291,7 +84,7 @@ async def _host_key_message(endpoint: Endpoint, exc: Exception) -> str:
     target = host if port == 22 else f"[{host}]:{port}"
     try:
         key = await asyncssh.get_server_host_key(endpoint.host, port=endpoint.port or ())
-    except (asyncssh.Error, OSError):
+    except (*_SSH_ERRORS, OSError, asyncio.TimeoutError):
         key = None
     known = Path("~/.ssh/known_hosts").expanduser()
     changed = False
@@ -316,8 +109,6 @@ async def _host_key_message(endpoint: Endpoint, exc: Exception) -> str:
 
 def _preferred_ciphers() -> list[str]:
     """asyncssh's defaults with AES-GCM first: it runs in OpenSSL, chacha20-poly1305 partly in Python."""
-    from asyncssh.encryption import get_default_encryption_algs
-
     algs = [a.decode() for a in get_default_encryption_algs()]
     fast = [a for a in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if a in algs]
     return fast + [a for a in algs if a not in fast]
@@ -346,8 +137,6 @@ class SSHTransport(Transport):
         return str(self.endpoint)
 
     async def open(self, *, create: bool = False) -> None:
-        import asyncssh
-
         ep = self.endpoint
         kwargs: dict[str, Any] = {"connect_timeout": self.connect_timeout, "keepalive_interval": 15,
                                   "encryption_algs": _preferred_ciphers()}
@@ -364,6 +153,19 @@ class SSHTransport(Transport):
                                 f"IdentityFile in ~/.ssh/config") from None
         except asyncssh.ConfigParseError as exc:
             raise SSHSetupError(f"~/.ssh/config: {exc}") from None
+        except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+            raise SSHSetupError(f"{ep.host}: cannot load the SSH key ({one_line(exc)}); check IdentityFile in "
+                                f"~/.ssh/config or load the key into ssh-agent") from None
+        except asyncio.TimeoutError as exc:  # before OSError: on Python 3.11+ it is one
+            raise _transport_error(self.describe(), exc, f"cannot connect within {self.connect_timeout:g}s") from exc
+        except (*_SSH_ERRORS, OSError) as exc:  # refused, unreachable, dropped during the handshake
+            raise _transport_error(self.describe(), exc, "cannot connect") from exc
+        await self._open_root(create)
+
+    @_mapped
+    async def _open_root(self, create: bool) -> None:
+        """Start SFTP and resolve the root; ``FileNotFoundError`` when it is not a folder (and not created)."""
+        ep = self.endpoint
         self._sftp = await self._conn.start_sftp_client()
         home = await self._sftp.realpath(".")
         self.root = posixpath.normpath(posixpath.join(home, ep.path))
@@ -382,13 +184,12 @@ class SSHTransport(Transport):
             self._conn.close()
             try:
                 await asyncio.wait_for(self._conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, *_ssh_errors()):
+            except (asyncio.TimeoutError, *_SSH_ERRORS, OSError):
                 pass
             self._conn = None
 
+    @_mapped
     async def walk(self, *, follow_links: bool = True) -> list[Entry]:
-        import asyncssh
-
         sftp = self._sftp
         entries: list[Entry] = []
 
@@ -420,7 +221,7 @@ class SSHTransport(Transport):
                 except asyncssh.SFTPError:
                     entries.append(Entry(rel, LINK, note="dangling symlink"))
                     continue
-                if not _inside(target, self._real_root):
+                if not inside(target, self._real_root):
                     entries.append(Entry(rel, LINK, note="symlink pointing out of the tree"))
                 elif stat_mod.S_ISDIR(attrs.permissions or 0):
                     entries.append(Entry(rel, LINK, note="symlink to a directory (not followed)"))
@@ -431,9 +232,8 @@ class SSHTransport(Transport):
         await visit("")
         return entries
 
+    @_mapped
     async def stat(self, rel: str) -> Entry | None:
-        import asyncssh
-
         try:
             attrs = await self._sftp.lstat(self.abs(rel))
         except asyncssh.SFTPNoSuchFile:
@@ -442,9 +242,8 @@ class SSHTransport(Transport):
         kind = LINK if stat_mod.S_ISLNK(mode) else DIR if stat_mod.S_ISDIR(mode) else FILE
         return Entry(rel, kind, attrs.size or 0, int(attrs.mtime or 0))
 
+    @_mapped
     async def read(self, rel: str, offset: int, size: int) -> bytes:
-        import asyncssh
-
         try:
             async with self._sftp.open(self.abs(rel), "rb", encoding=None) as handle:
                 data = await handle.read(size, offset)
@@ -453,14 +252,14 @@ class SSHTransport(Transport):
         self.bytes_read += len(data)
         return data
 
+    @_mapped
     async def write_at(self, rel: str, offset: int, data: bytes, *, truncate: bool = False) -> None:
-        import asyncssh
-
         flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | (asyncssh.FXF_TRUNC if truncate else 0)
         async with self._sftp.open(self.abs(rel), flags, encoding=None) as handle:
             await handle.write(data, offset)
         self.bytes_written += len(data)
 
+    @_mapped
     async def write_final(self, rel: str, offset: int, data: bytes, *, truncate: bool, mtime: int,
                           verify: int, rename_to: str | None = None,
                           expect: tuple[int, bytes] | None = None) -> tuple[int, bytes]:
@@ -472,8 +271,6 @@ class SSHTransport(Transport):
         the writes. Reading ``verify + 1`` bytes ending one past the expected end checks size and
         tail at once: a short read at end of file returns exactly the tail when the size is right.
         """
-        import asyncssh
-
         sftp = self._sftp
         flags = asyncssh.FXF_READ | asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | (asyncssh.FXF_TRUNC if truncate else 0)
         # block_size=0: every write/read is exactly one request, so the order we issue them is the wire order
@@ -509,31 +306,30 @@ class SSHTransport(Transport):
         self.bytes_read += len(tail)
         return result
 
+    @_mapped
     async def mkdir(self, rel: str) -> None:
-        import asyncssh
-
         try:
             await self._sftp.mkdir(self.abs(rel))
         except asyncssh.SFTPError:
             if not await self._sftp.isdir(self.abs(rel)):
                 raise
 
+    @_mapped
     async def rename(self, src_rel: str, dst_rel: str) -> None:
         await self._sftp.posix_rename(self.abs(src_rel), self.abs(dst_rel))
 
+    @_mapped
     async def remove(self, rel: str) -> None:
         await self._sftp.remove(self.abs(rel))
 
+    @_mapped
     async def makedirs(self, rel: str) -> None:
         await self._sftp.makedirs(self.abs(rel), exist_ok=True)
 
+    @_mapped
     async def set_mtime(self, rel: str, mtime: int) -> None:
         await self._sftp.utime(self.abs(rel), (mtime, mtime))
 
+    @_mapped
     async def truncate(self, rel: str, size: int) -> None:
         await self._sftp.truncate(self.abs(rel), size)
-
-
-def make_transport(endpoint: Endpoint) -> Transport:
-    """The transport for one side of a sync."""
-    return SSHTransport(endpoint) if endpoint.is_remote else LocalTransport(endpoint.path)

@@ -1,0 +1,41 @@
+"""Moving bytes: one small interface (:mod:`.base`), a local (:mod:`.local`) and an SSH/SFTP (:mod:`.ssh`)
+implementation.
+
+``SSHTransport`` is imported on first use, so a local-only sync never imports asyncssh.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...errors import HostKeyError, SSHSetupError, UnsafePathError
+from .base import DIR, FILE, LINK, Entry, Transport, check_name, check_rel, inside, make_transport
+from .local import LocalTransport
+
+if TYPE_CHECKING:
+    from .ssh import SSHTransport
+
+__all__ = [
+    "Entry",
+    "Transport",
+    "LocalTransport",
+    "SSHTransport",
+    "UnsafePathError",
+    "HostKeyError",
+    "SSHSetupError",
+    "check_rel",
+    "check_name",
+    "make_transport",
+    "FILE",
+    "DIR",
+    "LINK",
+    "inside",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SSHTransport":
+        from .ssh import SSHTransport
+
+        return SSHTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

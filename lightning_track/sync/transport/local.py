@@ -1,0 +1,105 @@
+"""A folder on this machine as a transport (the plain-file side of a sync, and the tests' fast path)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat as stat_mod
+
+from .base import DIR, FILE, LINK, Entry, Transport, check_name, inside
+
+__all__ = ["LocalTransport"]
+
+
+class LocalTransport(Transport):
+    """A folder on this machine. Writes never follow a symlink in the last path component."""
+
+    async def open(self, *, create: bool = False) -> None:
+        if create:
+            os.makedirs(self.root, exist_ok=True)
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"{self.root}: no such folder")
+        self._real_root = os.path.realpath(self.root)
+
+    async def walk(self, *, follow_links: bool = True) -> list[Entry]:
+        entries: list[Entry] = []
+        real_root = os.path.realpath(self.root)
+
+        def visit(abs_dir: str, rel_dir: str) -> None:
+            with os.scandir(abs_dir) as it:
+                items = sorted(it, key=lambda e: e.name)
+            for item in items:
+                check_name(item.name, rel_dir)
+                rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+                if item.is_symlink():
+                    target = os.path.realpath(item.path)
+                    if not follow_links:
+                        entries.append(Entry(rel, LINK, note="symlink"))
+                    elif not inside(target, real_root):
+                        entries.append(Entry(rel, LINK, note="symlink pointing out of the tree"))
+                    elif os.path.isdir(target):
+                        entries.append(Entry(rel, LINK, note="symlink to a directory (not followed)"))
+                    elif os.path.isfile(target):
+                        st = os.stat(target)
+                        entries.append(Entry(rel, FILE, st.st_size, int(st.st_mtime)))
+                    else:
+                        entries.append(Entry(rel, LINK, note="dangling symlink"))
+                elif item.is_dir(follow_symlinks=False):
+                    entries.append(Entry(rel, DIR))
+                    visit(item.path, rel)
+                elif item.is_file(follow_symlinks=False):
+                    st = item.stat(follow_symlinks=False)
+                    entries.append(Entry(rel, FILE, st.st_size, int(st.st_mtime)))
+
+        await asyncio.to_thread(visit, self.root, "")
+        return entries
+
+    async def stat(self, rel: str) -> Entry | None:
+        try:
+            st = os.lstat(self.abs(rel))
+        except FileNotFoundError:
+            return None
+        kind = LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode) else FILE
+        return Entry(rel, kind, st.st_size, int(st.st_mtime))
+
+    async def read(self, rel: str, offset: int, size: int) -> bytes:
+        with open(self.abs(rel), "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(size)
+        self.bytes_read += len(data)
+        return data
+
+    async def write_at(self, rel: str, offset: int, data: bytes, *, truncate: bool = False) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if truncate else 0)
+        fd = os.open(self.abs(rel), flags, 0o644)
+        try:
+            view = memoryview(data)
+            pos = offset
+            while view:
+                written = os.pwrite(fd, view, pos)
+                view, pos = view[written:], pos + written
+        finally:
+            os.close(fd)
+        self.bytes_written += len(data)
+
+    async def rename(self, src_rel: str, dst_rel: str) -> None:
+        os.replace(self.abs(src_rel), self.abs(dst_rel))
+
+    async def remove(self, rel: str) -> None:
+        os.unlink(self.abs(rel))
+
+    async def makedirs(self, rel: str) -> None:
+        os.makedirs(self.abs(rel), exist_ok=True)
+
+    async def mkdir(self, rel: str) -> None:
+        try:
+            os.mkdir(self.abs(rel))
+        except FileExistsError:
+            if not os.path.isdir(self.abs(rel)) or os.path.islink(self.abs(rel)):
+                raise
+
+    async def set_mtime(self, rel: str, mtime: int) -> None:
+        os.utime(self.abs(rel), (mtime, mtime), follow_symlinks=False)
+
+    async def truncate(self, rel: str, size: int) -> None:
+        os.truncate(self.abs(rel), size)
