@@ -26,7 +26,7 @@ from typing import Any
 from lightning_track.migrate import MigrateOptions, default_jobs, make_example, migrate, rawtensors
 from lightning_track.migrate.checkpoints import find_checkpoints, lightning_checkpoint, load_checkpoint, save_checkpoint
 from lightning_track.migrate.discover import discover_runs
-from lightning_track.migrate.report import Notes
+from lightning_track.migrate.report import STATUS_CONVERTED, Notes
 
 
 def tree_bytes(root: Path) -> int:
@@ -137,7 +137,7 @@ def main() -> None:
                 out = work / f"runs{i}"
                 report = timed("jobs" + tag, lambda out=out: migrate(source, out, options=MigrateOptions(),
                                                                      jobs=args.jobs), cold=cold)
-                assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
+                assert report.exit_code == 0 and all(r.status == STATUS_CONVERTED for r in report.runs)
                 lines = sum(r.tracked_lines for r in report.runs)
                 shutil.rmtree(out)
             if args.profile and i == 0:
@@ -146,7 +146,7 @@ def main() -> None:
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
                 shutil.rmtree(out)
             report = timed("serial", lambda out=out: migrate(source, out, options=MigrateOptions()))
-            assert report.exit_code == 0 and all(r.status == "converted" for r in report.runs)
+            assert report.exit_code == 0 and all(r.status == STATUS_CONVERTED for r in report.runs)
             shutil.rmtree(out)
             timed("notb", lambda out=out: migrate(source, out, options=MigrateOptions(tensorboard=False),
                                                   jobs=args.jobs))

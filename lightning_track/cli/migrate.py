@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from rich.console import Console
@@ -10,10 +11,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import SourceError
 from ..folder.fileio import atomic_write_json
-from ..migrate import MigrateOptions, SourceError, default_jobs, load_rules, make_example, migrate
-from ..migrate.convert import PlannedRun
+from ..migrate import MigrateOptions, PlannedRun, default_jobs, load_rules, make_example, migrate
 from ..migrate.report import STATUS_FAILED, MigrationReport, RunReport
+from ..vocabulary import EXIT_OK, EXIT_USAGE, exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         made = make_example(args.make_example)
         console.print(f"wrote {len(made)} legacy runs under {escape(args.make_example)}; try:\n"
                       f"  lt-migrate {escape(args.make_example)} --out runs --dry-run")
-        return 0
+        return EXIT_OK
     if not args.source:
         parser.error("SOURCE is required (or use --make-example DIR)")
     try:
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                  tensorboard=not args.no_tensorboard)
     except ValueError as exc:
         err.print(f"lt-migrate: error: {escape(str(exc))}", soft_wrap=True)
-        return 2
+        return EXIT_USAGE
     progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=err, disable=not err.is_terminal or args.dry_run)
     tasks: dict[str, int] = {}
@@ -136,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                              on_run=on_run)
     except SourceError as exc:
         err.print(f"lt-migrate: error: {escape(str(exc))}", soft_wrap=True)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("lt-migrate: interrupted; runs already converted are complete, the others are left for the next"
                   " lt-migrate (nothing half-written in --out)", soft_wrap=True)
-        return 130
+        return exit_status(-signal.SIGINT)  # 130, as the shell reports a Ctrl-C
     if not args.dry_run:
         _print_report(console, report)
     if args.report:

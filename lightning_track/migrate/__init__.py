@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .convert import MigrateOptions, PlannedRun, convert_run, default_jobs, migrate, plan_migration
-from .discover import LegacyRun, SourceError, discover_runs, parse_legacy_name
+from ..errors import SourceError
+from .build import convert_run
+from .discover import LegacyRun, discover_runs, parse_legacy_name
+from .plan import MigrateOptions, PlannedRun, plan_migration
+from .pool import default_jobs, migrate
 from .report import MigrationReport, RunReport
 from .rules import apply_config_rules, load_rules
 

@@ -3,7 +3,8 @@ Lightning checkpoint files.
 
 One checkpoint is converted at a time, and its tensors are not even loaded: they stay in the legacy
 files as :class:`~.rawtensors.RawTensor` references and are copied byte for byte into the new file
-(:mod:`.rawtensors`); files that path does not handle go through ``torch.load``/``torch.save``.
+(:mod:`.rawtensors`, :mod:`.rawwrite`); files that path does not handle go through
+``torch.load``/``torch.save``.
 Memory stays bounded by the largest checkpoint either way. The loop state Lightning needs to resume
 at the right ``global_step`` is produced by Lightning's own checkpoint migration (see
 :mod:`.loopstate`), not written by hand.
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
 from . import rawtensors
 from .loopstate import loop_state
 from .rawtensors import RawTensor, RawUnsupported
+from .rawwrite import write_checkpoint
 from .readers import as_int, as_number, read_trainer_state
 from .report import Notes
 
@@ -37,10 +40,6 @@ NOT_CARRIED = ("rng_state.pth", "training_args.bin")  # RNG state and HF argumen
 _HF_DIR = re.compile(r"^checkpoint-(\d+)$")
 _STEP_IN_NAME = re.compile(r"(?:^|[_-])(?:step|global_step|checkpoint)[_-]?(\d+)(?:\.|$)")
 _EPOCH_IN_NAME = re.compile(r"(?:^|[_-])epoch[_-]?(\d+)(?:\.|$)")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be converted (its content); the run goes on without it."""
 
 
 @dataclass
@@ -287,7 +286,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path, cancel: threading.Ev
     """
     if rawtensors.contains_raw(checkpoint):
         try:
-            return rawtensors.write_checkpoint(checkpoint, path, cancel=cancel)
+            return write_checkpoint(checkpoint, path, cancel=cancel)
         except RawUnsupported:  # referenced tensors mixed with loaded ones (a file only torch.load read)
             checkpoint = rawtensors.materialize(checkpoint)
     import torch

@@ -12,16 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ..errors import SourceError
+
 __all__ = ["LegacyRun", "LegacyName", "parse_legacy_name", "discover_runs", "RUN_MARKERS", "SourceError"]
 
 # Anything the legacy scripts put into a run folder: a folder holding one of these is a run.
 RUN_MARKERS = ("logs", "checkpoints", "models", "training_config.yaml")
 MAX_DEPTH = 3  # experiments/ -> project -> dataset -> run
 _LEGACY_NAME = re.compile(r"^(?P<project>.+)_(?P<date>\d{8})_(?P<time>\d{6})_(?P<method>.+)$")
-
-
-class SourceError(ValueError):
-    """SOURCE (or --out) cannot be used at all: nothing is migrated."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ Why a template, cached on disk: importing Lightning costs ~5 s of CPU (torchmetr
 torch._dynamo, ...), as much as converting a whole run. The migration is a plain function of step
 and epoch, so it is learned once per Lightning version from two probe checkpoints (which fields
 carry the step and the epoch), checked against a third, and kept in the user's cache folder
-(``$LT_CACHE_DIR``, else ``$XDG_CACHE_HOME/lightning_track``, else ``~/.cache/lightning_track``).
+(``$LIGHTNING_TRACK_CACHE_DIR`` or the older ``$LT_CACHE_DIR``, else ``$XDG_CACHE_HOME/lightning_track``,
+else ``~/.cache/lightning_track``).
 Later migrations never import Lightning. The first one learns it in a child process started
 before the workers (:func:`start_learning`), which holds a lock on the cache entry while it works;
 a worker that needs the template waits for that lock (the child ending, however it ends, releases
@@ -34,6 +35,8 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ..vocabulary import ENV_CACHE_DIR, env_value
 
 __all__ = ["PRE_LOOPS_VERSION", "loop_state", "learn_template", "fill_template", "migrate_with_lightning",
            "template_path", "bundled_path", "start_learning", "LearningProcess"]
@@ -128,7 +131,7 @@ def template_path() -> Path | None:
     version = _lightning_version()
     if version is None:
         return None
-    root = os.environ.get("LT_CACHE_DIR")
+    root = env_value(ENV_CACHE_DIR)
     if not root:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "lightning_track")

@@ -6,12 +6,17 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..vocabulary import EXIT_FAILURE, EXIT_OK
+
 __all__ = ["Notes", "RunReport", "MigrationReport", "STATUS_CONVERTED", "STATUS_SKIPPED", "STATUS_FAILED",
            "STATUS_PLANNED"]
 
+# -- a legacy run's outcome: RunReport.status, the JSON report's "status" ----------------------------
+# Words of the migration report, not run statuses: a converted run's own summary.json says completed
+# or interrupted (lightning_track.vocabulary), whatever its migration's outcome was.
 STATUS_CONVERTED = "converted"
 STATUS_SKIPPED = "skipped"  # already migrated (re-run without --force) or filtered
-STATUS_FAILED = "failed"
+STATUS_FAILED = "failed"  # this run only; the exit code says a run failed
 STATUS_PLANNED = "planned"  # --dry-run
 
 MAX_NOTES_PER_SOURCE = 20
@@ -77,7 +82,7 @@ class MigrationReport:
     @property
     def exit_code(self) -> int:
         """Non-zero when any run failed; warnings alone keep it zero."""
-        return 1 if self.failed else 0
+        return EXIT_FAILURE if self.failed else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "runs": [r.to_dict() for r in self.runs]}

@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ..errors import ConfigError
+
 __all__ = ["MigrateRules", "load_rules", "default_rules_path", "apply_config_rules"]
 
 PROJECT_RULES = Path("configs") / "migrate_rules.yaml"
@@ -49,7 +51,7 @@ def _mapping(node: Any, path: Path, key: str) -> dict[str, Any]:
     if node is None:
         return {}
     if not isinstance(node, dict):
-        raise ValueError(f"{path}: '{key}' must be a mapping, got {type(node).__name__}")
+        raise ConfigError(f"{path}: '{key}' must be a mapping, got {type(node).__name__}")
     return {str(k): v for k, v in node.items()}
 
 
@@ -57,27 +59,27 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> MigrateRules:
     """Load and validate the rules file; errors name the file and the field."""
     path = Path(path) if path is not None else default_rules_path()
     if not path.is_file():
-        raise ValueError(f"rules file {path} does not exist")
+        raise ConfigError(f"rules file {path} does not exist")
     try:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as exc:  # noqa: BLE001 - OmegaConf/YAML raise many types; report them in one line
-        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{path}: expected a mapping at the top level")
     rules = MigrateRules(path=str(path.resolve()))
     for i, rule in enumerate(data.get("config") or []):
         if not (isinstance(rule, dict) and isinstance(rule.get("from"), str) and isinstance(rule.get("to"), str)):
-            raise ValueError(f"{path}: config[{i}] must be {{from: dotted.key, to: dotted.key}}, got {rule!r}")
+            raise ConfigError(f"{path}: config[{i}] must be {{from: dotted.key, to: dotted.key}}, got {rule!r}")
         rules.config.append((rule["from"], rule["to"]))
     for canonical, names in _mapping(data.get("batch_tracking_aliases"), path, "batch_tracking_aliases").items():
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{path}: batch_tracking_aliases.{canonical} must be a list of field names")
+            raise ConfigError(f"{path}: batch_tracking_aliases.{canonical} must be a list of field names")
         rules.aliases[canonical] = list(names)
     for key, target in (("batch_tracking_metrics", rules.tracking_metrics), ("log_history_metrics",
                         rules.history_metrics), ("log_history_prefixes", rules.history_prefixes)):
         for name, value in _mapping(data.get(key), path, key).items():
             if not isinstance(value, str):
-                raise ValueError(f"{path}: {key}.{name} must be a string, got {value!r}")
+                raise ConfigError(f"{path}: {key}.{name} must be a string, got {value!r}")
             target[name] = value
     return rules
 

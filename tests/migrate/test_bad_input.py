@@ -176,6 +176,7 @@ def test_unusable_source_or_out(tmp_path: Path, example_tree: Path, case: str,
     assert tree_hashes(example_tree) == before
 
 
+@pytest.mark.slow
 def test_no_permission_to_read_a_file(one_run: Path, tmp_path: Path) -> None:
     """A file the user cannot read fails its run with the file named (fixable: re-run after chmod)."""
     tracking = _tracking(one_run)

@@ -9,10 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lightning_track.folder.layout import RunLayout
 from lightning_track.migrate import make_example
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_no_half_run_and_rerun_completes(tmp_path: Path) -> None:
     source = tmp_path / "experiments"
     make_example(source, runs=2, steps=400, checkpoints=6, ckpt_mb=0.5)

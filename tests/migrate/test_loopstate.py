@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lightning_track.migrate import loopstate
+from lightning_track.vocabulary import ENV_CACHE_DIR
 
 STEP, EPOCH = "\x00lt-migrate:step", "\x00lt-migrate:epoch"
 
@@ -23,7 +24,7 @@ STEP, EPOCH = "\x00lt-migrate:step", "\x00lt-migrate:epoch"
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty cache folder of this test's own, nothing remembered in memory and nothing bundled:
     a Lightning version the package has no template for."""
-    monkeypatch.setenv("LT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "cache"))
     monkeypatch.setattr(loopstate, "_loaded", {})
     monkeypatch.setattr(loopstate, "bundled_path", lambda: tmp_path / "not-bundled.json")
     return tmp_path / "cache"
@@ -60,6 +61,7 @@ def test_a_migration_that_is_not_a_template_is_not_learned(derived: str) -> None
     assert loopstate.learn_template(_fake_migration(derived)) is None
 
 
+@pytest.mark.slow
 def test_the_first_migration_learns_in_a_child_and_later_ones_read_the_cache(cache: Path) -> None:
     path = loopstate.template_path()
     assert path is not None and path.parent == cache
@@ -76,7 +78,7 @@ def test_the_first_migration_learns_in_a_child_and_later_ones_read_the_cache(cac
     code = ("import sys; from lightning_track.migrate import loopstate; s = loopstate.loop_state(7, 2);"
             " print(s['global_step'], s['epoch'], 'lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "LT_CACHE_DIR": str(cache)})
+                         env={**os.environ, ENV_CACHE_DIR: str(cache)})
     assert out.stdout.split() == ["7", "2", "False"]
 
 
@@ -116,6 +118,7 @@ def test_a_damaged_or_foreign_cache_entry_is_relearned(cache: Path, content: str
     assert json.loads(path.read_text())["template"]["epoch"] == EPOCH  # rewritten whole
 
 
+@pytest.mark.slow
 def test_a_learner_that_dies_leaves_the_workers_to_learn_it_themselves(cache: Path) -> None:
     learner = loopstate.start_learning()
     assert learner is not None
@@ -144,9 +147,20 @@ def test_with_a_bundled_template_the_first_migration_learns_nothing(tmp_path: Pa
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     bundled = tmp_path / "bundled.json"
     _write_entry(bundled, {"global_step": STEP, "epoch": EPOCH, "bundled": True})
-    monkeypatch.setenv("LT_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "empty-cache"))
     monkeypatch.setattr(loopstate, "_loaded", {})
     monkeypatch.setattr(loopstate, "bundled_path", lambda: bundled)
     assert loopstate.start_learning() is None
     assert loopstate.loop_state(8, 1) == {"global_step": 8, "epoch": 1, "bundled": True}
     assert not (tmp_path / "empty-cache").exists()  # nothing learned, nothing written
+
+
+def test_the_cache_folder_comes_from_the_environment_and_the_older_name_still_counts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_CACHE_DIR, raising=False)
+    monkeypatch.setenv("LT_CACHE_DIR", str(tmp_path / "old"))
+    path = loopstate.template_path()
+    assert path is not None and path.parent == tmp_path / "old"
+    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "new"))  # the current name wins
+    path = loopstate.template_path()
+    assert path is not None and path.parent == tmp_path / "new"

@@ -16,6 +16,7 @@ from lightning_track.cli.migrate import main
 from lightning_track.folder.fileio import iter_jsonl
 from lightning_track.folder.layout import RunLayout
 from lightning_track.folder.records import read_metrics
+from lightning_track.vocabulary import iso_time
 
 HF_RUN = "arc-challenge_lora_20250720_143052"
 OLD_RUN = "gsm8k_full_ft_20250720_144752"
@@ -67,12 +68,25 @@ def test_old_field_names_are_read_and_written_canonically(migrated: dict, exampl
     legacy_first = json.loads((run_dir(example_tree, 1) / "logs" / "batch_tracking_gsm8k.jsonl").open().readline())
     assert first["line_indices"] == legacy_first["indices"]
     assert datetime.fromisoformat(first["timestamp"]).timestamp() == pytest.approx(legacy_first["time"], abs=1e-3)
+    assert first["timestamp"] == iso_time(legacy_first["time"])
     metrics = read_metrics(layout.metrics_jsonl)
     assert metrics[0].time == pytest.approx(legacy_first["time"], abs=1e-3)
     assert metrics[0].metrics["train/learning_rate"] == legacy_first["lr"]
     warnings = json.loads(migrated["report"].read_text())["runs"]
     old = next(r for r in warnings if r["target"].endswith(OLD_RUN))
     assert any("batch_tracking_gsm8k.jsonl:121: partial last line" in w for w in old["warnings"])
+
+
+def test_tracking_timestamps_are_written_in_the_one_format(migrated: dict, example_tree: Path) -> None:
+    """Legacy naive ISO strings (local time) and unix times alike become ``iso_time``: aware, microseconds."""
+    legacy = run_dir(example_tree, 0) / "logs" / "batch_tracking_arc-challenge.jsonl"
+    original = {obj["step"]: datetime.fromisoformat(obj["timestamp"]).timestamp() for _, obj in iter_jsonl(legacy)}
+    records = [obj for _, obj in iter_jsonl(RunLayout(migrated["out"] / HF_RUN).batch_tracking_jsonl)]
+    assert records and [r["timestamp"] for r in records] == [iso_time(original[r["step"]]) for r in records]
+    for name in (HF_RUN, OLD_RUN, MIXED_RUN):
+        for _, obj in iter_jsonl(RunLayout(migrated["out"] / name).batch_tracking_jsonl):
+            when = datetime.fromisoformat(obj["timestamp"])
+            assert when.tzinfo is not None and obj["timestamp"] == iso_time(when.timestamp()), (name, obj)
 
 
 def test_config_is_renamed_by_the_rules_and_keeps_unknown_keys(migrated: dict) -> None:
@@ -137,6 +151,7 @@ def test_meta_and_summary_record_provenance(migrated: dict, example_tree: Path) 
     summary = json.loads((migrated["out"] / MIXED_RUN / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["last_step"] == 120 and summary["migrated"] is True
     assert summary["start_time"].startswith("2025-07-20T15:04:52")
+    assert summary["start_time"] == iso_time(datetime(2025, 7, 20, 15, 4, 52).timestamp())
     assert summary["run_name"] == MIXED_RUN
     assert MIXED_RUN in (migrated["out"] / MIXED_RUN / "report_draft.md").read_text().splitlines()[0]
 

@@ -51,6 +51,7 @@ def test_jobs_2_writes_the_same_runs_as_jobs_1(migrated: dict, example_tree: Pat
     assert not (migrated["out"] / ".lt-migrate-staging").exists()
 
 
+@pytest.mark.slow
 def test_bad_run_does_not_stop_the_others_in_workers(legacy_copy: Path, tmp_path: Path) -> None:
     broken = legacy_copy / "icoding" / "arc-challenge" / "icoding_20250720_143052_lora" / "models" / "broken.bin"
     broken.symlink_to(tmp_path / "nonexistent.bin")  # an OS error in that run's worker: the run fails, named
@@ -62,6 +63,7 @@ def test_bad_run_does_not_stop_the_others_in_workers(legacy_copy: Path, tmp_path
     assert len(RunLayout.list_runs(out)) == 2 and not (out / ".lt-migrate-staging").exists()
 
 
+@pytest.mark.slow
 def test_sigint_to_the_cli_interrupts_the_workers_and_leaves_no_half_run(tmp_path: Path) -> None:
     source = tmp_path / "experiments"
     # 20k tracking lines: the first checkpoint (written beside the lines) appears ~0.5 s before the end,

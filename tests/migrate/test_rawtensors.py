@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lightning_track.migrate import rawtensors
+from lightning_track.migrate import rawtensors, rawwrite
 from lightning_track.migrate.checkpoints import save_checkpoint
 from lightning_track.migrate.rawtensors import RawTensor, RawUnsupported
 
@@ -104,7 +104,7 @@ def test_zip64_records_when_sizes_pass_the_32_bit_limit(legacy_files: dict[str, 
     checkpoint = {"a": rawtensors.read_safetensors(legacy_files["safetensors"]),
                   "b": rawtensors.read_torch_file(legacy_files["torch"])["model_state_dict"]}
     for limit in (1, 300):
-        monkeypatch.setattr(rawtensors, "_ZIP64_LIMIT", limit)
+        monkeypatch.setattr(rawwrite, "_ZIP64_LIMIT", limit)
         out = tmp_path / f"zip64-{limit}.ckpt"
         save_checkpoint(checkpoint, out)
         assert zipfile.ZipFile(out).testzip() is None

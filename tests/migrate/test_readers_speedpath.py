@@ -1,5 +1,5 @@
-"""The fast paths of TrackingReader (key layouts worked out once per key tuple, unix times formatted
-once a minute) and of the TensorBoard sink (one Event refilled) give exactly what the plain code
+"""The fast paths of TrackingReader (key layouts worked out once per key tuple, times formatted as
+``iso_time`` once a minute) and of the TensorBoard sink (one Event refilled) give exactly what the plain code
 gives: the same records, times, notes and event bytes, also for bad input and in odd time zones."""
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ from tensorboard.backend.event_processing.event_file_loader import RawEventFileL
 from lightning_track.folder.fileio import JsonlProblem, iter_jsonl
 from lightning_track.folder.layout import RunLayout
 from lightning_track.folder.records import MetricRecord
-from lightning_track.migrate.readers import (
-    CANONICAL_ORDER,
-    TrackingReader,
-    _line_ids,
-    _LocalIsoTime,
-    as_int,
-    as_number,
-)
+from lightning_track.migrate.readers import as_int, as_number, line_ids
 from lightning_track.migrate.report import Notes
 from lightning_track.migrate.rules import load_rules
+from lightning_track.migrate.tracking_reader import CANONICAL_ORDER, TrackingReader, _FastIsoTime
 from lightning_track.sinks.base import SinkContext
 from lightning_track.sinks.tensorboard import TensorBoardSink
+from lightning_track.vocabulary import iso_time
 
 
 @contextmanager
@@ -51,7 +46,7 @@ def _local_zone(zone: str) -> Iterator[None]:
         time.tzset()
 
 
-# -- the reader as it was written before the fast paths: the reference ----------------------------
+# -- the reader without its fast paths, in the plainest code: the reference -----------------------
 def _reference_time(path: Path, notes: Notes, lineno: int, obj: dict[str, Any]) -> float | None:
     value = obj.get("timestamp")
     if value is None:
@@ -59,15 +54,17 @@ def _reference_time(path: Path, notes: Notes, lineno: int, obj: dict[str, Any]) 
     number = as_number(value)
     if number is not None:
         try:
-            obj["timestamp"] = datetime.fromtimestamp(number).isoformat(timespec="microseconds")
+            obj["timestamp"] = iso_time(number)
         except (OverflowError, OSError, ValueError):
             notes.warn(f"{path}:{lineno}: 'time' {value!r} is not a unix time", str(path))
             return None
         return number
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
+            when = datetime.fromisoformat(value).timestamp()
+            obj["timestamp"] = iso_time(when)
+            return when
+        except (OverflowError, OSError, ValueError):
             pass
     notes.warn(f"{path}:{lineno}: 'timestamp' {value!r} is not an ISO time; time of the previous step used", str(path))
     return None
@@ -113,7 +110,7 @@ def _reference(path: Path, rules: Any, notes: Notes) -> tuple[list[tuple], int, 
         when = _reference_time(path, notes, lineno, obj)
         lines = obj.get("line_indices")
         if lines is not None:
-            clean = _line_ids(lines)
+            clean = line_ids(lines)
             if clean is None:
                 notes.warn(f"{path}:{lineno}: 'line_indices' is not a list of integers; indices dropped", str(path))
                 obj.pop("line_indices")
@@ -218,8 +215,9 @@ def test_empty_tracking_file(tmp_path: Path) -> None:
     assert notes.items == [f"{path}: file is empty; no batch tracking or per-step metrics"]
 
 
-@pytest.mark.parametrize("zone", ["UTC", "Europe/Dublin", "Africa/Monrovia", "right/UTC", "Pacific/Chatham"])
-def test_local_iso_time_is_fromtimestamp(zone: str) -> None:
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Dublin", "Africa/Monrovia", "right/UTC", "Pacific/Chatham",
+                                  "Australia/Lord_Howe"])
+def test_fast_iso_time_is_iso_time(zone: str) -> None:
     if not Path("/usr/share/zoneinfo", zone).exists():
         pytest.skip(f"no tz data for {zone}")
     rng = random.Random(zone)
@@ -235,10 +233,10 @@ def test_local_iso_time_is_fromtimestamp(zone: str) -> None:
             values += [start + d + rng.random() for d in range(0, 35 * 86400, 3599)]
     values += [1e300, math.inf, math.nan, -1e20, 253402300799.9999996]
     with _local_zone(zone):
-        fast = _LocalIsoTime()
+        fast = _FastIsoTime()
         for value in values:
             try:
-                expected: Any = datetime.fromtimestamp(value).isoformat(timespec="microseconds")
+                expected: Any = iso_time(value)
             except (OverflowError, OSError, ValueError):
                 expected = "error"
             try:
