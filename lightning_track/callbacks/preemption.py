@@ -42,7 +42,6 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,14 +53,15 @@ from typing_extensions import override
 from ..derived.summary import SummaryFile
 from ..folder import signals as signal_files
 from ..folder.fileio import atomic_write_json
-from ..folder.layout import RunLayout, sanitize_name
+from ..folder.layout import RunLayout
 from ..run.distributed import destroy_process_group_at_exit
-from ..vocabulary import INTERRUPTED, iso_time
-from ._paths import find_layout, find_run_logger
+from ..vocabulary import FAILED, INTERRUPTED, exit_status, iso_time
+from .health.checks import INTERRUPTED as INTERRUPTED_CHECK
+from .health.checks import STOP_CHECKS
+from .health.guard import HealthGuard
+from .targets import find_layout, find_run_logger, signal_target
 
 __all__ = ["PreemptionHandler", "INTERRUPTED_CHECK"]
-
-INTERRUPTED_CHECK = "interrupted"  # the ``check`` field of the signal a preempted run writes
 
 
 def _signal_number(name: str | int) -> int:
@@ -84,10 +84,11 @@ class PreemptionHandler(Callback):
             handler; the others are routed into it.
         save_checkpoint: save a resumable checkpoint before exiting.
         exit_code: the process exit status; ``None`` uses ``128 + signal number``.
-        signals_dir: where the signal file goes; default like :class:`HealthGuard` (a HealthGuard
-            in the same trainer, ``$LIGHTNING_TRACK_SIGNALS_DIR``, ``<runs root>/signals``).
-        exp_id: the signal file stem; default like :class:`HealthGuard` (its exp_id,
-            ``$LIGHTNING_TRACK_EXP_ID``, the run name).
+        signals_dir: where the signal file goes; default: a HealthGuard's in the same trainer, else
+            as for a HealthGuard (``$LIGHTNING_TRACK_SIGNALS_DIR``, ``<runs root>/signals``; one rule,
+            :func:`~lightning_track.callbacks.targets.signal_target`).
+        exp_id: the signal file stem; default: the HealthGuard's, else ``$LIGHTNING_TRACK_EXP_ID``,
+            the run name.
         write_signal: write the ``.failed`` signal (``check: interrupted``, ``resumable: true``).
 
     Resume with ``RunLogger(..., resume=True)`` (or the run name) and ``trainer.fit(ckpt_path="last")``.
@@ -184,7 +185,7 @@ class PreemptionHandler(Callback):
             return
         self.received = signum
         name = signal.Signals(signum).name
-        code = self.exit_code if self.exit_code is not None else 128 + signum
+        code = self.exit_code if self.exit_code is not None else exit_status(-signum)  # the shell's 128 + N
         layout = find_layout(trainer)
         step = int(trainer.global_step)
         error: str | None = None
@@ -216,7 +217,7 @@ class PreemptionHandler(Callback):
             logger.finalize(INTERRUPTED)  # Lightning's finalize("failed") that follows is ignored
             self._mark_summary(layout, details)
         if self.write_signal:
-            self._write_signal(trainer, layout, logger is not None, details)
+            self._write_signal(trainer, layout, details)
         where = f"; checkpoint {self.checkpoint_path}" if self.checkpoint_path else ""
         print(f"PreemptionHandler: {name} at step {step}: run interrupted{where}; exit {code}", file=sys.stderr)
 
@@ -225,7 +226,7 @@ class PreemptionHandler(Callback):
         summary = SummaryFile(layout.summary_json)
         data = summary.read()
         # A HealthGuard reports the same stop as a failure ("terminated"/"interrupted"): it was not one.
-        if isinstance(data.get("failure"), dict) and data["failure"].get("check") in ("terminated", "interrupted"):
+        if isinstance(data.get("failure"), dict) and data["failure"].get("check") in STOP_CHECKS:
             data.pop("failure")
         data.update(status=INTERRUPTED, interrupted=details)
         atomic_write_json(layout.summary_json, data)
@@ -247,37 +248,17 @@ class PreemptionHandler(Callback):
         trainer.save_checkpoint(str(path))
         return str(path)
 
-    def _write_signal(self, trainer: Any, layout: RunLayout, has_run_logger: bool, details: dict[str, Any]) -> None:
-        from .health import HealthGuard  # the same file a HealthGuard (and lt-run) uses
-
+    def _write_signal(self, trainer: Any, layout: RunLayout, details: dict[str, Any]) -> None:
+        # The same file a HealthGuard of this trainer (and lt-run) uses: the guard's choice comes
+        # before the environment, this handler's own arguments before both.
         guard = next((c for c in trainer.callbacks if isinstance(c, HealthGuard)), None)
-        signals_dir: Path | None = None
-        exp_id: str | None = None
-        if guard is not None and guard.signals_dir is not None and guard.exp_id is not None:
-            signals_dir, exp_id = Path(guard.signals_dir), guard.exp_id
-        if self._signals_dir_arg is not None:
-            signals_dir = Path(self._signals_dir_arg)
-        elif signals_dir is None:
-            env_dir = os.environ.get(signal_files.ENV_SIGNALS_DIR)
-            signals_dir = Path(env_dir) if env_dir else (
-                layout.signals_dir if has_run_logger else layout.run_dir / RunLayout.SIGNALS)
-        if self._exp_id_arg is not None:
-            exp_id = self._exp_id_arg
-        elif exp_id is None:
-            env_id = os.environ.get(signal_files.ENV_EXP_ID)
-            if env_id:
-                exp_id = signal_files.check_exp_id(env_id)
-            elif has_run_logger:
-                exp_id = layout.name
-            else:
-                exp_id = sanitize_name(Path(trainer.default_root_dir).resolve().name or "run", what="exp_id")
+        target = signal_target(trainer, self._signals_dir_arg, self._exp_id_arg,
+                               inherit=guard.target if guard is not None else None, layout=layout)
         resume = "checkpoint saved, resume with trainer.fit(ckpt_path='last')" if details["resumable"] else (
             "no checkpoint")
         reason = f"{details['signal']} received at step {details['step']}: run interrupted, {resume}"
         try:
-            signal_files.write_signal(
-                signals_dir, exp_id, signal_files.FAILED, check=INTERRUPTED_CHECK, reason=reason,
-                run_dir=str(layout.run_dir.resolve()), rank=trainer.global_rank, **details,
-            )
+            target.write(FAILED, check=INTERRUPTED_CHECK, reason=reason, run_dir=str(layout.run_dir.resolve()),
+                         rank=trainer.global_rank, **details)
         except (OSError, ValueError) as exc:
             print(f"PreemptionHandler: could not write the signal: {exc}", file=sys.stderr)

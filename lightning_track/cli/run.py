@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..vocabulary import DONE, EXIT_OK, EXIT_USAGE, FAILED, HEALTHY
+
 __all__ = ["main"]
 
-_STYLES = {"start": "cyan", "healthy": "green", "done": "green", "failed": "red", "error": "red", "kill": "red",
+# run_command's event kinds (the signal words among them) -> console style
+_STYLES = {"start": "cyan", HEALTHY: "green", DONE: "green", FAILED: "red", "error": "red", "kill": "red",
            "post": "cyan", "info": "dim"}
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def error(message: str) -> int:
         console.print(f"[red]lt-run: error:[/red] {escape(message)}", soft_wrap=True)
-        return 2
+        return EXIT_USAGE
 
     if args.post_process is not None:
         if cmd:
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return error(str(exc))
         console.print(f"post-processed {escape(args.post_process)}: status {summary.get('status', 'unknown')}, "
                       f"{summary.get('steps_logged', 0)} steps", soft_wrap=True)
-        return 0
+        return EXIT_OK
     if not cmd:
         return error("no command given (usage: lt-run [options] -- CMD ...)")
 

@@ -12,6 +12,10 @@ which wins.
 The child runs in its own process group (so a terminal's Ctrl+C reaches it once, through
 ``lt-run``); SIGINT/SIGTERM sent to ``lt-run`` are forwarded to that group, and terminating
 means SIGTERM to the group, then SIGKILL after ``grace`` seconds.
+
+This module does the I/O (the process, its signals, the files); what to make of what it sees
+(when to stop the child, the exit code, the outcome, what lt-run writes) is decided in
+:mod:`.outcome`.
 """
 
 from __future__ import annotations
@@ -29,14 +33,24 @@ from typing import Any
 
 from ..derived.summary import SummaryFile, post_process
 from ..folder import signals
-from ..folder.layout import RunLayout, format_timestamp, sanitize_name
-from ..vocabulary import FAILED, INTERRUPTED, RUNNING
+from ..folder.layout import RunLayout, sanitize_name
+from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, EXIT_HEALTH, FAILED, HEALTHY, exit_status, run_name_time
+from .outcome import (
+    CHILD_FAILED,
+    HEALTH_TIMEOUT,
+    WRITER,
+    decide_outcome,
+    health_timeout_failure,
+    run_dir_from,
+    summary_update,
+    watch_verdict,
+)
 
 __all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id", "exit_status", "HEALTH_TIMEOUT_EXIT_CODE"]
 
 # When lt-run stops a child for its health and the child still exits 0 (Lightning turns SIGTERM
 # into a clean-looking exit), lt-run must not report success: it uses the HealthGuard's code.
-HEALTH_TIMEOUT_EXIT_CODE = 86
+HEALTH_TIMEOUT_EXIT_CODE = EXIT_HEALTH
 
 Event = Callable[[str, str], None]  # (kind, message) -> None, for a console
 
@@ -48,7 +62,7 @@ class RunResult:
     exit_code: int  # what lt-run exits with: the child's (128 + N when signal N killed it)
     child_returncode: int | None  # Popen's returncode (negative: killed by that signal)
     exp_id: str
-    outcome: str  # "done" or "failed"
+    outcome: str  # DONE or FAILED (lightning_track.vocabulary)
     reason: str | None
     healthy: bool
     duration_s: float
@@ -66,19 +80,7 @@ def default_exp_id(cmd: Sequence[str]) -> str:
         stem = sanitize_name(stem)
     except ValueError:
         stem = "run"
-    return f"{stem}_{format_timestamp()}"
-
-
-def exit_status(returncode: int) -> int:
-    """Shell convention: a child killed by signal N gives 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def _signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
+    return f"{stem}_{run_name_time()}"
 
 
 class _Child:
@@ -143,8 +145,8 @@ def run_command(
     if stale:
         notify("info", f"removed {len(stale)} old signal file(s) of {exp_id}")
     child_env = dict(os.environ if env is None else env)
-    child_env[signals.ENV_EXP_ID] = exp_id
-    child_env[signals.ENV_SIGNALS_DIR] = str(signals_path)
+    child_env[ENV_EXP_ID] = exp_id
+    child_env[ENV_SIGNALS_DIR] = str(signals_path)
 
     t0 = time.monotonic()
     child = _Child(cmd, child_env, cwd)
@@ -161,35 +163,33 @@ def run_command(
             previous[sig] = signal.signal(sig, forward)
 
     healthy = False
-    stopped_for: str | None = None  # why lt-run terminated the child
-    lt_failure: dict[str, Any] | None = None
-    seen: dict[str, dict[str, Any]] = {}
+    stopped = False  # lt-run terminated the child
+    lt_failure: dict[str, Any] | None = None  # lt-run's own failure (health timeout)
     try:
         while child.proc.poll() is None:
             seen = signals.read_signals(signals_path, exp_id)
-            if not healthy and signals.HEALTHY in seen:
+            if not healthy and HEALTHY in seen:
                 healthy = True
-                notify("healthy", f"healthy after {time.monotonic() - t0:.1f} s: "
-                                  f"{signals.format_signal(seen[signals.HEALTHY])}")
-            if signals.FAILED in seen:
-                stopped_for = "child reported failure"
-                notify("failed", f"child reported {signals.format_signal(seen[signals.FAILED])}; "
-                                 f"waiting up to {grace:g} s for it to exit")
+                notify(HEALTHY, f"healthy after {time.monotonic() - t0:.1f} s: {signals.format_signal(seen[HEALTHY])}")
+            elapsed = time.monotonic() - t0
+            verdict = watch_verdict(seen, healthy=healthy, elapsed=elapsed, health_time=health_time)
+            if verdict == CHILD_FAILED:
+                stopped = True
+                notify(FAILED, f"child reported {signals.format_signal(seen[FAILED])}; "
+                               f"waiting up to {grace:g} s for it to exit")
                 try:
                     child.proc.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
                     child.terminate(grace, notify)
                 break
-            elapsed = time.monotonic() - t0
-            if health_time is not None and not healthy and elapsed >= health_time:
-                reason = f"not healthy within {health_time:g} s"
-                stopped_for = reason
-                lt_failure = {"check": "health_timeout", "reason": reason, "value": round(elapsed, 3),
-                              "threshold": health_time}
-                signals.write_signal(signals_path, exp_id, signals.FAILED, **lt_failure,
+            if verdict == HEALTH_TIMEOUT:
+                assert health_time is not None
+                stopped = True
+                lt_failure = health_timeout_failure(health_time, elapsed)
+                signals.write_signal(signals_path, exp_id, FAILED, **lt_failure,
                                      run_dir=str(run_dir) if run_dir else None, child_pid=child.proc.pid,
-                                     writer="lt-run")
-                notify("failed", f"{reason}: SIGTERM, SIGKILL after {grace:g} s")
+                                     writer=WRITER)
+                notify(FAILED, f"{lt_failure['reason']}: SIGTERM, SIGKILL after {grace:g} s")
                 child.terminate(grace, notify)
                 break
             time.sleep(poll_interval)
@@ -199,60 +199,31 @@ def run_command(
             signal.signal(sig, handler)
     duration = round(time.monotonic() - t0, 3)
 
-    code = exit_status(returncode)
-    if stopped_for is not None and code == 0:
-        code = HEALTH_TIMEOUT_EXIT_CODE
+    end = decide_outcome(returncode, seen=signals.read_signals(signals_path, exp_id), health_failure=lt_failure,
+                         stopped=stopped, forwarded=forwarded, duration_s=duration, child_pid=child.proc.pid,
+                         run_dir=str(run_dir) if run_dir else None)
+    if end.signal is not None:
+        status, fields = end.signal
+        signals.write_signal(signals_path, exp_id, status, **fields)
     seen = signals.read_signals(signals_path, exp_id)
-    end_fields = {"exit_code": code, "duration_s": duration, "child_pid": child.proc.pid, "writer": "lt-run"}
-    if returncode < 0:
-        end_fields["killed_by"] = _signal_name(-returncode)
-    if lt_failure is not None:  # lt-run's own .failed: complete it with how the command ended
-        outcome, reason = signals.FAILED, lt_failure["reason"]
-        signals.write_signal(signals_path, exp_id, signals.FAILED, **lt_failure, **end_fields,
-                             run_dir=str(run_dir) if run_dir else None)
-    elif signals.FAILED in seen:
-        outcome, reason = signals.FAILED, seen[signals.FAILED].get("reason")
-    elif signals.DONE in seen and code == 0:
-        outcome, reason = signals.DONE, None
-    elif code == 0 and not forwarded:
-        outcome, reason = signals.DONE, None
-        signals.write_signal(signals_path, exp_id, signals.DONE, **end_fields)
-    else:
-        outcome = signals.FAILED
-        if forwarded:
-            reason = f"stopped: lt-run received {_signal_name(forwarded[0])} (exit code {code})"
-        elif returncode < 0:
-            reason = f"killed by {_signal_name(-returncode)} (exit code {code})"
-        else:
-            reason = f"exit code {code}"
-        signals.write_signal(signals_path, exp_id, signals.FAILED, check="exit", reason=reason, **end_fields)
-    seen = signals.read_signals(signals_path, exp_id)
-    notify(outcome, f"exit code {code} after {duration:.1f} s" + (f": {reason}" if reason else ""))
+    notify(end.outcome, f"exit code {end.exit_code} after {duration:.1f} s" + (f": {end.reason}" if end.reason else ""))
 
-    found_dir = Path(run_dir) if run_dir is not None else _run_dir_from(seen)
-    result = RunResult(exit_code=code, child_returncode=returncode, exp_id=exp_id, outcome=outcome, reason=reason,
-                       healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen)
+    found_dir = Path(run_dir) if run_dir is not None else run_dir_from(seen)
+    result = RunResult(exit_code=end.exit_code, child_returncode=returncode, exp_id=exp_id, outcome=end.outcome,
+                       reason=end.reason, healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen)
     if do_post_process:
         if found_dir is None:
             notify("info", "no run folder known (no --run-dir, no run_dir in the signals): skipping post-processing")
         else:
-            interrupted = bool(forwarded) and lt_failure is None
             try:
-                result.summary = finish_run_dir(found_dir, exit_code=code, duration_s=duration, exp_id=exp_id,
-                                                outcome=outcome, failure=lt_failure, interrupted=interrupted)
+                result.summary = finish_run_dir(found_dir, exit_code=end.exit_code, duration_s=duration,
+                                                exp_id=exp_id, outcome=end.outcome, failure=lt_failure,
+                                                interrupted=end.interrupted)
                 notify("post", f"post-processed {found_dir}")
             except (OSError, ValueError) as exc:
                 result.post_process_error = str(exc)
                 notify("error", f"post-processing {found_dir} failed: {exc}")
     return result
-
-
-def _run_dir_from(seen: Mapping[str, Mapping[str, Any]]) -> Path | None:
-    for status in (signals.DONE, signals.FAILED, signals.HEALTHY):
-        value = seen.get(status, {}).get("run_dir")
-        if value:
-            return Path(value)
-    return None
 
 
 def finish_run_dir(
@@ -275,11 +246,6 @@ def finish_run_dir(
         raise FileNotFoundError(f"{path}: run folder does not exist")
     summary_json = RunLayout(path).summary_json
     current = SummaryFile(summary_json).read() if summary_json.exists() else {}
-    status = None
-    if current.get("status") in (None, RUNNING):
-        status = INTERRUPTED if interrupted else (FAILED if outcome == signals.FAILED else None)
-    extra: dict[str, Any] = {"lt_run": {"exp_id": exp_id, "exit_code": exit_code, "duration_s": duration_s,
-                                        "outcome": outcome}}
-    if failure is not None and "failure" not in current:
-        extra["failure"] = dict(failure)
+    status, extra = summary_update(current, exit_code=exit_code, duration_s=duration_s, exp_id=exp_id,
+                                   outcome=outcome, failure=failure, interrupted=interrupted)
     return post_process(path, status=status, extra=extra)

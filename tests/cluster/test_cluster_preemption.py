@@ -23,6 +23,7 @@ def summary(run: RunLayout) -> dict:
     return json.loads(run.summary_json.read_text())
 
 
+@pytest.mark.slow  # a training subprocess
 def test_sigterm_saves_checkpoint_marks_interrupted_and_resume_continues(runs: Path) -> None:
     proc = start(str(runs), "40", "--ready-at", "4", "--sleep", "0.3", "--every", "10")
     wait_for(runs / "ready.txt", proc)

@@ -8,7 +8,6 @@ import pytest
 from health_support import fit
 
 from lightning_track import HEALTH_EXIT_CODE, HealthCheckFailed, HealthGuard
-from lightning_track.callbacks.health import classify_exception
 from lightning_track.folder import signals
 from lightning_track.folder.fileio import read_json
 from lightning_track.folder.layout import RunLayout
@@ -142,16 +141,6 @@ def test_exception_in_training_is_classified(tmp_path):
     assert record["check"] == "cuda_error" and record["step"] == 3
     summary = read_json(run.summary_json)
     assert summary["status"] == "failed" and summary["failure"]["check"] == "cuda_error"
-
-
-def test_classify_exception():
-    import torch
-
-    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-    assert classify_exception(oom) == ("cuda_oom", "CUDA out of memory: CUDA out of memory. Tried to allocate 2 GiB")
-    assert classify_exception(RuntimeError("NCCL communicator was aborted"))[0] == "cuda_error"
-    assert classify_exception(ValueError("bad shape")) == ("exception", "ValueError: bad shape")
-    assert classify_exception(KeyboardInterrupt())[0] == "interrupted"
 
 
 def test_without_run_logger_signals_go_under_default_root_dir(tmp_path):

@@ -16,6 +16,8 @@ from lightning_track.folder import signals
 from lightning_track.folder.fileio import read_json
 from lightning_track.folder.layout import RunLayout
 
+pytestmark = pytest.mark.slow  # every test starts training processes
+
 
 def run_script(root, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), "--root", str(root), *args], env=subprocess_env(),

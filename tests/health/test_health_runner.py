@@ -21,6 +21,7 @@ from lightning_track.launch.runner import HEALTH_TIMEOUT_EXIT_CODE, default_exp_
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
+@pytest.mark.slow
 def test_never_healthy_command_is_terminated(tmp_path):
     start = time.monotonic()
     result = run_command(SLEEPER, exp_id="sleepy", signals_dir=tmp_path, health_time=1, grace=5,
@@ -33,6 +34,7 @@ def test_never_healthy_command_is_terminated(tmp_path):
     assert (tmp_path / "sleepy.failed").read_text().splitlines()[0] == "status: failed"
 
 
+@pytest.mark.slow
 def test_sigterm_ignored_means_sigkill_after_grace(tmp_path):
     # SIG_IGN survives exec, so the sleep really ignores SIGTERM (and sh starts in milliseconds).
     start = time.monotonic()
@@ -44,6 +46,7 @@ def test_sigterm_ignored_means_sigkill_after_grace(tmp_path):
     assert signals.read_signal(tmp_path, "stubborn", "failed")["killed_by"] == "SIGKILL"
 
 
+@pytest.mark.slow
 def test_failed_signal_from_the_child_stops_it(tmp_path):
     # A non-Python child writes the plain-text signal with the names lt-run exported to it.
     script = ('printf "status: failed\\nreason: boom\\n" '
@@ -54,6 +57,7 @@ def test_failed_signal_from_the_child_stops_it(tmp_path):
     assert signals.read_signal(tmp_path, "selfreport", "failed") == {"status": "failed", "reason": "boom"}
 
 
+@pytest.mark.slow
 def test_sigterm_to_lt_run_is_forwarded_and_exit_code_is_the_childs(tmp_path):
     marker, ready = tmp_path / "got", tmp_path / "ready"
     code = ("import signal, sys, time, pathlib\n"
@@ -79,6 +83,7 @@ def test_sigterm_to_lt_run_is_forwarded_and_exit_code_is_the_childs(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # lt-run's handler was removed again
 
 
+@pytest.mark.slow
 def test_plain_success_gets_done_and_a_failure_gets_failed(tmp_path):
     ok = run_command([sys.executable, "-c", "pass"], exp_id="ok", signals_dir=tmp_path)
     assert (ok.exit_code, ok.outcome) == (0, "done")
@@ -88,12 +93,14 @@ def test_plain_success_gets_done_and_a_failure_gets_failed(tmp_path):
     assert signals.read_signal(tmp_path, "bad", "failed")["exit_code"] == 3
 
 
+@pytest.mark.slow
 def test_stale_signals_of_the_same_exp_id_are_ignored(tmp_path):
     signals.write_signal(tmp_path, "again", "failed", reason="last week's run")
     result = run_command([sys.executable, "-c", "pass"], exp_id="again", signals_dir=tmp_path)
     assert result.outcome == "done" and not (tmp_path / "again.failed").exists()
 
 
+@pytest.mark.slow
 def test_lt_run_cli_healthy_training_run_is_post_processed(tmp_path, monkeypatch, capsys):
     """lt-run -- python train.py: env tells the guard the exp id; run_dir comes back in the signal."""
     for key, value in subprocess_env().items():
@@ -123,6 +130,7 @@ def finished_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_post_process_cli_rebuilds_derived_files(finished_run, capsys):
     finished_run.metrics_csv.unlink()
     finished_run.report_md.unlink()
@@ -135,6 +143,7 @@ def test_post_process_cli_rebuilds_derived_files(finished_run, capsys):
     assert "status completed, 8 steps" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert main(["--post-process", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()

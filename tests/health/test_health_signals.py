@@ -9,6 +9,7 @@ import time
 import pytest
 
 from lightning_track.folder import signals
+from lightning_track.vocabulary import iso_time
 
 
 def test_write_signal_text_and_json_twin(tmp_path):
@@ -17,8 +18,8 @@ def test_write_signal_text_and_json_twin(tmp_path):
     assert path == tmp_path / "signals" / "exp1.healthy"
     lines = path.read_text().splitlines()
     assert lines[:3] == ["status: healthy", "step: 100", "loss: 0.543210"]
-    assert lines[3].startswith("timestamp: ") and len(lines[3]) == len("timestamp: 2025-12-04T10:30:00")
     twin = json.loads((tmp_path / "signals" / "exp1.healthy.json").read_text())
+    assert lines[3] == f"timestamp: {iso_time(twin['time'])}"  # the one timestamp format of a run's files
     assert twin["status"] == "healthy" and twin["step"] == 100 and twin["loss"] == 0.54321
     assert twin["run_dir"] == "/runs/x" and "check" not in twin  # None fields are left out
     assert signals.read_signal(tmp_path / "signals", "exp1", "healthy")["run_dir"] == "/runs/x"
