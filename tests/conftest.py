@@ -23,7 +23,7 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Tests must never read or write the real home directory (SwanLab, ssh, caches)."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("LT_CACHE_DIR", session_cache_dir)
+    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", session_cache_dir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     for key in list(os.environ):

@@ -8,7 +8,6 @@ re-running from the checkpoint before a bad line). The file formats are those of
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from typing_extensions import override
 from ..folder.fileio import JsonlAppender, keep_jsonl_before
 from ..folder.layout import RunLayout
 from ..folder.tracking import CheckpointMappings, checkpoint_name
-from ._paths import find_layout
+from ..vocabulary import iso_time
+from .targets import find_layout
 
 __all__ = ["BatchTracker", "TrackedDataset"]
 
@@ -192,7 +192,7 @@ class BatchTracker(Callback):
             "line_indices": ids,
             "loss": loss_sum / count if count else None,
             "learning_rate": lr,
-            "timestamp": datetime.now().isoformat(),
+            "timestamp": iso_time(),
         }
         if len(pending) > 1:
             record["micro_batches"] = [{"batch_idx": b, "line_indices": i} for b, i in pending]

@@ -25,7 +25,7 @@ from ..derived.report import metrics_table
 from ..folder.fileio import atomic_write_json, atomic_write_text, read_json, replace_dir, temp_path, to_jsonable
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics
-from ._paths import find_layout, find_run_logger
+from .targets import find_layout, find_run_logger
 
 __all__ = ["FinalModelExport", "load_final_model", "CONFIG_FILE", "WEIGHTS_FILE"]
 

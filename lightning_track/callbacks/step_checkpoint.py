@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from ..folder.fileio import atomic_open
 from ..folder.layout import RunLayout
-from ._paths import find_layout, run_logger_first
+from .targets import find_layout, run_logger_first
 
 __all__ = ["StepCheckpoint", "AtomicCheckpointIO", "SAVED_HOOK", "REMOVED_HOOK"]
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ..vocabulary import RUN_NAME_TIME_FORMAT, SIGNAL_STATUSES, run_name_time
+
 __all__ = [
     "RunLayout",
     "RunName",
@@ -20,7 +22,7 @@ __all__ = [
     "TIMESTAMP_FORMAT",
 ]
 
-TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
+TIMESTAMP_FORMAT = RUN_NAME_TIME_FORMAT
 MAX_NAME_PART = 80
 
 # Characters that break paths, shells or viewers. Unicode letters and digits stay readable.
@@ -44,9 +46,7 @@ def sanitize_name(value: str, *, what: str = "name") -> str:
     return text[:MAX_NAME_PART]
 
 
-def format_timestamp(when: datetime | None = None) -> str:
-    """Local time as ``YYYYmmdd_HHMMSS``."""
-    return (when or datetime.now()).strftime(TIMESTAMP_FORMAT)
+format_timestamp = run_name_time  # the stamp in a run folder's name
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ class RunLayout:
     def signals_dir(self) -> Path:
         return self.root / self.SIGNALS
 
-    SIGNAL_STATUSES = ("healthy", "done", "failed")
+    SIGNAL_STATUSES = SIGNAL_STATUSES
 
     @classmethod
     def signal_file(cls, signals_dir: str | Path, exp_id: str, status: str, *, json: bool = False) -> Path:

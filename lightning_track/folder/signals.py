@@ -12,7 +12,7 @@ Example text file::
     status: healthy
     step: 100
     loss: 0.543210
-    timestamp: 2025-12-04T10:30:00
+    timestamp: 2025-12-04T10:30:00.000000+01:00
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..vocabulary import DONE, ENV_EXP_ID, ENV_SIGNALS_DIR, FAILED, HEALTHY, SIGNAL_STATUSES, iso_time
 from .fileio import atomic_write_json, atomic_write_text, read_json, restore_nonfinite
 from .layout import RunLayout, sanitize_name
 
@@ -43,14 +43,7 @@ __all__ = [
     "clear_signals",
 ]
 
-HEALTHY = "healthy"
-DONE = "done"
-FAILED = "failed"
-STATUSES = RunLayout.SIGNAL_STATUSES
-
-# lt-run exports these to its child so the child's HealthGuard writes where lt-run watches.
-ENV_EXP_ID = "LIGHTNING_TRACK_EXP_ID"
-ENV_SIGNALS_DIR = "LIGHTNING_TRACK_SIGNALS_DIR"
+STATUSES = SIGNAL_STATUSES
 
 # Fields of the text file, in this order; the JSON twin holds every field.
 _TEXT_FIELDS = ("status", "step", "loss", "timestamp", "check", "reason", "exit_code", "duration_s")
@@ -83,7 +76,7 @@ def write_signal(signals_dir: str | Path, exp_id: str, status: str, **fields: An
     """Write the ``status`` signal (text + JSON twin) atomically and return the text file's path.
 
     ``fields`` may hold anything JSON-able: ``step``, ``loss``, ``check``, ``value``,
-    ``threshold``, ``reason``, ``run_dir`` ... ``status``, ``timestamp`` (local time, seconds),
+    ``threshold``, ``reason``, ``run_dir`` ... ``status``, ``timestamp`` (:func:`~lightning_track.vocabulary.iso_time`),
     ``time`` (epoch seconds) and ``pid`` are filled in.
     """
     text_path = signal_path(signals_dir, exp_id, status)
@@ -91,7 +84,7 @@ def write_signal(signals_dir: str | Path, exp_id: str, status: str, **fields: An
     now = time.time()
     record: dict[str, Any] = {"status": status, "exp_id": exp_id}
     record.update({k: v for k, v in fields.items() if v is not None})
-    record.setdefault("timestamp", datetime.fromtimestamp(now).isoformat(timespec="seconds"))
+    record.setdefault("timestamp", iso_time(now))
     record.setdefault("time", now)
     record.setdefault("pid", os.getpid())
     lines = [f"{key}: {_text_value(key, record[key])}" for key in _TEXT_FIELDS if key in record]

@@ -17,10 +17,11 @@ import atexit
 import os
 from typing import Any
 
+from ..vocabulary import ENV_RUN_DIR
+
 __all__ = ["global_rank", "world_size_from_env", "broadcast_from_rank0", "destroy_process_group_at_exit",
            "ENV_RUN_DIR"]
 
-ENV_RUN_DIR = "LIGHTNING_TRACK_RUN_DIR"
 
 
 def global_rank() -> int:

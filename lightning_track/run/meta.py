@@ -8,11 +8,11 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..vocabulary import iso_time
 from .config import redact_argv
 
 __all__ = ["collect_meta", "git_info", "package_versions"]
@@ -68,7 +68,7 @@ def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict
         "dataset": dataset,
         "method": method,
         "run_name": run_name,
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "created": iso_time(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "user": user,

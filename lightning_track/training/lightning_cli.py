@@ -23,7 +23,7 @@ import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from typing_extensions import override
 
-from ..callbacks._paths import find_run_logger
+from ..callbacks.targets import find_run_logger
 
 __all__ = ["RunConfigCallback", "cli_config_dict"]
 

@@ -99,6 +99,7 @@ def test_tracked_dataset_rejects_samples_it_cannot_tag():
         TrackedDataset(["a", "b"])[0]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gathers_all_ranks_ids(tmp_path):
     """A real 2-process DDP fit (gloo, CPU); each rank writes what it trained on, rank 0 the tracking."""
     root = tmp_path / "runs"

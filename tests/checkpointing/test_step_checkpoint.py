@@ -165,6 +165,7 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
     assert os.listdir(tmp_path) == ["checkpoint-step-001.ckpt"]
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_leaves_a_torn_checkpoint(tmp_path):
     """A real process saving ~8 MB checkpoints every step, killed with SIGKILL mid-run."""
     root = tmp_path / "killed"

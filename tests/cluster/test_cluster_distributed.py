@@ -16,6 +16,8 @@ from readers import tensorboard_scalars
 from lightning_track import RunLayout, read_metrics
 from lightning_track.folder.signals import read_signal
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 
 @pytest.mark.timeout(300)
 def test_torchrun_two_ranks_share_one_run_folder_and_survive_sigterm(runs: Path) -> None:

@@ -42,6 +42,7 @@ def run_cli(*args: str) -> LightningCLI:
     return LightningCLI(DemoModule, DemoDataModule, args=list(args), save_config_callback=RunConfigCallback)
 
 
+@pytest.mark.slow
 def test_lightning_cli_fit_and_resume_with_class_path_yaml(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     config = write_cli_yaml(tmp_path / "cli.yaml", root)

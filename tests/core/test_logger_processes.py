@@ -18,6 +18,8 @@ from lightning_track import RunLayout, read_metrics
 
 SCRIPT = Path(__file__).with_name("train_script.py")
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 
 def start(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

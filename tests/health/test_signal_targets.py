@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from lightning_track.callbacks import _paths, targets
 from lightning_track.callbacks.targets import SignalTarget, signal_target
 from lightning_track.vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, HEALTHY
 
@@ -56,8 +55,3 @@ def test_write_and_clear_through_the_target(tmp_path):
     target = SignalTarget(tmp_path, "e")
     assert target.write(HEALTHY, step=3) == tmp_path / "e.healthy"
     assert sorted(p.name for p in target.clear()) == ["e.healthy", "e.healthy.json"]
-
-
-def test_paths_reexports_the_targets_helpers():
-    assert (_paths.find_layout, _paths.find_run_logger, _paths.run_logger_first) == (
-        targets.find_layout, targets.find_run_logger, targets.run_logger_first)

@@ -1,0 +1,130 @@
+"""The rules of the package layout that no single feature test would notice breaking."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import lightning_track
+from lightning_track import errors, vocabulary
+from lightning_track._moved import MOVED
+
+PACKAGE = Path(lightning_track.__file__).parent
+
+# The layers and tools that must start without torch or Lightning: lt-sync, lt-migrate, lt-run, the
+# sink host and anything that only reads or writes a run folder.
+TORCH_FREE = [
+    "lightning_track", "lightning_track.vocabulary", "lightning_track.errors",
+    "lightning_track.folder.layout", "lightning_track.folder.fileio", "lightning_track.folder.records",
+    "lightning_track.folder.tracking", "lightning_track.folder.signals",
+    "lightning_track.derived.digest", "lightning_track.derived.summary", "lightning_track.derived.report",
+    "lightning_track.run.config", "lightning_track.run.meta", "lightning_track.run.writer",
+    "lightning_track.run.sinkhost", "lightning_track.sinkhost",
+    "lightning_track.sinks.jsonl", "lightning_track.sinks.tensorboard", "lightning_track.sinks.swanlab",
+    "lightning_track.sync", "lightning_track.cli.sync", "lightning_track.migrate", "lightning_track.cli.migrate",
+    "lightning_track.launch.runner", "lightning_track.launch.outcome", "lightning_track.cli.run",
+    "lightning_track.cli.demo",
+]
+
+
+def test_torch_free_layers_import_neither_torch_nor_lightning() -> None:
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {TORCH_FREE!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning') if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.slow
+def test_the_check_above_can_fail() -> None:
+    """The same probe sees torch when a module that needs it is imported (the test is not vacuous)."""
+    code = ("import sys, lightning_track.run.logger\n"
+            "print('torch' in sys.modules and 'lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_old_module_paths_are_the_moved_modules(old: str) -> None:
+    new = importlib.import_module(f"lightning_track.{MOVED[old]}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sys.modules.pop(f"lightning_track.{old}", None)
+        aliased = importlib.import_module(f"lightning_track.{old}")
+    assert aliased is new
+    assert new.__spec__.name == f"lightning_track.{MOVED[old]}"  # the alias did not overwrite it
+    assert any(issubclass(w.category, DeprecationWarning) and MOVED[old] in str(w.message) for w in caught)
+
+
+@pytest.mark.slow
+def test_sinkhost_command_still_answers() -> None:
+    out = subprocess.run([sys.executable, "-m", "lightning_track.sinkhost", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "--in" in out.stdout
+
+
+def test_every_error_is_one_tree_and_keeps_its_builtin_base() -> None:
+    builtin = {
+        errors.ConfigError: ValueError, errors.RunFolderError: ValueError, errors.JsonlProblem: ValueError,
+        errors.WriterError: RuntimeError, errors.SinkHostError: RuntimeError, errors.SourceError: ValueError,
+        errors.CheckpointError: ValueError, errors.SyncError: RuntimeError, errors.UnsafePathError: ValueError,
+        errors.TransferError: RuntimeError, errors.TransportError: OSError,
+    }
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type):
+            assert issubclass(obj, errors.LightningTrackError), name
+            assert name in (errors.__doc__ or ""), f"{name} is missing from the tree drawn in errors' docstring"
+    for cls, base in builtin.items():
+        assert issubclass(cls, base), cls
+
+
+def test_one_line_flattens_messages() -> None:
+    assert errors.one_line(OSError(28, "No space left on device")) == "No space left on device"
+    assert errors.one_line(ValueError("a\n  b\tc")) == "a b c"
+    assert errors.one_line(KeyError()) == "KeyError"
+    assert len(errors.one_line(ValueError("x" * 1000), limit=50)) == 50
+
+
+def test_vocabulary_maps_lightning_words_and_refuses_unknown_ones() -> None:
+    assert vocabulary.run_status("success") == vocabulary.COMPLETED
+    assert vocabulary.run_status("finished") == vocabulary.COMPLETED
+    assert vocabulary.run_status("failed") == vocabulary.FAILED
+    assert vocabulary.run_status(vocabulary.INTERRUPTED) == vocabulary.INTERRUPTED
+    with pytest.raises(ValueError, match="unknown run status 'weird'"):
+        vocabulary.run_status("weird")
+    assert vocabulary.exit_status(-15) == 143 and vocabulary.exit_status(3) == 3
+
+
+def test_one_timestamp_format_is_aware_and_round_trips() -> None:
+    from datetime import datetime
+
+    stamp = vocabulary.iso_time(1_795_323_146.123456)
+    parsed = datetime.fromisoformat(stamp)
+    assert parsed.tzinfo is not None and parsed.microsecond == 123456
+    assert vocabulary.parse_iso_time(stamp) == pytest.approx(1_795_323_146.123456, abs=1e-6)
+
+
+def test_env_names_share_one_prefix_and_old_names_are_still_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [getattr(vocabulary, n) for n in vocabulary.__all__ if n.startswith("ENV_") and n != "ENV_PREFIX"]
+    assert names and all(n.startswith(vocabulary.ENV_PREFIX) for n in names)
+    monkeypatch.delenv(vocabulary.ENV_CACHE_DIR, raising=False)
+    monkeypatch.setenv("LT_CACHE_DIR", "/old")
+    assert vocabulary.env_value(vocabulary.ENV_CACHE_DIR) == "/old"
+    monkeypatch.setenv(vocabulary.ENV_CACHE_DIR, "/new")
+    assert vocabulary.env_value(vocabulary.ENV_CACHE_DIR) == "/new"
+
+
+def test_no_module_is_a_grab_bag() -> None:
+    """No module over ~450 lines: a bigger one is doing more than one job (split it along its jobs)."""
+    sizes = {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines())
+             for p in PACKAGE.rglob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > 470} == {}
