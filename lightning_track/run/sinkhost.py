@@ -16,7 +16,7 @@ over a dedicated ``os.pipe()`` pair passed with ``pass_fds``; stdout/stderr are 
 see SwanLab's messages. Each message is a 4-byte little-endian length and a pickle.
 
 * parent -> host: ``("open", fields)``, ``("config", dict)``, ``("write", [(step, time, metrics), ...])``,
-  ``("flush", token)``, ``("close", status)``.
+  ``("flush", token)``, ``("close", status, reason)``.
 * host -> parent: ``("opened",)``, ``("error", where, repr, pickled exception or None)``,
   ``("flushed", token)``, ``("closed",)``.
 
@@ -208,9 +208,9 @@ class SinkHost(Sink):
             self._replies.wait_for(lambda: token in self._flushed or self._gone, timeout)
             self._flushed.discard(token)
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, reason: str | None = None) -> None:
         try:
-            self._send(("close", status))
+            self._send(("close", status, reason))
             with self._replies:
                 self._replies.wait_for(lambda: self._closed or self._gone, self.close_timeout)
         finally:
@@ -297,7 +297,7 @@ class _Host:
             if message[1] is not None:
                 self.reply("flushed", message[1])
         elif kind == "close":
-            self.call_all("close", message[1])
+            self.call_all("close_with", *message[1:])
             self.sinks = []
             self.reply("closed")
             return False
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         message = reader.read()
         if message is None:  # the parent died without closing: finish what was received
             if host.opened:
-                host.call_all("close", FAILED)
+                host.call_all("close_with", FAILED, "the training process ended without closing the run (killed?)")
             break  # and skip the interpreter's atexit hooks: SwanLab's would mark an unclosed run finished
         if not host.handle(message):
             break

@@ -86,10 +86,10 @@ class BackgroundWriter:
         done.wait(timeout)
         self.check()
 
-    def close(self, status: str, timeout: float = 120.0) -> None:
-        """Write everything, close every sink with ``status``, stop the thread."""
+    def close(self, status: str, reason: str | None = None, timeout: float = 120.0) -> None:
+        """Write everything, close every sink with ``status`` (and ``reason``), stop the thread."""
         if self._thread.is_alive():
-            self._items.append(("close", status))
+            self._items.append(("close", (status, reason)))
             self._command(_STOP)
             self._thread.join(timeout)
         self.check()
@@ -190,7 +190,7 @@ class BackgroundWriter:
                 elif kind == "close":
                     if not self._opened:
                         self._open(None)
-                    self._call_all("close", arg)
+                    self._call_all("close_with", *arg)
                     self.sinks = []
             now = time.monotonic()
             if now >= next_flush:

@@ -8,6 +8,7 @@ hooks below and nothing else; a hook a sink does not need keeps the default here
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,11 +67,23 @@ class Sink(ABC):
         ``flush`` may only start the work (another process's); this waits for it.
         """
 
-    def close(self, status: str) -> None:  # noqa: B027 - optional hook
-        """Flush and release; ``status`` is the run's final status (completed, failed, interrupted)."""
+    def close(self, status: str, reason: str | None = None) -> None:  # noqa: B027 - optional hook
+        """Flush and release; ``status`` is the run's final status (completed, failed, interrupted),
+        ``reason`` one line on why it failed or stopped (None when it completed or nobody knows)."""
 
     def discard(self) -> None:  # noqa: B027 - optional hook
         """Release without having opened (the run was handed to another process: ddp_spawn)."""
+
+    def close_with(self, status: str, reason: str | None) -> None:
+        """Call :meth:`close`, also on a sink written before ``close`` took a ``reason``."""
+        try:
+            takes_reason = len(inspect.signature(self.close).parameters) >= 2
+        except (TypeError, ValueError):
+            takes_reason = True
+        if takes_reason:
+            self.close(status, reason)
+        else:
+            self.close(status)  # type: ignore[call-arg]
 
     @property
     def moved_aside(self) -> int:

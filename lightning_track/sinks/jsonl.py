@@ -45,7 +45,7 @@ class MetricsJsonlSink(Sink):
         if self.digest is not None:
             self.digest.add(records)
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, reason: str | None = None) -> None:
         if self._appender is not None:
             if durable_writes():
                 self._appender.fsync()

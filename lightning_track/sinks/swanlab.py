@@ -94,7 +94,7 @@ class SwanLabSink(Sink):
         for record in records:
             log(dict(record.metrics), step=record.step)
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, reason: str | None = None) -> None:
         if self._run is not None:
             run, self._run = self._run, None
             run.finish(state=_STATE.get(status, "crashed"))

@@ -172,7 +172,7 @@ class TensorBoardSink(Sink):
     def flush(self) -> None:
         self._writer.flush()
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, reason: str | None = None) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
