@@ -16,10 +16,12 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from ..errors import one_line
 from ..folder.fileio import JsonlAppender, keep_jsonl_before
 from ..folder.layout import RunLayout
 from ..folder.tracking import CheckpointMappings, checkpoint_name
 from ..vocabulary import iso_time
+from .health.checks import HealthCheckFailed
 from .targets import find_layout
 
 __all__ = ["BatchTracker", "TrackedDataset"]
@@ -84,6 +86,12 @@ class BatchTracker(Callback):
     also ``micro_batches`` (batch_idx and ids of each). Under DDP, ids are gathered to rank 0, which
     alone writes. On resume, records after the restored step are dropped first (no duplicates).
     ``checkpoint_mapping.json`` / ``line_checkpoint_mapping.json`` follow StepCheckpoint's saves.
+
+    A fit that ends on an exception (a HealthGuard stop, a NaN, an OOM) still records the batch in
+    flight, because that batch is the evidence: the record gets ``"failed": true`` when its step
+    was never applied (its step is the one it would have completed) and ``reason``, the exception
+    in one line; its loss is the one backward saw, or null. Under DDP that record holds rank 0's
+    lines only (``"ranks": [0]``): gathering from ranks that may be stuck in a collective could hang.
     """
 
     def __init__(self, id_key: str = "idx") -> None:
@@ -96,6 +104,7 @@ class BatchTracker(Callback):
         self._mappings: CheckpointMappings | None = None
         self._pending: list[tuple[int, list[int]]] = []
         self._losses: list[torch.Tensor] = []
+        self._inflight_loss: torch.Tensor | None = None  # backward's loss of a batch whose end hooks have not run
         self._lr: float | None = None
         self._last_step = 0
         self.records_written = 0
@@ -108,7 +117,7 @@ class BatchTracker(Callback):
             self._strip = True
             self.id_key = dataset.id_key
         self._last_step = trainer.global_step
-        self._pending, self._losses, self._lr = [], [], None
+        self._pending, self._losses, self._lr, self._inflight_loss = [], [], None, None
         self._layout = find_layout(trainer)
         if trainer.is_global_zero:
             self._layout.run_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +161,10 @@ class BatchTracker(Callback):
         self._pending.append((batch_idx, self._extract(batch)))
 
     @override
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        self._inflight_loss = loss.detach()  # a reference, no sync: only read if the batch never ends
+
+    @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         if self._lr is None and optimizer.param_groups:
             self._lr = float(optimizer.param_groups[0]["lr"])
@@ -160,15 +173,19 @@ class BatchTracker(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        self._inflight_loss = None
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
             # Lightning hands hooks the loss divided by accumulate_grad_batches (what backward saw).
-            scale = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
-            self._losses.append(loss.detach().float().reshape(-1)[0] * scale)
+            self._losses.append(loss.detach().float().reshape(-1)[0] * self._loss_scale(trainer, pl_module))
         if trainer.global_step == self._last_step:
             return  # accumulating: the optimizer has not stepped yet
         self._last_step = trainer.global_step
         self._record(trainer, pl_module)
+
+    @staticmethod
+    def _loss_scale(trainer: Trainer, pl_module: LightningModule) -> int:
+        return trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
 
     def _record(self, trainer: Trainer, pl_module: LightningModule) -> None:
         pending, self._pending = self._pending, []
@@ -224,6 +241,46 @@ class BatchTracker(Callback):
         total_count = sum(int(h[2]) for h in heads)
         return gathered, total_loss, total_count
 
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Record the batch in flight when the fit ends on an exception (see the class docstring)."""
+        pending, self._pending = self._pending, []
+        losses, self._losses = self._losses, []
+        inflight, self._inflight_loss = self._inflight_loss, None
+        lr, self._lr = self._lr, None
+        if not pending or not trainer.is_global_zero or self._appender is None:
+            return
+        stepped = trainer.global_step != self._last_step  # the optimizer applied it (a check after the step)
+        if inflight is not None:
+            losses.append(inflight.float().reshape(-1)[0] * self._loss_scale(trainer, pl_module))
+        # The loss of a batch whose last micro-batch never reached backward is unknown, not a partial mean.
+        loss = float(torch.stack(losses).mean()) if losses and (inflight is not None or stepped) else None
+        if lr is None and trainer.optimizers and trainer.optimizers[0].param_groups:
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        ids = [i for _, batch_ids in pending for i in batch_ids]
+        record: dict[str, Any] = {
+            "step": trainer.global_step if stepped else trainer.global_step + 1,
+            "epoch": trainer.current_epoch,
+            "batch_idx": pending[-1][0],
+            "line_indices": ids,
+            "loss": loss,
+            "learning_rate": lr,
+            "timestamp": iso_time(),
+        }
+        if len(pending) > 1:
+            record["micro_batches"] = [{"batch_idx": b, "line_indices": i} for b, i in pending]
+        if trainer.world_size > 1:
+            record["world_size"] = trainer.world_size
+            record["ranks"] = [trainer.global_rank]
+        if not stepped:
+            record["failed"] = True
+        record["reason"] = _reason(exception)
+        self._appender.append(record)
+        self.records_written += 1
+        self._last_step = trainer.global_step
+        if stepped and self._mappings is not None:
+            self._mappings.add_lines(ids)
+
     # -- checkpoints (told by StepCheckpoint) ------------------------------------------------------
     def on_step_checkpoint_saved(self, trainer: Trainer, step: int, path: str) -> None:
         if self._mappings is None or not trainer.is_global_zero:
@@ -256,3 +313,10 @@ class BatchTracker(Callback):
             self._appender.close()
             self._appender = None
 
+
+def _reason(exc: BaseException) -> str:
+    """One line on why the fit ended: a health check's own message, else ``Type: message``."""
+    if isinstance(exc, HealthCheckFailed):
+        return one_line(exc)
+    text = one_line(exc)
+    return type(exc).__name__ if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"

@@ -1,5 +1,9 @@
 """``report_draft.md``: a report skeleton a person fills in, and the markdown metrics table it shares
-with the final model's card."""
+with the final model's card.
+
+A failed run's report opens with why it failed (the ``failure`` block of ``summary.json``: check,
+value, threshold, step), so whoever opens the folder learns that before any table.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..folder.fileio import restore_nonfinite
 from ..folder.layout import RunLayout
+from ..vocabulary import COMPLETED, FAILED, INTERRUPTED
 
-__all__ = ["render_report", "format_value", "metrics_table"]
+__all__ = ["render_report", "format_value", "metrics_table", "failure_lines"]
 
 
 def format_value(value: Any) -> str:
@@ -28,13 +34,37 @@ def metrics_table(final: Mapping[str, Mapping[str, Any]], best: Mapping[str, Map
     return lines
 
 
+def failure_lines(failure: Mapping[str, Any], status: str = FAILED) -> list[str]:
+    """The report's opening on a failure: a headline with check, step and reason, then every number."""
+
+    def shown(key: str) -> str:
+        value = restore_nonfinite(failure.get(key))  # summary.json spells NaN "NaN" (strict JSON)
+        return "-" if value is None else format_value(value)
+
+    check = failure.get("check") or "unknown"
+    step = failure.get("step")
+    word = "Interrupted" if status == INTERRUPTED else "Failed"
+    headline = f"**{word}: {check}" + (f" at step {step}" if step is not None else "") + "**"
+    if failure.get("reason"):
+        headline += f": {failure['reason']}"
+    details = f"- check: {check}, value: {shown('value')}, threshold: {shown('threshold')}, step: {shown('step')}"
+    if failure.get("rank"):  # as HealthCheckFailed says it: only a rank other than 0 is news
+        details += f", rank: {failure['rank']}"
+    return [headline, "", details, ""]
+
+
 def render_report(layout: RunLayout, summary: Mapping[str, Any]) -> str:
-    """A report skeleton to fill in: what ran, key results, where to look."""
+    """A report skeleton to fill in: why it failed (if it did), what ran, key results, where to look."""
     config = layout.config_yaml.read_text(encoding="utf-8") if layout.config_yaml.exists() else "(no config.yaml)\n"
+    failure = summary.get("failure")
+    status = summary.get("status", "unknown")
+    # A completed run's leftover failure (an earlier attempt's) is not why this run ended.
+    opening = failure_lines(failure, status) if isinstance(failure, Mapping) and status != COMPLETED else []
     lines = [
         f"# {layout.name}",
         "",
-        f"- status: {summary.get('status', 'unknown')}",
+        *opening,
+        f"- status: {status}",
         f"- dataset / method: {summary.get('dataset', '?')} / {summary.get('method', '?')}",
         f"- started: {summary.get('start_time', '?')}, ended: {summary.get('end_time', '-')}",
         f"- duration: {summary.get('duration_s', '-')} s, last step: {summary.get('last_step', '-')}",

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from ...errors import one_line
 from ...folder import signals
 from ...run.distributed import destroy_process_group_at_exit
 from ...vocabulary import DONE, FAILED, HEALTHY
@@ -233,17 +235,18 @@ class HealthGuard(Callback):
     def _warmup_step(self, trainer: Any, optimizer: Any, loss_t: torch.Tensor | None) -> None:
         step = trainer.global_step
         loss = float(loss_t) if loss_t is not None else None  # the one sync per warmup step
+        grad_norm = None
         failure = self._losses.observe(loss) if loss is not None else None
         if failure is None and self.check_grad_norm and not self._grad_scaler_active(trainer):
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             if grads:
-                failure = checks.grad_norm_failure(
-                    float(torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False)))
+                grad_norm = float(torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False))
+                failure = checks.grad_norm_failure(grad_norm)
         done = step + 1 - self._start_step
         time_up = self.health_time is not None and time.monotonic() - self._t0 >= self.health_time
         failed_any, time_up_any = any_rank(trainer, failure is not None, time_up)
         if failed_any:
-            self._fail(trainer, failure, step=step, loss=loss)
+            self._fail(trainer, failure, step=step, loss=loss, judged={"loss": loss, "grad_norm": grad_norm})
         if time_up_any or (self.warmup_steps is not None and done >= self.warmup_steps):
             self._judge_pending = True
 
@@ -266,7 +269,8 @@ class HealthGuard(Callback):
                                       self.explosion_ratio, self._losses.baseline)
         (failed_any,) = any_rank(trainer, failure is not None)
         if failed_any:
-            self._fail(trainer, failure, step=step, loss=None)
+            self._fail(trainer, failure, step=step, loss=None,
+                       judged={"loss": float(loss_t) if loss_t is not None else None})
 
     @override
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -288,7 +292,8 @@ class HealthGuard(Callback):
         mean, failure = self._losses.verdict(self.loss_threshold, lrs, self.check_lr)
         (failed_any,) = any_rank(trainer, failure is not None)
         if failed_any:
-            self._fail(trainer, failure, step=step, loss=mean)
+            last = float(self._last_loss) if self._last_loss is not None else None
+            self._fail(trainer, failure, step=step, loss=mean, judged={"loss": last})
         if trainer.global_rank == 0:
             self._write(trainer, HEALTHY, step=step, loss=mean, learning_rates=lrs,
                         warmup_steps=step - self._start_step, warmup_seconds=round(time.monotonic() - self._t0, 3))
@@ -321,8 +326,12 @@ class HealthGuard(Callback):
             self._watchdog = None
 
     # -- the decision ----------------------------------------------------------------------------
-    def _fail(self, trainer: Any, failure: Failure | None, *, step: int, loss: float | None) -> None:
-        """Called on every rank at the same step: pick the root cause, report it, raise."""
+    def _fail(self, trainer: Any, failure: Failure | None, *, step: int, loss: float | None,
+              judged: dict[str, float | None]) -> None:
+        """Called on every rank at the same step: pick the root cause, record the evidence, report it, raise.
+
+        ``judged``: this rank's values the checks looked at in this step (``loss``, ``grad_norm``).
+        """
         if failure is not None:  # the loss of the rank that failed, not rank 0's
             failure = {**failure, "rank": trainer.global_rank, "step": step, "loss": loss}
         chosen, ranks = checks.root_cause(gather_objects(trainer, failure))
@@ -330,6 +339,7 @@ class HealthGuard(Callback):
         self._failed = exc
         self._stop_watchdog()
         if trainer.global_rank == 0:
+            self._log_failing_batch(trainer, judged)
             extra = {k: v for k, v in chosen.items() if k not in exc.as_dict()}
             self._write(trainer, FAILED, **exc.as_dict(), ranks=ranks, **extra)
             self._record_failure(trainer, {**exc.as_dict(), **extra})
@@ -338,6 +348,31 @@ class HealthGuard(Callback):
         if trainer.world_size > 1:
             destroy_process_group_at_exit()  # the exit code must be ours, not gloo's teardown abort
         raise exc
+
+    @staticmethod
+    def _log_failing_batch(trainer: Any, judged: dict[str, float | None]) -> None:
+        """Log the failing batch's values, which the raise would otherwise lose.
+
+        Lightning logs a training batch's values after its ``on_train_batch_end`` hooks, and every
+        check raises before that: without this the failing step (the NaN itself) would be in no
+        file and the curves would end on a healthy-looking step. Logged into every logger of the
+        trainer (as Lightning would), at the step Lightning gives that batch's values: what the
+        module logged in this batch (``self.log``) plus what the guard judged (``health/loss``,
+        ``health/grad_norm``).
+        """
+        values = _batch_logged_values(trainer)
+        values.update({f"health/{name}": value for name, value in judged.items() if value is not None})
+        if not values:
+            return
+        values.setdefault("epoch", trainer.current_epoch)
+        step = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "_batches_that_stepped",
+                       trainer.global_step)
+        for logger in trainer.loggers:
+            try:
+                logger.log_metrics(values, step=step)
+            except Exception as exc:  # noqa: BLE001 - the failure itself must still be reported
+                print(f"HealthGuard: could not log the failing step's values to {type(logger).__name__}: "
+                      f"{one_line(exc)}", file=sys.stderr)
 
     # -- stall (called from the watchdog thread; never touches CUDA) -----------------------------
     def _on_stall(self, waited: float) -> None:
@@ -366,3 +401,20 @@ class HealthGuard(Callback):
               f"{self.stall_grace:g} s grace; exiting with code {self.exit_code}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(self.exit_code)
+
+
+def _batch_logged_values(trainer: Any) -> dict[str, float]:
+    """What the module logged (``self.log``, per step) in the current training batch, as Lightning
+    would hand it to the loggers after the batch. Lightning keeps it in its private logger connector
+    (read on the step path only: no sync); an empty dict where that is not available."""
+    try:
+        logged = trainer._logger_connector.metrics["log"]
+    except (AttributeError, KeyError, TypeError, AssertionError):
+        return {}
+    values: dict[str, float] = {}
+    for name, value in convert_tensors_to_scalars(dict(logged)).items():
+        try:
+            values[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return values
