@@ -6,25 +6,36 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
 __all__ = ["main", "run_demo"]
 
 
 def run_demo(config_path: str | None = None, overrides: list[str] | None = None, quiet: bool = False) -> Path:
-    """Train the demo model with RunLogger (and every callback available); return the run folder."""
+    """Train the demo model with RunLogger (and every callback available); return the run folder.
+
+    A config that cannot be used raises :class:`~lightning_track.errors.ConfigError` before anything
+    is created."""
     import lightning as L
     from omegaconf import OmegaConf
 
-    from ..run.logger import RunLogger
-    from ..training.configure import trainer_kwargs
+    from ..training.configure import build_logger, check_section, trainer_kwargs
     from ..training.demo import DemoDataModule, DemoModule, load_demo_config
 
     cfg = load_demo_config(config_path, overrides)
-    L.seed_everything(int(cfg.seed), verbose=False)
     plain = OmegaConf.to_container(cfg, resolve=True)
-    # Everything that can be wrong in the config is checked before the run folder exists.
+    # Everything that can be wrong in the config (keys, value types) is checked before the run
+    # folder exists: a bad value leaves nothing behind.
     trainer_options = trainer_kwargs(cfg)
+    check_section(DemoModule, plain.get("model") or {}, "model")
+    check_section(DemoDataModule, plain.get("data") or {}, "data")
     callbacks = demo_callbacks(cfg)
-    logger = RunLogger(config=plain, **OmegaConf.to_container(cfg.logger, resolve=True))
+    try:
+        L.seed_everything(int(cfg.seed), verbose=False)
+    except (TypeError, ValueError):
+        raise ConfigError(f"seed: {cfg.seed!r} is not an int") from None
+    logger = build_logger(cfg.logger, config=plain)
     trainer = L.Trainer(
         logger=logger,
         callbacks=callbacks,
@@ -57,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"override {item!r} is not KEY=VALUE")
     try:
         run_dir = run_demo(args.config, args.overrides, quiet=args.quiet)
-    except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+    except ConfigError as exc:  # bad input, nothing created: the usage code, like argparse's own errors
         print(f"lt-demo: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
+    except (OSError, ValueError) as exc:
+        print(f"lt-demo: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"\nRun folder: {run_dir}")
     for name in sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()):
         print(f"  {name}")
@@ -67,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  tensorboard --logdir {run_dir.parent}")
     print(f"  cat {run_dir / 'summary.json'}")
     print(f"  swanlab sync {run_dir / 'swanlab_logs'}/run-*     # upload the offline SwanLab run later")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ objects, rejecting unknown keys with a one-line error naming the key, so a typo 
 falls back to a default. ``trainer_kwargs(cfg)`` does the same for ``trainer:`` and resolves
 ``precision: auto`` with :func:`lightning_track.training.hardware.auto_precision`.
 
+Values are checked against the type annotations of the constructor they go to (``L.Trainer``,
+``RunLogger``, each callback) before anything is built: a command-line override such as
+``trainer.max_steps=abc`` arrives as a string, and the constructor would fail deep inside Lightning
+with a traceback, after the run folder exists. :func:`check_section` says instead, in one line,
+which key, which value and what type was expected, and nothing is created.
+
 Callbacks are configured by name, each switchable off::
 
     callbacks:
@@ -19,9 +25,13 @@ Callbacks are configured by name, each switchable off::
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
 import os
+import pathlib
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +42,7 @@ from ..errors import ConfigError, one_line
 from ..run.config import load_config
 
 __all__ = ["from_config", "build_logger", "build_callbacks", "trainer_kwargs", "load_config", "CALLBACKS",
-           "ConfigError"]
+           "ConfigError", "check_section", "check_types"]
 
 # Config name -> "module:Class" (imported on use, so a config without a callback never imports it).
 CALLBACKS: dict[str, str] = {
@@ -85,8 +95,123 @@ def _check_keys(cls: type, kwargs: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"{where}.{key}: not a parameter of {cls.__name__} (known: {', '.join(known)})")
 
 
-def _construct(cls: type, kwargs: dict[str, Any], where: str) -> Any:
+# -- value types -------------------------------------------------------------------------------
+# What a config value (YAML or a command-line override: str, int, float, bool, None, list, dict) may
+# be for an annotation. Only a clear mismatch is refused; an annotation that cannot be read or judged
+# (a string that does not resolve, a TypeVar, a Callable, a Protocol) accepts anything.
+_PATH_TYPES = (os.PathLike, pathlib.PurePath)
+_SEQUENCES = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.MutableSequence,
+              collections.abc.Iterable, collections.abc.Collection, collections.abc.Set)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+_UNKNOWN = object()
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """``cls.__init__``'s parameter annotations, resolved; one that cannot be resolved is Any."""
+    init = cls.__init__
+    try:
+        return typing.get_type_hints(init)
+    except Exception:  # noqa: BLE001 - a name only imported for type checkers: resolve one by one
+        pass
+    namespace = getattr(inspect.unwrap(init), "__globals__", {})
+    hints: dict[str, Any] = {}
+    for name, param in inspect.signature(init).parameters.items():
+        annotation = param.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, dict(namespace))  # noqa: S307 - the class's own annotation text
+            except Exception:  # noqa: BLE001
+                annotation = Any
+        hints[name] = annotation
+    return hints
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` fits ``annotation`` (Python's rules: an int is a float, a bool an int)."""
+    if annotation is Any or annotation is inspect.Parameter.empty or annotation is _UNKNOWN:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_accepts(arg, value) for arg in args)
+    if origin is typing.Literal:
+        return any(value == arg and isinstance(value, bool) == isinstance(arg, bool) for arg in args)
+    if origin is not None:
+        if origin in _MAPPINGS:
+            return isinstance(value, Mapping) and (
+                len(args) != 2 or all(_accepts(args[1], v) for v in value.values()))
+        if origin in _SEQUENCES:
+            if not isinstance(value, (list, tuple, set, frozenset)):
+                return False
+            if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+                return len(args) == len(value) and all(_accepts(a, v) for a, v in zip(args, value, strict=True))
+            return not args or all(_accepts(args[0], v) for v in value)
+        annotation = origin  # os.PathLike[str], type[X], ...: judged by the class
+    if not isinstance(annotation, type):
+        return True
+    if annotation is float:
+        return isinstance(value, (int, float))
+    if annotation is complex:
+        return isinstance(value, (int, float, complex))
+    if issubclass(annotation, _PATH_TYPES):
+        return isinstance(value, (str, *_PATH_TYPES))
+    try:
+        return isinstance(value, annotation)
+    except TypeError:  # a Protocol without runtime_checkable, and the like
+        return True
+
+
+def _describe(annotation: Any) -> str:
+    """``an int``, ``a number``, ``an int or null``, ``one of 'min', 'max'``, ``a list of a string``."""
+    if annotation is None or annotation is type(None):
+        return "null"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        literals = [v for arg in args if typing.get_origin(arg) is typing.Literal for v in typing.get_args(arg)]
+        parts = [_describe(arg) for arg in args if typing.get_origin(arg) is not typing.Literal]
+        if literals:
+            parts.insert(0, _describe(typing.Literal[tuple(literals)]))
+        named = [p for p in dict.fromkeys(parts) if p != "null"]
+        return " or ".join(named) + (" or null" if "null" in parts else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(arg) for arg in args)
+    if origin in _MAPPINGS:
+        return "a mapping"
+    if origin in _SEQUENCES:
+        fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
+        return f"a list (each item {_describe(args[0])})" if args and not fixed else "a list"
+    cls = origin if origin is not None else annotation
+    names = {int: "an int", float: "a number", bool: "true or false", str: "a string", list: "a list",
+             dict: "a mapping"}
+    if cls in names:
+        return names[cls]
+    if isinstance(cls, type) and issubclass(cls, _PATH_TYPES):
+        return "a path"
+    name = getattr(cls, "__name__", str(cls))
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
+
+
+def check_types(cls: type, kwargs: Mapping[str, Any], where: str) -> None:
+    """Refuse a value that does not fit ``cls.__init__``'s annotation for its key, in one line:
+    ``trainer.max_steps: 'abc' is not an int``."""
+    hints = _hints(cls)
+    for key, value in kwargs.items():
+        annotation = hints.get(key, _UNKNOWN)
+        if not _accepts(annotation, value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 80 else shown[:79] + "…"
+            raise ConfigError(f"{where}.{key}: {shown} is not {_describe(annotation)}")
+
+
+def check_section(cls: type, kwargs: Mapping[str, Any], where: str) -> None:
+    """Every key of ``kwargs`` is a parameter of ``cls`` and every value fits its type."""
     _check_keys(cls, kwargs, where)
+    check_types(cls, kwargs, where)
+
+
+def _construct(cls: type, kwargs: dict[str, Any], where: str) -> Any:
+    check_section(cls, kwargs, where)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -163,6 +288,7 @@ def trainer_kwargs(cfg: Any) -> dict[str, Any]:
     _check_keys(L.Trainer, kwargs, "trainer")
     if kwargs.get("precision") == "auto":
         kwargs["precision"] = auto_precision()
+    check_types(L.Trainer, kwargs, "trainer")
     return kwargs
 
 

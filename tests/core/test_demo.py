@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from readers import swanlab_runs, tensorboard_scalars
 from lightning_track import RunLayout, load_final_model, read_metrics
 from lightning_track.cli.demo import main
 from lightning_track.training.demo import DEMO_CONFIG, DemoModule
+from lightning_track.vocabulary import EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,14 +57,47 @@ def test_lt_demo_writes_a_complete_run_folder(tmp_path: Path, capsys: pytest.Cap
 
 def test_lt_demo_bad_override_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--quiet", f"logger.root={tmp_path}", "callbacks.step_checkpoint.evry_n_steps=3"])
-    assert code == 1
+    assert code == EXIT_USAGE  # bad input, nothing done
     err = capsys.readouterr().err.strip()
     assert err.startswith("lt-demo: error:") and "evry_n_steps" in err and "\n" not in err
     assert RunLayout.list_runs(tmp_path) == []
 
 
 def test_lt_demo_unknown_trainer_key_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--quiet", f"logger.root={tmp_path}", "trainer.max_stepz=3"]) == 1
+    assert main(["--quiet", f"logger.root={tmp_path}", "trainer.max_stepz=3"]) == EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert err.startswith("lt-demo: error:") and "max_stepz" in err and "\n" not in err
     assert RunLayout.list_runs(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_lt_demo_cli_bad_value_type_is_one_line_exit_2_and_no_folder(tmp_path: Path) -> None:
+    """The real console script: before, ``trainer.max_steps=abc`` printed a TypeError traceback and
+    left an empty failed run folder."""
+    root = tmp_path / "runs"
+    lt_demo = shutil.which("lt-demo")
+    cmd = [lt_demo] if lt_demo else [sys.executable, "-m", "lightning_track.cli.demo"]
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run([*cmd, "--quiet", "trainer.max_steps=abc", f"logger.root={root}"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_USAGE, proc.stderr[-2000:]
+    assert proc.stderr == "lt-demo: error: trainer.max_steps: 'abc' is not an int\n"
+    assert not root.exists() or not any(root.iterdir())
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.hidden=abc", "model.hidden: 'abc' is not an int"),
+    ("data.batch_size=1.5", "data.batch_size: 1.5 is not an int"),
+    ("callbacks.health_guard.warmup_steps=abc", "callbacks.health_guard.warmup_steps: 'abc' is not an int or null"),
+    ("logger.flush_interval=soon", "logger.flush_interval: 'soon' is not a number"),
+    ("trainer.precision=bf17", "trainer.precision: 'bf17' is not one of 64, 32, 16,"),
+    ("trainer.enable_checkpointing=[1]", "trainer.enable_checkpointing: [1] is not true or false or null"),
+])
+def test_lt_demo_bad_value_types_name_key_value_and_type(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         override: str, message: str) -> None:
+    root = tmp_path / "runs"
+    assert main(["--quiet", f"logger.root={root}", override]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"lt-demo: error: {message}") and err.count("\n") == 1
+    assert not root.exists() or not any(root.iterdir())
