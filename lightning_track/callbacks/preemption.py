@@ -174,6 +174,12 @@ class PreemptionHandler(Callback):
                 self.received = received
             trainer._signal_connector.received_sigterm = True  # noqa: SLF001 - Lightning's own stop path
 
+    @override
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        logger = find_run_logger(trainer)
+        if logger is not None:
+            logger.before_checkpoint()  # the records up to the checkpoint's step reach disk first
+
     # -- the stop ----------------------------------------------------------------------------------
     @override
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
@@ -206,7 +212,7 @@ class PreemptionHandler(Callback):
             "signal": name,
             "step": step,
             "time": iso_time(),
-            "checkpoint": self.checkpoint_path,
+            "checkpoint": layout.relative(self.checkpoint_path) if self.checkpoint_path else None,
             "resumable": self.checkpoint_path is not None,
             "exit_code": code,
         }

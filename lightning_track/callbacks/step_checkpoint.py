@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from ..folder.fileio import atomic_open
 from ..folder.layout import RunLayout
-from .targets import find_layout, run_logger_first
+from .targets import find_layout, find_run_logger, run_logger_first
 
 __all__ = ["StepCheckpoint", "AtomicCheckpointIO", "SAVED_HOOK", "REMOVED_HOOK"]
 
@@ -142,6 +142,36 @@ class StepCheckpoint(ModelCheckpoint):
             if trainer.is_global_zero:
                 self._remove_stale_temp_files()
 
+    # -- the run record: what the logger cannot see for itself (Lightning gives a Logger no trainer) --
+    @override
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """``fit(ckpt_path=...)`` inside an earlier run of the same dataset and method continues that
+        run's folder (before any file is written in the new one), with every checkpoint callback
+        that took its folder from the logger."""
+        logger = find_run_logger(trainer)
+        if logger is None:
+            return
+        before = self._checkpoints_dir(trainer)
+        if logger.continue_from_checkpoint(trainer.ckpt_path):
+            after = self._checkpoints_dir(trainer)
+            for callback in trainer.checkpoint_callbacks:
+                if getattr(callback, "dirpath", None) == before:
+                    callback.dirpath = after
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        logger = find_run_logger(trainer)
+        if logger is not None:
+            logger.training_starts(trainer.global_step)  # a resume that would rewind is refused here
+
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        logger = find_run_logger(trainer)
+        if logger is not None:
+            logger.before_checkpoint()  # every checkpoint, ours or not: its steps' records first
+
     def _install_atomic_io(self, trainer: Trainer) -> None:
         strategy = trainer.strategy
         current = strategy.checkpoint_io
@@ -194,21 +224,9 @@ class StepCheckpoint(ModelCheckpoint):
         Not ``last.ckpt`` itself: after a kill between a save and the link update, or with
         asynchronous saving, the link may lag or dangle; the newest step file never does.
         """
-        newest = self._step_files(Path(self._checkpoints_dir(trainer)))
+        newest = RunLayout.step_checkpoints_in(Path(self._checkpoints_dir(trainer)))
         return {str(newest[-1][1])} if newest else set()
 
-    @staticmethod
-    def _step_files(folder: Path) -> list[tuple[int, Path]]:
-        if not folder.is_dir():
-            return []
-        found = []
-        for path in folder.iterdir():
-            step = RunLayout.checkpoint_step(path)
-            if step is not None and not path.is_symlink() and path.is_file():
-                found.append((step, path))
-        return sorted(found)
-
-    # -- when ------------------------------------------------------------------------------------
     def is_due(self, step: int) -> bool:
         """Whether the policy saves at ``step`` (the value of ``trainer.global_step`` after a step)."""
         return step >= max(self.start_step, 1) and (step - self.start_step) % self.every_n_steps == 0
@@ -250,7 +268,7 @@ class StepCheckpoint(ModelCheckpoint):
     def _prune(self, trainer: Trainer, current: int) -> None:
         folder = Path(str(self.dirpath))
         # With async saving the current file may not be on disk yet: count it anyway.
-        known = {step: path for step, path in self._step_files(folder)}
+        known = {step: path for step, path in RunLayout.step_checkpoints_in(folder)}
         known.setdefault(current, folder / RunLayout.checkpoint_filename(current))
         assert self.keep_last is not None
         for step in sorted(known)[: -self.keep_last]:

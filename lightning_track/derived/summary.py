@@ -4,7 +4,7 @@ RunLogger runs at finalize and ``lt-run --post-process`` runs on any run folder.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,19 @@ class SummaryFile:
         if not isinstance(data, dict):
             raise ValueError(f"{self.path}: expected a JSON object")
         return data
+
+    def replace(self, data: dict[str, Any]) -> None:
+        """Write ``data`` as the whole summary."""
+        with self._lock:
+            atomic_write_json(self.path, data)
+
+    def modify(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read, let ``change`` edit the dict in place, write back: one step under the lock."""
+        with self._lock:
+            data = self.read()
+            change(data)
+            atomic_write_json(self.path, data)
+            return data
 
     def update(self, **fields: Any) -> dict[str, Any]:
         with self._lock:

@@ -320,7 +320,8 @@ class JsonlAppender:
     """Append whole lines to a JSONL file, each batch in a single ``write`` on an O_APPEND fd.
 
     A concurrent reader therefore sees only whole lines, and a SIGKILL can at worst lose the
-    lines not yet written, never leave half of one.
+    lines not yet written, never leave half of one. A write that fails part-way (a full disk, a
+    quota) is cut back to the file's last whole line before the error is raised, naming the file.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -332,9 +333,22 @@ class JsonlAppender:
             return
         data = "".join(lines).encode("utf-8")
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        start = os.fstat(self._fd).st_size
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._cut_back(start)
+            raise OSError(exc.errno, f"cannot append to {self.path}: {exc.strerror or exc} "
+                          "(the file ends at its last whole line)") from None
+
+    def _cut_back(self, size: int) -> None:
+        """Drop a partly written batch: the file ends at the last line written whole before it."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError:
+            pass  # nothing more can be done; a reader skips a torn last line
 
     def append(self, obj: Any) -> None:
         self.write_lines([json_line(obj)])

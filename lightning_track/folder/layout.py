@@ -27,6 +27,7 @@ MAX_NAME_PART = 80
 
 # Characters that break paths, shells or viewers. Unicode letters and digits stay readable.
 _UNSAFE = re.compile(r"[\\/:*?\"<>|\s\x00-\x1f\x7f]+")
+_LIGHTNING_STEP = re.compile(r"(?:^|[-_])step=(?P<step>\d+)")  # ModelCheckpoint's default "epoch=0-step=10"
 _RUN_NAME = re.compile(r"^(?P<prefix>.+)_(?P<stamp>\d{8}_\d{6})(?:-(?P<n>\d+))?$")
 
 
@@ -96,6 +97,8 @@ class RunLayout:
     CHECKPOINT_SUFFIX = ".ckpt"
     LAST_CHECKPOINT = "last.ckpt"
     LEGACY = "legacy"  # files carried over unchanged from a migrated legacy run (lt-migrate)
+    DROPPED_METRICS = "metrics.dropped-at-attempt-{attempt}.jsonl"  # records a resume took out (never deleted)
+    SUPERSEDED_CHECKPOINTS = "superseded-at-attempt-{attempt}"  # under checkpoints/: an earlier attempt's
     APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING)
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -175,6 +178,22 @@ class RunLayout:
     def line_checkpoint_mapping_json(self) -> Path:
         return self.run_dir / self.LINE_CHECKPOINT_MAPPING
 
+    def dropped_metrics_jsonl(self, attempt: int) -> Path:
+        """Where the records that attempt ``attempt``'s resume took out of ``metrics.jsonl`` go."""
+        return self.run_dir / self.DROPPED_METRICS.format(attempt=attempt)
+
+    def superseded_checkpoints_dir(self, attempt: int) -> Path:
+        """Where an earlier attempt's checkpoints past the restart step go when ``attempt`` rewinds."""
+        return self.checkpoints_dir / self.SUPERSEDED_CHECKPOINTS.format(attempt=attempt)
+
+    def relative(self, path: str | Path) -> str:
+        """``path`` relative to the run folder when inside it (files of a run never hold absolute paths
+        of the machine that wrote them, so a mirror or a moved ``runs/`` stays valid)."""
+        try:
+            return Path(path).resolve().relative_to(self.run_dir.resolve()).as_posix()
+        except (ValueError, OSError):
+            return str(path)
+
     @property
     def legacy_dir(self) -> Path:
         return self.run_dir / self.LEGACY
@@ -210,14 +229,32 @@ class RunLayout:
 
     def step_checkpoints(self) -> list[tuple[int, Path]]:
         """``(step, path)`` of every step checkpoint, oldest first."""
-        if not self.checkpoints_dir.is_dir():
+        return self.step_checkpoints_in(self.checkpoints_dir)
+
+    @classmethod
+    def step_checkpoints_in(cls, folder: str | Path) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every complete step checkpoint file in ``folder`` (not ``last.ckpt``, a
+        link; not temp files), oldest first."""
+        folder = Path(folder)
+        if not folder.is_dir():
             return []
         found = []
-        for path in self.checkpoints_dir.iterdir():
-            step = self.checkpoint_step(path)
-            if step is not None and not path.is_symlink():
+        for path in folder.iterdir():
+            step = cls.checkpoint_step(path)
+            if step is not None and not path.is_symlink() and path.is_file():
                 found.append((step, path))
         return sorted(found)
+
+    def checkpoint_steps(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every checkpoint whose name gives its step: ours
+        (``checkpoint-step-NNN.ckpt``) and Lightning's (``...step=NNN...ckpt``), oldest first."""
+        found = dict((path, step) for step, path in self.step_checkpoints())
+        if self.checkpoints_dir.is_dir():
+            for path in self.checkpoints_dir.glob("*.ckpt"):
+                match = _LIGHTNING_STEP.search(path.name)
+                if match and path not in found and not path.is_symlink():
+                    found[path] = int(match["step"])
+        return sorted((step, path) for path, step in found.items())
 
     # -- shared folders beside the runs --------------------------------------------------------
     @property
@@ -284,6 +321,21 @@ class RunLayout:
     def find_latest(cls, root: str | Path, dataset: str, method: str) -> RunLayout | None:
         runs = cls.list_runs(root, dataset, method)
         return runs[-1] if runs else None
+
+    @classmethod
+    def run_of_checkpoint(cls, ckpt_path: str | Path, root: str | Path, dataset: str, method: str
+                          ) -> RunLayout | None:
+        """The run folder of ``root`` (of this dataset+method) that holds ``ckpt_path``, else None."""
+        try:
+            path, root_dir = Path(ckpt_path).resolve(), Path(root).resolve()
+        except OSError:
+            return None
+        prefix = cls.run_prefix(dataset, method)
+        for parent in path.parents:
+            if parent.parent == root_dir:
+                parsed = parse_run_name(parent.name)
+                return cls(parent) if parsed is not None and parsed.prefix == prefix else None
+        return None
 
     @classmethod
     def resolve_resume(cls, root: str | Path, dataset: str, method: str, resume: bool | str | Path) -> RunLayout:

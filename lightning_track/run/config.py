@@ -23,7 +23,8 @@ from ..errors import ConfigError, one_line
 from ..folder.fileio import atomic_write_text
 
 __all__ = ["normalize_config", "redact", "merge_config", "config_to_yaml", "config_digest", "REDACTED",
-           "is_secret_key", "redact_argv", "write_config_yaml", "load_config"]
+           "is_secret_key", "redact_argv", "write_config_yaml", "load_config", "merge_hyperparams",
+           "config_changes"]
 
 REDACTED = "***REDACTED***"
 _SECRET_KEY = re.compile(
@@ -111,6 +112,52 @@ def redact_argv(argv: list[str]) -> list[str]:
 def merge_config(base: dict[str, Any], update: Any) -> dict[str, Any]:
     merged = OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(normalize_config(update)))
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+
+
+def merge_hyperparams(config: dict[str, Any], params: Any) -> dict[str, Any]:
+    """Lightning's hyperparameters (the module's and datamodule's ``save_hyperparameters()``) merged
+    into the run config without saying anything twice.
+
+    Why: a config nests ``model: {lr: ...}`` and the module reports ``lr`` flat; added at the top
+    level it would appear twice and, after a resume that changed it, with two values. A key that
+    names nodes already in the config updates those nodes (the value in force); a key found nowhere
+    is added at the top level.
+    """
+    update: dict[str, Any] = {}
+    for key, value in normalize_config(params).items():
+        paths = [] if key in config else list(_paths_named(config, key))
+        for path in paths or [(key,)]:
+            node = update
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+    return merge_config(config, update)
+
+
+def _paths_named(tree: Mapping[str, Any], key: str, prefix: tuple[str, ...] = ()) -> Any:
+    for name, value in tree.items():
+        if name == key:
+            yield (*prefix, name)
+        elif isinstance(value, Mapping):
+            yield from _paths_named(value, key, (*prefix, name))
+
+
+def config_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"trainer.max_steps": {"was": 150, "now": 300}}`` for every leaf that ``after`` changes
+    (secrets redacted); a resume records them in its attempt."""
+    old, new = _flatten(redact(dict(before))), _flatten(redact(dict(after)))
+    return {key: {"was": old[key], "now": value} for key, value in new.items() if key in old and old[key] != value}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def config_to_yaml(config: Mapping[str, Any]) -> str:

@@ -1,14 +1,14 @@
 """Rank helpers and the one rule that matters: every rank agrees on rank 0's run folder.
 
 How the folder is shared (rank 0 decides, once):
-* Lightning's own launcher (``strategy="ddp"``, subprocess script launcher): rank 0 creates the
-  folder when the logger is built and exports it as ``LIGHTNING_TRACK_RUN_DIR_<n>`` (n = the n-th
-  RunLogger of the process); the worker processes Lightning starts inherit that environment.
-* ``torchrun`` / Slurm (all ranks start independently): ranks > 0 take rank 0's folder through
-  the process group (``broadcast_object_list``) the first time Lightning touches
-  ``logger.experiment``, which it does on every rank at the same point in ``fit`` setup.
-* ``LIGHTNING_TRACK_RUN_DIR`` set by a launcher script overrides both (multi-node without a shared
-  process group before fit).
+* Any process group of more than one rank (Lightning's own DDP launcher, ``torchrun``, ``srun``):
+  the first time the folder is asked for while the group is up, rank 0 decides it and broadcasts it
+  (``broadcast_object_list``). Lightning asks on every rank at the same point of ``fit`` setup, so
+  the collective always pairs. Nothing is handed over through the environment: a process that
+  inherits a parent's environment never adopts a folder its own ranks did not agree on.
+* ``ddp_spawn``: the logger is pickled into the workers with the folder already decided.
+* ``LIGHTNING_TRACK_RUN_DIR`` set by a launcher script for every rank names the folder outright
+  (multi-node without a shared process group before fit).
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import atexit
 import os
 from typing import Any
 
-from ..vocabulary import ENV_RUN_DIR
-
-__all__ = ["global_rank", "world_size_from_env", "broadcast_from_rank0", "destroy_process_group_at_exit",
-           "ENV_RUN_DIR"]
+__all__ = ["global_rank", "group_size", "broadcast_from_rank0", "destroy_process_group_at_exit"]
 
 
 
@@ -43,8 +40,15 @@ def global_rank() -> int:
     return node * per_node + local
 
 
-def world_size_from_env() -> int:
-    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")) or 1)
+def group_size() -> tuple[int, int]:
+    """``(world size, rank)`` of the default process group, or ``(1, 0)`` while none is up."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 1, 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
 
 
 def broadcast_from_rank0(value: Any) -> Any:

@@ -1,40 +1,66 @@
 """One run on disk, from start to finalize, knowing nothing of Lightning.
 
-:class:`RunLogger` is the Lightning adapter (ranks, ``log_metrics``' value conversion, the Logger
-API); this object owns what happens to the folder: ``summary.json`` (status, heartbeat, resumes),
-``meta.json``, ``config.yaml``, the background writer and its sinks, and the derived files at the
-end. Lightning's ``CSVLogger`` over its ``ExperimentWriter`` is the model. Only rank 0 has one.
+:class:`~lightning_track.run.logger.RunLogger` is the Lightning adapter (ranks, the folder, the
+Logger API); this object owns what happens in the folder: ``summary.json`` (status, heartbeat, the
+history of attempts), ``meta.json``, ``config.yaml``, the background writer and its sinks, and the
+derived files at the end. Lightning's ``CSVLogger`` over its ``ExperimentWriter`` is the model.
+Only rank 0 has one.
+
+Attempts: every start of training in the folder is an attempt (the first run, each resume), with its
+own entry in ``summary["attempts"]``: start and end, status and why, the step it restarted from, the
+records its resume moved aside and the config values it changed. Top-level fields describe the run
+as a whole.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..derived.digest import Mode
 from ..derived.summary import SummaryFile, post_process
+from ..errors import ResumeError
 from ..folder.fileio import atomic_write_json
 from ..folder.layout import RunLayout
 from ..sinks import Sink, SinkContext, load_sink
 from ..sinks.jsonl import MetricsJsonlSink
-from ..vocabulary import COMPLETED, FAILED, RUNNING, iso_time, run_status
-from .config import config_digest, merge_config, normalize_config, redact, write_config_yaml
+from ..vocabulary import COMPLETED, CRASHED, FAILED, RUNNING, iso_time, parse_iso_time, run_status
+from .config import (
+    config_changes,
+    config_digest,
+    merge_config,
+    merge_hyperparams,
+    normalize_config,
+    redact,
+    write_config_yaml,
+)
 from .meta import collect_meta
 from .writer import BackgroundWriter
 
-__all__ = ["RunLifecycle"]
+__all__ = ["RunLifecycle", "check_rewind"]
+
+
+def check_rewind(run_name: str, restart_step: int, last_checkpoint_step: int | None, allow_rewind: bool) -> None:
+    """Refuse a resume whose training restarts before the run's last checkpoint.
+
+    Why: without ``ckpt_path`` (or with an older checkpoint) training starts over, and continuing the
+    same folder would overwrite the record of everything after ``restart_step``.
+    """
+    if allow_rewind or last_checkpoint_step is None or restart_step >= last_checkpoint_step:
+        return
+    raise ResumeError(
+        f"resume of run {run_name} refused: training restarts at step {restart_step} but the run's last "
+        f"checkpoint is at step {last_checkpoint_step}; continue it with trainer.fit(..., ckpt_path=\"last\"), "
+        "start a new run (resume=False), or pass RunLogger(..., allow_rewind=True) to rewind it on purpose")
 
 
 class RunLifecycle:
-    """Start, log into, and finalize one run folder (rank 0 only).
-
-    Args:
-        layout: the run folder (already created, or the folder a resume continues).
-        dataset, method: as given by the user (kept verbatim in the files).
-        config: the normalised run config so far.
-        sink_specs: sink names (run in the sink host when ``sink_process``) and ``Sink`` instances.
-        resume: whether this attempt continues an existing run in ``layout``.
-    """
+    """Start, log into, and finalize one run folder (rank 0 only). Nothing touches the disk before
+    :meth:`start`."""
 
     def __init__(
         self,
@@ -45,7 +71,7 @@ class RunLifecycle:
         config: dict[str, Any],
         sink_specs: Sequence[str | Sink],
         resume: bool,
-        start_time: float,
+        allow_rewind: bool = False,
         metric_modes: Mapping[str, Mode | None],
         flush_interval: float,
         heartbeat_interval: float,
@@ -54,25 +80,56 @@ class RunLifecycle:
         self.layout = layout
         self.dataset = dataset
         self.method = method
-        self.config = config
+        self.config = dict(config)
         self.sink_specs = list(sink_specs)
         self.resume = resume
-        self.start_time = start_time
+        self.allow_rewind = allow_rewind
         self.metric_modes = dict(metric_modes)
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
         self.sink_process = sink_process
         self.summary = SummaryFile(layout.summary_json)
-        self.resume_count = 0
+        self.attempt = 0
+        self.start_time = 0.0
+        self.from_step: int | None = None
         self.writer: BackgroundWriter | None = None
+        self.started = False
+        self.refused = False
         self.finalized = False
 
     # -- start -------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Write ``summary.json`` (running), ``meta.json``, ``config.yaml`` and start the writer."""
+    def start(self, from_step: int | None = None) -> None:
+        """Begin an attempt: ``summary.json`` (running), ``meta.json``, ``config.yaml``, the writer.
+
+        ``from_step``: where training (re)starts, when known. A resume that would rewind the run is
+        refused here with :class:`ResumeError`, before anything is written.
+        """
         layout = self.layout
         previous = self.summary.read() if self.resume else {}
+        if self.resume and from_step is not None:
+            self._check_rewind(previous, from_step)
+        self.started, self.start_time, self.from_step = True, time.time(), from_step
         now = iso_time(self.start_time)
+        attempts = _attempts_of(previous)
+        entry: dict[str, Any] = {"attempt": len(attempts) + 1, "start_time": now, "status": RUNNING,
+                                 "host": socket.gethostname(), "pid": os.getpid()}
+        if attempts and attempts[-1].get("status") == RUNNING:
+            # The previous attempt never finalized (killed, OOM, lost node): its last heartbeat is its end.
+            attempts[-1].update(status=CRASHED, end_time=previous.get("heartbeat", attempts[-1].get("start_time")))
+        if layout.config_yaml.exists():
+            # An earlier attempt's config, or one written at setup by someone else (LightningCLI's
+            # SaveConfigCallback): kept, with this attempt's values in force.
+            from omegaconf import OmegaConf
+
+            on_disk = OmegaConf.to_container(OmegaConf.load(layout.config_yaml), resolve=True)
+            changed = config_changes(on_disk, self.config) if self.resume else {}  # type: ignore[arg-type]
+            if changed:
+                entry["config_changes"] = changed
+            self.config = merge_config(on_disk, self.config)  # type: ignore[arg-type]
+        if from_step is not None and self.resume:
+            entry["from_step"] = from_step
+        attempts.append(entry)
+        self.attempt = entry["attempt"]
         fields: dict[str, Any] = {
             "run_name": layout.name,
             "dataset": self.dataset,
@@ -80,40 +137,54 @@ class RunLifecycle:
             "status": RUNNING,
             "start_time": previous.get("start_time", now),
             "heartbeat": now,
+            "attempts": attempts,
         }
-        if self.resume:
-            resumes = list(previous.get("resumes", []))
-            resumes.append({"time": now, "previous_status": previous.get("status")})
-            self.resume_count = len(resumes)
-            fields["resumes"] = resumes
-            fields.pop("end_time", None)
-            if layout.config_yaml.exists():
-                from omegaconf import OmegaConf
-
-                on_disk = OmegaConf.to_container(OmegaConf.load(layout.config_yaml), resolve=True)
-                self.config = merge_config(on_disk, self.config)  # type: ignore[arg-type]
         if self.config:
             write_config_yaml(layout.config_yaml, self.config)
             fields["config_digest"] = config_digest(self.config)
         meta = collect_meta(self.dataset, self.method, layout.name, root=str(layout.root.resolve()))
-        if self.resume and layout.meta_json.exists():
-            atomic_write_json(layout.run_dir / f"meta.resume{self.resume_count}.json", meta)
+        if layout.meta_json.exists():
+            atomic_write_json(layout.run_dir / f"meta.attempt-{self.attempt}.json", meta)
         else:
             atomic_write_json(layout.meta_json, meta)
-        self.summary.update(**fields)
+        stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
+        self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields)
         self.ensure_writer()
+
+    def _check_rewind(self, previous: Mapping[str, Any], from_step: int) -> None:
+        steps = [step for step, _ in self.layout.checkpoint_steps()]
+        recorded = previous.get("last_checkpoint_step")
+        if isinstance(recorded, int):
+            steps.append(recorded)
+        last = max(steps) if steps else None
+        try:
+            check_rewind(self.layout.name, from_step, last, self.allow_rewind)
+        except ResumeError:
+            self.refused = True
+            raise
+        if last is not None and from_step < last:  # a rewind on purpose: keep the later checkpoints aside
+            aside = self.layout.superseded_checkpoints_dir(len(_attempts_of(previous)) + 1)
+            for step, path in self.layout.checkpoint_steps():
+                if step > from_step:
+                    aside.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(path), aside / path.name)
 
     # -- while training ----------------------------------------------------------------------
     def log_config(self, params: Any) -> None:
-        """Merge ``params`` into the config, rewrite ``config.yaml`` and tell the sinks."""
+        """Merge ``params`` (hyperparameters Lightning reports) into the config; once started,
+        rewrite ``config.yaml`` and tell the sinks."""
         params = normalize_config(params)
         params.pop("_instantiator", None)  # Lightning's bookkeeping for LightningCLI, not a setting
-        self.config = merge_config(self.config, params)
+        self.config = merge_hyperparams(self.config, params)
+        if not self.started:
+            return
         write_config_yaml(self.layout.config_yaml, self.config)
         self.update_summary(config_digest=config_digest(self.config))
         self.ensure_writer().put_config(redact(self.config))
 
     def log(self, step: int, when: float, metrics: dict[str, float]) -> None:
+        if not self.started:
+            self.start(from_step=step)
         writer = self.ensure_writer()
         writer.check()
         writer.put(step, when, metrics)
@@ -131,25 +202,32 @@ class RunLifecycle:
         if self.writer is not None:
             self.writer.flush()
 
+    def make_durable(self) -> None:
+        """Everything logged so far written and fsynced in every sink (before a checkpoint)."""
+        if self.writer is not None:
+            self.writer.flush()  # every sink's flush, then sync: metrics.jsonl fsynced, the sink host done
+
+    def checkpoint_saved(self, path: str, step: int | None) -> None:
+        fields: dict[str, Any] = {"last_checkpoint": self.layout.relative(path)}
+        if step is not None:
+            fields["last_checkpoint_step"] = step
+        self.update_summary(**fields)
+
     # -- the writer and its sinks ------------------------------------------------------------
     def ensure_writer(self) -> BackgroundWriter:
         if self.writer is None:
-            resuming = self.resume or self.finalized
-            if self.finalized:
-                # Logging after finalize (e.g. trainer.test after fit): reopen in append mode.
-                self.resume_count += 1
-                self.update_summary(status=RUNNING)
             context = SinkContext(layout=self.layout, dataset=self.dataset, method=self.method,
-                                  config=redact(self.config), resume_count=self.resume_count)
+                                  config=redact(self.config), resume_count=max(0, self.attempt - 1),
+                                  resume_step=self.from_step if self.resume else None,
+                                  moved_aside_to=self.layout.dropped_metrics_jsonl(self.attempt))
             self.writer = BackgroundWriter(
                 self._sinks(), context,
-                resuming=resuming and not self.finalized,
+                resuming=self.resume,
                 flush_interval=self.flush_interval,
                 heartbeat_interval=self.heartbeat_interval,
                 on_heartbeat=lambda: self.update_summary(heartbeat=iso_time()),
                 on_open=self._on_sinks_open,
             )
-            self.finalized = False
         return self.writer
 
     def _sinks(self) -> list[Sink]:
@@ -169,35 +247,73 @@ class RunLifecycle:
     def _on_sinks_open(self, context: SinkContext, sinks: list[Sink]) -> None:
         if context.resume_step is None:
             return
-        resumes = list(self.summary.read().get("resumes", []))
-        if resumes:
-            resumes[-1].update({"from_step": context.resume_step,
-                                "dropped_records": sum(s.moved_aside for s in sinks)})
-            self.update_summary(resumes=resumes)
+        moved = sum(s.moved_aside for s in sinks)
+        record: dict[str, Any] = {"from_step": context.resume_step, "dropped_records": moved}
+        if moved and context.moved_aside_to is not None:
+            record["dropped_file"] = self.layout.relative(context.moved_aside_to)
+        self._update_attempt(**record)
+
+    def _update_attempt(self, **fields: Any) -> None:
+        def change(data: dict[str, Any]) -> None:
+            attempts = data.get("attempts") or []
+            if attempts and attempts[-1].get("attempt") == self.attempt:
+                attempts[-1].update(fields)
+        self.summary.modify(change)
 
     # -- the end -----------------------------------------------------------------------------
     @property
     def active(self) -> bool:
-        """Whether the writer is running (logged into and not finalized since)."""
+        """Whether the writer is running (started and not finalized since)."""
         return self.writer is not None
 
-    def finalize(self, status: str, *, end_time: float) -> None:
+    def reopen(self) -> None:
+        """Logging after finalize (e.g. ``trainer.test`` after ``fit``): a new attempt in append mode."""
+        self.finalized = False
+        self.started = False
+        self.resume = True
+        self.start()
+
+    def finalize(self, status: str, *, reason: str | None = None, end_time: float | None = None) -> None:
         """Close every sink with our word for ``status``, then write summary.json, metrics.csv and
-        report_draft.md. A sink's error is recorded in the summary and raised after it is written."""
+        report_draft.md. A sink's error is recorded and raised after the summary is written."""
+        end_time = time.time() if end_time is None else end_time
         ours = run_status(status)
         error: BaseException | None = None
         if self.writer is not None:
             writer, self.writer = self.writer, None
             try:
-                writer.close(ours)
+                writer.close(ours, reason)
             except BaseException as exc:  # noqa: BLE001 - still write the summary, then re-raise
                 error = exc
-                ours = FAILED
+                ours, reason = FAILED, reason or f"writing the run's files failed: {exc!r}"
         self.finalized = True
-        extra = {"status": ours, "end_time": iso_time(end_time), "duration_s": round(end_time - self.start_time, 3)}
+        data = self.summary.read()
+        attempts = _attempts_of(data)
+        mine: dict[str, Any] = {"end_time": iso_time(end_time), "status": ours,
+                                "duration_s": round(end_time - self.start_time, 3)}
+        if reason:
+            mine["reason"] = reason
+        if isinstance(data.get("failure"), dict):
+            mine["failure"] = data["failure"]  # recorded during this attempt (HealthGuard)
+        if attempts:
+            attempts[-1].update(mine)
+        first_start = parse_iso_time(data["start_time"]) if data.get("start_time") else self.start_time
+        training = sum(a.get("duration_s", 0.0) for a in attempts if isinstance(a.get("duration_s"), (int, float)))
+        extra: dict[str, Any] = {
+            "status": ours, "end_time": mine["end_time"], "heartbeat": mine["end_time"], "attempts": attempts,
+            "training_time_s": round(training, 3), "wall_span_s": round(end_time - first_start, 3),
+            "duration_s": round(training, 3),
+        }
+        if reason and ours != COMPLETED:
+            extra["reason"] = reason
         if error is not None:
             extra["error"] = repr(error)
-        post_process(self.layout.run_dir, status=ours, metric_modes=self.metric_modes, extra=extra)
+        try:
+            post_process(self.layout.run_dir, status=ours, metric_modes=self.metric_modes, extra=extra)
+        except OSError as exc:
+            if error is None:
+                raise
+            raise OSError(f"{error}; and summary.json could not record the failure either: {exc}") from error
         if error is not None:
             raise error
 
@@ -212,3 +328,22 @@ class RunLifecycle:
                 writer.close(COMPLETED)
             else:
                 writer.abandon()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["writer"] = None  # a thread does not pickle; the worker starts its own
+        return state
+
+
+def _attempts_of(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's attempts so far (a summary written before attempts were kept counts as one)."""
+    attempts = summary.get("attempts")
+    if isinstance(attempts, list):
+        return [dict(a) for a in attempts if isinstance(a, dict)]
+    if not summary.get("start_time"):
+        return []
+    legacy = {"attempt": 1, "start_time": summary["start_time"], "status": summary.get("status", RUNNING)}
+    for key in ("end_time", "duration_s", "failure"):
+        if key in summary:
+            legacy[key] = summary[key]
+    return [legacy]

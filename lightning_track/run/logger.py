@@ -1,13 +1,28 @@
 """RunLogger: a Lightning ``Logger`` that gives every run the standard run folder.
 
-Modelled on Lightning's ``CSVLogger``: a thin Logger over a writer (here a background thread that
-feeds the sinks). Rank 0 writes; every other rank only knows where the folder is.
+Modelled on Lightning's ``CSVLogger``: a thin Logger over :class:`RunLifecycle` (what happens to the
+folder). Rank 0 writes; every other rank only knows where the folder is.
+
+Nothing exists on disk until the run starts: the folder when its path is first asked for (the Trainer
+asks during setup, or you do), ``summary.json``, ``meta.json``, the writer and the sink host when
+training starts. A logger that is built and never used leaves nothing.
+
+How every rank agrees on the folder (see also :mod:`.distributed`): the first time the path is asked
+for while a process group of more than one rank is up, rank 0 decides (creating the folder) and
+broadcasts it; Lightning asks on every rank at the same point of ``fit`` (``trainer.log_dir`` and
+``logger.experiment`` during setup), so the collective pairs. Before that, rank 0 may decide alone
+(it broadcasts the same folder later) and other ranks get a provisional path they never write. No
+folder is handed over through the environment, so a process started by a process that had a
+RunLogger (torchrun from a notebook or a driver) never adopts a folder its ranks did not agree on.
+``ddp_spawn`` hands the folder over in the pickle; ``LIGHTNING_TRACK_RUN_DIR`` (set by a launcher for
+every rank) names it outright.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import sys
 import time
 import warnings
 import weakref
@@ -20,15 +35,15 @@ from lightning.pytorch.loggers.logger import Logger
 from typing_extensions import override
 
 from ..derived.digest import Mode
+from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
 from ..sinks import Sink, load_sink
+from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
 from .config import normalize_config, redact
-from .distributed import ENV_RUN_DIR, broadcast_from_rank0, global_rank, world_size_from_env
+from .distributed import broadcast_from_rank0, global_rank, group_size
 from .lifecycle import RunLifecycle
 
 __all__ = ["RunLogger"]
-
-_instances_in_process = 0
 
 
 class RunLogger(Logger):
@@ -42,7 +57,10 @@ class RunLogger(Logger):
         sinks: metric formats besides ``metrics.jsonl``: names of modules in
             ``lightning_track.sinks`` or ``Sink`` instances.
         resume: ``True`` continues the newest run of this dataset+method; a run name or path
-            continues that one. Use with ``trainer.fit(..., ckpt_path="last")``.
+            continues that one. Use with ``trainer.fit(..., ckpt_path="last")``. A resume whose
+            training restarts before the run's last checkpoint is refused (nothing is written).
+        allow_rewind: accept such a resume on purpose: the run continues from the earlier step,
+            the records logged after it are moved aside (``metrics.dropped-at-attempt-N.jsonl``).
         metric_modes: ``{"val/acc": "max"}`` overrides the min/max direction inferred from names.
         flush_interval: seconds between writes to disk (bounds what a SIGKILL can lose).
         heartbeat_interval: seconds between refreshes of ``summary.json``'s heartbeat.
@@ -64,9 +82,9 @@ class RunLogger(Logger):
         flush_interval: float = 0.5,
         heartbeat_interval: float = 5.0,
         sink_process: bool = True,
+        allow_rewind: bool = False,
     ) -> None:
         super().__init__()
-        global _instances_in_process
         self.dataset = dataset
         self.method = method
         # Validate everything before anything touches the disk: bad input leaves no folder behind.
@@ -80,72 +98,81 @@ class RunLogger(Logger):
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
         self.sink_process = sink_process
+        self.allow_rewind = allow_rewind
         self._root = Path(root)
         self._resume = resume
-        self._index = _instances_in_process
-        _instances_in_process += 1
         self._rank = global_rank()
         self._auto_step = 0
         self._warned_keys: set[str] = set()
-        self._needs_sync = False
         self._exit_hook = False
-        self.layout = self._decide_layout()
+        self._layout: RunLayout | None = None
+        self._agreed = False  # every rank holds the same folder (broadcast, pickle or launcher env)
+        self._created_here = False  # this process made the folder (it may remove it while still empty)
         self._run: RunLifecycle | None = None
-        if self._rank == 0:
-            self._run = RunLifecycle(
-                self.layout, dataset, method, config=self._config, sink_specs=self._sink_specs,
-                resume=bool(resume), start_time=time.time(), metric_modes=self.metric_modes,
-                flush_interval=flush_interval, heartbeat_interval=heartbeat_interval, sink_process=sink_process)
-            self._register_exit_hook()
-            self._run.start()
+        if resume:  # a resume target that does not exist fails now, before anything is written
+            self._layout = RunLayout.resolve_resume(self._root, dataset, method, resume)
+        elif not os.environ.get(ENV_RUN_DIR):
+            _check_root(self._root)
 
     # -- where the run lives -------------------------------------------------------------------
-    @property
-    def _env_key(self) -> str:
-        return f"{ENV_RUN_DIR}_{self._index}"
-
-    def _decide_layout(self) -> RunLayout:
+    def _resolve(self) -> RunLayout:
+        """The folder, decided once; see the module docstring for how ranks agree on it."""
+        if self._agreed and self._layout is not None:
+            return self._layout
         explicit = os.environ.get(ENV_RUN_DIR)
-        if explicit:  # set by a launcher script for every rank (multi-node without a shared process group)
-            if self._rank == 0:
-                Path(explicit).mkdir(parents=True, exist_ok=True)
-            return RunLayout(explicit)
+        if explicit:  # a launcher named the folder for every rank: nothing to agree on
+            self._set_layout(RunLayout(explicit), agreed=True, create=True)
+            return self._layout  # type: ignore[return-value]
+        world, rank = group_size()
+        if world > 1:  # a process group is up: rank 0 decides, every rank takes its answer
+            mine = str(self._decide().run_dir) if rank == 0 else None
+            self._set_layout(RunLayout(broadcast_from_rank0(mine)), agreed=True)
+            return self._layout  # type: ignore[return-value]
         if self._rank > 0:
-            inherited = os.environ.get(self._env_key)
-            if inherited:
-                return RunLayout(inherited)
-            # Started independently (torchrun, srun): learn rank 0's folder through the process
-            # group on first use; until then, a provisional path that is never written.
-            self._needs_sync = True
-            if self._resume:
-                return RunLayout.resolve_resume(self._root, self.dataset, self.method, self._resume)
-            return RunLayout(self._root / RunLayout.run_name(self.dataset, self.method, "pending"))
-        if ("RANK" in os.environ or "SLURM_PROCID" in os.environ) and world_size_from_env() > 1:
-            self._needs_sync = True
+            # Started independently (torchrun, srun) and asked before the process group is up: a
+            # provisional path, never written; the broadcast replaces it.
+            if self._layout is None:
+                self._layout = (RunLayout.resolve_resume(self._root, self.dataset, self.method, self._resume)
+                                if self._resume else
+                                RunLayout(self._root / RunLayout.run_name(self.dataset, self.method, "pending")))
+            return self._layout
+        self._set_layout(self._decide(), agreed=False)
+        return self._layout  # type: ignore[return-value]
+
+    def _decide(self) -> RunLayout:
+        """Rank 0's folder: the one it already has, the resumed one, or a new one."""
+        if self._layout is not None and self._rank == 0:
+            return self._layout
         if self._resume:
-            layout = RunLayout.resolve_resume(self._root, self.dataset, self.method, self._resume)
-        else:
-            try:
-                layout = RunLayout.create(self._root, self.dataset, self.method)
-            except OSError as exc:
-                raise OSError(f"cannot create a run folder under {self._root}: {exc.strerror or exc}") from None
-        os.environ[self._env_key] = str(layout.run_dir)
+            return RunLayout.resolve_resume(self._root, self.dataset, self.method, self._resume)
+        try:
+            layout = RunLayout.create(self._root, self.dataset, self.method)
+        except OSError as exc:
+            raise OSError(f"cannot create a run folder under {self._root}: {one_line(exc)}") from None
+        self._created_here = True
         return layout
 
-    def _sync_layout(self) -> None:
-        if self._needs_sync:
-            import torch.distributed as dist
+    def _set_layout(self, layout: RunLayout, *, agreed: bool, create: bool = False) -> None:
+        if self._rank == 0 and create:
+            layout.run_dir.mkdir(parents=True, exist_ok=True)
+        self._layout, self._agreed = layout, agreed or self._agreed
+        if self._rank == 0 and (self._run is None or self._run.layout.run_dir != layout.run_dir):
+            self._run = RunLifecycle(
+                layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
+                resume=bool(self._resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
+                flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
+                sink_process=self.sink_process)
+            self._register_exit_hook()
 
-            if dist.is_available() and dist.is_initialized():
-                self._needs_sync = False
-                run_dir = broadcast_from_rank0(str(self.layout.run_dir))
-                self.layout = RunLayout(run_dir)
+    @property
+    def layout(self) -> RunLayout:
+        """The run's :class:`RunLayout` (deciding the folder if it is not decided yet)."""
+        return self._resolve()
 
     @property
     def run_dir(self) -> Path:
         """The run folder (the same path on every rank once training has started)."""
-        self._sync_layout()
-        return self.layout.run_dir
+        return self._resolve().run_dir
 
     @property
     def run_name(self) -> str:
@@ -183,8 +210,7 @@ class RunLogger(Logger):
     @property
     def experiment(self) -> RunLayout:
         """The run's layout. Lightning reads this on every rank during setup: the sync point."""
-        self._sync_layout()
-        return self.layout
+        return self._resolve()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -194,13 +220,13 @@ class RunLogger(Logger):
     @override
     def log_hyperparams(self, params: dict[str, Any] | Namespace | Any, *args: Any, **kwargs: Any) -> None:
         if self._rank_zero():
-            self._active_run().log_config(params)
+            self._rank_zero_run().log_config(params)
 
     @override
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if not self._rank_zero():
             return
-        run = self._active_run()
+        run = self._rank_zero_run()
         clean: dict[str, float] = {}
         for key, value in metrics.items():
             if type(value) is float or type(value) is int:
@@ -230,27 +256,88 @@ class RunLogger(Logger):
 
     @override
     def save(self) -> None:
-        # Called by the Trainer after every log: must stay cheap. The writer thread does the work.
-        if self._run is not None:
-            self._run.check()
+        # Called by the Trainer after every log (and once before training): must stay cheap.
+        run = self._run
+        if run is None or not run.started:
+            if self._rank_zero() and not self._resume:
+                self._rank_zero_run().start()  # Lightning's first save() is the start of fit
+            return
+        run.check()
 
     @override
     def finalize(self, status: str) -> None:
-        """Flush and close every sink, then write summary.json, metrics.csv and report_draft.md."""
-        run = self._run
-        if not self._rank_zero() or run is None or run.finalized and not run.active:
+        """Close every sink, then write summary.json, metrics.csv and report_draft.md.
+
+        Lightning says "failed" for an interrupt too; the exception being handled tells them apart
+        (Ctrl+C, Lightning's SIGTERM), and gives a failure its one-line reason.
+        """
+        if not self._rank_zero():
             return
-        run.finalize(status, end_time=time.time())
+        run = self._rank_zero_run(reopen=False)  # an explicit finalize of an unused logger records the run
+        if run.finalized and not run.active:
+            return
+        status, reason = _verdict(status, sys.exc_info()[1])
+        if not run.started:
+            if run.refused:  # a refused resume writes nothing, not even its failure
+                return
+            run.start()
+        run.finalize(status, reason=reason)
 
     @override
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        if not self._rank_zero():
+        if not self._rank_zero() or self._run is None:
             return
         path = getattr(checkpoint_callback, "_last_checkpoint_saved", "") or getattr(
             checkpoint_callback, "last_model_path", ""
         )
+        step = getattr(checkpoint_callback, "_last_global_step_saved", None)
         if path:
-            self.update_summary(last_checkpoint=str(path))
+            self._run.checkpoint_saved(path, step if isinstance(step, int) else None)
+
+    # -- what lightning_track's callbacks tell the logger (Lightning gives a Logger no trainer) ----
+    def training_starts(self, step: int) -> None:
+        """Training (re)starts at ``step`` (``trainer.global_step`` at ``on_train_start``).
+
+        On a resume this decides the attempt: a restart before the run's last checkpoint is refused
+        with :class:`~lightning_track.errors.ResumeError` before anything is written.
+        """
+        if self._rank_zero():
+            run = self._rank_zero_run()
+            if not run.started:
+                run.start(from_step=step)
+
+    def before_checkpoint(self) -> None:
+        """Make every record logged so far durable, before a checkpoint that a resume would start
+        from lands on disk (so no step between the last flush and the checkpoint is ever lost)."""
+        if self._rank_zero() and self._run is not None and self._run.active:
+            self._run.make_durable()
+
+    def continue_from_checkpoint(self, ckpt_path: str | os.PathLike[str] | None) -> bool:
+        """``trainer.fit(ckpt_path=...)`` names a checkpoint inside a run of this logger's root with
+        the same dataset and method: continue that run, as ``resume=`` would. Called at setup, while
+        this logger's own folder is still empty. True when the logger switched folders."""
+        if not ckpt_path or self._resume:
+            return False
+        target = RunLayout.run_of_checkpoint(ckpt_path, self._root, self.dataset, self.method)
+        current = self._layout
+        if target is None:
+            if current is not None and self._rank_zero() and Path(ckpt_path).exists():
+                print(f"lightning_track: {ckpt_path} is not in a run of {self.dataset}/{self.method} under "
+                      f"{self._root}: started the new run {current.name}; to continue that run instead, "
+                      "pass RunLogger(resume=<its folder>)", file=sys.stderr)
+            return False
+        if current is not None and current.run_dir.resolve() == target.run_dir.resolve():
+            return False
+        if current is not None and self._created_here and self._rank_zero():
+            try:
+                current.run_dir.rmdir()  # made by this process a moment ago and still empty
+            except OSError:
+                return False  # something was written there already: keep it, and the new run
+        self._resume = str(target.run_dir)
+        self._created_here = False
+        self._run = None
+        self._set_layout(target, agreed=True)
+        return True
 
     # -- run lifecycle -------------------------------------------------------------------------
     def update_summary(self, **fields: Any) -> None:
@@ -259,15 +346,20 @@ class RunLogger(Logger):
         Goes through the same lock as the heartbeat, so callbacks (HealthGuard recording a failure)
         never race the writer thread's rewrites of the file.
         """
-        if self._run is not None:
-            self._run.update_summary(**fields)
+        if self._rank_zero():
+            run = self._rank_zero_run(reopen=False)
+            if not run.started:
+                run.start()
+            run.update_summary(**fields)
 
-    def _active_run(self) -> RunLifecycle:
-        """This rank-0 process's run, with its writer running (reopened after a finalize)."""
-        if self._run is None:  # a spawned worker that became rank 0 (ddp_spawn): pickled without one
+    def _rank_zero_run(self, reopen: bool = True) -> RunLifecycle:
+        """This rank-0 process's run (its folder decided); ``reopen``: logging after a finalize
+        (``trainer.test`` after ``fit``) continues it as a new attempt."""
+        self._resolve()
+        if self._run is None:
             raise RuntimeError("RunLogger: this process has no run to write (not rank 0)")
-        self._register_exit_hook()
-        self._run.ensure_writer()
+        if reopen and self._run.finalized:
+            self._run.reopen()
         return self._run
 
     def _register_exit_hook(self) -> None:
@@ -277,14 +369,16 @@ class RunLogger(Logger):
 
     # -- ddp_spawn: the Trainer (and this logger) is pickled into freshly spawned workers ---------
     def __getstate__(self) -> dict[str, Any]:
-        """Hand the run over to spawned workers: they write, this (parent) process stops writing.
+        """Hand the run over to spawned workers (``ddp_spawn``): they write, this process stops.
 
-        The parent's writer has not opened any sink unless something was logged before ``fit``;
-        it is stopped without creating files. The workers learn their rank from Lightning once
-        their process group is up (``rank_zero_only.rank``).
+        The folder is decided here, so the workers hold it without any collective; a writer this
+        process started is closed (opened sinks) or stopped without creating files.
         """
-        if self._run is not None:
-            self._run.hand_over()
+        if self._rank_zero():
+            self._resolve()
+            self._agreed = True
+            if self._run is not None:
+                self._run.hand_over()
         state = self.__dict__.copy()
         state.update(_rank=-1, _exit_hook=False)
         return state
@@ -302,14 +396,45 @@ class RunLogger(Logger):
             self._run.flush()
 
     def __repr__(self) -> str:
-        return f"RunLogger({str(self.layout.run_dir)!r})"
+        where = self._layout.run_dir if self._layout is not None else self._root / "<not started>"
+        return f"RunLogger({str(where)!r})"
+
+
+def _check_root(root: Path) -> None:
+    """Fail now, naming the root, if no run folder could be created under it later."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = "Not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = "Permission denied"
+    if problem:
+        raise OSError(f"cannot create a run folder under {root}: {problem} ({existing})")
+
+
+def _verdict(status: str, exc: BaseException | None) -> tuple[str, str | None]:
+    """Lightning's finalize word and the exception being handled -> our status and a reason."""
+    if exc is None or status not in ("failed", FAILED):
+        return status, None
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED, "KeyboardInterrupt (SIGINT)"
+    if type(exc).__name__ == "SIGTERMException":  # lightning.pytorch.utilities.exceptions
+        return INTERRUPTED, "SIGTERM"
+    return FAILED, f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def _finalize_at_exit(ref: weakref.ReferenceType[RunLogger]) -> None:
     logger = ref()
-    if logger is not None and logger._run is not None and logger._run.active:
-        try:
+    if logger is None or logger._run is None:
+        return
+    run = logger._run
+    try:
+        if run.active:
             logger.finalize("failed")
-        except Exception:  # noqa: BLE001 - nothing to report to at interpreter exit
-            pass
+        elif not run.started and logger._created_here:
+            run.layout.run_dir.rmdir()  # asked for, never used: leave nothing behind
+    except Exception:  # noqa: BLE001 - nothing to report to at interpreter exit
+        pass
 

@@ -114,8 +114,8 @@ class BackgroundWriter:
 
     def _open(self, first_step: int | None) -> None:
         self._opened = True
-        if self.resuming and first_step is not None:
-            self.context.resume_step = first_step
+        if self.resuming and self.context.resume_step is None and first_step is not None:
+            self.context.resume_step = first_step  # else the step training restarted from, already known
         for sink in list(self.sinks):
             try:
                 sink.open(self.context)

@@ -12,6 +12,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..folder.layout import RunLayout
@@ -34,6 +35,8 @@ class SinkContext:
     # interrupted attempt are hidden (TensorBoard purge_step) or moved aside (metrics.jsonl).
     resume_step: int | None = None
     resume_count: int = 0
+    # Where a sink moves the records it takes out on a resume (never deleted); None: nowhere to move.
+    moved_aside_to: Path | None = None
 
 
 class Sink(ABC):

@@ -19,7 +19,7 @@ class MetricsJsonlSink(Sink):
     def open(self, context: SinkContext) -> None:
         path = context.layout.metrics_jsonl
         if context.resume_step is not None and path.exists():
-            _, self._moved_aside = keep_jsonl_before(path, context.resume_step)
+            _, self._moved_aside = keep_jsonl_before(path, context.resume_step, moved_to=context.moved_aside_to)
         self._appender = JsonlAppender(path)
 
     @property
@@ -44,6 +44,11 @@ class MetricsJsonlSink(Sink):
         )
         if self.digest is not None:
             self.digest.add(records)
+
+    def sync(self) -> None:
+        """On disk, not only in the page cache: a checkpoint written next must find these records."""
+        if self._appender is not None:
+            self._appender.fsync()
 
     def close(self, status: str, reason: str | None = None) -> None:
         if self._appender is not None:

@@ -67,13 +67,18 @@ def test_lightning_cli_fit_and_resume_with_class_path_yaml(tmp_path: Path) -> No
             "--trainer.logger.init_args.resume", "true", "--ckpt_path", "last")
     assert [r.name for r in RunLayout.list_runs(root)] == [run.name]
     summary = json.loads(run.summary_json.read_text())
-    assert summary["status"] == "completed" and summary["resumes"][-1]["from_step"] == 6
+    assert summary["status"] == "completed" and summary["attempts"][-1]["from_step"] == 6
     assert OmegaConf.load(run.config_yaml).trainer.max_steps == 8
     assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(8))
 
 
-def test_plain_save_config_callback_conflict_is_real(tmp_path: Path) -> None:
-    """Why RunConfigCallback exists: with Lightning's default, RunLogger(config=...) cannot even start."""
+def test_plain_save_config_callback_config_is_kept_and_redacted(tmp_path: Path) -> None:
+    """With Lightning's default SaveConfigCallback (it writes config.yaml at setup, before the run
+    starts), the run's config.yaml keeps the CLI's config, merged with the logger's, secrets redacted."""
     config = write_cli_yaml(tmp_path / "cli.yaml", tmp_path / "runs")
-    with pytest.raises(RuntimeError, match="config.yaml to NOT exist"):
-        LightningCLI(DemoModule, DemoDataModule, args=["fit", "--config", str(config), "--trainer.max_steps", "2"])
+    LightningCLI(DemoModule, DemoDataModule, args=["fit", "--config", str(config), "--trainer.max_steps", "2"])
+    (run,) = RunLayout.list_runs(tmp_path / "runs")
+    saved = OmegaConf.to_container(OmegaConf.load(run.config_yaml))
+    assert saved["model"]["hidden"] == 32 and saved["data"]["batch_size"] == 16  # the CLI's
+    assert saved["note"] == "from yaml"  # the logger's config=
+    assert "s3cret" not in run.config_yaml.read_text()

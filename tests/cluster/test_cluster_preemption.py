@@ -39,7 +39,7 @@ def test_sigterm_saves_checkpoint_marks_interrupted_and_resume_continues(runs: P
     assert 4 <= step < 40 and info["signal"] == "SIGTERM" and info["exit_code"] == 143
     assert "failure" not in data  # HealthGuard's "terminated" report is not kept as a failure
     ckpt = run.checkpoint_path(step)
-    assert info["checkpoint"] == str(ckpt) and info["resumable"] is True
+    assert info["checkpoint"] == "checkpoints/" + ckpt.name and info["resumable"] is True  # relative to the run
     assert torch.load(ckpt, weights_only=False)["global_step"] == step  # saved at the step boundary
     assert run.last_checkpoint.resolve() == ckpt.resolve()
     assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(step))
@@ -54,8 +54,8 @@ def test_sigterm_saves_checkpoint_marks_interrupted_and_resume_continues(runs: P
     assert logger.run_dir == run.run_dir and len(RunLayout.list_runs(runs)) == 1
     data = summary(run)
     assert data["status"] == "completed"
-    assert data["resumes"][-1]["previous_status"] == "interrupted"
-    assert data["resumes"][-1]["from_step"] == step
+    assert data["attempts"][-2]["status"] == "interrupted"
+    assert data["attempts"][-1]["from_step"] == step
     total = trainer.max_steps
     assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(total))  # no gap, no duplicate
     assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(total))
@@ -91,7 +91,7 @@ def test_sigint_stops_at_step_boundary_with_exit_code_130(runs: Path) -> None:
     data = summary(run)
     assert data["status"] == "interrupted" and data["interrupted"]["signal"] == "SIGINT"
     # Lightning's default ModelCheckpoint saved it (its own naming), at the step where the signal came.
-    ckpt = Path(data["interrupted"]["checkpoint"])
+    ckpt = run.run_dir / data["interrupted"]["checkpoint"]  # paths inside a run's files are relative to it
     assert ckpt.parent == run.checkpoints_dir and ckpt.name == "epoch=0-step=5.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == 5
     assert handler.received == signal.SIGINT
@@ -108,7 +108,7 @@ def test_without_checkpoint_callback_saves_to_run_layout(runs: Path) -> None:
     assert stopped.value.code == 143
     ckpt = logger.layout.checkpoint_path(3)
     assert torch.load(ckpt, weights_only=False)["global_step"] == 3
-    assert summary(logger.layout)["interrupted"]["checkpoint"] == str(ckpt)
+    assert logger.layout.run_dir / summary(logger.layout)["interrupted"]["checkpoint"] == ckpt
 
 
 def test_other_exceptions_are_failures_not_interruptions(runs: Path) -> None:

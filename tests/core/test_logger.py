@@ -242,6 +242,7 @@ def test_summary_running_with_heartbeat(tmp_path: Path) -> None:
     import time
 
     logger = RunLogger("d", "m", root=tmp_path, sinks=(), heartbeat_interval=0.2)
+    logger.save()  # what the Trainer does first in fit: the run starts
     first = json.loads((logger.run_dir / "summary.json").read_text())
     assert first["status"] == "running" and first["heartbeat"]
     beats = set()

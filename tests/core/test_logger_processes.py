@@ -63,8 +63,8 @@ def test_resume_after_sigkill_continues_same_folder_without_duplicates(tmp_path:
     assert all(v == pytest.approx(jsonl[s]) for s, v, _ in tb["train/loss"])
     summary = json.loads(run.summary_json.read_text())
     assert summary["status"] == "completed"
-    assert summary["resumes"][-1]["from_step"] == 20
-    assert summary["resumes"][-1]["dropped_records"] == before[-1] - 20 + 1
+    assert summary["attempts"][-1]["from_step"] == 20
+    assert summary["attempts"][-1]["dropped_records"] == before[-1] - 20 + 1
     # SwanLab: the resumed attempt is a second, linked run in the same folder
     # (SwanLab buffers its own file, so the killed attempt's file may hold nothing: its known loss)
     files = swanlab_runs(run.swanlab_dir)
