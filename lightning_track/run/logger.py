@@ -105,6 +105,7 @@ class RunLogger(Logger):
         self._auto_step = 0
         self._warned_keys: set[str] = set()
         self._exit_hook = False
+        self._durable_on_next_save = False
         self._layout: RunLayout | None = None
         self._agreed = False  # every rank holds the same folder (broadcast, pickle or launcher env)
         self._created_here = False  # this process made the folder (it may remove it while still empty)
@@ -263,6 +264,12 @@ class RunLogger(Logger):
                 self._rank_zero_run().start()  # Lightning's first save() is the start of fit
             return
         run.check()
+        if self._durable_on_next_save:
+            # The batch whose end saved a checkpoint logs its metrics just after the save (Lightning's
+            # loop order): a resume from that checkpoint starts after that record, so it must reach
+            # disk now, not at the next flush.
+            self._durable_on_next_save = False
+            run.make_durable()
 
     @override
     def finalize(self, status: str) -> None:
@@ -293,6 +300,9 @@ class RunLogger(Logger):
         step = getattr(checkpoint_callback, "_last_global_step_saved", None)
         if path:
             self._run.checkpoint_saved(path, step if isinstance(step, int) else None)
+        if self._run.active:
+            self._run.make_durable()  # what was logged before the checkpoint (before_checkpoint leaves no gap)
+            self._durable_on_next_save = True
 
     # -- what lightning_track's callbacks tell the logger (Lightning gives a Logger no trainer) ----
     def training_starts(self, step: int) -> None:
