@@ -40,6 +40,48 @@ def _has_save_pretrained(obj: Any) -> bool:
     return callable(getattr(obj, "save_pretrained", None))
 
 
+def card_library(model: Any) -> str:
+    """The model card's ``library_name``: the library that loads what ``model`` saved.
+
+    The Hub uses it to pick the loading snippet and the filters: a PEFT adapter loads with ``peft``,
+    a transformers model with ``transformers`` (found by the classes it is built from, without
+    importing either library); anything else is a Lightning module's weights.
+    """
+    modules = {cls.__module__.split(".")[0] for cls in type(model).__mro__}
+    for library in ("peft", "transformers"):
+        if library in modules:
+            return library
+    return "pytorch-lightning"
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def training_done(trainer: Trainer) -> str:
+    """How far training went: optimizer steps, full epochs and the batches of an unfinished one.
+
+    ``trainer.current_epoch`` alone overstates it: Lightning counts an epoch that ``max_steps`` (or a
+    stop) cut short as completed, so after 2 epochs and 22 batches it says 3 while the checkpoint of
+    that moment says epoch 2. The epoch loop's batch progress says whether the last epoch ran out of
+    batches, and how many it ran.
+    """
+    steps = trainer.global_step
+    progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
+    if progress is None:  # not a fit loop this code knows: what the trainer itself counts
+        return f"{_plural(steps, 'optimizer step')}, epoch index {trainer.current_epoch}"
+    text = _plural(steps, "optimizer step")
+    batches = progress.total.completed
+    if batches != steps:  # gradient accumulation (or manual optimization)
+        text += f" ({_plural(batches, 'batch', 'batches')})"
+    partial = 0 if progress.is_last_batch else progress.current.completed
+    full = trainer.current_epoch - (1 if partial else 0)
+    text += f", {_plural(full, 'full epoch')}"
+    if partial:
+        text += f" + {_plural(partial, 'batch', 'batches')}"
+    return text
+
+
 class FinalModelExport(Callback):
     """At the end of a successful fit, write ``final_model/`` (rank 0 only).
 
@@ -89,30 +131,32 @@ class FinalModelExport(Callback):
             shutil.rmtree(staging)
         staging.mkdir()
         try:
-            how = self._save_model(pl_module, staging)
+            how, library = self._save_model(pl_module, staging)
             tokenizer = self._find_tokenizer(trainer, pl_module)
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(staging))
-            atomic_write_text(staging / CARD_FILE, self._model_card(trainer, pl_module, how, tokenizer is not None))
+            card = self._model_card(trainer, pl_module, how, tokenizer is not None, library)
+            atomic_write_text(staging / CARD_FILE, card)
             replace_dir(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return target
 
-    def _save_model(self, pl_module: LightningModule, folder: Path) -> str:
+    def _save_model(self, pl_module: LightningModule, folder: Path) -> tuple[str, str]:
+        """Save the model into ``folder``; how it was saved, and the library that loads it."""
         if _has_save_pretrained(pl_module):
             pl_module.save_pretrained(str(folder))  # type: ignore[operator]
-            return f"{type(pl_module).__name__}.save_pretrained"
+            return f"{type(pl_module).__name__}.save_pretrained", card_library(pl_module)
         inner = getattr(pl_module, self.model_attr, None) if self.model_attr else None
         if inner is not None and _has_save_pretrained(inner):
             inner.save_pretrained(str(folder))
-            return f"{type(inner).__name__}.save_pretrained (attribute {self.model_attr!r})"
+            return f"{type(inner).__name__}.save_pretrained (attribute {self.model_attr!r})", card_library(inner)
         from huggingface_hub import save_torch_model
 
         atomic_write_json(folder / CONFIG_FILE, _init_config(pl_module))
         save_torch_model(pl_module, folder)
-        return f"safetensors + config.json of {type(pl_module).__name__}"
+        return f"safetensors + config.json of {type(pl_module).__name__}", card_library(pl_module)
 
     def _find_tokenizer(self, trainer: Trainer | None, pl_module: LightningModule) -> Any:
         owners: list[Any] = [pl_module]
@@ -143,7 +187,8 @@ class FinalModelExport(Callback):
                     continue
         return final, {}, "trainer.callback_metrics"
 
-    def _model_card(self, trainer: Trainer | None, pl_module: LightningModule, how: str, tokenizer: bool) -> str:
+    def _model_card(self, trainer: Trainer | None, pl_module: LightningModule, how: str, tokenizer: bool,
+                    library: str) -> str:
         from huggingface_hub import ModelCardData
 
         logger = find_run_logger(trainer) if trainer is not None else None
@@ -151,7 +196,7 @@ class FinalModelExport(Callback):
         dataset = getattr(logger, "dataset", None) or hparams.get("dataset")
         method = getattr(logger, "method", None) or hparams.get("method")
         tags = ["lightning", "lightning_track"] + ([str(method)] if method else [])
-        data = ModelCardData(library_name="pytorch-lightning", tags=tags)
+        data = ModelCardData(library_name=library, tags=tags)
         final, best, source = self._metrics(trainer)
         lines = [
             "---",
@@ -166,7 +211,7 @@ class FinalModelExport(Callback):
             f"- saved with: {how}" + (" (tokenizer saved beside it)" if tokenizer else ""),
         ]
         if trainer is not None:
-            lines.append(f"- trained: {trainer.global_step} optimizer steps, {trainer.current_epoch} epochs completed")
+            lines.append(f"- trained: {training_done(trainer)}")
         lines += ["", f"## Key metrics (from {source})", ""]
         if final:
             lines += metrics_table(final, best, _key_metrics(final, best, self.max_metrics))

@@ -1,12 +1,20 @@
 """A SwanLab run, always offline: no network, no prompt, settings kept under the runs root.
 
 Upload later with ``swanlab sync <run>/swanlab_logs/run-*``.
+
+What the run says matches ``metrics.jsonl``: every value carries the time it was logged (not the time
+the sink got to it, up to a flush interval or a slow start later), and a failed or interrupted run is
+finished with the reason the writer was given.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..folder.records import MetricRecord
@@ -26,12 +34,94 @@ def swanlab_project_name(dataset: str) -> str:
 _STATE = {COMPLETED: "success", FAILED: "crashed", INTERRUPTED: "aborted"}
 
 
+@contextmanager
+def _unwrapped_console() -> Iterator[None]:
+    """SwanLab's messages on one line each while inside.
+
+    SwanLab prints through a rich console that wraps at the terminal's width, or at 80 columns in a
+    log file, so the ``swanlab sync <path>`` it suggests arrives in pieces nobody can paste. Soft wrap
+    leaves the wrapping to the terminal; a log keeps the line whole. Scoped to our init and finish,
+    so a user's own SwanLab messages in the same process print as they always did.
+    """
+    try:
+        from swanlab.sdk.internal.pkg import console
+    except ImportError:  # another SwanLab layout: its messages print as SwanLab makes them
+        yield
+        return
+    rich_console = getattr(console, "c", None)
+    if rich_console is None or not hasattr(rich_console, "soft_wrap"):
+        yield
+        return
+    before = rich_console.soft_wrap
+    rich_console.soft_wrap = True
+    try:
+        yield
+    finally:
+        rich_console.soft_wrap = before
+
+
+class _TimedLog:
+    """Logs values with the time they were logged, through the event SwanLab's own ``Run.log`` emits.
+
+    ``Run.log`` has no time argument: it stamps each value with the time of the call, which here is
+    when the batch reached this sink (a flush interval, or SwanLab's start-up, after the training step).
+    The record SwanLab stores and syncs (``ScalarRecord.timestamp``) comes from the ``MetricLogEvent``
+    that ``log`` puts on the run's event bus; emitting that event with the record's own time is all
+    ``log`` does besides checks our records pass anyway (a dict, a step >= 0; a negative step still
+    goes through ``log``, which refuses it as it always did). Where this SwanLab has no such bus,
+    values go through ``Run.log`` (times of writing), with one warning.
+    """
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        try:
+            from google.protobuf.timestamp_pb2 import Timestamp
+            from swanlab.sdk.internal.bus import MetricLogEvent
+            from swanlab.sdk.internal.run import fmt
+
+            self._emit = run._components.emitter.emit
+            self._next_step = run._ctx.next_step
+            self._lock = run._api_lock
+        except (ImportError, AttributeError) as exc:
+            import swanlab
+
+            warnings.warn(f"SwanLab {getattr(swanlab, '__version__', '')}: cannot give logged values their own"
+                          f" time ({exc!r}); SwanLab records the time they reached it instead",
+                          RuntimeWarning, stacklevel=2)
+            self.write = self._write_untimed  # type: ignore[method-assign]
+            return
+        self._timestamp, self._event, self._flatten = Timestamp, MetricLogEvent, fmt.flatten_dict
+
+    def write(self, records: list[MetricRecord]) -> None:
+        timestamp, event, flatten, emit, next_step = (self._timestamp, self._event, self._flatten, self._emit,
+                                                      self._next_step)
+        with self._lock:
+            if not self.run.alive:
+                raise RuntimeError("the SwanLab run is no longer active")
+            for record in records:
+                step = int(record.step)
+                if step < 0:
+                    self.run.log(dict(record.metrics), step=step)
+                    continue
+                if not record.metrics:
+                    continue
+                seconds = math.floor(record.time)
+                stamp = timestamp(seconds=seconds, nanos=min(round((record.time - seconds) * 1e9), 999_999_999))
+                emit(event(data=flatten(dict(record.metrics)), step=next_step(step), timestamp=stamp))
+
+    def _write_untimed(self, records: list[MetricRecord]) -> None:
+        log = self.run.log
+        for record in records:
+            log(dict(record.metrics), step=record.step)
+
+
 class SwanLabSink(Sink):
     name = "swanlab"
 
     def __init__(self, project: str | None = None) -> None:
         self.project = project
         self._run: Any = None
+        self._log: _TimedLog | None = None
         self.run_dir: str | None = None
 
     @staticmethod
@@ -69,15 +159,16 @@ class SwanLabSink(Sink):
         os.environ["SWANLAB_ROOT"] = str(layout.swanlab_workspace)
         os.environ["SWANLAB_MODE"] = "offline"
         try:
-            self._run = swanlab.init(
-                project=self.project or swanlab_project_name(context.dataset),
-                name=name,
-                description=f"lightning_track run {layout.name} ({context.method})",
-                mode="offline",
-                log_dir=str(layout.swanlab_dir),
-                config=config,
-                settings=settings,
-            )
+            with _unwrapped_console():
+                self._run = swanlab.init(
+                    project=self.project or swanlab_project_name(context.dataset),
+                    name=name,
+                    description=f"lightning_track run {layout.name} ({context.method})",
+                    mode="offline",
+                    log_dir=str(layout.swanlab_dir),
+                    config=config,
+                    settings=settings,
+                )
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -85,19 +176,24 @@ class SwanLabSink(Sink):
                 else:
                     os.environ[key] = value
         self.run_dir = str(getattr(self._run, "_ctx", None) and self._run._ctx.run_dir or "")
+        self._log = _TimedLog(self._run)
 
     def log_config(self, config: dict[str, Any]) -> None:
         self._run.config.update(config)
 
     def write(self, records: list[MetricRecord]) -> None:
-        log = self._run.log
-        for record in records:
-            log(dict(record.metrics), step=record.step)
+        assert self._log is not None, "sink not opened"
+        self._log.write(records)
 
     def close(self, status: str, reason: str | None = None) -> None:
         if self._run is not None:
-            run, self._run = self._run, None
-            run.finish(state=_STATE.get(status, "crashed"))
+            run, self._run, self._log = self._run, None, None
+            state = _STATE.get(status, "crashed")
+            if reason is None and state == "crashed":
+                # SwanLab would record "unknown" (and warn); our status is what we do know.
+                reason = f"lightning_track recorded the run as {status}; no reason was given"
+            with _unwrapped_console():
+                run.finish(state=state, error=reason)
 
 
 SINK = SwanLabSink

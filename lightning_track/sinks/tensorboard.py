@@ -3,6 +3,9 @@
 Not ``torch.utils.tensorboard``: this sink runs in the sink host process, which must start without
 importing torch. What it writes is what torch's ``SummaryWriter`` writes for the same calls; the
 files are read back with tensorboard's ``EventAccumulator`` in the tests.
+
+Besides the scalars and the config as text, each run gets what the HParams plugin reads to compare
+runs by config (see :meth:`TensorBoardSink.close`).
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import google_crc32c
 
 from ..folder.records import MetricRecord
+from ..vocabulary import COMPLETED
 from .base import Sink, SinkContext
 
 _LENGTH = struct.Struct("<Q")
@@ -92,11 +97,34 @@ class EventFileWriter:
             self._file.close()
 
 
+def flat_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | float | int | str]:
+    """A nested config as HParams values: keys joined with ``/``, values the plugin can hold.
+
+    bool, int, float and str stay as they are; None is ``"null"`` (what ``config.yaml`` says) and any
+    other value (a list, a set, an empty mapping) its ``str``, as TensorBoard's own helpers do for lists.
+    """
+    flat: dict[str, bool | float | int | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flat_hparams(value, prefix=f"{name}/"))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        elif value is None:
+            flat[name] = "null"
+        else:
+            flat[name] = str(value)
+    return flat
+
+
 class TensorBoardSink(Sink):
     name = "tensorboard"
 
     def __init__(self) -> None:
         self._writer: Any = None
+        self._config: dict[str, Any] = {}
+        self._first_time: float | None = None
+        self._last_time: float | None = None
 
     @staticmethod
     def warm_up() -> None:
@@ -108,6 +136,7 @@ class TensorBoardSink(Sink):
         from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
         self._writer = EventFileWriter(context.layout.tensorboard_dir)
+        self._config = dict(context.config)
         if context.resume_step is not None:
             # What SummaryWriter(purge_step=...) writes: TensorBoard hides the steps at and after
             # purge_step that an interrupted attempt logged past the checkpoint we resumed from.
@@ -126,6 +155,7 @@ class TensorBoardSink(Sink):
 
         from ..run.config import config_to_yaml
 
+        self._config = dict(config)
         text = "```yaml\n" + config_to_yaml(config) + "```"
         metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
             plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
@@ -144,6 +174,10 @@ class TensorBoardSink(Sink):
         # when a record fails.
         from tensorboard.compat.proto.event_pb2 import Event
 
+        if records:
+            if self._first_time is None:
+                self._first_time = records[0].time
+            self._last_time = records[-1].time
         event = Event()
         values = event.summary.value
         add_value = values.add
@@ -173,9 +207,57 @@ class TensorBoardSink(Sink):
         self._writer.flush()
 
     def close(self, status: str, reason: str | None = None) -> None:
+        """Write the run's HParams session, then close the file.
+
+        What ``SummaryWriter.add_hparams`` and Lightning's ``TensorBoardLogger`` write, less the
+        ``experiment`` summary: TensorBoard takes one run's experiment for the whole ``--logdir`` and
+        would hide every config key and metric the other runs do not share. Without it, the plugin
+        builds the HPARAMS columns from every run's session start (the flattened config) and its
+        metrics from the runs' scalar tags, whose last values it reads from the scalars themselves.
+
+        Written once, here: TensorBoard keeps the *first* metadata of a tag in a run folder (the
+        HParams data is metadata) and ignores later ones, so a session start written when the run
+        opened would keep a config that ``log_config`` later completed. For the same reason the end
+        (status success) is written only by the attempt that completes the run: a failed or
+        interrupted attempt may be resumed (a killed one closes as failed), and its end would outlive
+        the resumed run's. A resumed run shows the config of its first attempt that closed.
+        """
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            try:
+                self._write_hparams(status)
+            finally:
+                self._writer.close()
+                self._writer = None
+
+    def _write_hparams(self, status: str) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboard.compat.proto.types_pb2 import DT_FLOAT
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+        now = time.time()
+        start = plugin_data_pb2.SessionStartInfo(start_time_secs=self._first_time or now)
+        for name, value in flat_hparams(self._config).items():
+            if isinstance(value, bool):
+                start.hparams[name].bool_value = value
+            elif isinstance(value, (int, float)):
+                start.hparams[name].number_value = value
+            else:
+                start.hparams[name].string_value = value
+        data = [("_hparams_/session_start_info", plugin_data_pb2.HParamsPluginData(session_start_info=start))]
+        if status == COMPLETED:
+            end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS,
+                                                 end_time_secs=max(self._last_time or now, start.start_time_secs))
+            data.append(("_hparams_/session_end_info", plugin_data_pb2.HParamsPluginData(session_end_info=end)))
+        # The plugin reads only the metadata; the value is the empty float tensor TensorBoard writes.
+        empty = TensorProto(dtype=DT_FLOAT, tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=0)]))
+        summary = Summary(value=[
+            Summary.Value(tag=tag, tensor=empty, metadata=SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+                plugin_name="hparams", content=content.SerializeToString())))
+            for tag, content in data])
+        self._writer.add_event(Event(wall_time=now, step=0, summary=summary))
 
 
 SINK = TensorBoardSink
