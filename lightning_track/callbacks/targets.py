@@ -8,6 +8,10 @@ Signals (:mod:`lightning_track.folder.signals`) are written by more than one cal
 (HealthGuard, PreemptionHandler) and watched by ``lt-run``; they only meet if every writer picks
 the same ``<signals_dir>/<exp_id>``, so that choice is made by one function,
 :func:`signal_target`.
+
+The run note ``<signals_dir>/<exp_id>.run`` (one line: the absolute run folder) tells ``lt-run``
+which folder the run writes as soon as the folder exists: a command stopped before its first
+health signal (a health timeout) is still post-processed, and a signal name leads to its run.
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from ..folder import signals
+from ..folder.fileio import atomic_write_text
 from ..folder.layout import RunLayout, sanitize_name
 from ..run.logger import RunLogger
 from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, env_value
 
-__all__ = ["find_layout", "find_run_logger", "run_logger_first", "SignalTarget", "signal_target"]
+__all__ = ["find_layout", "find_run_logger", "run_logger_first", "SignalTarget", "signal_target", "RUN_NOTE_SUFFIX"]
+
+# ``<signals_dir>/<exp_id>.run``; lt-run reads it (lightning_track.launch.runner, which cannot import
+# this module: it is torch-free) with the same suffix.
+RUN_NOTE_SUFFIX = ".run"
 
 
 def find_run_logger(trainer: Any) -> RunLogger | None:
@@ -73,7 +82,21 @@ class SignalTarget:
         return signals.write_signal(self.signals_dir, self.exp_id, status, **fields)
 
     def clear(self) -> list[Path]:
+        """Remove this run's signals (not the run note: it names the folder, which has not changed)."""
         return signals.clear_signals(self.signals_dir, self.exp_id)
+
+    @property
+    def run_note(self) -> Path:
+        """``<signals_dir>/<exp_id>.run``: the run folder, for lt-run and drivers (see the module doc)."""
+        return self.signals_dir / f"{self.exp_id}{RUN_NOTE_SUFFIX}"
+
+    def write_run_note(self) -> Path | None:
+        """Write :attr:`run_dir` into :attr:`run_note` atomically; ``None`` without a run folder."""
+        if self.run_dir is None:
+            return None
+        self.signals_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_note, f"{self.run_dir}\n")
+        return self.run_note
 
 
 def signal_target(

@@ -35,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                              "LIGHTNING_TRACK_SIGNALS_DIR")
     parser.add_argument("--health-time", type=float, metavar="SECONDS",
                         help="stop the command if no .healthy signal appears within this many seconds")
-    parser.add_argument("--run-dir", help="the command's run folder to post-process (default: the run_dir the "
-                                          "HealthGuard puts in its signals)")
+    parser.add_argument("--run-dir", help="the command's run folder to post-process (default: the one the command "
+                                          "names in <signals-dir>/<exp-id>.run or in its signals)")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                         help="seconds between SIGTERM and SIGKILL when stopping the command (default: 30)")
     parser.add_argument("--no-post-process", action="store_true", help="do not post-process the run folder")

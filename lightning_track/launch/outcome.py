@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..vocabulary import DONE, EXIT_HEALTH, FAILED, HEALTHY, INTERRUPTED, RUNNING, exit_status
+from ..vocabulary import COMPLETED, DONE, EXIT_HEALTH, FAILED, HEALTHY, INTERRUPTED, RUNNING, exit_status
 
 __all__ = [
-    "HEALTH_TIMEOUT", "EXIT_CHECK", "WRITER", "CHILD_FAILED", "signal_name", "watch_verdict",
+    "HEALTH_TIMEOUT", "EXIT_CHECK", "WRITER", "CHILD_FAILED", "STOP_CHECKS", "signal_name", "watch_verdict",
     "health_timeout_failure", "Outcome", "decide_outcome", "summary_update", "run_dir_from",
 ]
 
@@ -27,6 +27,10 @@ HEALTH_TIMEOUT = "health_timeout"  # check of lt-run's own .failed: no .healthy 
 EXIT_CHECK = "exit"  # check of the .failed lt-run writes for a command that ended badly without saying why
 WRITER = "lt-run"  # the ``writer`` field of the signals lt-run writes (the command's own have none)
 CHILD_FAILED = "child_failed"  # watch_verdict: the command wrote .failed itself
+# The checks a HealthGuard records for a stop from outside (Ctrl+C, SIGTERM): the same words as
+# lightning_track.callbacks.health.checks.STOP_CHECKS, not imported (that package needs torch);
+# tests/health/test_run_outcome.py checks they agree.
+STOP_CHECKS = (INTERRUPTED, "terminated")
 
 
 def signal_name(num: int) -> str:
@@ -88,7 +92,7 @@ def decide_outcome(
             command for not becoming healthy.
         stopped: lt-run terminated the command (health timeout, or after the command's ``.failed``).
         forwarded: the signals lt-run received and passed on to the command, in order.
-        duration_s, child_pid, run_dir: recorded in the signal lt-run writes.
+        duration_s, child_pid, run_dir: recorded in the signal lt-run writes (``run_dir`` when known).
 
     The exit code is the command's (128 + N when signal N killed it), except that a command lt-run
     stopped for its health and that still exited 0 (Lightning exits 0 after SIGTERM) gives
@@ -103,6 +107,8 @@ def decide_outcome(
                                   "writer": WRITER}
     if returncode < 0:
         end_fields["killed_by"] = signal_name(-returncode)
+    if run_dir is not None:  # every signal lt-run writes leads to its run
+        end_fields["run_dir"] = run_dir
     written: tuple[str, dict[str, Any]] | None = None
     if health_failure is not None:
         outcome, reason = FAILED, health_failure["reason"]
@@ -142,17 +148,37 @@ def summary_update(
     ``current`` is the summary as the command left it. A command killed before it finalized leaves
     ``status: running`` (or no summary); that becomes ``interrupted`` when lt-run forwarded the
     signal that stopped it, ``failed`` when the outcome is a failure. Otherwise the command's own
-    final status is kept (``None``). ``failure`` (lt-run's own) is added unless the command
-    recorded one.
+    final status is kept (``None``).
+
+    ``failure`` is lt-run's own (a health timeout): lt-run stopped the command, so what the command
+    recorded of that stop (``SIGTERM received``, ``interrupted``, still ``running``) is the
+    consequence and lt-run's verdict the cause: the run becomes ``failed`` with lt-run's failure,
+    and the command's own record moves to ``lt_run.child_failure``. A failure the command found
+    itself (a NaN before the deadline) stands; lt-run's is only added where the command recorded none.
     """
     status = None
+    lt_run: dict[str, Any] = {"exp_id": exp_id, "exit_code": exit_code, "duration_s": duration_s, "outcome": outcome}
+    extra: dict[str, Any] = {"lt_run": lt_run}
+    child_failure = current.get("failure")
+    if failure is not None and _record_of_the_stop(current.get("status"), child_failure):
+        if child_failure:
+            lt_run["child_failure"] = child_failure
+        extra["failure"] = dict(failure)
+        return FAILED, extra
     if current.get("status") in (None, RUNNING):
         status = INTERRUPTED if interrupted else (FAILED if outcome == FAILED else None)
-    extra: dict[str, Any] = {"lt_run": {"exp_id": exp_id, "exit_code": exit_code, "duration_s": duration_s,
-                                        "outcome": outcome}}
     if failure is not None and "failure" not in current:
         extra["failure"] = dict(failure)
     return status, extra
+
+
+def _record_of_the_stop(status: str | None, failure: Any) -> bool:
+    """Whether a run's status and failure only say that it was stopped from outside."""
+    if status in (None, RUNNING, INTERRUPTED):
+        return True
+    if status == COMPLETED:
+        return False
+    return not isinstance(failure, Mapping) or failure.get("check") in STOP_CHECKS
 
 
 def run_dir_from(seen: Mapping[str, Mapping[str, Any]]) -> Path | None:

@@ -5,9 +5,11 @@ Why: a run that never becomes healthy should not hold a GPU for hours, and a Slu
 
 How the child is told where to signal: ``lt-run`` exports ``LIGHTNING_TRACK_EXP_ID`` and
 ``LIGHTNING_TRACK_SIGNALS_DIR``; a :class:`~lightning_track.callbacks.health.HealthGuard` in the child
-uses them unless it was given its own values. How ``lt-run`` learns the child's run folder: the
-``run_dir`` field the guard writes into every signal's JSON twin, or ``run_dir=`` (``--run-dir``),
-which wins.
+uses them unless it was given its own values. How ``lt-run`` learns the child's run folder, first
+found first: ``run_dir=`` (``--run-dir``); the run note ``<signals_dir>/<exp_id>.run`` (one line, the
+absolute run folder) that the child writes as soon as the folder exists (a HealthGuard at setup, a
+RunLogger started under lt-run), so a child stopped before any health signal is still
+post-processed; the ``run_dir`` field of the signals' JSON twins.
 
 The child runs in its own process group (so a terminal's Ctrl+C reaches it once, through
 ``lt-run``); SIGINT/SIGTERM sent to ``lt-run`` are forwarded to that group, and terminating
@@ -46,13 +48,32 @@ from .outcome import (
     watch_verdict,
 )
 
-__all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id", "exit_status", "HEALTH_TIMEOUT_EXIT_CODE"]
+__all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id", "exit_status", "HEALTH_TIMEOUT_EXIT_CODE",
+           "RUN_NOTE_SUFFIX", "run_note_path", "read_run_note"]
 
 # When lt-run stops a child for its health and the child still exits 0 (Lightning turns SIGTERM
 # into a clean-looking exit), lt-run must not report success: it uses the HealthGuard's code.
 HEALTH_TIMEOUT_EXIT_CODE = EXIT_HEALTH
 
 Event = Callable[[str, str], None]  # (kind, message) -> None, for a console
+
+# The run note's suffix: the same as lightning_track.callbacks.targets.RUN_NOTE_SUFFIX (the writer's
+# side, which imports torch; tests/health/test_signal_targets.py checks they agree).
+RUN_NOTE_SUFFIX = ".run"
+
+
+def run_note_path(signals_dir: str | os.PathLike[str], exp_id: str) -> Path:
+    """``<signals_dir>/<exp_id>.run``: where the command names its run folder."""
+    return Path(signals_dir) / f"{signals.check_exp_id(exp_id)}{RUN_NOTE_SUFFIX}"
+
+
+def read_run_note(signals_dir: str | os.PathLike[str], exp_id: str) -> Path | None:
+    """The run folder the command named in its run note, or None (no note yet, or not a path)."""
+    try:
+        text = run_note_path(signals_dir, exp_id).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return Path(text) if text and Path(text).is_absolute() else None
 
 
 @dataclass
@@ -142,6 +163,10 @@ def run_command(
     # Old signals of this exp_id are removed, not filtered by time: file mtimes come from a coarse
     # (or, on NFS, another machine's) clock and cannot be compared with ours reliably.
     stale = signals.clear_signals(signals_path, exp_id)
+    note = run_note_path(signals_path, exp_id)
+    if note.exists():  # an earlier launch's folder is not this one's
+        note.unlink(missing_ok=True)
+        stale.append(note)
     if stale:
         notify("info", f"removed {len(stale)} old signal file(s) of {exp_id}")
     child_env = dict(os.environ if env is None else env)
@@ -165,9 +190,19 @@ def run_command(
     healthy = False
     stopped = False  # lt-run terminated the child
     lt_failure: dict[str, Any] | None = None  # lt-run's own failure (health timeout)
+    known_dir = Path(run_dir) if run_dir is not None else None
+
+    def learn_run_dir(seen: Mapping[str, Mapping[str, Any]]) -> None:
+        nonlocal known_dir
+        if known_dir is None:
+            known_dir = read_run_note(signals_path, exp_id) or run_dir_from(seen)
+            if known_dir is not None:
+                notify("info", f"run folder {known_dir}")
+
     try:
         while child.proc.poll() is None:
             seen = signals.read_signals(signals_path, exp_id)
+            learn_run_dir(seen)
             if not healthy and HEALTHY in seen:
                 healthy = True
                 notify(HEALTHY, f"healthy after {time.monotonic() - t0:.1f} s: {signals.format_signal(seen[HEALTHY])}")
@@ -187,7 +222,7 @@ def run_command(
                 stopped = True
                 lt_failure = health_timeout_failure(health_time, elapsed)
                 signals.write_signal(signals_path, exp_id, FAILED, **lt_failure,
-                                     run_dir=str(run_dir) if run_dir else None, child_pid=child.proc.pid,
+                                     run_dir=str(known_dir) if known_dir else None, child_pid=child.proc.pid,
                                      writer=WRITER)
                 notify(FAILED, f"{lt_failure['reason']}: SIGTERM, SIGKILL after {grace:g} s")
                 child.terminate(grace, notify)
@@ -199,21 +234,24 @@ def run_command(
             signal.signal(sig, handler)
     duration = round(time.monotonic() - t0, 3)
 
-    end = decide_outcome(returncode, seen=signals.read_signals(signals_path, exp_id), health_failure=lt_failure,
-                         stopped=stopped, forwarded=forwarded, duration_s=duration, child_pid=child.proc.pid,
-                         run_dir=str(run_dir) if run_dir else None)
+    seen = signals.read_signals(signals_path, exp_id)
+    learn_run_dir(seen)  # before lt-run writes a signal of its own over the child's
+    found_dir = known_dir
+    end = decide_outcome(returncode, seen=seen, health_failure=lt_failure, stopped=stopped, forwarded=forwarded,
+                         duration_s=duration, child_pid=child.proc.pid,
+                         run_dir=str(found_dir) if found_dir else None)
     if end.signal is not None:
         status, fields = end.signal
         signals.write_signal(signals_path, exp_id, status, **fields)
     seen = signals.read_signals(signals_path, exp_id)
     notify(end.outcome, f"exit code {end.exit_code} after {duration:.1f} s" + (f": {end.reason}" if end.reason else ""))
 
-    found_dir = Path(run_dir) if run_dir is not None else run_dir_from(seen)
     result = RunResult(exit_code=end.exit_code, child_returncode=returncode, exp_id=exp_id, outcome=end.outcome,
                        reason=end.reason, healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen)
     if do_post_process:
         if found_dir is None:
-            notify("info", "no run folder known (no --run-dir, no run_dir in the signals): skipping post-processing")
+            notify("info", f"no run folder known (no --run-dir, no {note.name}, no run_dir in the signals): "
+                           "skipping post-processing")
         else:
             try:
                 result.summary = finish_run_dir(found_dir, exit_code=end.exit_code, duration_s=duration,
@@ -239,7 +277,9 @@ def finish_run_dir(
     """Post-process a run folder after its process ended; mark it failed if the child never could.
 
     A child killed before it finalized leaves ``status: running``; that becomes ``failed`` (or
-    ``interrupted`` when lt-run forwarded a signal). The child's own final status is kept otherwise.
+    ``interrupted`` when lt-run forwarded a signal). The child's own final status is kept otherwise,
+    except after lt-run's own ``failure`` (a health timeout), which replaces the child's record of
+    being stopped (:func:`~.outcome.summary_update`).
     """
     path = Path(run_dir)
     if not path.is_dir():

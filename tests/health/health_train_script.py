@@ -16,7 +16,8 @@ class ToyModule(L.LightningModule):
     def __init__(self, lr: float = 0.05, nan_at: int | None = None, nan_rank: int | None = None,
                  scale_at: int | None = None, scale: float = 1.0, offset: float = 0.0, sleep_at: int | None = None,
                  sleep_s: float = 0.0, raise_at: int | None = None, raise_exc: BaseException | None = None,
-                 nan_grad_at: int | None = None, frozen: bool = False, lr_warmup: int | None = None) -> None:
+                 nan_grad_at: int | None = None, frozen: bool = False, lr_warmup: int | None = None,
+                 step_sleep: float = 0.0) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.layer = torch.nn.Linear(4, 1)
@@ -25,6 +26,7 @@ class ToyModule(L.LightningModule):
         self.sleep_at, self.sleep_s = sleep_at, sleep_s
         self.raise_at, self.raise_exc = raise_at, raise_exc
         self.nan_grad_at, self.frozen, self.lr_warmup = nan_grad_at, frozen, lr_warmup
+        self.step_sleep = step_sleep  # every step this slow: warmup takes long (lt-run's health timeout)
         self.layer.weight.register_hook(self._grad_hook)
 
     def _grad_hook(self, grad: torch.Tensor) -> torch.Tensor:
@@ -42,6 +44,8 @@ class ToyModule(L.LightningModule):
             loss = loss * self.scale
         if step == self.sleep_at:
             time.sleep(self.sleep_s)
+        if self.step_sleep:
+            time.sleep(self.step_sleep)
         if step == self.raise_at and self.raise_exc is not None:
             raise self.raise_exc
         self.log("train/loss", loss)
@@ -76,6 +80,7 @@ def main() -> None:
     p.add_argument("--sleep-s", type=float, default=0.0)
     p.add_argument("--stall-timeout", type=float)
     p.add_argument("--stall-grace", type=float, default=30.0)
+    p.add_argument("--step-sleep", type=float, default=0.0)
     p.add_argument("--ddp", action="store_true")
     a = p.parse_args()
     ddp = {"strategy": "ddp", "devices": 2} if a.ddp else {"devices": 1}
@@ -85,7 +90,8 @@ def main() -> None:
         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1,
         **ddp,
     )
-    trainer.fit(ToyModule(nan_at=a.nan_at, nan_rank=a.nan_rank, sleep_at=a.sleep_at, sleep_s=a.sleep_s), toy_data())
+    trainer.fit(ToyModule(nan_at=a.nan_at, nan_rank=a.nan_rank, sleep_at=a.sleep_at, sleep_s=a.sleep_s,
+                          step_sleep=a.step_sleep), toy_data())
 
 
 if __name__ == "__main__":

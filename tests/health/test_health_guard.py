@@ -166,3 +166,17 @@ def test_bad_arguments_are_rejected():
         HealthGuard(stall_timeout=0)
     with pytest.raises(ValueError, match="exp_id 'a/b'"):
         HealthGuard(exp_id="a/b")
+
+
+def test_the_run_note_names_the_run_folder_from_setup_on(tmp_path, monkeypatch):
+    monkeypatch.setenv(signals.ENV_EXP_ID, "job-8")
+    monkeypatch.setenv(signals.ENV_SIGNALS_DIR, str(tmp_path / "sig"))
+    seen_at_start = []
+
+    class Peek(HealthGuard):  # what lt-run would read once training runs, before any health signal
+        def on_train_start(self, trainer, pl_module):
+            super().on_train_start(trainer, pl_module)
+            seen_at_start.append((tmp_path / "sig" / "job-8.run").read_text())
+
+    fit(tmp_path, Peek(warmup_steps=5), max_steps=6)
+    assert seen_at_start == [f"{only_run(tmp_path).run_dir.resolve()}\n"]

@@ -9,6 +9,7 @@ from lightning_track.launch import runner
 from lightning_track.launch.outcome import (
     CHILD_FAILED,
     HEALTH_TIMEOUT,
+    STOP_CHECKS,
     decide_outcome,
     health_timeout_failure,
     run_dir_from,
@@ -147,3 +148,32 @@ def test_run_dir_from_the_signals():
     assert run_dir_from({HEALTHY: {"run_dir": "/a"}}) == Path("/a")
     assert run_dir_from({HEALTHY: {"run_dir": "/a"}, DONE: {"run_dir": "/b"}, FAILED: {"reason": "x"}}) == Path("/b")
     assert run_dir_from({FAILED: {"run_dir": ""}, HEALTHY: {"run_dir": "/a"}}) == Path("/a")
+
+
+def test_lt_runs_health_verdict_replaces_the_childs_record_of_being_stopped():
+    common = {"exit_code": 86, "duration_s": 9.0, "exp_id": "e", "outcome": FAILED}
+    failure = health_timeout_failure(8, 8.2)
+    terminated = {"check": "terminated", "reason": "SIGTERM received", "step": 40}
+    for current in ({"status": "failed", "failure": terminated}, {"status": "interrupted", "failure": terminated},
+                    {"status": "interrupted"}, {"status": "failed"}, {"status": "running"}, {}):
+        status, extra = summary_update(current, failure=failure, **common)
+        assert status == FAILED and extra["failure"] == failure, current
+        assert extra["lt_run"].get("child_failure") == current.get("failure")
+    # a Ctrl+C the guard recorded is a stop from outside too; a failure the child found itself is not
+    status, extra = summary_update({"status": "failed", "failure": {"check": "interrupted"}}, failure=failure,
+                                   **common)
+    assert (status, extra["failure"]) == (FAILED, failure)
+    assert summary_update({"status": "failed", "failure": {"check": "loss_threshold"}}, failure=failure,
+                          **common) == (None, {"lt_run": {**common, "outcome": FAILED}})
+
+
+def test_stop_checks_are_the_guards():
+    from lightning_track.callbacks.health import checks
+
+    assert STOP_CHECKS == checks.STOP_CHECKS
+
+
+def test_signals_lt_run_writes_name_the_run_folder_when_known():
+    end = decide_outcome(3, seen={}, duration_s=1.0, child_pid=7, run_dir="/runs/r")
+    assert end.signal[1]["run_dir"] == "/runs/r"
+    assert decide_outcome(0, seen={}, run_dir="/runs/r").signal[1]["run_dir"] == "/runs/r"

@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from lightning_track.callbacks.targets import SignalTarget, signal_target
+from lightning_track.callbacks.targets import RUN_NOTE_SUFFIX, SignalTarget, signal_target
+from lightning_track.launch import runner
+from lightning_track.launch.runner import read_run_note
 from lightning_track.vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, HEALTHY
 
 
@@ -55,3 +57,14 @@ def test_write_and_clear_through_the_target(tmp_path):
     target = SignalTarget(tmp_path, "e")
     assert target.write(HEALTHY, step=3) == tmp_path / "e.healthy"
     assert sorted(p.name for p in target.clear()) == ["e.healthy", "e.healthy.json"]
+
+
+def test_the_run_note_names_the_folder_and_survives_clear(tmp_path):
+    target = SignalTarget(tmp_path / "sig", "e", tmp_path / "runs" / "r")
+    assert target.write_run_note() == tmp_path / "sig" / "e.run"
+    assert (tmp_path / "sig" / "e.run").read_text() == f"{tmp_path / 'runs' / 'r'}\n"
+    assert read_run_note(tmp_path / "sig", "e") == tmp_path / "runs" / "r"  # lt-run's side reads it back
+    target.clear()
+    assert target.run_note.exists()  # the folder did not change with the signals
+    assert SignalTarget(tmp_path / "sig", "plain").write_run_note() is None  # no RunLogger, no folder to name
+    assert RUN_NOTE_SUFFIX == runner.RUN_NOTE_SUFFIX and read_run_note(tmp_path / "sig", "none") is None

@@ -61,7 +61,8 @@ class HealthGuard(Callback):
             ``lt-run``), else ``<runs root>/signals`` with a RunLogger, else
             ``<default_root_dir>/signals`` (:func:`~lightning_track.callbacks.targets.signal_target`).
         exp_id: the signal file stem. Default: ``$LIGHTNING_TRACK_EXP_ID`` (set by ``lt-run``),
-            else the run name with a RunLogger, else the name of ``default_root_dir``.
+            else the run name with a RunLogger, else the name of ``default_root_dir``. With a
+            RunLogger the guard writes ``<signals_dir>/<exp_id>.run`` (the run folder) at setup.
         stagnation_steps: fail when the loss has not improved by ``stagnation_min_delta`` for this
             many warmup steps (``None`` disables).
         check_grad_norm: check the total gradient norm for NaN/inf during warmup (skipped when a
@@ -164,6 +165,12 @@ class HealthGuard(Callback):
             return
         # On every rank: find_layout inside is the RunLogger's sync point.
         self.target = signal_target(trainer, self._signals_dir_arg, self._exp_id_arg)
+        if trainer.global_rank == 0:
+            # lt-run learns the run folder now, not only from a health signal that may never come.
+            try:
+                self.target.write_run_note()
+            except OSError as exc:
+                print(f"HealthGuard: could not write {self.target.run_note}: {one_line(exc)}", file=sys.stderr)
 
     def signal_path(self, status: str) -> Path:
         """The text file of one of this run's signals (after ``setup``)."""

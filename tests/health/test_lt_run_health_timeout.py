@@ -1,0 +1,59 @@
+"""lt-run stops a command that is slow to become healthy, and the run folder still says so.
+
+The real ``lt-run`` console script runs a real training script whose warmup cannot finish in time:
+lt-run must know the run folder although no health signal ever named it, post-process it, and put
+its own verdict (``health_timeout``) into the run's ``summary.json`` and report, over the record the
+command made of the SIGTERM that stopped it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from health_support import SCRIPT, subprocess_env
+
+from lightning_track import HEALTH_EXIT_CODE
+from lightning_track.folder import signals
+from lightning_track.folder.fileio import read_json
+from lightning_track.folder.layout import RunLayout
+
+pytestmark = pytest.mark.slow  # starts lt-run, which starts a training process
+
+
+def lt_run_cmd() -> list[str]:
+    found = shutil.which("lt-run")
+    return [found] if found else [sys.executable, "-m", "lightning_track.cli.run"]
+
+
+@pytest.mark.timeout(180)
+def test_health_timeout_is_post_processed_into_the_run(tmp_path):
+    sig = tmp_path / "sig"
+    cmd = [*lt_run_cmd(), "--signals-dir", str(sig), "--health-time", "8", "--grace", "20", "--",
+           sys.executable, str(SCRIPT), "--root", str(tmp_path / "runs"), "--max-steps", "100000",
+           "--warmup", "100000", "--step-sleep", "0.02"]
+    proc = subprocess.run(cmd, env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    err = proc.stderr
+    assert proc.returncode == HEALTH_EXIT_CODE, err[-3000:]  # Lightning exits 0 after SIGTERM; lt-run says 86
+    assert "not healthy within 8 s" in err and "no run folder known" not in err and "post-processed" in err
+
+    (run,) = RunLayout.list_runs(tmp_path / "runs")
+    run_dir = str(run.run_dir.resolve())
+    (failed_json,) = sig.glob("*.failed.json")
+    exp_id = failed_json.name[: -len(".failed.json")]
+    assert exp_id.startswith("health_train_script_")  # lt-run's default: <script>_<time>
+    # the run folder was made known as soon as it existed, under the signals' name
+    assert (sig / f"{exp_id}.run").read_text(encoding="utf-8") == run_dir + "\n"
+    record = signals.read_signal(sig, exp_id, "failed")
+    assert record["check"] == "health_timeout" and record["writer"] == "lt-run" and record["run_dir"] == run_dir
+
+    summary = read_json(run.summary_json)
+    assert summary["status"] == "failed"
+    assert summary["failure"]["check"] == "health_timeout" and summary["failure"]["threshold"] == 8
+    assert summary["lt_run"]["exp_id"] == exp_id and summary["lt_run"]["outcome"] == "failed"
+    assert summary["lt_run"]["child_failure"]["check"] == "terminated"  # what the command recorded, kept
+    head = "\n".join(run.report_md.read_text().splitlines()[:6])
+    assert "**Failed: health_timeout**: not healthy within 8 s" in head and "threshold: 8" in head
+    assert run.metrics_csv.exists()
