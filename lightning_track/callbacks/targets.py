@@ -23,16 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ..folder import signals
-from ..folder.fileio import atomic_write_text
 from ..folder.layout import RunLayout, sanitize_name
 from ..run.logger import RunLogger
 from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, env_value
 
-__all__ = ["find_layout", "find_run_logger", "run_logger_first", "SignalTarget", "signal_target", "RUN_NOTE_SUFFIX"]
+__all__ = ["find_layout", "find_run_logger", "run_logger_first", "SignalTarget", "signal_target"]
 
-# ``<signals_dir>/<exp_id>.run``; lt-run reads it (lightning_track.launch.runner, which cannot import
-# this module: it is torch-free) with the same suffix.
-RUN_NOTE_SUFFIX = ".run"
 
 
 def find_run_logger(trainer: Any) -> RunLogger | None:
@@ -88,15 +84,13 @@ class SignalTarget:
     @property
     def run_note(self) -> Path:
         """``<signals_dir>/<exp_id>.run``: the run folder, for lt-run and drivers (see the module doc)."""
-        return self.signals_dir / f"{self.exp_id}{RUN_NOTE_SUFFIX}"
+        return signals.run_note_path(self.signals_dir, self.exp_id)
 
     def write_run_note(self) -> Path | None:
         """Write :attr:`run_dir` into :attr:`run_note` atomically; ``None`` without a run folder."""
         if self.run_dir is None:
             return None
-        self.signals_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_note, f"{self.run_dir}\n")
-        return self.run_note
+        return signals.write_run_note(self.signals_dir, self.exp_id, self.run_dir)
 
 
 def signal_target(

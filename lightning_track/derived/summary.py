@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import one_line
 from ..folder.fileio import JsonlProblem, atomic_write_json, atomic_write_text, read_json
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics
@@ -80,13 +81,21 @@ def post_process(
     if not layout.run_dir.is_dir():
         raise FileNotFoundError(f"{layout.run_dir}: not a run folder")
     problems: list[JsonlProblem] = []
+    csv_error: OSError | None = None  # a full disk: summary.json (small) is still written, then this raised
+    steps: int | None = None
     if metrics is not None and metrics.complete:
-        steps = metrics.write_csv(layout.metrics_csv)
+        try:
+            steps = metrics.write_csv(layout.metrics_csv)
+        except OSError as exc:
+            csv_error = exc
         summarized = metrics.summary(metric_modes)
         last_step = metrics.last_step
     else:
         records = read_metrics(layout.metrics_jsonl, problems) if layout.metrics_jsonl.exists() else []
-        steps = write_metrics_csv(records, layout.metrics_csv)
+        try:
+            steps = write_metrics_csv(records, layout.metrics_csv)
+        except OSError as exc:
+            csv_error = exc
         summarized = summarize_metrics(records, metric_modes)
         last_step = records[-1].step if records else None
     summary_file = SummaryFile(layout.summary_json)
@@ -99,6 +108,8 @@ def post_process(
     }
     if problems:
         fields["metrics_problems"] = [str(p) for p in problems[:20]]
+    if csv_error is not None:
+        fields["metrics_csv_error"] = f"{layout.metrics_csv}: {one_line(csv_error)}"
     if status is not None:
         fields["status"] = status
     if extra:
@@ -107,5 +118,7 @@ def post_process(
     if "end_time" not in current and status not in (None, RUNNING):
         fields.setdefault("end_time", iso_time())
     summary = summary_file.update(**fields)
+    if csv_error is not None:
+        raise csv_error
     atomic_write_text(layout.report_md, render_report(layout, summary))
     return summary

@@ -262,6 +262,7 @@ class RunLayout:
         return self.root / self.SIGNALS
 
     SIGNAL_STATUSES = SIGNAL_STATUSES
+    RUN_NOTE_SUFFIX = ".run"  # <signals>/<exp_id>.run: the run folder a launched command writes to
 
     @classmethod
     def signal_file(cls, signals_dir: str | Path, exp_id: str, status: str, *, json: bool = False) -> Path:

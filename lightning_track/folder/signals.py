@@ -41,6 +41,10 @@ __all__ = [
     "read_signal",
     "read_signals",
     "clear_signals",
+    "RUN_NOTE_SUFFIX",
+    "run_note_path",
+    "write_run_note",
+    "read_run_note",
 ]
 
 STATUSES = SIGNAL_STATUSES
@@ -167,3 +171,31 @@ def format_signal(record: Mapping[str, Any]) -> str:
     if record.get("reason"):
         text += f": {record['reason']}"
     return text
+
+
+# -- the run note: which run folder a launched command writes to -------------------------------------
+RUN_NOTE_SUFFIX = RunLayout.RUN_NOTE_SUFFIX
+
+
+def run_note_path(signals_dir: str | Path, exp_id: str) -> Path:
+    """``<signals_dir>/<exp_id>.run``: where a command launched by lt-run names its run folder, as
+    soon as the folder exists (before any health signal), so lt-run can post-process it whatever
+    happens next."""
+    return Path(signals_dir) / f"{check_exp_id(exp_id)}{RUN_NOTE_SUFFIX}"
+
+
+def write_run_note(signals_dir: str | Path, exp_id: str, run_dir: str | Path) -> Path:
+    """Write the absolute ``run_dir`` into the run note, atomically (one line)."""
+    path = run_note_path(signals_dir, exp_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, f"{Path(run_dir).resolve()}\n")
+    return path
+
+
+def read_run_note(signals_dir: str | Path, exp_id: str) -> Path | None:
+    """The run folder the command named in its run note, or None (no note yet, or not a path)."""
+    try:
+        text = run_note_path(signals_dir, exp_id).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return Path(text) if text and Path(text).is_absolute() else None

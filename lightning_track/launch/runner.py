@@ -57,23 +57,7 @@ HEALTH_TIMEOUT_EXIT_CODE = EXIT_HEALTH
 
 Event = Callable[[str, str], None]  # (kind, message) -> None, for a console
 
-# The run note's suffix: the same as lightning_track.callbacks.targets.RUN_NOTE_SUFFIX (the writer's
-# side, which imports torch; tests/health/test_signal_targets.py checks they agree).
-RUN_NOTE_SUFFIX = ".run"
-
-
-def run_note_path(signals_dir: str | os.PathLike[str], exp_id: str) -> Path:
-    """``<signals_dir>/<exp_id>.run``: where the command names its run folder."""
-    return Path(signals_dir) / f"{signals.check_exp_id(exp_id)}{RUN_NOTE_SUFFIX}"
-
-
-def read_run_note(signals_dir: str | os.PathLike[str], exp_id: str) -> Path | None:
-    """The run folder the command named in its run note, or None (no note yet, or not a path)."""
-    try:
-        text = run_note_path(signals_dir, exp_id).read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
-    return Path(text) if text and Path(text).is_absolute() else None
+RUN_NOTE_SUFFIX, run_note_path, read_run_note = signals.RUN_NOTE_SUFFIX, signals.run_note_path, signals.read_run_note
 
 
 @dataclass

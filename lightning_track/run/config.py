@@ -118,20 +118,20 @@ def merge_hyperparams(config: dict[str, Any], params: Any) -> dict[str, Any]:
     """Lightning's hyperparameters (the module's and datamodule's ``save_hyperparameters()``) merged
     into the run config without saying anything twice.
 
-    Why: a config nests ``model: {lr: ...}`` and the module reports ``lr`` flat; added at the top
-    level it would appear twice and, after a resume that changed it, with two values. A key that
-    names nodes already in the config updates those nodes (the value in force); a key found nowhere
-    is added at the top level.
+    Why: a config nests ``model: {lr: 0.1}`` and the module reports ``lr: 0.1`` flat; added at the top
+    level it would appear twice. A hyperparameter whose value the config already holds under the
+    same name (at any depth) is left out; any other is merged at the top level, so a value that
+    differs (another setting of the same name) is recorded, not written over.
     """
-    update: dict[str, Any] = {}
-    for key, value in normalize_config(params).items():
-        paths = [] if key in config else list(_paths_named(config, key))
-        for path in paths or [(key,)]:
-            node = update
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
+    update = {key: value for key, value in normalize_config(params).items()
+              if not any(_value_at(config, path) == value for path in _paths_named(config, key))}
     return merge_config(config, update)
+
+
+def _value_at(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for part in path:
+        tree = tree[part]
+    return tree
 
 
 def _paths_named(tree: Mapping[str, Any], key: str, prefix: tuple[str, ...] = ()) -> Any:

@@ -19,16 +19,27 @@ import shutil
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..derived.digest import Mode
 from ..derived.summary import SummaryFile, post_process
-from ..errors import ResumeError
-from ..folder.fileio import atomic_write_json
+from ..errors import ResumeError, one_line
+from ..folder.fileio import atomic_write_json, temp_path
 from ..folder.layout import RunLayout
 from ..sinks import Sink, SinkContext, load_sink
 from ..sinks.jsonl import MetricsJsonlSink
-from ..vocabulary import COMPLETED, CRASHED, FAILED, RUNNING, iso_time, parse_iso_time, run_status
+from ..vocabulary import (
+    COMPLETED,
+    CRASHED,
+    ENV_EXP_ID,
+    FAILED,
+    RUNNING,
+    env_value,
+    iso_time,
+    parse_iso_time,
+    run_status,
+)
 from .config import (
     config_changes,
     config_digest,
@@ -139,6 +150,9 @@ class RunLifecycle:
             "heartbeat": now,
             "attempts": attempts,
         }
+        exp_id = env_value(ENV_EXP_ID)
+        if exp_id:  # launched by lt-run: the name of this run's signal files
+            fields["exp_id"] = exp_id
         if self.config:
             write_config_yaml(layout.config_yaml, self.config)
             fields["config_digest"] = config_digest(self.config)
@@ -147,9 +161,26 @@ class RunLifecycle:
             atomic_write_json(layout.run_dir / f"meta.attempt-{self.attempt}.json", meta)
         else:
             atomic_write_json(layout.meta_json, meta)
+        self._reserve_space()
         stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields)
         self.ensure_writer()
+
+    # Room kept for the end of the run: when the disk fills during training, finalize frees this
+    # first, so summary.json can still say "failed" and why. Hidden, named by the temp-file rule.
+    RESERVE_BYTES = 256 * 1024
+
+    @property
+    def _reserve(self) -> Path:
+        return temp_path(self.layout.summary_json, "reserve")
+
+    def _reserve_space(self) -> None:
+        try:
+            with open(self._reserve, "wb") as handle:
+                handle.truncate(0)
+                handle.write(b"\0" * self.RESERVE_BYTES)  # real blocks: a sparse file frees nothing
+        except OSError:
+            self._reserve.unlink(missing_ok=True)  # no room even now: the run still starts
 
     def _check_rewind(self, previous: Mapping[str, Any], from_step: int) -> None:
         steps = [step for step, _ in self.layout.checkpoint_steps()]
@@ -287,6 +318,7 @@ class RunLifecycle:
                 error = exc
                 ours, reason = FAILED, reason or f"writing the run's files failed: {exc!r}"
         self.finalized = True
+        self._reserve.unlink(missing_ok=True)
         data = self.summary.read()
         attempts = _attempts_of(data)
         mine: dict[str, Any] = {"end_time": iso_time(end_time), "status": ours,
@@ -313,7 +345,10 @@ class RunLifecycle:
         except OSError as exc:
             if error is None:
                 raise
-            raise OSError(f"{error}; and summary.json could not record the failure either: {exc}") from error
+            if self.summary.read().get("status") != ours:
+                raise OSError(f"{error}; and summary.json could not record the failure either: {one_line(exc)}"
+                              ) from error
+            # summary.json says it; only a derived file (metrics.csv) did not fit: the first error stands
         if error is not None:
             raise error
 

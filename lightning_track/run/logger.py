@@ -37,8 +37,9 @@ from typing_extensions import override
 from ..derived.digest import Mode
 from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
+from ..folder.signals import write_run_note
 from ..sinks import Sink, load_sink
-from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
+from ..vocabulary import ENV_EXP_ID, ENV_RUN_DIR, ENV_SIGNALS_DIR, FAILED, INTERRUPTED, env_value
 from .config import normalize_config, redact
 from .distributed import broadcast_from_rank0, global_rank, group_size
 from .lifecycle import RunLifecycle
@@ -156,7 +157,10 @@ class RunLogger(Logger):
     def _set_layout(self, layout: RunLayout, *, agreed: bool, create: bool = False) -> None:
         if self._rank == 0 and create:
             layout.run_dir.mkdir(parents=True, exist_ok=True)
+        changed = self._layout is None or self._layout.run_dir != layout.run_dir
         self._layout, self._agreed = layout, agreed or self._agreed
+        if self._rank == 0 and changed:
+            _tell_launcher(layout)
         if self._rank == 0 and (self._run is None or self._run.layout.run_dir != layout.run_dir):
             self._run = RunLifecycle(
                 layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
@@ -408,6 +412,18 @@ class RunLogger(Logger):
     def __repr__(self) -> str:
         where = self._layout.run_dir if self._layout is not None else self._root / "<not started>"
         return f"RunLogger({str(where)!r})"
+
+
+def _tell_launcher(layout: RunLayout) -> None:
+    """Under lt-run (which sets the exp_id and signals folder), name the run folder in the run note as
+    soon as it is decided, so lt-run can post-process the run whatever happens next."""
+    exp_id, signals_dir = env_value(ENV_EXP_ID), env_value(ENV_SIGNALS_DIR)
+    if not (exp_id and signals_dir):
+        return
+    try:
+        write_run_note(signals_dir, exp_id, layout.run_dir)
+    except (ValueError, OSError) as exc:
+        warnings.warn(f"RunLogger: cannot tell lt-run the run folder ({one_line(exc)})", stacklevel=3)
 
 
 def _check_root(root: Path) -> None:

@@ -64,10 +64,12 @@ def test_check_rewind_names_run_steps_and_fix() -> None:
     assert isinstance(refused.value, ValueError)
 
 
-def test_hyperparameters_update_the_config_where_it_already_names_them() -> None:
-    config = {"model": {"hidden": 32, "lr": 0.1}, "trainer": {"max_steps": 150}, "note": "x"}
-    merged = merge_hyperparams(config, {"hidden": 64, "lr": 0.1, "max_steps": 300, "dropout": 0.5})
-    assert merged == {"model": {"hidden": 64, "lr": 0.1}, "trainer": {"max_steps": 300}, "note": "x", "dropout": 0.5}
+def test_hyperparameters_the_config_already_holds_are_not_repeated() -> None:
+    config = {"model": {"hidden": 32, "lr": 0.1}, "optim": {"lr": 0.5}, "trainer": {"max_steps": 150}, "note": "x"}
+    merged = merge_hyperparams(config, {"hidden": 32, "lr": 0.1, "max_steps": 300, "dropout": 0.5})
+    # hidden and lr are said once (model.*); max_steps differs from every max_steps there: recorded, not
+    # written over trainer.max_steps; optim.lr, another setting of the same name, untouched
+    assert merged == {**config, "max_steps": 300, "dropout": 0.5}
     assert config_changes({"trainer": {"max_steps": 150}, "a": 1}, {"trainer": {"max_steps": 300}, "a": 1}) == {
         "trainer.max_steps": {"was": 150, "now": 300}}
 

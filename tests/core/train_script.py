@@ -1,6 +1,6 @@
 """A real training script the process-level tests run as a subprocess.
 
-usage: python train_script.py ROOT MAX_STEPS [--resume] [--hang-at STEP] [--devices N] [--sleep S]
+usage: python train_script.py ROOT MAX_STEPS [--resume | --resume-no-ckpt] [--hang-at STEP] [--devices N] [--sleep S]
 At --hang-at STEP it writes ROOT/hanging.txt (after a checkpoint at STEP is on disk) and sleeps,
 so the test can SIGKILL it at a known point.
 """
@@ -36,13 +36,15 @@ def main() -> None:
     parser.add_argument("root")
     parser.add_argument("max_steps", type=int)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume-no-ckpt", action="store_true", help="resume=True, training from step 0")
     parser.add_argument("--hang-at", type=int, default=-1)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--sleep", type=float, default=0.0)
     args = parser.parse_args()
     root = Path(args.root)
     L.seed_everything(0, verbose=False)
-    logger = RunLogger("ds", "m", root=root, resume=args.resume, config={"max_steps": args.max_steps})
+    logger = RunLogger("ds", "m", root=root, resume=args.resume or args.resume_no_ckpt,
+                       config={"max_steps": args.max_steps})
     callbacks = [ModelCheckpoint(every_n_train_steps=5, save_last=True, save_top_k=-1),
                  HangAt(args.hang_at, root / "hanging.txt", args.sleep)]
     trainer = L.Trainer(

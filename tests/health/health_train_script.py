@@ -82,11 +82,13 @@ def main() -> None:
     p.add_argument("--stall-grace", type=float, default=30.0)
     p.add_argument("--step-sleep", type=float, default=0.0)
     p.add_argument("--ddp", action="store_true")
+    p.add_argument("--no-guard", action="store_true", help="a RunLogger and no HealthGuard")
     a = p.parse_args()
     ddp = {"strategy": "ddp", "devices": 2} if a.ddp else {"devices": 1}
     trainer = L.Trainer(
         max_steps=a.max_steps, accelerator="cpu", logger=RunLogger("toy", "script", root=a.root, sinks=()),
-        callbacks=[HealthGuard(warmup_steps=a.warmup, stall_timeout=a.stall_timeout, stall_grace=a.stall_grace)],
+        callbacks=[] if a.no_guard else [HealthGuard(warmup_steps=a.warmup, stall_timeout=a.stall_timeout,
+                                                     stall_grace=a.stall_grace)],
         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1,
         **ddp,
     )

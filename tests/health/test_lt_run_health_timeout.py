@@ -57,3 +57,21 @@ def test_health_timeout_is_post_processed_into_the_run(tmp_path):
     head = "\n".join(run.report_md.read_text().splitlines()[:6])
     assert "**Failed: health_timeout**: not healthy within 8 s" in head and "threshold: 8" in head
     assert run.metrics_csv.exists()
+
+
+@pytest.mark.timeout(180)
+def test_health_timeout_of_a_command_with_a_run_logger_and_no_guard(tmp_path):
+    """No HealthGuard: the RunLogger itself names the run folder to lt-run as soon as it is decided."""
+    sig = tmp_path / "sig"
+    cmd = [*lt_run_cmd(), "--signals-dir", str(sig), "--exp-id", "noguard", "--health-time", "8", "--grace", "20",
+           "--", sys.executable, str(SCRIPT), "--root", str(tmp_path / "runs"), "--max-steps", "100000",
+           "--step-sleep", "0.02", "--no-guard"]
+    proc = subprocess.run(cmd, env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    err = proc.stderr
+    assert proc.returncode == HEALTH_EXIT_CODE, err[-3000:]
+    assert "no run folder known" not in err and "post-processed" in err
+    (run,) = RunLayout.list_runs(tmp_path / "runs")
+    assert signals.read_run_note(sig, "noguard") == run.run_dir.resolve()
+    summary = read_json(run.summary_json)
+    assert summary["status"] == "failed" and summary["failure"]["check"] == "health_timeout"
+    assert summary["exp_id"] == "noguard"  # the run names its signal files
