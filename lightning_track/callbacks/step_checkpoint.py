@@ -163,7 +163,7 @@ class StepCheckpoint(ModelCheckpoint):
         super().on_train_start(trainer, pl_module)
         logger = find_run_logger(trainer)
         if logger is not None:
-            logger.training_starts(trainer.global_step)  # a resume that would rewind is refused here
+            logger.training_starts(trainer.global_step, trainer)  # a resume that would rewind is refused here
 
     @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:

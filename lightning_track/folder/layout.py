@@ -5,6 +5,7 @@ Every other module asks a :class:`RunLayout` for paths; nothing else builds a ru
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -322,6 +323,21 @@ class RunLayout:
     def find_latest(cls, root: str | Path, dataset: str, method: str) -> RunLayout | None:
         runs = cls.list_runs(root, dataset, method)
         return runs[-1] if runs else None
+
+    @staticmethod
+    def check_root(root: str | Path) -> None:
+        """Fail now, naming the root, if no run folder could be created under it (nothing is written)."""
+        root = Path(root)
+        existing = root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        problem = None
+        if not existing.is_dir():
+            problem = "Not a directory"
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problem = "Permission denied"
+        if problem:
+            raise OSError(f"cannot create a run folder under {root}: {problem} ({existing})")
 
     @classmethod
     def run_of_checkpoint(cls, ckpt_path: str | Path, root: str | Path, dataset: str, method: str

@@ -20,11 +20,13 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..vocabulary import DONE, ENV_EXP_ID, ENV_SIGNALS_DIR, FAILED, HEALTHY, SIGNAL_STATUSES, iso_time
+from ..errors import one_line
+from ..vocabulary import DONE, ENV_EXP_ID, ENV_SIGNALS_DIR, FAILED, HEALTHY, SIGNAL_STATUSES, env_value, iso_time
 from .fileio import atomic_write_json, atomic_write_text, read_json, restore_nonfinite
 from .layout import RunLayout, sanitize_name
 
@@ -45,6 +47,7 @@ __all__ = [
     "run_note_path",
     "write_run_note",
     "read_run_note",
+    "tell_launcher",
 ]
 
 STATUSES = SIGNAL_STATUSES
@@ -199,3 +202,17 @@ def read_run_note(signals_dir: str | Path, exp_id: str) -> Path | None:
     except (FileNotFoundError, UnicodeDecodeError):
         return None
     return Path(text) if text and Path(text).is_absolute() else None
+
+
+def tell_launcher(run_dir: str | Path, environ: Mapping[str, str] | None = None) -> Path | None:
+    """Under lt-run (which exports the exp_id and signals folder), name the run folder in the run note
+    as soon as it is decided, so lt-run can post-process the run whatever happens next. A note that
+    cannot be written is a warning, never a failure of the run."""
+    exp_id, signals_dir = env_value(ENV_EXP_ID, environ), env_value(ENV_SIGNALS_DIR, environ)
+    if not (exp_id and signals_dir):
+        return None
+    try:
+        return write_run_note(signals_dir, exp_id, run_dir)
+    except (ValueError, OSError) as exc:
+        warnings.warn(f"lightning_track: cannot tell lt-run the run folder ({one_line(exc)})", stacklevel=3)
+        return None

@@ -215,7 +215,7 @@ class RunLifecycle:
 
     def log(self, step: int, when: float, metrics: dict[str, float]) -> None:
         if not self.started:
-            self.start(from_step=step)
+            self.start(from_step=max(step - 1, 0))  # the first record after a restart at S is step S + 1
         writer = self.ensure_writer()
         writer.check()
         writer.put(step, when, metrics)
@@ -249,7 +249,9 @@ class RunLifecycle:
         if self.writer is None:
             context = SinkContext(layout=self.layout, dataset=self.dataset, method=self.method,
                                   config=redact(self.config), resume_count=max(0, self.attempt - 1),
-                                  resume_step=self.from_step if self.resume else None,
+                                  # records after the restart step are the interrupted attempt's replays
+                                  resume_step=self.from_step + 1 if self.resume and self.from_step is not None
+                                  else None,
                                   moved_aside_to=self.layout.dropped_metrics_jsonl(self.attempt))
             self.writer = BackgroundWriter(
                 self._sinks(), context,
@@ -279,7 +281,7 @@ class RunLifecycle:
         if context.resume_step is None:
             return
         moved = sum(s.moved_aside for s in sinks)
-        record: dict[str, Any] = {"from_step": context.resume_step, "dropped_records": moved}
+        record: dict[str, Any] = {"dropped_records": moved}
         if moved and context.moved_aside_to is not None:
             record["dropped_file"] = self.layout.relative(context.moved_aside_to)
         self._update_attempt(**record)

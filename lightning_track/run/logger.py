@@ -7,15 +7,8 @@ Nothing exists on disk until the run starts: the folder when its path is first a
 asks during setup, or you do), ``summary.json``, ``meta.json``, the writer and the sink host when
 training starts. A logger that is built and never used leaves nothing.
 
-How every rank agrees on the folder (see also :mod:`.distributed`): the first time the path is asked
-for while a process group of more than one rank is up, rank 0 decides (creating the folder) and
-broadcasts it; Lightning asks on every rank at the same point of ``fit`` (``trainer.log_dir`` and
-``logger.experiment`` during setup), so the collective pairs. Before that, rank 0 may decide alone
-(it broadcasts the same folder later) and other ranks get a provisional path they never write. No
-folder is handed over through the environment, so a process started by a process that had a
-RunLogger (torchrun from a notebook or a driver) never adopts a folder its ranks did not agree on.
-``ddp_spawn`` hands the folder over in the pickle; ``LIGHTNING_TRACK_RUN_DIR`` (set by a launcher for
-every rank) names it outright.
+How every rank agrees on the folder, without any hand-over through the environment: see
+:mod:`lightning_track.run.distributed`.
 """
 
 from __future__ import annotations
@@ -37,9 +30,9 @@ from typing_extensions import override
 from ..derived.digest import Mode
 from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
-from ..folder.signals import write_run_note
+from ..folder.signals import tell_launcher
 from ..sinks import Sink, load_sink
-from ..vocabulary import ENV_EXP_ID, ENV_RUN_DIR, ENV_SIGNALS_DIR, FAILED, INTERRUPTED, env_value
+from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
 from .config import normalize_config, redact
 from .distributed import broadcast_from_rank0, global_rank, group_size
 from .lifecycle import RunLifecycle
@@ -107,6 +100,7 @@ class RunLogger(Logger):
         self._warned_keys: set[str] = set()
         self._exit_hook = False
         self._durable_on_next_save = False
+        self._trainer: weakref.ReferenceType[Any] | None = None
         self._layout: RunLayout | None = None
         self._agreed = False  # every rank holds the same folder (broadcast, pickle or launcher env)
         self._created_here = False  # this process made the folder (it may remove it while still empty)
@@ -114,7 +108,7 @@ class RunLogger(Logger):
         if resume:  # a resume target that does not exist fails now, before anything is written
             self._layout = RunLayout.resolve_resume(self._root, dataset, method, resume)
         elif not os.environ.get(ENV_RUN_DIR):
-            _check_root(self._root)
+            RunLayout.check_root(self._root)
 
     # -- where the run lives -------------------------------------------------------------------
     def _resolve(self) -> RunLayout:
@@ -160,7 +154,7 @@ class RunLogger(Logger):
         changed = self._layout is None or self._layout.run_dir != layout.run_dir
         self._layout, self._agreed = layout, agreed or self._agreed
         if self._rank == 0 and changed:
-            _tell_launcher(layout)
+            tell_launcher(layout.run_dir)
         if self._rank == 0 and (self._run is None or self._run.layout.run_dir != layout.run_dir):
             self._run = RunLifecycle(
                 layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
@@ -242,8 +236,38 @@ class RunLogger(Logger):
                 clean[key] = number
         if step is None:
             step = self._auto_step
+        step = self._global_step(int(step))
         self._auto_step = step + 1
-        run.log(int(step), time.time(), clean)
+        run.log(step, time.time(), clean)
+
+    def _global_step(self, step: int) -> int:
+        """The step convention of every file of a run: ``trainer.global_step`` at logging time.
+
+        Lightning hands loggers ``fit_loop.epoch_loop._batches_that_stepped``, which during training
+        is one less than ``global_step`` (it counts after the logging), and equal to it for
+        validation. A step Lightning chose itself is replaced by ``global_step``, so a batch's values,
+        its checkpoint, its batch-tracking line and its signals all carry the same number; a step the
+        caller chose (a ``step`` metric, an explicit argument) is kept.
+        """
+        trainer = self._trainer() if self._trainer is not None else None
+        if trainer is None:
+            return step
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        if getattr(loop, "_batches_that_stepped", None) == step:
+            return int(trainer.global_step)
+        return step
+
+    def attach(self, trainer: Any) -> None:
+        """Know the Trainer (Lightning gives a Logger none; ``log_graph`` and lightning_track's
+        callbacks hand it over), for the step convention."""
+        self._trainer = weakref.ref(trainer)
+
+    @override
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        # Lightning calls this with the module at the start of every fit: the module knows its trainer.
+        trainer = getattr(model, "_trainer", None)
+        if trainer is not None:
+            self.attach(trainer)
 
     def _to_float(self, key: str, value: Any) -> float | None:
         item = getattr(value, "item", None)
@@ -309,12 +333,14 @@ class RunLogger(Logger):
             self._durable_on_next_save = True
 
     # -- what lightning_track's callbacks tell the logger (Lightning gives a Logger no trainer) ----
-    def training_starts(self, step: int) -> None:
+    def training_starts(self, step: int, trainer: Any = None) -> None:
         """Training (re)starts at ``step`` (``trainer.global_step`` at ``on_train_start``).
 
         On a resume this decides the attempt: a restart before the run's last checkpoint is refused
         with :class:`~lightning_track.errors.ResumeError` before anything is written.
         """
+        if trainer is not None:
+            self.attach(trainer)
         if self._rank_zero():
             run = self._rank_zero_run()
             if not run.started:
@@ -394,7 +420,7 @@ class RunLogger(Logger):
             if self._run is not None:
                 self._run.hand_over()
         state = self.__dict__.copy()
-        state.update(_rank=-1, _exit_hook=False)
+        state.update(_rank=-1, _exit_hook=False, _trainer=None)
         return state
 
     def _rank_zero(self) -> bool:
@@ -412,32 +438,6 @@ class RunLogger(Logger):
     def __repr__(self) -> str:
         where = self._layout.run_dir if self._layout is not None else self._root / "<not started>"
         return f"RunLogger({str(where)!r})"
-
-
-def _tell_launcher(layout: RunLayout) -> None:
-    """Under lt-run (which sets the exp_id and signals folder), name the run folder in the run note as
-    soon as it is decided, so lt-run can post-process the run whatever happens next."""
-    exp_id, signals_dir = env_value(ENV_EXP_ID), env_value(ENV_SIGNALS_DIR)
-    if not (exp_id and signals_dir):
-        return
-    try:
-        write_run_note(signals_dir, exp_id, layout.run_dir)
-    except (ValueError, OSError) as exc:
-        warnings.warn(f"RunLogger: cannot tell lt-run the run folder ({one_line(exc)})", stacklevel=3)
-
-
-def _check_root(root: Path) -> None:
-    """Fail now, naming the root, if no run folder could be created under it later."""
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = "Not a directory"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = "Permission denied"
-    if problem:
-        raise OSError(f"cannot create a run folder under {root}: {problem} ({existing})")
 
 
 def _verdict(status: str, exc: BaseException | None) -> tuple[str, str | None]:

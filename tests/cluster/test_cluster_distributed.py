@@ -44,7 +44,7 @@ def test_torchrun_two_ranks_share_one_run_folder_and_survive_sigterm(runs: Path)
     assert step >= 4
     assert torch.load(run.checkpoint_path(step), weights_only=False)["global_step"] == step
     assert [s for s, _ in run.step_checkpoints()] == sorted({*range(2, step + 1, 2), step})
-    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(step))
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(1, step + 1))
     assert read_signal(run.signals_dir, run.name, "failed")["check"] == "interrupted"
 
     # Continue it (single process here; the DDP checkpoint is a plain one).
@@ -53,8 +53,8 @@ def test_torchrun_two_ranks_share_one_run_folder_and_survive_sigterm(runs: Path)
     fit(trainer, step + 4, resume=True)
     assert logger.run_dir == run.run_dir and len(RunLayout.list_runs(runs)) == 1
     assert json.loads(run.summary_json.read_text())["status"] == "completed"
-    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(step + 4))
-    assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(step + 4))
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(1, step + 5))
+    assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(1, step + 5))
 
 
 @pytest.mark.timeout(300)
@@ -69,7 +69,7 @@ def test_ddp_spawn_workers_write_the_run_the_parent_created(runs: Path) -> None:
     assert len(list(run.tensorboard_dir.glob("events.out.tfevents.*"))) == 1
     assert [s for s, _ in run.step_checkpoints()] == [5, 10]
     assert torch.load(run.checkpoint_path(10), weights_only=False)["global_step"] == 10
-    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(12))
+    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(1, 13))
     summary = json.loads(run.summary_json.read_text())
     assert summary["status"] == "completed" and summary["last_step"] == 11
     assert read_signal(run.signals_dir, run.name, "done")["status"] == "done"

@@ -50,7 +50,7 @@ def test_lightning_cli_fit_and_resume_with_class_path_yaml(tmp_path: Path) -> No
     (run,) = RunLayout.list_runs(root)
     assert cli.trainer.log_dir == str(run.run_dir)
     assert [s for s, _ in run.step_checkpoints()] == [2, 4, 6]
-    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(6))
+    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(1, 7))
     summary = json.loads(run.summary_json.read_text())
     assert summary["status"] == "completed" and summary["best"]["val/acc"]["mode"] == "max"
     written = OmegaConf.load(run.config_yaml)
@@ -69,7 +69,7 @@ def test_lightning_cli_fit_and_resume_with_class_path_yaml(tmp_path: Path) -> No
     summary = json.loads(run.summary_json.read_text())
     assert summary["status"] == "completed" and summary["attempts"][-1]["from_step"] == 6
     assert OmegaConf.load(run.config_yaml).trainer.max_steps == 8
-    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(8))
+    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(1, 9))
 
 
 def test_plain_save_config_callback_config_is_kept_and_redacted(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_sigterm_saves_checkpoint_marks_interrupted_and_resume_continues(runs: P
     assert info["checkpoint"] == "checkpoints/" + ckpt.name and info["resumable"] is True  # relative to the run
     assert torch.load(ckpt, weights_only=False)["global_step"] == step  # saved at the step boundary
     assert run.last_checkpoint.resolve() == ckpt.resolve()
-    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(step))
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(1, step + 1))
     sig = read_signal(run.signals_dir, run.name, "failed")
     assert sig["check"] == "interrupted" and sig["resumable"] is True and sig["step"] == step
     assert sig["run_dir"] == str(run.run_dir.resolve()) and "SIGTERM" in sig["reason"]
@@ -57,8 +57,8 @@ def test_sigterm_saves_checkpoint_marks_interrupted_and_resume_continues(runs: P
     assert data["attempts"][-2]["status"] == "interrupted"
     assert data["attempts"][-1]["from_step"] == step
     total = trainer.max_steps
-    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(total))  # no gap, no duplicate
-    assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(total))
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(1, total + 1))  # no gap, no duplicate
+    assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(1, total + 1))
     assert read_signal(run.signals_dir, run.name, "done") is not None
 
 

@@ -38,8 +38,8 @@ def test_lt_demo_writes_a_complete_run_folder(tmp_path: Path, capsys: pytest.Cap
     assert [s for s, _ in run.step_checkpoints()] == [10, 20, 30]
     assert run.last_checkpoint.is_symlink() and run.last_checkpoint.resolve() == run.checkpoint_path(30)
     assert len(swanlab_runs(run.swanlab_dir)) == 1
-    assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(30))
-    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(30))
+    assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == list(range(1, 31))
+    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(1, 31))
     summary = json.loads(run.summary_json.read_text())
     assert summary["status"] == "completed" and "val/acc" in summary["best"]
     assert OmegaConf.load(run.config_yaml).trainer.max_steps == 30
@@ -53,6 +53,18 @@ def test_lt_demo_writes_a_complete_run_folder(tmp_path: Path, capsys: pytest.Cap
     model = load_final_model(run.final_model_dir, DemoModule)
     assert isinstance(model, DemoModule) and (run.final_model_dir / "README.md").exists()
     assert run.metrics_csv.exists() and run.report_md.exists()
+
+    # one step convention (trainer.global_step at logging time) in every file of the run
+    from lightning_track.folder.signals import read_signal
+
+    metric_steps = [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics]
+    assert metric_steps == [t["step"] for t in tracked]  # a batch's values and its data lines
+    val_steps = [r.step for r in read_metrics(run.metrics_jsonl) if "val/loss" in r.metrics]
+    assert val_steps == [15, 30]  # validation after 15 and 30 optimizer steps
+    assert {mapping[name]["step"] for name in mapping} == {10, 20, 30} <= set(metric_steps)
+    assert summary["last_step"] == 30 == read_signal(run.signals_dir, run.name, "done")["step"]
+    assert summary["last_checkpoint_step"] == 30
+    assert [int(line.split(",")[0]) for line in run.metrics_csv.read_text().splitlines()[1:]] == list(range(1, 31))
 
 
 def test_lt_demo_bad_override_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,7 +74,7 @@ def test_metrics_jsonl_tensorboard_and_swanlab_agree_step_by_step(finished_run) 
     run = logger.run_dir
     records = read_metrics(run / "metrics.jsonl")
     steps = [r.step for r in records if "train/loss" in r.metrics]
-    assert steps == list(range(30))
+    assert steps == list(range(1, 31))  # trainer.global_step at logging time
     jsonl = {(r.step, k): v for r in records for k, v in r.metrics.items()}
 
     tb = tensorboard_scalars(run / "tensorboard_logs")
@@ -207,7 +207,7 @@ def test_two_loggers_in_one_process_get_two_runs_and_two_swanlab_runs(tmp_path: 
         files = swanlab_runs(logger.run_dir / "swanlab_logs")
         assert len(files) == 1
         assert swanlab_finish_state(files[0]) == "RUN_STATE_FINISHED"
-        assert [s for s, _ in swanlab_scalars(files[0])["train/loss"]] == list(range(5))
+        assert [s for s, _ in swanlab_scalars(files[0])["train/loss"]] == list(range(1, 6))
 
 
 def test_failed_fit_marks_run_failed_and_finishes_swanlab(tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ def test_beside_csv_logger_run_folder_stays_whole(tmp_path: Path) -> None:
     run = run_logger.run_dir
     assert trainer.log_dir == str(run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=6.ckpt"]
-    assert [r.step for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r.metrics] == list(range(6))
+    assert [r.step for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r.metrics] == list(range(1, 7))
     assert (Path(csv.log_dir) / "metrics.csv").is_file()
 
 

@@ -56,21 +56,21 @@ def test_resume_after_sigkill_continues_same_folder_without_duplicates(tmp_path:
         run.run_dir
     ]
     steps = [r.step for r in read_metrics(run.metrics_jsonl)]
-    assert steps == list(range(40))  # no duplicate, no missing step
+    assert steps == list(range(1, 41))  # no duplicate, no missing step
     tb = tensorboard_scalars(run.tensorboard_dir)
-    assert [s for s, _, _ in tb["train/loss"]] == list(range(40))  # steps after the checkpoint purged
+    assert [s for s, _, _ in tb["train/loss"]] == list(range(1, 41))  # steps after the checkpoint purged
     jsonl = {r.step: r.metrics["train/loss"] for r in read_metrics(run.metrics_jsonl)}
     assert all(v == pytest.approx(jsonl[s]) for s, v, _ in tb["train/loss"])
     summary = json.loads(run.summary_json.read_text())
     assert summary["status"] == "completed"
     assert summary["attempts"][-1]["from_step"] == 20
-    assert summary["attempts"][-1]["dropped_records"] == before[-1] - 20 + 1
+    assert summary["attempts"][-1]["dropped_records"] == before[-1] - 20  # steps 21.. of the killed attempt
     # SwanLab: the resumed attempt is a second, linked run in the same folder
     # (SwanLab buffers its own file, so the killed attempt's file may hold nothing: its known loss)
     files = swanlab_runs(run.swanlab_dir)
     assert len(files) == 2
     resumed = max(files, key=lambda f: f.parent.name)
-    assert [s for s, _ in swanlab_scalars(resumed)["train/loss"]] == list(range(20, 40))
+    assert [s for s, _ in swanlab_scalars(resumed)["train/loss"]] == list(range(21, 41))
     assert swanlab_finish_state(resumed) == "RUN_STATE_FINISHED"
     start_record = next(r for r in swanlab_records(resumed) if r.WhichOneof("record_type") == "start")
     assert start_record.start.name == f"{run.name}-resume1"
@@ -104,7 +104,7 @@ def test_sigkill_keeps_everything_older_than_a_second(tmp_path: Path) -> None:
     assert raw.endswith(b"\n")  # never half a line
     records = read_metrics(run.metrics_jsonl)  # raises on any torn or corrupt line
     steps = [r.step for r in records]
-    assert steps == list(range(len(steps)))
+    assert steps == list(range(1, len(steps) + 1))
     # every step logged more than a second before the kill survived: the last one recorded was
     # logged less than ~1 s before the kill
     assert killed_at - records[-1].time < 1.0
@@ -123,7 +123,7 @@ def test_ddp_two_processes_write_one_run(tmp_path: Path) -> None:
     assert len(swanlab_runs(run.swanlab_dir)) == 1
     assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == [
         "epoch=0-step=10.ckpt", "epoch=0-step=5.ckpt", "last.ckpt"]
-    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(12))
+    assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(1, 13))
     meta = json.loads(run.meta_json.read_text())
     assert meta["pid"] != 0
     assert f"RUN_DIR={run.run_dir}" in done.stdout

@@ -127,9 +127,9 @@ def test_older_checkpoint_is_refused_and_allow_rewind_moves_the_rest_aside(finis
     assert data["status"] == "completed" and attempt["from_step"] == 10
     dropped = raw_records(run.run_dir / attempt["dropped_file"])
     assert attempt["dropped_file"] == "metrics.dropped-at-attempt-2.jsonl" and attempt["dropped_records"] == 20
-    assert [r["step"] for r in dropped] == list(range(10, 30))
+    assert [r["step"] for r in dropped] == list(range(11, 31))  # the steps trained again
     assert dropped == all_before[10:]  # the first attempt's records, moved whole, not re-encoded
-    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(30))
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(1, 31))
     # the first attempt's checkpoints after step 10 are kept aside, not overwritten
     aside = run.superseded_checkpoints_dir(2)
     assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-step-020.ckpt", "checkpoint-step-030.ckpt"]
@@ -142,7 +142,7 @@ def test_fit_from_a_checkpoint_of_an_earlier_run_continues_that_run(finished) ->
     fit(logger, 40, [StepCheckpoint(every_n_steps=10, start_step=10)], ckpt_path=str(run.checkpoint_path(30)))
     assert [r.name for r in RunLayout.list_runs(root)] == [run.name]  # no second folder
     assert logger.run_dir == run.run_dir
-    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(40))
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(1, 41))
     data = summary(run)
     assert [a["status"] for a in data["attempts"]] == ["completed", "completed"]
     assert data["attempts"][-1]["from_step"] == 30 and data["last_checkpoint"] == "checkpoints/checkpoint-step-040.ckpt"
@@ -178,7 +178,7 @@ def test_failed_then_resumed_run_keeps_each_attempt_and_no_stale_failure(tmp_pat
     assert data["training_time_s"] == pytest.approx(one["duration_s"] + two["duration_s"], abs=0.01)
     assert data["wall_span_s"] >= data["training_time_s"]
     assert data["heartbeat"] == data["end_time"] == two["end_time"]
-    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(30))
+    assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(1, 31))
 
 
 # -- item 7: config.yaml says each thing once -------------------------------------------------------

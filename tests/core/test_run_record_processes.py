@@ -77,7 +77,7 @@ def test_random_kills_and_resumes_keep_every_record_exactly_once(tmp_path: Path)
     assert proc.returncode == 0, out[-3000:]
     (run,) = RunLayout.list_runs(root)
     final = records(run.metrics_jsonl)
-    assert [r["step"] for r in final] == list(range(max_steps))  # each step exactly once, none missing
+    assert [r["step"] for r in final] == list(range(1, max_steps + 1))  # each step exactly once, none missing
     dropped = [r for path in sorted(run.run_dir.glob("metrics.dropped-at-attempt-*.jsonl")) for r in records(path)]
     kept_or_moved = {(r["step"], r["time"]) for r in final + dropped}
     assert set(seen) <= kept_or_moved  # nothing a killed attempt wrote was lost
@@ -194,7 +194,7 @@ def test_torchrun_started_by_a_process_with_a_run_logger_does_not_hang(tmp_path:
                          timeout=280, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (run,) = RunLayout.list_runs(tmp_path / "runs")  # both ranks agreed on one folder of their own
-    assert [r["step"] for r in records(run.metrics_jsonl)] == list(range(6))
+    assert [r["step"] for r in records(run.metrics_jsonl)] == list(range(1, 7))
     (parent_run,) = RunLayout.list_runs(tmp_path / "parent_runs")
     assert records(parent_run.metrics_jsonl) == [  # nobody else wrote into the parent's folder
         {"step": 0, "time": records(parent_run.metrics_jsonl)[0]["time"], "metrics": {"driver/launched": 1.0}}]

@@ -20,6 +20,7 @@ from lightning_track.folder.layout import RunLayout
 
 BATCH = 8
 NAN_AT = 20  # ToyModule's loss is NaN in the batch trained at global_step 20
+NAN_STEP = NAN_AT + 1  # the step that batch belongs to in every file (global_step after its optimizer step)
 
 
 def tracked_data(n: int = 512) -> DataLoader:
@@ -48,24 +49,25 @@ def test_nan_step_values_batch_and_report_are_recorded(tmp_path, tracker_first):
 
     # metrics.jsonl: the NaN step is there, spelled "NaN" (strict JSON), beside the healthy steps before it
     raw = [json.loads(line) for line in run.metrics_jsonl.read_text().splitlines()]
-    at_nan = [r for r in raw if r["step"] == NAN_AT]
+    at_nan = [r for r in raw if r["step"] == NAN_STEP]
     assert at_nan and any(r["metrics"].get("train/loss") == "NaN" for r in at_nan), raw[-3:]
     losses = {r.step: r.metrics["train/loss"] for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics}
-    assert sorted(losses) == list(range(NAN_AT + 1))
-    assert math.isnan(losses[NAN_AT]) and all(math.isfinite(v) for s, v in losses.items() if s < NAN_AT)
+    assert sorted(losses) == list(range(1, NAN_STEP + 1))
+    assert math.isnan(losses[NAN_STEP]) and all(math.isfinite(v) for s, v in losses.items() if s < NAN_STEP)
     health = [r.metrics["health/loss"] for r in read_metrics(run.metrics_jsonl) if "health/loss" in r.metrics]
     assert len(health) == 1 and math.isnan(health[0])  # the value the guard judged, at the same step
 
     # TensorBoard, read with tensorboard's own reader: the curve ends with the NaN step
     curve = tensorboard_scalars(run.tensorboard_dir)["train/loss"]
-    assert [s for s, _, _ in curve] == list(range(NAN_AT + 1)) and math.isnan(curve[-1][1])
+    assert [s for s, _, _ in curve] == list(range(1, NAN_STEP + 1)) and math.isnan(curve[-1][1])
 
     # batch_tracking.jsonl: the failing batch's lines are recorded, marked as never applied
     tracked = [json.loads(line) for line in run.batch_tracking_jsonl.read_text().splitlines()]
     assert [t["line_indices"] for t in tracked] == [list(range(BATCH * k, BATCH * k + BATCH))
                                                     for k in range(NAN_AT + 1)]
     last = tracked[-1]
-    assert last["step"] == tracked[-2]["step"] + 1 and last["batch_idx"] == NAN_AT
+    assert last["step"] == tracked[-2]["step"] + 1 == NAN_STEP and last["batch_idx"] == NAN_AT
+    assert [t["step"] for t in tracked] == sorted(losses)  # the same step for a batch's values and its lines
     assert last["failed"] is True and "nonfinite_loss" in last["reason"] and math.isnan(float(last["loss"]))
     assert all("failed" not in t for t in tracked[:-1])
 
@@ -75,7 +77,7 @@ def test_nan_step_values_batch_and_report_are_recorded(tmp_path, tracker_first):
     head = run.report_md.read_text().splitlines()[:6]
     text = "\n".join(head)
     assert head[0] == f"# {run.name}"
-    assert "nonfinite_loss" in text and f"step {NAN_AT}" in text and "value: nan" in text
+    assert "nonfinite_loss" in text and f"step {NAN_STEP}" in text and "value: nan" in text
     assert "threshold: -" in text and "loss is nan" in text
 
 
@@ -85,7 +87,7 @@ def test_a_failure_at_the_end_of_warmup_records_that_batch_too(tmp_path):
     guard = HealthGuard(warmup_steps=8, loss_threshold=None)
     run = nan_fit(tmp_path, [guard, BatchTracker()], lr=0.0)
     steps = sorted({r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics})
-    assert steps == list(range(8))  # Lightning's step of the 8th batch is 7
+    assert steps == list(range(1, 9))  # the 8th batch's values at step 8, as its tracking line
     tracked = [json.loads(line) for line in run.batch_tracking_jsonl.read_text().splitlines()]
     assert [t["step"] for t in tracked] == list(range(1, 9)) and "failed" not in tracked[-1]
     assert tracked[-1]["line_indices"] == list(range(BATCH * 7, BATCH * 8))

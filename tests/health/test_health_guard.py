@@ -43,13 +43,15 @@ def test_healthy_run_writes_healthy_then_done(tmp_path):
 
 
 def test_nan_at_step_5_fails_names_check_and_step(tmp_path):
+    # nan_at=5: the batch trained while global_step is 5, i.e. the one that would make step 6: every
+    # file names a batch by the step it belongs to (trainer.global_step after its optimizer step)
     exc, record, summary = failed_fit(tmp_path, HealthGuard(warmup_steps=10), nan_at=5)
-    assert exc.code == HEALTH_EXIT_CODE == 86 and exc.check == "nonfinite_loss" and exc.step == 5
-    assert record["check"] == "nonfinite_loss" and record["step"] == 5 and math.isnan(record["value"])
+    assert exc.code == HEALTH_EXIT_CODE == 86 and exc.check == "nonfinite_loss" and exc.step == 6
+    assert record["check"] == "nonfinite_loss" and record["step"] == 6 and math.isnan(record["value"])
     assert (only_run(tmp_path).signals_dir / f"{only_run(tmp_path).name}.failed").read_text().startswith(
-        "status: failed\nstep: 5\nloss: nan\n")
+        "status: failed\nstep: 6\nloss: nan\n")
     assert summary["status"] == "failed"
-    assert summary["failure"]["check"] == "nonfinite_loss" and summary["failure"]["step"] == 5
+    assert summary["failure"]["check"] == "nonfinite_loss" and summary["failure"]["step"] == 6
     assert not (tmp_path / "signals" / f"{only_run(tmp_path).name}.healthy").exists()
 
 
@@ -63,7 +65,7 @@ def test_gradient_accumulation_checks_each_optimizer_step(tmp_path):
 
 def test_nan_gradient_with_finite_loss(tmp_path):
     exc, record, _ = failed_fit(tmp_path, HealthGuard(warmup_steps=10), nan_grad_at=4)
-    assert (exc.check, exc.step) == ("nonfinite_grad_norm", 4)
+    assert (exc.check, exc.step) == ("nonfinite_grad_norm", 5)  # the batch trained at global_step 4
     assert record["reason"] == "gradient norm is nan"
 
 
@@ -85,14 +87,14 @@ def test_lr_warmup_from_zero_is_healthy(tmp_path):
 
 def test_explosion_above_absolute_limit(tmp_path):
     exc, record, _ = failed_fit(tmp_path, HealthGuard(warmup_steps=10, explosion_abs=1e6), scale_at=3, scale=1e9)
-    assert (exc.check, exc.step, exc.threshold) == ("loss_explosion", 3, 1e6)
+    assert (exc.check, exc.step, exc.threshold) == ("loss_explosion", 4, 1e6)  # the batch trained at global_step 3
     assert record["value"] > 1e6 and "explosion_abs" in record["reason"]
 
 
 def test_explosion_relative_to_baseline(tmp_path):
     exc, record, _ = failed_fit(tmp_path, HealthGuard(warmup_steps=20, baseline_steps=5, explosion_ratio=50.0),
                                 scale_at=8, scale=1e4)
-    assert (exc.check, exc.step) == ("loss_explosion", 8)
+    assert (exc.check, exc.step) == ("loss_explosion", 9)  # the batch trained at global_step 8
     assert record["threshold"] == pytest.approx(50.0 * record["baseline"])
     assert record["value"] > record["threshold"] and "x baseline" in record["reason"]
 
@@ -106,7 +108,7 @@ def test_loss_still_above_threshold_at_end_of_warmup(tmp_path):
 def test_stagnation(tmp_path):
     exc, _, _ = failed_fit(tmp_path, HealthGuard(warmup_steps=30, stagnation_steps=5, loss_threshold=None),
                            frozen=True)
-    assert exc.check == "stagnation" and exc.step == 5
+    assert exc.check == "stagnation" and exc.step == 6  # the 6th batch: 5 steps without improvement
 
 
 def test_after_warmup_nan_is_caught_by_the_cheap_periodic_check(tmp_path):
@@ -114,15 +116,15 @@ def test_after_warmup_nan_is_caught_by_the_cheap_periodic_check(tmp_path):
     exc, record, _ = failed_fit(tmp_path, guard, nan_at=30, max_steps=60)
     run = only_run(tmp_path)
     assert (run.signals_dir / f"{run.name}.healthy").exists()  # warmup passed first
-    assert (exc.check, exc.step) == ("nonfinite_loss", 39)
-    assert record["reason"] == "non-finite loss (nan) between steps 30 and 39"
+    assert (exc.check, exc.step) == ("nonfinite_loss", 40)  # batches of steps 31..40 checked together
+    assert record["reason"] == "non-finite loss (nan) between steps 31 and 40"
 
 
 def test_after_warmup_a_single_spike_is_still_seen(tmp_path):
     guard = HealthGuard(warmup_steps=10, check_every_n_steps=10, explosion_abs=1e6)
     exc, record, _ = failed_fit(tmp_path, guard, scale_at=31, scale=1e9, max_steps=60)
-    assert (exc.check, exc.step, exc.threshold) == ("loss_explosion", 39, 1e6)
-    assert record["reason"].startswith("loss ") and record["reason"].endswith("between steps 30 and 39")
+    assert (exc.check, exc.step, exc.threshold) == ("loss_explosion", 40, 1e6)
+    assert record["reason"].startswith("loss ") and record["reason"].endswith("between steps 31 and 40")
 
 
 def test_fit_shorter_than_warmup_still_gets_a_verdict(tmp_path):

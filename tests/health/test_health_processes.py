@@ -27,11 +27,11 @@ def run_script(root, *args: str, timeout: float = 120) -> subprocess.CompletedPr
 def test_nan_in_plain_script_exits_with_the_guard_code(tmp_path):
     proc = run_script(tmp_path, "--nan-at", "5")
     assert proc.returncode == HEALTH_EXIT_CODE, proc.stderr[-2000:]
-    assert "health check 'nonfinite_loss' failed at step 5: loss is nan (exit code 86)" in proc.stderr
+    assert "health check 'nonfinite_loss' failed at step 6: loss is nan (exit code 86)" in proc.stderr
     assert "Traceback" not in proc.stderr
     (run,) = RunLayout.list_runs(tmp_path)
     record = signals.read_signal(run.signals_dir, run.name, "failed")
-    assert (record["check"], record["step"]) == ("nonfinite_loss", 5)
+    assert (record["check"], record["step"]) == ("nonfinite_loss", 6)
     summary = read_json(run.summary_json)
     assert summary["status"] == "failed" and summary["failure"]["check"] == "nonfinite_loss"
 
@@ -77,10 +77,10 @@ def test_ddp_nan_on_rank_1_only_stops_both_ranks(tmp_path):
     codes = [p.returncode for p in procs]
     assert codes == [HEALTH_EXIT_CODE, HEALTH_EXIT_CODE], [err[-1500:] for _, err in outputs]
     for rank, (_, err) in enumerate(outputs):
-        assert f"HealthGuard[rank {rank}]: health check 'nonfinite_loss' failed at step 5 on rank 1" in err
+        assert f"HealthGuard[rank {rank}]: health check 'nonfinite_loss' failed at step 6 on rank 1" in err
     (run,) = RunLayout.list_runs(tmp_path)  # both ranks agreed on one run folder
     record = signals.read_signal(run.signals_dir, run.name, "failed")
-    assert (record["check"], record["step"], record["rank"]) == ("nonfinite_loss", 5, 1)
+    assert (record["check"], record["step"], record["rank"]) == ("nonfinite_loss", 6, 1)
     assert math.isnan(record["loss"])  # rank 1's loss, not rank 0's finite one
     assert record["ranks"] == {"0": "nonfinite_grad_norm", "1": "nonfinite_loss"}  # NaN grads reached rank 0
     assert read_json(run.summary_json)["status"] == "failed"

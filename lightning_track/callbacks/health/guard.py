@@ -32,6 +32,7 @@ from typing_extensions import override
 from ...errors import one_line
 from ...folder import signals
 from ...run.distributed import destroy_process_group_at_exit
+from ...run.logger import RunLogger
 from ...vocabulary import DONE, FAILED, HEALTHY
 from ..targets import SignalTarget, find_run_logger, signal_target
 from . import checks
@@ -240,7 +241,7 @@ class HealthGuard(Callback):
             self._cheap_step(trainer, loss_t)
 
     def _warmup_step(self, trainer: Any, optimizer: Any, loss_t: torch.Tensor | None) -> None:
-        step = trainer.global_step
+        step = trainer.global_step + 1  # the step this batch belongs to (its optimizer step is next)
         loss = float(loss_t) if loss_t is not None else None  # the one sync per warmup step
         grad_norm = None
         failure = self._losses.observe(loss) if loss is not None else None
@@ -249,7 +250,7 @@ class HealthGuard(Callback):
             if grads:
                 grad_norm = float(torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False))
                 failure = checks.grad_norm_failure(grad_norm)
-        done = step + 1 - self._start_step
+        done = step - self._start_step
         time_up = self.health_time is not None and time.monotonic() - self._t0 >= self.health_time
         failed_any, time_up_any = any_rank(trainer, failure is not None, time_up)
         if failed_any:
@@ -269,7 +270,7 @@ class HealthGuard(Callback):
         self._post_steps += 1
         if self._post_steps % self.check_every_n_steps:
             return
-        step = trainer.global_step
+        step = trainer.global_step + 1  # the step this batch belongs to (its optimizer step is next)
         peak = float(self._dev_max) if self._dev_max is not None else None
         self._dev_max = None
         failure = checks.peak_failure(peak, step - self.check_every_n_steps + 1, step, self.explosion_abs,
@@ -346,7 +347,7 @@ class HealthGuard(Callback):
         self._failed = exc
         self._stop_watchdog()
         if trainer.global_rank == 0:
-            self._log_failing_batch(trainer, judged)
+            self._log_failing_batch(trainer, judged, step)
             extra = {k: v for k, v in chosen.items() if k not in exc.as_dict()}
             self._write(trainer, FAILED, **exc.as_dict(), ranks=ranks, **extra)
             self._record_failure(trainer, {**exc.as_dict(), **extra})
@@ -357,13 +358,13 @@ class HealthGuard(Callback):
         raise exc
 
     @staticmethod
-    def _log_failing_batch(trainer: Any, judged: dict[str, float | None]) -> None:
+    def _log_failing_batch(trainer: Any, judged: dict[str, float | None], step: int) -> None:
         """Log the failing batch's values, which the raise would otherwise lose.
 
         Lightning logs a training batch's values after its ``on_train_batch_end`` hooks, and every
         check raises before that: without this the failing step (the NaN itself) would be in no
         file and the curves would end on a healthy-looking step. Logged into every logger of the
-        trainer (as Lightning would), at the step Lightning gives that batch's values: what the
+        trainer (as Lightning would; the RunLogger at ``step``, the step the batch belongs to): what the
         module logged in this batch (``self.log``) plus what the guard judged (``health/loss``,
         ``health/grad_norm``).
         """
@@ -372,11 +373,11 @@ class HealthGuard(Callback):
         if not values:
             return
         values.setdefault("epoch", trainer.current_epoch)
-        step = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "_batches_that_stepped",
-                       trainer.global_step)
+        lightning_step = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None),
+                                 "_batches_that_stepped", trainer.global_step)
         for logger in trainer.loggers:
-            try:
-                logger.log_metrics(values, step=step)
+            try:  # a RunLogger records the step the batch belongs to; other loggers get Lightning's own
+                logger.log_metrics(values, step=step if isinstance(logger, RunLogger) else lightning_step)
             except Exception as exc:  # noqa: BLE001 - the failure itself must still be reported
                 print(f"HealthGuard: could not log the failing step's values to {type(logger).__name__}: "
                       f"{one_line(exc)}", file=sys.stderr)
