@@ -71,7 +71,8 @@ def test_ddp_spawn_workers_write_the_run_the_parent_created(runs: Path) -> None:
     assert torch.load(run.checkpoint_path(10), weights_only=False)["global_step"] == 10
     assert [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics] == list(range(1, 13))
     summary = json.loads(run.summary_json.read_text())
-    assert summary["status"] == "completed" and summary["last_step"] == 12 == read_signal(run.signals_dir, run.name, "done")["step"]
+    done = read_signal(run.signals_dir, run.name, "done")
+    assert summary["status"] == "completed" and summary["last_step"] == 12 == done["step"]
     assert read_signal(run.signals_dir, run.name, "done")["status"] == "done"
 
 
