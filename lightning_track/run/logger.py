@@ -62,6 +62,9 @@ class RunLogger(Logger):
             process (``lightning_track.run.sinkhost``) so their Python code does not hold the GIL the
             training thread needs. ``False`` runs them on the writer thread. ``Sink`` instances
             always run on the writer thread; ``metrics.jsonl`` always does.
+        tags: words to find the run by (``lt ls --filter tag=baseline``), in ``summary.json``;
+            ``lt tag`` changes them later.
+        notes: free text about the run, in ``summary.json``; ``lt note`` changes it later.
     """
 
     def __init__(
@@ -77,6 +80,8 @@ class RunLogger(Logger):
         heartbeat_interval: float = 5.0,
         sink_process: bool = True,
         allow_rewind: bool = False,
+        tags: Iterable[str] = (),
+        notes: str | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -93,6 +98,7 @@ class RunLogger(Logger):
         self.heartbeat_interval = heartbeat_interval
         self.sink_process = sink_process
         self.allow_rewind = allow_rewind
+        self.tags, self.notes = [tags] if isinstance(tags, str) else [str(t) for t in tags], notes
         self._root = Path(root)
         self._resume = resume
         self._rank = global_rank()
@@ -160,7 +166,7 @@ class RunLogger(Logger):
                 layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
                 resume=bool(self._resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
                 flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
-                sink_process=self.sink_process)
+                sink_process=self.sink_process, tags=self.tags, notes=self.notes)
             self._register_exit_hook()
 
     @property
@@ -247,15 +253,22 @@ class RunLogger(Logger):
         is one less than ``global_step`` (it counts after the logging), and equal to it for
         validation. A step Lightning chose itself is replaced by ``global_step``, so a batch's values,
         its checkpoint, its batch-tracking line and its signals all carry the same number; a step the
-        caller chose (a ``step`` metric, an explicit argument) is kept.
+        caller chose (a ``step`` metric, an explicit argument) is kept. A value logged while a training
+        batch is in flight before its optimizer step (``LearningRateMonitor`` at ``on_train_batch_start``:
+        the rate that batch trains with) belongs to that batch: ``global_step + 1``.
         """
         trainer = self._trainer() if self._trainer is not None else None
         if trainer is None:
             return step
         loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-        if getattr(loop, "_batches_that_stepped", None) == step:
-            return int(trainer.global_step)
-        return step
+        if getattr(loop, "_batches_that_stepped", None) != step:
+            return step
+        global_step = int(trainer.global_step)
+        batches = getattr(getattr(loop, "batch_progress", None), "current", None)
+        if global_step == step and getattr(trainer, "training", False) and batches is not None \
+                and batches.ready > batches.processed:
+            return global_step + 1
+        return global_step
 
     def attach(self, trainer: Any) -> None:
         """Know the Trainer (Lightning gives a Logger none; ``log_graph`` and lightning_track's

@@ -20,7 +20,12 @@ Callbacks are configured by name, each switchable off::
     callbacks:
       step_checkpoint: {every_n_steps: 1, start_step: 76}
       health_guard: {enabled: false}
-      lr_monitor: {class_path: lightning.pytorch.callbacks.LearningRateMonitor, init_args: {}}
+      lr_monitor: {logging_interval: step}
+      my_callback: {class_path: my_package.MyCallback, init_args: {}}
+
+Callbacks in :data:`DEFAULT_CALLBACKS` (Lightning's ``LearningRateMonitor``) are built even when the
+section does not name them, because a run whose learning rate is not a metric cannot be read later;
+``lr_monitor: false`` switches it off, and a ``class_path`` entry of the same class replaces it.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from ..errors import ConfigError, one_line
 from ..run.config import load_config
 
 __all__ = ["from_config", "build_logger", "build_callbacks", "trainer_kwargs", "load_config", "CALLBACKS",
-           "ConfigError", "check_section", "check_types"]
+           "DEFAULT_CALLBACKS", "ConfigError", "check_section", "check_types"]
 
 # Config name -> "module:Class" (imported on use, so a config without a callback never imports it).
 CALLBACKS: dict[str, str] = {
@@ -51,7 +56,10 @@ CALLBACKS: dict[str, str] = {
     "final_model": "lightning_track.callbacks.final_model:FinalModelExport",
     "batch_tracker": "lightning_track.callbacks.batch_tracking:BatchTracker",
     "preemption": "lightning_track.callbacks.preemption:PreemptionHandler",
+    "lr_monitor": "lightning.pytorch.callbacks:LearningRateMonitor",
 }
+# Built with their defaults when a config does not mention them (switch off with ``name: false``).
+DEFAULT_CALLBACKS: tuple[str, ...] = ("lr_monitor",)
 ENABLED = "enabled"  # the switch every callback section may carry; not passed to the class
 _UNSET: Any = object()
 
@@ -238,13 +246,21 @@ def build_callbacks(section: Any) -> list[Any]:
 
     Each entry is ``name: {args}`` for a name in :data:`CALLBACKS`, or any name with
     ``class_path`` (+ ``init_args``) like LightningCLI; ``false``/``null``/``enabled: false``
-    switches one off, ``true`` or ``{}`` uses its defaults.
+    switches one off, ``true`` or ``{}`` uses its defaults. Names in :data:`DEFAULT_CALLBACKS` the
+    section leaves out are added with their defaults, unless a ``class_path`` entry built the same class.
     """
-    if section is None:
-        return []
-    entries = _plain(section, "callbacks")
+    entries = _plain(section, "callbacks") if section is not None else {}
     if not isinstance(entries, dict):
         raise ConfigError(f"callbacks: expected a mapping of name -> arguments, got {type(entries).__name__}")
+    built = _build_entries(entries)
+    for name in DEFAULT_CALLBACKS:
+        cls = _import(CALLBACKS[name], f"callbacks.{name}")
+        if name not in entries and not any(type(c) is cls for c in built):
+            built.append(_construct(cls, {}, f"callbacks.{name}"))
+    return built
+
+
+def _build_entries(entries: dict[str, Any]) -> list[Any]:
     built: list[Any] = []
     for name, args in entries.items():
         where = f"callbacks.{name}"
