@@ -87,6 +87,8 @@ class RunLifecycle:
         flush_interval: float,
         heartbeat_interval: float,
         sink_process: bool,
+        tags: Sequence[str] = (),
+        notes: str | None = None,
     ) -> None:
         self.layout = layout
         self.dataset = dataset
@@ -99,6 +101,7 @@ class RunLifecycle:
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
         self.sink_process = sink_process
+        self.tags, self.notes = list(tags), notes
         self.summary = SummaryFile(layout.summary_json)
         self.attempt = 0
         self.start_time = 0.0
@@ -153,6 +156,10 @@ class RunLifecycle:
         exp_id = env_value(ENV_EXP_ID)
         if exp_id:  # launched by lt-run: the name of this run's signal files
             fields["exp_id"] = exp_id
+        if self.tags:  # a resume without tags keeps the run's (lt tag's annotations.json wins over both)
+            fields["tags"] = self.tags
+        if self.notes is not None:
+            fields["notes"] = self.notes
         if self.config:
             write_config_yaml(layout.config_yaml, self.config)
             fields["config_digest"] = config_digest(self.config)
