@@ -100,7 +100,12 @@ class RunLayout:
     LEGACY = "legacy"  # files carried over unchanged from a migrated legacy run (lt-migrate)
     DROPPED_METRICS = "metrics.dropped-at-attempt-{attempt}.jsonl"  # records a resume took out (never deleted)
     SUPERSEDED_CHECKPOINTS = "superseded-at-attempt-{attempt}"  # under checkpoints/: an earlier attempt's
-    APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING)
+    LOGS = "logs.txt"  # console output (stdout + stderr) of rank 0, or of the command lt-run launched
+    RANK_LOGS = "logs.rank{rank}.txt"  # console output of another rank (DDP), beside it
+    SYSTEM_JSONL = "system.jsonl"  # GPU/CPU/memory samples over time
+    MEDIA = "media"  # images, text and histograms logged by the run
+    MEDIA_JSONL = "media.jsonl"  # their index: key, step, time, file, caption
+    APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING, LOGS, SYSTEM_JSONL, MEDIA_JSONL)
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -178,6 +183,26 @@ class RunLayout:
     @property
     def line_checkpoint_mapping_json(self) -> Path:
         return self.run_dir / self.LINE_CHECKPOINT_MAPPING
+
+    @property
+    def logs_txt(self) -> Path:
+        return self.run_dir / self.LOGS
+
+    def rank_logs_txt(self, rank: int) -> Path:
+        """Console output of ``rank`` (rank 0's is :attr:`logs_txt`)."""
+        return self.logs_txt if rank == 0 else self.run_dir / self.RANK_LOGS.format(rank=rank)
+
+    @property
+    def system_jsonl(self) -> Path:
+        return self.run_dir / self.SYSTEM_JSONL
+
+    @property
+    def media_dir(self) -> Path:
+        return self.run_dir / self.MEDIA
+
+    @property
+    def media_jsonl(self) -> Path:
+        return self.run_dir / self.MEDIA_JSONL
 
     def dropped_metrics_jsonl(self, attempt: int) -> Path:
         """Where the records that attempt ``attempt``'s resume took out of ``metrics.jsonl`` go."""
