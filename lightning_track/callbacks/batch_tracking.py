@@ -22,7 +22,7 @@ from ..folder.layout import RunLayout
 from ..folder.tracking import CheckpointMappings, checkpoint_name
 from ..vocabulary import iso_time
 from .health.checks import HealthCheckFailed
-from .targets import find_layout
+from .targets import find_layout, training_starts
 
 __all__ = ["BatchTracker", "TrackedDataset"]
 
@@ -112,6 +112,7 @@ class BatchTracker(Callback):
     # -- setup -----------------------------------------------------------------------------------
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        training_starts(trainer)  # a refused resume raises here, before the trim below
         dataset = getattr(trainer.train_dataloader, "dataset", None)
         if isinstance(dataset, TrackedDataset):
             self._strip = True

@@ -59,7 +59,7 @@ from ..vocabulary import FAILED, INTERRUPTED, exit_status, iso_time
 from .health.checks import INTERRUPTED as INTERRUPTED_CHECK
 from .health.checks import STOP_CHECKS
 from .health.guard import HealthGuard
-from .targets import find_layout, find_run_logger, signal_target
+from .targets import find_layout, find_run_logger, signal_target, training_starts
 
 __all__ = ["PreemptionHandler", "INTERRUPTED_CHECK"]
 
@@ -134,6 +134,7 @@ class PreemptionHandler(Callback):
 
     @override
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        training_starts(trainer)  # a refused resume raises here, before any handler is installed
         # Lightning registers its SIGTERM handler just before the loops start and restores every
         # handler of the process (ours included) in its teardown, on success and on failure alike.
         if threading.current_thread() is not threading.main_thread():

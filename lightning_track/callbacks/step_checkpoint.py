@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from ..folder.fileio import atomic_open
 from ..folder.layout import RunLayout
-from .targets import find_layout, find_run_logger, run_logger_first
+from .targets import find_layout, find_run_logger, run_logger_first, training_starts
 
 __all__ = ["StepCheckpoint", "AtomicCheckpointIO", "SAVED_HOOK", "REMOVED_HOOK"]
 
@@ -160,10 +160,8 @@ class StepCheckpoint(ModelCheckpoint):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        training_starts(trainer)  # a resume that would rewind is refused here, before anything is written
         super().on_train_start(trainer, pl_module)
-        logger = find_run_logger(trainer)
-        if logger is not None:
-            logger.training_starts(trainer.global_step, trainer)  # a resume that would rewind is refused here
 
     @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:

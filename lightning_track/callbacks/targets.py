@@ -27,7 +27,7 @@ from ..folder.layout import RunLayout, sanitize_name
 from ..run.logger import RunLogger
 from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, env_value
 
-__all__ = ["find_layout", "find_run_logger", "run_logger_first", "SignalTarget", "signal_target"]
+__all__ = ["find_layout", "find_run_logger", "run_logger_first", "training_starts", "SignalTarget", "signal_target"]
 
 
 
@@ -37,6 +37,15 @@ def find_run_logger(trainer: Any) -> RunLogger | None:
         if isinstance(logger, RunLogger):
             return logger
     return None
+
+
+def training_starts(trainer: Any) -> None:
+    """Tell the RunLogger where training (re)starts, before a callback writes anything for the new
+    attempt: a resume that would rewind the run is refused here (ResumeError), with nothing written.
+    Every lightning_track callback calls it first in ``on_train_start``; the logger acts once."""
+    logger = find_run_logger(trainer)
+    if logger is not None:
+        logger.training_starts(trainer.global_step, trainer)
 
 
 def find_layout(trainer: Any) -> RunLayout:

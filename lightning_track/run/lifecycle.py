@@ -109,6 +109,7 @@ class RunLifecycle:
         self.writer: BackgroundWriter | None = None
         self.started = False
         self.refused = False
+        self._pending: dict[str, Any] = {}  # summary fields given before the attempt started
         self.finalized = False
 
     # -- start -------------------------------------------------------------------------------
@@ -170,7 +171,8 @@ class RunLifecycle:
             atomic_write_json(layout.meta_json, meta)
         self._reserve_space()
         stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
-        self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields)
+        self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
+        self._pending = {}
         self.ensure_writer()
 
     # Room kept for the end of the run: when the disk fills during training, finalize frees this
@@ -233,7 +235,11 @@ class RunLifecycle:
             self.writer.check()
 
     def update_summary(self, **fields: Any) -> None:
-        """Merge ``fields`` into ``summary.json`` under the same lock as the heartbeat."""
+        """Merge ``fields`` into ``summary.json`` under the same lock as the heartbeat. Before the
+        attempt starts they wait for it (a refused resume then writes nothing at all)."""
+        if not self.started:
+            self._pending.update(fields)
+            return
         self.summary.update(**fields)
 
     def flush(self) -> None:

@@ -400,10 +400,7 @@ class RunLogger(Logger):
         never race the writer thread's rewrites of the file.
         """
         if self._rank_zero():
-            run = self._rank_zero_run(reopen=False)
-            if not run.started:
-                run.start()
-            run.update_summary(**fields)
+            self._rank_zero_run(reopen=False).update_summary(**fields)
 
     def _rank_zero_run(self, reopen: bool = True) -> RunLifecycle:
         """This rank-0 process's run (its folder decided); ``reopen``: logging after a finalize

@@ -243,3 +243,21 @@ def test_summary_paths_are_relative_to_the_run(finished) -> None:
     assert data["last_checkpoint_step"] == 30
     assert (run.run_dir / data["last_checkpoint"]).is_file()
     assert str(run.run_dir.parent) not in run.summary_json.read_text()
+
+
+def test_lt_demo_resume_without_checkpoint_is_refused_and_changes_no_file(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """The issue's case: lt-demo to completion, then lt-demo logger.resume=true (training restarts at 0)."""
+    from lightning_track.cli.demo import main
+
+    root = tmp_path / "runs"
+    args = ["--quiet", f"logger.root={root}", "trainer.max_steps=30", "callbacks.step_checkpoint.start_step=10",
+            "callbacks.step_checkpoint.every_n_steps=10"]
+    assert main(args) == 0
+    (run,) = RunLayout.list_runs(root)
+    before = snapshot(root)  # the run, its signals (.healthy, .done), SwanLab's workspace
+    capsys.readouterr()
+    assert main([*args, "logger.resume=true"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"lt-demo: error: resume of run {run.name} refused: training restarts at step 0")
+    assert snapshot(root) == before  # not a byte changed, nothing added or removed

@@ -29,12 +29,12 @@ from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from ...errors import one_line
+from ...errors import ResumeError, one_line
 from ...folder import signals
 from ...run.distributed import destroy_process_group_at_exit
 from ...run.logger import RunLogger
 from ...vocabulary import DONE, FAILED, HEALTHY
-from ..targets import SignalTarget, find_run_logger, signal_target
+from ..targets import SignalTarget, find_run_logger, signal_target, training_starts
 from . import checks
 from .checks import HEALTH_EXIT_CODE, Failure, HealthCheckFailed, WarmupLosses, classify_exception
 from .collectives import any_rank, gather_objects
@@ -198,6 +198,7 @@ class HealthGuard(Callback):
     # -- lifecycle -------------------------------------------------------------------------------
     @override
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        training_starts(trainer)  # a refused resume raises here, before the signals are cleared
         self._reset()
         self._trainer = trainer
         self._start_step = trainer.global_step
@@ -316,8 +317,8 @@ class HealthGuard(Callback):
     @override
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._stop_watchdog()
-        if isinstance(exception, HealthCheckFailed) or self.target is None:
-            return  # already reported
+        if isinstance(exception, (HealthCheckFailed, ResumeError)) or self.target is None:
+            return  # already reported; or a refused resume, which must leave the run's signals as they were
         check, reason = classify_exception(exception)
         failure = {"check": check, "reason": reason, "step": trainer.global_step, "rank": trainer.global_rank}
         # Any rank may write: an exception on rank 1 alone would otherwise never be reported.
