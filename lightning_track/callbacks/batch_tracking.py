@@ -22,7 +22,7 @@ from ..folder.layout import RunLayout
 from ..folder.tracking import CheckpointMappings, checkpoint_name
 from ..vocabulary import iso_time
 from .health.checks import HealthCheckFailed
-from .targets import find_layout, training_starts
+from .targets import find_layout, find_run_logger, training_starts
 
 __all__ = ["BatchTracker", "TrackedDataset"]
 
@@ -122,7 +122,9 @@ class BatchTracker(Callback):
         self._layout = find_layout(trainer)
         if trainer.is_global_zero:
             self._layout.run_dir.mkdir(parents=True, exist_ok=True)
-            seen = self._trim_after(self._layout, trainer.global_step)
+            logger = find_run_logger(trainer)
+            attempt = logger.attempt if logger is not None else None
+            seen = self._trim_after(self._layout, trainer.global_step, attempt)
             self._mappings = CheckpointMappings(self._layout)
             self._mappings.load()
             for name, entry in list(self._mappings.checkpoints.items()):
@@ -132,9 +134,11 @@ class BatchTracker(Callback):
             self._appender = JsonlAppender(self._layout.batch_tracking_jsonl)
 
     @staticmethod
-    def _trim_after(layout: RunLayout, step: int) -> set[int]:
-        """Drop records after ``step`` (a resume replays them) and return the lines up to ``step``."""
-        kept, _ = keep_jsonl_before(layout.batch_tracking_jsonl, step + 1)
+    def _trim_after(layout: RunLayout, step: int, attempt: int | None = None) -> set[int]:
+        """Move the records after ``step`` aside (a resume trains those batches again; the record of
+        what the interrupted attempt saw is kept, never deleted) and return the lines up to ``step``."""
+        aside = layout.dropped_tracking_jsonl(attempt) if attempt else layout.dropped_tracking_jsonl_after(step)
+        kept, _ = keep_jsonl_before(layout.batch_tracking_jsonl, step + 1, moved_to=aside)
         return {int(x) for record in kept for x in record.get("line_indices") or []}
 
     # -- per batch -------------------------------------------------------------------------------

@@ -208,6 +208,14 @@ class RunLayout:
         """Where the records that attempt ``attempt``'s resume took out of ``metrics.jsonl`` go."""
         return self.run_dir / self.DROPPED_METRICS.format(attempt=attempt)
 
+    def dropped_tracking_jsonl(self, attempt: int) -> Path:
+        """Where the batch-tracking records that attempt ``attempt``'s resume took out go."""
+        return self.run_dir / f"batch_tracking.dropped-at-attempt-{attempt}.jsonl"
+
+    def dropped_tracking_jsonl_after(self, step: int) -> Path:
+        """The same, without a RunLogger to number the attempt: named by the restart step."""
+        return self.run_dir / f"batch_tracking.dropped-after-step-{step}.jsonl"
+
     def superseded_checkpoints_dir(self, attempt: int) -> Path:
         """Where an earlier attempt's checkpoints past the restart step go when ``attempt`` rewinds."""
         return self.checkpoints_dir / self.SUPERSEDED_CHECKPOINTS.format(attempt=attempt)

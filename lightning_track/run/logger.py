@@ -183,6 +183,11 @@ class RunLogger(Logger):
     def run_name(self) -> str:
         return self.run_dir.name
 
+    @property
+    def attempt(self) -> int | None:
+        """The number of the current attempt in the run's ``summary.json`` (None before it starts)."""
+        return self._run.attempt if self._run is not None and self._run.started else None
+
     # -- Lightning's Logger API ----------------------------------------------------------------
     # save_dir/name/version make Lightning's ModelCheckpoint (no dirpath) write to
     # <run>/checkpoints (it joins save_dir/name/version/"checkpoints") and trainer.log_dir

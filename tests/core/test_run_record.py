@@ -261,3 +261,23 @@ def test_lt_demo_resume_without_checkpoint_is_refused_and_changes_no_file(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"lt-demo: error: resume of run {run.name} refused: training restarts at step 0")
     assert snapshot(root) == before  # not a byte changed, nothing added or removed
+
+
+def test_resume_moves_the_interrupted_attempts_batch_tracking_aside(tmp_path: Path) -> None:
+    from lightning_track import BatchTracker
+
+    root = tmp_path / "runs"
+    first = RunLogger("d", "m", root=root, sinks=())
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(first, 30, [StepCheckpoint(every_n_steps=8, start_step=8), BatchTracker(),
+                        RaiseAt(11, RuntimeError("boom"))])
+    run = first.layout
+    before = raw_records(run.batch_tracking_jsonl)
+    assert [r["step"] for r in before][:11] == list(range(1, 12))
+    fit(RunLogger("d", "m", root=root, sinks=(), resume=True), 20,
+        [StepCheckpoint(every_n_steps=8, start_step=8), BatchTracker()], ckpt_path="last")
+    tracked = raw_records(run.batch_tracking_jsonl)
+    assert [r["step"] for r in tracked] == list(range(1, 21))  # each step once
+    aside = raw_records(run.dropped_tracking_jsonl(2))
+    assert [r["step"] for r in aside] == [r["step"] for r in before if r["step"] > 8]  # kept, not deleted
+    assert aside == [r for r in before if r["step"] > 8]
