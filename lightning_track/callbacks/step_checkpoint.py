@@ -146,17 +146,11 @@ class StepCheckpoint(ModelCheckpoint):
     @override
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """``fit(ckpt_path=...)`` inside an earlier run of the same dataset and method continues that
-        run's folder (before any file is written in the new one), with every checkpoint callback
-        that took its folder from the logger."""
+        run's folder (before any file is written in the new one), here before the checkpoint callbacks
+        load their state, so they find their folder unchanged."""
         logger = find_run_logger(trainer)
-        if logger is None:
-            return
-        before = self._checkpoints_dir(trainer)
-        if logger.continue_from_checkpoint(trainer.ckpt_path):
-            after = self._checkpoints_dir(trainer)
-            for callback in trainer.checkpoint_callbacks:
-                if getattr(callback, "dirpath", None) == before:
-                    callback.dirpath = after
+        if logger is not None:
+            logger.continue_from_checkpoint(trainer.ckpt_path, trainer)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -34,6 +34,7 @@ from ..folder.signals import tell_launcher
 from ..sinks import Sink, load_sink
 from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
 from .config import normalize_config, redact
+from .console import capture_console
 from .distributed import broadcast_from_rank0, global_rank, group_size
 from .lifecycle import RunLifecycle
 
@@ -65,6 +66,9 @@ class RunLogger(Logger):
         tags: words to find the run by (``lt ls --filter tag=baseline``), in ``summary.json``;
             ``lt tag`` changes them later.
         notes: free text about the run, in ``summary.json``; ``lt note`` changes it later.
+        console: capture everything the process prints (stdout and stderr at the file-descriptor level,
+            subprocesses included) into ``logs.txt`` from the start of training until the process ends;
+            other ranks into ``logs.rank<N>.txt``. The terminal shows the same as without it.
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class RunLogger(Logger):
         allow_rewind: bool = False,
         tags: Iterable[str] = (),
         notes: str | None = None,
+        console: bool = True,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -99,6 +104,8 @@ class RunLogger(Logger):
         self.sink_process = sink_process
         self.allow_rewind = allow_rewind
         self.tags, self.notes = [tags] if isinstance(tags, str) else [str(t) for t in tags], notes
+        self.console = bool(console)
+        self._rank_console = False  # a rank > 0 has started capturing into logs.rank<N>.txt
         self._root = Path(root)
         self._resume = resume
         self._rank = global_rank()
@@ -107,6 +114,7 @@ class RunLogger(Logger):
         self._exit_hook = False
         self._durable_on_next_save = False
         self._trainer: weakref.ReferenceType[Any] | None = None
+        self._ckpt_seen: str | None = None
         self._layout: RunLayout | None = None
         self._agreed = False  # every rank holds the same folder (broadcast, pickle or launcher env)
         self._created_here = False  # this process made the folder (it may remove it while still empty)
@@ -166,7 +174,7 @@ class RunLogger(Logger):
                 layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
                 resume=bool(self._resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
                 flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
-                sink_process=self.sink_process, tags=self.tags, notes=self.notes)
+                sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console)
             self._register_exit_hook()
 
     @property
@@ -286,6 +294,7 @@ class RunLogger(Logger):
         trainer = getattr(model, "_trainer", None)
         if trainer is not None:
             self.attach(trainer)
+            self.continue_from_checkpoint(trainer.ckpt_path, trainer)  # without StepCheckpoint too
 
     def _to_float(self, key: str, value: Any) -> float | None:
         item = getattr(value, "item", None)
@@ -306,8 +315,12 @@ class RunLogger(Logger):
         # Called by the Trainer after every log (and once before training): must stay cheap.
         run = self._run
         if run is None or not run.started:
-            if self._rank_zero() and not self._resume:
-                self._rank_zero_run().start()  # Lightning's first save() is the start of fit
+            if self._rank_zero():
+                if not self._resume:
+                    self._rank_zero_run().start()  # Lightning's first save() is the start of fit
+            elif self.console and not self._rank_console and self._agreed and self._layout is not None:
+                self._rank_console = True  # every rank's output is kept, beside rank 0's logs.txt
+                capture_console(self._layout.rank_logs_txt(self._rank))
             return
         run.check()
         if self._durable_on_next_save:
@@ -370,12 +383,15 @@ class RunLogger(Logger):
         if self._rank_zero() and self._run is not None and self._run.active:
             self._run.make_durable()
 
-    def continue_from_checkpoint(self, ckpt_path: str | os.PathLike[str] | None) -> bool:
+    def continue_from_checkpoint(self, ckpt_path: str | os.PathLike[str] | None, trainer: Any = None) -> bool:
         """``trainer.fit(ckpt_path=...)`` names a checkpoint inside a run of this logger's root with
-        the same dataset and method: continue that run, as ``resume=`` would. Called at setup, while
+        the same dataset and method: continue that run, as ``resume=`` would, with every checkpoint
+        callback of ``trainer`` that took its folder from this logger. Called (once per checkpoint)
+        by StepCheckpoint when the checkpoint loads, else by ``log_graph`` at the start of fit, while
         this logger's own folder is still empty. True when the logger switched folders."""
-        if not ckpt_path or self._resume:
+        if not ckpt_path or self._resume or str(ckpt_path) == self._ckpt_seen:
             return False
+        self._ckpt_seen = str(ckpt_path)
         target = RunLayout.run_of_checkpoint(ckpt_path, self._root, self.dataset, self.method)
         current = self._layout
         if target is None:
@@ -395,6 +411,11 @@ class RunLogger(Logger):
         self._created_here = False
         self._run = None
         self._set_layout(target, agreed=True)
+        if current is not None and trainer is not None:
+            for callback in getattr(trainer, "checkpoint_callbacks", []):
+                dirpath = getattr(callback, "dirpath", None)
+                if dirpath and Path(dirpath).resolve() == current.checkpoints_dir.resolve():
+                    callback.dirpath = str(target.checkpoints_dir)
         return True
 
     # -- run lifecycle -------------------------------------------------------------------------

@@ -148,6 +148,18 @@ def test_fit_from_a_checkpoint_of_an_earlier_run_continues_that_run(finished) ->
     assert data["attempts"][-1]["from_step"] == 30 and data["last_checkpoint"] == "checkpoints/checkpoint-step-040.ckpt"
 
 
+def test_fit_from_a_checkpoint_continues_that_run_with_plain_model_checkpoint_too(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    first = RunLogger("d", "m", root=root, sinks=())
+    fit(first, 20, [ModelCheckpoint(every_n_train_steps=10, save_top_k=-1)])
+    ckpt = next(first.layout.checkpoints_dir.glob("*step=20.ckpt"))
+    second = RunLogger("d", "m", root=root, sinks=())
+    fit(second, 30, [ModelCheckpoint(every_n_train_steps=10, save_top_k=-1)], ckpt_path=str(ckpt))
+    assert [r.name for r in RunLayout.list_runs(root)] == [first.layout.name]
+    assert [r.step for r in read_metrics(first.layout.metrics_jsonl)] == list(range(1, 31))
+    assert any(p.name.endswith("step=30.ckpt") for p in first.layout.checkpoints_dir.iterdir())
+
+
 def test_checkpoint_from_elsewhere_starts_a_new_run_and_says_how_to_continue(finished, tmp_path: Path,
                                                                             capsys: pytest.CaptureFixture) -> None:
     root, run = finished
