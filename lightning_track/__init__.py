@@ -31,12 +31,14 @@ _EXPORTS = {
     "HEALTH_EXIT_CODE": ".callbacks.health",
     "PreemptionHandler": ".callbacks.preemption",
     "from_config": ".training.configure",
+    "load_runs": ".query.runs",
+    "load_history": ".query.history",
 }
 
 __all__ = [
     "RunLogger", "RunLayout", "sanitize_name", "read_metrics", "post_process", "StepCheckpoint", "BatchTracker",
     "TrackedDataset", "FinalModelExport", "load_final_model", "HealthGuard", "HealthCheckFailed", "HEALTH_EXIT_CODE",
-    "PreemptionHandler", "from_config", "__version__",
+    "PreemptionHandler", "from_config", "load_runs", "load_history", "__version__",
 ]
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from .derived.summary import post_process
     from .folder.layout import RunLayout, sanitize_name
     from .folder.records import read_metrics
+    from .query.history import load_history
+    from .query.runs import load_runs
     from .run.logger import RunLogger
     from .training.configure import from_config
 

@@ -30,6 +30,8 @@ TORCH_FREE = [
     "lightning_track.sync", "lightning_track.cli.sync", "lightning_track.migrate", "lightning_track.cli.migrate",
     "lightning_track.launch.runner", "lightning_track.launch.outcome", "lightning_track.cli.run",
     "lightning_track.cli.demo",
+    "lightning_track.query", "lightning_track.query.listing", "lightning_track.cli.lt",
+    "lightning_track.cli.lt_commands",
 ]
 
 

@@ -1,0 +1,88 @@
+"""Where the runs are: a run folder, a ``runs/`` folder, or a mirror of several servers.
+
+Runs are looked for up to three folders down; the folders between the root and a run are its
+``source`` (``gpu1`` in ``mirror/gpu1/<run>``). Hidden folders, temp names, ``signals/`` and
+``swanlab_workspace/`` are never entered. A folder named like a run with none of a run's files is a
+one-line problem; any other folder without runs is passed over quietly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import RunFolderError
+from ..folder.fileio import is_temp_name
+from ..folder.layout import RunLayout, parse_run_name
+
+__all__ = ["find_run_dirs", "resolve_run", "list_names", "RUN_FILES", "MAX_DEPTH"]
+
+_SKIP = {RunLayout.SIGNALS, RunLayout.SWANLAB_WORKSPACE, "__pycache__"}
+RUN_FILES = {RunLayout.SUMMARY, RunLayout.METRICS_JSONL, RunLayout.META}
+MAX_DEPTH = 3
+
+
+def _is_run(path: Path, names: set[str]) -> bool:
+    return parse_run_name(path.name) is not None or RunLayout.SUMMARY in names and RunLayout.METRICS_JSONL in names
+
+
+def list_names(path: Path) -> set[str] | None:
+    try:
+        return set(os.listdir(path))
+    except OSError:
+        return None
+
+
+def find_run_dirs(root: str | Path, problems: list[str]) -> list[tuple[Path, str, set[str]]]:
+    """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run)."""
+    root = Path(root)
+    names = list_names(root)
+    if names is None:
+        problems.append(f"{root}: " + ("not a folder" if root.exists() else "no such folder"))
+        return []
+    if _is_run(root, names) or names & {RunLayout.SUMMARY, RunLayout.METRICS_JSONL}:
+        return [(root, "", names)]
+    found: list[tuple[Path, str, set[str]]] = []
+
+    def walk(folder: Path, names: set[str], depth: int, source: str) -> None:
+        for name in sorted(names):
+            if name.startswith(".") or name in _SKIP or is_temp_name(name):
+                continue
+            child = folder / name
+            inner = list_names(child)
+            if inner is None:
+                continue  # a file, or unreadable
+            if _is_run(child, inner):
+                if not inner & RUN_FILES:
+                    problems.append(f"{child}: named like a run but holds no summary.json, meta.json or "
+                                    "metrics.jsonl; skipped")
+                    continue
+                found.append((child, source, inner))
+            elif depth > 1:
+                walk(child, inner, depth - 1, f"{source}/{name}" if source else name)
+
+    walk(root, names, MAX_DEPTH, "")
+    return found
+
+
+
+def resolve_run(spec: str | Path, roots: Sequence[str | Path] = ("runs",)) -> Path:
+    """A run folder from a path, a run name under ``roots``, or a unique part of a name; one-line errors."""
+    path = Path(spec)
+    if path.is_dir():
+        names = list_names(path) or set()
+        if not (names & RUN_FILES):
+            raise RunFolderError(f"{path}: not a run folder (no summary.json, meta.json or metrics.jsonl)")
+        return path
+    problems: list[str] = []
+    candidates = [p for root in roots if Path(root).is_dir() for p, _, _ in find_run_dirs(root, problems)]
+    exact = [p for p in candidates if p.name == str(spec)]
+    matches = exact or [p for p in candidates if str(spec) in p.name]
+    if len(matches) == 1:
+        return matches[0]
+    where = ", ".join(str(r) for r in roots)
+    if not matches:
+        raise RunFolderError(f"{spec}: no such run folder, and no run under {where} is named like it")
+    shown = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
+    raise RunFolderError(f"{spec}: {len(matches)} runs under {where} match ({shown}); give more of the name")

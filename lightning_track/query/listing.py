@@ -1,0 +1,96 @@
+"""``lt ls``: which columns, in which order, and how each cell reads.
+
+Default columns: name, source (when runs come from several folders of a mirror), dataset, method,
+status (with the failing check), start, duration, last step, host, tags (when any run has some), and
+the best value of the main metric. ``--columns a,b`` replaces them, ``--columns +a,b`` adds to them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ..vocabulary import COMPLETED
+from .filters import MISSING
+from .format import format_cell, format_duration, format_time
+from .runs import FIELD_NAMES, RunInfo, main_metric
+
+__all__ = ["default_columns", "parse_columns", "cell", "sort_runs", "unknown_keys", "header"]
+
+
+def default_columns(runs: Sequence[RunInfo], metric: str | None) -> list[str]:
+    columns = ["name"]
+    if any(run.source for run in runs):
+        columns.append("source")
+    columns += ["dataset", "method", "status", "start", "duration", "step", "host"]
+    if any(run.tags for run in runs):
+        columns.append("tag")
+    if metric:
+        columns.append(f"best.{metric}")
+    return columns
+
+
+def parse_columns(spec: str | None, runs: Sequence[RunInfo], metric: str | None) -> list[str]:
+    base = default_columns(runs, metric)
+    if not spec:
+        return base
+    adding = spec.startswith("+")
+    names = [c.strip() for c in spec.lstrip("+").split(",") if c.strip()]
+    names = [{"tags": "tag", "last_step": "step", "duration_s": "duration"}.get(n, n) for n in names]
+    names = [n[len("config."):] if n.startswith("config.") else n for n in names]
+    return base + [n for n in names if n not in base] if adding else names
+
+
+def header(column: str) -> str:
+    return {"step": "last step", "tag": "tags", "best": "best"}.get(column, column)
+
+
+def cell(run: RunInfo, column: str) -> str:
+    """The text of one cell."""
+    if column == "status":
+        text = run.status
+        failure = run.failure
+        if failure.get("check") and run.status != COMPLETED:
+            at = failure.get("step")
+            text += f" ({failure['check']}" + (f"@{at})" if at is not None else ")")
+        return text
+    value = run.value(column)
+    if value is MISSING:
+        return "-"
+    if column in ("start", "end", "heartbeat"):
+        return format_time(value)
+    if column in ("duration", "age"):
+        return format_duration(value)
+    return format_cell(value)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if value is MISSING or value is None or (isinstance(value, float) and math.isnan(value)):
+        return (2, 0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, str(value))
+
+
+def sort_runs(runs: list[RunInfo], key: str | None) -> list[RunInfo]:
+    """Sorted by ``key`` (``-key`` descending); runs without the key last either way."""
+    if not key:
+        return runs
+    descending = key.startswith("-")
+    key = key.lstrip("-+")
+    present = [r for r in runs if _sort_key(r.value(key))[0] < 2]
+    absent = [r for r in runs if _sort_key(r.value(key))[0] == 2]
+    present.sort(key=lambda r: _sort_key(r.value(key)), reverse=descending)
+    return present + absent
+
+
+def unknown_keys(keys: Sequence[str], runs: Sequence[RunInfo]) -> list[str]:
+    """Keys (of a filter, the columns or the sort) that no run has: worth a one-line warning."""
+    known = set(FIELD_NAMES)
+    return [key for key in dict.fromkeys(keys)
+            if key not in known and runs and all(run.value(key) is MISSING for run in runs)]
+
+
+def default_metric(runs: Sequence[RunInfo], wanted: str | None) -> str | None:
+    return wanted or main_metric(runs)

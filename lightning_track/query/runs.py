@@ -1,0 +1,413 @@
+"""Finding run folders and reading what a person asks of them first.
+
+A root may be a run folder, a ``runs/`` folder, or a mirror that ``lt-sync`` filled from several
+servers (``mirror/gpu1/<run>``: :mod:`.discover`; the ``source`` of a run says which server). Unreadable
+parts (a torn ``summary.json``, a folder that is not a run) become one-line ``problems``; the other runs
+are still read.
+
+Status is the summary's word, except that a ``running`` run whose heartbeat is older than
+``stale_after`` seconds (or whose process, on this host, is gone) is ``crashed``: the process died
+without a word (SIGKILL, OOM, a lost node).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunFolderError
+from ..folder.fileio import read_json, restore_nonfinite
+from ..folder.layout import RunLayout, parse_run_name
+from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, parse_iso_time
+from .annotations import ANNOTATIONS, effective_notes, effective_tags, read_annotations
+from .discover import find_run_dirs, list_names, resolve_run
+from .filters import MISSING, Filter, parse_filter
+
+__all__ = ["RunInfo", "find_runs", "read_run", "resolve_run", "judge_status", "load_runs", "filter_runs",
+           "main_metric", "STALE_AFTER_S", "UNKNOWN", "flatten"]
+
+STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
+UNKNOWN = "unknown"  # a reader's word for a run whose summary.json is missing or torn
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"lr": 0.1}}`` -> ``{"model.lr": 0.1}`` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                flat.update(flatten(value, name + "."))
+            else:
+                flat[name] = value
+    return flat
+
+
+def _time(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return parse_iso_time(text)
+    except ValueError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def _ago(seconds: float) -> str:
+    from .format import format_duration
+
+    return format_duration(seconds)
+
+
+def judge_status(summary: dict[str, Any], *, now: float, stale_after: float = STALE_AFTER_S,
+                 this_host: str | None = None, pid_alive: Callable[[int], bool] = _pid_alive) -> tuple[str, str]:
+    """``(status, why)`` of a run from its summary: ``crashed`` for a running run that went silent."""
+    status = summary.get("status")
+    if status not in RUN_STATUSES:
+        return UNKNOWN, f"summary.json has status {status!r}" if status is not None else "summary.json has no status"
+    failure = summary.get("failure") if isinstance(summary.get("failure"), dict) else {}
+    if status != RUNNING:
+        reason = summary.get("reason") or failure.get("reason") or ""
+        return status, " ".join(str(reason).split())
+    beat = _time(summary.get("heartbeat")) or _time(summary.get("start_time"))
+    attempts = summary.get("attempts") if isinstance(summary.get("attempts"), list) else []
+    last = attempts[-1] if attempts and isinstance(attempts[-1], dict) else {}
+    host, pid = last.get("host"), last.get("pid")
+    if this_host is not None and host == this_host and isinstance(pid, int) and not pid_alive(pid):
+        since = f"; last heartbeat {_ago(now - beat)} ago" if beat else ""
+        return CRASHED, f"process {pid} on {host} is gone{since}"
+    if beat is None:
+        return RUNNING, ""
+    if now - beat > stale_after:
+        return CRASHED, f"no heartbeat for {_ago(now - beat)} (the process died without finishing the run)"
+    return RUNNING, ""
+
+
+@dataclass
+class RunInfo:
+    """One run as read from its folder: the summary, meta and annotations, and the verdict on them."""
+
+    path: Path
+    source: str = ""  # folders between the root and the run, e.g. a mirror's per-server folder
+    summary: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    annotations: dict[str, Any] | None = None
+    status: str = UNKNOWN
+    why: str = ""
+    problems: list[str] = field(default_factory=list)
+    now: float = 0.0
+    _config: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.path)
+
+    def _parts(self) -> tuple[str, str]:
+        parsed = parse_run_name(self.name)
+        prefix = parsed.prefix if parsed else self.name
+        dataset, _, method = prefix.partition("_")
+        return dataset, method
+
+    @property
+    def dataset(self) -> str:
+        return str(self.summary.get("dataset") or self.meta.get("dataset") or self._parts()[0])
+
+    @property
+    def method(self) -> str:
+        return str(self.summary.get("method") or self.meta.get("method") or self._parts()[1])
+
+    @property
+    def start(self) -> float | None:
+        found = _time(self.summary.get("start_time")) or _time(self.meta.get("created"))
+        if found is None:
+            parsed = parse_run_name(self.name)
+            found = parsed.started.timestamp() if parsed else None
+        return found
+
+    @property
+    def end(self) -> float | None:
+        if self.status == CRASHED:
+            return _time(self.summary.get("heartbeat"))
+        return _time(self.summary.get("end_time")) if self.status != RUNNING else None
+
+    @property
+    def duration(self) -> float | None:
+        start = self.start
+        if self.status == RUNNING and start is not None:
+            return max(0.0, self.now - start)
+        for key in ("wall_span_s", "duration_s"):
+            value = self.summary.get(key)
+            if isinstance(value, (int, float)) and self.status != CRASHED:
+                return float(value)
+        end = self.end
+        return end - start if end is not None and start is not None else None
+
+    @property
+    def host(self) -> str:
+        attempts = self.summary.get("attempts")
+        last = attempts[-1] if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict) else {}
+        return str(self.meta.get("host") or last.get("host") or "")
+
+    @property
+    def tags(self) -> list[str]:
+        return effective_tags(self.summary, self.annotations)
+
+    @property
+    def notes(self) -> str:
+        return effective_notes(self.summary, self.annotations)
+
+    @property
+    def failure(self) -> dict[str, Any]:
+        failure = self.summary.get("failure")
+        return failure if isinstance(failure, dict) else {}
+
+    def metric(self, which: str, key: str) -> Any:
+        """``best``/``final`` value of ``key`` (a float, NaN included), or MISSING."""
+        table = self.summary.get(which)
+        entry = table.get(key) if isinstance(table, dict) else None
+        if not isinstance(entry, dict) or "value" not in entry:
+            return MISSING
+        value = restore_nonfinite(entry["value"])
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    def metric_names(self, which: str = "final") -> list[str]:
+        table = self.summary.get(which)
+        return list(table) if isinstance(table, dict) else []
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The flattened ``config.yaml`` (``{"model.lr": 0.01}``), read once; a broken file is a problem."""
+        if self._config is None:
+            self._config = {}
+            path = self.path / RunLayout.CONFIG
+            if path.is_file():
+                try:
+                    import yaml
+
+                    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+                    self._config = flatten(yaml.load(path.read_bytes(), Loader=loader) or {})
+                except Exception as exc:  # noqa: BLE001 - any YAML or read error: one line, the run stays listed
+                    self.problems.append(f"{path}: not readable YAML ({' '.join(str(exc).split())[:200]})")
+        return self._config
+
+    def value(self, key: str) -> Any:
+        """The value behind a filter, column or sort key, or MISSING (see :mod:`.filters`)."""
+        simple = _FIELDS.get(key)
+        if simple is not None:
+            found = simple(self)
+            return MISSING if found is None or found == "" and key not in ("source",) else found
+        head, _, rest = key.partition(".")
+        if head in ("best", "final") and rest:
+            return self.metric(head, rest)
+        if head in ("summary", "meta") and rest:
+            return _dig(self.summary if head == "summary" else self.meta, rest)
+        if head == "config" and rest:
+            key = rest
+        return self.config.get(key, MISSING)
+
+    def record(self, *, metrics: bool = True, config: bool = False) -> dict[str, Any]:
+        """Plain fields for ``--json`` and DataFrames: times as ISO text, metrics as ``best``/``final``."""
+        start, end = self.start, self.end
+        data: dict[str, Any] = {
+            "name": self.name, "path": str(self.path), "source": self.source, "dataset": self.dataset,
+            "method": self.method, "status": self.status, "why": self.why,
+            "start": _iso(start), "end": _iso(end), "duration_s": _round(self.duration),
+            "last_step": self.summary.get("last_step"), "host": self.host, "tags": self.tags, "notes": self.notes,
+            "exp_id": self.summary.get("exp_id"), "failure": self.failure or None,
+            "attempts": len(self.summary.get("attempts") or []) or None,
+        }
+        if metrics:
+            for which in ("best", "final"):
+                data[which] = {k: _json_float(self.metric(which, k)) for k in self.metric_names(which)}
+        if config:
+            data["config"] = self.config
+        if self.problems:
+            data["problems"] = list(self.problems)
+        return data
+
+
+def _dig(tree: Any, dotted: str) -> Any:
+    if isinstance(tree, dict) and dotted in tree:
+        return tree[dotted]
+    head, _, rest = dotted.partition(".")
+    if isinstance(tree, dict) and head in tree and rest:
+        return _dig(tree[head], rest)
+    return MISSING
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _json_float(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return None if value is MISSING else value
+
+
+_FIELDS: dict[str, Callable[[RunInfo], Any]] = {
+    "name": lambda r: r.name, "path": lambda r: str(r.path), "source": lambda r: r.source,
+    "dataset": lambda r: r.dataset, "method": lambda r: r.method, "status": lambda r: r.status,
+    "why": lambda r: r.why, "reason": lambda r: r.why, "start": lambda r: r.start, "end": lambda r: r.end,
+    "duration": lambda r: r.duration, "age": lambda r: None if r.start is None else r.now - r.start,
+    "step": lambda r: r.summary.get("last_step"), "host": lambda r: r.host, "tag": lambda r: r.tags,
+    "notes": lambda r: r.notes, "exp_id": lambda r: r.summary.get("exp_id"),
+    "check": lambda r: r.failure.get("check"), "failure": lambda r: r.failure or None,
+    "attempts": lambda r: len(r.summary.get("attempts") or []) or None,
+    "migrated": lambda r: bool(r.summary.get("migrated") or r.meta.get("migrated_from")),
+}
+FIELD_NAMES = tuple(_FIELDS)
+
+
+def read_run(path: str | Path, source: str = "", names: set[str] | None = None, *, now: float | None = None,
+             stale_after: float = STALE_AFTER_S, this_host: str | None = None) -> RunInfo:
+    """One run's summary, meta and annotations; what cannot be read is a problem on the run."""
+    path = Path(path)
+    names = list_names(path) if names is None else names
+    if names is None:
+        raise RunFolderError(f"{path}: not a folder")
+    info = RunInfo(path, source, now=time.time() if now is None else now)
+    for attr, filename in (("summary", RunLayout.SUMMARY), ("meta", RunLayout.META)):
+        if filename not in names:
+            if filename == RunLayout.SUMMARY:
+                info.problems.append(f"{path / filename}: missing (a run that never started, or not a run)")
+            continue
+        try:
+            data = read_json(path / filename)
+        except (ValueError, OSError) as exc:
+            info.problems.append(f"{' '.join(str(exc).split())}" if str(path) in str(exc)
+                                 else f"{path / filename}: {exc}")
+            continue
+        if isinstance(data, dict):
+            setattr(info, attr, data)
+        else:
+            info.problems.append(f"{path / filename}: expected a JSON object")
+    if ANNOTATIONS in names:
+        try:
+            info.annotations = read_annotations(path)
+        except RunFolderError as exc:
+            info.problems.append(str(exc))
+    if info.summary:
+        info.status, info.why = judge_status(info.summary, now=info.now, stale_after=stale_after,
+                                             this_host=socket.gethostname() if this_host is None else this_host)
+    else:
+        info.why = "summary.json missing or unreadable"
+    return info
+
+
+def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[str] | None = None, *,
+              stale_after: float = STALE_AFTER_S, now: float | None = None) -> list[RunInfo]:
+    """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises."""
+    roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+    sink: list[str] = [] if problems is None else problems
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    runs: list[RunInfo] = []
+    seen: set[Path] = set()
+    for root in roots:
+        before = len(sink)
+        for path, source, names in find_run_dirs(root, sink):
+            key = path.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            runs.append(read_run(path, source, names, now=now, stale_after=stale_after, this_host=host))
+        if problems is None and len(sink) > before:
+            raise RunFolderError(sink[before])
+    for run in runs:
+        sink.extend(f"run {run.name}: {p}" if run.name not in p else p for p in run.problems)
+    runs.sort(key=lambda r: (r.start or 0.0, r.name))
+    return runs
+
+
+def filter_runs(runs: Iterable[RunInfo], filters: str | Filter | Sequence[str | Filter] | None) -> list[RunInfo]:
+    """The runs that match every filter (strings are parsed: a bad one raises :class:`FilterError`)."""
+    if filters is None:
+        return list(runs)
+    items = [filters] if isinstance(filters, (str, Filter)) else list(filters)
+    parsed = [f if isinstance(f, Filter) else parse_filter(f) for f in items]
+    return [run for run in runs if all(f.matches(run.value) for f in parsed)]
+
+
+_PREFERRED = ("val/loss", "val_loss", "valid/loss", "eval/loss", "test/loss", "val/acc", "train/loss", "loss")
+
+
+def main_metric(runs: Sequence[RunInfo]) -> str | None:
+    """The metric ``lt ls`` shows the best value of: a validation loss when the runs have one, else the
+    most common validation metric, else a training loss, else the most common metric."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        for key in run.metric_names("best"):
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None
+    for key in _PREFERRED:
+        if key in counts:
+            return key
+
+    def rank(key: str) -> tuple[int, int, int, str]:
+        low = key.lower()
+        return (0 if low.startswith(("val", "valid", "eval")) else 1, 0 if "loss" in low else 1, -counts[key], key)
+
+    return min(counts, key=rank)
+
+
+def load_runs(root: str | Path | Sequence[str | Path] = "runs", filter: str | Sequence[str] | None = None, *,
+              stale_after: float = STALE_AFTER_S, config: bool = True) -> Any:
+    """One row per run as a pandas DataFrame: the summary's fields, ``best.<metric>`` and
+    ``final.<metric>`` values, and the flattened config as ``config.<key>`` columns.
+
+    Works on ``runs/``, a single run, a mirror of several servers (``source``), and migrated runs; a
+    run being written is read as it is now. Unreadable parts are warned about, never fatal for others.
+    """
+    import warnings
+
+    import pandas as pd
+
+    problems: list[str] = []
+    runs = filter_runs(find_runs(root, problems, stale_after=stale_after), filter)
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
+    rows = []
+    for run in runs:
+        row = run.record(metrics=False)
+        row.pop("problems", None)
+        row["start"], row["end"] = run.start, run.end
+        for which in ("best", "final"):
+            for key in run.metric_names(which):
+                value = run.metric(which, key)
+                row[f"{which}.{key}"] = value if isinstance(value, float) else math.nan
+        if config:
+            row.update({f"config.{k}": v for k, v in run.config.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["name", "path", "source", "dataset", "method", "status", "start", "end"])
+    zone = datetime.now().astimezone().tzinfo
+    for column in ("start", "end"):
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True).dt.tz_convert(zone)
+    return frame

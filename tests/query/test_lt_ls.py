@@ -1,0 +1,104 @@
+"""`lt ls` through its entry point: rows, columns, filters, sort, --json, and the bad-input rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import edit_summary
+
+from lightning_track.cli.lt import main
+from lightning_track.vocabulary import iso_time
+
+
+def ls(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
+    code = main(["ls", *argv])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def test_table_has_one_row_per_run_with_the_default_columns(made_runs, capsys) -> None:
+    code, out, err = ls(capsys, str(made_runs["lora"].parent))
+    assert code == 0 and err == []
+    assert out[0].split() == ["name", "dataset", "method", "status", "start", "duration", "last", "step", "host",
+                              "tags", "best.val/loss"]
+    assert len(out) == 4
+    row = next(line for line in out if made_runs["nan"].name in line)
+    assert "failed (nonfinite_loss@15)" in row
+    assert "baseline" in next(line for line in out if made_runs["lora"].name in line)
+
+
+def test_filters_sort_columns_and_last(made_runs, capsys) -> None:
+    root = str(made_runs["lora"].parent)
+    code, out, _ = ls(capsys, root, "-f", "dataset=arc", "--filter", "model.lr<0.005")
+    assert code == 0 and len(out) == 2 and made_runs["full"].name in out[1]
+    code, out, _ = ls(capsys, root, "--sort", "-step", "-c", "name,step,model.lr,best.val/loss")
+    assert out[0].split() == ["name", "last", "step", "model.lr", "best.val/loss"]
+    assert [line.split()[1] for line in out[1:]] == ["30", "20", "15"]
+    code, out, _ = ls(capsys, root, "-f", "dataset=arc", "--sort", "model.lr", "-c", "+seed", "-n", "1")
+    assert len(out) == 2 and out[0].split()[-1] == "seed" and made_runs["lora"].name in out[1]
+    code, out, _ = ls(capsys, root, "-f", "tag=baseline")
+    assert len(out) == 2 and made_runs["lora"].name in out[1]
+    code, out, _ = ls(capsys, root, "-f", "status=failed|crashed", "-f", "age<1d")
+    assert len(out) == 2 and made_runs["nan"].name in out[1]
+
+
+def test_json_output(made_runs, capsys) -> None:
+    code, out, _ = ls(capsys, str(made_runs["lora"].parent), "--json", "-c", "+model.lr")
+    rows = json.loads("\n".join(out))
+    assert code == 0 and {r["method"] for r in rows} == {"lora", "full", "nan"}
+    lora = next(r for r in rows if r["method"] == "lora")
+    summary = json.loads((made_runs["lora"] / "summary.json").read_text())
+    assert lora["best"]["val/loss"] == summary["best"]["val/loss"]["value"]
+    assert lora["columns"]["model.lr"] == 0.01 and lora["tags"] == ["baseline"] and lora["last_step"] == 30
+    nan = next(r for r in rows if r["method"] == "nan")
+    assert nan["status"] == "failed" and nan["failure"]["check"] == "nonfinite_loss"
+
+
+def test_bad_input_rules(runs_copy, capsys, tmp_path: Path) -> None:
+    root = runs_copy["lora"].parent
+    (runs_copy["full"] / "summary.json").write_text("{")
+    (root / "arc_y_20260101_000000").mkdir()
+    edit_summary(runs_copy["nan"], status="running", heartbeat=iso_time(time.time() - 900))
+    code, out, err = ls(capsys, str(root))
+    assert code == 0 and len(out) == 4  # the torn run is still listed, as unknown
+    assert "unknown" in next(line for line in out if runs_copy["full"].name in line)
+    assert "crashed" in next(line for line in out if runs_copy["nan"].name in line)
+    assert len(err) == 2 and all(line.startswith("lt ls: ") for line in err)
+    assert any(f"{runs_copy['full'] / 'summary.json'}: invalid JSON" in line for line in err)
+    # a filter that does not parse: nothing shown, exit 1, the expression and column named
+    code, out, err = ls(capsys, str(root), "-f", "model.lr<<1")
+    assert code == 1 and out == []
+    assert err == ["lt ls: bad filter 'model.lr<<1': expected a value after '<' at column 10"]
+    # a key no run has: said once, the listing still runs (here nothing matches: exit 1)
+    code, out, err = ls(capsys, str(root), "-f", "modle.lr<1")
+    assert code == 1 and "lt ls: no run has 'modle.lr'" in err[-2] and "no run matches" in err[-1]
+    code, out, err = ls(capsys, str(root), "-c", "name,best.nope")
+    assert code == 0 and any("no run has 'best.nope'" in line for line in err) and len(out) == 4
+    code, out, err = ls(capsys, str(tmp_path / "nowhere"))
+    assert code == 1 and out == [] and err == [f"lt ls: {tmp_path / 'nowhere'}: no such folder"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = ls(capsys, str(empty))
+    assert code == 1 and err == [f"lt ls: no runs found under {empty}"]
+
+
+@pytest.mark.slow
+def test_cold_start_of_the_command_is_fast(made_runs) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(made_runs["lora"].parent), "--json"]
+    subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=60)  # warm the page cache
+    start = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=60)
+    assert time.perf_counter() - start < 1.0
+    assert len(json.loads(out.stdout)) == 3
+    code = ("import sys, lightning_track.cli.lt as m; m.main(['ls', sys.argv[1]]); "
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'lightning', 'pandas')))")
+    out = subprocess.run([sys.executable, "-c", code, str(made_runs["lora"].parent)], check=True, capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
