@@ -85,8 +85,29 @@ def _resolve(spec: str, roots: list[str] | None) -> Path:
     return resolve_run(spec, _default_roots(roots))
 
 
+def _read(spec: str, args: argparse.Namespace) -> Any:
+    from ..query.runs import read_run
+
+    return read_run(_resolve(spec, getattr(args, "root", None)), **_stale(args))
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    run = _read(args.run, args)
+    if args.prompt:
+        from ..query.prompt import render_prompt
+
+        print(render_prompt(run))
+    elif args.json:
+        from ..query.show import show_record
+
+        print(_dumps(show_record(run)))
+    else:
+        from ..query.show import render_show
+
+        print(render_show(run, lines=args.lines))
+    for problem in run.problems:
+        _warn("show", problem)
+    return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ TORCH_FREE = [
     "lightning_track.launch.runner", "lightning_track.launch.outcome", "lightning_track.cli.run",
     "lightning_track.cli.demo",
     "lightning_track.query", "lightning_track.query.listing", "lightning_track.cli.lt",
-    "lightning_track.cli.lt_commands",
+    "lightning_track.cli.lt_commands", "lightning_track.query.show", "lightning_track.query.prompt",
 ]
 
 

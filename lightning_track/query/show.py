@@ -1,0 +1,192 @@
+"""``lt show RUN``: what a person asks first about one run, in the order they ask it.
+
+Status and why (the failing check, its value and step), what ran (dataset, method, host, times,
+attempts), final and best metrics, the config, checkpoints, system peaks, the last console lines and
+the run's files. Every section reads its own file; a missing or broken file leaves its section out
+and adds a one-line problem instead of stopping the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ..derived.report import format_value
+from ..folder.fileio import is_temp_name, restore_nonfinite
+from ..folder.layout import RunLayout
+from ..vocabulary import COMPLETED
+from .format import format_cell, format_duration, format_time, table
+from .runs import RunInfo, flatten
+
+__all__ = ["render_show", "checkpoints", "system_peaks", "console_tail", "files", "show_record"]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def checkpoints(run: RunInfo) -> list[tuple[int, str, int]]:
+    """``(step, path relative to the run, bytes)`` of every checkpoint whose name gives its step."""
+    out = []
+    for step, path in run.layout.checkpoint_steps():
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        out.append((step, path.relative_to(run.path).as_posix(), size))
+    return out
+
+
+def system_peaks(run: RunInfo, problems: list[str]) -> dict[str, Any]:
+    """The summary's system block (peaks and means) when it has one, else the maxima of ``system.jsonl``."""
+    block = run.summary.get("system")
+    if isinstance(block, Mapping) and block:
+        return flatten(dict(block))
+    path = run.path / RunLayout.SYSTEM_JSONL
+    if not path.is_file():
+        return {}
+    peaks: dict[str, float] = {}
+    try:
+        with open(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, 1):
+                if not raw.endswith(b"\n"):
+                    break  # a line still being written
+                try:
+                    values = orjson.loads(raw).get("metrics", {})
+                except (orjson.JSONDecodeError, AttributeError):
+                    problems.append(f"{path}:{lineno}: not a JSON object; line skipped")
+                    continue
+                for key, value in values.items():
+                    value = restore_nonfinite(value)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+                        peaks[key] = max(peaks.get(key, value), value)
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
+    return {f"peak {k}": v for k, v in peaks.items()}
+
+
+def console_tail(run: RunInfo, lines: int) -> list[str]:
+    """The last ``lines`` whole lines of ``logs.txt`` with the time cut to ``HH:MM:SS``."""
+    path = run.path / RunLayout.LOGS
+    if lines <= 0 or not path.is_file():
+        return []
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - 256 * lines - 4096))
+        data = handle.read()
+    text = data.decode("utf-8", errors="replace")
+    whole = text[: text.rfind("\n") + 1].splitlines()
+    out = []
+    for raw in whole[-lines:]:
+        stamp, _, rest = raw.partition(" ")
+        try:
+            out.append(f"{datetime.fromisoformat(stamp).strftime('%H:%M:%S')} {rest}")
+        except ValueError:
+            out.append(raw)
+    return out
+
+
+def files(run: RunInfo) -> list[tuple[str, int | None]]:
+    """Top-level entries of the run folder: ``(name, bytes)``, folders as ``(name/, None)``; temp files left out."""
+    out = []
+    for entry in sorted(os.scandir(run.path), key=lambda e: e.name):
+        if is_temp_name(entry.name):
+            continue
+        try:
+            is_dir = entry.is_dir()
+            out.append((entry.name + "/", None) if is_dir else (entry.name, entry.stat().st_size))
+        except OSError:
+            continue
+    return out
+
+
+def _metrics_rows(run: RunInfo) -> list[list[str]]:
+    rows = []
+    best = run.summary.get("best") if isinstance(run.summary.get("best"), dict) else {}
+    final = run.summary.get("final") if isinstance(run.summary.get("final"), dict) else {}
+    for key in sorted(set(final) | set(best)):
+        f, b = final.get(key) or {}, best.get(key) or {}
+        rows.append([key, format_cell(run.metric("final", key)) if f else "-", format_cell(f.get("step")),
+                     format_cell(run.metric("best", key)) if b else "-", format_cell(b.get("step")),
+                     format_cell(b.get("mode"))])
+    return rows
+
+
+def _status_lines(run: RunInfo) -> list[str]:
+    lines = [f"status: {run.status}" + (f" - {run.why}" if run.why else "")]
+    failure = run.failure
+    if failure and run.status != COMPLETED:
+        shown = ", ".join(f"{k} {format_value(restore_nonfinite(failure[k]))}"
+                          for k in ("check", "value", "threshold", "step") if failure.get(k) is not None)
+        lines.append(f"failure: {shown}")
+    return lines
+
+
+def show_record(run: RunInfo) -> dict[str, Any]:
+    """``lt show --json``: the run's record with config, checkpoints and files."""
+    problems: list[str] = []
+    record = run.record(config=True)
+    record["checkpoints"] = [{"step": s, "path": p, "bytes": n} for s, p, n in checkpoints(run)]
+    record["system"] = system_peaks(run, problems)
+    record["files"] = [{"name": n, "bytes": b} for n, b in files(run)]
+    if problems:
+        record.setdefault("problems", []).extend(problems)
+    return record
+
+
+def render_show(run: RunInfo, *, lines: int = 20) -> str:
+    """The text of ``lt show``."""
+    problems: list[str] = []
+    out = [f"{run.name}  ({run.path})", *_status_lines(run)]
+    where = f"dataset {run.dataset}, method {run.method}, host {run.host or '-'}"
+    if run.source:
+        where += f", from {run.source}"
+    out.append(where)
+    attempts = run.summary.get("attempts") or []
+    out.append(f"started {format_time(run.start)}, ended {format_time(run.end)}, duration "
+               f"{format_duration(run.duration)}, last step {format_cell(run.summary.get('last_step'))}"
+               + (f", {len(attempts)} attempts" if len(attempts) > 1 else ""))
+    for attempt in attempts if len(attempts) > 1 else []:
+        if isinstance(attempt, dict):
+            out.append(f"  attempt {attempt.get('attempt')}: {attempt.get('status')} "
+                       f"from step {attempt.get('from_step', 0)}" + (f" - {attempt['reason']}" if attempt.get("reason")
+                                                                    else ""))
+    if run.summary.get("exp_id"):
+        out.append(f"exp_id {run.summary['exp_id']}")
+    if run.tags:
+        out.append("tags: " + ", ".join(run.tags))
+    if run.notes:
+        out.append("notes: " + run.notes.replace("\n", "\n       "))
+    rows = _metrics_rows(run)
+    if rows:
+        out += ["", "metrics", _indent(table(["metric", "final", "step", "best", "best step", "mode"], rows,
+                                            right=[False, True, True, True, True, False]))]
+    config = run.config
+    if config:
+        out += ["", "config", *(f"  {k} = {format_cell(v)}" for k, v in config.items())]
+    ckpts = checkpoints(run)
+    if ckpts:
+        out += ["", "checkpoints", *(f"  {path}  step {step}  {_size(size)}" for step, path, size in ckpts)]
+    system = system_peaks(run, problems)
+    if system:
+        out += ["", "system", *(f"  {k} = {format_cell(v)}" for k, v in system.items())]
+    tail = console_tail(run, lines)
+    if tail:
+        out += ["", f"console (last {len(tail)} lines of {RunLayout.LOGS})", *(f"  {line}" for line in tail)]
+    out += ["", "files", *(f"  {name}" + ("" if size is None else f"  {_size(size)}") for name, size in files(run))]
+    for problem in run.problems + problems:
+        out.append(f"problem: {problem}")
+    return "\n".join(out)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
