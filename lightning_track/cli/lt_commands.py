@@ -111,7 +111,34 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from ..query.compare import compare_runs, metric_series, render_compare
+
+    runs = [_read(spec, args) for spec in args.runs]
+    for run in runs:
+        for problem in run.problems:
+            _warn("compare", problem)
+    comp = compare_runs(runs, args.metric)
+    for key in comp.missing:
+        _warn("compare", f"no run has metric {key!r}")
+    if args.metric and not comp.metrics:
+        return EXIT_FAILURE
+    charts = comp.metrics if args.metric else comp.metrics[:1]
+    problems: list[str] = []
+    print(render_compare(comp, chart_metrics=charts, width=args.width, problems=problems))
+    if args.plot:
+        from ..derived.plots import have_matplotlib, plot_panels
+
+        if not have_matplotlib():
+            _warn("compare", f"{args.plot}: not written: matplotlib is not installed (pip install matplotlib)")
+            return EXIT_FAILURE
+        names = dict(zip(comp.labels, (run.name for run in runs), strict=True))
+        panels = {key: [(f"{label} {names[label]}", s, v) for label, s, v in metric_series(runs, key, problems)]
+                  for key in charts}
+        plot_panels(panels, args.plot, title=" vs ".join(run.name for run in runs)[:120])
+        print(f"\nplot: {args.plot}")
+    for problem in dict.fromkeys(problems):
+        _warn("compare", problem)
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
