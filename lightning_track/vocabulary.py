@@ -18,7 +18,7 @@ __all__ = [
     "HEALTHY", "DONE", "SIGNAL_STATUSES",
     "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time",
-    "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "env_value",
+    "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "env_value",
 ]
 
 # -- run statuses: summary.json "status", what every sink's close() receives -----------------------
@@ -95,6 +95,9 @@ ENV_RUN_DIR = ENV_PREFIX + "RUN_DIR"  # a launcher's choice of run folder for ev
 ENV_EXP_ID = ENV_PREFIX + "EXP_ID"  # lt-run -> the child's HealthGuard: the signal name
 ENV_SIGNALS_DIR = ENV_PREFIX + "SIGNALS_DIR"  # lt-run -> the child: where signals go
 ENV_CACHE_DIR = ENV_PREFIX + "CACHE_DIR"  # lt-migrate's learned loop-state templates
+# "<dev>:<inode>:<file>": stdout is a console capture's pipe (or pseudo-terminal) writing into <file>
+# (empty: lt-run's, into whichever run the command names); a process that inherits it does not capture again
+ENV_CONSOLE = ENV_PREFIX + "CONSOLE"
 
 # Names read before the prefix was the rule; still honoured when the new name is unset.
 _OLD_NAMES: Mapping[str, str] = {ENV_CACHE_DIR: "LT_CACHE_DIR"}

@@ -49,6 +49,7 @@ from .config import (
     redact,
     write_config_yaml,
 )
+from .console import capture_console
 from .meta import collect_meta
 from .writer import BackgroundWriter
 
@@ -89,6 +90,7 @@ class RunLifecycle:
         sink_process: bool,
         tags: Sequence[str] = (),
         notes: str | None = None,
+        console: bool = False,
     ) -> None:
         self.layout = layout
         self.dataset = dataset
@@ -102,6 +104,7 @@ class RunLifecycle:
         self.heartbeat_interval = heartbeat_interval
         self.sink_process = sink_process
         self.tags, self.notes = list(tags), notes
+        self.console = console  # capture this process's console into logs.txt from the start
         self.summary = SummaryFile(layout.summary_json)
         self.attempt = 0
         self.start_time = 0.0
@@ -124,6 +127,8 @@ class RunLifecycle:
         if self.resume and from_step is not None:
             self._check_rewind(previous, from_step)
         self.started, self.start_time, self.from_step = True, time.time(), from_step
+        if self.console:  # first, so the rest of the start (the sink host's messages) is in logs.txt too
+            capture_console(layout.logs_txt)
         now = iso_time(self.start_time)
         attempts = _attempts_of(previous)
         entry: dict[str, Any] = {"attempt": len(attempts) + 1, "start_time": now, "status": RUNNING,

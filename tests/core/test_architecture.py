@@ -22,7 +22,8 @@ PACKAGE = Path(lightning_track.__file__).parent
 TORCH_FREE = [
     "lightning_track", "lightning_track.vocabulary", "lightning_track.errors",
     "lightning_track.folder.layout", "lightning_track.folder.fileio", "lightning_track.folder.records",
-    "lightning_track.folder.tracking", "lightning_track.folder.signals",
+    "lightning_track.folder.tracking", "lightning_track.folder.signals", "lightning_track.folder.consolelog",
+    "lightning_track.run.console", "lightning_track.run.console_relay",
     "lightning_track.derived.digest", "lightning_track.derived.summary", "lightning_track.derived.report",
     "lightning_track.run.config", "lightning_track.run.meta", "lightning_track.run.writer",
     "lightning_track.run.sinkhost", "lightning_track.sinkhost",
