@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunFolderError, one_line
-from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ..errors import RunFolderError
+from ..vocabulary import EXIT_FAILURE, EXIT_OK
 
 __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note"]
 
@@ -117,7 +117,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for run in runs:
         for problem in run.problems:
             _warn("compare", problem)
-    comp = compare_runs(runs, args.metric)
+    known: list[str] = []
+    if args.metric:  # a running run's summary has no metrics yet: its history has
+        from ..query.history import read_history
+
+        for run in runs:
+            try:
+                known += read_history(run.path, args.metric).keys
+            except RunFolderError:
+                pass
+    comp = compare_runs(runs, args.metric, known=known)
     for key in comp.missing:
         _warn("compare", f"no run has metric {key!r}")
     if args.metric and not comp.metrics:
@@ -141,8 +150,57 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _runs_for_report(args: argparse.Namespace, problems: list[str]) -> list[Any]:
+    """RUN arguments as runs; a ROOT (a folder of runs) stands for its runs, filtered by --filter."""
+    from ..query.discover import RUN_FILES, list_names
+    from ..query.runs import filter_runs, find_runs
+
+    runs: list[Any] = []
+    for spec in args.runs:
+        path = Path(spec)
+        names = list_names(path) if path.is_dir() else None
+        if names is not None and not names & RUN_FILES:
+            found = filter_runs(find_runs(path, problems, **_stale(args)), args.filter or None)
+            if not found:
+                problems.append(f"{spec}: no runs" + (" match" if args.filter else " found"))
+            runs += found
+            continue
+        try:
+            runs.append(_read(spec, args))
+        except RunFolderError as exc:
+            problems.append(str(exc))
+    return runs
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    import time
+
+    from ..query.filters import FilterError, parse_filter
+    from ..query.report_html import POINTS, write_report
+
+    try:
+        for expr in args.filter:
+            parse_filter(expr)
+    except FilterError as exc:
+        _warn("report", str(exc))
+        return EXIT_FAILURE
+    problems: list[str] = []
+    started = time.perf_counter()
+    runs = _runs_for_report(args, problems)
+    for run in runs:
+        problems.extend(f"run {run.name}: {p}" for p in run.problems)
+    if not runs:
+        for problem in problems:
+            _warn("report", problem)
+        _warn("report", f"{args.output}: not written: no run to report on")
+        return EXIT_FAILURE
+    text = write_report(args.output, runs, metrics=args.metric, points=args.points or POINTS, title=args.title,
+                        problems=problems)
+    for problem in dict.fromkeys(problems):
+        _warn("report", problem)
+    print(f"{args.output}: {len(runs)} runs, {len(text.encode()) / 1024:.0f} KiB, "
+          f"{time.perf_counter() - started:.2f} s")
+    return EXIT_OK
 
 
 def cmd_tag(argv: list[str]) -> int:
@@ -152,5 +210,3 @@ def cmd_tag(argv: list[str]) -> int:
 def cmd_note(args: argparse.Namespace) -> int:
     raise NotImplementedError
 
-
-_ = (RunFolderError, one_line, EXIT_USAGE)

@@ -21,7 +21,8 @@ from .format import format_cell, table
 from .history import read_history
 from .runs import RunInfo, main_metric
 
-__all__ = ["Comparison", "compare_runs", "render_compare", "text_chart", "labels", "metric_series"]
+__all__ = ["Comparison", "compare_runs", "render_compare", "text_chart", "labels", "metric_series", "metric_mode",
+           "winner"]
 
 
 def labels(count: int) -> list[str]:
@@ -38,7 +39,7 @@ class Comparison:
     missing: list[str] = field(default_factory=list)  # asked-for metrics that no run has
 
 
-def _mode(runs: Sequence[RunInfo], key: str) -> str | None:
+def metric_mode(runs: Sequence[RunInfo], key: str) -> str | None:
     for run in runs:
         entry = (run.summary.get("best") or {}).get(key)
         if isinstance(entry, dict) and entry.get("mode") in ("min", "max"):
@@ -46,7 +47,9 @@ def _mode(runs: Sequence[RunInfo], key: str) -> str | None:
     return infer_mode(key)
 
 
-def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None) -> Comparison:
+def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None, known: Sequence[str] = ()
+                 ) -> Comparison:
+    """``known``: metric names found in the runs' histories (a running run's summary has none yet)."""
     result = Comparison(list(runs), labels(len(runs)))
     configs = [run.config for run in runs]
     keys = list(dict.fromkeys(k for config in configs for k in config))
@@ -54,7 +57,8 @@ def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None) 
         values = [config.get(key, MISSING) for config in configs]
         if any(v != values[0] or type(v) is not type(values[0]) for v in values[1:]):
             result.config_diff.append((key, values))
-    have = list(dict.fromkeys(k for run in runs for k in run.metric_names("final") + run.metric_names("best")))
+    have = list(dict.fromkeys([*(k for run in runs for k in run.metric_names("final") + run.metric_names("best")),
+                               *known]))
     if metrics:
         result.metrics = [m for m in metrics if m in have]
         result.missing = [m for m in metrics if m not in have]
@@ -66,7 +70,7 @@ def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None) 
     return result
 
 
-def _winner(values: list[Any], mode: str | None) -> int | None:
+def winner(values: list[Any], mode: str | None) -> int | None:
     finite = [(v, i) for i, v in enumerate(values) if isinstance(v, float) and math.isfinite(v)]
     if mode not in ("min", "max") or len(finite) < 2 or len({v for v, _ in finite}) == 1:
         return None
@@ -76,12 +80,12 @@ def _winner(values: list[Any], mode: str | None) -> int | None:
 def _metric_rows(comp: Comparison) -> list[list[str]]:
     rows = []
     for key in comp.metrics:
-        mode = _mode(comp.runs, key)
+        mode = metric_mode(comp.runs, key)
         for which in ("best", "final"):
             values = [run.metric(which, key) for run in comp.runs]
             if all(v is MISSING for v in values):
                 continue
-            win = _winner(values, mode)
+            win = winner(values, mode)
             cells = []
             for i, (run, value) in enumerate(zip(comp.runs, values, strict=True)):
                 step = ((run.summary.get(which) or {}).get(key) or {}).get("step")

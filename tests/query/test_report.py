@@ -1,0 +1,127 @@
+"""`lt report`: one self-contained HTML file; its size on many long runs; and the page in headless Chromium
+(renders without console errors, every chart draws, zoom/hover/smoothing/log/hide work)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from lightning_track.cli.lt import main
+from lightning_track.vocabulary import iso_time
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def page_data(text: str) -> dict:
+    match = re.search(r'<script type="application/json" id="lt-data">(.*?)</script>', text, re.S)
+    return json.loads(match[1])
+
+
+def report(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
+    code = main(["report", *argv])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def test_report_is_self_contained_and_has_every_section(made_runs, capsys, tmp_path) -> None:
+    out_file = tmp_path / "r.html"
+    code, out, err = report(capsys, str(made_runs["lora"].parent), "-o", str(out_file))
+    assert code == 0 and err == [] and out[0].startswith(f"{out_file}: 3 runs, ")
+    text = out_file.read_text()
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text) and "<link" not in text  # nothing fetched
+    for heading in ("Runs", "Failures", "Metrics", "Config differences", "Curves"):
+        assert f"<h2>{heading}</h2>" in text
+    assert "nonfinite_loss" in text and made_runs["nan"].name in text
+    data = page_data(text)
+    assert [r["name"] for r in data["runs"]] == sorted((p.name for p in made_runs.values()),
+                                                        key=lambda n: [p.name for p in made_runs.values()].index(n))
+    keys = [c["key"] for c in data["charts"]]
+    assert keys[0] == "val/loss" and "epoch" not in keys and "health/loss" in keys
+    health = next(c for c in data["charts"] if c["key"] == "health/loss")
+    assert health["series"][0]["bad"] == [[15, "nan"]] and health["series"][0]["y"] == [None]
+    loss = next(c for c in data["charts"] if c["key"] == "train/loss")
+    jsonl = [json.loads(line) for line in (made_runs["full"] / "metrics.jsonl").read_text().splitlines()]
+    full_series = next(s for s in loss["series"] if data["runs"][s["run"]]["name"] == made_runs["full"].name)
+    want = [(r["step"], r["metrics"]["train/loss"]) for r in jsonl if "train/loss" in r["metrics"]]
+    assert full_series["x"] == [s for s, _ in want]
+    assert full_series["y"] == pytest.approx([v for _, v in want], rel=1e-4)  # 5 significant digits
+
+
+def test_report_of_named_runs_filters_and_bad_input(made_runs, capsys, tmp_path) -> None:
+    root = str(made_runs["lora"].parent)
+    out_file = tmp_path / "two.html"
+    code, out, err = report(capsys, root, "-f", "dataset=arc", "-o", str(out_file), "-m", "val/loss", "-m", "nope")
+    assert code == 0 and err == ["lt report: no run has metric 'nope'"]
+    assert [c["key"] for c in page_data(out_file.read_text())["charts"]] == ["val/loss"]
+    code, out, err = report(capsys, str(made_runs["nan"]), "zzz", "-o", str(tmp_path / "one.html"), "--root", root)
+    assert code == 0 and any("zzz: no such run folder" in line for line in err)
+    code, out, err = report(capsys, root, "-f", "x<<", "-o", str(tmp_path / "bad.html"))
+    assert code == 1 and "bad filter" in err[0] and not (tmp_path / "bad.html").exists()
+    code, out, err = report(capsys, root, "-f", "status=running", "-o", str(tmp_path / "none.html"))
+    assert code == 1 and err[-1].endswith("not written: no run to report on")
+
+
+def synthetic_runs(root: Path, runs: int, steps: int, metrics: int) -> None:
+    """Runs with the files lt reads (summary, metrics.jsonl), written fast; a spike and a NaN in each."""
+    rng = np.random.default_rng(0)
+    for r in range(runs):
+        run = root / f"big_r{r}_20260101_0000{r:02d}"
+        run.mkdir(parents=True)
+        base = np.exp(-np.arange(steps) / (steps / 5))[:, None] + rng.normal(0, 0.01, (steps, metrics))
+        base[steps // 3, 0] = 40.0
+        lines = []
+        for i in range(steps):
+            values = {f"m{k}/loss": float(base[i, k]) for k in range(metrics)}
+            if i == steps // 2:
+                values["m1/loss"] = "NaN"
+            lines.append(orjson.dumps({"step": i + 1, "time": 1.7e9 + i, "metrics": values}))
+        (run / "metrics.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "start_time": iso_time(1.7e9),
+                                                      "last_step": steps, "run_name": run.name}))
+
+
+def test_report_of_many_long_runs_stays_small_and_keeps_spikes(tmp_path, capsys) -> None:
+    synthetic_runs(tmp_path / "runs", runs=10, steps=20_000, metrics=10)  # > 400 records: the size of 100k steps
+    out_file = tmp_path / "big.html"
+    code, out, _ = report(capsys, str(tmp_path / "runs"), "-o", str(out_file))
+    assert code == 0
+    size = out_file.stat().st_size
+    assert size <= 2 * 1024 * 1024, size
+    data = page_data(out_file.read_text())
+    assert len(data["charts"]) == 10 and all(len(c["series"]) == 10 for c in data["charts"])
+    m0 = data["charts"][[c["key"] for c in data["charts"]].index("m0/loss")]["series"][0]
+    assert len(m0["x"]) == 400 and max(m0["hi"]) == 40.0  # the one-step spike survives downsampling
+    m1 = data["charts"][[c["key"] for c in data["charts"]].index("m1/loss")]["series"][0]
+    assert m1["bad"] == [[10_001, "nan"]]
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(made_runs, tmp_path, capsys) -> None:
+    if CHROMIUM is None:  # CI must run it: .ci/run installs Debian's chromium
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("needs chromium (apt-get install chromium)")
+    synthetic_runs(tmp_path / "runs", runs=3, steps=5_000, metrics=3)
+    for path in made_runs.values():
+        shutil.copytree(path, tmp_path / "runs" / path.name)
+    (tmp_path / "runs" / made_runs["lora"].name / "logs.txt").write_text(f"{iso_time()} hello </script><b>x</b>\n")
+    out_file = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "runs"), "-o", str(out_file)]) == 0
+    charts = len(page_data(out_file.read_text())["charts"])
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1280,2000",
+           "--enable-logging=stderr", "--v=0", "--dump-dom", f"{out_file.as_uri()}#selftest"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body[^>]*>", done.stdout)
+    assert body is not None, done.stderr[-2000:]
+    assert f'data-drawn="{charts}"' in body[0] and "data-error" not in body[0], body[0]
+    assert 'data-selftest="ok zoom,hover,smooth,log,hide"' in body[0], body[0]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []
+    assert "hello &lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in done.stdout  # console text escaped, page intact
