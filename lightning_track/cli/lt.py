@@ -83,15 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     tag = sub.add_parser("tag", help="add (+TAG or TAG) and remove (-TAG) tags: lt tag RUN ... +a -b")
     tag.add_argument("args", nargs=argparse.REMAINDER, metavar="RUN ... [+TAG|-TAG] ...")
 
-    note = sub.add_parser("note", help="set (or --append to) a run's notes; without TEXT, print them")
-    note.add_argument("run", metavar="RUN")
-    note.add_argument("text", nargs="?", metavar="TEXT")
-    note.add_argument("--append", action="store_true", help="add TEXT as a new line")
-    note.add_argument("--root", action="append", metavar="ROOT")
+    _note_arguments(sub.add_parser("note", help="set (or --append to) a run's notes; without TEXT, print them"))
 
     for name in _TOOLS:
         sub.add_parser(name, help=f"= lt-{name} (same arguments)", add_help=False)
     return parser
+
+
+def _note_arguments(note: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    note.add_argument("run", metavar="RUN")
+    note.add_argument("text", nargs="?", metavar="TEXT")
+    note.add_argument("--append", action="store_true", help="add TEXT as a new line")
+    note.add_argument("--root", action="append", metavar="ROOT")
+    return note
 
 
 def _fix_sort(argv: list[str]) -> list[str]:
@@ -119,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         from .lt_commands import cmd_tag
 
         return cmd_tag(argv[1:])
-    args = _parser().parse_args(_fix_sort(argv))
+    if argv and argv[0] == "note":  # options after TEXT too: lt note RUN "text" --append
+        args = _note_arguments(argparse.ArgumentParser(prog="lt note")).parse_intermixed_args(argv[1:])
+        args.command = "note"
+    else:
+        args = _parser().parse_args(_fix_sort(argv))
     if args.command is None:
         _parser().print_help()
         return EXIT_OK

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunFolderError
-from ..vocabulary import EXIT_FAILURE, EXIT_OK
+from ..errors import RunFolderError, one_line
+from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note"]
 
@@ -203,10 +203,62 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_TAG_USAGE = "usage: lt tag RUN ... [+TAG|-TAG] ...  (--root ROOT to look for RUN elsewhere than runs/)"
+
+
 def cmd_tag(argv: list[str]) -> int:
-    raise NotImplementedError
+    """``lt tag RUN ... +a -b c``: the runs come first, then the changes (a bare word after them adds)."""
+    from ..query.annotations import change_tags, parse_tag_ops
+    from ..query.runs import read_run
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(_TAG_USAGE)
+        return EXIT_OK
+    roots: list[str] = []
+    specs: list[str] = []
+    ops: list[str] = []
+    items = iter(argv)
+    for item in items:
+        if item == "--root" or item.startswith("--root="):
+            root = item.partition("=")[2] or next(items, "")
+            if not root:
+                _warn("tag", "--root needs a folder")
+                return EXIT_USAGE
+            roots.append(root)
+        elif ops or item[:1] in ("+", "-"):
+            ops.append(item)
+        else:
+            specs.append(item)
+    if not specs:
+        print(_TAG_USAGE, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        add, remove = parse_tag_ops(ops)
+    except ValueError as exc:
+        _warn("tag", str(exc))
+        return EXIT_USAGE
+    shown = 0
+    for spec in specs:
+        try:
+            path = _resolve(spec, roots or None)
+            tags = change_tags(path, add, remove) if ops else read_run(path).tags
+        except (RunFolderError, OSError) as exc:
+            _warn("tag", one_line(exc))
+            continue
+        print(f"{path.name}: {', '.join(tags) or '(no tags)'}")
+        shown += 1
+    return EXIT_OK if shown else EXIT_FAILURE
 
 
 def cmd_note(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from ..query.annotations import set_notes
+    from ..query.runs import read_run
+
+    path = _resolve(args.run, args.root)
+    if args.text is None:
+        print(read_run(path).notes)
+        return EXIT_OK
+    notes = set_notes(path, args.text, append=args.append)
+    print(f"{path.name}: notes {'cleared' if not notes else 'saved'}")
+    return EXIT_OK
 
