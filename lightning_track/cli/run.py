@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                         help="seconds between SIGTERM and SIGKILL when stopping the command (default: 30)")
     parser.add_argument("--no-post-process", action="store_true", help="do not post-process the run folder")
+    parser.add_argument("--no-console", action="store_true",
+                        help="do not copy the command's output into the run's logs.txt (the command's own "
+                             "RunLogger then captures it from the start of training)")
     parser.add_argument("--post-process", metavar="RUN_DIR",
                         help="only post-process RUN_DIR (rebuild metrics.csv, summary.json, report_draft.md)")
     return parser
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_command(cmd, exp_id=args.exp_id, signals_dir=args.signals_dir, health_time=args.health_time,
                              run_dir=args.run_dir, grace=args.grace, do_post_process=not args.no_post_process,
-                             on_event=on_event)
+                             on_event=on_event, console=not args.no_console)
     except (OSError, ValueError) as exc:
         return error(str(exc))
     return result.exit_code

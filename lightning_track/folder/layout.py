@@ -297,6 +297,12 @@ class RunLayout:
 
     SIGNAL_STATUSES = SIGNAL_STATUSES
     RUN_NOTE_SUFFIX = ".run"  # <signals>/<exp_id>.run: the run folder a launched command writes to
+    LAUNCH_LOGS_SUFFIX = ".logs.txt"  # <signals>/<exp_id>.logs.txt: lt-run's console of a command that named no run
+
+    @classmethod
+    def launch_logs(cls, signals_dir: str | Path, exp_id: str) -> Path:
+        """Where lt-run keeps the console output of a command that never named its run folder."""
+        return Path(signals_dir) / f"{exp_id}{cls.LAUNCH_LOGS_SUFFIX}"
 
     @classmethod
     def signal_file(cls, signals_dir: str | Path, exp_id: str, status: str, *, json: bool = False) -> Path:

@@ -37,6 +37,7 @@ from ..derived.summary import SummaryFile, post_process
 from ..folder import signals
 from ..folder.layout import RunLayout, sanitize_name
 from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, EXIT_HEALTH, FAILED, HEALTHY, exit_status, run_name_time
+from .console import LaunchConsole
 from .outcome import (
     CHILD_FAILED,
     HEALTH_TIMEOUT,
@@ -89,9 +90,9 @@ def default_exp_id(cmd: Sequence[str]) -> str:
 
 
 class _Child:
-    def __init__(self, cmd: Sequence[str], env: Mapping[str, str], cwd: str | None) -> None:
+    def __init__(self, cmd: Sequence[str], env: Mapping[str, str], cwd: str | None, **stdio: Any) -> None:
         try:
-            self.proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, start_new_session=True)
+            self.proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, start_new_session=True, **stdio)
         except OSError as exc:
             raise OSError(f"cannot start {shlex.join(cmd)}: {exc.strerror or exc}") from None
 
@@ -128,6 +129,7 @@ def run_command(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     on_event: Event | None = None,
+    console: bool = True,
 ) -> RunResult:
     """Run ``cmd`` to the end, watching ``<signals_dir>/<exp_id>.*``; see the module doc.
 
@@ -135,6 +137,9 @@ def run_command(
     * ``.failed`` written by the child: terminate it (after ``grace`` s for it to exit by itself);
     * on exit: ``.done``/``.failed`` if the child wrote neither, then :func:`post_process` of the
       run folder (when known). ``forward_signals`` installs SIGINT/SIGTERM handlers (main thread).
+
+    ``console``: the command's stdout and stderr pass through lt-run into the run's ``logs.txt`` from the
+    first byte (see :mod:`.console`); the terminal shows the same as without it.
     """
     if not cmd:
         raise ValueError("no command given (usage: lt-run [options] -- CMD ...)")
@@ -157,8 +162,19 @@ def run_command(
     child_env[ENV_EXP_ID] = exp_id
     child_env[ENV_SIGNALS_DIR] = str(signals_path)
 
+    capture: LaunchConsole | None = None
+    if console:
+        try:
+            capture = LaunchConsole()
+            child_env = capture.env(child_env)
+        except OSError as exc:
+            notify("info", f"console output is not captured: {exc.strerror or exc}")
     t0 = time.monotonic()
-    child = _Child(cmd, child_env, cwd)
+    try:
+        child = _Child(cmd, child_env, cwd, **(capture.child_fds() if capture is not None else {}))
+    finally:
+        if capture is not None:
+            capture.started()
     notify("start", f"pid {child.proc.pid}: {shlex.join(cmd)} (exp_id {exp_id}, signals in {signals_path})")
 
     forwarded: list[int] = []
@@ -175,6 +191,8 @@ def run_command(
     stopped = False  # lt-run terminated the child
     lt_failure: dict[str, Any] | None = None  # lt-run's own failure (health timeout)
     known_dir = Path(run_dir) if run_dir is not None else None
+    if known_dir is not None and capture is not None:
+        capture.set_log(RunLayout(known_dir).logs_txt)
 
     def learn_run_dir(seen: Mapping[str, Mapping[str, Any]]) -> None:
         nonlocal known_dir
@@ -182,6 +200,8 @@ def run_command(
             known_dir = read_run_note(signals_path, exp_id) or run_dir_from(seen)
             if known_dir is not None:
                 notify("info", f"run folder {known_dir}")
+                if capture is not None:  # what it printed so far, and from now on
+                    capture.set_log(RunLayout(known_dir).logs_txt)
 
     try:
         while child.proc.poll() is None:
@@ -221,6 +241,10 @@ def run_command(
     seen = signals.read_signals(signals_path, exp_id)
     learn_run_dir(seen)  # before lt-run writes a signal of its own over the child's
     found_dir = known_dir
+    if capture is not None:  # the command's last words are on the terminal before lt-run's verdict
+        written = capture.finish(RunLayout.launch_logs(signals_path, exp_id))
+        if found_dir is None and written is not None:
+            notify("info", f"console output of the command kept in {written}")
     end = decide_outcome(returncode, seen=seen, health_failure=lt_failure, stopped=stopped, forwarded=forwarded,
                          duration_s=duration, child_pid=child.proc.pid,
                          run_dir=str(found_dir) if found_dir else None)

@@ -42,7 +42,7 @@ from ..errors import one_line
 from ..vocabulary import ENV_CONSOLE
 
 __all__ = ["ConsoleCapture", "capture_console", "active_capture", "stop_capture", "captured_elsewhere",
-           "stream_identity"]
+           "stream_identity", "make_channel", "console_groups", "console_env_value"]
 
 _PIPE_SIZE = 1 << 20  # room for a burst while the relay starts (Linux's default limit for a user)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -78,6 +78,36 @@ def console_env_value(fd: int, log_path: str | Path | None) -> str:
     return f"{ident[0]}:{ident[1]}:{os.path.abspath(log_path) if log_path else ''}" if ident else ""
 
 
+def make_channel(fd: int) -> tuple[int, int]:
+    """Where output meant for ``fd`` goes instead: a pseudo-terminal shaped like ``fd``'s terminal (its
+    settings and window size, output processing left to the real one), else a pipe with room for a burst.
+    Returns ``(read end, write end)``, neither inherited by children."""
+    if os.isatty(fd):
+        master, slave = os.openpty()
+        try:
+            attrs = termios.tcgetattr(fd)
+            attrs[1] &= ~termios.OPOST
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+        except (OSError, termios.error):
+            pass
+        return master, slave
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, _F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:
+        pass
+    return read_end, write_end
+
+
+def console_groups() -> list[tuple[int, ...]]:
+    """fds 1 and 2, together when they point at the same file (one channel keeps their order)."""
+    out, err = stream_identity(1), stream_identity(2)
+    if out is not None and out == err:
+        return [(1, 2)]
+    return [(fd,) for fd, ident in ((1, out), (2, err)) if ident is not None]
+
+
 class ConsoleCapture:
     """fds 1 and 2 of this process captured into ``log_path`` (see the module doc). Use
     :func:`capture_console`; :meth:`stop` undoes it (also run at exit)."""
@@ -96,7 +126,7 @@ class ConsoleCapture:
                 stream.flush()
             except (AttributeError, OSError, ValueError):
                 pass
-        groups = self._groups()
+        groups = console_groups()
         if not groups:
             raise OSError("neither stdout nor stderr is open")
         to_close: list[int] = []
@@ -105,7 +135,7 @@ class ConsoleCapture:
             for fds in groups:
                 original = os.dup(fds[0])
                 self._saved.update({fd: (original if fd == fds[0] else os.dup(fd)) for fd in fds})
-                read_end, write_end = self._channel(fds[0])
+                read_end, write_end = make_channel(fds[0])
                 to_close.append(write_end)
                 self._keep.append(read_end)
                 streams.append(f"{read_end}:{original}")
@@ -142,34 +172,6 @@ class ConsoleCapture:
         self._watcher = threading.Thread(target=self._watch, name="lightning_track-console-watch", daemon=True)
         self._watcher.start()
         atexit.register(self.stop)
-
-    @staticmethod
-    def _groups() -> list[tuple[int, ...]]:
-        """fds 1 and 2, together when they point at the same file (one channel keeps their order)."""
-        out, err = stream_identity(1), stream_identity(2)
-        if out is not None and out == err:
-            return [(1, 2)]
-        return [(fd,) for fd, ident in ((1, out), (2, err)) if ident is not None]
-
-    @staticmethod
-    def _channel(fd: int) -> tuple[int, int]:
-        """A pseudo-terminal shaped like ``fd``'s terminal, else a pipe: ``(read end, write end)``."""
-        if os.isatty(fd):
-            master, slave = os.openpty()
-            try:
-                attrs = termios.tcgetattr(fd)
-                attrs[1] &= ~termios.OPOST  # the real terminal does the output processing, once
-                termios.tcsetattr(slave, termios.TCSANOW, attrs)
-                fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
-            except (OSError, termios.error):
-                pass
-            return master, slave
-        read_end, write_end = os.pipe()
-        try:
-            fcntl.fcntl(write_end, _F_SETPIPE_SZ, _PIPE_SIZE)
-        except OSError:
-            pass
-        return read_end, write_end
 
     # -- while it runs ---------------------------------------------------------------------------
     def _watch(self) -> None:

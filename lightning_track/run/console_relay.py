@@ -114,6 +114,22 @@ class Relay:
         self._grace = grace
         self._let_go_at = time.monotonic()
 
+    def keep_early(self, path: str | Path) -> bool:
+        """After the relay ended with lines no file took yet (the run folder was named only at the end,
+        or never): write them to ``path``. True if any."""
+        if self._writer.is_alive() or self._log is not None or not self._early:
+            return False
+        self._log_path = Path(path)
+        self._store([])
+        if self._log is not None:
+            self._log.close()
+        return self._log is not None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file lines go to (None: not known yet)."""
+        return self._log_path
+
     # -- the reader ------------------------------------------------------------------------------
     def run(self) -> None:
         """Relay until every input has ended (and, beside a training process, it let go)."""

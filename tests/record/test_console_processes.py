@@ -202,3 +202,34 @@ def test_torchrun_keeps_every_ranks_output_beside_rank_zeros(tmp_path: Path) -> 
     assert "hello from rank 1" in rank1 and "rank 1 c-level child" in rank1
     assert "hello from rank 1" not in rank0 and "hello from rank 0" not in rank1
     assert "hello from rank 0" in done.stdout and "hello from rank 1" in done.stdout  # the terminal: both
+
+
+# -- lt-run: the command's console from its first byte --------------------------------------------------
+def lt_run(tmp_path: Path, *cmd: str, exp_id: str, merged: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lightning_track.cli.run", "--exp-id", exp_id, "--signals-dir",
+                           str(tmp_path / "signals"), "--", *cmd], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True, timeout=240, env=env())
+
+
+def test_lt_run_keeps_what_was_printed_before_the_run_folder_existed_once(tmp_path: Path) -> None:
+    done = lt_run(tmp_path, sys.executable, str(SCRIPT), str(tmp_path / "runs"), "crash", exp_id="early")
+    assert done.returncode == 1, done.stdout[-3000:]
+    lines = logs_of(tmp_path / "runs")
+    assert lines[0] == "before-the-run: not captured by a RunLogger"  # printed before any RunLogger existed
+    check_common(lines)
+    assert lines[-1] == "RuntimeError: boom inside the fit"
+    assert len(lines) == len(set(lines)) or lines.count("python-print line") == 1  # not captured twice
+    assert lines.count("python-print line") == 1 and lines.count("c-level child stdout") == 1
+    assert "before-the-run: not captured by a RunLogger" in done.stdout and "python-print line" in done.stdout
+    # the terminal: the command's output first, then lt-run's verdict
+    assert done.stdout.index("RuntimeError: boom inside the fit") < done.stdout.index("lt-run: exit code 1")
+
+
+def test_lt_run_keeps_the_output_of_a_command_that_never_made_a_run(tmp_path: Path) -> None:
+    done = lt_run(tmp_path, sys.executable, "-c", "print('about to fail'); import no_such_module_here",
+                  exp_id="importfail")
+    assert done.returncode == 1
+    kept = tmp_path / "signals" / "importfail.logs.txt"
+    lines = [text for _, text in read_console_log(kept)]
+    assert lines[0] == "about to fail" and lines[-1] == "ModuleNotFoundError: No module named 'no_such_module_here'"
+    assert "console output of the command kept in" in done.stdout
