@@ -14,6 +14,7 @@ from typing import Any
 from ..folder.fileio import restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, FAILED, INTERRUPTED
+from .plots import RUN_PLOT
 
 __all__ = ["render_report", "format_value", "metrics_table", "failure_lines"]
 
@@ -77,7 +78,9 @@ def render_report(layout: RunLayout, summary: Mapping[str, Any]) -> str:
         "",
         "## Plots",
         "",
-        f"`tensorboard --logdir {layout.run_dir}` (curves), `metrics.csv` (one row per step).",
+        *([f"![metrics]({RUN_PLOT})", ""] if (layout.run_dir / RUN_PLOT).is_file() else []),
+        f"`tensorboard --logdir {layout.run_dir}` (curves), `metrics.csv` (one row per step), "
+        f"`lt report {layout.name} -o report.html` (interactive).",
         "",
         "## Config",
         "",

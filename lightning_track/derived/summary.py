@@ -68,6 +68,7 @@ def post_process(
     metric_modes: Mapping[str, Mode | None] | None = None,
     extra: Mapping[str, Any] | None = None,
     metrics: MetricsDigest | None = None,
+    plots: bool | None = None,
 ) -> dict[str, Any]:
     """Rebuild ``metrics.csv``, refresh ``summary.json`` and write ``report_draft.md`` from the files.
 
@@ -76,12 +77,17 @@ def post_process(
 
     ``metrics``: a :class:`MetricsDigest` fed every record of ``metrics.jsonl`` as it was written
     (lt-migrate): the same result without reading the file again. An incomplete one is ignored.
+
+    ``plots``: draw ``plots/metrics.png`` (linked from the report); by default when the records were
+    read here (not with ``metrics``: lt-migrate's thousands of runs skip the drawing) and matplotlib
+    is installed. A plot that cannot be drawn is recorded as ``plots_error``, never fatal.
     """
     layout = RunLayout(run_dir)
     if not layout.run_dir.is_dir():
         raise FileNotFoundError(f"{layout.run_dir}: not a run folder")
     problems: list[JsonlProblem] = []
     csv_error: OSError | None = None  # a full disk: summary.json (small) is still written, then this raised
+    plots_error: str | None = None
     steps: int | None = None
     if metrics is not None and metrics.complete:
         try:
@@ -98,6 +104,8 @@ def post_process(
             csv_error = exc
         summarized = summarize_metrics(records, metric_modes)
         last_step = records[-1].step if records else None
+        if plots is not False and records and csv_error is None:
+            plots_error = _draw(layout, records)
     summary_file = SummaryFile(layout.summary_json)
     fields: dict[str, Any] = {
         "run_name": layout.name,
@@ -110,6 +118,8 @@ def post_process(
         fields["metrics_problems"] = [str(p) for p in problems[:20]]
     if csv_error is not None:
         fields["metrics_csv_error"] = f"{layout.metrics_csv}: {one_line(csv_error)}"
+    if plots_error is not None:
+        fields["plots_error"] = plots_error
     if status is not None:
         fields["status"] = status
     if extra:
@@ -122,3 +132,14 @@ def post_process(
         raise csv_error
     atomic_write_text(layout.report_md, render_report(layout, summary))
     return summary
+
+
+def _draw(layout: RunLayout, records: list[Any]) -> str | None:
+    """Draw the run's PNG curves; the one-line reason when they could not be drawn."""
+    from .plots import RUN_PLOT, write_run_plots
+
+    try:
+        write_run_plots(layout.run_dir, records)
+    except Exception as exc:  # noqa: BLE001 - a plot must never cost the run its summary
+        return f"{layout.run_dir / RUN_PLOT}: {one_line(exc)}"
+    return None
