@@ -30,18 +30,18 @@ from typing_extensions import override
 from ..derived.digest import Mode
 from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
-from ..folder.signals import tell_launcher
 from ..sinks import Sink, load_sink
 from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
 from .config import normalize_config, redact
 from .console import capture_console
-from .distributed import broadcast_from_rank0, global_rank, group_size
+from .distributed import global_rank
+from .folder_choice import RunFolderChoice
 from .lifecycle import RunLifecycle
 
 __all__ = ["RunLogger"]
 
 
-class RunLogger(Logger):
+class RunLogger(RunFolderChoice, Logger):
     """Write a run to ``<root>/<dataset>_<method>_<YYYYmmdd_HHMMSS>/``.
 
     Args:
@@ -123,73 +123,6 @@ class RunLogger(Logger):
             self._layout = RunLayout.resolve_resume(self._root, dataset, method, resume)
         elif not os.environ.get(ENV_RUN_DIR):
             RunLayout.check_root(self._root)
-
-    # -- where the run lives -------------------------------------------------------------------
-    def _resolve(self) -> RunLayout:
-        """The folder, decided once; see the module docstring for how ranks agree on it."""
-        if self._agreed and self._layout is not None:
-            return self._layout
-        explicit = os.environ.get(ENV_RUN_DIR)
-        if explicit:  # a launcher named the folder for every rank: nothing to agree on
-            self._set_layout(RunLayout(explicit), agreed=True, create=True)
-            return self._layout  # type: ignore[return-value]
-        world, rank = group_size()
-        if world > 1:  # a process group is up: rank 0 decides, every rank takes its answer
-            mine = str(self._decide().run_dir) if rank == 0 else None
-            self._set_layout(RunLayout(broadcast_from_rank0(mine)), agreed=True)
-            return self._layout  # type: ignore[return-value]
-        if self._rank > 0:
-            # Started independently (torchrun, srun) and asked before the process group is up: a
-            # provisional path, never written; the broadcast replaces it.
-            if self._layout is None:
-                self._layout = (RunLayout.resolve_resume(self._root, self.dataset, self.method, self._resume)
-                                if self._resume else
-                                RunLayout(self._root / RunLayout.run_name(self.dataset, self.method, "pending")))
-            return self._layout
-        self._set_layout(self._decide(), agreed=False)
-        return self._layout  # type: ignore[return-value]
-
-    def _decide(self) -> RunLayout:
-        """Rank 0's folder: the one it already has, the resumed one, or a new one."""
-        if self._layout is not None and self._rank == 0:
-            return self._layout
-        if self._resume:
-            return RunLayout.resolve_resume(self._root, self.dataset, self.method, self._resume)
-        try:
-            layout = RunLayout.create(self._root, self.dataset, self.method)
-        except OSError as exc:
-            raise OSError(f"cannot create a run folder under {self._root}: {one_line(exc)}") from None
-        self._created_here = True
-        return layout
-
-    def _set_layout(self, layout: RunLayout, *, agreed: bool, create: bool = False) -> None:
-        if self._rank == 0 and create:
-            layout.run_dir.mkdir(parents=True, exist_ok=True)
-        changed = self._layout is None or self._layout.run_dir != layout.run_dir
-        self._layout, self._agreed = layout, agreed or self._agreed
-        if self._rank == 0 and changed:
-            tell_launcher(layout.run_dir)
-        if self._rank == 0 and (self._run is None or self._run.layout.run_dir != layout.run_dir):
-            self._run = RunLifecycle(
-                layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
-                resume=bool(self._resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
-                flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
-                sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console)
-            self._register_exit_hook()
-
-    @property
-    def layout(self) -> RunLayout:
-        """The run's :class:`RunLayout` (deciding the folder if it is not decided yet)."""
-        return self._resolve()
-
-    @property
-    def run_dir(self) -> Path:
-        """The run folder (the same path on every rank once training has started)."""
-        return self._resolve().run_dir
-
-    @property
-    def run_name(self) -> str:
-        return self.run_dir.name
 
     @property
     def attempt(self) -> int | None:
@@ -382,41 +315,6 @@ class RunLogger(Logger):
         from lands on disk (so no step between the last flush and the checkpoint is ever lost)."""
         if self._rank_zero() and self._run is not None and self._run.active:
             self._run.make_durable()
-
-    def continue_from_checkpoint(self, ckpt_path: str | os.PathLike[str] | None, trainer: Any = None) -> bool:
-        """``trainer.fit(ckpt_path=...)`` names a checkpoint inside a run of this logger's root with
-        the same dataset and method: continue that run, as ``resume=`` would, with every checkpoint
-        callback of ``trainer`` that took its folder from this logger. Called (once per checkpoint)
-        by StepCheckpoint when the checkpoint loads, else by ``log_graph`` at the start of fit, while
-        this logger's own folder is still empty. True when the logger switched folders."""
-        if not ckpt_path or self._resume or str(ckpt_path) == self._ckpt_seen:
-            return False
-        self._ckpt_seen = str(ckpt_path)
-        target = RunLayout.run_of_checkpoint(ckpt_path, self._root, self.dataset, self.method)
-        current = self._layout
-        if target is None:
-            if current is not None and self._rank_zero() and Path(ckpt_path).exists():
-                print(f"lightning_track: {ckpt_path} is not in a run of {self.dataset}/{self.method} under "
-                      f"{self._root}: started the new run {current.name}; to continue that run instead, "
-                      "pass RunLogger(resume=<its folder>)", file=sys.stderr)
-            return False
-        if current is not None and current.run_dir.resolve() == target.run_dir.resolve():
-            return False
-        if current is not None and self._created_here and self._rank_zero():
-            try:
-                current.run_dir.rmdir()  # made by this process a moment ago and still empty
-            except OSError:
-                return False  # something was written there already: keep it, and the new run
-        self._resume = str(target.run_dir)
-        self._created_here = False
-        self._run = None
-        self._set_layout(target, agreed=True)
-        if current is not None and trainer is not None:
-            for callback in getattr(trainer, "checkpoint_callbacks", []):
-                dirpath = getattr(callback, "dirpath", None)
-                if dirpath and Path(dirpath).resolve() == current.checkpoints_dir.resolve():
-                    callback.dirpath = str(target.checkpoints_dir)
-        return True
 
     # -- run lifecycle -------------------------------------------------------------------------
     def update_summary(self, **fields: Any) -> None:
