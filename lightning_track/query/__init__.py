@@ -7,7 +7,18 @@ notes (:mod:`.annotations`), each an atomic replace of one small file.
 
 from __future__ import annotations
 
-from .history import History, load_history, read_history
-from .runs import RunInfo, find_runs, load_runs, resolve_run
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .history import History, load_history, read_history
+    from .runs import RunInfo, find_runs, load_runs, resolve_run
 
 __all__ = ["RunInfo", "find_runs", "load_runs", "resolve_run", "History", "read_history", "load_history"]
+_HOME = {"History": ".history", "load_history": ".history", "read_history": ".history"}
+
+
+def __getattr__(name: str) -> Any:  # lazily: the history reader needs numpy, lt ls does not
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME.get(name, ".runs"), __name__), name)

@@ -60,6 +60,8 @@ def format_cell(value: Any) -> str:
 
 def text_width(text: str) -> int:
     """Terminal columns of ``text`` (wide East Asian characters take two)."""
+    if text.isascii():
+        return len(text)
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 

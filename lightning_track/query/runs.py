@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +129,15 @@ class RunInfo:
         dataset, _, method = prefix.partition("_")
         return dataset, method
 
-    @property
+    @cached_property
     def dataset(self) -> str:
         return str(self.summary.get("dataset") or self.meta.get("dataset") or self._parts()[0])
 
-    @property
+    @cached_property
     def method(self) -> str:
         return str(self.summary.get("method") or self.meta.get("method") or self._parts()[1])
 
-    @property
+    @cached_property
     def start(self) -> float | None:
         found = _time(self.summary.get("start_time")) or _time(self.meta.get("created"))
         if found is None:
@@ -144,13 +145,13 @@ class RunInfo:
             found = parsed.started.timestamp() if parsed else None
         return found
 
-    @property
+    @cached_property
     def end(self) -> float | None:
         if self.status == CRASHED:
             return _time(self.summary.get("heartbeat"))
         return _time(self.summary.get("end_time")) if self.status != RUNNING else None
 
-    @property
+    @cached_property
     def duration(self) -> float | None:
         start = self.start
         if self.status == RUNNING and start is not None:
@@ -162,21 +163,21 @@ class RunInfo:
         end = self.end
         return end - start if end is not None and start is not None else None
 
-    @property
+    @cached_property
     def host(self) -> str:
         attempts = self.summary.get("attempts")
         last = attempts[-1] if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict) else {}
         return str(self.meta.get("host") or last.get("host") or "")
 
-    @property
+    @cached_property
     def tags(self) -> list[str]:
         return effective_tags(self.summary, self.annotations)
 
-    @property
+    @cached_property
     def notes(self) -> str:
         return effective_notes(self.summary, self.annotations)
 
-    @property
+    @cached_property
     def failure(self) -> dict[str, Any]:
         failure = self.summary.get("failure")
         return failure if isinstance(failure, dict) else {}
