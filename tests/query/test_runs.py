@@ -217,3 +217,39 @@ def test_folder_without_runs_and_copying_a_run_elsewhere(made_runs: dict[str, Pa
     moved = Path(shutil.copytree(made_runs["full"], tmp_path / "deep" / "a" / made_runs["full"].name))
     (info,) = find_runs(tmp_path)
     assert info.path == moved and info.source == "deep/a"
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_write_is_crashed(tmp_path: Path) -> None:
+    """A real training process SIGKILLed while it writes: its summary still says running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "core" / "train_script.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIGHTNING_TRACK_")}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "200", "--hang-at", "20"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "hanging.txt").exists():
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        (live,) = find_runs(tmp_path)
+        assert live.status == "running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    (dead,) = find_runs(tmp_path)  # this host, its pid gone: crashed at once
+    assert dead.status == "crashed" and f"process {proc.pid}" in dead.why
+    (mirrored,) = [read_run_elsewhere(dead.path, stale_after=0.0)]  # another host sees only the heartbeat
+    assert mirrored.status == "crashed" and "no heartbeat" in mirrored.why
+    frame = load_history(dead.path)
+    assert frame["step"].max() >= 19  # what it logged is readable
+
+
+def read_run_elsewhere(path: Path, stale_after: float):
+    from lightning_track.query.runs import read_run
+
+    return read_run(path, stale_after=stale_after, this_host="a-viewer-machine", now=time.time() + 1)
