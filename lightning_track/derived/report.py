@@ -15,6 +15,7 @@ from ..folder.fileio import restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, FAILED, INTERRUPTED
 from .plots import RUN_PLOT
+from .system import system_report_line
 
 __all__ = ["render_report", "format_value", "metrics_table", "failure_lines"]
 
@@ -69,6 +70,7 @@ def render_report(layout: RunLayout, summary: Mapping[str, Any]) -> str:
         f"- dataset / method: {summary.get('dataset', '?')} / {summary.get('method', '?')}",
         f"- started: {summary.get('start_time', '?')}, ended: {summary.get('end_time', '-')}",
         f"- duration: {summary.get('duration_s', '-')} s, last step: {summary.get('last_step', '-')}",
+        *([f"- {line}"] if (line := system_report_line(summary.get("system"))) else []),
         "",
         "## Key results",
         "",

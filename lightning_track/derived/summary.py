@@ -15,6 +15,7 @@ from ..folder.records import read_metrics
 from ..vocabulary import RUNNING, iso_time
 from .digest import MetricsDigest, Mode, summarize_metrics, write_metrics_csv
 from .report import render_report
+from .system import system_summary
 
 __all__ = ["SummaryFile", "post_process"]
 
@@ -120,6 +121,9 @@ def post_process(
         fields["metrics_csv_error"] = f"{layout.metrics_csv}: {one_line(csv_error)}"
     if plots_error is not None:
         fields["plots_error"] = plots_error
+    system = system_summary(layout.run_dir)
+    if system is not None:  # peaks and means of system.jsonl
+        fields["system"] = system
     if status is not None:
         fields["status"] = status
     if extra:

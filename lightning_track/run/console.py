@@ -179,6 +179,9 @@ class ConsoleCapture:
         with self._lock:
             if self._stopped:
                 return
+            if not any(stream_identity(fd) == ours for fd, ours in self._ours.items()):
+                self._stopped = True  # someone else pointed fds 1 and 2 elsewhere (a test harness): not ours
+                return
             self._restore()
             self._hand_on_leftovers()
             self._stopped = True

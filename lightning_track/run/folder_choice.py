@@ -95,7 +95,8 @@ class RunFolderChoice:
                 layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
                 resume=bool(self._resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
                 flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
-                sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console)
+                sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console,
+                system_interval=self.system_interval)
             self._register_exit_hook()
 
     @property

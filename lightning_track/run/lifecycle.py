@@ -51,6 +51,7 @@ from .config import (
 )
 from .console import capture_console
 from .meta import collect_meta
+from .system import SystemRecorder, start_system_recorder
 from .writer import BackgroundWriter
 
 __all__ = ["RunLifecycle", "check_rewind"]
@@ -91,6 +92,7 @@ class RunLifecycle:
         tags: Sequence[str] = (),
         notes: str | None = None,
         console: bool = False,
+        system_interval: float = 0.0,
     ) -> None:
         self.layout = layout
         self.dataset = dataset
@@ -105,6 +107,9 @@ class RunLifecycle:
         self.sink_process = sink_process
         self.tags, self.notes = list(tags), notes
         self.console = console  # capture this process's console into logs.txt from the start
+        self.system_interval = system_interval  # seconds between system samples (0: none)
+        self.system: SystemRecorder | None = None  # sampling in this process (when no sink host does)
+        self.last_step: int | None = None
         self.summary = SummaryFile(layout.summary_json)
         self.attempt = 0
         self.start_time = 0.0
@@ -179,6 +184,9 @@ class RunLifecycle:
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
         self._pending = {}
         self.ensure_writer()
+        if self.system_interval and not self._hosted:  # else the sink host samples, off this process
+            self.system = start_system_recorder(layout, self.system_interval, pid=os.getpid(), attempt=self.attempt,
+                                                step=lambda: self.last_step)
 
     # Room kept for the end of the run: when the disk fills during training, finalize frees this
     # first, so summary.json can still say "failed" and why. Hidden, named by the temp-file rule.
@@ -233,6 +241,7 @@ class RunLifecycle:
         writer = self.ensure_writer()
         writer.check()
         writer.put(step, when, metrics)
+        self.last_step = step
 
     def check(self) -> None:
         """Raise a writer or sink error on the caller's (training) thread."""
@@ -281,15 +290,20 @@ class RunLifecycle:
             )
         return self.writer
 
+    @property
+    def _hosted(self) -> bool:
+        """Whether a sink host process runs beside this one (it also samples the system metrics)."""
+        return self.sink_process and any(isinstance(s, str) for s in self.sink_specs)
+
     def _sinks(self) -> list[Sink]:
         sinks: list[Sink] = [MetricsJsonlSink()]
         named = [s for s in self.sink_specs if isinstance(s, str)]
-        if named and self.sink_process:
+        if self._hosted:
             # Named sinks run in the sink host process; instances stay here (their class may not be
             # importable there). See lightning_track/run/sinkhost.py.
             from .sinkhost import SinkHost
 
-            sinks.append(SinkHost(named))
+            sinks.append(SinkHost(named, system_interval=self.system_interval))
             sinks += [s for s in self.sink_specs if not isinstance(s, str)]
         else:
             sinks += [load_sink(s) if isinstance(s, str) else s for s in self.sink_specs]
@@ -337,6 +351,7 @@ class RunLifecycle:
             except BaseException as exc:  # noqa: BLE001 - still write the summary, then re-raise
                 error = exc
                 ours, reason = FAILED, reason or f"writing the run's files failed: {exc!r}"
+        self._stop_system()
         self.finalized = True
         self._reserve.unlink(missing_ok=True)
         data = self.summary.read()
@@ -377,6 +392,7 @@ class RunLifecycle:
 
         A writer that has opened no sink is stopped without creating files.
         """
+        self._stop_system()
         if self.writer is not None:
             writer, self.writer = self.writer, None
             if writer.opened:
@@ -384,9 +400,14 @@ class RunLifecycle:
             else:
                 writer.abandon()
 
+    def _stop_system(self) -> None:
+        if self.system is not None:
+            system, self.system = self.system, None
+            system.close()
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["writer"] = None  # a thread does not pickle; the worker starts its own
+        state["writer"] = state["system"] = None  # a thread does not pickle; the worker starts its own
         return state
 
 

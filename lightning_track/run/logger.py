@@ -33,10 +33,10 @@ from ..folder.layout import RunLayout, sanitize_name
 from ..sinks import Sink, load_sink
 from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
 from .config import normalize_config, redact
-from .console import capture_console
 from .distributed import global_rank
 from .folder_choice import RunFolderChoice
 from .lifecycle import RunLifecycle
+from .system import start_rank_records
 
 __all__ = ["RunLogger"]
 
@@ -69,6 +69,9 @@ class RunLogger(RunFolderChoice, Logger):
         console: capture everything the process prints (stdout and stderr at the file-descriptor level,
             subprocesses included) into ``logs.txt`` from the start of training until the process ends;
             other ranks into ``logs.rank<N>.txt``. The terminal shows the same as without it.
+        system_interval: seconds between samples of GPU/CPU/memory into ``system.jsonl`` (and TensorBoard,
+            SwanLab under ``system/``), taken off the training thread; 0 switches it off. Another node's
+            local rank 0 samples its own machine into ``system.node<k>.jsonl``.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class RunLogger(RunFolderChoice, Logger):
         tags: Iterable[str] = (),
         notes: str | None = None,
         console: bool = True,
+        system_interval: float = 10.0,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -105,7 +109,10 @@ class RunLogger(RunFolderChoice, Logger):
         self.allow_rewind = allow_rewind
         self.tags, self.notes = [tags] if isinstance(tags, str) else [str(t) for t in tags], notes
         self.console = bool(console)
-        self._rank_console = False  # a rank > 0 has started capturing into logs.rank<N>.txt
+        if not isinstance(system_interval, (int, float)) or system_interval < 0:
+            raise ValueError(f"system_interval must be a number of seconds >= 0 (0: off), got {system_interval!r}")
+        self.system_interval = float(system_interval)
+        self._rank_records = False  # a rank > 0 keeps its console (and another node's local rank 0 its system)
         self._root = Path(root)
         self._resume = resume
         self._rank = global_rank()
@@ -251,9 +258,10 @@ class RunLogger(RunFolderChoice, Logger):
             if self._rank_zero():
                 if not self._resume:
                     self._rank_zero_run().start()  # Lightning's first save() is the start of fit
-            elif self.console and not self._rank_console and self._agreed and self._layout is not None:
-                self._rank_console = True  # every rank's output is kept, beside rank 0's logs.txt
-                capture_console(self._layout.rank_logs_txt(self._rank))
+            elif not self._rank_records and self._agreed and self._layout is not None:
+                self._rank_records = True
+                start_rank_records(self._layout, self._rank, console=self.console, system_interval=self.system_interval,
+                                   step=lambda: getattr(self._trainer and self._trainer(), "global_step", None))
             return
         run.check()
         if self._durable_on_next_save:

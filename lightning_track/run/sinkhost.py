@@ -46,6 +46,7 @@ from ..errors import SinkHostError
 from ..folder.records import MetricRecord
 from ..sinks.base import Sink, SinkContext
 from ..vocabulary import FAILED
+from .system import start_system_recorder
 
 __all__ = ["SinkHost", "SinkHostError", "main"]
 
@@ -113,9 +114,11 @@ class SinkHost(Sink):
 
     name = "sink host"
 
-    def __init__(self, specs: Sequence[str | Sink], close_timeout: float = 120.0) -> None:
+    def __init__(self, specs: Sequence[str | Sink], close_timeout: float = 120.0,
+                 system_interval: float = 0.0) -> None:
         self.specs = list(specs)
         self.close_timeout = close_timeout
+        self.system_interval = system_interval  # the host samples system metrics of its parent (0: off)
         self._report: Callable[[str, BaseException], None] | None = None
         self._replies = threading.Condition()
         self._flushed: set[int] = set()
@@ -187,7 +190,7 @@ class SinkHost(Sink):
         self._send(("open", {
             "run_dir": os.path.abspath(context.layout.run_dir), "dataset": context.dataset, "method": context.method,
             "config": context.config, "resume_step": context.resume_step, "resume_count": context.resume_count,
-            "sinks": self.specs,
+            "sinks": self.specs, "system_interval": self.system_interval,
         }))
 
     def log_config(self, config: dict[str, Any]) -> None:
@@ -249,6 +252,9 @@ class _Host:
         self.out_fd = out_fd
         self.sinks: list[Sink] = []
         self.opened = False
+        self.lock = threading.Lock()  # the sinks are called from the message loop and the system sampler
+        self.last_step: int | None = None
+        self.system: Any = None
 
     def reply(self, *message: Any) -> None:
         try:
@@ -257,12 +263,13 @@ class _Host:
             pass  # the parent is gone; keep writing the sinks regardless
 
     def call_all(self, method: str, *args: Any) -> None:
-        for sink in list(self.sinks):
-            try:
-                getattr(sink, method)(*args)
-            except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-                self.reply(*_error_message(f"sink {sink.name!r} {method}", exc))
-                self.sinks.remove(sink)
+        with self.lock:
+            for sink in list(self.sinks):
+                try:
+                    getattr(sink, method)(*args)
+                except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+                    self.reply(*_error_message(f"sink {sink.name!r} {method}", exc))
+                    self.sinks.remove(sink)
 
     def open(self, fields: dict[str, Any]) -> None:
         from ..folder.layout import RunLayout
@@ -281,6 +288,11 @@ class _Host:
                 self.reply(*_error_message(f"opening sink {name!r}", exc))
                 continue
             self.sinks.append(sink)
+        if fields.get("system_interval"):
+            self.system = start_system_recorder(
+                context.layout, fields["system_interval"], pid=os.getppid(), attempt=fields["resume_count"] + 1,
+                step=lambda: self.last_step, on_record=lambda record: self.call_all("write", [record]),
+                on_error=lambda text: print(f"lightning_track: {text}", file=sys.stderr))
         self.reply("opened")
 
     def handle(self, message: tuple[Any, ...]) -> bool:
@@ -292,16 +304,24 @@ class _Host:
             self.call_all("log_config", dict(message[1]))
         elif kind == "write":
             self.call_all("write", [MetricRecord(step, when, metrics) for step, when, metrics in message[1]])
+            if message[1]:
+                self.last_step = max(self.last_step or 0, *(step for step, _, _ in message[1]))
         elif kind == "flush":
             self.call_all("flush")
             if message[1] is not None:
                 self.reply("flushed", message[1])
         elif kind == "close":
+            self.stop_system()
             self.call_all("close_with", *message[1:])
             self.sinks = []
             self.reply("closed")
             return False
         return True
+
+    def stop_system(self) -> None:
+        if self.system is not None:
+            system, self.system = self.system, None
+            system.close()
 
 
 def _warm_up(names: str) -> None:
@@ -360,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         message = reader.read()
         if message is None:  # the parent died without closing: finish what was received
             if host.opened:
+                host.stop_system()
                 host.call_all("close_with", FAILED, "the training process ended without closing the run (killed?)")
             break  # and skip the interpreter's atexit hooks: SwanLab's would mark an unclosed run finished
         if not host.handle(message):
