@@ -30,10 +30,10 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import Progress
-from tiny_mlp import TinyMLP
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_track import PreemptionHandler, RunLogger, StepCheckpoint, from_config
+from lightning_track.training.toy import tiny_mlp
 
 
 def fit_time(steps: int, callbacks: list) -> float:
@@ -41,7 +41,7 @@ def fit_time(steps: int, callbacks: list) -> float:
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, callbacks=callbacks,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
     start = time.perf_counter()
-    trainer.fit(TinyMLP(), DataLoader(data, batch_size=32, shuffle=True))
+    trainer.fit(tiny_mlp(), DataLoader(data, batch_size=32, shuffle=True))
     return time.perf_counter() - start
 
 
@@ -50,7 +50,7 @@ CHILD = textwrap.dedent('''
     from pathlib import Path
     from torch.utils.data import DataLoader, TensorDataset
     sys.path.insert(0, sys.argv[3])
-    from tiny_mlp import TinyMLP
+    from lightning_track.training.toy import tiny_mlp
     from lightning_track import PreemptionHandler, RunLogger, StepCheckpoint
     root, handler = Path(sys.argv[1]), sys.argv[2] == "1"
     class Ready(L.Callback):
@@ -63,7 +63,7 @@ CHILD = textwrap.dedent('''
     trainer = L.Trainer(max_steps=100000, logger=logger, callbacks=cbs, enable_checkpointing=handler,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     data = TensorDataset(torch.randn(4096, 32), torch.randn(4096, 1))
-    trainer.fit(TinyMLP(), DataLoader(data, batch_size=32))
+    trainer.fit(tiny_mlp(), DataLoader(data, batch_size=32))
 ''')
 
 

@@ -26,10 +26,10 @@ import lightning as L
 import torch
 from rich.console import Console
 from rich.progress import Progress
-from tiny_mlp import TinyMLP
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_track import HealthGuard
+from lightning_track.training.toy import tiny_mlp
 
 
 class TimedGuard(HealthGuard):
@@ -59,7 +59,7 @@ def fit_seconds(steps: int, callbacks: list, root: Path) -> float:
                         default_root_dir=root, log_every_n_steps=1)
     data = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
     start = time.perf_counter()
-    trainer.fit(TinyMLP(), data)
+    trainer.fit(tiny_mlp(), data)
     return time.perf_counter() - start
 
 

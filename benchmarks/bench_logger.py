@@ -111,8 +111,9 @@ def bench_calls(calls: int) -> dict[str, float]:
 def fit_once(kind: str, steps: int) -> float:
     import lightning as L
     import torch
-    from tiny_mlp import TinyMLP
     from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_track.training.toy import tiny_mlp
 
     torch.manual_seed(0)
     x = torch.randn(steps * 8, 32)
@@ -123,7 +124,7 @@ def fit_once(kind: str, steps: int) -> float:
                             enable_model_summary=False, enable_checkpointing=False, accelerator="cpu",
                             default_root_dir=tmp)
         start = time.perf_counter()
-        trainer.fit(TinyMLP(), data)
+        trainer.fit(tiny_mlp(), data)
         return time.perf_counter() - start
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the checkpointing tests; shared helpers live in ckpt_support.py (conftest is not importable)."""
+"""Fixtures for the checkpointing tests; shared helpers live in tests/support (conftest is not importable)."""
 
 from __future__ import annotations
 

@@ -8,19 +8,18 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from support.trainers import make_trainer
+from torch.utils.data import DataLoader
 
-from ckpt_support import LineDataset, TinyModule, make_trainer  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from lightning_track import BatchTracker, RunLogger, StepCheckpoint, TrackedDataset  # noqa: E402
+from lightning_track import BatchTracker, RunLogger, StepCheckpoint, TrackedDataset
+from lightning_track.training.toy import LineDataset, ToyRegression
 
 if __name__ == "__main__":
     root = Path(sys.argv[1])
     logger = RunLogger("lines", "ddp", root=root, sinks=())
     trainer = make_trainer(root, max_steps=6, strategy="ddp", devices=2, logger=logger,
                            callbacks=[StepCheckpoint(every_n_steps=3), BatchTracker()])
-    module = TinyModule()
+    module = ToyRegression(hidden=8, seed=None)
     trainer.fit(module, DataLoader(TrackedDataset(LineDataset(n=40)), batch_size=3, shuffle=True))
     seen = [lines for _, _, lines in module.seen]
     truth = {"lines": seen, "losses": module.losses}

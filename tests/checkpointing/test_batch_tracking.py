@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from ckpt_support import LineDataset, TinyModule, TupleDataset, loader, make_trainer
+from support.processes import script_env
+from support.trainers import make_trainer
 
 from lightning_track import BatchTracker, StepCheckpoint, TrackedDataset
 from lightning_track.folder.fileio import iter_jsonl, read_json
 from lightning_track.folder.tracking import CANONICAL_FIELDS
+from lightning_track.training.toy import LineDataset, ToyRegression, TupleLineDataset, line_loader
 
 HERE = Path(__file__).parent
 
@@ -23,10 +25,10 @@ def _records(path: Path) -> list[dict]:
 
 def test_ids_equal_what_each_step_trained_on(tmp_path, run_logger_factory):
     logger = run_logger_factory()
-    module = TinyModule()
+    module = ToyRegression(hidden=8, seed=None)
     callbacks = [BatchTracker(), StepCheckpoint(every_n_steps=4)]
     trainer = make_trainer(tmp_path, max_steps=10, logger=logger, callbacks=callbacks)
-    trainer.fit(module, loader(TrackedDataset(LineDataset(n=24)), batch_size=5))
+    trainer.fit(module, line_loader(TrackedDataset(LineDataset(n=24)), batch_size=5))
     layout = logger.layout
     records = _records(layout.batch_tracking_jsonl)
     assert [r["step"] for r in records] == list(range(1, 11))
@@ -54,10 +56,10 @@ def test_ids_equal_what_each_step_trained_on(tmp_path, run_logger_factory):
 
 def test_gradient_accumulation_records_every_micro_batch(tmp_path, run_logger_factory):
     logger = run_logger_factory()
-    module = TinyModule()
+    module = ToyRegression(hidden=8, seed=None)
     trainer = make_trainer(tmp_path, max_steps=4, accumulate_grad_batches=3, logger=logger,
                            callbacks=[BatchTracker()])
-    trainer.fit(module, loader(TrackedDataset(LineDataset(n=48)), batch_size=4))
+    trainer.fit(module, line_loader(TrackedDataset(LineDataset(n=48)), batch_size=4))
     records = _records(logger.layout.batch_tracking_jsonl)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     for n, record in enumerate(records):
@@ -69,18 +71,18 @@ def test_gradient_accumulation_records_every_micro_batch(tmp_path, run_logger_fa
 
 
 def test_ids_from_the_batch_itself_are_left_in_place(tmp_path):
-    module = TinyModule()
+    module = ToyRegression(hidden=8, seed=None)
     trainer = make_trainer(tmp_path, max_steps=3, logger=False, callbacks=[BatchTracker(id_key="idx")])
-    trainer.fit(module, loader(LineDataset(n=16, with_ids=True)))
+    trainer.fit(module, line_loader(LineDataset(n=16, with_ids=True)))
     records = _records(tmp_path / "batch_tracking.jsonl")  # default_root_dir without a RunLogger
     assert [r["line_indices"] for r in records] == [lines for _, _, lines in module.seen]
     assert module.batch_keys[0] == ["idx", "x", "y"]
 
 
 def test_tuple_samples_get_the_id_appended_and_removed(tmp_path):
-    module = TinyModule()
+    module = ToyRegression(hidden=8, seed=None)
     trainer = make_trainer(tmp_path, max_steps=3, logger=False, callbacks=[BatchTracker()])
-    trainer.fit(module, loader(TrackedDataset(TupleDataset(n=16))))
+    trainer.fit(module, line_loader(TrackedDataset(TupleLineDataset(n=16))))
     records = _records(tmp_path / "batch_tracking.jsonl")
     assert [r["line_indices"] for r in records] == [lines for _, _, lines in module.seen]
     assert module.batch_keys[0] == ["len=2"]
@@ -89,7 +91,7 @@ def test_tuple_samples_get_the_id_appended_and_removed(tmp_path):
 def test_missing_ids_fail_at_the_first_step_with_a_clear_message(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=3, logger=False, callbacks=[BatchTracker(id_key="line_id")])
     with pytest.raises(ValueError, match=r"the batch has no 'line_id' key .*TrackedDataset"):
-        trainer.fit(TinyModule(), loader(LineDataset(n=16)))
+        trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(LineDataset(n=16)))
 
 
 def test_tracked_dataset_rejects_samples_it_cannot_tag():
@@ -104,7 +106,7 @@ def test_ddp_two_processes_gathers_all_ranks_ids(tmp_path):
     """A real 2-process DDP fit (gloo, CPU); each rank writes what it trained on, rank 0 the tracking."""
     root = tmp_path / "runs"
     result = subprocess.run([sys.executable, str(HERE / "ddp_script.py"), str(root)],
-                            capture_output=True, text=True, timeout=240)
+                            capture_output=True, text=True, timeout=240, env=script_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("lines_ddp_")]
     truth = {rank: json.loads((root / f"seen_rank{rank}.json").read_text()) for rank in (0, 1)}

@@ -8,22 +8,23 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from ckpt_support import LineDataset, TinyModule, loader, make_trainer
+from support.trainers import make_trainer
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_track import FinalModelExport, load_final_model
 from lightning_track.folder.fileio import read_json
+from lightning_track.training.toy import LineDataset, ToyRegression, line_loader
 
 
 def test_plain_module_round_trips_through_safetensors_and_config(tmp_path, run_logger_factory):
     logger = run_logger_factory(dataset="arc-challenge", method="lora")
-    module = TinyModule(dim=4, hidden=6, lr=0.1)
+    module = ToyRegression(dim=4, hidden=6, lr=0.1, seed=None)
     trainer = make_trainer(tmp_path, max_steps=8, logger=logger, callbacks=[FinalModelExport()])
-    trainer.fit(module, loader(LineDataset(n=16)))
+    trainer.fit(module, line_loader(LineDataset(n=16)))
     folder = logger.layout.final_model_dir
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert read_json(folder / "config.json") == {"dim": 4, "hidden": 6, "lr": 0.1}
-    loaded = load_final_model(folder, TinyModule)
+    loaded = load_final_model(folder, ToyRegression)
     assert not loaded.training
     x = torch.randn(5, 4)
     module.eval()
@@ -42,14 +43,14 @@ def test_export_replaces_an_old_folder_whole(tmp_path):
     target = tmp_path / "final_model"
     target.mkdir()
     (target / "stale.bin").write_bytes(b"old")
-    module = TinyModule()
+    module = ToyRegression(hidden=8, seed=None)
     FinalModelExport().export(None, module, target)
     assert sorted(p.name for p in target.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["final_model"]
 
 
 def test_failed_fit_exports_nothing(tmp_path, run_logger_factory):
-    class Broken(TinyModule):
+    class Broken(ToyRegression):
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             if self.global_step == 2:
                 raise RuntimeError("boom")
@@ -58,21 +59,21 @@ def test_failed_fit_exports_nothing(tmp_path, run_logger_factory):
     logger = run_logger_factory()
     trainer = make_trainer(tmp_path, max_steps=5, logger=logger, callbacks=[FinalModelExport()])
     with pytest.raises(RuntimeError, match="boom"):
-        trainer.fit(Broken(), loader(LineDataset(n=16)))
+        trainer.fit(Broken(), line_loader(LineDataset(n=16)))
     assert not logger.layout.final_model_dir.exists()
 
 
 def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_final_model(tmp_path / "nope", TinyModule)
+        load_final_model(tmp_path / "nope", ToyRegression)
     folder = tmp_path / "final_model"
-    FinalModelExport().export(None, TinyModule(hidden=6), folder)
+    FinalModelExport().export(None, ToyRegression(hidden=6, seed=None), folder)
     (folder / "config.json").write_text(json.dumps({"dim": 4, "hidden": 6, "lr": 0.1, "width": 3}))
-    with pytest.raises(TypeError, match=r"config.json: cannot build TinyModule\(\*\*config\).*width"):
-        load_final_model(folder, TinyModule)
+    with pytest.raises(TypeError, match=r"config.json: cannot build ToyRegression\(\*\*config\).*width"):
+        load_final_model(folder, ToyRegression)
     (folder / "config.json").write_text(json.dumps({"hidden": 9}))
-    with pytest.raises(ValueError, match=r"model.safetensors: does not match TinyModule"):
-        load_final_model(folder, TinyModule)
+    with pytest.raises(ValueError, match=r"model.safetensors: does not match ToyRegression"):
+        load_final_model(folder, ToyRegression)
 
 
 def test_hub_mixin_model_saves_itself(tmp_path):

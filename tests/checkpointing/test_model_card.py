@@ -11,11 +11,12 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from ckpt_support import LineDataset, TinyModule, loader, make_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from support.trainers import make_trainer
 from torch.utils.data import DataLoader
 
 from lightning_track import FinalModelExport
+from lightning_track.training.toy import LineDataset, ToyRegression, line_loader
 
 
 def card(folder: Any) -> Any:
@@ -42,7 +43,7 @@ def test_card_states_steps_full_epochs_and_batches(tmp_path, run_logger_factory,
     logger = run_logger_factory()
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = make_trainer(tmp_path, logger=logger, callbacks=[checkpoint, FinalModelExport()], **kwargs)
-    trainer.fit(TinyModule(), loader(LineDataset(n=120)))
+    trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(LineDataset(n=120)))
     text = (logger.layout.final_model_dir / "README.md").read_text()
     assert trained_line(text) == expected
     # Lightning's checkpoint of the same moment agrees on the epoch the run was in
@@ -53,7 +54,7 @@ def test_card_states_steps_full_epochs_and_batches(tmp_path, run_logger_factory,
 def test_plain_module_card_is_pytorch_lightning(tmp_path, run_logger_factory):
     logger = run_logger_factory(method="lora")
     trainer = make_trainer(tmp_path, max_steps=3, logger=logger, callbacks=[FinalModelExport()])
-    trainer.fit(TinyModule(), loader(LineDataset(n=16)))
+    trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(LineDataset(n=16)))
     data = card(logger.layout.final_model_dir).data
     assert data.library_name == "pytorch-lightning"
     assert {"lightning", "lightning_track", "lora"} <= set(data.tags)
@@ -90,6 +91,6 @@ def test_library_of_what_saved_the_model():
     gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=8, n_positions=4, n_embd=8, n_layer=1,
                                                                 n_head=2))
     assert card_library(gpt2) == "transformers"
-    assert card_library(TinyModule()) == "pytorch-lightning"
+    assert card_library(ToyRegression(hidden=8, seed=None)) == "pytorch-lightning"
     peft_like = type("PeftModelForCausalLM", (torch.nn.Module,), {"__module__": "peft.peft_model"})()
     assert card_library(peft_like) == "peft"

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from ckpt_support import LineDataset, TinyModule, loader, make_trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
+from support.processes import script_env
+from support.trainers import make_trainer
 
 from lightning_track import BatchTracker, RunLayout, StepCheckpoint, TrackedDataset
 from lightning_track.callbacks.step_checkpoint import AtomicCheckpointIO
 from lightning_track.folder.fileio import iter_jsonl, read_json
+from lightning_track.training.toy import LineDataset, ToyRegression, line_loader
 
 HERE = Path(__file__).parent
 
@@ -29,7 +31,7 @@ def _load(path: Path) -> dict:
 def test_seed_policy_saves_steps_76_to_125(tmp_path, run_logger_factory):
     logger = run_logger_factory()
     trainer = make_trainer(tmp_path, max_steps=125, logger=logger, callbacks=[StepCheckpoint(start_step=76)])
-    trainer.fit(TinyModule(), loader(LineDataset(n=64)))
+    trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(LineDataset(n=64)))
     layout = logger.layout
     names = sorted(p.name for p in layout.checkpoints_dir.iterdir())
     expected = [f"checkpoint-step-{s:03d}.ckpt" for s in range(76, 126)]
@@ -50,7 +52,7 @@ def test_every_n_and_keep_last_update_the_mappings(tmp_path, run_logger_factory)
     logger = run_logger_factory()
     callbacks = [StepCheckpoint(every_n_steps=3, start_step=2, keep_last=2), BatchTracker()]
     trainer = make_trainer(tmp_path, max_steps=15, logger=logger, callbacks=callbacks)
-    trainer.fit(TinyModule(), loader(TrackedDataset(LineDataset(n=32))))
+    trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(TrackedDataset(LineDataset(n=32))))
     layout = logger.layout
     # due at 2, 5, 8, 11, 14; only the newest two remain
     assert [s for s, _ in layout.step_checkpoints()] == [11, 14]
@@ -68,7 +70,7 @@ def test_checkpoints_go_to_the_run_folder_whatever_the_logger_order(tmp_path, ru
     csv = CSVLogger(tmp_path / "csv")
     loggers = [csv, run_logger] if order == "csv_first" else [run_logger, csv]
     trainer = make_trainer(tmp_path, max_steps=6, logger=loggers, callbacks=[StepCheckpoint(every_n_steps=3)])
-    trainer.fit(TinyModule(), loader(LineDataset(n=16)))
+    trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(LineDataset(n=16)))
     assert [s for s, _ in run_logger.layout.step_checkpoints()] == [3, 6]
     assert not list((tmp_path / "csv").rglob("*.ckpt"))
     assert trainer.loggers[0] is loggers[0]  # the user's order is left alone by default
@@ -82,14 +84,14 @@ def test_move_run_logger_first_makes_a_plain_model_checkpoint_use_the_run_folder
     plain = ModelCheckpoint(filename="plain-{step}", every_n_train_steps=4)
     callbacks = [StepCheckpoint(every_n_steps=4, move_run_logger_first=True), plain]
     trainer = make_trainer(tmp_path, max_steps=4, logger=[csv, run_logger], callbacks=callbacks)
-    trainer.fit(TinyModule(), loader(LineDataset(n=16)))
+    trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(LineDataset(n=16)))
     assert trainer.loggers[0] is run_logger
     assert (run_logger.layout.checkpoints_dir / "plain-step=4.ckpt").is_file()
 
 
 def test_without_run_logger_uses_default_root_dir(tmp_path):
     trainer = make_trainer(tmp_path / "root", max_steps=4, logger=False, callbacks=[StepCheckpoint(every_n_steps=2)])
-    trainer.fit(TinyModule(), loader(LineDataset(n=16)))
+    trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(LineDataset(n=16)))
     layout = RunLayout(tmp_path / "root")
     assert [s for s, _ in layout.step_checkpoints()] == [2, 4]
 
@@ -99,16 +101,17 @@ def test_resume_from_last_continues_without_duplicate_steps(tmp_path, run_logger
     data = TrackedDataset(LineDataset(n=24))
     callbacks = [StepCheckpoint(every_n_steps=5), BatchTracker()]
     # "killed" after step 12: the newest checkpoint is step 10, tracking already holds 11 and 12
-    make_trainer(tmp_path, max_steps=12, logger=first_logger, callbacks=callbacks).fit(TinyModule(), loader(data))
+    make_trainer(tmp_path, max_steps=12, logger=first_logger, callbacks=callbacks).fit(
+        ToyRegression(hidden=8, seed=None), line_loader(data))
     layout = first_logger.layout
     assert [s for s, _ in layout.step_checkpoints()] == [5, 10]
 
     logger = run_logger_factory(resume=True)
     assert logger.layout.run_dir == layout.run_dir
-    module = TinyModule()
+    module = ToyRegression(hidden=8, seed=None)
     trainer = make_trainer(tmp_path, max_steps=20, logger=logger, callbacks=[StepCheckpoint(every_n_steps=5),
                                                                             BatchTracker()])
-    trainer.fit(module, loader(data), ckpt_path="last")
+    trainer.fit(module, line_loader(data), ckpt_path="last")
     assert trainer.ckpt_path == str(layout.checkpoint_path(10))
     assert module.seen[0][0] == 10  # the first step trained after the resume starts from global_step 10
     assert [s for s, _ in layout.step_checkpoints()] == [5, 10, 15, 20]
@@ -123,7 +126,7 @@ def test_async_saving_writes_complete_files(tmp_path, run_logger_factory):
     logger = run_logger_factory()
     callback = StepCheckpoint(every_n_steps=2, async_save=True)
     trainer = make_trainer(tmp_path, max_steps=8, logger=logger, callbacks=[callback])
-    trainer.fit(TinyModule(), loader(LineDataset(n=16)))
+    trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(LineDataset(n=16)))
     io = trainer.strategy.checkpoint_io
     assert isinstance(io, AsyncCheckpointIO) and isinstance(io.checkpoint_io, AtomicCheckpointIO)
     steps = [s for s, _ in logger.layout.step_checkpoints()]
@@ -170,7 +173,7 @@ def test_sigkill_during_saves_never_leaves_a_torn_checkpoint(tmp_path):
     """A real process saving ~8 MB checkpoints every step, killed with SIGKILL mid-run."""
     root = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(HERE / "kill_script.py"), str(root)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=script_env())
     try:
         deadline = time.monotonic() + 60
         folder = root / "checkpoints"
@@ -194,7 +197,7 @@ def test_sigkill_during_saves_never_leaves_a_torn_checkpoint(tmp_path):
     # the leftover temp file (if the kill hit a save) is removed by the next fit, which resumes
     trainer = make_trainer(root, max_steps=saved[-1][0] + 1, logger=False,
                            callbacks=[StepCheckpoint(every_n_steps=1)])
-    module = TinyModule(dim=4, hidden=1024)
-    trainer.fit(module, loader(LineDataset(n=32)), ckpt_path="last")
+    module = ToyRegression(dim=4, hidden=1024, seed=None)
+    trainer.fit(module, line_loader(LineDataset(n=32)), ckpt_path="last")
     assert trainer.ckpt_path == str(saved[-1][1])
     assert not [p for p in layout.checkpoints_dir.iterdir() if p.name.endswith(".tmp")]

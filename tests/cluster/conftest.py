@@ -1,11 +1,11 @@
-"""Fixtures for the cluster tests (helpers in cluster_support.py: conftest modules are not importable)."""
+"""Fixtures for the cluster tests (helpers in tests/support/cluster.py: conftest modules are not importable)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cluster_support  # noqa: F401 - its warning filters apply to every test here
 import pytest
+import support.cluster  # noqa: F401 - its warning filters apply to every test here
 
 
 @pytest.fixture

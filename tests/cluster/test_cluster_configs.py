@@ -8,8 +8,8 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from cluster_support import CONFIGS
 from omegaconf import OmegaConf
+from support.cluster import CONFIGS
 
 import lightning_track
 from lightning_track import RunLayout, RunLogger, read_metrics

@@ -10,9 +10,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from cluster_support import finish, start, wait_for
 from fit_script import build, fit
-from readers import tensorboard_scalars
+from support.cluster import finish, start, wait_for
+from support.readers import tensorboard_scalars
 
 from lightning_track import PreemptionHandler, RunLayout, RunLogger, read_metrics
 from lightning_track.folder.signals import read_signal

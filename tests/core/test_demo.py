@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from readers import swanlab_runs, tensorboard_scalars
+from support.readers import swanlab_runs, tensorboard_scalars
 
 from lightning_track import RunLayout, load_final_model, read_metrics
 from lightning_track.cli.demo import main

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
-from readers import swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.readers import swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
 from lightning_track.run.writer import WriterError

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from readers import swanlab_finish_state, swanlab_records, swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.readers import swanlab_finish_state, swanlab_records, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLayout, read_metrics
 

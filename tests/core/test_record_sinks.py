@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import pytest
-from readers import swanlab_finish_state, swanlab_records, swanlab_runs, tensorboard_scalars
+from support.readers import swanlab_finish_state, swanlab_records, swanlab_runs, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
 from lightning_track.folder.layout import RunLayout

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.processes import script_env
 
 from lightning_track import RunLayout
 from lightning_track.folder.fileio import iter_jsonl
@@ -25,9 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("train_script.py")
 
 
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIGHTNING_TRACK_")}
-    return {**env, "PYTHONUNBUFFERED": "1"}
+clean_env = script_env  # a child process with none of the test run's lightning_track variables
 
 
 def records(path: Path) -> list[dict]:

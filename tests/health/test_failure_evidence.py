@@ -9,14 +9,14 @@ import math
 import lightning as L
 import pytest
 import torch
-from health_train_script import ToyModule
-from readers import tensorboard_scalars
+from support.readers import tensorboard_scalars
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_track import BatchTracker, HealthCheckFailed, HealthGuard, RunLogger, TrackedDataset, read_metrics
 from lightning_track.derived.report import render_report
 from lightning_track.folder.fileio import read_json
 from lightning_track.folder.layout import RunLayout
+from lightning_track.training.toy import ToyRegression
 
 BATCH = 8
 NAN_AT = 20  # ToyModule's loss is NaN in the batch trained at global_step 20
@@ -37,7 +37,7 @@ def nan_fit(root, callbacks: list, **module_kwargs) -> RunLayout:
         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1,
     )
     with pytest.raises(HealthCheckFailed):
-        trainer.fit(ToyModule(**module_kwargs), tracked_data())
+        trainer.fit(ToyRegression(**module_kwargs), tracked_data())
     (run,) = RunLayout.list_runs(root)
     return run
 
@@ -102,7 +102,7 @@ def test_an_exception_mid_batch_tracks_the_batch_in_flight(tmp_path):
         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1,
     )
     with pytest.raises(RuntimeError, match="boom"):
-        trainer.fit(ToyModule(raise_at=5, raise_exc=RuntimeError("boom")), tracked_data())
+        trainer.fit(ToyRegression(raise_at=5, raise_exc=RuntimeError("boom")), tracked_data())
     (run,) = RunLayout.list_runs(tmp_path)
     tracked = [json.loads(line) for line in run.batch_tracking_jsonl.read_text().splitlines()]
     assert [t["step"] for t in tracked] == list(range(1, 7))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from health_support import fit
+from support.health import fit
 
 from lightning_track import HEALTH_EXIT_CODE, HealthCheckFailed, HealthGuard
 from lightning_track.folder import signals

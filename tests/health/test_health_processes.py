@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from health_support import SCRIPT, subprocess_env
+from support.health import SCRIPT, subprocess_env
 
 from lightning_track import HEALTH_EXIT_CODE
 from lightning_track.folder import signals

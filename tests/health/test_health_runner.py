@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from health_support import SCRIPT, fit, subprocess_env
+from support.health import SCRIPT, fit, subprocess_env
 
 from lightning_track import HEALTH_EXIT_CODE, HealthGuard
 from lightning_track.cli.run import main

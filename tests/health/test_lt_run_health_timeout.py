@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from health_support import SCRIPT, subprocess_env
+from support.health import SCRIPT, subprocess_env
 
 from lightning_track import HEALTH_EXIT_CODE
 from lightning_track.folder import signals

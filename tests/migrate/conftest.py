@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from migrate_helpers import tree_hashes
+from support.migrate import tree_hashes
 
 from lightning_track.migrate import make_example
 

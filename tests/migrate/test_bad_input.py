@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from migrate_helpers import run_dir, tree_hashes
+from support.migrate import run_dir, tree_hashes
 
 from lightning_track.cli.migrate import main
 from lightning_track.folder.fileio import iter_jsonl

@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from migrate_helpers import run_dir
 from safetensors.torch import load_file
+from support.migrate import run_dir
 from torch import nn
 
 from lightning_track.folder.layout import RunLayout

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from migrate_helpers import run_dir, tree_hashes
+from support.migrate import run_dir, tree_hashes
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_track.cli.migrate import main

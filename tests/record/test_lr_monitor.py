@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import OmegaConf
-from readers import swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.readers import swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 import lightning_track
 from lightning_track import RunLayout, read_metrics

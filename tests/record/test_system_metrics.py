@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from readers import swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.readers import swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLayout, RunLogger
 from lightning_track.derived.system import system_report_line, system_summary

@@ -1,9 +1,9 @@
-"""Fixtures for the lt-sync tests: a real OpenSSH server on 127.0.0.1 (helpers in sync_support.py)."""
+"""Fixtures for the lt-sync tests: a real OpenSSH server on 127.0.0.1 (helpers in tests/support/sync.py)."""
 
 from __future__ import annotations
 
 import pytest
-from sync_support import SSHServer, make_sshd, write_ssh_home
+from support.sync import SSHServer, make_sshd, write_ssh_home
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from sync_support import append_steps, free_port, make_run, tree, wait_port
+from support.sync import append_steps, free_port, make_run, tree, wait_port
 
 from lightning_track.sync import SyncOptions, sync_once
 
@@ -169,7 +169,7 @@ def test_dropped_connection_is_retried_with_backoff(tmp_path: Path, monkeypatch)
     import asyncio
 
     import psutil
-    from sync_support import make_sshd, write_ssh_home
+    from support.sync import make_sshd, write_ssh_home
 
     from lightning_track.sync import SyncSession, run_loop
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from sync_support import append_steps, make_run, tree, write_ssh_home
+from support.sync import append_steps, make_run, tree, write_ssh_home
 
 from lightning_track.cli.sync import main as lt_sync
 from lightning_track.folder.fileio import atomic_write_json

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from health_train_script import ToyModule, toy_data
+from lightning_track.training.toy import ToyRegression, regression_data
 
-SCRIPT = Path(__file__).parent / "health_train_script.py"
+from .processes import script_env
+
+SCRIPT = Path(__file__).resolve().parents[1] / "health" / "health_train_script.py"
 
 
 def fit(root: Path, guard: Any, *, max_steps: int = 20, run_logger: bool = True, **module_kwargs: Any) -> Any:
@@ -31,12 +32,8 @@ def fit(root: Path, guard: Any, *, max_steps: int = 20, run_logger: bool = True,
         default_root_dir=root / "plain",
         accumulate_grad_batches=module_kwargs.pop("accumulate_grad_batches", 1),
     )
-    trainer.fit(ToyModule(**module_kwargs), toy_data())
+    trainer.fit(ToyRegression(**module_kwargs), regression_data())
     return trainer
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIGHTNING_TRACK_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.update(extra)
-    return env
+subprocess_env = script_env  # the health tests' name for it

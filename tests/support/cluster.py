@@ -10,17 +10,13 @@ import time
 import warnings
 from pathlib import Path
 
+from .processes import REPO, TESTS, script_env
+
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 
-FIT_SCRIPT = Path(__file__).with_name("fit_script.py")
-REPO = Path(__file__).resolve().parents[2]
+FIT_SCRIPT = TESTS / "cluster" / "fit_script.py"
 CONFIGS = REPO / "configs"
-
-
-def script_env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return {k: v for k, v in env.items() if not k.startswith("LIGHTNING_TRACK_")}
 
 
 def start(*args: str, torchrun: int = 0) -> subprocess.Popen:
