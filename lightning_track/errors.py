@@ -10,6 +10,7 @@ key or value and the fix (:func:`one_line` flattens a foreign exception's text t
 
     LightningTrackError
     ├── ConfigError(ValueError)            a config file, key or value that cannot be used
+    │   └── FilterError                    an lt --filter expression that does not parse
     ├── RunFolderError(ValueError)         a run folder or one of its files that cannot be used
     │   ├── JsonlProblem                   one line of a JSONL file (path:line: reason)
     │   └── ResumeError                    a resume that would rewind or lose the record
@@ -39,7 +40,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
-    "LightningTrackError", "ConfigError", "RunFolderError", "JsonlProblem", "ResumeError", "WriterError",
+    "LightningTrackError", "ConfigError", "FilterError", "RunFolderError", "JsonlProblem", "ResumeError", "WriterError",
     "SinkHostError", "MigrationError", "SourceError", "CheckpointError", "SyncError", "UnsafePathError",
     "HostKeyError", "SSHSetupError", "TransferError", "VerifyError", "SourceChanged", "TransportError", "one_line",
 ]
@@ -51,6 +52,10 @@ class LightningTrackError(Exception):
 
 class ConfigError(LightningTrackError, ValueError):
     """A config file, key or value that cannot be used; the message names it and the fix."""
+
+
+class FilterError(ConfigError):
+    """A filter expression that does not parse; the message names the expression and the column."""
 
 
 class RunFolderError(LightningTrackError, ValueError):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 __all__ = [
-    "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "RUN_STATUSES", "FINAL_STATUSES",
+    "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "UNKNOWN", "RUN_STATUSES", "FINAL_STATUSES",
     "HEALTHY", "DONE", "SIGNAL_STATUSES",
     "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time",
@@ -26,7 +26,8 @@ RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 INTERRUPTED = "interrupted"  # Ctrl+C, SIGTERM, preemption: stopped on purpose, resumable
-CRASHED = "crashed"  # never written by a run: a reader's verdict on "running" with a stale heartbeat
+CRASHED = "crashed"  # a reader's verdict on "running" with a stale heartbeat (and a killed attempt's entry)
+UNKNOWN = "unknown"  # a reader's word for a run whose summary.json is missing or torn
 RUN_STATUSES = (RUNNING, COMPLETED, FAILED, INTERRUPTED)
 FINAL_STATUSES = (COMPLETED, FAILED, INTERRUPTED)
 

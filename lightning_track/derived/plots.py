@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..folder.fileio import atomic_open
+from ..folder.layout import RunLayout
 
 __all__ = ["PLOTS_DIR", "RUN_PLOT", "plot_panels", "have_matplotlib", "Series", "run_panels", "write_run_plots"]
 
-PLOTS_DIR = "plots"
-RUN_PLOT = "plots/metrics.png"  # relative to the run folder; report_draft.md links it
+PLOTS_DIR = RunLayout.PLOTS
+RUN_PLOT = RunLayout.RUN_PLOT  # relative to the run folder; report_draft.md links it
 POINTS = 600
 MAX_PANELS = 12
 Series = tuple[str, Any, Any]  # (label, steps, values as numpy arrays); numpy is imported when drawing

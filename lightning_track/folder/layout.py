@@ -98,6 +98,9 @@ class RunLayout:
     CHECKPOINT_SUFFIX = ".ckpt"
     LAST_CHECKPOINT = "last.ckpt"
     LEGACY = "legacy"  # files carried over unchanged from a migrated legacy run (lt-migrate)
+    ANNOTATIONS = "annotations.json"  # tags and notes set after the run (lt tag / lt note)
+    PLOTS = "plots"
+    RUN_PLOT = "plots/metrics.png"  # post_process's curves, linked from report_draft.md
     DROPPED_METRICS = "metrics.dropped-at-attempt-{attempt}.jsonl"  # records a resume took out (never deleted)
     SUPERSEDED_CHECKPOINTS = "superseded-at-attempt-{attempt}"  # under checkpoints/: an earlier attempt's
     LOGS = "logs.txt"  # console output (stdout + stderr) of rank 0, or of the command lt-run launched

@@ -18,12 +18,13 @@ from typing import Any
 
 from ..errors import RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
+from ..folder.layout import RunLayout
 from ..vocabulary import iso_time
 
 __all__ = ["ANNOTATIONS", "read_annotations", "effective_tags", "effective_notes", "change_tags", "set_notes",
            "parse_tag_ops", "check_tag"]
 
-ANNOTATIONS = "annotations.json"
+ANNOTATIONS = RunLayout.ANNOTATIONS
 _TAG = re.compile(r"^[^\s,+\-][^\s,]{0,63}$")  # one word, no comma (filters split on it), not a sign first
 
 

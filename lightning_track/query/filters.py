@@ -24,14 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import FilterError
 
 __all__ = ["FilterError", "Filter", "parse_filter", "MISSING", "parse_length", "compare", "TIME_KEYS",
            "LENGTH_KEYS"]
-
-
-class FilterError(ConfigError):
-    """A filter expression that does not parse; the message names the expression and the column."""
 
 
 class _Missing:

@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import RunFolderError
 from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
-from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, parse_iso_time
+from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, UNKNOWN, parse_iso_time
 from .annotations import ANNOTATIONS, effective_notes, effective_tags, read_annotations
 from .discover import find_run_dirs, list_names, resolve_run
 from .filters import MISSING, Filter, parse_filter
@@ -35,7 +35,6 @@ __all__ = ["RunInfo", "find_runs", "read_run", "resolve_run", "judge_status", "l
            "main_metric", "STALE_AFTER_S", "UNKNOWN", "flatten"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
-UNKNOWN = "unknown"  # a reader's word for a run whose summary.json is missing or torn
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
