@@ -29,6 +29,7 @@ from ..folder.fileio import atomic_write_json, temp_path
 from ..folder.layout import RunLayout
 from ..sinks import Sink, SinkContext, load_sink
 from ..sinks.jsonl import MetricsJsonlSink
+from ..sinks.media import MediaFilesSink
 from ..vocabulary import (
     COMPLETED,
     CRASHED,
@@ -243,6 +244,15 @@ class RunLifecycle:
         writer.put(step, when, metrics)
         self.last_step = step
 
+    def log_media(self, items: Sequence[Any]) -> None:
+        """Queue images, text or histograms (:class:`~lightning_track.run.media.MediaItem`) for the writer."""
+        if not self.started:
+            self.start()
+        writer = self.ensure_writer()
+        writer.check()
+        for item in items:
+            writer.put_media(item)
+
     def check(self) -> None:
         """Raise a writer or sink error on the caller's (training) thread."""
         if self.writer is not None:
@@ -296,7 +306,7 @@ class RunLifecycle:
         return self.sink_process and any(isinstance(s, str) for s in self.sink_specs)
 
     def _sinks(self) -> list[Sink]:
-        sinks: list[Sink] = [MetricsJsonlSink()]
+        sinks: list[Sink] = [MetricsJsonlSink(), MediaFilesSink()]  # the files first: other sinks may read them
         named = [s for s in self.sink_specs if isinstance(s, str)]
         if self._hosted:
             # Named sinks run in the sink host process; instances stay here (their class may not be

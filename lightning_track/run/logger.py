@@ -34,6 +34,7 @@ from ..sinks import Sink, load_sink
 from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
 from .config import normalize_config, redact
 from .distributed import global_rank
+from .experiment import MediaLogging, RunExperiment
 from .folder_choice import RunFolderChoice
 from .lifecycle import RunLifecycle
 from .system import start_rank_records
@@ -41,7 +42,7 @@ from .system import start_rank_records
 __all__ = ["RunLogger"]
 
 
-class RunLogger(RunFolderChoice, Logger):
+class RunLogger(RunFolderChoice, MediaLogging, Logger):
     """Write a run to ``<root>/<dataset>_<method>_<YYYYmmdd_HHMMSS>/``.
 
     Args:
@@ -113,6 +114,7 @@ class RunLogger(RunFolderChoice, Logger):
             raise ValueError(f"system_interval must be a number of seconds >= 0 (0: off), got {system_interval!r}")
         self.system_interval = float(system_interval)
         self._rank_records = False  # a rank > 0 keeps its console (and another node's local rank 0 its system)
+        self._experiment: RunExperiment | None = None
         self._root = Path(root)
         self._resume = resume
         self._rank = global_rank()
@@ -166,9 +168,13 @@ class RunLogger(RunFolderChoice, Logger):
         return str(self.run_dir.parent)
 
     @property
-    def experiment(self) -> RunLayout:
-        """The run's layout. Lightning reads this on every rank during setup: the sync point."""
-        return self._resolve()
+    def experiment(self) -> RunExperiment:
+        """The run's layout with ``SummaryWriter``'s ``add_*`` methods (:mod:`.experiment`; no-ops on ranks > 0).
+        Lightning reads this on every rank during setup: the sync point."""
+        layout = self._resolve()
+        if self._experiment is None or self._experiment.run_dir != layout.run_dir:
+            self._experiment = RunExperiment(layout.run_dir, self if self._rank_zero() else None)
+        return self._experiment
 
     @property
     def config(self) -> dict[str, Any]:
@@ -362,7 +368,7 @@ class RunLogger(RunFolderChoice, Logger):
             if self._run is not None:
                 self._run.hand_over()
         state = self.__dict__.copy()
-        state.update(_rank=-1, _exit_hook=False, _trainer=None)
+        state.update(_rank=-1, _exit_hook=False, _trainer=None, _experiment=None)
         return state
 
     def _rank_zero(self) -> bool:

@@ -16,6 +16,7 @@ over a dedicated ``os.pipe()`` pair passed with ``pass_fds``; stdout/stderr are 
 see SwanLab's messages. Each message is a 4-byte little-endian length and a pickle.
 
 * parent -> host: ``("open", fields)``, ``("config", dict)``, ``("write", [(step, time, metrics), ...])``,
+  ``("media", [MediaRecord, ...])``,
   ``("flush", token)``, ``("close", status, reason)``.
 * host -> parent: ``("opened",)``, ``("error", where, repr, pickled exception or None)``,
   ``("flushed", token)``, ``("closed",)``.
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SinkHostError
+from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 from ..sinks.base import Sink, SinkContext
 from ..vocabulary import FAILED
@@ -199,6 +201,10 @@ class SinkHost(Sink):
     def write(self, records: list[MetricRecord]) -> None:
         self._send(("write", [(r.step, r.time, r.metrics) for r in records]))
 
+    def write_media(self, records: list[MediaRecord]) -> None:
+        if records:
+            self._send(("media", records))
+
     def flush(self) -> None:
         self._send(("flush", None))
 
@@ -306,6 +312,8 @@ class _Host:
             self.call_all("write", [MetricRecord(step, when, metrics) for step, when, metrics in message[1]])
             if message[1]:
                 self.last_step = max(self.last_step or 0, *(step for step, _, _ in message[1]))
+        elif kind == "media":
+            self.call_all("write_media", message[1])
         elif kind == "flush":
             self.call_all("flush")
             if message[1] is not None:

@@ -59,6 +59,7 @@ class BackgroundWriter:
         self._error_where = ""
         self._opened = False
         self._config: dict[str, Any] | None = None
+        self._encoder: Any = None  # MediaEncoder, made at the first image, text or histogram
         for sink in sinks:
             sink.report_errors_to(self._fail)  # errors from elsewhere (the sink host's reader thread)
         self._thread = threading.Thread(target=self._loop, name="lightning_track-writer", daemon=True)
@@ -67,6 +68,10 @@ class BackgroundWriter:
     # -- training thread -----------------------------------------------------------------------
     def put(self, step: int, when: float, metrics: dict[str, float]) -> None:
         self._items.append(MetricRecord(step, when, metrics))
+
+    def put_media(self, item: Any) -> None:
+        """An image, text or histogram (:class:`~lightning_track.run.media.MediaItem`), encoded on this thread."""
+        self._items.append(item)
 
     def put_config(self, config: dict[str, Any]) -> None:
         self._command(("config", config))
@@ -152,6 +157,23 @@ class BackgroundWriter:
             self._open(pending[0].step)
         self._call_all("write", pending)
 
+    def _write_media(self, items: list[Any]) -> None:
+        if not items:
+            return
+        from .media import MediaEncoder
+
+        if not self._opened:
+            self._open(items[0].step)
+        if self._encoder is None:
+            self._encoder = MediaEncoder(self.context.layout.run_dir)
+        records = []
+        for item in items:
+            try:
+                records.append(self._encoder.encode(item))
+            except Exception as exc:  # noqa: BLE001 - surfaced on the training thread
+                self._fail(f"encoding {item.kind} {item.key!r}", exc)
+        self._call_all("write_media", records)
+
     def _heartbeat(self) -> None:
         if self.on_heartbeat is not None:
             try:
@@ -161,6 +183,7 @@ class BackgroundWriter:
 
     def _loop(self) -> None:
         pending: list[MetricRecord] = []
+        media: list[Any] = []
         now = time.monotonic()
         next_flush, next_beat = now + self.flush_interval, now + self.heartbeat_interval
         while True:
@@ -175,8 +198,12 @@ class BackgroundWriter:
                     continue
                 if item is _STOP:
                     return
+                if not isinstance(item, tuple):  # an image, text or histogram
+                    media.append(item)
+                    continue
                 self._write(pending)
-                pending = []
+                self._write_media(media)
+                pending, media = [], []
                 kind, arg = item
                 if kind == "config":
                     self._config = arg
@@ -195,7 +222,8 @@ class BackgroundWriter:
             now = time.monotonic()
             if now >= next_flush:
                 self._write(pending)
-                pending = []
+                self._write_media(media)
+                pending, media = [], []
                 if self._opened:
                     self._call_all("flush")
                 next_flush = now + self.flush_interval

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..folder.layout import RunLayout
+from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 
 __all__ = ["Sink", "SinkContext", "ErrorReport"]
@@ -60,6 +61,9 @@ class Sink(ABC):
     @abstractmethod
     def write(self, records: list[MetricRecord]) -> None:
         """Record a batch of metric records, in step order of arrival."""
+
+    def write_media(self, records: list[MediaRecord]) -> None:  # noqa: B027 - optional hook
+        """Record images, text and histograms (encoded, with the file each is kept in under ``media/``)."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Hand everything written so far to the OS, for readers (called about once a second)."""

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..folder.media import IMAGE, TEXT, MediaRecord
 from ..folder.records import MetricRecord
 from ..vocabulary import COMPLETED, FAILED, INTERRUPTED
 from .base import Sink, SinkContext
@@ -122,6 +123,7 @@ class SwanLabSink(Sink):
         self.project = project
         self._run: Any = None
         self._log: _TimedLog | None = None
+        self._layout: Any = None
         self.run_dir: str | None = None
 
     @staticmethod
@@ -132,7 +134,7 @@ class SwanLabSink(Sink):
     def open(self, context: SinkContext) -> None:
         import swanlab
 
-        layout = context.layout
+        layout = self._layout = context.layout
         layout.swanlab_workspace.mkdir(parents=True, exist_ok=True)
         layout.swanlab_dir.mkdir(parents=True, exist_ok=True)
         config = dict(context.config)
@@ -184,6 +186,22 @@ class SwanLabSink(Sink):
     def write(self, records: list[MetricRecord]) -> None:
         assert self._log is not None, "sink not opened"
         self._log.write(records)
+
+    def write_media(self, records: list[MediaRecord]) -> None:
+        """Images and text as SwanLab's own types, read from the files under ``media/`` (written first).
+        SwanLab 0.10 has no histogram type: histograms are in ``media/`` and TensorBoard."""
+        import swanlab
+
+        assert self._run is not None and self._layout is not None, "sink not opened"
+        for record in records:
+            if record.kind == IMAGE:
+                key = record.key if not record.info.get("many") else f"{record.key}/{record.info.get('index', 0)}"
+                value: Any = swanlab.Image(str(self._layout.run_dir / record.file), caption=record.caption)
+            elif record.kind == TEXT:
+                key, value = record.key, swanlab.Text(record.info.get("text", ""), caption=record.caption)
+            else:
+                continue
+            self._run.log({key: value}, step=int(record.step))
 
     def close(self, status: str, reason: str | None = None) -> None:
         if self._run is not None:

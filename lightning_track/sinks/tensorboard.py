@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 import google_crc32c
 
+from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 from ..vocabulary import COMPLETED
 from .base import Sink, SinkContext
@@ -202,6 +203,11 @@ class TensorBoardSink(Sink):
                     append(serialize())
         finally:
             self._writer.write_records(out)
+
+    def write_media(self, records: list[MediaRecord]) -> None:
+        from .tbmedia import media_events
+
+        self._writer.write_records([event.SerializeToString() for event in media_events(records)])
 
     def flush(self) -> None:
         self._writer.flush()
