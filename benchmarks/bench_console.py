@@ -113,7 +113,7 @@ def run_variant(name: str, work: Path, steps: int, per_step: int) -> dict:
     elif name == "tee":
         arrived = count_lines(work / "logs.txt")
     elif name == "SwanLab console proxy":  # its console lines are records in the run file
-        from readers import swanlab_records
+        from support.readers import swanlab_records
 
         arrived = sum(r.WhichOneof("record_type") == "log" and r.log.line.startswith("line ")
                       for f in (root / "swanlog").glob("run-*/run-*.swanlab") for r in swanlab_records(f))
