@@ -6,6 +6,7 @@
     lt report RUN|ROOT ... -o report.html [--filter EXPR]
     lt tag RUN ... [+TAG] [-TAG] ...       lt note RUN [TEXT] [--append]
     lt run | sync | migrate | demo ...     (= lt-run, lt-sync, lt-migrate, lt-demo)
+    lt run --pipeline FILE [--jobs N] [--from STEP] [--notify URL ...] [--status]
 
 Messages about single runs, files or lines go to stderr, one line each, and the other runs are still
 shown; the exit code is 1 only when nothing could be shown. Imports stay lazy so ``lt ls`` starts fast.
@@ -114,6 +115,11 @@ def _fix_sort(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    if options[:1] == ["run"] and any(a.split("=")[0] == "--pipeline" for a in options):  # lt run --pipeline FILE
+        from .pipeline import main as pipeline_main
+
+        return pipeline_main(argv[1:])
     if argv and argv[0] in _TOOLS:
         import importlib
 

@@ -1,0 +1,251 @@
+"""Run a checked :class:`~.pipeline.Pipeline` on this machine: ``lt run --pipeline FILE``.
+
+Each step is a :func:`~.runner.run_command` (health-gated, its console captured, its run folder
+post-processed, exactly as ``lt-run``), under the exp_id ``<pipeline>_<step>`` with its signals in
+``<root>/signals``; the step's run folder is the one its command names in the run note. Steps start
+as soon as every step they run ``after`` is done, up to ``jobs`` at once (each in a thread that waits
+on its process). A failed step (after its retries) blocks every step downstream, and the driver says
+which. The state file (:mod:`.pipeline_state`) is written at every change, so a re-run skips what is
+done.
+
+Ctrl+C (SIGINT) or SIGTERM to the driver is forwarded to the process group of every running step
+(each runs in its own group, so a terminal's Ctrl+C would not reach it otherwise): they stop as under
+lt-run, are recorded ``interrupted``, and no new step starts. The driver, never the training process,
+sends the notifications (:mod:`.notify`), and watches running steps' heartbeats for a run that went
+silent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, one_line
+from ..folder import signals
+from ..folder.fileio import read_json
+from ..folder.layout import RunLayout
+from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPTED, RUNNING, iso_time
+from .notify import Notifier
+from .pipeline import Pipeline, render_command
+from .pipeline_state import BLOCKED, PENDING, PipelineState
+
+__all__ = ["PipelineResult", "run_pipeline", "EXIT_INTERRUPTED"]
+
+EXIT_INTERRUPTED = 130  # the shell's code after Ctrl+C
+_WATCH_INTERVAL = 2.0  # seconds between heartbeat checks of running steps
+
+
+@dataclass
+class PipelineResult:
+    exit_code: int
+    state: PipelineState
+    skipped: list[str]
+
+
+def _children() -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process().children()]
+    except psutil.Error:
+        return []
+
+
+class _Driver:
+    def __init__(self, pipeline: Pipeline, state: PipelineState, *, notifier: Notifier, log: Callable[[str], None],
+                 grace: float, stale_after: float, console: bool) -> None:
+        self.pipeline, self.state, self.notifier, self.log = pipeline, state, notifier, log
+        self.grace, self.stale_after, self.console = grace, stale_after, console
+        self.signals_dir = Path(pipeline.root) / "signals"
+        self.stopping = threading.Event()
+        self.stale_told: set[tuple[str, int]] = set()
+
+    # -- one step ------------------------------------------------------------------------------------
+    def notify(self, event: str, step: str, line: str, **fields: Any) -> None:
+        self.notifier.send(event, f"{self.pipeline.name} {step}: {event}", f"{step}: {line}",
+                           {"pipeline": self.pipeline.name, "step": step, **fields})
+
+    def run_step(self, name: str) -> None:
+        from .runner import run_command
+
+        step = self.pipeline.steps[name]
+        exp_id = self.pipeline.exp_id(name)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                cmd = render_command(step, self.state.values())
+            except ConfigError as exc:
+                self.state.update(name, state=FAILED, reason=str(exc), ended=iso_time())
+                self.log(f"{name}: failed: {exc}")
+                self.notify(FAILED, name, str(exc))
+                return
+            self.state.update(name, state=RUNNING, attempts=attempt, exp_id=exp_id, cmd=step.cmd, command=cmd,
+                              started=iso_time(), ended=None, exit_code=None, reason=None, run_dir=None,
+                              failure=None, previous=None)
+            self.log(f"{name}: start{f' (attempt {attempt})' if attempt > 1 else ''}: {cmd}")
+
+            def on_event(kind: str, message: str, name: str = name) -> None:
+                if kind in (HEALTHY, "kill", "error") or (kind == FAILED and not message.startswith("exit code")):
+                    self.log(f"{name}: {message}")
+                if kind == HEALTHY:
+                    self.notify(HEALTHY, name, message, exp_id=exp_id)
+
+            try:
+                result = run_command(["/bin/sh", "-c", cmd], exp_id=exp_id, signals_dir=self.signals_dir,
+                                     health_time=step.health_time, grace=self.grace, forward_signals=False,
+                                     on_event=on_event, console=self.console)
+            except (OSError, ValueError) as exc:
+                self.state.update(name, state=FAILED, reason=one_line(exc), ended=iso_time())
+                self.log(f"{name}: failed: {one_line(exc)}")
+                self.notify(FAILED, name, one_line(exc))
+                return
+            run_dir = str(result.run_dir) if result.run_dir else None
+            fields: dict[str, Any] = {"exit_code": result.exit_code, "duration_s": result.duration_s,
+                                      "run_dir": run_dir, "ended": iso_time()}
+            if result.exit_code == 0 and not self.stopping.is_set():
+                summary = result.summary or {}
+                self.state.update(name, state=DONE, reason=None, **fields)
+                self.log(f"{name}: done in {result.duration_s:.1f} s" + (f": {run_dir}" if run_dir else ""))
+                self.notify(DONE, name, f"done in {result.duration_s:.1f} s", exp_id=exp_id, run_dir=run_dir,
+                            final=summary.get("final"), best=_best(summary.get("best")))
+                return
+            failure = dict(result.signals.get(FAILED) or {})
+            reason = result.reason or failure.get("reason") or f"exit code {result.exit_code}"
+            if self.stopping.is_set():
+                self.state.update(name, state=INTERRUPTED, reason=f"interrupted: {reason}", **fields)
+                self.log(f"{name}: interrupted")
+                self.notify(INTERRUPTED, name, f"interrupted: {reason}", exp_id=exp_id, run_dir=run_dir)
+                return
+            brief = {k: failure.get(k) for k in ("check", "value", "step", "threshold") if failure.get(k) is not None}
+            self.state.update(name, state=FAILED, reason=reason, failure=brief or None, **fields)
+            self.notify(FAILED, name, reason, exp_id=exp_id, run_dir=run_dir, attempt=attempt, **brief)
+            if attempt > step.retries:
+                self.log(f"{name}: failed: {reason}")
+                return
+            self.log(f"{name}: failed: {reason}; retrying ({attempt} of {step.retries} retries)")
+
+    # -- the heartbeat watch -------------------------------------------------------------------------
+    def watch(self, running: list[str]) -> None:
+        from ..query.runs import CRASHED, judge_status
+
+        for name in running:
+            entry = self.state.get(name)
+            key = (name, int(entry.get("attempts", 1)))
+            if key in self.stale_told:
+                continue
+            run_dir = signals.read_run_note(self.signals_dir, self.pipeline.exp_id(name))
+            if run_dir is None:
+                continue
+            try:
+                summary = read_json(RunLayout(run_dir).summary_json)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(summary, dict):
+                continue
+            status, why = judge_status(summary, now=time.time(), stale_after=self.stale_after)
+            if status == CRASHED:
+                self.stale_told.add(key)
+                self.log(f"{name}: {why}")
+                self.notify("stale", name, why, run_dir=str(run_dir), heartbeat=summary.get("heartbeat"))
+
+    # -- the schedule --------------------------------------------------------------------------------
+    def block_dependants(self) -> None:
+        for name in self.pipeline.order:
+            if self.state.state(name) != PENDING:
+                continue
+            bad = [d for d in self.pipeline.steps[name].after if self.state.state(d) in (FAILED, BLOCKED)]
+            if bad:
+                self.state.update(name, state=BLOCKED, reason=f"step {bad[0]!r} {self.state.state(bad[0])}")
+                self.log(f"{name}: not started: step {bad[0]!r} {self.state.state(bad[0])}")
+
+    def run(self, jobs: int) -> None:
+        futures: dict[Future[None], str] = {}
+        last_watch = time.monotonic()
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="lightning_track-step") as pool:
+            while True:
+                self.block_dependants()
+                if not self.stopping.is_set():
+                    for name in self.pipeline.order:
+                        if len(futures) >= jobs:
+                            break
+                        if self.state.state(name) == PENDING and name not in futures.values() and all(
+                                self.state.state(d) == DONE for d in self.pipeline.steps[name].after):
+                            self.state.update(name, state=RUNNING)  # before the thread can record its end
+                            futures[pool.submit(self.run_step, name)] = name
+                if not futures:
+                    break
+                finished, _ = wait(futures, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = futures.pop(future)
+                    exc = future.exception()
+                    if exc is not None:  # a bug in the driver: recorded, never silent
+                        self.state.update(name, state=FAILED, reason=f"driver error: {one_line(exc)}")
+                        self.log(f"{name}: driver error: {one_line(exc)}")
+                if self.stale_after > 0 and time.monotonic() - last_watch >= min(_WATCH_INTERVAL, self.stale_after):
+                    last_watch = time.monotonic()
+                    self.watch(list(futures.values()))
+
+    def forward(self, signum: int) -> None:
+        self.stopping.set()
+        for pid in _children():
+            try:
+                os.killpg(pid, signum)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(pid, signum)
+                except OSError:
+                    pass
+
+
+def _best(best: Any) -> Any:
+    """``{metric: value}`` from summary.json's best entries (which also hold the step)."""
+    if not isinstance(best, dict):
+        return None
+    return {k: (v.get("value") if isinstance(v, dict) else v) for k, v in best.items()}
+
+
+def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = None, notifier: Notifier | None = None,
+                 log: Callable[[str], None] = print, grace: float = 30.0, stale_after: float = 120.0,
+                 console: bool = True) -> PipelineResult:
+    """Run the pipeline to its end (or to Ctrl+C); exit code 0 (all done), 1 (a step failed), 130."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if from_step is not None and from_step not in pipeline.steps:
+        raise ConfigError(f"--from {from_step!r}: no such step; steps: {', '.join(pipeline.order)}")
+    state = PipelineState(pipeline)
+    if from_step is not None:
+        state.reset([from_step, *pipeline.downstream(from_step)], reason=f"--from {from_step}")
+    skipped = state.prepare_run()
+    if skipped:
+        log(f"already done, skipped: {', '.join(skipped)} (--from STEP runs a step again)")
+    driver = _Driver(pipeline, state, notifier=notifier or Notifier([]), log=log, grace=grace,
+                     stale_after=stale_after, console=console)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: driver.forward(signum))
+    try:
+        driver.run(jobs)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    states = [state.state(n) for n in pipeline.order]
+    if driver.stopping.is_set():
+        code = EXIT_INTERRUPTED
+    elif all(s == DONE for s in states):
+        code = EXIT_OK
+    else:
+        code = EXIT_FAILURE
+    failed = [n for n in pipeline.order if state.state(n) == FAILED]
+    blocked = [n for n in pipeline.order if state.state(n) == BLOCKED]
+    if failed:
+        log(f"failed: {', '.join(failed)}" + (f"; not started because of it: {', '.join(blocked)}" if blocked else ""))
+    return PipelineResult(exit_code=code, state=state, skipped=skipped)
