@@ -68,9 +68,10 @@ class _Driver:
         self.stale_told: set[tuple[str, int]] = set()
 
     # -- one step ------------------------------------------------------------------------------------
-    def notify(self, event: str, step: str, line: str, **fields: Any) -> None:
-        self.notifier.send(event, f"{self.pipeline.name} {step}: {event}", f"{step}: {line}",
-                           {"pipeline": self.pipeline.name, "step": step, **fields})
+    def notify(self, event: str, name: str, line: str, /, **fields: Any) -> None:
+        """``fields`` may hold ``step``: the training step (a failure's), while ``pipeline_step`` names the step."""
+        self.notifier.send(event, f"{self.pipeline.name} {name}: {event}", f"{name}: {line}",
+                           {"pipeline": self.pipeline.name, "pipeline_step": name, **fields})
 
     def run_step(self, name: str) -> None:
         from .runner import run_command
@@ -115,7 +116,7 @@ class _Driver:
                 self.state.update(name, state=DONE, reason=None, **fields)
                 self.log(f"{name}: done in {result.duration_s:.1f} s" + (f": {run_dir}" if run_dir else ""))
                 self.notify(DONE, name, f"done in {result.duration_s:.1f} s", exp_id=exp_id, run_dir=run_dir,
-                            final=summary.get("final"), best=_best(summary.get("best")))
+                            final=_values(summary.get("final")), best=_values(summary.get("best")))
                 return
             failure = dict(result.signals.get(FAILED) or {})
             reason = result.reason or failure.get("reason") or f"exit code {result.exit_code}"
@@ -205,11 +206,11 @@ class _Driver:
                     pass
 
 
-def _best(best: Any) -> Any:
-    """``{metric: value}`` from summary.json's best entries (which also hold the step)."""
-    if not isinstance(best, dict):
+def _values(entries: Any) -> Any:
+    """``{metric: value}`` from summary.json's final or best entries (which also hold the step)."""
+    if not isinstance(entries, dict):
         return None
-    return {k: (v.get("value") if isinstance(v, dict) else v) for k, v in best.items()}
+    return {k: (v.get("value") if isinstance(v, dict) else v) for k, v in entries.items()}
 
 
 def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = None, notifier: Notifier | None = None,
