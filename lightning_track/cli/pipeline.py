@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipeline = load_pipeline(args.pipeline)
         if args.status:
-            state = PipelineState(pipeline)
+            state = PipelineState(pipeline, resume=False)
             print(f"pipeline {pipeline.name} ({state.path})")
             print("\n".join(format_status(state)))
             return EXIT_OK

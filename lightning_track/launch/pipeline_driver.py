@@ -221,7 +221,9 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = N
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     if from_step is not None and from_step not in pipeline.steps:
         raise ConfigError(f"--from {from_step!r}: no such step; steps: {', '.join(pipeline.order)}")
-    state = PipelineState(pipeline)
+    state = PipelineState(pipeline, resume=False)
+    held = state.lock()
+    state = PipelineState(pipeline)  # read again under the lock: the last driver's steps are final now
     if from_step is not None:
         state.reset([from_step, *pipeline.downstream(from_step)], reason=f"--from {from_step}")
     skipped = state.prepare_run()
@@ -238,6 +240,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = N
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        held.close()
     states = [state.state(n) for n in pipeline.order]
     if driver.stopping.is_set():
         code = EXIT_INTERRUPTED

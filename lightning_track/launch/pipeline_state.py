@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunFolderError
+from ..errors import ConfigError, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
 from ..vocabulary import DONE, FAILED, INTERRUPTED, RUNNING, iso_time
 from .pipeline import Pipeline
@@ -35,9 +35,13 @@ def state_path(pipeline: Pipeline) -> Path:
 
 
 class PipelineState:
-    """The steps' states in memory and on disk; every change is saved at once (thread-safe)."""
+    """The steps' states in memory and on disk; every change is saved at once (thread-safe).
 
-    def __init__(self, pipeline: Pipeline, path: Path | None = None) -> None:
+    ``resume=True`` (a driver about to run): a step the file calls ``running`` was left by a driver that
+    is gone (the driver holds :meth:`lock` while it runs), and a done step whose command changed runs again.
+    """
+
+    def __init__(self, pipeline: Pipeline, path: Path | None = None, *, resume: bool = True) -> None:
         self.pipeline = pipeline
         self.path = Path(path) if path is not None else state_path(pipeline)
         self._lock = threading.Lock()
@@ -52,12 +56,31 @@ class PipelineState:
             for name, entry in (old or {}).items():
                 if name in self.steps and isinstance(entry, dict) and entry.get("state") in STEP_STATES:
                     self.steps[name] = dict(entry)
+        if not resume:  # a reader (--status): the file as it is, a live driver's running steps included
+            return
         for name, entry in self.steps.items():
             if entry["state"] == RUNNING:  # its driver is gone
                 entry.update(state=INTERRUPTED, reason="the driver stopped while it ran")
             cmd = pipeline.steps[name].cmd
             if entry["state"] == DONE and entry.get("cmd") not in (None, cmd):
                 entry.update(state=PENDING, reason="its command changed")
+
+    def lock(self) -> Any:
+        """Hold ``<state>.lock`` (flock) while a driver runs; a second driver of the same pipeline is refused.
+
+        Returns the open file; the lock goes with the process, also when it is killed.
+        """
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115 - held until exit
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(f"pipeline {self.pipeline.name!r} is already running ({self.path}); "
+                              "wait for it, or stop it with Ctrl+C") from None
+        return handle
 
     def get(self, name: str) -> dict[str, Any]:
         with self._lock:

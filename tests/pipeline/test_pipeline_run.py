@@ -66,6 +66,10 @@ def test_ctrl_c_then_rerun_completes_without_rerunning_done_steps(tmp_path: Path
         assert driver.poll() is None, driver.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    status = lt_pipeline(path, "--status")
+    assert [ln.split()[:2] for ln in status.stdout.splitlines()[1:3]] == [["prep", "done"], ["train", "running"]]
+    second = lt_pipeline(path)
+    assert second.returncode == 2 and "pipeline 'exp' is already running" in second.stderr
     driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=120)
     assert driver.returncode == 130, err
