@@ -114,7 +114,7 @@ class RunicornView:
         runs: dict[str, dict[str, Any]] = {}
         for rel, entry in src.files.items():
             top, _, name = rel.partition("/")
-            if name in (RunLayout.METRICS_JSONL, RunLayout.META, RunLayout.SUMMARY):
+            if name in (RunLayout.METRICS_JSONL, RunLayout.META, RunLayout.SUMMARY, RunLayout.LOGS):
                 runs.setdefault(top, {})[name] = entry
         gate = asyncio.Semaphore(8)
 
@@ -205,7 +205,31 @@ class RunicornView:
             if offset and (touched or rebuild or "source_tail" not in state):
                 n = min(256, offset)
                 state["source_tail"] = tail_hash(await reader.read(metrics_rel, offset - n, n))
+        logs = files.get(RunLayout.LOGS)
+        if logs is not None and await self._append_logs(reader, run, view, logs.size, state):
+            changed = True
         if changed or state.get("digests") != digests:
             state.update(digests=digests, source_offset=offset, events_size=events_size)
             await self._write_atomic(f"{view}/{VIEW_STATE}", json.dumps(state, indent=2) + "\n")
+        return changed
+
+    async def _append_logs(self, reader: Transport, run: str, view: str, size: int, state: dict[str, Any]) -> bool:
+        """The run's ``logs.txt`` appended to the view's, whole lines only: the viewer's log tab tails that file
+        (an open handle reading on), so lines synced later appear without restarting it."""
+        source, target = f"{run}/{RunLayout.LOGS}", f"{view}/{RunLayout.LOGS}"
+        offset, written = int(state.get("logs_offset") or 0), int(state.get("logs_size") or 0)
+        now = await self.transport.stat(target)
+        if now is None or now.size < written or offset > size:
+            offset = written = 0  # a new view, or one that cannot be trusted: from the start
+        elif now.size > written:
+            await self.transport.truncate(target, written)  # a killed update's extra bytes
+        changed = False
+        while offset < size:
+            data = await reader.read(source, offset, min(_READ, size - offset))
+            whole = data[: data.rfind(b"\n") + 1]
+            if not whole:
+                break  # a line still being written: the next cycle
+            await self.transport.write_at(target, written, whole, truncate=written == 0)
+            offset, written, changed = offset + len(whole), written + len(whole), True
+        state.update(logs_offset=offset, logs_size=written)
         return changed
