@@ -58,18 +58,23 @@ from .writer import BackgroundWriter
 __all__ = ["RunLifecycle", "check_rewind"]
 
 
-def check_rewind(run_name: str, restart_step: int, last_checkpoint_step: int | None, allow_rewind: bool) -> None:
+def check_rewind(run_name: str, restart_step: int, last_checkpoint_step: int | None, allow_rewind: bool,
+                 newest: str | None = None) -> None:
     """Refuse a resume whose training restarts before the run's last checkpoint.
 
     Why: without ``ckpt_path`` (or with an older checkpoint) training starts over, and continuing the
-    same folder would overwrite the record of everything after ``restart_step``.
+    same folder would overwrite the record of everything after ``restart_step``. ``newest``: the newest
+    checkpoint's path, for the fix (a ``last.ckpt`` written after it may be missing when a run was
+    killed between the two saves).
     """
     if allow_rewind or last_checkpoint_step is None or restart_step >= last_checkpoint_step:
         return
+    where = f'ckpt_path="{newest}"' if newest else 'ckpt_path="last"'
     raise ResumeError(
         f"resume of run {run_name} refused: training restarts at step {restart_step} but the run's last "
-        f"checkpoint is at step {last_checkpoint_step}; continue it with trainer.fit(..., ckpt_path=\"last\"), "
-        "start a new run (resume=False), or pass RunLogger(..., allow_rewind=True) to rewind it on purpose")
+        f"checkpoint is at step {last_checkpoint_step}; continue it with trainer.fit(..., {where})"
+        + ("" if not newest else ' (ckpt_path="last" when last.ckpt is that checkpoint)')
+        + ", start a new run (resume=False), or pass RunLogger(..., allow_rewind=True) to rewind it on purpose")
 
 
 class RunLifecycle:
@@ -206,13 +211,15 @@ class RunLifecycle:
             self._reserve.unlink(missing_ok=True)  # no room even now: the run still starts
 
     def _check_rewind(self, previous: Mapping[str, Any], from_step: int) -> None:
-        steps = [step for step, _ in self.layout.checkpoint_steps()]
+        found = self.layout.checkpoint_steps()
+        steps = [step for step, _ in found]
         recorded = previous.get("last_checkpoint_step")
         if isinstance(recorded, int):
             steps.append(recorded)
         last = max(steps) if steps else None
+        newest = str(found[-1][1]) if found and found[-1][0] == last else None
         try:
-            check_rewind(self.layout.name, from_step, last, self.allow_rewind)
+            check_rewind(self.layout.name, from_step, last, self.allow_rewind, newest)
         except ResumeError:
             self.refused = True
             raise

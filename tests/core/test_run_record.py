@@ -62,6 +62,9 @@ def test_check_rewind_names_run_steps_and_fix() -> None:
     assert "d_m_20260101_000000" in text and "step 0" in text and "step 150" in text
     assert 'ckpt_path="last"' in text and "allow_rewind=True" in text and "\n" not in text
     assert isinstance(refused.value, ValueError)
+    # killed between a checkpoint and last.ckpt: last.ckpt is one behind, the fix names the newest
+    with pytest.raises(ResumeError, match=r'ckpt_path="runs/r/checkpoints/epoch=0-step=10.ckpt"'):
+        check_rewind("r", 5, 10, False, "runs/r/checkpoints/epoch=0-step=10.ckpt")
 
 
 def test_hyperparameters_the_config_already_holds_are_not_repeated() -> None:

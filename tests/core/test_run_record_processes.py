@@ -68,8 +68,10 @@ def test_random_kills_and_resumes_keep_every_record_exactly_once(tmp_path: Path)
         (run,) = RunLayout.list_runs(root)
         for rec in records(run.metrics_jsonl):
             seen[(rec["step"], rec["time"])] = rec
-        resume = ["--resume"] if run.last_checkpoint.exists() or list(run.checkpoints_dir.glob("*.ckpt")) else [
-            "--resume-no-ckpt"]
+        # the newest checkpoint: a kill between a checkpoint and last.ckpt leaves last.ckpt one behind
+        # (resuming from it would rewind the run and is refused, saying to use the newest)
+        found = run.checkpoint_steps()
+        resume = ["--ckpt", str(found[-1][1])] if found else ["--resume-no-ckpt"]
         proc = subprocess.Popen([sys.executable, str(SCRIPT), str(root), str(max_steps), "--sleep", "0.05", *resume],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
     out, _ = proc.communicate(timeout=300)

@@ -37,13 +37,14 @@ def main() -> None:
     parser.add_argument("max_steps", type=int)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--resume-no-ckpt", action="store_true", help="resume=True, training from step 0")
+    parser.add_argument("--ckpt", help="resume=True from this checkpoint (instead of last)")
     parser.add_argument("--hang-at", type=int, default=-1)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--sleep", type=float, default=0.0)
     args = parser.parse_args()
     root = Path(args.root)
     L.seed_everything(0, verbose=False)
-    logger = RunLogger("ds", "m", root=root, resume=args.resume or args.resume_no_ckpt,
+    logger = RunLogger("ds", "m", root=root, resume=args.resume or args.resume_no_ckpt or bool(args.ckpt),
                        config={"max_steps": args.max_steps})
     callbacks = [ModelCheckpoint(every_n_train_steps=5, save_last=True, save_top_k=-1),
                  HangAt(args.hang_at, root / "hanging.txt", args.sleep)]
@@ -53,7 +54,7 @@ def main() -> None:
         strategy="ddp" if args.devices > 1 else "auto", num_sanity_val_steps=0, limit_val_batches=0,
     )
     trainer.fit(DemoModule(max_steps=args.max_steps), datamodule=DemoDataModule(n_train=1024, n_val=64),
-                ckpt_path="last" if args.resume else None)
+                ckpt_path=args.ckpt or ("last" if args.resume else None))
     if trainer.is_global_zero:
         print(f"RUN_DIR={logger.run_dir}")
 
