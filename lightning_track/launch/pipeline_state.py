@@ -21,12 +21,13 @@ from ..folder.fileio import atomic_write_json, read_json
 from ..vocabulary import DONE, FAILED, INTERRUPTED, RUNNING, iso_time
 from .pipeline import Pipeline
 
-__all__ = ["PENDING", "RUNNING", "DONE", "FAILED", "BLOCKED", "INTERRUPTED", "STEP_STATES", "state_path",
+__all__ = ["PENDING", "RUNNING", "DONE", "FAILED", "BLOCKED", "INTERRUPTED", "SUBMITTED", "STEP_STATES", "state_path",
            "PipelineState", "format_status"]
 
 PENDING = "pending"
 BLOCKED = "blocked"  # an upstream step failed: never started
-STEP_STATES = (PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED)
+SUBMITTED = "submitted"  # handed to Slurm (its job id in slurm_job_id); the job's own signals say the rest
+STEP_STATES = (PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED, SUBMITTED)
 
 
 def state_path(pipeline: Pipeline) -> Path:
@@ -151,6 +152,8 @@ def format_status(state: PipelineState) -> list[str]:
             parts.append(f"{entry['duration_s']:.1f} s")
         if entry.get("reason") and entry["state"] != DONE:
             parts.append(str(entry["reason"]))
+        if entry.get("slurm_job_id"):
+            parts.append(f"job {entry['slurm_job_id']}")
         if entry.get("run_dir"):
             parts.append(str(entry["run_dir"]))
         lines.append("  ".join(parts).rstrip())

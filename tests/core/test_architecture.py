@@ -35,7 +35,7 @@ TORCH_FREE = [
     "lightning_track.launch.runner", "lightning_track.launch.outcome", "lightning_track.cli.run",
     "lightning_track.cli.demo",
     "lightning_track.launch.pipeline", "lightning_track.launch.pipeline_state", "lightning_track.launch.notify",
-    "lightning_track.launch.pipeline_driver", "lightning_track.cli.pipeline",
+    "lightning_track.launch.pipeline_driver", "lightning_track.cli.pipeline", "lightning_track.launch.slurm",
     "lightning_track.query", "lightning_track.query.listing", "lightning_track.cli.lt",
     "lightning_track.cli.lt_commands", "lightning_track.query.show", "lightning_track.query.prompt",
     "lightning_track.query.compare", "lightning_track.derived.curves", "lightning_track.derived.plots",

@@ -49,11 +49,12 @@ def write_pipeline(folder: Path, steps: dict[str, Any], name: str = "exp") -> Pa
     return path
 
 
-def lt_pipeline(path: Path, *args: str, timeout: float = 240, lt: bool = False) -> subprocess.CompletedProcess[str]:
+def lt_pipeline(path: Path, *args: str, timeout: float = 240, lt: bool = False, **env: str
+                ) -> subprocess.CompletedProcess[str]:
     """``lt run --pipeline PATH ARGS`` (through ``lt`` itself with ``lt=True``)."""
     module = ["lightning_track.cli.lt", "run"] if lt else ["lightning_track.cli.pipeline"]
     return subprocess.run([sys.executable, "-m", *module, "--pipeline", str(path), *args],
-                          capture_output=True, text=True, env=script_env(), cwd=path.parent, timeout=timeout)
+                          capture_output=True, text=True, env=script_env(**env), cwd=path.parent, timeout=timeout)
 
 
 def start_pipeline(path: Path, *args: str) -> subprocess.Popen[str]:

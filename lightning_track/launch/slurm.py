@@ -1,0 +1,171 @@
+"""A pipeline as Slurm jobs: one readable sbatch script per step, chained with ``--dependency=afterok``.
+
+Why scripts a person can read: on a cluster the script is what an administrator, a colleague or the
+user in six months looks at when a job misbehaves; ``lt run --pipeline FILE --slurm --dry-run`` prints
+exactly what would be submitted. Why ``sbatch`` itself rather than a library: its command line is the
+stable interface every Slurm site has, and the chain needs nothing more than ``--parsable`` and
+``--dependency``.
+
+Each job runs its step under ``lt-run`` (``python -m lightning_track.cli.run``, with the submitting
+interpreter, so the job does not depend on an activated environment): health-gated, console captured,
+post-processed, the exp_id ``<pipeline>_<step>`` and the signals in ``<root>/signals`` as locally. A
+``{step.run_dir}`` becomes ``$(cat <root>/signals/<pipeline>_<step>.run)``, read when the job starts,
+after the step it names has finished (``afterok``). Every job gets ``--signal=B:TERM@<grace>`` (the
+batch shell ``exec``\\ s lt-run, which forwards SIGTERM to the command so a ``PreemptionHandler`` can
+checkpoint before the time limit or a preemption) and ``--requeue`` with ``--open-mode=append``; a
+requeued job runs under the same exp_id, and its RunLogger (``resume=True``) continues the run folder.
+``--kill-on-invalid-dep=yes`` cancels the dependants of a failed step instead of leaving them pending.
+
+:func:`sbatch_scripts` and :func:`submit_plan` are pure (tested on their text); :func:`submit` calls
+``sbatch``: every script is checked with ``sbatch --test-only`` before the first is submitted, so a
+refused option (a bad partition) is one line naming the step, with nothing submitted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from .pipeline import REFERENCE, Pipeline, Step
+
+__all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path"]
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    time: str | None = None
+    gres: str | None = None
+    extra: tuple[str, ...] = field(default_factory=tuple)  # --slurm-arg, each one sbatch option
+    grace: int = 60  # seconds between the batch shell's SIGTERM and the job's end
+    python: str = sys.executable
+
+
+def script_path(pipeline: Pipeline, step: str) -> Path:
+    """``<root>/slurm/<pipeline>_<step>.sbatch`` (absolute: sbatch may run from anywhere)."""
+    return Path(pipeline.root).resolve() / "slurm" / f"{pipeline.exp_id(step)}.sbatch"
+
+
+def _signals(pipeline: Pipeline) -> Path:
+    return Path(pipeline.root).resolve() / "signals"
+
+
+def _job_command(pipeline: Pipeline, step: Step) -> str:
+    """The step's command with each reference read from the referenced step's files when the job starts."""
+    signals = _signals(pipeline)
+
+    def replace(match: re.Match[str]) -> str:
+        ref, what = match.group(1), match.group(2)
+        if what == "exp_id":
+            return shlex.quote(pipeline.exp_id(ref))
+        return f'"$(cat {shlex.quote(str(signals / (pipeline.exp_id(ref) + ".run")))})"'
+
+    return REFERENCE.sub(replace, step.cmd)
+
+
+def _directives(pipeline: Pipeline, step: Step, options: SlurmOptions) -> list[str]:
+    out = Path(pipeline.root).resolve() / "slurm" / f"{pipeline.exp_id(step.name)}-%j.out"
+    lines = [f"--job-name={pipeline.exp_id(step.name)}", f"--output={out}", "--open-mode=append"]
+    lines += [f"--partition={options.partition}"] * bool(options.partition)
+    lines += [f"--time={options.time}"] * bool(options.time)
+    lines += [f"--gres={options.gres}"] * bool(options.gres)
+    lines += [f"--signal=B:TERM@{options.grace}", "--requeue", "--kill-on-invalid-dep=yes"]
+    for arg in options.extra:
+        if not arg.startswith("-") or "\n" in arg:
+            raise ConfigError(f"--slurm-arg {arg!r}: give one sbatch option, e.g. --slurm-arg=--mem=32G")
+        lines.append(arg)
+    return [f"#SBATCH {line}" for line in lines]
+
+
+def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.PathLike[str] | None = None,
+                   steps: Sequence[str] | None = None) -> dict[str, str]:
+    """``{step: script text}`` in dependency order, for ``steps`` (default: every step)."""
+    workdir = Path(cwd or os.getcwd()).resolve()
+    scripts = {}
+    for name in steps if steps is not None else pipeline.order:
+        step = pipeline.steps[name]
+        lt_run = [options.python, "-m", "lightning_track.cli.run", "--exp-id", pipeline.exp_id(name),
+                  "--signals-dir", str(_signals(pipeline)), "--grace", str(max(options.grace - 5, 1))]
+        if step.health_time is not None:
+            lt_run += ["--health-time", f"{step.health_time:g}"]
+        after = ", ".join(step.after) or "nothing"
+        scripts[name] = "\n".join([
+            "#!/bin/bash",
+            f"# Pipeline {pipeline.name}, step {name} (runs after {after}); written by lt run --pipeline --slurm.",
+            *_directives(pipeline, step, options),
+            "",
+            "set -euo pipefail",
+            f"cd {shlex.quote(str(workdir))}",
+            "# lt-run: health gate, console into the run's logs.txt, post-processing; exec so that the batch",
+            "# shell's SIGTERM (--signal=B:TERM) reaches it and the command can checkpoint before the job ends.",
+            f"exec {shlex.join(lt_run)} -- \\",
+            f"    /bin/sh -c {shlex.quote(_job_command(pipeline, step))}",
+            "",
+        ])
+    return scripts
+
+
+def submit_plan(pipeline: Pipeline, steps: Sequence[str], earlier: Mapping[str, str] | None = None) -> list[str]:
+    """The shell lines that submit ``steps`` in order, each after the submitted steps it waits for
+    (``earlier``: job ids of steps submitted by an earlier call)."""
+    earlier = earlier or {}
+    lines = []
+    for name in steps:
+        deps = [f"$jid_{_var(d)}" if d in steps else earlier[d] for d in pipeline.steps[name].after
+                if d in steps or d in earlier]
+        dep = f" --dependency=afterok:{':'.join(deps)}" if deps else ""
+        lines.append(f"jid_{_var(name)}=$(sbatch --parsable{dep} {shlex.quote(str(script_path(pipeline, name)))})")
+    return lines
+
+
+def _var(name: str) -> str:
+    return name.replace("-", "_")
+
+
+Run = Callable[[list[str]], subprocess.CompletedProcess[str]]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def submit(pipeline: Pipeline, scripts: Mapping[str, str], *, earlier: Mapping[str, str] | None = None,
+           run: Run = _run) -> dict[str, str]:
+    """Write the scripts and submit them in order; ``{step: job id}``. ``earlier``: job ids of steps
+    submitted by an earlier call, which the new jobs wait for too.
+
+    Refused before anything is submitted: no ``sbatch`` on PATH, a script ``sbatch --test-only`` rejects.
+    """
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--slurm: sbatch not found on PATH; run on a Slurm login node (or use --dry-run to see "
+                          "the scripts)")
+    for name, text in scripts.items():
+        path = script_path(pipeline, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    for name in scripts:
+        checked = run(["sbatch", "--test-only", str(script_path(pipeline, name))])
+        if checked.returncode != 0:
+            why = " ".join((checked.stderr or checked.stdout).split()) or f"exit code {checked.returncode}"
+            raise ConfigError(f"step {name!r}: sbatch refused {script_path(pipeline, name).name}: {why}; "
+                              "fix --partition/--time/--gres/--slurm-arg")
+    ids: dict[str, str] = {}
+    for name in scripts:
+        known = {**(earlier or {}), **ids}
+        deps = [known[d] for d in pipeline.steps[name].after if d in known]
+        args = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{':'.join(deps)}"] if deps else [])
+        done = run(args + [str(script_path(pipeline, name))])
+        if done.returncode != 0:
+            why = " ".join((done.stderr or done.stdout).split()) or f"exit code {done.returncode}"
+            submitted = ", ".join(f"{s} ({j})" for s, j in ids.items()) or "none"
+            raise ConfigError(f"step {name!r}: sbatch failed: {why}; submitted before it: {submitted}")
+        ids[name] = done.stdout.strip().split(";")[0]
+    return ids
