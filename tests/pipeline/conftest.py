@@ -37,3 +37,15 @@ def webhook() -> Iterator[Webhook]:
     server.shutdown()
     server.server_close()
 
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import slurm_support
+
+    why = slurm_support.missing()
+    if why:
+        pytest.skip(why)
+    cluster = slurm_support.start(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()

@@ -120,8 +120,13 @@ def test_without_sbatch_the_cli_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == ("lt run: error: --slurm: sbatch not found on PATH; run on a Slurm login node "
                                      "(or use --dry-run to see the scripts)")
+
+
+def test_dry_run_prints_the_scripts_and_submits_nothing(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path, {"a": "true"})
     dry = lt_pipeline(path, "--slurm", "--dry-run", "--partition", "cpu")
     assert dry.returncode == 0 and "#SBATCH --partition=cpu" in dry.stdout and "jid_a=$(sbatch" in dry.stdout
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

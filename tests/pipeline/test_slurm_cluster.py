@@ -1,0 +1,64 @@
+"""Pipelines submitted to a real single-node Slurm (the ``slurm`` fixture), jobs waited for with timeouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pipeline_support import EVAL, REPORT, TRAIN, lt_pipeline, py, state, write_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def chain(tmp_path: Path, *train_args: str) -> Path:
+    root = str(tmp_path / "runs")
+    return write_pipeline(tmp_path, {
+        "train": {"cmd": py(TRAIN, root, *train_args), "health_time": 120},
+        "eval": {"cmd": py(EVAL, "{train.run_dir}"), "after": ["train"]},
+        "report": {"cmd": py(REPORT, "{train.run_dir}"), "after": ["eval"]},
+    })
+
+
+def test_train_eval_report_as_chained_jobs(tmp_path: Path, slurm: Any) -> None:
+    path = chain(tmp_path)
+    result = lt_pipeline(path, "--slurm", "--time", "10", **slurm.env)
+    assert result.returncode == 0, result.stderr
+    ids = {name: entry["slurm_job_id"] for name, entry in state(path).items()}
+    assert {entry["state"] for entry in state(path).values()} == {"submitted"}
+    jobs = slurm.wait_ended(list(ids.values()))
+    assert {n: (jobs[j]["JobState"], jobs[j]["ExitCode"]) for n, j in ids.items()} == {
+        n: ("COMPLETED", "0:0") for n in ids}
+    signals = tmp_path / "runs" / "signals"
+    run = Path((signals / "exp_train.run").read_text().strip())
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert (run / "report.txt").read_text().startswith(run.name)
+    assert (signals / "exp_train.healthy").exists() and (signals / "exp_report.done").exists()
+    out = tmp_path / "runs" / "slurm" / f"exp_train-{ids['train']}.out"
+    assert "lt-run" in out.read_text()
+
+
+def test_a_health_failure_ends_the_job_86_and_its_dependants_never_run(tmp_path: Path, slurm: Any) -> None:
+    path = chain(tmp_path, "--nan-at", "3")
+    result = lt_pipeline(path, "--slurm", **slurm.env)
+    assert result.returncode == 0, result.stderr
+    ids = {name: entry["slurm_job_id"] for name, entry in state(path).items()}
+    jobs = slurm.wait_ended(list(ids.values()))
+    assert (jobs[ids["train"]]["JobState"], jobs[ids["train"]]["ExitCode"]) == ("FAILED", "86:0")
+    assert jobs[ids["eval"]]["JobState"] == "CANCELLED" and jobs[ids["report"]]["JobState"] == "CANCELLED"
+    failed = json.loads((tmp_path / "runs" / "signals" / "exp_train.failed.json").read_text())
+    assert failed["check"] == "nonfinite_loss"
+    assert not (tmp_path / "runs" / "signals" / "exp_eval.done").exists()
+
+
+def test_a_refused_partition_submits_nothing(tmp_path: Path, slurm: Any) -> None:
+    path = chain(tmp_path)
+    before = slurm.run("squeue", "-h", "-o", "%i")
+    result = lt_pipeline(path, "--slurm", "--partition", "nosuch", **slurm.env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "lt run: error: step 'train': sbatch refused exp_train.sbatch: sbatch: error: invalid partition specified: "
+        "nosuch allocation failure: Invalid partition name specified; fix --partition/--time/--gres/--slurm-arg"]
+    assert slurm.run("squeue", "-h", "-o", "%i") == before
+    assert not (tmp_path / "runs" / "exp.pipeline.json").exists()
