@@ -7,13 +7,15 @@ back as floats from :func:`read_metrics`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import JsonlProblem
 from .fileio import iter_jsonl, restore_nonfinite
 
-__all__ = ["MetricRecord", "read_metrics"]
+__all__ = ["MetricRecord", "read_metrics", "flatten"]
 
 _FLOAT = {float}
 
@@ -41,3 +43,18 @@ def read_metrics(path: str | Path, problems: list[JsonlProblem] | None = None) -
                 raise problem from None
             problems.append(problem)
     return records
+
+
+def flatten(tree: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """``{"model": {"lr": 0.1}}`` -> ``{"model.lr": 0.1}``: the one way a nested config key is named
+    (``lt ls --filter model.lr<...``, a resume's config changes; ``sep="/"`` for TensorBoard's HParams).
+    Lists and empty mappings stay values."""
+    flat: dict[str, Any] = {}
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping) and value:
+                flat.update(flatten(value, name + sep, sep))
+            else:
+                flat[name] = value
+    return flat

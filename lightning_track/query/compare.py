@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +77,10 @@ def winner(values: list[Any], mode: str | None) -> int | None:
     return (min(finite) if mode == "min" else max(finite))[1]
 
 
-def _metric_rows(comp: Comparison) -> list[list[str]]:
-    rows = []
+def metric_rows(comp: Comparison) -> Iterator[tuple[str, list[tuple[str, bool]]]]:
+    """One row per metric and ``best``/``final`` that some run has: the row's label and, per run, the
+    value's text (``value @step``, ``-`` when the run lacks it) and whether it wins. Shared by the
+    terminal table and the HTML report."""
     for key in comp.metrics:
         mode = metric_mode(comp.runs, key)
         for which in ("best", "final"):
@@ -90,9 +92,12 @@ def _metric_rows(comp: Comparison) -> list[list[str]]:
             for i, (run, value) in enumerate(zip(comp.runs, values, strict=True)):
                 step = ((run.summary.get(which) or {}).get(key) or {}).get("step")
                 text = "-" if value is MISSING else format_cell(value) + (f" @{step}" if step is not None else "")
-                cells.append(text + (" *" if i == win else ""))
-            rows.append([f"{key} {which}" + (f" ({mode})" if which == "best" and mode else ""), *cells])
-    return rows
+                cells.append((text, i == win))
+            yield f"{key} {which}" + (f" ({mode})" if which == "best" and mode else ""), cells
+
+
+def _metric_rows(comp: Comparison) -> list[list[str]]:
+    return [[label, *(text + (" *" if won else "") for text, won in cells)] for label, cells in metric_rows(comp)]
 
 
 def metric_series(runs: Sequence[RunInfo], key: str, problems: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:

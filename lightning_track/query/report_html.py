@@ -25,7 +25,7 @@ from ..derived.curves import downsample
 from ..folder.fileio import atomic_write_text, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, iso_time
-from .compare import compare_runs, labels, metric_mode, winner
+from .compare import compare_runs, labels, metric_rows
 from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .history import read_history
@@ -122,20 +122,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _metrics_html(comp: Any) -> str:
-    rows = []
-    for key in comp.metrics:
-        mode = metric_mode(comp.runs, key)
-        for which in ("best", "final"):
-            values = [run.metric(which, key) for run in comp.runs]
-            if all(v is MISSING for v in values):
-                continue
-            win = winner(values, mode)
-            cells = [f"<td>{_e(key)} {which}{f' ({mode})' if which == 'best' and mode else ''}</td>"]
-            for i, (run, value) in enumerate(zip(comp.runs, values, strict=True)):
-                step = ((run.summary.get(which) or {}).get(key) or {}).get("step")
-                text = "-" if value is MISSING else format_cell(value) + (f" @{step}" if step is not None else "")
-                cells.append(f'<td class="num{" win" if i == win else ""}">{_e(text)}</td>')
-            rows.append(cells)
+    rows = [[f"<td>{_e(label)}</td>",
+             *(f'<td class="num{" win" if won else ""}">{_e(text)}</td>' for text, won in cells)]
+            for label, cells in metric_rows(comp)]
     return _table(["metric", *(_e(label) for label in comp.labels)], rows) if rows else "<p>(no metrics)</p>"
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import RunFolderError
 from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
+from ..folder.records import flatten
 from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, UNKNOWN, parse_iso_time
 from .annotations import ANNOTATIONS, effective_notes, effective_tags, read_annotations
 from .discover import find_run_dirs, list_names, resolve_run
@@ -35,19 +36,6 @@ __all__ = ["RunInfo", "find_runs", "read_run", "resolve_run", "judge_status", "l
            "main_metric", "STALE_AFTER_S", "UNKNOWN", "flatten"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"lr": 0.1}}`` -> ``{"model.lr": 0.1}`` (lists stay values)."""
-    flat: dict[str, Any] = {}
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict) and value:
-                flat.update(flatten(value, name + "."))
-            else:
-                flat[name] = value
-    return flat
 
 
 def _time(text: Any) -> float | None:

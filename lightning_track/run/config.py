@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..errors import ConfigError, one_line
 from ..folder.fileio import atomic_write_text
+from ..folder.records import flatten
 
 __all__ = ["normalize_config", "redact", "merge_config", "config_to_yaml", "config_digest", "REDACTED",
            "is_secret_key", "redact_argv", "write_config_yaml", "load_config", "merge_hyperparams",
@@ -145,19 +146,8 @@ def _paths_named(tree: Mapping[str, Any], key: str, prefix: tuple[str, ...] = ()
 def config_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``{"trainer.max_steps": {"was": 150, "now": 300}}`` for every leaf that ``after`` changes
     (secrets redacted); a resume records them in its attempt."""
-    old, new = _flatten(redact(dict(before))), _flatten(redact(dict(after)))
+    old, new = flatten(redact(dict(before))), flatten(redact(dict(after)))
     return {key: {"was": old[key], "now": value} for key, value in new.items() if key in old and old[key] != value}
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def config_to_yaml(config: Mapping[str, Any]) -> str:

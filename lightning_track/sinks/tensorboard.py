@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import google_crc32c
 
 from ..folder.media import MediaRecord
-from ..folder.records import MetricRecord
+from ..folder.records import MetricRecord, flatten
 from ..vocabulary import COMPLETED
 from .base import Sink, SinkContext
 
@@ -105,16 +105,11 @@ def flat_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool 
     other value (a list, a set, an empty mapping) its ``str``, as TensorBoard's own helpers do for lists.
     """
     flat: dict[str, bool | float | int | str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flat_hparams(value, prefix=f"{name}/"))
-        elif isinstance(value, (bool, int, float, str)):
+    for name, value in flatten(config, prefix, sep="/").items():
+        if isinstance(value, (bool, int, float, str)):
             flat[name] = value
-        elif value is None:
-            flat[name] = "null"
         else:
-            flat[name] = str(value)
+            flat[name] = "null" if value is None else str(value)
     return flat
 
 
