@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "checkpointing"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' helpers: support.*
 warnings.filterwarnings("ignore")
 
 
@@ -45,8 +45,8 @@ def _timed(cls: type) -> type:
 def bench_stall(mb: int, saves: int) -> dict[str, dict[str, float]]:
     import lightning as L
     import torch
-    from ckpt_support import make_trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from support.trainers import make_trainer
     from torch.utils.data import DataLoader, TensorDataset
 
     from lightning_track import StepCheckpoint
@@ -88,9 +88,10 @@ def bench_stall(mb: int, saves: int) -> dict[str, dict[str, float]]:
 
 
 def bench_tracker(steps: int, repeats: int) -> dict[str, float]:
-    from ckpt_support import LineDataset, TinyModule, loader, make_trainer
+    from support.trainers import make_trainer
 
     from lightning_track import BatchTracker, TrackedDataset
+    from lightning_track.training.toy import LineDataset, ToyRegression, line_loader
 
     timings: dict[str, list[float]] = {"none": [], "BatchTracker": []}
     hook_us: list[float] = []
@@ -103,7 +104,7 @@ def bench_tracker(steps: int, repeats: int) -> dict[str, float]:
                     dataset, callbacks = TrackedDataset(dataset), [_timed_hooks(BatchTracker)()]
                 trainer = make_trainer(tmp, max_steps=steps, logger=False, callbacks=callbacks)
                 start = time.perf_counter()
-                trainer.fit(TinyModule(), loader(dataset, batch_size=8))
+                trainer.fit(ToyRegression(hidden=8, seed=None), line_loader(dataset, batch_size=8))
                 timings[kind].append(time.perf_counter() - start)
                 if callbacks:
                     hook_us.append(callbacks[0].spent / steps * 1e6)

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sync"))
-from sync_support import make_sshd  # noqa: E402  (the same private sshd the tests use)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' helpers: support.*
+from support.sync import make_sshd  # noqa: E402  (the same private sshd the tests use)
 
 from lightning_track.folder.fileio import atomic_write_json  # noqa: E402
 from lightning_track.sync import sync_once  # noqa: E402
