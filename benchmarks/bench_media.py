@@ -77,6 +77,7 @@ def main() -> None:
         call = statistics.median(per_call[kind])
         rows.append(f"| {kind} | {call * 1e6:,.0f} | {call / anchor:.3f}× | {statistics.median(total[kind]):.2f} |")
     text = "\n".join([
+        "## Images (issue 15: log_image, experiment.add_image)", "",
         f"`python benchmarks/bench_media.py --calls {args.calls} --repeats {args.repeats}` — the same tensors, "
         "each logger in the same run.", "", *rows, "",
         "Goal: log_image on the training thread ≤ 1/5 of TensorBoardLogger's add_image."])
