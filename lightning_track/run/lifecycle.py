@@ -331,6 +331,9 @@ class RunLifecycle:
             return
         moved = sum(s.moved_aside for s in sinks)
         record: dict[str, Any] = {"dropped_records": moved}
+        lost = sorted({step for sink in sinks for step in sink.lost_steps})
+        if lost:  # the truth about a record that never reached the disk
+            record["lost_steps"] = lost
         if moved and context.moved_aside_to is not None:
             record["dropped_file"] = self.layout.relative(context.moved_aside_to)
         self._update_attempt(**record)

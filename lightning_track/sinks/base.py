@@ -93,6 +93,11 @@ class Sink(ABC):
             self.close(status)  # type: ignore[call-arg]
 
     @property
+    def lost_steps(self) -> list[int]:
+        """Steps a resume found missing from this sink's record (see MetricsJsonlSink)."""
+        return []
+
+    @property
     def moved_aside(self) -> int:
         """Records this sink took out of its file when it opened on a resume (0 for most formats)."""
         return 0

@@ -14,17 +14,27 @@ class MetricsJsonlSink(Sink):
     def __init__(self) -> None:
         self._appender: JsonlAppender | None = None
         self._moved_aside = 0
+        self._lost: list[int] = []
         self.digest: MetricsDigest | None = None
 
     def open(self, context: SinkContext) -> None:
         path = context.layout.metrics_jsonl
         if context.resume_step is not None and path.exists():
-            _, self._moved_aside = keep_jsonl_before(path, context.resume_step, moved_to=context.moved_aside_to)
+            kept, self._moved_aside = keep_jsonl_before(path, context.resume_step, moved_to=context.moved_aside_to)
+            # Lightning logs a batch's values just after the checkpoint its end saved: a kill in between
+            # loses that one record, and the resume (from that checkpoint) never logs it again. Say so.
+            restart = context.resume_step - 1
+            if restart > 0 and kept and not any(r.get("step") == restart for r in kept[-64:]):
+                self._lost = [restart]
         self._appender = JsonlAppender(path)
 
     @property
     def moved_aside(self) -> int:
         return self._moved_aside
+
+    @property
+    def lost_steps(self) -> list[int]:
+        return self._lost
 
     def keep_digest(self) -> MetricsDigest:
         """From now on also feed :attr:`digest`, for ``post_process(..., metrics=sink.digest)``.

@@ -296,3 +296,27 @@ def test_resume_moves_the_interrupted_attempts_batch_tracking_aside(tmp_path: Pa
     aside = raw_records(run.dropped_tracking_jsonl(2))
     assert [r["step"] for r in aside] == [r["step"] for r in before if r["step"] > 8]  # kept, not deleted
     assert aside == [r for r in before if r["step"] > 8]
+
+
+def test_a_resume_names_the_checkpoints_own_record_when_a_kill_lost_it(tmp_path: Path) -> None:
+    """Lightning logs a batch's values just after the checkpoint its end saved; killed in between, the
+    record of the checkpoint's step is gone for good: the resume says so instead of hiding the gap."""
+    from lightning_track.folder.fileio import JsonlAppender
+    from lightning_track.sinks import SinkContext
+    from lightning_track.sinks.jsonl import MetricsJsonlSink
+
+    run = RunLayout(tmp_path / "d_m_20260101_000000")
+    run.run_dir.mkdir()
+    with JsonlAppender(run.metrics_jsonl) as out:
+        for step in (1, 2, 3, 4, 6):  # 5 (the checkpoint's) never written; 6 from after it, replaced
+            out.append({"step": step, "time": 1.0, "metrics": {"loss": 1.0}})
+    sink = MetricsJsonlSink()
+    sink.open(SinkContext(layout=run, dataset="d", method="m", resume_step=6,
+                          moved_aside_to=run.dropped_metrics_jsonl(2)))
+    sink.close("completed")
+    assert sink.lost_steps == [5] and sink.moved_aside == 1
+    assert [r["step"] for r in raw_records(run.metrics_jsonl)] == [1, 2, 3, 4]
+    whole = MetricsJsonlSink()
+    whole.open(SinkContext(layout=run, dataset="d", method="m", resume_step=5))  # restart at 4: 4 is there
+    whole.close("completed")
+    assert whole.lost_steps == []

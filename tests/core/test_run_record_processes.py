@@ -65,27 +65,36 @@ def test_random_kills_and_resumes_keep_every_record_exactly_once(tmp_path: Path)
         time.sleep(rng.uniform(3.0, 7.0))  # from before the first step to well into training
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        (run,) = RunLayout.list_runs(root)
-        for rec in records(run.metrics_jsonl):
-            seen[(rec["step"], rec["time"])] = rec
-        # the newest checkpoint: a kill between a checkpoint and last.ckpt leaves last.ckpt one behind
-        # (resuming from it would rewind the run and is refused, saying to use the newest)
-        found = run.checkpoint_steps()
-        resume = ["--ckpt", str(found[-1][1])] if found else ["--resume-no-ckpt"]
+        runs = RunLayout.list_runs(root)
+        assert len(runs) <= 1
+        if not runs:  # killed during start-up, before the run folder existed: start it again
+            resume: list[str] = []
+        else:
+            (run,) = runs
+            for rec in records(run.metrics_jsonl):
+                seen[(rec["step"], rec["time"])] = rec
+            # the newest checkpoint: a kill between a checkpoint and last.ckpt leaves last.ckpt one behind
+            # (resuming from it would rewind the run and is refused, saying to use the newest)
+            found = run.checkpoint_steps()
+            resume = ["--ckpt", str(found[-1][1])] if found else ["--resume-no-ckpt"]
         proc = subprocess.Popen([sys.executable, str(SCRIPT), str(root), str(max_steps), "--sleep", "0.05", *resume],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     (run,) = RunLayout.list_runs(root)
     final = records(run.metrics_jsonl)
-    assert [r["step"] for r in final] == list(range(1, max_steps + 1))  # each step exactly once, none missing
+    data = json.loads(run.summary_json.read_text())
+    # Lightning logs a batch's values just after the checkpoint that batch's end saved: a kill in that
+    # window (milliseconds) loses that one record for good, and the resume says so in its attempt.
+    lost = sorted(s for a in data["attempts"] for s in a.get("lost_steps", []))
+    assert all(step % 5 == 0 for step in lost)  # only ever a checkpoint's own step
+    assert [r["step"] for r in final] == [s for s in range(1, max_steps + 1) if s not in lost]  # each once
     dropped = [r for path in sorted(run.run_dir.glob("metrics.dropped-at-attempt-*.jsonl")) for r in records(path)]
     kept_or_moved = {(r["step"], r["time"]) for r in final + dropped}
     assert set(seen) <= kept_or_moved  # nothing a killed attempt wrote was lost
     assert len(final) + len(dropped) == len({(r["step"], r["time"]) for r in final + dropped})  # never twice
-    data = json.loads(run.summary_json.read_text())
-    # a kill during start-up (before training began) leaves no attempt: 2 to 4 attempts
-    assert data["status"] == "completed" and 2 <= len(data["attempts"]) <= 4
+    # a kill during start-up (before training began) leaves no attempt: 1 to 4 attempts
+    assert data["status"] == "completed" and 1 <= len(data["attempts"]) <= 4
     assert [a["status"] for a in data["attempts"]] == ["crashed"] * (len(data["attempts"]) - 1) + ["completed"]
     files = {a["dropped_file"] for a in data["attempts"] if a.get("dropped_file")}
     assert files == {p.name for p in run.run_dir.glob("metrics.dropped-at-attempt-*.jsonl")}
