@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["logger", "run_record", "checkpointing", "health", "migrate", "sync", "cluster"]
+ORDER = ["logger", "architecture", "run_record", "checkpointing", "health", "migrate", "sync", "cluster"]
 
 HEADER = """# Benchmarks
 
