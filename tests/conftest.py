@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +33,22 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     for key in list(os.environ):
         if key.startswith("LIGHTNING_TRACK_RUN_DIR"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """A real 600 KiB tmpfs, for full-disk tests: ``(mount point, command prefix)``. As root it is
+    mounted here (prefix ``[]``); otherwise the prefix runs the command in a user+mount namespace that
+    mounts it first. Skipped only where neither can mount."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() == 0 and shutil.which("mount"):
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True)
+        if done.returncode == 0:
+            yield mount, []
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+            return
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0:
+        yield mount, ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=600k tmpfs "{mount}" && exec "$@"', "sh"]
+        return
+    pytest.skip("cannot mount a small tmpfs here (not root, no user namespaces)")

@@ -19,7 +19,7 @@ import os
 import threading
 from pathlib import Path
 
-from ..run.console import console_env_value, console_groups, make_channel
+from ..run.console import close_fds, console_env_value, console_groups, make_channel
 from ..run.console_relay import Relay
 from ..vocabulary import ENV_CONSOLE
 
@@ -45,7 +45,7 @@ class LaunchConsole:
                 for fd in fds:
                     self._to_child[fd] = write_end
         except OSError:
-            self._close(list(self._to_child.values()) + self._reads)
+            close_fds(list(self._to_child.values()) + self._reads)
             raise
         self.relay = Relay(streams, pty_sizes=ptys)
         self._thread = threading.Thread(target=self.relay.run, name="lt-run-console", daemon=True)
@@ -64,7 +64,7 @@ class LaunchConsole:
 
     def started(self) -> None:
         """The command runs (it holds the write ends now): drop ours, so its end is the pipe's end."""
-        self._close(list(set(self._to_child.values())))
+        close_fds(list(set(self._to_child.values())))
         self._thread.start()
 
     def set_log(self, path: str | Path) -> None:
@@ -76,16 +76,8 @@ class LaunchConsole:
         folder go to ``fallback``. Returns the file written to, if any."""
         self.relay.let_go(grace)
         self._thread.join(timeout)
-        self._close(self._reads)
+        close_fds(self._reads)
         target = Path(self.relay.log_path or fallback)
         if self.relay.keep_early(target):  # lines still waiting for a file when the command ended
             return target
         return self.relay.log_path
-
-    @staticmethod
-    def _close(fds: list[int]) -> None:
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass

@@ -41,7 +41,7 @@ from pathlib import Path
 from ..errors import one_line
 from ..vocabulary import ENV_CONSOLE
 
-__all__ = ["ConsoleCapture", "capture_console", "active_capture", "stop_capture", "captured_elsewhere",
+__all__ = ["close_fds", "ConsoleCapture", "capture_console", "active_capture", "stop_capture", "captured_elsewhere",
            "stream_identity", "make_channel", "console_groups", "console_env_value"]
 
 _PIPE_SIZE = 1 << 20  # room for a burst while the relay starts (Linux's default limit for a user)
@@ -164,10 +164,10 @@ class ConsoleCapture:
         except BaseException:
             for fd in self._saved:
                 os.dup2(self._saved[fd], fd)
-            self._close_all(list(self._saved.values()) + self._keep)
+            close_fds(list(self._saved.values()) + self._keep)
             raise
         finally:
-            self._close_all(to_close)
+            close_fds(to_close)
         os.environ[ENV_CONSOLE] = console_env_value(1 if 1 in self._ours else 2, self.log_path)
         self._watcher = threading.Thread(target=self._watch, name="lightning_track-console-watch", daemon=True)
         self._watcher.start()
@@ -230,7 +230,7 @@ class ConsoleCapture:
                 select.select([self._ack], [], [], timeout)
             except OSError:
                 pass
-            self._close_all([self._control, self._ack, *self._keep, *self._saved.values()])
+            close_fds([self._control, self._ack, *self._keep, *self._saved.values()])
         if os.environ.get(ENV_CONSOLE, "").endswith(f":{self.log_path}"):
             os.environ.pop(ENV_CONSOLE, None)
         try:
@@ -246,13 +246,6 @@ class ConsoleCapture:
     def relay_pid(self) -> int:
         return self._relay.pid
 
-    @staticmethod
-    def _close_all(fds: list[int]) -> None:
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 def _say(text: str) -> None:
@@ -298,3 +291,12 @@ def stop_capture() -> None:
         if _ACTIVE is not None:
             _ACTIVE.stop()
             _ACTIVE = None
+
+
+def close_fds(fds: list[int]) -> None:
+    """Close each descriptor, ignoring those already closed (teardown runs on every error path)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -101,27 +100,6 @@ def test_random_kills_and_resumes_keep_every_record_exactly_once(tmp_path: Path)
 
 
 # -- item 2: a full disk -----------------------------------------------------------------------------
-@pytest.fixture()
-def small_disk(tmp_path: Path):
-    """A real 600 KiB tmpfs (root, or an unprivileged user+mount namespace); skipped only where
-    neither can mount."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() == 0 and shutil.which("mount"):
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True)
-        if done.returncode == 0:
-            yield mount, []
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-            return
-    if shutil.which("unshare"):
-        probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
-        if probe.returncode == 0:
-            yield mount, ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=600k tmpfs "{mount}" && exec "$@"',
-                          "sh"]
-            return
-    pytest.skip("cannot mount a small tmpfs here (not root, no user namespaces)")
-
-
 FULL_DISK_SCRIPT = textwrap.dedent("""
     import json, sys
     import lightning as L, torch

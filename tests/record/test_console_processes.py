@@ -8,7 +8,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -152,23 +151,6 @@ def test_a_dead_relay_never_stops_training_or_the_terminal(tmp_path: Path) -> No
     assert "relay-dies done" in done.stdout and "after the fit" in done.stdout
     assert done.stderr.count("console capture into") == 1  # said once
     assert "stopped: its relay process exited" in done.stderr
-
-
-@pytest.fixture()
-def small_disk(tmp_path: Path):
-    """A real 600 KiB tmpfs (root, or an unprivileged user+mount namespace)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() == 0 and shutil.which("mount"):
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True)
-        if done.returncode == 0:
-            yield mount, []
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-            return
-    if shutil.which("unshare") and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0:
-        yield mount, ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=600k tmpfs "{mount}" && exec "$@"', "sh"]
-        return
-    pytest.skip("cannot mount a small tmpfs here (not root, no user namespaces)")
 
 
 def test_full_disk_keeps_the_terminal_whole_lines_and_says_so_once(small_disk, tmp_path: Path) -> None:
