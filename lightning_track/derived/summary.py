@@ -55,11 +55,8 @@ class SummaryFile:
             return data
 
     def update(self, **fields: Any) -> dict[str, Any]:
-        with self._lock:
-            data = self.read()
-            data.update(fields)
-            atomic_write_json(self.path, data)
-            return data
+        """Merge ``fields`` into the summary (one read-modify-write under the lock)."""
+        return self.modify(lambda data: data.update(fields))
 
 
 def post_process(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..derived.report import render_report
 from ..derived.summary import post_process
+from ..errors import one_line
 from ..folder.fileio import (
     JsonlAppender,
     atomic_write_json,
@@ -88,7 +89,7 @@ def convert_run(
             raise
         report.status = STATUS_FAILED
         if isinstance(exc, OSError) and exc.filename:
-            report.reason = f"{exc.filename}: {exc.strerror or exc}"
+            report.reason = f"{exc.filename}: {one_line(exc)}"
         else:
             text = str(exc).strip().splitlines()
             report.reason = f"{run.path}: {type(exc).__name__}: {text[0] if text else ''}"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..derived.digest import infer_mode
+from ..errors import one_line
 from .filters import MISSING
 from .format import format_cell, table
 from .history import read_history
@@ -107,7 +108,7 @@ def metric_series(runs: Sequence[RunInfo], key: str, problems: list[str]) -> lis
         try:
             history = read_history(run.path, [key])
         except Exception as exc:  # noqa: BLE001 - one run's unreadable history must not stop the others
-            problems.append(" ".join(str(exc).split()))
+            problems.append(one_line(exc))
             continue
         problems.extend(history.problems)
         if key in history.columns:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..errors import RunFolderError
+from ..errors import RunFolderError, one_line
 from ..folder.fileio import restore_nonfinite
 from ..folder.layout import RunLayout
 
@@ -105,7 +105,7 @@ def read_history(run: str | Path, keys: Iterable[str] | None = None) -> History:
     except FileNotFoundError:
         raise RunFolderError(f"{path}: missing (the run logged nothing yet, or this is not a run)") from None
     except OSError as exc:
-        raise RunFolderError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise RunFolderError(f"{path}: cannot be read ({one_line(exc)})") from None
     end = data.rfind(b"\n") + 1
     body = data[:end]
     history = History(path, np.zeros(0, np.int64), np.zeros(0, np.float64), partial_tail=bool(data[end:].strip()))

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from ..derived.curves import downsample
+from ..errors import one_line
 from ..folder.fileio import atomic_write_text, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, iso_time
@@ -88,7 +89,7 @@ def _histories(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems:
         try:
             history = read_history(run.path, metrics)
         except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop the report
-            problems.append(" ".join(str(exc).split()))
+            problems.append(one_line(exc))
             history = None
         if history is not None:
             problems.extend(history.problems)

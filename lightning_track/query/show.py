@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ..derived.report import format_value
+from ..errors import one_line
 from ..folder.fileio import is_temp_name, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED
@@ -69,7 +70,7 @@ def system_peaks(run: RunInfo, problems: list[str]) -> dict[str, Any]:
                     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
                         peaks[key] = max(peaks.get(key, value), value)
     except OSError as exc:
-        problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
+        problems.append(f"{path}: cannot be read ({one_line(exc)})")
     return {f"peak {k}": v for k, v in peaks.items()}
 
 

@@ -55,10 +55,3 @@ def runs_copy(made_runs: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
     dest = tmp_path / "runs"
     dest.mkdir()
     return {key: Path(shutil.copytree(path, dest / path.name)) for key, path in made_runs.items()}
-
-
-def edit_summary(run: Path, **fields) -> None:
-    path = run / "summary.json"
-    data = json.loads(path.read_text())
-    data.update(fields)
-    path.write_text(json.dumps(data))

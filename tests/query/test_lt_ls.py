@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import edit_summary
+from support.query import edit_summary
 
 from lightning_track.cli.lt import main
 from lightning_track.vocabulary import iso_time

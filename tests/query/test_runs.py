@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import edit_summary
+from support.query import edit_summary
 
 from lightning_track import load_history, load_runs, read_metrics
 from lightning_track.errors import RunFolderError
