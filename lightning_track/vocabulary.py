@@ -18,7 +18,9 @@ __all__ = [
     "HEALTHY", "DONE", "SIGNAL_STATUSES",
     "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time",
-    "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "env_value",
+    "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
+    "ENV_SWEEP", "env_value", "cache_root",
+    "PENDING", "BLOCKED", "SUBMITTED", "SLURM_ENV", "ENV_SLURM_JOB_ID", "ENV_SLURM_RESTART_COUNT", "slurm_step_state",
 ]
 
 # -- run statuses: summary.json "status", what every sink's close() receives -----------------------
@@ -95,10 +97,12 @@ ENV_PREFIX = "LIGHTNING_TRACK_"
 ENV_RUN_DIR = ENV_PREFIX + "RUN_DIR"  # a launcher's choice of run folder for every rank
 ENV_EXP_ID = ENV_PREFIX + "EXP_ID"  # lt-run -> the child's HealthGuard: the signal name
 ENV_SIGNALS_DIR = ENV_PREFIX + "SIGNALS_DIR"  # lt-run -> the child: where signals go
-ENV_CACHE_DIR = ENV_PREFIX + "CACHE_DIR"  # lt-migrate's learned loop-state templates
+ENV_CACHE_DIR = ENV_PREFIX + "CACHE_DIR"  # the user's cache: loop-state templates, parsed metric histories
 # "<dev>:<inode>:<file>": stdout is a console capture's pipe (or pseudo-terminal) writing into <file>
 # (empty: lt-run's, into whichever run the command names); a process that inherits it does not capture again
 ENV_CONSOLE = ENV_PREFIX + "CONSOLE"
+ENV_TAGS = ENV_PREFIX + "TAGS"  # "a,b": tags the launcher adds to the run (a sweep's trials: the sweep's name)
+ENV_SWEEP = ENV_PREFIX + "SWEEP"  # JSON {name, trial, overrides, metric, mode}: summary.json's "sweep"
 
 # Names read before the prefix was the rule; still honoured when the new name is unset.
 _OLD_NAMES: Mapping[str, str] = {ENV_CACHE_DIR: "LT_CACHE_DIR"}
@@ -111,3 +115,49 @@ def env_value(name: str, environ: Mapping[str, str] | None = None) -> str | None
     if value is None and name in _OLD_NAMES:
         value = environ.get(_OLD_NAMES[name])
     return value or None
+
+
+# -- pipeline steps and Slurm ----------------------------------------------------------------------
+# A pipeline step's state (<root>/<pipeline>.pipeline.json) is RUNNING, DONE, FAILED, INTERRUPTED or one of:
+PENDING = "pending"  # not started yet
+BLOCKED = "blocked"  # an upstream step failed: never started
+SUBMITTED = "submitted"  # handed to Slurm and waiting there (its job id in slurm_job_id)
+
+# Slurm's own environment in a job: what meta.json's "slurm" section records, under our names.
+ENV_SLURM_JOB_ID = "SLURM_JOB_ID"
+ENV_SLURM_RESTART_COUNT = "SLURM_RESTART_COUNT"  # set by Slurm in a requeued job (1, 2, ...)
+SLURM_ENV: Mapping[str, str] = {
+    "job_id": ENV_SLURM_JOB_ID, "job_name": "SLURM_JOB_NAME", "array_job_id": "SLURM_ARRAY_JOB_ID",
+    "array_task_id": "SLURM_ARRAY_TASK_ID", "restart_count": ENV_SLURM_RESTART_COUNT,
+    "node_list": "SLURM_JOB_NODELIST", "partition": "SLURM_JOB_PARTITION", "ntasks": "SLURM_NTASKS",
+    "procid": "SLURM_PROCID", "step_id": "SLURM_STEP_ID", "submit_dir": "SLURM_SUBMIT_DIR",
+}
+
+# Slurm's job states (squeue %T, scontrol's JobState, sacct's State) -> a pipeline step's state.
+_FROM_SLURM: Mapping[str, str] = {
+    **dict.fromkeys(("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"),
+                    SUBMITTED),
+    **dict.fromkeys(("RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "SUSPENDED",
+                     "STOPPED"), RUNNING),
+    "COMPLETED": DONE,
+    **dict.fromkeys(("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"), FAILED),
+    **dict.fromkeys(("CANCELLED", "PREEMPTED", "REVOKED"), INTERRUPTED),
+}
+
+
+def slurm_step_state(word: str) -> str | None:
+    """Our step state for a Slurm job state (``CANCELLED by 0`` and ``CANCELLED+`` read as ``CANCELLED``);
+    None for a word Slurm may add later, which a caller then leaves as it was."""
+    return _FROM_SLURM.get(word.split(" ")[0].rstrip("+").upper()) if word else None
+
+
+def cache_root(environ: Mapping[str, str] | None = None) -> str:
+    """The user's cache folder for lightning_track: ``$LIGHTNING_TRACK_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/lightning_track``, else ``~/.cache/lightning_track``. Only ever a speed-up: whatever
+    is there can be deleted, and runs are never read from it alone."""
+    environ = os.environ if environ is None else environ
+    root = env_value(ENV_CACHE_DIR, environ)
+    if root:
+        return root
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lightning_track")

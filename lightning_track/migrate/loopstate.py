@@ -36,7 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..vocabulary import ENV_CACHE_DIR, env_value
+from ..vocabulary import cache_root
 
 __all__ = ["PRE_LOOPS_VERSION", "loop_state", "learn_template", "fill_template", "migrate_with_lightning",
            "template_path", "bundled_path", "start_learning", "LearningProcess"]
@@ -131,10 +131,7 @@ def template_path() -> Path | None:
     version = _lightning_version()
     if version is None:
         return None
-    root = env_value(ENV_CACHE_DIR)
-    if not root:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "lightning_track")
+    root = cache_root()
     safe = "".join(c if c.isalnum() or c in ".-_+" else "_" for c in version)
     return Path(root) / f"loop_state-lightning-{safe}-v{TEMPLATE_FORMAT}.json"
 
