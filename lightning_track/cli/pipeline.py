@@ -69,6 +69,7 @@ def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], No
     options = SlurmOptions(partition=args.partition, time=args.time, gres=args.gres, extra=tuple(args.slurm_arg),
                            grace=max(int(args.grace), 1))
     scripts = sbatch_scripts(pipeline, options, steps=steps)
+    scripts.update(_sweep_arrays(pipeline, options, steps))
     if args.dry_run:
         for name, text in scripts.items():
             print(f"# ---- {script_path(pipeline, name)}")
@@ -80,7 +81,50 @@ def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], No
     for name, job in ids.items():
         state.update(name, state=SUBMITTED, slurm_job_id=job, exp_id=pipeline.exp_id(name))
         log(f"{name}: submitted as job {job}")
+    _record_array_tasks(pipeline, ids)
     return EXIT_OK
+
+
+def _sweep_arrays(pipeline: Pipeline, options: object, steps: list[str]) -> dict[str, str]:
+    """The sweep steps among ``steps`` as job arrays (one task per trial) instead of one job each."""
+    from ..launch.slurm import sweep_array_script
+    from ..launch.sweep import check_slurm_references
+
+    check_slurm_references(pipeline)
+    return {n: sweep_array_script(pipeline, n, options) for n in steps  # type: ignore[arg-type]
+            if pipeline.steps[n].sweep is not None}
+
+
+def _record_array_tasks(pipeline: Pipeline, ids: dict[str, str]) -> None:
+    """Each submitted trial in the state file as ``submitted`` with its array task id ``<job>_<i>``."""
+    from ..launch.pipeline_state import SUBMITTED, PipelineState
+    from ..launch.sweep import expand_sweeps
+
+    expanded = expand_sweeps(pipeline)
+    if not any(n in ids for n in expanded.sweeps):
+        return
+    state = PipelineState(expanded)
+    for name, trials in expanded.sweeps.items():
+        for i, trial in enumerate(trials if name in ids else ()):
+            state.update(trial, state=SUBMITTED, slurm_job_id=f"{ids[name]}_{i}", exp_id=pipeline.exp_id(trial),
+                         cmd=expanded.steps[trial].cmd)
+
+
+def _print_status(pipeline: Pipeline) -> None:
+    """``--status``: every step's state (a sweep's trials too), then each sweep's trials by best metric."""
+    from ..launch.pipeline_state import PipelineState, format_status
+    from ..launch.sweep import expand_sweeps
+    from ..launch.sweep_report import sweep_table
+    from ..query.sweeps import table_lines
+
+    expanded = expand_sweeps(pipeline)
+    state = PipelineState(expanded, resume=False)
+    print(f"pipeline {pipeline.name} ({state.path})")
+    print("\n".join(format_status(state)))
+    for name in expanded.sweeps:
+        metric, mode, rows, _ = sweep_table(expanded, state, name)
+        print(f"\nsweep {pipeline.exp_id(name)}: trials by {metric or 'metric'} ({mode}), best first")
+        print("\n".join(table_lines(metric, mode, rows)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,18 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import ConfigError, LightningTrackError
     from ..launch.notify import Notifier
     from ..launch.pipeline import load_pipeline
-    from ..launch.pipeline_state import PipelineState, format_status
+    from ..launch.pipeline_state import format_status
+    from ..launch.sweep import expand_sweeps
 
     try:
         pipeline = load_pipeline(args.pipeline)
         if args.status:
-            state = PipelineState(pipeline, resume=False)
-            print(f"pipeline {pipeline.name} ({state.path})")
-            print("\n".join(format_status(state)))
+            _print_status(pipeline)
             return EXIT_OK
         if args.dry_run and not args.slurm:
             raise ConfigError("--dry-run goes with --slurm (it prints the sbatch scripts)")
-        if args.from_step is not None and args.from_step not in pipeline.steps:
+        if args.from_step is not None and args.from_step not in (pipeline if args.slurm else expand_sweeps(pipeline)
+                                                                 ).steps:
             raise ConfigError(f"--from {args.from_step!r}: no such step; steps: {', '.join(pipeline.order)}")
         if args.slurm:
             return _slurm(args, pipeline, log)
@@ -126,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     print(f"pipeline {pipeline.name} ({result.state.path})", file=sys.stderr)
     print("\n".join(format_status(result.state)), file=sys.stderr, flush=True)
+    for lines in result.tables.values():
+        print("\n" + "\n".join(lines), file=sys.stderr, flush=True)
     return result.exit_code
 
 

@@ -23,6 +23,7 @@ known when the command starts. Other braces are left as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from collections.abc import Mapping
@@ -31,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .sweep import SWEEP_KEYS, SweepSpec, Trial, parse_sweep
 
 __all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "render_command"]
 
 REFERENCE = re.compile(r"\{([A-Za-z0-9_][A-Za-z0-9_-]*)\.([A-Za-z_]+)\}")
 _FIELDS = ("run_dir", "exp_id")  # what {step.<field>} may name
-_STEP_KEYS = ("cmd", "after", "health_time", "retries")
+_STEP_KEYS = ("cmd", "after", "health_time", "retries", *SWEEP_KEYS)  # sweeps: see .sweep
 _TOP_KEYS = ("name", "root", "steps")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
@@ -50,6 +52,8 @@ class Step:
     after: tuple[str, ...] = ()
     health_time: float | None = None
     retries: int = 0
+    sweep: SweepSpec | None = None  # a step fanned out over overrides (grid: or random:)
+    trial: Trial | None = None  # one trial of a sweep (in the pipeline expand_sweeps returns)
 
     @property
     def references(self) -> list[tuple[str, str]]:
@@ -65,6 +69,7 @@ class Pipeline:
     root: str
     steps: dict[str, Step]
     order: tuple[str, ...]
+    sweeps: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # sweep -> trials (expanded)
 
     def upstream(self, name: str) -> set[str]:
         """Every step ``name`` runs after, directly or through others."""
@@ -119,7 +124,8 @@ def _step(source: str, name: Any, raw: Any) -> Step:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"{where}: retries must be a whole number >= 0, got {retries!r}")
     return Step(name=name, cmd=cmd, after=tuple(dict.fromkeys(after)),
-                health_time=float(health_time) if health_time is not None else None, retries=retries)
+                health_time=float(health_time) if health_time is not None else None, retries=retries,
+                sweep=parse_sweep(where, raw))
 
 
 def _order(source: str, steps: Mapping[str, Step]) -> tuple[str, ...]:

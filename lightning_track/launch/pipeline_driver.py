@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPT
 from .notify import Notifier
 from .pipeline import Pipeline, render_command
 from .pipeline_state import BLOCKED, PENDING, PipelineState
+from .sweep import expand_sweeps, trial_env, trial_names
 
 __all__ = ["PipelineResult", "run_pipeline", "EXIT_INTERRUPTED"]
 
@@ -47,6 +48,7 @@ class PipelineResult:
     exit_code: int
     state: PipelineState
     skipped: list[str]
+    tables: dict[str, list[str]] = field(default_factory=dict)  # sweep step -> its trials by best metric
 
 
 def _children() -> list[int]:
@@ -78,6 +80,10 @@ class _Driver:
 
         step = self.pipeline.steps[name]
         exp_id = self.pipeline.exp_id(name)
+        if name in self.pipeline.sweeps:  # every trial is done: rank them, the best trial's folder is the step's
+            self.finish_sweep(name)
+            return
+        env = {**os.environ, **trial_env(self.pipeline.exp_id(step.trial.sweep), step.trial)} if step.trial else None
         attempt = 0
         while True:
             attempt += 1
@@ -102,7 +108,7 @@ class _Driver:
             try:
                 result = run_command(["/bin/sh", "-c", cmd], exp_id=exp_id, signals_dir=self.signals_dir,
                                      health_time=step.health_time, grace=self.grace, forward_signals=False,
-                                     on_event=on_event, console=self.console)
+                                     on_event=on_event, console=self.console, env=env)
             except (OSError, ValueError) as exc:
                 self.state.update(name, state=FAILED, reason=one_line(exc), ended=iso_time())
                 self.log(f"{name}: failed: {one_line(exc)}")
@@ -132,6 +138,17 @@ class _Driver:
                 self.log(f"{name}: failed: {reason}")
                 return
             self.log(f"{name}: failed: {reason}; retrying ({attempt} of {step.retries} retries)")
+
+    def finish_sweep(self, name: str) -> None:
+        from .sweep_report import finish_sweep
+
+        fields = finish_sweep(self.pipeline, self.state, name)
+        self.state.update(name, state=DONE, cmd=self.pipeline.steps[name].cmd, exp_id=self.pipeline.exp_id(name),
+                          reason=None, **fields)
+        best = fields.get("best")
+        self.log(f"{name}: {fields['trials']} trials done" + (f"; best: trial {best['trial']} {best['metric']} "
+                                                              f"{best['value']:.6g}" if best else "")
+                 + f"; table: {fields['table']}")
 
     # -- the heartbeat watch -------------------------------------------------------------------------
     def watch(self, running: list[str]) -> None:
@@ -219,13 +236,14 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = N
     """Run the pipeline to its end (or to Ctrl+C); exit code 0 (all done), 1 (a step failed), 130."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    pipeline = expand_sweeps(pipeline)  # a sweep step: one step per trial, then the step itself
     if from_step is not None and from_step not in pipeline.steps:
         raise ConfigError(f"--from {from_step!r}: no such step; steps: {', '.join(pipeline.order)}")
     state = PipelineState(pipeline, resume=False)
     held = state.lock()
     state = PipelineState(pipeline)  # read again under the lock: the last driver's steps are final now
     if from_step is not None:
-        state.reset([from_step, *pipeline.downstream(from_step)], reason=f"--from {from_step}")
+        state.reset(trial_names(pipeline, [from_step, *pipeline.downstream(from_step)]), reason=f"--from {from_step}")
     skipped = state.prepare_run()
     if skipped:
         log(f"already done, skipped: {', '.join(skipped)} (--from STEP runs a step again)")
@@ -248,8 +266,21 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = N
         code = EXIT_OK
     else:
         code = EXIT_FAILURE
+    tables = _sweep_tables(pipeline, state, log)
     failed = [n for n in pipeline.order if state.state(n) == FAILED]
     blocked = [n for n in pipeline.order if state.state(n) == BLOCKED]
     if failed:
         log(f"failed: {', '.join(failed)}" + (f"; not started because of it: {', '.join(blocked)}" if blocked else ""))
-    return PipelineResult(exit_code=code, state=state, skipped=skipped)
+    return PipelineResult(exit_code=code, state=state, skipped=skipped, tables=tables)
+
+
+def _sweep_tables(pipeline: Pipeline, state: PipelineState, log: Callable[[str], None]) -> dict[str, list[str]]:
+    if not pipeline.sweeps:
+        return {}
+    from .sweep_report import write_tables
+
+    try:
+        return write_tables(pipeline, state)
+    except OSError as exc:  # the table is a convenience: the runs and the state file have it all
+        log(f"sweep tables not written: {one_line(exc)}")
+        return {}

@@ -36,7 +36,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .pipeline import REFERENCE, Pipeline, Step
 
-__all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path"]
+__all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
 
 
 @dataclass(frozen=True)
@@ -169,3 +169,48 @@ def submit(pipeline: Pipeline, scripts: Mapping[str, str], *, earlier: Mapping[s
             raise ConfigError(f"step {name!r}: sbatch failed: {why}; submitted before it: {submitted}")
         ids[name] = done.stdout.strip().split(";")[0]
     return ids
+
+
+def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
+                       cwd: str | os.PathLike[str] | None = None) -> str:
+    """The sweep step ``name`` as one job array (``--array=0-<n-1>``): task ``i`` runs trial ``i`` under lt-run,
+    exp_id ``<pipeline>_<step>.<i>``, tagged with the sweep (see :mod:`.sweep`); ``afterok`` on the array's job
+    id waits for every task."""
+    from ..vocabulary import ENV_SWEEP, ENV_TAGS
+    from .sweep import expand_sweeps, trial_env
+
+    expanded = expand_sweeps(pipeline)
+    trials = expanded.sweeps[name]
+    step = pipeline.steps[name]
+    workdir = Path(cwd or os.getcwd()).resolve()
+    directives = [d.replace("-%j.out", "-%A_%a.out") for d in _directives(pipeline, step, options)]
+    lt_run = [options.python, "-m", "lightning_track.cli.run", "--signals-dir", str(_signals(pipeline)),
+              "--grace", str(max(options.grace - 5, 1))]
+    if step.health_time is not None:
+        lt_run += ["--health-time", f"{step.health_time:g}"]
+    cases = []
+    for i, trial_name in enumerate(trials):
+        trial = expanded.steps[trial_name]
+        env = trial_env(pipeline.exp_id(name), trial.trial)  # type: ignore[arg-type]
+        cases += [f"  {i}) exp_id={shlex.quote(pipeline.exp_id(trial_name))}",
+                  f"     cmd={shlex.quote(_job_command(pipeline, trial))}",
+                  f"     sweep={shlex.quote(env[ENV_SWEEP])} ;;"]
+    after = ", ".join(step.after) or "nothing"
+    return "\n".join([
+        "#!/bin/bash",
+        f"# Pipeline {pipeline.name}, step {name} (runs after {after}): a sweep of {len(trials)} trials as one job "
+        "array, task i runs trial i; written by lt run --pipeline --slurm.",
+        *directives,
+        f"#SBATCH --array=0-{len(trials) - 1}",
+        "",
+        "set -euo pipefail",
+        f"cd {shlex.quote(str(workdir))}",
+        'case "${SLURM_ARRAY_TASK_ID:-}" in',
+        *cases,
+        '  *) echo "no trial ${SLURM_ARRAY_TASK_ID:-} in this sweep (run it as an array job)" >&2; exit 2 ;;',
+        "esac",
+        f"export {ENV_TAGS}={shlex.quote(pipeline.exp_id(name))} {ENV_SWEEP}=\"$sweep\"",
+        "# lt-run: health gate, console into the trial's logs.txt, post-processing (see the steps' scripts).",
+        f'exec {shlex.join(lt_run)} --exp-id "$exp_id" -- /bin/sh -c "$cmd"',
+        "",
+    ])

@@ -32,6 +32,7 @@ from .format import format_cell, format_duration, format_time
 from .history import read_history
 from .runs import RunInfo
 from .show import console_tail, system_peaks
+from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
 
 __all__ = ["build_report", "write_report", "POINTS", "COLORS"]
 
@@ -146,6 +147,27 @@ def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str]) ->
                    "notes"], rows)
 
 
+def _sweeps(runs: Sequence[RunInfo], names: list[str]) -> list[str]:
+    """A section per sweep two or more of the runs belong to: its trials by best metric, best first."""
+    parts = []
+    for sweep, idx in group_by_sweep([run.summary for run in runs]).items():
+        records = [sweep_record(runs[i].summary) or {} for i in idx]
+        rows = [TrialRow(trial=int(r.get("trial", -1)), overrides=dict(r.get("overrides") or {}), state=runs[i].status,
+                         run=names[i]) for i, r in zip(idx, records, strict=True)]
+        metric, mode, ordered = rank_trials(rows, [runs[i].summary for i in idx], metric=records[0].get("metric"),
+                                            mode=records[0].get("mode"))
+        keys = list(dict.fromkeys(k for r in ordered for k in r.overrides))
+        head = "".join(f"<th>{_e(h)}</th>" for h in ["rank", "run", "trial", *keys, "status",
+                                                     f"{metric or 'metric'} ({mode})", "step"])
+        body = "".join(
+            '<tr class="trial">' + _td(n if row.value is not None else "-", "num") + _td(row.run)
+            + _td(row.trial, "num") + "".join(_td(format_cell(row.overrides.get(k))) for k in keys)
+            + _td(row.state, f"st-{row.state}") + _td(format_cell(row.value), "num") + _td(format_cell(row.step), "num")
+            + "</tr>" for n, row in enumerate(ordered, 1))
+        parts += [f"<h2>Sweep {_e(sweep)}</h2>", f"<table><tr>{head}</tr>{body}</table>"]
+    return parts
+
+
 def _failure(label: str, run: RunInfo) -> str:
     f = run.failure
     detail = ", ".join(f"{k} {format_cell(restore_nonfinite(f[k]))}" for k in ("check", "value", "threshold", "step")
@@ -208,7 +230,7 @@ def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = Non
     title = title or (f"{len(runs)} runs" if len(runs) != 1 else runs[0].name)
 
     parts = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>', "<h2>Runs</h2>",
-             _runs_table(runs, names, colors)]
+             _runs_table(runs, names, colors), *_sweeps(runs, names)]
     failures = [_failure(label, run) for label, run in zip(names, runs, strict=True)
                 if run.status != COMPLETED and (run.failure or run.why)]
     if failures:

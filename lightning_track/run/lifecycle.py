@@ -33,10 +33,8 @@ from ..sinks.media import MediaFilesSink
 from ..vocabulary import (
     COMPLETED,
     CRASHED,
-    ENV_EXP_ID,
     FAILED,
     RUNNING,
-    env_value,
     iso_time,
     parse_iso_time,
     run_status,
@@ -51,6 +49,7 @@ from .config import (
     write_config_yaml,
 )
 from .console import capture_console
+from .launched import launch_fields
 from .meta import collect_meta
 from .system import SystemRecorder, start_system_recorder
 from .writer import BackgroundWriter
@@ -170,11 +169,8 @@ class RunLifecycle:
             "heartbeat": now,
             "attempts": attempts,
         }
-        exp_id = env_value(ENV_EXP_ID)
-        if exp_id:  # launched by lt-run: the name of this run's signal files
-            fields["exp_id"] = exp_id
-        if self.tags:  # a resume without tags keeps the run's (lt tag's annotations.json wins over both)
-            fields["tags"] = self.tags
+        # exp_id (lt-run's name of this run's signal files), tags, a sweep's trial: from the launcher's env
+        fields.update(launch_fields(self.tags, previous.get("tags")))
         if self.notes is not None:
             fields["notes"] = self.notes
         if self.config:

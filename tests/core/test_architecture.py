@@ -39,7 +39,8 @@ TORCH_FREE = [
     "lightning_track.query", "lightning_track.query.listing", "lightning_track.cli.lt",
     "lightning_track.cli.lt_commands", "lightning_track.query.show", "lightning_track.query.prompt",
     "lightning_track.query.compare", "lightning_track.derived.curves", "lightning_track.derived.plots",
-    "lightning_track.query.report_html",
+    "lightning_track.query.report_html", "lightning_track.launch.sweep", "lightning_track.launch.sweep_report",
+    "lightning_track.query.sweeps", "lightning_track.run.launched",
 ]
 
 
