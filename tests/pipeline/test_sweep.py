@@ -188,3 +188,37 @@ def test_a_grid_sweep_runs_its_trials_tagged_ranks_them_and_resumes(tmp_path: Pa
     assert made.returncode == 0, made.stderr
     html = report.read_text()
     assert "<h2>Sweep exp_train</h2>" in html and html.count('<tr class="trial">') == 4
+
+
+@pytest.mark.slow
+def test_a_sweep_on_slurm_is_one_job_array_its_dependant_after_every_task(tmp_path: Path, slurm: Any) -> None:
+    root = tmp_path / "runs"
+    collected = tmp_path / "collected.json"
+    lt = f"{sys.executable} -m lightning_track.cli.lt"
+    path = write_pipeline(tmp_path, {
+        "train": {"cmd": py(SWEEP, str(root)), "grid": {"model.lr": [0.001, 0.05, 0.2]}, "health_time": 120},
+        "collect": {"cmd": f"{lt} ls {root} --filter tag={{train.exp_id}} --json > {collected}", "after": ["train"]},
+    })
+    result = lt_pipeline(path, "--slurm", "--time", "10", **slurm.env)
+    assert result.returncode == 0, result.stderr
+    steps = state(path)
+    array = steps["train"]["slurm_job_id"]
+    tasks = [steps[f"train.{i}"]["slurm_job_id"] for i in range(3)]
+    assert tasks == [f"{array}_{i}" for i in range(3)] and steps["train.2"]["state"] == "submitted"
+    assert "#SBATCH --array=0-2" in (root / "slurm" / "exp_train.sbatch").read_text()
+    jobs = slurm.wait_ended([*tasks, steps["collect"]["slurm_job_id"]])
+    assert {j: (jobs[j]["JobState"], jobs[j]["ExitCode"]) for j in jobs} == {j: ("COMPLETED", "0:0") for j in jobs}
+    lrs = []
+    for i in range(3):
+        run = Path((root / "signals" / f"exp_train.{i}.run").read_text().strip())
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["tags"] == ["exp_train"]
+        assert summary["sweep"]["trial"] == i and summary["exp_id"] == f"exp_train.{i}"
+        lrs.append(summary["sweep"]["overrides"]["model.lr"])
+        assert (root / "slurm" / f"exp_train-{array}_{i}.out").exists()
+    assert lrs == [0.001, 0.05, 0.2]
+    assert len(json.loads(collected.read_text())) == 3  # ran after every task of the array
+    status = lt_pipeline(path, "--status", **slurm.env)
+    table = status.stdout.split("sweep exp_train: trials by train/loss (min), best first\n")[1].splitlines()
+    assert len(table) == 5 and all("| completed |" in row for row in table[2:])
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| 1", "| 2", "| 3"]
