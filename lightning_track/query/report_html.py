@@ -22,14 +22,14 @@ import numpy as np
 import orjson
 
 from ..derived.curves import downsample
-from ..errors import one_line
+from ..errors import RunFolderError, one_line
 from ..folder.fileio import atomic_write_text, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, iso_time
 from .compare import compare_runs, labels, metric_rows
 from .filters import MISSING
 from .format import format_cell, format_duration, format_time
-from .history import read_history
+from .history import read_histories
 from .runs import RunInfo
 from .show import console_tail, system_peaks
 from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
@@ -85,14 +85,12 @@ def _system_series(run: RunInfo) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _histories(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems: list[str]) -> list[Any]:
-    histories = []
-    for run in runs:
-        try:
-            history = read_history(run.path, metrics)
-        except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop the report
-            problems.append(one_line(exc))
+    histories: list[Any] = []
+    for history in read_histories([run.path for run in runs], metrics):
+        if isinstance(history, RunFolderError):  # one unreadable run must not stop the report
+            problems.append(one_line(history))
             history = None
-        if history is not None:
+        else:
             problems.extend(history.problems)
         histories.append(history)
     return histories

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from ..errors import RunFolderError
@@ -29,6 +30,7 @@ from ..folder.layout import RunLayout, parse_run_name
 from ..folder.records import flatten
 from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, UNKNOWN, parse_iso_time
 from .annotations import ANNOTATIONS, effective_notes, effective_tags, read_annotations
+from .config_cache import cached_config, remember_config
 from .discover import find_run_dirs, list_names, resolve_run
 from .filters import MISSING, Filter, parse_filter
 
@@ -188,14 +190,25 @@ class RunInfo:
         if self._config is None:
             self._config = {}
             path = self.path / RunLayout.CONFIG
-            if path.is_file():
-                try:
-                    import yaml
+            try:
+                stat = path.stat()
+            except OSError:
+                return self._config
+            if not S_ISREG(stat.st_mode):
+                return self._config
+            cached = cached_config(path, stat)
+            if cached is not None:
+                self._config = cached
+                return cached
+            try:
+                import yaml
 
-                    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-                    self._config = flatten(yaml.load(path.read_bytes(), Loader=loader) or {})
-                except Exception as exc:  # noqa: BLE001 - any YAML or read error: one line, the run stays listed
-                    self.problems.append(f"{path}: not readable YAML ({' '.join(str(exc).split())[:200]})")
+                loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+                self._config = flatten(yaml.load(path.read_bytes(), Loader=loader) or {})
+            except Exception as exc:  # noqa: BLE001 - any YAML or read error: one line, the run stays listed
+                self.problems.append(f"{path}: not readable YAML ({' '.join(str(exc).split())[:200]})")
+            else:
+                remember_config(path, stat, self._config)
         return self._config
 
     def value(self, key: str) -> Any:

@@ -1,6 +1,7 @@
-"""The history cache: a second read parses nothing, an appended tail is all that is parsed, and whatever
+"""The readers' caches. History: a second read parses nothing, an appended tail is all that is parsed, and whatever
 happens to the file or the cache (a rewind's rewrite, an edit in place, a torn or unwritable cache) the
-columns equal a plain parse of the file as it is now."""
+columns equal a plain parse of the file as it is now. Configs: a filter on config values reads the cache,
+and a changed config.yaml is read again."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from lightning_track import read_metrics
@@ -183,5 +185,46 @@ def test_several_cold_runs_are_read_in_parallel_each_equal_to_its_file_and_a_mis
     assert [len(h) for h in got[:3]] == [49, 59, 69]
     assert isinstance(got[3], RunFolderError) and "metrics.jsonl: missing" in str(got[3])
     assert len(cache_files(cache_everything)) == 3  # the workers kept what they parsed
-    for run, history in zip(runs, got[:3], strict=True):
-        assert history.series("train/loss")[1].tolist() == truth(run)["train/loss"][1]
+    for run, got_one in zip(runs, got[:3], strict=True):
+        assert got_one.series("train/loss")[1].tolist() == truth(run)["train/loss"][1]
+
+
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a new ``lt`` process sees: the cache file, nothing in memory."""
+    from lightning_track.query import config_cache
+
+    config_cache.flush()
+    monkeypatch.setattr(config_cache, "_entries", None)
+
+
+def test_config_values_come_from_the_cache_until_the_file_changes(
+        tmp_path: Path, cache_everything: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_track.query import find_runs
+
+    root = tmp_path / "runs"
+    for i, lr in enumerate([1e-4, 1e-2]):
+        run = root / f"ds_m_2026010{i + 1}_000000"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text('{"status": "completed"}')
+        (run / "config.yaml").write_text(f"model:\n  lr: {lr}\n  name: mlp\nwhen: 2026-01-01\n")
+    fresh_process(monkeypatch)
+    first = {r.name: r.config for r in find_runs(root)}
+    assert first["ds_m_20260101_000000"]["model.lr"] == 1e-4
+    fresh_process(monkeypatch)
+    # a YAML date does not come back from JSON unchanged: nothing kept, parsed each time
+    assert not (cache_everything / "configs-v1.json").exists()
+    for run in root.iterdir():
+        (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("when: 2026-01-01\n", ""))
+    fresh_process(monkeypatch)
+    assert {r.name: r.config["model.lr"] for r in find_runs(root)} == {
+        "ds_m_20260101_000000": 1e-4, "ds_m_20260102_000000": 1e-2}
+    fresh_process(monkeypatch)
+    stored = orjson.loads((cache_everything / "configs-v1.json").read_bytes())["entries"]
+    assert sorted(v[3]["model.lr"] for v in stored.values()) == [1e-4, 1e-2]
+    assert {r.name: r.config["model.lr"] for r in find_runs(root)} == {  # from the cache
+        "ds_m_20260101_000000": 1e-4, "ds_m_20260102_000000": 1e-2}
+    changed = root / "ds_m_20260101_000000" / "config.yaml"
+    changed.write_text("model:\n  lr: 0.5\n  name: mlp\n")
+    os.utime(changed, ns=(1, 1))  # even with an old mtime, the size differs
+    fresh_process(monkeypatch)
+    assert {r.name: r.config["model.lr"] for r in find_runs(root)}["ds_m_20260101_000000"] == 0.5
