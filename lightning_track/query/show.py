@@ -21,6 +21,7 @@ from ..folder.fileio import is_temp_name, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED
 from .format import format_cell, format_duration, format_time, table
+from .pipelines import pipeline_lines, pipeline_step
 from .runs import RunInfo, flatten
 
 __all__ = ["render_show", "checkpoints", "system_peaks", "console_tail", "files", "show_record"]
@@ -138,6 +139,8 @@ def show_record(run: RunInfo) -> dict[str, Any]:
     record["checkpoints"] = [{"step": s, "path": p, "bytes": n} for s, p, n in checkpoints(run)]
     record["system"] = system_peaks(run, problems)
     record["files"] = [{"name": n, "bytes": b} for n, b in files(run)]
+    step = pipeline_step(run.path, run.summary.get("exp_id"))
+    record["pipeline"] = {k: step[k] for k in ("pipeline", "step", "state", "file")} if step else None
     if problems:
         record.setdefault("problems", []).extend(problems)
     return record
@@ -162,6 +165,7 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
                                                                     else ""))
     if run.summary.get("exp_id"):
         out.append(f"exp_id {run.summary['exp_id']}")
+    out += pipeline_lines(run.path, run.summary)
     if run.tags:
         out.append("tags: " + ", ".join(run.tags))
     if run.notes:

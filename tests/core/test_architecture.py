@@ -40,7 +40,7 @@ TORCH_FREE = [
     "lightning_track.cli.lt_commands", "lightning_track.query.show", "lightning_track.query.prompt",
     "lightning_track.query.compare", "lightning_track.derived.curves", "lightning_track.derived.plots",
     "lightning_track.query.report_html", "lightning_track.launch.sweep", "lightning_track.launch.sweep_report",
-    "lightning_track.query.sweeps", "lightning_track.run.launched",
+    "lightning_track.query.sweeps", "lightning_track.run.launched", "lightning_track.query.pipelines",
 ]
 
 
