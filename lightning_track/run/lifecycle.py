@@ -98,6 +98,7 @@ class RunLifecycle:
         notes: str | None = None,
         console: bool = False,
         system_interval: float = 0.0,
+        sink_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.layout = layout
         self.dataset = dataset
@@ -113,6 +114,7 @@ class RunLifecycle:
         self.tags, self.notes = list(tags), notes
         self.console = console  # capture this process's console into logs.txt from the start
         self.system_interval = system_interval  # seconds between system samples (0: none)
+        self.sink_options = {name: dict(value) for name, value in (sink_options or {}).items()}  # by sink name
         self.system: SystemRecorder | None = None  # sampling in this process (when no sink host does)
         self.last_step: int | None = None
         self.summary = SummaryFile(layout.summary_json)
@@ -292,7 +294,8 @@ class RunLifecycle:
                                   # records after the restart step are the interrupted attempt's replays
                                   resume_step=self.from_step + 1 if self.resume and self.from_step is not None
                                   else None,
-                                  moved_aside_to=self.layout.dropped_metrics_jsonl(self.attempt))
+                                  moved_aside_to=self.layout.dropped_metrics_jsonl(self.attempt),
+                                  options=self.sink_options)
             self.writer = BackgroundWriter(
                 self._sinks(), context,
                 resuming=self.resume,

@@ -31,6 +31,7 @@ from ..derived.digest import Mode
 from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
 from ..sinks import Sink, load_sink
+from ..sinks.swanlab import check_swanlab_mode
 from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
 from .config import normalize_config, redact
 from .distributed import global_rank
@@ -73,6 +74,10 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         system_interval: seconds between samples of GPU/CPU/memory into ``system.jsonl`` (and TensorBoard,
             SwanLab under ``system/``), taken off the training thread; 0 switches it off. Another node's
             local rank 0 samples its own machine into ``system.node<k>.jsonl``.
+        swanlab_mode: how the ``"swanlab"`` sink writes its run: ``"local"`` also for SwanLab's own board
+            (``swanlab watch <run>/swanlab_logs``; needs ``pip install "swanlab[dashboard]"``), ``"offline"``
+            the record only; ``"auto"`` is local where the board is installed. Both upload with
+            ``swanlab sync``. See :mod:`lightning_track.sinks.swanlab`.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         notes: str | None = None,
         console: bool = True,
         system_interval: float = 10.0,
+        swanlab_mode: str = "auto",
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -113,6 +119,7 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         if not isinstance(system_interval, (int, float)) or system_interval < 0:
             raise ValueError(f"system_interval must be a number of seconds >= 0 (0: off), got {system_interval!r}")
         self.system_interval = float(system_interval)
+        self.swanlab_mode = check_swanlab_mode(swanlab_mode)  # "local" without the board fails here, not later
         self._rank_records = False  # a rank > 0 keeps its console (and another node's local rank 0 its system)
         self._experiment: RunExperiment | None = None
         self._root = Path(root)

@@ -192,7 +192,7 @@ class SinkHost(Sink):
         self._send(("open", {
             "run_dir": os.path.abspath(context.layout.run_dir), "dataset": context.dataset, "method": context.method,
             "config": context.config, "resume_step": context.resume_step, "resume_count": context.resume_count,
-            "sinks": self.specs, "system_interval": self.system_interval,
+            "sinks": self.specs, "system_interval": self.system_interval, "options": context.options,
         }))
 
     def log_config(self, config: dict[str, Any]) -> None:
@@ -284,7 +284,7 @@ class _Host:
         self.opened = True
         context = SinkContext(layout=RunLayout(fields["run_dir"]), dataset=fields["dataset"], method=fields["method"],
                               config=fields["config"], resume_step=fields["resume_step"],
-                              resume_count=fields["resume_count"])
+                              resume_count=fields["resume_count"], options=fields.get("options") or {})
         for spec in fields["sinks"]:
             name = spec if isinstance(spec, str) else getattr(spec, "name", repr(spec))
             try:

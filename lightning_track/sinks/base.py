@@ -38,6 +38,8 @@ class SinkContext:
     resume_count: int = 0
     # Where a sink moves the records it takes out on a resume (never deleted); None: nowhere to move.
     moved_aside_to: Path | None = None
+    # Settings of one sink, by its name: {"swanlab": {"mode": "local"}} (RunLogger(swanlab_mode=...)).
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Sink(ABC):

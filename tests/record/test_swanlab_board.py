@@ -1,0 +1,150 @@
+"""SwanLab's own local board (``swanlab watch <run>/swanlab_logs``, the swanboard package) shows a RunLogger
+run: the run listed, every metric with the steps and values of metrics.jsonl, the config, the console
+(logs.txt) and the system samples, read through the board's HTTP API as its web page reads them. The same
+SwanLab run keeps the record ``swanlab sync`` uploads."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import lightning as L
+import pytest
+from support.readers import swanlab_records, swanlab_runs, swanlab_scalars
+from support.trainers import make_trainer
+
+from lightning_track import RunLogger
+from lightning_track.errors import ConfigError
+from lightning_track.training.demo import DemoDataModule, DemoModule
+
+pytest.importorskip("swanboard")
+
+MARKER = "lightning_track board test: a line printed while training"
+
+
+class PrintAndPace(L.Callback):
+    """Prints one known line and slows the steps a little, so the system sampler takes a few samples."""
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        os.write(1, f"{MARKER}\n".encode())  # through the file descriptor (pytest replaces sys.stdout)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        time.sleep(0.03)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        body = json.load(response)
+    assert body["code"] == 0, (path, body)
+    return body["data"]
+
+
+def start_board(folder: Path, port: int, log: Path) -> subprocess.Popen:
+    """``swanlab watch FOLDER`` on 127.0.0.1:PORT, once it answers."""
+    with open(log, "wb") as out:
+        board = subprocess.Popen([sys.executable, "-m", "swanlab", "watch", str(folder), "--host", "127.0.0.1",
+                                  "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if board.poll() is not None:
+            pytest.fail(f"swanlab watch exited with {board.returncode}: {log.read_text()}")
+        try:
+            get(port, "/api/v1/project")
+            return board
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.2)
+    board.kill()
+    pytest.fail(f"swanlab watch did not answer on port {port} in 60 s: {log.read_text()}")
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_swanlab_watch_shows_the_run_metrics_config_console_and_system(tmp_path: Path) -> None:
+    logger = RunLogger("board data", "mlp", root=tmp_path / "runs", config={"model": {"lr": 0.01}, "seed": 3},
+                       system_interval=0.25)
+    assert logger.swanlab_mode == "auto"  # the default: the board's files where swanboard is installed
+    trainer = make_trainer(tmp_path, max_steps=30, logger=logger, limit_val_batches=0, callbacks=[PrintAndPace()])
+    trainer.fit(DemoModule(max_steps=30), datamodule=DemoDataModule(n_train=512, n_val=32))
+    run = logger.layout
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for line in jsonl(run.metrics_jsonl):
+        for key, value in line["metrics"].items():
+            expected.setdefault(key, []).append((line["step"], value))
+    assert {"train/loss", "epoch"} <= set(expected) and len(expected["train/loss"]) == 30
+    samples = jsonl(run.system_jsonl)
+    assert samples, "the sampler took no sample"
+    sampled = {(s["step"], s["metrics"]["system/proc_rss_gb"]) for s in samples}
+
+    port = free_port()
+    board = start_board(run.swanlab_dir, port, tmp_path / "board.log")  # the folder the README names
+    try:
+        project = get(port, "/api/v1/project")
+        [experiment] = project["experiments"]
+        assert experiment["name"] == run.name and experiment["status"] == 1  # finished, not crashed
+        info = get(port, f"/api/v1/experiment/{experiment['id']}")
+        assert info["config"]["model"]["value"] == {"lr": 0.01} and info["config"]["seed"]["value"] == 3
+        assert info["system"]["runtime"]["hostname"] == socket.gethostname()
+
+        charts = {chart["name"] for chart in get(port, f"/api/v1/experiment/{experiment['id']}/chart")["charts"]}
+        assert set(expected) | {"system/proc_rss_gb"} <= charts
+        for key, points in expected.items():
+            shown = get(port, f"/api/v1/experiment/{experiment['id']}/tag/{quote(key, safe='')}")
+            assert [(p["index"], p["data"]) for p in shown["list"]] == points, key
+        system = get(port, f"/api/v1/experiment/{experiment['id']}/tag/{quote('system/proc_rss_gb', safe='')}")
+        assert system["list"] and {(p["index"], p["data"]) for p in system["list"]} <= sampled
+
+        console = get(port, f"/api/v1/experiment/{experiment['id']}/recent_log")["logs"]
+        assert MARKER in console
+        logs_txt = [line.split(" ", 1)[1] for line in run.logs_txt.read_text().splitlines()]
+        assert [line for line in console if line] == logs_txt[:len([line for line in console if line])]
+
+        # The board's server made no connection of its own: only its listening socket (and what we opened).
+        import psutil
+
+        remote = [c.raddr for c in psutil.Process(board.pid).net_connections() if c.raddr]
+        assert all(address.ip == "127.0.0.1" for address in remote), remote
+    finally:
+        board.terminate()
+        board.wait(10)
+
+    # The same SwanLab run is what `swanlab sync` uploads: SwanLab's own reader finds it all in the record.
+    [record_file] = swanlab_runs(run.swanlab_dir)
+    scalars = swanlab_scalars(record_file)
+    assert {key: scalars[key] for key in expected} == expected
+    lines = [r.log.line for r in swanlab_records(record_file) if r.WhichOneof("record_type") == "log"]
+    assert MARKER in lines
+
+
+def test_an_unknown_swanlab_mode_is_refused_before_any_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="swanlab_mode='online'.*use one of 'auto', 'local', 'offline'"):
+        RunLogger("d", "m", root=tmp_path / "runs", swanlab_mode="online")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_offline_mode_writes_the_record_only(tmp_path: Path) -> None:
+    logger = RunLogger("d", "m", root=tmp_path / "runs", swanlab_mode="offline", system_interval=0)
+    trainer = make_trainer(tmp_path, max_steps=5, logger=logger, limit_val_batches=0)
+    trainer.fit(DemoModule(max_steps=5), datamodule=DemoDataModule(n_train=64, n_val=8))
+    swanlab_logs = logger.layout.swanlab_dir
+    [record_file] = swanlab_runs(swanlab_logs)
+    assert len(swanlab_scalars(record_file)["train/loss"]) == 5
+    assert not (swanlab_logs / "runs.swanlab").exists() and not (record_file.parent / "logs").exists()
