@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..errors import SyncError, TransferError
+from ..errors import ConfigError, SyncError, TransferError, one_line
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
 from ..sync.engine import CycleResult
 from ..sync.plan import Plan
@@ -56,7 +57,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", metavar="FILE", help="resume journal (default: ~/.local/state/lightning_track/"
                         "sync/<hash>.jsonl)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, status lines only")
+    parser.add_argument("--notify", action="append", default=[], metavar="URL",
+                        help="after each pass, notify when a mirrored run becomes healthy, completed, failed, "
+                             "interrupted or stale (an apprise URL: json://host:port/path, slack://...; repeatable)")
+    parser.add_argument("--stale", type=_positive, default=None, metavar="SECONDS",
+                        help="with --notify: a running run whose heartbeat is older than this is stale "
+                             "(default: 120, lt ls's 'crashed')")
     return parser
+
+
+def _watch(args: argparse.Namespace, session: SyncSession, err: Console) -> tuple[Any, Any]:
+    """The notifier and the watcher of the local side's runs for --notify (None, None without it)."""
+    if not args.notify:
+        return None, None
+    from ..launch.notify import Notifier
+    from ..query.runs import STALE_AFTER_S
+    from ..sync.watch import RunWatch, notified_path
+
+    def log(line: str) -> None:
+        err.print(f"lt-sync: {line}", highlight=False, markup=False)
+
+    local = session.dest_ep if not session.dest_ep.is_remote else session.src_ep
+    if local.is_remote:
+        raise ConfigError("--notify reads the mirrored runs on this machine; SRC or DEST must be a local folder")
+    notifier = Notifier(args.notify, log=log)
+    state = notified_path(session.state.path) if session.state.path is not None else None
+    return notifier, RunWatch(local.path, notifier, state_path=state, log=log,
+                              stale_after=args.stale or STALE_AFTER_S)
+
+
+def _check(watch: Any, err: Console) -> None:
+    """One look at the runs after a pass; a problem there is one line, never the sync's failure."""
+    if watch is None:
+        return
+    try:
+        watch.check()
+    except Exception as exc:  # noqa: BLE001 - notifications must never stop the mirror
+        err.print(f"lt-sync: notifications skipped this pass: {one_line(exc)}", highlight=False, markup=False)
 
 
 def _print_result(console: Console, result: CycleResult, verbose: bool) -> None:
@@ -106,12 +143,17 @@ def main(argv: list[str] | None = None) -> int:
                           delete=args.delete, dry_run=args.dry_run, runicorn_root=args.runicorn,
                           parallel=args.parallel, state_path=args.state)
     session = SyncSession(src, dest, options)
+    try:
+        notifier, watch = _watch(args, session, err)
+    except ConfigError as exc:
+        parser.error(str(exc))
     outcome: dict[str, int] = {"refused": 0, "errors": 0}
 
     def on_cycle(result: CycleResult) -> None:
         outcome["refused"] = len(result.refused)
         outcome["errors"] = len(result.errors)
         _print_result(console, result, verbose=False)
+        _check(watch, err)
 
     def on_retry(exc: BaseException, delay: float) -> None:
         err.print(f"connection problem ({type(exc).__name__}: {exc}); retrying in {delay:.0f}s",
@@ -128,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                 result = await _once(session, console, args.quiet)
                 outcome["refused"], outcome["errors"] = len(result.refused), len(result.errors)
                 _print_result(console, result, verbose=args.dry_run)
+                _check(watch, err)
         finally:
             await session.close()
+            if notifier is not None:
+                notifier.close()
 
     try:
         asyncio.run(run())

@@ -31,8 +31,8 @@ from ..errors import ConfigError, one_line
 __all__ = ["Notifier", "EVENTS", "message_body", "redact_url"]
 
 # event -> apprise's notify type
-EVENTS = {"healthy": "info", "done": "success", "failed": "failure", "interrupted": "warning",
-          "stale": "failure", "retrying": "warning"}
+EVENTS = {"healthy": "info", "done": "success", "completed": "success", "failed": "failure",
+          "interrupted": "warning", "stale": "failure", "retrying": "warning"}
 
 
 def redact_url(url: str) -> str:
