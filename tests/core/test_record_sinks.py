@@ -22,6 +22,7 @@ from lightning_track.folder.records import MetricRecord
 from lightning_track.run.sinkhost import SinkHost
 from lightning_track.run.writer import BackgroundWriter
 from lightning_track.sinks import SinkContext
+from lightning_track.sinks.swanlab import board_missing
 from lightning_track.sinks.tensorboard import TensorBoardSink
 from lightning_track.training.demo import DemoDataModule, DemoModule
 from lightning_track.vocabulary import COMPLETED, FAILED, INTERRUPTED
@@ -49,12 +50,12 @@ def swanlab_finish(swanlab_file: Path) -> Any:
 
 
 def host_run(run_dir: Path, records: list[tuple[int, float, dict[str, float]]], status: str,
-             reason: str | None, sinks: tuple[str, ...] = ("swanlab",)) -> Path:
+             reason: str | None, sinks: tuple[str, ...] = ("swanlab",), swanlab_mode: str = "auto") -> Path:
     """The writer thread and the sink host process, as a RunLogger drives them, closed with ``reason``."""
     layout = RunLayout(run_dir)
     layout.run_dir.mkdir(parents=True)
-    writer = BackgroundWriter([SinkHost(list(sinks))], SinkContext(layout=layout, dataset="d", method="m"),
-                              flush_interval=0.05)
+    context = SinkContext(layout=layout, dataset="d", method="m", options={"swanlab": {"mode": swanlab_mode}})
+    writer = BackgroundWriter([SinkHost(list(sinks))], context, flush_interval=0.05)
     for step, when, metrics in records:
         writer.put(step, when, metrics)
     writer.close(status, reason)
@@ -126,18 +127,23 @@ def test_swanlab_times_survive_the_sink_host_exactly(tmp_path: Path) -> None:
 
 
 # -- SwanLab: the sync hint ------------------------------------------------------------------------
-def test_swanlab_sync_hint_is_one_copyable_line(tmp_path: Path, capfd: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", ["offline", "local"])
+def test_swanlab_hint_is_one_copyable_line(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """Offline, SwanLab suggests ``swanlab sync <run>``; local (the board), ``swanlab watch <swanlab_logs>``."""
+    if mode == "local" and board_missing():
+        pytest.skip(board_missing())
     monkeypatch.delenv("COLUMNS", raising=False)  # a log file: no terminal, rich's default 80 columns
     deep = tmp_path / "a_rather_long_folder_name_for_the_experiments_of_this_project" / "run"
-    swanlab_file = host_run(deep, [(0, time.time(), {"loss": 1.0})], COMPLETED, None)
+    swanlab_file = host_run(deep, [(0, time.time(), {"loss": 1.0})], COMPLETED, None, swanlab_mode=mode)
     out = capfd.readouterr().out
     run_dir = str(swanlab_file.parent)
-    assert len(f"swanlab sync {run_dir}") > 80  # SwanLab's console would break it
-    hints = [line for line in out.splitlines() if "swanlab sync" in line]
+    command = f"swanlab sync {run_dir}" if mode == "offline" else f"swanlab watch {swanlab_file.parent.parent}"
+    assert len(command) > 80  # SwanLab's console would break it
+    hints = [line for line in out.splitlines() if command.split(" /")[0] in line]
     assert hints, out
     for line in hints:
-        assert re.search(rf"swanlab sync {re.escape(run_dir)}\b", line), (line, out)
+        assert re.search(rf"{re.escape(command)}\b", line), (line, out)
     assert any(line.rstrip().endswith(run_dir) for line in out.splitlines() if "Run data saved at" in line), out
 
 

@@ -66,14 +66,15 @@ def pixels(png: bytes) -> np.ndarray:
 
 
 def swanlab_media(run: RunLayout) -> dict[str, list]:
-    """{key: [(step, type, file)]} of the SwanLab offline run's media records, with their files."""
+    """{key: [(step, type, file)]} of the SwanLab run's media records, with their files."""
     (swan_file,) = swanlab_runs(run.swanlab_dir)
     out: dict[str, list] = {}
     for record in swanlab_records(swan_file):
         if record.WhichOneof("record_type") == "media":
             media = record.media
             for item in media.value.items:
-                (found,) = swan_file.parent.glob(f"media/*/{item.filename}")
+                # media/<kind>/: SwanLab's file (local mode adds the board's link in media/<number>/)
+                (found,) = (f for f in swan_file.parent.glob(f"media/*/{item.filename}") if not f.parent.name.isdigit())
                 out.setdefault(media.key, []).append((media.step, media.type, found))
     return out
 
