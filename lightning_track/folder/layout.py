@@ -82,6 +82,7 @@ class RunLayout:
     CHECKPOINTS = "checkpoints"
     TENSORBOARD = "tensorboard_logs"
     SWANLAB = "swanlab_logs"
+    SWANLAB_BOARD_DB = "runs.swanlab"  # in swanlab_logs/: SwanLab's local board's database (SQLite, not a record)
     FINAL_MODEL = "final_model"
     CONFIG = "config.yaml"
     METRICS_JSONL = "metrics.jsonl"

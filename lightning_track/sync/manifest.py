@@ -41,6 +41,8 @@ _CHECKPOINT_DIRS = (RunLayout.CHECKPOINTS, RunLayout.FINAL_MODEL)
 def is_append_only(rel: str) -> bool:
     """Files that only grow: new bytes can be appended instead of re-sending the file."""
     name = rel.rsplit("/", 1)[-1]
+    if name == RunLayout.SWANLAB_BOARD_DB:  # SQLite rewrites its pages in place: never sent as an append
+        return False
     return name in RunLayout.APPEND_ONLY or any(fnmatch.fnmatchcase(name, p) for p in _APPEND_PATTERNS)
 
 

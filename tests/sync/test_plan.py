@@ -112,7 +112,7 @@ def test_delete_only_when_asked_and_only_what_the_sync_covers() -> None:
     (f"{RUN}/metrics.jsonl", True), (f"{RUN}/batch_tracking.jsonl", True),
     (f"{RUN}/tensorboard_logs/events.out.tfevents.17.gpu1", True), (f"{RUN}/swanlab_logs/run-1/x.swanlab", True),
     (f"{RUN}/train.log", True), (f"{RUN}/summary.json", False), (f"{RUN}/metrics.csv", False),
-    (f"{RUN}/other.jsonl", False),
+    (f"{RUN}/other.jsonl", False), (f"{RUN}/swanlab_logs/runs.swanlab", False),  # the board's SQLite database
 ])
 def test_append_only_names(rel: str, append_only: bool) -> None:
     assert is_append_only(rel) is append_only
