@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..folder.layout import RunLayout
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 __all__ = ["main", "run_demo"]
@@ -80,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nLook at it:")
     print(f"  tensorboard --logdir {run_dir.parent}")
     print(f"  cat {run_dir / 'summary.json'}")
-    print(f"  swanlab sync {run_dir / 'swanlab_logs'}/run-*     # upload the offline SwanLab run later")
+    swanlab_dir = RunLayout(run_dir).swanlab_dir
+    if (swanlab_dir / RunLayout.SWANLAB_BOARD_DB).exists():  # a local-mode SwanLab run: its own board
+        print(f"  swanlab watch {swanlab_dir}     # SwanLab's board on http://127.0.0.1:5092")
+    print(f"  swanlab sync {swanlab_dir}/run-*     # upload the SwanLab run later")
     return EXIT_OK
 
 
