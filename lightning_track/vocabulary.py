@@ -20,7 +20,7 @@ __all__ = [
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time",
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
     "ENV_SWEEP", "env_value", "cache_root",
-    "PENDING", "BLOCKED", "SUBMITTED", "SLURM_ENV", "ENV_SLURM_JOB_ID", "ENV_SLURM_RESTART_COUNT", "slurm_step_state",
+    "PENDING", "BLOCKED", "SUBMITTED", "SLURM_ENV", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "slurm_step_state",
 ]
 
 # -- run statuses: summary.json "status", what every sink's close() receives -----------------------
@@ -123,12 +123,12 @@ PENDING = "pending"  # not started yet
 BLOCKED = "blocked"  # an upstream step failed: never started
 SUBMITTED = "submitted"  # handed to Slurm and waiting there (its job id in slurm_job_id)
 
-# Slurm's own environment in a job: what meta.json's "slurm" section records, under our names.
-ENV_SLURM_JOB_ID = "SLURM_JOB_ID"
-ENV_SLURM_RESTART_COUNT = "SLURM_RESTART_COUNT"  # set by Slurm in a requeued job (1, 2, ...)
+# Slurm's own environment in a job (its names, not ours: no ENV_ prefix): meta.json's "slurm" section, under our keys.
+SLURM_JOB_ID = "SLURM_JOB_ID"
+SLURM_RESTART_COUNT = "SLURM_RESTART_COUNT"  # set by Slurm in a requeued job (1, 2, ...)
 SLURM_ENV: Mapping[str, str] = {
-    "job_id": ENV_SLURM_JOB_ID, "job_name": "SLURM_JOB_NAME", "array_job_id": "SLURM_ARRAY_JOB_ID",
-    "array_task_id": "SLURM_ARRAY_TASK_ID", "restart_count": ENV_SLURM_RESTART_COUNT,
+    "job_id": SLURM_JOB_ID, "job_name": "SLURM_JOB_NAME", "array_job_id": "SLURM_ARRAY_JOB_ID",
+    "array_task_id": "SLURM_ARRAY_TASK_ID", "restart_count": SLURM_RESTART_COUNT,
     "node_list": "SLURM_JOB_NODELIST", "partition": "SLURM_JOB_PARTITION", "ntasks": "SLURM_NTASKS",
     "procid": "SLURM_PROCID", "step_id": "SLURM_STEP_ID", "submit_dir": "SLURM_SUBMIT_DIR",
 }

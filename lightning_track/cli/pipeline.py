@@ -57,15 +57,20 @@ def _parser() -> argparse.ArgumentParser:
 def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], None]) -> int:
     from ..launch.pipeline_state import DONE, SUBMITTED, PipelineState
     from ..launch.slurm import SlurmOptions, sbatch_scripts, script_path, submit, submit_plan
+    from ..launch.slurm_status import LIVE, refresh_from_slurm
 
+    if not args.dry_run:  # what Slurm says of the jobs submitted before: a failed one is submitted again
+        from ..launch.sweep import expand_sweeps
+
+        refresh_from_slurm(PipelineState(expand_sweeps(pipeline), resume=False))
     state = PipelineState(pipeline)
     again = [args.from_step, *pipeline.downstream(args.from_step)] if args.from_step else []
     earlier = {n: str(state.get(n).get("slurm_job_id")) for n in pipeline.order
-               if n not in again and state.state(n) == SUBMITTED}
+               if n not in again and state.state(n) in LIVE and state.get(n).get("slurm_job_id")}
     if earlier:
         log(f"already submitted, not again: {', '.join(f'{n} (job {j})' for n, j in earlier.items())} "
             "(--from STEP submits a step again)")
-    steps = [n for n in pipeline.order if n in again or state.state(n) not in (DONE, SUBMITTED)]
+    steps = [n for n in pipeline.order if n in again or (state.state(n) != DONE and n not in earlier)]
     options = SlurmOptions(partition=args.partition, time=args.time, gres=args.gres, extra=tuple(args.slurm_arg),
                            grace=max(int(args.grace), 1))
     scripts = sbatch_scripts(pipeline, options, steps=steps)
@@ -79,7 +84,7 @@ def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], No
         return EXIT_OK
     ids = submit(pipeline, scripts, earlier=earlier)
     for name, job in ids.items():
-        state.update(name, state=SUBMITTED, slurm_job_id=job, exp_id=pipeline.exp_id(name))
+        state.update(name, state=SUBMITTED, slurm_job_id=job, exp_id=pipeline.exp_id(name), slurm=None, reason=None)
         log(f"{name}: submitted as job {job}")
     _record_array_tasks(pipeline, ids)
     return EXIT_OK
@@ -113,12 +118,14 @@ def _record_array_tasks(pipeline: Pipeline, ids: dict[str, str]) -> None:
 def _print_status(pipeline: Pipeline) -> None:
     """``--status``: every step's state (a sweep's trials too), then each sweep's trials by best metric."""
     from ..launch.pipeline_state import PipelineState, format_status
+    from ..launch.slurm_status import refresh_from_slurm
     from ..launch.sweep import expand_sweeps
     from ..launch.sweep_report import sweep_table
     from ..query.sweeps import table_lines
 
     expanded = expand_sweeps(pipeline)
     state = PipelineState(expanded, resume=False)
+    refresh_from_slurm(state)  # steps submitted to Slurm: as Slurm sees them now
     print(f"pipeline {pipeline.name} ({state.path})")
     print("\n".join(format_status(state)))
     for name in expanded.sweeps:

@@ -1,6 +1,6 @@
 """``lt-run``: launch a training command, watch its health signals, post-process its run folder.
 
-    lt-run [--exp-id ID] [--signals-dir DIR] [--health-time SECONDS] [--run-dir DIR] -- CMD ...
+    lt-run [--exp-id ID] [--signals-dir DIR] [--health-time SECONDS] [--run-dir DIR] [--slurm-requeue] -- CMD ...
     lt-run --post-process RUN_DIR
 
 Exits with the child's exit code (128 + N when signal N killed it), so Slurm's
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-console", action="store_true",
                         help="do not copy the command's output into the run's logs.txt (the command's own "
                              "RunLogger then captures it from the start of training)")
+    parser.add_argument("--slurm-requeue", action="store_true",
+                        help="in a Slurm job: when the command stopped on a signal and left a resumable checkpoint "
+                             "(PreemptionHandler), requeue the job (scontrol requeue $SLURM_JOB_ID) to continue it")
     parser.add_argument("--post-process", metavar="RUN_DIR",
                         help="only post-process RUN_DIR (rebuild metrics.csv, summary.json, report_draft.md)")
     return parser
@@ -95,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                              on_event=on_event, console=not args.no_console)
     except (OSError, ValueError) as exc:
         return error(str(exc))
+    if args.slurm_requeue:
+        from ..launch.slurm_job import requeue_if_resumable
+
+        said = requeue_if_resumable(result.signals)
+        if said:
+            on_event("info", said)
     return result.exit_code
 
 

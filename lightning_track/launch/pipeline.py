@@ -38,7 +38,7 @@ __all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "
 
 REFERENCE = re.compile(r"\{([A-Za-z0-9_][A-Za-z0-9_-]*)\.([A-Za-z_]+)\}")
 _FIELDS = ("run_dir", "exp_id")  # what {step.<field>} may name
-_STEP_KEYS = ("cmd", "after", "health_time", "retries", *SWEEP_KEYS)  # sweeps: see .sweep
+_STEP_KEYS = ("cmd", "after", "health_time", "retries", "ntasks", *SWEEP_KEYS)  # sweeps: see .sweep
 _TOP_KEYS = ("name", "root", "steps")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
@@ -52,6 +52,7 @@ class Step:
     after: tuple[str, ...] = ()
     health_time: float | None = None
     retries: int = 0
+    ntasks: int = 1  # Slurm: tasks of the step's job; srun starts the command once per task
     sweep: SweepSpec | None = None  # a step fanned out over overrides (grid: or random:)
     trial: Trial | None = None  # one trial of a sweep (in the pipeline expand_sweeps returns)
 
@@ -123,8 +124,11 @@ def _step(source: str, name: Any, raw: Any) -> Step:
     retries = raw.get("retries", 0)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"{where}: retries must be a whole number >= 0, got {retries!r}")
+    ntasks = raw.get("ntasks", 1)
+    if isinstance(ntasks, bool) or not isinstance(ntasks, int) or ntasks < 1:
+        raise ConfigError(f"{where}: ntasks must be a whole number >= 1 (Slurm tasks, one per rank), got {ntasks!r}")
     return Step(name=name, cmd=cmd, after=tuple(dict.fromkeys(after)),
-                health_time=float(health_time) if health_time is not None else None, retries=retries,
+                health_time=float(health_time) if health_time is not None else None, retries=retries, ntasks=ntasks,
                 sweep=parse_sweep(where, raw))
 
 

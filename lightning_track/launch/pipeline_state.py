@@ -18,15 +18,13 @@ from typing import Any
 
 from ..errors import ConfigError, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
-from ..vocabulary import DONE, FAILED, INTERRUPTED, RUNNING, iso_time
+from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, PENDING, RUNNING, SUBMITTED, iso_time
 from .pipeline import Pipeline
 
 __all__ = ["PENDING", "RUNNING", "DONE", "FAILED", "BLOCKED", "INTERRUPTED", "SUBMITTED", "STEP_STATES", "state_path",
            "PipelineState", "format_status"]
 
-PENDING = "pending"
-BLOCKED = "blocked"  # an upstream step failed: never started
-SUBMITTED = "submitted"  # handed to Slurm (its job id in slurm_job_id); the job's own signals say the rest
+# pending, blocked (an upstream step failed), submitted (handed to Slurm, its job id in slurm_job_id): vocabulary's
 STEP_STATES = (PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED, SUBMITTED)
 
 
@@ -60,7 +58,7 @@ class PipelineState:
         if not resume:  # a reader (--status): the file as it is, a live driver's running steps included
             return
         for name, entry in self.steps.items():
-            if entry["state"] == RUNNING:  # its driver is gone
+            if entry["state"] == RUNNING and not entry.get("slurm_job_id"):  # its driver is gone (not Slurm's)
                 entry.update(state=INTERRUPTED, reason="the driver stopped while it ran")
             cmd = pipeline.steps[name].cmd
             if entry["state"] == DONE and entry.get("cmd") not in (None, cmd):
@@ -153,7 +151,10 @@ def format_status(state: PipelineState) -> list[str]:
         if entry.get("reason") and entry["state"] != DONE:
             parts.append(str(entry["reason"]))
         if entry.get("slurm_job_id"):
-            parts.append(f"job {entry['slurm_job_id']}")
+            slurm = entry.get("slurm") or {}
+            parts.append(f"job {entry['slurm_job_id']}" + (f" ({slurm['state']})" if slurm.get("state") else ""))
+            if slurm.get("restarts"):
+                parts.append(f"requeued {slurm['restarts']}x")
         if entry.get("run_dir"):
             parts.append(str(entry["run_dir"]))
         lines.append("  ".join(parts).rstrip())

@@ -104,6 +104,25 @@ class _Child:
         except PermissionError:
             self.proc.send_signal(sig)
 
+    def wait_group(self, timeout: float) -> bool:
+        """After the command exited on a signal: wait up to ``timeout`` s for the processes it left in its group
+        (a ``/bin/sh -c`` dies at once on SIGTERM while the training it started still checkpoints and writes its
+        signal); True when none is left. Zombies (exited, not yet reaped by anyone) do not count."""
+        import psutil
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = []
+            for pid in psutil.pids():
+                try:
+                    if os.getpgid(pid) == self.proc.pid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                        left.append(pid)
+                except (OSError, psutil.Error):
+                    continue
+            if not left or time.monotonic() > deadline:
+                return not left
+            time.sleep(0.05)
+
     def terminate(self, grace: float, on_event: Event) -> None:
         """SIGTERM to the group, SIGKILL after ``grace`` s (also for leftover grandchildren)."""
         self.send(signal.SIGTERM)
@@ -233,6 +252,9 @@ def run_command(
                 break
             time.sleep(poll_interval)
         returncode = child.proc.wait()
+        if (forwarded or stopped) and not child.wait_group(grace):
+            notify("kill", f"processes of the command still running {grace:g} s after it exited: SIGKILL")
+            child.send(signal.SIGKILL)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..vocabulary import ENV_RUN_DIR, SLURM_RESTART_COUNT
 from .pipeline import REFERENCE, Pipeline, Step
 
 __all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
@@ -93,7 +94,8 @@ def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.P
     for name in steps if steps is not None else pipeline.order:
         step = pipeline.steps[name]
         lt_run = [options.python, "-m", "lightning_track.cli.run", "--exp-id", pipeline.exp_id(name),
-                  "--signals-dir", str(_signals(pipeline)), "--grace", str(max(options.grace - 5, 1))]
+                  "--signals-dir", str(_signals(pipeline)), "--grace", str(max(options.grace - 5, 1)),
+                  "--slurm-requeue"]
         if step.health_time is not None:
             lt_run += ["--health-time", f"{step.health_time:g}"]
         after = ", ".join(step.after) or "nothing"
@@ -101,16 +103,39 @@ def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.P
             "#!/bin/bash",
             f"# Pipeline {pipeline.name}, step {name} (runs after {after}); written by lt run --pipeline --slurm.",
             *_directives(pipeline, step, options),
+            *[f"#SBATCH --ntasks={step.ntasks}"] * (step.ntasks > 1),
             "",
             "set -euo pipefail",
             f"cd {shlex.quote(str(workdir))}",
+            *requeued_lines(pipeline, name),
             "# lt-run: health gate, console into the run's logs.txt, post-processing; exec so that the batch",
             "# shell's SIGTERM (--signal=B:TERM) reaches it and the command can checkpoint before the job ends.",
+            "# --slurm-requeue: a command stopped by that SIGTERM with a resumable checkpoint requeues the job.",
             f"exec {shlex.join(lt_run)} -- \\",
+            *task_lines(step),
             f"    /bin/sh -c {shlex.quote(_job_command(pipeline, step))}",
             "",
         ])
     return scripts
+
+
+def requeued_lines(pipeline: Pipeline, name: str) -> list[str]:
+    """Shell lines: a requeued job (Slurm sets ``SLURM_RESTART_COUNT``) continues the run folder its first start
+    named in the run note, through ``LIGHTNING_TRACK_RUN_DIR`` (lt-run clears the note when it starts)."""
+    note = shlex.quote(str(_signals(pipeline) / f"{pipeline.exp_id(name)}.run"))
+    return ["# A requeued job continues the run folder its first start named (train with RunLogger(resume=...)",
+            "# when SLURM_RESTART_COUNT > 0, and trainer.fit(ckpt_path=\"last\")).",
+            f'if [ "${{{SLURM_RESTART_COUNT}:-0}}" -gt 0 ] && [ -s {note} ]; then',
+            f'    export {ENV_RUN_DIR}="$(cat {note})"',
+            "fi"]
+
+
+def task_lines(step: Step) -> list[str]:
+    """``ntasks`` > 1: the command runs under ``srun``, once per task; Lightning's SLURMEnvironment makes each
+    task a DDP rank (Trainer ``devices`` = ntasks), and the RunLogger gives the ranks one run folder."""
+    if step.ntasks <= 1:
+        return []
+    return [f"    srun --ntasks={step.ntasks} --kill-on-bad-exit=1 \\"]
 
 
 def submit_plan(pipeline: Pipeline, steps: Sequence[str], earlier: Mapping[str, str] | None = None) -> list[str]:

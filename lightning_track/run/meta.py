@@ -12,10 +12,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..vocabulary import iso_time
+from ..vocabulary import SLURM_ENV, SLURM_JOB_ID, iso_time
 from .config import redact_argv
 
-__all__ = ["collect_meta", "git_info", "package_versions"]
+__all__ = ["collect_meta", "git_info", "package_versions", "slurm_info"]
 
 _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
                   "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES")
@@ -57,6 +57,21 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return found
 
 
+def slurm_info(environ: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The Slurm job this process runs in (job id, array job and task, restart count, nodes, ...), or None
+    outside Slurm. ``restart_count`` is 0 on the first run and counts requeues after it."""
+    env = os.environ if environ is None else environ
+    if not env.get(SLURM_JOB_ID):
+        return None
+    info: dict[str, Any] = {}
+    for key, name in SLURM_ENV.items():
+        value = env.get(name)
+        if value is not None and value != "":
+            info[key] = int(value) if value.isdigit() and key not in ("job_id", "array_job_id", "node_list") else value
+    info.setdefault("restart_count", 0)
+    return info
+
+
 def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict[str, Any]:
     from ..training.hardware import device_summary  # imports torch: not needed by package_versions' users (lt-migrate)
 
@@ -79,5 +94,8 @@ def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict
         "devices": device_summary(),
         "launcher": launcher_env(),
     }
+    slurm = slurm_info()
+    if slurm is not None:
+        meta["slurm"] = slurm
     meta.update(extra)
     return meta

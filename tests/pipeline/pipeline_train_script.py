@@ -1,16 +1,23 @@
 """A short real fit for the pipeline tests: RunLogger + HealthGuard on the toy regression.
 
     python pipeline_train_script.py ROOT [--steps N] [--step-sleep S] [--nan-at N]
+                                         [--preempt] [--every N] [--devices N]
+
+``--preempt``: as a job that Slurm may stop and requeue: a PreemptionHandler and a StepCheckpoint every
+``--every`` steps; a requeued job (``SLURM_RESTART_COUNT`` > 0) continues its run (``resume=True``; the
+step's script names the folder in ``LIGHTNING_TRACK_RUN_DIR``) from ``last``. ``--devices N``: DDP over N
+CPU processes (gloo); under ``srun --ntasks=N`` each task is one rank (Lightning's SLURMEnvironment).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 
 import lightning as L
 
-from lightning_track import HealthGuard, RunLogger
+from lightning_track import HealthGuard, PreemptionHandler, RunLogger, StepCheckpoint
 from lightning_track.training.toy import ToyRegression, regression_data
 
 warnings.filterwarnings("ignore")
@@ -20,10 +27,18 @@ parser.add_argument("root")
 parser.add_argument("--steps", type=int, default=20)
 parser.add_argument("--step-sleep", type=float, default=0.0)
 parser.add_argument("--nan-at", type=int, default=None)
+parser.add_argument("--preempt", action="store_true")
+parser.add_argument("--every", type=int, default=5)
+parser.add_argument("--devices", type=int, default=1)
 args = parser.parse_args()
 
-trainer = L.Trainer(max_steps=args.steps, logger=RunLogger("toy", "pipeline", root=args.root, sinks=()),
-                    callbacks=[HealthGuard(warmup_steps=5)], accelerator="cpu", devices=1,
-                    enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
-                    log_every_n_steps=1)
-trainer.fit(ToyRegression(step_sleep=args.step_sleep, nan_at=args.nan_at), regression_data())
+resume = args.preempt and int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+callbacks: list[L.Callback] = [HealthGuard(warmup_steps=5)]
+if args.preempt:
+    callbacks += [PreemptionHandler(), StepCheckpoint(every_n_steps=args.every)]
+trainer = L.Trainer(max_steps=args.steps, logger=RunLogger("toy", "pipeline", root=args.root, sinks=(), resume=resume),
+                    callbacks=callbacks, accelerator="cpu", devices=args.devices,
+                    strategy="ddp" if args.devices > 1 else "auto", enable_progress_bar=False,
+                    enable_checkpointing=args.preempt, enable_model_summary=False, log_every_n_steps=1)
+trainer.fit(ToyRegression(step_sleep=args.step_sleep, nan_at=args.nan_at), regression_data(),
+            ckpt_path="last" if resume else None)

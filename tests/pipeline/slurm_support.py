@@ -84,7 +84,10 @@ def start(folder: Path) -> Slurm:
     conf.write_text("\n".join([
         "ClusterName=lt", f"SlurmctldHost={host}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
         f"SlurmctldPort={ctld_port}", f"SlurmdPort={slurmd_port}",
-        "AuthType=auth/munge", f"AuthInfo=socket={folder}/munge.sock", "CredType=cred/munge",
+        # cred_expire: a requeued job is held for the job credential's lifetime (default 120 s) before it starts
+        # again; sched_interval/bf_interval: the scheduler looks at the queue every second (default 60/30 s).
+        "AuthType=auth/munge", f"AuthInfo=socket={folder}/munge.sock,cred_expire=5", "CredType=cred/munge",
+        "SchedulerParameters=sched_interval=1,bf_interval=1",
         f"StateSaveLocation={folder}/state", f"SlurmdSpoolDir={folder}/spool",
         f"SlurmctldPidFile={folder}/slurmctld.pid", f"SlurmdPidFile={folder}/slurmd.pid",
         f"SlurmctldLogFile={folder}/slurmctld.log", f"SlurmdLogFile={folder}/slurmd.log",

@@ -45,12 +45,42 @@ def test_each_step_is_a_readable_script(tmp_path: Path) -> None:
                           "--kill-on-invalid-dep=yes", "--mem=32G"]
     signals = tmp_path.resolve() / "runs" / "signals"
     assert (f"exec /opt/py/bin/python -m lightning_track.cli.run --exp-id arc_train --signals-dir {signals} "
-            "--grace 85 --health-time 600 -- \\") in train
+            "--grace 85 --slurm-requeue --health-time 600 -- \\") in train
     assert train[-1] == "    /bin/sh -c 'python train.py --config cfg.yaml'"
     assert f"cd {tmp_path.resolve()}" in train
     assert "--health-time" not in scripts["eval"] and "--dependency" not in "".join(scripts.values())
     assert scripts["eval"].splitlines()[-1] == (
         f"    /bin/sh -c 'python eval.py --run \"$(cat {signals}/arc_train.run)\" --id arc_train'")
+
+
+def test_a_multi_task_step_runs_its_command_under_srun(tmp_path: Path) -> None:
+    pipeline = parse_pipeline({"name": "ddp", "root": str(tmp_path), "steps": {
+        "train": {"cmd": "python train.py --devices 2", "ntasks": 2}, "eval": {"cmd": "true", "after": "train"}}})
+    scripts = sbatch_scripts(pipeline, OPTIONS, cwd=tmp_path)
+    train = scripts["train"].splitlines()
+    assert "#SBATCH --ntasks=2" in train
+    assert train[-2:] == ["    srun --ntasks=2 --kill-on-bad-exit=1 \\", "    /bin/sh -c 'python train.py --devices 2'"]
+    assert "srun" not in scripts["eval"] and "--ntasks" not in scripts["eval"]
+    with pytest.raises(ConfigError, match=r"step 'train': ntasks must be a whole number >= 1 .*got 0"):
+        parse_pipeline({"steps": {"train": {"cmd": "python train.py", "ntasks": 0}}})
+
+
+@pytest.mark.slow
+def test_a_requeued_job_script_names_the_run_folder_of_its_first_start(tmp_path: Path) -> None:
+    """The restart block of a step's script, run by bash outside Slurm with Slurm's restart variable set."""
+    root = tmp_path / "runs"
+    seen = tmp_path / "seen.txt"
+    pipeline = parse_pipeline({"name": "exp", "root": str(root), "steps": {
+        "train": f'echo "$LIGHTNING_TRACK_RUN_DIR" > {seen}'}})
+    path = tmp_path / "train.sbatch"
+    path.write_text(sbatch_scripts(pipeline, SlurmOptions(python=sys.executable), cwd=tmp_path)["train"])
+    (root / "signals").mkdir(parents=True)
+    for restarts, expected in (("0", ""), ("1", str(root / "toy_run"))):
+        (root / "signals" / "exp_train.run").write_text(f"{root / 'toy_run'}\n")
+        done = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=120,
+                              env=script_env(SLURM_RESTART_COUNT=restarts))
+        assert done.returncode == 0, done.stderr
+        assert seen.read_text().strip() == expected
 
 
 def test_scripts_parse_as_bash(tmp_path: Path) -> None:
