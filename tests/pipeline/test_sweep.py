@@ -222,3 +222,39 @@ def test_a_sweep_on_slurm_is_one_job_array_its_dependant_after_every_task(tmp_pa
     table = status.stdout.split("sweep exp_train: trials by train/loss (min), best first\n")[1].splitlines()
     assert len(table) == 5 and all("| completed |" in row for row in table[2:])
     assert [row.split(" | ")[0] for row in table[2:]] == ["| 1", "| 2", "| 3"]
+
+
+@pytest.mark.slow
+def test_a_failed_trial_blocks_the_rest_and_a_rerun_runs_only_it(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    path = write_pipeline(tmp_path, {
+        "train": {"cmd": f"{{ test {{trial}} != 1 || test -e {tmp_path / 'fixed'}; }} && {py(SWEEP, str(root))} "
+                         "{overrides}", "grid": {"model.lr": [0.01, 0.02, 0.03]}},
+        "after_it": {"cmd": "true", "after": ["train"]},
+    })
+    first = lt_pipeline(path, "--jobs", "2")
+    assert first.returncode == 1
+    steps = state(path)
+    assert [steps[n]["state"] for n in ("train.0", "train.1", "train.2", "train", "after_it")] == [
+        "done", "failed", "done", "blocked", "blocked"]
+    assert "lt run: failed: train.1; not started because of it: train, after_it" in first.stderr
+    table = (root / "exp_train.sweep.md").read_text().splitlines()
+    assert table[-1].startswith("| - | 1 | 0.02 | failed | - |")  # no value: last
+    (tmp_path / "fixed").touch()
+    second = lt_pipeline(path, "--jobs", "2")
+    assert second.returncode == 0, second.stderr
+    assert "already done, skipped: train.0, train.2" in second.stderr and "train.0: start" not in second.stderr
+    assert len([p for p in root.iterdir() if p.is_dir() and p.name.startswith("toy_sweep")]) == 3
+    assert state(path)["after_it"]["state"] == "done"
+
+
+@pytest.mark.slow
+def test_a_bad_sweep_is_one_line_and_nothing_starts(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path, {"train": {"cmd": "touch started", "random": {"count": 2, "params": {
+        "model.lr": {"gauss": [0, 1]}}}}})
+    result = lt_pipeline(path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"lt run: error: {path}: step 'train': random param 'model.lr': unknown distribution 'gauss'; use one of "
+        "uniform, loguniform, randint, choice"]
+    assert not (tmp_path / "started").exists() and not (tmp_path / "runs").exists()
