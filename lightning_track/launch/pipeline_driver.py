@@ -146,9 +146,11 @@ class _Driver:
         self.state.update(name, state=DONE, cmd=self.pipeline.steps[name].cmd, exp_id=self.pipeline.exp_id(name),
                           reason=None, **fields)
         best = fields.get("best")
-        self.log(f"{name}: {fields['trials']} trials done" + (f"; best: trial {best['trial']} {best['metric']} "
-                                                              f"{best['value']:.6g}" if best else "")
-                 + f"; table: {fields['table']}")
+        line = f"{fields['trials']} trials done" + (f"; best: trial {best['trial']} {best['metric']} "
+                                                     f"{best['value']:.6g}" if best else "")
+        self.log(f"{name}: {line}; table: {fields['table']}")
+        self.notify(DONE, name, line, sweep=self.pipeline.exp_id(name), run_dir=fields.get("run_dir"),
+                    best=best and {best["metric"]: best["value"]}, overrides=best and best["overrides"])
 
     # -- the heartbeat watch -------------------------------------------------------------------------
     def watch(self, running: list[str]) -> None:

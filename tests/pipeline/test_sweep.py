@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_support import HERE, lt_pipeline, py, state, write_pipeline
+from pipeline_support import HERE, Webhook, fields, lt_pipeline, py, state, write_pipeline
 from support.processes import script_env
 
 from lightning_track.errors import ConfigError
@@ -148,13 +148,13 @@ def test_a_sweeps_run_dir_is_refused_on_slurm() -> None:
 
 
 @pytest.mark.slow
-def test_a_grid_sweep_runs_its_trials_tagged_ranks_them_and_resumes(tmp_path: Path) -> None:
+def test_a_grid_sweep_runs_its_trials_tagged_ranks_them_and_resumes(tmp_path: Path, webhook: Webhook) -> None:
     root = tmp_path / "runs"
     path = write_pipeline(tmp_path, {
         "train": {"cmd": py(SWEEP, str(root)), "grid": {"model.lr": [0.001, 0.2], "model.hidden": [0, 4]}},
         "pick": {"cmd": "echo best {train.run_dir} of {train.exp_id} > best.txt", "after": ["train"]},
     })
-    result = lt_pipeline(path, "--jobs", "2")
+    result = lt_pipeline(path, "--jobs", "2", "--notify", webhook.url)
     assert result.returncode == 0, result.stderr
     steps = state(path)
     assert [steps[f"train.{i}"]["state"] for i in range(4)] == ["done"] * 4
@@ -174,6 +174,9 @@ def test_a_grid_sweep_runs_its_trials_tagged_ranks_them_and_resumes(tmp_path: Pa
     ranked = [int(line.split(" | ")[1]) for line in table[3:]]
     assert ranked == sorted(losses, key=losses.__getitem__)
     assert "\n".join(table[1:]) in result.stderr  # printed at the end too
+    told = fields(webhook.wait_for(lambda i: i["title"] == "exp train: done"))
+    assert told["sweep"] == "exp_train" and told["run_dir"] == str(runs[best])
+    assert told["best"] == f"train/loss={losses[best]:.6g}" and told["overrides"].startswith("model.lr=")
 
     again = lt_pipeline(path, "--jobs", "2")
     assert again.returncode == 0 and "already done, skipped: train.0, train.1, train.2, train.3, train, pick" in \
