@@ -103,7 +103,7 @@ def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.P
             "#!/bin/bash",
             f"# Pipeline {pipeline.name}, step {name} (runs after {after}); written by lt run --pipeline --slurm.",
             *_directives(pipeline, step, options),
-            *[f"#SBATCH --ntasks={step.ntasks}"] * (step.ntasks > 1),
+            *[f"#SBATCH --ntasks-per-node={step.ntasks}"] * (step.ntasks > 1),
             "",
             "set -euo pipefail",
             f"cd {shlex.quote(str(workdir))}",
@@ -131,11 +131,13 @@ def requeued_lines(pipeline: Pipeline, name: str) -> list[str]:
 
 
 def task_lines(step: Step) -> list[str]:
-    """``ntasks`` > 1: the command runs under ``srun``, once per task; Lightning's SLURMEnvironment makes each
-    task a DDP rank (Trainer ``devices`` = ntasks), and the RunLogger gives the ranks one run folder."""
+    """``ntasks`` > 1: the job has that many tasks on its node (``--ntasks-per-node``, the form Lightning's
+    SLURMEnvironment accepts; ``--slurm-arg=--nodes=K`` for K nodes) and the command runs under ``srun``, once per
+    task; each task is a DDP rank (Trainer ``devices`` = ntasks), and the RunLogger gives the ranks one run folder;
+    ``--kill-on-bad-exit`` ends every rank when one fails, so none waits on a collective forever."""
     if step.ntasks <= 1:
         return []
-    return [f"    srun --ntasks={step.ntasks} --kill-on-bad-exit=1 \\"]
+    return ["    srun --kill-on-bad-exit=1 \\"]
 
 
 def submit_plan(pipeline: Pipeline, steps: Sequence[str], earlier: Mapping[str, str] | None = None) -> list[str]:

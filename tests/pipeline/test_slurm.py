@@ -58,8 +58,8 @@ def test_a_multi_task_step_runs_its_command_under_srun(tmp_path: Path) -> None:
         "train": {"cmd": "python train.py --devices 2", "ntasks": 2}, "eval": {"cmd": "true", "after": "train"}}})
     scripts = sbatch_scripts(pipeline, OPTIONS, cwd=tmp_path)
     train = scripts["train"].splitlines()
-    assert "#SBATCH --ntasks=2" in train
-    assert train[-2:] == ["    srun --ntasks=2 --kill-on-bad-exit=1 \\", "    /bin/sh -c 'python train.py --devices 2'"]
+    assert "#SBATCH --ntasks-per-node=2" in train
+    assert train[-2:] == ["    srun --kill-on-bad-exit=1 \\", "    /bin/sh -c 'python train.py --devices 2'"]
     assert "srun" not in scripts["eval"] and "--ntasks" not in scripts["eval"]
     with pytest.raises(ConfigError, match=r"step 'train': ntasks must be a whole number >= 1 .*got 0"):
         parse_pipeline({"steps": {"train": {"cmd": "python train.py", "ntasks": 0}}})

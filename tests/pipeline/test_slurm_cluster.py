@@ -37,6 +37,10 @@ def test_train_eval_report_as_chained_jobs(tmp_path: Path, slurm: Any) -> None:
     assert (signals / "exp_train.healthy").exists() and (signals / "exp_report.done").exists()
     out = tmp_path / "runs" / "slurm" / f"exp_train-{ids['train']}.out"
     assert "lt-run" in out.read_text()
+    status = lt_pipeline(path, "--status", **slurm.env)
+    assert [ln.split()[:2] for ln in status.stdout.splitlines()[1:]] == [["train", "done"], ["eval", "done"],
+                                                                         ["report", "done"]]
+    assert state(path)["train"]["run_dir"] == str(run)
 
 
 def test_a_health_failure_ends_the_job_86_and_its_dependants_never_run(tmp_path: Path, slurm: Any) -> None:
@@ -50,6 +54,13 @@ def test_a_health_failure_ends_the_job_86_and_its_dependants_never_run(tmp_path:
     failed = json.loads((tmp_path / "runs" / "signals" / "exp_train.failed.json").read_text())
     assert failed["check"] == "nonfinite_loss"
     assert not (tmp_path / "runs" / "signals" / "exp_eval.done").exists()
+    # --status asks Slurm: the state file said "submitted" for all three until now
+    status = lt_pipeline(path, "--status", **slurm.env)
+    assert [ln.split()[:2] for ln in status.stdout.splitlines()[1:]] == [["train", "failed"], ["eval", "blocked"],
+                                                                         ["report", "blocked"]]
+    assert "Slurm job FAILED, exit 86:0" in status.stdout and "train failed (Slurm cancelled the job" in status.stdout
+    assert {name: entry["state"] for name, entry in state(path).items()} == {
+        "train": "failed", "eval": "blocked", "report": "blocked"}
 
 
 def test_a_refused_partition_submits_nothing(tmp_path: Path, slurm: Any) -> None:
