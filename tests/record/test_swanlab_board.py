@@ -22,7 +22,7 @@ import pytest
 from support.readers import swanlab_records, swanlab_runs, swanlab_scalars
 from support.trainers import make_trainer
 
-from lightning_track import RunLogger
+from lightning_track import RunLayout, RunLogger
 from lightning_track.errors import ConfigError
 from lightning_track.training.demo import DemoDataModule, DemoModule
 
@@ -148,3 +148,62 @@ def test_offline_mode_writes_the_record_only(tmp_path: Path) -> None:
     [record_file] = swanlab_runs(swanlab_logs)
     assert len(swanlab_scalars(record_file)["train/loss"]) == 5
     assert not (swanlab_logs / "runs.swanlab").exists() and not (record_file.parent / "logs").exists()
+
+
+AFTER_STOP = "lightning_track board test: printed after the board's stop"
+
+
+class WatchMidRun(L.Callback):
+    """At step 10: starts ``swanlab watch`` on the run being trained, reads it, presses the board's *stop*."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path, self.port = tmp_path, free_port()
+        self.board: subprocess.Popen | None = None
+        self.seen: dict[str, Any] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        time.sleep(0.03)
+        if trainer.global_step == 15:  # a console line after the stop (the board checks its stop on those too)
+            os.write(1, f"{AFTER_STOP}\n".encode())
+            time.sleep(1.5)
+        if trainer.global_step != 10:
+            return
+        database = trainer.logger.layout.swanlab_dir / RunLayout.SWANLAB_BOARD_DB
+        deadline = time.monotonic() + 30
+        while not database.exists() and time.monotonic() < deadline:  # the sink host opens SwanLab meanwhile
+            time.sleep(0.1)
+        time.sleep(1.5)  # a few flushes: the steps so far reach the board's files
+        self.board = start_board(database.parent, self.port, self.tmp_path / "board.log")
+        [experiment] = get(self.port, "/api/v1/project")["experiments"]
+        self.seen["status"] = experiment["status"]
+        self.seen["steps"] = get(self.port, f"/api/v1/experiment/{experiment['id']}/tag/train%2Floss")["sum"]
+        self.seen["stopped"] = get(self.port, f"/api/v1/experiment/{experiment['id']}/stop")["status"]
+        self.seen["id"] = experiment["id"]
+
+
+@pytest.mark.slow
+def test_the_board_is_live_and_its_stop_button_loses_nothing(tmp_path: Path) -> None:
+    """Started while the run trains, the board shows it running with the steps so far; its *stop* button
+    (which in SwanLab's own local mode ends SwanLab's writer thread) neither stops training nor loses a value:
+    the same board, not restarted, shows every step once the run ends, and the record keeps them all."""
+    watch = WatchMidRun(tmp_path)
+    logger = RunLogger("board data", "live", root=tmp_path / "runs", system_interval=0)
+    trainer = make_trainer(tmp_path, max_steps=30, logger=logger, limit_val_batches=0, callbacks=[watch])
+    try:
+        trainer.fit(DemoModule(max_steps=30), datamodule=DemoDataModule(n_train=512, n_val=32))
+        assert watch.board is not None, "the board was not started"
+        assert watch.seen["status"] == 0 and 1 <= watch.seen["steps"] <= 10  # running, the steps so far
+        assert watch.seen["stopped"] == -1  # the board took the stop
+        losses = [(line["step"], line["metrics"]["train/loss"]) for line in jsonl(logger.layout.metrics_jsonl)]
+        assert len(losses) == 30
+        shown = get(watch.port, f"/api/v1/experiment/{watch.seen['id']}/tag/train%2Floss")["list"]
+        assert [(p["index"], p["data"]) for p in shown] == losses
+        [experiment] = get(watch.port, "/api/v1/project")["experiments"]
+        assert experiment["status"] == 1  # finished: SwanLab's finish overrides the board's stop
+    finally:
+        if watch.board is not None:
+            watch.board.terminate()
+            watch.board.wait(10)
+    [record_file] = swanlab_runs(logger.layout.swanlab_dir)
+    assert swanlab_scalars(record_file)["train/loss"] == losses
+    assert AFTER_STOP in [r.log.line for r in swanlab_records(record_file) if r.WhichOneof("record_type") == "log"]
