@@ -11,7 +11,8 @@ Two SwanLab modes write a run to disk (``RunLogger(swanlab_mode=...)``, ``logger
   else ``"offline"``. ``"local"`` without it is refused when the RunLogger is built.
 
 The trade: local mode writes each value a second time (a line per value and a rewritten ``_summary.json``
-per metric, in the sink host process, off the training thread) and needs swanboard, which pins ``rich<14``.
+per metric and flush, in the sink host process, off the training thread: ~0.6 s of CPU per 10,000 values
+against ~0.3 s offline, see :func:`_lighten_board_writer`) and needs swanboard, which pins ``rich<14``.
 The board's *stop* and *delete* buttons act on these files only: they never stop training (the record goes
 on), and *delete* removes the SwanLab run folder, record included.
 
