@@ -212,9 +212,11 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
     workdir = Path(cwd or os.getcwd()).resolve()
     directives = [d.replace("-%j.out", "-%A_%a.out") for d in _directives(pipeline, step, options)]
     lt_run = [options.python, "-m", "lightning_track.cli.run", "--signals-dir", str(_signals(pipeline)),
-              "--grace", str(max(options.grace - 5, 1))]
+              "--grace", str(max(options.grace - 5, 1)), "--slurm-requeue"]
     if step.health_time is not None:
         lt_run += ["--health-time", f"{step.health_time:g}"]
+    note = f'{shlex.quote(str(_signals(pipeline)))}/"$exp_id".run'
+    srun = [line.strip().rstrip(" \\") + " " for line in task_lines(step)]
     cases = []
     for i, trial_name in enumerate(trials):
         trial = expanded.steps[trial_name]
@@ -228,6 +230,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
         f"# Pipeline {pipeline.name}, step {name} (runs after {after}): a sweep of {len(trials)} trials as one job "
         "array, task i runs trial i; written by lt run --pipeline --slurm.",
         *directives,
+        *[f"#SBATCH --ntasks-per-node={step.ntasks}"] * (step.ntasks > 1),
         f"#SBATCH --array=0-{len(trials) - 1}",
         "",
         "set -euo pipefail",
@@ -237,7 +240,12 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
         '  *) echo "no trial ${SLURM_ARRAY_TASK_ID:-} in this sweep (run it as an array job)" >&2; exit 2 ;;',
         "esac",
         f"export {ENV_TAGS}={shlex.quote(pipeline.exp_id(name))} {ENV_SWEEP}=\"$sweep\"",
-        "# lt-run: health gate, console into the trial's logs.txt, post-processing (see the steps' scripts).",
-        f'exec {shlex.join(lt_run)} --exp-id "$exp_id" -- /bin/sh -c "$cmd"',
+        "# A requeued task continues the run folder its first start named (as the steps' scripts do).",
+        f'if [ "${{{SLURM_RESTART_COUNT}:-0}}" -gt 0 ] && [ -s {note} ]; then',
+        f'    export {ENV_RUN_DIR}="$(cat {note})"',
+        "fi",
+        "# lt-run: health gate, console into the trial's logs.txt, post-processing, --slurm-requeue (see the steps'",
+        "# scripts).",
+        f'exec {shlex.join(lt_run)} --exp-id "$exp_id" -- {"".join(srun)}/bin/sh -c "$cmd"',
         "",
     ])
