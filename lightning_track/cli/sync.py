@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import queue
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import ConfigError, SyncError, TransferError, one_line
+from ..folder.layout import RunLayout
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
 from ..sync.engine import CycleResult
 from ..sync.plan import Plan
@@ -96,6 +100,28 @@ def _check(watch: Any, err: Console) -> None:
         err.print(f"lt-sync: notifications skipped this pass: {one_line(exc)}", highlight=False, markup=False)
 
 
+class _HistoryWarmer:
+    """After each pass of ``--every`` into a local folder, the mirrored ``metrics.jsonl`` files that
+    changed are parsed into the history cache on a background thread (only their new lines), so
+    ``lt report`` and ``load_history`` on the mirror find them parsed. Never slows or stops the mirror."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+        self.todo: queue.SimpleQueue[list[Path]] = queue.SimpleQueue()
+        threading.Thread(target=self._work, name="lt-sync-history", daemon=True).start()
+
+    def after(self, result: CycleResult) -> None:
+        changed = [self.root / a.rel for a in result.plan.actions if Path(a.rel).name == RunLayout.METRICS_JSONL]
+        if changed and not result.dry_run:
+            self.todo.put(changed)
+
+    def _work(self) -> None:
+        from ..query.history import warm_histories
+
+        while True:
+            warm_histories(self.todo.get())
+
+
 def _print_result(console: Console, result: CycleResult, verbose: bool) -> None:
     console.print(result.status_line(), highlight=False, markup=False)
     for line in result.refused:
@@ -149,11 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     outcome: dict[str, int] = {"refused": 0, "errors": 0}
 
+    warmer = _HistoryWarmer(session.dest_ep.path) if args.every and not session.dest_ep.is_remote else None
+
     def on_cycle(result: CycleResult) -> None:
         outcome["refused"] = len(result.refused)
         outcome["errors"] = len(result.errors)
         _print_result(console, result, verbose=False)
         _check(watch, err)
+        if warmer is not None:
+            warmer.after(result)
 
     def on_retry(exc: BaseException, delay: float) -> None:
         err.print(f"connection problem ({type(exc).__name__}: {exc}); retrying in {delay:.0f}s",

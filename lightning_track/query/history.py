@@ -30,7 +30,7 @@ from ..folder.fileio import restore_nonfinite
 from ..folder.layout import RunLayout
 from .history_cache import MIN_BYTES, CachedColumns, load_cached, save_cached
 
-__all__ = ["History", "read_history", "read_histories", "load_history"]
+__all__ = ["History", "read_history", "read_histories", "warm_histories", "load_history"]
 
 _NAN = math.nan
 
@@ -225,6 +225,16 @@ def read_histories(runs: Sequence[str | Path], keys: Sequence[str] | None = None
         if out[i] is None:
             out[i] = _read_or_error(path, keys)
     return out  # type: ignore[return-value]
+
+
+def warm_histories(runs: Iterable[str | Path]) -> int:
+    """Parse into the cache what a later look would parse (a mirror after each sync pass); how many
+    files were read. Errors are left for that later look to name."""
+    count = 0
+    for run in runs:
+        if not isinstance(_read_or_error(Path(run), None), RunFolderError):
+            count += 1
+    return count
 
 
 def _frame(history: History) -> Any:

@@ -221,3 +221,41 @@ def test_dropped_connection_is_retried_with_backoff(tmp_path: Path, monkeypatch)
         server.stop()
     assert not thread.is_alive()
     assert all(delay <= 0.5 * 1.2 for _, delay in retries)
+
+
+def test_every_into_a_local_mirror_keeps_its_histories_parsed(tmp_path: Path, monkeypatch) -> None:
+    """After each pass the mirrored metrics.jsonl is parsed into the history cache (only its new lines),
+    so load_history on the mirror parses nothing: the cache covers the whole mirrored file."""
+    from lightning_track.query import history_cache
+    from lightning_track.query.history import read_history
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(cache))
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    run = make_run(src, RUN, steps=12_000)  # over the cache's 1 MB floor
+    mirrored = dest / RUN / "metrics.jsonl"
+
+    def covered() -> int:
+        if not mirrored.exists():
+            return -1
+        found = history_cache.load_cached(mirrored, mirrored.stat())
+        return found.covered if found is not None else -1
+
+    proc = lt_sync_proc(str(src), str(dest), "--every", "0.5")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and covered() != (run / "metrics.jsonl").stat().st_size:
+            time.sleep(0.1)
+        assert covered() == mirrored.stat().st_size
+        append_steps(run, 12_000, 500)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and covered() != (run / "metrics.jsonl").stat().st_size:
+            time.sleep(0.1)
+        assert covered() == mirrored.stat().st_size == (run / "metrics.jsonl").stat().st_size
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    history = read_history(dest / RUN)
+    assert history.steps.tolist() == list(range(12_500))
+    assert history.columns["train/loss"][-1] == pytest.approx(1 / 12_500)
