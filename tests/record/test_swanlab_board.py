@@ -1,10 +1,11 @@
 """SwanLab's own local board (``swanlab watch <run>/swanlab_logs``, the swanboard package) shows a RunLogger
-run: the run listed, every metric with the steps and values of metrics.jsonl, the config, the console
+run: the run listed, every metric with the steps and values of metrics.jsonl, images and text, the config, the console
 (logs.txt) and the system samples, read through the board's HTTP API as its web page reads them. The same
 SwanLab run keeps the record ``swanlab sync`` uploads."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -18,7 +19,9 @@ from typing import Any
 from urllib.parse import quote
 
 import lightning as L
+import numpy as np
 import pytest
+from PIL import Image
 from support.readers import swanlab_records, swanlab_runs, swanlab_scalars
 from support.trainers import make_trainer
 
@@ -39,6 +42,9 @@ class PrintAndPace(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         time.sleep(0.03)
+        if trainer.global_step == 3:
+            trainer.logger.log_image("sample", np.arange(64, dtype=np.uint8).reshape(8, 8), caption="gray")
+            trainer.logger.log_text("note", "hello board")
 
 
 def free_port() -> int:
@@ -104,12 +110,22 @@ def test_swanlab_watch_shows_the_run_metrics_config_console_and_system(tmp_path:
         assert info["system"]["runtime"]["hostname"] == socket.gethostname()
 
         charts = {chart["name"] for chart in get(port, f"/api/v1/experiment/{experiment['id']}/chart")["charts"]}
-        assert set(expected) | {"system/proc_rss_gb"} <= charts
+        assert set(expected) | {"system/proc_rss_gb", "sample", "note"} <= charts
         for key, points in expected.items():
             shown = get(port, f"/api/v1/experiment/{experiment['id']}/tag/{quote(key, safe='')}")
             assert [(p["index"], p["data"]) for p in shown["list"]] == points, key
         system = get(port, f"/api/v1/experiment/{experiment['id']}/tag/{quote('system/proc_rss_gb', safe='')}")
         assert system["list"] and {(p["index"], p["data"]) for p in system["list"]} <= sampled
+
+        image = get(port, f"/api/v1/experiment/{experiment['id']}/tag/sample")["list"]
+        assert [(p["index"], p["more"]) for p in image] == [(3, [{"caption": "gray"}])]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/media/{image[0]['data'][0]}?tag=sample"
+                                    f"&experiment_id={experiment['id']}", timeout=10) as response:
+            shown_pixels = np.asarray(Image.open(io.BytesIO(response.read())))
+        ours = np.asarray(Image.open(run.run_dir / "media/sample/step-3-0.png"))
+        assert np.array_equal(shown_pixels, ours)
+        text = get(port, f"/api/v1/experiment/{experiment['id']}/tag/note")["list"]
+        assert [(p["index"], p["data"]) for p in text] == [(3, ["hello board"])]
 
         console = get(port, f"/api/v1/experiment/{experiment['id']}/recent_log")["logs"]
         assert MARKER in console
