@@ -55,18 +55,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], None]) -> int:
-    from ..launch.pipeline_state import DONE, SUBMITTED, PipelineState
+    from ..launch.pipeline_state import DONE, SUBMITTED, PipelineState, state_path
     from ..launch.slurm import SlurmOptions, sbatch_scripts, script_path, submit, submit_plan
-    from ..launch.slurm_status import LIVE, refresh_from_slurm
+    from ..vocabulary import RUNNING
 
-    if not args.dry_run:  # what Slurm says of the jobs submitted before: a failed one is submitted again
+    if not args.dry_run and state_path(pipeline).exists():  # what Slurm says of the jobs submitted before
+        from ..launch.slurm_status import refresh_from_slurm
         from ..launch.sweep import expand_sweeps
 
-        refresh_from_slurm(PipelineState(expand_sweeps(pipeline), resume=False))
+        refresh_from_slurm(PipelineState(expand_sweeps(pipeline), resume=False))  # a failed one is submitted again
     state = PipelineState(pipeline)
     again = [args.from_step, *pipeline.downstream(args.from_step)] if args.from_step else []
     earlier = {n: str(state.get(n).get("slurm_job_id")) for n in pipeline.order
-               if n not in again and state.state(n) in LIVE and state.get(n).get("slurm_job_id")}
+               if n not in again and state.state(n) in (SUBMITTED, RUNNING) and state.get(n).get("slurm_job_id")}
     if earlier:
         log(f"already submitted, not again: {', '.join(f'{n} (job {j})' for n, j in earlier.items())} "
             "(--from STEP submits a step again)")
@@ -142,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lt run: {message}", file=sys.stderr, flush=True)
 
     from ..errors import ConfigError, LightningTrackError
-    from ..launch.notify import Notifier
     from ..launch.pipeline import load_pipeline
     from ..launch.pipeline_state import format_status
     from ..launch.sweep import expand_sweeps
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--from {args.from_step!r}: no such step; steps: {', '.join(pipeline.order)}")
         if args.slurm:
             return _slurm(args, pipeline, log)
+        from ..launch.notify import Notifier  # not before: --slurm and --status send nothing
+
         notifier = Notifier(args.notify, log=log)
     except (LightningTrackError, OSError) as exc:
         log(f"error: {exc}")

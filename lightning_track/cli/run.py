@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..vocabulary import DONE, EXIT_OK, EXIT_USAGE, FAILED, HEALTHY
 
@@ -51,10 +52,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from rich.console import Console
+class _Say:
+    """rich's console on stderr, imported at the first message: lt-run starts the command first (the command's
+    start is what a Slurm job or a pipeline step waits for; rich's import takes a tenth of a second)."""
+
+    _console: Any = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False)
+        return self._console
+
+    def __call__(self, text: str) -> None:
+        self.console.print(text, soft_wrap=True)
+
+
+def _escape(text: str) -> str:
     from rich.markup import escape
 
+    return escape(text)
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
         split = argv.index("--")
@@ -63,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         options, cmd = argv, []
     parser = _parser()
     args = parser.parse_args(options)
-    console = Console(stderr=True, highlight=False)
+    say = _Say()
 
     def error(message: str) -> int:
-        console.print(f"[red]lt-run: error:[/red] {escape(message)}", soft_wrap=True)
+        say(f"[red]lt-run: error:[/red] {_escape(message)}")
         return EXIT_USAGE
 
     if args.post_process is not None:
@@ -75,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         from ..derived.summary import post_process
 
         try:
-            with console.status(f"post-processing {args.post_process}"):
+            with say.console.status(f"post-processing {args.post_process}"):
                 summary = post_process(args.post_process)
         except (OSError, ValueError) as exc:
             return error(str(exc))
-        console.print(f"post-processed {escape(args.post_process)}: status {summary.get('status', 'unknown')}, "
-                      f"{summary.get('steps_logged', 0)} steps", soft_wrap=True)
+        say(f"post-processed {_escape(args.post_process)}: status {summary.get('status', 'unknown')}, "
+            f"{summary.get('steps_logged', 0)} steps")
         return EXIT_OK
     if not cmd:
         return error("no command given (usage: lt-run [options] -- CMD ...)")
@@ -89,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_event(kind: str, message: str) -> None:
         style = _STYLES.get(kind, "")
-        text = escape(message)
-        console.print(f"[{style}]lt-run[/{style}]: {text}" if style else f"lt-run: {text}", soft_wrap=True)
+        text = _escape(message)
+        say(f"[{style}]lt-run[/{style}]: {text}" if style else f"lt-run: {text}")
 
     try:
         result = run_command(cmd, exp_id=args.exp_id, signals_dir=args.signals_dir, health_time=args.health_time,

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..derived.summary import SummaryFile, post_process
 from ..folder import signals
 from ..folder.layout import RunLayout, sanitize_name
 from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, EXIT_HEALTH, FAILED, HEALTHY, exit_status, run_name_time
@@ -314,6 +313,8 @@ def finish_run_dir(
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: run folder does not exist")
+    from ..derived.summary import SummaryFile, post_process  # after the command: not in the way of its start
+
     summary_json = RunLayout(path).summary_json
     current = SummaryFile(summary_json).read() if summary_json.exists() else {}
     status, extra = summary_update(current, exit_code=exit_code, duration_s=duration_s, exp_id=exp_id,

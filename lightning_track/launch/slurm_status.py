@@ -28,9 +28,8 @@ from ..folder.signals import read_run_note
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, RUNNING, SUBMITTED, iso_time, slurm_step_state
 from .pipeline_state import PipelineState
 
-__all__ = ["slurm_jobs", "refresh_from_slurm", "LIVE"]
+__all__ = ["slurm_jobs", "refresh_from_slurm"]
 
-LIVE = (SUBMITTED, RUNNING)  # a step whose job Slurm still holds: not submitted again
 _ORDER = (RUNNING, SUBMITTED, FAILED, INTERRUPTED, DONE)  # an array: the first its tasks show
 _FIELD = re.compile(r"(\w+)=(\S*)")
 _HISTORY = 20  # entries of slurm.history kept per step

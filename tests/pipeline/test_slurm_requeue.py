@@ -10,12 +10,16 @@ from its checkpoint; its ``afterok`` dependant runs once, after the second start
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pipeline_support import EVAL, TRAIN, lt_pipeline, py, state, write_pipeline
+from support.processes import script_env
 
 from lightning_track.run.meta import slurm_info
 from lightning_track.vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, RUNNING, SUBMITTED, slurm_step_state
@@ -131,3 +135,25 @@ def test_meta_records_the_slurm_job_only_inside_one() -> None:
         "ntasks": 4}
     assert slurm_info({"SLURM_JOB_ID": "7"}) == {"job_id": "7", "restart_count": 0}
 
+
+
+@pytest.mark.slow
+def test_after_a_forwarded_sigterm_lt_run_waits_for_what_the_shell_started(tmp_path: Path) -> None:
+    """A step's command runs under ``/bin/sh -c``, which dies at SIGTERM at once; the training it started is still
+    checkpointing. lt-run's verdict (and a job's requeue) must wait for it, not for the shell."""
+    ready, saved = tmp_path / "ready", tmp_path / "saved"
+    script = tmp_path / "child.py"
+    script.write_text("\n".join([
+        "import signal, sys, time", "def stop(*_):", "    time.sleep(1.5)", f"    open({str(saved)!r}, 'w').close()",
+        "    sys.exit(143)", "signal.signal(signal.SIGTERM, stop)", f"open({str(ready)!r}, 'w').close()",
+        "time.sleep(60)", ""]))
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_track.cli.run", "--exp-id", "x", "--signals-dir",
+                             str(tmp_path / "signals"), "--slurm-requeue", "--no-console", "--",
+                             "/bin/sh", "-c", f"{sys.executable} {script}; echo after"],
+                            env=script_env(), stderr=subprocess.PIPE, text=True)
+    wait_for("the command's start", ready.exists, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert saved.exists(), err  # lt-run ended after the command had saved, not when the shell died
+    assert proc.returncode == 143
+    assert "requeue" not in err  # not in a Slurm job: --slurm-requeue does nothing
