@@ -41,17 +41,19 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
-def _scontrol(run: Run) -> list[dict[str, str]]:
-    done = run(["scontrol", "show", "job", "-o"])
-    if done.returncode != 0:
-        return []
+def _scontrol(job_ids: list[str], run: Run) -> list[dict[str, str]]:
+    """One ``scontrol show job -o`` per job (an array's id once, for all its tasks), not the whole cluster's list."""
     jobs = []
-    for line in done.stdout.splitlines():
-        fields: dict[str, str] = {}
-        for key, value in _FIELD.findall(line):
-            fields.setdefault(key, value)
-        if "JobId" in fields:
-            jobs.append(fields)
+    for query in dict.fromkeys(j.partition("_")[0] for j in job_ids):
+        done = run(["scontrol", "show", "job", "-o", query])
+        if done.returncode != 0:  # "Invalid job id specified": the controller forgot it (MinJobAge)
+            continue
+        for line in done.stdout.splitlines():
+            fields: dict[str, str] = {}
+            for key, value in _FIELD.findall(line):
+                fields.setdefault(key, value)
+            if "JobId" in fields:
+                jobs.append(fields)
     return jobs
 
 
@@ -82,7 +84,7 @@ def slurm_jobs(job_ids: list[str], run: Run = _run) -> dict[str, list[dict[str, 
     """``{job id: [Slurm's records of it]}`` (several for a job array's id); ids Slurm no longer knows are absent."""
     if shutil.which("scontrol") is None:
         return {}
-    records = _scontrol(run)
+    records = _scontrol(job_ids, run)
     found = {j: [r for r in records if _matches(r, j)] for j in job_ids}
     missing = [j for j, rs in found.items() if not rs]
     if missing:
