@@ -12,8 +12,11 @@ post-processed, the exp_id ``<pipeline>_<step>`` and the signals in ``<root>/sig
 ``{step.run_dir}`` becomes ``$(cat <root>/signals/<pipeline>_<step>.run)``, read when the job starts,
 after the step it names has finished (``afterok``). Every job gets ``--signal=B:TERM@<grace>`` (the
 batch shell ``exec``\\ s lt-run, which forwards SIGTERM to the command so a ``PreemptionHandler`` can
-checkpoint before the time limit or a preemption) and ``--requeue`` with ``--open-mode=append``; a
-requeued job runs under the same exp_id, and its RunLogger (``resume=True``) continues the run folder.
+checkpoint before the time limit or a preemption) and ``--requeue`` with ``--open-mode=append``. A command
+stopped that way with a resumable checkpoint makes lt-run requeue the job itself (``--slurm-requeue``, see
+:mod:`.slurm_job`: Slurm brings back only the jobs it requeues itself); a requeued job (``SLURM_RESTART_COUNT``
+> 0) exports ``LIGHTNING_TRACK_RUN_DIR`` from the run note its first start wrote, so its RunLogger (``resume``
+true when restarted) continues that run folder. A step with ``ntasks: N`` runs its command under ``srun``.
 ``--kill-on-invalid-dep=yes`` cancels the dependants of a failed step instead of leaving them pending.
 
 :func:`sbatch_scripts` and :func:`submit_plan` are pure (tested on their text); :func:`submit` calls
