@@ -61,6 +61,14 @@ def test_a_health_failure_ends_the_job_86_and_its_dependants_never_run(tmp_path:
     assert "Slurm job FAILED, exit 86:0" in status.stdout and "train failed (Slurm cancelled the job" in status.stdout
     assert {name: entry["state"] for name, entry in state(path).items()} == {
         "train": "failed", "eval": "blocked", "report": "blocked"}
+    # fixed and submitted again: the steps Slurm saw fail (and the ones they blocked) are submitted anew
+    chain(tmp_path)
+    again = lt_pipeline(path, "--slurm", **slurm.env)
+    assert again.returncode == 0, again.stderr
+    new_ids = {name: entry["slurm_job_id"] for name, entry in state(path).items()}
+    assert set(new_ids.values()).isdisjoint(ids.values())
+    jobs = slurm.wait_ended(list(new_ids.values()))
+    assert {n: jobs[j]["JobState"] for n, j in new_ids.items()} == dict.fromkeys(new_ids, "COMPLETED")
 
 
 def test_a_refused_partition_submits_nothing(tmp_path: Path, slurm: Any) -> None:
