@@ -36,6 +36,10 @@ def make_loggers(kind: str, root: Path):
         return RunLogger("bench", "m", root=root)
     if kind == "RunLogger (sinks in-process)":  # the previous design: every sink on the writer thread
         return RunLogger("bench", "m", root=root, sink_process=False)
+    if kind == "RunLogger (SwanLab offline)":  # no board database beside SwanLab's record
+        return RunLogger("bench", "m", root=root, swanlab_mode="offline")
+    if kind == "RunLogger (TensorBoard only)":  # TensorBoardLogger's format alone, plus jsonl, console, system
+        return RunLogger("bench", "m", root=root, sinks=("tensorboard",))
     if kind == "RunLogger (jsonl only)":
         return RunLogger("bench", "m", root=root, sinks=())
     if kind == "TensorBoardLogger":
@@ -154,7 +158,8 @@ def fit_fresh(kind: str, steps: int) -> tuple[float, float, float]:
     return float(next(line for line in out.stdout.splitlines() if line.startswith("FIT ")).split()[1]), wall, cpu
 
 
-FRESH_KINDS = ["none", NOOP, "RunLogger", "RunLogger (sinks in-process)", "TensorBoardLogger", "CSVLogger"]
+FRESH_KINDS = ["none", NOOP, "RunLogger", "RunLogger (SwanLab offline)", "RunLogger (TensorBoard only)",
+               "RunLogger (sinks in-process)", "TensorBoardLogger", "CSVLogger"]
 
 
 def bench_fit_fresh(steps: int, repeats: int) -> dict[str, tuple[float, float, float]]:
