@@ -249,7 +249,10 @@ def run_command(
                 notify(FAILED, f"{lt_failure['reason']}: SIGTERM, SIGKILL after {grace:g} s")
                 child.terminate(grace, notify)
                 break
-            time.sleep(poll_interval)
+            try:  # back at once when the command ends (a short step is not held for the rest of a poll)
+                child.proc.wait(timeout=poll_interval)
+            except subprocess.TimeoutExpired:
+                pass
         returncode = child.proc.wait()
         if (forwarded or stopped) and not child.wait_group(grace):
             notify("kill", f"processes of the command still running {grace:g} s after it exited: SIGKILL")
