@@ -174,8 +174,6 @@ def run_command(
     if note.exists():  # an earlier launch's folder is not this one's
         note.unlink(missing_ok=True)
         stale.append(note)
-    if stale:
-        notify("info", f"removed {len(stale)} old signal file(s) of {exp_id}")
     child_env = dict(os.environ if env is None else env)
     child_env[ENV_EXP_ID] = exp_id
     child_env[ENV_SIGNALS_DIR] = str(signals_path)
@@ -193,6 +191,10 @@ def run_command(
     finally:
         if capture is not None:
             capture.started()
+    # Said once the command runs: the first message loads the terminal's console (rich, ~0.1 s), and a
+    # Slurm job or a pipeline step waits for the command's start, not for lt-run's words.
+    if stale:
+        notify("info", f"removed {len(stale)} old signal file(s) of {exp_id}")
     notify("start", f"pid {child.proc.pid}: {shlex.join(cmd)} (exp_id {exp_id}, signals in {signals_path})")
 
     forwarded: list[int] = []
