@@ -12,7 +12,6 @@ stays a real file (``-m`` needs one); it only calls the moved module's ``main``.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import warnings
@@ -44,7 +43,7 @@ MOVED: dict[str, str] = {
 _PACKAGE = __name__.rpartition(".")[0]
 
 
-class _AliasLoader(importlib.abc.Loader):
+class _AliasLoader:  # the Loader protocol; importlib.abc itself costs every CLI ~10 ms to import
     def __init__(self, target: str) -> None:
         self.target = target
 
@@ -57,7 +56,7 @@ class _AliasLoader(importlib.abc.Loader):
         module.__spec__ = self._spec  # already executed under its new name
 
 
-class _MovedFinder(importlib.abc.MetaPathFinder):
+class _MovedFinder:  # the MetaPathFinder protocol
     def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
                   ) -> importlib.machinery.ModuleSpec | None:
         package, _, leaf = fullname.rpartition(".")
