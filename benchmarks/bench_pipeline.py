@@ -220,8 +220,7 @@ def main() -> None:
         f"`python benchmarks/bench_pipeline.py --steps {args.steps} --repeat {args.repeat}` on {platform.node()} "
         f"({os.cpu_count()} cores, Python {platform.python_version()}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        "The machine was shared with other engineers' test runs while this ran: absolute times are noisy, "
-        "the best of the repetitions is reported for walls.",
+        "The best of the repetitions is reported for walls (on a 2-core machine, other work moves them).",
         "",
         f"## Driver overhead: a chain of {args.steps} steps beside `sh -c 'cmd; cmd; ...'` (goal <= 0.5 s a step)",
         "",
@@ -252,11 +251,10 @@ def main() -> None:
         "The driver polls signal files every 0.25 s and heartbeats every 2 s; `lt sync` notices on the pass after "
         "the change, so its latency is up to `--every` plus one pass.",
         "",
-        "Where the per-step time goes: each step is an `lt-run` (`run_command`) that checks its child every 0.25 s "
-        "(`poll_interval`), so a step costs up to one poll on top of its own time (about 0.2 s a step here); the "
-        "rest is the state file written at each change (atomic replace) and the post-processing check of a step "
-        "without a run folder. Waiting on the child with a timeout instead of sleeping between polls would take "
-        "most of it away.",
+        "Where the per-step time goes: each step is an `lt-run` (`run_command`) that checks its child's signals "
+        "every 0.25 s (`poll_interval`) but waits on the child itself between checks, so a step that ends is "
+        "noticed at once (sleeping out the poll cost about 0.2 s a step); what is left is the state file written "
+        "at each change (atomic replace) and the post-processing check of a step without a run folder.",
     ]
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)

@@ -172,7 +172,7 @@ def write(out: Path, times: dict[str, list[dict[str, float]]], up: float, repeat
         "`time.time()` first thing; the clock starts before the submitting process is started (fresh processes; "
         "the package's modules compiled beforehand, as in an installed package). "
         f"{repeats} repeats, the ways interleaved, each job run to its end before the next submission. Python "
-        f"{platform.python_version()}, {os.cpu_count()} cores, shared with other engineers' test runs while it ran.",
+        f"{platform.python_version()}, {os.cpu_count()} cores.",
         "",
         "End to end (submission to the command's start):",
         "",
