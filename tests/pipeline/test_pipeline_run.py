@@ -58,7 +58,7 @@ def test_train_eval_report_then_a_rerun_skips_everything(tmp_path: Path) -> None
 
 
 def test_ctrl_c_then_rerun_completes_without_rerunning_done_steps(tmp_path: Path) -> None:
-    path = chain(tmp_path, train_args="--steps 400 --step-sleep 0.05", prep=True)
+    path = chain(tmp_path, train_args="--steps 200 --step-sleep 0.05", prep=True)
     driver = start_pipeline(path)
     healthy = tmp_path / "runs" / "signals" / "exp_train.healthy"
     deadline = time.monotonic() + 120
