@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()):
         print(f"  {name}")
     print("\nLook at it:")
+    print(f"  lt show {run_dir}     # status, config, metrics, checkpoints, console tail")
+    print(f"  lt ls {run_dir.parent}     # every run, one line each; lt report RUN ... -o report.html")
     print(f"  tensorboard --logdir {run_dir.parent}")
     print(f"  cat {run_dir / 'summary.json'}")
     swanlab_dir = RunLayout(run_dir).swanlab_dir

@@ -33,6 +33,7 @@ def test_lt_demo_writes_a_complete_run_folder(tmp_path: Path, capsys: pytest.Cap
     (run,) = RunLayout.list_runs(root)
     out = capsys.readouterr().out
     assert f"Run folder: {run.run_dir}" in out and f"tensorboard --logdir {root}" in out
+    assert f"lt show {run.run_dir}" in out
 
     # every part of the run-folder contract is there
     assert [s for s, _ in run.step_checkpoints()] == [10, 20, 30]
