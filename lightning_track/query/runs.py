@@ -280,7 +280,16 @@ _FIELDS: dict[str, Callable[[RunInfo], Any]] = {
     "check": lambda r: r.failure.get("check"), "failure": lambda r: r.failure or None,
     "attempts": lambda r: len(r.summary.get("attempts") or []) or None,
     "migrated": lambda r: bool(r.summary.get("migrated") or r.meta.get("migrated_from")),
+    "pipeline": lambda r: _pipeline_cell(r),
 }
+
+
+def _pipeline_cell(run: RunInfo) -> str | None:
+    """``<pipeline>/<step>: <state>`` of the pipeline step that made the run (state files beside the runs)."""
+    from .pipelines import pipeline_step
+
+    step = pipeline_step(run.path, run.summary.get("exp_id"))
+    return None if step is None else f"{step['pipeline']}/{step['step']}: {step['state']}"
 FIELD_NAMES = tuple(_FIELDS)
 
 

@@ -34,6 +34,10 @@ def test_lt_show_names_the_pipeline_step_and_its_state(tmp_path: Path) -> None:
     record = json.loads(lt("show", str(good), "--json").stdout)
     assert record["pipeline"] == {"pipeline": "exp", "step": "good", "state": "done",
                                   "file": str(root / "exp.pipeline.json")}
+    listed = json.loads(lt("ls", str(root), "--columns", "name,status,pipeline", "--json").stdout)
+    assert sorted(r["columns"]["pipeline"] for r in listed) == ["exp/bad: failed", "exp/good: done"]
+    table = lt("ls", str(root), "--columns", "name,pipeline", "-f", "status=failed").stdout
+    assert "exp/bad: failed" in table and "exp/good" not in table
     status = lt_pipeline(path, "--status").stdout.splitlines()
     assert status[0] == f"pipeline exp ({root / 'exp.pipeline.json'})"
     assert [line.split()[:2] for line in status[1:]] == [["good", "done"], ["bad", "failed"], ["after_bad", "blocked"]]
