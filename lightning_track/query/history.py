@@ -28,7 +28,7 @@ import orjson
 from ..errors import RunFolderError, one_line
 from ..folder.fileio import restore_nonfinite
 from ..folder.layout import RunLayout
-from .history_cache import MIN_BYTES, CachedColumns, load_cached, save_cached
+from .history_cache import MIN_BYTES, CachedColumns, is_cached, load_cached, save_cached
 
 __all__ = ["History", "read_history", "read_histories", "warm_histories", "load_history"]
 
@@ -193,7 +193,7 @@ def _parsed_before(path: Path) -> bool:
         stat = path.stat()
     except OSError:
         return True  # read_history names the problem
-    return stat.st_size < MIN_BYTES or load_cached(path, stat) is not None
+    return stat.st_size < MIN_BYTES or is_cached(path, stat)
 
 
 def _read_or_error(path: Path, keys: Sequence[str] | None) -> History | RunFolderError:

@@ -28,7 +28,7 @@ import orjson
 from ..folder.fileio import atomic_open, staged_writes
 from ..vocabulary import cache_root
 
-__all__ = ["CachedColumns", "load_cached", "save_cached", "MIN_BYTES"]
+__all__ = ["CachedColumns", "is_cached", "load_cached", "save_cached", "MIN_BYTES"]
 
 _VERSION = 1
 _EDGE = 4096  # bytes hashed at each end of the covered part
@@ -63,26 +63,45 @@ def _fingerprint(handle: io.BufferedReader, covered: int) -> str:
     return hashlib.sha1(head + b"\0" + tail).hexdigest()
 
 
-def load_cached(path: Path, stat: os.stat_result) -> CachedColumns | None:
-    """The cached columns of ``path`` if they still describe its first bytes, else None."""
+def _fresh_meta(stored: Any, path: Path, stat: os.stat_result) -> dict[str, Any] | None:
+    """The entry's description if it still describes the first bytes of ``path`` (no column is read)."""
+    meta = orjson.loads(stored["meta"].tobytes())
+    if (meta.get("version") != _VERSION or meta.get("path") != str(path.resolve())
+            or meta.get("dev") != stat.st_dev or meta.get("ino") != stat.st_ino
+            or not 0 < meta.get("covered", -1) <= stat.st_size):
+        return None
+    with open(path, "rb") as handle:
+        return meta if _fingerprint(handle, meta["covered"]) == meta["fingerprint"] else None
+
+
+_UNUSABLE = (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError, EOFError, zipfile.BadZipFile)
+
+
+def is_cached(path: Path, stat: os.stat_result) -> bool:
+    """Whether :func:`load_cached` would find columns for ``path`` (reads the entry's description only)."""
     try:
         with np.load(_cache_file(path), allow_pickle=False) as stored:
-            meta = orjson.loads(stored["meta"].tobytes())
-            if (meta.get("version") != _VERSION or meta.get("path") != str(path.resolve())
-                    or meta.get("dev") != stat.st_dev or meta.get("ino") != stat.st_ino
-                    or not 0 < meta.get("covered", -1) <= stat.st_size):
+            return _fresh_meta(stored, path, stat) is not None
+    except _UNUSABLE:
+        return False
+
+
+def load_cached(path: Path, stat: os.stat_result) -> CachedColumns | None:
+    """The cached columns of ``path`` if they still describe its first bytes, else None."""
+    entry = _cache_file(path)
+    try:
+        with np.load(entry, allow_pickle=False) as stored:
+            meta = _fresh_meta(stored, path, stat)
+            if meta is None:
                 return None
-            with open(path, "rb") as handle:
-                if _fingerprint(handle, meta["covered"]) != meta["fingerprint"]:
-                    return None
             keys = meta["keys"]
             columns = {key: stored[f"c{i}"] for i, key in enumerate(keys)}
             held = {keys[i]: stored[f"m{i}"] for i in meta["held"]}
             found = CachedColumns(meta["covered"], meta["lines"], stored["steps"], stored["times"], columns, held,
                                   list(meta["problems"]))
-        os.utime(_cache_file(path))  # recently used: the last to be pruned
+        os.utime(entry)  # recently used: the last to be pruned
         return found
-    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError, EOFError, zipfile.BadZipFile):
+    except _UNUSABLE:
         return None
 
 
