@@ -32,13 +32,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..vocabulary import ENV_RUN_DIR, SLURM_RESTART_COUNT
 from .pipeline import REFERENCE, Pipeline, Step
+from .slurm_job import Run, refusal, run_slurm
 
 __all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
 
@@ -89,6 +90,16 @@ def _directives(pipeline: Pipeline, step: Step, options: SlurmOptions) -> list[s
     return [f"#SBATCH {line}" for line in lines]
 
 
+def _lt_run(pipeline: Pipeline, step: Step, options: SlurmOptions, exp_id: str | None = None) -> list[str]:
+    """lt-run's command line in a job: the submitting interpreter, signals beside the runs, a grace under
+    the job's, and ``--slurm-requeue``."""
+    lt_run = [options.python, "-m", "lightning_track.cli.run", *(["--exp-id", exp_id] if exp_id else []),
+              "--signals-dir", str(_signals(pipeline)), "--grace", str(max(options.grace - 5, 1)), "--slurm-requeue"]
+    if step.health_time is not None:
+        lt_run += ["--health-time", f"{step.health_time:g}"]
+    return lt_run
+
+
 def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.PathLike[str] | None = None,
                    steps: Sequence[str] | None = None) -> dict[str, str]:
     """``{step: script text}`` in dependency order, for ``steps`` (default: every step)."""
@@ -96,11 +107,7 @@ def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.P
     scripts = {}
     for name in steps if steps is not None else pipeline.order:
         step = pipeline.steps[name]
-        lt_run = [options.python, "-m", "lightning_track.cli.run", "--exp-id", pipeline.exp_id(name),
-                  "--signals-dir", str(_signals(pipeline)), "--grace", str(max(options.grace - 5, 1)),
-                  "--slurm-requeue"]
-        if step.health_time is not None:
-            lt_run += ["--health-time", f"{step.health_time:g}"]
+        lt_run = _lt_run(pipeline, step, options, pipeline.exp_id(name))
         after = ", ".join(step.after) or "nothing"
         scripts[name] = "\n".join([
             "#!/bin/bash",
@@ -160,11 +167,8 @@ def _var(name: str) -> str:
     return name.replace("-", "_")
 
 
-Run = Callable[[list[str]], subprocess.CompletedProcess[str]]
-
-
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+    return run_slurm(args, timeout=120)  # sbatch on a busy controller
 
 
 def submit(pipeline: Pipeline, scripts: Mapping[str, str], *, earlier: Mapping[str, str] | None = None,
@@ -184,7 +188,7 @@ def submit(pipeline: Pipeline, scripts: Mapping[str, str], *, earlier: Mapping[s
     for name in scripts:
         checked = run(["sbatch", "--test-only", str(script_path(pipeline, name))])
         if checked.returncode != 0:
-            why = " ".join((checked.stderr or checked.stdout).split()) or f"exit code {checked.returncode}"
+            why = refusal(checked)
             raise ConfigError(f"step {name!r}: sbatch refused {script_path(pipeline, name).name}: {why}; "
                               "fix --partition/--time/--gres/--slurm-arg")
     ids: dict[str, str] = {}
@@ -194,7 +198,7 @@ def submit(pipeline: Pipeline, scripts: Mapping[str, str], *, earlier: Mapping[s
         args = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{':'.join(deps)}"] if deps else [])
         done = run(args + [str(script_path(pipeline, name))])
         if done.returncode != 0:
-            why = " ".join((done.stderr or done.stdout).split()) or f"exit code {done.returncode}"
+            why = refusal(done)
             submitted = ", ".join(f"{s} ({j})" for s, j in ids.items()) or "none"
             raise ConfigError(f"step {name!r}: sbatch failed: {why}; submitted before it: {submitted}")
         ids[name] = done.stdout.strip().split(";")[0]
@@ -214,10 +218,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
     step = pipeline.steps[name]
     workdir = Path(cwd or os.getcwd()).resolve()
     directives = [d.replace("-%j.out", "-%A_%a.out") for d in _directives(pipeline, step, options)]
-    lt_run = [options.python, "-m", "lightning_track.cli.run", "--signals-dir", str(_signals(pipeline)),
-              "--grace", str(max(options.grace - 5, 1)), "--slurm-requeue"]
-    if step.health_time is not None:
-        lt_run += ["--health-time", f"{step.health_time:g}"]
+    lt_run = _lt_run(pipeline, step, options)  # the task's exp_id follows, from the trial's case
     note = f'{shlex.quote(str(_signals(pipeline)))}/"$exp_id".run'
     srun = [line.strip().rstrip(" \\") + " " for line in task_lines(step)]
     cases = []

@@ -24,9 +24,19 @@ from typing import Any
 
 from ..vocabulary import FAILED, SLURM_JOB_ID, SLURM_RESTART_COUNT
 
-__all__ = ["resumable", "requeue_if_resumable"]
+__all__ = ["resumable", "requeue_if_resumable", "Run", "run_slurm", "refusal"]
 
-Run = Callable[[list[str]], subprocess.CompletedProcess[str]]
+Run = Callable[[list[str]], subprocess.CompletedProcess[str]]  # how Slurm's commands are called (tests pass their own)
+
+
+def run_slurm(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """One Slurm command (``sbatch``, ``scontrol``, ``sacct``), its output captured as text."""
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def refusal(done: subprocess.CompletedProcess[str]) -> str:
+    """Why a Slurm command failed, in one line: what it printed, else its exit code."""
+    return " ".join((done.stderr or done.stdout).split()) or f"exit code {done.returncode}"
 
 
 def resumable(seen: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -35,12 +45,8 @@ def resumable(seen: Mapping[str, Mapping[str, Any]]) -> bool:
     return failed.get("resumable") is True
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60)
-
-
 def requeue_if_resumable(seen: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str] | None = None,
-                         run: Run = _run) -> str | None:
+                         run: Run = run_slurm) -> str | None:
     """``scontrol requeue $SLURM_JOB_ID`` when :func:`resumable`; one line saying what happened, or None when
     there was nothing to do (not in a Slurm job, or the command did not stop to be resumed)."""
     env = os.environ if environ is None else environ
@@ -54,5 +60,4 @@ def requeue_if_resumable(seen: Mapping[str, Mapping[str, Any]], environ: Mapping
         return f"could not requeue Slurm job {job}: {exc}; resubmit it to continue from its checkpoint"
     if done.returncode == 0:
         return f"requeued Slurm job {job} (restart {int(restarts) + 1}): it continues from its checkpoint"
-    why = " ".join((done.stderr or done.stdout).split()) or f"exit code {done.returncode}"
-    return f"Slurm job {job} not requeued by lt-run ({why}): Slurm requeued it already, or it cannot be"
+    return f"Slurm job {job} not requeued by lt-run ({refusal(done)}): Slurm requeued it already, or it cannot be"

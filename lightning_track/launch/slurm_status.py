@@ -19,27 +19,20 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..folder.signals import read_run_note
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, RUNNING, SUBMITTED, iso_time, slurm_step_state
 from .pipeline_state import PipelineState
+from .slurm_job import Run, run_slurm
 
 __all__ = ["slurm_jobs", "refresh_from_slurm"]
 
 _ORDER = (RUNNING, SUBMITTED, FAILED, INTERRUPTED, DONE)  # an array: the first its tasks show
 _FIELD = re.compile(r"(\w+)=(\S*)")
 _HISTORY = 20  # entries of slurm.history kept per step
-
-Run = Callable[[list[str]], subprocess.CompletedProcess[str]]
-
-
-def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60)
-
 
 def _scontrol(job_ids: list[str], run: Run) -> list[dict[str, str]]:
     """One ``scontrol show job -o`` per job (an array's id once, for all its tasks), not the whole cluster's list."""
@@ -80,7 +73,7 @@ def _matches(record: Mapping[str, str], job_id: str) -> bool:
     return record.get("JobId") == job_id or (record.get("ArrayJobId") == job_id and bool(record.get("ArrayTaskId")))
 
 
-def slurm_jobs(job_ids: list[str], run: Run = _run) -> dict[str, list[dict[str, str]]]:
+def slurm_jobs(job_ids: list[str], run: Run = run_slurm) -> dict[str, list[dict[str, str]]]:
     """``{job id: [Slurm's records of it]}`` (several for a job array's id); ids Slurm no longer knows are absent."""
     if shutil.which("scontrol") is None:
         return {}
@@ -118,7 +111,7 @@ def _view(records: list[dict[str, str]]) -> tuple[str, dict[str, Any]] | None:
     return ours, view
 
 
-def refresh_from_slurm(state: PipelineState, run: Run = _run) -> list[str]:
+def refresh_from_slurm(state: PipelineState, run: Run = run_slurm) -> list[str]:
     """Update every step with a Slurm job id that is not done from what Slurm says of it; the steps changed."""
     pipeline = state.pipeline
     ids = {n: str(state.get(n)["slurm_job_id"]) for n in pipeline.order
