@@ -15,7 +15,7 @@ from datetime import datetime
 
 __all__ = [
     "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "UNKNOWN", "RUN_STATUSES", "FINAL_STATUSES",
-    "HEALTHY", "DONE", "SIGNAL_STATUSES",
+    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE",
     "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time",
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
@@ -37,6 +37,8 @@ FINAL_STATUSES = (COMPLETED, FAILED, INTERRUPTED)
 HEALTHY = "healthy"
 DONE = "done"
 SIGNAL_STATUSES = (HEALTHY, DONE, FAILED)
+# a notification's event for a run still "running" whose heartbeat stopped (a reader says CRASHED)
+STALE = "stale"
 
 # Lightning's Logger.finalize words (and the ones our own callers pass) -> ours.
 _FROM_LIGHTNING: Mapping[str, str] = {"success": COMPLETED, "finished": COMPLETED, "failed": FAILED}

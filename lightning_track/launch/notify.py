@@ -27,12 +27,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, one_line
+from ..vocabulary import STALE
 
 __all__ = ["Notifier", "EVENTS", "message_body", "redact_url"]
 
 # event -> apprise's notify type
 EVENTS = {"healthy": "info", "done": "success", "completed": "success", "failed": "failure",
-          "interrupted": "warning", "stale": "failure", "retrying": "warning"}
+          "interrupted": "warning", STALE: "failure", "retrying": "warning"}
 
 
 def redact_url(url: str) -> str:

@@ -31,7 +31,7 @@ from ..errors import ConfigError, one_line
 from ..folder import signals
 from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
-from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPTED, RUNNING, iso_time
+from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPTED, RUNNING, STALE, iso_time
 from .notify import Notifier
 from .pipeline import Pipeline, render_command
 from .pipeline_state import BLOCKED, PENDING, PipelineState
@@ -174,7 +174,7 @@ class _Driver:
             if status == CRASHED:
                 self.stale_told.add(key)
                 self.log(f"{name}: {why}")
-                self.notify("stale", name, why, run_dir=str(run_dir), heartbeat=summary.get("heartbeat"))
+                self.notify(STALE, name, why, run_dir=str(run_dir), heartbeat=summary.get("heartbeat"))
 
     # -- the schedule --------------------------------------------------------------------------------
     def block_dependants(self) -> None:

@@ -30,11 +30,10 @@ from ..folder.fileio import atomic_write_json, read_json
 from ..folder.layout import RunLayout
 from ..query.discover import find_run_dirs
 from ..query.runs import STALE_AFTER_S, judge_status
-from ..vocabulary import COMPLETED, CRASHED, FAILED, HEALTHY, INTERRUPTED, parse_iso_time
+from ..vocabulary import COMPLETED, CRASHED, FAILED, HEALTHY, INTERRUPTED, STALE, parse_iso_time
 
 __all__ = ["RunWatch", "run_events", "notified_path", "STALE"]
 
-STALE = "stale"
 
 
 def notified_path(state_path: str | Path) -> Path:
