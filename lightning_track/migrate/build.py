@@ -30,7 +30,8 @@ from ..folder.fileio import (
 from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord
 from ..folder.tracking import CheckpointMappings
-from ..run.config import config_digest, redact, redact_argv, write_config_yaml
+from ..redaction import redact, redact_argv
+from ..run.config import config_digest, write_config_yaml
 from ..run.meta import package_versions
 from ..sinks import Sink, SinkContext
 from ..sinks.jsonl import MetricsJsonlSink

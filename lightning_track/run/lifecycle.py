@@ -27,6 +27,7 @@ from ..derived.summary import SummaryFile, post_process
 from ..errors import ResumeError, one_line
 from ..folder.fileio import atomic_write_json, temp_path
 from ..folder.layout import RunLayout
+from ..redaction import redact
 from ..sinks import Sink, SinkContext, load_sink
 from ..sinks.jsonl import MetricsJsonlSink
 from ..sinks.media import MediaFilesSink
@@ -45,7 +46,6 @@ from .config import (
     merge_config,
     merge_hyperparams,
     normalize_config,
-    redact,
     write_config_yaml,
 )
 from .console import capture_console
