@@ -67,7 +67,8 @@ TOKENIZER_WORDS = frozenset({  # <word>_token is a tokenizer's special token, no
     "additional", "image", "audio", "video", "vision", "boi", "eoi", "think", "tool", "decoder", "sentinel",
     "prefix", "suffix", "middle", "fim", "default", "new", "first", "last", "next", "text", "placeholder",
 })
-_ENV_NOT_SECRET = frozenset({"PWD", "OLDPWD"})  # the shell's working directories, not passwords
+# the shell's working directories, the SSH agent's socket, the login session: matching names, values not secret
+_ENV_NOT_SECRET = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK", "XDG_SESSION_ID"})
 
 _PARTS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 _URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^\s/@?#]+)@")
@@ -161,10 +162,21 @@ def redact_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _shell_words(text: str) -> list[str]:
+    """Words as the shell reads them; where the whole text does not parse (a comment line's apostrophe in a
+    script), line by line, skipping comment lines; a line that still does not parse, split on whitespace."""
     try:
-        return shlex.split(text, comments=False)
-    except ValueError:  # unbalanced quotes: words as whitespace splits them
-        return text.split()
+        return shlex.split(text)
+    except ValueError:
+        pass
+    words: list[str] = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        try:
+            words += shlex.split(line)
+        except ValueError:
+            words += line.split()
+    return words
 
 
 def command_secrets(text: str, _depth: int = 0) -> set[str]:
