@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["REDACTED", "SECRET_WORDS", "SECRET_PAIRS", "KEY_OWNERS", "TOKENIZER_WORDS", "MIN_MASKED", "name_parts",
            "is_secret_key", "redact", "redact_argv", "redact_env", "redact_command", "strip_url_credentials",
-           "redact_url", "secret_values", "command_secrets", "Masker"]
+           "redact_url", "secret_leaves", "secret_values", "command_secrets", "Masker"]
 
 REDACTED = "***REDACTED***"
 MIN_MASKED = 4  # shorter values are not masked in free text (a "1" or "abc" would hide ordinary output)
@@ -208,6 +208,13 @@ def redact_url(url: str) -> str:
     return f"{scheme}://…#{fingerprint}" if scheme else f"<url>#{fingerprint}"
 
 
+def secret_leaves(value: Any) -> set[str]:
+    """Every value (as text, of any length) under a secret key of a config, and the credentials of its URLs."""
+    found: set[str] = set()
+    _secret_leaves(value, False, found)
+    return found
+
+
 def _secret_leaves(value: Any, under_secret: bool, out: set[str]) -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
@@ -227,7 +234,7 @@ def secret_values(config: Any = None, argv: Iterable[str] | None = None,
     environment variables (at least :data:`MIN_MASKED` characters each)."""
     found: set[str] = set()
     if config is not None:
-        _secret_leaves(config, False, found)
+        found |= secret_leaves(config)
     if argv is not None:
         found.update(_argv_secrets(list(argv))[1])
         for arg in argv:
