@@ -27,8 +27,9 @@ def test_a_real_run_records_hyperparameters_and_no_secret(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     run = Path(done.stdout.split("RUN_DIR=")[1].strip())
     meta = json.loads((run / "meta.json").read_text())
-    assert meta["argv"][2:] == [f"--api-key={REDACTED}", "--hf-token", REDACTED, "--max_new_tokens=64", "--tokenizer",
-                                "gpt2", "model.pad_token_id=0", "data.url=https://***@data.example/d.json", "-p", "8080"]
+    assert meta["argv"][2:] == [f"--api-key={REDACTED}", "--hf-token", REDACTED, "--max_new_tokens=64",
+                                "--tokenizer", "gpt2", "model.pad_token_id=0",
+                                "data.url=https://***@data.example/d.json", "-p", "8080"]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"] == {"hf_token": REDACTED, "max_new_tokens": 64, "tokenizer_name": "gpt2", "pad_token_id": 0}
     assert config["author"] == "ada" and config["hub_model_id"] == "ada/tiny"
