@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 
 from lightning_track.redaction import (
+    KEY_OWNERS,
     REDACTED,
+    SECRET_PAIRS,
+    SECRET_WORDS,
+    TOKENIZER_WORDS,
     Masker,
     command_secrets,
     is_secret_key,
@@ -114,3 +118,14 @@ def test_secret_values_and_the_masker() -> None:
     mask = Masker(found)
     assert mask("token hf_secretvalue and sk-envsecret, lr 512") == f"token {REDACTED} and {REDACTED}, lr 512"
     assert not Masker([]) and Masker([])("x") == "x"
+
+
+def test_every_documented_word_compound_and_tokenizer_word_reads_as_documented() -> None:
+    for word in SECRET_WORDS:
+        assert is_secret_key(word) and is_secret_key(f"my_{word}_value") and is_secret_key(f"MY_{word.upper()}"), word
+    for first, second in SECRET_PAIRS:
+        assert is_secret_key(f"{first}_{second}") and is_secret_key(f"{first}{second.title()}"), (first, second)
+    for owner in KEY_OWNERS:
+        assert is_secret_key(f"{owner}_key") and not is_secret_key(f"{owner}_key_name"), owner
+    for word in TOKENIZER_WORDS:
+        assert not is_secret_key(f"{word}_token") and is_secret_key(f"{word}_auth_token"), word
