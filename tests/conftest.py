@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.processes import sigint_as_in_a_terminal
 
 os.environ.setdefault("SWANLAB_MODE", "offline")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+sigint_as_in_a_terminal()  # the tests that press Ctrl+C mean the same when the suite runs as `pytest &`
 
 
 @pytest.fixture(scope="session")
