@@ -27,8 +27,18 @@ __all__ = ["Comparison", "compare_runs", "render_compare", "text_chart", "labels
 
 
 def labels(count: int) -> list[str]:
+    """``a``..``z``, ``aa``..``zz``, ``aaa``...: as many distinct labels as there are runs (bijective base 26)."""
+    return [_label(i) for i in range(count)]
+
+
+def _label(index: int) -> str:
     letters = string.ascii_lowercase
-    return [letters[i] if i < 26 else f"{letters[i // 26 - 1]}{letters[i % 26]}" for i in range(count)]
+    text = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        text = letters[rest] + text
+    return text
 
 
 @dataclass

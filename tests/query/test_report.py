@@ -124,3 +124,13 @@ def test_report_renders_in_headless_chromium(made_runs, tmp_path, capsys) -> Non
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
     assert "hello &lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in done.stdout  # console text escaped, page intact
+
+
+def test_report_of_a_thousand_runs_labels_every_run_once(tmp_path, capsys) -> None:
+    synthetic_runs(tmp_path / "runs", runs=1000, steps=3, metrics=1)
+    out_file = tmp_path / "many.html"
+    code, out, err = report(capsys, str(tmp_path / "runs"), "-o", str(out_file))
+    assert code == 0 and out[0].startswith(f"{out_file}: 1000 runs, "), (out, err)
+    names = [r["label"] for r in page_data(out_file.read_text())["runs"]]
+    assert len(set(names)) == 1000 and names[:2] == ["a", "b"]
+    assert names[25:28] == ["z", "aa", "ab"] and names[701:704] == ["zz", "aaa", "aab"]  # past 702: three letters
