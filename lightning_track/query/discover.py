@@ -9,7 +9,7 @@ one-line problem; any other folder without runs is passed over quietly.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import RunFolderError
@@ -34,8 +34,12 @@ def list_names(path: Path) -> set[str] | None:
         return None
 
 
-def find_run_dirs(root: str | Path, problems: list[str]) -> list[tuple[Path, str, set[str]]]:
-    """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run)."""
+def find_run_dirs(root: str | Path, problems: list[str], *,
+                  lister: Callable[[Path], set[str] | None] = list_names) -> list[tuple[Path, str, set[str]]]:
+    """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run).
+
+    ``lister`` gives a folder's names below the root (None for a file): the catalog answers from what it
+    kept for a folder that did not change."""
     root = Path(root)
     names = list_names(root)
     if names is None:
@@ -50,7 +54,7 @@ def find_run_dirs(root: str | Path, problems: list[str]) -> list[tuple[Path, str
             if name.startswith(".") or name in _SKIP or is_temp_name(name):
                 continue
             child = folder / name
-            inner = list_names(child)
+            inner = lister(child)
             if inner is None:
                 continue  # a file, or unreadable
             if _is_run(child, inner):

@@ -103,6 +103,10 @@ class RunInfo:
     problems: list[str] = field(default_factory=list)
     now: float = 0.0
     _config: dict[str, Any] | None = None
+    # the catalog's flattened config and the stat it was read under; and where a newly parsed one goes
+    _config_hint: tuple[Any, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    _config_sink: Callable[[RunInfo, os.stat_result, dict[str, Any]], None] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -196,9 +200,17 @@ class RunInfo:
                 return self._config
             if not S_ISREG(stat.st_mode):
                 return self._config
+            if self._config_hint is not None:
+                from .catalog import stat_key
+
+                if self._config_hint[0] == stat_key(stat):
+                    self._config = self._config_hint[1]
+                    return self._config
             cached = cached_config(path, stat)
             if cached is not None:
                 self._config = cached
+                if self._config_sink is not None:
+                    self._config_sink(self, stat, cached)
                 return cached
             try:
                 import yaml
@@ -209,6 +221,8 @@ class RunInfo:
                 self.problems.append(f"{path}: not readable YAML ({' '.join(str(exc).split())[:200]})")
             else:
                 remember_config(path, stat, self._config)
+                if self._config_sink is not None:
+                    self._config_sink(self, stat, self._config)
         return self._config
 
     def value(self, key: str) -> Any:
@@ -321,6 +335,11 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
             info.annotations = read_annotations(path)
         except RunFolderError as exc:
             info.problems.append(str(exc))
+    return judged(info, stale_after=stale_after, this_host=this_host)
+
+
+def judged(info: RunInfo, *, stale_after: float = STALE_AFTER_S, this_host: str | None = None) -> RunInfo:
+    """``info`` with its status and why set from its summary (see :func:`judge_status`)."""
     if info.summary:
         info.status, info.why = judge_status(info.summary, now=info.now, stale_after=stale_after,
                                              this_host=socket.gethostname() if this_host is None else this_host)
@@ -330,28 +349,62 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
 
 
 def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[str] | None = None, *,
-              stale_after: float = STALE_AFTER_S, now: float | None = None) -> list[RunInfo]:
-    """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises."""
+              stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True) -> list[RunInfo]:
+    """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises.
+
+    ``catalog``: read through the catalog in the user's cache (:mod:`.catalog`), which re-reads only the
+    runs that changed since the last look; the result is the same as a plain read of every run's files."""
     roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
     sink: list[str] = [] if problems is None else problems
     now = time.time() if now is None else now
     host = socket.gethostname()
     runs: list[RunInfo] = []
-    seen: set[Path] = set()
-    for root in roots:
-        before = len(sink)
-        for path, source, names in find_run_dirs(root, sink):
-            key = path.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            runs.append(read_run(path, source, names, now=now, stale_after=stale_after, this_host=host))
-        if problems is None and len(sink) > before:
-            raise RunFolderError(sink[before])
+    seen: set[Any] = set()
+    book = None
+    notes: list[str] = []  # the catalog's own warnings: never a reason to raise
+    if catalog:
+        from .catalog import open_catalog
+
+        book = open_catalog(notes)
+    try:
+        for root in roots:
+            before = len(sink)
+            if book is not None:
+                book.load_root(root)
+            for path, source, names in find_run_dirs(root, sink, **({"lister": book.lister} if book else {})):
+                key = _identity(path, book.stat_of(path) if book is not None else None)
+                if key in seen:
+                    continue
+                seen.add(key)
+                def read(path: Path = path, source: str = source, names: set[str] = names) -> RunInfo:
+                    return read_run(path, source, names, now=now, stale_after=stale_after, this_host=host)
+                if book is None:
+                    runs.append(read())
+                    continue
+
+                def build(path: Path = path, source: str = source, **parts: Any) -> RunInfo:
+                    info = RunInfo(path, source, now=now, **parts)
+                    return judged(info, stale_after=stale_after, this_host=host)
+                runs.append(book.run(path, source, names, read, build))
+            if problems is None and len(sink) > before:
+                raise RunFolderError(sink[before])
+    finally:
+        if book is not None:
+            book.save()
+    sink.extend(notes)
     for run in runs:
         sink.extend(f"run {run.name}: {p}" if run.name not in p else p for p in run.problems)
     runs.sort(key=lambda r: (r.start or 0.0, r.name))
     return runs
+
+
+def _identity(path: Path, stat: os.stat_result | None = None) -> Any:
+    """The same folder reached by two roots (or a link) is one run."""
+    try:
+        stat = os.stat(path) if stat is None else stat
+    except OSError:
+        return path.resolve()
+    return (stat.st_dev, stat.st_ino)
 
 
 def filter_runs(runs: Iterable[RunInfo], filters: str | Filter | Sequence[str | Filter] | None) -> list[RunInfo]:
