@@ -44,8 +44,10 @@ _BUSY_MS = 3000  # another lt ls writing: wait this long, then leave the catalog
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
-    path TEXT PRIMARY KEY,
-    head BLOB NOT NULL,     -- [folder stat, names, {file: stat}] the record was read under
+    path TEXT PRIMARY KEY,  -- the run folder, absolute
+    folder TEXT NOT NULL,   -- the folder's stat the record was read under
+    names TEXT NOT NULL,    -- the folder's names, NUL-separated
+    files TEXT NOT NULL,    -- the stat of each file read (TRACKED)
     record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "p": problems}
     config_stat TEXT,       -- config.yaml's stat when its flattened values were kept
     config BLOB
@@ -85,44 +87,50 @@ class Catalog:
     def __init__(self, conn: sqlite3.Connection, path: Path, problems: list[str]) -> None:
         self.conn, self.path, self.problems = conn, path, problems
         self.started = time.time()
-        self._known: dict[str, tuple[bytes, bytes, str | None, bytes | None]] = {}
-        self._stats: dict[str, os.stat_result] = {}
-        self._put: list[tuple[str, bytes, bytes]] = []
+        self._known: dict[str, tuple[Any, ...]] = {}  # path -> (folder, names, files, record, config_stat, config)
+        self._parents: dict[str, str] = {}
+        self._stats: dict[str, tuple[str, os.stat_result]] = {}  # folder as found -> (absolute, stat)
+        self._put: list[tuple[str, str, str, str, bytes]] = []
         self._seen: set[str] = set()
-        self._prefixes: list[str] = []
         self._broken = False
 
     # -- reading ------------------------------------------------------------------------------------
+    def _key(self, path: Path) -> str:
+        """The absolute path (one ``abspath`` per parent folder, not per run)."""
+        head, name = os.path.split(str(path))
+        parent = self._parents.get(head)
+        if parent is None:
+            parent = self._parents[head] = os.path.abspath(head or os.curdir)
+        return os.path.join(parent, name)
+
     def load_root(self, root: str | Path) -> None:
         """Every entry under ``root`` in one query (a damaged file: deleted, built again next time)."""
         prefix = os.path.abspath(root)
-        self._prefixes.append(prefix)
         if self._broken:
             return
         try:
-            rows = self.conn.execute("SELECT path, head, record, config_stat, config FROM runs WHERE path = ? OR "
-                                     "(path >= ? AND path < ?)", (prefix, prefix + "/", prefix + "0")).fetchall()
+            rows = self.conn.execute("SELECT path, folder, names, files, record, config_stat, config FROM runs WHERE "
+                                     "path = ? OR (path >= ? AND path < ?)",
+                                     (prefix, prefix + "/", prefix + "0")).fetchall()
         except sqlite3.Error as exc:
             self._damaged(exc)
             return
-        for path, head, record, config_stat, config in rows:
-            self._known[path] = (head, record, config_stat, config)
+        for row in rows:
+            self._known[row[0]] = row[1:]
 
     def lister(self, folder: Path) -> set[str] | None:
         """A folder's names: from the catalog when the folder did not change, else ``os.listdir``."""
-        key = os.path.abspath(folder)
+        key = self._key(folder)
         try:
             stat = os.stat(key)
         except OSError:
             return None
         if not S_ISDIR(stat.st_mode):
             return None
-        self._stats[key] = stat
+        self._stats[str(folder)] = (key, stat)
         entry = self._known.get(key)
-        if entry is not None:
-            head = self._head(entry[0])
-            if head is not None and head[0] == _dir_key(stat) and self._settled(stat):
-                return set(head[1])
+        if entry is not None and entry[0] == _dir_key(stat) and self._settled(stat):
+            return set(entry[1].split("\0"))
         try:
             return set(os.listdir(key))
         except OSError:
@@ -130,42 +138,44 @@ class Catalog:
 
     def stat_of(self, path: Path) -> os.stat_result | None:
         """The folder's stat taken while listing (None when it was not listed through the catalog)."""
-        return self._stats.get(os.path.abspath(path))
+        found = self._stats.get(str(path))
+        return None if found is None else found[1]
 
     def run(self, path: Path, source: str, names: set[str], read: Callable[[], Any], build: Callable[..., Any]) -> Any:
         """The run at ``path``: built from the catalog when its folder and files are as they were when
         kept, else ``read()`` (a plain read) and kept for next time."""
-        key = os.path.abspath(path)
+        key, stat = self._stats.get(str(path)) or (self._key(path), None)
         self._seen.add(key)
-        stat = self._stats.get(key)
         if stat is None:
             try:
                 stat = os.stat(key)
             except OSError:
                 return read()
-        files: dict[str, str] = {}
+        files = []
         settled = self._settled(stat)
         for name in TRACKED:
             if name in names:
                 try:
-                    file_stat = os.stat(os.path.join(key, name))
+                    file_stat = os.stat(f"{key}/{name}")
                 except OSError:
                     return read()  # gone since the listing: the plain read says how
-                files[name] = stat_key(file_stat)
+                files.append(f"{name}={stat_key(file_stat)}")
                 settled = settled and self._settled(file_stat)
+        files_key = ";".join(files)
+        folder_key = _dir_key(stat)
+        names_key = "\0".join(sorted(names))
         entry = self._known.get(key)
-        head = self._head(entry[0]) if entry is not None else None
-        if (entry is not None and head is not None and settled and head[0] == _dir_key(stat)
-                and head[2] == files and set(head[1]) == names):
+        if (entry is not None and settled and entry[0] == folder_key and entry[2] == files_key
+                and entry[1] == names_key):
             try:
-                record = orjson.loads(entry[1])
+                record = orjson.loads(entry[3])
                 info = build(summary=record["s"], meta=record["m"], annotations=record["a"], problems=record["p"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 info = None
             if info is not None:
-                if entry[2] is not None and entry[3] is not None:
+                if entry[4] is not None and entry[5] is not None:
                     try:
-                        info._config_hint = (entry[2], orjson.loads(entry[3]))
+                        info._config_hint = (entry[4], orjson.loads(entry[5]))
                     except orjson.JSONDecodeError:
                         pass
                 info._config_sink = self._config_sink(key)
@@ -175,19 +185,11 @@ class Catalog:
         if settled:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "p": info.problems})
             if record is not None:
-                self._put.append((key, orjson.dumps([_dir_key(stat), sorted(names), files]), record))
+                self._put.append((key, folder_key, names_key, files_key, record))
         return info
 
     def _settled(self, stat: os.stat_result) -> bool:
         return max(stat.st_mtime_ns, stat.st_ctime_ns) / 1e9 < self.started - RACY_S
-
-    @staticmethod
-    def _head(blob: bytes) -> list[Any] | None:
-        try:
-            head = orjson.loads(blob)
-        except orjson.JSONDecodeError:
-            return None
-        return head if isinstance(head, list) and len(head) == 3 else None
 
     def _config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any]], None]:
         started = self.started
@@ -211,8 +213,10 @@ class Catalog:
         try:
             if self._put or gone:
                 with self.conn:
-                    self.conn.executemany("INSERT INTO runs (path, head, record) VALUES (?, ?, ?) ON CONFLICT(path) "
-                                          "DO UPDATE SET head = excluded.head, record = excluded.record", self._put)
+                    self.conn.executemany("INSERT INTO runs (path, folder, names, files, record) "
+                                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET folder = "
+                                          "excluded.folder, names = excluded.names, files = excluded.files, "
+                                          "record = excluded.record", self._put)
                     self.conn.executemany("DELETE FROM runs WHERE path = ?", ((p,) for p in gone))
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):  # another look writing: it keeps it warm

@@ -24,7 +24,7 @@ MAX_DEPTH = 3
 
 
 def _is_run(path: Path, names: set[str]) -> bool:
-    return parse_run_name(path.name) is not None or RunLayout.SUMMARY in names and RunLayout.METRICS_JSONL in names
+    return RunLayout.SUMMARY in names and RunLayout.METRICS_JSONL in names or parse_run_name(path.name) is not None
 
 
 def list_names(path: Path) -> set[str] | None:
