@@ -35,7 +35,7 @@ import orjson
 from ..folder.layout import RunLayout
 from ..vocabulary import cache_root
 
-__all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "RACY_S", "VERSION"]
+__all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "last_look", "RACY_S", "VERSION"]
 
 VERSION = 1
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS runs (
     config BLOB
 ) WITHOUT ROWID
 """
+
+
+last_look = {"runs": 0, "read": 0}  # the last look's runs and how many were read from their files
 
 
 def catalog_path() -> Path:
@@ -93,6 +96,7 @@ class Catalog:
         self._put: list[tuple[str, str, str, str, bytes]] = []
         self._seen: set[str] = set()
         self._broken = False
+        self._read = 0
 
     # -- reading ------------------------------------------------------------------------------------
     def _key(self, path: Path) -> str:
@@ -150,7 +154,7 @@ class Catalog:
             try:
                 stat = os.stat(key)
             except OSError:
-                return read()
+                return self._plain(read)
         files = []
         settled = self._settled(stat)
         for name in TRACKED:
@@ -158,7 +162,7 @@ class Catalog:
                 try:
                     file_stat = os.stat(f"{key}/{name}")
                 except OSError:
-                    return read()  # gone since the listing: the plain read says how
+                    return self._plain(read)  # gone since the listing: the plain read says how
                 files.append(f"{name}={stat_key(file_stat)}")
                 settled = settled and self._settled(file_stat)
         files_key = ";".join(files)
@@ -181,12 +185,17 @@ class Catalog:
                 info._config_sink = self._config_sink(key)
                 return info
         info = read()
+        self._read += 1
         info._config_sink = self._config_sink(key)
         if settled:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "p": info.problems})
             if record is not None:
                 self._put.append((key, folder_key, names_key, files_key, record))
         return info
+
+    def _plain(self, read: Callable[[], Any]) -> Any:
+        self._read += 1
+        return read()
 
     def _settled(self, stat: os.stat_result) -> bool:
         return max(stat.st_mtime_ns, stat.st_ctime_ns) / 1e9 < self.started - RACY_S
@@ -206,6 +215,7 @@ class Catalog:
     # -- writing ------------------------------------------------------------------------------------
     def save(self) -> None:
         """Write the entries read this time and forget runs gone from under the roots looked at."""
+        last_look.update(runs=len(self._seen), read=self._read)
         if self._broken:
             self.close()
             return
@@ -278,8 +288,11 @@ def open_catalog(problems: list[str]) -> Catalog | None:
             return None  # another look is creating it: read the files this once
         if not isinstance(exc, sqlite3.OperationalError) or "not a database" in str(exc) or "malformed" in str(exc):
             _remove(path)
-            problems.append(f"{path}: catalog damaged ({_one_line(exc)}); deleted, runs read from their files")
-            return None
+            problems.append(f"{path}: catalog damaged ({_one_line(exc)}); built again from the run files")
+            try:
+                return Catalog(_connect(path), path, problems)
+            except sqlite3.Error:
+                return None
         problems.append(f"{path}: catalog not usable ({_one_line(exc)}); runs read from their files")
     except OSError as exc:
         problems.append(f"{path.parent}: catalog not usable ({_one_line(exc)}); runs read from their files")

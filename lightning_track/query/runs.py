@@ -440,19 +440,20 @@ def main_metric(runs: Sequence[RunInfo]) -> str | None:
 
 
 def load_runs(root: str | Path | Sequence[str | Path] = "runs", filter: str | Sequence[str] | None = None, *,
-              stale_after: float = STALE_AFTER_S, config: bool = True) -> Any:
+              stale_after: float = STALE_AFTER_S, config: bool = True, catalog: bool = True) -> Any:
     """One row per run as a pandas DataFrame: the summary's fields, ``best.<metric>`` and
     ``final.<metric>`` values, and the flattened config as ``config.<key>`` columns.
 
     Works on ``runs/``, a single run, a mirror of several servers (``source``), and migrated runs; a
     run being written is read as it is now. Unreadable parts are warned about, never fatal for others.
+    ``catalog=False`` reads every run's files instead of the catalog (same values, slower).
     """
     import warnings
 
     import pandas as pd
 
     problems: list[str] = []
-    runs = filter_runs(find_runs(root, problems, stale_after=stale_after), filter)
+    runs = filter_runs(find_runs(root, problems, stale_after=stale_after, catalog=catalog), filter)
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
     rows = []
