@@ -35,7 +35,8 @@ import orjson
 from ..folder.layout import RunLayout
 from ..vocabulary import cache_root
 
-__all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "last_look", "RACY_S", "VERSION"]
+__all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config", "last_look",
+           "RACY_S", "VERSION"]
 
 VERSION = 1
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
@@ -71,6 +72,17 @@ def _dir_key(stat: os.stat_result) -> str:
     return f"{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}:{stat.st_dev}"
 
 
+def hinted_config(hint: tuple[str, bytes], stat: os.stat_result) -> dict[str, Any] | None:
+    """The catalog's flattened config when ``config.yaml`` has the stat it was kept under."""
+    if hint[0] != stat_key(stat):
+        return None
+    try:
+        flat = orjson.loads(hint[1])
+    except orjson.JSONDecodeError:
+        return None
+    return flat if isinstance(flat, dict) else None
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -90,6 +102,7 @@ class Catalog:
     def __init__(self, conn: sqlite3.Connection, path: Path, problems: list[str]) -> None:
         self.conn, self.path, self.problems = conn, path, problems
         self.started = time.time()
+        self._limit = int((self.started - RACY_S) * 1e9)  # times before this are settled
         self._known: dict[str, tuple[Any, ...]] = {}  # path -> (folder, names, files, record, config_stat, config)
         self._parents: dict[str, str] = {}
         self._stats: dict[str, tuple[str, os.stat_result]] = {}  # folder as found -> (absolute, stat)
@@ -155,22 +168,23 @@ class Catalog:
                 stat = os.stat(key)
             except OSError:
                 return self._plain(read)
+        limit = self._limit
+        settled = max(stat.st_mtime_ns, stat.st_ctime_ns) < limit
         files = []
-        settled = self._settled(stat)
         for name in TRACKED:
             if name in names:
                 try:
                     file_stat = os.stat(f"{key}/{name}")
                 except OSError:
                     return self._plain(read)  # gone since the listing: the plain read says how
-                files.append(f"{name}={stat_key(file_stat)}")
-                settled = settled and self._settled(file_stat)
+                files.append(f"{name}={file_stat.st_size}:{file_stat.st_mtime_ns}:{file_stat.st_ctime_ns}:"
+                             f"{file_stat.st_ino}")
+                settled = settled and max(file_stat.st_mtime_ns, file_stat.st_ctime_ns) < limit
         files_key = ";".join(files)
         folder_key = _dir_key(stat)
-        names_key = "\0".join(sorted(names))
         entry = self._known.get(key)
-        if (entry is not None and settled and entry[0] == folder_key and entry[2] == files_key
-                and entry[1] == names_key):
+        # an unchanged folder has the names it had (the lister gave them from the entry)
+        if entry is not None and settled and entry[0] == folder_key and entry[2] == files_key:
             try:
                 record = orjson.loads(entry[3])
                 info = build(summary=record["s"], meta=record["m"], annotations=record["a"], problems=record["p"])
@@ -178,10 +192,7 @@ class Catalog:
                 info = None
             if info is not None:
                 if entry[4] is not None and entry[5] is not None:
-                    try:
-                        info._config_hint = (entry[4], orjson.loads(entry[5]))
-                    except orjson.JSONDecodeError:
-                        pass
+                    info._config_hint = (entry[4], entry[5])
                 info._config_sink = self._config_sink(key)
                 return info
         info = read()
@@ -190,7 +201,7 @@ class Catalog:
         if settled:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "p": info.problems})
             if record is not None:
-                self._put.append((key, folder_key, names_key, files_key, record))
+                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record))
         return info
 
     def _plain(self, read: Callable[[], Any]) -> Any:
@@ -198,7 +209,7 @@ class Catalog:
         return read()
 
     def _settled(self, stat: os.stat_result) -> bool:
-        return max(stat.st_mtime_ns, stat.st_ctime_ns) / 1e9 < self.started - RACY_S
+        return max(stat.st_mtime_ns, stat.st_ctime_ns) < self._limit
 
     def _config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any]], None]:
         started = self.started

@@ -104,7 +104,7 @@ class RunInfo:
     now: float = 0.0
     _config: dict[str, Any] | None = None
     # the catalog's flattened config and the stat it was read under; and where a newly parsed one goes
-    _config_hint: tuple[Any, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    _config_hint: tuple[str, bytes] | None = field(default=None, repr=False, compare=False)
     _config_sink: Callable[[RunInfo, os.stat_result, dict[str, Any]], None] | None = field(
         default=None, repr=False, compare=False)
 
@@ -201,11 +201,12 @@ class RunInfo:
             if not S_ISREG(stat.st_mode):
                 return self._config
             if self._config_hint is not None:
-                from .catalog import stat_key
+                from .catalog import hinted_config
 
-                if self._config_hint[0] == stat_key(stat):
-                    self._config = self._config_hint[1]
-                    return self._config
+                hinted = hinted_config(self._config_hint, stat)
+                if hinted is not None:
+                    self._config = hinted
+                    return hinted
             cached = cached_config(path, stat)
             if cached is not None:
                 self._config = cached
