@@ -126,11 +126,24 @@ def test_report_renders_in_headless_chromium(made_runs, tmp_path, capsys) -> Non
     assert "hello &lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in done.stdout  # console text escaped, page intact
 
 
-def test_report_of_a_thousand_runs_labels_every_run_once(tmp_path, capsys) -> None:
-    synthetic_runs(tmp_path / "runs", runs=1000, steps=3, metrics=1)
+def test_report_of_a_thousand_runs_labels_every_run_and_draws_the_best_ten(tmp_path, capsys) -> None:
+    synthetic_runs(tmp_path / "runs", runs=1000, steps=50, metrics=1)
+    best = {}
+    for run in (tmp_path / "runs").iterdir():
+        summary = json.loads((run / "summary.json").read_text())
+        value = (int(run.name.split("_")[1][1:]) * 7919 % 1000) / 1000  # every value once, in no order
+        summary["best"] = {"m0/loss": {"value": value, "step": 10, "mode": "min"}}
+        (run / "summary.json").write_text(json.dumps(summary))
+        best[run.name] = value
     out_file = tmp_path / "many.html"
     code, out, err = report(capsys, str(tmp_path / "runs"), "-o", str(out_file))
     assert code == 0 and out[0].startswith(f"{out_file}: 1000 runs, "), (out, err)
-    names = [r["label"] for r in page_data(out_file.read_text())["runs"]]
+    text = out_file.read_text()
+    data = page_data(text)
+    names = [r["label"] for r in data["runs"]]
     assert len(set(names)) == 1000 and names[:2] == ["a", "b"]
     assert names[25:28] == ["z", "aa", "ab"] and names[701:704] == ["zz", "aaa", "aab"]  # past 702: three letters
+    assert text.count("<tr>") == 1 + 1000 and "<th>best m0/loss</th>" in text  # every run a row
+    drawn = {data["runs"][s["run"]]["name"] for s in data["charts"][0]["series"]}
+    assert drawn == set(sorted(best, key=best.get)[:10])  # curves of the ten best runs only
+    assert out_file.stat().st_size < 1024 * 1024
