@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS runs (
     record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "p": problems}
     config_stat TEXT,       -- config.yaml's stat when its flattened values were kept
     config BLOB
-) WITHOUT ROWID
+)
 """
 
 
