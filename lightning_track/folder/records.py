@@ -44,8 +44,6 @@ def read_metrics(path: str | Path, problems: list[JsonlProblem] | None = None) -
     for lineno, obj in iter_jsonl(path, problems):
         try:
             records.append(_record(obj))
-            if ends is not None:
-                ends.append(position)
         except (KeyError, TypeError, ValueError) as exc:
             problem = JsonlProblem(Path(path), lineno, f"not a metrics record ({exc})")
             if problems is None:
