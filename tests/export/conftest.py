@@ -4,6 +4,7 @@ change a run copy it first."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -48,7 +49,9 @@ class NanAt(DemoModule):
 
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
-        return loss * float("nan") if self.global_step + 1 >= self.nan_at else loss
+        step = self.global_step + 1
+        self.log("train/ratio", math.inf if step == 5 else -math.inf if step == 6 else math.nan if step > 6 else 1.0)
+        return loss * math.nan if step >= self.nan_at else loss
 
 
 def fit(logger: RunLogger, max_steps: int, callbacks=(), module=None, ckpt_path=None) -> Path:
@@ -84,7 +87,12 @@ def runs_copy(made_runs: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
     return {key: Path(shutil.copytree(path, dest / path.name, symlinks=True)) for key, path in made_runs.items()}
 
 
-def resume(run: Path, max_steps: int = 20) -> None:
-    """Continue ``run`` from its last checkpoint: the records after it are moved aside."""
+@pytest.fixture
+def resume():
+    """Continue a run from its last checkpoint: the records after it are moved aside."""
+    return _resume
+
+
+def _resume(run: Path, max_steps: int = 20) -> None:
     fit(RunLogger("toy", "resumed", root=run.parent, sinks=(), resume=run.name), max_steps,
         [StepCheckpoint(every_n_steps=8, start_step=8)], ckpt_path="last")
