@@ -30,6 +30,7 @@ from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics_since
 from ..query.runs import RunInfo
+from ..redaction import redact
 from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, iso_time
 from .record import SentFile
 from .target import Target
@@ -79,8 +80,6 @@ def param_value(value: Any) -> str:
 
 def run_params(run: RunInfo) -> dict[str, str]:
     """The flattened config, secrets redacted (again: migrated or hand-made files may hold them)."""
-    from ..run.config import redact  # the one secret rule (moving to lightning_track/redaction.py)
-
     return {key: param_value(value) for key, value in redact(dict(run.config)).items()}
 
 
@@ -105,7 +104,7 @@ def run_tags(run: RunInfo) -> dict[str, str]:
         tags["config_changes"] = json.dumps(changes, ensure_ascii=False, default=str)
     for tag in run.tags:
         tags[f"tag.{tag}"] = "true"
-    return tags
+    return redact(tags)  # notes or a reason may quote a URL with its credentials
 
 
 def artifact_files(run_dir: Path, *, with_model: bool = False, with_checkpoints: bool = False
