@@ -352,7 +352,9 @@ class MlflowExporter:
     def _send_params(self, run_id: str, params: Mapping[str, str], entry: dict[str, Any],
                      save: Callable[[], None], result: Any) -> None:
         sent = entry.setdefault("params", {})
-        new = [(name, value) for name, value in params.items() if name not in sent]  # a changed value: config_changes
+        refused = {item["name"] for item in entry.get("refused", []) if item.get("kind") == "param"}
+        # a value changed since it was sent goes as the config_changes tag; a refused one is not asked again
+        new = [(name, value) for name, value in params.items() if name not in sent and name not in refused]
         for i in range(0, len(new), MAX_PARAMS_TAGS):
             items = []
             for name, value in new[i: i + MAX_PARAMS_TAGS]:

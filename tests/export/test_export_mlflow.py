@@ -180,3 +180,29 @@ def test_an_unreachable_tracker_is_one_line_exit_1_nothing_recorded_and_no_passw
                                         "(Connection refused); nothing was sent"]
     assert "hunter2" not in done.stderr and "bob" not in done.stderr
     assert not (run / "export.json").exists()
+
+
+def test_a_param_the_server_refuses_is_recorded_and_the_rest_is_sent(runs_copy, client, mlflow_server) -> None:
+    run = runs_copy["done"]
+    first = export_run(run, mlflow_server.uri)
+    client.log_param(first.run_id, "extra.owner", "someone else")  # another writer got there first
+    with open(run / "config.yaml", "a") as config:
+        config.write("extra:\n  owner: me\n  added: 7\n")
+    again = export_run(run, mlflow_server.uri)
+    params = client.get_run(first.run_id).data.params
+    assert params["extra.owner"] == "someone else" and params["extra.added"] == "7"
+    (refused,) = entry_of(run, mlflow_server)["refused"]
+    assert (refused["kind"], refused["name"]) == ("param", "extra.owner")
+    assert "Changing param values is not allowed" in refused["why"]
+    assert again.notes == [f"MLflow refused param 'extra.owner': {refused['why']}"] and again.params == 1
+    assert export_run(run, mlflow_server.uri).nothing_new  # not asked again
+
+
+def test_a_root_exports_each_run_with_progress(runs_copy, client, mlflow_server, capsys) -> None:
+    root = runs_copy["done"].parent
+    assert lt_main(["export", str(root), "--to", mlflow_server.uri, "--experiment", "all-of-root"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["[1/3]", "[2/3]", "[3/3]"]
+    experiment = client.get_experiment_by_name("all-of-root")
+    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
+    assert names == {path.name for path in runs_copy.values()}
