@@ -16,7 +16,7 @@ from lightning_track.training.demo import DemoDataModule, DemoModule
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+def _mlflow_process(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install 'lightning-track[mlflow]')")
     from support.mlflow_server import make_mlflow_server
 
@@ -24,6 +24,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(_mlflow_process, made_runs):
+    """The server, answering; the runs are made while it starts (both take tens of seconds)."""
+    _mlflow_process.wait()
+    return _mlflow_process
 
 
 @pytest.fixture(scope="session")
@@ -68,11 +75,11 @@ def fit(logger: RunLogger, max_steps: int, callbacks=(), module=None, ckpt_path=
 
 
 @pytest.fixture(scope="session")
-def made_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def made_runs(_mlflow_process, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("made") / "runs"
     config = {"model": {"lr": 0.01, "hidden": 64}, "seed": 0, "hf_token": "hf_abc123", "layers": [1, 2]}
     runs = {"done": fit(RunLogger("arc", "lora", root=root, sinks=(), config=config, tags=["baseline"],
-                                  notes="first try"), 20)}
+                                  notes="first try", system_interval=0.5), 20)}  # samples at start, every 0.5 s
     runs["nan"] = fit(RunLogger("toy", "nan", root=root, sinks=(), config=config), 20,
                       [HealthGuard(warmup_steps=100, loss_threshold=None)], module=NanAt(12, max_steps=20))
     first = RunLogger("toy", "resumed", root=root, sinks=(), config=config)

@@ -198,11 +198,18 @@ def test_a_param_the_server_refuses_is_recorded_and_the_rest_is_sent(runs_copy, 
     assert export_run(run, mlflow_server.uri).nothing_new  # not asked again
 
 
-def test_a_root_exports_each_run_with_progress(runs_copy, client, mlflow_server, capsys) -> None:
+def test_a_root_exports_each_run_with_progress_and_credentials_stay_out_of_files_and_output(
+        runs_copy, client, mlflow_server, capsys) -> None:
     root = runs_copy["done"].parent
-    assert lt_main(["export", str(root), "--to", mlflow_server.uri, "--experiment", "all-of-root"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    with_password = mlflow_server.uri.replace("://", "://bob:hunter2@")
+    assert lt_main(["export", str(root), "--to", with_password, "--experiment", "all-of-root"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
     assert [line.split(" ", 1)[0] for line in lines] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert all(mlflow_server.uri in line for line in lines) and "hunter2" not in out + err
+    for run in runs_copy.values():
+        assert list(json.loads((run / "export.json").read_text())["targets"]) == [mlflow_server.uri]
+        assert b"hunter2" not in (run / "export.json").read_bytes()
     experiment = client.get_experiment_by_name("all-of-root")
     names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
     assert names == {path.name for path in runs_copy.values()}

@@ -28,7 +28,8 @@ class MlflowServer:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> None:
+    def start(self) -> None:
+        """Start the server (it answers only after :meth:`wait`: its first start creates the database)."""
         mlflow = shutil.which("mlflow")
         command = [mlflow] if mlflow else [sys.executable, "-m", "mlflow"]
         self.proc = subprocess.Popen(
@@ -36,8 +37,11 @@ class MlflowServer:
              "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "ab"), cwd=self.folder)
+
+    def wait(self, timeout: float = 180.0) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # the first start creates the database (migrations): tens of seconds
+        while time.monotonic() < deadline:  # tens of seconds on a busy machine (database migrations)
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited with {self.proc.returncode}: "
                                    f"{(self.folder / 'server.log').read_text()[-2000:]}")
