@@ -18,6 +18,7 @@ from lightning_track.export import export_run
 from lightning_track.export.record import export_lock
 from lightning_track.folder.fileio import atomic_write_json
 from lightning_track.folder.records import flatten, read_metrics
+from lightning_track.query.annotations import change_tags, set_notes
 from lightning_track.vocabulary import iso_time, parse_iso_time
 
 pytestmark = pytest.mark.slow
@@ -142,8 +143,14 @@ def test_a_running_run_exported_twice_sends_only_the_new_lines(runs_copy, client
 
     (run / "metrics.jsonl").write_bytes(whole)  # the writer went on and the run completed
     (run / "summary.json").write_bytes(summary)
+    change_tags(run, add=["keep"], remove=["baseline"])  # lt tag RUN +keep -baseline
+    set_notes(run, "second look: fine")
     second = export_run(run, mlflow_server.uri)
     assert second.run_id == first.run_id
+    tags = client.get_run(first.run_id).data.tags
+    assert tags["tag.keep"] == "true" and "tag.baseline" not in tags
+    assert tags["mlflow.note.content"] == "second look: fine" and tags["status"] == "completed"
+    assert second.tags == 4  # status, tag.keep and the notes set; tag.baseline removed
     assert second.values == sum(len(r.metrics) for r in read_metrics(run / "metrics.jsonl")) - early
     assert second.status == "FINISHED" and client.get_run(first.run_id).info.status == "FINISHED"
     assert assert_metrics_equal(client, first.run_id, run) == first.values + second.values
