@@ -188,7 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     runs = _runs_for_report(args, problems)
     for run in runs:
-        problems.extend(f"run {run.name}: {p}" for p in run.problems)
+        problems.extend(f"run {run.name}: {p}" if run.name not in p else p for p in run.problems)
     if not runs:
         for problem in problems:
             _warn("report", problem)

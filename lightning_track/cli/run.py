@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from ..vocabulary import DONE, EXIT_OK, EXIT_USAGE, FAILED, HEALTHY
+from ._errors import reports
 
 __all__ = ["main"]
 
@@ -76,6 +77,7 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+@reports("lt-run: error")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:

@@ -23,6 +23,7 @@ from ..folder.layout import RunLayout
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
 from ..sync.engine import CycleResult
 from ..sync.plan import Plan
+from ._errors import reports
 
 __all__ = ["main", "build_parser"]
 
@@ -152,6 +153,7 @@ async def _once(session: SyncSession, console: Console, quiet: bool) -> CycleRes
         return await session.cycle(progress, on_plan)
 
 
+@reports("lt-sync: error")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..errors import JsonlProblem
+from ..errors import JsonlProblem, RunFolderError
 
 __all__ = [
     "atomic_write_bytes",
@@ -183,7 +183,10 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     :func:`staged_writes`.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except FileNotFoundError:  # name the file asked for, not the temp name beside it
+        raise FileNotFoundError(errno.ENOENT, f"not written: no folder {path.parent}", str(path)) from None
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; a replaced file should look like any other
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
@@ -307,13 +310,13 @@ def read_json(path: str | Path) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise RunFolderError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not text.strip():
-        raise ValueError(f"{path}: file is empty")
+        raise RunFolderError(f"{path}: file is empty")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise RunFolderError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 
 
 class JsonlAppender:

@@ -24,6 +24,7 @@ known when the command starts. Other braces are left as they are.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shlex
 from collections.abc import Mapping
@@ -119,7 +120,7 @@ def _step(source: str, name: Any, raw: Any) -> Step:
         raise ConfigError(f"{where}: after must be a list of step names, e.g. after: [train]")
     health_time = raw.get("health_time")
     if health_time is not None and (isinstance(health_time, bool) or not isinstance(health_time, (int, float))
-                                    or health_time <= 0):
+                                    or not math.isfinite(health_time) or health_time <= 0):
         raise ConfigError(f"{where}: health_time must be a positive number of seconds, got {health_time!r}")
     retries = raw.get("retries", 0)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -205,6 +206,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the pipeline file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

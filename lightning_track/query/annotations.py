@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunFolderError
+from ..errors import ConfigError, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
 from ..folder.layout import RunLayout
 from ..vocabulary import iso_time
@@ -31,7 +31,7 @@ _TAG = re.compile(r"^[^\s,+\-][^\s,]{0,63}$")  # one word, no comma (filters spl
 def check_tag(tag: str) -> str:
     """A tag as given, or a one-line error naming it (spaces, commas, a leading sign, >64 characters)."""
     if not isinstance(tag, str) or not _TAG.match(tag):
-        raise ValueError(f"tag {tag!r}: one word of at most 64 characters, no spaces or commas, "
+        raise ConfigError(f"tag {tag!r}: one word of at most 64 characters, no spaces or commas, "
                          "not starting with + or -")
     return tag
 

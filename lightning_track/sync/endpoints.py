@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from ..errors import ConfigError
+
 __all__ = ["Endpoint", "parse_endpoint"]
 
 _HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)"
@@ -46,24 +48,24 @@ def _check_port(spec: str, port: str | None) -> int | None:
         return None
     value = int(port)
     if not 0 < value < 65536:
-        raise ValueError(f"{spec!r}: port {value} is out of range 1-65535")
+        raise ConfigError(f"{spec!r}: port {value} is out of range 1-65535")
     return value
 
 
 def parse_endpoint(spec: str) -> Endpoint:
     """Parse a command-line side; raises ``ValueError`` with a one-line reason."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("empty path: give a local folder, [user@]host[:port]:path or ssh://user@host[:port]/path")
+        raise ConfigError("empty path: give a local folder, [user@]host[:port]:path or ssh://user@host[:port]/path")
     if "\x00" in spec:
-        raise ValueError(f"{spec!r}: NUL byte in path")
+        raise ConfigError(f"{spec!r}: NUL byte in path")
     if spec.startswith("ssh://"):
         parts = urlsplit(spec)
         if not parts.hostname:
-            raise ValueError(f"{spec!r}: no host in ssh:// URL")
+            raise ConfigError(f"{spec!r}: no host in ssh:// URL")
         try:
             port = parts.port
         except ValueError:
-            raise ValueError(f"{spec!r}: port is not a number in 1-65535") from None
+            raise ConfigError(f"{spec!r}: port is not a number in 1-65535") from None
         path = unquote(parts.path) or "."
         if path.startswith("/~/"):
             path = path[3:] or "."
@@ -80,7 +82,7 @@ def parse_endpoint(spec: str) -> Endpoint:
     if not looks_local:
         match = _SCP.match(spec)
         if match is None:
-            raise ValueError(f"{spec!r}: not a local path, [user@]host[:port]:path or ssh://user@host[:port]/path")
+            raise ConfigError(f"{spec!r}: not a local path, [user@]host[:port]:path or ssh://user@host[:port]/path")
         port = _check_port(spec, match["port"])
         return Endpoint(path=match["path"] or ".", host=match["host"].strip("[]"), user=match["user"], port=port)
     return Endpoint(path=os.path.abspath(os.path.expanduser(spec)))
