@@ -96,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.post_process is not None:
         if cmd:
             return error("--post-process takes no command")
+        from pathlib import Path
+
         from ..derived.summary import post_process
+        from ..query.discover import require_run_folder
 
         try:
+            require_run_folder(Path(args.post_process))  # never rewrite the files of a folder that is not a run
             with say.console.status(f"post-processing {args.post_process}"):
                 summary = post_process(args.post_process)
         except (OSError, ValueError) as exc:

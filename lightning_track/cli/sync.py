@@ -21,6 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from ..errors import ConfigError, SyncError, TransferError, one_line
 from ..folder.layout import RunLayout
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
+from ..sync.endpoints import check_apart
 from ..sync.engine import CycleResult
 from ..sync.plan import Plan
 from ._errors import reports
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if src.is_remote == dest.is_remote and src == dest:
         parser.error("SRC and DEST are the same place")
+    check_apart(src, dest)
     if args.parallel < 1:
         parser.error("--parallel must be at least 1")
     options = SyncOptions(include_checkpoints=args.include_checkpoints, runs_glob=args.runs, since_hours=args.since,

@@ -245,6 +245,14 @@ def replace_dir(built: str | Path, target: str | Path) -> None:
 _LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
 
 
+def inside(target: str, root: str) -> bool:
+    """Whether the resolved path ``target`` is ``root`` or below it (both absolute, resolved).
+
+    The one rule for links (lt-sync, lt-migrate): what resolves outside the tree being read is never
+    copied or linked, so a symlink cannot carry an outside file (a secret) into a run or a mirror."""
+    return target == root or target.startswith(root.rstrip("/") + "/")
+
+
 def link_or_copy(src: str | Path, dst: str | Path) -> bool:
     """Hard-link ``src`` at ``dst`` (no bytes copied, the source untouched), or copy it where a link is
     impossible. True when linked."""

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
+from ..folder.fileio import inside
 
-__all__ = ["Endpoint", "parse_endpoint"]
+__all__ = ["Endpoint", "parse_endpoint", "check_apart"]
 
 _HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)"
 _SCP = re.compile(rf"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>{_HOST})(?::(?P<port>\d+))?:(?P<path>.*)$")
@@ -86,3 +87,17 @@ def parse_endpoint(spec: str) -> Endpoint:
         port = _check_port(spec, match["port"])
         return Endpoint(path=match["path"] or ".", host=match["host"].strip("[]"), user=match["user"], port=port)
     return Endpoint(path=os.path.abspath(os.path.expanduser(spec)))
+
+
+def check_apart(src: Endpoint, dest: Endpoint) -> None:
+    """Refuse a local DEST inside SRC (each pass would copy the mirror into itself, one level deeper)
+    and a local SRC inside DEST (the mirror's files would be its own source)."""
+    if src.is_remote or dest.is_remote:
+        return
+    a, b = os.path.realpath(src.path), os.path.realpath(dest.path)
+    if a == b:
+        raise ConfigError(f"SRC {src.path} and DEST {dest.path} are the same folder")
+    if inside(b, a):
+        raise ConfigError(f"DEST {dest.path} is inside SRC {src.path}; choose a mirror folder outside the source")
+    if inside(a, b):
+        raise ConfigError(f"SRC {src.path} is inside DEST {dest.path}; choose a mirror folder outside the source")
