@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..errors import ConfigError, LightningTrackError, SourceError, SyncError, one_line
+from ..query.format import printable
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exit_status
 
 __all__ = ["KNOWN_ERRORS", "exit_code", "message", "reported", "reports"]
@@ -68,7 +69,7 @@ def reported(prefix: str, body: Callable[..., int], *args: Any) -> int:
             except (OSError, ValueError):
                 pass
             return code
-        print(f"{prefix}: {message(exc)}", file=sys.stderr, flush=True)
+        print(printable(f"{prefix}: {message(exc)}"), file=sys.stderr, flush=True)
         return code
 
 

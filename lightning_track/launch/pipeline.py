@@ -35,7 +35,7 @@ from typing import Any
 from ..errors import ConfigError
 from .sweep import SWEEP_KEYS, SweepSpec, Trial, parse_sweep
 
-__all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "render_command"]
+__all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "render_command", "refuse_control"]
 
 REFERENCE = re.compile(r"\{([A-Za-z0-9_][A-Za-z0-9_-]*)\.([A-Za-z_]+)\}")
 _FIELDS = ("run_dir", "exp_id")  # what {step.<field>} may name
@@ -169,6 +169,7 @@ def parse_pipeline(data: Any, *, source: str = "pipeline", default_name: str = "
     root = data.get("root", "runs")
     if not isinstance(root, str) or not root:
         raise ConfigError(f"{source}: root must be a folder path, got {root!r}")
+    refuse_control(f"{source}: root", root)
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, Mapping) or not raw_steps:
         raise ConfigError(f"{source}: no steps; add steps: {{train: {{cmd: \"python train.py\"}}}}")
@@ -195,6 +196,14 @@ def parse_pipeline(data: Any, *, source: str = "pipeline", default_name: str = "
                 raise ConfigError(f"{_where(source, step.name)}: {token} names a step it does not run after; "
                                   f"add after: [{ref}]")
     return pipeline
+
+
+def refuse_control(option: str, value: str | None) -> None:
+    """A value written into an sbatch script holds no control character: a newline would start a shell
+    line of its own and end ``#SBATCH`` parsing (the options after it, ``--array`` too, silently dropped)."""
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{option} {value!r}: control characters (a newline, a tab) cannot go into an sbatch "
+                          "script; give the value on one line")
 
 
 def load_pipeline(path: str | Path) -> Pipeline:

@@ -53,7 +53,7 @@ class PipelineState:
                                      ) from None
             old = data.get("steps") if isinstance(data, dict) else None
             if not isinstance(old, (dict, type(None))):
-                raise RunFolderError(f"{self.path}: 'steps' is a {type(old).__name__}, expected an object of steps; "
+                raise RunFolderError(f"{self.path}: 'steps' is {old!r:.40}, expected an object of steps; "
                                      "move the file aside to start over")
             for name, entry in (old or {}).items():
                 if name in self.steps and isinstance(entry, dict) and entry.get("state") in STEP_STATES:
