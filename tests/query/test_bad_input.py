@@ -93,3 +93,17 @@ def test_report_data_block_escapes_markup_in_names(runs_copy, capsys, tmp_path) 
     block = re.search(r'<script type="application/json" id="lt-data">(.*?)</script>', html.read_text(), re.S)[1]
     assert code == 0 and "<" not in block and "\\u003c!--\\u003cscript>" in block
     assert key in [chart["key"] for chart in json.loads(block)["charts"]]
+
+
+def test_terminal_escapes_are_refused_in_tags_and_shown_escaped(runs_copy, capsys) -> None:
+    run = runs_copy["full"]
+    code, out, err = lt(capsys, "tag", str(run), "+\x1b]0;T\x07")
+    assert code == 2 and out == "" and len(err) == 1 and "control characters" in err[0] and "\x1b" not in err[0]
+    assert not (run / "annotations.json").exists()
+    edit_summary(run, status="failed", reason="boom \x1b]52;c;ZXZpbA==\x07", notes="see \x1b[2J\r here")
+    for argv in (["show", str(run)], ["show", str(run), "--prompt"], ["ls", str(run.parent), "-c", "+notes"]):
+        code, out, err = lt(capsys, *argv)
+        assert code == 0 and "\x1b" not in out and "\x07" not in out and "\r" not in out, argv
+        assert "boom \\x1b]52;c;ZXZpbA==\\x07" in out or argv[0] == "ls", argv
+    code, out, err = lt(capsys, "note", str(run))
+    assert out == "see \\x1b[2J\\x0d here\n"
