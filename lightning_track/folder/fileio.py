@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_open",
+    "read_umask",
     "to_jsonable",
     "json_line",
     "JsonlAppender",
@@ -145,10 +146,26 @@ def json_line(obj: Any) -> str:
     return _compact_dumps(obj) + "\n"
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
+def read_umask() -> int:
+    """The process's umask, read without changing it: ``Umask:`` in ``/proc/self/status`` (Linux 4.7+).
+
+    Where there is no such line, ``os.umask`` is set and restored once, here, while the package is
+    first imported (before any thread of ours starts); never later, when another thread creating a
+    file in that moment would get mode 0666."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_file_mode() -> int:
+    return 0o666 & ~read_umask()
 
 
 _FILE_MODE = _default_file_mode()
