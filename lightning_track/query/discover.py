@@ -33,7 +33,7 @@ def require_run_folder(path: Path) -> Path:
     The rule every command that reads or rewrites one run applies (lt show, lt-run --post-process)."""
     names = list_names(path)
     if names is None:
-        raise RunNotFound(f"{path}: " + ("not a folder" if path.exists() else "no such folder"))
+        raise RunNotFound(f"{path}: not a run folder (" + ("not a folder)" if path.exists() else "no such folder)"))
     if not names & RUN_FILES:
         raise RunFolderError(f"{path}: not a run folder (no summary.json, meta.json or metrics.jsonl)")
     return path

@@ -104,5 +104,5 @@ def test_post_process_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys:
         "metrics.jsonl)"
     assert {p.name: p.read_bytes() for p in csv_logger.iterdir()} == before
     assert run.main(["--post-process", str(tmp_path / "gone")]) == 2
-    assert _one_line(capsys) == f"lt-run: error: {tmp_path / 'gone'}: no such folder"
+    assert _one_line(capsys) == f"lt-run: error: {tmp_path / 'gone'}: not a run folder (no such folder)"
 
