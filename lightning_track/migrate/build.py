@@ -31,7 +31,8 @@ from ..folder.fileio import (
 from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord
 from ..folder.tracking import CheckpointMappings
-from ..run.config import config_digest, redact, redact_argv, write_config_yaml
+from ..redaction import Masker, redact, redact_argv, secret_values
+from ..run.config import config_digest, write_config_yaml
 from ..run.meta import package_versions
 from ..sinks import Sink, SinkContext
 from ..sinks.jsonl import MetricsJsonlSink
@@ -40,6 +41,7 @@ from ..vocabulary import COMPLETED, FAILED, INTERRUPTED, iso_time
 from .checkpoint_thread import CheckpointConversion, EpochIndex, ProgressFn, thread_safe
 from .checkpoints import NOT_CARRIED, ConvertedCheckpoint, find_checkpoints
 from .discover import LegacyRun
+from .legacy_text import redacted_text
 from .plan import TOOL, MigrateOptions, PlannedRun
 from .readers import (
     as_number,
@@ -119,9 +121,15 @@ def remove_empty(folder: Path) -> None:
         pass  # other runs still building there, or not empty / already gone
 
 
-def _carry(src: Path, dst: Path, on_bytes: ProgressFn) -> bool:
-    """Link (else copy) one unchanged legacy file into the run; True when linked."""
-    linked = link_or_copy(src, dst)
+def _carry(src: Path, dst: Path, on_bytes: ProgressFn, secrets: Masker | None = None) -> bool:
+    """Link (else copy) one legacy file into the run; True when linked. A text file holding a secret is
+    written redacted instead (:mod:`.legacy_text`)."""
+    cleaned = redacted_text(src, secrets) if secrets is not None else None
+    if cleaned is not None:
+        atomic_write_text(dst, cleaned)
+        linked = False
+    else:
+        linked = link_or_copy(src, dst)
     on_bytes(src.stat().st_size)
     return linked
 
@@ -137,9 +145,10 @@ def leaves_tree(path: Path, root: Path) -> str | None:
     return f"{path}: skipped: a link to {target}, outside the legacy run {root}"
 
 
-def link_or_copy_tree(src: Path, dst: Path, on_bytes: ProgressFn, root: Path | None = None,
-                      skipped: list[str] | None = None) -> tuple[int, int]:
-    """Hard-link every file of ``src`` under ``dst`` (copy when linking is impossible); (linked, copied).
+def link_or_copy_tree(src: Path, dst: Path, on_bytes: ProgressFn, secrets: Masker | None = None,
+                      root: Path | None = None, skipped: list[str] | None = None) -> tuple[int, int]:
+    """Hard-link every file of ``src`` under ``dst`` (copy when linking is impossible; a text file holding a
+    secret: written redacted); (linked, copied).
 
     With ``root``, a file that resolves outside it is left out and named in ``skipped``."""
     linked = copied = 0
@@ -153,7 +162,7 @@ def link_or_copy_tree(src: Path, dst: Path, on_bytes: ProgressFn, root: Path | N
                 if skipped is not None:
                     skipped.append(why)
                 continue
-            if _carry(Path(folder) / name, dst / rel / name, on_bytes):
+            if _carry(Path(folder) / name, dst / rel / name, on_bytes, secrets):
                 linked += 1
             else:
                 copied += 1
@@ -227,12 +236,13 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
     # mappings
     _write_mappings(run, layout, dataset, converted, first_seen, notes)
 
-    # final_model/ and the unchanged legacy files
+    # final_model/ and the legacy files (text holding a secret redacted)
+    known_secrets = Masker(secret_values(legacy_config))
     models = run.path / "models"
     if models.is_dir():
         outside: list[str] = []
         report.linked_files, report.copied_files = link_or_copy_tree(models, layout.final_model_dir, on_bytes,
-                                                                     run.path, outside)
+                                                                     known_secrets, run.path, outside)
         report.final_model_files = report.linked_files + report.copied_files
         for line in outside:
             notes.warn(line, str(models))
@@ -245,7 +255,7 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
             notes.warn(why, str(extra))
             continue
         layout.legacy_dir.mkdir(exist_ok=True)
-        if _carry(extra, layout.legacy_dir / extra.name, on_bytes):
+        if _carry(extra, layout.legacy_dir / extra.name, on_bytes, known_secrets):
             report.linked_files += 1
         else:
             report.copied_files += 1
