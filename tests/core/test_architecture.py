@@ -140,3 +140,56 @@ def test_no_module_is_a_grab_bag() -> None:
     sizes = {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines())
              for p in PACKAGE.rglob("*.py")}
     assert {name: n for name, n in sizes.items() if n > 470} == {}
+
+
+# -- the layer table of docs/architecture.md, and no import cycles -------------------------------------------
+
+from support import architecture  # noqa: E402 - the rules below read source with ast
+
+LAYER_TABLE = architecture.read_layer_table((PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8"))
+
+
+def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A small copy of the package's shape: ``files`` by path under ``lightning_track/``."""
+    package = tmp_path / "lightning_track"
+    for name, text in {"__init__.py": "", **files}.items():
+        path = package / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / "__init__.py").touch()
+        path.write_text(text, encoding="utf-8")
+    return package
+
+
+def test_every_import_follows_the_layer_table() -> None:
+    assert set(LAYER_TABLE) >= {"vocabulary.py", "errors.py", "redaction.py", "folder/", "run/", "cli/", "export/"}
+    assert architecture.layer_violations(PACKAGE, LAYER_TABLE) == []
+
+
+def test_the_layer_check_reports_a_planted_back_edge(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {
+        "vocabulary.py": "", "run/logger.py": "", "folder/layout.py": "from ..vocabulary import x\n",
+        "folder/records.py": "def later():\n    from ..run import logger\n",  # inside a function, relative
+        "derived/digest.py": "import lightning_track.run.logger\n",
+        "newpkg/thing.py": "",
+    })
+    problems = architecture.layer_violations(package, LAYER_TABLE)
+    assert sorted(problems) == [
+        "lightning_track/derived/digest.py:1 imports lightning_track.run.logger: derived/ may not import run/",
+        "lightning_track/folder/records.py:2 imports lightning_track.run.logger: folder/ may not import run/",
+        "lightning_track/newpkg/__init__.py: newpkg/ has no row in the table",
+        "lightning_track/newpkg/thing.py: newpkg/ has no row in the table",
+    ]
+
+
+def test_the_module_import_graph_has_no_cycle() -> None:
+    assert architecture.cycles(PACKAGE) == []
+
+
+def test_the_cycle_check_reports_a_planted_cycle(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {
+        "sync/transport/base.py": "def make():\n    from .local import Local\n",
+        "sync/transport/local.py": "from .base import Transport\n",
+        "sync/plan.py": "from .transport import base\n",
+    })
+    assert architecture.cycles(package) == [["lightning_track.sync.transport.base",
+                                             "lightning_track.sync.transport.local"]]
