@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,12 @@ __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_no
 
 def _warn(command: str, message: str) -> None:
     print(f"lt {command}: {message}", file=sys.stderr)
+
+
+def _default_roots(roots: Sequence[str] | None) -> list[str]:
+    if roots:
+        return list(roots)
+    return ["runs"] if Path("runs").is_dir() else ["."]
 
 
 def _stale(args: argparse.Namespace) -> dict[str, float]:
@@ -33,7 +40,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from ..query.format import table
     from ..query.listing import cell, header, parse_columns, sort_runs, unknown_keys
     from ..query.runs import filter_runs, find_runs, main_metric
-    from .lt import _default_roots
 
     try:
         filters = [parse_filter(f) for f in args.filter]
@@ -80,7 +86,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def _resolve(spec: str, roots: list[str] | None) -> Path:
     from ..query.runs import resolve_run
-    from .lt import _default_roots
 
     return resolve_run(spec, _default_roots(roots))
 

@@ -33,9 +33,9 @@ from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
 from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPTED, RUNNING, STALE, iso_time
 from .notify import Notifier
-from .pipeline import Pipeline, render_command
+from .pipeline import Pipeline, expand_sweeps, render_command, trial_names
 from .pipeline_state import BLOCKED, PENDING, PipelineState
-from .sweep import expand_sweeps, trial_env, trial_names
+from .sweep import trial_env
 
 __all__ = ["PipelineResult", "run_pipeline", "EXIT_INTERRUPTED"]
 

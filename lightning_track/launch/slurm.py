@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..vocabulary import ENV_RUN_DIR, SLURM_RESTART_COUNT
-from .pipeline import REFERENCE, Pipeline, Step
+from .pipeline import REFERENCE, Pipeline, Step, expand_sweeps
 from .slurm_job import Run, refusal, run_slurm
 
 __all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
@@ -211,7 +211,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
     exp_id ``<pipeline>_<step>.<i>``, tagged with the sweep (see :mod:`.sweep`); ``afterok`` on the array's job
     id waits for every task."""
     from ..vocabulary import ENV_SWEEP, ENV_TAGS
-    from .sweep import expand_sweeps, trial_env
+    from .sweep import trial_env
 
     expanded = expand_sweeps(pipeline)
     trials = expanded.sweeps[name]

@@ -15,7 +15,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ...errors import UnsafePathError
-from ..endpoints import Endpoint
 
 __all__ = [
     "FILE",
@@ -26,7 +25,6 @@ __all__ = [
     "check_rel",
     "check_name",
     "inside",
-    "make_transport",
 ]
 
 FILE, DIR, LINK = "file", "dir", "link"
@@ -159,14 +157,3 @@ class Transport(ABC):
     @abstractmethod
     async def truncate(self, rel: str, size: int) -> None:
         """Cut a file to ``size`` bytes."""
-
-
-def make_transport(endpoint: Endpoint) -> Transport:
-    """The transport for one side of a sync (the SSH one, and asyncssh, imported only when a side is remote)."""
-    if endpoint.is_remote:
-        from .ssh import SSHTransport
-
-        return SSHTransport(endpoint)
-    from .local import LocalTransport
-
-    return LocalTransport(endpoint.path)
