@@ -109,6 +109,9 @@ class RunLayout:
     SYSTEM_JSONL = "system.jsonl"  # GPU/CPU/memory samples over time
     MEDIA = "media"  # images, text and histograms logged by the run
     MEDIA_JSONL = "media.jsonl"  # their index: key, step, time, file, caption
+    ATTEMPT_META = "meta.attempt-{attempt}.json"  # meta.json of a resumed attempt (the first one's stays)
+    NODE_SYSTEM_JSONL = "system.node{node}.jsonl"  # another node's machine samples (DDP over nodes)
+    PIPELINE_STATE_SUFFIX = ".pipeline.json"  # <runs root>/<pipeline>.pipeline.json: a pipeline's step states
     APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING, LOGS, SYSTEM_JSONL, MEDIA_JSONL)
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -207,6 +210,18 @@ class RunLayout:
     @property
     def media_jsonl(self) -> Path:
         return self.run_dir / self.MEDIA_JSONL
+
+    def attempt_meta_json(self, attempt: int) -> Path:
+        """``meta.json`` of attempt ``attempt`` after the first (which keeps :attr:`meta_json`)."""
+        return self.run_dir / self.ATTEMPT_META.format(attempt=attempt)
+
+    def node_system_jsonl(self, node: int) -> Path:
+        """Machine samples of node ``node`` (node 0's are :attr:`system_jsonl`)."""
+        return self.system_jsonl if node == 0 else self.run_dir / self.NODE_SYSTEM_JSONL.format(node=node)
+
+    def node_system_jsonls(self) -> list[Path]:
+        """Every other node's samples file present, in name order."""
+        return sorted(self.run_dir.glob(self.NODE_SYSTEM_JSONL.format(node="*")))
 
     def dropped_metrics_jsonl(self, attempt: int) -> Path:
         """Where the records that attempt ``attempt``'s resume took out of ``metrics.jsonl`` go."""
@@ -314,6 +329,21 @@ class RunLayout:
         if status not in cls.SIGNAL_STATUSES:
             raise ValueError(f"signal status {status!r} is not one of {', '.join(cls.SIGNAL_STATUSES)}")
         return Path(signals_dir) / (f"{exp_id}.{status}" + (".json" if json else ""))
+
+    @classmethod
+    def pipeline_state_json(cls, root: str | Path, pipeline: str) -> Path:
+        """Where pipeline ``pipeline`` keeps its steps' states: a file beside the runs, never taken for a run."""
+        return Path(root) / f"{pipeline}{cls.PIPELINE_STATE_SUFFIX}"
+
+    @classmethod
+    def pipeline_state_files(cls, root: str | Path) -> list[Path]:
+        """Every pipeline state file under the runs root ``root``, in name order."""
+        return sorted(Path(root).glob(f"*{cls.PIPELINE_STATE_SUFFIX}"))
+
+    @classmethod
+    def pipeline_of_state_file(cls, path: str | Path) -> str:
+        """The pipeline's name a state file is named after."""
+        return Path(path).name.removesuffix(cls.PIPELINE_STATE_SUFFIX)
 
     @property
     def swanlab_workspace(self) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
+from ..folder.layout import RunLayout
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, PENDING, RUNNING, SUBMITTED, iso_time
 from .pipeline import Pipeline
 
@@ -30,7 +31,7 @@ STEP_STATES = (PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED, SUBMITTED)
 
 def state_path(pipeline: Pipeline) -> Path:
     """A file, not a folder, so run listings never take it for a run."""
-    return Path(pipeline.root) / f"{pipeline.name}.pipeline.json"
+    return RunLayout.pipeline_state_json(pipeline.root, pipeline.name)
 
 
 class PipelineState:

@@ -76,7 +76,7 @@ def parse_tag_ops(ops: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
+    path = RunLayout(run_dir).summary_json
     try:
         data = read_json(path) if path.exists() else {}
     except ValueError:

@@ -193,3 +193,32 @@ def test_the_cycle_check_reports_a_planted_cycle(tmp_path: Path) -> None:
     })
     assert architecture.cycles(package) == [["lightning_track.sync.transport.base",
                                              "lightning_track.sync.transport.local"]]
+
+
+# -- every file name from folder/layout.py ------------------------------------------------------------------
+
+from lightning_track.folder.layout import RunLayout  # noqa: E402
+
+# Too generic to tell a run file's name from a module path ("lightning_track.run") or another tool's files.
+_GENERIC = {RunLayout.RUN_NOTE_SUFFIX, RunLayout.CHECKPOINT_SUFFIX}
+RUN_FILE_NAMES = sorted({value.split("{")[0] for key, value in vars(RunLayout).items()
+                         if key.isupper() and isinstance(value, str) and ("." in value or "-" in value)
+                         and value not in _GENERIC})
+# Runicorn's own run layout (meta.json, summary.json, ...), which lt-sync writes for that viewer: not ours.
+SPELLING_ALLOWED = {"lightning_track/folder/layout.py", "lightning_track/sync/runicorn.py"}
+
+
+def test_only_the_layout_spells_a_run_files_name() -> None:
+    assert {"summary.json", "meta.json", "metrics.jsonl", "meta.attempt-", "system.node", ".pipeline.json"} <= set(
+        RUN_FILE_NAMES)
+    assert architecture.spelled_names(PACKAGE, RUN_FILE_NAMES, skip=SPELLING_ALLOWED) == []
+
+
+def test_the_spelling_check_reports_a_planted_name(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {"query/x.py": (
+        '"""Reads summary.json."""\n'  # a docstring may name it
+        'def f(run, n):\n'
+        '    print("no summary.json here")\n'  # so may a message
+        '    return run / "summary.json", run / f"meta.attempt-{n}.json", "training_config.yaml"\n')})
+    assert architecture.spelled_names(package, RUN_FILE_NAMES, skip=set()) == [
+        "lightning_track/query/x.py:4: 'summary.json'", "lightning_track/query/x.py:4: 'meta.attempt-'"]

@@ -188,3 +188,32 @@ def foreign_all_names(package_dir: Path) -> dict[str, list[str]]:
         if foreign:
             result[name] = foreign
     return result
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def spelled_names(package_dir: Path, fragments: list[str], *, skip: set[str]) -> list[str]:
+    """``file:line: 'text'`` for each string (an f-string's literal parts too; not docstrings, not prose with
+    spaces) that spells one of ``fragments`` (a file name, or a name's fixed part) outside the files ``skip``
+    (paths relative to the package's parent)."""
+    pattern = re.compile("|".join(rf"(?<![\w]){re.escape(f)}" for f in sorted(fragments, key=len, reverse=True)))
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        rel = path.relative_to(package_dir.parent).as_posix()
+        if rel in skip:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+                    and not re.search(r"\s", node.value) and pattern.search(node.value)):
+                found.append(f"{rel}:{node.lineno}: {node.value!r}")
+    return found
