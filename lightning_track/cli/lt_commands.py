@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunFolderError, one_line
-from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_bytes
 
 __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note"]
 
@@ -38,7 +38,7 @@ def _dumps(obj: Any) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     from ..query.filters import MISSING, FilterError, parse_filter
     from ..query.format import table
-    from ..query.listing import cell, header, parse_columns, sort_runs, unknown_keys
+    from ..query.listing import DEFAULT_COLUMNS, cell, header, parse_columns, sort_runs, unknown_keys
     from ..query.runs import filter_runs, find_runs, main_metric
 
     try:
@@ -62,8 +62,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.last is not None:
         rows = rows[-args.last:] if args.last > 0 else []
     if args.json:
-        extra = [c for c in columns if c not in ("name", "source", "dataset", "method", "status", "start",
-                                                  "duration", "step", "host", "tag")]
+        extra = [c for c in columns if c not in DEFAULT_COLUMNS]
         out = []
         for run in rows:
             record = run.record()
@@ -203,7 +202,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                         problems=problems)
     for problem in dict.fromkeys(problems):
         _warn("report", problem)
-    print(f"{args.output}: {len(runs)} runs, {len(text.encode()) / 1024:.0f} KiB, "
+    print(f"{args.output}: {len(runs)} runs, {format_bytes(len(text.encode()))}, "
           f"{time.perf_counter() - started:.2f} s")
     return EXIT_OK
 

@@ -222,3 +222,8 @@ def test_the_spelling_check_reports_a_planted_name(tmp_path: Path) -> None:
         '    return run / "summary.json", run / f"meta.attempt-{n}.json", "training_config.yaml"\n')})
     assert architecture.spelled_names(package, RUN_FILE_NAMES, skip=set()) == [
         "lightning_track/query/x.py:4: 'summary.json'", "lightning_track/query/x.py:4: 'meta.attempt-'"]
+
+
+def test_one_byte_size_spelling_in_binary_units() -> None:
+    assert [vocabulary.format_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 2**20, 3 * 2**30 // 2, 2**50)] == [
+        "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "1.5 GiB", "1048576.0 GiB"]
