@@ -36,7 +36,8 @@ def _dumps(obj: Any) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from ..query.filters import MISSING, FilterError, parse_filter
+    from ..errors import FilterError
+    from ..query.filters import MISSING, parse_filter
     from ..query.format import table
     from ..query.listing import DEFAULT_COLUMNS, cell, header, parse_columns, sort_runs, unknown_keys
     from ..query.runs import filter_runs, find_runs, main_metric
@@ -84,7 +85,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _resolve(spec: str, roots: list[str] | None) -> Path:
-    from ..query.runs import resolve_run
+    from ..query.discover import resolve_run
 
     return resolve_run(spec, _default_roots(roots))
 
@@ -179,7 +180,8 @@ def _runs_for_report(args: argparse.Namespace, problems: list[str]) -> list[Any]
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from ..query.filters import FilterError, parse_filter
+    from ..errors import FilterError
+    from ..query.filters import parse_filter
     from ..query.report_html import POINTS, write_report
 
     try:

@@ -55,9 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], None]) -> int:
-    from ..launch.pipeline_state import DONE, SUBMITTED, PipelineState, state_path
+    from ..launch.pipeline_state import PipelineState, state_path
     from ..launch.slurm import SlurmOptions, sbatch_scripts, script_path, submit, submit_plan
-    from ..vocabulary import RUNNING
+    from ..vocabulary import DONE, RUNNING, SUBMITTED
 
     if not args.dry_run and state_path(pipeline).exists():  # what Slurm says of the jobs submitted before
         from ..launch.pipeline import expand_sweeps
@@ -104,7 +104,8 @@ def _sweep_arrays(pipeline: Pipeline, options: object, steps: list[str]) -> dict
 def _record_array_tasks(pipeline: Pipeline, ids: dict[str, str]) -> None:
     """Each submitted trial in the state file as ``submitted`` with its array task id ``<job>_<i>``."""
     from ..launch.pipeline import expand_sweeps
-    from ..launch.pipeline_state import SUBMITTED, PipelineState
+    from ..launch.pipeline_state import PipelineState
+    from ..vocabulary import SUBMITTED
 
     expanded = expand_sweeps(pipeline)
     if not any(n in ids for n in expanded.sweeps):

@@ -18,12 +18,9 @@ __all__ = [
     "RunLayout",
     "RunName",
     "sanitize_name",
-    "format_timestamp",
     "parse_run_name",
-    "TIMESTAMP_FORMAT",
-]
+    ]
 
-TIMESTAMP_FORMAT = RUN_NAME_TIME_FORMAT
 MAX_NAME_PART = 80
 
 # Characters that break paths, shells or viewers. Unicode letters and digits stay readable.
@@ -48,9 +45,6 @@ def sanitize_name(value: str, *, what: str = "name") -> str:
     return text[:MAX_NAME_PART]
 
 
-format_timestamp = run_name_time  # the stamp in a run folder's name
-
-
 @dataclass(frozen=True)
 class RunName:
     """The parts of a run folder name ``<dataset>_<method>_<YYYYmmdd_HHMMSS>[-N]``."""
@@ -61,7 +55,7 @@ class RunName:
 
     @property
     def started(self) -> datetime:
-        return datetime.strptime(self.timestamp, TIMESTAMP_FORMAT)
+        return datetime.strptime(self.timestamp, RUN_NAME_TIME_FORMAT)
 
 
 def parse_run_name(name: str) -> RunName | None:
@@ -70,7 +64,7 @@ def parse_run_name(name: str) -> RunName | None:
     if not match:
         return None
     try:
-        datetime.strptime(match["stamp"], TIMESTAMP_FORMAT)
+        datetime.strptime(match["stamp"], RUN_NAME_TIME_FORMAT)
     except ValueError:
         return None
     return RunName(match["prefix"], match["stamp"], int(match["n"] or 1))
@@ -190,6 +184,10 @@ class RunLayout:
     @property
     def line_checkpoint_mapping_json(self) -> Path:
         return self.run_dir / self.LINE_CHECKPOINT_MAPPING
+
+    @property
+    def annotations_json(self) -> Path:
+        return self.run_dir / self.ANNOTATIONS
 
     @property
     def logs_txt(self) -> Path:
@@ -363,7 +361,7 @@ class RunLayout:
         ``mkdir`` without ``exist_ok`` is the lock: two processes can never get the same folder.
         """
         root = Path(root)
-        timestamp = timestamp or format_timestamp()
+        timestamp = timestamp or run_name_time()
         root.mkdir(parents=True, exist_ok=True)
         counter = 1
         while True:

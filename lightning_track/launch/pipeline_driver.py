@@ -31,10 +31,22 @@ from ..errors import ConfigError, one_line
 from ..folder import signals
 from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
-from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPTED, RUNNING, STALE, iso_time
+from ..vocabulary import (
+    BLOCKED,
+    DONE,
+    EXIT_FAILURE,
+    EXIT_OK,
+    FAILED,
+    HEALTHY,
+    INTERRUPTED,
+    PENDING,
+    RUNNING,
+    STALE,
+    iso_time,
+)
 from .notify import Notifier
 from .pipeline import Pipeline, expand_sweeps, render_command, trial_names
-from .pipeline_state import BLOCKED, PENDING, PipelineState
+from .pipeline_state import PipelineState
 from .sweep import trial_env
 
 __all__ = ["PipelineResult", "run_pipeline", "EXIT_INTERRUPTED"]

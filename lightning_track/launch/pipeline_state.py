@@ -22,7 +22,7 @@ from ..folder.layout import RunLayout
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, PENDING, RUNNING, SUBMITTED, iso_time
 from .pipeline import Pipeline
 
-__all__ = ["PENDING", "RUNNING", "DONE", "FAILED", "BLOCKED", "INTERRUPTED", "SUBMITTED", "STEP_STATES", "state_path",
+__all__ = ["STEP_STATES", "state_path",
            "PipelineState", "format_status"]
 
 # pending, blocked (an upstream step failed), submitted (handed to Slurm, its job id in slurm_job_id): vocabulary's

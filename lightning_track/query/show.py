@@ -19,10 +19,11 @@ from ..derived.report import format_value
 from ..errors import one_line
 from ..folder.fileio import is_temp_name, restore_nonfinite
 from ..folder.layout import RunLayout
+from ..folder.records import flatten
 from ..vocabulary import COMPLETED, format_bytes
 from .format import format_cell, format_duration, format_time, table
 from .pipelines import pipeline_lines, pipeline_step
-from .runs import RunInfo, flatten
+from .runs import RunInfo
 
 __all__ = ["render_show", "checkpoints", "system_peaks", "console_tail", "files", "show_record"]
 

@@ -25,7 +25,7 @@ from .runicorn import RunicornView
 from .state import SyncState, default_state_path
 from .transport import Entry, Transport, make_transport
 
-__all__ = ["SyncOptions", "CycleResult", "SyncSession", "SyncError", "sync_once", "run_loop", "FATAL_ERRORS",
+__all__ = ["SyncOptions", "CycleResult", "SyncSession", "sync_once", "run_loop", "FATAL_ERRORS",
            "RETRYABLE_ERRORS"]
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound

@@ -46,8 +46,8 @@ from omegaconf.errors import OmegaConfBaseException
 from ..errors import ConfigError, one_line
 from ..run.config import load_config
 
-__all__ = ["from_config", "build_logger", "build_callbacks", "trainer_kwargs", "load_config", "CALLBACKS",
-           "DEFAULT_CALLBACKS", "ConfigError", "check_section", "check_types"]
+__all__ = ["from_config", "build_logger", "build_callbacks", "trainer_kwargs", "CALLBACKS",
+           "DEFAULT_CALLBACKS", "check_section", "check_types"]
 
 # Config name -> "module:Class" (imported on use, so a config without a callback never imports it).
 CALLBACKS: dict[str, str] = {

@@ -227,3 +227,19 @@ def test_the_spelling_check_reports_a_planted_name(tmp_path: Path) -> None:
 def test_one_byte_size_spelling_in_binary_units() -> None:
     assert [vocabulary.format_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 2**20, 3 * 2**30 // 2, 2**50)] == [
         "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "1.5 GiB", "1048576.0 GiB"]
+
+
+# -- __all__ lists a module's own names ------------------------------------------------------------------------
+
+
+def test_every_all_lists_only_the_modules_own_names() -> None:
+    """A name is imported from where it is defined; a package's ``__init__`` may gather its modules' names."""
+    assert architecture.foreign_all_names(PACKAGE) == {}
+
+
+def test_the_all_check_reports_planted_re_exports(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {"run/writer.py": (
+        "from ..errors import WriterError\nfrom .. import vocabulary\nfrom ..folder import layout\n"
+        "__all__ = ['Writer', 'WriterError', 'DONE', 'FILE', 'KIND', 'CHUNK']\n"
+        "class Writer: ...\nDONE = vocabulary.DONE\nFILE, KIND = layout.RunLayout.LOGS, 'kind'\nCHUNK = 1 << 20\n")})
+    assert architecture.foreign_all_names(package) == {"lightning_track.run.writer": ["WriterError", "DONE", "FILE"]}
