@@ -128,6 +128,7 @@ ENV_CACHE_DIR = ENV_PREFIX + "CACHE_DIR"  # the user's cache: loop-state templat
 ENV_CONSOLE = ENV_PREFIX + "CONSOLE"
 ENV_TAGS = ENV_PREFIX + "TAGS"  # "a,b": tags the launcher adds to the run (a sweep's trials: the sweep's name)
 ENV_SWEEP = ENV_PREFIX + "SWEEP"  # JSON {name, trial, overrides, metric, mode}: summary.json's "sweep"
+ENV_MASK = ENV_PREFIX + "MASK"  # JSON list: the secret values the console relay masks in logs.txt (its own env only)
 
 # Names read before the prefix was the rule; still honoured when the new name is unset.
 _OLD_NAMES: Mapping[str, str] = {ENV_CACHE_DIR: "LT_CACHE_DIR"}

@@ -32,6 +32,7 @@ from ..errors import ConfigError, one_line
 from ..folder import signals
 from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
+from ..redaction import redact_command
 from ..vocabulary import (
     BLOCKED,
     DONE,
@@ -108,10 +109,12 @@ class _Driver:
                 self.log(f"{name}: failed: {exc}")
                 self.notify(FAILED, name, str(exc))
                 return
-            self.state.update(name, state=RUNNING, attempts=attempt, exp_id=exp_id, cmd=step.cmd, command=cmd,
+            shown = redact_command(cmd)  # the real command only in memory: the state file and the log are mirrored
+            self.state.update(name, state=RUNNING, attempts=attempt, exp_id=exp_id, cmd=redact_command(step.cmd),
+                              command=shown,
                               started=iso_time(), ended=None, exit_code=None, reason=None, run_dir=None,
                               failure=None, previous=None)
-            self.log(f"{name}: start{f' (attempt {attempt})' if attempt > 1 else ''}: {cmd}")
+            self.log(f"{name}: start{f' (attempt {attempt})' if attempt > 1 else ''}: {shown}")
 
             def on_event(kind: str, message: str, name: str = name) -> None:
                 if kind in (HEALTHY, "kill", "error") or (kind == FAILED and not message.startswith("exit code")):
@@ -157,8 +160,8 @@ class _Driver:
         from .sweep_report import finish_sweep
 
         fields = finish_sweep(self.pipeline, self.state, name)
-        self.state.update(name, state=DONE, cmd=self.pipeline.steps[name].cmd, exp_id=self.pipeline.exp_id(name),
-                          reason=None, **fields)
+        self.state.update(name, state=DONE, cmd=redact_command(self.pipeline.steps[name].cmd),
+                          exp_id=self.pipeline.exp_id(name), reason=None, **fields)
         best = fields.get("best")
         line = f"{fields['trials']} trials done" + (f"; best: trial {best['trial']} {best['metric']} "
                                                      f"{best['value']:.6g}" if best else "")

@@ -36,6 +36,7 @@ from typing import Any
 
 from ..folder import signals
 from ..folder.layout import RunLayout, sanitize_name
+from ..redaction import command_secrets, redact_command, secret_values
 from ..vocabulary import (
     ENV_EXP_ID,
     ENV_SIGNALS_DIR,
@@ -94,7 +95,7 @@ class _Child:
         try:
             self.proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, start_new_session=True, **stdio)
         except OSError as exc:
-            raise OSError(f"cannot start {shlex.join(cmd)}: {exc.strerror or exc}") from None
+            raise OSError(f"cannot start {redact_command(shlex.join(cmd))}: {exc.strerror or exc}") from None
 
     def send(self, sig: int) -> None:
         try:
@@ -182,7 +183,7 @@ def run_command(
     capture: LaunchConsole | None = None
     if console:
         try:
-            capture = LaunchConsole()
+            capture = LaunchConsole(secrets=command_secrets(shlex.join(cmd)) | secret_values(environ=child_env))
             child_env = capture.env(child_env)
         except OSError as exc:
             notify("info", f"console output is not captured: {exc.strerror or exc}")
@@ -196,7 +197,8 @@ def run_command(
     # Slurm job or a pipeline step waits for the command's start, not for lt-run's words.
     if stale:
         notify("info", f"removed {len(stale)} old signal file(s) of {exp_id}")
-    notify("start", f"pid {child.proc.pid}: {shlex.join(cmd)} (exp_id {exp_id}, signals in {signals_path})")
+    shown = redact_command(shlex.join(cmd))
+    notify("start", f"pid {child.proc.pid}: {shown} (exp_id {exp_id}, signals in {signals_path})")
 
     forwarded: list[int] = []
     previous: dict[int, Any] = {}
