@@ -57,12 +57,11 @@ from ..folder.fileio import atomic_write_json
 from ..folder.layout import RunLayout
 from ..run.distributed import destroy_process_group_at_exit
 from ..vocabulary import FAILED, INTERRUPTED, exit_status, iso_time, stop_signals
-from .health.checks import INTERRUPTED as INTERRUPTED_CHECK
 from .health.checks import STOP_CHECKS
 from .health.guard import HealthGuard
 from .targets import find_layout, find_run_logger, signal_target, training_starts
 
-__all__ = ["PreemptionHandler", "INTERRUPTED_CHECK"]
+__all__ = ["PreemptionHandler"]
 
 
 def _signal_number(name: str | int) -> int:
@@ -266,7 +265,7 @@ class PreemptionHandler(Callback):
             "no checkpoint")
         reason = f"{details['signal']} received at step {details['step']}: run interrupted, {resume}"
         try:
-            target.write(FAILED, check=INTERRUPTED_CHECK, reason=reason, run_dir=str(layout.run_dir.resolve()),
+            target.write(FAILED, check=INTERRUPTED, reason=reason, run_dir=str(layout.run_dir.resolve()),
                          rank=trainer.global_rank, **details)
         except (OSError, ValueError) as exc:
             print(f"PreemptionHandler: could not write the signal: {exc}", file=sys.stderr)

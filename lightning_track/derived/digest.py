@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..folder.fileio import atomic_open
-from ..folder.records import MetricRecord, read_metrics
+from ..folder.records import MetricRecord, read_metrics  # noqa: F401 - read_metrics: lightning_track.metrics (old path)
 
 __all__ = [
-    "MetricRecord",  # re-exported: lightning_track.metrics (the old path) had both halves
-    "read_metrics",
     "infer_mode",
     "summarize_metrics",
     "write_metrics_csv",

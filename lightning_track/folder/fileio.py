@@ -33,7 +33,6 @@ __all__ = [
     "JsonlAppender",
     "read_json",
     "iter_jsonl",
-    "JsonlProblem",
     "restore_nonfinite",
     "TEMP_SUFFIX",
     "temp_path",

@@ -34,21 +34,23 @@ from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
 from ..redaction import redact_command
 from ..vocabulary import (
+    BLOCKED,
     DONE,
     EXIT_FAILURE,
     EXIT_OK,
     FAILED,
     HEALTHY,
     INTERRUPTED,
+    PENDING,
     RUNNING,
     STALE,
     iso_time,
     stop_signals,
 )
 from .notify import Notifier
-from .pipeline import Pipeline, render_command
-from .pipeline_state import BLOCKED, PENDING, PipelineState
-from .sweep import expand_sweeps, trial_env, trial_names
+from .pipeline import Pipeline, expand_sweeps, render_command, trial_names
+from .pipeline_state import PipelineState
+from .sweep import trial_env
 
 __all__ = ["PipelineResult", "run_pipeline", "EXIT_INTERRUPTED"]
 

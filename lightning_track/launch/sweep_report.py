@@ -15,9 +15,9 @@ from ..folder import signals
 from ..folder.fileio import atomic_write_text, read_json
 from ..folder.layout import RunLayout
 from ..query.sweeps import TrialRow, rank_trials, table_lines
-from ..vocabulary import iso_time
+from ..vocabulary import PENDING, SUBMITTED, iso_time
 from .pipeline import Pipeline
-from .pipeline_state import PENDING, SUBMITTED, PipelineState
+from .pipeline_state import PipelineState
 
 __all__ = ["sweep_table", "table_path", "finish_sweep", "write_tables"]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import FilterError
 
-__all__ = ["FilterError", "Filter", "parse_filter", "MISSING", "parse_length", "compare", "TIME_KEYS",
+__all__ = ["Filter", "parse_filter", "MISSING", "parse_length", "compare", "TIME_KEYS",
            "LENGTH_KEYS"]
 
 

@@ -16,16 +16,15 @@ from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .runs import FIELD_NAMES, RunInfo, main_metric
 
-__all__ = ["default_columns", "parse_columns", "cell", "sort_runs", "unknown_keys", "header"]
+__all__ = ["DEFAULT_COLUMNS", "default_columns", "parse_columns", "cell", "sort_runs", "unknown_keys", "header"]
+
+# In order; "source" and "tag" only when some run has one. A run's record() holds each of them.
+DEFAULT_COLUMNS = ("name", "source", "dataset", "method", "status", "start", "duration", "step", "host", "tag")
 
 
 def default_columns(runs: Sequence[RunInfo], metric: str | None) -> list[str]:
-    columns = ["name"]
-    if any(run.source for run in runs):
-        columns.append("source")
-    columns += ["dataset", "method", "status", "start", "duration", "step", "host"]
-    if any(run.tags for run in runs):
-        columns.append("tag")
+    shown = {"source": any(run.source for run in runs), "tag": any(run.tags for run in runs)}
+    columns = [column for column in DEFAULT_COLUMNS if shown.get(column, True)]
     if metric:
         columns.append(f"best.{metric}")
     return columns

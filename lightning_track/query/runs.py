@@ -29,13 +29,13 @@ from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
 from ..folder.records import flatten
 from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, UNKNOWN, parse_iso_time
-from .annotations import ANNOTATIONS, effective_notes, effective_tags, read_annotations
+from .annotations import effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
-from .discover import find_run_dirs, list_names, resolve_run
+from .discover import find_run_dirs, list_names
 from .filters import MISSING, Filter, parse_filter
 
-__all__ = ["RunInfo", "find_runs", "read_run", "resolve_run", "judge_status", "load_runs", "filter_runs",
-           "main_metric", "metric_table_problems", "STALE_AFTER_S", "UNKNOWN", "flatten"]
+__all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "load_runs", "filter_runs",
+           "main_metric", "metric_table_problems", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
 
@@ -337,7 +337,7 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
                 info.problems += metric_table_problems(data, path / filename)
         else:
             info.problems.append(f"{path / filename}: expected a JSON object")
-    if ANNOTATIONS in names:
+    if RunLayout.ANNOTATIONS in names:
         try:
             info.annotations = read_annotations(path)
         except RunFolderError as exc:

@@ -181,7 +181,7 @@ class RunLifecycle:
             fields["config_digest"] = config_digest(self.config)
         meta = collect_meta(self.dataset, self.method, layout.name, root=str(layout.root.resolve()))
         if layout.meta_json.exists():
-            atomic_write_json(layout.run_dir / f"meta.attempt-{self.attempt}.json", meta)
+            atomic_write_json(layout.attempt_meta_json(self.attempt), meta)
         else:
             atomic_write_json(layout.meta_json, meta)
         self._reserve_space()

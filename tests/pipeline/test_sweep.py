@@ -13,11 +13,9 @@ from pipeline_support import HERE, Webhook, fields, lt_pipeline, py, state, writ
 from support.processes import script_env
 
 from lightning_track.errors import ConfigError
-from lightning_track.launch.pipeline import parse_pipeline
+from lightning_track.launch.pipeline import check_slurm_references, expand_sweeps, parse_pipeline
 from lightning_track.launch.slurm import SlurmOptions, sweep_array_script
 from lightning_track.launch.sweep import (
-    check_slurm_references,
-    expand_sweeps,
     grid_trials,
     random_trials,
     trial_command,

@@ -15,8 +15,8 @@ from support.query import edit_summary
 from lightning_track import load_history, load_runs, read_metrics
 from lightning_track.errors import RunFolderError
 from lightning_track.query import find_runs, read_history, resolve_run
-from lightning_track.query.runs import UNKNOWN, judge_status
-from lightning_track.vocabulary import iso_time
+from lightning_track.query.runs import judge_status
+from lightning_track.vocabulary import UNKNOWN, iso_time
 
 NOW = 1_800_000_000.0
 
