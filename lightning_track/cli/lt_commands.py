@@ -57,7 +57,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         rows = rows[-args.last:] if args.last > 0 else []
     if args.json:
         extra = [c for c in columns if c not in ("name", "source", "dataset", "method", "status", "start",
-                                                  "duration", "step", "host", "tag")]
+                                                  "wall_span", "step", "host", "tag")]
         out = []
         for run in rows:
             record = run.record()
@@ -67,7 +67,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             out.append(record)
         print(_dumps(out))
     elif rows:
-        right = [c in ("duration", "step") or c.startswith(("best.", "final.")) for c in columns]
+        right = [c in ("wall_span", "training_time", "step") or c.startswith(("best.", "final.")) for c in columns]
         print(table([header(c) for c in columns], [[cell(run, c) for c in columns] for run in rows], right=right))
     if not rows:
         if runs:

@@ -138,10 +138,10 @@ def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str]) ->
         where = (run.host or "-") + (f" ({run.source})" if run.source else "")
         rows.append([f'<td><span class="chip" style="background:{color}"></span>{label}</td>', _td(run.name),
                      _td(run.status, f"st-{run.status}"), _td(run.dataset), _td(run.method), _td(where),
-                     _td(format_time(run.start)), _td(format_duration(run.duration), "num"),
+                     _td(format_time(run.start)), _td(format_duration(run.wall_span), "num"),
                      _td(format_cell(run.summary.get("last_step")), "num"), _td(", ".join(run.tags) or "-"),
                      _td(run.notes or "-")])
-    return _table(["", "run", "status", "dataset", "method", "host", "start", "duration", "last step", "tags",
+    return _table(["", "run", "status", "dataset", "method", "host", "start", "wall span", "last step", "tags",
                    "notes"], rows)
 
 
