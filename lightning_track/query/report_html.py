@@ -26,8 +26,7 @@ from ..errors import RunFolderError, one_line
 from ..folder.fileio import atomic_write_text, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, iso_time
-from .compare import compare_runs, labels, metric_rows
-from .filters import MISSING
+from .compare import cell_text, compare_runs, labels, metric_rows
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
 from .runs import RunInfo
@@ -235,7 +234,7 @@ def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = Non
         parts += ["<h2>Failures</h2>", *failures]
     parts += ["<h2>Metrics</h2>", _metrics_html(comp), "<h2>Config differences</h2>"]
     if comp.config_diff:
-        parts.append(_table(["key", *names], [[_td(k), *(_td("-" if v is MISSING else format_cell(v)) for v in values)]
+        parts.append(_table(["key", *names], [[_td(k), *(_td(cell_text(v)) for v in values)]
                                               for k, values in comp.config_diff]))
     else:
         parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
