@@ -24,7 +24,7 @@ import torch
 from support.trainers import make_trainer
 from torch.utils.data import DataLoader
 
-from lightning_track import BatchTracker, FinalModelExport, PreemptionHandler, RunLogger, StepCheckpoint
+from lightning_track import BatchTracker, FinalModelExport, HealthGuard, PreemptionHandler, RunLogger, StepCheckpoint
 from lightning_track.callbacks.batch_tracking import TrackedDataset
 
 transformers = pytest.importorskip("transformers")
@@ -96,10 +96,10 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("lora")
     runs = root / "runs"
     module = LoraLM(tiny_llama(root / "base"), LR)
-    logger = RunLogger("tiny-lines", "lora", root=runs)
+    logger = RunLogger("tiny-lines", "lora", root=runs, system_interval=0.5)
     trainer = make_trainer(root, max_steps=MAX_STEPS, logger=logger,
                            callbacks=[StepCheckpoint(every_n_steps=100), BatchTracker(), FinalModelExport(),
-                                      PreemptionHandler(), KillSelfAt(STOP_AT)])
+                                      HealthGuard(warmup_steps=2), PreemptionHandler(), KillSelfAt(STOP_AT)])
     console, records = io.StringIO(), Records()
     logging.getLogger("lightning.pytorch").addHandler(records)
     try:
@@ -113,10 +113,10 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     "show": render_show(first), "prompt": render_prompt(first), "ls_status": cell(first, "status"),
                     "console": console.getvalue() + "\n".join(records.lines)}
     time.sleep(1.0)  # a pause between the attempts: the wall span is longer than the training time
-    logger = RunLogger("tiny-lines", "lora", root=runs, resume=True)
+    logger = RunLogger("tiny-lines", "lora", root=runs, resume=True, system_interval=0.5)
     trainer = make_trainer(root, max_steps=MAX_STEPS, logger=logger,
                            callbacks=[StepCheckpoint(every_n_steps=100), BatchTracker(), FinalModelExport(),
-                                      PreemptionHandler()])
+                                      HealthGuard(warmup_steps=2), PreemptionHandler()])
     trainer.fit(module, loader(), ckpt_path="last")
     module.model.eval()
     ids = torch.arange(12).unsqueeze(0) % 100
@@ -245,3 +245,78 @@ def test_full_transformers_model_card_loads_with_its_auto_class(tmp_path, monkey
     module.model.eval()
     with torch.no_grad():
         assert torch.equal(scope["model"](input_ids=ids).logits, module.model(input_ids=ids).logits)
+
+
+# -- the docs agree with the files ---------------------------------------------------------------------
+README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = README.parent / "docs"
+# Diagram entries a run of another kind writes, and the test that makes such a run
+OTHER_KINDS = {
+    "metrics.dropped-at-attempt-N.jsonl": "a resume from before the last record (tests/core/test_run_record.py)",
+}
+
+
+def diagram() -> list[tuple[int, str]]:
+    """``(depth, name)`` of every entry of the README's run-folder diagram (depth 0: beside the runs)."""
+    text = README.read_text()
+    block = text[text.index("Every run gets one folder:"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    entries = []
+    for line in block.splitlines():
+        found = re.match(r"^((?:│   |    )*)[├└]── (\S+(?: \+ \S+)?)", line)
+        if found:
+            entries.append((len(found.group(1)) // 4, found.group(2)))
+    return entries
+
+
+def pattern(name: str) -> str:
+    """A diagram name as a glob: ``<exp_id>``, ``N``, ``<N>`` and example numbers (``076``) stand for any text."""
+    name = re.sub(r"<[^>]+>|\d+", "*", name)
+    return re.sub(r"(?<=-)N(?=\.)", "*", name)
+
+
+def test_the_readme_diagram_and_the_run_folder_name_the_same_files(lora_run) -> None:
+    import fnmatch
+
+    from lightning_track.folder.layout import parse_run_name
+
+    run = lora_run["run"]
+    entries = diagram()
+    in_run = [name for depth, name in entries if depth == 1]
+    beside = [name for depth, name in entries
+              if depth == 0 and name != "runs/" and not parse_run_name(name.rstrip("/"))]
+    assert any(n.startswith("meta.attempt-") for n in in_run) and "plots/metrics.png" in in_run
+    # every entry in the diagram is in the run (or the runs folder), unless a run of another kind writes it
+    names = []
+    for entry in in_run:
+        for part in entry.split(" + "):  # "media/ + media.jsonl"
+            names.append(part.rstrip("/"))
+    files = sorted(str(p.relative_to(run.run_dir)) for p in run.run_dir.rglob("*"))
+    for name in names:
+        if name in OTHER_KINDS:
+            continue
+        assert any(fnmatch.fnmatch(f, pattern(name)) for f in files), f"README names {name}, the run has not"
+    for entry in beside:
+        head = entry.split("|")[0].rstrip("/")  # signals/<exp_id>.healthy|.done|.failed
+        assert list(run.root.glob(pattern(head))), f"README names {entry} beside the runs, it is not there"
+    # every file the run wrote is in the diagram: the entry itself or a file under an entry that is a folder
+    folders = [pattern(n.rstrip("/")) for n in names if n.endswith("/") or "/" in n]
+    tops = {pattern(n).split("/")[0] for n in names}
+    for f in files:
+        top = f.split("/")[0]
+        assert any(fnmatch.fnmatch(top, t) for t in tops) or any(fnmatch.fnmatch(f, p) for p in folders), (
+            f"the run wrote {f}, the README's diagram does not name it")
+
+
+def test_docs_name_the_summary_fields_a_resumed_run_has(lora_run) -> None:
+    text = (DOCS / "remote_gpu.md").read_text()
+    assert '"resumes"' not in text and "previous_status" not in text
+    keys = re.search(r'"interrupted": \{([^}]*)\}', text).group(1)
+    stopped = lora_run["stopped"]["summary"]
+    assert sorted(k.strip().strip('"') for k in keys.split(",")) == sorted(stopped["interrupted"])
+    assert '`"reason"`' in text and stopped["reason"]
+    assert "`from_step`" in text
+    final = json.loads(lora_run["run"].summary_json.read_text())
+    assert final["attempts"][1]["from_step"] == STOP_AT and final["attempts"][0]["reason"]
+    assert "training_time_s" in README.read_text() and "wall_span_s" in README.read_text()

@@ -22,8 +22,8 @@ def _fit(root: Path, dataset: str, method: str, *, max_steps: int, lr: float, gu
             return loss * float("nan") if nan_at is not None and self.global_step + 1 >= nan_at else loss
 
     L.seed_everything(0, verbose=False)
-    config = kw.pop("config", {"model": {"lr": lr, "hidden": 64}, "seed": 0, "data": {"n_train": 512}})
-    logger = RunLogger(dataset, method, root=root, sinks=(), config=config, **kw)
+    logger = RunLogger(dataset, method, root=root, sinks=(), config={"model": {"lr": lr, "hidden": 64},
+                                                                     "seed": 0, "data": {"n_train": 512}}, **kw)
     trainer = L.Trainer(max_steps=max_steps, logger=logger, callbacks=[guard] if guard else [], log_every_n_steps=1,
                         val_check_interval=10, enable_progress_bar=False, enable_model_summary=False,
                         accelerator="cpu")
