@@ -10,7 +10,8 @@ done.
 
 Ctrl+C (SIGINT) or SIGTERM to the driver is forwarded to the process group of every running step
 (each runs in its own group, so a terminal's Ctrl+C would not reach it otherwise): they stop as under
-lt-run, are recorded ``interrupted``, and no new step starts. The driver, never the training process,
+lt-run, are recorded ``interrupted``, and no new step starts. A driver started with SIGINT ignored (a
+script's ``... &``) keeps ignoring it, as its steps do: SIGTERM stops it. The driver, never the training process,
 sends the notifications (:mod:`.notify`), and watches running steps' heartbeats for a run that went
 silent.
 """
@@ -31,7 +32,18 @@ from ..errors import ConfigError, one_line
 from ..folder import signals
 from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
-from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPTED, RUNNING, STALE, iso_time
+from ..vocabulary import (
+    DONE,
+    EXIT_FAILURE,
+    EXIT_OK,
+    FAILED,
+    HEALTHY,
+    INTERRUPTED,
+    RUNNING,
+    STALE,
+    iso_time,
+    stop_signals,
+)
 from .notify import Notifier
 from .pipeline import Pipeline, render_command
 from .pipeline_state import BLOCKED, PENDING, PipelineState
@@ -255,7 +267,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = N
                      stale_after=stale_after, console=console)
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():  # an inherited ignored SIGINT stays ignored, as in the steps
             previous[sig] = signal.signal(sig, lambda signum, frame: driver.forward(signum))
     try:
         driver.run(jobs)

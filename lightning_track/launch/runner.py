@@ -13,7 +13,8 @@ post-processed; the ``run_dir`` field of the signals' JSON twins.
 
 The child runs in its own process group (so a terminal's Ctrl+C reaches it once, through
 ``lt-run``); SIGINT/SIGTERM sent to ``lt-run`` are forwarded to that group, and terminating
-means SIGTERM to the group, then SIGKILL after ``grace`` seconds.
+means SIGTERM to the group, then SIGKILL after ``grace`` seconds. Started with SIGINT ignored (a
+script's ``lt-run ... &``), lt-run and the command keep ignoring it (:func:`~..vocabulary.stop_signals`).
 
 This module does the I/O (the process, its signals, the files); what to make of what it sees
 (when to stop the child, the exit code, the outcome, what lt-run writes) is decided in
@@ -35,7 +36,16 @@ from typing import Any
 
 from ..folder import signals
 from ..folder.layout import RunLayout, sanitize_name
-from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, EXIT_HEALTH, FAILED, HEALTHY, exit_status, run_name_time
+from ..vocabulary import (
+    ENV_EXP_ID,
+    ENV_SIGNALS_DIR,
+    EXIT_HEALTH,
+    FAILED,
+    HEALTHY,
+    exit_status,
+    run_name_time,
+    stop_signals,
+)
 from .console import LaunchConsole
 from .outcome import (
     CHILD_FAILED,
@@ -204,7 +214,7 @@ def run_command(
             forwarded.append(signum)
             child.send(signum)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():  # an inherited ignored SIGINT stays ignored, as in the command
             previous[sig] = signal.signal(sig, forward)
 
     healthy = False
