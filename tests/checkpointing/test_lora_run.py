@@ -86,8 +86,19 @@ def loader() -> DataLoader:
     return DataLoader(TrackedDataset([{"input_ids": row} for row in ids]), batch_size=4)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_query_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The run queries below cache configs: in this module's folder, written out before the next module."""
+    from lightning_track.query import config_cache
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+        config_cache.flush()
+
+
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def lora_run(tmp_path_factory: pytest.TempPathFactory, own_query_cache: None) -> dict[str, Any]:
     from lightning_track.query.listing import cell
     from lightning_track.query.prompt import render_prompt
     from lightning_track.query.runs import read_run
