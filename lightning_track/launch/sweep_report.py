@@ -89,10 +89,11 @@ def finish_sweep(pipeline: Pipeline, state: PipelineState, name: str) -> dict[st
 
 def no_ranking_metric(sweep: str, metric: str | None, trials: int) -> str:
     """Why a sweep whose trials all ran names no best run folder: none recorded the metric that ranks them."""
+    folders = f"{trials} run folder" + ("" if trials == 1 else "s")
     if metric is None:
-        return (f"no trial of sweep {sweep!r} recorded any metric to rank by ({trials} run folders, no best or final"
+        return (f"no trial of sweep {sweep!r} recorded any metric to rank by ({folders}, no best or final"
                 " values in their summary.json): log a metric in the trials and name it in the sweep's metric:")
-    return (f"no trial of sweep {sweep!r} recorded the metric {metric!r} that ranks them ({trials} run folders,"
+    return (f"no trial of sweep {sweep!r} recorded the metric {metric!r} that ranks them ({folders},"
             f" none with {metric!r} in summary.json): log it in every trial (a validation metric needs validation"
             " to run) or set the sweep's metric: to one the trials log")
 
