@@ -75,7 +75,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             out.append(record)
         print(_dumps(out))
     elif rows:
-        right = [c in ("duration", "step") or c.startswith(("best.", "final.")) for c in columns]
+        right = [c in ("wall_span", "training_time", "step") or c.startswith(("best.", "final.")) for c in columns]
         print(table([header(c) for c in columns], [[printable(cell(run, c)) for c in columns] for run in rows],
                     right=right))
     if not rows:

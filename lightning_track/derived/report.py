@@ -68,7 +68,8 @@ def render_report(layout: RunLayout, summary: Mapping[str, Any]) -> str:
         f"- status: {status}",
         f"- dataset / method: {summary.get('dataset', '?')} / {summary.get('method', '?')}",
         f"- started: {summary.get('start_time', '?')}, ended: {summary.get('end_time', '-')}",
-        f"- duration: {summary.get('duration_s', '-')} s, last step: {summary.get('last_step', '-')}",
+        f"- training time: {summary.get('training_time_s', summary.get('duration_s', '-'))} s, wall span (first"
+        f" start to last end): {summary.get('wall_span_s', '-')} s, last step: {summary.get('last_step', '-')}",
         *([f"- {line}"] if (line := system_report_line(summary.get("system"))) else []),
         "",
         "## Key results",

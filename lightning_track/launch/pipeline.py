@@ -255,8 +255,10 @@ def render_command(step: Step, values: Mapping[str, Mapping[str, str | None]]) -
         ref, field = match.group(1), match.group(2)
         value = values.get(ref, {}).get(field)
         if not value:
-            raise ConfigError(f"step {step.name!r}: {match.group(0)} is unknown: step {ref!r} named no run folder "
-                              f"(give it a RunLogger or HealthGuard, which write <signals>/<exp_id>.run)")
+            why = values.get(ref, {}).get("no_run_dir")  # the step said why (a sweep: no trial had the metric)
+            raise ConfigError(f"step {step.name!r}: {match.group(0)} is unknown: " + (why or (
+                f"step {ref!r} named no run folder (give it a RunLogger or HealthGuard, which write"
+                " <signals>/<exp_id>.run)")))
         return shlex.quote(value)
 
     return REFERENCE.sub(replace, step.cmd)

@@ -165,6 +165,8 @@ class _Driver:
         best = fields.get("best")
         line = f"{fields['trials']} trials done" + (f"; best: trial {best['trial']} {best['metric']} "
                                                      f"{best['value']:.6g}" if best else "")
+        if fields.get("no_run_dir"):
+            line += f"; {fields['no_run_dir']}"
         self.log(f"{name}: {line}; table: {fields['table']}")
         self.notify(DONE, name, line, sweep=self.pipeline.exp_id(name), run_dir=fields.get("run_dir"),
                     best=best and {best["metric"]: best["value"]}, overrides=best and best["overrides"])

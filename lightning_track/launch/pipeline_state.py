@@ -128,8 +128,8 @@ class PipelineState:
     def values(self) -> dict[str, dict[str, str | None]]:
         """``{step: {"run_dir": ..., "exp_id": ...}}`` for commands' references."""
         with self._lock:
-            return {name: {"run_dir": e.get("run_dir"), "exp_id": self.pipeline.exp_id(name)}
-                    for name, e in self.steps.items()}
+            return {name: {"run_dir": e.get("run_dir"), "exp_id": self.pipeline.exp_id(name),
+                           "no_run_dir": e.get("no_run_dir")} for name, e in self.steps.items()}
 
     def save(self) -> None:
         with self._lock:

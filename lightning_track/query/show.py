@@ -148,8 +148,9 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
         where += f", from {run.source}"
     out.append(where)
     attempts = run.summary.get("attempts") or []
-    out.append(f"started {format_time(run.start)}, ended {format_time(run.end)}, duration "
-               f"{format_duration(run.duration)}, last step {format_cell(run.summary.get('last_step'))}"
+    out.append(f"started {format_time(run.start)}, ended {format_time(run.end)}, wall span "
+               f"{format_duration(run.wall_span)}, training time {format_duration(run.training_time)}, "
+               f"last step {format_cell(run.summary.get('last_step'))}"
                + (f", {len(attempts)} attempts" if len(attempts) > 1 else ""))
     for attempt in attempts if len(attempts) > 1 else []:
         if isinstance(attempt, dict):

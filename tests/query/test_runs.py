@@ -85,7 +85,7 @@ def test_crashed_run_with_a_stale_heartbeat(runs_copy: dict[str, Path]) -> None:
                  attempts=[{"attempt": 1, "status": "running", "host": "another-host", "pid": 1}])
     (info,) = [r for r in find_runs(run.parent) if r.path == run]
     assert info.status == "crashed" and "no heartbeat for 1h00m" in info.why
-    assert info.end is not None and info.duration is not None
+    assert info.end is not None and info.wall_span is not None
     edit_summary(run, heartbeat=iso_time())
     (info,) = [r for r in find_runs(run.parent) if r.path == run]
     assert info.status == "running"
