@@ -27,13 +27,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, one_line
-from ..vocabulary import STALE
+from ..vocabulary import RETRYING, STALE
 
 __all__ = ["Notifier", "EVENTS", "message_body", "redact_url"]
 
 # event -> apprise's notify type
 EVENTS = {"healthy": "info", "done": "success", "completed": "success", "failed": "failure",
-          "interrupted": "warning", STALE: "failure", "retrying": "warning"}
+          "interrupted": "warning", STALE: "failure", RETRYING: "warning"}
 
 
 def redact_url(url: str) -> str:
