@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, one_line
-from ..folder import signals
-from ..folder.fileio import read_json
-from ..folder.layout import RunLayout
 from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPTED, RETRYING, RUNNING, STALE, iso_time
+from .notices import WATCH_INTERVAL, failure_brief, metric_values, stale_notice
 from .notify import Notifier
 from .pipeline import Pipeline, render_command
 from .pipeline_state import BLOCKED, PENDING, PipelineState
@@ -40,7 +38,6 @@ from .sweep import expand_sweeps, trial_env, trial_names
 __all__ = ["PipelineResult", "run_pipeline", "schedule", "attempt_verdict", "EXIT_INTERRUPTED"]
 
 EXIT_INTERRUPTED = 130  # the shell's code after Ctrl+C
-_WATCH_INTERVAL = 2.0  # seconds between heartbeat checks of running steps
 
 
 @dataclass
@@ -163,16 +160,14 @@ class _Driver:
                 self.state.update(name, state=DONE, reason=None, **fields)
                 self.log(f"{name}: done in {result.duration_s:.1f} s" + (f": {run_dir}" if run_dir else ""))
                 self.notify(DONE, name, f"done in {result.duration_s:.1f} s", exp_id=exp_id, run_dir=run_dir,
-                            final=_values(summary.get("final")), best=_values(summary.get("best")))
+                            final=metric_values(summary.get("final")), best=metric_values(summary.get("best")))
                 return
-            failure = dict(result.signals.get(FAILED) or {})
-            reason = result.reason or failure.get("reason") or f"exit code {result.exit_code}"
+            reason, brief = failure_brief(result)
             if verdict == INTERRUPTED:
                 self.state.update(name, state=INTERRUPTED, reason=f"interrupted: {reason}", **fields)
                 self.log(f"{name}: interrupted")
                 self.notify(INTERRUPTED, name, f"interrupted: {reason}", exp_id=exp_id, run_dir=run_dir)
                 return
-            brief = {k: failure.get(k) for k in ("check", "value", "step", "threshold") if failure.get(k) is not None}
             if verdict == FAILED:
                 self.state.update(name, state=FAILED, reason=reason, failure=brief or None, **fields)
                 self.notify(FAILED, name, reason, exp_id=exp_id, run_dir=run_dir, attempt=attempt, **brief)
@@ -198,27 +193,16 @@ class _Driver:
 
     # -- the heartbeat watch -------------------------------------------------------------------------
     def watch(self, running: list[str]) -> None:
-        from ..query.runs import CRASHED, judge_status
-
         for name in running:
-            entry = self.state.get(name)
-            key = (name, int(entry.get("attempts", 1)))
+            key = (name, int(self.state.get(name).get("attempts", 1)))
             if key in self.stale_told:
                 continue
-            run_dir = signals.read_run_note(self.signals_dir, self.pipeline.exp_id(name))
-            if run_dir is None:
-                continue
-            try:
-                summary = read_json(RunLayout(run_dir).summary_json)
-            except (OSError, ValueError):
-                continue
-            if not isinstance(summary, dict):
-                continue
-            status, why = judge_status(summary, now=time.time(), stale_after=self.stale_after)
-            if status == CRASHED:
+            found = stale_notice(self.signals_dir, self.pipeline.exp_id(name), self.stale_after)
+            if found is not None:
+                why, fields = found
                 self.stale_told.add(key)
                 self.log(f"{name}: {why}")
-                self.notify(STALE, name, why, run_dir=str(run_dir), heartbeat=summary.get("heartbeat"))
+                self.notify(STALE, name, why, **fields)
 
     # -- the schedule --------------------------------------------------------------------------------
     def run(self, jobs: int) -> None:
@@ -245,7 +229,7 @@ class _Driver:
                     if exc is not None:  # a bug in the driver: recorded, never silent
                         self.state.update(name, state=FAILED, reason=f"driver error: {one_line(exc)}")
                         self.log(f"{name}: driver error: {one_line(exc)}")
-                if self.stale_after > 0 and time.monotonic() - last_watch >= min(_WATCH_INTERVAL, self.stale_after):
+                if self.stale_after > 0 and time.monotonic() - last_watch >= min(WATCH_INTERVAL, self.stale_after):
                     last_watch = time.monotonic()
                     self.watch(list(futures.values()))
 
@@ -259,13 +243,6 @@ class _Driver:
                     os.kill(pid, signum)
                 except OSError:
                     pass
-
-
-def _values(entries: Any) -> Any:
-    """``{metric: value}`` from summary.json's final or best entries (which also hold the step)."""
-    if not isinstance(entries, dict):
-        return None
-    return {k: (v.get("value") if isinstance(v, dict) else v) for k, v in entries.items()}
 
 
 def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = None, notifier: Notifier | None = None,
