@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], None]) -> int:
     from ..launch.pipeline_state import DONE, SUBMITTED, PipelineState, state_path
     from ..launch.slurm import SlurmOptions, sbatch_scripts, script_path, submit, submit_plan
+    from ..redaction import redact_command
     from ..vocabulary import RUNNING
 
     if not args.dry_run and state_path(pipeline).exists():  # what Slurm says of the jobs submitted before
@@ -79,7 +80,7 @@ def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], No
     if args.dry_run:
         for name, text in scripts.items():
             print(f"# ---- {script_path(pipeline, name)}")
-            print(text)
+            print(redact_command(text))  # secret values hidden, as in the written script (see launch/slurm.py)
         print("# ---- submitted in this order:")
         print("\n".join(submit_plan(pipeline, steps, earlier)))
         return EXIT_OK

@@ -30,7 +30,8 @@ from ..folder.fileio import (
 from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord
 from ..folder.tracking import CheckpointMappings
-from ..run.config import config_digest, redact, redact_argv, write_config_yaml
+from ..redaction import Masker, redact, redact_argv, secret_values
+from ..run.config import config_digest, write_config_yaml
 from ..run.meta import package_versions
 from ..sinks import Sink, SinkContext
 from ..sinks.jsonl import MetricsJsonlSink
@@ -39,6 +40,7 @@ from ..vocabulary import COMPLETED, FAILED, INTERRUPTED, iso_time
 from .checkpoint_thread import CheckpointConversion, EpochIndex, ProgressFn, thread_safe
 from .checkpoints import NOT_CARRIED, ConvertedCheckpoint, find_checkpoints
 from .discover import LegacyRun
+from .legacy_text import redacted_text
 from .plan import TOOL, MigrateOptions, PlannedRun
 from .readers import (
     as_number,
@@ -118,22 +120,29 @@ def remove_empty(folder: Path) -> None:
         pass  # other runs still building there, or not empty / already gone
 
 
-def _carry(src: Path, dst: Path, on_bytes: ProgressFn) -> bool:
-    """Link (else copy) one unchanged legacy file into the run; True when linked."""
-    linked = link_or_copy(src, dst)
+def _carry(src: Path, dst: Path, on_bytes: ProgressFn, secrets: Masker | None = None) -> bool:
+    """Link (else copy) one legacy file into the run; True when linked. A text file holding a secret is
+    written redacted instead (:mod:`.legacy_text`)."""
+    cleaned = redacted_text(src, secrets) if secrets is not None else None
+    if cleaned is not None:
+        atomic_write_text(dst, cleaned)
+        linked = False
+    else:
+        linked = link_or_copy(src, dst)
     on_bytes(src.stat().st_size)
     return linked
 
 
-def link_or_copy_tree(src: Path, dst: Path, on_bytes: ProgressFn) -> tuple[int, int]:
-    """Hard-link every file of ``src`` under ``dst`` (copy when linking is impossible); (linked, copied)."""
+def link_or_copy_tree(src: Path, dst: Path, on_bytes: ProgressFn, secrets: Masker | None = None) -> tuple[int, int]:
+    """Hard-link every file of ``src`` under ``dst`` (copy when linking is impossible; a text file holding a
+    secret: written redacted); (linked, copied)."""
     linked = copied = 0
     for folder, dirs, files in os.walk(src):
         dirs.sort()
         rel = Path(folder).relative_to(src)
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in sorted(files):
-            if _carry(Path(folder) / name, dst / rel / name, on_bytes):
+            if _carry(Path(folder) / name, dst / rel / name, on_bytes, secrets):
                 linked += 1
             else:
                 copied += 1
@@ -207,17 +216,19 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
     # mappings
     _write_mappings(run, layout, dataset, converted, first_seen, notes)
 
-    # final_model/ and the unchanged legacy files
+    # final_model/ and the legacy files (text holding a secret redacted)
+    known_secrets = Masker(secret_values(legacy_config))
     models = run.path / "models"
     if models.is_dir():
-        report.linked_files, report.copied_files = link_or_copy_tree(models, layout.final_model_dir, on_bytes)
+        report.linked_files, report.copied_files = link_or_copy_tree(models, layout.final_model_dir, on_bytes,
+                                                                     known_secrets)
         report.final_model_files = report.linked_files + report.copied_files
     else:
         notes.warn(f"{models}: missing; no final_model/", str(models))
     extras = [p for p in (run.path / "training_config.yaml", logs / "train.log") if p.is_file()]
     for extra in extras:
         layout.legacy_dir.mkdir(exist_ok=True)
-        if _carry(extra, layout.legacy_dir / extra.name, on_bytes):
+        if _carry(extra, layout.legacy_dir / extra.name, on_bytes, known_secrets):
             report.linked_files += 1
         else:
             report.copied_files += 1

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from support.health import SCRIPT, fit, subprocess_env
+from support.processes import sigint_ignored
 
 from lightning_track import HEALTH_EXIT_CODE, HealthGuard
 from lightning_track.cli.run import main
@@ -81,6 +82,34 @@ def test_sigterm_to_lt_run_is_forwarded_and_exit_code_is_the_childs(tmp_path):
     assert result.exit_code == 7 and result.outcome == "failed"
     assert result.reason == "stopped: lt-run received SIGTERM (exit code 7)"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # lt-run's handler was removed again
+
+
+@pytest.mark.slow
+def test_lt_run_started_with_sigint_ignored_keeps_ignoring_it_and_stops_on_sigterm(tmp_path):
+    """A script's `lt-run ... &`: the command inherits SIGINT ignored, so lt-run does not forward a SIGINT
+    it could not act on (it would wait forever); SIGTERM stops both."""
+    seen, ready = tmp_path / "sigint", tmp_path / "ready"
+    code = ("import signal, sys, time, pathlib\n"
+            "signal.signal(signal.SIGTERM, lambda n, f: sys.exit(7))\n"
+            f"pathlib.Path({str(seen)!r}).write_text(str(signal.getsignal(signal.SIGINT)))\n"
+            f"pathlib.Path({str(ready)!r}).touch()\n"
+            "time.sleep(60)\n")
+
+    def send_when_ready() -> None:  # a terminal's Ctrl+C, then `kill <lt-run pid>`
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send_when_ready, daemon=True)
+    with sigint_ignored():
+        sender.start()
+        result = run_command([sys.executable, "-c", code], exp_id="bg", signals_dir=tmp_path, poll_interval=0.05)
+        sender.join()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # lt-run left it as it found it
+    assert seen.read_text() == str(signal.SIG_IGN)
+    assert result.exit_code == 7 and result.reason == "stopped: lt-run received SIGTERM (exit code 7)"
 
 
 @pytest.mark.slow
