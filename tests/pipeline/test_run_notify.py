@@ -77,7 +77,7 @@ def test_a_silent_run_is_told_stale_once(tmp_path: Path, webhook: Webhook) -> No
 def test_notify_arguments_are_checked_before_anything_starts(tmp_path: Path, capsys) -> None:
     marker = tmp_path / "ran"
     assert lt_run_main(["--notify", "nowhere://x", "--", "touch", str(marker)]) == 2
-    assert "--notify nowhere://x: not a URL apprise understands" in capsys.readouterr().err
+    assert ": not a URL apprise understands" in capsys.readouterr().err
     assert not marker.exists()
     assert lt_run_main(["--notify", "json://127.0.0.1/x", "--post-process", str(tmp_path)]) == 2
     assert "--notify goes with a command" in capsys.readouterr().err
