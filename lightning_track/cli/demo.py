@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..folder.layout import RunLayout
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ._errors import reports
 
 __all__ = ["main", "run_demo"]
 
@@ -95,6 +96,7 @@ def demo_callbacks(cfg) -> list:  # noqa: ANN001 - an OmegaConf node
     return build_callbacks(cfg.get("callbacks"))
 
 
+@reports("lt-demo: error")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lt-demo",

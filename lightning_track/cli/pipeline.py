@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..vocabulary import EXIT_OK, EXIT_USAGE
+from ._errors import reports
 
 if TYPE_CHECKING:
     from ..launch.pipeline import Pipeline
@@ -136,6 +137,7 @@ def _print_status(pipeline: Pipeline) -> None:
         print("\n".join(table_lines(metric, mode, rows)))
 
 
+@reports("lt run: error")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)

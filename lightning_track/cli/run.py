@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import one_line
 from ..vocabulary import DONE, EXIT_OK, EXIT_USAGE, FAILED, HEALTHY
+from ._errors import reports
 
 __all__ = ["main"]
 
@@ -86,6 +87,7 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+@reports("lt-run: error")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
@@ -106,9 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             return error("--post-process takes no command")
         if args.notify:
             return error("--notify goes with a command (lt-run --notify URL -- CMD ...)")
+        from pathlib import Path
+
         from ..derived.summary import post_process
+        from ..query.discover import require_run_folder
 
         try:
+            require_run_folder(Path(args.post_process))  # never rewrite the files of a folder that is not a run
             with say.console.status(f"post-processing {args.post_process}"):
                 summary = post_process(args.post_process)
         except (OSError, ValueError) as exc:

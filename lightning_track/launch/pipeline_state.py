@@ -54,6 +54,9 @@ class PipelineState:
                 raise RunFolderError(f"{self.path}: unreadable pipeline state ({exc}); move it aside to start over"
                                      ) from None
             old = data.get("steps") if isinstance(data, dict) else None
+            if not isinstance(old, (dict, type(None))):
+                raise RunFolderError(f"{self.path}: 'steps' is {old!r:.40}, expected an object of steps; "
+                                     "move the file aside to start over")
             for name, entry in (old or {}).items():
                 if name in self.steps and isinstance(entry, dict) and entry.get("state") in STEP_STATES:
                     self.steps[name] = dict(entry)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, RunNotFound
 from ..folder import signals
 from ..folder.layout import RunLayout, sanitize_name
 from ..redaction import command_secrets, redact_command, secret_values
@@ -172,9 +173,9 @@ def run_command(
     first byte (see :mod:`.console`); the terminal shows the same as without it.
     """
     if not cmd:
-        raise ValueError("no command given (usage: lt-run [options] -- CMD ...)")
+        raise ConfigError("no command given (usage: lt-run [options] -- CMD ...)")
     if health_time is not None and health_time <= 0:
-        raise ValueError(f"--health-time must be positive, got {health_time}")
+        raise ConfigError(f"--health-time must be positive, got {health_time}")
     notify: Event = on_event or (lambda kind, message: None)
     exp_id = signals.check_exp_id(exp_id) if exp_id is not None else default_exp_id(cmd)
     signals_path = Path(signals_dir).resolve()
@@ -331,7 +332,7 @@ def finish_run_dir(
     """
     path = Path(run_dir)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: run folder does not exist")
+        raise RunNotFound(f"{path}: run folder does not exist")
     from ..derived.summary import SummaryFile, post_process  # after the command: not in the way of its start
 
     summary_json = RunLayout(path).summary_json

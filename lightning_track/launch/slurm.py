@@ -46,7 +46,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..redaction import command_secrets, redact_command
 from ..vocabulary import ENV_RUN_DIR, SLURM_RESTART_COUNT
-from .pipeline import REFERENCE, Pipeline, Step
+from .pipeline import REFERENCE, Pipeline, Step, refuse_control
 from .slurm_job import Run, refusal, run_slurm
 
 __all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
@@ -60,6 +60,12 @@ class SlurmOptions:
     extra: tuple[str, ...] = field(default_factory=tuple)  # --slurm-arg, each one sbatch option
     grace: int = 60  # seconds between the batch shell's SIGTERM and the job's end
     python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        for option, value in (("--partition", self.partition), ("--time", self.time), ("--gres", self.gres),
+                              *(("--slurm-arg", arg) for arg in self.extra)):
+            refuse_control(option, value)
+
 
 
 def script_path(pipeline: Pipeline, step: str) -> Path:

@@ -176,7 +176,7 @@ def test_post_process_cli_rebuilds_derived_files(finished_run, capsys):
 def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert main(["--post-process", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"lt-run: error: {tmp_path / 'nope'}: not a run folder"
+    assert err == f"lt-run: error: {tmp_path / 'nope'}: not a run folder (no such folder)"
     assert main(["--health-time", "5"]) == 2
     assert capsys.readouterr().err.strip() == "lt-run: error: no command given (usage: lt-run [options] -- CMD ...)"
     assert main(["--exp-id", "a/b", "--", "true"]) == 2
