@@ -16,7 +16,7 @@ from datetime import datetime
 
 __all__ = [
     "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "UNKNOWN", "RUN_STATUSES", "FINAL_STATUSES",
-    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE",
+    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE", "RETRYING",
     "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time", "format_bytes",
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
@@ -41,6 +41,8 @@ DONE = "done"
 SIGNAL_STATUSES = (HEALTHY, DONE, FAILED)
 # a notification's event for a run still "running" whose heartbeat stopped (a reader says CRASHED)
 STALE = "stale"
+# a notification's event for a pipeline step's failed attempt that is tried again (the step stays running)
+RETRYING = "retrying"
 
 # Lightning's Logger.finalize words (and the ones our own callers pass) -> ours.
 _FROM_LIGHTNING: Mapping[str, str] = {"success": COMPLETED, "finished": COMPLETED, "failed": FAILED}

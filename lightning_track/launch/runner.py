@@ -78,6 +78,7 @@ class RunResult:
     signals: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     post_process_error: str | None = None
+    interrupted: bool = False  # stopped by a SIGINT/SIGTERM that lt-run forwarded (not by its health)
 
 
 def default_exp_id(cmd: Sequence[str]) -> str:
@@ -285,7 +286,8 @@ def run_command(
     notify(end.outcome, f"exit code {end.exit_code} after {duration:.1f} s" + (f": {end.reason}" if end.reason else ""))
 
     result = RunResult(exit_code=end.exit_code, child_returncode=returncode, exp_id=exp_id, outcome=end.outcome,
-                       reason=end.reason, healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen)
+                       reason=end.reason, healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen,
+                       interrupted=end.interrupted)
     if do_post_process:
         if found_dir is None:
             notify("info", f"no run folder known (no --run-dir, no {note.name}, no run_dir in the signals): "
