@@ -349,7 +349,7 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
 
     def _rank_zero_run(self, reopen: bool = True) -> RunLifecycle:
         """This rank-0 process's run (its folder decided); ``reopen``: logging after a finalize
-        (``trainer.test`` after ``fit``) continues it as a new attempt."""
+        (a test score after ``fit`` returned, ``trainer.test``) appends to the same attempt."""
         run = self._run
         if run is not None and run.started and not run.finalized:
             return run  # the hot path (every log_metrics): the folder was decided when the run started
