@@ -71,7 +71,8 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         console: capture everything the process prints (stdout and stderr at the file-descriptor level,
             subprocesses included) into ``logs.txt`` from the start of training until the process ends;
             other ranks into ``logs.rank<N>.txt``. The terminal shows the same as without it.
-        system_interval: seconds between samples of GPU/CPU/memory into ``system.jsonl`` (and TensorBoard,
+        system_interval: seconds between samples of GPU/CPU/memory into ``system.jsonl`` (one more at the start
+            and at the end; and TensorBoard,
             SwanLab under ``system/``), taken off the training thread; 0 switches it off. Another node's
             local rank 0 samples its own machine into ``system.node<k>.jsonl``.
         swanlab_mode: how the ``"swanlab"`` sink writes its run: ``"local"`` also for SwanLab's own board
