@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from lightning_track import BatchTracker, RunLogger, StepCheckpoint, TrackedDataset
 from lightning_track.training.toy import LineDataset, ToyRegression
 
+
 class UsesExperiment(L.Callback):
     """TensorBoard-style code on every rank: ``logger.experiment.add_*`` (Lightning's DummyExperiment above 0)."""
 
