@@ -9,6 +9,7 @@ Torch-free (imports nothing beyond the standard library).
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -21,6 +22,7 @@ __all__ = [
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
     "ENV_SWEEP", "env_value", "cache_root",
     "PENDING", "BLOCKED", "SUBMITTED", "SLURM_ENV", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "slurm_step_state",
+    "stop_signals",
 ]
 
 # -- run statuses: summary.json "status", what every sink's close() receives -----------------------
@@ -72,6 +74,17 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def stop_signals(wanted: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> tuple[int, ...]:
+    """The stop signals of ``wanted`` that this process should catch: all but an ignored SIGINT.
+
+    A shell script's ``cmd &`` starts ``cmd`` with SIGINT ignored, so the terminal's Ctrl+C (sent to the
+    whole group: a script has no job control) spares its background jobs. Python keeps it ignored, and so
+    do lt-run, lt sync, the pipeline driver and PreemptionHandler: such a process is stopped with SIGTERM.
+    """
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    return tuple(s for s in wanted if not (s == signal.SIGINT and ignored))
+
+
 # -- time ------------------------------------------------------------------------------------------
 RUN_NAME_TIME_FORMAT = "%Y%m%d_%H%M%S"  # the stamp in a run folder's name (local time, a name not a record)
 
@@ -105,6 +118,7 @@ ENV_CACHE_DIR = ENV_PREFIX + "CACHE_DIR"  # the user's cache: loop-state templat
 ENV_CONSOLE = ENV_PREFIX + "CONSOLE"
 ENV_TAGS = ENV_PREFIX + "TAGS"  # "a,b": tags the launcher adds to the run (a sweep's trials: the sweep's name)
 ENV_SWEEP = ENV_PREFIX + "SWEEP"  # JSON {name, trial, overrides, metric, mode}: summary.json's "sweep"
+ENV_MASK = ENV_PREFIX + "MASK"  # JSON list: the secret values the console relay masks in logs.txt (its own env only)
 
 # Names read before the prefix was the rule; still honoured when the new name is unset.
 _OLD_NAMES: Mapping[str, str] = {ENV_CACHE_DIR: "LT_CACHE_DIR"}

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.processes import sigint_as_in_a_terminal
+from support.system import skipped_part
 
 os.environ.setdefault("SWANLAB_MODE", "offline")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+sigint_as_in_a_terminal()  # the tests that press Ctrl+C mean the same when the suite runs as `pytest &`
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +56,16 @@ def small_disk(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
         yield mount, ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=600k tmpfs "{mount}" && exec "$@"', "sh"]
         return
     pytest.skip("cannot mount a small tmpfs here (not root, no user namespaces)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line counting the tests skipped for each missing system part, so a partial run is never read
+    as a full one."""
+    counts: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        if isinstance(report.longrepr, tuple) and (part := skipped_part(str(report.longrepr[2]))):
+            counts[part] += 1
+    if counts:
+        said = ", ".join(f"{n} for {part}" for part, n in sorted(counts.items()))
+        terminalreporter.write_line(f"skipped for missing system parts: {said} "
+                                    "(bash scripts/setup.sh installs them on Debian/Ubuntu)", yellow=True, bold=True)

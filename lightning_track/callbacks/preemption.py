@@ -12,7 +12,8 @@ How it builds on Lightning 2.6 (``trainer/connectors/signal_connector.py``), not
   training loop then raises ``SIGTERMException`` at the next batch boundary, so the model and
   optimizer are consistent. SIGINT (Lightning leaves it alone: a ``KeyboardInterrupt`` can land in
   the middle of an optimizer step) is routed into the same handler, so Ctrl+C also stops cleanly.
-  A second Ctrl+C raises ``KeyboardInterrupt`` at once.
+  A second Ctrl+C raises ``KeyboardInterrupt`` at once. A process started with SIGINT ignored (a
+  script's ``python train.py &``: the terminal's Ctrl+C must spare it) keeps it ignored; SIGTERM stops it.
 * Several processes (DDP, torchrun, Slurm): Lightning's handler runs a ``broadcast`` *inside the
   signal handler*; when the signal reaches the ranks at different moments (torchrun forwards it
   rank by rank) that collective pairs with another rank's gradient all-reduce and the job hangs
@@ -55,7 +56,7 @@ from ..folder import signals as signal_files
 from ..folder.fileio import atomic_write_json
 from ..folder.layout import RunLayout
 from ..run.distributed import destroy_process_group_at_exit
-from ..vocabulary import FAILED, INTERRUPTED, exit_status, iso_time
+from ..vocabulary import FAILED, INTERRUPTED, exit_status, iso_time, stop_signals
 from .health.checks import INTERRUPTED as INTERRUPTED_CHECK
 from .health.checks import STOP_CHECKS
 from .health.guard import HealthGuard
@@ -142,7 +143,7 @@ class PreemptionHandler(Callback):
         lightning_term = signal.getsignal(signal.SIGTERM)
         self._distributed = trainer.world_size > 1 and dist.is_available() and dist.is_initialized()
         self._installed = {}
-        for signum in self.signals:
+        for signum in stop_signals(tuple(self.signals)):  # an inherited ignored SIGINT stays ignored
             previous = signal.getsignal(signum)
             signal.signal(signum, self._make_handler(trainer, signum, lightning_term))
             self._installed[signum] = previous

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..folder.layout import RunLayout
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ._errors import reports
 
 __all__ = ["main", "run_demo"]
 
@@ -36,16 +42,51 @@ def run_demo(config_path: str | None = None, overrides: list[str] | None = None,
         L.seed_everything(int(cfg.seed), verbose=False)
     except (TypeError, ValueError):
         raise ConfigError(f"seed: {cfg.seed!r} is not an int") from None
+    data = DemoDataModule(**cfg.data)
+    steps = trainer_options.get("max_steps") or -1
+    if steps > 0 and trainer_options.get("max_epochs") is None:
+        # Bounded by steps alone, Lightning's max_epochs is -1 and its bar reads "Epoch 2/-2": give it the
+        # epochs those steps take (the steps still end the run).
+        batches = math.ceil(data.hparams.n_train / data.hparams.batch_size)
+        per_epoch = math.ceil(batches / trainer_options.get("accumulate_grad_batches", 1))
+        trainer_options["max_epochs"] = math.ceil(steps / per_epoch)
     logger = build_logger(cfg.logger, config=plain)
-    trainer = L.Trainer(
-        logger=logger,
-        callbacks=callbacks,
-        enable_progress_bar=not quiet,
-        enable_model_summary=False,
-        **trainer_options,
-    )
-    trainer.fit(DemoModule(**cfg.model), datamodule=DemoDataModule(**cfg.data))
+    with _lightning_hints_off():
+        trainer = L.Trainer(
+            logger=logger,
+            callbacks=callbacks,
+            enable_progress_bar=not quiet,
+            enable_model_summary=False,
+            **trainer_options,
+        )
+        trainer.fit(DemoModule(**cfg.model), datamodule=data)
     return logger.run_dir
+
+
+# What Lightning says to every run that a demo's reader cannot act on: the demo is not started by srun
+# (on a machine with Slurm), a cloud product's tips, a deprecation between Lightning and torch.
+_HINTS = (r"The `srun` command is available on your system but is not used", r"`isinstance\(treespec, LeafSpec\)`")
+_TIP = "💡 Tip:"
+
+
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_TIP)
+
+
+@contextmanager
+def _lightning_hints_off() -> Iterator[None]:
+    """Lightning's hints above left out of the demo's screen, only while it trains, only these."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tips = _NoTips()
+    rank_zero.addFilter(tips)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _HINTS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        rank_zero.removeFilter(tips)
 
 
 def demo_callbacks(cfg) -> list:  # noqa: ANN001 - an OmegaConf node
@@ -55,6 +96,7 @@ def demo_callbacks(cfg) -> list:  # noqa: ANN001 - an OmegaConf node
     return build_callbacks(cfg.get("callbacks"))
 
 
+@reports("lt-demo: error")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lt-demo",

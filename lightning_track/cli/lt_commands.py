@@ -15,7 +15,9 @@ __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_no
 
 
 def _warn(command: str, message: str) -> None:
-    print(f"lt {command}: {message}", file=sys.stderr)
+    from ..query.format import printable
+
+    print(printable(f"lt {command}: {message}"), file=sys.stderr)
 
 
 def _stale(args: argparse.Namespace) -> dict[str, float]:
@@ -30,7 +32,7 @@ def _dumps(obj: Any) -> str:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from ..query.filters import MISSING, FilterError, parse_filter
-    from ..query.format import table
+    from ..query.format import printable, table
     from ..query.listing import cell, header, parse_columns, sort_runs, unknown_keys
     from ..query.runs import filter_runs, find_runs, main_metric
     from .lt import _default_roots
@@ -68,7 +70,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(_dumps(out))
     elif rows:
         right = [c in ("duration", "step") or c.startswith(("best.", "final.")) for c in columns]
-        print(table([header(c) for c in columns], [[cell(run, c) for c in columns] for run in rows], right=right))
+        print(table([header(c) for c in columns], [[printable(cell(run, c)) for c in columns] for run in rows],
+                    right=right))
     if not rows:
         if runs:
             _warn("ls", f"no run matches ({len(runs)} found)")
@@ -92,11 +95,13 @@ def _read(spec: str, args: argparse.Namespace) -> Any:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from ..query.format import printable
+
     run = _read(args.run, args)
     if args.prompt:
         from ..query.prompt import render_prompt
 
-        print(render_prompt(run))
+        print(printable(render_prompt(run)))
     elif args.json:
         from ..query.show import show_record
 
@@ -104,7 +109,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         from ..query.show import render_show
 
-        print(render_show(run, lines=args.lines))
+        print(printable(render_show(run, lines=args.lines)))
     for problem in run.problems:
         _warn("show", problem)
     return EXIT_OK
@@ -112,6 +117,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..query.compare import compare_runs, metric_series, render_compare
+    from ..query.format import printable
 
     runs = [_read(spec, args) for spec in args.runs]
     for run in runs:
@@ -133,7 +139,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     charts = comp.metrics if args.metric else comp.metrics[:1]
     problems: list[str] = []
-    print(render_compare(comp, chart_metrics=charts, width=args.width, problems=problems))
+    print(printable(render_compare(comp, chart_metrics=charts, width=args.width, problems=problems)))
     if args.plot:
         from ..derived.plots import have_matplotlib, plot_panels
 
@@ -188,7 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     runs = _runs_for_report(args, problems)
     for run in runs:
-        problems.extend(f"run {run.name}: {p}" for p in run.problems)
+        problems.extend(f"run {run.name}: {p}" if run.name not in p else p for p in run.problems)
     if not runs:
         for problem in problems:
             _warn("report", problem)
@@ -209,6 +215,7 @@ _TAG_USAGE = "usage: lt tag RUN ... [+TAG|-TAG] ...  (--root ROOT to look for RU
 def cmd_tag(argv: list[str]) -> int:
     """``lt tag RUN ... +a -b c``: the runs come first, then the changes (a bare word after them adds)."""
     from ..query.annotations import change_tags, parse_tag_ops
+    from ..query.format import printable
     from ..query.runs import read_run
 
     if any(a in ("-h", "--help") for a in argv):
@@ -245,18 +252,19 @@ def cmd_tag(argv: list[str]) -> int:
         except (RunFolderError, OSError) as exc:
             _warn("tag", one_line(exc))
             continue
-        print(f"{path.name}: {', '.join(tags) or '(no tags)'}")
+        print(printable(f"{path.name}: {', '.join(tags) or '(no tags)'}"))
         shown += 1
     return EXIT_OK if shown else EXIT_FAILURE
 
 
 def cmd_note(args: argparse.Namespace) -> int:
     from ..query.annotations import set_notes
+    from ..query.format import printable
     from ..query.runs import read_run
 
     path = _resolve(args.run, args.root)
     if args.text is None:
-        print(read_run(path).notes)
+        print(printable(read_run(path).notes))
         return EXIT_OK
     notes = set_notes(path, args.text, append=args.append)
     print(f"{path.name}: notes {'cleared' if not notes else 'saved'}")

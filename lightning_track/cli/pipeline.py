@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..vocabulary import EXIT_OK, EXIT_USAGE
+from ._errors import reports
 
 if TYPE_CHECKING:
     from ..launch.pipeline import Pipeline
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], None]) -> int:
     from ..launch.pipeline_state import DONE, SUBMITTED, PipelineState, state_path
     from ..launch.slurm import SlurmOptions, sbatch_scripts, script_path, submit, submit_plan
+    from ..redaction import redact_command
     from ..vocabulary import RUNNING
 
     if not args.dry_run and state_path(pipeline).exists():  # what Slurm says of the jobs submitted before
@@ -79,7 +81,7 @@ def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], No
     if args.dry_run:
         for name, text in scripts.items():
             print(f"# ---- {script_path(pipeline, name)}")
-            print(text)
+            print(redact_command(text))  # secret values hidden, as in the written script (see launch/slurm.py)
         print("# ---- submitted in this order:")
         print("\n".join(submit_plan(pipeline, steps, earlier)))
         return EXIT_OK
@@ -135,6 +137,7 @@ def _print_status(pipeline: Pipeline) -> None:
         print("\n".join(table_lines(metric, mode, rows)))
 
 
+@reports("lt run: error")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from ..vocabulary import DONE, EXIT_OK, EXIT_USAGE, FAILED, HEALTHY
+from ._errors import reports
 
 __all__ = ["main"]
 
@@ -76,6 +77,7 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+@reports("lt-run: error")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
@@ -94,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.post_process is not None:
         if cmd:
             return error("--post-process takes no command")
+        from pathlib import Path
+
         from ..derived.summary import post_process
+        from ..query.discover import require_run_folder
 
         try:
+            require_run_folder(Path(args.post_process))  # never rewrite the files of a folder that is not a run
             with say.console.status(f"post-processing {args.post_process}"):
                 summary = post_process(args.post_process)
         except (OSError, ValueError) as exc:

@@ -2,7 +2,8 @@
 
 Thin: argument parsing and display over :mod:`lightning_track.sync`. Exit codes: 0 done, 1 errors
 while syncing, 2 bad arguments / host key / authentication / missing source, 3 done but some paths
-were refused as unsafe, 130 one-shot sync interrupted with Ctrl-C (``--every`` stops with 0).
+were refused as unsafe, 130 one-shot sync interrupted with Ctrl-C (143: SIGTERM; ``--every`` stops
+with 0 on either). Started with SIGINT ignored (a script's ``lt sync ... &``), it keeps ignoring it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import queue
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -21,8 +23,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from ..errors import ConfigError, SyncError, TransferError, one_line
 from ..folder.layout import RunLayout
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
+from ..sync.endpoints import check_apart
 from ..sync.engine import CycleResult
 from ..sync.plan import Plan
+from ..vocabulary import exit_status
+from ._errors import reports
 
 __all__ = ["main", "build_parser"]
 
@@ -152,6 +157,7 @@ async def _once(session: SyncSession, console: Console, quiet: bool) -> CycleRes
         return await session.cycle(progress, on_plan)
 
 
+@reports("lt-sync: error")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -163,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if src.is_remote == dest.is_remote and src == dest:
         parser.error("SRC and DEST are the same place")
+    check_apart(src, dest)
     if args.parallel < 1:
         parser.error("--parallel must be at least 1")
     options = SyncOptions(include_checkpoints=args.include_checkpoints, runs_glob=args.runs, since_hours=args.since,
@@ -206,17 +213,31 @@ def main(argv: list[str] | None = None) -> int:
             if notifier is not None:
                 notifier.close()
 
+    stopped_by: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    # SIGTERM (`kill PID`, the way to stop a background mirror) stops as Ctrl+C does; an inherited
+    # ignored SIGINT stays ignored (Python leaves it so, and asyncio only takes over its default).
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, stop)
     try:
         asyncio.run(run())
     except KeyboardInterrupt:
         err.print("interrupted; finished files are kept and a re-run resumes the rest", highlight=False, markup=False)
-        return 0 if args.every else 130
+        return 0 if args.every else exit_status(-(stopped_by[0] if stopped_by else signal.SIGINT))
     except SyncError as exc:  # host key, authentication, missing source: retrying cannot fix it
         err.print(f"lt-sync: error: {exc}", highlight=False, markup=False)
         return 2
     except (TransferError, OSError) as exc:  # a lost connection (TransportError), a full disk
         err.print(f"lt-sync: error: {type(exc).__name__}: {exc}", highlight=False, markup=False)
         return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if outcome["errors"]:
         return 1
     return 3 if outcome["refused"] else 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ..errors import ConfigError, RunNotFound
 from ..vocabulary import RUN_NAME_TIME_FORMAT, SIGNAL_STATUSES, run_name_time
 
 __all__ = [
@@ -26,8 +27,9 @@ __all__ = [
 TIMESTAMP_FORMAT = RUN_NAME_TIME_FORMAT
 MAX_NAME_PART = 80
 
-# Characters that break paths, shells or viewers. Unicode letters and digits stay readable.
-_UNSAFE = re.compile(r"[\\/:*?\"<>|\s\x00-\x1f\x7f]+")
+# Characters that break paths, shells or viewers: a folder name pasted into a double-quoted or
+# ``sh -c '...'`` command line expands nothing. Unicode letters and digits stay readable.
+_UNSAFE = re.compile(r"[\\/:*?\"<>|\s\x00-\x1f\x7f$()`';&!\[\]{}~#]+")
 _LIGHTNING_STEP = re.compile(r"(?:^|[-_])step=(?P<step>\d+)")  # ModelCheckpoint's default "epoch=0-step=10"
 _RUN_NAME = re.compile(r"^(?P<prefix>.+)_(?P<stamp>\d{8}_\d{6})(?:-(?P<n>\d+))?$")
 
@@ -36,7 +38,7 @@ def sanitize_name(value: str, *, what: str = "name") -> str:
     """Turn a dataset or method name into a safe folder-name part.
 
     Slashes, whitespace, control and shell-hostile characters become ``-``; unicode letters stay.
-    Raises ``ValueError`` naming the value when nothing usable is left.
+    Raises :class:`ConfigError` (a ``ValueError``) naming the value when nothing usable is left.
     """
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}: {value!r}")
@@ -44,7 +46,7 @@ def sanitize_name(value: str, *, what: str = "name") -> str:
     text = _UNSAFE.sub("-", text)
     text = re.sub(r"-{2,}", "-", text).strip("-.")
     if not text:
-        raise ValueError(f"{what} {value!r} is empty or has no usable characters for a folder name")
+        raise ConfigError(f"{what} {value!r} is empty or has no usable characters for a folder name")
     return text[:MAX_NAME_PART]
 
 
@@ -404,7 +406,7 @@ class RunLayout:
         if resume is True:
             latest = cls.find_latest(root, dataset, method)
             if latest is None:
-                raise FileNotFoundError(
+                raise RunNotFound(
                     f"resume=True but no run of dataset {dataset!r} and method {method!r} exists under {root}"
                 )
             return latest
@@ -413,4 +415,4 @@ class RunLayout:
         for candidate in candidates:
             if candidate.is_dir():
                 return cls(candidate)
-        raise FileNotFoundError(f"resume target {str(resume)!r} is not a run folder (looked in {root})")
+        raise RunNotFound(f"resume target {str(resume)!r} is not a run folder (looked in {root})")

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import one_line
+from ..errors import ConfigError, one_line
 from ..vocabulary import DONE, ENV_EXP_ID, ENV_SIGNALS_DIR, FAILED, HEALTHY, SIGNAL_STATUSES, env_value, iso_time
 from .fileio import atomic_write_json, atomic_write_text, read_json, restore_nonfinite
 from .layout import RunLayout, sanitize_name
@@ -59,10 +59,10 @@ _TEXT_FIELDS = ("status", "step", "loss", "timestamp", "check", "reason", "exit_
 def check_exp_id(exp_id: str) -> str:
     """Return ``exp_id`` if it is a safe file-name part, else raise a one-line ``ValueError``."""
     if not isinstance(exp_id, str) or not exp_id:
-        raise ValueError(f"exp_id must be a non-empty string, got {exp_id!r}")
+        raise ConfigError(f"exp_id must be a non-empty string, got {exp_id!r}")
     safe = sanitize_name(exp_id, what="exp_id")
     if safe != exp_id:
-        raise ValueError(f"exp_id {exp_id!r} is not usable as a file name; use e.g. {safe!r}")
+        raise ConfigError(f"exp_id {exp_id!r} is not usable as a file name; use e.g. {safe!r}")
     return exp_id
 
 

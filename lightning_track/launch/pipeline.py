@@ -24,6 +24,7 @@ known when the command starts. Other braces are left as they are.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shlex
 from collections.abc import Mapping
@@ -34,7 +35,7 @@ from typing import Any
 from ..errors import ConfigError
 from .sweep import SWEEP_KEYS, SweepSpec, Trial, parse_sweep
 
-__all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "render_command"]
+__all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "render_command", "refuse_control"]
 
 REFERENCE = re.compile(r"\{([A-Za-z0-9_][A-Za-z0-9_-]*)\.([A-Za-z_]+)\}")
 _FIELDS = ("run_dir", "exp_id")  # what {step.<field>} may name
@@ -119,7 +120,7 @@ def _step(source: str, name: Any, raw: Any) -> Step:
         raise ConfigError(f"{where}: after must be a list of step names, e.g. after: [train]")
     health_time = raw.get("health_time")
     if health_time is not None and (isinstance(health_time, bool) or not isinstance(health_time, (int, float))
-                                    or health_time <= 0):
+                                    or not math.isfinite(health_time) or health_time <= 0):
         raise ConfigError(f"{where}: health_time must be a positive number of seconds, got {health_time!r}")
     retries = raw.get("retries", 0)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -168,6 +169,7 @@ def parse_pipeline(data: Any, *, source: str = "pipeline", default_name: str = "
     root = data.get("root", "runs")
     if not isinstance(root, str) or not root:
         raise ConfigError(f"{source}: root must be a folder path, got {root!r}")
+    refuse_control(f"{source}: root", root)
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, Mapping) or not raw_steps:
         raise ConfigError(f"{source}: no steps; add steps: {{train: {{cmd: \"python train.py\"}}}}")
@@ -196,6 +198,14 @@ def parse_pipeline(data: Any, *, source: str = "pipeline", default_name: str = "
     return pipeline
 
 
+def refuse_control(option: str, value: str | None) -> None:
+    """A value written into an sbatch script holds no control character: a newline would start a shell
+    line of its own and end ``#SBATCH`` parsing (the options after it, ``--array`` too, silently dropped)."""
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{option} {value!r}: control characters (a newline, a tab) cannot go into an sbatch "
+                          "script; give the value on one line")
+
+
 def load_pipeline(path: str | Path) -> Pipeline:
     """Read and check a pipeline file (YAML)."""
     import yaml
@@ -205,6 +215,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the pipeline file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

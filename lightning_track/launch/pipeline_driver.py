@@ -10,7 +10,8 @@ done.
 
 Ctrl+C (SIGINT) or SIGTERM to the driver is forwarded to the process group of every running step
 (each runs in its own group, so a terminal's Ctrl+C would not reach it otherwise): they stop as under
-lt-run, are recorded ``interrupted``, and no new step starts. The driver, never the training process,
+lt-run, are recorded ``interrupted``, and no new step starts. A driver started with SIGINT ignored (a
+script's ``... &``) keeps ignoring it, as its steps do: SIGTERM stops it. The driver, never the training process,
 sends the notifications (:mod:`.notify`), and watches running steps' heartbeats for a run that went
 silent.
 """
@@ -31,7 +32,19 @@ from ..errors import ConfigError, one_line
 from ..folder import signals
 from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
-from ..vocabulary import DONE, EXIT_FAILURE, EXIT_OK, FAILED, HEALTHY, INTERRUPTED, RUNNING, STALE, iso_time
+from ..redaction import redact_command
+from ..vocabulary import (
+    DONE,
+    EXIT_FAILURE,
+    EXIT_OK,
+    FAILED,
+    HEALTHY,
+    INTERRUPTED,
+    RUNNING,
+    STALE,
+    iso_time,
+    stop_signals,
+)
 from .notify import Notifier
 from .pipeline import Pipeline, render_command
 from .pipeline_state import BLOCKED, PENDING, PipelineState
@@ -94,10 +107,12 @@ class _Driver:
                 self.log(f"{name}: failed: {exc}")
                 self.notify(FAILED, name, str(exc))
                 return
-            self.state.update(name, state=RUNNING, attempts=attempt, exp_id=exp_id, cmd=step.cmd, command=cmd,
+            shown = redact_command(cmd)  # the real command only in memory: the state file and the log are mirrored
+            self.state.update(name, state=RUNNING, attempts=attempt, exp_id=exp_id, cmd=redact_command(step.cmd),
+                              command=shown,
                               started=iso_time(), ended=None, exit_code=None, reason=None, run_dir=None,
                               failure=None, previous=None)
-            self.log(f"{name}: start{f' (attempt {attempt})' if attempt > 1 else ''}: {cmd}")
+            self.log(f"{name}: start{f' (attempt {attempt})' if attempt > 1 else ''}: {shown}")
 
             def on_event(kind: str, message: str, name: str = name) -> None:
                 if kind in (HEALTHY, "kill", "error") or (kind == FAILED and not message.startswith("exit code")):
@@ -143,8 +158,8 @@ class _Driver:
         from .sweep_report import finish_sweep
 
         fields = finish_sweep(self.pipeline, self.state, name)
-        self.state.update(name, state=DONE, cmd=self.pipeline.steps[name].cmd, exp_id=self.pipeline.exp_id(name),
-                          reason=None, **fields)
+        self.state.update(name, state=DONE, cmd=redact_command(self.pipeline.steps[name].cmd),
+                          exp_id=self.pipeline.exp_id(name), reason=None, **fields)
         best = fields.get("best")
         line = f"{fields['trials']} trials done" + (f"; best: trial {best['trial']} {best['metric']} "
                                                      f"{best['value']:.6g}" if best else "")
@@ -253,7 +268,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = N
                      stale_after=stale_after, console=console)
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():  # an inherited ignored SIGINT stays ignored, as in the steps
             previous[sig] = signal.signal(sig, lambda signum, frame: driver.forward(signum))
     try:
         driver.run(jobs)

@@ -5,7 +5,8 @@ the same command, and only the steps that did not finish run again; the file is 
 finished, with their run folders (which later steps' ``{step.run_dir}`` need) and why the others did
 not. It is replaced atomically on every change (:func:`~lightning_track.folder.fileio.atomic_write_json`),
 so a driver killed at any moment leaves the previous whole state. A step found ``running`` when the
-file is loaded belonged to a driver that is gone: it runs again.
+file is loaded belonged to a driver that is gone: it runs again. Commands are stored with their secret values
+redacted (:func:`~lightning_track.redaction.redact_command`): the file lives beside the runs and is mirrored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
+from ..redaction import redact_command
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, PENDING, RUNNING, SUBMITTED, iso_time
 from .pipeline import Pipeline
 
@@ -52,6 +54,9 @@ class PipelineState:
                 raise RunFolderError(f"{self.path}: unreadable pipeline state ({exc}); move it aside to start over"
                                      ) from None
             old = data.get("steps") if isinstance(data, dict) else None
+            if not isinstance(old, (dict, type(None))):
+                raise RunFolderError(f"{self.path}: 'steps' is {old!r:.40}, expected an object of steps; "
+                                     "move the file aside to start over")
             for name, entry in (old or {}).items():
                 if name in self.steps and isinstance(entry, dict) and entry.get("state") in STEP_STATES:
                     self.steps[name] = dict(entry)
@@ -60,7 +65,7 @@ class PipelineState:
         for name, entry in self.steps.items():
             if entry["state"] == RUNNING and not entry.get("slurm_job_id"):  # its driver is gone (not Slurm's)
                 entry.update(state=INTERRUPTED, reason="the driver stopped while it ran")
-            cmd = pipeline.steps[name].cmd
+            cmd = redact_command(pipeline.steps[name].cmd)  # as stored: a changed secret alone is no new command
             if entry["state"] == DONE and entry.get("cmd") not in (None, cmd):
                 entry.update(state=PENDING, reason="its command changed")
 

@@ -13,7 +13,8 @@ post-processed; the ``run_dir`` field of the signals' JSON twins.
 
 The child runs in its own process group (so a terminal's Ctrl+C reaches it once, through
 ``lt-run``); SIGINT/SIGTERM sent to ``lt-run`` are forwarded to that group, and terminating
-means SIGTERM to the group, then SIGKILL after ``grace`` seconds.
+means SIGTERM to the group, then SIGKILL after ``grace`` seconds. Started with SIGINT ignored (a
+script's ``lt-run ... &``), lt-run and the command keep ignoring it (:func:`~..vocabulary.stop_signals`).
 
 This module does the I/O (the process, its signals, the files); what to make of what it sees
 (when to stop the child, the exit code, the outcome, what lt-run writes) is decided in
@@ -33,9 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, RunNotFound
 from ..folder import signals
 from ..folder.layout import RunLayout, sanitize_name
-from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, EXIT_HEALTH, FAILED, HEALTHY, exit_status, run_name_time
+from ..redaction import command_secrets, redact_command, secret_values
+from ..vocabulary import (
+    ENV_EXP_ID,
+    ENV_SIGNALS_DIR,
+    EXIT_HEALTH,
+    FAILED,
+    HEALTHY,
+    exit_status,
+    run_name_time,
+    stop_signals,
+)
 from .console import LaunchConsole
 from .outcome import (
     CHILD_FAILED,
@@ -93,7 +105,7 @@ class _Child:
         try:
             self.proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, start_new_session=True, **stdio)
         except OSError as exc:
-            raise OSError(f"cannot start {shlex.join(cmd)}: {exc.strerror or exc}") from None
+            raise OSError(f"cannot start {redact_command(shlex.join(cmd))}: {exc.strerror or exc}") from None
 
     def send(self, sig: int) -> None:
         try:
@@ -160,9 +172,9 @@ def run_command(
     first byte (see :mod:`.console`); the terminal shows the same as without it.
     """
     if not cmd:
-        raise ValueError("no command given (usage: lt-run [options] -- CMD ...)")
+        raise ConfigError("no command given (usage: lt-run [options] -- CMD ...)")
     if health_time is not None and health_time <= 0:
-        raise ValueError(f"--health-time must be positive, got {health_time}")
+        raise ConfigError(f"--health-time must be positive, got {health_time}")
     notify: Event = on_event or (lambda kind, message: None)
     exp_id = signals.check_exp_id(exp_id) if exp_id is not None else default_exp_id(cmd)
     signals_path = Path(signals_dir).resolve()
@@ -181,7 +193,7 @@ def run_command(
     capture: LaunchConsole | None = None
     if console:
         try:
-            capture = LaunchConsole()
+            capture = LaunchConsole(secrets=command_secrets(shlex.join(cmd)) | secret_values(environ=child_env))
             child_env = capture.env(child_env)
         except OSError as exc:
             notify("info", f"console output is not captured: {exc.strerror or exc}")
@@ -195,7 +207,8 @@ def run_command(
     # Slurm job or a pipeline step waits for the command's start, not for lt-run's words.
     if stale:
         notify("info", f"removed {len(stale)} old signal file(s) of {exp_id}")
-    notify("start", f"pid {child.proc.pid}: {shlex.join(cmd)} (exp_id {exp_id}, signals in {signals_path})")
+    shown = redact_command(shlex.join(cmd))
+    notify("start", f"pid {child.proc.pid}: {shown} (exp_id {exp_id}, signals in {signals_path})")
 
     forwarded: list[int] = []
     previous: dict[int, Any] = {}
@@ -204,7 +217,7 @@ def run_command(
             forwarded.append(signum)
             child.send(signum)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():  # an inherited ignored SIGINT stays ignored, as in the command
             previous[sig] = signal.signal(sig, forward)
 
     healthy = False
@@ -317,7 +330,7 @@ def finish_run_dir(
     """
     path = Path(run_dir)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: run folder does not exist")
+        raise RunNotFound(f"{path}: run folder does not exist")
     from ..derived.summary import SummaryFile, post_process  # after the command: not in the way of its start
 
     summary_json = RunLayout(path).summary_json

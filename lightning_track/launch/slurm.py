@@ -22,6 +22,12 @@ true when restarted) continues that run folder. A step with ``ntasks: N`` runs i
 :func:`sbatch_scripts` and :func:`submit_plan` are pure (tested on their text); :func:`submit` calls
 ``sbatch``: every script is checked with ``sbatch --test-only`` before the first is submitted, so a
 refused option (a bad partition) is one line naming the step, with nothing submitted.
+
+Secrets: the scripts under ``<root>/slurm/`` (mirrored with the runs) show a command's secret values as
+``***REDACTED***`` (:mod:`lightning_track.redaction`); what is submitted is the same script with the real
+command, written for sbatch to a file readable by its owner only (mode 600) in the temp folder, outside the
+tree, and removed once sbatch has its own copy. Better still, give a job its secrets through the
+environment (sbatch passes the submitting shell's on).
 """
 
 from __future__ import annotations
@@ -32,13 +38,15 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..redaction import command_secrets, redact_command
 from ..vocabulary import ENV_RUN_DIR, SLURM_RESTART_COUNT
-from .pipeline import REFERENCE, Pipeline, Step
+from .pipeline import REFERENCE, Pipeline, Step, refuse_control
 from .slurm_job import Run, refusal, run_slurm
 
 __all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
@@ -52,6 +60,12 @@ class SlurmOptions:
     extra: tuple[str, ...] = field(default_factory=tuple)  # --slurm-arg, each one sbatch option
     grace: int = 60  # seconds between the batch shell's SIGTERM and the job's end
     python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        for option, value in (("--partition", self.partition), ("--time", self.time), ("--gres", self.gres),
+                              *(("--slurm-arg", arg) for arg in self.extra)):
+            refuse_control(option, value)
+
 
 
 def script_path(pipeline: Pipeline, step: str) -> Path:
@@ -184,25 +198,40 @@ def submit(pipeline: Pipeline, scripts: Mapping[str, str], *, earlier: Mapping[s
     for name, text in scripts.items():
         path = script_path(pipeline, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    for name in scripts:
-        checked = run(["sbatch", "--test-only", str(script_path(pipeline, name))])
-        if checked.returncode != 0:
-            why = refusal(checked)
-            raise ConfigError(f"step {name!r}: sbatch refused {script_path(pipeline, name).name}: {why}; "
-                              "fix --partition/--time/--gres/--slurm-arg")
-    ids: dict[str, str] = {}
-    for name in scripts:
-        known = {**(earlier or {}), **ids}
-        deps = [known[d] for d in pipeline.steps[name].after if d in known]
-        args = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{':'.join(deps)}"] if deps else [])
-        done = run(args + [str(script_path(pipeline, name))])
-        if done.returncode != 0:
-            why = refusal(done)
-            submitted = ", ".join(f"{s} ({j})" for s, j in ids.items()) or "none"
-            raise ConfigError(f"step {name!r}: sbatch failed: {why}; submitted before it: {submitted}")
-        ids[name] = done.stdout.strip().split(";")[0]
+        path.write_text(redact_command(text), encoding="utf-8")
+    private = {name: _private_script(pipeline.exp_id(name), text) for name, text in scripts.items()
+               if command_secrets(text)}
+    try:
+        for name in scripts:
+            checked = run(["sbatch", "--test-only", str(private.get(name, script_path(pipeline, name)))])
+            if checked.returncode != 0:
+                why = refusal(checked)
+                raise ConfigError(f"step {name!r}: sbatch refused {script_path(pipeline, name).name}: {why}; "
+                                  "fix --partition/--time/--gres/--slurm-arg")
+        ids: dict[str, str] = {}
+        for name in scripts:
+            known = {**(earlier or {}), **ids}
+            deps = [known[d] for d in pipeline.steps[name].after if d in known]
+            args = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{':'.join(deps)}"] if deps else [])
+            done = run(args + [str(private.get(name, script_path(pipeline, name)))])
+            if done.returncode != 0:
+                why = refusal(done)
+                submitted = ", ".join(f"{s} ({j})" for s, j in ids.items()) or "none"
+                raise ConfigError(f"step {name!r}: sbatch failed: {why}; submitted before it: {submitted}")
+            ids[name] = done.stdout.strip().split(";")[0]
+    finally:
+        for path in private.values():
+            path.unlink(missing_ok=True)
     return ids
+
+
+def _private_script(exp_id: str, text: str) -> Path:
+    """The script with its real command, readable by its owner only (mode 600) in the temp folder, outside the
+    mirrored tree; sbatch keeps its own copy of what it submits (also for a requeue), so it is removed after."""
+    fd, path = tempfile.mkstemp(prefix="lt-", suffix=f"-{exp_id}.sbatch")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,

@@ -157,6 +157,17 @@ def random_trials(where: str, spec: Any) -> list[Overrides]:
     return [tuple((key, draw(rng)) for key, draw in samplers) for _ in range(count)]
 
 
+def _refuse_references(where: str, trials: Sequence[Overrides]) -> None:
+    """A value is data, never a ``{step.run_dir}`` the command would later fill in from another step."""
+    from .pipeline import REFERENCE  # pipeline imports this module
+
+    for key, value in (pair for trial in trials for pair in trial):
+        found = REFERENCE.search(format_value(value))
+        if found:
+            raise ConfigError(f"{where}: sweep value {value!r} of {key!r} holds the reference {found[0]}; references "
+                              "go in cmd:, not in values")
+
+
 def parse_sweep(where: str, raw: Mapping[str, Any]) -> SweepSpec | None:
     """The step's sweep (its ``grid:`` or ``random:``, ``metric:``, ``mode:``), or None for a plain step."""
     grid, rand = raw.get("grid"), raw.get("random")
@@ -172,6 +183,7 @@ def parse_sweep(where: str, raw: Mapping[str, Any]) -> SweepSpec | None:
     if mode is not None and mode not in ("min", "max"):
         raise ConfigError(f"{where}: mode must be min or max, got {mode!r}")
     trials = grid_trials(where, grid) if grid is not None else random_trials(where, rand)
+    _refuse_references(where, trials)
     return SweepSpec(kind="grid" if grid is not None else "random", trials=tuple(trials), metric=metric, mode=mode)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunFolderError
+from ..errors import ConfigError, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
 from ..folder.layout import RunLayout
 from ..vocabulary import iso_time
@@ -25,14 +25,15 @@ __all__ = ["ANNOTATIONS", "read_annotations", "effective_tags", "effective_notes
            "parse_tag_ops", "check_tag"]
 
 ANNOTATIONS = RunLayout.ANNOTATIONS
-_TAG = re.compile(r"^[^\s,+\-][^\s,]{0,63}$")  # one word, no comma (filters split on it), not a sign first
+# one word, no comma (filters split on it), not a sign first, no control character (a terminal escape)
+_TAG = re.compile(r"^[^\s,+\-\x00-\x1f\x7f-\x9f][^\s,\x00-\x1f\x7f-\x9f]{0,63}$")
 
 
 def check_tag(tag: str) -> str:
     """A tag as given, or a one-line error naming it (spaces, commas, a leading sign, >64 characters)."""
     if not isinstance(tag, str) or not _TAG.match(tag):
-        raise ValueError(f"tag {tag!r}: one word of at most 64 characters, no spaces or commas, "
-                         "not starting with + or -")
+        raise ConfigError(f"tag {tag!r}: one word of at most 64 characters, no spaces, commas or control "
+                          "characters, not starting with + or -")
     return tag
 
 

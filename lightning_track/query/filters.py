@@ -53,7 +53,7 @@ def parse_length(text: str) -> float:
     """``"90s"``, ``"30m"``, ``"2h"``, ``"1.5d"``, ``"1w"``, ``"45"`` -> seconds."""
     match = _LENGTH.match(text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not a length like 90s, 30m, 2h, 1.5d or 1w")
+        raise FilterError(f"{text!r} is not a length like 90s, 30m, 2h, 1.5d or 1w")
     return float(match[1]) * _UNITS[match[2]]
 
 
@@ -202,6 +202,9 @@ class Filter:
         return list(dict.fromkeys(self.root.keys()))
 
 
+MAX_NESTING = 64  # levels of '(' and 'not' in one filter
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -224,10 +227,12 @@ class _Parser:
             self.tokens.append((kind, value, col))
             pos = match.end()
         self.i = 0
+        self.depth = 0
 
     def error(self, message: str, column: int | None = None) -> FilterError:
         where = f" at column {column}" if column else " at the end"
-        return FilterError(f"bad filter {self.text!r}: {message}{where}")
+        shown = self.text if len(self.text) <= 80 else self.text[:79] + "…"  # one readable line
+        return FilterError(f"bad filter {shown!r}: {message}{where}")
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -265,10 +270,17 @@ class _Parser:
 
     def parse_unary(self) -> Node:
         kind, value, col = self.take()
+        if (kind, value) in (("bool", "not"), ("paren", "(")):
+            self.depth += 1  # the parser and the matcher recurse once a level: refuse before Python's limit
+            if self.depth > MAX_NESTING:
+                raise self.error(f"too deeply nested (more than {MAX_NESTING} levels of '(' and 'not')", col)
         if (kind, value) == ("bool", "not"):
-            return Not(self.parse_unary())
+            node: Node = Not(self.parse_unary())
+            self.depth -= 1
+            return node
         if (kind, value) == ("paren", "("):
             node = self.parse_or()
+            self.depth -= 1
             closing = self.peek()
             if closing is None or closing[1] != ")":
                 raise self.error("missing ')'", closing[2] if closing else None)

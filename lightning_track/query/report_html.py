@@ -246,7 +246,7 @@ def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = Non
                   "</ul>"]
     css = (_RESOURCES / "report.css").read_text(encoding="utf-8")
     js = (_RESOURCES / "report.js").read_text(encoding="utf-8").replace("</script", "<\\/script")
-    safe_json = data_json.replace("</", "<\\/")
+    safe_json = data_json.replace("<", "\\u003c")  # no "</script" or "<!--" can end or change the data block
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
             f"content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title><style>{css}</style></head>"
             f"<body><main>{''.join(parts)}</main><script type=\"application/json\" id=\"lt-data\">{safe_json}</script>"

@@ -35,7 +35,7 @@ from .discover import find_run_dirs, list_names, resolve_run
 from .filters import MISSING, Filter, parse_filter
 
 __all__ = ["RunInfo", "find_runs", "read_run", "resolve_run", "judge_status", "load_runs", "filter_runs",
-           "main_metric", "STALE_AFTER_S", "UNKNOWN", "flatten"]
+           "main_metric", "metric_table_problems", "STALE_AFTER_S", "UNKNOWN", "flatten"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
 
@@ -293,6 +293,25 @@ def _pipeline_cell(run: RunInfo) -> str | None:
 FIELD_NAMES = tuple(_FIELDS)
 
 
+def metric_table_problems(summary: dict[str, Any], path: Path) -> list[str]:
+    """Take out of ``summary`` the ``best``/``final`` parts that are not ``{metric: {"value": ...}}``;
+    one line for each, naming the file and the key (a hand edit or another tool's file, never a crash)."""
+    problems: list[str] = []
+    for which in ("final", "best"):
+        table = summary.get(which)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            del summary[which]
+            problems.append(f"{path}: {which!r} is a {type(table).__name__}, expected an object of metrics; ignored")
+            continue
+        for key in [k for k, entry in table.items() if not isinstance(entry, dict) or "value" not in entry]:
+            shown = repr(table.pop(key))
+            shown = shown if len(shown) <= 40 else shown[:39] + "…"
+            problems.append(f"{path}: {which}.{key} is {shown}, expected {{\"value\": ..., \"step\": ...}}; ignored")
+    return problems
+
+
 def read_run(path: str | Path, source: str = "", names: set[str] | None = None, *, now: float | None = None,
              stale_after: float = STALE_AFTER_S, this_host: str | None = None) -> RunInfo:
     """One run's summary, meta and annotations; what cannot be read is a problem on the run."""
@@ -314,6 +333,8 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
             continue
         if isinstance(data, dict):
             setattr(info, attr, data)
+            if attr == "summary":
+                info.problems += metric_table_problems(data, path / filename)
         else:
             info.problems.append(f"{path / filename}: expected a JSON object")
     if ANNOTATIONS in names:

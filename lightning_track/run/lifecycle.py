@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..derived.summary import SummaryFile, post_process
 from ..errors import ResumeError, one_line
 from ..folder.fileio import atomic_write_json, temp_path
 from ..folder.layout import RunLayout
+from ..redaction import redact, secret_values
 from ..sinks import Sink, SinkContext, load_sink
 from ..sinks.jsonl import MetricsJsonlSink
 from ..sinks.media import MediaFilesSink
@@ -45,7 +47,6 @@ from .config import (
     merge_config,
     merge_hyperparams,
     normalize_config,
-    redact,
     write_config_yaml,
 )
 from .console import capture_console
@@ -141,7 +142,7 @@ class RunLifecycle:
             self._check_rewind(previous, from_step)
         self.started, self.start_time, self.from_step = True, time.time(), from_step
         if self.console:  # first, so the rest of the start (the sink host's messages) is in logs.txt too
-            capture_console(layout.logs_txt)
+            capture_console(layout.logs_txt, secrets=secret_values(self.config, sys.argv, os.environ))
         now = iso_time(self.start_time)
         attempts = _attempts_of(previous)
         entry: dict[str, Any] = {"attempt": len(attempts) + 1, "start_time": now, "status": RUNNING,

@@ -12,8 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..redaction import redact_argv
 from ..vocabulary import SLURM_ENV, SLURM_JOB_ID, iso_time
-from .config import redact_argv
 
 __all__ = ["collect_meta", "git_info", "package_versions", "slurm_info"]
 

@@ -292,9 +292,12 @@ def start_rank_records(layout: RunLayout, rank: int, *, console: bool, system_in
     """What a rank > 0 keeps of its own, once it knows the run folder: its console (``logs.rank<N>.txt``),
     and, on another node's local rank 0, that machine's system samples (``system.node<k>.jsonl``)."""
     if console:
+        import sys
+
+        from ..redaction import secret_values
         from .console import capture_console
 
-        capture_console(layout.rank_logs_txt(rank))
+        capture_console(layout.rank_logs_txt(rank), secrets=secret_values(argv=sys.argv, environ=os.environ))
     node = node_rank()
     if system_interval and node > 0 and os.environ.get("LOCAL_RANK", "0") == "0":
         start_system_recorder(layout, system_interval, pid=os.getpid(), node=node, step=step)

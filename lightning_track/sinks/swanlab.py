@@ -97,13 +97,15 @@ _STATE = {COMPLETED: "success", FAILED: "crashed", INTERRUPTED: "aborted"}
 
 
 @contextmanager
-def _unwrapped_console() -> Iterator[None]:
-    """SwanLab's messages on one line each while inside.
+def _unwrapped_console(tips: bool = True) -> Iterator[None]:
+    """SwanLab's messages on one line each while inside; ``tips=False``: without its notes.
 
     SwanLab prints through a rich console that wraps at the terminal's width, or at 80 columns in a
     log file, so the ``swanlab sync <path>`` it suggests arrives in pieces nobody can paste. Soft wrap
-    leaves the wrapping to the terminal; a log keeps the line whole. Scoped to our init and finish,
-    so a user's own SwanLab messages in the same process print as they always did.
+    leaves the wrapping to the terminal; a log keeps the line whole. At finish SwanLab repeats the
+    ``swanlab watch``/``swanlab sync`` note it printed at init (``swanlab: ...`` lines, its ``info``):
+    said once is enough, its warnings and errors still print. Scoped to our init and finish, so a
+    user's own SwanLab messages in the same process print as they always did.
     """
     try:
         from swanlab.sdk.internal.pkg import console
@@ -114,12 +116,16 @@ def _unwrapped_console() -> Iterator[None]:
     if rich_console is None or not hasattr(rich_console, "soft_wrap"):
         yield
         return
-    before = rich_console.soft_wrap
+    before, info = rich_console.soft_wrap, getattr(console, "info", None)
     rich_console.soft_wrap = True
+    if not tips and info is not None:
+        console.info = lambda *args, **kwargs: None
     try:
         yield
     finally:
         rich_console.soft_wrap = before
+        if info is not None:
+            console.info = info
 
 
 class _TimedLog:
@@ -392,7 +398,7 @@ class SwanLabSink(Sink):
             if reason is None and state == "crashed":
                 # SwanLab would record "unknown" (and warn); our status is what we do know.
                 reason = f"lightning_track recorded the run as {status}; no reason was given"
-            with _unwrapped_console():
+            with _unwrapped_console(tips=False):
                 run.finish(state=state, error=reason)
 
 

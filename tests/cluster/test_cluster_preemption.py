@@ -12,6 +12,7 @@ import pytest
 import torch
 from fit_script import build, fit
 from support.cluster import finish, start, wait_for
+from support.processes import sigint_ignored
 from support.readers import tensorboard_scalars
 
 from lightning_track import PreemptionHandler, RunLayout, RunLogger, read_metrics
@@ -96,6 +97,18 @@ def test_sigint_stops_at_step_boundary_with_exit_code_130(runs: Path) -> None:
     assert torch.load(ckpt, weights_only=False)["global_step"] == 5
     assert handler.received == signal.SIGINT
     assert read_signal(run.signals_dir, run.name, "failed")["signal"] == "SIGINT"
+
+
+def test_sigint_ignored_at_start_stays_ignored(runs: Path) -> None:
+    """`python train.py &` in a script: the terminal's Ctrl+C must spare it, as Python itself does."""
+    logger = RunLogger("blobs", "background", root=runs, sinks=())
+    handler = PreemptionHandler()
+    trainer = _trainer(runs, [KillSelfAt(5, signal.SIGINT), handler], logger, max_steps=10)
+    with sigint_ignored():
+        trainer.fit(DemoModule(), datamodule=DemoDataModule(n_train=512, n_val=64))
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert handler.received is None and summary(logger.layout)["status"] == "completed"
+    assert trainer.global_step == 10
 
 
 def test_without_checkpoint_callback_saves_to_run_layout(runs: Path) -> None:

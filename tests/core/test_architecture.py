@@ -20,7 +20,7 @@ PACKAGE = Path(lightning_track.__file__).parent
 # The layers and tools that must start without torch or Lightning: lt-sync, lt-migrate, lt-run, the
 # sink host and anything that only reads or writes a run folder.
 TORCH_FREE = [
-    "lightning_track", "lightning_track.vocabulary", "lightning_track.errors",
+    "lightning_track", "lightning_track.vocabulary", "lightning_track.errors", "lightning_track.redaction",
     "lightning_track.folder.layout", "lightning_track.folder.fileio", "lightning_track.folder.records",
     "lightning_track.folder.tracking", "lightning_track.folder.signals", "lightning_track.folder.consolelog",
     "lightning_track.run.console", "lightning_track.run.console_relay", "lightning_track.run.system",

@@ -114,3 +114,29 @@ def test_lt_demo_bad_value_types_name_key_value_and_type(tmp_path: Path, capsys:
     err = capsys.readouterr().err
     assert err.startswith(f"lt-demo: error: {message}") and err.count("\n") == 1
     assert not root.exists() or not any(root.iterdir())
+
+
+@pytest.mark.slow
+def test_lt_demo_first_screen_is_what_a_newcomer_needs(tmp_path: Path) -> None:
+    """Before its summary lt-demo printed Lightning's srun hint (any machine with Slurm) and cloud tips, a
+    torch deprecation from Lightning, a bar reading ``Epoch 2/-2`` and SwanLab's watch or sync note twice."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # Slurm installed here: Lightning's hint would show
+    (bin_dir / "srun").chmod(0o755)
+    lt_demo = shutil.which("lt-demo")
+    cmd = [lt_demo] if lt_demo else [sys.executable, "-m", "lightning_track.cli.demo"]
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "SWANLAB_MODE": "offline", "COLUMNS": "200"}
+    proc = subprocess.run([*cmd, "trainer.max_steps=70", "trainer.val_check_interval=35"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    screen = proc.stdout + proc.stderr
+    first, summary = screen.split("Run folder:", 1)
+    for noise in ("srun", "Tip:", "litlogger", "LeafSpec", "/-"):
+        assert noise not in first, first
+    assert "Epoch 1/1" in first  # 70 steps of 64 an epoch: the second and last epoch
+    assert sum("swanlab sync" in line or "swanlab watch" in line for line in first.splitlines()) == 1, first
+    (run,) = RunLayout.list_runs(tmp_path / "runs")
+    assert f"lt show {run.run_dir.relative_to(tmp_path)}" in summary and "swanlab sync" in summary

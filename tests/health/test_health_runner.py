@@ -10,6 +10,7 @@ import time
 
 import pytest
 from support.health import SCRIPT, fit, subprocess_env
+from support.processes import sigint_ignored
 
 from lightning_track import HEALTH_EXIT_CODE, HealthGuard
 from lightning_track.cli.run import main
@@ -84,6 +85,34 @@ def test_sigterm_to_lt_run_is_forwarded_and_exit_code_is_the_childs(tmp_path):
 
 
 @pytest.mark.slow
+def test_lt_run_started_with_sigint_ignored_keeps_ignoring_it_and_stops_on_sigterm(tmp_path):
+    """A script's `lt-run ... &`: the command inherits SIGINT ignored, so lt-run does not forward a SIGINT
+    it could not act on (it would wait forever); SIGTERM stops both."""
+    seen, ready = tmp_path / "sigint", tmp_path / "ready"
+    code = ("import signal, sys, time, pathlib\n"
+            "signal.signal(signal.SIGTERM, lambda n, f: sys.exit(7))\n"
+            f"pathlib.Path({str(seen)!r}).write_text(str(signal.getsignal(signal.SIGINT)))\n"
+            f"pathlib.Path({str(ready)!r}).touch()\n"
+            "time.sleep(60)\n")
+
+    def send_when_ready() -> None:  # a terminal's Ctrl+C, then `kill <lt-run pid>`
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send_when_ready, daemon=True)
+    with sigint_ignored():
+        sender.start()
+        result = run_command([sys.executable, "-c", code], exp_id="bg", signals_dir=tmp_path, poll_interval=0.05)
+        sender.join()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # lt-run left it as it found it
+    assert seen.read_text() == str(signal.SIG_IGN)
+    assert result.exit_code == 7 and result.reason == "stopped: lt-run received SIGTERM (exit code 7)"
+
+
+@pytest.mark.slow
 def test_plain_success_gets_done_and_a_failure_gets_failed(tmp_path):
     ok = run_command([sys.executable, "-c", "pass"], exp_id="ok", signals_dir=tmp_path)
     assert (ok.exit_code, ok.outcome) == (0, "done")
@@ -147,7 +176,7 @@ def test_post_process_cli_rebuilds_derived_files(finished_run, capsys):
 def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert main(["--post-process", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"lt-run: error: {tmp_path / 'nope'}: not a run folder"
+    assert err == f"lt-run: error: {tmp_path / 'nope'}: not a run folder (no such folder)"
     assert main(["--health-time", "5"]) == 2
     assert capsys.readouterr().err.strip() == "lt-run: error: no command given (usage: lt-run [options] -- CMD ...)"
     assert main(["--exp-id", "a/b", "--", "true"]) == 2

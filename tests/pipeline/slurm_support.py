@@ -5,23 +5,21 @@ folder, started for a test session and stopped after it, as the sshd fixture doe
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import system
 from support.sync import free_port, wait_port
-
-PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
 
 
 def missing() -> str | None:
     """Why a real Slurm cannot be started here, or None."""
-    absent = [p for p in PROGRAMS if shutil.which(p) is None]
-    if absent:
-        return f"{', '.join(absent)} not installed (apt-get install slurmctld slurmd slurm-client munge)"
+    why = system.missing("slurm")
+    if why is not None:
+        return why
     if os.geteuid() != 0:
         return "slurmd must run as root to start jobs"
     return None

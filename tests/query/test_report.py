@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from support.system import require, which
 
 from lightning_track.cli.lt import main
 from lightning_track.vocabulary import iso_time
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = which("chromium|chromium-browser")
 
 
 def page_data(text: str) -> dict:
@@ -105,8 +105,7 @@ def test_report_of_many_long_runs_stays_small_and_keeps_spikes(tmp_path, capsys)
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(made_runs, tmp_path, capsys) -> None:
-    if CHROMIUM is None:  # CI must run it: .ci/run installs Debian's chromium
-        (pytest.fail if os.environ.get("CI") else pytest.skip)("needs chromium (apt-get install chromium)")
+    require("chromium")  # skipped by name where it is missing (a failure under CI, which installs it)
     synthetic_runs(tmp_path / "runs", runs=3, steps=5_000, metrics=3)
     for path in made_runs.values():
         shutil.copytree(path, tmp_path / "runs" / path.name)

@@ -58,8 +58,8 @@ def test_lt_tag_and_note_change_the_annotations_only(runs_copy, capsys, tmp_path
 def test_bad_tags_and_runs(runs_copy, capsys) -> None:
     lora = runs_copy["lora"]
     code, out, err = run_lt(capsys, "tag", str(lora), "+two words")
-    assert code == 2 and err == ["lt tag: tag 'two words': one word of at most 64 characters, no spaces or commas, "
-                                 "not starting with + or -"]
+    assert code == 2 and err == ["lt tag: tag 'two words': one word of at most 64 characters, no spaces, commas or "
+                                 "control characters, not starting with + or -"]
     code, out, err = run_lt(capsys, "tag", "nope", str(lora), "+x", "--root", str(lora.parent))
     assert code == 0 and out == [f"{lora.name}: baseline, x"] and "nope: no such run folder" in err[0]
     code, out, err = run_lt(capsys, "tag")

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from lightning_track.folder.fileio import JsonlAppender, atomic_write_json
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+from .system import require, which
+
+SSHD = which("sshd") or "/usr/sbin/sshd"
 
 
 def free_port() -> int:
@@ -92,8 +92,7 @@ class SSHServer:
 def make_sshd(folder: Path) -> SSHServer:
     """Keys and config for a private sshd; works as root (PermitRootLogin) and as a normal user."""
     folder.mkdir(parents=True, exist_ok=True)
-    if not Path(SSHD).exists():
-        pytest.fail(f"OpenSSH server not installed ({SSHD}); install openssh-server")
+    require("sshd")
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir when root
     host_key, client_key = folder / "host_ed25519", folder / "client_ed25519"

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support.processes import ignore_sigint
 from support.sync import append_steps, free_port, make_run, tree, wait_port
 
 from lightning_track.sync import SyncOptions, sync_once
@@ -23,9 +24,9 @@ pytestmark = pytest.mark.slow  # sshd, lt-sync and viewer processes
 RUN = "arc_lora_20250101_120000"
 
 
-def lt_sync_proc(*args: str) -> subprocess.Popen:
+def lt_sync_proc(*args: str, **popen: object) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "lightning_track.cli.sync", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), **popen)
 
 
 def test_every_mirrors_a_live_writer_and_stops_on_ctrl_c(ssh_home, tmp_path: Path) -> None:
@@ -259,3 +260,25 @@ def test_every_into_a_local_mirror_keeps_its_histories_parsed(tmp_path: Path, mo
     history = read_history(dest / RUN)
     assert history.steps.tolist() == list(range(12_500))
     assert history.columns["train/loss"][-1] == pytest.approx(1 / 12_500)
+
+
+def test_every_started_with_sigint_ignored_keeps_mirroring_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """A script's `lt sync --every ... &` ignores the terminal's Ctrl+C; `kill PID` stops it as Ctrl+C would."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    run = make_run(src, RUN, steps=5)
+    proc = lt_sync_proc(str(src), str(dest), "--every", "0.2", preexec_fn=ignore_sigint)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and tree(dest) != tree(src):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        append_steps(run, 5, 3)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and tree(dest) != tree(src) and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None and tree(dest) == tree(src)  # still mirroring after the SIGINT
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.strip() == "interrupted; finished files are kept and a re-run resumes the rest"

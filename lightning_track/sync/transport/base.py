@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ...errors import UnsafePathError
+from ...folder.fileio import inside  # noqa: F401 - the link rule of the transports, shared with lt-migrate
 from ..endpoints import Endpoint
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "Transport",
     "check_rel",
     "check_name",
-    "inside",
     "make_transport",
 ]
 
@@ -62,11 +62,6 @@ def check_name(name: str, parent: str) -> str:
     if name in ("", ".", "..") or "/" in name or "\x00" in name:
         raise UnsafePathError(f"{posixpath.join(parent, name)!r}: unsafe file name {name!r} in listing")
     return name
-
-
-def inside(target: str, root: str) -> bool:
-    """Whether the resolved path ``target`` is ``root`` or below it (both absolute, resolved)."""
-    return target == root or target.startswith(root.rstrip("/") + "/")
 
 
 class Transport(ABC):
