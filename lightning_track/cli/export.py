@@ -8,11 +8,14 @@ when every run is exported, 1 when one is not (or the tracker cannot be reached:
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
-from ..errors import ConfigError, ExportError, RunFolderError, one_line
-from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ..errors import ExportError, RunFolderError, one_line
+from ..query.format import printable
+from ..vocabulary import EXIT_FAILURE, EXIT_OK, exit_status
+from ._errors import reports
 
 __all__ = ["main"]
 
@@ -36,22 +39,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _warn(message: str) -> None:
-    print(f"lt export: {message}", file=sys.stderr)
+    print(printable(f"lt export: {message}"), file=sys.stderr)
 
 
+@reports("lt export")  # a bad --to or --filter: one line, exit 2; the tracker unreachable: one line, exit 1
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     from ..export import export_run, open_exporter, parse_target
     from ..query.filters import parse_filter
     from .lt_commands import _runs_for_report
 
-    try:
-        target = parse_target(args.to)
-        for expr in args.filter:
-            parse_filter(expr)
-    except ConfigError as exc:
-        _warn(str(exc))
-        return EXIT_USAGE
+    target = parse_target(args.to)
+    for expr in args.filter:
+        parse_filter(expr)
     problems: list[str] = []
     runs = _runs_for_report(args, problems)
     for problem in problems:
@@ -73,13 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 for note in result.notes:
                     _warn(f"{prefix}{run.name}: {note}")
-                print(prefix + result.line(), flush=True)
-    except ExportError as exc:  # the tracker cannot be reached: nothing sent
-        _warn(one_line(exc))
-        return EXIT_FAILURE
+                print(printable(prefix + result.line()), flush=True)
     except KeyboardInterrupt:
         _warn("interrupted; what the tracker confirmed is recorded: run lt export again to continue")
-        return 130
+        return exit_status(-signal.SIGINT)
     return EXIT_FAILURE if failed else EXIT_OK
 
 

@@ -127,6 +127,7 @@ class RunLifecycle:
         self.refused = False
         self._pending: dict[str, Any] = {}  # summary fields given before the attempt started
         self.finalized = False
+        self.appending = False  # logging after finalize: the finalized attempt takes more records
 
     # -- start -------------------------------------------------------------------------------
     def start(self, from_step: int | None = None) -> None:
@@ -181,11 +182,12 @@ class RunLifecycle:
             fields["config_digest"] = config_digest(self.config)
         meta = collect_meta(self.dataset, self.method, layout.name, root=str(layout.root.resolve()))
         if layout.meta_json.exists():
-            atomic_write_json(layout.run_dir / f"meta.attempt-{self.attempt}.json", meta)
+            atomic_write_json(layout.attempt_meta_json(self.attempt), meta)
         else:
             atomic_write_json(layout.meta_json, meta)
         self._reserve_space()
-        stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
+        # an earlier attempt's (now in its entry), or an old name (duration_s: training_time_s now)
+        stale = {"end_time", "failure", "error", "interrupted", "reason", "duration_s"}
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
         self._pending = {}
         self.ensure_writer()
@@ -293,13 +295,13 @@ class RunLifecycle:
             context = SinkContext(layout=self.layout, dataset=self.dataset, method=self.method,
                                   config=redact(self.config), resume_count=max(0, self.attempt - 1),
                                   # records after the restart step are the interrupted attempt's replays
-                                  resume_step=self.from_step + 1 if self.resume and self.from_step is not None
-                                  else None,
+                                  resume_step=self.from_step + 1
+                                  if self.resume and self.from_step is not None and not self.appending else None,
                                   moved_aside_to=self.layout.dropped_metrics_jsonl(self.attempt),
                                   options=self.sink_options)
             self.writer = BackgroundWriter(
                 self._sinks(), context,
-                resuming=self.resume,
+                resuming=self.resume and not self.appending,
                 flush_interval=self.flush_interval,
                 heartbeat_interval=self.heartbeat_interval,
                 on_heartbeat=lambda: self.update_summary(heartbeat=iso_time()),
@@ -320,7 +322,8 @@ class RunLifecycle:
             # importable there). See lightning_track/run/sinkhost.py.
             from .sinkhost import SinkHost
 
-            sinks.append(SinkHost(named, system_interval=self.system_interval))
+            # After finalize the run's system record is closed (its last sample taken): no new sampler.
+            sinks.append(SinkHost(named, system_interval=0.0 if self.appending else self.system_interval))
             sinks += [s for s in self.sink_specs if not isinstance(s, str)]
         else:
             sinks += [load_sink(s) if isinstance(s, str) else s for s in self.sink_specs]
@@ -352,15 +355,18 @@ class RunLifecycle:
         return self.writer is not None
 
     def reopen(self) -> None:
-        """Logging after finalize (e.g. ``trainer.test`` after ``fit``): a new attempt in append mode."""
+        """Logging after finalize (a test score or a sample after ``fit`` returned, ``trainer.test``):
+        the same attempt takes the records, appended; its status, times and records stay as they are."""
         self.finalized = False
-        self.started = False
-        self.resume = True
-        self.start()
+        self.appending = True
+        self.ensure_writer()
 
     def finalize(self, status: str, *, reason: str | None = None, end_time: float | None = None) -> None:
         """Close every sink with our word for ``status``, then write summary.json, metrics.csv and
         report_draft.md. A sink's error is recorded and raised after the summary is written."""
+        if self.appending:
+            self._finish_appending()
+            return
         end_time = time.time() if end_time is None else end_time
         ours = run_status(status)
         error: BaseException | None = None
@@ -377,7 +383,7 @@ class RunLifecycle:
         data = self.summary.read()
         attempts = _attempts_of(data)
         mine: dict[str, Any] = {"end_time": iso_time(end_time), "status": ours,
-                                "duration_s": round(end_time - self.start_time, 3)}
+                                "training_time_s": round(end_time - self.start_time, 3)}
         if reason:
             mine["reason"] = reason
         if isinstance(data.get("failure"), dict):
@@ -385,11 +391,10 @@ class RunLifecycle:
         if attempts:
             attempts[-1].update(mine)
         first_start = parse_iso_time(data["start_time"]) if data.get("start_time") else self.start_time
-        training = sum(a.get("duration_s", 0.0) for a in attempts if isinstance(a.get("duration_s"), (int, float)))
+        training = sum(attempt_training_time(a) for a in attempts)
         extra: dict[str, Any] = {
             "status": ours, "end_time": mine["end_time"], "heartbeat": mine["end_time"], "attempts": attempts,
             "training_time_s": round(training, 3), "wall_span_s": round(end_time - first_start, 3),
-            "duration_s": round(training, 3),
         }
         if reason and ours != COMPLETED:
             extra["reason"] = reason
@@ -404,6 +409,22 @@ class RunLifecycle:
                 raise OSError(f"{error}; and summary.json could not record the failure either: {one_line(exc)}"
                               ) from error
             # summary.json says it; only a derived file (metrics.csv) did not fit: the first error stands
+        if error is not None:
+            raise error
+
+    def _finish_appending(self) -> None:
+        """Close the writer of records logged after finalize and refresh the derived files; the
+        attempt's status, reason and times are the ones its finalize recorded."""
+        writer, self.writer = self.writer, None
+        self.finalized, self.appending = True, False
+        error: BaseException | None = None
+        if writer is not None:
+            try:
+                writer.close(self.summary.read().get("status") or COMPLETED)
+            except BaseException as exc:  # noqa: BLE001 - the derived files first, then re-raise
+                error = exc
+        post_process(self.layout.run_dir, metric_modes=self.metric_modes,
+                     extra={"error": repr(error)} if error is not None else None)
         if error is not None:
             raise error
 
@@ -439,7 +460,18 @@ def _attempts_of(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not summary.get("start_time"):
         return []
     legacy = {"attempt": 1, "start_time": summary["start_time"], "status": summary.get("status", RUNNING)}
-    for key in ("end_time", "duration_s", "failure"):
+    for key in ("end_time", "failure"):
         if key in summary:
             legacy[key] = summary[key]
+    if isinstance(summary.get("duration_s"), (int, float)):  # before training_time_s had its own name
+        legacy["training_time_s"] = summary["duration_s"]
     return [legacy]
+
+
+def attempt_training_time(attempt: Mapping[str, Any]) -> float:
+    """An attempt's training time in seconds (``duration_s`` in runs written before it was named so)."""
+    for key in ("training_time_s", "duration_s"):
+        value = attempt.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0
