@@ -26,17 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError, JsonlProblem, one_line
-from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics_since
 from ..query.runs import RunInfo
 from ..redaction import redact
 from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, iso_time
+from .content import artifact_files, run_params
 from .record import SentFile
 from .target import Target
 
-__all__ = ["MlflowExporter", "mlflow_key", "fit_value", "param_value", "run_tags", "run_params", "artifact_files",
-           "STATUS", "MAX_KEY", "MAX_PARAM", "MAX_TAG"]
+__all__ = ["MlflowExporter", "mlflow_key", "fit_value", "run_tags", "STATUS", "MAX_KEY", "MAX_PARAM", "MAX_TAG"]
 
 STATUS = {COMPLETED: "FINISHED", FAILED: "FAILED", INTERRUPTED: "KILLED", CRASHED: "KILLED", RUNNING: "RUNNING"}
 MAX_KEY, MAX_PARAM, MAX_TAG = 250, 6000, 8000  # mlflow.utils.validation's limits (MLflow 2 and 3)
@@ -44,8 +43,6 @@ MAX_METRICS, MAX_PARAMS_TAGS = 1000, 100  # per log_batch call
 _READ_LIMIT = 8 << 20  # bytes of a JSONL file parsed at a time
 _BAD_CHARS = re.compile(r"[^/\w.\- :]")  # what MLflow allows in a key: validate_param_and_metric_name
 _CUT = " …[cut]"
-ARTIFACT_FILES = (RunLayout.CONFIG, RunLayout.SUMMARY, RunLayout.META, RunLayout.LOGS, RunLayout.REPORT)
-ARTIFACT_DIRS = (RunLayout.PLOTS, RunLayout.MEDIA)
 
 
 # -- pure rules ------------------------------------------------------------------------------------
@@ -71,18 +68,6 @@ def fit_value(text: str, limit: int) -> tuple[str, str | None]:
     return text[: limit - len(_CUT)] + _CUT, f"value of {len(text)} characters cut to MLflow's limit of {limit}"
 
 
-def param_value(value: Any) -> str:
-    """A config value as MLflow's ``log_params`` would write it; lists and mappings as JSON."""
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def run_params(run: RunInfo) -> dict[str, str]:
-    """The flattened config, secrets redacted (again: migrated or hand-made files may hold them)."""
-    return {key: param_value(value) for key, value in redact(dict(run.config)).items()}
-
-
 def run_tags(run: RunInfo) -> dict[str, str]:
     """Everything about the run that is not a number or a param, as MLflow tags."""
     attempts = run.summary.get("attempts") if isinstance(run.summary.get("attempts"), list) else []
@@ -105,26 +90,6 @@ def run_tags(run: RunInfo) -> dict[str, str]:
     for tag in run.tags:
         tags[f"tag.{tag}"] = "true"
     return redact(tags)  # notes or a reason may quote a URL with its credentials
-
-
-def artifact_files(run_dir: Path, *, with_model: bool = False, with_checkpoints: bool = False
-                   ) -> list[tuple[str, Path]]:
-    """``(path in the run folder, file)`` of what is sent as artifacts: regular files only (no links,
-    no temp files), the final model and checkpoints only when asked."""
-    layout = RunLayout(run_dir)
-    found = [(name, run_dir / name) for name in ARTIFACT_FILES]
-    folders = list(ARTIFACT_DIRS) + ([RunLayout.FINAL_MODEL] if with_model else [])
-    for folder in folders:
-        base = run_dir / folder
-        if base.is_dir() and not base.is_symlink():
-            for dirpath, dirnames, filenames in os.walk(base):
-                dirnames[:] = sorted(d for d in dirnames if not Path(dirpath, d).is_symlink())
-                files = [Path(dirpath, f) for f in sorted(filenames)]
-                found += [(path.relative_to(run_dir).as_posix(), path) for path in files]
-    if with_checkpoints:
-        found += [(f"{RunLayout.CHECKPOINTS}/{p.name}", p) for p in sorted(layout.checkpoints_dir.glob("*.ckpt"))]
-    return [(rel, path) for rel, path in found
-            if not is_temp_name(path.name) and not path.is_symlink() and path.is_file()]
 
 
 # -- the client side -------------------------------------------------------------------------------

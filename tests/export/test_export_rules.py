@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lightning_track.errors import ConfigError, ExportError
-from lightning_track.export.mlflow import MAX_KEY, fit_value, mlflow_key, param_value
+from lightning_track.export.content import param_value
+from lightning_track.export.mlflow import MAX_KEY, fit_value, mlflow_key
 from lightning_track.export.record import SentFile, export_lock
 from lightning_track.export.target import parse_target
 from lightning_track.folder.fileio import keep_jsonl_before
