@@ -106,6 +106,8 @@ def test_a_failed_run_keeps_its_nan_and_says_why(runs_copy, client, mlflow_serve
 
 def test_a_resumed_run_that_moved_records_aside_is_created_again_with_exactly_the_folder(
         runs_copy, client, mlflow_server, resume) -> None:
+    from support.mlflow_server import artifact_paths
+
     run = runs_copy["resumed"]
     first = export_run(run, mlflow_server.uri)
     assert client.get_run(first.run_id).info.status == "FAILED"
@@ -113,7 +115,7 @@ def test_a_resumed_run_that_moved_records_aside_is_created_again_with_exactly_th
     resume(run)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["attempts"][-1]["dropped_records"] > 0
-    again = export_run(run, mlflow_server.uri)
+    again = export_run(run, mlflow_server.uri, with_checkpoints=True)
     assert again.run_id != first.run_id
     assert client.get_run(first.run_id).info.lifecycle_stage == "deleted"
     assert [n for n in again.notes if "created again" in n] == [
@@ -123,6 +125,9 @@ def test_a_resumed_run_that_moved_records_aside_is_created_again_with_exactly_th
     assert got.info.status == "FINISHED" and got.data.tags["attempts"] == "2"
     assert assert_metrics_equal(client, again.run_id, run) == again.values  # no superseded value, none twice
     assert [r["old_run_id"] for r in entry_of(run, mlflow_server)["recreated"]] == [first.run_id]
+    sent = {p for p in artifact_paths(client, again.run_id) if p.startswith("checkpoints/")}
+    files = {f"checkpoints/{p.name}" for p in (run / "checkpoints").glob("*.ckpt") if not p.is_symlink()}
+    assert sent == files and files  # --with-checkpoints
 
 
 def test_a_running_run_exported_twice_sends_only_the_new_lines(runs_copy, client, mlflow_server) -> None:
@@ -220,3 +225,36 @@ def test_a_root_exports_each_run_with_progress_and_credentials_stay_out_of_files
     experiment = client.get_experiment_by_name("all-of-root")
     names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
     assert names == {path.name for path in runs_copy.values()}
+
+
+def test_an_interrupted_export_continues_where_the_tracker_confirmed(runs_copy, client, mlflow_server,
+                                                                     monkeypatch) -> None:
+    from lightning_track.export import open_exporter
+    from lightning_track.folder.fileio import JsonlAppender
+
+    run = runs_copy["done"]
+    with JsonlAppender(run / "metrics.jsonl") as out:  # more values than two batches of 1,000
+        for step in range(21, 341):
+            values = {f"extra/m{k}": step * 0.5 + k for k in range(10)}
+            out.append({"step": step, "time": 1.8e9 + step, "metrics": values})
+    total = sum(len(r.metrics) for r in read_metrics(run / "metrics.jsonl"))
+    with open_exporter(mlflow_server.uri) as exporter:
+        real = exporter.client.log_batch
+        calls = []
+
+        def log_batch(run_id, metrics=(), **kw):  # Ctrl+C arrives during the third batch of values
+            if metrics:
+                calls.append(len(metrics))
+                if len(calls) == 3:
+                    raise KeyboardInterrupt
+            return real(run_id, metrics=metrics, **kw)
+
+        monkeypatch.setattr(exporter.client, "log_batch", log_batch)
+        with pytest.raises(KeyboardInterrupt):
+            export_run(run, exporter=exporter)
+    confirmed = sum(calls[:2])
+    entry = entry_of(run, mlflow_server)
+    assert confirmed >= 1000 and entry["sent"]["metrics.jsonl"]["bytes"] < (run / "metrics.jsonl").stat().st_size
+    again = export_run(run, mlflow_server.uri)
+    assert again.run_id == entry["run_id"] and again.values == total - confirmed  # nothing sent twice
+    assert assert_metrics_equal(client, again.run_id, run) == total
