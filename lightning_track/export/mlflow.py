@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import re
@@ -110,9 +111,15 @@ def _client_env(target: Target) -> Iterator[None]:
         wanted["MLFLOW_TRACKING_PASSWORD"] = target.password
     before = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]  # its INFO lines (database set-up)
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     try:
         yield
     finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         for key, value in before.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -187,8 +194,8 @@ class MlflowExporter:
         if run_id:
             stage = self._stage(run_id)
             if stage != "active":
-                why_new = f"the MLflow run {run_id} was {'deleted on' if stage == 'deleted' else 'not found on'} " \
-                          "the server"
+                why_new = (f"the MLflow run {run_id} was deleted on the server" if stage == "deleted" else
+                           f"the MLflow run {run_id} was not found (another server or database?)")
             elif metrics.rewritten or system.rewritten:
                 self.client.delete_run(run_id)
                 why_new = (f"a resume moved records of metrics.jsonl aside and MLflow cannot delete metric values, "
