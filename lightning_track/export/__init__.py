@@ -85,7 +85,7 @@ def export_run(run: RunInfo | str | Path, to: Target | str | None = None, *, exp
     if not info.summary and not info.layout.metrics_jsonl.exists():
         raise RunFolderError(f"{info.path}: not a run folder (no summary.json or metrics.jsonl); nothing sent")
     target = exporter.target
-    result = ExportResult(info.name, target.uri)
+    result = ExportResult(info.name, target.uri, notes=list(info.problems))  # a torn summary.json: said, not fatal
     with export_lock(info.path):
         record = read_record(info.path)
         entry = record["targets"].setdefault(target.uri, {"tracker": target.tracker})
