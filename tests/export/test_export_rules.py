@@ -127,3 +127,25 @@ def test_a_second_export_of_the_same_run_is_refused_while_the_first_holds_it(tmp
     with export_lock(run):  # released
         pass
     assert list(run.iterdir()) == []  # the lock leaves no file
+
+
+def test_run_tags_say_status_attempts_git_notes_and_config_changes(tmp_path: Path) -> None:
+    from lightning_track.export.mlflow import STATUS, run_tags
+    from lightning_track.query.runs import RunInfo
+
+    summary = {"status": "interrupted", "dataset": "arc", "method": "lora", "reason": "SIGTERM (preempted)",
+               "notes": "see https://bob:hunter2@wiki.lan/page", "tags": ["a", "b"],
+               "attempts": [{"attempt": 1, "host": "gpu1"},
+                            {"attempt": 2, "host": "gpu2", "config_changes": {"model.lr": {"before": 0.1,
+                                                                                           "after": 0.05}}}]}
+    run = RunInfo(tmp_path / "arc_lora_20250101_000000", summary=summary, status="interrupted",
+                  why="SIGTERM (preempted)", meta={"host": "gpu2", "user": "ana", "argv": ["train.py", "--x"],
+                                                   "git": {"commit": "abc123", "branch": "main", "dirty": False}})
+    tags = run_tags(run)
+    assert STATUS[run.status] == "KILLED"
+    assert tags == {
+        "status": "interrupted", "dataset": "arc", "method": "lora", "folder": "arc_lora_20250101_000000",
+        "attempts": "2", "reason": "SIGTERM (preempted)", "host": "gpu2", "mlflow.user": "ana",
+        "mlflow.note.content": "see https://***@wiki.lan/page", "mlflow.source.git.commit": "abc123",
+        "mlflow.source.git.branch": "main", "mlflow.source.name": "train.py",
+        "config_changes": '{"2": {"model.lr": {"before": 0.1, "after": 0.05}}}', "tag.a": "true", "tag.b": "true"}
