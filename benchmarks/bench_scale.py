@@ -189,7 +189,7 @@ def main() -> None:
         pair("lt ls --json, again", lambda: fresh([*lt, "--json"], env), lambda: fresh([*before, "--json"], plain_env))
 
         os.environ[ENV_CACHE_DIR] = str(cache)
-        from lightning_track.query.runs import load_runs
+        from lightning_track.query.frames import load_runs
 
         load_runs(root)  # pandas imported, the catalog warm
         load_runs(root, catalog=False)

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import one_line
-from ..folder.fileio import JsonlProblem, atomic_write_json, atomic_write_text, read_json
+from ..errors import JsonlProblem, RunFolderError, RunNotFound, one_line
+from ..folder.fileio import atomic_write_json, atomic_write_text, read_json
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics
 from ..vocabulary import RUNNING, iso_time
@@ -17,7 +17,7 @@ from .digest import MetricsDigest, Mode, summarize_metrics, write_metrics_csv
 from .report import render_report
 from .system import system_summary
 
-__all__ = ["SummaryFile", "post_process"]
+__all__ = ["SummaryFile", "post_process", "attempts_of", "attempt_training_time"]
 
 
 class SummaryFile:
@@ -38,7 +38,7 @@ class SummaryFile:
             return {}
         data = read_json(self.path)
         if not isinstance(data, dict):
-            raise ValueError(f"{self.path}: expected a JSON object")
+            raise RunFolderError(f"{self.path}: expected a JSON object")
         return data
 
     def replace(self, data: dict[str, Any]) -> None:
@@ -82,7 +82,7 @@ def post_process(
     """
     layout = RunLayout(run_dir)
     if not layout.run_dir.is_dir():
-        raise FileNotFoundError(f"{layout.run_dir}: not a run folder")
+        raise RunNotFound(f"{layout.run_dir}: not a run folder (no such folder)")
     problems: list[JsonlProblem] = []
     csv_error: OSError | None = None  # a full disk: summary.json (small) is still written, then this raised
     plots_error: str | None = None
@@ -137,10 +137,35 @@ def post_process(
 
 def _draw(layout: RunLayout, records: list[Any]) -> str | None:
     """Draw the run's PNG curves; the one-line reason when they could not be drawn."""
-    from .plots import RUN_PLOT, write_run_plots
+    from .plots import write_run_plots
 
     try:
         write_run_plots(layout.run_dir, records)
     except Exception as exc:  # noqa: BLE001 - a plot must never cost the run its summary
-        return f"{layout.run_dir / RUN_PLOT}: {one_line(exc)}"
+        return f"{layout.run_dir / RunLayout.RUN_PLOT}: {one_line(exc)}"
     return None
+
+
+def attempts_of(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's attempts so far (a summary written before attempts were kept counts as one)."""
+    attempts = summary.get("attempts")
+    if isinstance(attempts, list):
+        return [dict(a) for a in attempts if isinstance(a, dict)]
+    if not summary.get("start_time"):
+        return []
+    legacy = {"attempt": 1, "start_time": summary["start_time"], "status": summary.get("status", RUNNING)}
+    for key in ("end_time", "failure"):
+        if key in summary:
+            legacy[key] = summary[key]
+    if isinstance(summary.get("duration_s"), (int, float)):  # before training_time_s had its own name
+        legacy["training_time_s"] = summary["duration_s"]
+    return [legacy]
+
+
+def attempt_training_time(attempt: Mapping[str, Any]) -> float:
+    """An attempt's training time in seconds (``duration_s`` in runs written before it was named so)."""
+    for key in ("training_time_s", "duration_s"):
+        value = attempt.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0

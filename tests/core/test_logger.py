@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from support.readers import swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
-from lightning_track.run.writer import WriterError
+from lightning_track.errors import WriterError
 from lightning_track.sinks import Sink
 from lightning_track.training.demo import DemoDataModule, DemoModule
 
@@ -77,13 +77,16 @@ def test_metrics_jsonl_tensorboard_and_swanlab_agree_step_by_step(finished_run) 
     assert steps == list(range(1, 31))  # trainer.global_step at logging time
     jsonl = {(r.step, k): v for r in records for k, v in r.metrics.items()}
 
-    tb = tensorboard_scalars(run / "tensorboard_logs")
+    # system/* come from system.jsonl (a sample at the start and at the end of every run), not metrics.jsonl
+    tb = {tag: events for tag, events in tensorboard_scalars(run / "tensorboard_logs").items()
+          if not tag.startswith("system/")}
     assert [s for s, _, _ in tb["train/loss"]] == steps
     for tag, events in tb.items():
         for step, value, _ in events:
             assert value == pytest.approx(jsonl[(step, tag)], rel=1e-6), (tag, step)
 
-    sw = swanlab_scalars(swanlab_runs(run / "swanlab_logs")[0])
+    sw = {key: points for key, points in swanlab_scalars(swanlab_runs(run / "swanlab_logs")[0]).items()
+          if not key.startswith("system/")}
     assert [s for s, _ in sw["train/loss"]] == steps
     assert set(sw) == {k for _, k in jsonl}
     for key, points in sw.items():
@@ -104,7 +107,8 @@ def test_summary_final_best_and_csv(finished_run) -> None:
     assert summary["best"]["train/loss"] == {"value": best_loss, "step": best_step, "mode": "min"}
     assert summary["best"]["val/acc"]["mode"] == "max"
     assert "epoch" not in summary["best"]
-    assert summary["duration_s"] > 0 and summary["end_time"] >= summary["start_time"]
+    assert 0 < summary["training_time_s"] <= summary["wall_span_s"]
+    assert summary["end_time"] >= summary["start_time"]
     assert summary["dataset"] == "arc/challenge" and summary["method"] == "lo ra"
     rows = (run / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")

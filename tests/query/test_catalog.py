@@ -21,7 +21,8 @@ from support.processes import script_env
 from lightning_track.folder.fileio import atomic_write_json, keep_jsonl_before, read_json
 from lightning_track.query import catalog
 from lightning_track.query.annotations import change_tags, set_notes
-from lightning_track.query.runs import filter_runs, find_runs, load_runs
+from lightning_track.query.frames import load_runs
+from lightning_track.query.runs import filter_runs, find_runs
 
 
 @pytest.fixture(autouse=True)
@@ -204,7 +205,7 @@ def test_two_lt_ls_at_once_are_both_right(made_runs, own_cache) -> None:
     plain = subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root), "--json"],
                            capture_output=True, text=True, env={**env, "LIGHTNING_TRACK_CACHE_DIR": str(no_cache)})
     assert "catalog not usable" in plain.stderr
-    want = [{k: v for k, v in r.items() if k != "duration_s"} for r in json.loads(plain.stdout)]
+    want = [{k: v for k, v in r.items() if k != "wall_span_s"} for r in json.loads(plain.stdout)]
     for _ in range(2):  # an empty catalog (both write it), then a kept one (both read it)
         procs = [subprocess.Popen([sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root), "--json"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -212,6 +213,6 @@ def test_two_lt_ls_at_once_are_both_right(made_runs, own_cache) -> None:
         for proc in procs:
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0 and err == "", err
-            assert [{k: v for k, v in r.items() if k != "duration_s"} for r in json.loads(out)] == want
+            assert [{k: v for k, v in r.items() if k != "wall_span_s"} for r in json.loads(out)] == want
     with sqlite3.connect(catalog.catalog_path()) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
