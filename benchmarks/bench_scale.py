@@ -196,9 +196,15 @@ def main() -> None:
         pair("load_runs (a process that already imported pandas), nothing changed",
              lambda: _timed(lambda: load_runs(root)), lambda: _timed(lambda: load_runs(root, catalog=False)))
         catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_results(args, rows, bare, catalog_mb, made_s)
+    shutil.rmtree(tmp, ignore_errors=True)  # after the results: 100,000 folders take minutes to delete
 
+
+def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]], bare: float, catalog_mb: float,
+                  made_s: float) -> None:
     title = f"## {args.runs:,} runs: lt ls and load_runs through the catalog"
     lines = [f"{title} ({date.today().isoformat()})", "",
              "| what | through the catalog | plain read (the anchor, same run) | plain / catalog |",
