@@ -109,6 +109,15 @@ class RunLayout:
     SYSTEM_JSONL = "system.jsonl"  # GPU/CPU/memory samples over time
     MEDIA = "media"  # images, text and histograms logged by the run
     MEDIA_JSONL = "media.jsonl"  # their index: key, step, time, file, caption
+    CODE = "code"  # the code as it ran, beyond the commit (lightning_track.run.capture)
+    CODE_PATCH = "diff.patch"  # in code/: uncommitted changes to tracked files, as `git apply` takes them
+    CODE_UNTRACKED = "untracked"  # in code/: copies of small untracked files that git does not ignore
+    CODE_SOURCE = "source"  # in code/: outside a repository, the entry script and the config file
+    CODE_ATTEMPT = "attempt-{attempt}"  # in code/: a later attempt's capture (the first one's is code/ itself)
+    ENVIRONMENT = "environment.json"  # packages, Python, platform, torch/CUDA, GPUs, env vars, seed
+    ENVIRONMENT_ATTEMPT = "environment.attempt-{attempt}.json"
+    INPUTS = "inputs.json"  # size, time and hash of each file or folder the config names
+    CHECKPOINTS_INDEX = "checkpoints.json"  # every checkpoint written: step, attempt, metrics, hash
     APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING, LOGS, SYSTEM_JSONL, MEDIA_JSONL)
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -207,6 +216,35 @@ class RunLayout:
     @property
     def media_jsonl(self) -> Path:
         return self.run_dir / self.MEDIA_JSONL
+
+    def code_dir(self, attempt: int = 1) -> Path:
+        """Where attempt ``attempt``'s code capture goes (``code/``; a later attempt ``code/attempt-N/``)."""
+        base = self.run_dir / self.CODE
+        return base if attempt <= 1 else base / self.CODE_ATTEMPT.format(attempt=attempt)
+
+    def diff_patch(self, attempt: int = 1) -> Path:
+        return self.code_dir(attempt) / self.CODE_PATCH
+
+    def untracked_dir(self, attempt: int = 1) -> Path:
+        return self.code_dir(attempt) / self.CODE_UNTRACKED
+
+    def code_source_dir(self, attempt: int = 1) -> Path:
+        return self.code_dir(attempt) / self.CODE_SOURCE
+
+    def environment_json(self, attempt: int = 1) -> Path:
+        return self.run_dir / (self.ENVIRONMENT if attempt <= 1 else self.ENVIRONMENT_ATTEMPT.format(attempt=attempt))
+
+    def attempt_meta_json(self, attempt: int = 1) -> Path:
+        """``meta.json`` for the first attempt, ``meta.attempt-N.json`` for a later one."""
+        return self.meta_json if attempt <= 1 else self.run_dir / f"meta.attempt-{attempt}.json"
+
+    @property
+    def inputs_json(self) -> Path:
+        return self.run_dir / self.INPUTS
+
+    @property
+    def checkpoints_index(self) -> Path:
+        return self.run_dir / self.CHECKPOINTS_INDEX
 
     def dropped_metrics_jsonl(self, attempt: int) -> Path:
         """Where the records that attempt ``attempt``'s resume took out of ``metrics.jsonl`` go."""

@@ -39,6 +39,7 @@ from ..vocabulary import (
     parse_iso_time,
     run_status,
 )
+from .capture import CodeCapture, start_capture
 from .config import (
     config_changes,
     config_digest,
@@ -122,6 +123,7 @@ class RunLifecycle:
         self.start_time = 0.0
         self.from_step: int | None = None
         self.writer: BackgroundWriter | None = None
+        self.capture: CodeCapture | None = None  # code and environment, captured beside training
         self.started = False
         self.refused = False
         self._pending: dict[str, Any] = {}  # summary fields given before the attempt started
@@ -183,6 +185,7 @@ class RunLifecycle:
             atomic_write_json(layout.run_dir / f"meta.attempt-{self.attempt}.json", meta)
         else:
             atomic_write_json(layout.meta_json, meta)
+        self.capture = start_capture(layout, self.attempt)
         self._reserve_space()
         stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
@@ -371,6 +374,9 @@ class RunLifecycle:
                 error = exc
                 ours, reason = FAILED, reason or f"writing the run's files failed: {exc!r}"
         self._stop_system()
+        if self.capture is not None:
+            capture, self.capture = self.capture, None
+            capture.join()
         self.finalized = True
         self._reserve.unlink(missing_ok=True)
         data = self.summary.read()
@@ -426,7 +432,7 @@ class RunLifecycle:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["writer"] = state["system"] = None  # a thread does not pickle; the worker starts its own
+        state["writer"] = state["system"] = state["capture"] = None  # threads do not pickle; the worker starts its own
         return state
 
 

@@ -6,36 +6,20 @@ import getpass
 import os
 import platform
 import socket
-import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from ..vocabulary import SLURM_ENV, SLURM_JOB_ID, iso_time
 from .config import redact_argv
 
-__all__ = ["collect_meta", "git_info", "package_versions", "slurm_info"]
+__all__ = ["collect_meta", "package_versions", "slurm_info"]
 
 _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
                   "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES")
 _SLURM_KEEP = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",
                "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_JOB_NODELIST",
                "SLURM_JOB_PARTITION", "SLURM_RESTART_COUNT", "SLURM_SUBMIT_DIR")
-
-
-def git_info(cwd: str | Path | None = None) -> dict[str, Any] | None:
-    """Commit and dirty flag of the git repo around ``cwd``, or None outside a repo."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip()
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-        branch = git("rev-parse", "--abbrev-ref", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "dirty": dirty, "branch": branch}
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "lightning", "swanlab", "tensorboard",
@@ -89,7 +73,7 @@ def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict
         "user": user,
         "argv": redact_argv(list(sys.argv)),
         "cwd": os.getcwd(),
-        "git": git_info(),
+        # git (commit, branch, remote, dirty) and the code come from the capture beside training: run/capture.py
         "versions": package_versions(),
         "devices": device_summary(),
         "launcher": launcher_env(),
