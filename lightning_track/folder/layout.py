@@ -109,6 +109,7 @@ class RunLayout:
     SYSTEM_JSONL = "system.jsonl"  # GPU/CPU/memory samples over time
     MEDIA = "media"  # images, text and histograms logged by the run
     MEDIA_JSONL = "media.jsonl"  # their index: key, step, time, file, caption
+    ATTEMPT_META = "meta.attempt-{attempt}.json"  # meta.json of a resumed attempt (the first one's stays)
     CODE = "code"  # the code as it ran, beyond the commit (lightning_track.run.capture)
     CODE_PATCH = "diff.patch"  # in code/: uncommitted changes to tracked files, as `git apply` takes them
     CODE_UNTRACKED = "untracked"  # in code/: copies of small untracked files that git does not ignore
@@ -234,9 +235,9 @@ class RunLayout:
     def environment_json(self, attempt: int = 1) -> Path:
         return self.run_dir / (self.ENVIRONMENT if attempt <= 1 else self.ENVIRONMENT_ATTEMPT.format(attempt=attempt))
 
-    def attempt_meta_json(self, attempt: int = 1) -> Path:
-        """``meta.json`` for the first attempt, ``meta.attempt-N.json`` for a later one."""
-        return self.meta_json if attempt <= 1 else self.run_dir / f"meta.attempt-{attempt}.json"
+    def attempt_meta_json(self, attempt: int) -> Path:
+        """``meta.json`` of attempt ``attempt`` after the first (which keeps :attr:`meta_json`)."""
+        return self.run_dir / self.ATTEMPT_META.format(attempt=attempt)
 
     @property
     def inputs_json(self) -> Path:

@@ -102,12 +102,17 @@ class _Git:
 
     def __call__(self, *args: str) -> str:
         proc = self.popen(*args)
-        try:
-            out, err = proc.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise CaptureProblem(f"git {args[0]} did not answer within {self.timeout:g} s") from None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if self.stop.is_set() or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.communicate()
+                    raise CaptureProblem("stopped at the end of the run" if self.stop.is_set() else
+                                         f"git {args[0]} did not answer within {self.timeout:g} s") from None
         if proc.returncode != 0:
             raise CaptureProblem(f"git {' '.join(args[:2])}: {one_line(err.decode(errors='replace')) or 'failed'}")
         return out.decode(errors="surrogateescape")
@@ -405,7 +410,8 @@ class CodeCapture:
         fields.setdefault("code", {})["capture_s"] = {"wall": round(time.monotonic() - began, 3),
                                                       "cpu": round(time.thread_time() - cpu, 3)}
         fields["command"] = redact_argv(self.command)
-        self._record(fields)
+        if not self._stop.is_set():  # else join recorded why it is missing
+            self._record(fields)
         self._done.set()
 
     def _record(self, fields: Mapping[str, Any]) -> None:
