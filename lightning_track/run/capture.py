@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class CaptureCaps:
     copied_files: int = 500
     listed_files: int = 1000  # names kept in meta.json (untracked, changed, left out)
     join_s: float = 10.0  # how long finalize waits for a capture still running
+    wait_s: float = 10.0  # at most this long for the first training step before the capture begins
 
 
 class CaptureProblem(Exception):
@@ -375,13 +376,16 @@ class CodeCapture:
     """One attempt's capture on a daemon thread; :meth:`join` at finalize waits at most ``caps.join_s``."""
 
     def __init__(self, layout: RunLayout, attempt: int, *, argv: Sequence[str] | None = None,
-                 cwd: str | Path | None = None, caps: CaptureCaps = CaptureCaps()) -> None:
+                 cwd: str | Path | None = None, caps: CaptureCaps = CaptureCaps(),
+                 training: Callable[[], bool] | None = None) -> None:
         self.layout, self.attempt, self.caps = layout, attempt, caps
+        self._training = training  # whether the first step has been made: the capture begins after it
         self.argv = list(sys.argv if argv is None else argv)
         # the command as typed, interpreter options (``-m module``) included: what reproduces the run
         self.command = list(getattr(sys, "orig_argv", sys.argv) if argv is None else argv)
         self.cwd = Path(os.getcwd() if cwd is None else cwd)
         self._stop = threading.Event()
+        self._go = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lightning_track-capture", daemon=True)
 
@@ -394,7 +398,21 @@ class CodeCapture:
         path = self.layout.attempt_meta_json(self.attempt)
         return path if path.exists() else self.layout.meta_json
 
+    def _wait_for_training(self) -> None:
+        """Until the first step is made (or ``caps.wait_s``, or the end of the run): on a machine with few
+        cores the capture's Python would take the GIL from the first step's, which it must not delay."""
+        if self._training is None:
+            return
+        deadline = time.monotonic() + self.caps.wait_s
+        while not self._go.wait(0.05) and time.monotonic() < deadline:
+            try:
+                if self._training():
+                    return
+            except Exception:  # noqa: BLE001 - a question about the run never stops the capture
+                return
+
     def _run(self) -> None:
+        self._wait_for_training()
         began, cpu = time.monotonic(), time.thread_time()
         try:
             fields = capture_code(self.layout.code_dir(self.attempt), cwd=self.cwd, argv=self.argv, caps=self.caps,
@@ -424,6 +442,7 @@ class CodeCapture:
         """Wait for the capture (at most ``timeout``, default the cap); one that is still running is
         stopped and recorded as such. True when it finished."""
         limit = self.caps.join_s if timeout is None else timeout
+        self._go.set()
         self._thread.join(limit)
         if self._done.is_set():
             return True
@@ -433,6 +452,7 @@ class CodeCapture:
         return False
 
 
-def start_capture(layout: RunLayout, attempt: int) -> CodeCapture:
-    """Start capturing this process's code and environment for ``attempt`` of the run (rank 0)."""
-    return CodeCapture(layout, attempt).start()
+def start_capture(layout: RunLayout, attempt: int, training: Callable[[], bool] | None = None) -> CodeCapture:
+    """Start capturing this process's code and environment for ``attempt`` of the run (rank 0); with
+    ``training`` (whether the first step is made), the work begins after the first step."""
+    return CodeCapture(layout, attempt, training=training).start()
