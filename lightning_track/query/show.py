@@ -17,6 +17,7 @@ import orjson
 
 from ..derived.report import format_value
 from ..errors import one_line
+from ..folder.checkpoint_index import HASH, read_index
 from ..folder.fileio import is_temp_name, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED
@@ -45,6 +46,16 @@ def checkpoints(run: RunInfo) -> list[tuple[int, str, int]]:
             continue
         out.append((step, path.relative_to(run.path).as_posix(), size))
     return out
+
+
+def lineage(run: RunInfo) -> dict[str, dict[str, Any]]:
+    """The newest ``checkpoints.json`` entry of each checkpoint file (attempt, epoch, metrics, hash)."""
+    return {str(e.get("file")): e for e in read_index(run.layout)}
+
+
+def _short(entry: Mapping[str, Any] | None) -> str:
+    digest = entry.get(HASH) if entry else None
+    return f"  {HASH} {digest[:12]}" if isinstance(digest, str) else ""
 
 
 def system_peaks(run: RunInfo, problems: list[str]) -> dict[str, Any]:
@@ -136,7 +147,10 @@ def show_record(run: RunInfo) -> dict[str, Any]:
     """``lt show --json``: the run's record with config, checkpoints and files."""
     problems: list[str] = []
     record = run.record(config=True)
-    record["checkpoints"] = [{"step": s, "path": p, "bytes": n} for s, p, n in checkpoints(run)]
+    index = lineage(run)
+    record["checkpoints"] = [{"step": s, "path": p, "bytes": n,
+                              **{k: index[p].get(k) for k in ("attempt", "epoch", "metrics", HASH) if p in index}}
+                             for s, p, n in checkpoints(run)]
     record["system"] = system_peaks(run, problems)
     record["files"] = [{"name": n, "bytes": b} for n, b in files(run)]
     step = pipeline_step(run.path, run.summary.get("exp_id"))
@@ -160,9 +174,11 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
                + (f", {len(attempts)} attempts" if len(attempts) > 1 else ""))
     for attempt in attempts if len(attempts) > 1 else []:
         if isinstance(attempt, dict):
+            resumed = attempt.get("resumed_from") if isinstance(attempt.get("resumed_from"), dict) else None
             out.append(f"  attempt {attempt.get('attempt')}: {attempt.get('status')} "
-                       f"from step {attempt.get('from_step', 0)}" + (f" - {attempt['reason']}" if attempt.get("reason")
-                                                                    else ""))
+                       f"from step {attempt.get('from_step', 0)}"
+                       + (f" (resumed from {resumed.get('file')}{_short(resumed)})" if resumed else "")
+                       + (f" - {attempt['reason']}" if attempt.get("reason") else ""))
     if run.summary.get("exp_id"):
         out.append(f"exp_id {run.summary['exp_id']}")
     out += pipeline_lines(run.path, run.summary)
@@ -179,7 +195,10 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
         out += ["", "config", *(f"  {k} = {format_cell(v)}" for k, v in config.items())]
     ckpts = checkpoints(run)
     if ckpts:
-        out += ["", "checkpoints", *(f"  {path}  step {step}  {_size(size)}" for step, path, size in ckpts)]
+        index = lineage(run)
+        out += ["", "checkpoints", *(f"  {path}  step {step}  {_size(size)}" + _short(index.get(path))
+                                     + (f"  attempt {index[path]['attempt']}" if index.get(path, {}).get("attempt")
+                                        else "") for step, path, size in ckpts)]
     system = system_peaks(run, problems)
     if system:
         out += ["", "system", *(f"  {k} = {format_cell(v)}" for k, v in system.items())]

@@ -51,6 +51,7 @@ from .config import (
 )
 from .console import capture_console
 from .launched import launch_fields
+from .lineage import CheckpointIndex
 from .meta import collect_meta
 from .system import SystemRecorder, start_system_recorder
 from .writer import BackgroundWriter
@@ -124,6 +125,7 @@ class RunLifecycle:
         self.from_step: int | None = None
         self.writer: BackgroundWriter | None = None
         self.capture: CodeCapture | None = None  # code and environment, captured beside training
+        self.lineage = CheckpointIndex(layout)  # checkpoints.json, hashed beside training
         self.started = False
         self.refused = False
         self._pending: dict[str, Any] = {}  # summary fields given before the attempt started
@@ -162,6 +164,9 @@ class RunLifecycle:
             self.config = merge_config(on_disk, self.config)  # type: ignore[arg-type]
         if from_step is not None and self.resume:
             entry["from_step"] = from_step
+            resumed = self.lineage.resumed_from(from_step)
+            if resumed is not None:
+                entry["resumed_from"] = resumed
         attempts.append(entry)
         self.attempt = entry["attempt"]
         fields: dict[str, Any] = {
@@ -190,6 +195,8 @@ class RunLifecycle:
         stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
         self._pending = {}
+        if entry.get("resumed_from") and not entry["resumed_from"].get("sha256"):
+            self.lineage.hash_later(entry["resumed_from"], lambda found: self._update_attempt(resumed_from=found))
         self.ensure_writer()
         if self.system_interval and not self._hosted:  # else the sink host samples, off this process
             self.system = start_system_recorder(layout, self.system_interval, pid=os.getpid(), attempt=self.attempt,
@@ -283,7 +290,10 @@ class RunLifecycle:
         if self.writer is not None:
             self.writer.flush()  # every sink's flush, then sync: metrics.jsonl fsynced, the sink host done
 
-    def checkpoint_saved(self, path: str, step: int | None) -> None:
+    def checkpoint_saved(self, path: str, step: int | None, *, epoch: int | None = None,
+                         metrics: Mapping[str, float] | None = None) -> None:
+        """Record a checkpoint in ``summary.json`` and, hashed off this thread, in ``checkpoints.json``."""
+        self.lineage.add(path, step=step, epoch=epoch, attempt=self.attempt, metrics=metrics)
         fields: dict[str, Any] = {"last_checkpoint": self.layout.relative(path)}
         if step is not None:
             fields["last_checkpoint_step"] = step
@@ -377,6 +387,7 @@ class RunLifecycle:
         if self.capture is not None:
             capture, self.capture = self.capture, None
             capture.join()
+        self.lineage.close()
         self.finalized = True
         self._reserve.unlink(missing_ok=True)
         data = self.summary.read()

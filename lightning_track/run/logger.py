@@ -312,7 +312,10 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         )
         step = getattr(checkpoint_callback, "_last_global_step_saved", None)
         if path:
-            self._run.checkpoint_saved(path, step if isinstance(step, int) else None)
+            trainer = self._trainer() if self._trainer is not None else None
+            self._run.checkpoint_saved(path, step if isinstance(step, int) else None,
+                                       epoch=getattr(trainer, "current_epoch", None),
+                                       metrics=_numbers(getattr(trainer, "callback_metrics", None) or {}))
         if self._run.active:
             self._run.make_durable()  # what was logged before the checkpoint (before_checkpoint leaves no gap)
             self._durable_on_next_save = True
@@ -396,6 +399,17 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
     def __repr__(self) -> str:
         where = self._layout.run_dir if self._layout is not None else self._root / "<not started>"
         return f"RunLogger({str(where)!r})"
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Lightning's metrics at a checkpoint (tensors) as plain numbers, for the checkpoint index."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        try:
+            out[str(key)] = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+    return out
 
 
 def _verdict(status: str, exc: BaseException | None) -> tuple[str, str | None]:

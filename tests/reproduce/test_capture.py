@@ -174,9 +174,9 @@ def test_training_env_keeps_the_prefixes_and_redacts_secrets() -> None:
 
 
 def test_environment_names_packages_torch_and_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
     from importlib import metadata
+
+    import torch
 
     env = capture_environment({"PL_GLOBAL_SEED": "1234", "HF_TOKEN": "hf_abc", "PATH": "/bin"})
     assert env["seed"] == 1234 and env["env"] == {"HF_TOKEN": REDACTED, "PL_GLOBAL_SEED": "1234"}
