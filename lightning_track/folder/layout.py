@@ -115,6 +115,7 @@ class RunLayout:
     CODE_UNTRACKED = "untracked"  # in code/: copies of small untracked files that git does not ignore
     CODE_SOURCE = "source"  # in code/: outside a repository, the entry script and the config file
     CODE_ATTEMPT = "attempt-{attempt}"  # in code/: a later attempt's capture (the first one's is code/ itself)
+    REPRODUCE = ".lt-reproduce"  # in a folder lt reproduce made: the run's config (not the project's code)
     ENVIRONMENT = "environment.json"  # packages, Python, platform, torch/CUDA, GPUs, env vars, seed
     ENVIRONMENT_ATTEMPT = "environment.attempt-{attempt}.json"
     INPUTS = "inputs.json"  # size, time and hash of each file or folder the config names

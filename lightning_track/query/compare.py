@@ -20,6 +20,7 @@ from ..errors import one_line
 from .filters import MISSING
 from .format import format_cell, table
 from .history import read_history
+from .provenance import provenance_sections, read_provenance
 from .runs import RunInfo, main_metric
 
 __all__ = ["Comparison", "compare_runs", "render_compare", "text_chart", "labels", "metric_series", "metric_mode",
@@ -38,6 +39,7 @@ class Comparison:
     config_diff: list[tuple[str, list[Any]]] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # asked-for metrics that no run has
+    provenance: list[tuple[str, list[tuple[str, list[str]]]]] = field(default_factory=list)  # code, env, inputs
 
 
 def metric_mode(runs: Sequence[RunInfo], key: str) -> str | None:
@@ -58,6 +60,7 @@ def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None, 
         values = [config.get(key, MISSING) for config in configs]
         if any(v != values[0] or type(v) is not type(values[0]) for v in values[1:]):
             result.config_diff.append((key, values))
+    result.provenance = provenance_sections([read_provenance(run.path) for run in runs])
     have = list(dict.fromkeys([*(k for run in runs for k in run.metric_names("final") + run.metric_names("best")),
                                *known]))
     if metrics:
@@ -170,6 +173,10 @@ def render_compare(comp: Comparison, *, chart_metrics: Sequence[str] = (), width
         out += ["  " + line for line in table(["key", *comp.labels], rows, max_width=30).splitlines()]
     else:
         out.append("  (identical)")
+    for section, differing in comp.provenance:  # only where the runs differ
+        out += ["", f"{section} (what differs)"]
+        out += ["  " + line for line in table(["", *comp.labels], [[name, *values] for name, values in differing],
+                                              max_width=40).splitlines()]
     rows = _metric_rows(comp)
     if rows:
         out += ["", "metrics (* = better)"]

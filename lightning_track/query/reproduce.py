@@ -29,7 +29,7 @@ __all__ = ["Reproduction", "reproduce", "environment_differences", "reproduce_co
            "REPRODUCES_TAG", "CONFIG_NAME"]
 
 REPRODUCES_TAG = "reproduces={run}"  # the tag of a run started by ``lt reproduce --run``
-CONFIG_NAME = ".lt-reproduce/config.yaml"  # in DIR: the run's resolved config (hidden: not the project's file)
+CONFIG_NAME = f"{RunLayout.REPRODUCE}/{RunLayout.CONFIG}"  # in DIR: the run's resolved config
 _GIT_TIMEOUT = 120.0
 
 
@@ -124,7 +124,7 @@ def reproduce(run_dir: str | Path, into: str | Path | None = None,
 
     Raises :class:`RunFolderError` when nothing can be made (no record, ``into`` not empty); anything
     else missing is a line in ``problems``."""
-    layout = RunLayout(run_dir)
+    layout = RunLayout(Path(run_dir).resolve())
     if not layout.meta_json.is_file():
         raise RunFolderError(f"{layout.meta_json}: no such file; {layout.name} is not a run folder of lightning_track")
     meta = read_json(layout.meta_json)

@@ -40,7 +40,7 @@ from ..folder.fileio import atomic_write_json, temp_path, update_json
 from ..folder.layout import RunLayout
 from .config import REDACTED, is_secret_key, redact_argv
 
-__all__ = ["CaptureCaps", "CodeCapture", "capture_code", "capture_environment", "strip_credentials",
+__all__ = ["CaptureCaps", "CodeCapture", "capture_code", "capture_environment", "capture_inputs", "strip_credentials",
            "training_env", "start_capture", "ENV_PREFIXES", "SEED_ENV"]
 
 ENV_PREFIXES = ("CUDA_", "NCCL_", "OMP_", "SLURM_", "PL_", "HF_", "TORCH_")
@@ -60,6 +60,9 @@ class CaptureCaps:
     listed_files: int = 1000  # names kept in meta.json (untracked, changed, left out)
     join_s: float = 10.0  # how long finalize waits for a capture still running
     wait_s: float = 10.0  # at most this long for the first training step before the capture begins
+    input_bytes: int = 2 * 1024**3  # inputs.json: bytes hashed in all (files over it: size and time only)
+    input_files: int = 10_000  # files hashed in one input folder
+    input_s: float = 60.0  # time spent hashing inputs in all
 
 
 class CaptureProblem(Exception):
@@ -266,7 +269,8 @@ def capture_code(code_dir: Path, *, cwd: str | Path, argv: Sequence[str], caps: 
         left_out.append(f"untracked files: not listed ({exc})")
         names = []
     skip = [p.resolve() for p in exclude]
-    names = [n for n in names if not any((top / n).resolve().is_relative_to(s) for s in skip)]
+    names = [n for n in names if not n.startswith(f"{RunLayout.REPRODUCE}/")  # lt reproduce's, not the project's
+             and not any((top / n).resolve().is_relative_to(s) for s in skip)]
     if names:
         copied = _copy_capped([(n, top / n) for n in names], code_dir / RunLayout.CODE_UNTRACKED, caps, left_out,
                               stop)
@@ -276,6 +280,117 @@ def capture_code(code_dir: Path, *, cwd: str | Path, argv: Sequence[str], caps: 
             left_out.append(f"untracked files: {len(names) - caps.listed_files} more not listed")
     del left_out[caps.listed_files:]
     return {"git": info, "code": record}
+
+
+def _input_paths(config: Mapping[str, Any], cwd: Path, skip: Sequence[Path]) -> dict[str, tuple[str, Path]]:
+    """``{config key: (value, path)}`` for each config value naming an existing file or folder (not the
+    working directory or a folder above it, not under ``skip``: the runs root)."""
+    from ..folder.records import flatten
+
+    found: dict[str, tuple[str, Path]] = {}
+    for key, value in flatten(dict(config)).items():
+        if not isinstance(value, str) or not value.strip() or "\n" in value or len(value) > 4096:
+            continue
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else cwd / path
+        try:
+            if not path.exists():
+                continue
+            resolved = path.resolve()
+        except OSError:
+            continue
+        if resolved == cwd or resolved in cwd.parents or any(resolved.is_relative_to(s) or s.is_relative_to(resolved)
+                                                             for s in skip):
+            continue
+        found[key] = (value, path)
+    return found
+
+
+class _Budget:
+    def __init__(self, caps: CaptureCaps, stop: threading.Event) -> None:
+        self.bytes, self.deadline, self.stop = caps.input_bytes, time.monotonic() + caps.input_s, stop
+        self.caps = caps
+
+    def why_not(self, size: int) -> str | None:
+        if self.stop.is_set():
+            return "not hashed: the run ended first"
+        if time.monotonic() > self.deadline:
+            return f"not hashed: the {self.caps.input_s:g} s for hashing inputs were spent"
+        if size > self.bytes:
+            return f"not hashed: {size} bytes, over the {self.caps.input_bytes} bytes hashed in all"
+        return None
+
+
+def _hash_file(path: Path, budget: _Budget) -> tuple[str | None, str | None]:
+    """(sha256 hex, None) or (None, why not) within the budget."""
+    import hashlib
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return None, f"not hashed: {one_line(exc)}"
+    why = budget.why_not(size)
+    if why:
+        return None, why
+    try:
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        return None, f"not hashed: {one_line(exc)}"
+    budget.bytes -= size
+    return digest, None
+
+
+def _describe_input(value: str, path: Path, budget: _Budget) -> dict[str, Any]:
+    import hashlib
+    from datetime import datetime, timezone
+
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return {"path": value, "problem": f"cannot be read: {one_line(exc)}"}
+    entry: dict[str, Any] = {"path": value, "kind": "folder" if path.is_dir() else "file",
+                             "mtime": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat()}
+    if not path.is_dir():
+        entry["size"] = stat.st_size
+        digest, why = _hash_file(path, budget)
+        entry["sha256"] = digest
+        if why:
+            entry["problem"] = why
+        return entry
+    # a folder: the hash over its files' (relative path, hash), in path order
+    files: list[Path] = []
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        files += [Path(root) / n for n in sorted(names)]
+        if len(files) > budget.caps.input_files:
+            break
+    total = hashlib.sha256()
+    size = 0
+    for i, file in enumerate(files):
+        if i >= budget.caps.input_files:
+            entry.update(sha256=None, problem=f"not hashed: over {budget.caps.input_files} files")
+            return entry
+        digest, why = _hash_file(file, budget)
+        if why:
+            entry.update(sha256=None, problem=f"{file.relative_to(path).as_posix()}: {why}")
+            return entry
+        size += file.stat().st_size
+        total.update(f"{file.relative_to(path).as_posix()}\0{digest}\n".encode())
+    entry.update(size=size, files=len(files), sha256=total.hexdigest())
+    return entry
+
+
+def capture_inputs(config: Mapping[str, Any], *, cwd: str | Path, caps: CaptureCaps = CaptureCaps(),
+                   exclude: Sequence[Path] = (), stop: threading.Event | None = None) -> dict[str, Any]:
+    """``inputs.json``: for each config value naming an existing file or folder, its size, modification
+    time and SHA-256 (a folder's: over its files' paths and hashes), within the caps; what a cap left out
+    says so in its entry's ``problem``."""
+    budget = _Budget(caps, stop or threading.Event())
+    cwd = Path(cwd).resolve()
+    paths = _input_paths(config, cwd, [p.resolve() for p in exclude])
+    return {"cwd": str(cwd), "inputs": {key: _describe_input(value, path, budget)
+                                        for key, (value, path) in paths.items()}}
 
 
 def _editable(dist: Any, git_timeout: float) -> dict[str, Any] | None:
@@ -377,8 +492,10 @@ class CodeCapture:
 
     def __init__(self, layout: RunLayout, attempt: int, *, argv: Sequence[str] | None = None,
                  cwd: str | Path | None = None, caps: CaptureCaps = CaptureCaps(),
-                 training: Callable[[], bool] | None = None) -> None:
+                 training: Callable[[], bool] | None = None,
+                 config: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.layout, self.attempt, self.caps = layout, attempt, caps
+        self._config = config  # or how to get it when the capture begins (hyperparameters merged by then)
         self._training = training  # whether the first step has been made: the capture begins after it
         self.argv = list(sys.argv if argv is None else argv)
         # the command as typed, interpreter options (``-m module``) included: what reproduces the run
@@ -425,6 +542,15 @@ class CodeCapture:
         except Exception as exc:  # noqa: BLE001
             fields.setdefault("code", {}).setdefault("left_out", []).append(
                 f"{self.layout.ENVIRONMENT}: not captured ({one_line(exc)})")
+        config = self._config() if callable(self._config) else self._config
+        if self.attempt <= 1 and config:
+            try:
+                atomic_write_json(self.layout.inputs_json, capture_inputs(
+                    config, cwd=self.cwd, caps=self.caps, exclude=[self.layout.root], stop=self._stop))
+                fields["inputs"] = self.layout.INPUTS
+            except Exception as exc:  # noqa: BLE001
+                fields.setdefault("code", {}).setdefault("left_out", []).append(
+                    f"{self.layout.INPUTS}: not captured ({one_line(exc)})")
         fields.setdefault("code", {})["capture_s"] = {"wall": round(time.monotonic() - began, 3),
                                                       "cpu": round(time.thread_time() - cpu, 3)}
         fields["command"] = redact_argv(self.command)
@@ -452,7 +578,9 @@ class CodeCapture:
         return False
 
 
-def start_capture(layout: RunLayout, attempt: int, training: Callable[[], bool] | None = None) -> CodeCapture:
-    """Start capturing this process's code and environment for ``attempt`` of the run (rank 0); with
-    ``training`` (whether the first step is made), the work begins after the first step."""
-    return CodeCapture(layout, attempt, training=training).start()
+def start_capture(layout: RunLayout, attempt: int, training: Callable[[], bool] | None = None,
+                  config: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None) -> CodeCapture:
+    """Start capturing this process's code, environment and (first attempt) the inputs ``config`` names for
+    ``attempt`` of the run (rank 0); with ``training`` (whether the first step is made), the work begins
+    after the first step."""
+    return CodeCapture(layout, attempt, training=training, config=config).start()

@@ -190,7 +190,8 @@ class RunLifecycle:
             atomic_write_json(layout.run_dir / f"meta.attempt-{self.attempt}.json", meta)
         else:
             atomic_write_json(layout.meta_json, meta)
-        self.capture = start_capture(layout, self.attempt, training=lambda: self.last_step is not None)
+        self.capture = start_capture(layout, self.attempt, training=lambda: self.last_step is not None,
+                                     config=lambda: self.config)
         self._reserve_space()
         stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)

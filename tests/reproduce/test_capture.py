@@ -20,6 +20,7 @@ from lightning_track.run.capture import (
     CodeCapture,
     capture_code,
     capture_environment,
+    capture_inputs,
     strip_credentials,
     training_env,
 )
@@ -201,3 +202,34 @@ def test_environment_differences_name_each_change() -> None:
         "package numpy: 1.26.0 then, 2.0.0 now",
     ]
     assert environment_differences(was, was) == []
+
+
+def test_inputs_named_by_the_config_are_hashed_within_the_caps(tmp_path: Path) -> None:
+    import hashlib
+
+    work = tmp_path / "work"
+    (work / "data" / "shards").mkdir(parents=True)
+    (work / "data" / "train.txt").write_text("1 2 3\n")
+    (work / "data" / "shards" / "a.bin").write_bytes(b"a" * 100)
+    (work / "big.bin").write_bytes(b"b" * 5000)
+    (work / "runs").mkdir()
+    config = {"data": {"train": "data/train.txt", "dir": "data"}, "lr": 0.1, "name": "run", "out": ".",
+              "weights": str(work / "big.bin"), "runs": "runs", "missing": "nope.txt"}
+
+    record = capture_inputs(config, cwd=work, caps=CaptureCaps(input_bytes=1000), exclude=[work / "runs"])
+
+    inputs = record["inputs"]
+    assert sorted(inputs) == ["data.dir", "data.train", "weights"]  # not ".", the runs root, or what is missing
+    train = inputs["data.train"]
+    assert train["kind"] == "file" and train["size"] == 6
+    assert train["sha256"] == hashlib.sha256(b"1 2 3\n").hexdigest()
+    assert inputs["weights"] == {**inputs["weights"], "sha256": None, "size": 5000,
+                                 "problem": "not hashed: 5000 bytes, over the 1000 bytes hashed in all"}
+    folder = inputs["data.dir"]
+    assert folder["kind"] == "folder" and folder["files"] == 2 and folder["size"] == 106
+    # a folder's hash follows its files' contents, not their times
+    os.utime(work / "data" / "train.txt", (1, 1))
+    again = capture_inputs(config, cwd=work, exclude=[work / "runs"])["inputs"]["data.dir"]["sha256"]
+    assert again == folder["sha256"]
+    (work / "data" / "shards" / "a.bin").write_bytes(b"c" * 100)
+    assert capture_inputs(config, cwd=work, exclude=[work / "runs"])["inputs"]["data.dir"]["sha256"] != again

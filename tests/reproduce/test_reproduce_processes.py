@@ -5,6 +5,7 @@ and so is not started without --anyway."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -79,6 +80,24 @@ def test_lt_reproduce_run_gives_the_same_numbers_at_every_step(tmp_path: Path) -
     assert meta_again["git"]["commit"] == meta["git"]["commit"] and meta_again["code"]["repository"] == str(into)
     assert (again / "code" / "diff.patch").read_bytes() == (original / "code" / "diff.patch").read_bytes()
     assert git(repo, "status", "--porcelain") == " M train.py\n?? helper.py\n"  # the project is untouched
+    inputs = json.loads((original / "inputs.json").read_text())["inputs"]
+    assert inputs["data"]["sha256"] == hashlib.sha256((repo / "data.txt").read_bytes()).hexdigest()
+    same = lt("compare", str(original), str(again), cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+    assert "config (keys that differ)\n  (identical)" in same.stdout and "what differs" not in same.stdout
+
+    # a changed data file and a changed script: lt compare names both
+    (repo / "data.txt").write_text((repo / "data.txt").read_text().replace("0.", "0.1", 1))
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "# tuned\n")
+    changed = train(repo, runs, steps=2)
+    diff = lt("compare", str(original), str(changed), cwd=tmp_path)
+    assert diff.returncode == 0, diff.stderr
+    code = diff.stdout.split("code (what differs)\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in code[1:]] == ["patch"]  # the same commit, files and untracked helper
+    data = diff.stdout.split("inputs (what differs)\n")[1].split("\n\n")[0].splitlines()
+    new_hash = hashlib.sha256((repo / "data.txt").read_bytes()).hexdigest()
+    assert data[1].split() == ["data", "data.txt", inputs["data"]["sha256"][:12], "data.txt", new_hash[:12]]
+    assert "environment (what differs)" not in diff.stdout
 
 
 def test_a_run_outside_git_is_restored_as_far_as_it_can_and_not_started_without_anyway(tmp_path: Path) -> None:
