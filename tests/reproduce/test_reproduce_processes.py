@@ -93,7 +93,8 @@ def test_lt_reproduce_run_gives_the_same_numbers_at_every_step(tmp_path: Path) -
     diff = lt("compare", str(original), str(changed), cwd=tmp_path)
     assert diff.returncode == 0, diff.stderr
     code = diff.stdout.split("code (what differs)\n")[1].split("\n\n")[0].splitlines()
-    assert [line.split()[0] for line in code[1:]] == ["patch"]  # the same commit, files and untracked helper
+    assert len(code) == 3 and code[1].split()[0] == "patch"  # the same commit and untracked helper
+    assert code[2].split() == ["files", "changed", "train.py", "data.txt,", "train.py"]  # data.txt is tracked
     data = diff.stdout.split("inputs (what differs)\n")[1].split("\n\n")[0].splitlines()
     new_hash = hashlib.sha256((repo / "data.txt").read_bytes()).hexdigest()
     assert data[1].split() == ["data", "data.txt", inputs["data"]["sha256"][:12], "data.txt", new_hash[:12]]
