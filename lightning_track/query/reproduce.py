@@ -11,6 +11,7 @@ repository but its worktree list changes (``git worktree add``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -172,6 +173,7 @@ def reproduce(run_dir: str | Path, into: str | Path | None = None,
         result.config = target / CONFIG_NAME
         result.config.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(layout.config_yaml, result.config)
+    problems += _input_problems(layout, result.cwd, code.get("repository"), target)
     result.command = reproduce_command(meta, target)
     if not result.command:
         problems.append(f"{layout.relative(layout.meta_json)}: no command recorded")
@@ -186,6 +188,31 @@ def reproduce(run_dir: str | Path, into: str | Path | None = None,
         result.notes.append(f"the run had {launcher['WORLD_SIZE']} processes: the command is rank 0's; start it "
                             "with the launcher it had")
     return result
+
+
+def _input_problems(layout: RunLayout, cwd: Path, repository: Any, into: Path) -> list[str]:
+    """One line per recorded input (``inputs.json``) that is missing where the command will look, or whose
+    content differs from what the run read."""
+    try:
+        record = read_json(layout.inputs_json)
+    except (OSError, ValueError):
+        return []
+    inputs = record.get("inputs") if isinstance(record, dict) else None
+    lines: list[str] = []
+    for key, entry in (inputs or {}).items():
+        if not isinstance(entry, dict) or not entry.get("sha256") or entry.get("kind") != "file":
+            continue
+        value = str(entry.get("path"))
+        path = Path(_mapped(value, repository if isinstance(repository, str) else None, into))
+        path = path if path.is_absolute() else cwd / path
+        if not path.is_file():
+            lines.append(f"input {key} = {value}: missing at {path}")
+            continue
+        with open(path, "rb") as handle:
+            if hashlib.file_digest(handle, "sha256").hexdigest() != entry["sha256"]:
+                lines.append(f"input {key} = {value}: its content differs from what the run read (sha256 "
+                             f"{entry['sha256'][:12]})")
+    return lines
 
 
 def _worktree(code: Mapping[str, Any], git: Mapping[str, Any], commit: str, target: Path,

@@ -120,7 +120,8 @@ def test_a_run_outside_git_is_restored_as_far_as_it_can_and_not_started_without_
     assert refused.stderr.splitlines() == [
         f"lt reproduce: not restored: the run had no git repository ({meta['no_repository']}); only 1 file(s) "
         "restored: the entry script and config files, not the modules it imported",
-        "lt reproduce: --run refused: 1 thing(s) could not be restored (above); --run --anyway starts it regardless",
+        f"lt reproduce: not restored: input data = data.txt: missing at {into}/data.txt",
+        "lt reproduce: --run refused: 2 thing(s) could not be restored (above); --run --anyway starts it regardless",
     ]
     assert (into / "train.py").read_bytes() == (work / "train.py").read_bytes()
     assert sorted(p.name for p in runs.iterdir()) == [run.name]  # nothing started
