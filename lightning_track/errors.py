@@ -14,6 +14,7 @@ key or value and the fix (:func:`one_line` flattens a foreign exception's text t
     ├── RunFolderError(ValueError)         a run folder or one of its files that cannot be used
     │   ├── JsonlProblem                   one line of a JSONL file (path:line: reason)
     │   └── ResumeError                    a resume that would rewind or lose the record
+    ├── RunNotFound(FileNotFoundError)     a run folder that does not exist (or a folder that is not a run)
     ├── WriterError(RuntimeError)          a sink failed while training (raised at the next log call)
     │   └── SinkHostError                  the sink host process died or replied with garbage
     ├── MigrationError                     lt-migrate
@@ -40,7 +41,8 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
-    "LightningTrackError", "ConfigError", "FilterError", "RunFolderError", "JsonlProblem", "ResumeError", "WriterError",
+    "LightningTrackError", "ConfigError", "FilterError", "RunFolderError", "JsonlProblem", "ResumeError", "RunNotFound",
+    "WriterError",
     "SinkHostError", "MigrationError", "SourceError", "CheckpointError", "SyncError", "UnsafePathError",
     "HostKeyError", "SSHSetupError", "TransferError", "VerifyError", "SourceChanged", "TransportError", "one_line",
 ]
@@ -75,6 +77,10 @@ class JsonlProblem(RunFolderError):
 
 class ResumeError(RunFolderError):
     """A resume that would rewind the run or overwrite its record without an explicit opt-in."""
+
+
+class RunNotFound(LightningTrackError, FileNotFoundError):
+    """A run folder that does not exist, or a folder that is not a run; the message names the path."""
 
 
 class WriterError(LightningTrackError, RuntimeError):

@@ -16,9 +16,9 @@ from datetime import datetime
 
 __all__ = [
     "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "UNKNOWN", "RUN_STATUSES", "FINAL_STATUSES",
-    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE",
+    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE", "RETRYING",
     "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
-    "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time",
+    "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time", "format_bytes",
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
     "ENV_SWEEP", "env_value", "cache_root",
     "PENDING", "BLOCKED", "SUBMITTED", "SLURM_ENV", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "slurm_step_state",
@@ -41,6 +41,8 @@ DONE = "done"
 SIGNAL_STATUSES = (HEALTHY, DONE, FAILED)
 # a notification's event for a run still "running" whose heartbeat stopped (a reader says CRASHED)
 STALE = "stale"
+# a notification's event for a pipeline step's failed attempt that is tried again (the step stays running)
+RETRYING = "retrying"
 
 # Lightning's Logger.finalize words (and the ones our own callers pass) -> ours.
 _FROM_LIGHTNING: Mapping[str, str] = {"success": COMPLETED, "finished": COMPLETED, "failed": FAILED}
@@ -107,6 +109,16 @@ def parse_iso_time(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+def format_bytes(n: float) -> str:
+    """A size as people read it, in binary units: ``512 B``, ``1.5 KiB``, ``3.0 MiB``, ``2.1 GiB`` (one spelling
+    for every tool, so lt show, lt-sync and lt-migrate agree on what a megabyte is)."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 # -- environment -----------------------------------------------------------------------------------
 ENV_PREFIX = "LIGHTNING_TRACK_"
 ENV_RUN_DIR = ENV_PREFIX + "RUN_DIR"  # a launcher's choice of run folder for every rank
@@ -118,6 +130,7 @@ ENV_CACHE_DIR = ENV_PREFIX + "CACHE_DIR"  # the user's cache: loop-state templat
 ENV_CONSOLE = ENV_PREFIX + "CONSOLE"
 ENV_TAGS = ENV_PREFIX + "TAGS"  # "a,b": tags the launcher adds to the run (a sweep's trials: the sweep's name)
 ENV_SWEEP = ENV_PREFIX + "SWEEP"  # JSON {name, trial, overrides, metric, mode}: summary.json's "sweep"
+ENV_MASK = ENV_PREFIX + "MASK"  # JSON list: the secret values the console relay masks in logs.txt (its own env only)
 
 # Names read before the prefix was the rule; still honoured when the new name is unset.
 _OLD_NAMES: Mapping[str, str] = {ENV_CACHE_DIR: "LT_CACHE_DIR"}

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
-from ..vocabulary import EXIT_FAILURE, EXIT_OK
+from ..vocabulary import EXIT_OK
 
 __all__ = ["main"]
 
@@ -28,14 +26,14 @@ _TOOLS = {"run": "run", "sync": "sync", "migrate": "migrate", "demo": "demo"}
 _USAGE = __doc__.split("\n\n")[1]
 
 
-def _warn(command: str, message: str) -> None:
-    print(f"lt {command}: {message}", file=sys.stderr)
-
-
-def _default_roots(roots: Sequence[str] | None) -> list[str]:
-    if roots:
-        return list(roots)
-    return ["runs"] if Path("runs").is_dir() else ["."]
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--root", action="append", metavar="ROOT", help="where to look for RUN (default: runs)")
     compare.add_argument("-m", "--metric", action="append", metavar="KEY", help="metric(s) to compare and chart")
     compare.add_argument("--plot", metavar="FILE.png", help="also write the overlaid curves as a PNG")
-    compare.add_argument("--width", type=int, default=72, help="terminal chart width (default: 72)")
+    compare.add_argument("--width", type=_positive_int, default=72, help="terminal chart width (default: 72)")
 
     report = sub.add_parser("report", parents=[common], help="one self-contained HTML file")
     report.add_argument("runs", nargs="+", metavar="RUN|ROOT")
@@ -78,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-f", "--filter", action="append", default=[], metavar="EXPR",
                         help="runs of a ROOT to include")
     report.add_argument("-m", "--metric", action="append", metavar="KEY", help="only these metrics")
-    report.add_argument("--points", type=int, default=None, metavar="N",
+    report.add_argument("--points", type=_positive_int, default=None, metavar="N",
                         help="points per curve after downsampling (default: 400)")
     report.add_argument("--title", default=None)
 
@@ -135,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         tool = importlib.import_module(f"lightning_track.cli.{_TOOLS[argv[0]]}")
         return int(tool.main(argv[1:]) or 0)
     if argv and argv[0] == "tag":  # "-old" must not read as an option
+        from ._errors import reported
         from .lt_commands import cmd_tag
 
-        return cmd_tag(argv[1:])
+        return reported("lt tag", cmd_tag, argv[1:])
     if argv and argv[0] == "note":  # options after TEXT too: lt note RUN "text" --append
         args = _note_arguments(argparse.ArgumentParser(prog="lt note")).parse_intermixed_args(argv[1:])
         args.command = "note"
@@ -147,21 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_OK
     from . import lt_commands
+    from ._errors import reported
 
-    try:
-        return getattr(lt_commands, f"cmd_{args.command}")(args)
-    except BrokenPipeError:  # `lt ls | head`
-        sys.stderr.close()
-        return EXIT_OK
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for anything we did not foresee
-        from ..errors import LightningTrackError, one_line
-
-        if not isinstance(exc, (LightningTrackError, OSError)):
-            raise
-        _warn(args.command, one_line(exc))
-        return EXIT_FAILURE
+    return reported(f"lt {args.command}", getattr(lt_commands, f"cmd_{args.command}"), args)
 
 
 if __name__ == "__main__":

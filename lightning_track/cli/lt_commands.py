@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunFolderError, one_line
-from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_bytes
 
 __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note", "cmd_reproduce"]
 
 
 def _warn(command: str, message: str) -> None:
-    print(f"lt {command}: {message}", file=sys.stderr)
+    from ..query.format import printable
+
+    print(printable(f"lt {command}: {message}"), file=sys.stderr)
+
+
+def _default_roots(roots: Sequence[str] | None) -> list[str]:
+    if roots:
+        return list(roots)
+    return ["runs"] if Path("runs").is_dir() else ["."]
 
 
 def _stale(args: argparse.Namespace) -> dict[str, float]:
@@ -29,11 +38,11 @@ def _dumps(obj: Any) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from ..query.filters import MISSING, FilterError, parse_filter
-    from ..query.format import table
-    from ..query.listing import cell, header, parse_columns, sort_runs, unknown_keys
+    from ..errors import FilterError
+    from ..query.filters import MISSING, parse_filter
+    from ..query.format import printable, table
+    from ..query.listing import DEFAULT_COLUMNS, cell, header, parse_columns, sort_runs, unknown_keys
     from ..query.runs import filter_runs, find_runs, main_metric
-    from .lt import _default_roots
 
     try:
         filters = [parse_filter(f) for f in args.filter]
@@ -56,8 +65,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.last is not None:
         rows = rows[-args.last:] if args.last > 0 else []
     if args.json:
-        extra = [c for c in columns if c not in ("name", "source", "dataset", "method", "status", "start",
-                                                  "duration", "step", "host", "tag")]
+        extra = [c for c in columns if c not in DEFAULT_COLUMNS]
         out = []
         for run in rows:
             record = run.record()
@@ -67,8 +75,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
             out.append(record)
         print(_dumps(out))
     elif rows:
-        right = [c in ("duration", "step") or c.startswith(("best.", "final.")) for c in columns]
-        print(table([header(c) for c in columns], [[cell(run, c) for c in columns] for run in rows], right=right))
+        right = [c in ("wall_span", "training_time", "step") or c.startswith(("best.", "final.")) for c in columns]
+        print(table([header(c) for c in columns], [[printable(cell(run, c)) for c in columns] for run in rows],
+                    right=right))
     if not rows:
         if runs:
             _warn("ls", f"no run matches ({len(runs)} found)")
@@ -79,8 +88,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _resolve(spec: str, roots: list[str] | None) -> Path:
-    from ..query.runs import resolve_run
-    from .lt import _default_roots
+    from ..query.discover import resolve_run
 
     return resolve_run(spec, _default_roots(roots))
 
@@ -92,11 +100,13 @@ def _read(spec: str, args: argparse.Namespace) -> Any:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from ..query.format import printable
+
     run = _read(args.run, args)
     if args.prompt:
         from ..query.prompt import render_prompt
 
-        print(render_prompt(run))
+        print(printable(render_prompt(run)))
     elif args.json:
         from ..query.show import show_record
 
@@ -104,7 +114,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         from ..query.show import render_show
 
-        print(render_show(run, lines=args.lines))
+        print(printable(render_show(run, lines=args.lines)))
     for problem in run.problems:
         _warn("show", problem)
     return EXIT_OK
@@ -112,6 +122,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..query.compare import compare_runs, metric_series, render_compare
+    from ..query.format import printable
 
     runs = [_read(spec, args) for spec in args.runs]
     for run in runs:
@@ -133,7 +144,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     charts = comp.metrics if args.metric else comp.metrics[:1]
     problems: list[str] = []
-    print(render_compare(comp, chart_metrics=charts, width=args.width, problems=problems))
+    print(printable(render_compare(comp, chart_metrics=charts, width=args.width, problems=problems)))
     if args.plot:
         from ..derived.plots import have_matplotlib, plot_panels
 
@@ -175,7 +186,8 @@ def _runs_for_report(args: argparse.Namespace, problems: list[str]) -> list[Any]
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from ..query.filters import FilterError, parse_filter
+    from ..errors import FilterError
+    from ..query.filters import parse_filter
     from ..query.report_html import POINTS, write_report
 
     try:
@@ -188,7 +200,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     runs = _runs_for_report(args, problems)
     for run in runs:
-        problems.extend(f"run {run.name}: {p}" for p in run.problems)
+        problems.extend(f"run {run.name}: {p}" if run.name not in p else p for p in run.problems)
     if not runs:
         for problem in problems:
             _warn("report", problem)
@@ -198,7 +210,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                         problems=problems)
     for problem in dict.fromkeys(problems):
         _warn("report", problem)
-    print(f"{args.output}: {len(runs)} runs, {len(text.encode()) / 1024:.0f} KiB, "
+    print(f"{args.output}: {len(runs)} runs, {format_bytes(len(text.encode()))}, "
           f"{time.perf_counter() - started:.2f} s")
     return EXIT_OK
 
@@ -209,6 +221,7 @@ _TAG_USAGE = "usage: lt tag RUN ... [+TAG|-TAG] ...  (--root ROOT to look for RU
 def cmd_tag(argv: list[str]) -> int:
     """``lt tag RUN ... +a -b c``: the runs come first, then the changes (a bare word after them adds)."""
     from ..query.annotations import change_tags, parse_tag_ops
+    from ..query.format import printable
     from ..query.runs import read_run
 
     if any(a in ("-h", "--help") for a in argv):
@@ -245,18 +258,19 @@ def cmd_tag(argv: list[str]) -> int:
         except (RunFolderError, OSError) as exc:
             _warn("tag", one_line(exc))
             continue
-        print(f"{path.name}: {', '.join(tags) or '(no tags)'}")
+        print(printable(f"{path.name}: {', '.join(tags) or '(no tags)'}"))
         shown += 1
     return EXIT_OK if shown else EXIT_FAILURE
 
 
 def cmd_note(args: argparse.Namespace) -> int:
     from ..query.annotations import set_notes
+    from ..query.format import printable
     from ..query.runs import read_run
 
     path = _resolve(args.run, args.root)
     if args.text is None:
-        print(read_run(path).notes)
+        print(printable(read_run(path).notes))
         return EXIT_OK
     notes = set_notes(path, args.text, append=args.append)
     print(f"{path.name}: notes {'cleared' if not notes else 'saved'}")

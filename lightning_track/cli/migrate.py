@@ -11,11 +11,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
 from ..folder.fileio import atomic_write_json
 from ..migrate import MigrateOptions, PlannedRun, default_jobs, load_rules, make_example, migrate
 from ..migrate.report import STATUS_FAILED, MigrationReport, RunReport
-from ..vocabulary import EXIT_OK, EXIT_USAGE, exit_status
+from ..vocabulary import EXIT_OK, EXIT_USAGE, exit_status, format_bytes
+from ._errors import reports
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +65,7 @@ def _print_plan(console: Console, plans: list[PlannedRun]) -> None:
         table.add_column(column)
     for plan in plans:
         note = plan.error or ("already migrated" if plan.already_migrated else "; ".join(plan.would_skip))
-        table.add_row(escape(plan.legacy.relpath), escape(plan.name or "-"), f"{plan.size / 1e6:.1f} MB",
+        table.add_row(escape(plan.legacy.relpath), escape(plan.name or "-"), format_bytes(plan.size),
                       escape(note))
     console.print(table)
 
@@ -95,6 +96,7 @@ def _print_report(console: Console, report: MigrationReport) -> None:
         console.print(f"[red]{len(failed)} run(s) failed[/red]; the others are complete.")
 
 
+@reports("lt-migrate: error")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if not args.source:
         parser.error("SOURCE is required (or use --make-example DIR)")
+    if args.report and not Path(args.report).resolve().parent.is_dir():  # checked before the work, not after it
+        raise ConfigError(f"--report {args.report}: no folder {Path(args.report).parent} to write it in")
     try:
         options = MigrateOptions(state_dict_prefix=args.state_dict_prefix, rules=load_rules(args.rules),
                                  force=args.force, trust_pickle=args.trust_pickle,

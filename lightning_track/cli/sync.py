@@ -23,9 +23,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from ..errors import ConfigError, SyncError, TransferError, one_line
 from ..folder.layout import RunLayout
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
+from ..sync.endpoints import check_apart
 from ..sync.engine import CycleResult
 from ..sync.plan import Plan
 from ..vocabulary import exit_status
+from ._errors import reports
 
 __all__ = ["main", "build_parser"]
 
@@ -155,6 +157,7 @@ async def _once(session: SyncSession, console: Console, quiet: bool) -> CycleRes
         return await session.cycle(progress, on_plan)
 
 
+@reports("lt-sync: error")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if src.is_remote == dest.is_remote and src == dest:
         parser.error("SRC and DEST are the same place")
+    check_apart(src, dest)
     if args.parallel < 1:
         parser.error("--parallel must be at least 1")
     options = SyncOptions(include_checkpoints=args.include_checkpoints, runs_glob=args.runs, since_hours=args.since,

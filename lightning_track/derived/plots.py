@@ -17,10 +17,8 @@ from typing import Any
 from ..folder.fileio import atomic_open
 from ..folder.layout import RunLayout
 
-__all__ = ["PLOTS_DIR", "RUN_PLOT", "plot_panels", "have_matplotlib", "Series", "run_panels", "write_run_plots"]
+__all__ = ["plot_panels", "have_matplotlib", "Series", "run_panels", "write_run_plots"]
 
-PLOTS_DIR = RunLayout.PLOTS
-RUN_PLOT = RunLayout.RUN_PLOT  # relative to the run folder; report_draft.md links it
 POINTS = 600
 MAX_PANELS = 12
 Series = tuple[str, Any, Any]  # (label, steps, values as numpy arrays); numpy is imported when drawing
@@ -32,6 +30,11 @@ def have_matplotlib() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _plain(text: str) -> str:
+    """A metric or run name as matplotlib should print it: ``$`` is a dollar, never mathtext."""
+    return text.replace("$", r"\$")
 
 
 def plot_panels(panels: Mapping[str, Sequence[Series]], path: str | Path, *, title: str | None = None,
@@ -57,17 +60,17 @@ def plot_panels(panels: Mapping[str, Sequence[Series]], path: str | Path, *, tit
     fig.subplots_adjust(left=0.55 / width * cols / cols, right=1 - 0.15 / width, bottom=0.5 / height,
                         top=1 - (0.65 if title else 0.35) / height, wspace=0.55 / 4.2 * 1.6, hspace=0.75 / 2.9 * 1.6)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(_plain(title), fontsize=10)
     for i, (name, series) in enumerate(panels.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(_plain(name), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(True, linewidth=0.3, alpha=0.5)
         for j, (label, steps, values) in enumerate(series):
             color = f"C{j % 10}"
             curve = downsample(steps, values, POINTS)
             few = len(curve.x) <= 50  # a handful of validation points: show each one
-            ax.plot(curve.x, curve.y, color=color, linewidth=1.0, label=label, marker="o" if few else None,
+            ax.plot(curve.x, curve.y, color=color, linewidth=1.0, label=_plain(label), marker="o" if few else None,
                     markersize=3)
             if curve.lo is not None and curve.hi is not None:
                 ax.fill_between(curve.x, curve.lo, curve.hi, color=color, alpha=0.18, linewidth=0)
@@ -75,14 +78,13 @@ def plot_panels(panels: Mapping[str, Sequence[Series]], path: str | Path, *, tit
                 xs = [s for s, _ in curve.bad]
                 ax.plot(xs, [1.0] * len(xs), linestyle="none", marker="v", color="red", markersize=4,
                         transform=ax.get_xaxis_transform(), clip_on=False,
-                        label=f"{label}: NaN/inf ({len(curve.bad)})" if len(series) > 1 else "NaN/inf")
+                        label=f"{_plain(label)}: NaN/inf ({len(curve.bad)})" if len(series) > 1 else "NaN/inf")
         if log_y:
             ax.set_yscale("log")
         if len(series) > 1 or any(len(v) and not np.isfinite(v).all() for _, _, v in series):
             ax.legend(fontsize=7, loc="upper right")
         ax.set_xlabel("step", fontsize=7)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
         fig.savefig(handle, format="png")
     return path
@@ -112,4 +114,5 @@ def write_run_plots(run_dir: str | Path, records: Sequence[object]) -> Path | No
     panels = dict(list(run_panels(records).items())[:MAX_PANELS])  # a run of 100 metrics: the first ones
     if not panels or not have_matplotlib():
         return None
-    return plot_panels(panels, Path(run_dir) / RUN_PLOT, title=Path(run_dir).name)
+    (Path(run_dir) / RunLayout.RUN_PLOT).parent.mkdir(exist_ok=True)
+    return plot_panels(panels, Path(run_dir) / RunLayout.RUN_PLOT, title=Path(run_dir).name)

@@ -20,20 +20,20 @@ from typing import IO, Any
 
 import orjson
 
-from ..errors import JsonlProblem
+from ..errors import JsonlProblem, RunFolderError
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_open",
+    "read_umask",
     "to_jsonable",
     "json_line",
     "JsonlAppender",
     "read_json",
     "update_json",
     "iter_jsonl",
-    "JsonlProblem",
     "restore_nonfinite",
     "TEMP_SUFFIX",
     "temp_path",
@@ -146,10 +146,26 @@ def json_line(obj: Any) -> str:
     return _compact_dumps(obj) + "\n"
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
+def read_umask() -> int:
+    """The process's umask, read without changing it: ``Umask:`` in ``/proc/self/status`` (Linux 4.7+).
+
+    Where there is no such line, ``os.umask`` is set and restored once, here, while the package is
+    first imported (before any thread of ours starts); never later, when another thread creating a
+    file in that moment would get mode 0666."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_file_mode() -> int:
+    return 0o666 & ~read_umask()
 
 
 _FILE_MODE = _default_file_mode()
@@ -184,7 +200,10 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     :func:`staged_writes`.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except FileNotFoundError:  # name the file asked for, not the temp name beside it
+        raise FileNotFoundError(errno.ENOENT, f"not written: no folder {path.parent}", str(path)) from None
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; a replaced file should look like any other
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
@@ -241,6 +260,14 @@ def replace_dir(built: str | Path, target: str | Path) -> None:
 # Hard links are impossible across filesystems (EXDEV), on some (EPERM, ENOTSUP/EOPNOTSUPP) and past
 # a file's link limit (EMLINK): then the bytes are copied.
 _LINK_FALLBACK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
+
+
+def inside(target: str, root: str) -> bool:
+    """Whether the resolved path ``target`` is ``root`` or below it (both absolute, resolved).
+
+    The one rule for links (lt-sync, lt-migrate): what resolves outside the tree being read is never
+    copied or linked, so a symlink cannot carry an outside file (a secret) into a run or a mirror."""
+    return target == root or target.startswith(root.rstrip("/") + "/")
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> bool:
@@ -308,13 +335,13 @@ def read_json(path: str | Path) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise RunFolderError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not text.strip():
-        raise ValueError(f"{path}: file is empty")
+        raise RunFolderError(f"{path}: file is empty")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise RunFolderError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 
 
 def update_json(path: str | Path, change: Callable[[Any], Any]) -> None:
@@ -344,6 +371,8 @@ class JsonlAppender:
     quota) is cut back to the file's last whole line before the error is raised, naming the file.
     """
 
+    _write = staticmethod(os.write)  # one write of the batch (a test's failing disk replaces it)
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -356,7 +385,7 @@ class JsonlAppender:
         start = os.fstat(self._fd).st_size
         try:
             while view:
-                written = os.write(self._fd, view)
+                written = self._write(self._fd, view)
                 view = view[written:]
         except OSError as exc:
             self._cut_back(start)

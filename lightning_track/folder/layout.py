@@ -12,22 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ..errors import ConfigError, RunNotFound
 from ..vocabulary import RUN_NAME_TIME_FORMAT, SIGNAL_STATUSES, run_name_time
 
 __all__ = [
     "RunLayout",
     "RunName",
     "sanitize_name",
-    "format_timestamp",
     "parse_run_name",
-    "TIMESTAMP_FORMAT",
-]
+    ]
 
-TIMESTAMP_FORMAT = RUN_NAME_TIME_FORMAT
 MAX_NAME_PART = 80
 
-# Characters that break paths, shells or viewers. Unicode letters and digits stay readable.
-_UNSAFE = re.compile(r"[\\/:*?\"<>|\s\x00-\x1f\x7f]+")
+# Characters that break paths, shells or viewers: a folder name pasted into a double-quoted or
+# ``sh -c '...'`` command line expands nothing. Unicode letters and digits stay readable.
+_UNSAFE = re.compile(r"[\\/:*?\"<>|\s\x00-\x1f\x7f$()`';&!\[\]{}~#]+")
 _LIGHTNING_STEP = re.compile(r"(?:^|[-_])step=(?P<step>\d+)")  # ModelCheckpoint's default "epoch=0-step=10"
 _RUN_NAME = re.compile(r"^(?P<prefix>.+)_(?P<stamp>\d{8}_\d{6})(?:-(?P<n>\d+))?$")
 
@@ -36,7 +35,7 @@ def sanitize_name(value: str, *, what: str = "name") -> str:
     """Turn a dataset or method name into a safe folder-name part.
 
     Slashes, whitespace, control and shell-hostile characters become ``-``; unicode letters stay.
-    Raises ``ValueError`` naming the value when nothing usable is left.
+    Raises :class:`ConfigError` (a ``ValueError``) naming the value when nothing usable is left.
     """
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}: {value!r}")
@@ -44,11 +43,8 @@ def sanitize_name(value: str, *, what: str = "name") -> str:
     text = _UNSAFE.sub("-", text)
     text = re.sub(r"-{2,}", "-", text).strip("-.")
     if not text:
-        raise ValueError(f"{what} {value!r} is empty or has no usable characters for a folder name")
+        raise ConfigError(f"{what} {value!r} is empty or has no usable characters for a folder name")
     return text[:MAX_NAME_PART]
-
-
-format_timestamp = run_name_time  # the stamp in a run folder's name
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class RunName:
 
     @property
     def started(self) -> datetime:
-        return datetime.strptime(self.timestamp, TIMESTAMP_FORMAT)
+        return datetime.strptime(self.timestamp, RUN_NAME_TIME_FORMAT)
 
 
 def parse_run_name(name: str) -> RunName | None:
@@ -70,7 +66,7 @@ def parse_run_name(name: str) -> RunName | None:
     if not match:
         return None
     try:
-        datetime.strptime(match["stamp"], TIMESTAMP_FORMAT)
+        datetime.strptime(match["stamp"], RUN_NAME_TIME_FORMAT)
     except ValueError:
         return None
     return RunName(match["prefix"], match["stamp"], int(match["n"] or 1))
@@ -120,6 +116,8 @@ class RunLayout:
     ENVIRONMENT_ATTEMPT = "environment.attempt-{attempt}.json"
     INPUTS = "inputs.json"  # size, time and hash of each file or folder the config names
     CHECKPOINTS_INDEX = "checkpoints.json"  # every checkpoint written: step, attempt, metrics, hash
+    NODE_SYSTEM_JSONL = "system.node{node}.jsonl"  # another node's machine samples (DDP over nodes)
+    PIPELINE_STATE_SUFFIX = ".pipeline.json"  # <runs root>/<pipeline>.pipeline.json: a pipeline's step states
     APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING, LOGS, SYSTEM_JSONL, MEDIA_JSONL)
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -200,6 +198,10 @@ class RunLayout:
         return self.run_dir / self.LINE_CHECKPOINT_MAPPING
 
     @property
+    def annotations_json(self) -> Path:
+        return self.run_dir / self.ANNOTATIONS
+
+    @property
     def logs_txt(self) -> Path:
         return self.run_dir / self.LOGS
 
@@ -247,6 +249,14 @@ class RunLayout:
     @property
     def checkpoints_index(self) -> Path:
         return self.run_dir / self.CHECKPOINTS_INDEX
+
+    def node_system_jsonl(self, node: int) -> Path:
+        """Machine samples of node ``node`` (node 0's are :attr:`system_jsonl`)."""
+        return self.system_jsonl if node == 0 else self.run_dir / self.NODE_SYSTEM_JSONL.format(node=node)
+
+    def node_system_jsonls(self) -> list[Path]:
+        """Every other node's samples file present, in name order."""
+        return sorted(self.run_dir.glob(self.NODE_SYSTEM_JSONL.format(node="*")))
 
     def dropped_metrics_jsonl(self, attempt: int) -> Path:
         """Where the records that attempt ``attempt``'s resume took out of ``metrics.jsonl`` go."""
@@ -355,6 +365,21 @@ class RunLayout:
             raise ValueError(f"signal status {status!r} is not one of {', '.join(cls.SIGNAL_STATUSES)}")
         return Path(signals_dir) / (f"{exp_id}.{status}" + (".json" if json else ""))
 
+    @classmethod
+    def pipeline_state_json(cls, root: str | Path, pipeline: str) -> Path:
+        """Where pipeline ``pipeline`` keeps its steps' states: a file beside the runs, never taken for a run."""
+        return Path(root) / f"{pipeline}{cls.PIPELINE_STATE_SUFFIX}"
+
+    @classmethod
+    def pipeline_state_files(cls, root: str | Path) -> list[Path]:
+        """Every pipeline state file under the runs root ``root``, in name order."""
+        return sorted(Path(root).glob(f"*{cls.PIPELINE_STATE_SUFFIX}"))
+
+    @classmethod
+    def pipeline_of_state_file(cls, path: str | Path) -> str:
+        """The pipeline's name a state file is named after."""
+        return Path(path).name.removesuffix(cls.PIPELINE_STATE_SUFFIX)
+
     @property
     def swanlab_workspace(self) -> Path:
         return self.root / self.SWANLAB_WORKSPACE
@@ -373,7 +398,7 @@ class RunLayout:
         ``mkdir`` without ``exist_ok`` is the lock: two processes can never get the same folder.
         """
         root = Path(root)
-        timestamp = timestamp or format_timestamp()
+        timestamp = timestamp or run_name_time()
         root.mkdir(parents=True, exist_ok=True)
         counter = 1
         while True:
@@ -444,7 +469,7 @@ class RunLayout:
         if resume is True:
             latest = cls.find_latest(root, dataset, method)
             if latest is None:
-                raise FileNotFoundError(
+                raise RunNotFound(
                     f"resume=True but no run of dataset {dataset!r} and method {method!r} exists under {root}"
                 )
             return latest
@@ -453,4 +478,4 @@ class RunLayout:
         for candidate in candidates:
             if candidate.is_dir():
                 return cls(candidate)
-        raise FileNotFoundError(f"resume target {str(resume)!r} is not a run folder (looked in {root})")
+        raise RunNotFound(f"resume target {str(resume)!r} is not a run folder (looked in {root})")

@@ -13,6 +13,7 @@ collide and the folder sorts by step. Torch- and numpy-free: the sinks and the r
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 from .fileio import iter_jsonl
 
-__all__ = ["MediaRecord", "media_file", "read_media_index", "IMAGE", "TEXT", "HISTOGRAM", "KINDS"]
+__all__ = ["MediaRecord", "media_file", "MAX_PART_BYTES", "read_media_index", "IMAGE", "TEXT", "HISTOGRAM", "KINDS"]
 
 IMAGE, TEXT, HISTOGRAM = "image", "text", "histogram"
 KINDS = (IMAGE, TEXT, HISTOGRAM)
@@ -51,9 +52,23 @@ class MediaRecord:
         return line
 
 
+MAX_PART_BYTES = 120  # a file system allows 255 bytes a name; the rest is left for the prefix and hash
+
+
+def _path_part(part: str) -> str:
+    """One part of a key as a folder name: safe characters, and a long part cut with a hash of the whole
+    part (two long keys that share a beginning stay apart; ``media.jsonl`` keeps the key whole)."""
+    safe = _UNSAFE.sub("-", part).strip(".-") or "_"
+    if len(safe.encode()) <= MAX_PART_BYTES:
+        return safe
+    digest = hashlib.sha1(part.encode()).hexdigest()[:12]
+    cut = safe.encode()[: MAX_PART_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{cut}-{digest}"
+
+
 def media_file(key: str, step: int, index: int, extension: str) -> str:
     """``media/<key as folders>/step-<step>-<index>.<ext>``; each part of the key made safe for a path."""
-    parts = [_UNSAFE.sub("-", part).strip(".-") or "_" for part in key.split("/") if part]
+    parts = [_path_part(part) for part in key.split("/") if part]
     return "/".join(["media", *(parts or ["_"]), f"step-{step}-{index}.{extension}"])
 
 

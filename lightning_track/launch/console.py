@@ -7,7 +7,8 @@ they are a pipe (a pseudo-terminal when lt-run's own output is a terminal, so th
 terminal) that a relay thread (:class:`~lightning_track.run.console_relay.Relay`) copies to lt-run's
 stdout/stderr unchanged and, cleaned and timed, into the file. Lines come before the file is known: the
 relay keeps them until the command names its run folder (the run note); a command that never names one
-leaves them in ``<signals_dir>/<exp_id>.logs.txt``.
+leaves them in ``<signals_dir>/<exp_id>.logs.txt``. Secret values of the command line and the environment
+are masked in both files (:mod:`lightning_track.redaction`).
 
 The command is told (``LIGHTNING_TRACK_CONSOLE``) that its console is captured, so its RunLogger does not
 capture rank 0's output a second time; other ranks still keep their own ``logs.rank<N>.txt``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..run.console import close_fds, console_env_value, console_groups, make_channel
@@ -31,7 +33,7 @@ class LaunchConsole:
     ``env()`` for its environment, ``started()`` once it runs, ``set_log()`` when the run folder is
     known, ``finish()`` after it exited."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._to_child: dict[int, int] = {}  # our fd (1/2) -> the write end the command gets for it
         self._reads: list[int] = []
         streams, ptys = [], []
@@ -47,7 +49,7 @@ class LaunchConsole:
         except OSError:
             close_fds(list(self._to_child.values()) + self._reads)
             raise
-        self.relay = Relay(streams, pty_sizes=ptys)
+        self.relay = Relay(streams, pty_sizes=ptys, secrets=secrets)
         self._thread = threading.Thread(target=self.relay.run, name="lt-run-console", daemon=True)
 
     def child_fds(self) -> dict[str, int | None]:

@@ -24,22 +24,16 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import ConfigError, one_line
-from ..vocabulary import STALE
+from ..redaction import redact_url
+from ..vocabulary import RETRYING, STALE
 
-__all__ = ["Notifier", "EVENTS", "message_body", "redact_url"]
+__all__ = ["Notifier", "EVENTS", "message_body"]
 
 # event -> apprise's notify type
 EVENTS = {"healthy": "info", "done": "success", "completed": "success", "failed": "failure",
-          "interrupted": "warning", STALE: "failure", "retrying": "warning"}
-
-
-def redact_url(url: str) -> str:
-    """``scheme://host`` only: a notification URL often holds a token in its user or path."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}" if parts.scheme else "<url>"
+          "interrupted": "warning", STALE: "failure", RETRYING: "warning"}
 
 
 def _text(value: Any) -> str:

@@ -5,7 +5,8 @@ the same command, and only the steps that did not finish run again; the file is 
 finished, with their run folders (which later steps' ``{step.run_dir}`` need) and why the others did
 not. It is replaced atomically on every change (:func:`~lightning_track.folder.fileio.atomic_write_json`),
 so a driver killed at any moment leaves the previous whole state. A step found ``running`` when the
-file is loaded belonged to a driver that is gone: it runs again.
+file is loaded belonged to a driver that is gone: it runs again. Commands are stored with their secret values
+redacted (:func:`~lightning_track.redaction.redact_command`): the file lives beside the runs and is mirrored.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 
 from ..errors import ConfigError, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
+from ..folder.layout import RunLayout
+from ..redaction import redact_command
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, PENDING, RUNNING, SUBMITTED, iso_time
 from .pipeline import Pipeline
 
-__all__ = ["PENDING", "RUNNING", "DONE", "FAILED", "BLOCKED", "INTERRUPTED", "SUBMITTED", "STEP_STATES", "state_path",
+__all__ = ["STEP_STATES", "state_path",
            "PipelineState", "format_status"]
 
 # pending, blocked (an upstream step failed), submitted (handed to Slurm, its job id in slurm_job_id): vocabulary's
@@ -30,7 +33,7 @@ STEP_STATES = (PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED, SUBMITTED)
 
 def state_path(pipeline: Pipeline) -> Path:
     """A file, not a folder, so run listings never take it for a run."""
-    return Path(pipeline.root) / f"{pipeline.name}.pipeline.json"
+    return RunLayout.pipeline_state_json(pipeline.root, pipeline.name)
 
 
 class PipelineState:
@@ -52,6 +55,9 @@ class PipelineState:
                 raise RunFolderError(f"{self.path}: unreadable pipeline state ({exc}); move it aside to start over"
                                      ) from None
             old = data.get("steps") if isinstance(data, dict) else None
+            if not isinstance(old, (dict, type(None))):
+                raise RunFolderError(f"{self.path}: 'steps' is {old!r:.40}, expected an object of steps; "
+                                     "move the file aside to start over")
             for name, entry in (old or {}).items():
                 if name in self.steps and isinstance(entry, dict) and entry.get("state") in STEP_STATES:
                     self.steps[name] = dict(entry)
@@ -60,7 +66,7 @@ class PipelineState:
         for name, entry in self.steps.items():
             if entry["state"] == RUNNING and not entry.get("slurm_job_id"):  # its driver is gone (not Slurm's)
                 entry.update(state=INTERRUPTED, reason="the driver stopped while it ran")
-            cmd = pipeline.steps[name].cmd
+            cmd = redact_command(pipeline.steps[name].cmd)  # as stored: a changed secret alone is no new command
             if entry["state"] == DONE and entry.get("cmd") not in (None, cmd):
                 entry.update(state=PENDING, reason="its command changed")
 
@@ -122,8 +128,8 @@ class PipelineState:
     def values(self) -> dict[str, dict[str, str | None]]:
         """``{step: {"run_dir": ..., "exp_id": ...}}`` for commands' references."""
         with self._lock:
-            return {name: {"run_dir": e.get("run_dir"), "exp_id": self.pipeline.exp_id(name)}
-                    for name, e in self.steps.items()}
+            return {name: {"run_dir": e.get("run_dir"), "exp_id": self.pipeline.exp_id(name),
+                           "no_run_dir": e.get("no_run_dir")} for name, e in self.steps.items()}
 
     def save(self) -> None:
         with self._lock:

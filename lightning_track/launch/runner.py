@@ -34,15 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, RunNotFound
 from ..folder import signals
 from ..folder.layout import RunLayout, sanitize_name
+from ..redaction import command_secrets, redact_command, secret_values
 from ..vocabulary import (
     ENV_EXP_ID,
     ENV_SIGNALS_DIR,
-    EXIT_HEALTH,
     FAILED,
     HEALTHY,
-    exit_status,
     run_name_time,
     stop_signals,
 )
@@ -58,16 +58,9 @@ from .outcome import (
     watch_verdict,
 )
 
-__all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id", "exit_status", "HEALTH_TIMEOUT_EXIT_CODE",
-           "RUN_NOTE_SUFFIX", "run_note_path", "read_run_note"]
-
-# When lt-run stops a child for its health and the child still exits 0 (Lightning turns SIGTERM
-# into a clean-looking exit), lt-run must not report success: it uses the HealthGuard's code.
-HEALTH_TIMEOUT_EXIT_CODE = EXIT_HEALTH
+__all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id"]
 
 Event = Callable[[str, str], None]  # (kind, message) -> None, for a console
-
-RUN_NOTE_SUFFIX, run_note_path, read_run_note = signals.RUN_NOTE_SUFFIX, signals.run_note_path, signals.read_run_note
 
 
 @dataclass
@@ -85,6 +78,7 @@ class RunResult:
     signals: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     post_process_error: str | None = None
+    interrupted: bool = False  # stopped by a SIGINT/SIGTERM that lt-run forwarded (not by its health)
 
 
 def default_exp_id(cmd: Sequence[str]) -> str:
@@ -103,7 +97,7 @@ class _Child:
         try:
             self.proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, start_new_session=True, **stdio)
         except OSError as exc:
-            raise OSError(f"cannot start {shlex.join(cmd)}: {exc.strerror or exc}") from None
+            raise OSError(f"cannot start {redact_command(shlex.join(cmd))}: {exc.strerror or exc}") from None
 
     def send(self, sig: int) -> None:
         try:
@@ -170,9 +164,9 @@ def run_command(
     first byte (see :mod:`.console`); the terminal shows the same as without it.
     """
     if not cmd:
-        raise ValueError("no command given (usage: lt-run [options] -- CMD ...)")
+        raise ConfigError("no command given (usage: lt-run [options] -- CMD ...)")
     if health_time is not None and health_time <= 0:
-        raise ValueError(f"--health-time must be positive, got {health_time}")
+        raise ConfigError(f"--health-time must be positive, got {health_time}")
     notify: Event = on_event or (lambda kind, message: None)
     exp_id = signals.check_exp_id(exp_id) if exp_id is not None else default_exp_id(cmd)
     signals_path = Path(signals_dir).resolve()
@@ -180,7 +174,7 @@ def run_command(
     # Old signals of this exp_id are removed, not filtered by time: file mtimes come from a coarse
     # (or, on NFS, another machine's) clock and cannot be compared with ours reliably.
     stale = signals.clear_signals(signals_path, exp_id)
-    note = run_note_path(signals_path, exp_id)
+    note = signals.run_note_path(signals_path, exp_id)
     if note.exists():  # an earlier launch's folder is not this one's
         note.unlink(missing_ok=True)
         stale.append(note)
@@ -191,7 +185,7 @@ def run_command(
     capture: LaunchConsole | None = None
     if console:
         try:
-            capture = LaunchConsole()
+            capture = LaunchConsole(secrets=command_secrets(shlex.join(cmd)) | secret_values(environ=child_env))
             child_env = capture.env(child_env)
         except OSError as exc:
             notify("info", f"console output is not captured: {exc.strerror or exc}")
@@ -205,7 +199,8 @@ def run_command(
     # Slurm job or a pipeline step waits for the command's start, not for lt-run's words.
     if stale:
         notify("info", f"removed {len(stale)} old signal file(s) of {exp_id}")
-    notify("start", f"pid {child.proc.pid}: {shlex.join(cmd)} (exp_id {exp_id}, signals in {signals_path})")
+    shown = redact_command(shlex.join(cmd))
+    notify("start", f"pid {child.proc.pid}: {shown} (exp_id {exp_id}, signals in {signals_path})")
 
     forwarded: list[int] = []
     previous: dict[int, Any] = {}
@@ -227,7 +222,7 @@ def run_command(
     def learn_run_dir(seen: Mapping[str, Mapping[str, Any]]) -> None:
         nonlocal known_dir
         if known_dir is None:
-            known_dir = read_run_note(signals_path, exp_id) or run_dir_from(seen)
+            known_dir = signals.read_run_note(signals_path, exp_id) or run_dir_from(seen)
             if known_dir is not None:
                 notify("info", f"run folder {known_dir}")
                 if capture is not None:  # what it printed so far, and from now on
@@ -291,7 +286,8 @@ def run_command(
     notify(end.outcome, f"exit code {end.exit_code} after {duration:.1f} s" + (f": {end.reason}" if end.reason else ""))
 
     result = RunResult(exit_code=end.exit_code, child_returncode=returncode, exp_id=exp_id, outcome=end.outcome,
-                       reason=end.reason, healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen)
+                       reason=end.reason, healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen,
+                       interrupted=end.interrupted)
     if do_post_process:
         if found_dir is None:
             notify("info", f"no run folder known (no --run-dir, no {note.name}, no run_dir in the signals): "
@@ -327,7 +323,7 @@ def finish_run_dir(
     """
     path = Path(run_dir)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: run folder does not exist")
+        raise RunNotFound(f"{path}: run folder does not exist")
     from ..derived.summary import SummaryFile, post_process  # after the command: not in the way of its start
 
     summary_json = RunLayout(path).summary_json

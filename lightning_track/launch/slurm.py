@@ -22,6 +22,12 @@ true when restarted) continues that run folder. A step with ``ntasks: N`` runs i
 :func:`sbatch_scripts` and :func:`submit_plan` are pure (tested on their text); :func:`submit` calls
 ``sbatch``: every script is checked with ``sbatch --test-only`` before the first is submitted, so a
 refused option (a bad partition) is one line naming the step, with nothing submitted.
+
+Secrets: the scripts under ``<root>/slurm/`` (mirrored with the runs) show a command's secret values as
+``***REDACTED***`` (:mod:`lightning_track.redaction`); what is submitted is the same script with the real
+command, written for sbatch to a file readable by its owner only (mode 600) in the temp folder, outside the
+tree, and removed once sbatch has its own copy. Better still, give a job its secrets through the
+environment (sbatch passes the submitting shell's on).
 """
 
 from __future__ import annotations
@@ -32,13 +38,16 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..folder.layout import RunLayout
+from ..redaction import command_secrets, redact_command
 from ..vocabulary import ENV_RUN_DIR, SLURM_RESTART_COUNT
-from .pipeline import REFERENCE, Pipeline, Step
+from .pipeline import REFERENCE, Pipeline, Step, expand_sweeps, refuse_control
 from .slurm_job import Run, refusal, run_slurm
 
 __all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
@@ -52,6 +61,12 @@ class SlurmOptions:
     extra: tuple[str, ...] = field(default_factory=tuple)  # --slurm-arg, each one sbatch option
     grace: int = 60  # seconds between the batch shell's SIGTERM and the job's end
     python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        for option, value in (("--partition", self.partition), ("--time", self.time), ("--gres", self.gres),
+                              *(("--slurm-arg", arg) for arg in self.extra)):
+            refuse_control(option, value)
+
 
 
 def script_path(pipeline: Pipeline, step: str) -> Path:
@@ -71,7 +86,7 @@ def _job_command(pipeline: Pipeline, step: Step) -> str:
         ref, what = match.group(1), match.group(2)
         if what == "exp_id":
             return shlex.quote(pipeline.exp_id(ref))
-        return f'"$(cat {shlex.quote(str(signals / (pipeline.exp_id(ref) + ".run")))})"'
+        return f'"$(cat {shlex.quote(str(signals / (pipeline.exp_id(ref) + RunLayout.RUN_NOTE_SUFFIX)))})"'
 
     return REFERENCE.sub(replace, step.cmd)
 
@@ -132,7 +147,7 @@ def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.P
 def requeued_lines(pipeline: Pipeline, name: str) -> list[str]:
     """Shell lines: a requeued job (Slurm sets ``SLURM_RESTART_COUNT``) continues the run folder its first start
     named in the run note, through ``LIGHTNING_TRACK_RUN_DIR`` (lt-run clears the note when it starts)."""
-    note = shlex.quote(str(_signals(pipeline) / f"{pipeline.exp_id(name)}.run"))
+    note = shlex.quote(str(_signals(pipeline) / f"{pipeline.exp_id(name)}{RunLayout.RUN_NOTE_SUFFIX}"))
     return ["# A requeued job continues the run folder its first start named (train with RunLogger(resume=...)",
             "# when SLURM_RESTART_COUNT > 0, and trainer.fit(ckpt_path=\"last\")).",
             f'if [ "${{{SLURM_RESTART_COUNT}:-0}}" -gt 0 ] && [ -s {note} ]; then',
@@ -184,25 +199,40 @@ def submit(pipeline: Pipeline, scripts: Mapping[str, str], *, earlier: Mapping[s
     for name, text in scripts.items():
         path = script_path(pipeline, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    for name in scripts:
-        checked = run(["sbatch", "--test-only", str(script_path(pipeline, name))])
-        if checked.returncode != 0:
-            why = refusal(checked)
-            raise ConfigError(f"step {name!r}: sbatch refused {script_path(pipeline, name).name}: {why}; "
-                              "fix --partition/--time/--gres/--slurm-arg")
-    ids: dict[str, str] = {}
-    for name in scripts:
-        known = {**(earlier or {}), **ids}
-        deps = [known[d] for d in pipeline.steps[name].after if d in known]
-        args = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{':'.join(deps)}"] if deps else [])
-        done = run(args + [str(script_path(pipeline, name))])
-        if done.returncode != 0:
-            why = refusal(done)
-            submitted = ", ".join(f"{s} ({j})" for s, j in ids.items()) or "none"
-            raise ConfigError(f"step {name!r}: sbatch failed: {why}; submitted before it: {submitted}")
-        ids[name] = done.stdout.strip().split(";")[0]
+        path.write_text(redact_command(text), encoding="utf-8")
+    private = {name: _private_script(pipeline.exp_id(name), text) for name, text in scripts.items()
+               if command_secrets(text)}
+    try:
+        for name in scripts:
+            checked = run(["sbatch", "--test-only", str(private.get(name, script_path(pipeline, name)))])
+            if checked.returncode != 0:
+                why = refusal(checked)
+                raise ConfigError(f"step {name!r}: sbatch refused {script_path(pipeline, name).name}: {why}; "
+                                  "fix --partition/--time/--gres/--slurm-arg")
+        ids: dict[str, str] = {}
+        for name in scripts:
+            known = {**(earlier or {}), **ids}
+            deps = [known[d] for d in pipeline.steps[name].after if d in known]
+            args = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{':'.join(deps)}"] if deps else [])
+            done = run(args + [str(private.get(name, script_path(pipeline, name)))])
+            if done.returncode != 0:
+                why = refusal(done)
+                submitted = ", ".join(f"{s} ({j})" for s, j in ids.items()) or "none"
+                raise ConfigError(f"step {name!r}: sbatch failed: {why}; submitted before it: {submitted}")
+            ids[name] = done.stdout.strip().split(";")[0]
+    finally:
+        for path in private.values():
+            path.unlink(missing_ok=True)
     return ids
+
+
+def _private_script(exp_id: str, text: str) -> Path:
+    """The script with its real command, readable by its owner only (mode 600) in the temp folder, outside the
+    mirrored tree; sbatch keeps its own copy of what it submits (also for a requeue), so it is removed after."""
+    fd, path = tempfile.mkstemp(prefix="lt-", suffix=f"-{exp_id}.sbatch")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
@@ -211,7 +241,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
     exp_id ``<pipeline>_<step>.<i>``, tagged with the sweep (see :mod:`.sweep`); ``afterok`` on the array's job
     id waits for every task."""
     from ..vocabulary import ENV_SWEEP, ENV_TAGS
-    from .sweep import expand_sweeps, trial_env
+    from .sweep import trial_env
 
     expanded = expand_sweeps(pipeline)
     trials = expanded.sweeps[name]
@@ -219,7 +249,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
     workdir = Path(cwd or os.getcwd()).resolve()
     directives = [d.replace("-%j.out", "-%A_%a.out") for d in _directives(pipeline, step, options)]
     lt_run = _lt_run(pipeline, step, options)  # the task's exp_id follows, from the trial's case
-    note = f'{shlex.quote(str(_signals(pipeline)))}/"$exp_id".run'
+    note = f'{shlex.quote(str(_signals(pipeline)))}/"$exp_id"{RunLayout.RUN_NOTE_SUFFIX}'
     srun = [line.strip().rstrip(" \\") + " " for line in task_lines(step)]
     cases = []
     for i, trial_name in enumerate(trials):

@@ -21,6 +21,7 @@ from ..folder.fileio import (
     JsonlAppender,
     atomic_write_json,
     atomic_write_text,
+    inside,
     json_line,
     link_or_copy,
     read_json,
@@ -30,7 +31,8 @@ from ..folder.fileio import (
 from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord
 from ..folder.tracking import CheckpointMappings
-from ..run.config import config_digest, redact, redact_argv, write_config_yaml
+from ..redaction import Masker, redact, redact_argv, secret_values
+from ..run.config import config_digest, write_config_yaml
 from ..run.meta import package_versions
 from ..sinks import Sink, SinkContext
 from ..sinks.jsonl import MetricsJsonlSink
@@ -39,6 +41,7 @@ from ..vocabulary import COMPLETED, FAILED, INTERRUPTED, iso_time
 from .checkpoint_thread import CheckpointConversion, EpochIndex, ProgressFn, thread_safe
 from .checkpoints import NOT_CARRIED, ConvertedCheckpoint, find_checkpoints
 from .discover import LegacyRun
+from .legacy_text import redacted_text
 from .plan import TOOL, MigrateOptions, PlannedRun
 from .readers import (
     as_number,
@@ -118,22 +121,48 @@ def remove_empty(folder: Path) -> None:
         pass  # other runs still building there, or not empty / already gone
 
 
-def _carry(src: Path, dst: Path, on_bytes: ProgressFn) -> bool:
-    """Link (else copy) one unchanged legacy file into the run; True when linked."""
-    linked = link_or_copy(src, dst)
+def _carry(src: Path, dst: Path, on_bytes: ProgressFn, secrets: Masker | None = None) -> bool:
+    """Link (else copy) one legacy file into the run; True when linked. A text file holding a secret is
+    written redacted instead (:mod:`.legacy_text`)."""
+    cleaned = redacted_text(src, secrets) if secrets is not None else None
+    if cleaned is not None:
+        atomic_write_text(dst, cleaned)
+        linked = False
+    else:
+        linked = link_or_copy(src, dst)
     on_bytes(src.stat().st_size)
     return linked
 
 
-def link_or_copy_tree(src: Path, dst: Path, on_bytes: ProgressFn) -> tuple[int, int]:
-    """Hard-link every file of ``src`` under ``dst`` (copy when linking is impossible); (linked, copied)."""
+def leaves_tree(path: Path, root: Path) -> str | None:
+    """Why ``path`` must not be carried into the run (a link resolving outside ``root``), or None.
+
+    The rule lt-sync applies to its source (:func:`~lightning_track.folder.fileio.inside`): a symlinked
+    ``train.log`` pointing at a secrets file elsewhere is skipped, never copied or hard-linked."""
+    target = os.path.realpath(path)
+    if inside(target, os.path.realpath(root)):
+        return None
+    return f"{path}: skipped: a link to {target}, outside the legacy run {root}"
+
+
+def link_or_copy_tree(src: Path, dst: Path, on_bytes: ProgressFn, secrets: Masker | None = None,
+                      root: Path | None = None, skipped: list[str] | None = None) -> tuple[int, int]:
+    """Hard-link every file of ``src`` under ``dst`` (copy when linking is impossible; a text file holding a
+    secret: written redacted); (linked, copied).
+
+    With ``root``, a file that resolves outside it is left out and named in ``skipped``."""
     linked = copied = 0
     for folder, dirs, files in os.walk(src):
         dirs.sort()
         rel = Path(folder).relative_to(src)
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in sorted(files):
-            if _carry(Path(folder) / name, dst / rel / name, on_bytes):
+            why = leaves_tree(Path(folder) / name, root) if root is not None else None
+            if why is not None:
+                if skipped is not None:
+                    skipped.append(why)
+                continue
+            if _carry(Path(folder) / name, dst / rel / name, on_bytes, secrets):
                 linked += 1
             else:
                 copied += 1
@@ -207,17 +236,26 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
     # mappings
     _write_mappings(run, layout, dataset, converted, first_seen, notes)
 
-    # final_model/ and the unchanged legacy files
+    # final_model/ and the legacy files (text holding a secret redacted)
+    known_secrets = Masker(secret_values(legacy_config))
     models = run.path / "models"
     if models.is_dir():
-        report.linked_files, report.copied_files = link_or_copy_tree(models, layout.final_model_dir, on_bytes)
+        outside: list[str] = []
+        report.linked_files, report.copied_files = link_or_copy_tree(models, layout.final_model_dir, on_bytes,
+                                                                     known_secrets, run.path, outside)
         report.final_model_files = report.linked_files + report.copied_files
+        for line in outside:
+            notes.warn(line, str(models))
     else:
         notes.warn(f"{models}: missing; no final_model/", str(models))
     extras = [p for p in (run.path / "training_config.yaml", logs / "train.log") if p.is_file()]
     for extra in extras:
+        why = leaves_tree(extra, run.path)
+        if why is not None:
+            notes.warn(why, str(extra))
+            continue
         layout.legacy_dir.mkdir(exist_ok=True)
-        if _carry(extra, layout.legacy_dir / extra.name, on_bytes):
+        if _carry(extra, layout.legacy_dir / extra.name, on_bytes, known_secrets):
             report.linked_files += 1
         else:
             report.copied_files += 1
@@ -252,7 +290,9 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
         "method": method,
         "start_time": iso_time(start),
         "end_time": iso_time(last_time) if last_time is not None else None,
-        "duration_s": round(last_time - start, 3) if last_time is not None else None,
+        # one attempt, from its first record to its last: its training time and its wall span
+        "training_time_s": round(last_time - start, 3) if last_time is not None else None,
+        "wall_span_s": round(last_time - start, 3) if last_time is not None else None,
         "config_digest": config_digest(config),
         "migrated": True,
         "checkpoints": len(converted),

@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..errors import SourceError
+
 __all__ = ["TinyNet", "make_example", "EXAMPLE_RUNS"]
 
 EXAMPLE_RUNS = (
@@ -86,6 +88,8 @@ def make_example(
 ) -> list[Path]:
     """Write ``runs`` legacy runs under ``dest`` (= an ``experiments/`` folder); returns their folders."""
     root = Path(dest)
+    if root.exists() and not root.is_dir():
+        raise SourceError(f"{root}: not a folder; give a new or existing folder for the example tree")
     rng = random.Random(seed)
     torch.manual_seed(seed)
     hidden = hidden_for(ckpt_mb)

@@ -12,11 +12,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import RunFolderError
+from ..errors import RunFolderError, RunNotFound
 from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout, parse_run_name
 
-__all__ = ["find_run_dirs", "resolve_run", "list_names", "RUN_FILES", "MAX_DEPTH"]
+__all__ = ["find_run_dirs", "resolve_run", "require_run_folder", "list_names", "RUN_FILES", "MAX_DEPTH"]
 
 _SKIP = {RunLayout.SIGNALS, RunLayout.SWANLAB_WORKSPACE, "__pycache__"}
 RUN_FILES = {RunLayout.SUMMARY, RunLayout.METRICS_JSONL, RunLayout.META}
@@ -25,6 +25,18 @@ MAX_DEPTH = 3
 
 def _is_run(path: Path, names: set[str]) -> bool:
     return parse_run_name(path.name) is not None or RunLayout.SUMMARY in names and RunLayout.METRICS_JSONL in names
+
+
+def require_run_folder(path: Path) -> Path:
+    """``path`` when it is a run folder (it holds summary.json, meta.json or metrics.jsonl); else one line.
+
+    The rule every command that reads or rewrites one run applies (lt show, lt-run --post-process)."""
+    names = list_names(path)
+    if names is None:
+        raise RunNotFound(f"{path}: not a run folder (" + ("not a folder)" if path.exists() else "no such folder)"))
+    if not names & RUN_FILES:
+        raise RunFolderError(f"{path}: not a run folder (no summary.json, meta.json or metrics.jsonl)")
+    return path
 
 
 def list_names(path: Path) -> set[str] | None:
@@ -71,10 +83,7 @@ def resolve_run(spec: str | Path, roots: Sequence[str | Path] = ("runs",)) -> Pa
     """A run folder from a path, a run name under ``roots``, or a unique part of a name; one-line errors."""
     path = Path(spec)
     if path.is_dir():
-        names = list_names(path) or set()
-        if not (names & RUN_FILES):
-            raise RunFolderError(f"{path}: not a run folder (no summary.json, meta.json or metrics.jsonl)")
-        return path
+        return require_run_folder(path)
     problems: list[str] = []
     candidates = [p for root in roots if Path(root).is_dir() for p, _, _ in find_run_dirs(root, problems)]
     exact = [p for p in candidates if p.name == str(spec)]

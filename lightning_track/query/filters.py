@@ -4,14 +4,15 @@
 
     status=failed                    dataset=arc* (glob)        name~lora (regex search)
     model.lr<1e-3                    best.val/loss<=0.5         config.seed!=0
-    tag=baseline   tag!=old          start>2026-12-01           age<2d   duration>=30m
+    tag=baseline   tag!=old          start>2026-12-01           age<2d   wall_span>=30m
     status=failed|crashed            not (method=lora or tag=old)   a=1 b=2 (and)   notes (present)
 
 A key is a run field (name, dataset, method, status, host, tag, start, age, ...), ``best.METRIC`` or
 ``final.METRIC``, ``summary.KEY``/``meta.KEY``, or a config key (``model.lr``, also ``config.model.lr``).
 A run without the key never matches, except ``!=`` and ``!~``. ``=`` on a list (tags) means "holds".
 Numbers compare as numbers (also a config value YAML kept as a string, ``1e-3``); ``start``/``end``
-take a date or time (local), ``age``/``duration`` a length (``90s``, ``30m``, ``2h``, ``1.5d``, ``1w``).
+take a date or time (local), ``age``/``wall_span``/``training_time`` a length (``90s``, ``30m``, ``2h``,
+``1.5d``, ``1w``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from ..errors import FilterError
 
-__all__ = ["FilterError", "Filter", "parse_filter", "MISSING", "parse_length", "compare", "TIME_KEYS",
+__all__ = ["Filter", "parse_filter", "MISSING", "parse_length", "compare", "TIME_KEYS",
            "LENGTH_KEYS"]
 
 
@@ -41,7 +42,8 @@ class _Missing:
 MISSING: Any = _Missing()  # what a lookup returns for a key the run does not have
 
 TIME_KEYS = frozenset({"start", "end", "heartbeat"})  # values are epoch seconds; literals are dates
-LENGTH_KEYS = frozenset({"age", "duration", "duration_s", "training_time_s"})  # seconds; literals "2h"
+# seconds; literals "2h"
+LENGTH_KEYS = frozenset({"age", "wall_span", "wall_span_s", "training_time", "training_time_s"})
 _OPS = ("==", "!=", "<=", ">=", "!~", "=", "<", ">", "~")
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -53,7 +55,7 @@ def parse_length(text: str) -> float:
     """``"90s"``, ``"30m"``, ``"2h"``, ``"1.5d"``, ``"1w"``, ``"45"`` -> seconds."""
     match = _LENGTH.match(text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not a length like 90s, 30m, 2h, 1.5d or 1w")
+        raise FilterError(f"{text!r} is not a length like 90s, 30m, 2h, 1.5d or 1w")
     return float(match[1]) * _UNITS[match[2]]
 
 
@@ -202,6 +204,9 @@ class Filter:
         return list(dict.fromkeys(self.root.keys()))
 
 
+MAX_NESTING = 64  # levels of '(' and 'not' in one filter
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -224,10 +229,12 @@ class _Parser:
             self.tokens.append((kind, value, col))
             pos = match.end()
         self.i = 0
+        self.depth = 0
 
     def error(self, message: str, column: int | None = None) -> FilterError:
         where = f" at column {column}" if column else " at the end"
-        return FilterError(f"bad filter {self.text!r}: {message}{where}")
+        shown = self.text if len(self.text) <= 80 else self.text[:79] + "…"  # one readable line
+        return FilterError(f"bad filter {shown!r}: {message}{where}")
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -265,10 +272,17 @@ class _Parser:
 
     def parse_unary(self) -> Node:
         kind, value, col = self.take()
+        if (kind, value) in (("bool", "not"), ("paren", "(")):
+            self.depth += 1  # the parser and the matcher recurse once a level: refuse before Python's limit
+            if self.depth > MAX_NESTING:
+                raise self.error(f"too deeply nested (more than {MAX_NESTING} levels of '(' and 'not')", col)
         if (kind, value) == ("bool", "not"):
-            return Not(self.parse_unary())
+            node: Node = Not(self.parse_unary())
+            self.depth -= 1
+            return node
         if (kind, value) == ("paren", "("):
             node = self.parse_or()
+            self.depth -= 1
             closing = self.peek()
             if closing is None or closing[1] != ")":
                 raise self.error("missing ')'", closing[2] if closing else None)
@@ -277,7 +291,8 @@ class _Parser:
         if kind != "word":
             raise self.error(f"expected a key, got {value!r}", col)
         key = value[len("config."):] if value.startswith("config.") and len(value) > 7 else value
-        key = {"tags": "tag", "duration_s": "duration", "last_step": "step"}.get(key, key)
+        key = {"tags": "tag", "wall_span_s": "wall_span", "training_time_s": "training_time",
+               "last_step": "step"}.get(key, key)
         token = self.peek()
         if token is None or token[0] != "op":
             return Cmp(key)

@@ -7,12 +7,23 @@ text that pipes, greps and pastes cleanly.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["format_duration", "format_time", "format_cell", "table", "text_width"]
+__all__ = ["format_duration", "format_time", "format_cell", "table", "text_width", "printable"]
+
+# C0 controls but tab and newline, DEL, C1 controls: escape sequences (window title, OSC 52 clipboard),
+# bells, carriage returns that overwrite what was printed
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: user text (tags, notes, failure reasons, names) cannot drive the terminal;
+    a control character shows as ``\\x1b``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def format_duration(seconds: float | None) -> str:

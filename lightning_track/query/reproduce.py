@@ -233,7 +233,9 @@ def _worktree(code: Mapping[str, Any], git: Mapping[str, Any], commit: str, targ
     remote = git.get("remote")
     if remote:
         try:
-            _git(target.parent, "clone", "--quiet", "--no-checkout", str(remote), str(target))
+            # the recorded URL has its credentials taken out ("https://***@host/..."): git asks its helpers
+            _git(target.parent, "clone", "--quiet", "--no-checkout", str(remote).replace("://***@", "://"),
+                 str(target))
             _git(target, "checkout", "--quiet", "--detach", commit)
             result.notes.append(f"{why}: cloned from {remote}")
             return

@@ -29,13 +29,13 @@ from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
 from ..folder.records import flatten
 from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, UNKNOWN, parse_iso_time
-from .annotations import ANNOTATIONS, effective_notes, effective_tags, read_annotations
+from .annotations import effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
-from .discover import find_run_dirs, list_names, resolve_run
+from .discover import find_run_dirs, list_names
 from .filters import MISSING, Filter, parse_filter
 
-__all__ = ["RunInfo", "find_runs", "read_run", "resolve_run", "judge_status", "load_runs", "filter_runs",
-           "main_metric", "STALE_AFTER_S", "UNKNOWN", "flatten"]
+__all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "load_runs", "filter_runs",
+           "main_metric", "metric_table_problems", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
 
@@ -141,16 +141,25 @@ class RunInfo:
         return _time(self.summary.get("end_time")) if self.status != RUNNING else None
 
     @cached_property
-    def duration(self) -> float | None:
+    def wall_span(self) -> float | None:
+        """Seconds from the first start to the last end (to now while running): waits between attempts count."""
         start = self.start
         if self.status == RUNNING and start is not None:
             return max(0.0, self.now - start)
-        for key in ("wall_span_s", "duration_s"):
-            value = self.summary.get(key)
-            if isinstance(value, (int, float)) and self.status != CRASHED:
-                return float(value)
+        value = self.summary.get("wall_span_s")
+        if isinstance(value, (int, float)) and self.status != CRASHED:
+            return float(value)
         end = self.end
         return end - start if end is not None and start is not None else None
+
+    @cached_property
+    def training_time(self) -> float | None:
+        """Seconds the attempts trained, summed (``duration_s`` in runs written before it had this name)."""
+        for key in ("training_time_s", "duration_s"):
+            value = self.summary.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return None
 
     @cached_property
     def host(self) -> str:
@@ -232,7 +241,8 @@ class RunInfo:
         data: dict[str, Any] = {
             "name": self.name, "path": str(self.path), "source": self.source, "dataset": self.dataset,
             "method": self.method, "status": self.status, "why": self.why,
-            "start": _iso(start), "end": _iso(end), "duration_s": _round(self.duration),
+            "start": _iso(start), "end": _iso(end), "wall_span_s": _round(self.wall_span),
+            "training_time_s": _round(self.training_time),
             "last_step": self.summary.get("last_step"), "host": self.host, "tags": self.tags, "notes": self.notes,
             "exp_id": self.summary.get("exp_id"), "failure": self.failure or None,
             "attempts": len(self.summary.get("attempts") or []) or None,
@@ -274,7 +284,8 @@ _FIELDS: dict[str, Callable[[RunInfo], Any]] = {
     "name": lambda r: r.name, "path": lambda r: str(r.path), "source": lambda r: r.source,
     "dataset": lambda r: r.dataset, "method": lambda r: r.method, "status": lambda r: r.status,
     "why": lambda r: r.why, "reason": lambda r: r.why, "start": lambda r: r.start, "end": lambda r: r.end,
-    "duration": lambda r: r.duration, "age": lambda r: None if r.start is None else r.now - r.start,
+    "wall_span": lambda r: r.wall_span, "training_time": lambda r: r.training_time,
+    "age": lambda r: None if r.start is None else r.now - r.start,
     "step": lambda r: r.summary.get("last_step"), "host": lambda r: r.host, "tag": lambda r: r.tags,
     "notes": lambda r: r.notes, "exp_id": lambda r: r.summary.get("exp_id"),
     "check": lambda r: r.failure.get("check"), "failure": lambda r: r.failure or None,
@@ -291,6 +302,25 @@ def _pipeline_cell(run: RunInfo) -> str | None:
     step = pipeline_step(run.path, run.summary.get("exp_id"))
     return None if step is None else f"{step['pipeline']}/{step['step']}: {step['state']}"
 FIELD_NAMES = tuple(_FIELDS)
+
+
+def metric_table_problems(summary: dict[str, Any], path: Path) -> list[str]:
+    """Take out of ``summary`` the ``best``/``final`` parts that are not ``{metric: {"value": ...}}``;
+    one line for each, naming the file and the key (a hand edit or another tool's file, never a crash)."""
+    problems: list[str] = []
+    for which in ("final", "best"):
+        table = summary.get(which)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            del summary[which]
+            problems.append(f"{path}: {which!r} is a {type(table).__name__}, expected an object of metrics; ignored")
+            continue
+        for key in [k for k, entry in table.items() if not isinstance(entry, dict) or "value" not in entry]:
+            shown = repr(table.pop(key))
+            shown = shown if len(shown) <= 40 else shown[:39] + "…"
+            problems.append(f"{path}: {which}.{key} is {shown}, expected {{\"value\": ..., \"step\": ...}}; ignored")
+    return problems
 
 
 def read_run(path: str | Path, source: str = "", names: set[str] | None = None, *, now: float | None = None,
@@ -314,9 +344,11 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
             continue
         if isinstance(data, dict):
             setattr(info, attr, data)
+            if attr == "summary":
+                info.problems += metric_table_problems(data, path / filename)
         else:
             info.problems.append(f"{path / filename}: expected a JSON object")
-    if ANNOTATIONS in names:
+    if RunLayout.ANNOTATIONS in names:
         try:
             info.annotations = read_annotations(path)
         except RunFolderError as exc:

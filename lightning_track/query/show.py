@@ -20,20 +20,13 @@ from ..errors import one_line
 from ..folder.checkpoint_index import HASH, read_index
 from ..folder.fileio import is_temp_name, restore_nonfinite
 from ..folder.layout import RunLayout
-from ..vocabulary import COMPLETED
+from ..folder.records import flatten
+from ..vocabulary import COMPLETED, format_bytes
 from .format import format_cell, format_duration, format_time, table
 from .pipelines import pipeline_lines, pipeline_step
-from .runs import RunInfo, flatten
+from .runs import RunInfo
 
 __all__ = ["render_show", "checkpoints", "system_peaks", "console_tail", "files", "show_record"]
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def checkpoints(run: RunInfo) -> list[tuple[int, str, int]]:
@@ -169,8 +162,9 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
         where += f", from {run.source}"
     out.append(where)
     attempts = run.summary.get("attempts") or []
-    out.append(f"started {format_time(run.start)}, ended {format_time(run.end)}, duration "
-               f"{format_duration(run.duration)}, last step {format_cell(run.summary.get('last_step'))}"
+    out.append(f"started {format_time(run.start)}, ended {format_time(run.end)}, wall span "
+               f"{format_duration(run.wall_span)}, training time {format_duration(run.training_time)}, "
+               f"last step {format_cell(run.summary.get('last_step'))}"
                + (f", {len(attempts)} attempts" if len(attempts) > 1 else ""))
     for attempt in attempts if len(attempts) > 1 else []:
         if isinstance(attempt, dict):
@@ -196,7 +190,7 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
     ckpts = checkpoints(run)
     if ckpts:
         index = lineage(run)
-        out += ["", "checkpoints", *(f"  {path}  step {step}  {_size(size)}" + _short(index.get(path))
+        out += ["", "checkpoints", *(f"  {path}  step {step}  {format_bytes(size)}" + _short(index.get(path))
                                      + (f"  attempt {index[path]['attempt']}" if index.get(path, {}).get("attempt")
                                         else "") for step, path, size in ckpts)]
     system = system_peaks(run, problems)
@@ -205,7 +199,8 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
     tail = console_tail(run, lines)
     if tail:
         out += ["", f"console (last {len(tail)} lines of {RunLayout.LOGS})", *(f"  {line}" for line in tail)]
-    out += ["", "files", *(f"  {name}" + ("" if size is None else f"  {_size(size)}") for name, size in files(run))]
+    out += ["", "files", *(f"  {name}" + ("" if size is None else f"  {format_bytes(size)}")
+                           for name, size in files(run))]
     for problem in run.problems + problems:
         out.append(f"problem: {problem}")
     return "\n".join(out)

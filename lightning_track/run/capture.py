@@ -8,7 +8,7 @@ left out is one line in ``left_out``, never an error that stops training.
 
 What it writes (names from :class:`~lightning_track.folder.layout.RunLayout`):
 
-* ``meta.json``: ``git`` (commit, branch, remote without credentials, dirty) and ``code`` (the
+* ``meta.json``: ``git`` (commit, branch, remote with its credentials taken out, dirty) and ``code`` (the
   repository, the working directory inside it, the patch and untracked files, what was left out); outside
   a repository ``git`` is null and ``no_repository`` says so in one line;
 * ``code/diff.patch`` (``git diff --binary HEAD``: ``git apply`` takes it), ``code/untracked/`` (copies of
@@ -33,14 +33,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import one_line
 from ..folder.fileio import atomic_write_json, temp_path, update_json
 from ..folder.layout import RunLayout
-from .config import REDACTED, is_secret_key, redact_argv
+from ..redaction import redact_argv, redact_env, strip_url_credentials
 
-__all__ = ["CaptureCaps", "CodeCapture", "capture_code", "capture_environment", "capture_inputs", "strip_credentials",
+__all__ = ["CaptureCaps", "CodeCapture", "capture_code", "capture_environment", "capture_inputs",
            "training_env", "start_capture", "ENV_PREFIXES", "SEED_ENV"]
 
 ENV_PREFIXES = ("CUDA_", "NCCL_", "OMP_", "SLURM_", "PL_", "HF_", "TORCH_")
@@ -69,23 +68,10 @@ class CaptureProblem(Exception):
     """One line on why a piece of the capture is missing."""
 
 
-def strip_credentials(url: str) -> str:
-    """``https://user:token@host/x`` -> ``https://host/x``; an ssh user (``git@host:x``) is kept, a
-    password never."""
-    parts = urlsplit(url)
-    if not parts.scheme or "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    keep = parts.scheme in ("ssh", "git+ssh") and user and ":" not in userinfo
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if keep else host))
-
-
 def training_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment variables that change training (``CUDA_*``, ``NCCL_*``, ...), secrets redacted."""
     env = os.environ if environ is None else environ
-    return {key: (REDACTED if is_secret_key(key) else value) for key, value in sorted(env.items())
-            if key.startswith(ENV_PREFIXES)}
+    return redact_env({key: value for key, value in sorted(env.items()) if key.startswith(ENV_PREFIXES)})
 
 
 class _Git:
@@ -245,7 +231,7 @@ def capture_code(code_dir: Path, *, cwd: str | Path, argv: Sequence[str], caps: 
         remote = git("config", "--get", "remote.origin.url").strip()
     except CaptureProblem:
         remote = ""
-    info["remote"] = strip_credentials(remote) if remote else None
+    info["remote"] = strip_url_credentials(remote) if remote else None
     if "commit" in info:
         code_dir.mkdir(parents=True, exist_ok=True)
         patch = code_dir / RunLayout.CODE_PATCH

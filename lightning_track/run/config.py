@@ -1,4 +1,4 @@
-"""Run configuration: normalising what users pass, redacting secrets, writing ``config.yaml``.
+"""Run configuration: normalising what users pass, writing ``config.yaml`` (secrets redacted: :mod:`..redaction`).
 
 OmegaConf holds the config; anything it cannot hold becomes a string, with a warning naming the key.
 """
@@ -10,7 +10,6 @@ import enum
 import hashlib
 import json
 import os
-import re
 import warnings
 from argparse import Namespace
 from collections.abc import Mapping
@@ -22,20 +21,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ..errors import ConfigError, one_line
 from ..folder.fileio import atomic_write_text
 from ..folder.records import flatten
+from ..redaction import redact
 
-__all__ = ["normalize_config", "redact", "merge_config", "config_to_yaml", "config_digest", "REDACTED",
-           "is_secret_key", "redact_argv", "write_config_yaml", "load_config", "merge_hyperparams",
-           "config_changes"]
-
-REDACTED = "***REDACTED***"
-_SECRET_KEY = re.compile(
-    r"(token|secret|passw(or)?d|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)", re.I
-)
-
-
-def is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
-
+__all__ = ["normalize_config", "merge_config", "config_to_yaml", "config_digest", "write_config_yaml", "load_config",
+           "merge_hyperparams", "config_changes"]
 
 def _plain(value: Any, path: str) -> Any:
     """Recursively turn ``value`` into types OmegaConf can hold."""
@@ -79,35 +68,6 @@ def normalize_config(config: Any) -> dict[str, Any]:
             f"config must be a mapping, DictConfig, Namespace or dataclass, got {type(config).__name__}"
         )
     return plain
-
-
-def redact(value: Any) -> Any:
-    """Copy of ``value`` with every value under a secret-looking key replaced by ``REDACTED``."""
-    if isinstance(value, Mapping):
-        return {k: (REDACTED if is_secret_key(k) and v is not None else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    """Redact ``--api-key X`` / ``--token=X`` / ``password=X`` style values in a command line."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next:
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        key, sep, _ = arg.partition("=")
-        if sep and is_secret_key(key):
-            out.append(f"{key}={REDACTED}")
-        elif arg.startswith("-") and is_secret_key(arg):
-            out.append(arg)
-            hide_next = True
-        else:
-            out.append(arg)
-    return out
 
 
 def merge_config(base: dict[str, Any], update: Any) -> dict[str, Any]:

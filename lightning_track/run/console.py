@@ -30,19 +30,21 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import json
 import os
 import select
 import subprocess
 import sys
 import termios
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import one_line
-from ..vocabulary import ENV_CONSOLE
+from ..vocabulary import ENV_CONSOLE, ENV_MASK
 
 __all__ = ["close_fds", "ConsoleCapture", "capture_console", "active_capture", "stop_capture", "captured_elsewhere",
-           "stream_identity", "make_channel", "console_groups", "console_env_value"]
+           "stream_identity", "make_channel", "console_groups", "stream_groups", "console_env_value"]
 
 _PIPE_SIZE = 1 << 20  # room for a burst while the relay starts (Linux's default limit for a user)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -102,7 +104,11 @@ def make_channel(fd: int) -> tuple[int, int]:
 
 def console_groups() -> list[tuple[int, ...]]:
     """fds 1 and 2, together when they point at the same file (one channel keeps their order)."""
-    out, err = stream_identity(1), stream_identity(2)
+    return stream_groups(stream_identity(1), stream_identity(2))
+
+
+def stream_groups(out: tuple[int, int] | None, err: tuple[int, int] | None) -> list[tuple[int, ...]]:
+    """The stream table (pure): from what fds 1 and 2 point at (None: closed), the fds each channel carries."""
     if out is not None and out == err:
         return [(1, 2)]
     return [(fd,) for fd, ident in ((1, out), (2, err)) if ident is not None]
@@ -112,7 +118,7 @@ class ConsoleCapture:
     """fds 1 and 2 of this process captured into ``log_path`` (see the module doc). Use
     :func:`capture_console`; :meth:`stop` undoes it (also run at exit)."""
 
-    def __init__(self, log_path: str | Path, update_interval: float = 1.0) -> None:
+    def __init__(self, log_path: str | Path, update_interval: float = 1.0, secrets: Iterable[str] = ()) -> None:
         self.log_path = Path(log_path).resolve()
         self.pid = os.getpid()
         self._saved: dict[int, int] = {}  # fd -> a copy of what it pointed at before
@@ -152,6 +158,9 @@ class ConsoleCapture:
             package_parent = str(Path(__file__).resolve().parents[2])
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
             env.pop(ENV_CONSOLE, None)
+            env.pop(ENV_MASK, None)
+            if secrets:  # in the relay's environment only (readable by this user alone), never on its command line
+                env[ENV_MASK] = json.dumps(sorted(set(secrets)))
             command = [sys.executable, "-m", "lightning_track.run.console_relay", "--log", str(self.log_path),
                        "--control", str(control_r), "--ack", str(ack_w),
                        "--update-interval", str(update_interval)]
@@ -260,8 +269,10 @@ def active_capture() -> ConsoleCapture | None:
     return capture if capture is not None and capture.active and capture.pid == os.getpid() else None
 
 
-def capture_console(log_path: str | Path, *, update_interval: float = 1.0) -> ConsoleCapture | None:
+def capture_console(log_path: str | Path, *, update_interval: float = 1.0,
+                    secrets: Iterable[str] = ()) -> ConsoleCapture | None:
     """Capture this process's console into ``log_path`` from now until it exits (see the module doc).
+    ``secrets``: values written to the file as ``***REDACTED***`` (the terminal gets the bytes unchanged).
 
     Returns the capture, the one already running for the same file, or None when the console is
     already captured elsewhere into that file or by lt-run, or cannot be captured (the reason is said
@@ -277,7 +288,7 @@ def capture_console(log_path: str | Path, *, update_interval: float = 1.0) -> Co
         if current is not None:
             current.stop()
         try:
-            _ACTIVE = ConsoleCapture(log_path, update_interval=update_interval)
+            _ACTIVE = ConsoleCapture(log_path, update_interval=update_interval, secrets=secrets)
         except (OSError, subprocess.SubprocessError) as exc:
             _ACTIVE = None
             _say(f"console output is not captured into {log_path}: {one_line(exc)}")

@@ -13,8 +13,10 @@ would see without us. Two places run it:
 Two threads: the *reader* copies bytes to the terminal as they arrive (never waiting on the disk);
 the *writer* cleans them into lines (:class:`~lightning_track.folder.consolelog.LineCleaner`) and appends
 them to the file. A failing file (full disk, no folder) is reported once on the terminal and the
-terminal copy goes on; so does the training. Before the file is known (``lt-run`` learns the run folder
-later) lines are kept in memory, the newest :data:`EARLY_LINES`.
+terminal copy goes on; so does the training. Secret values the process knows (its config, command line and
+environment: :func:`~lightning_track.redaction.secret_values`) are masked in the file, not on the terminal.
+Before the file is known (``lt-run`` learns the run folder later) lines are kept in memory, the newest
+:data:`EARLY_LINES`.
 
 Control (only beside a training process): one byte ``s`` on ``--control`` asks for everything read so far
 to be on the terminal and in the file; the relay answers one byte on ``--ack``. End-of-file on
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import json
 import os
 import select
 import signal
@@ -36,10 +39,13 @@ import termios
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import one_line
 from ..folder.consolelog import ConsoleLog, LineCleaner
+from ..redaction import Masker
+from ..vocabulary import ENV_MASK
 
 __all__ = ["Relay", "main", "EARLY_LINES", "ORPHAN_GRACE"]
 
@@ -68,7 +74,9 @@ class Relay:
 
     def __init__(self, streams: list[tuple[int, int | None]], log_path: str | Path | None = None, *,
                  control_fd: int | None = None, ack_fd: int | None = None,
-                 pty_sizes: list[tuple[int, int]] = (), update_interval: float = 1.0) -> None:
+                 pty_sizes: list[tuple[int, int]] = (), update_interval: float = 1.0,
+                 secrets: Iterable[str] = ()) -> None:
+        self._mask = Masker(secrets)
         self._dest = dict(streams)
         self._cleaners = {fd: LineCleaner(update_interval) for fd, _ in streams}
         self._control, self._ack = control_fd, ack_fd
@@ -247,7 +255,7 @@ class Relay:
             for fd, when, data in batch:
                 cleaner = self._cleaners[fd]
                 texts = cleaner.finish() if data is None else cleaner.feed(data, when)
-                lines.extend((when, text) for text in texts)
+                lines.extend((when, self._mask(text)) for text in texts)
             self._store(lines)
             with self._pending:
                 self._written += len(batch)
@@ -310,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         fd_in, _, fd_out = spec.partition(":")
         streams.append((int(fd_in), None if int(fd_out) < 0 else int(fd_out)))
     ptys = [(int(a), int(b)) for a, _, b in (p.partition(":") for p in args.pty)]
+    secrets = json.loads(os.environ.pop(ENV_MASK, "") or "[]")
     relay = Relay(streams, args.log, control_fd=args.control, ack_fd=args.ack, pty_sizes=ptys,
-                  update_interval=args.update_interval)
+                  update_interval=args.update_interval, secrets=secrets)
     relay.run()
     os._exit(0)  # nothing left to tear down; skip the interpreter's
 

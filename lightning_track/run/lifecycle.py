@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..derived.summary import SummaryFile, post_process
 from ..errors import ResumeError, one_line
 from ..folder.fileio import atomic_write_json, temp_path
 from ..folder.layout import RunLayout
+from ..redaction import redact, secret_values
 from ..sinks import Sink, SinkContext, load_sink
 from ..sinks.jsonl import MetricsJsonlSink
 from ..sinks.media import MediaFilesSink
@@ -46,7 +48,6 @@ from .config import (
     merge_config,
     merge_hyperparams,
     normalize_config,
-    redact,
     write_config_yaml,
 )
 from .console import capture_console
@@ -144,7 +145,7 @@ class RunLifecycle:
             self._check_rewind(previous, from_step)
         self.started, self.start_time, self.from_step = True, time.time(), from_step
         if self.console:  # first, so the rest of the start (the sink host's messages) is in logs.txt too
-            capture_console(layout.logs_txt)
+            capture_console(layout.logs_txt, secrets=secret_values(self.config, sys.argv, os.environ))
         now = iso_time(self.start_time)
         attempts = _attempts_of(previous)
         entry: dict[str, Any] = {"attempt": len(attempts) + 1, "start_time": now, "status": RUNNING,
@@ -187,13 +188,14 @@ class RunLifecycle:
             fields["config_digest"] = config_digest(self.config)
         meta = collect_meta(self.dataset, self.method, layout.name, root=str(layout.root.resolve()))
         if layout.meta_json.exists():
-            atomic_write_json(layout.run_dir / f"meta.attempt-{self.attempt}.json", meta)
+            atomic_write_json(layout.attempt_meta_json(self.attempt), meta)
         else:
             atomic_write_json(layout.meta_json, meta)
         self.capture = start_capture(layout, self.attempt, training=lambda: self.last_step is not None,
                                      config=lambda: self.config)
         self._reserve_space()
-        stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
+        # an earlier attempt's (now in its entry), or an old name (duration_s: training_time_s now)
+        stale = {"end_time", "failure", "error", "interrupted", "reason", "duration_s"}
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
         self._pending = {}
         if entry.get("resumed_from") and not entry["resumed_from"].get("sha256"):
@@ -394,7 +396,7 @@ class RunLifecycle:
         data = self.summary.read()
         attempts = _attempts_of(data)
         mine: dict[str, Any] = {"end_time": iso_time(end_time), "status": ours,
-                                "duration_s": round(end_time - self.start_time, 3)}
+                                "training_time_s": round(end_time - self.start_time, 3)}
         if reason:
             mine["reason"] = reason
         if isinstance(data.get("failure"), dict):
@@ -402,11 +404,10 @@ class RunLifecycle:
         if attempts:
             attempts[-1].update(mine)
         first_start = parse_iso_time(data["start_time"]) if data.get("start_time") else self.start_time
-        training = sum(a.get("duration_s", 0.0) for a in attempts if isinstance(a.get("duration_s"), (int, float)))
+        training = sum(attempt_training_time(a) for a in attempts)
         extra: dict[str, Any] = {
             "status": ours, "end_time": mine["end_time"], "heartbeat": mine["end_time"], "attempts": attempts,
             "training_time_s": round(training, 3), "wall_span_s": round(end_time - first_start, 3),
-            "duration_s": round(training, 3),
         }
         if reason and ours != COMPLETED:
             extra["reason"] = reason
@@ -456,7 +457,18 @@ def _attempts_of(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not summary.get("start_time"):
         return []
     legacy = {"attempt": 1, "start_time": summary["start_time"], "status": summary.get("status", RUNNING)}
-    for key in ("end_time", "duration_s", "failure"):
+    for key in ("end_time", "failure"):
         if key in summary:
             legacy[key] = summary[key]
+    if isinstance(summary.get("duration_s"), (int, float)):  # before training_time_s had its own name
+        legacy["training_time_s"] = summary["duration_s"]
     return [legacy]
+
+
+def attempt_training_time(attempt: Mapping[str, Any]) -> float:
+    """An attempt's training time in seconds (``duration_s`` in runs written before it was named so)."""
+    for key in ("training_time_s", "duration_s"):
+        value = attempt.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0

@@ -30,10 +30,11 @@ from typing_extensions import override
 from ..derived.digest import Mode
 from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
+from ..redaction import redact
 from ..sinks import Sink, load_sink
 from ..sinks.swanlab import check_swanlab_mode
 from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
-from .config import normalize_config, redact
+from .config import normalize_config
 from .distributed import global_rank
 from .experiment import MediaLogging, RunExperiment
 from .folder_choice import RunFolderChoice

@@ -10,8 +10,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from ..redaction import redact_argv
 from ..vocabulary import SLURM_ENV, SLURM_JOB_ID, iso_time
-from .config import redact_argv
 
 __all__ = ["collect_meta", "package_versions", "slurm_info"]
 
@@ -57,7 +57,7 @@ def slurm_info(environ: dict[str, str] | None = None) -> dict[str, Any] | None:
 
 
 def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict[str, Any]:
-    from ..training.hardware import device_summary  # imports torch: not needed by package_versions' users (lt-migrate)
+    from .hardware import device_summary  # imports torch: not needed by package_versions' users (lt-migrate)
 
     try:
         user = getpass.getuser()

@@ -239,7 +239,7 @@ def start_system_recorder(layout: RunLayout, interval: float, *, pid: int, attem
     """Sample ``pid``'s tree every ``interval`` s into the run's system file of ``node``, and say in the
     attempt's ``meta.json`` what is sampled (``system_metrics``: the interval, the GPUs or why there are
     none). None, with the reason in ``meta.json``, when nothing can be sampled (no psutil)."""
-    path = layout.system_jsonl if node == 0 else layout.run_dir / f"system.node{node}.jsonl"
+    path = layout.node_system_jsonl(node)
     note: dict[str, Any] = {"interval_s": interval, "file": path.name}
     recorder = None
     try:
@@ -270,9 +270,12 @@ def start_rank_records(layout: RunLayout, rank: int, *, console: bool, system_in
     """What a rank > 0 keeps of its own, once it knows the run folder: its console (``logs.rank<N>.txt``),
     and, on another node's local rank 0, that machine's system samples (``system.node<k>.jsonl``)."""
     if console:
+        import sys
+
+        from ..redaction import secret_values
         from .console import capture_console
 
-        capture_console(layout.rank_logs_txt(rank))
+        capture_console(layout.rank_logs_txt(rank), secrets=secret_values(argv=sys.argv, environ=os.environ))
     node = node_rank()
     if system_interval and node > 0 and os.environ.get("LOCAL_RANK", "0") == "0":
         start_system_recorder(layout, system_interval, pid=os.getpid(), node=node, step=step)

@@ -11,7 +11,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["Endpoint", "parse_endpoint"]
+from ..errors import ConfigError
+from ..folder.fileio import inside
+
+__all__ = ["Endpoint", "parse_endpoint", "check_apart"]
 
 _HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)"
 _SCP = re.compile(rf"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>{_HOST})(?::(?P<port>\d+))?:(?P<path>.*)$")
@@ -46,24 +49,24 @@ def _check_port(spec: str, port: str | None) -> int | None:
         return None
     value = int(port)
     if not 0 < value < 65536:
-        raise ValueError(f"{spec!r}: port {value} is out of range 1-65535")
+        raise ConfigError(f"{spec!r}: port {value} is out of range 1-65535")
     return value
 
 
 def parse_endpoint(spec: str) -> Endpoint:
     """Parse a command-line side; raises ``ValueError`` with a one-line reason."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("empty path: give a local folder, [user@]host[:port]:path or ssh://user@host[:port]/path")
+        raise ConfigError("empty path: give a local folder, [user@]host[:port]:path or ssh://user@host[:port]/path")
     if "\x00" in spec:
-        raise ValueError(f"{spec!r}: NUL byte in path")
+        raise ConfigError(f"{spec!r}: NUL byte in path")
     if spec.startswith("ssh://"):
         parts = urlsplit(spec)
         if not parts.hostname:
-            raise ValueError(f"{spec!r}: no host in ssh:// URL")
+            raise ConfigError(f"{spec!r}: no host in ssh:// URL")
         try:
             port = parts.port
         except ValueError:
-            raise ValueError(f"{spec!r}: port is not a number in 1-65535") from None
+            raise ConfigError(f"{spec!r}: port is not a number in 1-65535") from None
         path = unquote(parts.path) or "."
         if path.startswith("/~/"):
             path = path[3:] or "."
@@ -80,7 +83,21 @@ def parse_endpoint(spec: str) -> Endpoint:
     if not looks_local:
         match = _SCP.match(spec)
         if match is None:
-            raise ValueError(f"{spec!r}: not a local path, [user@]host[:port]:path or ssh://user@host[:port]/path")
+            raise ConfigError(f"{spec!r}: not a local path, [user@]host[:port]:path or ssh://user@host[:port]/path")
         port = _check_port(spec, match["port"])
         return Endpoint(path=match["path"] or ".", host=match["host"].strip("[]"), user=match["user"], port=port)
     return Endpoint(path=os.path.abspath(os.path.expanduser(spec)))
+
+
+def check_apart(src: Endpoint, dest: Endpoint) -> None:
+    """Refuse a local DEST inside SRC (each pass would copy the mirror into itself, one level deeper)
+    and a local SRC inside DEST (the mirror's files would be its own source)."""
+    if src.is_remote or dest.is_remote:
+        return
+    a, b = os.path.realpath(src.path), os.path.realpath(dest.path)
+    if a == b:
+        raise ConfigError(f"SRC {src.path} and DEST {dest.path} are the same folder")
+    if inside(b, a):
+        raise ConfigError(f"DEST {dest.path} is inside SRC {src.path}; choose a mirror folder outside the source")
+    if inside(a, b):
+        raise ConfigError(f"SRC {src.path} is inside DEST {dest.path}; choose a mirror folder outside the source")

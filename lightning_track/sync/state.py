@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..folder.fileio import JsonlAppender, JsonlProblem, atomic_write_text, iter_jsonl, json_line
+from ..errors import JsonlProblem, SyncError
+from ..folder.fileio import JsonlAppender, atomic_write_text, iter_jsonl, json_line
 from .transport import Entry
 
 __all__ = ["SyncState", "default_state_path"]
@@ -25,6 +26,13 @@ def default_state_path(src: str, dest: str) -> Path:
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     key = hashlib.sha1(f"{src}\n{dest}".encode()).hexdigest()[:16]
     return base / "lightning_track" / "sync" / f"{key}.jsonl"
+
+
+_OPS = ("done", "partial", "forget")
+
+
+def _is_state_record(record: Any) -> bool:
+    return isinstance(record, dict) and record.get("op") in _OPS and isinstance(record.get("path"), str)
 
 
 class SyncState:
@@ -38,7 +46,11 @@ class SyncState:
         self._journal: JsonlAppender | None = None
         self._dirty = False
         if self.path is not None and self.path.exists():
-            for _, record in iter_jsonl(self.path, self.problems):
+            records = [record for _, record in iter_jsonl(self.path, self.problems)]
+            if not all(_is_state_record(r) for r in records) or (not records and self.path.stat().st_size):
+                raise SyncError(f"--state {self.path}: not an lt-sync state file (its lines are not lt-sync's "
+                                "records); give a new file name, it would be overwritten")
+            for record in records:
                 self._apply(record)
 
     def _apply(self, record: dict[str, Any]) -> None:

@@ -27,6 +27,21 @@ def test_sanitize_keeps_readable_names(raw: str, expected: str) -> None:
     assert sanitize_name(raw) == expected
 
 
+def test_sanitize_leaves_nothing_a_shell_would_expand(tmp_path: Path) -> None:
+    hostile = "x$(touch${IFS}F)`id`'a';b&c!d\"e<f>g|h*i?j[k]l{m}n~o#p q"
+    name = sanitize_name(hostile)
+    assert name == "x-touch-IFS-F-id-a-b-c-d-e-f-g-h-i-j-k-l-m-n-o-p-q"
+    assert not set(name) & set("$()`'\";&!<>|*?[]{}~# \t\n")
+    layout = RunLayout.create(tmp_path, hostile, "lora", timestamp="20250720_143052")
+    import subprocess
+
+    # the folder name pasted into a double-quoted and a sh -c '...' command, as a pipeline step writes it
+    for cmd in (f'ls -d "{layout.run_dir}"', f"sh -c 'ls -d {layout.run_dir}'"):
+        done = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == str(layout.run_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [layout.name]  # nothing touched, no F
+
+
 @pytest.mark.parametrize("raw", ["", "   ", "///", "\x00\x01"])
 def test_sanitize_rejects_names_with_nothing_usable(raw: str) -> None:
     with pytest.raises(ValueError, match=re.escape(repr(raw))):

@@ -195,3 +195,36 @@ def test_no_permission_to_read_a_file(one_run: Path, tmp_path: Path) -> None:
     assert f"{tracking}: Permission denied" in result.stdout
     assert not (out / HF_NAME).exists()
     assert not list(out.glob(".lt-migrate-staging/*"))
+
+
+def test_links_out_of_the_legacy_run_are_skipped_with_one_line(one_run: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secrets.txt"
+    secret.write_text("hf_token: hf_abc123\n")
+    (one_run / "logs" / "train.log").unlink()
+    (one_run / "logs" / "train.log").symlink_to(secret)  # the legacy log links to a file outside the tree
+    weights = next(p for p in (one_run / "models").rglob("*") if p.is_file())
+    os.replace(weights, tmp_path / "outside.bin")
+    weights.symlink_to(tmp_path / "outside.bin")
+    report = _migrate(one_run, tmp_path)
+    run = Path(report.target)
+    carried = [p for p in run.rglob("*") if p.is_file()]
+    assert not any(p.read_bytes() == secret.read_bytes() for p in carried)
+    assert not (run / "legacy" / "train.log").exists() and not (run / "final_model" / weights.name).exists()
+    assert sum("outside the legacy run" in w and "train.log" in w for w in report.warnings) == 1
+    assert sum("outside the legacy run" in w and weights.name in w for w in report.warnings) == 1
+
+
+def test_report_path_and_example_folder_checked_before_any_work(example_tree: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs"
+    code = main([str(example_tree), "--out", str(out), "--report", str(tmp_path / "nowhere" / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert err.strip().splitlines() == [f"lt-migrate: error: --report {tmp_path / 'nowhere' / 'r.json'}: no folder "
+                                        f"{tmp_path / 'nowhere'} to write it in"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["--make-example", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"lt-migrate: error: {afile}: not a folder; give a new or existing folder for "
+                                        "the example tree"] and afile.read_text() == "x"

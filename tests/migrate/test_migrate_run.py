@@ -210,3 +210,31 @@ def test_rules_file_is_shipped_in_the_package_and_user_rules_extend_it(tmp_path:
     custom.write_text("config:\n  - {from: a}\n")
     with pytest.raises(ValueError, match=r"rules.yaml: config\[0\] must be"):
         load_rules(custom)
+
+
+def test_legacy_text_files_are_carried_with_their_secrets_out(legacy_copy: Path, tmp_path: Path) -> None:
+    """Every text file lt-migrate copies into a run is redacted by the secret rule: YAML/JSON by key (the YAML
+    as written, comments kept), a log by the values the legacy config knows as secrets; the source untouched."""
+    legacy = run_dir(legacy_copy, 0)
+    config = legacy / "training_config.yaml"
+    config.write_text("# the run's settings\n" + config.read_text() + "  tokenizer_name: gpt2  # kept\n")
+    with (legacy / "logs" / "train.log").open("a") as log:
+        log.write("login with hf_dummy_secret_value ok\nfetch https://ada:pw-in-url-1@data.example/d.json\n")
+    (legacy / "models" / "generation_config.json").write_text(
+        json.dumps({"max_new_tokens": 64, "pad_token_id": 0, "hub_token": "hf_modelsecret02"}))
+    before = tree_hashes(legacy_copy)
+    out = tmp_path / "runs"
+    assert main([str(legacy), "--out", str(out), "--jobs", "1"]) == 0
+    run = out / HF_RUN
+    carried = (run / "legacy" / "training_config.yaml").read_text()
+    assert carried.startswith("# the run's settings\n") and "hf_token: '***REDACTED***'\n" in carried
+    assert yaml.safe_load(carried)["data"] == {"max_length": 512, "hf_token": "***REDACTED***",
+                                               "tokenizer_name": "gpt2"}
+    log = (run / "legacy" / "train.log").read_text()
+    assert "login with ***REDACTED*** ok\nfetch https://***@data.example/d.json\n" in log
+    assert json.loads((run / "final_model" / "generation_config.json").read_text()) == {
+        "max_new_tokens": 64, "pad_token_id": 0, "hub_token": "***REDACTED***"}
+    secrets = (b"hf_dummy_secret_value", b"pw-in-url-1", b"hf_modelsecret02")
+    assert [p for p in run.rglob("*") if p.is_file() and any(s in p.read_bytes() for s in secrets)] == []
+    assert tree_hashes(legacy_copy) == before  # the source keeps its files, secrets and all
+    assert os.stat(run / "final_model" / "config.json").st_nlink > 1  # files without a secret are still linked

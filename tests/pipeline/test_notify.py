@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import sys
@@ -12,7 +13,8 @@ import pytest
 from pipeline_support import TRAIN, Webhook, fields, lt_pipeline, py, start_pipeline, write_pipeline
 
 from lightning_track.errors import ConfigError
-from lightning_track.launch.notify import Notifier, message_body, redact_url
+from lightning_track.launch.notify import Notifier, message_body
+from lightning_track.redaction import redact_url
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,13 +32,22 @@ def test_message_body_is_a_line_then_fields() -> None:
                                  "best: val/loss=0.25"]
 
 
-def test_urls_are_redacted_to_scheme_and_host() -> None:
-    assert redact_url("slack://TokenA/TokenB/TokenC/#chan") == "slack://tokena"
-    assert redact_url("json://user:secret@example.com:8080/hook") == "json://example.com"
+@pytest.mark.parametrize("url, secret", [
+    ("slack://TokenA/TokenB/TokenC/#chan", "TokenA"),  # Slack's token triple, the first in the host part
+    ("pover://user@TOKENxyz", "TOKENxyz"),  # Pushover: the token is the host
+    ("pbul://o.TOKENabc", "TOKENabc"),  # Pushbullet: the token is the whole host
+    ("json://user:secret@example.com:8080/hook", "secret"),
+    ("tgram://123456:ABCdef/987", "ABCdef"),
+])
+def test_urls_are_shown_as_scheme_and_fingerprint(url: str, secret: str) -> None:
+    shown = redact_url(url)
+    scheme = url.split("://")[0]
+    assert re.fullmatch(rf"{scheme}://…#[0-9a-f]{{8}}", shown) and secret not in shown and secret.lower() not in shown
+    assert redact_url(url + "x") != shown  # two URLs of one service are told apart
 
 
 def test_a_url_apprise_does_not_understand_is_refused() -> None:
-    with pytest.raises(ConfigError, match="--notify nowhere://x: not a URL apprise understands"):
+    with pytest.raises(ConfigError, match=r"--notify nowhere://…#[0-9a-f]{8}: not a URL apprise understands"):
         Notifier(["nowhere://x"])
     assert not Notifier([]).enabled
 
@@ -62,7 +73,7 @@ def test_an_undeliverable_notification_is_one_line() -> None:
     notifier = Notifier([f"json://127.0.0.1:{closed_port()}/hook"], log=lines.append)
     notifier.send("done", "t", "line")
     notifier.close()
-    assert len(lines) == 1 and lines[0].startswith("notification 'done' to json://127.0.0.1 not delivered")
+    assert len(lines) == 1 and lines[0].startswith("notification 'done' to json://…#")
 
 
 @pytest.mark.slow
@@ -82,7 +93,7 @@ def test_a_pipeline_notifies_healthy_done_and_failed(tmp_path: Path, webhook: We
     assert {k: fields(failed)[k] for k in ("check", "value", "step")} == {
         "check": "nonfinite_loss", "value": "nan", "step": "4"}
     # the dead endpoint: one line per notification, and the pipeline went on
-    assert result.stderr.count("to json://127.0.0.1 not delivered") == 3  # healthy, done, failed
+    assert len(re.findall(r"to json://…#[0-9a-f]{8} not delivered", result.stderr)) == 3  # healthy, done, failed
 
 
 @pytest.mark.slow

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lightning_track.errors import ConfigError
+from lightning_track.errors import ConfigError, RunFolderError
 from lightning_track.launch.pipeline import load_pipeline, parse_pipeline, render_command
-from lightning_track.launch.pipeline_state import BLOCKED, DONE, FAILED, PENDING, PipelineState, format_status
+from lightning_track.launch.pipeline_state import PipelineState, format_status
+from lightning_track.vocabulary import BLOCKED, DONE, FAILED, PENDING
 
 CHAIN = {"steps": {
     "report": {"cmd": "lt report {train.run_dir} -o {train.run_dir}/report.html", "after": ["eval"]},
@@ -140,3 +141,35 @@ def test_a_changed_command_runs_again(tmp_path: Path) -> None:
     assert PipelineState(pipeline).state("a") == DONE
     PipelineState(pipeline).update("a", state=FAILED)
     assert PipelineState(pipeline).state("a") == FAILED
+
+
+def test_sweep_values_cannot_hold_references() -> None:
+    said = refuse({"steps": {"train": "x", "s": {"cmd": "python t.py", "after": ["train"],
+                                                "grid": {"data.path": ["a", "{train.run_dir}"]}}}})
+    assert "sweep value '{train.run_dir}' of 'data.path' holds the reference {train.run_dir}" in said
+    said = refuse({"steps": {"s": {"cmd": "t", "random": {"count": 2, "params": {"x": {"choice": ["{s.exp_id}"]}}}}}})
+    assert "holds the reference {s.exp_id}" in said
+
+
+def test_control_characters_never_reach_an_sbatch_script() -> None:
+    from lightning_track.launch.slurm import SlurmOptions
+
+    assert "root 'runs\\n#SBATCH --x': control characters" in refuse({"root": "runs\n#SBATCH --x", "steps": {"a": "x"}})
+    for option, kwargs in (("--partition", {"partition": "gpu\nrm -rf ~"}), ("--time", {"time": "1:00\r"}),
+                           ("--gres", {"gres": "gpu:1\n"}), ("--slurm-arg", {"extra": ("--mem=1G", "--a\nb")})):
+        with pytest.raises(ConfigError, match=f"^{option} .*: control characters"):
+            SlurmOptions(**kwargs)
+    assert SlurmOptions(partition="gpu", time="24:00:00", gres="gpu:1", extra=("--mem=32G",)).gres == "gpu:1"
+
+
+def test_odd_numbers_and_state_files_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("steps:\n  a: {cmd: x, health_time: .nan}\n")
+    with pytest.raises(ConfigError, match="health_time must be a positive number of seconds, got nan"):
+        load_pipeline(path)
+    path.write_text(f"root: {tmp_path}\nsteps:\n  a: {{cmd: x}}\n")
+    state = tmp_path / "p.pipeline.json"
+    state.write_text('{"steps": 5}')
+    with pytest.raises(RunFolderError, match="'steps' is 5, expected an object of steps; move the file aside"):
+        PipelineState(load_pipeline(path))
+    assert state.read_text() == '{"steps": 5}'

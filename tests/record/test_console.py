@@ -1,12 +1,16 @@
-"""logs.txt's lines: cleaning (ANSI, carriage returns, cut lines) and the time prefix, without processes."""
+"""logs.txt's lines: cleaning (ANSI, carriage returns, cut lines), the time prefix and secret masking, without
+processes."""
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from lightning_track.folder.consolelog import CUT_MARK, ConsoleLog, LineCleaner, read_console_log, render_line
+from lightning_track.run.console_relay import Relay
 from lightning_track.vocabulary import parse_iso_time
 
 
@@ -86,3 +90,20 @@ def test_console_log_prefixes_each_line_with_its_time_and_reads_back(tmp_path: P
     assert "+" in stamp or "-" in stamp[19:]  # aware: the UTC offset is there
     assert list(read_console_log(tmp_path / "logs.txt")) == [
         (pytest.approx(1_800_000_000.25), "first"), (pytest.approx(1_800_000_001.5), "second  with  spaces")]
+
+
+def test_the_relay_masks_known_secrets_in_the_file_and_passes_the_terminal_bytes_unchanged(tmp_path: Path) -> None:
+    """A token split across two reads is still one line, masked whole; the terminal copy is byte for byte."""
+    data_r, data_w = os.pipe()
+    term_r, term_w = os.pipe()
+    relay = Relay([(data_r, term_w)], tmp_path / "logs.txt", secrets=["hf_abcdef123456", "sk-xyz7"])
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    os.write(data_w, b"login hf_abcdef")
+    os.write(data_w, b"123456 ok, key sk-xyz7; max_new_tokens 64\n")
+    os.close(data_w)
+    thread.join(10)
+    os.close(term_w)
+    assert os.read(term_r, 1 << 16) == b"login hf_abcdef123456 ok, key sk-xyz7; max_new_tokens 64\n"
+    assert [text for _, text in read_console_log(tmp_path / "logs.txt")] == [
+        "login ***REDACTED*** ok, key ***REDACTED***; max_new_tokens 64"]

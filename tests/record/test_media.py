@@ -200,3 +200,20 @@ def test_ranks_above_zero_get_harmless_no_ops(tmp_path: Path) -> None:
     exp.add_histogram("w", IMAGE, 1)
     logger.log_image("x", IMAGE)
     assert not any(tmp_path.rglob("media.jsonl")) and not any(tmp_path.rglob("*.png"))
+
+
+def test_long_key_parts_are_shortened_and_the_key_kept_whole(tmp_path: Path) -> None:
+    logger = RunLogger("media", "long", root=tmp_path, system_interval=0)
+    keys = ["s/" + "a" * 300, "s/" + "a" * 299 + "b", "img/" + "é" * 200]
+    logger.log_text(keys[0], "first", step=1)
+    logger.log_text(keys[1], "second", step=1)
+    logger.log_image(keys[2], np.zeros((4, 4), dtype=np.uint8), step=2)
+    logger.finalize("success")
+    run = RunLayout(logger.run_dir)
+    index = list(read_media_index(run.media_jsonl))
+    assert [i["key"] for i in index] == keys
+    files = [run.run_dir / i["file"] for i in index]
+    assert [f.read_text() for f in files[:2]] == ["first", "second"] and files[2].stat().st_size > 0
+    assert len({f.parent for f in files}) == 3
+    assert all(len(part.encode()) <= 255 for f in files for part in f.relative_to(run.run_dir).parts)
+    assert json.loads(run.summary_json.read_text())["status"] == "completed"

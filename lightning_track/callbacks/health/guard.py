@@ -33,10 +33,10 @@ from ...errors import ResumeError, one_line
 from ...folder import signals
 from ...run.distributed import destroy_process_group_at_exit
 from ...run.logger import RunLogger
-from ...vocabulary import DONE, FAILED, HEALTHY
+from ...vocabulary import DONE, EXIT_HEALTH, FAILED, HEALTHY
 from ..targets import SignalTarget, find_run_logger, signal_target, training_starts
 from . import checks
-from .checks import HEALTH_EXIT_CODE, Failure, HealthCheckFailed, WarmupLosses, classify_exception
+from .checks import Failure, HealthCheckFailed, WarmupLosses, classify_exception
 from .collectives import any_rank, gather_objects
 from .watchdog import StallWatchdog
 
@@ -95,7 +95,7 @@ class HealthGuard(Callback):
         check_lr: bool = True,
         check_every_n_steps: int = 100,
         stall_grace: float = 30.0,
-        exit_code: int = HEALTH_EXIT_CODE,
+        exit_code: int = EXIT_HEALTH,
     ) -> None:
         if warmup_steps is None and health_time is None:
             raise ValueError("HealthGuard: give warmup_steps or health_time (both are None)")

@@ -15,7 +15,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ...errors import UnsafePathError
-from ..endpoints import Endpoint
 
 __all__ = [
     "FILE",
@@ -25,8 +24,6 @@ __all__ = [
     "Transport",
     "check_rel",
     "check_name",
-    "inside",
-    "make_transport",
 ]
 
 FILE, DIR, LINK = "file", "dir", "link"
@@ -62,11 +59,6 @@ def check_name(name: str, parent: str) -> str:
     if name in ("", ".", "..") or "/" in name or "\x00" in name:
         raise UnsafePathError(f"{posixpath.join(parent, name)!r}: unsafe file name {name!r} in listing")
     return name
-
-
-def inside(target: str, root: str) -> bool:
-    """Whether the resolved path ``target`` is ``root`` or below it (both absolute, resolved)."""
-    return target == root or target.startswith(root.rstrip("/") + "/")
 
 
 class Transport(ABC):
@@ -159,14 +151,3 @@ class Transport(ABC):
     @abstractmethod
     async def truncate(self, rel: str, size: int) -> None:
         """Cut a file to ``size`` bytes."""
-
-
-def make_transport(endpoint: Endpoint) -> Transport:
-    """The transport for one side of a sync (the SSH one, and asyncssh, imported only when a side is remote)."""
-    if endpoint.is_remote:
-        from .ssh import SSHTransport
-
-        return SSHTransport(endpoint)
-    from .local import LocalTransport
-
-    return LocalTransport(endpoint.path)
