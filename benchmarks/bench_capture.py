@@ -51,7 +51,8 @@ def children_cpu() -> float:
 
 def capture_cost(repo: Path, out: Path) -> tuple[float, float, float, int]:
     """(wall s, capture thread CPU s, git CPU s, patch bytes) of one capture, on its own thread."""
-    from lightning_track.run.capture import capture_code, capture_environment
+    from lightning_track.run.capture import capture_code
+    from lightning_track.run.environment import capture_environment
 
     result: dict[str, float] = {}
 

@@ -282,7 +282,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     import shlex
 
     from ..query.reproduce import reproduce, start_reproduction
-    from ..run.capture import capture_environment  # imports torch for its CUDA versions
+    from ..run.environment import capture_environment  # imports torch for its CUDA versions
 
     result = reproduce(_resolve(args.run, args.root), args.into, current_environment=capture_environment())
     print(f"code: {result.into}")

@@ -110,10 +110,8 @@ class RunLayout:
     CODE_PATCH = "diff.patch"  # in code/: uncommitted changes to tracked files, as `git apply` takes them
     CODE_UNTRACKED = "untracked"  # in code/: copies of small untracked files that git does not ignore
     CODE_SOURCE = "source"  # in code/: outside a repository, the entry script and the config file
-    CODE_ATTEMPT = "attempt-{attempt}"  # in code/: a later attempt's capture (the first one's is code/ itself)
     REPRODUCE = ".lt-reproduce"  # in a folder lt reproduce made: the run's config (not the project's code)
     ENVIRONMENT = "environment.json"  # packages, Python, platform, torch/CUDA, GPUs, env vars, seed
-    ENVIRONMENT_ATTEMPT = "environment.attempt-{attempt}.json"
     INPUTS = "inputs.json"  # size, time and hash of each file or folder the config names
     CHECKPOINTS_INDEX = "checkpoints.json"  # every checkpoint written: step, attempt, metrics, hash
     NODE_SYSTEM_JSONL = "system.node{node}.jsonl"  # another node's machine samples (DDP over nodes)
@@ -222,21 +220,11 @@ class RunLayout:
         return self.run_dir / self.MEDIA_JSONL
 
     def code_dir(self, attempt: int = 1) -> Path:
-        """Where attempt ``attempt``'s code capture goes (``code/``; a later attempt ``code/attempt-N/``)."""
-        base = self.run_dir / self.CODE
-        return base if attempt <= 1 else base / self.CODE_ATTEMPT.format(attempt=attempt)
-
-    def diff_patch(self, attempt: int = 1) -> Path:
-        return self.code_dir(attempt) / self.CODE_PATCH
-
-    def untracked_dir(self, attempt: int = 1) -> Path:
-        return self.code_dir(attempt) / self.CODE_UNTRACKED
-
-    def code_source_dir(self, attempt: int = 1) -> Path:
-        return self.code_dir(attempt) / self.CODE_SOURCE
+        """``code/`` (a later attempt's ``code/attempt-N/``): ``CODE_PATCH``, ``CODE_UNTRACKED``, ``CODE_SOURCE``."""
+        return self.run_dir / self.CODE / (f"attempt-{attempt}" if attempt > 1 else "")
 
     def environment_json(self, attempt: int = 1) -> Path:
-        return self.run_dir / (self.ENVIRONMENT if attempt <= 1 else self.ENVIRONMENT_ATTEMPT.format(attempt=attempt))
+        return self.run_dir / (self.ENVIRONMENT if attempt <= 1 else f"environment.attempt-{attempt}.json")
 
     def attempt_meta_json(self, attempt: int) -> Path:
         """``meta.json`` of attempt ``attempt`` after the first (which keeps :attr:`meta_json`)."""

@@ -31,8 +31,9 @@ class Provenance:
         self.code: dict[str, Any] = code if isinstance(code, dict) else {}
         git = self.meta.get("git")
         self.git: dict[str, Any] = git if isinstance(git, dict) else {}
-        self.patch = _digest([layout.diff_patch()]) if layout.diff_patch().is_file() else None
-        untracked = layout.untracked_dir()
+        patch = layout.code_dir() / RunLayout.CODE_PATCH
+        self.patch = _digest([patch]) if patch.is_file() else None
+        untracked = (layout.code_dir() / RunLayout.CODE_UNTRACKED)
         files = sorted(p for p in untracked.rglob("*") if p.is_file()) if untracked.is_dir() else []
         self.untracked = _digest(files, untracked) if files else None
 

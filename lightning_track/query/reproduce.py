@@ -145,7 +145,7 @@ def reproduce(run_dir: str | Path, into: str | Path | None = None,
     commit = git.get("commit") if git else None
     if commit:
         _worktree(code, git, commit, target, result)
-        patch = layout.diff_patch()
+        patch = (layout.code_dir() / RunLayout.CODE_PATCH)
         if code.get("patch") and result.into.is_dir() and (target / ".git").exists():
             if not patch.is_file():
                 problems.append(f"{layout.relative(patch)}: missing; the uncommitted changes cannot be restored")
@@ -156,7 +156,7 @@ def reproduce(run_dir: str | Path, into: str | Path | None = None,
                     problems.append(f"{layout.relative(patch)}: does not apply: {exc}")
         untracked = code.get("untracked") or {}
         if untracked and target.is_dir():
-            _restore_files(layout.untracked_dir(), target)
+            _restore_files((layout.code_dir() / RunLayout.CODE_UNTRACKED), target)
             missing = int(untracked.get("count", 0)) - int(untracked.get("copied", 0))
             if missing > 0:
                 problems.append(f"{missing} untracked file(s) were not captured (over the caps): see "
@@ -165,7 +165,7 @@ def reproduce(run_dir: str | Path, into: str | Path | None = None,
         result.cwd = target / cwd if not Path(cwd).is_absolute() else target
     else:
         target.mkdir(parents=True, exist_ok=True)
-        copied = _restore_files(layout.code_source_dir(), target)
+        copied = _restore_files((layout.code_dir() / RunLayout.CODE_SOURCE), target)
         line = meta.get("no_repository") or "no commit was recorded"
         problems.append(f"the run had no git repository ({line}); only {copied} file(s) restored: the entry "
                         "script and config files, not the modules it imported")

@@ -14,15 +14,12 @@ What it writes (names from :class:`~lightning_track.folder.layout.RunLayout`):
 * ``code/diff.patch`` (``git diff --binary HEAD``: ``git apply`` takes it), ``code/untracked/`` (copies of
   the small untracked files git does not ignore), outside a repository ``code/source/`` (the entry
   script and config files named on the command line);
-* ``environment.json``: distributions (editable ones with path and commit), Python, platform, torch with
-  CUDA/cuDNN/NCCL, GPUs and driver (NVML), the environment variables that change training (secrets
-  redacted), the seed Lightning was given.
+* ``environment.json`` (:mod:`.environment`) and, on the first attempt, ``inputs.json`` (:mod:`.inputs`).
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -37,13 +34,12 @@ from typing import Any
 from ..errors import one_line
 from ..folder.fileio import atomic_write_json, temp_path, update_json
 from ..folder.layout import RunLayout
-from ..redaction import redact_argv, redact_env, strip_url_credentials
+from ..redaction import redact_argv, strip_url_credentials
+from .environment import capture_environment
+from .inputs import InputCaps, capture_inputs
 
-__all__ = ["CaptureCaps", "CodeCapture", "capture_code", "capture_environment", "capture_inputs",
-           "training_env", "start_capture", "ENV_PREFIXES", "SEED_ENV"]
+__all__ = ["CaptureCaps", "CodeCapture", "capture_code", "start_capture"]
 
-ENV_PREFIXES = ("CUDA_", "NCCL_", "OMP_", "SLURM_", "PL_", "HF_", "TORCH_")
-SEED_ENV = "PL_GLOBAL_SEED"  # set by Lightning's seed_everything
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml", ".ini", ".cfg")
 
 
@@ -59,19 +55,11 @@ class CaptureCaps:
     listed_files: int = 1000  # names kept in meta.json (untracked, changed, left out)
     join_s: float = 10.0  # how long finalize waits for a capture still running
     wait_s: float = 10.0  # at most this long for the first training step before the capture begins
-    input_bytes: int = 2 * 1024**3  # inputs.json: bytes hashed in all (files over it: size and time only)
-    input_files: int = 10_000  # files hashed in one input folder
-    input_s: float = 60.0  # time spent hashing inputs in all
+    inputs: InputCaps = InputCaps()  # inputs.json
 
 
 class CaptureProblem(Exception):
     """One line on why a piece of the capture is missing."""
-
-
-def training_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment variables that change training (``CUDA_*``, ``NCCL_*``, ...), secrets redacted."""
-    env = os.environ if environ is None else environ
-    return redact_env({key: value for key, value in sorted(env.items()) if key.startswith(ENV_PREFIXES)})
 
 
 class _Git:
@@ -268,211 +256,6 @@ def capture_code(code_dir: Path, *, cwd: str | Path, argv: Sequence[str], caps: 
     return {"git": info, "code": record}
 
 
-def _input_paths(config: Mapping[str, Any], cwd: Path, skip: Sequence[Path]) -> dict[str, tuple[str, Path]]:
-    """``{config key: (value, path)}`` for each config value naming an existing file or folder (not the
-    working directory or a folder above it, not under ``skip``: the runs root)."""
-    from ..folder.records import flatten
-
-    found: dict[str, tuple[str, Path]] = {}
-    for key, value in flatten(dict(config)).items():
-        if not isinstance(value, str) or not value.strip() or "\n" in value or len(value) > 4096:
-            continue
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else cwd / path
-        try:
-            if not path.exists():
-                continue
-            resolved = path.resolve()
-        except OSError:
-            continue
-        if resolved == cwd or resolved in cwd.parents or any(resolved.is_relative_to(s) or s.is_relative_to(resolved)
-                                                             for s in skip):
-            continue
-        found[key] = (value, path)
-    return found
-
-
-class _Budget:
-    def __init__(self, caps: CaptureCaps, stop: threading.Event) -> None:
-        self.bytes, self.deadline, self.stop = caps.input_bytes, time.monotonic() + caps.input_s, stop
-        self.caps = caps
-
-    def why_not(self, size: int) -> str | None:
-        if self.stop.is_set():
-            return "not hashed: the run ended first"
-        if time.monotonic() > self.deadline:
-            return f"not hashed: the {self.caps.input_s:g} s for hashing inputs were spent"
-        if size > self.bytes:
-            return f"not hashed: {size} bytes, over the {self.caps.input_bytes} bytes hashed in all"
-        return None
-
-
-def _hash_file(path: Path, budget: _Budget) -> tuple[str | None, str | None]:
-    """(sha256 hex, None) or (None, why not) within the budget."""
-    import hashlib
-
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        return None, f"not hashed: {one_line(exc)}"
-    why = budget.why_not(size)
-    if why:
-        return None, why
-    try:
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError as exc:
-        return None, f"not hashed: {one_line(exc)}"
-    budget.bytes -= size
-    return digest, None
-
-
-def _describe_input(value: str, path: Path, budget: _Budget) -> dict[str, Any]:
-    import hashlib
-    from datetime import datetime, timezone
-
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        return {"path": value, "problem": f"cannot be read: {one_line(exc)}"}
-    entry: dict[str, Any] = {"path": value, "kind": "folder" if path.is_dir() else "file",
-                             "mtime": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat()}
-    if not path.is_dir():
-        entry["size"] = stat.st_size
-        digest, why = _hash_file(path, budget)
-        entry["sha256"] = digest
-        if why:
-            entry["problem"] = why
-        return entry
-    # a folder: the hash over its files' (relative path, hash), in path order
-    files: list[Path] = []
-    for root, dirs, names in os.walk(path):
-        dirs.sort()
-        files += [Path(root) / n for n in sorted(names)]
-        if len(files) > budget.caps.input_files:
-            break
-    total = hashlib.sha256()
-    size = 0
-    for i, file in enumerate(files):
-        if i >= budget.caps.input_files:
-            entry.update(sha256=None, problem=f"not hashed: over {budget.caps.input_files} files")
-            return entry
-        digest, why = _hash_file(file, budget)
-        if why:
-            entry.update(sha256=None, problem=f"{file.relative_to(path).as_posix()}: {why}")
-            return entry
-        size += file.stat().st_size
-        total.update(f"{file.relative_to(path).as_posix()}\0{digest}\n".encode())
-    entry.update(size=size, files=len(files), sha256=total.hexdigest())
-    return entry
-
-
-def capture_inputs(config: Mapping[str, Any], *, cwd: str | Path, caps: CaptureCaps = CaptureCaps(),
-                   exclude: Sequence[Path] = (), stop: threading.Event | None = None) -> dict[str, Any]:
-    """``inputs.json``: for each config value naming an existing file or folder, its size, modification
-    time and SHA-256 (a folder's: over its files' paths and hashes), within the caps; what a cap left out
-    says so in its entry's ``problem``."""
-    budget = _Budget(caps, stop or threading.Event())
-    cwd = Path(cwd).resolve()
-    paths = _input_paths(config, cwd, [p.resolve() for p in exclude])
-    return {"cwd": str(cwd), "inputs": {key: _describe_input(value, path, budget)
-                                        for key, (value, path) in paths.items()}}
-
-
-def _editable(dist: Any, git_timeout: float) -> dict[str, Any] | None:
-    """Path (and commit, when it is a git checkout) of an editable install, from PEP 610's direct_url.json."""
-    import json
-
-    text = dist.read_text("direct_url.json")
-    if not text:
-        return None
-    try:
-        direct = json.loads(text)
-    except ValueError:
-        return None
-    if not (direct.get("dir_info") or {}).get("editable"):
-        return None
-    url = str(direct.get("url", ""))
-    path = url[len("file://"):] if url.startswith("file://") else url
-    found: dict[str, Any] = {"path": path}
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
-                             timeout=git_timeout, check=False)
-        if out.returncode == 0:
-            found["commit"] = out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return found
-
-
-def _torch_versions() -> dict[str, Any]:
-    try:
-        import torch
-    except ImportError:
-        return {"torch": None}
-    found: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda,
-                             "cuda_available": bool(torch.cuda.is_available())}
-    try:
-        found["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    except Exception:  # noqa: BLE001 - a broken CUDA install is recorded as unknown, never raised
-        found["cudnn"] = None
-    try:
-        nccl = torch.cuda.nccl.version() if torch.cuda.is_available() else None
-        found["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl
-    except Exception:  # noqa: BLE001
-        found["nccl"] = None
-    return found
-
-
-def _gpus() -> dict[str, Any]:
-    from .system import gpu_unavailable_reason
-
-    nvml, why = gpu_unavailable_reason()
-    if nvml is None:
-        return {"gpus": [], "note": why}
-    try:
-        driver = nvml.nvmlSystemGetDriverVersion()
-        gpus = []
-        for i in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
-            name = nvml.nvmlDeviceGetName(handle)
-            gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
-                         "memory_bytes": int(nvml.nvmlDeviceGetMemoryInfo(handle).total)})
-        return {"driver": driver.decode() if isinstance(driver, bytes) else driver, "gpus": gpus}
-    except Exception as exc:  # noqa: BLE001 - NVML's own error types
-        return {"gpus": [], "note": f"NVML: {one_line(exc)}"}
-
-
-def capture_environment(environ: Mapping[str, str] | None = None, git_timeout: float = 5.0) -> dict[str, Any]:
-    """``environment.json``: what was installed and set where the run trained."""
-    from importlib import metadata
-
-    env = os.environ if environ is None else environ
-    packages: dict[str, str] = {}
-    editable: dict[str, Any] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if not name or name in packages:
-            continue  # the first on sys.path is the one imported
-        packages[name] = dist.version
-        found = _editable(dist, git_timeout)
-        if found is not None:
-            editable[name] = found
-    seed = env.get(SEED_ENV)
-    return {
-        "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
-                   "executable": sys.executable},
-        "platform": {"system": platform.system(), "release": platform.release(), "machine": platform.machine(),
-                     "platform": platform.platform()},
-        "packages": dict(sorted(packages.items(), key=lambda kv: kv[0].lower())),
-        "editable": editable,
-        **_torch_versions(),
-        **_gpus(),
-        "env": training_env(env),
-        "seed": int(seed) if seed and seed.lstrip("-").isdigit() else seed,
-    }
-
-
 class CodeCapture:
     """One attempt's capture on a daemon thread; :meth:`join` at finalize waits at most ``caps.join_s``."""
 
@@ -532,7 +315,7 @@ class CodeCapture:
         if self.attempt <= 1 and config:
             try:
                 atomic_write_json(self.layout.inputs_json, capture_inputs(
-                    config, cwd=self.cwd, caps=self.caps, exclude=[self.layout.root], stop=self._stop))
+                    config, cwd=self.cwd, caps=self.caps.inputs, exclude=[self.layout.root], stop=self._stop))
                 fields["inputs"] = self.layout.INPUTS
             except Exception as exc:  # noqa: BLE001
                 fields.setdefault("code", {}).setdefault("left_out", []).append(

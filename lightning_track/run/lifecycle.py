@@ -165,9 +165,6 @@ class RunLifecycle:
             self.config = merge_config(on_disk, self.config)  # type: ignore[arg-type]
         if from_step is not None and self.resume:
             entry["from_step"] = from_step
-            resumed = self.lineage.resumed_from(from_step)
-            if resumed is not None:
-                entry["resumed_from"] = resumed
         attempts.append(entry)
         self.attempt = entry["attempt"]
         fields: dict[str, Any] = {
@@ -198,8 +195,8 @@ class RunLifecycle:
         stale = {"end_time", "failure", "error", "interrupted", "reason", "duration_s"}
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
         self._pending = {}
-        if entry.get("resumed_from") and not entry["resumed_from"].get("sha256"):
-            self.lineage.hash_later(entry["resumed_from"], lambda found: self._update_attempt(resumed_from=found))
+        if from_step is not None and self.resume:  # the checkpoint it continues from, in its attempt's entry
+            self.lineage.note_resume(from_step, self._update_attempt)
         self.ensure_writer()
         if self.system_interval and not self._hosted:  # else the sink host samples, off this process
             self.system = start_system_recorder(layout, self.system_interval, pid=os.getpid(), attempt=self.attempt,
@@ -388,8 +385,7 @@ class RunLifecycle:
                 ours, reason = FAILED, reason or f"writing the run's files failed: {exc!r}"
         self._stop_system()
         if self.capture is not None:
-            capture, self.capture = self.capture, None
-            capture.join()
+            self.capture.join()
         self.lineage.close()
         self.finalized = True
         self._reserve.unlink(missing_ok=True)

@@ -65,6 +65,16 @@ class CheckpointIndex:
             record[HASH] = known[-1][HASH]
         return record
 
+    def note_resume(self, step: int, update_attempt: Callable[..., None]) -> None:
+        """Record in the resumed attempt's entry (``update_attempt(resumed_from=...)``) the checkpoint it
+        continues from; a hash the index lacks follows when computed, off this thread."""
+        record = self.resumed_from(step)
+        if record is None:
+            return
+        update_attempt(resumed_from=record)
+        if not record.get(HASH):
+            self.hash_later(record, lambda found: update_attempt(resumed_from=found))
+
     def hash_later(self, record: dict[str, Any], on_hashed: Callable[[dict[str, Any]], None]) -> None:
         """Hash a checkpoint the index does not know (its attempt was killed first) off this thread: it is
         added to the index, and ``on_hashed`` gets ``record`` with its hash."""

@@ -16,14 +16,9 @@ import pytest
 from lightning_track.folder.layout import RunLayout
 from lightning_track.query.reproduce import environment_differences
 from lightning_track.redaction import REDACTED
-from lightning_track.run.capture import (
-    CaptureCaps,
-    CodeCapture,
-    capture_code,
-    capture_environment,
-    capture_inputs,
-    training_env,
-)
+from lightning_track.run.capture import CaptureCaps, CodeCapture, capture_code
+from lightning_track.run.environment import capture_environment, training_env
+from lightning_track.run.inputs import InputCaps, capture_inputs
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 
@@ -203,7 +198,7 @@ def test_inputs_named_by_the_config_are_hashed_within_the_caps(tmp_path: Path) -
     config = {"data": {"train": "data/train.txt", "dir": "data"}, "lr": 0.1, "name": "run", "out": ".",
               "weights": str(work / "big.bin"), "runs": "runs", "missing": "nope.txt"}
 
-    record = capture_inputs(config, cwd=work, caps=CaptureCaps(input_bytes=1000), exclude=[work / "runs"])
+    record = capture_inputs(config, cwd=work, caps=InputCaps(max_bytes=1000), exclude=[work / "runs"])
 
     inputs = record["inputs"]
     assert sorted(inputs) == ["data.dir", "data.train", "weights"]  # not ".", the runs root, or what is missing
