@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import JsonlProblem
 from .fileio import iter_jsonl, restore_nonfinite
 
-__all__ = ["MetricRecord", "read_metrics", "flatten"]
+__all__ = ["MetricRecord", "read_metrics", "flatten", "record_step"]
 
 _FLOAT = {float}
 
@@ -25,6 +25,30 @@ class MetricRecord:
     step: int
     time: float
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def record_step(step: int | None = None, *, global_step: int | None = None, lightning_step: int | None = None,
+                stepped: bool = True, last_step: int | None = None) -> int:
+    """Which step names a value, a batch-tracking line or a media item: the README's step convention.
+
+    A batch is named by ``trainer.global_step`` after its optimizer step; a batch that has not stepped
+    (in flight before its optimizer step, or failed there) by the step it would make. A step the caller
+    chose (a ``step`` metric, an explicit argument) is kept; a step Lightning chose is replaced by the
+    batch's. Why Lightning's own number is not kept: it hands loggers
+    ``fit_loop.epoch_loop._batches_that_stepped`` (``lightning_step``), one less than ``global_step``
+    for training values and equal to it for validation.
+
+    ``step``: the step given with the value (None: the current batch's); ``global_step``: the
+    Trainer's (None: no Trainer known); ``stepped``: False while the current training batch has not
+    made its optimizer step; ``last_step``: the run's latest step, for a value without step or Trainer.
+    """
+    if step is not None and (global_step is None or step != lightning_step):
+        return step
+    if global_step is None:
+        return last_step if last_step is not None else 0
+    if not stepped and (step is None or step == global_step):
+        return global_step + 1
+    return global_step
 
 
 def read_metrics(path: str | Path, problems: list[JsonlProblem] | None = None) -> list[MetricRecord]:

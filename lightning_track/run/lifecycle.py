@@ -131,6 +131,7 @@ class RunLifecycle:
         self.refused = False
         self._pending: dict[str, Any] = {}  # summary fields given before the attempt started
         self.finalized = False
+        self.appending = False  # logging after finalize: the finalized attempt takes more records
 
     # -- start -------------------------------------------------------------------------------
     def start(self, from_step: int | None = None) -> None:
@@ -305,13 +306,13 @@ class RunLifecycle:
             context = SinkContext(layout=self.layout, dataset=self.dataset, method=self.method,
                                   config=redact(self.config), resume_count=max(0, self.attempt - 1),
                                   # records after the restart step are the interrupted attempt's replays
-                                  resume_step=self.from_step + 1 if self.resume and self.from_step is not None
-                                  else None,
+                                  resume_step=self.from_step + 1
+                                  if self.resume and self.from_step is not None and not self.appending else None,
                                   moved_aside_to=self.layout.dropped_metrics_jsonl(self.attempt),
                                   options=self.sink_options)
             self.writer = BackgroundWriter(
                 self._sinks(), context,
-                resuming=self.resume,
+                resuming=self.resume and not self.appending,
                 flush_interval=self.flush_interval,
                 heartbeat_interval=self.heartbeat_interval,
                 on_heartbeat=lambda: self.update_summary(heartbeat=iso_time()),
@@ -332,7 +333,8 @@ class RunLifecycle:
             # importable there). See lightning_track/run/sinkhost.py.
             from .sinkhost import SinkHost
 
-            sinks.append(SinkHost(named, system_interval=self.system_interval))
+            # After finalize the run's system record is closed (its last sample taken): no new sampler.
+            sinks.append(SinkHost(named, system_interval=0.0 if self.appending else self.system_interval))
             sinks += [s for s in self.sink_specs if not isinstance(s, str)]
         else:
             sinks += [load_sink(s) if isinstance(s, str) else s for s in self.sink_specs]
@@ -364,15 +366,18 @@ class RunLifecycle:
         return self.writer is not None
 
     def reopen(self) -> None:
-        """Logging after finalize (e.g. ``trainer.test`` after ``fit``): a new attempt in append mode."""
+        """Logging after finalize (a test score or a sample after ``fit`` returned, ``trainer.test``):
+        the same attempt takes the records, appended; its status, times and records stay as they are."""
         self.finalized = False
-        self.started = False
-        self.resume = True
-        self.start()
+        self.appending = True
+        self.ensure_writer()
 
     def finalize(self, status: str, *, reason: str | None = None, end_time: float | None = None) -> None:
         """Close every sink with our word for ``status``, then write summary.json, metrics.csv and
         report_draft.md. A sink's error is recorded and raised after the summary is written."""
+        if self.appending:
+            self._finish_appending()
+            return
         end_time = time.time() if end_time is None else end_time
         ours = run_status(status)
         error: BaseException | None = None
@@ -418,6 +423,22 @@ class RunLifecycle:
                 raise OSError(f"{error}; and summary.json could not record the failure either: {one_line(exc)}"
                               ) from error
             # summary.json says it; only a derived file (metrics.csv) did not fit: the first error stands
+        if error is not None:
+            raise error
+
+    def _finish_appending(self) -> None:
+        """Close the writer of records logged after finalize and refresh the derived files; the
+        attempt's status, reason and times are the ones its finalize recorded."""
+        writer, self.writer = self.writer, None
+        self.finalized, self.appending = True, False
+        error: BaseException | None = None
+        if writer is not None:
+            try:
+                writer.close(self.summary.read().get("status") or COMPLETED)
+            except BaseException as exc:  # noqa: BLE001 - the derived files first, then re-raise
+                error = exc
+        post_process(self.layout.run_dir, metric_modes=self.metric_modes,
+                     extra={"error": repr(error)} if error is not None else None)
         if error is not None:
             raise error
 
