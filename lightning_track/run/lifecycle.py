@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..derived.digest import Mode
-from ..derived.summary import SummaryFile, post_process
+from ..derived.summary import SummaryFile, attempt_training_time, attempts_of, post_process
 from ..errors import ResumeError, one_line
 from ..folder.fileio import atomic_write_json, temp_path
 from ..folder.layout import RunLayout
@@ -148,7 +148,7 @@ class RunLifecycle:
         if self.console:  # first, so the rest of the start (the sink host's messages) is in logs.txt too
             capture_console(layout.logs_txt, secrets=secret_values(self.config, sys.argv, os.environ))
         now = iso_time(self.start_time)
-        attempts = _attempts_of(previous)
+        attempts = attempts_of(previous)
         entry: dict[str, Any] = {"attempt": len(attempts) + 1, "start_time": now, "status": RUNNING,
                                  "host": socket.gethostname(), "pid": os.getpid()}
         if attempts and attempts[-1].get("status") == RUNNING:
@@ -233,7 +233,7 @@ class RunLifecycle:
             self.refused = True
             raise
         if last is not None and from_step < last:  # a rewind on purpose: keep the later checkpoints aside
-            aside = self.layout.superseded_checkpoints_dir(len(_attempts_of(previous)) + 1)
+            aside = self.layout.superseded_checkpoints_dir(len(attempts_of(previous)) + 1)
             for step, path in self.layout.checkpoint_steps():
                 if step > from_step:
                     aside.mkdir(parents=True, exist_ok=True)
@@ -395,7 +395,7 @@ class RunLifecycle:
         self.finalized = True
         self._reserve.unlink(missing_ok=True)
         data = self.summary.read()
-        attempts = _attempts_of(data)
+        attempts = attempts_of(data)
         mine: dict[str, Any] = {"end_time": iso_time(end_time), "status": ours,
                                 "training_time_s": round(end_time - self.start_time, 3)}
         if reason:
@@ -464,28 +464,3 @@ class RunLifecycle:
         state = self.__dict__.copy()
         state["writer"] = state["system"] = state["capture"] = None  # threads do not pickle; the worker starts its own
         return state
-
-
-def _attempts_of(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The run's attempts so far (a summary written before attempts were kept counts as one)."""
-    attempts = summary.get("attempts")
-    if isinstance(attempts, list):
-        return [dict(a) for a in attempts if isinstance(a, dict)]
-    if not summary.get("start_time"):
-        return []
-    legacy = {"attempt": 1, "start_time": summary["start_time"], "status": summary.get("status", RUNNING)}
-    for key in ("end_time", "failure"):
-        if key in summary:
-            legacy[key] = summary[key]
-    if isinstance(summary.get("duration_s"), (int, float)):  # before training_time_s had its own name
-        legacy["training_time_s"] = summary["duration_s"]
-    return [legacy]
-
-
-def attempt_training_time(attempt: Mapping[str, Any]) -> float:
-    """An attempt's training time in seconds (``duration_s`` in runs written before it was named so)."""
-    for key in ("training_time_s", "duration_s"):
-        value = attempt.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return 0.0
