@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
 
-__all__ = ["Provenance", "read_provenance", "provenance_sections"]
+__all__ = ["Provenance", "read_provenance", "provenance_sections", "provenance_lines", "changed_inputs"]
 
 Rows = list[tuple[str, list[str]]]
 
@@ -26,7 +27,9 @@ class Provenance:
         layout = RunLayout(run_dir)
         self.meta = _read(layout.meta_json)
         self.environment = _read(layout.environment_json())
-        self.inputs = _read(layout.inputs_json).get("inputs") or {}
+        inputs = _read(layout.inputs_json)
+        self.inputs = inputs.get("inputs") or {}
+        self.inputs_cwd = inputs.get("cwd")
         code = self.meta.get("code")
         self.code: dict[str, Any] = code if isinstance(code, dict) else {}
         git = self.meta.get("git")
@@ -118,3 +121,46 @@ def provenance_sections(runs: Sequence[Provenance]) -> list[tuple[str, Rows]]:
         return []
     sections = [("code", _code_rows(runs)), ("environment", _environment_rows(runs)), ("inputs", _input_rows(runs))]
     return [(name, rows) for name, rows in sections if rows]
+
+
+def changed_inputs(p: Provenance) -> list[str]:
+    """The recorded input files (``inputs.json``) that are gone or differ now in size or modification
+    time: cheap (no hashing), for a summary that must not read a dataset."""
+    cwd = Path(str(p.inputs_cwd)) if p.inputs_cwd else None
+    changed = []
+    for key, entry in p.inputs.items():
+        if not isinstance(entry, dict) or entry.get("kind") != "file":
+            continue
+        path = Path(str(entry.get("path")))
+        path = path if path.is_absolute() or cwd is None else cwd / path
+        try:
+            stat = path.stat()
+        except OSError:
+            changed.append(f"{key} ({entry.get('path')}: gone)")
+            continue
+        then = entry.get("mtime")
+        if stat.st_size != entry.get("size") or (then and abs(datetime.fromisoformat(then).timestamp()
+                                                              - stat.st_mtime) > 1e-3):
+            changed.append(f"{key} ({entry.get('path')}: changed since the run)")
+    return changed
+
+
+def provenance_lines(p: Provenance) -> list[str]:
+    """``lt show --prompt``'s lines on the code (commit, a dirty tree and what it changed) and inputs."""
+    if not p.captured:
+        return []
+    if not p.git:
+        return [f"Code: {p.meta.get('no_repository') or 'no commit recorded'}"]
+    text = f"Code: commit {str(p.git.get('commit'))[:12]} ({p.git.get('branch')})"
+    patch = p.code.get("patch") if isinstance(p.code.get("patch"), dict) else None
+    if p.git.get("dirty"):
+        files = ", ".join(patch.get("files") or []) if patch else ""
+        text += f", dirty tree: uncommitted changes{' to ' + files if files else ''} (code/diff.patch)"
+    untracked = p.code.get("untracked") if isinstance(p.code.get("untracked"), dict) else None
+    if untracked:
+        text += f", {untracked.get('count')} untracked file(s)"
+    lines = [text]
+    changed = changed_inputs(p)
+    if changed:
+        lines.append("Inputs changed since the run: " + "; ".join(changed))
+    return lines

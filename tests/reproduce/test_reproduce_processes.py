@@ -89,6 +89,10 @@ def test_lt_reproduce_run_gives_the_same_numbers_at_every_step(tmp_path: Path) -
     # a changed data file and a changed script: lt compare names both
     (repo / "data.txt").write_text((repo / "data.txt").read_text().replace("0.", "0.1", 1))
     (repo / "train.py").write_text((repo / "train.py").read_text() + "# tuned\n")
+    prompt = lt("show", "--prompt", str(original), cwd=tmp_path).stdout.splitlines()
+    assert f"Code: commit {meta['git']['commit'][:12]} ({meta['git']['branch']}), dirty tree: uncommitted changes to " \
+        "train.py (code/diff.patch), 1 untracked file(s)" in prompt
+    assert "Inputs changed since the run: data (data.txt: changed since the run)" in prompt
     changed = train(repo, runs, steps=2)
     diff = lt("compare", str(original), str(changed), cwd=tmp_path)
     assert diff.returncode == 0, diff.stderr
