@@ -188,11 +188,16 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
     if config:
         out += ["", "config", *(f"  {k} = {format_cell(v)}" for k, v in config.items())]
     ckpts = checkpoints(run)
-    if ckpts:
+    models = [e for e in read_index(run.layout) if e.get("kind") == "model"]
+    if ckpts or models:
         index = lineage(run)
         out += ["", "checkpoints", *(f"  {path}  step {step}  {format_bytes(size)}" + _short(index.get(path))
                                      + (f"  attempt {index[path]['attempt']}" if index.get(path, {}).get("attempt")
                                         else "") for step, path, size in ckpts)]
+        for model in models:  # an exported model and the checkpoint its weights match
+            source = model.get("from_checkpoint") if isinstance(model.get("from_checkpoint"), dict) else None
+            out.append(f"  {model.get('file')}/  step {model.get('step')}  model"
+                       + (f"  = {source.get('file')}{_short(source)}" if source else ""))
     system = system_peaks(run, problems)
     if system:
         out += ["", "system", *(f"  {k} = {format_cell(v)}" for k, v in system.items())]

@@ -300,6 +300,10 @@ class RunLifecycle:
             fields["last_checkpoint_step"] = step
         self.update_summary(**fields)
 
+    def model_exported(self, folder: str | Path, step: int | None) -> None:
+        """``final_model/`` written: its weights' hashes and the checkpoint they match, in ``checkpoints.json``."""
+        self.lineage.add_model(folder, step=step, attempt=self.attempt)
+
     # -- the writer and its sinks ------------------------------------------------------------
     def ensure_writer(self) -> BackgroundWriter:
         if self.writer is None:

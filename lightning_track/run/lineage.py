@@ -53,6 +53,13 @@ class CheckpointIndex:
                                  "attempt": attempt, "time": iso_time(), "metrics": dict(metrics or {})}
         self._put(entry, Path(path), None)
 
+    def add_model(self, folder: str | Path, *, step: int | None, attempt: int) -> None:
+        """An exported model (``final_model/``): its weight files' hashes and the checkpoint of the same step
+        (the same weights) it can be traced to, found once that checkpoint is hashed."""
+        entry: dict[str, Any] = {"file": self.layout.relative(folder), "kind": "model", "step": step,
+                                 "attempt": attempt, "time": iso_time()}
+        self._put(entry, Path(folder), None)
+
     def resumed_from(self, step: int) -> dict[str, Any] | None:
         """The checkpoint a resume at ``step`` continues from (``file``, ``step``, ``sha256`` from the index,
         None when the index lacks it: see :meth:`hash_later`), or None when the run has none at that step."""
@@ -116,7 +123,10 @@ class CheckpointIndex:
             entries = read_index(self.layout)
             entries.append(entry)
             self._write(entries)
-            entry.update(self._hash(path))
+            if entry.get("kind") == "model":
+                entry.update(self._hash_model(path, entry.get("step"), entries))
+            else:
+                entry.update(self._hash(path))
             self._write(entries)
             if then is not None:
                 then(entry)
@@ -130,6 +140,18 @@ class CheckpointIndex:
             return {"size": size, HASH: file_sha256(path)}
         except OSError as exc:
             return {"size": None, HASH: None, "problem": f"not hashed: {one_line(exc)}"}
+
+    def _hash_model(self, folder: Path, step: int | None, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth")) \
+            if folder.is_dir() else []
+        try:
+            found: dict[str, Any] = {"files": {p.name: file_sha256(p) for p in weights}}
+        except OSError as exc:
+            return {"files": {}, "problem": f"not hashed: {one_line(exc)}"}
+        same = [e for e in entries if e.get("kind") != "model" and step is not None and e.get("step") == step
+                and e.get(HASH)]  # a checkpoint of the same step holds the same weights
+        found["from_checkpoint"] = {"file": same[-1]["file"], HASH: same[-1][HASH]} if same else None
+        return found
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
         try:

@@ -333,6 +333,11 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             if not run.started:
                 run.start(from_step=step)
 
+    def model_exported(self, folder: str | os.PathLike[str], step: int | None) -> None:
+        """A model was exported (``FinalModelExport``): recorded with its hashes in ``checkpoints.json``."""
+        if self._rank_zero() and self._run is not None and self._run.started:
+            self._run.model_exported(folder, step)
+
     def before_checkpoint(self) -> None:
         """Make every record logged so far durable, before a checkpoint that a resume would start
         from lands on disk (so no step between the last flush and the checkpoint is ever lost)."""

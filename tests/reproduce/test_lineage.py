@@ -77,3 +77,29 @@ def test_each_checkpoint_is_indexed_and_a_resume_names_the_one_it_continued(tmp_
     record = show_record(read_run(run.run_dir))
     fifteen = next(c for c in record["checkpoints"] if c["step"] == 15)
     assert fifteen["sha256"] == sha256(run.run_dir / fifteen["path"]) and fifteen["attempt"] == 2
+
+
+def test_the_final_model_names_its_weights_hash_and_the_checkpoint_it_matches(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from lightning_track import FinalModelExport
+
+    run_logger = logger(tmp_path / "runs")
+    fit(run_logger, 10, [StepCheckpoint(every_n_steps=5, start_step=5), FinalModelExport()])
+
+    run = run_logger.layout
+    entries = index(run)
+    (model,) = [e for e in entries if e.get("kind") == "model"]
+    ten = next(e for e in entries if e["file"] == "checkpoints/checkpoint-step-010.ckpt")
+    weights = run.final_model_dir / "model.safetensors"
+    assert model["file"] == "final_model" and model["step"] == 10 and model["attempt"] == 1
+    assert model["files"] == {"model.safetensors": sha256(weights)}
+    assert model["from_checkpoint"] == {"file": "checkpoints/checkpoint-step-010.ckpt", "sha256": ten["sha256"]}
+    # the checkpoint it names holds the same weights
+    import torch
+
+    state = torch.load(run.run_dir / ten["file"], map_location="cpu", weights_only=False)["state_dict"]
+    exported = load_file(str(weights))
+    assert exported.keys() == state.keys() and all(torch.equal(exported[k], state[k]) for k in exported)
+    shown = render_show(read_run(run.run_dir))
+    assert f"final_model/  step 10  model  = checkpoints/checkpoint-step-010.ckpt  sha256 {ten['sha256'][:12]}" in shown
