@@ -27,7 +27,7 @@ class Provenance:
         layout = RunLayout(run_dir)
         self.meta = _read(layout.meta_json)
         self.environment = _read(layout.environment_json())
-        inputs = _read(layout.inputs_json)
+        inputs = _read(layout.run_dir / RunLayout.INPUTS)
         self.inputs = inputs.get("inputs") or {}
         self.inputs_cwd = inputs.get("cwd")
         code = self.meta.get("code")

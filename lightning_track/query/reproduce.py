@@ -194,7 +194,7 @@ def _input_problems(layout: RunLayout, cwd: Path, repository: Any, into: Path) -
     """One line per recorded input (``inputs.json``) that is missing where the command will look, or whose
     content differs from what the run read."""
     try:
-        record = read_json(layout.inputs_json)
+        record = read_json(layout.run_dir / RunLayout.INPUTS)
     except (OSError, ValueError):
         return []
     inputs = record.get("inputs") if isinstance(record, dict) else None

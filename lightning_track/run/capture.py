@@ -314,7 +314,7 @@ class CodeCapture:
         config = self._config() if callable(self._config) else self._config
         if self.attempt <= 1 and config:
             try:
-                atomic_write_json(self.layout.inputs_json, capture_inputs(
+                atomic_write_json(self.layout.run_dir / RunLayout.INPUTS, capture_inputs(
                     config, cwd=self.cwd, caps=self.caps.inputs, exclude=[self.layout.root], stop=self._stop))
                 fields["inputs"] = self.layout.INPUTS
             except Exception as exc:  # noqa: BLE001
