@@ -58,25 +58,25 @@ class CaptureCaps:
     inputs: InputCaps = InputCaps()  # inputs.json
 
 
-class CaptureProblem(Exception):
-    """One line on why a piece of the capture is missing."""
+class _CaptureProblem(Exception):
+    """One line on why a piece of the capture is missing (caught inside this module, recorded in ``left_out``)."""
 
 
 class _Git:
-    """The git CLI with a timeout per command; a missing or hanging git becomes a :class:`CaptureProblem`."""
+    """The git CLI with a timeout per command; a missing or hanging git becomes a :class:`_CaptureProblem`."""
 
     def __init__(self, cwd: Path, timeout: float, stop: threading.Event) -> None:
         self.cwd, self.timeout, self.stop = cwd, timeout, stop
 
     def popen(self, *args: str, stderr: Any = subprocess.PIPE) -> subprocess.Popen:
         if self.stop.is_set():
-            raise CaptureProblem("stopped at the end of the run")
+            raise _CaptureProblem("stopped at the end of the run")
         try:
             return subprocess.Popen(["git", *args], cwd=self.cwd, stdout=subprocess.PIPE, stderr=stderr,
                                     stdin=subprocess.DEVNULL, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0",
                                                                    "GIT_TERMINAL_PROMPT": "0"})
         except OSError as exc:
-            raise CaptureProblem(f"git could not be started ({one_line(exc)})") from None
+            raise _CaptureProblem(f"git could not be started ({one_line(exc)})") from None
 
     def __call__(self, *args: str) -> str:
         proc = self.popen(*args)
@@ -89,10 +89,10 @@ class _Git:
                 if self.stop.is_set() or time.monotonic() > deadline:
                     proc.kill()
                     proc.communicate()
-                    raise CaptureProblem("stopped at the end of the run" if self.stop.is_set() else
+                    raise _CaptureProblem("stopped at the end of the run" if self.stop.is_set() else
                                          f"git {args[0]} did not answer within {self.timeout:g} s") from None
         if proc.returncode != 0:
-            raise CaptureProblem(f"git {' '.join(args[:2])}: {one_line(err.decode(errors='replace')) or 'failed'}")
+            raise _CaptureProblem(f"git {' '.join(args[:2])}: {one_line(err.decode(errors='replace')) or 'failed'}")
         return out.decode(errors="surrogateescape")
 
     def to_file(self, target: Path, cap: int, *args: str) -> int | None:
@@ -121,11 +121,11 @@ class _Git:
         if over:
             return None
         if self.stop.is_set():
-            raise CaptureProblem("stopped at the end of the run")
+            raise _CaptureProblem("stopped at the end of the run")
         if proc.returncode == -signal.SIGKILL:
-            raise CaptureProblem(f"git {args[0]} did not finish within {self.timeout:g} s")
+            raise _CaptureProblem(f"git {args[0]} did not finish within {self.timeout:g} s")
         if proc.returncode != 0:
-            raise CaptureProblem(f"git {args[0]} failed (exit {proc.returncode})")
+            raise _CaptureProblem(f"git {args[0]} failed (exit {proc.returncode})")
         if size:
             os.replace(tmp, target)
         return size
@@ -142,7 +142,10 @@ def _copy_capped(sources: Sequence[tuple[str, Path]], into: Path, caps: CaptureC
             left_out.append(f"{len(sources) - len(copied)} file(s) not copied: the run ended first")
             break
         try:
-            if path.is_symlink() or not path.is_file():
+            if path.is_symlink():
+                left_out.append(f"{name}: a symbolic link, not copied")
+                continue
+            if not path.is_file():
                 continue
             size = path.stat().st_size
         except OSError as exc:
@@ -194,7 +197,7 @@ def capture_code(code_dir: Path, *, cwd: str | Path, argv: Sequence[str], caps: 
     record: dict[str, Any] = {"left_out": left_out}
     try:
         top = Path(git("rev-parse", "--show-toplevel").strip())
-    except CaptureProblem as exc:
+    except _CaptureProblem as exc:
         text = str(exc)
         record["repository"] = None
         if "not a git repository" not in text:
@@ -213,11 +216,11 @@ def capture_code(code_dir: Path, *, cwd: str | Path, argv: Sequence[str], caps: 
     try:
         info["commit"] = git("rev-parse", "HEAD").strip()
         info["branch"] = git("rev-parse", "--abbrev-ref", "HEAD").strip()
-    except CaptureProblem as exc:
+    except _CaptureProblem as exc:
         left_out.append(f"no commit recorded: {exc}")
     try:
         remote = git("config", "--get", "remote.origin.url").strip()
-    except CaptureProblem:
+    except _CaptureProblem:
         remote = ""
     info["remote"] = strip_url_credentials(remote) if remote else None
     if "commit" in info:
@@ -235,11 +238,11 @@ def capture_code(code_dir: Path, *, cwd: str | Path, argv: Sequence[str], caps: 
                 changed = [n for n in git("diff", "--name-only", "HEAD").splitlines() if n]
                 record["patch"] = {"file": f"{RunLayout.CODE}/{RunLayout.CODE_PATCH}", "bytes": size,
                                    "files": changed[: caps.listed_files], "files_changed": len(changed)}
-        except CaptureProblem as exc:
+        except _CaptureProblem as exc:
             left_out.append(f"{RunLayout.CODE_PATCH}: not captured ({exc})")
     try:
         names = [n for n in git("ls-files", "--others", "--exclude-standard", "-z").split("\0") if n]
-    except CaptureProblem as exc:
+    except _CaptureProblem as exc:
         left_out.append(f"untracked files: not listed ({exc})")
         names = []
     skip = [p.resolve() for p in exclude]
