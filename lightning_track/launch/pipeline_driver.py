@@ -42,6 +42,7 @@ from ..vocabulary import (
     INTERRUPTED,
     RUNNING,
     STALE,
+    STALLED,
     iso_time,
     stop_signals,
 )
@@ -80,7 +81,7 @@ class _Driver:
         self.grace, self.stale_after, self.console = grace, stale_after, console
         self.signals_dir = Path(pipeline.root) / "signals"
         self.stopping = threading.Event()
-        self.stale_told: set[tuple[str, int]] = set()
+        self.stale_told: set[tuple[str, int, str]] = set()  # (step, attempt, stale or stalled) told
 
     # -- one step ------------------------------------------------------------------------------------
     def notify(self, event: str, name: str, line: str, /, **fields: Any) -> None:
@@ -173,8 +174,8 @@ class _Driver:
 
         for name in running:
             entry = self.state.get(name)
-            key = (name, int(entry.get("attempts", 1)))
-            if key in self.stale_told:
+            attempt = int(entry.get("attempts", 1))
+            if (name, attempt, STALE) in self.stale_told:
                 continue
             run_dir = signals.read_run_note(self.signals_dir, self.pipeline.exp_id(name))
             if run_dir is None:
@@ -186,10 +187,12 @@ class _Driver:
             if not isinstance(summary, dict):
                 continue
             status, why = judge_status(summary, now=time.time(), stale_after=self.stale_after)
-            if status == CRASHED:
-                self.stale_told.add(key)
+            event = {CRASHED: STALE, STALLED: STALLED}.get(status)
+            if event is not None and (name, attempt, event) not in self.stale_told:
+                self.stale_told.add((name, attempt, event))  # each told once per attempt
                 self.log(f"{name}: {why}")
-                self.notify(STALE, name, why, run_dir=str(run_dir), heartbeat=summary.get("heartbeat"))
+                self.notify(event, name, why, run_dir=str(run_dir), heartbeat=summary.get("heartbeat"),
+                            progress=summary.get("progress"))
 
     # -- the schedule --------------------------------------------------------------------------------
     def block_dependants(self) -> None:

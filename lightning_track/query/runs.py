@@ -7,7 +7,9 @@ are still read.
 
 Status is the summary's word, except that a ``running`` run whose heartbeat is older than
 ``stale_after`` seconds (or whose process, on this host, is gone) is ``crashed``: the process died
-without a word (SIGKILL, OOM, a lost node).
+without a word (SIGKILL, OOM, a lost node). A ``running`` run whose heartbeat is fresh but whose step
+has not advanced beyond its ``stall_rule`` (:func:`lightning_track.vocabulary.stalled_for`) is ``stalled``:
+alive, not training (a collective waiting on a lost or partitioned node).
 """
 
 from __future__ import annotations
@@ -28,14 +30,25 @@ from ..errors import RunFolderError
 from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
 from ..folder.records import flatten
-from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, UNKNOWN, parse_iso_time
+from ..vocabulary import (
+    CRASHED,
+    RUN_STATUSES,
+    RUNNING,
+    STALL_FACTOR,
+    STALL_FLOOR_S,
+    STALLED,
+    UNKNOWN,
+    parse_iso_time,
+    stall_limit,
+    stalled_for,
+)
 from .annotations import ANNOTATIONS, effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
 from .discover import find_run_dirs, list_names, resolve_run
 from .filters import MISSING, Filter, parse_filter
 
 __all__ = ["RunInfo", "find_runs", "read_run", "resolve_run", "judge_status", "load_runs", "filter_runs",
-           "main_metric", "metric_table_problems", "STALE_AFTER_S", "UNKNOWN", "flatten"]
+           "main_metric", "metric_table_problems", "STALE_AFTER_S", "UNKNOWN", "flatten", "stall_reason"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
 
@@ -86,7 +99,31 @@ def judge_status(summary: dict[str, Any], *, now: float, stale_after: float = ST
         return RUNNING, ""
     if now - beat > stale_after:
         return CRASHED, f"no heartbeat for {_ago(now - beat)} (the process died without finishing the run)"
-    return RUNNING, ""
+    why = stall_reason(summary, now=now)
+    return (STALLED, why) if why else (RUNNING, "")
+
+
+def _number(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else default
+
+
+def stall_reason(summary: dict[str, Any], *, now: float) -> str:
+    """Why a live run counts as stalled under its own ``stall_rule`` (``""`` when it is moving, or has no
+    ``progress`` record: a run written before progress was kept)."""
+    progress = summary.get("progress")
+    if not isinstance(progress, dict):
+        return ""
+    rule = summary.get("stall_rule") if isinstance(summary.get("stall_rule"), dict) else {}
+    factor, floor = _number(rule.get("factor"), STALL_FACTOR), _number(rule.get("floor_s"), STALL_FLOOR_S)
+    step_time = progress.get("step_time_s")
+    step_time = float(step_time) if isinstance(step_time, (int, float)) and not isinstance(step_time, bool) else None
+    waited = stalled_for(_time(progress.get("time")), now, step_time, factor, floor)
+    if waited is None:
+        return ""
+    step = progress.get("step")
+    after = f"after step {step}" if isinstance(step, int) else "since the start"
+    return (f"no step for {_ago(waited)} {after} (limit {_ago(stall_limit(step_time, factor, floor))}); "
+            "the process is alive but training does not move")
 
 
 @dataclass
@@ -138,12 +175,12 @@ class RunInfo:
     def end(self) -> float | None:
         if self.status == CRASHED:
             return _time(self.summary.get("heartbeat"))
-        return _time(self.summary.get("end_time")) if self.status != RUNNING else None
+        return _time(self.summary.get("end_time")) if self.status not in (RUNNING, STALLED) else None
 
     @cached_property
     def duration(self) -> float | None:
         start = self.start
-        if self.status == RUNNING and start is not None:
+        if self.status in (RUNNING, STALLED) and start is not None:
             return max(0.0, self.now - start)
         for key in ("wall_span_s", "duration_s"):
             value = self.summary.get(key)

@@ -96,7 +96,8 @@ class RunFolderChoice:
                 resume=bool(self._resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
                 flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
                 sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console,
-                system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}})
+                system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}},
+                step_source=self._progress_step, stall_factor=self.stall_factor, stall_floor=self.stall_floor)
             self._register_exit_hook()
 
     @property
