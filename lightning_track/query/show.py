@@ -110,6 +110,28 @@ def files(run: RunInfo) -> list[tuple[str, int | None]]:
     return out
 
 
+def node_lines(run: RunInfo) -> list[str]:
+    """One line per node of a multi-node run: its name (meta.json's Slurm ``nodes``), its system samples
+    and its ranks' consoles; nothing for a run on one node."""
+    slurm = run.meta.get("slurm") if isinstance(run.meta.get("slurm"), dict) else {}
+    names = [str(n) for n in slurm.get("nodes") or []] if isinstance(slurm.get("nodes"), list) else []
+    systems = {0: RunLayout.SYSTEM_JSONL} if (run.path / RunLayout.SYSTEM_JSONL).exists() else {}
+    for path in run.path.glob("system.node*.jsonl"):
+        number = path.name[len("system.node"):-len(".jsonl")]
+        if number.isdigit():
+            systems[int(number)] = path.name
+    if len(names) < 2 and not set(systems) - {0}:
+        return []
+    ranks = sorted(path.name for path in run.path.glob("logs.rank*.txt"))
+    lines = []
+    for index in range(max(len(names), max(systems, default=0) + 1)):
+        name = names[index] if index < len(names) else "?"
+        lines.append(f"node {index}: {name}  " + (systems.get(index) or "no system samples"))
+    if ranks:
+        lines.append("ranks' consoles: " + ", ".join([RunLayout.LOGS, *ranks]))
+    return lines
+
+
 def _metrics_rows(run: RunInfo) -> list[list[str]]:
     rows = []
     best = run.summary.get("best") if isinstance(run.summary.get("best"), dict) else {}
@@ -165,6 +187,9 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
                                                                     else ""))
     if run.summary.get("exp_id"):
         out.append(f"exp_id {run.summary['exp_id']}")
+    nodes = node_lines(run)
+    if nodes:
+        out += ["nodes", *(f"  {line}" for line in nodes)]
     out += pipeline_lines(run.path, run.summary)
     if run.tags:
         out.append("tags: " + ", ".join(run.tags))

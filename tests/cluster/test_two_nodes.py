@@ -1,0 +1,73 @@
+"""Multi-node runs on a real two-node Slurm cluster (two network namespaces, two slurmd: tests/support/cluster2.py):
+one run folder for every rank of every node, and ``lt show`` naming the nodes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.cluster import FIT_SCRIPT
+from support.processes import script_env
+
+from lightning_track.folder.fileio import read_json
+from lightning_track.folder.layout import RunLayout
+from lightning_track.run.meta import expand_nodelist
+
+
+def test_expand_nodelist_reads_slurms_host_lists() -> None:
+    assert expand_nodelist("n[1-2]") == ["n1", "n2"]
+    assert expand_nodelist("gpu[01-03,07],cpu1") == ["gpu01", "gpu02", "gpu03", "gpu07", "cpu1"]
+    assert expand_nodelist("a,b[9-10]x") == ["a", "b9x", "b10x"]
+    assert expand_nodelist("solo") == ["solo"]
+
+
+def _sbatch_script(folder: Path, body: str) -> Path:
+    script = folder / "job.sh"
+    script.write_text(f"#!/bin/bash\n#SBATCH -J fit2\n#SBATCH -o {folder}/job-%j.out\n#SBATCH --chdir={folder}\n"
+                      f"{body}\n")
+    return script
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_two_node_ddp_fit_under_srun_writes_one_run_folder(two_nodes, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    script = _sbatch_script(tmp_path, f"srun -N2 --ntasks-per-node=1 {sys.executable} {FIT_SCRIPT} {runs} 12 "
+                            "--strategy ddp --nodes 2 --every 6 --system-interval 0.5 --ready-at 1 --sleep 0.25")
+    env = {**script_env(OMP_NUM_THREADS="1"), **two_nodes.env}
+    job_id = two_nodes.sbatch(script, "-N2", "--ntasks-per-node=1", env=env)
+    job = two_nodes.wait_ended(job_id, timeout=300)
+    out = next(tmp_path.glob("job-*.out")).read_text()
+    assert job["JobState"] == "COMPLETED", out[-4000:] + two_nodes.logs()
+    (run,) = RunLayout.list_runs(runs)  # every rank of both nodes agreed on one folder
+    summary = read_json(run.summary_json)
+    assert summary["status"] == "completed" and summary["last_step"] == 12
+    meta = read_json(run.meta_json)
+    assert meta["slurm"]["nodes"] == ["n1", "n2"] and meta["host"] == "n1"
+    assert (run.run_dir / "logs.rank1.txt").stat().st_size > 0  # rank 1's console, written on n2
+    node1 = [line for line in (run.run_dir / "system.node1.jsonl").read_text().splitlines() if line]
+    assert node1 and all('"node":1' in line.replace(" ", "") for line in node1)
+    assert (run.run_dir / "system.jsonl").exists()
+    shown = subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "show", str(run.run_dir)],
+                           capture_output=True, text=True, env=script_env(), timeout=60).stdout
+    assert "node 0: n1  system.jsonl" in shown and "node 1: n2  system.node1.jsonl" in shown, shown
+    assert "ranks' consoles: logs.txt, logs.rank1.txt" in shown
+
+
+@pytest.mark.slow
+def test_the_cluster_is_torn_down_completely(tmp_path: Path) -> None:
+    from support import cluster2
+
+    if cluster2.missing():
+        pytest.skip(cluster2.missing())
+    cluster = cluster2.start(tmp_path)
+    assert cluster.run("srun", "-N2", "--ntasks-per-node=1", "hostname").split() in (["n1", "n2"], ["n2", "n1"])
+    daemons = [proc.pid for proc in cluster.procs.values()]
+    cluster.stop()
+    assert cluster2.left_over(cluster.prefix) == []  # namespaces gone, and with them the veths and the bridge
+    assert all(not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+               for pid in daemons)
+    assert Path("/etc/hosts").read_text().count("10.77.0.") == 0  # names lived in the nodes' own hosts file
