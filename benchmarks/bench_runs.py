@@ -55,14 +55,14 @@ def make_runs(root: Path, count: int) -> None:
         summary = {"run_name": run.name, "dataset": dataset, "method": method, "status": status,
                    "start_time": iso_time(t0), "heartbeat": iso_time(t0 + 500),
                    "attempts": [{"attempt": 1, "start_time": iso_time(t0), "status": status, "host": "gpu1",
-                                 "pid": 1000 + i, "end_time": iso_time(t0 + 500), "duration_s": 500.0}],
+                                 "pid": 1000 + i, "end_time": iso_time(t0 + 500), "training_time_s": 500.0}],
                    "config_digest": "sha256:0c13b8564694ef1f",
                    "last_checkpoint": "checkpoints/checkpoint-step-300.ckpt",
                    "final": {k: {"value": v, "step": 300} for k, v in metrics.items()},
                    "best": {k: {"value": v, "step": 250, "mode": "max" if "acc" in k else "min"}
                             for k, v in metrics.items() if k != "lr"},
                    "steps_logged": 300, "last_step": 300, "end_time": iso_time(t0 + 500), "training_time_s": 500.0,
-                   "wall_span_s": 500.0, "duration_s": 500.0, "tags": ["baseline"] if i % 10 == 0 else []}
+                   "wall_span_s": 500.0, "tags": ["baseline"] if i % 10 == 0 else []}
         if status == "failed":
             summary["failure"] = {"check": "nonfinite_loss", "reason": "loss is nan", "step": 120, "value": "NaN"}
             summary["reason"] = "HealthCheckFailed: loss is nan"

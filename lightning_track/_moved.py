@@ -35,7 +35,8 @@ MOVED: dict[str, str] = {
     "meta": "run.meta",
     "configure": "training.configure",
     "lightning_cli": "training.lightning_cli",
-    "hardware": "training.hardware",
+    "hardware": "run.hardware",
+    "training.hardware": "run.hardware",
     "demo": "training.demo",
     "runner": "launch.runner",
 }
@@ -59,10 +60,10 @@ class _AliasLoader:  # the Loader protocol; importlib.abc itself costs every CLI
 class _MovedFinder:  # the MetaPathFinder protocol
     def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        package, _, leaf = fullname.rpartition(".")
-        if package != _PACKAGE or leaf not in MOVED:
+        old = fullname[len(_PACKAGE) + 1:] if fullname.startswith(_PACKAGE + ".") else ""
+        if old not in MOVED:
             return None
-        new = f"{_PACKAGE}.{MOVED[leaf]}"
+        new = f"{_PACKAGE}.{MOVED[old]}"
         warnings.warn(f"{fullname} moved to {new}; the old name works until the next release",
                       DeprecationWarning, stacklevel=2)
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(new))

@@ -16,10 +16,10 @@ from datetime import datetime
 
 __all__ = [
     "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "UNKNOWN", "RUN_STATUSES", "FINAL_STATUSES",
-    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE", "STALLED", "STALL_FACTOR", "STALL_FLOOR_S", "stall_limit",
-    "stalled_for",
+    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE", "RETRYING", "STALLED", "STALL_FACTOR", "STALL_FLOOR_S",
+    "stall_limit", "stalled_for",
     "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
-    "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time",
+    "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time", "format_bytes",
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
     "ENV_SWEEP", "env_value", "cache_root",
     "PENDING", "BLOCKED", "SUBMITTED", "SLURM_ENV", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "slurm_step_state",
@@ -45,6 +45,8 @@ DONE = "done"
 SIGNAL_STATUSES = (HEALTHY, DONE, FAILED)
 # a notification's event for a run still "running" whose heartbeat stopped (a reader says CRASHED)
 STALE = "stale"
+# a notification's event for a pipeline step's failed attempt that is tried again (the step stays running)
+RETRYING = "retrying"
 
 # -- progress: when a live run counts as stalled (readers, the watcher, HealthGuard agree on one rule) ------
 STALL_FACTOR = 10.0  # N x the recent time per step without a new step ...
@@ -132,6 +134,16 @@ def iso_time(when: float | None = None) -> str:
 def parse_iso_time(text: str) -> float:
     """Epoch seconds of an ISO 8601 time; a naive one (older files) is taken as local time."""
     return datetime.fromisoformat(text).timestamp()
+
+
+def format_bytes(n: float) -> str:
+    """A size as people read it, in binary units: ``512 B``, ``1.5 KiB``, ``3.0 MiB``, ``2.1 GiB`` (one spelling
+    for every tool, so lt show, lt-sync and lt-migrate agree on what a megabyte is)."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 # -- environment -----------------------------------------------------------------------------------

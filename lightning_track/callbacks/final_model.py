@@ -25,6 +25,7 @@ from ..derived.report import metrics_table
 from ..folder.fileio import atomic_write_json, atomic_write_text, read_json, replace_dir, temp_path, to_jsonable
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics
+from .model_card import CardRun, adapter_config, adapter_lines, loading_code, merge_card, optimizer_lines, tags_for
 from .targets import find_layout, find_run_logger
 
 __all__ = ["FinalModelExport", "load_final_model", "CONFIG_FILE", "WEIGHTS_FILE"]
@@ -131,11 +132,11 @@ class FinalModelExport(Callback):
             shutil.rmtree(staging)
         staging.mkdir()
         try:
-            how, library = self._save_model(pl_module, staging)
+            saved, how, library = self._save_model(pl_module, staging)
             tokenizer = self._find_tokenizer(trainer, pl_module)
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(staging))
-            card = self._model_card(trainer, pl_module, how, tokenizer is not None, library)
+            card = self._model_card(trainer, pl_module, saved, how, tokenizer is not None, library, staging)
             atomic_write_text(staging / CARD_FILE, card)
             replace_dir(staging, target)
         except BaseException:
@@ -143,20 +144,21 @@ class FinalModelExport(Callback):
             raise
         return target
 
-    def _save_model(self, pl_module: LightningModule, folder: Path) -> tuple[str, str]:
-        """Save the model into ``folder``; how it was saved, and the library that loads it."""
+    def _save_model(self, pl_module: LightningModule, folder: Path) -> tuple[Any, str, str]:
+        """Save the model into ``folder``; what was saved, how, and the library that loads it."""
         if _has_save_pretrained(pl_module):
             pl_module.save_pretrained(str(folder))  # type: ignore[operator]
-            return f"{type(pl_module).__name__}.save_pretrained", card_library(pl_module)
+            return pl_module, f"{type(pl_module).__name__}.save_pretrained", card_library(pl_module)
         inner = getattr(pl_module, self.model_attr, None) if self.model_attr else None
         if inner is not None and _has_save_pretrained(inner):
             inner.save_pretrained(str(folder))
-            return f"{type(inner).__name__}.save_pretrained (attribute {self.model_attr!r})", card_library(inner)
+            how = f"{type(inner).__name__}.save_pretrained (attribute {self.model_attr!r})"
+            return inner, how, card_library(inner)
         from huggingface_hub import save_torch_model
 
         atomic_write_json(folder / CONFIG_FILE, _init_config(pl_module))
         save_torch_model(pl_module, folder)
-        return f"safetensors + config.json of {type(pl_module).__name__}", card_library(pl_module)
+        return pl_module, f"safetensors + config.json of {type(pl_module).__name__}", card_library(pl_module)
 
     def _find_tokenizer(self, trainer: Trainer | None, pl_module: LightningModule) -> Any:
         owners: list[Any] = [pl_module]
@@ -187,43 +189,38 @@ class FinalModelExport(Callback):
                     continue
         return final, {}, "trainer.callback_metrics"
 
-    def _model_card(self, trainer: Trainer | None, pl_module: LightningModule, how: str, tokenizer: bool,
-                    library: str) -> str:
-        from huggingface_hub import ModelCardData
-
+    def _model_card(self, trainer: Trainer | None, pl_module: LightningModule, saved: Any, how: str,
+                    tokenizer: bool, library: str, folder: Path) -> str:
+        """Ours merged into the card the saving library wrote in ``folder`` (peft writes one)."""
         logger = find_run_logger(trainer) if trainer is not None else None
         hparams = dict(getattr(pl_module, "hparams", {}) or {})
         dataset = getattr(logger, "dataset", None) or hparams.get("dataset")
         method = getattr(logger, "method", None) or hparams.get("method")
-        tags = ["lightning", "lightning_track"] + ([str(method)] if method else [])
-        data = ModelCardData(library_name=library, tags=tags)
-        final, best, source = self._metrics(trainer)
-        lines = [
-            "---",
-            data.to_yaml().strip(),
-            "---",
-            "",
-            f"# {logger.layout.name if logger is not None else type(pl_module).__name__}",
-            "",
+        facts = [
             f"- dataset: {dataset or 'unknown'}",
             f"- method: {method or 'unknown'}",
             f"- model class: `{type(pl_module).__module__}.{type(pl_module).__qualname__}`",
             f"- saved with: {how}" + (" (tokenizer saved beside it)" if tokenizer else ""),
         ]
+        adapter = adapter_config(saved)
+        if adapter is not None:
+            base = adapter.get("base_model_name_or_path")
+            facts.append(f"- base model: {base}" if base else "- base model: not named by the adapter config")
+        if logger is not None:
+            facts.append(f"- run: {logger.layout.name} (lightning_track run folder)")
         if trainer is not None:
-            lines.append(f"- trained: {training_done(trainer)}")
-        lines += ["", f"## Key metrics (from {source})", ""]
-        if final:
-            lines += metrics_table(final, best, _key_metrics(final, best, self.max_metrics))
-        else:
-            lines.append("(no metrics were logged)")
-        if how.startswith("safetensors"):
-            usage = ["from lightning_track import load_final_model",
-                     f"model = load_final_model(path, {type(pl_module).__name__})"]
-        else:
-            usage = ["# transformers / PEFT / huggingface_hub: <ModelClass>.from_pretrained(path)"]
-        lines += ["", "## Loading", "", "```python", *usage, "```", ""]
-        return "\n".join(lines)
+            facts.append(f"- trained: {training_done(trainer)}")
+        hyper = optimizer_lines(trainer) if trainer is not None else []
+        if adapter is not None:
+            hyper += adapter_lines(adapter)
+        final, best, source = self._metrics(trainer)
+        table = metrics_table(final, best, _key_metrics(final, best, self.max_metrics)) if final else [
+            "(no metrics were logged)"]
+        run = CardRun(title=logger.layout.name if logger is not None else type(pl_module).__name__, facts=facts,
+                      hyperparameters=hyper, metrics=table, metrics_source=source,
+                      usage=loading_code(saved, how, tokenizer, RunLayout.FINAL_MODEL),
+                      tags=tags_for(method), library=library)
+        return merge_card(folder / CARD_FILE, run)
 
 
 def _key_metrics(final: Mapping[str, Any], best: Mapping[str, Any], limit: int) -> list[str]:

@@ -38,11 +38,13 @@ runs after every other callback's (e.g. HealthGuard's, which reports the same ev
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -57,12 +59,11 @@ from ..folder.fileio import atomic_write_json
 from ..folder.layout import RunLayout
 from ..run.distributed import destroy_process_group_at_exit
 from ..vocabulary import FAILED, INTERRUPTED, exit_status, iso_time, stop_signals
-from .health.checks import INTERRUPTED as INTERRUPTED_CHECK
 from .health.checks import STOP_CHECKS
 from .health.guard import HealthGuard
 from .targets import find_layout, find_run_logger, signal_target, training_starts
 
-__all__ = ["PreemptionHandler", "INTERRUPTED_CHECK"]
+__all__ = ["PreemptionHandler", "interrupt_reason"]
 
 
 def _signal_number(name: str | int) -> int:
@@ -75,6 +76,38 @@ def _signal_number(name: str | int) -> int:
         raise ValueError(
             f"PreemptionHandler: unknown signal {name!r} (use e.g. 'SIGTERM', 'SIGINT', 'SIGUSR1')"
         ) from None
+
+
+def interrupt_reason(details: dict[str, Any]) -> str:
+    """The one line ``summary.json["reason"]``, the attempt and the signal file give for a stop."""
+    text = f"{details['signal']} at step {details['step']}"
+    if details.get("checkpoint"):
+        return f"{text}, checkpoint {details['checkpoint']} saved: resume with trainer.fit(ckpt_path='last')"
+    if details.get("error"):
+        return f"{text}, no checkpoint ({details['error']})"
+    return f"{text}, no checkpoint saved"
+
+
+class _DropExceptionLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_LIGHTNING_EXCEPTION_LINE)
+
+
+# ModelCheckpoint.on_exception's line: "An SIGTERMException was raised with message: <blank>, saved ..."
+_LIGHTNING_EXCEPTION_LINE = "An SIGTERMException was raised with message:"
+
+
+@contextmanager
+def _without_lightning_exception_line() -> Iterator[None]:
+    from lightning_utilities.core import rank_zero
+
+    log = rank_zero.log  # where Lightning's rank_zero_info writes
+    dropper = _DropExceptionLine()
+    log.addFilter(dropper)
+    try:
+        yield
+    finally:
+        log.removeFilter(dropper)
 
 
 class PreemptionHandler(Callback):
@@ -220,23 +253,30 @@ class PreemptionHandler(Callback):
         }
         if error:
             details["error"] = error
+        reason = interrupt_reason(details)
+        # Before the logger finalizes, so the line is in logs.txt too (Lightning's own is held back in _save)
+        print(f"PreemptionHandler: {reason}; exit {code}", file=sys.stderr)
         logger = find_run_logger(trainer)
         if logger is not None:
             logger.finalize(INTERRUPTED)  # Lightning's finalize("failed") that follows is ignored
-            self._mark_summary(layout, details)
+            self._mark_summary(layout, details, reason)
         if self.write_signal:
-            self._write_signal(trainer, layout, details)
-        where = f"; checkpoint {self.checkpoint_path}" if self.checkpoint_path else ""
-        print(f"PreemptionHandler: {name} at step {step}: run interrupted{where}; exit {code}", file=sys.stderr)
+            self._write_signal(trainer, layout, details, reason)
 
     @staticmethod
-    def _mark_summary(layout: RunLayout, details: dict[str, Any]) -> None:
+    def _mark_summary(layout: RunLayout, details: dict[str, Any], reason: str) -> None:
         summary = SummaryFile(layout.summary_json)
         data = summary.read()
         # A HealthGuard reports the same stop as a failure ("terminated"/"interrupted"): it was not one.
         if isinstance(data.get("failure"), dict) and data["failure"].get("check") in STOP_CHECKS:
             data.pop("failure")
-        data.update(status=INTERRUPTED, interrupted=details)
+        data.update(status=INTERRUPTED, interrupted=details, reason=reason)
+        attempts = data.get("attempts")
+        if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict):
+            attempt = attempts[-1]
+            if isinstance(attempt.get("failure"), dict) and attempt["failure"].get("check") in STOP_CHECKS:
+                attempt.pop("failure")
+            attempt.update(status=INTERRUPTED, reason=reason)
         atomic_write_json(layout.summary_json, data)
 
     def _save(self, trainer: Any, pl_module: Any, exception: BaseException, layout: RunLayout) -> str:
@@ -248,7 +288,8 @@ class PreemptionHandler(Callback):
                 if callback._last_global_step_saved != trainer.global_step:  # noqa: SLF001
                     flag, callback.save_on_exception = callback.save_on_exception, True
                     try:
-                        callback.on_exception(trainer, pl_module, exception)
+                        with _without_lightning_exception_line():  # ours says the signal, not a blank message
+                            callback.on_exception(trainer, pl_module, exception)
                     finally:
                         callback.save_on_exception = flag
                 return str(callback._last_checkpoint_saved or saved_before)  # noqa: SLF001
@@ -256,17 +297,14 @@ class PreemptionHandler(Callback):
         trainer.save_checkpoint(str(path))
         return str(path)
 
-    def _write_signal(self, trainer: Any, layout: RunLayout, details: dict[str, Any]) -> None:
+    def _write_signal(self, trainer: Any, layout: RunLayout, details: dict[str, Any], reason: str) -> None:
         # The same file a HealthGuard of this trainer (and lt-run) uses: the guard's choice comes
         # before the environment, this handler's own arguments before both.
         guard = next((c for c in trainer.callbacks if isinstance(c, HealthGuard)), None)
         target = signal_target(trainer, self._signals_dir_arg, self._exp_id_arg,
                                inherit=guard.target if guard is not None else None, layout=layout)
-        resume = "checkpoint saved, resume with trainer.fit(ckpt_path='last')" if details["resumable"] else (
-            "no checkpoint")
-        reason = f"{details['signal']} received at step {details['step']}: run interrupted, {resume}"
         try:
-            target.write(FAILED, check=INTERRUPTED_CHECK, reason=reason, run_dir=str(layout.run_dir.resolve()),
+            target.write(FAILED, check=INTERRUPTED, reason=reason, run_dir=str(layout.run_dir.resolve()),
                          rank=trainer.global_rank, **details)
         except (OSError, ValueError) as exc:
             print(f"PreemptionHandler: could not write the signal: {exc}", file=sys.stderr)

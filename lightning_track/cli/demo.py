@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  lt show {run_dir}     # status, config, metrics, checkpoints, console tail")
     print(f"  lt ls {run_dir.parent}     # every run, one line each; lt report RUN ... -o report.html")
     print(f"  tensorboard --logdir {run_dir.parent}")
-    print(f"  cat {run_dir / 'summary.json'}")
+    print(f"  cat {RunLayout(run_dir).summary_json}")
     swanlab_dir = RunLayout(run_dir).swanlab_dir
     if (swanlab_dir / RunLayout.SWANLAB_BOARD_DB).exists():  # a local-mode SwanLab run: its own board
         print(f"  swanlab watch {swanlab_dir}     # SwanLab's board on http://127.0.0.1:5092")

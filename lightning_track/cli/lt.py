@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from ..vocabulary import EXIT_OK
 
@@ -25,16 +23,6 @@ __all__ = ["main"]
 
 _TOOLS = {"run": "run", "sync": "sync", "migrate": "migrate", "demo": "demo"}
 _USAGE = __doc__.split("\n\n")[1]
-
-
-def _warn(command: str, message: str) -> None:
-    print(f"lt {command}: {message}", file=sys.stderr)
-
-
-def _default_roots(roots: Sequence[str] | None) -> list[str]:
-    if roots:
-        return list(roots)
-    return ["runs"] if Path("runs").is_dir() else ["."]
 
 
 def _positive_int(text: str) -> int:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunFolderError, one_line
-from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_bytes
 
 __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note"]
 
@@ -18,6 +19,12 @@ def _warn(command: str, message: str) -> None:
     from ..query.format import printable
 
     print(printable(f"lt {command}: {message}"), file=sys.stderr)
+
+
+def _default_roots(roots: Sequence[str] | None) -> list[str]:
+    if roots:
+        return list(roots)
+    return ["runs"] if Path("runs").is_dir() else ["."]
 
 
 def _stale(args: argparse.Namespace) -> dict[str, float]:
@@ -31,11 +38,11 @@ def _dumps(obj: Any) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from ..query.filters import MISSING, FilterError, parse_filter
+    from ..errors import FilterError
+    from ..query.filters import MISSING, parse_filter
     from ..query.format import printable, table
-    from ..query.listing import cell, header, parse_columns, sort_runs, unknown_keys
+    from ..query.listing import DEFAULT_COLUMNS, cell, header, parse_columns, sort_runs, unknown_keys
     from ..query.runs import filter_runs, find_runs, main_metric
-    from .lt import _default_roots
 
     try:
         filters = [parse_filter(f) for f in args.filter]
@@ -58,8 +65,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.last is not None:
         rows = rows[-args.last:] if args.last > 0 else []
     if args.json:
-        extra = [c for c in columns if c not in ("name", "source", "dataset", "method", "status", "start",
-                                                  "duration", "step", "host", "tag")]
+        extra = [c for c in columns if c not in DEFAULT_COLUMNS]
         out = []
         for run in rows:
             record = run.record()
@@ -69,7 +75,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             out.append(record)
         print(_dumps(out))
     elif rows:
-        right = [c in ("duration", "step") or c.startswith(("best.", "final.")) for c in columns]
+        right = [c in ("wall_span", "training_time", "step") or c.startswith(("best.", "final.")) for c in columns]
         print(table([header(c) for c in columns], [[printable(cell(run, c)) for c in columns] for run in rows],
                     right=right))
     if not rows:
@@ -82,8 +88,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _resolve(spec: str, roots: list[str] | None) -> Path:
-    from ..query.runs import resolve_run
-    from .lt import _default_roots
+    from ..query.discover import resolve_run
 
     return resolve_run(spec, _default_roots(roots))
 
@@ -181,7 +186,8 @@ def _runs_for_report(args: argparse.Namespace, problems: list[str]) -> list[Any]
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from ..query.filters import FilterError, parse_filter
+    from ..errors import FilterError
+    from ..query.filters import parse_filter
     from ..query.report_html import POINTS, write_report
 
     try:
@@ -204,7 +210,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                         problems=problems)
     for problem in dict.fromkeys(problems):
         _warn("report", problem)
-    print(f"{args.output}: {len(runs)} runs, {len(text.encode()) / 1024:.0f} KiB, "
+    print(f"{args.output}: {len(runs)} runs, {format_bytes(len(text.encode()))}, "
           f"{time.perf_counter() - started:.2f} s")
     return EXIT_OK
 

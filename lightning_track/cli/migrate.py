@@ -15,7 +15,7 @@ from ..errors import ConfigError, SourceError
 from ..folder.fileio import atomic_write_json
 from ..migrate import MigrateOptions, PlannedRun, default_jobs, load_rules, make_example, migrate
 from ..migrate.report import STATUS_FAILED, MigrationReport, RunReport
-from ..vocabulary import EXIT_OK, EXIT_USAGE, exit_status
+from ..vocabulary import EXIT_OK, EXIT_USAGE, exit_status, format_bytes
 from ._errors import reports
 
 
@@ -65,7 +65,7 @@ def _print_plan(console: Console, plans: list[PlannedRun]) -> None:
         table.add_column(column)
     for plan in plans:
         note = plan.error or ("already migrated" if plan.already_migrated else "; ".join(plan.would_skip))
-        table.add_row(escape(plan.legacy.relpath), escape(plan.name or "-"), f"{plan.size / 1e6:.1f} MB",
+        table.add_row(escape(plan.legacy.relpath), escape(plan.name or "-"), format_bytes(plan.size),
                       escape(note))
     console.print(table)
 

@@ -56,14 +56,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], None]) -> int:
-    from ..launch.pipeline_state import DONE, SUBMITTED, PipelineState, state_path
+    from ..launch.pipeline_state import PipelineState, state_path
     from ..launch.slurm import SlurmOptions, sbatch_scripts, script_path, submit, submit_plan
     from ..redaction import redact_command
-    from ..vocabulary import RUNNING
+    from ..vocabulary import DONE, RUNNING, SUBMITTED
 
     if not args.dry_run and state_path(pipeline).exists():  # what Slurm says of the jobs submitted before
+        from ..launch.pipeline import expand_sweeps
         from ..launch.slurm_status import refresh_from_slurm
-        from ..launch.sweep import expand_sweeps
 
         refresh_from_slurm(PipelineState(expand_sweeps(pipeline), resume=False))  # a failed one is submitted again
     state = PipelineState(pipeline)
@@ -95,8 +95,8 @@ def _slurm(args: argparse.Namespace, pipeline: Pipeline, log: Callable[[str], No
 
 def _sweep_arrays(pipeline: Pipeline, options: object, steps: list[str]) -> dict[str, str]:
     """The sweep steps among ``steps`` as job arrays (one task per trial) instead of one job each."""
+    from ..launch.pipeline import check_slurm_references
     from ..launch.slurm import sweep_array_script
-    from ..launch.sweep import check_slurm_references
 
     check_slurm_references(pipeline)
     return {n: sweep_array_script(pipeline, n, options) for n in steps  # type: ignore[arg-type]
@@ -105,8 +105,9 @@ def _sweep_arrays(pipeline: Pipeline, options: object, steps: list[str]) -> dict
 
 def _record_array_tasks(pipeline: Pipeline, ids: dict[str, str]) -> None:
     """Each submitted trial in the state file as ``submitted`` with its array task id ``<job>_<i>``."""
-    from ..launch.pipeline_state import SUBMITTED, PipelineState
-    from ..launch.sweep import expand_sweeps
+    from ..launch.pipeline import expand_sweeps
+    from ..launch.pipeline_state import PipelineState
+    from ..vocabulary import SUBMITTED
 
     expanded = expand_sweeps(pipeline)
     if not any(n in ids for n in expanded.sweeps):
@@ -120,9 +121,9 @@ def _record_array_tasks(pipeline: Pipeline, ids: dict[str, str]) -> None:
 
 def _print_status(pipeline: Pipeline) -> None:
     """``--status``: every step's state (a sweep's trials too), then each sweep's trials by best metric."""
+    from ..launch.pipeline import expand_sweeps
     from ..launch.pipeline_state import PipelineState, format_status
     from ..launch.slurm_status import refresh_from_slurm
-    from ..launch.sweep import expand_sweeps
     from ..launch.sweep_report import sweep_table
     from ..query.sweeps import table_lines
 
@@ -146,9 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lt run: {message}", file=sys.stderr, flush=True)
 
     from ..errors import ConfigError, LightningTrackError
-    from ..launch.pipeline import load_pipeline
+    from ..launch.pipeline import expand_sweeps, load_pipeline
     from ..launch.pipeline_state import format_status
-    from ..launch.sweep import expand_sweeps
 
     try:
         pipeline = load_pipeline(args.pipeline)

@@ -1,7 +1,11 @@
 """``lt-run``: launch a training command, watch its health signals, post-process its run folder.
 
-    lt-run [--exp-id ID] [--signals-dir DIR] [--health-time SECONDS] [--run-dir DIR] [--slurm-requeue] -- CMD ...
+    lt-run [--exp-id ID] [--signals-dir DIR] [--health-time SECONDS] [--run-dir DIR] [--slurm-requeue]
+           [--notify URL ...] [--stale SECONDS] -- CMD ...
     lt-run --post-process RUN_DIR
+
+``--notify`` sends what a pipeline step sends (healthy, done, failed with its check, value and step,
+interrupted, stale; :mod:`lightning_track.launch.notices`), titled ``<exp_id>: <event>``.
 
 Exits with the child's exit code (128 + N when signal N killed it), so Slurm's
 ``--dependency=afterok`` chains work. The logic lives in :mod:`lightning_track.launch.runner`.
@@ -13,6 +17,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..errors import one_line
 from ..vocabulary import DONE, EXIT_OK, EXIT_USAGE, FAILED, HEALTHY
 from ._errors import reports
 
@@ -48,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--slurm-requeue", action="store_true",
                         help="in a Slurm job: when the command stopped on a signal and left a resumable checkpoint "
                              "(PreemptionHandler), requeue the job (scontrol requeue $SLURM_JOB_ID) to continue it")
+    parser.add_argument("--notify", action="append", default=[], metavar="URL",
+                        help="an apprise URL (json://host:port/path, slack://..., mailto://...) told healthy, done, "
+                             "failed, interrupted and stale, as a pipeline step does; repeatable")
+    parser.add_argument("--stale", type=float, default=120.0, metavar="SECONDS",
+                        help="with --notify: notify when the run's heartbeat is older than this (default: 120; 0: off)")
     parser.add_argument("--post-process", metavar="RUN_DIR",
                         help="only post-process RUN_DIR (rebuild metrics.csv, summary.json, report_draft.md)")
     return parser
@@ -96,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.post_process is not None:
         if cmd:
             return error("--post-process takes no command")
+        if args.notify:
+            return error("--notify goes with a command (lt-run --notify URL -- CMD ...)")
         from pathlib import Path
 
         from ..derived.summary import post_process
@@ -113,19 +125,35 @@ def main(argv: list[str] | None = None) -> int:
     if not cmd:
         return error("no command given (usage: lt-run [options] -- CMD ...)")
 
-    from ..launch.runner import run_command
+    from ..launch.notices import CommandNotices
+    from ..launch.notify import Notifier
+    from ..launch.runner import default_exp_id, run_command
+
+    try:
+        notifier = Notifier(args.notify, log=lambda text: say(f"lt-run: {_escape(text)}"))
+    except ValueError as exc:  # a URL apprise does not understand, or no apprise: before anything starts
+        return error(str(exc))
+    exp_id = args.exp_id if args.exp_id is not None else default_exp_id(cmd)
+    notices = CommandNotices(notifier, exp_id, args.signals_dir, stale_after=args.stale,
+                             log=lambda text: on_event("error", text))
 
     def on_event(kind: str, message: str) -> None:
         style = _STYLES.get(kind, "")
         text = _escape(message)
         say(f"[{style}]lt-run[/{style}]: {text}" if style else f"lt-run: {text}")
+        notices.on_event(kind, message)
 
     try:
-        result = run_command(cmd, exp_id=args.exp_id, signals_dir=args.signals_dir, health_time=args.health_time,
-                             run_dir=args.run_dir, grace=args.grace, do_post_process=not args.no_post_process,
-                             on_event=on_event, console=not args.no_console)
+        with notices:
+            result = run_command(cmd, exp_id=exp_id, signals_dir=args.signals_dir, health_time=args.health_time,
+                                 run_dir=args.run_dir, grace=args.grace, do_post_process=not args.no_post_process,
+                                 on_event=on_event, console=not args.no_console)
     except (OSError, ValueError) as exc:
+        notices.send(FAILED, one_line(exc))
+        notifier.close()
         return error(str(exc))
+    notices.finished(result)
+    notifier.close()
     if args.slurm_requeue:
         from ..launch.slurm_job import requeue_if_resumable
 

@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..folder.fileio import atomic_open
-from ..folder.records import MetricRecord, read_metrics
+from ..folder.records import MetricRecord, read_metrics  # noqa: F401 - read_metrics: lightning_track.metrics (old path)
 
 __all__ = [
-    "MetricRecord",  # re-exported: lightning_track.metrics (the old path) had both halves
-    "read_metrics",
     "infer_mode",
     "summarize_metrics",
     "write_metrics_csv",
@@ -27,28 +25,39 @@ __all__ = [
 
 Mode = Literal["min", "max"]
 
-_MIN_WORDS = re.compile(r"(loss|err|error|perplexity|ppl|mae|mse|rmse|wer|cer|nll|distance|regret)", re.I)
-_MAX_WORDS = re.compile(
-    r"(acc|accuracy|f1|r2|auc|auroc|precision|recall|bleu|rouge|iou|dice|map|score|reward|return|psnr|ssim)", re.I
+# Words of a metric's name, matched as whole parts of it (split on anything not a letter or digit), never
+# as substrings: ``answer_acc`` is an accuracy although "answer" holds "wer", ``stderr_lines`` is no error.
+# A word may carry a count or a variant (``acc5``, ``rouge1``, ``rougeLsum``, ``map50``, ``losses``).
+_MIN_WORDS = re.compile(
+    r"(?:^|_)(?:loss|losses|err|errs|error|errors|perplexity|ppl|mae|mse|rmse|msle|wer|cer|ter|nll|bpb|bpc|"
+    r"distance|regret|cross_entropy|crossentropy|logloss|kl|divergence|fid)(?:\d+)?(?:_|$)"
 )
+_MAX_WORDS = re.compile(
+    r"(?:^|_)(?:top\d+_?)?(?:acc|accuracy|f1|fscore|f1_score|r2|auc|auroc|auprc|roc_auc|precision|recall|bleu|"
+    r"sacrebleu|chrf|meteor|rouge(?:l|lsum)?|iou|miou|dice|map|ndcg|mrr|hits|score|reward|rewards|return|returns|"
+    r"psnr|ssim|exact_match|em|pass|win_rate|success|success_rate)(?:\d+)?(?:_|$)"
+)
+_CAMEL = re.compile(r"(?<=[a-z]{2})(?=[A-Z][a-z])")  # valAcc, trainLoss; not mAP, mIoU
 _FLOAT = {float}
 _STR = {str}
 _NO_BEST = re.compile(r"(^|/)(epoch|step|lr|learning_rate|lr-.*|grad_norm.*|time.*|.*_time)$", re.I)
 
 
 def infer_mode(name: str) -> Mode | None:
-    """``"min"`` for losses/errors, ``"max"`` for accuracies/scores, None when best means nothing."""
-    leaf = name.rsplit("/", 1)[-1]
-    if _NO_BEST.search(name) or _NO_BEST.search(leaf):
+    """``"min"`` for losses/errors, ``"max"`` for accuracies/scores, None when best means nothing.
+
+    The last part of the name decides first (``val/acc``, ``val_acc_epoch``, ``train/loss_step``), then
+    the whole name (``loss/val``); within one, a loss word wins (``reward_loss`` is a loss).
+    """
+    if _NO_BEST.search(name):
         return None
-    if _MIN_WORDS.search(leaf):
-        return "min"
-    if _MAX_WORDS.search(leaf):
-        return "max"
-    if _MIN_WORDS.search(name):
-        return "min"
-    if _MAX_WORDS.search(name):
-        return "max"
+    leaf = name.rsplit("/", 1)[-1]
+    for part in (leaf, name):
+        words = "_".join(re.findall(r"[a-z0-9]+", _CAMEL.sub("_", part).lower()))
+        if _MIN_WORDS.search(words):
+            return "min"
+        if _MAX_WORDS.search(words):
+            return "max"
     return None
 
 

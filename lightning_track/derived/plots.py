@@ -17,10 +17,8 @@ from typing import Any
 from ..folder.fileio import atomic_open
 from ..folder.layout import RunLayout
 
-__all__ = ["PLOTS_DIR", "RUN_PLOT", "plot_panels", "have_matplotlib", "Series", "run_panels", "write_run_plots"]
+__all__ = ["plot_panels", "have_matplotlib", "Series", "run_panels", "write_run_plots"]
 
-PLOTS_DIR = RunLayout.PLOTS
-RUN_PLOT = RunLayout.RUN_PLOT  # relative to the run folder; report_draft.md links it
 POINTS = 600
 MAX_PANELS = 12
 Series = tuple[str, Any, Any]  # (label, steps, values as numpy arrays); numpy is imported when drawing
@@ -116,5 +114,5 @@ def write_run_plots(run_dir: str | Path, records: Sequence[object]) -> Path | No
     panels = dict(list(run_panels(records).items())[:MAX_PANELS])  # a run of 100 metrics: the first ones
     if not panels or not have_matplotlib():
         return None
-    (Path(run_dir) / RUN_PLOT).parent.mkdir(exist_ok=True)
-    return plot_panels(panels, Path(run_dir) / RUN_PLOT, title=Path(run_dir).name)
+    (Path(run_dir) / RunLayout.RUN_PLOT).parent.mkdir(exist_ok=True)
+    return plot_panels(panels, Path(run_dir) / RunLayout.RUN_PLOT, title=Path(run_dir).name)

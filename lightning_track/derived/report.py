@@ -14,7 +14,6 @@ from typing import Any
 from ..folder.fileio import restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, FAILED, INTERRUPTED
-from .plots import RUN_PLOT
 from .system import system_report_line
 
 __all__ = ["render_report", "format_value", "metrics_table", "failure_lines"]
@@ -69,7 +68,8 @@ def render_report(layout: RunLayout, summary: Mapping[str, Any]) -> str:
         f"- status: {status}",
         f"- dataset / method: {summary.get('dataset', '?')} / {summary.get('method', '?')}",
         f"- started: {summary.get('start_time', '?')}, ended: {summary.get('end_time', '-')}",
-        f"- duration: {summary.get('duration_s', '-')} s, last step: {summary.get('last_step', '-')}",
+        f"- training time: {summary.get('training_time_s', summary.get('duration_s', '-'))} s, wall span (first"
+        f" start to last end): {summary.get('wall_span_s', '-')} s, last step: {summary.get('last_step', '-')}",
         *([f"- {line}"] if (line := system_report_line(summary.get("system"))) else []),
         "",
         "## Key results",
@@ -80,7 +80,7 @@ def render_report(layout: RunLayout, summary: Mapping[str, Any]) -> str:
         "",
         "## Plots",
         "",
-        *([f"![metrics]({RUN_PLOT})", ""] if (layout.run_dir / RUN_PLOT).is_file() else []),
+        *([f"![metrics]({RunLayout.RUN_PLOT})", ""] if (layout.run_dir / RunLayout.RUN_PLOT).is_file() else []),
         f"`tensorboard --logdir {layout.run_dir}` (curves), `metrics.csv` (one row per step), "
         f"`lt report {layout.name} -o report.html` (interactive).",
         "",

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunFolderError, RunNotFound, one_line
-from ..folder.fileio import JsonlProblem, atomic_write_json, atomic_write_text, read_json
+from ..errors import JsonlProblem, RunFolderError, RunNotFound, one_line
+from ..folder.fileio import atomic_write_json, atomic_write_text, read_json
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics
 from ..vocabulary import RUNNING, iso_time
@@ -137,10 +137,10 @@ def post_process(
 
 def _draw(layout: RunLayout, records: list[Any]) -> str | None:
     """Draw the run's PNG curves; the one-line reason when they could not be drawn."""
-    from .plots import RUN_PLOT, write_run_plots
+    from .plots import write_run_plots
 
     try:
         write_run_plots(layout.run_dir, records)
     except Exception as exc:  # noqa: BLE001 - a plot must never cost the run its summary
-        return f"{layout.run_dir / RUN_PLOT}: {one_line(exc)}"
+        return f"{layout.run_dir / RunLayout.RUN_PLOT}: {one_line(exc)}"
     return None

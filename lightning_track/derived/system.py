@@ -20,7 +20,7 @@ _MEAN = ("proc_cpu_percent", "cpu_percent", "utilization_percent", "power_w")
 
 
 def _files(layout: RunLayout) -> list[Path]:
-    return [p for p in [layout.system_jsonl, *sorted(layout.run_dir.glob("system.node*.jsonl"))] if p.is_file()]
+    return [p for p in [layout.system_jsonl, *layout.node_system_jsonls()] if p.is_file()]
 
 
 def system_summary(run_dir: str | Path) -> dict[str, Any] | None:

@@ -33,7 +33,6 @@ __all__ = [
     "JsonlAppender",
     "read_json",
     "iter_jsonl",
-    "JsonlProblem",
     "restore_nonfinite",
     "TEMP_SUFFIX",
     "temp_path",
@@ -352,6 +351,8 @@ class JsonlAppender:
     quota) is cut back to the file's last whole line before the error is raised, naming the file.
     """
 
+    _write = staticmethod(os.write)  # one write of the batch (a test's failing disk replaces it)
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -364,7 +365,7 @@ class JsonlAppender:
         start = os.fstat(self._fd).st_size
         try:
             while view:
-                written = os.write(self._fd, view)
+                written = self._write(self._fd, view)
                 view = view[written:]
         except OSError as exc:
             self._cut_back(start)

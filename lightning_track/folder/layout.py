@@ -19,12 +19,9 @@ __all__ = [
     "RunLayout",
     "RunName",
     "sanitize_name",
-    "format_timestamp",
     "parse_run_name",
-    "TIMESTAMP_FORMAT",
-]
+    ]
 
-TIMESTAMP_FORMAT = RUN_NAME_TIME_FORMAT
 MAX_NAME_PART = 80
 
 # Characters that break paths, shells or viewers: a folder name pasted into a double-quoted or
@@ -50,9 +47,6 @@ def sanitize_name(value: str, *, what: str = "name") -> str:
     return text[:MAX_NAME_PART]
 
 
-format_timestamp = run_name_time  # the stamp in a run folder's name
-
-
 @dataclass(frozen=True)
 class RunName:
     """The parts of a run folder name ``<dataset>_<method>_<YYYYmmdd_HHMMSS>[-N]``."""
@@ -63,7 +57,7 @@ class RunName:
 
     @property
     def started(self) -> datetime:
-        return datetime.strptime(self.timestamp, TIMESTAMP_FORMAT)
+        return datetime.strptime(self.timestamp, RUN_NAME_TIME_FORMAT)
 
 
 def parse_run_name(name: str) -> RunName | None:
@@ -72,7 +66,7 @@ def parse_run_name(name: str) -> RunName | None:
     if not match:
         return None
     try:
-        datetime.strptime(match["stamp"], TIMESTAMP_FORMAT)
+        datetime.strptime(match["stamp"], RUN_NAME_TIME_FORMAT)
     except ValueError:
         return None
     return RunName(match["prefix"], match["stamp"], int(match["n"] or 1))
@@ -111,6 +105,9 @@ class RunLayout:
     SYSTEM_JSONL = "system.jsonl"  # GPU/CPU/memory samples over time
     MEDIA = "media"  # images, text and histograms logged by the run
     MEDIA_JSONL = "media.jsonl"  # their index: key, step, time, file, caption
+    ATTEMPT_META = "meta.attempt-{attempt}.json"  # meta.json of a resumed attempt (the first one's stays)
+    NODE_SYSTEM_JSONL = "system.node{node}.jsonl"  # another node's machine samples (DDP over nodes)
+    PIPELINE_STATE_SUFFIX = ".pipeline.json"  # <runs root>/<pipeline>.pipeline.json: a pipeline's step states
     APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING, LOGS, SYSTEM_JSONL, MEDIA_JSONL)
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -191,6 +188,10 @@ class RunLayout:
         return self.run_dir / self.LINE_CHECKPOINT_MAPPING
 
     @property
+    def annotations_json(self) -> Path:
+        return self.run_dir / self.ANNOTATIONS
+
+    @property
     def logs_txt(self) -> Path:
         return self.run_dir / self.LOGS
 
@@ -209,6 +210,18 @@ class RunLayout:
     @property
     def media_jsonl(self) -> Path:
         return self.run_dir / self.MEDIA_JSONL
+
+    def attempt_meta_json(self, attempt: int) -> Path:
+        """``meta.json`` of attempt ``attempt`` after the first (which keeps :attr:`meta_json`)."""
+        return self.run_dir / self.ATTEMPT_META.format(attempt=attempt)
+
+    def node_system_jsonl(self, node: int) -> Path:
+        """Machine samples of node ``node`` (node 0's are :attr:`system_jsonl`)."""
+        return self.system_jsonl if node == 0 else self.run_dir / self.NODE_SYSTEM_JSONL.format(node=node)
+
+    def node_system_jsonls(self) -> list[Path]:
+        """Every other node's samples file present, in name order."""
+        return sorted(self.run_dir.glob(self.NODE_SYSTEM_JSONL.format(node="*")))
 
     def dropped_metrics_jsonl(self, attempt: int) -> Path:
         """Where the records that attempt ``attempt``'s resume took out of ``metrics.jsonl`` go."""
@@ -317,6 +330,21 @@ class RunLayout:
             raise ValueError(f"signal status {status!r} is not one of {', '.join(cls.SIGNAL_STATUSES)}")
         return Path(signals_dir) / (f"{exp_id}.{status}" + (".json" if json else ""))
 
+    @classmethod
+    def pipeline_state_json(cls, root: str | Path, pipeline: str) -> Path:
+        """Where pipeline ``pipeline`` keeps its steps' states: a file beside the runs, never taken for a run."""
+        return Path(root) / f"{pipeline}{cls.PIPELINE_STATE_SUFFIX}"
+
+    @classmethod
+    def pipeline_state_files(cls, root: str | Path) -> list[Path]:
+        """Every pipeline state file under the runs root ``root``, in name order."""
+        return sorted(Path(root).glob(f"*{cls.PIPELINE_STATE_SUFFIX}"))
+
+    @classmethod
+    def pipeline_of_state_file(cls, path: str | Path) -> str:
+        """The pipeline's name a state file is named after."""
+        return Path(path).name.removesuffix(cls.PIPELINE_STATE_SUFFIX)
+
     @property
     def swanlab_workspace(self) -> Path:
         return self.root / self.SWANLAB_WORKSPACE
@@ -335,7 +363,7 @@ class RunLayout:
         ``mkdir`` without ``exist_ok`` is the lock: two processes can never get the same folder.
         """
         root = Path(root)
-        timestamp = timestamp or format_timestamp()
+        timestamp = timestamp or run_name_time()
         root.mkdir(parents=True, exist_ok=True)
         counter = 1
         while True:

@@ -26,31 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, one_line
-from ..vocabulary import DONE, ENV_EXP_ID, ENV_SIGNALS_DIR, FAILED, HEALTHY, SIGNAL_STATUSES, env_value, iso_time
+from ..vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, SIGNAL_STATUSES, env_value, iso_time
 from .fileio import atomic_write_json, atomic_write_text, read_json, restore_nonfinite
 from .layout import RunLayout, sanitize_name
 
 __all__ = [
-    "HEALTHY",
-    "DONE",
-    "FAILED",
-    "STATUSES",
-    "ENV_EXP_ID",
-    "ENV_SIGNALS_DIR",
     "check_exp_id",
     "signal_path",
     "write_signal",
     "read_signal",
     "read_signals",
     "clear_signals",
-    "RUN_NOTE_SUFFIX",
     "run_note_path",
     "write_run_note",
     "read_run_note",
     "tell_launcher",
 ]
-
-STATUSES = SIGNAL_STATUSES
 
 # Fields of the text file, in this order; the JSON twin holds every field.
 _TEXT_FIELDS = ("status", "step", "loss", "timestamp", "check", "reason", "exit_code", "duration_s")
@@ -144,7 +135,7 @@ def read_signal(signals_dir: str | Path, exp_id: str, status: str, *, newer_than
 def read_signals(signals_dir: str | Path, exp_id: str, *, newer_than: float | None = None) -> dict[str, dict]:
     """Every signal of ``exp_id`` present, keyed by status."""
     found = {}
-    for status in STATUSES:
+    for status in SIGNAL_STATUSES:
         record = read_signal(signals_dir, exp_id, status, newer_than=newer_than)
         if record is not None:
             found[status] = record
@@ -154,7 +145,7 @@ def read_signals(signals_dir: str | Path, exp_id: str, *, newer_than: float | No
 def clear_signals(signals_dir: str | Path, exp_id: str) -> list[Path]:
     """Remove the signals of ``exp_id`` (a new attempt under the same id starts clean)."""
     removed = []
-    for status in STATUSES:
+    for status in SIGNAL_STATUSES:
         for json in (False, True):
             path = signal_path(signals_dir, exp_id, status, json=json)
             try:
@@ -177,14 +168,13 @@ def format_signal(record: Mapping[str, Any]) -> str:
 
 
 # -- the run note: which run folder a launched command writes to -------------------------------------
-RUN_NOTE_SUFFIX = RunLayout.RUN_NOTE_SUFFIX
 
 
 def run_note_path(signals_dir: str | Path, exp_id: str) -> Path:
     """``<signals_dir>/<exp_id>.run``: where a command launched by lt-run names its run folder, as
     soon as the folder exists (before any health signal), so lt-run can post-process it whatever
     happens next."""
-    return Path(signals_dir) / f"{check_exp_id(exp_id)}{RUN_NOTE_SUFFIX}"
+    return Path(signals_dir) / f"{check_exp_id(exp_id)}{RunLayout.RUN_NOTE_SUFFIX}"
 
 
 def write_run_note(signals_dir: str | Path, exp_id: str, run_dir: str | Path) -> Path:

@@ -24,18 +24,21 @@ known when the command starts. Other braces are left as they are.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .sweep import SWEEP_KEYS, SweepSpec, Trial, parse_sweep
+from .sweep import SWEEP_KEYS, SweepSpec, Trial, format_value, parse_sweep, trial_command
 
-__all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "render_command", "refuse_control"]
+__all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "render_command", "refuse_control",
+           "expand_sweeps", "trial_names", "check_slurm_references"]
 
 REFERENCE = re.compile(r"\{([A-Za-z0-9_][A-Za-z0-9_-]*)\.([A-Za-z_]+)\}")
 _FIELDS = ("run_dir", "exp_id")  # what {step.<field>} may name
@@ -130,7 +133,17 @@ def _step(source: str, name: Any, raw: Any) -> Step:
         raise ConfigError(f"{where}: ntasks must be a whole number >= 1 (Slurm tasks, one per rank), got {ntasks!r}")
     return Step(name=name, cmd=cmd, after=tuple(dict.fromkeys(after)),
                 health_time=float(health_time) if health_time is not None else None, retries=retries, ntasks=ntasks,
-                sweep=parse_sweep(where, raw))
+                sweep=_refuse_references(where, parse_sweep(where, raw)))
+
+
+def _refuse_references(where: str, sweep: SweepSpec | None) -> SweepSpec | None:
+    """A value is data, never a ``{step.run_dir}`` the command would later fill in from another step."""
+    for key, value in (pair for trial in (sweep.trials if sweep else ()) for pair in trial):
+        found = REFERENCE.search(format_value(value))
+        if found:
+            raise ConfigError(f"{where}: sweep value {value!r} of {key!r} holds the reference {found[0]}; references "
+                              "go in cmd:, not in values")
+    return sweep
 
 
 def _order(source: str, steps: Mapping[str, Step]) -> tuple[str, ...]:
@@ -242,8 +255,59 @@ def render_command(step: Step, values: Mapping[str, Mapping[str, str | None]]) -
         ref, field = match.group(1), match.group(2)
         value = values.get(ref, {}).get(field)
         if not value:
-            raise ConfigError(f"step {step.name!r}: {match.group(0)} is unknown: step {ref!r} named no run folder "
-                              f"(give it a RunLogger or HealthGuard, which write <signals>/<exp_id>.run)")
+            why = values.get(ref, {}).get("no_run_dir")  # the step said why (a sweep: no trial had the metric)
+            raise ConfigError(f"step {step.name!r}: {match.group(0)} is unknown: " + (why or (
+                f"step {ref!r} named no run folder (give it a RunLogger or HealthGuard, which write"
+                " <signals>/<exp_id>.run)")))
         return shlex.quote(value)
 
     return REFERENCE.sub(replace, step.cmd)
+
+
+def _digest(spec: SweepSpec) -> str:
+    return hashlib.sha1(json.dumps([list(t) for t in spec.trials], default=str).encode()).hexdigest()[:8]
+
+
+def expand_sweeps(pipeline: Pipeline) -> Pipeline:
+    """Each sweep step ``s`` becomes the trial steps ``s.0 .. s.<n-1>`` (after what ``s`` waited for) and ``s``
+    itself, after every trial: the driver records its best trial there. Plain pipelines come back unchanged."""
+    sweeping = [name for name in pipeline.order if pipeline.steps[name].sweep is not None]
+    if not sweeping or pipeline.sweeps:
+        return pipeline
+    steps: dict[str, Any] = {}
+    order: list[str] = []
+    sweeps: dict[str, tuple[str, ...]] = {}
+    for name in pipeline.order:
+        step = pipeline.steps[name]
+        spec = step.sweep
+        if spec is None:
+            steps[name] = step
+            order.append(name)
+            continue
+        names = tuple(f"{name}.{i}" for i in range(len(spec.trials)))
+        for i, (trial, overrides) in enumerate(zip(names, spec.trials, strict=True)):
+            steps[trial] = replace(step, name=trial, cmd=trial_command(step.cmd, overrides, i), sweep=None,
+                                   trial=Trial(name, i, overrides, spec.metric, spec.mode))
+        steps[name] = replace(step, cmd=f"sweep of {len(names)} trials ({spec.kind} {_digest(spec)}): {step.cmd}",
+                              after=names, health_time=None, retries=0)
+        sweeps[name] = names
+        order += [*names, name]
+    return replace(pipeline, steps=steps, order=tuple(order), sweeps=sweeps)
+
+
+def trial_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
+    """``names`` with the trials of every sweep among them added (``--from`` a sweep runs its trials again)."""
+    out = list(names)
+    for name in names:
+        out += [t for t in pipeline.sweeps.get(name, ()) if t not in out]
+    return out
+
+
+def check_slurm_references(pipeline: Pipeline) -> None:
+    """On Slurm a sweep is one job array and no job picks its best trial: ``{sweep.run_dir}`` is refused there."""
+    for step in pipeline.steps.values():
+        for ref, what in step.references:
+            if what == "run_dir" and ref in pipeline.steps and pipeline.steps[ref].sweep is not None:
+                raise ConfigError(f"step {step.name!r}: {{{ref}.run_dir}} names sweep {ref!r}, which has one run "
+                                  f"folder per trial and no best one on Slurm; use {{{ref}.exp_id}} (the trials' tag, "
+                                  "e.g. lt report --filter tag=...) or run without --slurm")

@@ -22,39 +22,38 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, one_line
-from ..folder import signals
-from ..folder.fileio import read_json
-from ..folder.layout import RunLayout
 from ..redaction import redact_command
 from ..vocabulary import (
+    BLOCKED,
     DONE,
     EXIT_FAILURE,
     EXIT_OK,
     FAILED,
     HEALTHY,
     INTERRUPTED,
+    PENDING,
+    RETRYING,
     RUNNING,
     STALE,
-    STALLED,
     iso_time,
     stop_signals,
 )
+from .notices import WATCH_INTERVAL, failure_brief, metric_values, stale_notice
 from .notify import Notifier
-from .pipeline import Pipeline, render_command
-from .pipeline_state import BLOCKED, PENDING, PipelineState
-from .sweep import expand_sweeps, trial_env, trial_names
+from .pipeline import Pipeline, expand_sweeps, render_command, trial_names
+from .pipeline_state import PipelineState
+from .sweep import trial_env
 
-__all__ = ["PipelineResult", "run_pipeline", "EXIT_INTERRUPTED"]
+__all__ = ["PipelineResult", "run_pipeline", "schedule", "attempt_verdict", "EXIT_INTERRUPTED"]
 
 EXIT_INTERRUPTED = 130  # the shell's code after Ctrl+C
-_WATCH_INTERVAL = 2.0  # seconds between heartbeat checks of running steps
 
 
 @dataclass
@@ -72,6 +71,45 @@ def _children() -> list[int]:
         return [p.pid for p in psutil.Process().children()]
     except psutil.Error:
         return []
+
+
+def schedule(order: Sequence[str], after: Mapping[str, Sequence[str]], states: Mapping[str, str], *,
+             running: Collection[str], jobs: int, stopping: bool = False) -> tuple[dict[str, str], list[str]]:
+    """One turn of the driver's loop (pure): ``(steps to record blocked -> why, steps to start now)``.
+
+    A pending step whose dependency failed or is blocked is blocked (down a whole chain in one turn); a
+    pending step starts only when every step it runs after is done, at most ``jobs`` running at once;
+    nothing starts once the driver is stopping.
+    """
+    now = dict(states)
+    blocked: dict[str, str] = {}
+    for name in order:
+        if now[name] != PENDING:
+            continue
+        bad = next((d for d in after[name] if now[d] in (FAILED, BLOCKED)), None)
+        if bad is not None:
+            blocked[name] = f"step {bad!r} {now[bad]}"
+            now[name] = BLOCKED
+    start: list[str] = []
+    if stopping:
+        return blocked, start
+    for name in order:
+        if len(running) + len(start) >= jobs:
+            break
+        if now[name] == PENDING and name not in running and all(now[d] == DONE for d in after[name]):
+            start.append(name)
+    return blocked, start
+
+
+def attempt_verdict(exit_code: int, *, stopping: bool, attempt: int, retries: int) -> str:
+    """What one attempt of a step leaves (pure): ``done``, ``interrupted``, ``failed`` once its retries are
+    used up, else ``running``: it is retried, and no reader may see it failed in between (its dependants
+    would be blocked for good)."""
+    if stopping:
+        return INTERRUPTED
+    if exit_code == 0:
+        return DONE
+    return FAILED if attempt > retries else RUNNING
 
 
 class _Driver:
@@ -133,26 +171,29 @@ class _Driver:
             run_dir = str(result.run_dir) if result.run_dir else None
             fields: dict[str, Any] = {"exit_code": result.exit_code, "duration_s": result.duration_s,
                                       "run_dir": run_dir, "ended": iso_time()}
-            if result.exit_code == 0 and not self.stopping.is_set():
+            verdict = attempt_verdict(result.exit_code, stopping=self.stopping.is_set(), attempt=attempt,
+                                      retries=step.retries)
+            if verdict == DONE:
                 summary = result.summary or {}
                 self.state.update(name, state=DONE, reason=None, **fields)
                 self.log(f"{name}: done in {result.duration_s:.1f} s" + (f": {run_dir}" if run_dir else ""))
                 self.notify(DONE, name, f"done in {result.duration_s:.1f} s", exp_id=exp_id, run_dir=run_dir,
-                            final=_values(summary.get("final")), best=_values(summary.get("best")))
+                            final=metric_values(summary.get("final")), best=metric_values(summary.get("best")))
                 return
-            failure = dict(result.signals.get(FAILED) or {})
-            reason = result.reason or failure.get("reason") or f"exit code {result.exit_code}"
-            if self.stopping.is_set():
+            reason, brief = failure_brief(result)
+            if verdict == INTERRUPTED:
                 self.state.update(name, state=INTERRUPTED, reason=f"interrupted: {reason}", **fields)
                 self.log(f"{name}: interrupted")
                 self.notify(INTERRUPTED, name, f"interrupted: {reason}", exp_id=exp_id, run_dir=run_dir)
                 return
-            brief = {k: failure.get(k) for k in ("check", "value", "step", "threshold") if failure.get(k) is not None}
-            self.state.update(name, state=FAILED, reason=reason, failure=brief or None, **fields)
-            self.notify(FAILED, name, reason, exp_id=exp_id, run_dir=run_dir, attempt=attempt, **brief)
-            if attempt > step.retries:
+            if verdict == FAILED:
+                self.state.update(name, state=FAILED, reason=reason, failure=brief or None, **fields)
+                self.notify(FAILED, name, reason, exp_id=exp_id, run_dir=run_dir, attempt=attempt, **brief)
                 self.log(f"{name}: failed: {reason}")
                 return
+            # retried: the step stays running (its dependants wait), the failed attempt only said
+            self.state.update(name, reason=f"attempt {attempt} failed: {reason}; retrying")
+            self.notify(RETRYING, name, reason, exp_id=exp_id, run_dir=run_dir, attempt=attempt, **brief)
             self.log(f"{name}: failed: {reason}; retrying ({attempt} of {step.retries} retries)")
 
     def finish_sweep(self, name: str) -> None:
@@ -164,60 +205,41 @@ class _Driver:
         best = fields.get("best")
         line = f"{fields['trials']} trials done" + (f"; best: trial {best['trial']} {best['metric']} "
                                                      f"{best['value']:.6g}" if best else "")
+        if fields.get("no_run_dir"):
+            line += f"; {fields['no_run_dir']}"
         self.log(f"{name}: {line}; table: {fields['table']}")
         self.notify(DONE, name, line, sweep=self.pipeline.exp_id(name), run_dir=fields.get("run_dir"),
                     best=best and {best["metric"]: best["value"]}, overrides=best and best["overrides"])
 
     # -- the heartbeat watch -------------------------------------------------------------------------
     def watch(self, running: list[str]) -> None:
-        from ..query.runs import CRASHED, judge_status
-
         for name in running:
-            entry = self.state.get(name)
-            attempt = int(entry.get("attempts", 1))
+            attempt = int(self.state.get(name).get("attempts", 1))
             if (name, attempt, STALE) in self.stale_told:
                 continue
-            run_dir = signals.read_run_note(self.signals_dir, self.pipeline.exp_id(name))
-            if run_dir is None:
-                continue
-            try:
-                summary = read_json(RunLayout(run_dir).summary_json)
-            except (OSError, ValueError):
-                continue
-            if not isinstance(summary, dict):
-                continue
-            status, why = judge_status(summary, now=time.time(), stale_after=self.stale_after)
-            event = {CRASHED: STALE, STALLED: STALLED}.get(status)
-            if event is not None and (name, attempt, event) not in self.stale_told:
-                self.stale_told.add((name, attempt, event))  # each told once per attempt
+            found = stale_notice(self.signals_dir, self.pipeline.exp_id(name), self.stale_after)
+            if found is not None and (name, attempt, found[0]) not in self.stale_told:
+                event, why, fields = found
+                self.stale_told.add((name, attempt, event))  # each event told once per attempt
                 self.log(f"{name}: {why}")
-                self.notify(event, name, why, run_dir=str(run_dir), heartbeat=summary.get("heartbeat"),
-                            progress=summary.get("progress"))
+                self.notify(event, name, why, **fields)
 
     # -- the schedule --------------------------------------------------------------------------------
-    def block_dependants(self) -> None:
-        for name in self.pipeline.order:
-            if self.state.state(name) != PENDING:
-                continue
-            bad = [d for d in self.pipeline.steps[name].after if self.state.state(d) in (FAILED, BLOCKED)]
-            if bad:
-                self.state.update(name, state=BLOCKED, reason=f"step {bad[0]!r} {self.state.state(bad[0])}")
-                self.log(f"{name}: not started: step {bad[0]!r} {self.state.state(bad[0])}")
-
     def run(self, jobs: int) -> None:
         futures: dict[Future[None], str] = {}
         last_watch = time.monotonic()
+        after = {name: self.pipeline.steps[name].after for name in self.pipeline.order}
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="lightning_track-step") as pool:
             while True:
-                self.block_dependants()
-                if not self.stopping.is_set():
-                    for name in self.pipeline.order:
-                        if len(futures) >= jobs:
-                            break
-                        if self.state.state(name) == PENDING and name not in futures.values() and all(
-                                self.state.state(d) == DONE for d in self.pipeline.steps[name].after):
-                            self.state.update(name, state=RUNNING)  # before the thread can record its end
-                            futures[pool.submit(self.run_step, name)] = name
+                states = {name: self.state.state(name) for name in self.pipeline.order}
+                blocked, start = schedule(self.pipeline.order, after, states, running=set(futures.values()),
+                                          jobs=jobs, stopping=self.stopping.is_set())
+                for name, reason in blocked.items():
+                    self.state.update(name, state=BLOCKED, reason=reason)
+                    self.log(f"{name}: not started: {reason}")
+                for name in start:
+                    self.state.update(name, state=RUNNING)  # before the thread can record its end
+                    futures[pool.submit(self.run_step, name)] = name
                 if not futures:
                     break
                 finished, _ = wait(futures, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -227,7 +249,7 @@ class _Driver:
                     if exc is not None:  # a bug in the driver: recorded, never silent
                         self.state.update(name, state=FAILED, reason=f"driver error: {one_line(exc)}")
                         self.log(f"{name}: driver error: {one_line(exc)}")
-                if self.stale_after > 0 and time.monotonic() - last_watch >= min(_WATCH_INTERVAL, self.stale_after):
+                if self.stale_after > 0 and time.monotonic() - last_watch >= min(WATCH_INTERVAL, self.stale_after):
                     last_watch = time.monotonic()
                     self.watch(list(futures.values()))
 
@@ -241,13 +263,6 @@ class _Driver:
                     os.kill(pid, signum)
                 except OSError:
                     pass
-
-
-def _values(entries: Any) -> Any:
-    """``{metric: value}`` from summary.json's final or best entries (which also hold the step)."""
-    if not isinstance(entries, dict):
-        return None
-    return {k: (v.get("value") if isinstance(v, dict) else v) for k, v in entries.items()}
 
 
 def run_pipeline(pipeline: Pipeline, *, jobs: int = 1, from_step: str | None = None, notifier: Notifier | None = None,

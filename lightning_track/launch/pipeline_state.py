@@ -19,11 +19,12 @@ from typing import Any
 
 from ..errors import ConfigError, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
+from ..folder.layout import RunLayout
 from ..redaction import redact_command
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, PENDING, RUNNING, SUBMITTED, iso_time
 from .pipeline import Pipeline
 
-__all__ = ["PENDING", "RUNNING", "DONE", "FAILED", "BLOCKED", "INTERRUPTED", "SUBMITTED", "STEP_STATES", "state_path",
+__all__ = ["STEP_STATES", "state_path",
            "PipelineState", "format_status"]
 
 # pending, blocked (an upstream step failed), submitted (handed to Slurm, its job id in slurm_job_id): vocabulary's
@@ -32,7 +33,7 @@ STEP_STATES = (PENDING, RUNNING, DONE, FAILED, BLOCKED, INTERRUPTED, SUBMITTED)
 
 def state_path(pipeline: Pipeline) -> Path:
     """A file, not a folder, so run listings never take it for a run."""
-    return Path(pipeline.root) / f"{pipeline.name}.pipeline.json"
+    return RunLayout.pipeline_state_json(pipeline.root, pipeline.name)
 
 
 class PipelineState:
@@ -127,8 +128,8 @@ class PipelineState:
     def values(self) -> dict[str, dict[str, str | None]]:
         """``{step: {"run_dir": ..., "exp_id": ...}}`` for commands' references."""
         with self._lock:
-            return {name: {"run_dir": e.get("run_dir"), "exp_id": self.pipeline.exp_id(name)}
-                    for name, e in self.steps.items()}
+            return {name: {"run_dir": e.get("run_dir"), "exp_id": self.pipeline.exp_id(name),
+                           "no_run_dir": e.get("no_run_dir")} for name, e in self.steps.items()}
 
     def save(self) -> None:
         with self._lock:

@@ -41,10 +41,8 @@ from ..redaction import command_secrets, redact_command, secret_values
 from ..vocabulary import (
     ENV_EXP_ID,
     ENV_SIGNALS_DIR,
-    EXIT_HEALTH,
     FAILED,
     HEALTHY,
-    exit_status,
     run_name_time,
     stop_signals,
 )
@@ -60,16 +58,9 @@ from .outcome import (
     watch_verdict,
 )
 
-__all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id", "exit_status", "HEALTH_TIMEOUT_EXIT_CODE",
-           "RUN_NOTE_SUFFIX", "run_note_path", "read_run_note"]
-
-# When lt-run stops a child for its health and the child still exits 0 (Lightning turns SIGTERM
-# into a clean-looking exit), lt-run must not report success: it uses the HealthGuard's code.
-HEALTH_TIMEOUT_EXIT_CODE = EXIT_HEALTH
+__all__ = ["RunResult", "run_command", "finish_run_dir", "default_exp_id"]
 
 Event = Callable[[str, str], None]  # (kind, message) -> None, for a console
-
-RUN_NOTE_SUFFIX, run_note_path, read_run_note = signals.RUN_NOTE_SUFFIX, signals.run_note_path, signals.read_run_note
 
 
 @dataclass
@@ -87,6 +78,7 @@ class RunResult:
     signals: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     post_process_error: str | None = None
+    interrupted: bool = False  # stopped by a SIGINT/SIGTERM that lt-run forwarded (not by its health)
 
 
 def default_exp_id(cmd: Sequence[str]) -> str:
@@ -182,7 +174,7 @@ def run_command(
     # Old signals of this exp_id are removed, not filtered by time: file mtimes come from a coarse
     # (or, on NFS, another machine's) clock and cannot be compared with ours reliably.
     stale = signals.clear_signals(signals_path, exp_id)
-    note = run_note_path(signals_path, exp_id)
+    note = signals.run_note_path(signals_path, exp_id)
     if note.exists():  # an earlier launch's folder is not this one's
         note.unlink(missing_ok=True)
         stale.append(note)
@@ -230,7 +222,7 @@ def run_command(
     def learn_run_dir(seen: Mapping[str, Mapping[str, Any]]) -> None:
         nonlocal known_dir
         if known_dir is None:
-            known_dir = read_run_note(signals_path, exp_id) or run_dir_from(seen)
+            known_dir = signals.read_run_note(signals_path, exp_id) or run_dir_from(seen)
             if known_dir is not None:
                 notify("info", f"run folder {known_dir}")
                 if capture is not None:  # what it printed so far, and from now on
@@ -294,7 +286,8 @@ def run_command(
     notify(end.outcome, f"exit code {end.exit_code} after {duration:.1f} s" + (f": {end.reason}" if end.reason else ""))
 
     result = RunResult(exit_code=end.exit_code, child_returncode=returncode, exp_id=exp_id, outcome=end.outcome,
-                       reason=end.reason, healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen)
+                       reason=end.reason, healthy=healthy, duration_s=duration, run_dir=found_dir, signals=seen,
+                       interrupted=end.interrupted)
     if do_post_process:
         if found_dir is None:
             notify("info", f"no run folder known (no --run-dir, no {note.name}, no run_dir in the signals): "

@@ -44,9 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..folder.layout import RunLayout
 from ..redaction import command_secrets, redact_command
 from ..vocabulary import ENV_RUN_DIR, SLURM_RESTART_COUNT
-from .pipeline import REFERENCE, Pipeline, Step, refuse_control
+from .pipeline import REFERENCE, Pipeline, Step, expand_sweeps, refuse_control
 from .slurm_job import Run, refusal, run_slurm
 
 __all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
@@ -85,7 +86,7 @@ def _job_command(pipeline: Pipeline, step: Step) -> str:
         ref, what = match.group(1), match.group(2)
         if what == "exp_id":
             return shlex.quote(pipeline.exp_id(ref))
-        return f'"$(cat {shlex.quote(str(signals / (pipeline.exp_id(ref) + ".run")))})"'
+        return f'"$(cat {shlex.quote(str(signals / (pipeline.exp_id(ref) + RunLayout.RUN_NOTE_SUFFIX)))})"'
 
     return REFERENCE.sub(replace, step.cmd)
 
@@ -146,7 +147,7 @@ def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.P
 def requeued_lines(pipeline: Pipeline, name: str) -> list[str]:
     """Shell lines: a requeued job (Slurm sets ``SLURM_RESTART_COUNT``) continues the run folder its first start
     named in the run note, through ``LIGHTNING_TRACK_RUN_DIR`` (lt-run clears the note when it starts)."""
-    note = shlex.quote(str(_signals(pipeline) / f"{pipeline.exp_id(name)}.run"))
+    note = shlex.quote(str(_signals(pipeline) / f"{pipeline.exp_id(name)}{RunLayout.RUN_NOTE_SUFFIX}"))
     return ["# A requeued job continues the run folder its first start named (train with RunLogger(resume=...)",
             "# when SLURM_RESTART_COUNT > 0, and trainer.fit(ckpt_path=\"last\")).",
             f'if [ "${{{SLURM_RESTART_COUNT}:-0}}" -gt 0 ] && [ -s {note} ]; then',
@@ -240,7 +241,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
     exp_id ``<pipeline>_<step>.<i>``, tagged with the sweep (see :mod:`.sweep`); ``afterok`` on the array's job
     id waits for every task."""
     from ..vocabulary import ENV_SWEEP, ENV_TAGS
-    from .sweep import expand_sweeps, trial_env
+    from .sweep import trial_env
 
     expanded = expand_sweeps(pipeline)
     trials = expanded.sweeps[name]
@@ -248,7 +249,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
     workdir = Path(cwd or os.getcwd()).resolve()
     directives = [d.replace("-%j.out", "-%A_%a.out") for d in _directives(pipeline, step, options)]
     lt_run = _lt_run(pipeline, step, options)  # the task's exp_id follows, from the trial's case
-    note = f'{shlex.quote(str(_signals(pipeline)))}/"$exp_id".run'
+    note = f'{shlex.quote(str(_signals(pipeline)))}/"$exp_id"{RunLayout.RUN_NOTE_SUFFIX}'
     srun = [line.strip().rstrip(" \\") + " " for line in task_lines(step)]
     cases = []
     for i, trial_name in enumerate(trials):

@@ -33,25 +33,21 @@ records ``{name, trial, overrides, metric, mode}`` as ``summary.json``'s ``sweep
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
 import random
 import re
 import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ConfigError
 from ..vocabulary import ENV_SWEEP, ENV_TAGS
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
-
 __all__ = ["SweepSpec", "Trial", "parse_sweep", "grid_trials", "random_trials", "override_words", "trial_command",
-           "expand_sweeps", "trial_env", "trial_names", "check_slurm_references", "SWEEP_KEYS", "DISTRIBUTIONS"]
+           "trial_env", "SWEEP_KEYS", "DISTRIBUTIONS"]
 
 SWEEP_KEYS = ("grid", "random", "metric", "mode")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
@@ -157,17 +153,6 @@ def random_trials(where: str, spec: Any) -> list[Overrides]:
     return [tuple((key, draw(rng)) for key, draw in samplers) for _ in range(count)]
 
 
-def _refuse_references(where: str, trials: Sequence[Overrides]) -> None:
-    """A value is data, never a ``{step.run_dir}`` the command would later fill in from another step."""
-    from .pipeline import REFERENCE  # pipeline imports this module
-
-    for key, value in (pair for trial in trials for pair in trial):
-        found = REFERENCE.search(format_value(value))
-        if found:
-            raise ConfigError(f"{where}: sweep value {value!r} of {key!r} holds the reference {found[0]}; references "
-                              "go in cmd:, not in values")
-
-
 def parse_sweep(where: str, raw: Mapping[str, Any]) -> SweepSpec | None:
     """The step's sweep (its ``grid:`` or ``random:``, ``metric:``, ``mode:``), or None for a plain step."""
     grid, rand = raw.get("grid"), raw.get("random")
@@ -183,7 +168,6 @@ def parse_sweep(where: str, raw: Mapping[str, Any]) -> SweepSpec | None:
     if mode is not None and mode not in ("min", "max"):
         raise ConfigError(f"{where}: mode must be min or max, got {mode!r}")
     trials = grid_trials(where, grid) if grid is not None else random_trials(where, rand)
-    _refuse_references(where, trials)
     return SweepSpec(kind="grid" if grid is not None else "random", trials=tuple(trials), metric=metric, mode=mode)
 
 
@@ -212,52 +196,3 @@ def trial_env(sweep_name: str, trial: Trial) -> dict[str, str]:
     record = {"name": sweep_name, "trial": trial.index, "overrides": dict(trial.overrides)}
     record.update({k: v for k, v in (("metric", trial.metric), ("mode", trial.mode)) if v})
     return {ENV_TAGS: sweep_name, ENV_SWEEP: json.dumps(record, sort_keys=False)}
-
-
-def _digest(spec: SweepSpec) -> str:
-    return hashlib.sha1(json.dumps([list(t) for t in spec.trials], default=str).encode()).hexdigest()[:8]
-
-
-def expand_sweeps(pipeline: Pipeline) -> Pipeline:
-    """Each sweep step ``s`` becomes the trial steps ``s.0 .. s.<n-1>`` (after what ``s`` waited for) and ``s``
-    itself, after every trial: the driver records its best trial there. Plain pipelines come back unchanged."""
-    sweeping = [name for name in pipeline.order if pipeline.steps[name].sweep is not None]
-    if not sweeping or pipeline.sweeps:
-        return pipeline
-    steps: dict[str, Any] = {}
-    order: list[str] = []
-    sweeps: dict[str, tuple[str, ...]] = {}
-    for name in pipeline.order:
-        step = pipeline.steps[name]
-        spec = step.sweep
-        if spec is None:
-            steps[name] = step
-            order.append(name)
-            continue
-        names = tuple(f"{name}.{i}" for i in range(len(spec.trials)))
-        for i, (trial, overrides) in enumerate(zip(names, spec.trials, strict=True)):
-            steps[trial] = replace(step, name=trial, cmd=trial_command(step.cmd, overrides, i), sweep=None,
-                                   trial=Trial(name, i, overrides, spec.metric, spec.mode))
-        steps[name] = replace(step, cmd=f"sweep of {len(names)} trials ({spec.kind} {_digest(spec)}): {step.cmd}",
-                              after=names, health_time=None, retries=0)
-        sweeps[name] = names
-        order += [*names, name]
-    return replace(pipeline, steps=steps, order=tuple(order), sweeps=sweeps)
-
-
-def trial_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
-    """``names`` with the trials of every sweep among them added (``--from`` a sweep runs its trials again)."""
-    out = list(names)
-    for name in names:
-        out += [t for t in pipeline.sweeps.get(name, ()) if t not in out]
-    return out
-
-
-def check_slurm_references(pipeline: Pipeline) -> None:
-    """On Slurm a sweep is one job array and no job picks its best trial: ``{sweep.run_dir}`` is refused there."""
-    for step in pipeline.steps.values():
-        for ref, what in step.references:
-            if what == "run_dir" and ref in pipeline.steps and pipeline.steps[ref].sweep is not None:
-                raise ConfigError(f"step {step.name!r}: {{{ref}.run_dir}} names sweep {ref!r}, which has one run "
-                                  f"folder per trial and no best one on Slurm; use {{{ref}.exp_id}} (the trials' tag, "
-                                  "e.g. lt report --filter tag=...) or run without --slurm")

@@ -15,9 +15,9 @@ from ..folder import signals
 from ..folder.fileio import atomic_write_text, read_json
 from ..folder.layout import RunLayout
 from ..query.sweeps import TrialRow, rank_trials, table_lines
-from ..vocabulary import iso_time
+from ..vocabulary import PENDING, SUBMITTED, iso_time
 from .pipeline import Pipeline
-from .pipeline_state import PENDING, SUBMITTED, PipelineState
+from .pipeline_state import PipelineState
 
 __all__ = ["sweep_table", "table_path", "finish_sweep", "write_tables"]
 
@@ -76,11 +76,26 @@ def finish_sweep(pipeline: Pipeline, state: PipelineState, name: str) -> dict[st
     path = table_path(pipeline, name)
     atomic_write_text(path, "\n".join(_text(pipeline, name, metric, mode, rows)) + "\n")
     best = rows[0] if rows and rows[0].value is not None else None
-    fields: dict[str, Any] = {"table": str(path), "trials": len(rows), "ended": iso_time()}
+    # None clears what an earlier run of the pipeline recorded (PipelineState.update drops None fields)
+    fields: dict[str, Any] = {"table": str(path), "trials": len(rows), "ended": iso_time(), "run_dir": None,
+                              "best": None, "no_run_dir": None}
     if best is not None:
         fields.update(run_dir=dirs.get(best.trial), best={"trial": best.trial, "metric": metric, "value": best.value,
                                                           "mode": mode, "overrides": best.overrides})
+    elif dirs:  # every trial named its folder: what is missing is the value to rank them by
+        fields["no_run_dir"] = no_ranking_metric(pipeline.exp_id(name), metric, len(dirs))
     return fields
+
+
+def no_ranking_metric(sweep: str, metric: str | None, trials: int) -> str:
+    """Why a sweep whose trials all ran names no best run folder: none recorded the metric that ranks them."""
+    folders = f"{trials} run folder" + ("" if trials == 1 else "s")
+    if metric is None:
+        return (f"no trial of sweep {sweep!r} recorded any metric to rank by ({folders}, no best or final"
+                " values in their summary.json): log a metric in the trials and name it in the sweep's metric:")
+    return (f"no trial of sweep {sweep!r} recorded the metric {metric!r} that ranks them ({folders},"
+            f" none with {metric!r} in summary.json): log it in every trial (a validation metric needs validation"
+            " to run) or set the sweep's metric: to one the trials log")
 
 
 def write_tables(pipeline: Pipeline, state: PipelineState) -> dict[str, list[str]]:

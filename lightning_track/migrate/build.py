@@ -290,7 +290,9 @@ def _build(run: LegacyRun, layout: RunLayout, options: MigrateOptions, report: R
         "method": method,
         "start_time": iso_time(start),
         "end_time": iso_time(last_time) if last_time is not None else None,
-        "duration_s": round(last_time - start, 3) if last_time is not None else None,
+        # one attempt, from its first record to its last: its training time and its wall span
+        "training_time_s": round(last_time - start, 3) if last_time is not None else None,
+        "wall_span_s": round(last_time - start, 3) if last_time is not None else None,
         "config_digest": config_digest(config),
         "migrated": True,
         "checkpoints": len(converted),

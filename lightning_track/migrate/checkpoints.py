@@ -29,7 +29,7 @@ from .rawwrite import write_checkpoint
 from .readers import as_int, as_number, read_trainer_state
 from .report import Notes
 
-__all__ = ["LegacyCheckpoint", "ConvertedCheckpoint", "CheckpointError", "find_checkpoints", "load_checkpoint",
+__all__ = ["LegacyCheckpoint", "ConvertedCheckpoint", "find_checkpoints", "load_checkpoint",
            "lightning_checkpoint", "save_checkpoint", "WEIGHT_FILES"]
 
 # In order of preference inside a HF checkpoint folder.

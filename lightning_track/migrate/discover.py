@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import SourceError
 
-__all__ = ["LegacyRun", "LegacyName", "parse_legacy_name", "discover_runs", "RUN_MARKERS", "SourceError"]
+__all__ = ["LegacyRun", "LegacyName", "parse_legacy_name", "discover_runs", "RUN_MARKERS"]
 
 # Anything the legacy scripts put into a run folder: a folder holding one of these is a run.
 RUN_MARKERS = ("logs", "checkpoints", "models", "training_config.yaml")

@@ -17,7 +17,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from ..folder.fileio import JsonlProblem, iter_jsonl
+from ..errors import JsonlProblem
+from ..folder.fileio import iter_jsonl
 from ..vocabulary import iso_time
 from .readers import as_int, as_number, line_ids
 from .report import Notes

@@ -11,11 +11,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .discover import resolve_run
     from .history import History, load_history, read_history
-    from .runs import RunInfo, find_runs, load_runs, resolve_run
+    from .runs import RunInfo, find_runs, load_runs
 
 __all__ = ["RunInfo", "find_runs", "load_runs", "resolve_run", "History", "read_history", "load_history"]
-_HOME = {"History": ".history", "load_history": ".history", "read_history": ".history"}
+_HOME = {"History": ".history", "load_history": ".history", "read_history": ".history", "resolve_run": ".discover"}
 
 
 def __getattr__(name: str) -> Any:  # lazily: the history reader needs numpy, lt ls does not

@@ -21,10 +21,9 @@ from ..folder.fileio import atomic_write_json, read_json
 from ..folder.layout import RunLayout
 from ..vocabulary import iso_time
 
-__all__ = ["ANNOTATIONS", "read_annotations", "effective_tags", "effective_notes", "change_tags", "set_notes",
+__all__ = ["read_annotations", "effective_tags", "effective_notes", "change_tags", "set_notes",
            "parse_tag_ops", "check_tag"]
 
-ANNOTATIONS = RunLayout.ANNOTATIONS
 # one word, no comma (filters split on it), not a sign first, no control character (a terminal escape)
 _TAG = re.compile(r"^[^\s,+\-\x00-\x1f\x7f-\x9f][^\s,\x00-\x1f\x7f-\x9f]{0,63}$")
 
@@ -39,7 +38,7 @@ def check_tag(tag: str) -> str:
 
 def read_annotations(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's ``annotations.json``, or None when it has none; a torn one raises naming the file."""
-    path = Path(run_dir) / ANNOTATIONS
+    path = RunLayout(run_dir).annotations_json
     if not path.exists():
         return None
     try:
@@ -77,7 +76,7 @@ def parse_tag_ops(ops: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
+    path = RunLayout(run_dir).summary_json
     try:
         data = read_json(path) if path.exists() else {}
     except ValueError:
@@ -116,4 +115,4 @@ def _write(run_dir: Path, current: Mapping[str, Any] | None, **fields: Any) -> N
     data.setdefault("tags", effective_tags(summary, None))  # the file holds both once it exists
     data.setdefault("notes", effective_notes(summary, None))
     data.update(fields, updated=iso_time())
-    atomic_write_json(run_dir / ANNOTATIONS, data)
+    atomic_write_json(RunLayout(run_dir).annotations_json, data)

@@ -22,8 +22,8 @@ from .format import format_cell, table
 from .history import read_history
 from .runs import RunInfo, main_metric
 
-__all__ = ["Comparison", "compare_runs", "render_compare", "text_chart", "labels", "metric_series", "metric_mode",
-           "winner"]
+__all__ = ["Aliased", "Comparison", "cell_text", "compare_runs", "config_value", "render_compare", "text_chart",
+           "labels", "metric_series", "metric_mode", "winner"]
 
 
 def labels(count: int) -> list[str]:
@@ -48,15 +48,59 @@ def metric_mode(runs: Sequence[RunInfo], key: str) -> str | None:
     return infer_mode(key)
 
 
+@dataclass(frozen=True)
+class Aliased:
+    """A run's value of a config key, found under another name of the same setting (``lr`` for ``model.lr``)."""
+
+    value: Any
+    name: str
+
+    def __str__(self) -> str:
+        return f"{format_cell(self.value)} (as {self.name})"
+
+
+def config_value(config: dict[str, Any], key: str) -> Any:
+    """``config[key]``; else the same setting under the name Lightning or the config gave it.
+
+    A module's ``save_hyperparameters()`` logs ``lr`` flat; a run whose config already held it as
+    ``model.lr`` records it there only. So a flat key missing in a run is that run's nested value of
+    the same name (when its nested values of that name agree), and a nested key missing is the
+    run's flat value of its last part: equal settings never look missing, whichever name each run used.
+    """
+    if key in config:
+        return config[key]
+    if "." in key:
+        leaf = key.rsplit(".", 1)[1]
+        return Aliased(config[leaf], leaf) if leaf in config else MISSING
+    found = {k: v for k, v in config.items() if k.endswith("." + key)}
+    values = list(found.values())
+    if values and all(v == values[0] and type(v) is type(values[0]) for v in values[1:]):
+        return Aliased(values[0], next(iter(found)))
+    return MISSING
+
+
+def cell_text(value: Any) -> str:
+    """A config value as ``lt compare`` and the report show it (``-`` when the run has no such key)."""
+    if value is MISSING:
+        return "-"
+    return str(value) if isinstance(value, Aliased) else format_cell(value)
+
+
 def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None, known: Sequence[str] = ()
                  ) -> Comparison:
     """``known``: metric names found in the runs' histories (a running run's summary has none yet)."""
     result = Comparison(list(runs), labels(len(runs)))
     configs = [run.config for run in runs]
     keys = list(dict.fromkeys(k for config in configs for k in config))
+    shown: set[str] = set()
     for key in keys:
-        values = [config.get(key, MISSING) for config in configs]
-        if any(v != values[0] or type(v) is not type(values[0]) for v in values[1:]):
+        values = [config_value(config, key) for config in configs]
+        plain = [v.value if isinstance(v, Aliased) else v for v in values]
+        if any(v != plain[0] or type(v) is not type(plain[0]) for v in plain[1:]):
+            names = {v.name for v in values if isinstance(v, Aliased)}
+            if key in shown or (names & shown):
+                continue  # the same setting, already a row under its other name
+            shown |= {key} | names
             result.config_diff.append((key, values))
     have = list(dict.fromkeys([*(k for run in runs for k in run.metric_names("final") + run.metric_names("best")),
                                *known]))
@@ -166,7 +210,7 @@ def render_compare(comp: Comparison, *, chart_metrics: Sequence[str] = (), width
             + (f"  ({run.source})" if run.source else "") for label, run in zip(comp.labels, comp.runs, strict=True)]
     out += ["", "config (keys that differ)"]
     if comp.config_diff:
-        rows = [[key, *("-" if v is MISSING else format_cell(v) for v in values)] for key, values in comp.config_diff]
+        rows = [[key, *(cell_text(v) for v in values)] for key, values in comp.config_diff]
         out += ["  " + line for line in table(["key", *comp.labels], rows, max_width=30).splitlines()]
     else:
         out.append("  (identical)")

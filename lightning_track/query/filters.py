@@ -4,14 +4,15 @@
 
     status=failed                    dataset=arc* (glob)        name~lora (regex search)
     model.lr<1e-3                    best.val/loss<=0.5         config.seed!=0
-    tag=baseline   tag!=old          start>2026-12-01           age<2d   duration>=30m
+    tag=baseline   tag!=old          start>2026-12-01           age<2d   wall_span>=30m
     status=failed|crashed            not (method=lora or tag=old)   a=1 b=2 (and)   notes (present)
 
 A key is a run field (name, dataset, method, status, host, tag, start, age, ...), ``best.METRIC`` or
 ``final.METRIC``, ``summary.KEY``/``meta.KEY``, or a config key (``model.lr``, also ``config.model.lr``).
 A run without the key never matches, except ``!=`` and ``!~``. ``=`` on a list (tags) means "holds".
 Numbers compare as numbers (also a config value YAML kept as a string, ``1e-3``); ``start``/``end``
-take a date or time (local), ``age``/``duration`` a length (``90s``, ``30m``, ``2h``, ``1.5d``, ``1w``).
+take a date or time (local), ``age``/``wall_span``/``training_time`` a length (``90s``, ``30m``, ``2h``,
+``1.5d``, ``1w``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from ..errors import FilterError
 
-__all__ = ["FilterError", "Filter", "parse_filter", "MISSING", "parse_length", "compare", "TIME_KEYS",
+__all__ = ["Filter", "parse_filter", "MISSING", "parse_length", "compare", "TIME_KEYS",
            "LENGTH_KEYS"]
 
 
@@ -41,7 +42,8 @@ class _Missing:
 MISSING: Any = _Missing()  # what a lookup returns for a key the run does not have
 
 TIME_KEYS = frozenset({"start", "end", "heartbeat"})  # values are epoch seconds; literals are dates
-LENGTH_KEYS = frozenset({"age", "duration", "duration_s", "training_time_s"})  # seconds; literals "2h"
+# seconds; literals "2h"
+LENGTH_KEYS = frozenset({"age", "wall_span", "wall_span_s", "training_time", "training_time_s"})
 _OPS = ("==", "!=", "<=", ">=", "!~", "=", "<", ">", "~")
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -289,7 +291,8 @@ class _Parser:
         if kind != "word":
             raise self.error(f"expected a key, got {value!r}", col)
         key = value[len("config."):] if value.startswith("config.") and len(value) > 7 else value
-        key = {"tags": "tag", "duration_s": "duration", "last_step": "step"}.get(key, key)
+        key = {"tags": "tag", "wall_span_s": "wall_span", "training_time_s": "training_time",
+               "last_step": "step"}.get(key, key)
         token = self.peek()
         if token is None or token[0] != "op":
             return Cmp(key)

@@ -259,7 +259,8 @@ def load_history(run: Any, keys: Sequence[str] | None = None) -> Any:
 
     import pandas as pd
 
-    from .runs import RunInfo, resolve_run
+    from .discover import resolve_run
+    from .runs import RunInfo
 
     many = isinstance(run, (list, tuple))
     folders = [one.path if isinstance(one, RunInfo) else resolve_run(one) for one in (run if many else [run])]

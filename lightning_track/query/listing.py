@@ -1,8 +1,9 @@
 """``lt ls``: which columns, in which order, and how each cell reads.
 
 Default columns: name, source (when runs come from several folders of a mirror), dataset, method,
-status (with the failing check), start, duration, last step, host, tags (when any run has some), and
-the best value of the main metric. ``--columns a,b`` replaces them, ``--columns +a,b`` adds to them.
+status (with the failing check or the stopping signal), start, wall span, last step, host, tags (when
+any run has some), and the best value of the main metric. ``--columns a,b`` replaces them,
+``--columns +a,b`` adds to them.
 """
 
 from __future__ import annotations
@@ -11,21 +12,23 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..vocabulary import COMPLETED
+from ..vocabulary import COMPLETED, INTERRUPTED
 from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .runs import FIELD_NAMES, RunInfo, main_metric
 
-__all__ = ["default_columns", "parse_columns", "cell", "sort_runs", "unknown_keys", "header"]
+__all__ = ["DEFAULT_COLUMNS", "default_columns", "parse_columns", "cell", "sort_runs", "unknown_keys", "header"]
+
+# In order; "source" and "tag" only when some run has one. A run's record() holds each of them.
+DEFAULT_COLUMNS = ("name", "source", "dataset", "method", "status", "start", "wall_span", "step", "host", "tag")
+
+
+LENGTH_COLUMNS = ("wall_span", "training_time", "age")  # seconds, shown as 1m 30s
 
 
 def default_columns(runs: Sequence[RunInfo], metric: str | None) -> list[str]:
-    columns = ["name"]
-    if any(run.source for run in runs):
-        columns.append("source")
-    columns += ["dataset", "method", "status", "start", "duration", "step", "host"]
-    if any(run.tags for run in runs):
-        columns.append("tag")
+    shown = {"source": any(run.source for run in runs), "tag": any(run.tags for run in runs)}
+    columns = [column for column in DEFAULT_COLUMNS if shown.get(column, True)]
     if metric:
         columns.append(f"best.{metric}")
     return columns
@@ -37,13 +40,15 @@ def parse_columns(spec: str | None, runs: Sequence[RunInfo], metric: str | None)
         return base
     adding = spec.startswith("+")
     names = [c.strip() for c in spec.lstrip("+").split(",") if c.strip()]
-    names = [{"tags": "tag", "last_step": "step", "duration_s": "duration"}.get(n, n) for n in names]
+    names = [{"tags": "tag", "last_step": "step", "wall_span_s": "wall_span", "training_time_s": "training_time"}.get(
+        n, n) for n in names]
     names = [n[len("config."):] if n.startswith("config.") else n for n in names]
     return base + [n for n in names if n not in base] if adding else names
 
 
 def header(column: str) -> str:
-    return {"step": "last step", "tag": "tags", "best": "best"}.get(column, column)
+    return {"step": "last step", "tag": "tags", "best": "best", "wall_span": "wall span",
+            "training_time": "training time"}.get(column, column)
 
 
 def cell(run: RunInfo, column: str) -> str:
@@ -51,16 +56,19 @@ def cell(run: RunInfo, column: str) -> str:
     if column == "status":
         text = run.status
         failure = run.failure
+        stop = run.summary.get("interrupted") if run.status == INTERRUPTED else None
         if failure.get("check") and run.status != COMPLETED:
             at = failure.get("step")
             text += f" ({failure['check']}" + (f"@{at})" if at is not None else ")")
+        elif isinstance(stop, dict) and stop.get("signal"):  # why it stopped: the signal, at its step
+            text += f" ({stop['signal']}" + (f"@{stop['step']})" if stop.get("step") is not None else ")")
         return text
     value = run.value(column)
     if value is MISSING:
         return "-"
     if column in ("start", "end", "heartbeat"):
         return format_time(value)
-    if column in ("duration", "age"):
+    if column in LENGTH_COLUMNS:
         return format_duration(value)
     return format_cell(value)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..folder.fileio import read_json
+from ..folder.layout import RunLayout
 from ..vocabulary import DONE
 from .format import format_cell
 
@@ -29,7 +30,7 @@ def _same(a: Any, b: Path) -> bool:
 def pipeline_step(run_path: Path, exp_id: Any) -> dict[str, Any] | None:
     """``{pipeline, step, state, file, entry}`` of the step that made the run, or None."""
     found = None
-    for path in sorted(Path(run_path).parent.glob("*.pipeline.json")):
+    for path in RunLayout.pipeline_state_files(Path(run_path).parent):
         try:
             data = read_json(path)
         except (OSError, ValueError):
@@ -40,7 +41,7 @@ def pipeline_step(run_path: Path, exp_id: Any) -> dict[str, Any] | None:
         for name, entry in steps.items():
             if not isinstance(entry, dict):
                 continue
-            hit = {"pipeline": data.get("pipeline") or path.name.removesuffix(".pipeline.json"), "step": name,
+            hit = {"pipeline": data.get("pipeline") or RunLayout.pipeline_of_state_file(path), "step": name,
                    "state": entry.get("state"), "file": str(path), "entry": entry}
             if exp_id and entry.get("exp_id") == exp_id:
                 return hit

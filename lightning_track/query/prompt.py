@@ -47,7 +47,8 @@ def render_prompt(run: RunInfo) -> str:
                  if failure.get(k) is not None]
         lines.append("Failure: " + ", ".join(parts))
     attempts = run.summary.get("attempts") or []
-    lines.append(f"Progress: last step {run.summary.get('last_step', '-')}, duration {format_duration(run.duration)}, "
+    lines.append(f"Progress: last step {run.summary.get('last_step', '-')}, "
+                 f"wall span {format_duration(run.wall_span)}, training time {format_duration(run.training_time)}, "
                  f"started {format_time(run.start)}" + (f", {len(attempts)} attempts" if len(attempts) > 1 else ""))
     if run.tags:
         lines.append("Tags: " + ", ".join(run.tags))

@@ -26,8 +26,7 @@ from ..errors import RunFolderError, one_line
 from ..folder.fileio import atomic_write_text, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, iso_time
-from .compare import compare_runs, labels, metric_rows
-from .filters import MISSING
+from .compare import cell_text, compare_runs, labels, metric_rows
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
 from .runs import RunInfo
@@ -138,10 +137,10 @@ def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str]) ->
         where = (run.host or "-") + (f" ({run.source})" if run.source else "")
         rows.append([f'<td><span class="chip" style="background:{color}"></span>{label}</td>', _td(run.name),
                      _td(run.status, f"st-{run.status}"), _td(run.dataset), _td(run.method), _td(where),
-                     _td(format_time(run.start)), _td(format_duration(run.duration), "num"),
+                     _td(format_time(run.start)), _td(format_duration(run.wall_span), "num"),
                      _td(format_cell(run.summary.get("last_step")), "num"), _td(", ".join(run.tags) or "-"),
                      _td(run.notes or "-")])
-    return _table(["", "run", "status", "dataset", "method", "host", "start", "duration", "last step", "tags",
+    return _table(["", "run", "status", "dataset", "method", "host", "start", "wall span", "last step", "tags",
                    "notes"], rows)
 
 
@@ -235,7 +234,7 @@ def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = Non
         parts += ["<h2>Failures</h2>", *failures]
     parts += ["<h2>Metrics</h2>", _metrics_html(comp), "<h2>Config differences</h2>"]
     if comp.config_diff:
-        parts.append(_table(["key", *names], [[_td(k), *(_td("-" if v is MISSING else format_cell(v)) for v in values)]
+        parts.append(_table(["key", *names], [[_td(k), *(_td(cell_text(v)) for v in values)]
                                               for k, values in comp.config_diff]))
     else:
         parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")

@@ -42,13 +42,13 @@ from ..vocabulary import (
     stall_limit,
     stalled_for,
 )
-from .annotations import ANNOTATIONS, effective_notes, effective_tags, read_annotations
+from .annotations import effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
-from .discover import find_run_dirs, list_names, resolve_run
+from .discover import find_run_dirs, list_names
 from .filters import MISSING, Filter, parse_filter
 
-__all__ = ["RunInfo", "find_runs", "read_run", "resolve_run", "judge_status", "load_runs", "filter_runs",
-           "main_metric", "metric_table_problems", "STALE_AFTER_S", "UNKNOWN", "flatten", "stall_reason"]
+__all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "load_runs", "filter_runs",
+           "main_metric", "metric_table_problems", "STALE_AFTER_S", "stall_reason"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
 
@@ -178,16 +178,25 @@ class RunInfo:
         return _time(self.summary.get("end_time")) if self.status not in (RUNNING, STALLED) else None
 
     @cached_property
-    def duration(self) -> float | None:
+    def wall_span(self) -> float | None:
+        """Seconds from the first start to the last end (to now while running): waits between attempts count."""
         start = self.start
         if self.status in (RUNNING, STALLED) and start is not None:
             return max(0.0, self.now - start)
-        for key in ("wall_span_s", "duration_s"):
-            value = self.summary.get(key)
-            if isinstance(value, (int, float)) and self.status != CRASHED:
-                return float(value)
+        value = self.summary.get("wall_span_s")
+        if isinstance(value, (int, float)) and self.status != CRASHED:
+            return float(value)
         end = self.end
         return end - start if end is not None and start is not None else None
+
+    @cached_property
+    def training_time(self) -> float | None:
+        """Seconds the attempts trained, summed (``duration_s`` in runs written before it had this name)."""
+        for key in ("training_time_s", "duration_s"):
+            value = self.summary.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return None
 
     @cached_property
     def host(self) -> str:
@@ -269,7 +278,8 @@ class RunInfo:
         data: dict[str, Any] = {
             "name": self.name, "path": str(self.path), "source": self.source, "dataset": self.dataset,
             "method": self.method, "status": self.status, "why": self.why,
-            "start": _iso(start), "end": _iso(end), "duration_s": _round(self.duration),
+            "start": _iso(start), "end": _iso(end), "wall_span_s": _round(self.wall_span),
+            "training_time_s": _round(self.training_time),
             "last_step": self.summary.get("last_step"), "host": self.host, "tags": self.tags, "notes": self.notes,
             "exp_id": self.summary.get("exp_id"), "failure": self.failure or None,
             "attempts": len(self.summary.get("attempts") or []) or None,
@@ -311,7 +321,8 @@ _FIELDS: dict[str, Callable[[RunInfo], Any]] = {
     "name": lambda r: r.name, "path": lambda r: str(r.path), "source": lambda r: r.source,
     "dataset": lambda r: r.dataset, "method": lambda r: r.method, "status": lambda r: r.status,
     "why": lambda r: r.why, "reason": lambda r: r.why, "start": lambda r: r.start, "end": lambda r: r.end,
-    "duration": lambda r: r.duration, "age": lambda r: None if r.start is None else r.now - r.start,
+    "wall_span": lambda r: r.wall_span, "training_time": lambda r: r.training_time,
+    "age": lambda r: None if r.start is None else r.now - r.start,
     "step": lambda r: r.summary.get("last_step"), "host": lambda r: r.host, "tag": lambda r: r.tags,
     "notes": lambda r: r.notes, "exp_id": lambda r: r.summary.get("exp_id"),
     "check": lambda r: r.failure.get("check"), "failure": lambda r: r.failure or None,
@@ -374,7 +385,7 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
                 info.problems += metric_table_problems(data, path / filename)
         else:
             info.problems.append(f"{path / filename}: expected a JSON object")
-    if ANNOTATIONS in names:
+    if RunLayout.ANNOTATIONS in names:
         try:
             info.annotations = read_annotations(path)
         except RunFolderError as exc:

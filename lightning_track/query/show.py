@@ -19,20 +19,13 @@ from ..derived.report import format_value
 from ..errors import one_line
 from ..folder.fileio import is_temp_name, restore_nonfinite
 from ..folder.layout import RunLayout
-from ..vocabulary import COMPLETED
+from ..folder.records import flatten
+from ..vocabulary import COMPLETED, format_bytes
 from .format import format_cell, format_duration, format_time, table
 from .pipelines import pipeline_lines, pipeline_step
-from .runs import RunInfo, flatten
+from .runs import RunInfo
 
 __all__ = ["render_show", "checkpoints", "system_peaks", "console_tail", "files", "show_record"]
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def checkpoints(run: RunInfo) -> list[tuple[int, str, int]]:
@@ -115,14 +108,17 @@ def node_lines(run: RunInfo) -> list[str]:
     and its ranks' consoles; nothing for a run on one node."""
     slurm = run.meta.get("slurm") if isinstance(run.meta.get("slurm"), dict) else {}
     names = [str(n) for n in slurm.get("nodes") or []] if isinstance(slurm.get("nodes"), list) else []
-    systems = {0: RunLayout.SYSTEM_JSONL} if (run.path / RunLayout.SYSTEM_JSONL).exists() else {}
-    for path in run.path.glob("system.node*.jsonl"):
-        number = path.name[len("system.node"):-len(".jsonl")]
+    layout = run.layout
+    systems = {0: RunLayout.SYSTEM_JSONL} if layout.system_jsonl.exists() else {}
+    before, after = RunLayout.NODE_SYSTEM_JSONL.split("{node}")
+    for path in layout.node_system_jsonls():
+        number = path.name[len(before):len(path.name) - len(after)]
         if number.isdigit():
             systems[int(number)] = path.name
     if len(names) < 2 and not set(systems) - {0}:
         return []
-    ranks = sorted(path.name for path in run.path.glob("logs.rank*.txt"))
+    ranks = sorted((p.name for p in run.path.glob(RunLayout.RANK_LOGS.format(rank="*"))),
+                   key=lambda name: int("".join(c for c in name if c.isdigit()) or 0))
     lines = []
     for index in range(max(len(names), max(systems, default=0) + 1)):
         name = names[index] if index < len(names) else "?"
@@ -177,8 +173,9 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
         where += f", from {run.source}"
     out.append(where)
     attempts = run.summary.get("attempts") or []
-    out.append(f"started {format_time(run.start)}, ended {format_time(run.end)}, duration "
-               f"{format_duration(run.duration)}, last step {format_cell(run.summary.get('last_step'))}"
+    out.append(f"started {format_time(run.start)}, ended {format_time(run.end)}, wall span "
+               f"{format_duration(run.wall_span)}, training time {format_duration(run.training_time)}, "
+               f"last step {format_cell(run.summary.get('last_step'))}"
                + (f", {len(attempts)} attempts" if len(attempts) > 1 else ""))
     for attempt in attempts if len(attempts) > 1 else []:
         if isinstance(attempt, dict):
@@ -204,14 +201,15 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
         out += ["", "config", *(f"  {k} = {format_cell(v)}" for k, v in config.items())]
     ckpts = checkpoints(run)
     if ckpts:
-        out += ["", "checkpoints", *(f"  {path}  step {step}  {_size(size)}" for step, path, size in ckpts)]
+        out += ["", "checkpoints", *(f"  {path}  step {step}  {format_bytes(size)}" for step, path, size in ckpts)]
     system = system_peaks(run, problems)
     if system:
         out += ["", "system", *(f"  {k} = {format_cell(v)}" for k, v in system.items())]
     tail = console_tail(run, lines)
     if tail:
         out += ["", f"console (last {len(tail)} lines of {RunLayout.LOGS})", *(f"  {line}" for line in tail)]
-    out += ["", "files", *(f"  {name}" + ("" if size is None else f"  {_size(size)}") for name, size in files(run))]
+    out += ["", "files", *(f"  {name}" + ("" if size is None else f"  {format_bytes(size)}")
+                           for name, size in files(run))]
     for problem in run.problems + problems:
         out.append(f"problem: {problem}")
     return "\n".join(out)

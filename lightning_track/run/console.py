@@ -44,7 +44,7 @@ from ..errors import one_line
 from ..vocabulary import ENV_CONSOLE, ENV_MASK
 
 __all__ = ["close_fds", "ConsoleCapture", "capture_console", "active_capture", "stop_capture", "captured_elsewhere",
-           "stream_identity", "make_channel", "console_groups", "console_env_value"]
+           "stream_identity", "make_channel", "console_groups", "stream_groups", "console_env_value"]
 
 _PIPE_SIZE = 1 << 20  # room for a burst while the relay starts (Linux's default limit for a user)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -104,7 +104,11 @@ def make_channel(fd: int) -> tuple[int, int]:
 
 def console_groups() -> list[tuple[int, ...]]:
     """fds 1 and 2, together when they point at the same file (one channel keeps their order)."""
-    out, err = stream_identity(1), stream_identity(2)
+    return stream_groups(stream_identity(1), stream_identity(2))
+
+
+def stream_groups(out: tuple[int, int] | None, err: tuple[int, int] | None) -> list[tuple[int, ...]]:
+    """The stream table (pure): from what fds 1 and 2 point at (None: closed), the fds each channel carries."""
     if out is not None and out == err:
         return [(1, 2)]
     return [(fd,) for fd, ident in ((1, out), (2, err)) if ident is not None]

@@ -194,11 +194,12 @@ class RunLifecycle:
             fields["config_digest"] = config_digest(self.config)
         meta = collect_meta(self.dataset, self.method, layout.name, root=str(layout.root.resolve()))
         if layout.meta_json.exists():
-            atomic_write_json(layout.run_dir / f"meta.attempt-{self.attempt}.json", meta)
+            atomic_write_json(layout.attempt_meta_json(self.attempt), meta)
         else:
             atomic_write_json(layout.meta_json, meta)
         self._reserve_space()
-        stale = {"end_time", "failure", "error", "interrupted", "reason"}  # an earlier attempt's, now in its entry
+        # an earlier attempt's (now in its entry), or an old name (duration_s: training_time_s now)
+        stale = {"end_time", "failure", "error", "interrupted", "reason", "duration_s"}
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
         self._pending = {}
         self.ensure_writer()
@@ -402,7 +403,7 @@ class RunLifecycle:
         data = self.summary.read()
         attempts = _attempts_of(data)
         mine: dict[str, Any] = {"end_time": iso_time(end_time), "status": ours,
-                                "duration_s": round(end_time - self.start_time, 3)}
+                                "training_time_s": round(end_time - self.start_time, 3)}
         if reason:
             mine["reason"] = reason
         if isinstance(data.get("failure"), dict):
@@ -410,11 +411,10 @@ class RunLifecycle:
         if attempts:
             attempts[-1].update(mine)
         first_start = parse_iso_time(data["start_time"]) if data.get("start_time") else self.start_time
-        training = sum(a.get("duration_s", 0.0) for a in attempts if isinstance(a.get("duration_s"), (int, float)))
+        training = sum(attempt_training_time(a) for a in attempts)
         extra: dict[str, Any] = {
             "status": ours, "end_time": mine["end_time"], "heartbeat": mine["end_time"], "attempts": attempts,
             "training_time_s": round(training, 3), "wall_span_s": round(end_time - first_start, 3),
-            "duration_s": round(training, 3),
         }
         if reason and ours != COMPLETED:
             extra["reason"] = reason
@@ -464,7 +464,18 @@ def _attempts_of(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not summary.get("start_time"):
         return []
     legacy = {"attempt": 1, "start_time": summary["start_time"], "status": summary.get("status", RUNNING)}
-    for key in ("end_time", "duration_s", "failure"):
+    for key in ("end_time", "failure"):
         if key in summary:
             legacy[key] = summary[key]
+    if isinstance(summary.get("duration_s"), (int, float)):  # before training_time_s had its own name
+        legacy["training_time_s"] = summary["duration_s"]
     return [legacy]
+
+
+def attempt_training_time(attempt: Mapping[str, Any]) -> float:
+    """An attempt's training time in seconds (``duration_s`` in runs written before it was named so)."""
+    for key in ("training_time_s", "duration_s"):
+        value = attempt.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0

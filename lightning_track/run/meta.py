@@ -106,7 +106,7 @@ def slurm_info(environ: dict[str, str] | None = None) -> dict[str, Any] | None:
 
 
 def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict[str, Any]:
-    from ..training.hardware import device_summary  # imports torch: not needed by package_versions' users (lt-migrate)
+    from .hardware import device_summary  # imports torch: not needed by package_versions' users (lt-migrate)
 
     try:
         user = getpass.getuser()

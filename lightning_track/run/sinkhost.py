@@ -50,7 +50,7 @@ from ..sinks.base import Sink, SinkContext
 from ..vocabulary import FAILED
 from .system import start_system_recorder
 
-__all__ = ["SinkHost", "SinkHostError", "main"]
+__all__ = ["SinkHost", "main"]
 
 _LENGTH = struct.Struct("<I")
 

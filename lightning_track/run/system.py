@@ -239,7 +239,7 @@ def start_system_recorder(layout: RunLayout, interval: float, *, pid: int, attem
     """Sample ``pid``'s tree every ``interval`` s into the run's system file of ``node``, and say in the
     attempt's ``meta.json`` what is sampled (``system_metrics``: the interval, the GPUs or why there are
     none). None, with the reason in ``meta.json``, when nothing can be sampled (no psutil)."""
-    path = layout.system_jsonl if node == 0 else layout.run_dir / f"system.node{node}.jsonl"
+    path = layout.node_system_jsonl(node)
     note: dict[str, Any] = {"interval_s": interval, "file": path.name}
     recorder = None
     try:
@@ -256,7 +256,7 @@ def _note_in_meta(layout: RunLayout, attempt: int, note: dict[str, Any]) -> None
     """``system_metrics`` in this attempt's meta file (written once at the start, before the sinks open)."""
     from ..folder.fileio import atomic_write_json, read_json
 
-    path = layout.run_dir / f"meta.attempt-{attempt}.json"
+    path = layout.attempt_meta_json(attempt)
     if not path.exists():
         path = layout.meta_json
     try:

@@ -18,7 +18,7 @@ from ..errors import WriterError
 from ..folder.records import MetricRecord
 from ..sinks.base import Sink, SinkContext
 
-__all__ = ["BackgroundWriter", "WriterError"]
+__all__ = ["BackgroundWriter"]
 
 
 

@@ -143,16 +143,15 @@ class TensorBoardSink(Sink):
 
     def log_config(self, config: dict[str, Any]) -> None:
         # What SummaryWriter.add_text("config", ..., 0) writes (the text plugin's summary).
+        from omegaconf import OmegaConf
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
         from tensorboard.compat.proto.tensor_pb2 import TensorProto
         from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
         from tensorboard.plugins.text.plugin_data_pb2 import TextPluginData
 
-        from ..run.config import config_to_yaml
-
         self._config = dict(config)
-        text = "```yaml\n" + config_to_yaml(config) + "```"
+        text = "```yaml\n" + OmegaConf.to_yaml(OmegaConf.create(self._config)) + "```"  # redacted by the caller
         metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
             plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
         tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf_8")],

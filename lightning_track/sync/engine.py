@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SourceChanged, SyncError, TransferError, UnsafePathError, VerifyError
+from ..vocabulary import format_bytes
 from .endpoints import Endpoint, parse_endpoint
 from .manifest import TAIL_BYTES, Manifest, is_append_only, part_path, scan, tail_hash
 from .plan import APPEND, COPY, DELETE, REPLACE, Action, Plan, make_plan
@@ -24,7 +25,7 @@ from .runicorn import RunicornView
 from .state import SyncState, default_state_path
 from .transport import Entry, Transport, make_transport
 
-__all__ = ["SyncOptions", "CycleResult", "SyncSession", "SyncError", "sync_once", "run_loop", "FATAL_ERRORS",
+__all__ = ["SyncOptions", "CycleResult", "SyncSession", "sync_once", "run_loop", "FATAL_ERRORS",
            "RETRYABLE_ERRORS"]
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
@@ -83,24 +84,16 @@ class CycleResult:
         if self.dry_run:
             p = self.plan
             return (f"{when} dry run: would copy {p.count(COPY)}, append {p.count(APPEND)}, replace "
-                    f"{p.count(REPLACE)}, delete {p.count(DELETE)} ({_human(p.bytes_planned)}); "
+                    f"{p.count(REPLACE)}, delete {p.count(DELETE)} ({format_bytes(p.bytes_planned)}); "
                     f"{p.unchanged} unchanged, {len(p.refused)} refused")
         text = (f"{when} {self.files} files ({self.copied} new, {self.appended} appended, {self.replaced} replaced, "
-                f"{self.deleted} deleted), {_human(self.bytes_sent)} sent, {self.plan.unchanged} unchanged, "
+                f"{self.deleted} deleted), {format_bytes(self.bytes_sent)} sent, {self.plan.unchanged} unchanged, "
                 f"lag {self.lag:.1f}s")
         if self.refused:
             text += f", {len(self.refused)} refused"
         if self.errors:
             text += f", {len(self.errors)} errors"
         return text
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 class SyncSession:

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import SyncError
-from ..folder.fileio import JsonlAppender, JsonlProblem, atomic_write_text, iter_jsonl, json_line
+from ..errors import JsonlProblem, SyncError
+from ..folder.fileio import JsonlAppender, atomic_write_text, iter_jsonl, json_line
 from .transport import Entry
 
 __all__ = ["SyncState", "default_state_path"]

@@ -34,7 +34,7 @@ from ..query.discover import find_run_dirs
 from ..query.runs import STALE_AFTER_S, judge_status
 from ..vocabulary import COMPLETED, CRASHED, FAILED, HEALTHY, INTERRUPTED, STALE, STALLED, parse_iso_time
 
-__all__ = ["RunWatch", "run_events", "notified_path", "STALE", "STALLED"]
+__all__ = ["RunWatch", "run_events", "notified_path"]
 
 
 

@@ -7,7 +7,7 @@ Why: researchers keep every knob of a run in one YAML file (``configs/default.ya
 all, with defaults). ``from_config(cfg)`` turns its ``logger:`` and ``callbacks:`` sections into
 objects, rejecting unknown keys with a one-line error naming the key, so a typo never silently
 falls back to a default. ``trainer_kwargs(cfg)`` does the same for ``trainer:`` and resolves
-``precision: auto`` with :func:`lightning_track.training.hardware.auto_precision`.
+``precision: auto`` with :func:`lightning_track.run.hardware.auto_precision`.
 
 Values are checked against the type annotations of the constructor they go to (``L.Trainer``,
 ``RunLogger``, each callback) before anything is built: a command-line override such as
@@ -46,8 +46,8 @@ from omegaconf.errors import OmegaConfBaseException
 from ..errors import ConfigError, one_line
 from ..run.config import load_config
 
-__all__ = ["from_config", "build_logger", "build_callbacks", "trainer_kwargs", "load_config", "CALLBACKS",
-           "DEFAULT_CALLBACKS", "ConfigError", "check_section", "check_types"]
+__all__ = ["from_config", "build_logger", "build_callbacks", "trainer_kwargs", "CALLBACKS",
+           "DEFAULT_CALLBACKS", "check_section", "check_types"]
 
 # Config name -> "module:Class" (imported on use, so a config without a callback never imports it).
 CALLBACKS: dict[str, str] = {
@@ -295,7 +295,7 @@ def trainer_kwargs(cfg: Any) -> dict[str, Any]:
     """The ``trainer:`` section as ``L.Trainer`` keyword arguments; ``precision: auto`` is resolved."""
     import lightning as L
 
-    from .hardware import auto_precision
+    from ..run.hardware import auto_precision
 
     section = cfg.get("trainer") if isinstance(cfg, (Mapping, DictConfig)) else None
     kwargs = _plain(section, "trainer") if section is not None else {}

@@ -13,12 +13,12 @@ from support.cluster import CONFIGS
 
 import lightning_track
 from lightning_track import RunLayout, RunLogger, read_metrics
+from lightning_track.errors import ConfigError
+from lightning_track.run.config import load_config
 from lightning_track.training.configure import (
     CALLBACKS,
     ENABLED,
-    ConfigError,
     build_callbacks,
-    load_config,
     trainer_kwargs,
 )
 from lightning_track.training.demo import DemoDataModule, DemoModule

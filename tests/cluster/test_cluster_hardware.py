@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from lightning_track import RunLogger
-from lightning_track.training import hardware
-from lightning_track.training.hardware import auto_precision, dataloader_kwargs, device_summary, precision_for
+from lightning_track.run import hardware
+from lightning_track.run.hardware import auto_precision, dataloader_kwargs, device_summary, precision_for
 
 
 @pytest.mark.parametrize(

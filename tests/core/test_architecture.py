@@ -140,3 +140,106 @@ def test_no_module_is_a_grab_bag() -> None:
     sizes = {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines())
              for p in PACKAGE.rglob("*.py")}
     assert {name: n for name, n in sizes.items() if n > 470} == {}
+
+
+# -- the layer table of docs/architecture.md, and no import cycles -------------------------------------------
+
+from support import architecture  # noqa: E402 - the rules below read source with ast
+
+LAYER_TABLE = architecture.read_layer_table((PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8"))
+
+
+def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A small copy of the package's shape: ``files`` by path under ``lightning_track/``."""
+    package = tmp_path / "lightning_track"
+    for name, text in {"__init__.py": "", **files}.items():
+        path = package / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / "__init__.py").touch()
+        path.write_text(text, encoding="utf-8")
+    return package
+
+
+def test_every_import_follows_the_layer_table() -> None:
+    assert set(LAYER_TABLE) >= {"vocabulary.py", "errors.py", "redaction.py", "folder/", "run/", "cli/", "export/"}
+    assert architecture.layer_violations(PACKAGE, LAYER_TABLE) == []
+
+
+def test_the_layer_check_reports_a_planted_back_edge(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {
+        "vocabulary.py": "", "run/logger.py": "", "folder/layout.py": "from ..vocabulary import x\n",
+        "folder/records.py": "def later():\n    from ..run import logger\n",  # inside a function, relative
+        "derived/digest.py": "import lightning_track.run.logger\n",
+        "newpkg/thing.py": "",
+    })
+    problems = architecture.layer_violations(package, LAYER_TABLE)
+    assert sorted(problems) == [
+        "lightning_track/derived/digest.py:1 imports lightning_track.run.logger: derived/ may not import run/",
+        "lightning_track/folder/records.py:2 imports lightning_track.run.logger: folder/ may not import run/",
+        "lightning_track/newpkg/__init__.py: newpkg/ has no row in the table",
+        "lightning_track/newpkg/thing.py: newpkg/ has no row in the table",
+    ]
+
+
+def test_the_module_import_graph_has_no_cycle() -> None:
+    assert architecture.cycles(PACKAGE) == []
+
+
+def test_the_cycle_check_reports_a_planted_cycle(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {
+        "sync/transport/base.py": "def make():\n    from .local import Local\n",
+        "sync/transport/local.py": "from .base import Transport\n",
+        "sync/plan.py": "from .transport import base\n",
+    })
+    assert architecture.cycles(package) == [["lightning_track.sync.transport.base",
+                                             "lightning_track.sync.transport.local"]]
+
+
+# -- every file name from folder/layout.py ------------------------------------------------------------------
+
+from lightning_track.folder.layout import RunLayout  # noqa: E402
+
+# Too generic to tell a run file's name from a module path ("lightning_track.run") or another tool's files.
+_GENERIC = {RunLayout.RUN_NOTE_SUFFIX, RunLayout.CHECKPOINT_SUFFIX}
+RUN_FILE_NAMES = sorted({value.split("{")[0] for key, value in vars(RunLayout).items()
+                         if key.isupper() and isinstance(value, str) and ("." in value or "-" in value)
+                         and value not in _GENERIC})
+# Runicorn's own run layout (meta.json, summary.json, ...), which lt-sync writes for that viewer: not ours.
+SPELLING_ALLOWED = {"lightning_track/folder/layout.py", "lightning_track/sync/runicorn.py"}
+
+
+def test_only_the_layout_spells_a_run_files_name() -> None:
+    assert {"summary.json", "meta.json", "metrics.jsonl", "meta.attempt-", "system.node", ".pipeline.json"} <= set(
+        RUN_FILE_NAMES)
+    assert architecture.spelled_names(PACKAGE, RUN_FILE_NAMES, skip=SPELLING_ALLOWED) == []
+
+
+def test_the_spelling_check_reports_a_planted_name(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {"query/x.py": (
+        '"""Reads summary.json."""\n'  # a docstring may name it
+        'def f(run, n):\n'
+        '    print("no summary.json here")\n'  # so may a message
+        '    return run / "summary.json", run / f"meta.attempt-{n}.json", "training_config.yaml"\n')})
+    assert architecture.spelled_names(package, RUN_FILE_NAMES, skip=set()) == [
+        "lightning_track/query/x.py:4: 'summary.json'", "lightning_track/query/x.py:4: 'meta.attempt-'"]
+
+
+def test_one_byte_size_spelling_in_binary_units() -> None:
+    assert [vocabulary.format_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 2**20, 3 * 2**30 // 2, 2**50)] == [
+        "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "1.5 GiB", "1048576.0 GiB"]
+
+
+# -- __all__ lists a module's own names ------------------------------------------------------------------------
+
+
+def test_every_all_lists_only_the_modules_own_names() -> None:
+    """A name is imported from where it is defined; a package's ``__init__`` may gather its modules' names."""
+    assert architecture.foreign_all_names(PACKAGE) == {}
+
+
+def test_the_all_check_reports_planted_re_exports(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {"run/writer.py": (
+        "from ..errors import WriterError\nfrom .. import vocabulary\nfrom ..folder import layout\n"
+        "__all__ = ['Writer', 'WriterError', 'DONE', 'FILE', 'KIND', 'CHUNK']\n"
+        "class Writer: ...\nDONE = vocabulary.DONE\nFILE, KIND = layout.RunLayout.LOGS, 'kind'\nCHUNK = 1 << 20\n")})
+    assert architecture.foreign_all_names(package) == {"lightning_track.run.writer": ["WriterError", "DONE", "FILE"]}

@@ -18,7 +18,8 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_masked_crc32c
 
 from lightning_track.derived.digest import write_metrics_csv
-from lightning_track.folder.fileio import JsonlProblem, iter_jsonl, json_line
+from lightning_track.errors import JsonlProblem
+from lightning_track.folder.fileio import iter_jsonl, json_line
 from lightning_track.folder.layout import RunLayout
 from lightning_track.folder.records import MetricRecord, read_metrics
 from lightning_track.folder.tracking import CheckpointMappings

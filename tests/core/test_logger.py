@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from support.readers import swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
-from lightning_track.run.writer import WriterError
+from lightning_track.errors import WriterError
 from lightning_track.sinks import Sink
 from lightning_track.training.demo import DemoDataModule, DemoModule
 
@@ -104,7 +104,8 @@ def test_summary_final_best_and_csv(finished_run) -> None:
     assert summary["best"]["train/loss"] == {"value": best_loss, "step": best_step, "mode": "min"}
     assert summary["best"]["val/acc"]["mode"] == "max"
     assert "epoch" not in summary["best"]
-    assert summary["duration_s"] > 0 and summary["end_time"] >= summary["start_time"]
+    assert 0 < summary["training_time_s"] <= summary["wall_span_s"]
+    assert summary["end_time"] >= summary["start_time"]
     assert summary["dataset"] == "arc/challenge" and summary["method"] == "lo ra"
     rows = (run / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")

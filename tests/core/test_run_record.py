@@ -190,7 +190,7 @@ def test_failed_then_resumed_run_keeps_each_attempt_and_no_stale_failure(tmp_pat
     one, two = data["attempts"]
     assert one["status"] == "failed" and one["reason"] == "RuntimeError: boom"
     assert two["status"] == "completed" and two["from_step"] == 10
-    assert data["training_time_s"] == pytest.approx(one["duration_s"] + two["duration_s"], abs=0.01)
+    assert data["training_time_s"] == pytest.approx(one["training_time_s"] + two["training_time_s"], abs=0.01)
     assert data["wall_span_s"] >= data["training_time_s"]
     assert data["heartbeat"] == data["end_time"] == two["end_time"]
     assert [r.step for r in read_metrics(run.metrics_jsonl)] == list(range(1, 31))

@@ -12,12 +12,13 @@ import pytest
 from support.health import SCRIPT, fit, subprocess_env
 from support.processes import sigint_ignored
 
-from lightning_track import HEALTH_EXIT_CODE, HealthGuard
+from lightning_track import HealthGuard
 from lightning_track.cli.run import main
 from lightning_track.folder import signals
 from lightning_track.folder.fileio import read_json
 from lightning_track.folder.layout import RunLayout
-from lightning_track.launch.runner import HEALTH_TIMEOUT_EXIT_CODE, default_exp_id, exit_status, run_command
+from lightning_track.launch.runner import default_exp_id, run_command
+from lightning_track.vocabulary import exit_status
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -189,4 +190,3 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
 def test_helpers():
     assert default_exp_id(["python", "scripts/train.py", "--lr", "1"]).startswith("train_")
     assert exit_status(-9) == 137 and exit_status(3) == 3
-    assert HEALTH_TIMEOUT_EXIT_CODE == HEALTH_EXIT_CODE

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from lightning_track.launch import runner
 from lightning_track.launch.outcome import (
     CHILD_FAILED,
     HEALTH_TIMEOUT,
@@ -23,7 +22,6 @@ SIGTERM, SIGKILL, SIGINT = int(signal.SIGTERM), int(signal.SIGKILL), int(signal.
 
 
 def test_runner_names_are_the_vocabularys():
-    assert runner.exit_status is exit_status and runner.HEALTH_TIMEOUT_EXIT_CODE == EXIT_HEALTH == 86
     assert exit_status(-SIGTERM) == 143 and exit_status(0) == 0 and exit_status(3) == 3
 
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from lightning_track.callbacks.targets import SignalTarget, signal_target
-from lightning_track.launch import runner
-from lightning_track.launch.runner import read_run_note
+from lightning_track.folder.layout import RunLayout
+from lightning_track.folder.signals import read_run_note
 from lightning_track.vocabulary import ENV_EXP_ID, ENV_SIGNALS_DIR, HEALTHY
 
 
@@ -67,4 +67,4 @@ def test_the_run_note_names_the_folder_and_survives_clear(tmp_path):
     target.clear()
     assert target.run_note.exists()  # the folder did not change with the signals
     assert SignalTarget(tmp_path / "sig", "plain").write_run_note() is None  # no RunLogger, no folder to name
-    assert runner.RUN_NOTE_SUFFIX == ".run" and read_run_note(tmp_path / "sig", "none") is None
+    assert RunLayout.RUN_NOTE_SUFFIX == ".run" and read_run_note(tmp_path / "sig", "none") is None

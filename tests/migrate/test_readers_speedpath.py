@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 
-from lightning_track.folder.fileio import JsonlProblem, iter_jsonl
+from lightning_track.errors import JsonlProblem
+from lightning_track.folder.fileio import iter_jsonl
 from lightning_track.folder.layout import RunLayout
 from lightning_track.folder.records import MetricRecord
 from lightning_track.migrate.readers import as_int, as_number, line_ids

@@ -8,7 +8,8 @@ import pytest
 
 from lightning_track.errors import ConfigError, RunFolderError
 from lightning_track.launch.pipeline import load_pipeline, parse_pipeline, render_command
-from lightning_track.launch.pipeline_state import BLOCKED, DONE, FAILED, PENDING, PipelineState, format_status
+from lightning_track.launch.pipeline_state import PipelineState, format_status
+from lightning_track.vocabulary import BLOCKED, DONE, FAILED, PENDING
 
 CHAIN = {"steps": {
     "report": {"cmd": "lt report {train.run_dir} -o {train.run_dir}/report.html", "after": ["eval"]},

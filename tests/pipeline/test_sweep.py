@@ -13,11 +13,9 @@ from pipeline_support import HERE, Webhook, fields, lt_pipeline, py, state, writ
 from support.processes import script_env
 
 from lightning_track.errors import ConfigError
-from lightning_track.launch.pipeline import parse_pipeline
+from lightning_track.launch.pipeline import check_slurm_references, expand_sweeps, parse_pipeline
 from lightning_track.launch.slurm import SlurmOptions, sweep_array_script
 from lightning_track.launch.sweep import (
-    check_slurm_references,
-    expand_sweeps,
     grid_trials,
     random_trials,
     trial_command,
@@ -262,3 +260,26 @@ def test_a_bad_sweep_is_one_line_and_nothing_starts(tmp_path: Path) -> None:
         f"lt run: error: {path}: step 'train': random param 'model.lr': unknown distribution 'gauss'; use one of "
         "uniform, loguniform, randint, choice"]
     assert not (tmp_path / "started").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_trials_never_recorded_its_metric_says_so(tmp_path: Path) -> None:
+    """The trials log train/loss only (no validation), the sweep ranks by val/loss: the step after it is
+    told that no trial recorded val/loss, not that the sweep named no run folder."""
+    root = tmp_path / "runs"
+    path = write_pipeline(tmp_path, {
+        "train": {"cmd": py(SWEEP, str(root)) + " trainer.max_steps=3 {overrides}", "grid": {"model.lr": [0.01]},
+                  "metric": "val/loss"},
+        "pick": {"cmd": "echo {train.run_dir} > best.txt", "after": ["train"]},
+    })
+    result = lt_pipeline(path)
+    assert result.returncode == 1
+    steps = state(path)
+    assert Path(steps["train.0"]["run_dir"]).is_dir()  # the trial named its folder
+    why = ("no trial of sweep 'exp_train' recorded the metric 'val/loss' that ranks them (1 run folder, none with"
+           " 'val/loss' in summary.json): log it in every trial (a validation metric needs validation to run) or set"
+           " the sweep's metric: to one the trials log")
+    assert steps["pick"]["state"] == "failed"
+    assert steps["pick"]["reason"] == f"step 'pick': {{train.run_dir}} is unknown: {why}"
+    assert "named no run folder" not in result.stderr and f"train: 1 trials done; {why}" in result.stderr
+    assert not (tmp_path / "best.txt").exists()

@@ -84,3 +84,27 @@ def test_downsample_keeps_spikes_and_nans() -> None:
 def test_group_metrics() -> None:
     assert group_metrics(["train/loss", "val/loss", "val/acc", "epoch", "lr-Adam", "health/loss"]) == {
         "loss": ["train/loss", "val/loss"], "acc": ["val/acc"], "lr-Adam": ["lr-Adam"], "health/loss": ["health/loss"]}
+
+
+def test_a_learning_rate_logged_as_lr_and_one_held_as_model_lr_are_one_setting(made_runs, capsys) -> None:
+    """The module logs ``lr``; a run whose config held ``model.lr`` recorded it there only, one without a
+    config at the top: compared, the same value is not a difference and a different one is one row."""
+    import lightning as L
+
+    from lightning_track import RunLogger
+    from lightning_track.training.demo import DemoDataModule, DemoModule
+
+    logger = RunLogger("arc", "noconfig", root=made_runs["lora"].parent.parent / "flat", sinks=())
+    L.Trainer(max_steps=2, logger=logger, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+              limit_val_batches=0).fit(DemoModule(max_steps=2, lr=0.01), datamodule=DemoDataModule(n_train=64, n_val=8))
+    flat = logger.run_dir
+    assert "lr: 0.01" in (flat / "config.yaml").read_text() and "model" not in (flat / "config.yaml").read_text()
+    code, out, err = compare(capsys, str(made_runs["lora"]), str(flat))
+    assert code == 0 and err == []
+    at = out.index("config (keys that differ)")
+    keys = [line.split()[0] for line in out[at + 2:out.index("", at)]]
+    assert "lr" not in keys and "model.lr" not in keys  # 0.01 both: no '-' on either side
+    code, out, err = compare(capsys, str(made_runs["full"]), str(flat))
+    at = out.index("config (keys that differ)")
+    rows = {line.split()[0]: line.split()[1:] for line in out[at + 2:out.index("", at)]}
+    assert rows["model.lr"] == ["0.001", "0.01", "(as", "lr)"] and "lr" not in rows

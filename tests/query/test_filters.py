@@ -7,7 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from lightning_track.query.filters import MISSING, FilterError, parse_filter, parse_length
+from lightning_track.errors import FilterError
+from lightning_track.query.filters import MISSING, parse_filter, parse_length
 
 RUN = {"status": "failed", "dataset": "arc-challenge", "method": "lora", "model.lr": 0.0005, "seed": "1e-3",
        "tag": ["baseline", "v2"], "best.val/loss": 0.42, "final.val/acc": math.nan, "use_bias": True,

@@ -25,8 +25,8 @@ def ls(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
 def test_table_has_one_row_per_run_with_the_default_columns(made_runs, capsys) -> None:
     code, out, err = ls(capsys, str(made_runs["lora"].parent))
     assert code == 0 and err == []
-    assert out[0].split() == ["name", "dataset", "method", "status", "start", "duration", "last", "step", "host",
-                              "tags", "best.val/loss"]
+    assert out[0].split() == ["name", "dataset", "method", "status", "start", "wall", "span", "last", "step",
+                              "host", "tags", "best.val/loss"]
     assert len(out) == 4
     row = next(line for line in out if made_runs["nan"].name in line)
     assert "failed (nonfinite_loss@15)" in row

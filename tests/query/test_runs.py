@@ -15,8 +15,8 @@ from support.query import edit_summary
 from lightning_track import load_history, load_runs, read_metrics
 from lightning_track.errors import RunFolderError
 from lightning_track.query import find_runs, read_history, resolve_run
-from lightning_track.query.runs import UNKNOWN, judge_status
-from lightning_track.vocabulary import iso_time
+from lightning_track.query.runs import judge_status
+from lightning_track.vocabulary import UNKNOWN, iso_time
 
 NOW = 1_800_000_000.0
 
@@ -102,7 +102,7 @@ def test_crashed_run_with_a_stale_heartbeat(runs_copy: dict[str, Path]) -> None:
                  attempts=[{"attempt": 1, "status": "running", "host": "another-host", "pid": 1}])
     (info,) = [r for r in find_runs(run.parent) if r.path == run]
     assert info.status == "crashed" and "no heartbeat for 1h00m" in info.why
-    assert info.end is not None and info.duration is not None
+    assert info.end is not None and info.wall_span is not None
     edit_summary(run, heartbeat=iso_time())
     (info,) = [r for r in find_runs(run.parent) if r.path == run]
     assert info.status == "running"

@@ -8,8 +8,8 @@ import threading
 
 from lightning_track.cli.lt import main
 from lightning_track.derived.summary import SummaryFile
+from lightning_track.folder.layout import RunLayout
 from lightning_track.query import find_runs
-from lightning_track.query.annotations import ANNOTATIONS
 from lightning_track.vocabulary import iso_time
 
 
@@ -36,7 +36,7 @@ def test_lt_tag_and_note_change_the_annotations_only(runs_copy, capsys, tmp_path
     code, out, _ = run_lt(capsys, "tag", str(lora))  # no change: prints them
     assert out == [f"{lora.name}: best"]
     assert (lora / "summary.json").read_bytes() == summary_before
-    assert json.loads((lora / ANNOTATIONS).read_text())["tags"] == ["best"]
+    assert json.loads((lora / RunLayout.ANNOTATIONS).read_text())["tags"] == ["best"]
     assert not [p for p in lora.iterdir() if p.name.endswith(".tmp")]
     code, out, _ = run_lt(capsys, "ls", root, "-f", "tag=best", "-c", "name,tag")
     assert [line.split()[0] for line in out[1:]] == sorted([lora.name, full.name], key=lambda n: n != lora.name)
@@ -64,11 +64,11 @@ def test_bad_tags_and_runs(runs_copy, capsys) -> None:
     assert code == 0 and out == [f"{lora.name}: baseline, x"] and "nope: no such run folder" in err[0]
     code, out, err = run_lt(capsys, "tag")
     assert code == 2 and err[0].startswith("usage: lt tag")
-    (lora / ANNOTATIONS).write_text("{")
+    (lora / RunLayout.ANNOTATIONS).write_text("{")
     code, out, err = run_lt(capsys, "tag", str(lora), "+y")
-    assert code == 1 and f"{lora / ANNOTATIONS}: invalid JSON" in err[0]
+    assert code == 1 and f"{lora / RunLayout.ANNOTATIONS}: invalid JSON" in err[0]
     code, out, err = run_lt(capsys, "ls", str(lora.parent))
-    assert code == 0 and any(f"{lora / ANNOTATIONS}: invalid JSON" in line for line in err)
+    assert code == 0 and any(f"{lora / RunLayout.ANNOTATIONS}: invalid JSON" in line for line in err)
 
 
 def test_tags_written_while_the_heartbeat_rewrites_the_summary_are_kept(runs_copy, capsys) -> None:

@@ -61,6 +61,20 @@ def test_same_size_and_mtime_is_unchanged_even_if_the_bytes_differ() -> None:
     assert plan.actions == [] and plan.unchanged == 1
 
 
+def test_same_mtime_but_another_size_is_a_change() -> None:
+    """An append within the same second (mtimes are whole seconds) leaves the mtime as it was: the size
+    alone says the file changed. Append-only files get the new bytes, others are replaced whole."""
+    src = manifest(f(f"{RUN}/metrics.jsonl", 80, 1000), f(f"{RUN}/summary.json", 14, 1000),
+                   f(f"{RUN}/logs.txt", 5, 1000))
+    dst = manifest(f(f"{RUN}/metrics.jsonl", 50, 1000), f(f"{RUN}/summary.json", 12, 1000),
+                   f(f"{RUN}/logs.txt", 9, 1000))
+    plan = make_plan(src, dst)
+    assert kinds(plan) == {f"{RUN}/metrics.jsonl": APPEND, f"{RUN}/summary.json": REPLACE,
+                           f"{RUN}/logs.txt": REPLACE}  # logs.txt shrank: not an append
+    assert plan.unchanged == 0 and plan.bytes_planned == (80 - 50) + 14 + 5
+    assert next(a for a in plan.actions if a.kind == APPEND).offset == 50
+
+
 def test_a_leftover_part_file_is_handed_to_the_copy() -> None:
     part = f(part_path(f"{RUN}/big.bin"), 4)
     plan = make_plan(manifest(f(f"{RUN}/big.bin", 100)), manifest(parts={f"{RUN}/big.bin": part}, dirs=(RUN,)))

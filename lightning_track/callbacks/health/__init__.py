@@ -14,7 +14,8 @@ Where its signals go is decided with the other callbacks' in :mod:`lightning_tra
 
 from __future__ import annotations
 
-from .checks import HEALTH_EXIT_CODE, HealthCheckFailed, classify_exception
+from ...vocabulary import EXIT_HEALTH as HEALTH_EXIT_CODE  # the name HealthGuard users know
+from .checks import HealthCheckFailed, classify_exception
 from .guard import HealthGuard
 
 __all__ = ["HealthGuard", "HealthCheckFailed", "HEALTH_EXIT_CODE", "classify_exception"]

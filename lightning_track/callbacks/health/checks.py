@@ -21,14 +21,13 @@ from typing import Any
 from ...vocabulary import EXIT_HEALTH, INTERRUPTED
 
 __all__ = [
-    "HEALTH_EXIT_CODE", "HealthCheckFailed", "Failure", "PRIORITY", "STOP_CHECKS",
+    "HealthCheckFailed", "Failure", "PRIORITY", "STOP_CHECKS",
     "NONFINITE_LOSS", "LOSS_EXPLOSION", "NONFINITE_GRAD_NORM", "STAGNATION", "LOSS_THRESHOLD", "ZERO_LR", "STALL",
-    "CUDA_OOM", "CUDA_ERROR", "INTERRUPTED", "TERMINATED", "EXCEPTION", "UNKNOWN",
+    "CUDA_OOM", "CUDA_ERROR", "TERMINATED", "EXCEPTION", "UNKNOWN",
     "finite", "loss_failure", "baseline_failure", "grad_norm_failure", "warmup_verdict", "peak_failure",
     "stall_failure", "waiting_in", "root_cause", "classify_exception", "WarmupLosses",
 ]
 
-HEALTH_EXIT_CODE = EXIT_HEALTH  # the name HealthGuard users know
 
 Failure = dict[str, Any]
 
@@ -73,7 +72,7 @@ class HealthCheckFailed(SystemExit):
         value: float | None = None,
         threshold: float | None = None,
         rank: int | None = None,
-        exit_code: int = HEALTH_EXIT_CODE,
+        exit_code: int = EXIT_HEALTH,
     ) -> None:
         super().__init__(exit_code)
         self.check, self.reason, self.step = check, reason, step

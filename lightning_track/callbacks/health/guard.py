@@ -35,10 +35,10 @@ from ...errors import ResumeError, one_line
 from ...folder import signals
 from ...run.distributed import destroy_process_group_at_exit
 from ...run.logger import RunLogger
-from ...vocabulary import DONE, FAILED, HEALTHY, STALL_FACTOR, STALL_FLOOR_S, stall_limit
+from ...vocabulary import DONE, EXIT_HEALTH, FAILED, HEALTHY, STALL_FACTOR, STALL_FLOOR_S, stall_limit
 from ..targets import SignalTarget, find_run_logger, signal_target, training_starts
 from . import checks
-from .checks import HEALTH_EXIT_CODE, Failure, HealthCheckFailed, WarmupLosses, classify_exception
+from .checks import Failure, HealthCheckFailed, WarmupLosses, classify_exception
 from .collectives import any_rank, gather_objects
 from .watchdog import StallWatchdog
 
@@ -106,7 +106,7 @@ class HealthGuard(Callback):
         stall_grace: float = 30.0,
         stall_factor: float | None = None,
         stall_floor: float | None = None,
-        exit_code: int = HEALTH_EXIT_CODE,
+        exit_code: int = EXIT_HEALTH,
     ) -> None:
         if warmup_steps is None and health_time is None:
             raise ValueError("HealthGuard: give warmup_steps or health_time (both are None)")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ...errors import HostKeyError, SSHSetupError, UnsafePathError
-from .base import DIR, FILE, LINK, Entry, Transport, check_name, check_rel, inside, make_transport
+from ...folder.fileio import inside
+from ..endpoints import Endpoint
+from .base import DIR, FILE, LINK, Entry, Transport, check_name, check_rel
 from .local import LocalTransport
 
 if TYPE_CHECKING:
@@ -31,6 +33,15 @@ __all__ = [
     "LINK",
     "inside",
 ]
+
+
+def make_transport(endpoint: Endpoint) -> Transport:
+    """The transport for one side of a sync (the SSH one, and asyncssh, imported only when a side is remote)."""
+    if endpoint.is_remote:
+        from .ssh import SSHTransport
+
+        return SSHTransport(endpoint)
+    return LocalTransport(endpoint.path)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ...errors import UnsafePathError
-from ...folder.fileio import inside  # noqa: F401 - the link rule of the transports, shared with lt-migrate
-from ..endpoints import Endpoint
 
 __all__ = [
     "FILE",
@@ -26,7 +24,6 @@ __all__ = [
     "Transport",
     "check_rel",
     "check_name",
-    "make_transport",
 ]
 
 FILE, DIR, LINK = "file", "dir", "link"
@@ -154,14 +151,3 @@ class Transport(ABC):
     @abstractmethod
     async def truncate(self, rel: str, size: int) -> None:
         """Cut a file to ``size`` bytes."""
-
-
-def make_transport(endpoint: Endpoint) -> Transport:
-    """The transport for one side of a sync (the SSH one, and asyncssh, imported only when a side is remote)."""
-    if endpoint.is_remote:
-        from .ssh import SSHTransport
-
-        return SSHTransport(endpoint)
-    from .local import LocalTransport
-
-    return LocalTransport(endpoint.path)

@@ -6,7 +6,8 @@ import asyncio
 import os
 import stat as stat_mod
 
-from .base import DIR, FILE, LINK, Entry, Transport, check_name, inside
+from ...folder.fileio import inside
+from .base import DIR, FILE, LINK, Entry, Transport, check_name
 
 __all__ = ["LocalTransport"]
 

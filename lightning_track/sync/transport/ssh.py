@@ -31,8 +31,9 @@ from asyncssh.config import SSHClientConfig
 from asyncssh.encryption import get_default_encryption_algs
 
 from ...errors import HostKeyError, SSHSetupError, TransportError, one_line
+from ...folder.fileio import inside
 from ..endpoints import Endpoint
-from .base import DIR, FILE, LINK, Entry, Transport, check_name, inside
+from .base import DIR, FILE, LINK, Entry, Transport, check_name
 
 __all__ = ["SSHTransport"]
 
