@@ -34,21 +34,18 @@ from ..vocabulary import (
     CRASHED,
     RUN_STATUSES,
     RUNNING,
-    STALL_FACTOR,
-    STALL_FLOOR_S,
     STALLED,
     UNKNOWN,
     parse_iso_time,
-    stall_limit,
-    stalled_for,
 )
 from .annotations import effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
 from .discover import find_run_dirs, list_names
 from .filters import MISSING, Filter, parse_filter
+from .stall import stall_reason
 
 __all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "load_runs", "filter_runs",
-           "main_metric", "metric_table_problems", "STALE_AFTER_S", "stall_reason"]
+           "main_metric", "metric_table_problems", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
 
@@ -101,29 +98,6 @@ def judge_status(summary: dict[str, Any], *, now: float, stale_after: float = ST
         return CRASHED, f"no heartbeat for {_ago(now - beat)} (the process died without finishing the run)"
     why = stall_reason(summary, now=now)
     return (STALLED, why) if why else (RUNNING, "")
-
-
-def _number(value: Any, default: float) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else default
-
-
-def stall_reason(summary: dict[str, Any], *, now: float) -> str:
-    """Why a live run counts as stalled under its own ``stall_rule`` (``""`` when it is moving, or has no
-    ``progress`` record: a run written before progress was kept)."""
-    progress = summary.get("progress")
-    if not isinstance(progress, dict):
-        return ""
-    rule = summary.get("stall_rule") if isinstance(summary.get("stall_rule"), dict) else {}
-    factor, floor = _number(rule.get("factor"), STALL_FACTOR), _number(rule.get("floor_s"), STALL_FLOOR_S)
-    step_time = progress.get("step_time_s")
-    step_time = float(step_time) if isinstance(step_time, (int, float)) and not isinstance(step_time, bool) else None
-    waited = stalled_for(_time(progress.get("time")), now, step_time, factor, floor)
-    if waited is None:
-        return ""
-    step = progress.get("step")
-    after = f"after step {step}" if isinstance(step, int) else "since the start"
-    return (f"no step for {_ago(waited)} {after} (limit {_ago(stall_limit(step_time, factor, floor))}); "
-            "the process is alive but training does not move")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,6 @@ from ..vocabulary import (
     CRASHED,
     FAILED,
     RUNNING,
-    STALL_FACTOR,
-    STALL_FLOOR_S,
     iso_time,
     parse_iso_time,
     run_status,
@@ -103,9 +101,7 @@ class RunLifecycle:
         console: bool = False,
         system_interval: float = 0.0,
         sink_options: Mapping[str, Mapping[str, Any]] | None = None,
-        step_source: Callable[[], int | None] | None = None,
-        stall_factor: float = STALL_FACTOR,
-        stall_floor: float = STALL_FLOOR_S,
+        progress: ProgressClock | None = None,
     ) -> None:
         self.layout = layout
         self.dataset = dataset
@@ -124,10 +120,8 @@ class RunLifecycle:
         self.sink_options = {name: dict(value) for name, value in (sink_options or {}).items()}  # by sink name
         self.system: SystemRecorder | None = None  # sampling in this process (when no sink host does)
         self.last_step: int | None = None
-        # the training step read by the heartbeat (the trainer's counter; else the last logged step)
-        self.step_source = step_source or (lambda: self.last_step)
-        self.stall_rule = {"factor": float(stall_factor), "floor_s": float(stall_floor)}
-        self.progress = ProgressClock()
+        # the training step the heartbeat reads (the trainer's counter; else the last logged step)
+        self.progress = progress or ProgressClock(lambda: self.last_step)
         self.summary = SummaryFile(layout.summary_json)
         self.attempt = 0
         self.start_time = 0.0
@@ -181,10 +175,8 @@ class RunLifecycle:
             "start_time": previous.get("start_time", now),
             "heartbeat": now,
             "attempts": attempts,
-            "stall_rule": self.stall_rule,
+            **self.progress.start(from_step, self.start_time),
         }
-        self.progress.start(from_step, self.start_time)
-        fields["progress"] = self.progress.record()
         # exp_id (lt-run's name of this run's signal files), tags, a sweep's trial: from the launcher's env
         fields.update(launch_fields(self.tags, previous.get("tags")))
         if self.notes is not None:
@@ -324,14 +316,8 @@ class RunLifecycle:
     def _heartbeat(self) -> None:
         """The writer thread's beat: alive (``heartbeat``), and whether training moved (``progress``)."""
         now = time.time()
-        fields: dict[str, Any] = {"heartbeat": iso_time(now)}
-        try:
-            step = self.step_source()
-        except Exception:  # noqa: BLE001 - a trainer being torn down: no reading this time
-            step = None
-        if self.progress.observe(step, now):
-            fields["progress"] = self.progress.record()
-        self.update_summary(**fields)
+        moved = self.progress.beat(now)
+        self.update_summary(heartbeat=iso_time(now), **({"progress": moved} if moved else {}))
 
     @property
     def _hosted(self) -> bool:

@@ -10,9 +10,10 @@ result with :func:`lightning_track.vocabulary.stalled_for`.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from ..vocabulary import iso_time
+from ..vocabulary import STALL_FACTOR, STALL_FLOOR_S, iso_time
 
 __all__ = ["ProgressClock"]
 
@@ -20,20 +21,33 @@ __all__ = ["ProgressClock"]
 class ProgressClock:
     """The last step seen, when it was first seen, and the recent time per step.
 
-    ``window``: how many advances the step time is averaged over (recent, so a run that slows down
-    gets a longer limit soon).
+    ``source``: reads the step counter (for :meth:`beat`); ``stall_factor``, ``stall_floor``: the run's
+    stall rule, written beside the progress so every reader judges alike; ``window``: how many advances
+    the step time is averaged over (recent, so a run that slows down gets a longer limit soon).
     """
 
-    def __init__(self, window: int = 8) -> None:
+    def __init__(self, source: Callable[[], int | None] = lambda: None, stall_factor: float = STALL_FACTOR,
+                 stall_floor: float = STALL_FLOOR_S, window: int = 8) -> None:
+        self.source = source
+        self.rule = {"factor": float(stall_factor), "floor_s": float(stall_floor)}
         self._seen: deque[tuple[float, int]] = deque(maxlen=window + 1)
         self.step: int | None = None
         self.time: float | None = None
 
-    def start(self, step: int | None, now: float) -> None:
+    def start(self, step: int | None, now: float) -> dict[str, Any]:
         """An attempt starts: its start counts as progress (a run stuck before its first step is judged
-        by the floor), the previous attempt's pace is forgotten."""
+        by the floor), the previous attempt's pace is forgotten. ``summary.json``'s fields."""
         self._seen.clear()
         self.step, self.time = step, now
+        return {"stall_rule": self.rule, "progress": self.record()}
+
+    def beat(self, now: float) -> dict[str, Any] | None:
+        """Read the step counter (the writer thread's heartbeat); ``progress`` when it moved, else None."""
+        try:
+            step = self.source()
+        except Exception:  # noqa: BLE001 - a trainer being torn down: no reading this time
+            return None
+        return self.record() if self.observe(step, now) else None
 
     def observe(self, step: int | None, now: float) -> bool:
         """The step counter read at ``now``; True when it moved since the last reading."""
