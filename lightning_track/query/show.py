@@ -147,6 +147,11 @@ def _status_lines(run: RunInfo) -> list[str]:
         shown = ", ".join(f"{k} {format_value(restore_nonfinite(failure[k]))}"
                           for k in ("check", "value", "threshold", "step") if failure.get(k) is not None)
         lines.append(f"failure: {shown}")
+        for lost in failure.get("lost") or []:
+            if isinstance(lost, dict):
+                lines.append(f"lost: node {lost.get('node')} ({lost.get('name') or '?'}), ranks "
+                             f"{', '.join(str(r) for r in lost.get('ranks') or [])}: nothing written for "
+                             f"{format_duration(lost.get('silent_s'))} (last {lost.get('last_write') or '-'})")
     return lines
 
 

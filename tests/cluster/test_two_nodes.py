@@ -3,8 +3,11 @@ one run folder for every rank of every node, and ``lt show`` naming the nodes.""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,10 +54,49 @@ def test_a_two_node_ddp_fit_under_srun_writes_one_run_folder(two_nodes, tmp_path
     node1 = [line for line in (run.run_dir / "system.node1.jsonl").read_text().splitlines() if line]
     assert node1 and all('"node":1' in line.replace(" ", "") for line in node1)
     assert (run.run_dir / "system.jsonl").exists()
-    shown = subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "show", str(run.run_dir)],
-                           capture_output=True, text=True, env=script_env(), timeout=60).stdout
+    shown = _lt_show(run.run_dir)
     assert "node 0: n1  system.jsonl" in shown and "node 1: n2  system.node1.jsonl" in shown, shown
     assert "ranks' consoles: logs.txt, logs.rank1.txt" in shown
+
+
+def _lt_show(run_dir: Path) -> str:
+    return subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "show", str(run_dir)],
+                          capture_output=True, text=True, env=script_env(), timeout=60).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_node_whose_processes_die_is_named_in_the_failure(two_nodes, tmp_path: Path) -> None:
+    """SIGKILL of everything in node 2's namespace mid-fit (its slurmd and rank 1): rank 0's collective fails
+    at once; the run says failed, and which node and rank stopped answering."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    script = _sbatch_script(tmp_path, f"srun -N2 --ntasks-per-node=1 {sys.executable} {FIT_SCRIPT} {runs} 400 "
+                            "--strategy ddp --nodes 2 --every 1000 --system-interval 0.5 --ready-at 3 --sleep 0.2")
+    job_id = two_nodes.sbatch(script, "-N2", "--ntasks-per-node=1", env={**script_env(OMP_NUM_THREADS="1")})
+    try:
+        deadline = time.monotonic() + 180
+        while not (runs / "ready.txt").exists():
+            assert time.monotonic() < deadline, f"training did not start: {two_nodes.job(job_id)}"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        for pid in two_nodes.pids("n2"):  # the node dies: its slurmd, slurmstepd and rank 1
+            os.kill(pid, signal.SIGKILL)
+        (run,) = RunLayout.list_runs(runs)
+        deadline = time.monotonic() + 120
+        while read_json(run.summary_json).get("status") == "running":
+            assert time.monotonic() < deadline, "rank 0 did not record the failure"
+            time.sleep(0.5)
+    finally:
+        two_nodes.run("scancel", job_id, check=False)
+    summary = read_json(run.summary_json)
+    failure = summary["failure"]
+    assert summary["status"] == "failed" and failure["rank"] == 0, summary
+    assert "stopped answering: node 1 (n2, rank 1) nothing written for " in failure["reason"], failure
+    assert [(lost["node"], lost["name"], lost["ranks"]) for lost in failure["lost"]] == [(1, "n2", [1])]
+    assert "lost: node 1 (n2), ranks 1: nothing written for " in _lt_show(run.run_dir)
+    two_nodes.start_node("n2")  # the node comes back and rejoins
+    two_nodes.wait_idle(timeout=120)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +31,18 @@ from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from ...derived import nodes as lost_nodes
 from ...errors import ResumeError, one_line
 from ...folder import signals
 from ...run.distributed import destroy_process_group_at_exit
 from ...run.logger import RunLogger
-from ...vocabulary import DONE, EXIT_HEALTH, FAILED, HEALTHY, STALL_FACTOR, STALL_FLOOR_S, stall_limit
+from ...run.meta import slurm_info
+from ...vocabulary import DONE, EXIT_HEALTH, FAILED, HEALTHY
 from ..targets import SignalTarget, find_run_logger, signal_target, training_starts
 from . import checks
 from .checks import Failure, HealthCheckFailed, WarmupLosses, classify_exception
 from .collectives import any_rank, gather_objects
-from .watchdog import StallWatchdog
+from .watchdog import StallWatchdog, stall_rule, stuck_in
 
 __all__ = ["HealthGuard"]
 
@@ -229,15 +231,10 @@ class HealthGuard(Callback):
                                            on_stall=self._on_stall, on_grace_over=self._hard_exit)
             self._watchdog.start()
 
-    def _stall_limit(self, trainer: Any) -> Any:
-        """The watchdog's limit as a function of the recent time per step."""
-        fixed = self.stall_timeout
-        if fixed != "auto":
-            return lambda step_time: float(fixed)  # type: ignore[arg-type]
+    def _stall_limit(self, trainer: Any) -> Callable[[float | None], float]:
         logger = find_run_logger(trainer)
-        factor = self.stall_factor or getattr(logger, "stall_factor", None) or STALL_FACTOR
-        floor = self.stall_floor or getattr(logger, "stall_floor", None) or STALL_FLOOR_S
-        return lambda step_time: stall_limit(step_time, factor, floor)
+        return stall_rule(self.stall_timeout, self.stall_factor or getattr(logger, "stall_factor", None),
+                          self.stall_floor or getattr(logger, "stall_floor", None))
 
     def _beat(self) -> None:
         self._last_beat = time.monotonic()
@@ -352,6 +349,8 @@ class HealthGuard(Callback):
             return  # already reported; or a refused resume, which must leave the run's signals as they were
         check, reason = classify_exception(exception)
         failure = {"check": check, "reason": reason, "step": trainer.global_step, "rank": trainer.global_rank}
+        if trainer.global_rank == 0 and lost_nodes.peer_lost(reason):
+            failure = self._with_lost_nodes(trainer, failure, wait=True)
         # Any rank may write: an exception on rank 1 alone would otherwise never be reported.
         self._write(trainer, FAILED, **failure)
         self._record_failure(trainer, failure)
@@ -418,22 +417,26 @@ class HealthGuard(Callback):
     def _on_stall(self, waited: float, limit: float) -> None:
         trainer = self._trainer
         step = trainer.global_step if trainer is not None else None
-        failure = {**checks.stall_failure(limit, waited, step, self._waiting_in(trainer)),
+        where = stuck_in(self._thread_id, getattr(trainer, "world_size", 1) > 1)
+        failure = {**checks.stall_failure(limit, waited, step, where),
                    "rank": trainer.global_rank if trainer is not None else None}
         exc = HealthCheckFailed.from_failure(failure, step=step, exit_code=self.exit_code)
         self._stalled = exc
         print(f"HealthGuard[rank {exc.rank}]: {exc}", file=sys.stderr, flush=True)
         if trainer is not None and trainer.global_rank == 0 and self.target is not None:
-            self._write(trainer, FAILED, **exc.as_dict())
-            self._record_failure(trainer, exc.as_dict())
+            record = self._with_lost_nodes(trainer, exc.as_dict(), wait=False)
+            self._write(trainer, FAILED, **record)
+            self._record_failure(trainer, record)
 
-    def _waiting_in(self, trainer: Any) -> str | None:
-        """What the training thread is stuck in, read from its stack (a collective, DDP's backward)."""
-        frame = sys._current_frames().get(self._thread_id) if self._thread_id is not None else None
-        if frame is None:
-            return None
-        stack = [(f.filename, f.name) for f in reversed(traceback.extract_stack(frame))]
-        return checks.waiting_in(stack, distributed=getattr(trainer, "world_size", 1) > 1)
+    def _with_lost_nodes(self, trainer: Any, failure: dict[str, Any], *, wait: bool) -> dict[str, Any]:
+        """``failure`` naming the nodes (and ranks) that stopped writing into the run folder (multi-node runs)."""
+        nodes, logger = int(getattr(trainer, "num_nodes", 1) or 1), find_run_logger(trainer)
+        if nodes < 2 or logger is None:
+            return failure
+        return lost_nodes.name_lost_nodes(failure, logger.layout, nodes=nodes, wait=wait,
+                                          ranks_per_node=max(1, trainer.world_size // nodes),
+                                          system_interval=logger.system_interval,
+                                          names=(slurm_info() or {}).get("nodes") or [])
 
     def _hard_exit(self) -> None:
         """The stuck step never came back: finish the run's files and end the process."""

@@ -9,13 +9,35 @@ for the run (the signal, ``summary.json``, the exit) is the caller's:
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 from ...run.progress import ProgressClock
+from ...vocabulary import STALL_FACTOR, STALL_FLOOR_S, stall_limit
+from .checks import waiting_in
 
-__all__ = ["StallWatchdog"]
+__all__ = ["StallWatchdog", "stall_rule", "stuck_in"]
+
+
+def stall_rule(timeout: float | str | None, factor: float | None, floor: float | None
+               ) -> Callable[[float | None], float]:
+    """The watchdog's limit as a function of the recent time per step: ``timeout`` seconds, or for
+    ``"auto"`` the run's stall rule (``factor``/``floor``, else the vocabulary's defaults)."""
+    if timeout != "auto":
+        return lambda step_time: float(timeout)  # type: ignore[arg-type]
+    factor, floor = factor or STALL_FACTOR, floor or STALL_FLOOR_S
+    return lambda step_time: stall_limit(step_time, factor, floor)
+
+
+def stuck_in(thread_id: int | None, distributed: bool) -> str | None:
+    """What the (training) thread ``thread_id`` is stuck in, read from its stack (a collective, DDP's backward)."""
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    if frame is None:
+        return None
+    return waiting_in([(f.filename, f.name) for f in reversed(traceback.extract_stack(frame))], distributed)
 
 
 class StallWatchdog(threading.Thread):
