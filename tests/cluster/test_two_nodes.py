@@ -16,6 +16,7 @@ from support.processes import script_env
 
 from lightning_track.folder.fileio import read_json
 from lightning_track.folder.layout import RunLayout
+from lightning_track.folder.records import read_metrics
 from lightning_track.run.meta import expand_nodelist
 
 
@@ -97,6 +98,93 @@ def test_a_node_whose_processes_die_is_named_in_the_failure(two_nodes, tmp_path:
     assert "lost: node 1 (n2), ranks 1: nothing written for " in _lt_show(run.run_dir)
     two_nodes.start_node("n2")  # the node comes back and rejoins
     two_nodes.wait_idle(timeout=120)
+
+
+REQUEUE_SCRIPT = """#!/bin/bash
+#SBATCH -J fit2
+#SBATCH -o {folder}/job-%j.out
+#SBATCH --open-mode=append
+#SBATCH --chdir={folder}
+# a requeued job continues its run; a failed attempt requeues the job (at most twice)
+resume=""
+if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ]; then resume="--resume"; fi
+srun -N2 --ntasks-per-node=1 --kill-on-bad-exit=1 {python} {fit} {runs} 40 --strategy ddp --nodes 2 --every 5 \\
+    --system-interval 0.5 --ready-at 8 --sleep 0.2 {extra} $resume
+rc=$?
+if [ $rc -ne 0 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt 2 ]; then scontrol requeue "$SLURM_JOB_ID"; sleep 60; fi
+exit $rc
+"""
+
+
+def _wait_failed_attempt(run_dir: Path, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        summary = read_json(run_dir / "summary.json")
+        if summary.get("status") != "running":
+            return summary
+        assert time.monotonic() < deadline, "the run did not record the failure"
+        time.sleep(0.5)
+
+
+def _requeued_fit(two_nodes, tmp_path: Path, cut: str, extra: str = "") -> tuple[dict, dict, list, Path]:
+    """Start a requeueable 2-node fit, ``cut`` node 2 at step 8 (``kill``: every process in its namespace;
+    ``partition``: its link down), bring it back once rank 0 recorded the failure, and let the job finish."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    script = tmp_path / "job.sh"
+    script.write_text(REQUEUE_SCRIPT.format(folder=tmp_path, python=sys.executable, fit=FIT_SCRIPT, runs=runs,
+                                            extra=extra))
+    job_id = two_nodes.sbatch(script, "-N2", "--ntasks-per-node=1", "--requeue", env=script_env(OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.monotonic() + 180
+        while not (runs / "ready.txt").exists():
+            assert time.monotonic() < deadline, f"training did not start: {two_nodes.job(job_id)}"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        cut_at = time.monotonic()
+        if cut == "kill":
+            for pid in two_nodes.pids("n2"):
+                os.kill(pid, signal.SIGKILL)
+        else:
+            two_nodes.link("n2", up=False)
+        (run,) = RunLayout.list_runs(runs)
+        first = _wait_failed_attempt(run.run_dir)
+        first["_seconds_to_fail"] = time.monotonic() - cut_at
+        # Slurm declares the node down (SlurmdTimeout) and requeues the job (--requeue: NODE_FAIL); only then
+        # does the node come back, as a real one would after a reboot or a repaired link
+        deadline = time.monotonic() + 120
+        while not two_nodes.node_states().get("n2", "").startswith("down"):
+            assert time.monotonic() < deadline, f"node 2 never went down: {two_nodes.node_states()}"
+            time.sleep(1)
+        if cut == "kill":
+            two_nodes.start_node("n2")
+        else:
+            two_nodes.link("n2", up=True)
+        job = two_nodes.wait_ended(job_id, timeout=300)
+    finally:
+        two_nodes.run("scancel", job_id, check=False)
+    return first, job, read_metrics(run.run_dir / "metrics.jsonl"), run.run_dir
+
+
+def _assert_resumed_once(first: dict, job: dict, records: list, run_dir: Path) -> None:
+    assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", job
+    (run,) = RunLayout.list_runs(run_dir.parent)  # the requeued job continued the same folder
+    summary = read_json(run.summary_json)
+    assert summary["status"] == "completed" and summary["last_step"] == 40
+    first_attempt, second = summary["attempts"]
+    assert first_attempt["status"] == "failed" and second["status"] == "completed"
+    assert second["from_step"] % 5 == 0 and second["from_step"] >= 5  # from the last checkpoint
+    steps = [r.step for r in records if "train/loss" in r.metrics]
+    assert steps == list(range(1, 41))  # every step exactly once, across the lost attempt and its resume
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_a_lost_node_ends_in_a_requeued_job_that_resumes_the_run(two_nodes, tmp_path: Path) -> None:
+    first, job, records, run_dir = _requeued_fit(two_nodes, tmp_path, "kill")
+    assert "stopped answering: node 1 (n2, rank 1)" in first["failure"]["reason"], first["failure"]
+    _assert_resumed_once(first, job, records, run_dir)
+    two_nodes.wait_idle(timeout=60)  # node 2 rejoined
 
 
 @pytest.mark.slow

@@ -131,6 +131,11 @@ class TwoNodes:
                     raise AssertionError(f"{name} exited ({proc.returncode}):\n{self.logs()}")
             time.sleep(0.25)
 
+    def link(self, name: str, *, up: bool) -> None:
+        """Cut node ``name`` off the network (its veth on the bridge down: a silent partition), or bring it back."""
+        index = list(NODES).index(name) + 1
+        _ip("-n", self.netns("hub"), "link", "set", f"v{index}", "up" if up else "down")
+
     def pids(self, name: str) -> list[int]:
         """Every process in ``name``'s network namespace."""
         out = subprocess.run(["ip", "netns", "pids", self.netns(name)], capture_output=True, text=True)
