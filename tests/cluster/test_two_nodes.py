@@ -182,9 +182,25 @@ def _assert_resumed_once(first: dict, job: dict, records: list, run_dir: Path) -
 @pytest.mark.timeout(500)
 def test_a_lost_node_ends_in_a_requeued_job_that_resumes_the_run(two_nodes, tmp_path: Path) -> None:
     first, job, records, run_dir = _requeued_fit(two_nodes, tmp_path, "kill")
+    print(f"lost node: failed {first['_seconds_to_fail']:.1f} s after the kill: {first['failure']['reason']}")
     assert "stopped answering: node 1 (n2, rank 1)" in first["failure"]["reason"], first["failure"]
     _assert_resumed_once(first, job, records, run_dir)
     two_nodes.wait_idle(timeout=60)  # node 2 rejoined
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_a_partitioned_node_is_judged_stalled_stopped_and_the_job_resumes(two_nodes, tmp_path: Path) -> None:
+    """Node 2's link goes down mid-run: no error anywhere, rank 0 just waits in a collective. HealthGuard's
+    "auto" stall rule (floor 8 s) records the stall and ends the ranks; Slurm requeues; the run resumes."""
+    first, job, records, run_dir = _requeued_fit(two_nodes, tmp_path, "partition", extra="--stall-floor 8")
+    failure = first["failure"]
+    print(f"partition: failed {first['_seconds_to_fail']:.1f} s after the cut: {failure['reason']}")
+    assert failure["check"] == "stall" and failure["reason"].startswith("stalled: no step for "), failure
+    assert "(waiting in " in failure["reason"]  # the collective the training thread was stuck in
+    assert first["_seconds_to_fail"] < 2 * 8 + 2  # judged within twice the limit (plus a heartbeat)
+    _assert_resumed_once(first, job, records, run_dir)
+    two_nodes.wait_idle(timeout=60)
 
 
 @pytest.mark.slow
