@@ -60,6 +60,30 @@ def test_a_two_node_ddp_fit_under_srun_writes_one_run_folder(two_nodes, tmp_path
     assert "ranks' consoles: logs.txt, logs.rank1.txt" in shown
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_pipeline_step_with_two_nodes_runs_one_ddp_fit_across_them(two_nodes, tmp_path: Path) -> None:
+    """``lt run --pipeline --slurm`` with ``nodes: 2``: one job on both nodes, one rank each, one run folder."""
+    import yaml
+
+    train = Path(__file__).parent.parent / "pipeline" / "pipeline_train_script.py"
+    root = tmp_path / "runs"
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"root": str(root), "steps": {"train": {
+        "cmd": f"{sys.executable} {train} {root} --steps 12 --step-sleep 0.2 --nodes 2", "nodes": 2}}}))
+    two_nodes.run(sys.executable, "-m", "lightning_track.cli.pipeline", "--pipeline", str(path), "--slurm",
+                  env=script_env(OMP_NUM_THREADS="1"), cwd=tmp_path, timeout=120)
+    pipeline_state = read_json(root / "exp.pipeline.json")
+    job_id = pipeline_state["steps"]["train"]["slurm_job_id"]
+    job = two_nodes.wait_ended(job_id, timeout=300)
+    assert job["JobState"] == "COMPLETED" and job["NodeList"] == "n[1-2]", job
+    (run,) = [p for p in root.iterdir() if p.name.startswith("toy_")]
+    assert read_json(run / "summary.json")["status"] == "completed"
+    assert read_json(run / "meta.json")["slurm"]["nodes"] == ["n1", "n2"]
+    assert (run / "logs.rank1.txt").exists()
+    assert "node 1: n2" in _lt_show(run)
+
+
 def _lt_show(run_dir: Path) -> str:
     return subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "show", str(run_dir)],
                           capture_output=True, text=True, env=script_env(), timeout=60).stdout

@@ -88,8 +88,9 @@ class TwoNodes:
         """A Slurm client command as run from the hub (the controller's network)."""
         return self._in("hub", list(argv))
 
-    def run(self, *argv: str, timeout: float = 30, check: bool = True, env: dict[str, str] | None = None) -> str:
-        out = subprocess.run(self.command(*argv), capture_output=True, text=True, timeout=timeout,
+    def run(self, *argv: str, timeout: float = 30, check: bool = True, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> str:
+        out = subprocess.run(self.command(*argv), capture_output=True, text=True, timeout=timeout, cwd=cwd,
                              env={**(os.environ if env is None else env), **self.env})
         if check and out.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}): {out.stderr.strip()}")
