@@ -34,12 +34,19 @@ def _sbatch_script(folder: Path, body: str) -> Path:
     return script
 
 
+TORCHRUN = ("sh -c 'exec {python} -m torch.distributed.run --nnodes=2 --nproc_per_node=1 --node_rank=$SLURM_NODEID "
+            "--master_addr=n1 --master_port=29511 \"$@\"' torchrun")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_a_two_node_ddp_fit_under_srun_writes_one_run_folder(two_nodes, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["srun", "torchrun"])
+def test_a_two_node_ddp_fit_under_srun_writes_one_run_folder(two_nodes, tmp_path: Path, launcher: str) -> None:
+    """``srun python train.py`` (each task a rank) and ``srun torchrun ... train.py`` (torchrun on each node)."""
     runs = tmp_path / "runs"
     runs.mkdir()
-    script = _sbatch_script(tmp_path, f"srun -N2 --ntasks-per-node=1 {sys.executable} {FIT_SCRIPT} {runs} 12 "
+    python = sys.executable if launcher == "srun" else TORCHRUN.format(python=sys.executable)
+    script = _sbatch_script(tmp_path, f"srun -N2 --ntasks-per-node=1 {python} {FIT_SCRIPT} {runs} 12 "
                             "--strategy ddp --nodes 2 --every 6 --system-interval 0.5 --ready-at 1 --sleep 0.25")
     env = {**script_env(OMP_NUM_THREADS="1"), **two_nodes.env}
     job_id = two_nodes.sbatch(script, "-N2", "--ntasks-per-node=1", env=env)
