@@ -24,10 +24,11 @@ key or value and the fix (:func:`one_line` flattens a foreign exception's text t
     │   ├── UnsafePathError(ValueError)    a path that would leave the tree
     │   ├── HostKeyError                   unknown or changed host key (with the fingerprint and the fix)
     │   └── SSHSetupError                  authentication or SSH configuration
-    └── TransferError(RuntimeError)        lt-sync: one cycle's copy went wrong; the next cycle retries
-        ├── VerifyError                    a copied file does not match its source
-        ├── SourceChanged                  a source file changed while it was copied
-        └── TransportError(OSError)        the connection failed or was lost (the SSH library's errors, mapped)
+    ├── TransferError(RuntimeError)        lt-sync: one cycle's copy went wrong; the next cycle retries
+    │   ├── VerifyError                    a copied file does not match its source
+    │   ├── SourceChanged                  a source file changed while it was copied
+    │   └── TransportError(OSError)        the connection failed or was lost (the SSH library's errors, mapped)
+    └── ExportError(RuntimeError)          lt export: a run (or the tracker) that cannot be exported now
 
 ``HealthCheckFailed`` (:mod:`lightning_track.callbacks.health`) stays outside the tree on purpose: it is
 a ``SystemExit`` carrying exit code 86, so an unhealthy run ends with that code even when user code
@@ -44,7 +45,8 @@ __all__ = [
     "LightningTrackError", "ConfigError", "FilterError", "RunFolderError", "JsonlProblem", "ResumeError", "RunNotFound",
     "WriterError",
     "SinkHostError", "MigrationError", "SourceError", "CheckpointError", "SyncError", "UnsafePathError",
-    "HostKeyError", "SSHSetupError", "TransferError", "VerifyError", "SourceChanged", "TransportError", "one_line",
+    "HostKeyError", "SSHSetupError", "TransferError", "VerifyError", "SourceChanged", "TransportError", "ExportError",
+    "one_line",
 ]
 
 
@@ -133,6 +135,11 @@ class SourceChanged(TransferError):
 
 class TransportError(TransferError, OSError):
     """The connection failed or was lost (the SSH library's own errors, mapped); ``--every`` retries it."""
+
+
+class ExportError(LightningTrackError, RuntimeError):
+    """lt export: the tracker is unreachable or refused the run, or another export of it is in progress;
+    the export record holds only what the tracker confirmed."""
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

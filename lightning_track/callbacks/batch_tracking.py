@@ -19,6 +19,7 @@ from typing_extensions import override
 from ..errors import one_line
 from ..folder.fileio import JsonlAppender, keep_jsonl_before
 from ..folder.layout import RunLayout
+from ..folder.records import record_step
 from ..folder.tracking import CheckpointMappings, checkpoint_name
 from ..vocabulary import iso_time
 from .health.checks import HealthCheckFailed
@@ -208,7 +209,7 @@ class BatchTracker(Callback):
         if not trainer.is_global_zero or self._appender is None:
             return
         record: dict[str, Any] = {
-            "step": trainer.global_step,
+            "step": record_step(global_step=trainer.global_step),
             "epoch": trainer.current_epoch,
             "batch_idx": pending[-1][0] if pending else None,
             "line_indices": ids,
@@ -264,7 +265,7 @@ class BatchTracker(Callback):
             lr = float(trainer.optimizers[0].param_groups[0]["lr"])
         ids = [i for _, batch_ids in pending for i in batch_ids]
         record: dict[str, Any] = {
-            "step": trainer.global_step if stepped else trainer.global_step + 1,
+            "step": record_step(global_step=trainer.global_step, stepped=stepped),
             "epoch": trainer.current_epoch,
             "batch_idx": pending[-1][0],
             "line_indices": ids,

@@ -52,7 +52,7 @@ def find_layout(trainer: Any) -> RunLayout:
     """The run layout: the RunLogger's (synced across ranks), else ``trainer.default_root_dir``."""
     logger = find_run_logger(trainer)
     if logger is not None:
-        return logger.experiment  # the sync point: the same folder on every rank
+        return logger.layout  # the sync point: the same folder on every rank
     return RunLayout(trainer.default_root_dir)
 
 

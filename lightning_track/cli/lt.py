@@ -6,6 +6,7 @@
     lt report RUN|ROOT ... -o report.html [--filter EXPR]
     lt tag RUN ... [+TAG] [-TAG] ...       lt note RUN [TEXT] [--append]
     lt run | sync | migrate | demo ...     (= lt-run, lt-sync, lt-migrate, lt-demo)
+    lt export RUN|ROOT ... --to mlflow://HOST:PORT [--experiment NAME] [--with-model] [--with-checkpoints]
     lt run --pipeline FILE [--jobs N] [--from STEP] [--notify URL ...] [--status]
 
 Messages about single runs, files or lines go to stderr, one line each, and the other runs are still
@@ -21,7 +22,8 @@ from ..vocabulary import EXIT_OK
 
 __all__ = ["main"]
 
-_TOOLS = {"run": "run", "sync": "sync", "migrate": "migrate", "demo": "demo"}
+_TOOLS = {"run": "run", "sync": "sync", "migrate": "migrate", "demo": "demo", "export": "export"}
+_TOOL_HELP = {"export": "send runs to an MLflow tracker, only what is new (lt export --help)"}
 _USAGE = __doc__.split("\n\n")[1]
 
 
@@ -85,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     _note_arguments(sub.add_parser("note", help="set (or --append to) a run's notes; without TEXT, print them"))
 
     for name in _TOOLS:
-        sub.add_parser(name, help=f"= lt-{name} (same arguments)", add_help=False)
+        sub.add_parser(name, help=_TOOL_HELP.get(name, f"= lt-{name} (same arguments)"), add_help=False)
     return parser
 
 

@@ -17,7 +17,7 @@ from .digest import MetricsDigest, Mode, summarize_metrics, write_metrics_csv
 from .report import render_report
 from .system import system_summary
 
-__all__ = ["SummaryFile", "post_process"]
+__all__ = ["SummaryFile", "post_process", "attempts_of", "attempt_training_time"]
 
 
 class SummaryFile:
@@ -144,3 +144,28 @@ def _draw(layout: RunLayout, records: list[Any]) -> str | None:
     except Exception as exc:  # noqa: BLE001 - a plot must never cost the run its summary
         return f"{layout.run_dir / RunLayout.RUN_PLOT}: {one_line(exc)}"
     return None
+
+
+def attempts_of(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's attempts so far (a summary written before attempts were kept counts as one)."""
+    attempts = summary.get("attempts")
+    if isinstance(attempts, list):
+        return [dict(a) for a in attempts if isinstance(a, dict)]
+    if not summary.get("start_time"):
+        return []
+    legacy = {"attempt": 1, "start_time": summary["start_time"], "status": summary.get("status", RUNNING)}
+    for key in ("end_time", "failure"):
+        if key in summary:
+            legacy[key] = summary[key]
+    if isinstance(summary.get("duration_s"), (int, float)):  # before training_time_s had its own name
+        legacy["training_time_s"] = summary["duration_s"]
+    return [legacy]
+
+
+def attempt_training_time(attempt: Mapping[str, Any]) -> float:
+    """An attempt's training time in seconds (``duration_s`` in runs written before it was named so)."""
+    for key in ("training_time_s", "duration_s"):
+        value = attempt.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0

@@ -96,6 +96,7 @@ class RunLayout:
     LAST_CHECKPOINT = "last.ckpt"
     LEGACY = "legacy"  # files carried over unchanged from a migrated legacy run (lt-migrate)
     ANNOTATIONS = "annotations.json"  # tags and notes set after the run (lt tag / lt note)
+    EXPORT = "export.json"  # where the run was exported (lt export) and how far each file was sent
     PLOTS = "plots"
     RUN_PLOT = "plots/metrics.png"  # post_process's curves, linked from report_draft.md
     DROPPED_METRICS = "metrics.dropped-at-attempt-{attempt}.jsonl"  # records a resume took out (never deleted)
@@ -186,6 +187,10 @@ class RunLayout:
     @property
     def line_checkpoint_mapping_json(self) -> Path:
         return self.run_dir / self.LINE_CHECKPOINT_MAPPING
+
+    @property
+    def export_json(self) -> Path:
+        return self.run_dir / self.EXPORT
 
     @property
     def annotations_json(self) -> Path:

@@ -5,8 +5,8 @@ Why ``experiment`` speaks TensorBoard: code written for ``TensorBoardLogger`` ca
 same calls land where ``log_metrics`` and :meth:`MediaLogging.log_image` put them: ``metrics.jsonl``,
 ``media/`` + ``media.jsonl``, TensorBoard and SwanLab, encoded off the training thread. The object is also
 the run's :class:`~lightning_track.folder.layout.RunLayout` (a subclass), so code that used
-``logger.experiment.run_dir`` or ``.checkpoints_dir`` keeps working. On ranks > 0 the ``add_*`` calls do
-nothing, as Lightning's ``DummyExperiment`` does for other loggers.
+``logger.experiment.run_dir`` or ``.checkpoints_dir`` keeps working (on rank 0: the other ranks get
+Lightning's ``DummyExperiment``, as from every Lightning logger; ``logger.layout`` is the folder there).
 
 Steps follow the run's one step convention: a step Lightning or the module chose (``self.global_step``)
 becomes the step of the batch it belongs to; ``step=None`` is the current batch's step.
@@ -88,14 +88,7 @@ class MediaLogging:
 
     def _media_step(self, step: int | None) -> int:
         """The step convention of every file: an explicit step as for ``log_metrics``; None is the batch's."""
-        if step is not None:
-            return self._global_step(int(step))  # type: ignore[attr-defined]
-        trainer = self._trainer() if self._trainer is not None else None  # type: ignore[attr-defined]
-        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-        if loop is not None:
-            return self._global_step(int(loop._batches_that_stepped))  # type: ignore[attr-defined]
-        run = self._run  # type: ignore[attr-defined]
-        return int(run.last_step) if run is not None and run.last_step is not None else 0
+        return self._step(None if step is None else int(step))  # type: ignore[attr-defined]
 
     def _queue_media(self, items: list[MediaItem]) -> None:
         self._rank_zero_run().log_media(items)  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..derived.digest import Mode
-from ..derived.summary import SummaryFile, post_process
+from ..derived.summary import SummaryFile, attempt_training_time, attempts_of, post_process
 from ..errors import ResumeError, one_line
 from ..folder.fileio import atomic_write_json, temp_path
 from ..folder.layout import RunLayout
@@ -131,6 +131,7 @@ class RunLifecycle:
         self.refused = False
         self._pending: dict[str, Any] = {}  # summary fields given before the attempt started
         self.finalized = False
+        self.appending = False  # logging after finalize: the finalized attempt takes more records
 
     # -- start -------------------------------------------------------------------------------
     def start(self, from_step: int | None = None) -> None:
@@ -147,7 +148,7 @@ class RunLifecycle:
         if self.console:  # first, so the rest of the start (the sink host's messages) is in logs.txt too
             capture_console(layout.logs_txt, secrets=secret_values(self.config, sys.argv, os.environ))
         now = iso_time(self.start_time)
-        attempts = _attempts_of(previous)
+        attempts = attempts_of(previous)
         entry: dict[str, Any] = {"attempt": len(attempts) + 1, "start_time": now, "status": RUNNING,
                                  "host": socket.gethostname(), "pid": os.getpid()}
         if attempts and attempts[-1].get("status") == RUNNING:
@@ -229,7 +230,7 @@ class RunLifecycle:
             self.refused = True
             raise
         if last is not None and from_step < last:  # a rewind on purpose: keep the later checkpoints aside
-            aside = self.layout.superseded_checkpoints_dir(len(_attempts_of(previous)) + 1)
+            aside = self.layout.superseded_checkpoints_dir(len(attempts_of(previous)) + 1)
             for step, path in self.layout.checkpoint_steps():
                 if step > from_step:
                     aside.mkdir(parents=True, exist_ok=True)
@@ -299,13 +300,13 @@ class RunLifecycle:
             context = SinkContext(layout=self.layout, dataset=self.dataset, method=self.method,
                                   config=redact(self.config), resume_count=max(0, self.attempt - 1),
                                   # records after the restart step are the interrupted attempt's replays
-                                  resume_step=self.from_step + 1 if self.resume and self.from_step is not None
-                                  else None,
+                                  resume_step=self.from_step + 1
+                                  if self.resume and self.from_step is not None and not self.appending else None,
                                   moved_aside_to=self.layout.dropped_metrics_jsonl(self.attempt),
                                   options=self.sink_options)
             self.writer = BackgroundWriter(
                 self._sinks(), context,
-                resuming=self.resume,
+                resuming=self.resume and not self.appending,
                 flush_interval=self.flush_interval,
                 heartbeat_interval=self.heartbeat_interval,
                 on_heartbeat=self._heartbeat,
@@ -332,7 +333,8 @@ class RunLifecycle:
             # importable there). See lightning_track/run/sinkhost.py.
             from .sinkhost import SinkHost
 
-            sinks.append(SinkHost(named, system_interval=self.system_interval))
+            # After finalize the run's system record is closed (its last sample taken): no new sampler.
+            sinks.append(SinkHost(named, system_interval=0.0 if self.appending else self.system_interval))
             sinks += [s for s in self.sink_specs if not isinstance(s, str)]
         else:
             sinks += [load_sink(s) if isinstance(s, str) else s for s in self.sink_specs]
@@ -364,15 +366,18 @@ class RunLifecycle:
         return self.writer is not None
 
     def reopen(self) -> None:
-        """Logging after finalize (e.g. ``trainer.test`` after ``fit``): a new attempt in append mode."""
+        """Logging after finalize (a test score or a sample after ``fit`` returned, ``trainer.test``):
+        the same attempt takes the records, appended; its status, times and records stay as they are."""
         self.finalized = False
-        self.started = False
-        self.resume = True
-        self.start()
+        self.appending = True
+        self.ensure_writer()
 
     def finalize(self, status: str, *, reason: str | None = None, end_time: float | None = None) -> None:
         """Close every sink with our word for ``status``, then write summary.json, metrics.csv and
         report_draft.md. A sink's error is recorded and raised after the summary is written."""
+        if self.appending:
+            self._finish_appending()
+            return
         end_time = time.time() if end_time is None else end_time
         ours = run_status(status)
         error: BaseException | None = None
@@ -387,7 +392,7 @@ class RunLifecycle:
         self.finalized = True
         self._reserve.unlink(missing_ok=True)
         data = self.summary.read()
-        attempts = _attempts_of(data)
+        attempts = attempts_of(data)
         mine: dict[str, Any] = {"end_time": iso_time(end_time), "status": ours,
                                 "training_time_s": round(end_time - self.start_time, 3)}
         if reason:
@@ -418,6 +423,22 @@ class RunLifecycle:
         if error is not None:
             raise error
 
+    def _finish_appending(self) -> None:
+        """Close the writer of records logged after finalize and refresh the derived files; the
+        attempt's status, reason and times are the ones its finalize recorded."""
+        writer, self.writer = self.writer, None
+        self.finalized, self.appending = True, False
+        error: BaseException | None = None
+        if writer is not None:
+            try:
+                writer.close(self.summary.read().get("status") or COMPLETED)
+            except BaseException as exc:  # noqa: BLE001 - the derived files first, then re-raise
+                error = exc
+        post_process(self.layout.run_dir, metric_modes=self.metric_modes,
+                     extra={"error": repr(error)} if error is not None else None)
+        if error is not None:
+            raise error
+
     def hand_over(self) -> None:
         """Stop writing in this process (ddp_spawn pickles the run into its workers).
 
@@ -441,27 +462,3 @@ class RunLifecycle:
         state["writer"] = state["system"] = None  # a thread does not pickle; the worker starts its own
         return state
 
-
-def _attempts_of(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The run's attempts so far (a summary written before attempts were kept counts as one)."""
-    attempts = summary.get("attempts")
-    if isinstance(attempts, list):
-        return [dict(a) for a in attempts if isinstance(a, dict)]
-    if not summary.get("start_time"):
-        return []
-    legacy = {"attempt": 1, "start_time": summary["start_time"], "status": summary.get("status", RUNNING)}
-    for key in ("end_time", "failure"):
-        if key in summary:
-            legacy[key] = summary[key]
-    if isinstance(summary.get("duration_s"), (int, float)):  # before training_time_s had its own name
-        legacy["training_time_s"] = summary["duration_s"]
-    return [legacy]
-
-
-def attempt_training_time(attempt: Mapping[str, Any]) -> float:
-    """An attempt's training time in seconds (``duration_s`` in runs written before it was named so)."""
-    for key in ("training_time_s", "duration_s"):
-        value = attempt.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return 0.0

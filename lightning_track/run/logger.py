@@ -24,12 +24,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.loggers.logger import DummyExperiment, Logger
 from typing_extensions import override
 
 from ..derived.digest import Mode
 from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
+from ..folder.records import record_step
 from ..redaction import redact
 from ..sinks import Sink, load_sink
 from ..sinks.swanlab import check_swanlab_mode
@@ -72,7 +73,8 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         console: capture everything the process prints (stdout and stderr at the file-descriptor level,
             subprocesses included) into ``logs.txt`` from the start of training until the process ends;
             other ranks into ``logs.rank<N>.txt``. The terminal shows the same as without it.
-        system_interval: seconds between samples of GPU/CPU/memory into ``system.jsonl`` (and TensorBoard,
+        system_interval: seconds between samples of GPU/CPU/memory into ``system.jsonl`` (one more at the start
+            and at the end; and TensorBoard,
             SwanLab under ``system/``), taken off the training thread; 0 switches it off. Another node's
             local rank 0 samples its own machine into ``system.node<k>.jsonl``.
         swanlab_mode: how the ``"swanlab"`` sink writes its run: ``"local"`` also for SwanLab's own board
@@ -185,12 +187,15 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         return str(self.run_dir.parent)
 
     @property
-    def experiment(self) -> RunExperiment:
-        """The run's layout with ``SummaryWriter``'s ``add_*`` methods (:mod:`.experiment`; no-ops on ranks > 0).
-        Lightning reads this on every rank during setup: the sync point."""
+    def experiment(self) -> RunExperiment | DummyExperiment:
+        """The run's layout with ``SummaryWriter``'s ``add_*`` methods (:mod:`.experiment`) on rank 0;
+        Lightning's ``DummyExperiment`` (any call returns None) on the other ranks, as every Lightning
+        logger's. Lightning reads this on every rank during setup: the folder's sync point (``layout``)."""
         layout = self._resolve()
+        if not self._rank_zero():
+            return DummyExperiment()
         if self._experiment is None or self._experiment.run_dir != layout.run_dir:
-            self._experiment = RunExperiment(layout.run_dir, self if self._rank_zero() else None)
+            self._experiment = RunExperiment(layout.run_dir, self)
         return self._experiment
 
     @property
@@ -216,35 +221,28 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             number = self._to_float(key, value)
             if number is not None:
                 clean[key] = number
-        if step is None:
-            step = self._auto_step
-        step = self._global_step(int(step))
+        step = self._step(self._auto_step if step is None else int(step))
         self._auto_step = step + 1
         run.log(step, time.time(), clean)
 
-    def _global_step(self, step: int) -> int:
-        """The step convention of every file of a run: ``trainer.global_step`` at logging time.
+    def _step(self, step: int | None) -> int:
+        """The step convention of every file (:func:`~lightning_track.folder.records.record_step`) applied
+        to what the Trainer says now. ``step`` None: the current batch's (or the run's latest step).
 
-        Lightning hands loggers ``fit_loop.epoch_loop._batches_that_stepped``, which during training
-        is one less than ``global_step`` (it counts after the logging), and equal to it for
-        validation. A step Lightning chose itself is replaced by ``global_step``, so a batch's values,
-        its checkpoint, its batch-tracking line and its signals all carry the same number; a step the
-        caller chose (a ``step`` metric, an explicit argument) is kept. A value logged while a training
-        batch is in flight before its optimizer step (``LearningRateMonitor`` at ``on_train_batch_start``:
-        the rate that batch trains with) belongs to that batch: ``global_step + 1``.
+        A value logged while a training batch is in flight before its optimizer step (``LearningRateMonitor``
+        at ``on_train_batch_start``: the rate that batch trains with) belongs to that batch.
         """
         trainer = self._trainer() if self._trainer is not None else None
-        if trainer is None:
-            return step
         loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-        if getattr(loop, "_batches_that_stepped", None) != step:
-            return step
-        global_step = int(trainer.global_step)
+        if loop is None:
+            run = self._run
+            return record_step(step, last_step=run.last_step if run is not None else None)
+        lightning_step = getattr(loop, "_batches_that_stepped", None)
         batches = getattr(getattr(loop, "batch_progress", None), "current", None)
-        if global_step == step and getattr(trainer, "training", False) and batches is not None \
-                and batches.ready > batches.processed:
-            return global_step + 1
-        return global_step
+        in_flight = bool(getattr(trainer, "training", False)) and batches is not None \
+            and batches.ready > batches.processed
+        return record_step(lightning_step if step is None else step, global_step=int(trainer.global_step),
+                           lightning_step=lightning_step, stepped=not in_flight)
 
     def _progress_step(self) -> int | None:
         """The training step for the heartbeat's progress (read on the writer thread, never on the
@@ -368,7 +366,7 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
 
     def _rank_zero_run(self, reopen: bool = True) -> RunLifecycle:
         """This rank-0 process's run (its folder decided); ``reopen``: logging after a finalize
-        (``trainer.test`` after ``fit``) continues it as a new attempt."""
+        (a test score after ``fit`` returned, ``trainer.test``) appends to the same attempt."""
         run = self._run
         if run is not None and run.started and not run.finalized:
             return run  # the hot path (every log_metrics): the folder was decided when the run started

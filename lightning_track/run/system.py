@@ -176,7 +176,8 @@ class SystemSampler:
 
 
 class SystemRecorder:
-    """Samples every ``interval`` seconds on a daemon thread into ``path`` (and ``on_record``).
+    """Samples every ``interval`` seconds on a daemon thread into ``path`` (and ``on_record``), and once
+    at the start and once at :meth:`close`, so every run has at least two samples.
 
     ``step`` gives the latest training step for each line; ``on_record`` receives each sample as a
     :class:`MetricRecord` (the sink host hands it to TensorBoard and SwanLab). A failure to sample or
@@ -191,6 +192,8 @@ class SystemRecorder:
         self._step, self._on_record, self._on_error = step, on_record, on_error
         self._stop = threading.Event()
         self.samples = 0
+        self._failed = False
+        self._closed = False
         self.sampler = SystemSampler(pid, gpus=gpus)
         self._appender = JsonlAppender(self.path)
         self._thread = threading.Thread(target=self._loop, name="lightning_track-system", daemon=True)
@@ -201,13 +204,23 @@ class SystemRecorder:
         return self.sampler.gpu_note
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.record_one()
-            except Exception as exc:  # noqa: BLE001 - reported once, then this recorder is done
-                if self._on_error is not None:
-                    self._on_error(f"system metrics stopped: {one_line(exc)}")
+        # One sample at once and one at close (see close): a run shorter than the interval has two.
+        while self._record_or_stop():
+            if self._stop.wait(self.interval):
                 return
+
+    def _record_or_stop(self) -> bool:
+        """Take a sample; False (after one report) once sampling failed: this recorder is done."""
+        if self._failed:
+            return False
+        try:
+            self.record_one()
+        except Exception as exc:  # noqa: BLE001 - reported once, then this recorder is done
+            self._failed = True
+            if self._on_error is not None:
+                self._on_error(f"system metrics stopped: {one_line(exc)}")
+            return False
+        return True
 
     def record_one(self) -> None:
         now = time.time()
@@ -221,8 +234,14 @@ class SystemRecorder:
             self._on_record(MetricRecord(line["step"], now, metrics))
 
     def close(self) -> None:
+        """Stop sampling, after a last sample: the state at the run's end (its peak memory, often)."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         self._thread.join(10.0)
+        if not self._thread.is_alive():
+            self._record_or_stop()
         self._appender.close()
         nvml = self.sampler._nvml  # noqa: SLF001 - its own sampler
         if nvml is not None:

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.loggers.logger import DummyExperiment
 from support.processes import script_env
 from support.trainers import make_trainer
 
-from lightning_track import BatchTracker, StepCheckpoint, TrackedDataset
+from lightning_track import BatchTracker, StepCheckpoint, TrackedDataset, read_metrics
 from lightning_track.folder.fileio import iter_jsonl, read_json
 from lightning_track.folder.tracking import CANONICAL_FIELDS
 from lightning_track.training.toy import LineDataset, ToyRegression, TupleLineDataset, line_loader
@@ -113,6 +114,12 @@ def test_ddp_two_processes_gathers_all_ranks_ids(tmp_path):
     seen = {rank: truth[rank]["lines"] for rank in (0, 1)}
     records = _records(run_dir / "batch_tracking.jsonl")
     assert [r["step"] for r in records] == list(range(1, 7))
+    # logger.experiment: the add_* API on rank 0, Lightning's DummyExperiment (every call a no-op) above it
+    assert truth[0]["experiment"] == {"dummy": False, "type": "RunExperiment", "returns": "None", "any_call": None}
+    assert truth[1]["experiment"] == {"dummy": True, "type": DummyExperiment.__name__, "returns": "None",
+                                      "any_call": "None"}
+    logged = {key for r in read_metrics(run_dir / "metrics.jsonl") for key in r.metrics}
+    assert "ddp/rank0" in logged and "ddp/rank1" not in logged
     for n, record in enumerate(records):
         assert record["world_size"] == 2
         assert record["line_indices"] == seen[0][n] + seen[1][n]  # rank order

@@ -41,7 +41,8 @@ TORCH_FREE = [
     "lightning_track.query.compare", "lightning_track.derived.curves", "lightning_track.derived.plots",
     "lightning_track.query.report_html", "lightning_track.launch.sweep", "lightning_track.launch.sweep_report",
     "lightning_track.query.sweeps", "lightning_track.run.launched", "lightning_track.query.pipelines",
-    "lightning_track.sync.watch",
+    "lightning_track.sync.watch", "lightning_track.export", "lightning_track.export.mlflow",
+    "lightning_track.cli.export",
 ]
 
 

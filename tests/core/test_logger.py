@@ -77,13 +77,16 @@ def test_metrics_jsonl_tensorboard_and_swanlab_agree_step_by_step(finished_run) 
     assert steps == list(range(1, 31))  # trainer.global_step at logging time
     jsonl = {(r.step, k): v for r in records for k, v in r.metrics.items()}
 
-    tb = tensorboard_scalars(run / "tensorboard_logs")
+    # system/* come from system.jsonl (a sample at the start and at the end of every run), not metrics.jsonl
+    tb = {tag: events for tag, events in tensorboard_scalars(run / "tensorboard_logs").items()
+          if not tag.startswith("system/")}
     assert [s for s, _, _ in tb["train/loss"]] == steps
     for tag, events in tb.items():
         for step, value, _ in events:
             assert value == pytest.approx(jsonl[(step, tag)], rel=1e-6), (tag, step)
 
-    sw = swanlab_scalars(swanlab_runs(run / "swanlab_logs")[0])
+    sw = {key: points for key, points in swanlab_scalars(swanlab_runs(run / "swanlab_logs")[0]).items()
+          if not key.startswith("system/")}
     assert [s for s, _ in sw["train/loss"]] == steps
     assert set(sw) == {k for _, k in jsonl}
     for key, points in sw.items():

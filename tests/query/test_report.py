@@ -60,7 +60,9 @@ def test_report_of_named_runs_filters_and_bad_input(made_runs, capsys, tmp_path)
     out_file = tmp_path / "two.html"
     code, out, err = report(capsys, root, "-f", "dataset=arc", "-o", str(out_file), "-m", "val/loss", "-m", "nope")
     assert code == 0 and err == ["lt report: no run has metric 'nope'"]
-    assert [c["key"] for c in page_data(out_file.read_text())["charts"]] == ["val/loss"]
+    charts = page_data(out_file.read_text())["charts"]
+    assert [c["key"] for c in charts if c["x"] == "step"] == ["val/loss"]  # system.jsonl's charts come after
+    assert all(c["key"].startswith("system/") for c in charts if c["x"] != "step")
     code, out, err = report(capsys, str(made_runs["nan"]), "zzz", "-o", str(tmp_path / "one.html"), "--root", root)
     assert code == 0 and any("zzz: no such run folder" in line for line in err)
     code, out, err = report(capsys, root, "-f", "x<<", "-o", str(tmp_path / "bad.html"))

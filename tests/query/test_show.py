@@ -31,6 +31,9 @@ def test_show_lists_checkpoints_console_tail_and_system_peaks(runs_copy, capsys)
     samples = [{"time": 1.0, "step": s, "node": 0, "metrics": {"system/cpu_percent": c, "system/rss_gb": 1.5}}
                for s, c in ((1, 50.0), (2, 97.5), (3, 20.0))]
     (run / "system.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    summary = json.loads((run / "summary.json").read_text())
+    summary.pop("system", None)  # a run killed before its summary had samples: peaks come from system.jsonl
+    (run / "summary.json").write_text(json.dumps(summary))
     code, out, _ = show(capsys, str(run), "--lines", "3")
     lines = out.splitlines()
     at = lines.index("console (last 3 lines of logs.txt)")

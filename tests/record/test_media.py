@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers.logger import DummyExperiment
 from PIL import Image
 from support.readers import swanlab_records, swanlab_runs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -193,7 +194,8 @@ def test_ranks_above_zero_get_harmless_no_ops(tmp_path: Path) -> None:
     logger = RunLogger("media", "rank1", root=tmp_path)
     logger._rank = 1  # what a torchrun rank 1 has before and after the folder is agreed
     exp = logger.experiment
-    assert isinstance(exp, RunLayout)
+    assert isinstance(exp, DummyExperiment) and isinstance(logger.layout, RunLayout)  # as from any Lightning logger
+    assert exp.add_image("x", IMAGE, 1) is None
     exp.add_image("x", IMAGE, 1)
     exp.add_scalar("y", 1.0, 1)
     exp.add_text("z", "t", 1)

@@ -154,3 +154,27 @@ def test_two_nodes_each_sample_their_own_machine(tmp_path: Path) -> None:
     assert max(line["step"] for line in other) > 0  # node 1 knows the training step too
     summary = json.loads(run.summary_json.read_text())["system"]
     assert summary["nodes"] == 2 and "node1/proc_rss_gb" in summary["peak"]
+
+
+@pytest.mark.parametrize("sink_process", [True, False])
+def test_a_run_shorter_than_the_interval_has_a_first_and_a_last_sample(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                      sink_process: bool) -> None:
+    from lightning_track.cli.lt import main
+
+    logger = RunLogger("d", "m", root=tmp_path, sinks=("tensorboard",), system_interval=60, console=False,
+                       sink_process=sink_process)
+    fit(logger, steps=40)
+    run = RunLayout(logger.run_dir)
+    lines = samples(run.system_jsonl)
+    assert len(lines) == 2 and lines[0]["time"] < lines[1]["time"]  # at the start and at the end
+    assert lines[-1]["step"] == 40 and all(line["metrics"]["system/proc_rss_gb"] > 0.05 for line in lines)
+    system = json.loads(run.summary_json.read_text())["system"]
+    assert system["samples"] == 2 and system["peak"]["proc_rss_gb"] == max(
+        line["metrics"]["system/proc_rss_gb"] for line in lines)
+    if sink_process:  # the sink host's samples reach TensorBoard too
+        assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["system/proc_rss_gb"]] == [
+            line["step"] for line in lines]
+    capsys.readouterr()
+    assert main(["show", run.name, "--root", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert "system" in shown and any(line.strip().startswith("peak") and "proc_rss_gb" in line for line in shown), shown

@@ -1,0 +1,84 @@
+"""``lt export RUN|ROOT ... --to URI``: send runs to a shared tracker (MLflow), only what is new.
+
+One line per run; a run that cannot be exported is one line on stderr and the others still go. Exit 0
+when every run is exported, 1 when one is not (or the tracker cannot be reached: then nothing is sent),
+2 for bad arguments, 130 on Ctrl+C (what was confirmed is recorded; run it again to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from ..errors import ExportError, RunFolderError, one_line
+from ..query.format import printable
+from ..vocabulary import EXIT_FAILURE, EXIT_OK, exit_status
+from ._errors import reports
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ..export.target import SUPPORTED
+
+    parser = argparse.ArgumentParser(prog="lt export", description="Send runs to an MLflow tracker: every metric "
+                                     "with its step and time, params, tags, status and files. Again: only what "
+                                     "is new (the run's export.json says what was sent).")
+    parser.add_argument("runs", nargs="+", metavar="RUN|ROOT", help="run folders, names, or folders of runs")
+    parser.add_argument("--to", metavar="URI", help=f"one of {', '.join(SUPPORTED)} (default: the variable)")
+    parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the run's dataset)")
+    parser.add_argument("--with-model", action="store_true", help="also send final_model/")
+    parser.add_argument("--with-checkpoints", action="store_true", help="also send checkpoints/*.ckpt")
+    parser.add_argument("--root", action="append", metavar="ROOT", help="where to look for RUN (default: runs)")
+    parser.add_argument("-f", "--filter", action="append", default=[], metavar="EXPR", help="runs of a ROOT to send")
+    parser.add_argument("--stale", type=float, default=None, metavar="SECONDS",
+                        help="a running run silent this long is crashed (default: 120)")
+    return parser
+
+
+def _warn(message: str) -> None:
+    print(printable(f"lt export: {message}"), file=sys.stderr)
+
+
+@reports("lt export")  # a bad --to or --filter: one line, exit 2; the tracker unreachable: one line, exit 1
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from ..export import export_run, open_exporter, parse_target
+    from ..query.filters import parse_filter
+    from .lt_commands import _runs_for_report
+
+    target = parse_target(args.to)
+    for expr in args.filter:
+        parse_filter(expr)
+    problems: list[str] = []
+    runs = _runs_for_report(args, problems)
+    for problem in problems:
+        _warn(problem)
+    if not runs:
+        _warn("no run to export; nothing sent")
+        return EXIT_FAILURE
+    failed = len(problems)
+    try:
+        with open_exporter(target) as exporter:
+            for i, run in enumerate(runs, 1):
+                prefix = f"[{i}/{len(runs)}] " if len(runs) > 1 else ""
+                try:
+                    result = export_run(run, experiment=args.experiment, with_model=args.with_model,
+                                        with_checkpoints=args.with_checkpoints, exporter=exporter)
+                except (ExportError, RunFolderError, OSError) as exc:
+                    _warn(prefix + one_line(exc))
+                    failed += 1
+                    continue
+                for note in result.notes:
+                    _warn(f"{prefix}{run.name}: {note}")
+                print(printable(prefix + result.line()), flush=True)
+    except KeyboardInterrupt:
+        _warn("interrupted; what the tracker confirmed is recorded: run lt export again to continue")
+        return exit_status(-signal.SIGINT)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

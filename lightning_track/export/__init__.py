@@ -1,0 +1,103 @@
+"""``lt export``: run folders into a shared tracker (MLflow), exactly once and incrementally.
+
+The run folder stays the truth; the export record in it (:mod:`.record`) says what the tracker holds,
+so exporting again sends only what is new, and two exports of one run never interleave (a lock on the
+run folder). One module per tracker (:mod:`.mlflow`); this module picks it from ``--to`` and does what
+every tracker shares: resolve the run, hold the lock, read and save the record. Torch-free; the
+tracker's own library is imported only when an export starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError, RunFolderError
+from ..query.runs import RunInfo, read_run
+from .record import export_lock, read_record, write_record
+from .target import SUPPORTED, Target, parse_target
+
+__all__ = ["ExportResult", "export_run", "open_exporter", "parse_target", "Target", "SUPPORTED"]
+
+
+@dataclass
+class ExportResult:
+    """What one export of one run sent, and the lines worth telling the user."""
+
+    run: str
+    target: str
+    run_id: str | None = None
+    link: str | None = None
+    values: int = 0  # metric values of metrics.jsonl
+    system: int = 0  # system/... values of system.jsonl
+    params: int = 0
+    tags: int = 0  # set or removed
+    files: int = 0
+    status: str | None = None  # the tracker's status word, when it changed
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_new(self) -> bool:
+        return not (self.values or self.system or self.params or self.tags or self.files or self.status)
+
+    def line(self) -> str:
+        """One line for the terminal."""
+        where = f"{self.target} run {self.run_id}"
+        if self.nothing_new:
+            return f"{self.run}: up to date in {where}"
+        parts = [f"{self.values} values", f"{self.system} system values", f"{self.params} params",
+                 f"{self.tags} tags", f"{self.files} files"]
+        sent = ", ".join(p for p in parts if not p.startswith("0 "))
+        status = f", status {self.status}" if self.status else ""
+        return f"{self.run}: sent {sent or 'no new values'}{status} -> {where}"
+
+
+@contextmanager
+def open_exporter(target: Target | str | None) -> Iterator[Any]:
+    """The tracker's exporter for ``target`` (reached once; :class:`ExportError` when it cannot be)."""
+    target = target if isinstance(target, Target) else parse_target(target)
+    from .mlflow import MlflowExporter  # the only tracker so far: target.tracker == "mlflow"
+
+    exporter = MlflowExporter(target)
+    try:
+        yield exporter
+    finally:
+        exporter.close()
+
+
+def export_run(run: RunInfo | str | Path, to: Target | str | None = None, *, experiment: str | None = None,
+               with_model: bool = False, with_checkpoints: bool = False, exporter: Any = None) -> ExportResult:
+    """Export one run folder (or bring its earlier export up to date) and return what was sent.
+
+    ``to`` is ``--to`` (``None``: ``$MLFLOW_TRACKING_URI``); pass ``exporter`` from :func:`open_exporter`
+    to export many runs over one connection. Raises :class:`ExportError` (tracker down, run locked by
+    another export) or :class:`RunFolderError` (no run there); the record then holds only what the
+    tracker confirmed.
+    """
+    if exporter is None:
+        with open_exporter(to) as opened:
+            return export_run(run, experiment=experiment, with_model=with_model, with_checkpoints=with_checkpoints,
+                              exporter=opened)
+    info = run if isinstance(run, RunInfo) else read_run(run)
+    if not info.summary and not info.layout.metrics_jsonl.exists():
+        raise RunFolderError(f"{info.path}: not a run folder (no summary.json or metrics.jsonl); nothing sent")
+    target = exporter.target
+    result = ExportResult(info.name, target.uri, notes=list(info.problems))  # a torn summary.json: said, not fatal
+    with export_lock(info.path):
+        record = read_record(info.path)
+        entry = record["targets"].setdefault(target.uri, {"tracker": target.tracker})
+
+        def save() -> None:
+            write_record(info.path, record)
+
+        try:
+            exporter.export(info, entry, save, experiment=experiment, with_model=with_model,
+                            with_checkpoints=with_checkpoints, result=result)
+        except (ExportError, KeyboardInterrupt):
+            if entry.get("run_id"):  # what the tracker confirmed, up to the last batch
+                save()
+            raise
+    return result

@@ -1,0 +1,440 @@
+"""One run folder into one MLflow run, through MLflow's own client (the ``mlflow`` extra).
+
+What goes where (docs/export.md says it for users): every ``metrics.jsonl`` record as metrics with its
+step and time; ``system.jsonl`` samples as ``system/...`` metrics; the flattened, redacted config as
+params; status, reason, dataset, method, host, git commit, tags, notes, folder name and attempts as
+tags; the status mapped to MLflow's words with start and end times; the run's small files (and, when
+asked, the final model and checkpoints) as artifacts.
+
+MLflow refuses some names and values: keys with other characters than its own set, keys over 250
+characters, params over 6,000 and tags over 8,000 characters, a param changed after it was logged. The
+pure functions below adapt what can be adapted (each adaptation goes into the export record) and a
+value the server still refuses is recorded as refused while the rest is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError, JsonlProblem, one_line
+from ..folder.layout import RunLayout
+from ..folder.records import read_metrics_since
+from ..query.runs import RunInfo
+from ..redaction import redact
+from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, iso_time
+from .content import artifact_files, run_params
+from .record import SentFile
+from .target import Target
+
+__all__ = ["MlflowExporter", "mlflow_key", "fit_value", "run_tags", "STATUS", "MAX_KEY", "MAX_PARAM", "MAX_TAG"]
+
+STATUS = {COMPLETED: "FINISHED", FAILED: "FAILED", INTERRUPTED: "KILLED", CRASHED: "KILLED", RUNNING: "RUNNING"}
+MAX_KEY, MAX_PARAM, MAX_TAG = 250, 6000, 8000  # mlflow.utils.validation's limits (MLflow 2 and 3)
+MAX_METRICS, MAX_PARAMS_TAGS = 1000, 100  # per log_batch call
+_READ_LIMIT = 8 << 20  # bytes of a JSONL file parsed at a time
+_BAD_CHARS = re.compile(r"[^/\w.\- :]")  # what MLflow allows in a key: validate_param_and_metric_name
+_CUT = " …[cut]"
+
+
+# -- pure rules ------------------------------------------------------------------------------------
+def mlflow_key(name: str) -> tuple[str, str | None]:
+    """``name`` as a key MLflow accepts, and why it had to change (None when it did not)."""
+    key = _BAD_CHARS.sub("_", name)
+    key = "/".join(part if part not in (".", "..") else part.replace(".", "_") for part in key.split("/"))
+    key = re.sub("/{2,}", "/", key).strip("/") or "_"
+    if posixpath.normpath(key) != key:  # MLflow refuses a key that resolves to another path
+        key = key.replace("/", "_")
+    if len(key) > MAX_KEY:
+        key = key[: MAX_KEY - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    if key == name:
+        return key, None
+    return key, ("longer than MLflow's 250 characters" if len(name) > MAX_KEY and _BAD_CHARS.search(name) is None
+                 else "MLflow allows only letters, digits, _ - . : / and spaces in a key")
+
+
+def fit_value(text: str, limit: int) -> tuple[str, str | None]:
+    """``text`` cut to ``limit`` characters (marked), and why (None when it fit)."""
+    if len(text) <= limit:
+        return text, None
+    return text[: limit - len(_CUT)] + _CUT, f"value of {len(text)} characters cut to MLflow's limit of {limit}"
+
+
+def run_tags(run: RunInfo) -> dict[str, str]:
+    """Everything about the run that is not a number or a param, as MLflow tags."""
+    attempts = run.summary.get("attempts") if isinstance(run.summary.get("attempts"), list) else []
+    tags = {"status": run.status, "dataset": run.dataset, "method": run.method, "folder": run.name,
+            "attempts": str(len(attempts) or 1)}
+    optional = {"reason": run.why, "host": run.host, "source": run.source, "mlflow.note.content": run.notes,
+                "mlflow.user": run.meta.get("user"), "exp_id": run.summary.get("exp_id")}
+    git = run.meta.get("git")
+    if isinstance(git, dict):
+        optional["mlflow.source.git.commit"] = git.get("commit")
+        optional["mlflow.source.git.branch"] = git.get("branch")
+    argv = run.meta.get("argv")
+    if isinstance(argv, list) and argv:
+        optional["mlflow.source.name"] = str(argv[0])
+    tags.update({key: str(value) for key, value in optional.items() if value})
+    changes = {str(a.get("attempt", i + 1)): a["config_changes"] for i, a in enumerate(attempts)
+               if isinstance(a, dict) and a.get("config_changes")}
+    if changes:  # MLflow refuses to change a param: what a resume changed is said here
+        tags["config_changes"] = json.dumps(changes, ensure_ascii=False, default=str)
+    for tag in run.tags:
+        tags[f"tag.{tag}"] = "true"
+    return redact(tags)  # notes or a reason may quote a URL with its credentials
+
+
+# -- the client side -------------------------------------------------------------------------------
+_ENV_DEFAULTS = {  # a dead server fails in seconds, not MLflow's minutes of retries; no URL printed
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+
+@contextmanager
+def _client_env(target: Target) -> Iterator[None]:
+    """MLflow's client settings for the export's duration; credentials through its own variables, never
+    in a URL (so no message of its can show them)."""
+    wanted = {k: v for k, v in _ENV_DEFAULTS.items() if k not in os.environ}
+    if target.username:
+        wanted["MLFLOW_TRACKING_USERNAME"] = target.username
+    if target.password:
+        wanted["MLFLOW_TRACKING_PASSWORD"] = target.password
+    before = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]  # its INFO lines (database set-up)
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _reason(exc: BaseException, target: Target) -> str:
+    """The useful end of an MLflow/requests error (``Connection refused``), on one line, no credentials."""
+    text = one_line(exc, limit=2000)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if found:
+        text = found.group(1)
+    else:
+        text = re.sub(r"^API request to \S+ failed with exception ", "", text)
+    return target.scrub(text)[:300]
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(exc, "error_code", ""))
+
+
+class MlflowExporter:
+    """One MLflow target, reached once (``open`` fails at once, sending nothing, when it is not)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._env = _client_env(target)
+        self._experiments: dict[str, str] = {}
+        try:
+            from mlflow.entities import Metric, Param, RunTag
+            from mlflow.exceptions import MlflowException
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise ExportError("lt export --to MLflow needs MLflow's client: pip install 'lightning-track[mlflow]'") \
+                from None
+        self._Metric, self._Param, self._RunTag, self._Error = Metric, Param, RunTag, MlflowException
+        self._env.__enter__()
+        try:
+            self.client = MlflowClient(tracking_uri=target.uri)
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any failure of the first call: the tracker is not usable
+            self.close()
+            raise ExportError(f"{target.uri}: the MLflow tracker cannot be reached ({_reason(exc, target)}); "
+                              "nothing was sent") from None
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.__exit__(None, None, None)
+            self._env = None  # type: ignore[assignment]
+
+    # -- one run ---------------------------------------------------------------------------------
+    def export(self, run: RunInfo, entry: dict[str, Any], save: Callable[[], None], *, experiment: str | None,
+               with_model: bool, with_checkpoints: bool, result: Any) -> None:
+        """Bring the MLflow run of ``run`` up to date with its folder, recording progress in ``entry``
+        and calling ``save`` after each confirmed step."""
+        try:
+            self._export(run, entry, save, experiment, with_model, with_checkpoints, result)
+        except self._Error as exc:
+            raise ExportError(f"{run.name}: {self.target.uri} failed: {_reason(exc, self.target)}; what it "
+                              "confirmed is recorded, and lt export continues from there") from None
+
+    def _export(self, run: RunInfo, entry: dict[str, Any], save: Callable[[], None], experiment: str | None,
+                with_model: bool, with_checkpoints: bool, result: Any) -> None:
+        layout = run.layout
+        self._index: dict[tuple[str, str], str] = {}
+        self._taken: dict[str, set[str]] = {}
+        sent = entry.setdefault("sent", {})
+        metrics = SentFile(layout.metrics_jsonl, sent.get(RunLayout.METRICS_JSONL))
+        system = SentFile(layout.system_jsonl, sent.get(RunLayout.SYSTEM_JSONL))
+        run_id, why_new = entry.get("run_id"), None
+        if run_id:
+            stage = self._stage(run_id)
+            if stage != "active":
+                why_new = (f"the MLflow run {run_id} was deleted on the server" if stage == "deleted" else
+                           f"the MLflow run {run_id} was not found (another server or database?)")
+            elif metrics.rewritten or system.rewritten:
+                self.client.delete_run(run_id)
+                why_new = (f"a resume moved records of metrics.jsonl aside and MLflow cannot delete metric values, "
+                           f"so the MLflow run {run_id} was deleted")
+        if not run_id or why_new:
+            kept = {k: entry[k] for k in ("recreated",) if k in entry}
+            entry.clear()
+            entry.update(kept)
+            entry["tracker"] = "mlflow"
+            metrics, system = SentFile(layout.metrics_jsonl, None), SentFile(layout.system_jsonl, None)
+            sent = entry.setdefault("sent", {})
+            name = experiment or run.dataset
+            experiment_id = self._experiment(name, result)
+            start = int((run.start or time.time()) * 1000)
+            created = self.client.create_run(experiment_id, start_time=start, run_name=run.name)
+            entry.update({"experiment": name, "experiment_id": experiment_id, "run_id": created.info.run_id,
+                          "link": self._link(experiment_id, created.info.run_id)})
+            if why_new:
+                entry.setdefault("recreated", []).append({"at": iso_time(), "old_run_id": run_id, "why": why_new})
+                result.notes.append(f"{why_new}: created again as {created.info.run_id}")
+            save()
+        run_id = entry["run_id"]
+        result.run_id, result.link = run_id, entry.get("link")
+        self._send_params(run_id, run_params(run), entry, save, result)
+        self._send_tags(run_id, run_tags(run), entry, save, result)
+        for sent_file, system_keys in ((metrics, False), (system, True)):
+            if sent_file.path.exists():
+                self._send_jsonl(run_id, sent_file, system_keys, entry, save, result)
+                sent[sent_file.path.name] = sent_file.entry()
+        self._send_artifacts(run_id, run.path, entry, save, result, with_model, with_checkpoints)
+        self._send_status(run_id, run, entry, result)
+        entry["exported_at"] = iso_time()
+        save()
+
+    def _stage(self, run_id: str) -> str:
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage
+        except self._Error as exc:
+            if _code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                return "missing"
+            raise
+
+    def _experiment(self, name: str, result: Any) -> str:
+        if name in self._experiments:
+            return self._experiments[name]
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                experiment_id = self.client.create_experiment(name)
+            except self._Error as exc:  # created by a concurrent export meanwhile
+                if _code(exc) != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment_id = self.client.get_experiment_by_name(name).experiment_id
+        else:
+            experiment_id = found.experiment_id
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment_id)
+                result.notes.append(f"the MLflow experiment {name!r} was deleted on the server; restored")
+        self._experiments[name] = experiment_id
+        return experiment_id
+
+    def _link(self, experiment_id: str, run_id: str) -> str | None:
+        if not self.target.uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.target.uri}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    # -- adaptations -----------------------------------------------------------------------------
+    def _key(self, kind: str, name: str, entry: dict[str, Any]) -> str:
+        """The key ``name`` is sent as, the same every export; a changed key is listed in the record."""
+        index = self._index
+        known = index.get((kind, name))
+        if known is not None:
+            return known
+        table = entry.setdefault("adaptations", [])
+        if not index:
+            index.update({(a["kind"], a["name"]): a["sent_as"] for a in table if "sent_as" in a})
+            known = index.get((kind, name))
+            if known is not None:
+                return known
+        key, why = mlflow_key(name)
+        if why is not None and key in self._taken.setdefault(kind, set()):
+            key = key[: MAX_KEY - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+            why += " (and another name became the same key)"
+        if why is not None:
+            table.append({"kind": kind, "name": name, "sent_as": key, "why": why})
+        index[(kind, name)] = key
+        self._taken.setdefault(kind, set()).add(key)
+        return key
+
+    def _note_cut(self, kind: str, name: str, why: str | None, entry: dict[str, Any]) -> None:
+        if why is not None:
+            table = entry.setdefault("adaptations", [])
+            item = {"kind": kind, "name": name, "why": why}
+            if item not in table:
+                table.append(item)
+
+    def _refused(self, kind: str, name: str, exc: BaseException, entry: dict[str, Any], result: Any) -> None:
+        item = {"kind": kind, "name": name, "why": _reason(exc, self.target)}
+        refused = entry.setdefault("refused", [])
+        if item not in refused:
+            refused.append(item)
+            result.notes.append(f"MLflow refused {kind} {name!r}: {item['why']}")
+
+    def _batch(self, run_id: str, kind: str, items: list[tuple[str, Any]], entry: dict[str, Any], result: Any
+               ) -> list[str]:
+        """Send ``(name, entity)`` pairs in one call; when the server refuses the batch for a value, each
+        on its own so that only the refused ones stay out. Returns the names that were stored."""
+        if not items:
+            return []
+        field = {"param": "params", "tag": "tags", "metric": "metrics"}[kind]
+        try:
+            self.client.log_batch(run_id, **{field: [entity for _, entity in items]})
+            return [name for name, _ in items]
+        except self._Error as exc:
+            if _code(exc) != "INVALID_PARAMETER_VALUE" or len(items) == 1:
+                if _code(exc) == "INVALID_PARAMETER_VALUE":
+                    self._refused(kind, items[0][0], exc, entry, result)
+                    return []
+                raise
+        stored = []
+        for item in items:
+            stored += self._batch(run_id, kind, [item], entry, result)
+        return stored
+
+    # -- what is sent ----------------------------------------------------------------------------
+    def _send_params(self, run_id: str, params: Mapping[str, str], entry: dict[str, Any],
+                     save: Callable[[], None], result: Any) -> None:
+        sent = entry.setdefault("params", {})
+        refused = {item["name"] for item in entry.get("refused", []) if item.get("kind") == "param"}
+        # a value changed since it was sent goes as the config_changes tag; a refused one is not asked again
+        new = [(name, value) for name, value in params.items() if name not in sent and name not in refused]
+        for i in range(0, len(new), MAX_PARAMS_TAGS):
+            items = []
+            for name, value in new[i: i + MAX_PARAMS_TAGS]:
+                text, why = fit_value(value, MAX_PARAM)
+                self._note_cut("param", name, why, entry)
+                items.append((name, self._Param(self._key("param", name, entry), text)))
+            for name in self._batch(run_id, "param", items, entry, result):
+                sent[name] = params[name]
+                result.params += 1
+            save()
+
+    def _send_tags(self, run_id: str, tags: Mapping[str, str], entry: dict[str, Any], save: Callable[[], None],
+                   result: Any) -> None:
+        sent = entry.setdefault("tags", {})
+        for name in [name for name in sent if name not in tags]:  # removed since (lt tag -x, notes cleared)
+            try:
+                self.client.delete_tag(run_id, self._key("tag", name, entry))
+            except self._Error as exc:
+                if _code(exc) not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                    raise
+            del sent[name]
+            result.tags += 1
+        changed = [(name, value) for name, value in tags.items() if sent.get(name) != value]
+        for i in range(0, len(changed), MAX_PARAMS_TAGS):
+            items = []
+            for name, value in changed[i: i + MAX_PARAMS_TAGS]:
+                text, why = fit_value(value, MAX_TAG)
+                self._note_cut("tag", name, why, entry)
+                items.append((name, self._RunTag(self._key("tag", name, entry), text)))
+            for name in self._batch(run_id, "tag", items, entry, result):
+                sent[name] = tags[name]
+                result.tags += 1
+        save()
+
+    def _send_jsonl(self, run_id: str, sent: SentFile, system_keys: bool, entry: dict[str, Any],
+                    save: Callable[[], None], result: Any) -> None:
+        """The records of ``sent.path`` past what was sent, in batches of 1,000 values, the record saved
+        after each batch at the end of the last whole record in it."""
+        Metric = self._Metric
+        while True:
+            problems: list[JsonlProblem] = []
+            ends: list[int] = []
+            records, end = read_metrics_since(sent.path, sent.bytes, problems, limit=_READ_LIMIT, ends=ends)
+            for problem in problems:
+                result.notes.append(str(problem))
+            if end <= sent.bytes:
+                return
+            batch: list[Any] = []
+            done = 0  # records whose values have all been confirmed
+
+            def confirm(upto: int, offset: int) -> None:
+                nonlocal done
+                sent.advance(offset, upto - done)
+                done = upto
+                entry.setdefault("sent", {})[sent.path.name] = sent.entry()
+                save()
+
+            for i, record in enumerate(records):
+                stamp = int(record.time * 1000)
+                items = []
+                for name, value in record.metrics.items():
+                    if system_keys and not name.startswith("system/"):
+                        name = f"system/{name}"
+                    items.append((name, Metric(self._key("metric", name, entry), value, stamp, record.step)))
+                if batch and len(batch) + len(items) > MAX_METRICS:
+                    self._flush(run_id, batch, entry, result, system_keys)
+                    batch = []
+                    confirm(i, ends[i - 1])
+                while len(items) > MAX_METRICS:  # one record of more values than a batch holds
+                    self._flush(run_id, items[:MAX_METRICS], entry, result, system_keys)
+                    items = items[MAX_METRICS:]
+                batch += items
+            if batch:
+                self._flush(run_id, batch, entry, result, system_keys)
+            confirm(len(records), end)  # past trailing bad lines too
+
+    def _flush(self, run_id: str, batch: list[tuple[str, Any]], entry: dict[str, Any], result: Any,
+               system_keys: bool) -> None:
+        stored = len(self._batch(run_id, "metric", batch, entry, result))
+        if system_keys:
+            result.system += stored
+        else:
+            result.values += stored
+
+    def _send_artifacts(self, run_id: str, run_dir: Path, entry: dict[str, Any], save: Callable[[], None],
+                        result: Any, with_model: bool, with_checkpoints: bool) -> None:
+        sent = entry.setdefault("artifacts", {})
+        for rel, path in artifact_files(run_dir, with_model=with_model, with_checkpoints=with_checkpoints):
+            stat = path.stat()
+            mark = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            if sent.get(rel) == mark:
+                continue
+            folder = posixpath.dirname(rel)
+            self.client.log_artifact(run_id, str(path), artifact_path=folder or None)
+            sent[rel] = mark
+            result.files += 1
+            save()
+
+    def _send_status(self, run_id: str, run: RunInfo, entry: dict[str, Any], result: Any) -> None:
+        status = STATUS.get(run.status)
+        if status is None:  # no readable summary.json: the status is left as it is
+            return
+        end = int(run.end * 1000) if run.end is not None and status != "RUNNING" else None
+        if entry.get("status") == status and entry.get("end_time") == end:
+            return
+        if status == "RUNNING":
+            self.client.update_run(run_id, status=status)
+        else:
+            self.client.set_terminated(run_id, status=status, end_time=end or int(time.time() * 1000))
+        entry["status"], entry["end_time"] = status, end
+        result.status = status

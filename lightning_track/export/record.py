@@ -1,0 +1,117 @@
+"""The export record, ``<run>/export.json``: where the run was sent and how far each file went.
+
+Why in the run folder: the folder is the truth, so what a tracker holds of it is part of its record.
+An export reads it to send only what is new, and writes it after every batch the tracker confirmed,
+so an interrupted export (or a dead server) never makes the next one send a value twice. One entry per
+target (its URI without credentials)::
+
+    {"version": 1, "targets": {"http://host:5000": {
+        "tracker": "mlflow", "experiment": "arc", "experiment_id": "1", "run_id": "4f1c...", "link": "...",
+        "sent": {"metrics.jsonl": {"bytes": 3526, "records": 30, "sha256": "..."}, "system.jsonl": {...}},
+        "artifacts": {"config.yaml": {"size": 150, "mtime_ns": ...}},
+        "params": {"model.lr": "0.01"}, "tags": {"status": "completed", ...}, "status": "FINISHED",
+        "adaptations": [{"kind": "param", "name": "a@b", "sent_as": "a_b", "why": "..."}],
+        "refused": [{"kind": "metric", "name": "x", "why": "..."}], "recreated": [...], "exported_at": "..."}}}
+
+A JSONL file is "sent up to byte N" together with the SHA-256 of those N bytes: when a resume has
+moved records aside the file is rewritten and the digest no longer matches, which is how an export
+knows the target holds values the folder no longer has.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError, RunFolderError
+from ..folder.fileio import atomic_write_json, read_json
+from ..folder.layout import RunLayout
+
+__all__ = ["read_record", "write_record", "export_lock", "SentFile"]
+
+VERSION = 1
+_CHUNK = 1 << 20
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """The run's export record (empty when it was never exported); a torn or foreign file raises."""
+    path = RunLayout(run_dir).export_json
+    if not path.exists():
+        return {"version": VERSION, "targets": {}}
+    try:
+        data = read_json(path)
+    except (ValueError, OSError) as exc:
+        raise RunFolderError(f"{path}: {exc}; move it aside to export the run from the start") from None
+    if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
+        raise RunFolderError(f"{path}: not an export record (no 'targets' object); move it aside to export again")
+    return data
+
+
+def write_record(run_dir: str | Path, record: dict[str, Any]) -> None:
+    atomic_write_json(RunLayout(run_dir).export_json, record)
+
+
+@contextmanager
+def export_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run's export lock (``flock`` on the run folder itself: no file left behind), or raise
+    :class:`ExportError` at once when another export of the run holds it: two exports never interleave."""
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"{Path(run_dir).name}: another lt export of this run is in progress; nothing sent "
+                              "(run lt export again when it has ended)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class SentFile:
+    """How far an append-only file was sent: a byte offset on a line boundary and the digest of the bytes
+    before it, advanced as batches are confirmed."""
+
+    def __init__(self, path: Path, entry: dict[str, Any] | None) -> None:
+        self.path = path
+        self.bytes = 0
+        self.records = 0
+        self._hash = hashlib.sha256()
+        self.rewritten = False  # the part already sent is no longer what the file holds
+        if not entry:
+            return
+        sent = int(entry.get("bytes", 0))
+        size = path.stat().st_size if path.exists() else 0
+        if size < sent:
+            self.rewritten = True
+            return
+        self._feed(0, sent)
+        if self._hash.hexdigest() != entry.get("sha256"):
+            self.rewritten, self._hash = True, hashlib.sha256()
+            return
+        self.bytes, self.records = sent, int(entry.get("records", 0))
+
+    def _feed(self, start: int, end: int) -> None:
+        with open(self.path, "rb") as handle:
+            handle.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = handle.read(min(_CHUNK, left))
+                if not chunk:
+                    raise RunFolderError(f"{self.path}: shrank while it was read; export again")
+                self._hash.update(chunk)
+                left -= len(chunk)
+
+    def advance(self, offset: int, records: int) -> None:
+        """Mark the file sent up to ``offset`` (``records`` more records)."""
+        if offset > self.bytes:
+            self._feed(self.bytes, offset)
+            self.bytes = offset
+        self.records += records
+
+    def entry(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "records": self.records, "sha256": self._hash.hexdigest()}

@@ -1,0 +1,83 @@
+"""A real MLflow tracking server on 127.0.0.1 for the export tests (one per session), and readers.
+
+Started as a team would: ``mlflow server`` on a SQLite database with its own artifact store; the tests
+read back with MLflow's own ``MlflowClient``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .sync import free_port
+
+
+@dataclass
+class MlflowServer:
+    folder: Path
+    port: int
+    proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the server (it answers only after :meth:`wait`: its first start creates the database)."""
+        mlflow = shutil.which("mlflow")
+        command = [mlflow] if mlflow else [sys.executable, "-m", "mlflow"]
+        self.proc = subprocess.Popen(
+            [*command, "server", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "ab"), cwd=self.folder)
+
+    def wait(self, timeout: float = 180.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # tens of seconds on a busy machine (database migrations)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}: "
+                                   f"{(self.folder / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(f"mlflow server not answering on {self.uri} after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def make_mlflow_server(folder: Path) -> MlflowServer:
+    folder.mkdir(parents=True, exist_ok=True)
+    return MlflowServer(folder, free_port())
+
+
+def metric_history(client: Any, run_id: str, key: str) -> list[tuple[int, int, float]]:
+    """``(step, timestamp ms, value)`` of every value MLflow holds for ``key``, in step order."""
+    return sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def artifact_paths(client: Any, run_id: str, path: str | None = None) -> set[str]:
+    """Every file under the run's artifacts, as paths relative to its root."""
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
