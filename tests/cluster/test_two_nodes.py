@@ -40,12 +40,12 @@ TORCHRUN = ("sh -c 'exec {python} -m torch.distributed.run --nnodes=2 --nproc_pe
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("launcher", ["srun", "torchrun"])
-def test_a_two_node_ddp_fit_under_srun_writes_one_run_folder(two_nodes, tmp_path: Path, launcher: str) -> None:
-    """``srun python train.py`` (each task a rank) and ``srun torchrun ... train.py`` (torchrun on each node)."""
+def test_a_two_node_ddp_fit_under_srun_and_torchrun_writes_one_run_folder(two_nodes, tmp_path: Path) -> None:
+    """``srun torchrun ... train.py``: torchrun on each node, one rank each. (``srun python train.py``, each task a
+    rank, is the requeue tests' script: its completed second attempt is checked the same way there.)"""
     runs = tmp_path / "runs"
     runs.mkdir()
-    python = sys.executable if launcher == "srun" else TORCHRUN.format(python=sys.executable)
+    python = TORCHRUN.format(python=sys.executable)
     script = _sbatch_script(tmp_path, f"srun -N2 --ntasks-per-node=1 {python} {FIT_SCRIPT} {runs} 12 "
                             "--strategy ddp --nodes 2 --every 6 --system-interval 0.5 --ready-at 1 --sleep 0.25")
     env = {**script_env(OMP_NUM_THREADS="1"), **two_nodes.env}
@@ -207,6 +207,11 @@ def _assert_resumed_once(first: dict, job: dict, records: list, run_dir: Path) -
     assert second["from_step"] % 5 == 0 and second["from_step"] >= 5  # from the last checkpoint
     steps = [r.step for r in records if "train/loss" in r.metrics]
     assert steps == list(range(1, 41))  # every step exactly once, across the lost attempt and its resume
+    assert read_json(run.run_dir / "meta.attempt-2.json")["slurm"]["nodes"] == ["n1", "n2"]
+    assert (run.run_dir / "logs.rank1.txt").stat().st_size > 0  # rank 1's console, written on n2
+    assert (run.run_dir / "system.node1.jsonl").stat().st_size > 0  # node 2's machine samples
+    shown = _lt_show(run.run_dir)
+    assert "node 0: n1  system.jsonl" in shown and "node 1: n2  system.node1.jsonl" in shown, shown
 
 
 @pytest.mark.slow
