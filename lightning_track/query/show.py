@@ -114,6 +114,31 @@ def files(run: RunInfo) -> list[tuple[str, int | None]]:
     return out
 
 
+def node_lines(run: RunInfo) -> list[str]:
+    """One line per node of a multi-node run: its name (meta.json's Slurm ``nodes``), its system samples
+    and its ranks' consoles; nothing for a run on one node."""
+    slurm = run.meta.get("slurm") if isinstance(run.meta.get("slurm"), dict) else {}
+    names = [str(n) for n in slurm.get("nodes") or []] if isinstance(slurm.get("nodes"), list) else []
+    layout = run.layout
+    systems = {0: RunLayout.SYSTEM_JSONL} if layout.system_jsonl.exists() else {}
+    before, after = RunLayout.NODE_SYSTEM_JSONL.split("{node}")
+    for path in layout.node_system_jsonls():
+        number = path.name[len(before):len(path.name) - len(after)]
+        if number.isdigit():
+            systems[int(number)] = path.name
+    if len(names) < 2 and not set(systems) - {0}:
+        return []
+    ranks = sorted((p.name for p in run.path.glob(RunLayout.RANK_LOGS.format(rank="*"))),
+                   key=lambda name: int("".join(c for c in name if c.isdigit()) or 0))
+    lines = []
+    for index in range(max(len(names), max(systems, default=0) + 1)):
+        name = names[index] if index < len(names) else "?"
+        lines.append(f"node {index}: {name}  " + (systems.get(index) or "no system samples"))
+    if ranks:
+        lines.append("ranks' consoles: " + ", ".join([RunLayout.LOGS, *ranks]))
+    return lines
+
+
 def _metrics_rows(run: RunInfo) -> list[list[str]]:
     rows = []
     best = run.summary.get("best") if isinstance(run.summary.get("best"), dict) else {}
@@ -133,6 +158,11 @@ def _status_lines(run: RunInfo) -> list[str]:
         shown = ", ".join(f"{k} {format_value(restore_nonfinite(failure[k]))}"
                           for k in ("check", "value", "threshold", "step") if failure.get(k) is not None)
         lines.append(f"failure: {shown}")
+        for lost in failure.get("lost") or []:
+            if isinstance(lost, dict):
+                lines.append(f"lost: node {lost.get('node')} ({lost.get('name') or '?'}), ranks "
+                             f"{', '.join(str(r) for r in lost.get('ranks') or [])}: nothing written for "
+                             f"{format_duration(lost.get('silent_s'))} (last {lost.get('last_write') or '-'})")
     return lines
 
 
@@ -175,6 +205,9 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
                        + (f" - {attempt['reason']}" if attempt.get("reason") else ""))
     if run.summary.get("exp_id"):
         out.append(f"exp_id {run.summary['exp_id']}")
+    nodes = node_lines(run)
+    if nodes:
+        out += ["nodes", *(f"  {line}" for line in nodes)]
     out += pipeline_lines(run.path, run.summary)
     if run.tags:
         out.append("tags: " + ", ".join(run.tags))

@@ -15,7 +15,6 @@ as a whole.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 import time
@@ -54,29 +53,12 @@ from .console import capture_console
 from .launched import launch_fields
 from .lineage import CheckpointIndex
 from .meta import collect_meta
+from .progress import ProgressClock
+from .resume import check_resume
 from .system import SystemRecorder, start_system_recorder
 from .writer import BackgroundWriter
 
-__all__ = ["RunLifecycle", "check_rewind"]
-
-
-def check_rewind(run_name: str, restart_step: int, last_checkpoint_step: int | None, allow_rewind: bool,
-                 newest: str | None = None) -> None:
-    """Refuse a resume whose training restarts before the run's last checkpoint.
-
-    Why: without ``ckpt_path`` (or with an older checkpoint) training starts over, and continuing the
-    same folder would overwrite the record of everything after ``restart_step``. ``newest``: the newest
-    checkpoint's path, for the fix (a ``last.ckpt`` written after it may be missing when a run was
-    killed between the two saves).
-    """
-    if allow_rewind or last_checkpoint_step is None or restart_step >= last_checkpoint_step:
-        return
-    where = f'ckpt_path="{newest}"' if newest else 'ckpt_path="last"'
-    raise ResumeError(
-        f"resume of run {run_name} refused: training restarts at step {restart_step} but the run's last "
-        f"checkpoint is at step {last_checkpoint_step}; continue it with trainer.fit(..., {where})"
-        + ("" if not newest else ' (ckpt_path="last" when last.ckpt is that checkpoint)')
-        + ", start a new run (resume=False), or pass RunLogger(..., allow_rewind=True) to rewind it on purpose")
+__all__ = ["RunLifecycle"]
 
 
 class RunLifecycle:
@@ -102,6 +84,7 @@ class RunLifecycle:
         console: bool = False,
         system_interval: float = 0.0,
         sink_options: Mapping[str, Mapping[str, Any]] | None = None,
+        progress: ProgressClock | None = None,
     ) -> None:
         self.layout = layout
         self.dataset = dataset
@@ -120,6 +103,8 @@ class RunLifecycle:
         self.sink_options = {name: dict(value) for name, value in (sink_options or {}).items()}  # by sink name
         self.system: SystemRecorder | None = None  # sampling in this process (when no sink host does)
         self.last_step: int | None = None
+        # the training step the heartbeat reads (the trainer's counter; else the last logged step)
+        self.progress = progress or ProgressClock(lambda: self.last_step)
         self.summary = SummaryFile(layout.summary_json)
         self.attempt = 0
         self.start_time = 0.0
@@ -176,6 +161,7 @@ class RunLifecycle:
             "start_time": previous.get("start_time", now),
             "heartbeat": now,
             "attempts": attempts,
+            **self.progress.start(from_step, self.start_time),
         }
         # exp_id (lt-run's name of this run's signal files), tags, a sweep's trial: from the launcher's env
         fields.update(launch_fields(self.tags, previous.get("tags")))
@@ -220,24 +206,11 @@ class RunLifecycle:
             self._reserve.unlink(missing_ok=True)  # no room even now: the run still starts
 
     def _check_rewind(self, previous: Mapping[str, Any], from_step: int) -> None:
-        found = self.layout.checkpoint_steps()
-        steps = [step for step, _ in found]
-        recorded = previous.get("last_checkpoint_step")
-        if isinstance(recorded, int):
-            steps.append(recorded)
-        last = max(steps) if steps else None
-        newest = str(found[-1][1]) if found and found[-1][0] == last else None
         try:
-            check_rewind(self.layout.name, from_step, last, self.allow_rewind, newest)
+            check_resume(self.layout, previous, from_step, self.allow_rewind, len(attempts_of(previous)) + 1)
         except ResumeError:
             self.refused = True
             raise
-        if last is not None and from_step < last:  # a rewind on purpose: keep the later checkpoints aside
-            aside = self.layout.superseded_checkpoints_dir(len(attempts_of(previous)) + 1)
-            for step, path in self.layout.checkpoint_steps():
-                if step > from_step:
-                    aside.mkdir(parents=True, exist_ok=True)
-                    shutil.move(str(path), aside / path.name)
 
     # -- while training ----------------------------------------------------------------------
     def log_config(self, params: Any) -> None:
@@ -319,10 +292,16 @@ class RunLifecycle:
                 resuming=self.resume and not self.appending,
                 flush_interval=self.flush_interval,
                 heartbeat_interval=self.heartbeat_interval,
-                on_heartbeat=lambda: self.update_summary(heartbeat=iso_time()),
+                on_heartbeat=self._heartbeat,
                 on_open=self._on_sinks_open,
             )
         return self.writer
+
+    def _heartbeat(self) -> None:
+        """The writer thread's beat: alive (``heartbeat``), and whether training moved (``progress``)."""
+        now = time.time()
+        moved = self.progress.beat(now)
+        self.update_summary(heartbeat=iso_time(now), **({"progress": moved} if moved else {}))
 
     @property
     def _hosted(self) -> bool:

@@ -34,7 +34,7 @@ from ..folder.records import record_step
 from ..redaction import redact
 from ..sinks import Sink, load_sink
 from ..sinks.swanlab import check_swanlab_mode
-from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
+from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED, STALL_FACTOR, STALL_FLOOR_S
 from .config import normalize_config
 from .distributed import global_rank
 from .experiment import MediaLogging, RunExperiment
@@ -81,6 +81,9 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             (``swanlab watch <run>/swanlab_logs``; needs ``pip install "swanlab[dashboard]"``), ``"offline"``
             the record only; ``"auto"`` is local where the board is installed. Both upload with
             ``swanlab sync``. See :mod:`lightning_track.sinks.swanlab`.
+        stall_factor, stall_floor: a running run whose step has not advanced for
+            ``max(stall_factor x its recent time per step, stall_floor s)`` is ``stalled`` (``lt ls``, ``lt show``,
+            ``lt sync --notify``); kept in ``summary.json``'s ``stall_rule`` so every reader judges alike.
     """
 
     def __init__(
@@ -101,6 +104,8 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         console: bool = True,
         system_interval: float = 10.0,
         swanlab_mode: str = "auto",
+        stall_factor: float = STALL_FACTOR,
+        stall_floor: float = STALL_FLOOR_S,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -122,6 +127,10 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         if not isinstance(system_interval, (int, float)) or system_interval < 0:
             raise ValueError(f"system_interval must be a number of seconds >= 0 (0: off), got {system_interval!r}")
         self.system_interval = float(system_interval)
+        for name, value in (("stall_factor", stall_factor), ("stall_floor", stall_floor)):
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.stall_factor, self.stall_floor = float(stall_factor), float(stall_floor)
         self.swanlab_mode = check_swanlab_mode(swanlab_mode)  # "local" without the board fails here, not later
         self._rank_records = False  # a rank > 0 keeps its console (and another node's local rank 0 its system)
         self._experiment: RunExperiment | None = None
@@ -234,6 +243,15 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             and batches.ready > batches.processed
         return record_step(lightning_step if step is None else step, global_step=int(trainer.global_step),
                            lightning_step=lightning_step, stepped=not in_flight)
+
+    def _progress_step(self) -> int | None:
+        """The training step for the heartbeat's progress (read on the writer thread, never on the
+        training thread): the trainer's ``global_step``, else the last step logged."""
+        trainer = self._trainer() if self._trainer is not None else None
+        step = getattr(trainer, "global_step", None)
+        logged = self._run.last_step if self._run is not None else None
+        found = [s for s in (step, logged) if isinstance(s, int)]
+        return max(found) if found else None
 
     def attach(self, trainer: Any) -> None:
         """Know the Trainer (Lightning gives a Logger none; ``log_graph`` and lightning_track's

@@ -13,7 +13,7 @@ from typing import Any
 from ..redaction import redact_argv
 from ..vocabulary import SLURM_ENV, SLURM_JOB_ID, iso_time
 
-__all__ = ["collect_meta", "package_versions", "slurm_info"]
+__all__ = ["collect_meta", "package_versions", "slurm_info", "expand_nodelist"]
 
 _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
                   "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES")
@@ -41,6 +41,34 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return found
 
 
+def expand_nodelist(text: str) -> list[str]:
+    """Slurm's compact host list (``gpu[01-03,07],cpu1``) as names, in order (``scontrol show hostnames``)."""
+    names: list[str] = []
+    depth, part, parts = 0, "", []
+    for char in text:
+        depth += (char == "[") - (char == "]")
+        if char == "," and depth == 0:
+            parts.append(part)
+            part = ""
+        else:
+            part += char
+    parts.append(part)
+    for item in filter(None, (p.strip() for p in parts)):
+        prefix, bracket, rest = item.partition("[")
+        if not bracket:
+            names.append(item)
+            continue
+        ranges, _, suffix = rest.partition("]")
+        for piece in ranges.split(","):
+            low, dash, high = piece.partition("-")
+            if not dash:
+                names.append(f"{prefix}{low}{suffix}")
+                continue
+            width = len(low) if low.startswith("0") else 0
+            names += [f"{prefix}{n:0{width}d}{suffix}" for n in range(int(low), int(high) + 1)]
+    return names
+
+
 def slurm_info(environ: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The Slurm job this process runs in (job id, array job and task, restart count, nodes, ...), or None
     outside Slurm. ``restart_count`` is 0 on the first run and counts requeues after it."""
@@ -53,6 +81,11 @@ def slurm_info(environ: dict[str, str] | None = None) -> dict[str, Any] | None:
         if value is not None and value != "":
             info[key] = int(value) if value.isdigit() and key not in ("job_id", "array_job_id", "node_list") else value
     info.setdefault("restart_count", 0)
+    if isinstance(info.get("node_list"), str):
+        try:
+            info["nodes"] = expand_nodelist(info["node_list"])  # node k of the run is nodes[k]
+        except ValueError:
+            pass  # a host list this parser does not know: node_list still says it
     return info
 
 
