@@ -16,7 +16,8 @@ from ..errors import RunFolderError, RunNotFound
 from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout, parse_run_name
 
-__all__ = ["find_run_dirs", "resolve_run", "require_run_folder", "list_names", "RUN_FILES", "MAX_DEPTH"]
+__all__ = ["find_run_dirs", "resolve_run", "require_run_folder", "list_names", "folder_identity", "RUN_FILES",
+           "MAX_DEPTH"]
 
 _SKIP = {RunLayout.SIGNALS, RunLayout.SWANLAB_WORKSPACE, "__pycache__"}
 RUN_FILES = {RunLayout.SUMMARY, RunLayout.METRICS_JSONL, RunLayout.META}
@@ -37,6 +38,15 @@ def require_run_folder(path: Path) -> Path:
     if not names & RUN_FILES:
         raise RunFolderError(f"{path}: not a run folder (no summary.json, meta.json or metrics.jsonl)")
     return path
+
+
+def folder_identity(path: Path, stat: os.stat_result | None = None) -> tuple[int, int] | Path:
+    """The same folder reached by two roots (or a link) is one run."""
+    try:
+        stat = os.stat(path) if stat is None else stat
+    except OSError:
+        return path.resolve()
+    return (stat.st_dev, stat.st_ino)
 
 
 def list_names(path: Path) -> set[str] | None:
