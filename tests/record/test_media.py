@@ -192,7 +192,7 @@ def test_log_methods_take_lists_captions_pil_arrays_and_tables(tmp_path: Path) -
 
 def test_ranks_above_zero_get_harmless_no_ops(tmp_path: Path) -> None:
     logger = RunLogger("media", "rank1", root=tmp_path)
-    logger._rank = 1  # what a torchrun rank 1 has before and after the folder is agreed
+    logger._folder.rank = 1  # what a torchrun rank 1 has before and after the folder is agreed
     exp = logger.experiment
     assert isinstance(exp, DummyExperiment) and isinstance(logger.layout, RunLayout)  # as from any Lightning logger
     assert exp.add_image("x", IMAGE, 1) is None
