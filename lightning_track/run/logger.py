@@ -429,7 +429,8 @@ class RunLogger(Logger):
         return state
 
     def _rank_zero(self) -> bool:
-        return self._folder.rank_zero()
+        folder = self._folder  # the hot path (every log_metrics) reads the known rank; a worker's is resolved once
+        return folder.rank == 0 or folder.rank_zero()
 
     def flush(self) -> None:
         """Block until everything logged so far is on disk (tests, notebooks)."""
