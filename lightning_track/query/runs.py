@@ -7,7 +7,9 @@ are still read.
 
 Status is the summary's word, except that a ``running`` run whose heartbeat is older than
 ``stale_after`` seconds (or whose process, on this host, is gone) is ``crashed``: the process died
-without a word (SIGKILL, OOM, a lost node).
+without a word (SIGKILL, OOM, a lost node). A ``running`` run whose heartbeat is fresh but whose step
+has not advanced beyond its ``stall_rule`` (:func:`lightning_track.vocabulary.stalled_for`) is ``stalled``:
+alive, not training (a collective waiting on a lost or partitioned node).
 """
 
 from __future__ import annotations
@@ -28,11 +30,19 @@ from ..errors import RunFolderError
 from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
 from ..folder.records import flatten
-from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, UNKNOWN, parse_iso_time
+from ..vocabulary import (
+    CRASHED,
+    RUN_STATUSES,
+    RUNNING,
+    STALLED,
+    UNKNOWN,
+    parse_iso_time,
+)
 from .annotations import effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
 from .discover import find_run_dirs, list_names
 from .filters import MISSING, Filter, parse_filter
+from .stall import stall_reason
 
 __all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "load_runs", "filter_runs",
            "main_metric", "metric_table_problems", "STALE_AFTER_S"]
@@ -86,7 +96,8 @@ def judge_status(summary: dict[str, Any], *, now: float, stale_after: float = ST
         return RUNNING, ""
     if now - beat > stale_after:
         return CRASHED, f"no heartbeat for {_ago(now - beat)} (the process died without finishing the run)"
-    return RUNNING, ""
+    why = stall_reason(summary, now=now)
+    return (STALLED, why) if why else (RUNNING, "")
 
 
 @dataclass
@@ -138,13 +149,13 @@ class RunInfo:
     def end(self) -> float | None:
         if self.status == CRASHED:
             return _time(self.summary.get("heartbeat"))
-        return _time(self.summary.get("end_time")) if self.status != RUNNING else None
+        return _time(self.summary.get("end_time")) if self.status not in (RUNNING, STALLED) else None
 
     @cached_property
     def wall_span(self) -> float | None:
         """Seconds from the first start to the last end (to now while running): waits between attempts count."""
         start = self.start
-        if self.status == RUNNING and start is not None:
+        if self.status in (RUNNING, STALLED) and start is not None:
             return max(0.0, self.now - start)
         value = self.summary.get("wall_span_s")
         if isinstance(value, (int, float)) and self.status != CRASHED:

@@ -28,19 +28,19 @@ from lightning.pytorch.loggers.logger import DummyExperiment, Logger
 from typing_extensions import override
 
 from ..derived.digest import Mode
-from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
-from ..folder.records import record_step
 from ..redaction import redact
 from ..sinks import Sink, load_sink
 from ..sinks.swanlab import check_swanlab_mode
-from ..vocabulary import FAILED, INTERRUPTED
+from ..vocabulary import STALL_FACTOR, STALL_FLOOR_S
 from .config import normalize_config
 from .distributed import global_rank, rank_zero_method
 from .experiment import MediaLogging, RunExperiment
 from .folder_choice import RunFolderChoice
 from .lifecycle import RunLifecycle
+from .lightning_state import batch_step, finalize_verdict, plain_numbers, progress_step
 from .media import MediaItem
+from .progress import ProgressClock
 from .system import start_rank_records
 
 __all__ = ["RunLogger"]
@@ -82,6 +82,9 @@ class RunLogger(Logger):
             (``swanlab watch <run>/swanlab_logs``; needs ``pip install "swanlab[dashboard]"``), ``"offline"``
             the record only; ``"auto"`` is local where the board is installed. Both upload with
             ``swanlab sync``. See :mod:`lightning_track.sinks.swanlab`.
+        stall_factor, stall_floor: a running run whose step has not advanced for
+            ``max(stall_factor x its recent time per step, stall_floor s)`` is ``stalled`` (``lt ls``, ``lt show``,
+            ``lt sync --notify``); kept in ``summary.json``'s ``stall_rule`` so every reader judges alike.
     """
 
     def __init__(
@@ -102,6 +105,8 @@ class RunLogger(Logger):
         console: bool = True,
         system_interval: float = 10.0,
         swanlab_mode: str = "auto",
+        stall_factor: float = STALL_FACTOR,
+        stall_floor: float = STALL_FLOOR_S,
     ) -> None:
         super().__init__()
         self.dataset, self.method = dataset, method
@@ -122,6 +127,10 @@ class RunLogger(Logger):
         if not isinstance(system_interval, (int, float)) or system_interval < 0:
             raise ValueError(f"system_interval must be a number of seconds >= 0 (0: off), got {system_interval!r}")
         self.system_interval = float(system_interval)
+        for name, value in (("stall_factor", stall_factor), ("stall_floor", stall_floor)):
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.stall_factor, self.stall_floor = float(stall_factor), float(stall_floor)
         self.swanlab_mode = check_swanlab_mode(swanlab_mode)  # "local" without the board fails here, not later
         self._rank_records = False  # a rank > 0 keeps its console (and another node's local rank 0 its system)
         self._experiment: RunExperiment | None = None
@@ -229,23 +238,14 @@ class RunLogger(Logger):
         self._rank_zero_run().log_media(items)
 
     def _step(self, step: int | None) -> int:
-        """The step convention of every file (:func:`~lightning_track.folder.records.record_step`) applied
-        to what the Trainer says now. ``step`` None: the current batch's (or the run's latest step).
+        """The step a value logged now belongs to (:func:`.lightning_state.batch_step`)."""
+        run = self._run
+        return batch_step(self._trainer and self._trainer(), step, run.last_step if run is not None else None)
 
-        A value logged while a training batch is in flight before its optimizer step (``LearningRateMonitor``
-        at ``on_train_batch_start``: the rate that batch trains with) belongs to that batch.
-        """
-        trainer = self._trainer() if self._trainer is not None else None
-        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-        if loop is None:
-            run = self._run
-            return record_step(step, last_step=run.last_step if run is not None else None)
-        lightning_step = getattr(loop, "_batches_that_stepped", None)
-        batches = getattr(getattr(loop, "batch_progress", None), "current", None)
-        in_flight = bool(getattr(trainer, "training", False)) and batches is not None \
-            and batches.ready > batches.processed
-        return record_step(lightning_step if step is None else step, global_step=int(trainer.global_step),
-                           lightning_step=lightning_step, stepped=not in_flight)
+    def _progress_step(self) -> int | None:
+        """The heartbeat's step (read on the writer thread, never on the training thread)."""
+        run = self._run
+        return progress_step(self._trainer and self._trainer(), run.last_step if run is not None else None)
 
     def attach(self, trainer: Any) -> None:
         """Know the Trainer (Lightning gives a Logger none; ``log_graph`` and lightning_track's
@@ -270,7 +270,7 @@ class RunLogger(Logger):
                 warnings.warn(
                     f"RunLogger: metric {key!r} has non-numeric value {value!r} ({type(value).__name__});"
                     " it is not recorded",
-                    stacklevel=3,
+                    stacklevel=4,  # the caller of log_metrics (past rank_zero_method's wrapper)
                 )
             return None
 
@@ -308,7 +308,7 @@ class RunLogger(Logger):
         run = self._rank_zero_run(reopen=False)  # an explicit finalize of an unused logger records the run
         if run.finalized and not run.active:
             return
-        status, reason = _verdict(status, sys.exc_info()[1])
+        status, reason = finalize_verdict(status, sys.exc_info()[1])
         if not run.started:
             if run.refused:  # a refused resume writes nothing, not even its failure
                 return
@@ -325,7 +325,10 @@ class RunLogger(Logger):
         )
         step = getattr(checkpoint_callback, "_last_global_step_saved", None)
         if path:
-            self._run.checkpoint_saved(path, step if isinstance(step, int) else None)
+            trainer = self._trainer() if self._trainer is not None else None
+            self._run.checkpoint_saved(path, step if isinstance(step, int) else None,
+                                       epoch=getattr(trainer, "current_epoch", None),
+                                       metrics=plain_numbers(getattr(trainer, "callback_metrics", None) or {}))
         if self._run.active:
             self._run.make_durable()  # what was logged before the checkpoint (before_checkpoint leaves no gap)
             self._durable_on_next_save = True
@@ -346,6 +349,12 @@ class RunLogger(Logger):
         run = self._rank_zero_run()
         if not run.started:
             run.start(from_step=step)
+
+    @rank_zero_method
+    def model_exported(self, folder: str | os.PathLike[str], step: int | None) -> None:
+        """A model was exported (``FinalModelExport``): recorded with its hashes in ``checkpoints.json``."""
+        if self._run is not None and self._run.started:
+            self._run.model_exported(folder, step)
 
     @rank_zero_method
     def before_checkpoint(self) -> None:
@@ -386,7 +395,8 @@ class RunLogger(Logger):
             resume=bool(self._folder.resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
             flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
             sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console,
-            system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}})
+            system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}},
+            progress=ProgressClock(self._progress_step, self.stall_factor, self.stall_floor))
         if not self._exit_hook:
             self._exit_hook = True
             atexit.register(_finalize_at_exit, weakref.ref(self))
@@ -441,17 +451,6 @@ class RunLogger(Logger):
         folder = self._folder
         where = folder.current.run_dir if folder.current is not None else folder.root / "<not started>"
         return f"RunLogger({str(where)!r})"
-
-
-def _verdict(status: str, exc: BaseException | None) -> tuple[str, str | None]:
-    """Lightning's finalize word and the exception being handled -> our status and a reason."""
-    if exc is None or status not in ("failed", FAILED):
-        return status, None
-    if isinstance(exc, KeyboardInterrupt):
-        return INTERRUPTED, "KeyboardInterrupt (SIGINT)"
-    if type(exc).__name__ == "SIGTERMException":  # lightning.pytorch.utilities.exceptions
-        return INTERRUPTED, "SIGTERM"
-    return FAILED, f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def _finalize_at_exit(ref: weakref.ReferenceType[RunLogger]) -> None:
