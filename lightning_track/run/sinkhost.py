@@ -10,7 +10,7 @@ Which sinks go where: sinks given by **name** (``"tensorboard"``, ``"swanlab"``,
 the writer thread, because their class may live in a module the host cannot import (a test, the user's
 ``__main__``).
 
-How it is started and talked to: ``subprocess.Popen([python, "-m", "lightning_track.run.sinkhost", ...])``
+How it is started and talked to: ``subprocess.Popen([python, "-c", <import this package's main>, ...])``
 (never multiprocessing: spawn re-imports the user's ``__main__``, fork is unsafe with torch threads),
 over a dedicated ``os.pipe()`` pair passed with ``pass_fds``; stdout/stderr are inherited so users still
 see SwanLab's messages. Each message is a 4-byte little-endian length and a pickle of one of the types in
@@ -63,6 +63,8 @@ from .system import start_system_recorder
 __all__ = ["SinkHost", "main"]
 
 _LENGTH = struct.Struct("<I")
+_HOST_COMMAND = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                 "from lightning_track.run.sinkhost import main; sys.exit(main())")
 
 
 
@@ -137,7 +139,9 @@ class SinkHost(Sink):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "lightning_track.run.sinkhost", "--in", str(to_child_r),
+                # Not ``-m``: that puts the working directory first on sys.path, and a lightning_track checkout
+                # there would answer with other messages than this process sends. This package comes first.
+                [sys.executable, "-c", _HOST_COMMAND, package_parent, "--in", str(to_child_r),
                  "--out", str(to_parent_w), "--warm", warm],
                 pass_fds=(to_child_r, to_parent_w), stdin=subprocess.DEVNULL, env=env,
             )
