@@ -14,11 +14,36 @@ How the folder is shared (rank 0 decides, once):
 from __future__ import annotations
 
 import atexit
+import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-__all__ = ["global_rank", "group_size", "broadcast_from_rank0", "destroy_process_group_at_exit"]
+__all__ = ["global_rank", "group_size", "broadcast_from_rank0", "destroy_process_group_at_exit", "rank_zero_method"]
 
+_P = ParamSpec("_P")
+
+
+class _KnowsItsRank(Protocol):
+    def _rank_zero(self) -> bool: ...
+
+
+_Self = TypeVar("_Self", bound=_KnowsItsRank)
+
+
+def rank_zero_method(method: Callable[Concatenate[_Self, _P], None]) -> Callable[Concatenate[_Self, _P], None]:
+    """A method that writes the run, called on rank 0 only; on any other rank it does nothing.
+
+    Lightning's ``@rank_zero_only``, but asked of the object at each call (``self._rank_zero()``): a
+    ``ddp_spawn`` worker learns its rank only after the logger was unpickled into it.
+    """
+
+    @functools.wraps(method)
+    def on_rank_zero(self: _Self, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        if self._rank_zero():
+            method(self, *args, **kwargs)
+
+    return on_rank_zero
 
 
 def global_rank() -> int:

@@ -15,15 +15,15 @@ becomes the step of the batch it belongs to; ``step=None`` is the current batch'
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..folder.layout import RunLayout
 from ..folder.media import HISTOGRAM, IMAGE, TEXT
 from .media import MediaItem, histogram_values, image_array, image_grid
 
-__all__ = ["MediaLogging", "RunExperiment"]
+__all__ = ["MediaLogging", "RunExperiment", "RunWriting"]
 
 
 def _is_batch(images: Any) -> bool:
@@ -35,7 +35,15 @@ def _is_batch(images: Any) -> bool:
 
 
 class MediaLogging:
-    """The media half of :class:`~lightning_track.run.logger.RunLogger` (rank 0 writes; others return)."""
+    """Images, text and histograms turned into :class:`~lightning_track.run.media.MediaItem` s for the run.
+
+    Owned by :class:`~lightning_track.run.logger.RunLogger` (which calls it on rank 0 only): ``step`` is the
+    run's step convention (an explicit step, or None for the current batch's), ``queue`` hands the items to
+    the run's writer.
+    """
+
+    def __init__(self, step: Callable[[int | None], int], queue: Callable[[list[MediaItem]], None]) -> None:
+        self._step, self._queue = step, queue
 
     def log_image(self, key: str, images: Any, step: int | None = None, caption: str | Sequence[str] | None = None,
                   dataformats: str | None = None) -> None:
@@ -43,8 +51,6 @@ class MediaLogging:
         ``HW``, floats in [0, 1] or 0-255 integers), PIL images, matplotlib figures. Only a copy of the
         pixels is taken here; the PNG files, ``media.jsonl``, TensorBoard and SwanLab are written off the
         training thread. ``caption``: one, or one per image."""
-        if not self._rank_zero():  # type: ignore[attr-defined]
-            return
         batch = _is_batch(images)
         if batch and not isinstance(images, (list, tuple)):
             fmt = (dataformats or "NCHW").upper()
@@ -55,15 +61,13 @@ class MediaLogging:
         if len(captions) != len(items):
             raise ValueError(f"log_image({key!r}): {len(captions)} captions for {len(items)} images")
         step, now = self._media_step(step), time.time()
-        self._queue_media([MediaItem(key, step, now, IMAGE, image_array(image, dataformats), text,
+        self._queue([MediaItem(key, step, now, IMAGE, image_array(image, dataformats), text,
                                      {"index": i, "many": len(items) > 1})
                            for i, (image, text) in enumerate(zip(items, captions, strict=True))])
 
     def log_text(self, key: str, text: Any = None, step: int | None = None, *, columns: Sequence[Any] | None = None,
                  rows: Sequence[Sequence[Any]] | None = None) -> None:
         """Log a string, or a table: ``columns=`` and ``rows=``, a pandas DataFrame, or a list of dicts."""
-        if not self._rank_zero():  # type: ignore[attr-defined]
-            return
         if isinstance(text, str) and columns is None and rows is None:
             value: Any = text
         else:
@@ -78,39 +82,45 @@ class MediaLogging:
             if columns is None or rows is None:
                 raise TypeError(f"log_text({key!r}): a table needs both columns= and rows=")
             value = ([list(r) for r in rows], list(columns))
-        self._queue_media([MediaItem(key, self._media_step(step), time.time(), TEXT, value)])
+        self._queue([MediaItem(key, self._media_step(step), time.time(), TEXT, value)])
 
     def log_histogram(self, key: str, values: Any, step: int | None = None) -> None:
         """Log the distribution of ``values`` (a tensor or array of any shape; TensorFlow's buckets)."""
-        if not self._rank_zero():  # type: ignore[attr-defined]
-            return
-        self._queue_media([MediaItem(key, self._media_step(step), time.time(), HISTOGRAM, histogram_values(values))])
+        self._queue([MediaItem(key, self._media_step(step), time.time(), HISTOGRAM, histogram_values(values))])
 
     def _media_step(self, step: int | None) -> int:
         """The step convention of every file: an explicit step as for ``log_metrics``; None is the batch's."""
-        return self._step(None if step is None else int(step))  # type: ignore[attr-defined]
+        return self._step(None if step is None else int(step))
 
-    def _queue_media(self, items: list[MediaItem]) -> None:
-        self._rank_zero_run().log_media(items)  # type: ignore[attr-defined]
+
+class RunWriting(Protocol):
+    """What ``RunExperiment`` writes through: the RunLogger's logging methods."""
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
+
+    def log_image(self, key: str, images: Any, step: int | None = None) -> None: ...
+
+    def log_text(self, key: str, text: Any = None, step: int | None = None) -> None: ...
+
+    def log_histogram(self, key: str, values: Any, step: int | None = None) -> None: ...
 
 
 class RunExperiment(RunLayout):
     """The run's layout, plus ``SummaryWriter``'s ``add_*`` methods writing through the RunLogger."""
 
-    def __init__(self, run_dir: str | Path, logger: MediaLogging | None) -> None:
+    def __init__(self, run_dir: str | Path, logger: RunWriting | None) -> None:
         super().__init__(run_dir)
         self._logger = logger  # None on ranks > 0: every add_* is a no-op
 
     def add_scalar(self, tag: str, scalar_value: Any, global_step: int | None = None, walltime: float | None = None,
                    **_: Any) -> None:
         if self._logger is not None:
-            self._logger.log_metrics({tag: scalar_value}, step=global_step)  # type: ignore[attr-defined]
+            self._logger.log_metrics({tag: scalar_value}, step=global_step)
 
     def add_scalars(self, main_tag: str, tag_scalar_dict: Mapping[str, Any], global_step: int | None = None,
                     walltime: float | None = None) -> None:
         if self._logger is not None:
-            self._logger.log_metrics({f"{main_tag}/{k}": v for k, v in tag_scalar_dict.items()},  # type: ignore[attr-defined]
-                                     step=global_step)
+            self._logger.log_metrics({f"{main_tag}/{k}": v for k, v in tag_scalar_dict.items()}, step=global_step)
 
     def add_image(self, tag: str, img_tensor: Any, global_step: int | None = None, walltime: float | None = None,
                   dataformats: str = "CHW") -> None:

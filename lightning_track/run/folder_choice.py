@@ -3,15 +3,15 @@
 Rank 0 decides (a new folder, the resumed one, or the one a launcher named); the other ranks take its
 answer through one broadcast the first time the folder is asked for under a process group, which
 Lightning does on every rank at the same point of ``fit``. See :mod:`lightning_track.run.distributed`.
-A mixin of :class:`~lightning_track.run.logger.RunLogger`, kept apart because it is one concern with
-its own rules (nothing is created before the folder is asked for; an empty folder made a moment ago
-may be given up for the run a checkpoint belongs to).
+Kept apart from the logger because it is one concern with its own rules (nothing is created before the
+folder is asked for; an empty folder made a moment ago may be given up for the run a checkpoint belongs to).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,100 +20,89 @@ from ..folder.layout import RunLayout
 from ..folder.signals import tell_launcher
 from ..vocabulary import ENV_RUN_DIR
 from .distributed import broadcast_from_rank0, group_size
-from .lifecycle import RunLifecycle
-from .progress import ProgressClock
 
 __all__ = ["RunFolderChoice"]
 
 
 class RunFolderChoice:
-    """The folder-deciding half of RunLogger (its attributes are set by ``RunLogger.__init__``)."""
+    """One RunLogger's folder: decided once, the same on every rank.
 
-    dataset: str
-    method: str
-    _root: Path
-    _resume: bool | str | os.PathLike[str]
-    _rank: int
-    _layout: RunLayout | None
-    _agreed: bool
-    _created_here: bool
-    _run: RunLifecycle | None
-    _ckpt_seen: str | None
+    ``on_decided`` is called on rank 0 each time the folder is set (the logger makes the run for it).
+    A resume target that does not exist, or a root that cannot hold runs, fails here, before anything
+    is written.
+    """
 
-    def _rank_zero(self) -> bool:  # RunLogger's (it resolves a spawned worker's rank lazily)
-        raise NotImplementedError
+    def __init__(self, root: Path, dataset: str, method: str, resume: bool | str | os.PathLike[str], *,
+                 rank: int, on_decided: Callable[[RunLayout], None]) -> None:
+        self.root, self.dataset, self.method = root, dataset, method
+        self.resume = resume  # becomes the run's path when a checkpoint names another run to continue
+        self.rank = rank  # -1 in a ddp_spawn worker until Lightning has set its rank (see rank_zero)
+        self.on_decided = on_decided
+        self.current: RunLayout | None = None  # the folder held so far (provisional until agreed)
+        self.agreed = False  # every rank holds the same folder (broadcast, pickle or launcher env)
+        self.created_here = False  # this process made the folder (it may remove it while still empty)
+        self._ckpt_seen: str | None = None
+        if resume:
+            self.current = RunLayout.resolve_resume(root, dataset, method, resume)
+        elif not os.environ.get(ENV_RUN_DIR):
+            RunLayout.check_root(root)
 
-    def _register_exit_hook(self) -> None:  # RunLogger's
-        raise NotImplementedError
+    def rank_zero(self) -> bool:
+        """Whether this process writes the run (a spawned worker asks Lightning the first time)."""
+        if self.rank < 0:
+            from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    # -- where the run lives -------------------------------------------------------------------
-    def _resolve(self) -> RunLayout:
+            self.rank = int(getattr(rank_zero_only, "rank", 0))
+        return self.rank == 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled into a ddp_spawn worker, whose rank is not known until Lightning sets it."""
+        return {**self.__dict__, "rank": -1}
+
+    def resolve(self) -> RunLayout:
         """The folder, decided once; see the module docstring for how ranks agree on it."""
-        if self._agreed and self._layout is not None:
-            return self._layout
+        if self.agreed and self.current is not None:
+            return self.current
         explicit = os.environ.get(ENV_RUN_DIR)
         if explicit:  # a launcher named the folder for every rank: nothing to agree on
-            self._set_layout(RunLayout(explicit), agreed=True, create=True)
-            return self._layout  # type: ignore[return-value]
+            return self._set(RunLayout(explicit), agreed=True, create=True)
         world, rank = group_size()
         if world > 1:  # a process group is up: rank 0 decides, every rank takes its answer
             mine = str(self._decide().run_dir) if rank == 0 else None
-            self._set_layout(RunLayout(broadcast_from_rank0(mine)), agreed=True)
-            return self._layout  # type: ignore[return-value]
-        if self._rank > 0:
+            return self._set(RunLayout(broadcast_from_rank0(mine)), agreed=True)
+        if self.rank > 0:
             # Started independently (torchrun, srun) and asked before the process group is up: a
             # provisional path, never written; the broadcast replaces it.
-            if self._layout is None:
-                self._layout = (RunLayout.resolve_resume(self._root, self.dataset, self.method, self._resume)
-                                if self._resume else
-                                RunLayout(self._root / RunLayout.run_name(self.dataset, self.method, "pending")))
-            return self._layout
-        self._set_layout(self._decide(), agreed=False)
-        return self._layout  # type: ignore[return-value]
+            if self.current is None:
+                self.current = (RunLayout.resolve_resume(self.root, self.dataset, self.method, self.resume)
+                                if self.resume else
+                                RunLayout(self.root / RunLayout.run_name(self.dataset, self.method, "pending")))
+            return self.current
+        return self._set(self._decide(), agreed=False)
 
     def _decide(self) -> RunLayout:
         """Rank 0's folder: the one it already has, the resumed one, or a new one."""
-        if self._layout is not None and self._rank == 0:
-            return self._layout
-        if self._resume:
-            return RunLayout.resolve_resume(self._root, self.dataset, self.method, self._resume)
+        if self.current is not None and self.rank == 0:
+            return self.current
+        if self.resume:
+            return RunLayout.resolve_resume(self.root, self.dataset, self.method, self.resume)
         try:
-            layout = RunLayout.create(self._root, self.dataset, self.method)
+            layout = RunLayout.create(self.root, self.dataset, self.method)
         except OSError as exc:
-            raise OSError(f"cannot create a run folder under {self._root}: {one_line(exc)}") from None
-        self._created_here = True
+            raise OSError(f"cannot create a run folder under {self.root}: {one_line(exc)}") from None
+        self.created_here = True
         return layout
 
-    def _set_layout(self, layout: RunLayout, *, agreed: bool, create: bool = False) -> None:
-        if self._rank == 0 and create:
+    def _set(self, layout: RunLayout, *, agreed: bool, create: bool = False) -> RunLayout:
+        if self.rank == 0 and create:
             layout.run_dir.mkdir(parents=True, exist_ok=True)
-        changed = self._layout is None or self._layout.run_dir != layout.run_dir
-        self._layout, self._agreed = layout, agreed or self._agreed
-        if self._rank == 0 and changed:
-            tell_launcher(layout.run_dir)
-        if self._rank == 0 and (self._run is None or self._run.layout.run_dir != layout.run_dir):
-            self._run = RunLifecycle(
-                layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
-                resume=bool(self._resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
-                flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
-                sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console,
-                system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}},
-                progress=ProgressClock(self._progress_step, self.stall_factor, self.stall_floor))
-            self._register_exit_hook()
-
-    @property
-    def layout(self) -> RunLayout:
-        """The run's :class:`RunLayout` (deciding the folder if it is not decided yet)."""
-        return self._resolve()
-
-    @property
-    def run_dir(self) -> Path:
-        """The run folder (the same path on every rank once training has started)."""
-        return self._resolve().run_dir
-
-    @property
-    def run_name(self) -> str:
-        return self.run_dir.name
+        changed = self.current is None or self.current.run_dir != layout.run_dir
+        self.current, self.agreed = layout, agreed or self.agreed
+        if self.rank == 0:
+            if changed:
+                tell_launcher(layout.run_dir)
+            self.on_decided(layout)
+        return layout
 
     def continue_from_checkpoint(self, ckpt_path: str | os.PathLike[str] | None, trainer: Any = None) -> bool:
         """``trainer.fit(ckpt_path=...)`` names a checkpoint inside a run of this logger's root with
@@ -121,32 +110,30 @@ class RunFolderChoice:
         callback of ``trainer`` that took its folder from this logger. Called (once per checkpoint)
         by StepCheckpoint when the checkpoint loads, else by ``log_graph`` at the start of fit, while
         this logger's own folder is still empty. True when the logger switched folders."""
-        if not ckpt_path or self._resume or str(ckpt_path) == self._ckpt_seen:
+        if not ckpt_path or self.resume or str(ckpt_path) == self._ckpt_seen:
             return False
         self._ckpt_seen = str(ckpt_path)
-        target = RunLayout.run_of_checkpoint(ckpt_path, self._root, self.dataset, self.method)
-        current = self._layout
+        target = RunLayout.run_of_checkpoint(ckpt_path, self.root, self.dataset, self.method)
+        current = self.current
         if target is None:
-            if current is not None and self._rank_zero() and Path(ckpt_path).exists():
+            if current is not None and self.rank_zero() and Path(ckpt_path).exists():
                 print(f"lightning_track: {ckpt_path} is not in a run of {self.dataset}/{self.method} under "
-                      f"{self._root}: started the new run {current.name}; to continue that run instead, "
+                      f"{self.root}: started the new run {current.name}; to continue that run instead, "
                       "pass RunLogger(resume=<its folder>)", file=sys.stderr)
             return False
         if current is not None and current.run_dir.resolve() == target.run_dir.resolve():
             return False
-        if current is not None and self._created_here and self._rank_zero():
+        if current is not None and self.created_here and self.rank_zero():
             try:
                 current.run_dir.rmdir()  # made by this process a moment ago and still empty
             except OSError:
                 return False  # something was written there already: keep it, and the new run
-        self._resume = str(target.run_dir)
-        self._created_here = False
-        self._run = None
-        self._set_layout(target, agreed=True)
+        self.resume = str(target.run_dir)
+        self.created_here = False
+        self._set(target, agreed=True)
         if current is not None and trainer is not None:
             for callback in getattr(trainer, "checkpoint_callbacks", []):
                 dirpath = getattr(callback, "dirpath", None)
                 if dirpath and Path(dirpath).resolve() == current.checkpoints_dir.resolve():
                     callback.dirpath = str(target.checkpoints_dir)
         return True
-

@@ -20,7 +20,7 @@ import time
 import warnings
 import weakref
 from argparse import Namespace
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +28,25 @@ from lightning.pytorch.loggers.logger import DummyExperiment, Logger
 from typing_extensions import override
 
 from ..derived.digest import Mode
-from ..errors import one_line
 from ..folder.layout import RunLayout, sanitize_name
-from ..folder.records import record_step
 from ..redaction import redact
 from ..sinks import Sink, load_sink
 from ..sinks.swanlab import check_swanlab_mode
-from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED, STALL_FACTOR, STALL_FLOOR_S
+from ..vocabulary import STALL_FACTOR, STALL_FLOOR_S
 from .config import normalize_config
-from .distributed import global_rank
+from .distributed import global_rank, rank_zero_method
 from .experiment import MediaLogging, RunExperiment
 from .folder_choice import RunFolderChoice
 from .lifecycle import RunLifecycle
+from .lightning_state import batch_step, finalize_verdict, plain_numbers, progress_step
+from .media import MediaItem
+from .progress import ProgressClock
 from .system import start_rank_records
 
 __all__ = ["RunLogger"]
 
 
-class RunLogger(RunFolderChoice, MediaLogging, Logger):
+class RunLogger(Logger):
     """Write a run to ``<root>/<dataset>_<method>_<YYYYmmdd_HHMMSS>/``.
 
     Args:
@@ -108,8 +109,7 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         stall_floor: float = STALL_FLOOR_S,
     ) -> None:
         super().__init__()
-        self.dataset = dataset
-        self.method = method
+        self.dataset, self.method = dataset, method
         # Validate everything before anything touches the disk: bad input leaves no folder behind.
         sanitize_name(dataset, what="dataset")
         sanitize_name(method, what="method")
@@ -134,23 +134,15 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         self.swanlab_mode = check_swanlab_mode(swanlab_mode)  # "local" without the board fails here, not later
         self._rank_records = False  # a rank > 0 keeps its console (and another node's local rank 0 its system)
         self._experiment: RunExperiment | None = None
-        self._root = Path(root)
-        self._resume = resume
-        self._rank = global_rank()
         self._auto_step = 0
         self._warned_keys: set[str] = set()
         self._exit_hook = False
         self._durable_on_next_save = False
         self._trainer: weakref.ReferenceType[Any] | None = None
-        self._ckpt_seen: str | None = None
-        self._layout: RunLayout | None = None
-        self._agreed = False  # every rank holds the same folder (broadcast, pickle or launcher env)
-        self._created_here = False  # this process made the folder (it may remove it while still empty)
-        self._run: RunLifecycle | None = None
-        if resume:  # a resume target that does not exist fails now, before anything is written
-            self._layout = RunLayout.resolve_resume(self._root, dataset, method, resume)
-        elif not os.environ.get(ENV_RUN_DIR):
-            RunLayout.check_root(self._root)
+        self._run: RunLifecycle | None = None  # rank 0's run, made when the folder is decided
+        self._media = MediaLogging(self._step, self._queue_media)
+        self._folder = RunFolderChoice(Path(root), dataset, method, resume, rank=global_rank(),
+                                       on_decided=self._run_for)
 
     @property
     def attempt(self) -> int | None:
@@ -191,7 +183,7 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         """The run's layout with ``SummaryWriter``'s ``add_*`` methods (:mod:`.experiment`) on rank 0;
         Lightning's ``DummyExperiment`` (any call returns None) on the other ranks, as every Lightning
         logger's. Lightning reads this on every rank during setup: the folder's sync point (``layout``)."""
-        layout = self._resolve()
+        layout = self._folder.resolve()
         if not self._rank_zero():
             return DummyExperiment()
         if self._experiment is None or self._experiment.run_dir != layout.run_dir:
@@ -204,14 +196,13 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         return redact(self._run.config if self._run is not None else self._config)
 
     @override
+    @rank_zero_method
     def log_hyperparams(self, params: dict[str, Any] | Namespace | Any, *args: Any, **kwargs: Any) -> None:
-        if self._rank_zero():
-            self._rank_zero_run().log_config(params)
+        self._rank_zero_run().log_config(params)
 
     @override
+    @rank_zero_method
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if not self._rank_zero():
-            return
         run = self._rank_zero_run()
         clean: dict[str, float] = {}
         for key, value in metrics.items():
@@ -225,33 +216,36 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         self._auto_step = step + 1
         run.log(step, time.time(), clean)
 
-    def _step(self, step: int | None) -> int:
-        """The step convention of every file (:func:`~lightning_track.folder.records.record_step`) applied
-        to what the Trainer says now. ``step`` None: the current batch's (or the run's latest step).
+    # -- images, text, histograms (MediaLogging): rank 0 only, like every method that writes ----------
+    @rank_zero_method
+    def log_image(self, key: str, images: Any, step: int | None = None, caption: str | Sequence[str] | None = None,
+                  dataformats: str | None = None) -> None:
+        """Log one image or several; see :meth:`MediaLogging.log_image <.experiment.MediaLogging.log_image>`."""
+        self._media.log_image(key, images, step, caption, dataformats)
 
-        A value logged while a training batch is in flight before its optimizer step (``LearningRateMonitor``
-        at ``on_train_batch_start``: the rate that batch trains with) belongs to that batch.
-        """
-        trainer = self._trainer() if self._trainer is not None else None
-        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-        if loop is None:
-            run = self._run
-            return record_step(step, last_step=run.last_step if run is not None else None)
-        lightning_step = getattr(loop, "_batches_that_stepped", None)
-        batches = getattr(getattr(loop, "batch_progress", None), "current", None)
-        in_flight = bool(getattr(trainer, "training", False)) and batches is not None \
-            and batches.ready > batches.processed
-        return record_step(lightning_step if step is None else step, global_step=int(trainer.global_step),
-                           lightning_step=lightning_step, stepped=not in_flight)
+    @rank_zero_method
+    def log_text(self, key: str, text: Any = None, step: int | None = None, *, columns: Sequence[Any] | None = None,
+                 rows: Sequence[Sequence[Any]] | None = None) -> None:
+        """Log a string or a table; see :meth:`MediaLogging.log_text <.experiment.MediaLogging.log_text>`."""
+        self._media.log_text(key, text, step, columns=columns, rows=rows)
+
+    @rank_zero_method
+    def log_histogram(self, key: str, values: Any, step: int | None = None) -> None:
+        """Log the distribution of ``values`` (a tensor or array of any shape; TensorFlow's buckets)."""
+        self._media.log_histogram(key, values, step)
+
+    def _queue_media(self, items: list[MediaItem]) -> None:
+        self._rank_zero_run().log_media(items)
+
+    def _step(self, step: int | None) -> int:
+        """The step a value logged now belongs to (:func:`.lightning_state.batch_step`)."""
+        run = self._run
+        return batch_step(self._trainer and self._trainer(), step, run.last_step if run is not None else None)
 
     def _progress_step(self) -> int | None:
-        """The training step for the heartbeat's progress (read on the writer thread, never on the
-        training thread): the trainer's ``global_step``, else the last step logged."""
-        trainer = self._trainer() if self._trainer is not None else None
-        step = getattr(trainer, "global_step", None)
-        logged = self._run.last_step if self._run is not None else None
-        found = [s for s in (step, logged) if isinstance(s, int)]
-        return max(found) if found else None
+        """The heartbeat's step (read on the writer thread, never on the training thread)."""
+        run = self._run
+        return progress_step(self._trainer and self._trainer(), run.last_step if run is not None else None)
 
     def attach(self, trainer: Any) -> None:
         """Know the Trainer (Lightning gives a Logger none; ``log_graph`` and lightning_track's
@@ -276,7 +270,7 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
                 warnings.warn(
                     f"RunLogger: metric {key!r} has non-numeric value {value!r} ({type(value).__name__});"
                     " it is not recorded",
-                    stacklevel=3,
+                    stacklevel=4,  # the caller of log_metrics (past rank_zero_method's wrapper)
                 )
             return None
 
@@ -285,12 +279,14 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         # Called by the Trainer after every log (and once before training): must stay cheap.
         run = self._run
         if run is None or not run.started:
+            folder = self._folder
             if self._rank_zero():
-                if not self._resume:
+                if not folder.resume:
                     self._rank_zero_run().start()  # Lightning's first save() is the start of fit
-            elif not self._rank_records and self._agreed and self._layout is not None:
+            elif not self._rank_records and folder.agreed and folder.current is not None:
                 self._rank_records = True
-                start_rank_records(self._layout, self._rank, console=self.console, system_interval=self.system_interval,
+                start_rank_records(folder.current, folder.rank, console=self.console,
+                                   system_interval=self.system_interval,
                                    step=lambda: getattr(self._trainer and self._trainer(), "global_step", None))
             return
         run.check()
@@ -302,18 +298,17 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             run.make_durable()
 
     @override
+    @rank_zero_method
     def finalize(self, status: str) -> None:
         """Close every sink, then write summary.json, metrics.csv and report_draft.md.
 
         Lightning says "failed" for an interrupt too; the exception being handled tells them apart
         (Ctrl+C, Lightning's SIGTERM), and gives a failure its one-line reason.
         """
-        if not self._rank_zero():
-            return
         run = self._rank_zero_run(reopen=False)  # an explicit finalize of an unused logger records the run
         if run.finalized and not run.active:
             return
-        status, reason = _verdict(status, sys.exc_info()[1])
+        status, reason = finalize_verdict(status, sys.exc_info()[1])
         if not run.started:
             if run.refused:  # a refused resume writes nothing, not even its failure
                 return
@@ -321,8 +316,9 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         run.finalize(status, reason=reason)
 
     @override
+    @rank_zero_method
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        if not self._rank_zero() or self._run is None:
+        if self._run is None:
             return
         path = getattr(checkpoint_callback, "_last_checkpoint_saved", "") or getattr(
             checkpoint_callback, "last_model_path", ""
@@ -332,7 +328,7 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             trainer = self._trainer() if self._trainer is not None else None
             self._run.checkpoint_saved(path, step if isinstance(step, int) else None,
                                        epoch=getattr(trainer, "current_epoch", None),
-                                       metrics=_numbers(getattr(trainer, "callback_metrics", None) or {}))
+                                       metrics=plain_numbers(getattr(trainer, "callback_metrics", None) or {}))
         if self._run.active:
             self._run.make_durable()  # what was logged before the checkpoint (before_checkpoint leaves no gap)
             self._durable_on_next_save = True
@@ -346,31 +342,36 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         """
         if trainer is not None:
             self.attach(trainer)
-        if self._rank_zero():
-            run = self._rank_zero_run()
-            if not run.started:
-                run.start(from_step=step)
+        self._start_at(step)
 
+    @rank_zero_method
+    def _start_at(self, step: int) -> None:
+        run = self._rank_zero_run()
+        if not run.started:
+            run.start(from_step=step)
+
+    @rank_zero_method
     def model_exported(self, folder: str | os.PathLike[str], step: int | None) -> None:
         """A model was exported (``FinalModelExport``): recorded with its hashes in ``checkpoints.json``."""
-        if self._rank_zero() and self._run is not None and self._run.started:
+        if self._run is not None and self._run.started:
             self._run.model_exported(folder, step)
 
+    @rank_zero_method
     def before_checkpoint(self) -> None:
         """Make every record logged so far durable, before a checkpoint that a resume would start
         from lands on disk (so no step between the last flush and the checkpoint is ever lost)."""
-        if self._rank_zero() and self._run is not None and self._run.active:
+        if self._run is not None and self._run.active:
             self._run.make_durable()
 
     # -- run lifecycle -------------------------------------------------------------------------
+    @rank_zero_method
     def update_summary(self, **fields: Any) -> None:
         """Merge ``fields`` into ``summary.json`` (rank 0; a no-op elsewhere).
 
         Goes through the same lock as the heartbeat, so callbacks (HealthGuard recording a failure)
         never race the writer thread's rewrites of the file.
         """
-        if self._rank_zero():
-            self._rank_zero_run(reopen=False).update_summary(**fields)
+        self._rank_zero_run(reopen=False).update_summary(**fields)
 
     def _rank_zero_run(self, reopen: bool = True) -> RunLifecycle:
         """This rank-0 process's run (its folder decided); ``reopen``: logging after a finalize
@@ -378,17 +379,48 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         run = self._run
         if run is not None and run.started and not run.finalized:
             return run  # the hot path (every log_metrics): the folder was decided when the run started
-        self._resolve()
+        self._folder.resolve()
         if self._run is None:
             raise RuntimeError("RunLogger: this process has no run to write (not rank 0)")
         if reopen and self._run.finalized:
             self._run.reopen()
         return self._run
 
-    def _register_exit_hook(self) -> None:
+    def _run_for(self, layout: RunLayout) -> None:
+        """Rank 0's run in the folder just decided (a new one when the folder changed)."""
+        if self._run is not None and self._run.layout.run_dir == layout.run_dir:
+            return
+        self._run = RunLifecycle(
+            layout, self.dataset, self.method, config=self._config, sink_specs=self._sink_specs,
+            resume=bool(self._folder.resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
+            flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
+            sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console,
+            system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}},
+            progress=ProgressClock(self._progress_step, self.stall_factor, self.stall_floor))
         if not self._exit_hook:
             self._exit_hook = True
             atexit.register(_finalize_at_exit, weakref.ref(self))
+
+    # -- where the run lives (RunFolderChoice) ---------------------------------------------------
+    @property
+    def layout(self) -> RunLayout:
+        """The run's :class:`RunLayout` (deciding the folder if it is not decided yet)."""
+        return self._folder.resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (the same path on every rank once training has started)."""
+        return self._folder.resolve().run_dir
+
+    @property
+    def run_name(self) -> str:
+        return self.run_dir.name
+
+    def continue_from_checkpoint(self, ckpt_path: str | os.PathLike[str] | None, trainer: Any = None) -> bool:
+        """Continue the run ``ckpt_path`` belongs to, when it is one of this logger's dataset and method
+        (:meth:`RunFolderChoice.continue_from_checkpoint <.folder_choice.RunFolderChoice.continue_from_checkpoint>`).
+        True when the logger switched folders."""
+        return self._folder.continue_from_checkpoint(ckpt_path, trainer)
 
     # -- ddp_spawn: the Trainer (and this logger) is pickled into freshly spawned workers ---------
     def __getstate__(self) -> dict[str, Any]:
@@ -398,20 +430,17 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         process started is closed (opened sinks) or stopped without creating files.
         """
         if self._rank_zero():
-            self._resolve()
-            self._agreed = True
+            self._folder.resolve()
+            self._folder.agreed = True
             if self._run is not None:
                 self._run.hand_over()
-        state = self.__dict__.copy()
-        state.update(_rank=-1, _exit_hook=False, _trainer=None, _experiment=None)
+        state = self.__dict__.copy()  # the folder choice pickles itself without its rank
+        state.update(_exit_hook=False, _trainer=None, _experiment=None)
         return state
 
     def _rank_zero(self) -> bool:
-        if self._rank < 0:  # a spawned worker: Lightning has set its rank by the time it logs
-            from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-            self._rank = int(getattr(rank_zero_only, "rank", 0))
-        return self._rank == 0
+        folder = self._folder  # the hot path (every log_metrics) reads the known rank; a worker's is resolved once
+        return folder.rank == 0 or folder.rank_zero()
 
     def flush(self) -> None:
         """Block until everything logged so far is on disk (tests, notebooks)."""
@@ -419,30 +448,9 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             self._run.flush()
 
     def __repr__(self) -> str:
-        where = self._layout.run_dir if self._layout is not None else self._root / "<not started>"
+        folder = self._folder
+        where = folder.current.run_dir if folder.current is not None else folder.root / "<not started>"
         return f"RunLogger({str(where)!r})"
-
-
-def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Lightning's metrics at a checkpoint (tensors) as plain numbers, for the checkpoint index."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        try:
-            out[str(key)] = float(value.item() if hasattr(value, "item") else value)
-        except (TypeError, ValueError, RuntimeError):
-            continue
-    return out
-
-
-def _verdict(status: str, exc: BaseException | None) -> tuple[str, str | None]:
-    """Lightning's finalize word and the exception being handled -> our status and a reason."""
-    if exc is None or status not in ("failed", FAILED):
-        return status, None
-    if isinstance(exc, KeyboardInterrupt):
-        return INTERRUPTED, "KeyboardInterrupt (SIGINT)"
-    if type(exc).__name__ == "SIGTERMException":  # lightning.pytorch.utilities.exceptions
-        return INTERRUPTED, "SIGTERM"
-    return FAILED, f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def _finalize_at_exit(ref: weakref.ReferenceType[RunLogger]) -> None:
@@ -453,7 +461,7 @@ def _finalize_at_exit(ref: weakref.ReferenceType[RunLogger]) -> None:
     try:
         if run.active:
             logger.finalize("failed")
-        elif not run.started and logger._created_here:
+        elif not run.started and logger._folder.created_here:
             run.layout.run_dir.rmdir()  # asked for, never used: leave nothing behind
     except Exception:  # noqa: BLE001 - nothing to report to at interpreter exit
         pass

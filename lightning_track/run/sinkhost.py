@@ -10,16 +10,12 @@ Which sinks go where: sinks given by **name** (``"tensorboard"``, ``"swanlab"``,
 the writer thread, because their class may live in a module the host cannot import (a test, the user's
 ``__main__``).
 
-How it is started and talked to: ``subprocess.Popen([python, "-m", "lightning_track.run.sinkhost", ...])``
+How it is started and talked to: ``subprocess.Popen([python, "-c", <import this package's main>, ...])``
 (never multiprocessing: spawn re-imports the user's ``__main__``, fork is unsafe with torch threads),
 over a dedicated ``os.pipe()`` pair passed with ``pass_fds``; stdout/stderr are inherited so users still
-see SwanLab's messages. Each message is a 4-byte little-endian length and a pickle.
-
-* parent -> host: ``("open", fields)``, ``("config", dict)``, ``("write", [(step, time, metrics), ...])``,
-  ``("media", [MediaRecord, ...])``,
-  ``("flush", token)``, ``("close", status, reason)``.
-* host -> parent: ``("opened",)``, ``("error", where, repr, pickled exception or None)``,
-  ``("flushed", token)``, ``("closed",)``.
+see SwanLab's messages. Each message is a 4-byte little-endian length and a pickle of one of the types in
+:mod:`.messages`: parent -> host ``Open``, ``SetConfig``, ``Write``, ``WriteMedia``, ``Flush``, ``Close``;
+host -> parent ``Opened``, ``Failed``, ``Flushed``, ``Closed``.
 
 The host ignores SIGINT/SIGTERM (a Ctrl-C or ``scancel`` reaches the whole process group): its life
 follows its parent. When the parent goes away without closing it (SIGKILL, OOM killer), the host sees
@@ -48,15 +44,31 @@ from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 from ..sinks.base import Sink, SinkContext
 from ..vocabulary import FAILED
+from .messages import (
+    Close,
+    Closed,
+    Failed,
+    Flush,
+    Flushed,
+    Open,
+    Opened,
+    SetConfig,
+    ToHost,
+    ToParent,
+    Write,
+    WriteMedia,
+)
 from .system import start_system_recorder
 
 __all__ = ["SinkHost", "main"]
 
 _LENGTH = struct.Struct("<I")
+_HOST_COMMAND = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                 "from lightning_track.run.sinkhost import main; sys.exit(main())")
 
 
 
-def send_message(fd: int, message: Any) -> None:
+def send_message(fd: int, message: ToHost | ToParent) -> None:
     """Write one framed message (4-byte length + pickle) in full."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     view = memoryview(_LENGTH.pack(len(data)) + data)
@@ -95,15 +107,6 @@ class MessageReader:
         return pickle.loads(data)
 
 
-def _error_message(where: str, exc: BaseException) -> tuple[str, str, str, bytes | None]:
-    try:
-        pickled: bytes | None = pickle.dumps(exc)
-        pickle.loads(pickled)
-    except Exception:  # noqa: BLE001 - an exception that does not survive pickling travels as its repr
-        pickled = None
-    return ("error", where, repr(exc), pickled)
-
-
 # -- the parent's side --------------------------------------------------------------------------
 class SinkHost(Sink):
     """Stands in the writer thread's sink list for the sinks running in the host process.
@@ -116,7 +119,7 @@ class SinkHost(Sink):
 
     name = "sink host"
 
-    def __init__(self, specs: Sequence[str | Sink], close_timeout: float = 120.0,
+    def __init__(self, specs: Sequence[str], close_timeout: float = 120.0,
                  system_interval: float = 0.0) -> None:
         self.specs = list(specs)
         self.close_timeout = close_timeout
@@ -130,13 +133,15 @@ class SinkHost(Sink):
         self._stopping = False
         to_child_r, self._out = os.pipe()
         self._in, to_parent_w = os.pipe()
-        warm = ",".join(s for s in self.specs if isinstance(s, str))
+        warm = ",".join(self.specs)
         package_parent = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "lightning_track.run.sinkhost", "--in", str(to_child_r),
+                # Not ``-m``: that puts the working directory first on sys.path, and a lightning_track checkout
+                # there would answer with other messages than this process sends. This package comes first.
+                [sys.executable, "-c", _HOST_COMMAND, package_parent, "--in", str(to_child_r),
                  "--out", str(to_parent_w), "--warm", warm],
                 pass_fds=(to_child_r, to_parent_w), stdin=subprocess.DEVNULL, env=env,
             )
@@ -164,16 +169,14 @@ class SinkHost(Sink):
                 message = None
             if message is None:
                 break
-            kind = message[0]
-            if kind == "error":
-                _, where, text, pickled = message
-                exc = pickle.loads(pickled) if pickled is not None else SinkHostError(text)
-                self._error(where, exc)
             with self._replies:
-                if kind == "flushed" and message[1] is not None:
-                    self._flushed.add(message[1])
-                elif kind == "closed":
-                    self._closed = True
+                match message:
+                    case Failed(where, text, pickled):
+                        self._error(where, pickle.loads(pickled) if pickled is not None else SinkHostError(text))
+                    case Flushed(token):
+                        self._flushed.add(token)
+                    case Closed():
+                        self._closed = True
                 self._replies.notify_all()
         with self._replies:
             self._gone = True
@@ -182,44 +185,44 @@ class SinkHost(Sink):
             code = self._proc.wait()
             self._error("sink host", SinkHostError(f"the sink host process exited unexpectedly (code {code})"))
 
-    def _send(self, message: Any) -> None:
+    def _send(self, message: ToHost) -> None:
         try:
             send_message(self._out, message)
         except OSError as exc:  # the host died: the reader thread reports why
             raise SinkHostError(f"the sink host process is gone ({exc.strerror or exc})") from None
 
     def open(self, context: SinkContext) -> None:
-        self._send(("open", {
-            "run_dir": os.path.abspath(context.layout.run_dir), "dataset": context.dataset, "method": context.method,
-            "config": context.config, "resume_step": context.resume_step, "resume_count": context.resume_count,
-            "sinks": self.specs, "system_interval": self.system_interval, "options": context.options,
-        }))
+        self._send(Open(
+            run_dir=os.path.abspath(context.layout.run_dir), dataset=context.dataset, method=context.method,
+            config=context.config, resume_step=context.resume_step, resume_count=context.resume_count,
+            sinks=self.specs, system_interval=self.system_interval,
+            options=context.options))
 
     def log_config(self, config: dict[str, Any]) -> None:
-        self._send(("config", config))
+        self._send(SetConfig(config))
 
     def write(self, records: list[MetricRecord]) -> None:
-        self._send(("write", [(r.step, r.time, r.metrics) for r in records]))
+        self._send(Write.of(records))
 
     def write_media(self, records: list[MediaRecord]) -> None:
         if records:
-            self._send(("media", records))
+            self._send(WriteMedia(records))
 
     def flush(self) -> None:
-        self._send(("flush", None))
+        self._send(Flush())
 
     def sync(self, timeout: float = 30.0) -> None:
         """Wait until the host has written and flushed everything sent so far."""
         with self._replies:
             token = self._next_token = self._next_token + 1
-        self._send(("flush", token))
+        self._send(Flush(token))
         with self._replies:
             self._replies.wait_for(lambda: token in self._flushed or self._gone, timeout)
             self._flushed.discard(token)
 
     def close(self, status: str, reason: str | None = None) -> None:
         try:
-            self._send(("close", status, reason))
+            self._send(Close(status, reason))
             with self._replies:
                 self._replies.wait_for(lambda: self._closed or self._gone, self.close_timeout)
         finally:
@@ -262,68 +265,76 @@ class _Host:
         self.last_step: int | None = None
         self.system: Any = None
 
-    def reply(self, *message: Any) -> None:
+    def reply(self, message: ToParent) -> None:
         try:
             send_message(self.out_fd, message)
         except OSError:
             pass  # the parent is gone; keep writing the sinks regardless
 
-    def call_all(self, method: str, *args: Any) -> None:
+    def call_all(self, what: str, call: Callable[[Sink], object]) -> None:
+        """``call`` on every sink; a sink that fails is reported (``what`` it was doing) and dropped."""
         with self.lock:
             for sink in list(self.sinks):
                 try:
-                    getattr(sink, method)(*args)
+                    call(sink)
                 except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-                    self.reply(*_error_message(f"sink {sink.name!r} {method}", exc))
+                    self.reply(Failed.of(f"sink {sink.name!r} {what}", exc))
                     self.sinks.remove(sink)
 
-    def open(self, fields: dict[str, Any]) -> None:
+    def write(self, records: list[MetricRecord]) -> None:
+        self.call_all("write", lambda sink: sink.write(records))
+
+    def close(self, status: str, reason: str | None) -> None:
+        self.stop_system()
+        self.call_all("close_with", lambda sink: sink.close_with(status, reason))
+        self.sinks = []
+
+    def open(self, message: Open) -> None:
         from ..folder.layout import RunLayout
         from ..sinks import load_sink
 
         self.opened = True
-        context = SinkContext(layout=RunLayout(fields["run_dir"]), dataset=fields["dataset"], method=fields["method"],
-                              config=fields["config"], resume_step=fields["resume_step"],
-                              resume_count=fields["resume_count"], options=fields.get("options") or {})
-        for spec in fields["sinks"]:
-            name = spec if isinstance(spec, str) else getattr(spec, "name", repr(spec))
+        context = SinkContext(layout=RunLayout(message.run_dir), dataset=message.dataset, method=message.method,
+                              config=message.config, resume_step=message.resume_step,
+                              resume_count=message.resume_count, options=message.options)
+        for name in message.sinks:
             try:
-                sink = load_sink(spec)
+                sink = load_sink(name)
                 sink.open(context)
             except Exception as exc:  # noqa: BLE001
-                self.reply(*_error_message(f"opening sink {name!r}", exc))
+                self.reply(Failed.of(f"opening sink {name!r}", exc))
                 continue
             self.sinks.append(sink)
-        if fields.get("system_interval"):
+        if message.system_interval:
             self.system = start_system_recorder(
-                context.layout, fields["system_interval"], pid=os.getppid(), attempt=fields["resume_count"] + 1,
-                step=lambda: self.last_step, on_record=lambda record: self.call_all("write", [record]),
+                context.layout, message.system_interval, pid=os.getppid(), attempt=message.resume_count + 1,
+                step=lambda: self.last_step, on_record=lambda record: self.write([record]),
                 on_error=lambda text: print(f"lightning_track: {text}", file=sys.stderr))
-        self.reply("opened")
+        self.reply(Opened())
 
-    def handle(self, message: tuple[Any, ...]) -> bool:
+    def handle(self, message: ToHost) -> bool:
         """Act on one message; False once the run is closed."""
-        kind = message[0]
-        if kind == "open":
-            self.open(message[1])
-        elif kind == "config":
-            self.call_all("log_config", dict(message[1]))
-        elif kind == "write":
-            self.call_all("write", [MetricRecord(step, when, metrics) for step, when, metrics in message[1]])
-            if message[1]:
-                self.last_step = max(self.last_step or 0, *(step for step, _, _ in message[1]))
-        elif kind == "media":
-            self.call_all("write_media", message[1])
-        elif kind == "flush":
-            self.call_all("flush")
-            if message[1] is not None:
-                self.reply("flushed", message[1])
-        elif kind == "close":
-            self.stop_system()
-            self.call_all("close_with", *message[1:])
-            self.sinks = []
-            self.reply("closed")
-            return False
+        match message:
+            case Open():
+                self.open(message)
+            case SetConfig(config):
+                self.call_all("log_config", lambda sink: sink.log_config(dict(config)))
+            case Write(rows):
+                self.write(message.records())
+                if rows:
+                    self.last_step = max(self.last_step or 0, *(step for step, _, _ in rows))
+            case WriteMedia(records):
+                self.call_all("write_media", lambda sink: sink.write_media(records))
+            case Flush(token):
+                self.call_all("flush", lambda sink: sink.flush())
+                if token is not None:
+                    self.reply(Flushed(token))
+            case Close(status, reason):
+                self.close(status, reason)
+                self.reply(Closed())
+                return False
+            case _:
+                raise SinkHostError(f"the sink host got a message of no known kind: {message!r}")
         return True
 
     def stop_system(self) -> None:
@@ -388,8 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         message = reader.read()
         if message is None:  # the parent died without closing: finish what was received
             if host.opened:
-                host.stop_system()
-                host.call_all("close_with", FAILED, "the training process ended without closing the run (killed?)")
+                host.close(FAILED, "the training process ended without closing the run (killed?)")
             break  # and skip the interpreter's atexit hooks: SwanLab's would mark an unclosed run finished
         if not host.handle(message):
             break

@@ -17,12 +17,9 @@ from typing import Any
 from ..errors import WriterError
 from ..folder.records import MetricRecord
 from ..sinks.base import Sink, SinkContext
+from .messages import Close, SetConfig, Stop, Sync
 
 __all__ = ["BackgroundWriter"]
-
-
-
-_STOP = object()
 
 
 class BackgroundWriter:
@@ -74,9 +71,9 @@ class BackgroundWriter:
         self._items.append(item)
 
     def put_config(self, config: dict[str, Any]) -> None:
-        self._command(("config", config))
+        self._command(SetConfig(config))
 
-    def _command(self, item: Any) -> None:
+    def _command(self, item: SetConfig | Sync | Stop) -> None:
         self._items.append(item)
         self._wake.set()
 
@@ -87,15 +84,15 @@ class BackgroundWriter:
 
     def flush(self, timeout: float = 30.0) -> None:
         done = threading.Event()
-        self._command(("flush", done))
+        self._command(Sync(done))
         done.wait(timeout)
         self.check()
 
     def close(self, status: str, reason: str | None = None, timeout: float = 120.0) -> None:
         """Write everything, close every sink with ``status`` (and ``reason``), stop the thread."""
         if self._thread.is_alive():
-            self._items.append(("close", (status, reason)))
-            self._command(_STOP)
+            self._items.append(Close(status, reason))
+            self._command(Stop())
             self._thread.join(timeout)
         self.check()
 
@@ -107,7 +104,7 @@ class BackgroundWriter:
     def abandon(self, timeout: float = 30.0) -> None:
         """Stop the thread without opening or closing any sink (the run is handed to another process)."""
         if self._thread.is_alive():
-            self._command(_STOP)
+            self._command(Stop())
             self._thread.join(timeout)
         for sink in self.sinks:
             sink.discard()
@@ -142,12 +139,13 @@ class BackgroundWriter:
             except Exception as exc:  # noqa: BLE001
                 self._fail(f"sink {sink.name!r} log_config", exc)
 
-    def _call_all(self, method: str, *args: Any) -> None:
+    def _call_all(self, what: str, call: Callable[[Sink], object]) -> None:
+        """``call`` on every sink; a sink that fails is reported (``what`` it was doing) and dropped."""
         for sink in list(self.sinks):
             try:
-                getattr(sink, method)(*args)
+                call(sink)
             except Exception as exc:  # noqa: BLE001
-                self._fail(f"sink {sink.name!r} {method}", exc)
+                self._fail(f"sink {sink.name!r} {what}", exc)
                 self.sinks.remove(sink)
 
     def _write(self, pending: list[MetricRecord]) -> None:
@@ -155,7 +153,7 @@ class BackgroundWriter:
             return
         if not self._opened:
             self._open(pending[0].step)
-        self._call_all("write", pending)
+        self._call_all("write", lambda sink: sink.write(pending))
 
     def _write_media(self, items: list[Any]) -> None:
         if not items:
@@ -172,7 +170,7 @@ class BackgroundWriter:
                 records.append(self._encoder.encode(item))
             except Exception as exc:  # noqa: BLE001 - surfaced on the training thread
                 self._fail(f"encoding {item.kind} {item.key!r}", exc)
-        self._call_all("write_media", records)
+        self._call_all("write_media", lambda sink: sink.write_media(records))
 
     def _heartbeat(self) -> None:
         if self.on_heartbeat is not None:
@@ -193,40 +191,43 @@ class BackgroundWriter:
             while self._items:
                 items.append(self._items.popleft())
             for item in items:
-                if isinstance(item, MetricRecord):
+                if isinstance(item, MetricRecord):  # the hot path: checked first
                     pending.append(item)
                     continue
-                if item is _STOP:
+                if isinstance(item, Stop):
                     return
-                if not isinstance(item, tuple):  # an image, text or histogram
+                if not isinstance(item, (SetConfig, Sync, Close)):  # an image, text or histogram
                     media.append(item)
                     continue
-                self._write(pending)
+                self._write(pending)  # a command acts after everything queued before it
                 self._write_media(media)
                 pending, media = [], []
-                kind, arg = item
-                if kind == "config":
-                    self._config = arg
-                    if self._opened:
-                        self._send_config()
-                elif kind == "flush":
-                    if self._opened:
-                        self._call_all("flush")
-                        self._call_all("sync")
-                    arg.set()
-                elif kind == "close":
-                    if not self._opened:
-                        self._open(None)
-                    self._call_all("close_with", *arg)
-                    self.sinks = []
+                self._act(item)
             now = time.monotonic()
             if now >= next_flush:
                 self._write(pending)
                 self._write_media(media)
                 pending, media = [], []
                 if self._opened:
-                    self._call_all("flush")
+                    self._call_all("flush", lambda sink: sink.flush())
                 next_flush = now + self.flush_interval
             if now >= next_beat:
                 self._heartbeat()
                 next_beat = now + self.heartbeat_interval
+
+    def _act(self, command: SetConfig | Sync | Close) -> None:
+        match command:
+            case SetConfig(config):
+                self._config = config
+                if self._opened:
+                    self._send_config()
+            case Sync(done):
+                if self._opened:
+                    self._call_all("flush", lambda sink: sink.flush())
+                    self._call_all("sync", lambda sink: sink.sync())
+                done.set()
+            case Close(status, reason):
+                if not self._opened:
+                    self._open(None)
+                self._call_all("close_with", lambda sink: sink.close_with(status, reason))
+                self.sinks = []

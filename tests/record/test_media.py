@@ -192,7 +192,7 @@ def test_log_methods_take_lists_captions_pil_arrays_and_tables(tmp_path: Path) -
 
 def test_ranks_above_zero_get_harmless_no_ops(tmp_path: Path) -> None:
     logger = RunLogger("media", "rank1", root=tmp_path)
-    logger._rank = 1  # what a torchrun rank 1 has before and after the folder is agreed
+    logger._folder.rank = 1  # what a torchrun rank 1 has before and after the folder is agreed
     exp = logger.experiment
     assert isinstance(exp, DummyExperiment) and isinstance(logger.layout, RunLayout)  # as from any Lightning logger
     assert exp.add_image("x", IMAGE, 1) is None
@@ -202,6 +202,43 @@ def test_ranks_above_zero_get_harmless_no_ops(tmp_path: Path) -> None:
     exp.add_histogram("w", IMAGE, 1)
     logger.log_image("x", IMAGE)
     assert not any(tmp_path.rglob("media.jsonl")) and not any(tmp_path.rglob("*.png"))
+
+
+def test_every_method_that_writes_is_a_no_op_above_rank_zero_and_writes_on_rank_zero(tmp_path: Path) -> None:
+    def log_everything(logger: RunLogger) -> None:
+        assert logger.log_metrics({"loss": 0.5}, step=3) is None
+        logger.log_hyperparams({"lr": 0.1})
+        logger.log_text("note", "hello", step=3)
+        logger.log_histogram("w", np.arange(4.0), step=3)
+        logger.update_summary(notes="seen")
+        logger.before_checkpoint()
+        logger.finalize("success")
+
+    above = RunLogger("media", "rank1", root=tmp_path / "rank1", sinks=(), system_interval=0, console=False)
+    above._folder.rank = 1
+    log_everything(above)
+    assert not (tmp_path / "rank1").exists() or not any((tmp_path / "rank1").iterdir())
+    zero = RunLogger("media", "rank0", root=tmp_path / "rank0", sinks=(), system_interval=0, console=False)
+    log_everything(zero)
+    run = RunLayout(zero.run_dir)
+    assert [(r.step, r.metrics["loss"]) for r in read_metrics(run.metrics_jsonl)] == [(3, 0.5)]
+    assert [(e["key"], e["step"]) for e in read_media_index(run.media_jsonl)] == [("note", 3), ("w", 3)]
+    summary = json.loads(run.summary_json.read_text())
+    assert summary["status"] == "completed" and summary["notes"] == "seen"
+
+
+def test_a_pickled_logger_writes_the_same_run_as_a_spawned_worker_would(tmp_path: Path) -> None:
+    import pickle
+
+    parent = RunLogger("media", "spawn", root=tmp_path, sinks=(), system_interval=0, console=False)
+    worker = pickle.loads(pickle.dumps(parent))  # ddp_spawn: the rank is learnt from Lightning in the worker
+    worker.log_metrics({"loss": 0.25}, step=1)
+    worker.log_text("note", "from the worker", step=1)
+    worker.finalize("success")
+    assert worker.run_dir == parent.run_dir and worker.experiment.run_dir == parent.run_dir
+    run = RunLayout(worker.run_dir)
+    assert [(r.step, r.metrics["loss"]) for r in read_metrics(run.metrics_jsonl)] == [(1, 0.25)]
+    assert [e["key"] for e in read_media_index(run.media_jsonl)] == ["note"]
 
 
 def test_long_key_parts_are_shortened_and_the_key_kept_whole(tmp_path: Path) -> None:
