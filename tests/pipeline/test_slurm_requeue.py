@@ -132,7 +132,7 @@ def test_meta_records_the_slurm_job_only_inside_one() -> None:
     assert slurm_info({"SLURM_JOB_ID": "42", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "2",
                        "SLURM_RESTART_COUNT": "3", "SLURM_JOB_NODELIST": "gpu[1-2]", "SLURM_NTASKS": "4"}) == {
         "job_id": "42", "array_job_id": "40", "array_task_id": 2, "restart_count": 3, "node_list": "gpu[1-2]",
-        "ntasks": 4}
+        "nodes": ["gpu1", "gpu2"], "ntasks": 4}
     assert slurm_info({"SLURM_JOB_ID": "7"}) == {"job_id": "7", "restart_count": 0}
 
 
