@@ -20,6 +20,7 @@ import argparse
 import sys
 
 from ..vocabulary import EXIT_OK
+from ._args import positive_int
 
 __all__ = ["main"]
 
@@ -27,15 +28,6 @@ _TOOLS = {"run": "run", "sync": "sync", "migrate": "migrate", "demo": "demo", "e
 _TOOL_HELP = {"export": "send runs to an MLflow tracker, only what is new (lt export --help)"}
 _USAGE = __doc__.split("\n\n")[1]
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--root", action="append", metavar="ROOT", help="where to look for RUN (default: runs)")
     compare.add_argument("-m", "--metric", action="append", metavar="KEY", help="metric(s) to compare and chart")
     compare.add_argument("--plot", metavar="FILE.png", help="also write the overlaid curves as a PNG")
-    compare.add_argument("--width", type=_positive_int, default=72, help="terminal chart width (default: 72)")
+    compare.add_argument("--width", type=positive_int, default=72, help="terminal chart width (default: 72)")
 
     report = sub.add_parser("report", parents=[common], help="one self-contained HTML file")
     report.add_argument("runs", nargs="+", metavar="RUN|ROOT")
@@ -78,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-f", "--filter", action="append", default=[], metavar="EXPR",
                         help="runs of a ROOT to include")
     report.add_argument("-m", "--metric", action="append", metavar="KEY", help="only these metrics")
-    report.add_argument("--points", type=_positive_int, default=None, metavar="N",
+    report.add_argument("--points", type=positive_int, default=None, metavar="N",
                         help="points per curve after downsampling (default: 400)")
     report.add_argument("--title", default=None)
 

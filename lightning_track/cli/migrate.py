@@ -16,6 +16,7 @@ from ..folder.fileio import atomic_write_json
 from ..migrate import MigrateOptions, PlannedRun, default_jobs, load_rules, make_example, migrate
 from ..migrate.report import STATUS_FAILED, MigrationReport, RunReport
 from ..vocabulary import EXIT_OK, EXIT_USAGE, exit_status, format_bytes
+from ._args import positive_int
 from ._errors import reports
 
 
@@ -41,22 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                         " for files you trust); default is torch.load(weights_only=True)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
     parser.add_argument("--report", metavar="FILE", help="also write the per-run report as JSON")
-    parser.add_argument("--jobs", type=_positive_int, default=default_jobs(), metavar="N",
+    parser.add_argument("--jobs", type=positive_int, default=default_jobs(), metavar="N",
                         help="runs converted at once, each in a worker process (default: 1.5x the CPU count"
                         f" = {default_jobs()}); 1 converts them one by one in this process")
     parser.add_argument("--make-example", metavar="DIR", help="write a realistic example legacy tree into DIR and"
                         " exit")
     return parser
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _print_plan(console: Console, plans: list[PlannedRun]) -> None:
