@@ -392,6 +392,13 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         if self._run is not None:
             self._run.flush()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the files finalize finishes in the background are written: ``plots/metrics.png``
+        and its link in ``report_draft.md`` (drawn after ``fit()`` returns, so it returns at once;
+        the interpreter's exit waits for them too). Every other file is complete when ``fit()`` returns.
+        False when ``timeout`` (seconds) ran out first."""
+        return True if self._run is None else self._run.wait(timeout)
+
     def __repr__(self) -> str:
         where = self._layout.run_dir if self._layout is not None else self._root / "<not started>"
         return f"RunLogger({str(where)!r})"
