@@ -26,6 +26,7 @@ from lightning_track.sinks.swanlab import board_missing
 from lightning_track.sinks.tensorboard import TensorBoardSink
 from lightning_track.training.demo import DemoDataModule, DemoModule
 from lightning_track.vocabulary import COMPLETED, FAILED, INTERRUPTED
+from lightning_track.derived.plots import wait_for_plots
 
 
 class Slow(L.Callback):
@@ -40,7 +41,10 @@ def fit(logger: RunLogger, max_steps: int = 12, callbacks: list[L.Callback] | No
     trainer = L.Trainer(max_steps=max_steps, logger=logger, callbacks=callbacks or [], log_every_n_steps=1,
                         val_check_interval=6, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, accelerator="cpu")
-    trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=256, n_val=32))
+    try:
+        trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=256, n_val=32))
+    finally:
+        wait_for_plots()  # plots/metrics.png is drawn after fit returns
     return trainer
 
 
