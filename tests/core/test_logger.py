@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 from support.readers import swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.errors import WriterError
 from lightning_track.sinks import Sink
 from lightning_track.training.demo import DemoDataModule, DemoModule
-from lightning_track.derived.plots import wait_for_plots
 
 SECRET = "hf_supersecret_token_value"
 

@@ -17,6 +17,7 @@ import pytest
 from support.readers import swanlab_finish_state, swanlab_records, swanlab_runs, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.folder.layout import RunLayout
 from lightning_track.folder.records import MetricRecord
 from lightning_track.run.sinkhost import SinkHost
@@ -26,7 +27,6 @@ from lightning_track.sinks.swanlab import board_missing
 from lightning_track.sinks.tensorboard import TensorBoardSink
 from lightning_track.training.demo import DemoDataModule, DemoModule
 from lightning_track.vocabulary import COMPLETED, FAILED, INTERRUPTED
-from lightning_track.derived.plots import wait_for_plots
 
 
 class Slow(L.Callback):

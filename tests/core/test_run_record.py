@@ -13,12 +13,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 from lightning_track import RunLayout, RunLogger, StepCheckpoint, read_metrics
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.errors import ResumeError
 from lightning_track.folder.fileio import iter_jsonl
 from lightning_track.run.config import config_changes, merge_hyperparams
 from lightning_track.run.lifecycle import check_rewind
 from lightning_track.training.demo import DemoDataModule, DemoModule
-from lightning_track.derived.plots import wait_for_plots
 
 
 def fit(logger: RunLogger, max_steps: int, callbacks=(), ckpt_path=None, module=None) -> L.Trainer:

@@ -19,9 +19,9 @@ from support.readers import swanlab_records, swanlab_runs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_track import RunLayout, RunLogger, read_metrics
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.folder.media import read_media_index
 from lightning_track.training.demo import DemoDataModule, DemoModule
-from lightning_track.derived.plots import wait_for_plots
 
 IMAGE = torch.rand(3, 24, 40, generator=torch.Generator().manual_seed(0))
 BATCH = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))

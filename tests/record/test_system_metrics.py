@@ -17,10 +17,10 @@ import pytest
 from support.readers import swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLayout, RunLogger
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.derived.system import system_report_line, system_summary
 from lightning_track.run.system import SystemSampler, gpu_unavailable_reason
 from lightning_track.training.demo import DemoDataModule, DemoModule
-from lightning_track.derived.plots import wait_for_plots
 
 NVML, NO_GPU_REASON = gpu_unavailable_reason()
 SCRIPT = Path(__file__).with_name("system_script.py")
