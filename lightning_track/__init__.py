@@ -31,7 +31,7 @@ _EXPORTS = {
     "HEALTH_EXIT_CODE": ".callbacks.health",
     "PreemptionHandler": ".callbacks.preemption",
     "from_config": ".training.configure",
-    "load_runs": ".query.runs",
+    "load_runs": ".query.frames",
     "load_history": ".query.history",
 }
 
@@ -50,8 +50,8 @@ if TYPE_CHECKING:
     from .derived.summary import post_process
     from .folder.layout import RunLayout, sanitize_name
     from .folder.records import read_metrics
+    from .query.frames import load_runs
     from .query.history import load_history
-    from .query.runs import load_runs
     from .run.logger import RunLogger
     from .training.configure import from_config
 

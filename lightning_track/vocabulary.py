@@ -16,7 +16,8 @@ from datetime import datetime
 
 __all__ = [
     "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "UNKNOWN", "RUN_STATUSES", "FINAL_STATUSES",
-    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE", "RETRYING",
+    "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE", "RETRYING", "STALLED", "STALL_FACTOR", "STALL_FLOOR_S",
+    "stall_limit", "stalled_for",
     "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time", "format_bytes",
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
@@ -31,6 +32,9 @@ COMPLETED = "completed"
 FAILED = "failed"
 INTERRUPTED = "interrupted"  # Ctrl+C, SIGTERM, preemption: stopped on purpose, resumable
 CRASHED = "crashed"  # a reader's verdict on "running" with a stale heartbeat (and a killed attempt's entry)
+# a reader's verdict on "running" whose heartbeat is fresh but whose steps stopped (a hung collective, a
+# partitioned node): alive but not training; also the watcher's notification event for it
+STALLED = "stalled"
 UNKNOWN = "unknown"  # a reader's word for a run whose summary.json is missing or torn
 RUN_STATUSES = (RUNNING, COMPLETED, FAILED, INTERRUPTED)
 FINAL_STATUSES = (COMPLETED, FAILED, INTERRUPTED)
@@ -43,6 +47,29 @@ SIGNAL_STATUSES = (HEALTHY, DONE, FAILED)
 STALE = "stale"
 # a notification's event for a pipeline step's failed attempt that is tried again (the step stays running)
 RETRYING = "retrying"
+
+# -- progress: when a live run counts as stalled (readers, the watcher, HealthGuard agree on one rule) ------
+STALL_FACTOR = 10.0  # N x the recent time per step without a new step ...
+STALL_FLOOR_S = 300.0  # ... but never less than this: validation, checkpoint saves and data loading pause steps
+
+
+def stall_limit(step_time_s: float | None, factor: float = STALL_FACTOR, floor_s: float = STALL_FLOOR_S) -> float:
+    """Seconds without a new step after which a live run is stalled: ``max(factor x step time, floor)``;
+    the floor alone while the step time is not known yet (before the second step)."""
+    if step_time_s is None or not step_time_s > 0:
+        return float(floor_s)
+    return max(factor * step_time_s, float(floor_s))
+
+
+def stalled_for(last_step_time: float | None, now: float, step_time_s: float | None,
+                factor: float = STALL_FACTOR, floor_s: float = STALL_FLOOR_S) -> float | None:
+    """Seconds since the last step when that is beyond :func:`stall_limit`, else None (still moving, or
+    nothing to judge: no step time recorded)."""
+    if last_step_time is None:
+        return None
+    waited = now - last_step_time
+    return waited if waited > stall_limit(step_time_s, factor, floor_s) else None
+
 
 # Lightning's Logger.finalize words (and the ones our own callers pass) -> ours.
 _FROM_LIGHTNING: Mapping[str, str] = {"success": COMPLETED, "finished": COMPLETED, "failed": FAILED}

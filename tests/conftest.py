@@ -68,6 +68,24 @@ def small_disk(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
     pytest.skip("cannot mount a small tmpfs here (not root, no user namespaces)")
 
 
+@pytest.fixture(scope="session")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real two-node Slurm cluster on this machine (tests/support/cluster2.py), for the session: skipped by
+    name where it cannot be built (no Slurm, not root, no network namespaces); under CI that fails instead."""
+    from support import cluster2
+    from support.system import require
+
+    require("slurm")
+    why = cluster2.missing()
+    if why:
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(why)
+    cluster = cluster2.start(tmp_path_factory.mktemp("two_nodes"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line counting the tests skipped for each missing system part, so a partial run is never read
     as a full one."""

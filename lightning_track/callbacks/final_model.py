@@ -120,6 +120,9 @@ class FinalModelExport(Callback):
         if trainer.is_global_zero:
             target = self.dirpath or find_layout(trainer).final_model_dir
             self.exported_to = self.export(trainer, pl_module, target)
+            logger = find_run_logger(trainer)
+            if logger is not None:  # the weights' hashes and the checkpoint they match, in checkpoints.json
+                logger.model_exported(self.exported_to, trainer.global_step)
         trainer.strategy.barrier("FinalModelExport")
 
     # -- the export --------------------------------------------------------------------------------

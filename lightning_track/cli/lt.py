@@ -5,6 +5,7 @@
     lt compare RUN RUN ... [--metric KEY ...] [--plot FILE.png]
     lt report RUN|ROOT ... -o report.html [--filter EXPR]
     lt tag RUN ... [+TAG] [-TAG] ...       lt note RUN [TEXT] [--append]
+    lt reproduce RUN [--into DIR] [--run [--anyway]]
     lt run | sync | migrate | demo ...     (= lt-run, lt-sync, lt-migrate, lt-demo)
     lt export RUN|ROOT ... --to mlflow://HOST:PORT [--experiment NAME] [--with-model] [--with-checkpoints]
     lt run --pipeline FILE [--jobs N] [--from STEP] [--notify URL ...] [--status]
@@ -80,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--points", type=_positive_int, default=None, metavar="N",
                         help="points per curve after downsampling (default: 400)")
     report.add_argument("--title", default=None)
+
+    repro = sub.add_parser("reproduce", help="restore a run's code, config and command; --run starts it again")
+    repro.add_argument("run", metavar="RUN", help="a run folder, its name, or a unique part of it")
+    repro.add_argument("--root", action="append", metavar="ROOT", help="where to look for RUN (default: runs)")
+    repro.add_argument("--into", metavar="DIR", help="a new folder for the code (default: ./reproduce-<run>)")
+    repro.add_argument("--run", dest="start", action="store_true",
+                       help="start the command through lt-run as a new run tagged reproduces=<run>")
+    repro.add_argument("--anyway", action="store_true", help="with --run: start even what could not be fully restored")
 
     tag = sub.add_parser("tag", help="add (+TAG or TAG) and remove (-TAG) tags: lt tag RUN ... +a -b")
     tag.add_argument("args", nargs=argparse.REMAINDER, metavar="RUN ... [+TAG|-TAG] ...")

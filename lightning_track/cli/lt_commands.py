@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import RunFolderError, one_line
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_bytes
 
-__all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note"]
+__all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note", "cmd_reproduce"]
 
 
 def _warn(command: str, message: str) -> None:
@@ -276,3 +276,33 @@ def cmd_note(args: argparse.Namespace) -> int:
     print(f"{path.name}: notes {'cleared' if not notes else 'saved'}")
     return EXIT_OK
 
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import shlex
+
+    from ..query.reproduce import reproduce, start_reproduction
+    from ..run.environment import capture_environment  # imports torch for its CUDA versions
+
+    result = reproduce(_resolve(args.run, args.root), args.into, current_environment=capture_environment())
+    print(f"code: {result.into}")
+    if result.config is not None:
+        print(f"config: {result.config}")
+    for line in result.notes:
+        print(f"note: {line}")
+    for line in result.differences:
+        print(f"environment differs: {line}")
+    for line in result.problems:
+        _warn("reproduce", f"not restored: {line}")
+    if result.command:
+        print(f"command: cd {shlex.quote(str(result.cwd))} && {shlex.join(result.command)}")
+    if not args.start:
+        return EXIT_OK
+    if result.problems and not args.anyway:
+        _warn("reproduce", f"--run refused: {len(result.problems)} thing(s) could not be restored (above); "
+              "--run --anyway starts it regardless")
+        return EXIT_FAILURE
+    if not result.command:
+        return EXIT_FAILURE
+    sys.stdout.flush()
+    return start_reproduction(result)

@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -32,6 +32,7 @@ __all__ = [
     "json_line",
     "JsonlAppender",
     "read_json",
+    "update_json",
     "iter_jsonl",
     "restore_nonfinite",
     "TEMP_SUFFIX",
@@ -341,6 +342,25 @@ def read_json(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise RunFolderError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+def update_json(path: str | Path, change: Callable[[Any], Any]) -> None:
+    """Read-modify-write a JSON file (``{}`` when missing) under an exclusive lock on its folder.
+
+    Why the folder: the file is replaced atomically (a new inode each time), so only the folder is a
+    stable thing to lock; writers in other processes (the sink host) and threads that all go through
+    here never lose each other's fields. ``change`` gets the data and returns the new data.
+    """
+    import fcntl
+
+    path = Path(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = read_json(path) if path.exists() else {}
+        atomic_write_json(path, change(data))
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class JsonlAppender:

@@ -107,6 +107,13 @@ class RunLayout:
     MEDIA = "media"  # images, text and histograms logged by the run
     MEDIA_JSONL = "media.jsonl"  # their index: key, step, time, file, caption
     ATTEMPT_META = "meta.attempt-{attempt}.json"  # meta.json of a resumed attempt (the first one's stays)
+    CODE = "code"  # the code as it ran, beyond the commit (lightning_track.run.capture)
+    # in code/: uncommitted changes (as `git apply` takes them), copies of the untracked files git does not
+    # ignore, outside a repository the entry script and config files
+    CODE_PATCH, CODE_UNTRACKED, CODE_SOURCE = "diff.patch", "untracked", "source"
+    REPRODUCE = ".lt-reproduce"  # in a folder lt reproduce made: the run's config (not the project's code)
+    # packages, Python, torch/CUDA, GPUs, env vars, seed; hashes of the files the config names; every checkpoint
+    ENVIRONMENT, INPUTS, CHECKPOINTS_INDEX = "environment.json", "inputs.json", "checkpoints.json"
     NODE_SYSTEM_JSONL = "system.node{node}.jsonl"  # another node's machine samples (DDP over nodes)
     PIPELINE_STATE_SUFFIX = ".pipeline.json"  # <runs root>/<pipeline>.pipeline.json: a pipeline's step states
     APPEND_ONLY = (METRICS_JSONL, BATCH_TRACKING, LOGS, SYSTEM_JSONL, MEDIA_JSONL)
@@ -216,9 +223,19 @@ class RunLayout:
     def media_jsonl(self) -> Path:
         return self.run_dir / self.MEDIA_JSONL
 
+    def code_dir(self, attempt: int = 1) -> Path:  # a later attempt's: code/attempt-N/
+        return self.run_dir / self.CODE / (f"attempt-{attempt}" if attempt > 1 else "")
+
+    def environment_json(self, attempt: int = 1) -> Path:
+        return self.run_dir / (self.ENVIRONMENT if attempt <= 1 else f"environment.attempt-{attempt}.json")
+
     def attempt_meta_json(self, attempt: int) -> Path:
         """``meta.json`` of attempt ``attempt`` after the first (which keeps :attr:`meta_json`)."""
         return self.run_dir / self.ATTEMPT_META.format(attempt=attempt)
+
+    @property
+    def checkpoints_index(self) -> Path:
+        return self.run_dir / self.CHECKPOINTS_INDEX
 
     def node_system_jsonl(self, node: int) -> Path:
         """Machine samples of node ``node`` (node 0's are :attr:`system_jsonl`)."""

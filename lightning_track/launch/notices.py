@@ -3,7 +3,8 @@
 
 Events: ``healthy`` (the ``.healthy`` signal), ``done`` (exit 0: the run folder, final and best metrics),
 ``failed`` (the check, value, step and threshold of the failure), ``interrupted`` (Ctrl+C or SIGTERM), ``stale``
-(a running command's heartbeat in ``summary.json`` stopped: the training died without a word or hangs). Sending
+(a running command's heartbeat in ``summary.json`` stopped: the training died without a word), ``stalled`` (its
+heartbeat is fresh but its step stopped beyond the run's stall rule: a hung collective, a lost node). Sending
 is :mod:`.notify`'s; these are the fields.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from ..folder import signals
 from ..folder.fileio import read_json
 from ..folder.layout import RunLayout
-from ..vocabulary import DONE, FAILED, HEALTHY, INTERRUPTED, STALE
+from ..vocabulary import DONE, FAILED, HEALTHY, INTERRUPTED, STALE, STALLED
 from .notify import Notifier
 
 __all__ = ["metric_values", "failure_brief", "stale_notice", "CommandNotices", "WATCH_INTERVAL"]
@@ -42,8 +43,9 @@ def failure_brief(result: Any) -> tuple[str, dict[str, Any]]:
 
 
 def stale_notice(signals_dir: Path, exp_id: str, stale_after: float, now: float | None = None
-                 ) -> tuple[str, dict[str, Any]] | None:
-    """``(why, fields)`` when the run a running command named (its run note) has gone silent, else None."""
+                 ) -> tuple[str, str, dict[str, Any]] | None:
+    """``(event, why, fields)`` when the run a running command named (its run note) has gone silent (``stale``)
+    or stopped stepping while alive (``stalled``), else None."""
     from ..query.runs import CRASHED, judge_status
 
     run_dir = signals.read_run_note(signals_dir, exp_id)
@@ -56,9 +58,11 @@ def stale_notice(signals_dir: Path, exp_id: str, stale_after: float, now: float 
     if not isinstance(summary, dict):
         return None
     status, why = judge_status(summary, now=time.time() if now is None else now, stale_after=stale_after)
-    if status != CRASHED:
-        return None
-    return why, {"run_dir": str(run_dir), "heartbeat": summary.get("heartbeat")}
+    if status == CRASHED:
+        return STALE, why, {"run_dir": str(run_dir), "heartbeat": summary.get("heartbeat")}
+    if status == STALLED:
+        return STALLED, f"stalled: {why}", {"run_dir": str(run_dir), "progress": summary.get("progress")}
+    return None
 
 
 class CommandNotices:
@@ -114,10 +118,13 @@ class CommandNotices:
             self._thread.join(10.0)
 
     def _watch(self) -> None:
+        told: set[str] = set()
         while not self._stop.wait(min(WATCH_INTERVAL, self.stale_after)):
             found = stale_notice(self.signals_dir, self.exp_id, self.stale_after)
-            if found is not None:
-                why, fields = found
+            if found is not None and found[0] not in told:
+                event, why, fields = found
+                told.add(event)  # each event told once
                 self.log(why)
-                self.send(STALE, why, **fields)
-                return  # told once
+                self.send(event, why, **fields)
+                if event == STALE:
+                    return

@@ -27,13 +27,13 @@ from typing import Any
 
 from ..errors import ConfigError, one_line
 from ..redaction import redact_url
-from ..vocabulary import RETRYING, STALE
+from ..vocabulary import RETRYING, STALE, STALLED
 
 __all__ = ["Notifier", "EVENTS", "message_body"]
 
 # event -> apprise's notify type
 EVENTS = {"healthy": "info", "done": "success", "completed": "success", "failed": "failure",
-          "interrupted": "warning", STALE: "failure", RETRYING: "warning"}
+          "interrupted": "warning", STALE: "failure", STALLED: "failure", RETRYING: "warning"}
 
 
 def _text(value: Any) -> str:

@@ -42,7 +42,7 @@ __all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "
 
 REFERENCE = re.compile(r"\{([A-Za-z0-9_][A-Za-z0-9_-]*)\.([A-Za-z_]+)\}")
 _FIELDS = ("run_dir", "exp_id")  # what {step.<field>} may name
-_STEP_KEYS = ("cmd", "after", "health_time", "retries", "ntasks", *SWEEP_KEYS)  # sweeps: see .sweep
+_STEP_KEYS = ("cmd", "after", "health_time", "retries", "ntasks", "nodes", *SWEEP_KEYS)  # sweeps: see .sweep
 _TOP_KEYS = ("name", "root", "steps")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
@@ -56,7 +56,8 @@ class Step:
     after: tuple[str, ...] = ()
     health_time: float | None = None
     retries: int = 0
-    ntasks: int = 1  # Slurm: tasks of the step's job; srun starts the command once per task
+    ntasks: int = 1  # Slurm: tasks of the step's job on each node; srun starts the command once per task
+    nodes: int = 1  # Slurm: nodes of the step's job (a multi-node DDP run: ranks = nodes x ntasks)
     sweep: SweepSpec | None = None  # a step fanned out over overrides (grid: or random:)
     trial: Trial | None = None  # one trial of a sweep (in the pipeline expand_sweeps returns)
 
@@ -131,8 +132,12 @@ def _step(source: str, name: Any, raw: Any) -> Step:
     ntasks = raw.get("ntasks", 1)
     if isinstance(ntasks, bool) or not isinstance(ntasks, int) or ntasks < 1:
         raise ConfigError(f"{where}: ntasks must be a whole number >= 1 (Slurm tasks, one per rank), got {ntasks!r}")
+    nodes = raw.get("nodes", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ConfigError(f"{where}: nodes must be a whole number >= 1 (Slurm nodes of the job), got {nodes!r}")
     return Step(name=name, cmd=cmd, after=tuple(dict.fromkeys(after)),
                 health_time=float(health_time) if health_time is not None else None, retries=retries, ntasks=ntasks,
+                nodes=nodes,
                 sweep=_refuse_references(where, parse_sweep(where, raw)))
 
 

@@ -119,7 +119,7 @@ class _Driver:
         self.grace, self.stale_after, self.console = grace, stale_after, console
         self.signals_dir = Path(pipeline.root) / "signals"
         self.stopping = threading.Event()
-        self.stale_told: set[tuple[str, int]] = set()
+        self.stale_told: set[tuple[str, int, str]] = set()  # (step, attempt, stale or stalled) told
 
     # -- one step ------------------------------------------------------------------------------------
     def notify(self, event: str, name: str, line: str, /, **fields: Any) -> None:
@@ -214,15 +214,15 @@ class _Driver:
     # -- the heartbeat watch -------------------------------------------------------------------------
     def watch(self, running: list[str]) -> None:
         for name in running:
-            key = (name, int(self.state.get(name).get("attempts", 1)))
-            if key in self.stale_told:
+            attempt = int(self.state.get(name).get("attempts", 1))
+            if (name, attempt, STALE) in self.stale_told:
                 continue
             found = stale_notice(self.signals_dir, self.pipeline.exp_id(name), self.stale_after)
-            if found is not None:
-                why, fields = found
-                self.stale_told.add(key)
+            if found is not None and (name, attempt, found[0]) not in self.stale_told:
+                event, why, fields = found
+                self.stale_told.add((name, attempt, event))  # each event told once per attempt
                 self.log(f"{name}: {why}")
-                self.notify(STALE, name, why, **fields)
+                self.notify(event, name, why, **fields)
 
     # -- the schedule --------------------------------------------------------------------------------
     def run(self, jobs: int) -> None:

@@ -128,7 +128,7 @@ def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.P
             "#!/bin/bash",
             f"# Pipeline {pipeline.name}, step {name} (runs after {after}); written by lt run --pipeline --slurm.",
             *_directives(pipeline, step, options),
-            *[f"#SBATCH --ntasks-per-node={step.ntasks}"] * (step.ntasks > 1),
+            *task_directives(step),
             "",
             "set -euo pipefail",
             f"cd {shlex.quote(str(workdir))}",
@@ -155,12 +155,18 @@ def requeued_lines(pipeline: Pipeline, name: str) -> list[str]:
             "fi"]
 
 
+def task_directives(step: Step) -> list[str]:
+    """``nodes: K`` and ``ntasks: N`` as sbatch options: K nodes, N tasks on each (``--ntasks-per-node``, the form
+    Lightning's SLURMEnvironment accepts)."""
+    lines = [f"#SBATCH --nodes={step.nodes}"] * (step.nodes > 1)
+    return lines + [f"#SBATCH --ntasks-per-node={step.ntasks}"] * (step.ntasks > 1 or step.nodes > 1)
+
+
 def task_lines(step: Step) -> list[str]:
-    """``ntasks`` > 1: the job has that many tasks on its node (``--ntasks-per-node``, the form Lightning's
-    SLURMEnvironment accepts; ``--slurm-arg=--nodes=K`` for K nodes) and the command runs under ``srun``, once per
-    task; each task is a DDP rank (Trainer ``devices`` = ntasks), and the RunLogger gives the ranks one run folder;
+    """``ntasks`` > 1 or ``nodes`` > 1: the command runs under ``srun``, once per task; each task is a DDP rank
+    (Trainer ``devices`` = ntasks, ``num_nodes`` = nodes), and the RunLogger gives the ranks one run folder;
     ``--kill-on-bad-exit`` ends every rank when one fails, so none waits on a collective forever."""
-    if step.ntasks <= 1:
+    if step.ntasks <= 1 and step.nodes <= 1:
         return []
     return ["    srun --kill-on-bad-exit=1 \\"]
 
@@ -264,7 +270,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
         f"# Pipeline {pipeline.name}, step {name} (runs after {after}): a sweep of {len(trials)} trials as one job "
         "array, task i runs trial i; written by lt run --pipeline --slurm.",
         *directives,
-        *[f"#SBATCH --ntasks-per-node={step.ntasks}"] * (step.ntasks > 1),
+        *task_directives(step),
         f"#SBATCH --array=0-{len(trials) - 1}",
         "",
         "set -euo pipefail",

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .discover import resolve_run
+    from .frames import load_runs
     from .history import History, load_history, read_history
-    from .runs import RunInfo, find_runs, load_runs
+    from .runs import RunInfo, find_runs
 
 __all__ = ["RunInfo", "find_runs", "load_runs", "resolve_run", "History", "read_history", "load_history"]
-_HOME = {"History": ".history", "load_history": ".history", "read_history": ".history", "resolve_run": ".discover"}
+_HOME = {"History": ".history", "load_history": ".history", "read_history": ".history", "resolve_run": ".discover",
+         "load_runs": ".frames"}
 
 
 def __getattr__(name: str) -> Any:  # lazily: the history reader needs numpy, lt ls does not

@@ -20,6 +20,7 @@ from ..errors import one_line
 from .filters import MISSING
 from .format import format_cell, table
 from .history import read_history
+from .provenance import provenance_sections, read_provenance
 from .runs import RunInfo, main_metric
 
 __all__ = ["Aliased", "Comparison", "cell_text", "compare_runs", "config_value", "render_compare", "text_chart",
@@ -27,8 +28,18 @@ __all__ = ["Aliased", "Comparison", "cell_text", "compare_runs", "config_value",
 
 
 def labels(count: int) -> list[str]:
+    """``a``..``z``, ``aa``..``zz``, ``aaa``...: as many distinct labels as there are runs (bijective base 26)."""
+    return [_label(i) for i in range(count)]
+
+
+def _label(index: int) -> str:
     letters = string.ascii_lowercase
-    return [letters[i] if i < 26 else f"{letters[i // 26 - 1]}{letters[i % 26]}" for i in range(count)]
+    text = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        text = letters[rest] + text
+    return text
 
 
 @dataclass
@@ -38,6 +49,7 @@ class Comparison:
     config_diff: list[tuple[str, list[Any]]] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # asked-for metrics that no run has
+    provenance: list[tuple[str, list[tuple[str, list[str]]]]] = field(default_factory=list)  # code, env, inputs
 
 
 def metric_mode(runs: Sequence[RunInfo], key: str) -> str | None:
@@ -102,6 +114,7 @@ def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None, 
                 continue  # the same setting, already a row under its other name
             shown |= {key} | names
             result.config_diff.append((key, values))
+    result.provenance = provenance_sections([read_provenance(run.path) for run in runs])
     have = list(dict.fromkeys([*(k for run in runs for k in run.metric_names("final") + run.metric_names("best")),
                                *known]))
     if metrics:
@@ -214,6 +227,10 @@ def render_compare(comp: Comparison, *, chart_metrics: Sequence[str] = (), width
         out += ["  " + line for line in table(["key", *comp.labels], rows, max_width=30).splitlines()]
     else:
         out.append("  (identical)")
+    for section, differing in comp.provenance:  # only where the runs differ
+        out += ["", f"{section} (what differs)"]
+        out += ["  " + line for line in table(["", *comp.labels], [[name, *values] for name, values in differing],
+                                              max_width=40).splitlines()]
     rows = _metric_rows(comp)
     if rows:
         out += ["", "metrics (* = better)"]

@@ -4,7 +4,7 @@ Why: ``lt ls -f "model.lr<1e-3"`` reads every run's ``config.yaml``, and PyYAML'
 libyaml) costs about 0.4 ms a file: most of a listing of 1,000 runs. A run's config never changes once
 written, so each file's flattened values are kept in one JSON file in the user's cache
 (:func:`~lightning_track.vocabulary.cache_root`), keyed by the file's path and checked against its size,
-mtime and inode before use. Only values JSON gives back unchanged are kept (a YAML date or a NaN is
+mtime, ctime and inode before use. Only values JSON gives back unchanged are kept (a YAML date or a NaN is
 parsed again each time), so the cache can make a read faster, never different. Written once, at exit,
 and only when something new was parsed.
 """
@@ -23,14 +23,14 @@ from ..vocabulary import cache_root
 
 __all__ = ["cached_config", "remember_config", "flush"]
 
-_VERSION = 1
+_VERSION = 2
 _MAX_ENTRIES = 50_000
-_entries: dict[str, list[Any]] | None = None  # path -> [size, mtime_ns, ino, flat config]
+_entries: dict[str, list[Any]] | None = None  # path -> [size, mtime_ns, ctime_ns, ino, flat config]
 _dirty = False
 
 
 def _cache_file() -> Path:
-    return Path(cache_root()) / "configs-v1.json"
+    return Path(cache_root()) / f"configs-v{_VERSION}.json"
 
 
 def _load() -> dict[str, list[Any]]:
@@ -45,14 +45,15 @@ def _load() -> dict[str, list[Any]]:
 
 
 def _key(stat: os.stat_result) -> list[int]:
-    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    """The ctime too: a file copied over in place with its old mtime kept (``cp -p``) changes only that."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
 
 def cached_config(path: Path, stat: os.stat_result) -> dict[str, Any] | None:
     """The flattened config kept for ``path`` if the file is unchanged since, else None."""
     entry = _load().get(str(path.resolve()))
-    if isinstance(entry, list) and len(entry) == 4 and entry[:3] == _key(stat) and isinstance(entry[3], dict):
-        return entry[3]
+    if isinstance(entry, list) and len(entry) == 5 and entry[:4] == _key(stat) and isinstance(entry[4], dict):
+        return entry[4]
     return None
 
 

@@ -9,14 +9,15 @@ one-line problem; any other folder without runs is passed over quietly.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import RunFolderError, RunNotFound
 from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout, parse_run_name
 
-__all__ = ["find_run_dirs", "resolve_run", "require_run_folder", "list_names", "RUN_FILES", "MAX_DEPTH"]
+__all__ = ["find_run_dirs", "resolve_run", "require_run_folder", "list_names", "folder_identity", "RUN_FILES",
+           "MAX_DEPTH"]
 
 _SKIP = {RunLayout.SIGNALS, RunLayout.SWANLAB_WORKSPACE, "__pycache__"}
 RUN_FILES = {RunLayout.SUMMARY, RunLayout.METRICS_JSONL, RunLayout.META}
@@ -24,7 +25,7 @@ MAX_DEPTH = 3
 
 
 def _is_run(path: Path, names: set[str]) -> bool:
-    return parse_run_name(path.name) is not None or RunLayout.SUMMARY in names and RunLayout.METRICS_JSONL in names
+    return RunLayout.SUMMARY in names and RunLayout.METRICS_JSONL in names or parse_run_name(path.name) is not None
 
 
 def require_run_folder(path: Path) -> Path:
@@ -39,6 +40,15 @@ def require_run_folder(path: Path) -> Path:
     return path
 
 
+def folder_identity(path: Path, stat: os.stat_result | None = None) -> tuple[int, int] | Path:
+    """The same folder reached by two roots (or a link) is one run."""
+    try:
+        stat = os.stat(path) if stat is None else stat
+    except OSError:
+        return path.resolve()
+    return (stat.st_dev, stat.st_ino)
+
+
 def list_names(path: Path) -> set[str] | None:
     try:
         return set(os.listdir(path))
@@ -46,8 +56,12 @@ def list_names(path: Path) -> set[str] | None:
         return None
 
 
-def find_run_dirs(root: str | Path, problems: list[str]) -> list[tuple[Path, str, set[str]]]:
-    """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run)."""
+def find_run_dirs(root: str | Path, problems: list[str], *,
+                  lister: Callable[[Path], set[str] | None] = list_names) -> list[tuple[Path, str, set[str]]]:
+    """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run).
+
+    ``lister`` gives a folder's names below the root (None for a file): the catalog answers from what it
+    kept for a folder that did not change."""
     root = Path(root)
     names = list_names(root)
     if names is None:
@@ -62,7 +76,7 @@ def find_run_dirs(root: str | Path, problems: list[str]) -> list[tuple[Path, str
             if name.startswith(".") or name in _SKIP or is_temp_name(name):
                 continue
             child = folder / name
-            inner = list_names(child)
+            inner = lister(child)
             if inner is None:
                 continue  # a file, or unreadable
             if _is_run(child, inner):

@@ -14,6 +14,7 @@ from ..derived.report import format_value
 from ..folder.fileio import restore_nonfinite
 from ..vocabulary import COMPLETED
 from .format import format_duration, format_time
+from .provenance import provenance_lines, read_provenance
 from .runs import RunInfo
 
 __all__ = ["render_prompt", "MAX_CONFIG_KEYS"]
@@ -60,6 +61,7 @@ def render_prompt(run: RunInfo) -> str:
         more = len(config) - len(shown)
         lines.append("Config: " + ", ".join(f"{k}={_short(v)}" for k, v in shown)
                      + (f" (+{more} more keys)" if more > 0 else ""))
+    lines += provenance_lines(read_provenance(run.path))
     keys = [k for k in run.metric_names("final") if k not in _SKIP_METRICS]
     keys += [k for k in run.metric_names("best") if k not in keys and k not in _SKIP_METRICS]
     if keys:

@@ -26,16 +26,20 @@ from ..errors import RunFolderError, one_line
 from ..folder.fileio import atomic_write_text, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, iso_time
-from .compare import cell_text, compare_runs, labels, metric_rows
+from .compare import cell_text, compare_runs, labels, metric_mode, metric_rows
+from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
-from .runs import RunInfo
+from .runs import RunInfo, main_metric
 from .show import console_tail, system_peaks
 from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
 
-__all__ = ["build_report", "write_report", "POINTS", "COLORS"]
+__all__ = ["build_report", "write_report", "curve_runs", "POINTS", "COLORS", "MANY_RUNS", "CURVE_RUNS"]
 
 POINTS = 400
+MANY_RUNS = 30  # past this many runs: one row per run, curves and per-run sections for the best CURVE_RUNS only
+CURVE_RUNS = 10
+CONFIG_COLUMNS = 8  # differing config keys shown as columns of the runs table when there are many runs
 CONSOLE_LINES = 40
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
@@ -83,9 +87,33 @@ def _system_series(run: RunInfo) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             columns.items()}
 
 
-def _histories(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems: list[str]) -> list[Any]:
+def curve_runs(runs: Sequence[RunInfo], metric: str | None, count: int = CURVE_RUNS) -> list[int]:
+    """The indexes of the ``count`` runs with the best ``metric`` (by its mode), in the runs' order; runs
+    without it only when fewer have it. Why: curves of thousands of runs are unreadable and make the page huge."""
+    if len(runs) <= count:
+        return list(range(len(runs)))
+    mode = metric_mode(runs, metric) if metric else None
+    sign = -1.0 if mode == "max" else 1.0
+
+    def rank(i: int) -> tuple[int, float, int]:
+        value = runs[i].metric("best", metric) if metric else MISSING
+        good = isinstance(value, float) and value == value and abs(value) != float("inf")
+        return (0, sign * value, i) if good else (1, 0.0, i)
+
+    return sorted(sorted(range(len(runs)), key=rank)[:count])
+
+
+def _histories(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems: list[str],
+               picked: Sequence[int] | None = None) -> list[Any]:
+    """Each run's history (None where unread: not among ``picked``, or unreadable)."""
+    wanted = range(len(runs)) if picked is None else picked
+    read = dict(zip(wanted, read_histories([runs[i].path for i in wanted], metrics), strict=True))
     histories: list[Any] = []
-    for history in read_histories([run.path for run in runs], metrics):
+    for i in range(len(runs)):
+        history = read.get(i)
+        if history is None:
+            histories.append(None)
+            continue
         if isinstance(history, RunFolderError):  # one unreadable run must not stop the report
             problems.append(one_line(history))
             history = None
@@ -95,7 +123,8 @@ def _histories(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems:
     return histories
 
 
-def _charts(runs: Sequence[RunInfo], histories: list[Any], metrics: Sequence[str], points: int) -> list[str]:
+def _charts(runs: Sequence[RunInfo], histories: list[Any], metrics: Sequence[str], points: int,
+            picked: Sequence[int]) -> list[str]:
     charts = []
     for key in metrics:
         series = []
@@ -106,8 +135,8 @@ def _charts(runs: Sequence[RunInfo], histories: list[Any], metrics: Sequence[str
         if series:
             charts.append(f'{{"key":{orjson.dumps(key).decode()},"x":"step","series":[{",".join(series)}]}}')
     system: dict[str, list[str]] = {}
-    for i, run in enumerate(runs):
-        for key, (seconds, values) in _system_series(run).items():
+    for i in picked:
+        for key, (seconds, values) in _system_series(runs[i]).items():
             system.setdefault(key, []).append(_series_json(i, downsample(seconds, values, points)))
     for key, series in system.items():
         charts.append(f'{{"key":{orjson.dumps(key).decode()},"x":"seconds since start","series":[{",".join(series)}]}}')
@@ -131,17 +160,24 @@ def _td(text: Any, cls: str = "") -> str:
     return f'<td class="{cls}">{_e(text)}</td>' if cls else f"<td>{_e(text)}</td>"
 
 
-def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str]) -> str:
+def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str | None], *, metric: str | None = None,
+                config: Sequence[tuple[str, list[Any]]] = ()) -> str:
+    """One row per run; ``metric`` (its best value) and ``config`` (differing keys) as extra columns."""
     rows = []
-    for label, run, color in zip(names, runs, colors, strict=True):
+    for i, (label, run, color) in enumerate(zip(names, runs, colors, strict=True)):
         where = (run.host or "-") + (f" ({run.source})" if run.source else "")
-        rows.append([f'<td><span class="chip" style="background:{color}"></span>{label}</td>', _td(run.name),
+        chip = f'<span class="chip" style="background:{color}"></span>' if color else ""
+        extra = [_td("-" if metric is None or run.metric("best", metric) is MISSING
+                     else format_cell(run.metric("best", metric)), "num")] if metric else []
+        extra += [_td(cell_text(values[i])) for _, values in config]
+        rows.append([f"<td>{chip}{label}</td>", _td(run.name),
                      _td(run.status, f"st-{run.status}"), _td(run.dataset), _td(run.method), _td(where),
                      _td(format_time(run.start)), _td(format_duration(run.wall_span), "num"),
                      _td(format_cell(run.summary.get("last_step")), "num"), _td(", ".join(run.tags) or "-"),
-                     _td(run.notes or "-")])
-    return _table(["", "run", "status", "dataset", "method", "host", "start", "wall span", "last step", "tags",
-                   "notes"], rows)
+                     _td(run.notes or "-"), *extra])
+    head = ["", "run", "status", "dataset", "method", "host", "start", "wall span", "last step", "tags", "notes"]
+    head += [f"best {_e(metric)}"] if metric else []
+    return _table(head + [_e(key) for key, _ in config], rows)
 
 
 def _sweeps(runs: Sequence[RunInfo], names: list[str]) -> list[str]:
@@ -174,9 +210,9 @@ def _failure(label: str, run: RunInfo) -> str:
     return f'<div class="fail"><b>{label} {_e(run.name)}: {_e(run.status)}</b>{why}{more}</div>'
 
 
-def _curves(charts: list[str], runs: Sequence[RunInfo], names: list[str], colors: list[str]) -> list[str]:
+def _curves(charts: list[str], runs: Sequence[RunInfo], names: list[str], colors: list[str | None]) -> list[str]:
     legend = "".join(f'<span data-run="{i}"><span class="chip" style="background:{c}"></span>{label} {_e(run.name)}'
-                     "</span>" for i, (label, run, c) in enumerate(zip(names, runs, colors, strict=True)))
+                     "</span>" for i, (label, run, c) in enumerate(zip(names, runs, colors, strict=True)) if c)
     parts = ['<h2>Curves</h2><div class="controls"><label>smoothing <input id="smooth" type="range" min="0" '
              'max="0.99" step="0.01" value="0"> <span id="smooth-value">0</span></label><label><input id="logy" '
              f'type="checkbox"> log scale</label><span class="legend">{legend}</span>'
@@ -212,34 +248,52 @@ def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = Non
                  title: str | None = None, problems: list[str] | None = None) -> str:
     """The HTML text. ``metrics``: the curves and rows to show (default: every metric but ``epoch``)."""
     problems = [] if problems is None else problems
-    histories = _histories(runs, metrics, problems)
+    many = len(runs) > MANY_RUNS
+    main = (metrics[0] if metrics else main_metric(runs)) if many else None
+    picked = curve_runs(runs, main) if many else list(range(len(runs)))
+    histories = _histories(runs, metrics, problems, picked)
     logged = list(dict.fromkeys(k for h in histories if h is not None for k in h.keys))
     comp = compare_runs(runs, metrics, known=logged)
     for key in comp.missing:
         problems.append(f"no run has metric {key!r}")
     names = labels(len(runs))
-    colors = [COLORS[i % len(COLORS)] for i in range(len(runs))]
+    colors: list[str | None] = [None] * len(runs)
+    for n, i in enumerate(picked):
+        colors[i] = COLORS[n % len(COLORS)]
     chart_keys = [k for k in comp.metrics if k not in _SKIP]
-    charts = _charts(runs, histories, chart_keys, points)
-    data = {"runs": [{"label": label, "name": run.name, "color": color}
+    charts = _charts(runs, histories, chart_keys, points, picked)
+    data = {"runs": [{"label": label, "name": run.name, "color": color or ""}
                      for label, run, color in zip(names, runs, colors, strict=True)]}
     data_json = orjson.dumps(data).decode()[:-1] + f',"charts":[{",".join(charts)}]}}'
     title = title or (f"{len(runs)} runs" if len(runs) != 1 else runs[0].name)
 
-    parts = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>', "<h2>Runs</h2>",
-             _runs_table(runs, names, colors), *_sweeps(runs, names)]
+    parts = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>', "<h2>Runs</h2>"]
+    if many:
+        shown = comp.config_diff[:CONFIG_COLUMNS]
+        more = len(comp.config_diff) - len(shown)
+        which = f"the {len(picked)} with the best {_e(main)}" if main else f"the first {len(picked)}"
+        first = f" (the first {len(shown)} of {len(comp.config_diff)})" if more else ""
+        parts += [f'<p class="sub">{len(runs)} runs: one row each, with '
+                  + (f"the best {_e(main)} and " if main else "")
+                  + f"the config keys that differ{first}; curves, system and console for {which} (marked). "
+                  "lt report RUN... or --filter picks others.</p>",
+                  _runs_table(runs, names, colors, metric=main, config=shown)]
+    else:
+        parts.append(_runs_table(runs, names, colors))
+    parts += _sweeps(runs, names)
     failures = [_failure(label, run) for label, run in zip(names, runs, strict=True)
                 if run.status != COMPLETED and (run.failure or run.why)]
     if failures:
         parts += ["<h2>Failures</h2>", *failures]
-    parts += ["<h2>Metrics</h2>", _metrics_html(comp), "<h2>Config differences</h2>"]
-    if comp.config_diff:
-        parts.append(_table(["key", *names], [[_td(k), *(_td(cell_text(v)) for v in values)]
-                                              for k, values in comp.config_diff]))
-    else:
-        parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
+    if not many:
+        parts += ["<h2>Metrics</h2>", _metrics_html(comp), "<h2>Config differences</h2>"]
+        if comp.config_diff:
+            parts.append(_table(["key", *names], [[_td(k), *(_td(cell_text(v)) for v in values)]
+                                                  for k, values in comp.config_diff]))
+        else:
+            parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
     parts += _curves(charts, runs, names, colors)
-    parts += _system_and_console(runs, names, problems)
+    parts += _system_and_console([runs[i] for i in picked], [names[i] for i in picked], problems)
     if problems:
         parts += ["<h2>Problems reading the runs</h2><ul>", *(f"<li>{_e(p)}</li>" for p in dict.fromkeys(problems)),
                   "</ul>"]

@@ -7,7 +7,9 @@ are still read.
 
 Status is the summary's word, except that a ``running`` run whose heartbeat is older than
 ``stale_after`` seconds (or whose process, on this host, is gone) is ``crashed``: the process died
-without a word (SIGKILL, OOM, a lost node).
+without a word (SIGKILL, OOM, a lost node). A ``running`` run whose heartbeat is fresh but whose step
+has not advanced beyond its ``stall_rule`` (:func:`lightning_track.vocabulary.stalled_for`) is ``stalled``:
+alive, not training (a collective waiting on a lost or partitioned node).
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from ..errors import RunFolderError
 from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
 from ..folder.records import flatten
-from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, UNKNOWN, parse_iso_time
+from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, STALLED, UNKNOWN, parse_iso_time
 from .annotations import effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
-from .discover import find_run_dirs, list_names
+from .discover import find_run_dirs, folder_identity, list_names
 from .filters import MISSING, Filter, parse_filter
+from .stall import stall_reason
 
-__all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "load_runs", "filter_runs",
+__all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "judged", "filter_runs",
            "main_metric", "metric_table_problems", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
@@ -86,7 +89,8 @@ def judge_status(summary: dict[str, Any], *, now: float, stale_after: float = ST
         return RUNNING, ""
     if now - beat > stale_after:
         return CRASHED, f"no heartbeat for {_ago(now - beat)} (the process died without finishing the run)"
-    return RUNNING, ""
+    why = stall_reason(summary, now=now)
+    return (STALLED, why) if why else (RUNNING, "")
 
 
 @dataclass
@@ -103,6 +107,10 @@ class RunInfo:
     problems: list[str] = field(default_factory=list)
     now: float = 0.0
     _config: dict[str, Any] | None = None
+    # the catalog's flattened config and the stat it was read under; and where a newly parsed one goes
+    _config_hint: tuple[str, bytes] | None = field(default=None, repr=False, compare=False)
+    _config_sink: Callable[[RunInfo, os.stat_result, dict[str, Any]], None] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -138,13 +146,13 @@ class RunInfo:
     def end(self) -> float | None:
         if self.status == CRASHED:
             return _time(self.summary.get("heartbeat"))
-        return _time(self.summary.get("end_time")) if self.status != RUNNING else None
+        return _time(self.summary.get("end_time")) if self.status not in (RUNNING, STALLED) else None
 
     @cached_property
     def wall_span(self) -> float | None:
         """Seconds from the first start to the last end (to now while running): waits between attempts count."""
         start = self.start
-        if self.status == RUNNING and start is not None:
+        if self.status in (RUNNING, STALLED) and start is not None:
             return max(0.0, self.now - start)
         value = self.summary.get("wall_span_s")
         if isinstance(value, (int, float)) and self.status != CRASHED:
@@ -205,9 +213,18 @@ class RunInfo:
                 return self._config
             if not S_ISREG(stat.st_mode):
                 return self._config
+            if self._config_hint is not None:
+                from .catalog import hinted_config
+
+                hinted = hinted_config(self._config_hint, stat)
+                if hinted is not None:
+                    self._config = hinted
+                    return hinted
             cached = cached_config(path, stat)
             if cached is not None:
                 self._config = cached
+                if self._config_sink is not None:
+                    self._config_sink(self, stat, cached)
                 return cached
             try:
                 import yaml
@@ -218,6 +235,8 @@ class RunInfo:
                 self.problems.append(f"{path}: not readable YAML ({' '.join(str(exc).split())[:200]})")
             else:
                 remember_config(path, stat, self._config)
+                if self._config_sink is not None:
+                    self._config_sink(self, stat, self._config)
         return self._config
 
     def value(self, key: str) -> Any:
@@ -353,6 +372,11 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
             info.annotations = read_annotations(path)
         except RunFolderError as exc:
             info.problems.append(str(exc))
+    return judged(info, stale_after=stale_after, this_host=this_host)
+
+
+def judged(info: RunInfo, *, stale_after: float = STALE_AFTER_S, this_host: str | None = None) -> RunInfo:
+    """``info`` with its status and why set from its summary (see :func:`judge_status`)."""
     if info.summary:
         info.status, info.why = judge_status(info.summary, now=info.now, stale_after=stale_after,
                                              this_host=socket.gethostname() if this_host is None else this_host)
@@ -362,24 +386,46 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
 
 
 def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[str] | None = None, *,
-              stale_after: float = STALE_AFTER_S, now: float | None = None) -> list[RunInfo]:
-    """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises."""
+              stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True) -> list[RunInfo]:
+    """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises.
+
+    ``catalog``: read through the catalog in the user's cache (:mod:`.catalog`), which re-reads only the
+    runs that changed since the last look; the result is the same as a plain read of every run's files."""
     roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
     sink: list[str] = [] if problems is None else problems
     now = time.time() if now is None else now
     host = socket.gethostname()
     runs: list[RunInfo] = []
-    seen: set[Path] = set()
-    for root in roots:
-        before = len(sink)
-        for path, source, names in find_run_dirs(root, sink):
-            key = path.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            runs.append(read_run(path, source, names, now=now, stale_after=stale_after, this_host=host))
-        if problems is None and len(sink) > before:
-            raise RunFolderError(sink[before])
+    seen: set[Any] = set()
+    notes: list[str] = []  # the catalog's own warnings: never a reason to raise
+    from .catalog import open_catalog
+
+    book = open_catalog(notes) if catalog else None
+    try:
+        for root in roots:
+            before = len(sink)
+            if book is not None:
+                book.load_root(root)
+            for path, source, names in find_run_dirs(root, sink, **({"lister": book.lister} if book else {})):
+                key = folder_identity(path, book.stat_of(path) if book is not None else None)
+                if key in seen:
+                    continue
+                seen.add(key)
+                def read(path: Path = path, source: str = source, names: set[str] = names) -> RunInfo:
+                    return read_run(path, source, names, now=now, stale_after=stale_after, this_host=host)
+                if book is None:
+                    runs.append(read())
+                    continue
+                def build(path: Path = path, source: str = source, **parts: Any) -> RunInfo:
+                    info = RunInfo(path, source, now=now, **parts)
+                    return judged(info, stale_after=stale_after, this_host=host)
+                runs.append(book.run(path, source, names, read, build))
+            if problems is None and len(sink) > before:
+                raise RunFolderError(sink[before])
+    finally:
+        if book is not None:
+            book.save()
+    sink.extend(notes)
     for run in runs:
         sink.extend(f"run {run.name}: {p}" if run.name not in p else p for p in run.problems)
     runs.sort(key=lambda r: (r.start or 0.0, r.name))
@@ -416,40 +462,3 @@ def main_metric(runs: Sequence[RunInfo]) -> str | None:
         return (0 if low.startswith(("val", "valid", "eval")) else 1, 0 if "loss" in low else 1, -counts[key], key)
 
     return min(counts, key=rank)
-
-
-def load_runs(root: str | Path | Sequence[str | Path] = "runs", filter: str | Sequence[str] | None = None, *,
-              stale_after: float = STALE_AFTER_S, config: bool = True) -> Any:
-    """One row per run as a pandas DataFrame: the summary's fields, ``best.<metric>`` and
-    ``final.<metric>`` values, and the flattened config as ``config.<key>`` columns.
-
-    Works on ``runs/``, a single run, a mirror of several servers (``source``), and migrated runs; a
-    run being written is read as it is now. Unreadable parts are warned about, never fatal for others.
-    """
-    import warnings
-
-    import pandas as pd
-
-    problems: list[str] = []
-    runs = filter_runs(find_runs(root, problems, stale_after=stale_after), filter)
-    for problem in problems:
-        warnings.warn(problem, stacklevel=2)
-    rows = []
-    for run in runs:
-        row = run.record(metrics=False)
-        row.pop("problems", None)
-        row["start"], row["end"] = run.start, run.end
-        for which in ("best", "final"):
-            for key in run.metric_names(which):
-                value = run.metric(which, key)
-                row[f"{which}.{key}"] = value if isinstance(value, float) else math.nan
-        if config:
-            row.update({f"config.{k}": v for k, v in run.config.items()})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return pd.DataFrame(columns=["name", "path", "source", "dataset", "method", "status", "start", "end"])
-    zone = datetime.now().astimezone().tzinfo
-    for column in ("start", "end"):
-        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True).dt.tz_convert(zone)
-    return frame

@@ -17,6 +17,7 @@ import orjson
 
 from ..derived.report import format_value
 from ..errors import one_line
+from ..folder.checkpoint_index import HASH, read_index
 from ..folder.fileio import is_temp_name, restore_nonfinite
 from ..folder.layout import RunLayout
 from ..folder.records import flatten
@@ -38,6 +39,16 @@ def checkpoints(run: RunInfo) -> list[tuple[int, str, int]]:
             continue
         out.append((step, path.relative_to(run.path).as_posix(), size))
     return out
+
+
+def lineage(run: RunInfo) -> dict[str, dict[str, Any]]:
+    """The newest ``checkpoints.json`` entry of each checkpoint file (attempt, epoch, metrics, hash)."""
+    return {str(e.get("file")): e for e in read_index(run.layout)}
+
+
+def _short(entry: Mapping[str, Any] | None) -> str:
+    digest = entry.get(HASH) if entry else None
+    return f"  {HASH} {digest[:12]}" if isinstance(digest, str) else ""
 
 
 def system_peaks(run: RunInfo, problems: list[str]) -> dict[str, Any]:
@@ -103,6 +114,31 @@ def files(run: RunInfo) -> list[tuple[str, int | None]]:
     return out
 
 
+def node_lines(run: RunInfo) -> list[str]:
+    """One line per node of a multi-node run: its name (meta.json's Slurm ``nodes``), its system samples
+    and its ranks' consoles; nothing for a run on one node."""
+    slurm = run.meta.get("slurm") if isinstance(run.meta.get("slurm"), dict) else {}
+    names = [str(n) for n in slurm.get("nodes") or []] if isinstance(slurm.get("nodes"), list) else []
+    layout = run.layout
+    systems = {0: RunLayout.SYSTEM_JSONL} if layout.system_jsonl.exists() else {}
+    before, after = RunLayout.NODE_SYSTEM_JSONL.split("{node}")
+    for path in layout.node_system_jsonls():
+        number = path.name[len(before):len(path.name) - len(after)]
+        if number.isdigit():
+            systems[int(number)] = path.name
+    if len(names) < 2 and not set(systems) - {0}:
+        return []
+    ranks = sorted((p.name for p in run.path.glob(RunLayout.RANK_LOGS.format(rank="*"))),
+                   key=lambda name: int("".join(c for c in name if c.isdigit()) or 0))
+    lines = []
+    for index in range(max(len(names), max(systems, default=0) + 1)):
+        name = names[index] if index < len(names) else "?"
+        lines.append(f"node {index}: {name}  " + (systems.get(index) or "no system samples"))
+    if ranks:
+        lines.append("ranks' consoles: " + ", ".join([RunLayout.LOGS, *ranks]))
+    return lines
+
+
 def _metrics_rows(run: RunInfo) -> list[list[str]]:
     rows = []
     best = run.summary.get("best") if isinstance(run.summary.get("best"), dict) else {}
@@ -122,6 +158,11 @@ def _status_lines(run: RunInfo) -> list[str]:
         shown = ", ".join(f"{k} {format_value(restore_nonfinite(failure[k]))}"
                           for k in ("check", "value", "threshold", "step") if failure.get(k) is not None)
         lines.append(f"failure: {shown}")
+        for lost in failure.get("lost") or []:
+            if isinstance(lost, dict):
+                lines.append(f"lost: node {lost.get('node')} ({lost.get('name') or '?'}), ranks "
+                             f"{', '.join(str(r) for r in lost.get('ranks') or [])}: nothing written for "
+                             f"{format_duration(lost.get('silent_s'))} (last {lost.get('last_write') or '-'})")
     return lines
 
 
@@ -129,7 +170,10 @@ def show_record(run: RunInfo) -> dict[str, Any]:
     """``lt show --json``: the run's record with config, checkpoints and files."""
     problems: list[str] = []
     record = run.record(config=True)
-    record["checkpoints"] = [{"step": s, "path": p, "bytes": n} for s, p, n in checkpoints(run)]
+    index = lineage(run)
+    record["checkpoints"] = [{"step": s, "path": p, "bytes": n,
+                              **{k: index[p].get(k) for k in ("attempt", "epoch", "metrics", HASH) if p in index}}
+                             for s, p, n in checkpoints(run)]
     record["system"] = system_peaks(run, problems)
     record["files"] = [{"name": n, "bytes": b} for n, b in files(run)]
     step = pipeline_step(run.path, run.summary.get("exp_id"))
@@ -154,11 +198,16 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
                + (f", {len(attempts)} attempts" if len(attempts) > 1 else ""))
     for attempt in attempts if len(attempts) > 1 else []:
         if isinstance(attempt, dict):
+            resumed = attempt.get("resumed_from") if isinstance(attempt.get("resumed_from"), dict) else None
             out.append(f"  attempt {attempt.get('attempt')}: {attempt.get('status')} "
-                       f"from step {attempt.get('from_step', 0)}" + (f" - {attempt['reason']}" if attempt.get("reason")
-                                                                    else ""))
+                       f"from step {attempt.get('from_step', 0)}"
+                       + (f" (resumed from {resumed.get('file')}{_short(resumed)})" if resumed else "")
+                       + (f" - {attempt['reason']}" if attempt.get("reason") else ""))
     if run.summary.get("exp_id"):
         out.append(f"exp_id {run.summary['exp_id']}")
+    nodes = node_lines(run)
+    if nodes:
+        out += ["nodes", *(f"  {line}" for line in nodes)]
     out += pipeline_lines(run.path, run.summary)
     if run.tags:
         out.append("tags: " + ", ".join(run.tags))
@@ -172,8 +221,16 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
     if config:
         out += ["", "config", *(f"  {k} = {format_cell(v)}" for k, v in config.items())]
     ckpts = checkpoints(run)
-    if ckpts:
-        out += ["", "checkpoints", *(f"  {path}  step {step}  {format_bytes(size)}" for step, path, size in ckpts)]
+    models = [e for e in read_index(run.layout) if e.get("kind") == "model"]
+    if ckpts or models:
+        index = lineage(run)
+        out += ["", "checkpoints", *(f"  {path}  step {step}  {format_bytes(size)}" + _short(index.get(path))
+                                     + (f"  attempt {index[path]['attempt']}" if index.get(path, {}).get("attempt")
+                                        else "") for step, path, size in ckpts)]
+        for model in models:  # an exported model and the checkpoint its weights match
+            source = model.get("from_checkpoint") if isinstance(model.get("from_checkpoint"), dict) else None
+            out.append(f"  {model.get('file')}/  step {model.get('step')}  model"
+                       + (f"  = {source.get('file')}{_short(source)}" if source else ""))
     system = system_peaks(run, problems)
     if system:
         out += ["", "system", *(f"  {k} = {format_cell(v)}" for k, v in system.items())]

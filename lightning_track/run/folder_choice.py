@@ -21,6 +21,7 @@ from ..folder.signals import tell_launcher
 from ..vocabulary import ENV_RUN_DIR
 from .distributed import broadcast_from_rank0, group_size
 from .lifecycle import RunLifecycle
+from .progress import ProgressClock
 
 __all__ = ["RunFolderChoice"]
 
@@ -96,7 +97,8 @@ class RunFolderChoice:
                 resume=bool(self._resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
                 flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
                 sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console,
-                system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}})
+                system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}},
+                progress=ProgressClock(self._progress_step, self.stall_factor, self.stall_floor))
             self._register_exit_hook()
 
     @property

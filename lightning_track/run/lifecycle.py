@@ -15,7 +15,6 @@ as a whole.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 import time
@@ -41,6 +40,7 @@ from ..vocabulary import (
     parse_iso_time,
     run_status,
 )
+from .capture import CodeCapture, start_capture
 from .config import (
     config_changes,
     config_digest,
@@ -51,30 +51,14 @@ from .config import (
 )
 from .console import capture_console
 from .launched import launch_fields
+from .lineage import CheckpointIndex
 from .meta import collect_meta
+from .progress import ProgressClock
+from .resume import check_resume
 from .system import SystemRecorder, start_system_recorder
 from .writer import BackgroundWriter
 
-__all__ = ["RunLifecycle", "check_rewind"]
-
-
-def check_rewind(run_name: str, restart_step: int, last_checkpoint_step: int | None, allow_rewind: bool,
-                 newest: str | None = None) -> None:
-    """Refuse a resume whose training restarts before the run's last checkpoint.
-
-    Why: without ``ckpt_path`` (or with an older checkpoint) training starts over, and continuing the
-    same folder would overwrite the record of everything after ``restart_step``. ``newest``: the newest
-    checkpoint's path, for the fix (a ``last.ckpt`` written after it may be missing when a run was
-    killed between the two saves).
-    """
-    if allow_rewind or last_checkpoint_step is None or restart_step >= last_checkpoint_step:
-        return
-    where = f'ckpt_path="{newest}"' if newest else 'ckpt_path="last"'
-    raise ResumeError(
-        f"resume of run {run_name} refused: training restarts at step {restart_step} but the run's last "
-        f"checkpoint is at step {last_checkpoint_step}; continue it with trainer.fit(..., {where})"
-        + ("" if not newest else ' (ckpt_path="last" when last.ckpt is that checkpoint)')
-        + ", start a new run (resume=False), or pass RunLogger(..., allow_rewind=True) to rewind it on purpose")
+__all__ = ["RunLifecycle"]
 
 
 class RunLifecycle:
@@ -100,6 +84,7 @@ class RunLifecycle:
         console: bool = False,
         system_interval: float = 0.0,
         sink_options: Mapping[str, Mapping[str, Any]] | None = None,
+        progress: ProgressClock | None = None,
     ) -> None:
         self.layout = layout
         self.dataset = dataset
@@ -118,11 +103,15 @@ class RunLifecycle:
         self.sink_options = {name: dict(value) for name, value in (sink_options or {}).items()}  # by sink name
         self.system: SystemRecorder | None = None  # sampling in this process (when no sink host does)
         self.last_step: int | None = None
+        # the training step the heartbeat reads (the trainer's counter; else the last logged step)
+        self.progress = progress or ProgressClock(lambda: self.last_step)
         self.summary = SummaryFile(layout.summary_json)
         self.attempt = 0
         self.start_time = 0.0
         self.from_step: int | None = None
         self.writer: BackgroundWriter | None = None
+        self.capture: CodeCapture | None = None  # code and environment, captured beside training
+        self.lineage = CheckpointIndex(layout)  # checkpoints.json, hashed beside training
         self.started = False
         self.refused = False
         self._pending: dict[str, Any] = {}  # summary fields given before the attempt started
@@ -172,6 +161,7 @@ class RunLifecycle:
             "start_time": previous.get("start_time", now),
             "heartbeat": now,
             "attempts": attempts,
+            **self.progress.start(from_step, self.start_time),
         }
         # exp_id (lt-run's name of this run's signal files), tags, a sweep's trial: from the launcher's env
         fields.update(launch_fields(self.tags, previous.get("tags")))
@@ -185,11 +175,15 @@ class RunLifecycle:
             atomic_write_json(layout.attempt_meta_json(self.attempt), meta)
         else:
             atomic_write_json(layout.meta_json, meta)
+        self.capture = start_capture(layout, self.attempt, training=lambda: self.last_step is not None,
+                                     config=lambda: self.config)
         self._reserve_space()
         # an earlier attempt's (now in its entry), or an old name (duration_s: training_time_s now)
         stale = {"end_time", "failure", "error", "interrupted", "reason", "duration_s"}
         self.summary.replace({k: v for k, v in previous.items() if k not in stale} | fields | self._pending)
         self._pending = {}
+        if from_step is not None and self.resume:  # the checkpoint it continues from, in its attempt's entry
+            self.lineage.note_resume(from_step, self._update_attempt)
         self.ensure_writer()
         if self.system_interval and not self._hosted:  # else the sink host samples, off this process
             self.system = start_system_recorder(layout, self.system_interval, pid=os.getpid(), attempt=self.attempt,
@@ -212,24 +206,11 @@ class RunLifecycle:
             self._reserve.unlink(missing_ok=True)  # no room even now: the run still starts
 
     def _check_rewind(self, previous: Mapping[str, Any], from_step: int) -> None:
-        found = self.layout.checkpoint_steps()
-        steps = [step for step, _ in found]
-        recorded = previous.get("last_checkpoint_step")
-        if isinstance(recorded, int):
-            steps.append(recorded)
-        last = max(steps) if steps else None
-        newest = str(found[-1][1]) if found and found[-1][0] == last else None
         try:
-            check_rewind(self.layout.name, from_step, last, self.allow_rewind, newest)
+            check_resume(self.layout, previous, from_step, self.allow_rewind, len(attempts_of(previous)) + 1)
         except ResumeError:
             self.refused = True
             raise
-        if last is not None and from_step < last:  # a rewind on purpose: keep the later checkpoints aside
-            aside = self.layout.superseded_checkpoints_dir(len(attempts_of(previous)) + 1)
-            for step, path in self.layout.checkpoint_steps():
-                if step > from_step:
-                    aside.mkdir(parents=True, exist_ok=True)
-                    shutil.move(str(path), aside / path.name)
 
     # -- while training ----------------------------------------------------------------------
     def log_config(self, params: Any) -> None:
@@ -283,11 +264,18 @@ class RunLifecycle:
         if self.writer is not None:
             self.writer.flush()  # every sink's flush, then sync: metrics.jsonl fsynced, the sink host done
 
-    def checkpoint_saved(self, path: str, step: int | None) -> None:
+    def checkpoint_saved(self, path: str, step: int | None, *, epoch: int | None = None,
+                         metrics: Mapping[str, float] | None = None) -> None:
+        """Record a checkpoint in ``summary.json`` and, hashed off this thread, in ``checkpoints.json``."""
+        self.lineage.add(path, step=step, epoch=epoch, attempt=self.attempt, metrics=metrics)
         fields: dict[str, Any] = {"last_checkpoint": self.layout.relative(path)}
         if step is not None:
             fields["last_checkpoint_step"] = step
         self.update_summary(**fields)
+
+    def model_exported(self, folder: str | Path, step: int | None) -> None:
+        """``final_model/`` written: its weights' hashes and the checkpoint they match, in ``checkpoints.json``."""
+        self.lineage.add_model(folder, step=step, attempt=self.attempt)
 
     # -- the writer and its sinks ------------------------------------------------------------
     def ensure_writer(self) -> BackgroundWriter:
@@ -304,10 +292,16 @@ class RunLifecycle:
                 resuming=self.resume and not self.appending,
                 flush_interval=self.flush_interval,
                 heartbeat_interval=self.heartbeat_interval,
-                on_heartbeat=lambda: self.update_summary(heartbeat=iso_time()),
+                on_heartbeat=self._heartbeat,
                 on_open=self._on_sinks_open,
             )
         return self.writer
+
+    def _heartbeat(self) -> None:
+        """The writer thread's beat: alive (``heartbeat``), and whether training moved (``progress``)."""
+        now = time.time()
+        moved = self.progress.beat(now)
+        self.update_summary(heartbeat=iso_time(now), **({"progress": moved} if moved else {}))
 
     @property
     def _hosted(self) -> bool:
@@ -378,6 +372,9 @@ class RunLifecycle:
                 error = exc
                 ours, reason = FAILED, reason or f"writing the run's files failed: {exc!r}"
         self._stop_system()
+        if self.capture is not None:
+            self.capture.join()
+        self.lineage.close()
         self.finalized = True
         self._reserve.unlink(missing_ok=True)
         data = self.summary.read()
@@ -456,6 +453,5 @@ class RunLifecycle:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["writer"] = state["system"] = None  # a thread does not pickle; the worker starts its own
+        state["writer"] = state["system"] = state["capture"] = None  # threads do not pickle; the worker starts its own
         return state
-

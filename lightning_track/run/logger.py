@@ -34,7 +34,7 @@ from ..folder.records import record_step
 from ..redaction import redact
 from ..sinks import Sink, load_sink
 from ..sinks.swanlab import check_swanlab_mode
-from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED
+from ..vocabulary import ENV_RUN_DIR, FAILED, INTERRUPTED, STALL_FACTOR, STALL_FLOOR_S
 from .config import normalize_config
 from .distributed import global_rank
 from .experiment import MediaLogging, RunExperiment
@@ -81,6 +81,9 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             (``swanlab watch <run>/swanlab_logs``; needs ``pip install "swanlab[dashboard]"``), ``"offline"``
             the record only; ``"auto"`` is local where the board is installed. Both upload with
             ``swanlab sync``. See :mod:`lightning_track.sinks.swanlab`.
+        stall_factor, stall_floor: a running run whose step has not advanced for
+            ``max(stall_factor x its recent time per step, stall_floor s)`` is ``stalled`` (``lt ls``, ``lt show``,
+            ``lt sync --notify``); kept in ``summary.json``'s ``stall_rule`` so every reader judges alike.
     """
 
     def __init__(
@@ -101,6 +104,8 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         console: bool = True,
         system_interval: float = 10.0,
         swanlab_mode: str = "auto",
+        stall_factor: float = STALL_FACTOR,
+        stall_floor: float = STALL_FLOOR_S,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -122,6 +127,10 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         if not isinstance(system_interval, (int, float)) or system_interval < 0:
             raise ValueError(f"system_interval must be a number of seconds >= 0 (0: off), got {system_interval!r}")
         self.system_interval = float(system_interval)
+        for name, value in (("stall_factor", stall_factor), ("stall_floor", stall_floor)):
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.stall_factor, self.stall_floor = float(stall_factor), float(stall_floor)
         self.swanlab_mode = check_swanlab_mode(swanlab_mode)  # "local" without the board fails here, not later
         self._rank_records = False  # a rank > 0 keeps its console (and another node's local rank 0 its system)
         self._experiment: RunExperiment | None = None
@@ -235,6 +244,15 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         return record_step(lightning_step if step is None else step, global_step=int(trainer.global_step),
                            lightning_step=lightning_step, stepped=not in_flight)
 
+    def _progress_step(self) -> int | None:
+        """The training step for the heartbeat's progress (read on the writer thread, never on the
+        training thread): the trainer's ``global_step``, else the last step logged."""
+        trainer = self._trainer() if self._trainer is not None else None
+        step = getattr(trainer, "global_step", None)
+        logged = self._run.last_step if self._run is not None else None
+        found = [s for s in (step, logged) if isinstance(s, int)]
+        return max(found) if found else None
+
     def attach(self, trainer: Any) -> None:
         """Know the Trainer (Lightning gives a Logger none; ``log_graph`` and lightning_track's
         callbacks hand it over), for the step convention."""
@@ -311,7 +329,10 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
         )
         step = getattr(checkpoint_callback, "_last_global_step_saved", None)
         if path:
-            self._run.checkpoint_saved(path, step if isinstance(step, int) else None)
+            trainer = self._trainer() if self._trainer is not None else None
+            self._run.checkpoint_saved(path, step if isinstance(step, int) else None,
+                                       epoch=getattr(trainer, "current_epoch", None),
+                                       metrics=_numbers(getattr(trainer, "callback_metrics", None) or {}))
         if self._run.active:
             self._run.make_durable()  # what was logged before the checkpoint (before_checkpoint leaves no gap)
             self._durable_on_next_save = True
@@ -329,6 +350,11 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
             run = self._rank_zero_run()
             if not run.started:
                 run.start(from_step=step)
+
+    def model_exported(self, folder: str | os.PathLike[str], step: int | None) -> None:
+        """A model was exported (``FinalModelExport``): recorded with its hashes in ``checkpoints.json``."""
+        if self._rank_zero() and self._run is not None and self._run.started:
+            self._run.model_exported(folder, step)
 
     def before_checkpoint(self) -> None:
         """Make every record logged so far durable, before a checkpoint that a resume would start
@@ -402,6 +428,17 @@ class RunLogger(RunFolderChoice, MediaLogging, Logger):
     def __repr__(self) -> str:
         where = self._layout.run_dir if self._layout is not None else self._root / "<not started>"
         return f"RunLogger({str(where)!r})"
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Lightning's metrics at a checkpoint (tensors) as plain numbers, for the checkpoint index."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        try:
+            out[str(key)] = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+    return out
 
 
 def _verdict(status: str, exc: BaseException | None) -> tuple[str, str | None]:

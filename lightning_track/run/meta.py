@@ -6,36 +6,20 @@ import getpass
 import os
 import platform
 import socket
-import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from ..redaction import redact_argv
 from ..vocabulary import SLURM_ENV, SLURM_JOB_ID, iso_time
 
-__all__ = ["collect_meta", "git_info", "package_versions", "slurm_info"]
+__all__ = ["collect_meta", "package_versions", "slurm_info", "expand_nodelist"]
 
 _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
                   "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES")
 _SLURM_KEEP = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",
                "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_JOB_NODELIST",
                "SLURM_JOB_PARTITION", "SLURM_RESTART_COUNT", "SLURM_SUBMIT_DIR")
-
-
-def git_info(cwd: str | Path | None = None) -> dict[str, Any] | None:
-    """Commit and dirty flag of the git repo around ``cwd``, or None outside a repo."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip()
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-        branch = git("rev-parse", "--abbrev-ref", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "dirty": dirty, "branch": branch}
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "lightning", "swanlab", "tensorboard",
@@ -57,6 +41,34 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return found
 
 
+def expand_nodelist(text: str) -> list[str]:
+    """Slurm's compact host list (``gpu[01-03,07],cpu1``) as names, in order (``scontrol show hostnames``)."""
+    names: list[str] = []
+    depth, part, parts = 0, "", []
+    for char in text:
+        depth += (char == "[") - (char == "]")
+        if char == "," and depth == 0:
+            parts.append(part)
+            part = ""
+        else:
+            part += char
+    parts.append(part)
+    for item in filter(None, (p.strip() for p in parts)):
+        prefix, bracket, rest = item.partition("[")
+        if not bracket:
+            names.append(item)
+            continue
+        ranges, _, suffix = rest.partition("]")
+        for piece in ranges.split(","):
+            low, dash, high = piece.partition("-")
+            if not dash:
+                names.append(f"{prefix}{low}{suffix}")
+                continue
+            width = len(low) if low.startswith("0") else 0
+            names += [f"{prefix}{n:0{width}d}{suffix}" for n in range(int(low), int(high) + 1)]
+    return names
+
+
 def slurm_info(environ: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The Slurm job this process runs in (job id, array job and task, restart count, nodes, ...), or None
     outside Slurm. ``restart_count`` is 0 on the first run and counts requeues after it."""
@@ -69,6 +81,11 @@ def slurm_info(environ: dict[str, str] | None = None) -> dict[str, Any] | None:
         if value is not None and value != "":
             info[key] = int(value) if value.isdigit() and key not in ("job_id", "array_job_id", "node_list") else value
     info.setdefault("restart_count", 0)
+    if isinstance(info.get("node_list"), str):
+        try:
+            info["nodes"] = expand_nodelist(info["node_list"])  # node k of the run is nodes[k]
+        except ValueError:
+            pass  # a host list this parser does not know: node_list still says it
     return info
 
 
@@ -89,7 +106,7 @@ def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict
         "user": user,
         "argv": redact_argv(list(sys.argv)),
         "cwd": os.getcwd(),
-        "git": git_info(),
+        # git (commit, branch, remote, dirty) and the code come from the capture beside training: run/capture.py
         "versions": package_versions(),
         "devices": device_summary(),
         "launcher": launcher_env(),

@@ -273,16 +273,13 @@ def start_system_recorder(layout: RunLayout, interval: float, *, pid: int, attem
 
 def _note_in_meta(layout: RunLayout, attempt: int, note: dict[str, Any]) -> None:
     """``system_metrics`` in this attempt's meta file (written once at the start, before the sinks open)."""
-    from ..folder.fileio import atomic_write_json, read_json
+    from ..folder.fileio import update_json
 
     path = layout.attempt_meta_json(attempt)
     if not path.exists():
         path = layout.meta_json
-    try:
-        meta = read_json(path) if path.exists() else {}
-        if isinstance(meta, dict):
-            meta["system_metrics"] = note
-            atomic_write_json(path, meta)
+    try:  # under the folder's lock: the code capture (a thread of the training process) adds to it too
+        update_json(path, lambda meta: {**meta, "system_metrics": note} if isinstance(meta, dict) else meta)
     except (OSError, ValueError):
         pass  # meta.json is a description; the samples themselves still go to system.jsonl
 

@@ -11,6 +11,8 @@ per event:
                  metrics, or the failing check, value and step)
 ``stale``        status ``running`` but the heartbeat older than ``stale_after`` seconds (``lt ls``'s
                  ``crashed``, :func:`lightning_track.query.runs.judge_status`)
+``stalled``      alive (fresh heartbeat) but no step for longer than the run's stall rule (``lt ls``'s
+                 ``stalled``): a hung collective, a partitioned node; with the step it stopped after
 
 Each event is keyed by run, attempt and event, and remembered in a small JSON file beside the sync
 state, so a restarted watcher never sends one twice. The first pass with no such file sends only the
@@ -30,7 +32,7 @@ from ..folder.fileio import atomic_write_json, read_json
 from ..folder.layout import RunLayout
 from ..query.discover import find_run_dirs
 from ..query.runs import STALE_AFTER_S, judge_status
-from ..vocabulary import COMPLETED, CRASHED, FAILED, HEALTHY, INTERRUPTED, STALE, parse_iso_time
+from ..vocabulary import COMPLETED, CRASHED, FAILED, HEALTHY, INTERRUPTED, STALE, STALLED, parse_iso_time
 
 __all__ = ["RunWatch", "run_events", "notified_path"]
 
@@ -74,6 +76,10 @@ def run_events(summary: dict[str, Any], *, healthy: bool, now: float, stale_afte
         events.append((status, f"{status}: {why}" if why else status, {"exp_id": exp_id, **brief}))
     elif status == CRASHED:
         events.append((STALE, why, {"exp_id": exp_id, "heartbeat": summary.get("heartbeat")}))
+    elif status == STALLED:
+        progress = summary.get("progress") if isinstance(summary.get("progress"), dict) else {}
+        events.append((STALLED, f"stalled: {why}", {"exp_id": exp_id, "step": progress.get("step"),
+                                                    "last_step_time": progress.get("time")}))
     return events
 
 

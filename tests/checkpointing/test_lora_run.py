@@ -264,6 +264,12 @@ DOCS = README.parent / "docs"
 # Diagram entries a run of another kind writes, and the test that makes such a run
 OTHER_KINDS = {
     "metrics.dropped-at-attempt-N.jsonl": "a resume from before the last record (tests/core/test_run_record.py)",
+    # the code capture writes what the working tree has (tests/reproduce/test_capture.py)
+    "code/diff.patch": "a run in a git repository with uncommitted changes",
+    "code/untracked": "a run in a git repository with untracked files",
+    "code/source": "a run outside a git repository",
+    "code/attempt-<N>": "a resumed run in a git repository",
+    "inputs.json": "a run whose config names a file or folder",
 }
 
 

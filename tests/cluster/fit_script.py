@@ -1,7 +1,8 @@
 """A real training script the cluster tests run as a subprocess (plain python, torchrun, ddp_spawn).
 
 usage: python fit_script.py ROOT MAX_STEPS [--resume] [--ready-at STEP] [--sleep S]
-                            [--strategy auto|ddp|ddp_spawn] [--devices N] [--every N]
+                            [--strategy auto|ddp|ddp_spawn] [--devices N] [--nodes N] [--every N]
+                            [--system-interval S] [--stall-floor S]
 
 RunLogger + StepCheckpoint(every_n_steps=--every) + HealthGuard + PreemptionHandler on the demo model.
 At --ready-at STEP rank 0 writes ROOT/ready.txt; from then on every step sleeps --sleep seconds,
@@ -33,16 +34,19 @@ class ReadyAt(L.Callback):
 
 
 def build(root: Path, max_steps: int, *, resume: bool = False, ready_at: int = -1, sleep: float = 0.0,
-          strategy: str = "auto", devices: int = 1, every: int = 10) -> tuple[L.Trainer, RunLogger]:
+          strategy: str = "auto", devices: int = 1, every: int = 10, nodes: int = 1,
+          system_interval: float = 10.0, stall_floor: float | None = None) -> tuple[L.Trainer, RunLogger]:
     """The trainer every cluster test uses (also in-process, for resuming)."""
     logger = RunLogger("blobs", "cluster", root=root, resume=resume, sinks=("tensorboard",),
-                       config={"max_steps": max_steps, "strategy": strategy})
-    callbacks = [PreemptionHandler(), HealthGuard(warmup_steps=3, loss_threshold=None),
+                       config={"max_steps": max_steps, "strategy": strategy}, system_interval=system_interval)
+    guard = HealthGuard(warmup_steps=3, loss_threshold=None, stall_timeout="auto" if stall_floor else None,
+                        stall_floor=stall_floor, stall_grace=3)
+    callbacks = [PreemptionHandler(), guard,
                  StepCheckpoint(every_n_steps=every), ReadyAt(ready_at, root / "ready.txt", sleep)]
     trainer = L.Trainer(
         max_steps=max_steps, logger=logger, callbacks=callbacks, log_every_n_steps=1,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=devices,
-        strategy=strategy, num_sanity_val_steps=0, limit_val_batches=0,
+        num_nodes=nodes, strategy=strategy, num_sanity_val_steps=0, limit_val_batches=0,
     )
     return trainer, logger
 
@@ -62,10 +66,15 @@ def main() -> None:
     parser.add_argument("--strategy", default="auto")
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--system-interval", type=float, default=10.0)
+    parser.add_argument("--stall-floor", type=float, help="HealthGuard(stall_timeout='auto') with this floor")
     args = parser.parse_args()
     L.seed_everything(0, verbose=False)
     trainer, logger = build(Path(args.root), args.max_steps, resume=args.resume, ready_at=args.ready_at,
-                            sleep=args.sleep, strategy=args.strategy, devices=args.devices, every=args.every)
+                            sleep=args.sleep, strategy=args.strategy, devices=args.devices, every=args.every,
+                            nodes=args.nodes, system_interval=args.system_interval,
+                            stall_floor=args.stall_floor)
     fit(trainer, args.max_steps, args.resume)
     if trainer.is_global_zero:
         print(f"RUN_DIR={logger.run_dir}", flush=True)

@@ -17,7 +17,7 @@ from lightning_track.derived.plots import wait_for_plots
 from lightning_track.errors import ResumeError
 from lightning_track.folder.fileio import iter_jsonl
 from lightning_track.run.config import config_changes, merge_hyperparams
-from lightning_track.run.lifecycle import check_rewind
+from lightning_track.run.resume import check_rewind
 from lightning_track.training.demo import DemoDataModule, DemoModule
 
 

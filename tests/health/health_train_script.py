@@ -20,7 +20,10 @@ def main() -> None:
     p.add_argument("--nan-rank", type=int)
     p.add_argument("--sleep-at", type=int)
     p.add_argument("--sleep-s", type=float, default=0.0)
-    p.add_argument("--stall-timeout", type=float)
+    p.add_argument("--stall-timeout", type=lambda v: v if v == "auto" else float(v))
+    p.add_argument("--stall-floor", type=float, help="HealthGuard's floor for --stall-timeout auto")
+    p.add_argument("--run-stall-floor", type=float, default=300.0, help="RunLogger's stall_floor (what lt judges)")
+    p.add_argument("--heartbeat", type=float, default=5.0)
     p.add_argument("--stall-grace", type=float, default=30.0)
     p.add_argument("--step-sleep", type=float, default=0.0)
     p.add_argument("--ddp", action="store_true")
@@ -28,9 +31,11 @@ def main() -> None:
     a = p.parse_args()
     ddp = {"strategy": "ddp", "devices": 2} if a.ddp else {"devices": 1}
     trainer = L.Trainer(
-        max_steps=a.max_steps, accelerator="cpu", logger=RunLogger("toy", "script", root=a.root, sinks=()),
+        max_steps=a.max_steps, accelerator="cpu", logger=RunLogger("toy", "script", root=a.root, sinks=(),
+                                                                    heartbeat_interval=a.heartbeat,
+                                                                    stall_floor=a.run_stall_floor),
         callbacks=[] if a.no_guard else [HealthGuard(warmup_steps=a.warmup, stall_timeout=a.stall_timeout,
-                                                     stall_grace=a.stall_grace)],
+                                                     stall_grace=a.stall_grace, stall_floor=a.stall_floor)],
         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1,
         **ddp,
     )

@@ -118,8 +118,22 @@ def test_peak_after_warmup():
 
 
 def test_stall_failure():
-    assert checks.stall_failure(1.5, 2.34567) == {"check": "stall", "reason": "stalled: no step finished within 1.5 s",
+    assert checks.stall_failure(1.5, 2.34567) == {"check": "stall", "reason": "stalled: no step for 2 s",
                                                  "value": 2.346, "threshold": 1.5}
+    failure = checks.stall_failure(300.0, 412.3, step=40, waiting_in="all_reduce")
+    assert failure["reason"] == "stalled: no step for 412 s after step 40 (waiting in all_reduce)"
+    assert (failure["value"], failure["threshold"]) == (412.3, 300.0)
+
+
+def test_waiting_in_names_the_collective_a_stuck_thread_is_in():
+    dist = "/x/torch/distributed/distributed_c10d.py"
+    stack = [(dist, "all_reduce"), (dist, "wrapper"), ("/x/train.py", "training_step")]
+    assert checks.waiting_in(stack, distributed=True) == "all_reduce"
+    assert checks.waiting_in([("/x/threading.py", "wait"), ("/x/train.py", "training_step")], distributed=True) is None
+    ddp = [("/x/torch/autograd/graph.py", "_engine_run_backward"), ("/x/torch/autograd/__init__.py", "backward")]
+    assert checks.waiting_in(ddp, distributed=True) == "backward (the gradient all_reduce)"
+    assert checks.waiting_in(ddp, distributed=False) is None  # one process: backward waits on nobody
+    assert checks.waiting_in([("/x/mine.py", "all_reduce")], distributed=True) is None  # not torch.distributed's
 
 
 def test_root_cause_prefers_the_loss_over_the_gradients_it_broke():

@@ -44,11 +44,49 @@ def test_stalled_step_is_reported_and_the_process_ends(tmp_path):
     assert time.monotonic() - start < 100  # did not wait for the 120 s step
     (run,) = RunLayout.list_runs(tmp_path)
     record = signals.read_signal(run.signals_dir, run.name, "failed")
-    assert record["reason"] == "stalled: no step finished within 1.5 s"
+    assert record["reason"].startswith("stalled: no step for ") and record["reason"].endswith(" s after step 3")
     assert record["check"] == "stall" and record["step"] == 3 and record["value"] >= 1.5
     summary = read_json(run.summary_json)
     assert summary["status"] == "failed" and summary["failure"]["check"] == "stall"
     assert "step still stuck after 1 s grace; exiting with code 86" in proc.stderr
+
+
+def _lt(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", *args], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=60).stdout
+
+
+def test_a_run_that_stops_stepping_is_judged_stalled_then_stopped_by_the_guard(tmp_path):
+    """Step 5 blocks (as a rank waiting on a lost peer does) while the writer keeps beating: lt judges it
+    ``stalled`` by the run's rule (floor 2 s), then HealthGuard's "auto" rule (floor 8 s) stops it."""
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--root", str(tmp_path), "--sleep-at", "5", "--sleep-s",
+                             "120", "--step-sleep", "0.05", "--warmup", "3", "--heartbeat", "0.2",
+                             "--run-stall-floor", "2", "--stall-timeout", "auto", "--stall-floor", "8",
+                             "--stall-grace", "1"], env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, shown = time.monotonic() + 90, ""
+        while "status: stalled" not in shown and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            runs = RunLayout.list_runs(tmp_path)
+            if runs and runs[0].summary_json.exists():
+                shown = _lt("show", str(runs[0].run_dir))
+        assert "status: stalled - no step for " in shown and " after step 5 (limit 2.0s)" in shown, shown
+        (run,) = RunLayout.list_runs(tmp_path)
+        assert read_json(run.summary_json)["progress"]["step"] == 5
+        listed = _lt("ls", str(tmp_path))
+        assert run.name in listed and " stalled " in listed  # alive, and still not training
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == HEALTH_EXIT_CODE, err[-2000:]
+    summary = read_json(run.summary_json)
+    assert summary["status"] == "failed" and summary["failure"]["check"] == "stall"
+    reason = summary["failure"]["reason"]
+    assert reason.startswith("stalled: no step for ") and reason.endswith(" s after step 5"), reason
+    assert 8 <= summary["failure"]["value"] < 16  # judged within 2x the limit (floor 8 s: steps take 0.05 s)
+    assert _lt("show", str(run.run_dir)).splitlines()[1].startswith("status: failed - stalled: no step for ")
 
 
 def _free_port() -> int:

@@ -1,7 +1,7 @@
 """A short real fit for the pipeline tests: RunLogger + HealthGuard on the toy regression.
 
     python pipeline_train_script.py ROOT [--steps N] [--step-sleep S] [--nan-at N]
-                                         [--preempt] [--every N] [--devices N]
+                                         [--preempt] [--every N] [--devices N] [--nodes N]
 
 ``--preempt``: as a job that Slurm may stop and requeue: a PreemptionHandler and a StepCheckpoint every
 ``--every`` steps; a requeued job (``SLURM_RESTART_COUNT`` > 0) continues its run (``resume=True``; the
@@ -30,6 +30,7 @@ parser.add_argument("--nan-at", type=int, default=None)
 parser.add_argument("--preempt", action="store_true")
 parser.add_argument("--every", type=int, default=5)
 parser.add_argument("--devices", type=int, default=1)
+parser.add_argument("--nodes", type=int, default=1)
 args = parser.parse_args()
 
 resume = args.preempt and int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
@@ -37,7 +38,7 @@ callbacks: list[L.Callback] = [HealthGuard(warmup_steps=5)]
 if args.preempt:
     callbacks += [PreemptionHandler(), StepCheckpoint(every_n_steps=args.every)]
 trainer = L.Trainer(max_steps=args.steps, logger=RunLogger("toy", "pipeline", root=args.root, sinks=(), resume=resume),
-                    callbacks=callbacks, accelerator="cpu", devices=args.devices,
+                    callbacks=callbacks, accelerator="cpu", devices=args.devices, num_nodes=args.nodes,
                     strategy="ddp" if args.devices > 1 else "auto", enable_progress_bar=False,
                     enable_checkpointing=args.preempt, enable_model_summary=False, log_every_n_steps=1)
 trainer.fit(ToyRegression(step_sleep=args.step_sleep, nan_at=args.nan_at), regression_data(),

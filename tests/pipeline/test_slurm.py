@@ -65,6 +65,16 @@ def test_a_multi_task_step_runs_its_command_under_srun(tmp_path: Path) -> None:
         parse_pipeline({"steps": {"train": {"cmd": "python train.py", "ntasks": 0}}})
 
 
+def test_a_multi_node_step_asks_for_its_nodes_and_runs_under_srun(tmp_path: Path) -> None:
+    pipeline = parse_pipeline({"name": "ddp", "root": str(tmp_path), "steps": {
+        "train": {"cmd": "python train.py --nodes 2", "nodes": 2}}})
+    train = sbatch_scripts(pipeline, OPTIONS, cwd=tmp_path)["train"].splitlines()
+    assert "#SBATCH --nodes=2" in train and "#SBATCH --ntasks-per-node=1" in train
+    assert train[-2:] == ["    srun --kill-on-bad-exit=1 \\", "    /bin/sh -c 'python train.py --nodes 2'"]
+    with pytest.raises(ConfigError, match=r"step 'train': nodes must be a whole number >= 1 .*got 'two'"):
+        parse_pipeline({"steps": {"train": {"cmd": "python train.py", "nodes": "two"}}})
+
+
 @pytest.mark.slow
 def test_a_requeued_job_script_names_the_run_folder_of_its_first_start(tmp_path: Path) -> None:
     """The restart block of a step's script, run by bash outside Slurm with Slurm's restart variable set."""

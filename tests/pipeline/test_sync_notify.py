@@ -16,7 +16,8 @@ from pipeline_support import TRAIN, Webhook, fields
 from support.processes import script_env
 from test_notify import closed_port
 
-from lightning_track.sync.watch import run_events
+from lightning_track.launch.notify import Notifier
+from lightning_track.sync.watch import RunWatch, run_events
 from lightning_track.vocabulary import iso_time
 
 
@@ -36,6 +37,28 @@ def test_run_events_follow_the_summary() -> None:
     [(event, line, extra)] = run_events(done, healthy=False, now=now, stale_after=3)
     assert (event, line, extra["final"], extra["best"]) == ("completed", "completed at step 9", {"loss": 0.5},
                                                              {"loss": 0.25})
+
+
+def test_a_stalled_run_is_told_once(tmp_path: Path, webhook: Webhook) -> None:
+    """Alive (fresh heartbeat) but no step for longer than the run's rule: one ``stalled`` notification."""
+    now = time.time()
+    run = tmp_path / "runs" / "toy_m_20261201_101010"
+    run.mkdir(parents=True)
+    summary = {"run_name": run.name, "status": "running", "start_time": iso_time(now - 100),
+               "heartbeat": iso_time(now - 1), "attempts": [{"attempt": 1, "status": "running"}],
+               "progress": {"step": 40, "time": iso_time(now - 30), "step_time_s": 0.1},
+               "stall_rule": {"factor": 10, "floor_s": 5}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    [(event, line, extra)] = run_events(summary, healthy=False, now=now, stale_after=120)
+    assert event == "stalled" and line.startswith("stalled: no step for 30s after step 40") and extra["step"] == 40
+    notifier = Notifier([webhook.url])
+    watch = RunWatch(tmp_path / "runs", notifier, state_path=tmp_path / "sync.notified.json")
+    assert watch.check(now) == [(run.name, "stalled")]
+    assert watch.check(now + 5) == []  # told once per attempt
+    notifier.close()
+    item = webhook.wait_for(lambda i: i["title"] == f"{run.name}: stalled")
+    assert item["type"] == "failure" and fields(item)["step"] == "40"
+    assert [i["title"] for i in webhook.received] == [f"{run.name}: stalled"]
 
 
 def _watcher(src: Path, dest: Path, state: Path, *urls: str) -> subprocess.Popen[str]:

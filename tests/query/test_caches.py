@@ -212,15 +212,15 @@ def test_config_values_come_from_the_cache_until_the_file_changes(
     assert first["ds_m_20260101_000000"]["model.lr"] == 1e-4
     fresh_process(monkeypatch)
     # a YAML date does not come back from JSON unchanged: nothing kept, parsed each time
-    assert not (cache_everything / "configs-v1.json").exists()
+    assert not (cache_everything / "configs-v2.json").exists()
     for run in root.iterdir():
         (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("when: 2026-01-01\n", ""))
     fresh_process(monkeypatch)
     assert {r.name: r.config["model.lr"] for r in find_runs(root)} == {
         "ds_m_20260101_000000": 1e-4, "ds_m_20260102_000000": 1e-2}
     fresh_process(monkeypatch)
-    stored = orjson.loads((cache_everything / "configs-v1.json").read_bytes())["entries"]
-    assert sorted(v[3]["model.lr"] for v in stored.values()) == [1e-4, 1e-2]
+    stored = orjson.loads((cache_everything / "configs-v2.json").read_bytes())["entries"]
+    assert sorted(v[4]["model.lr"] for v in stored.values()) == [1e-4, 1e-2]
     assert {r.name: r.config["model.lr"] for r in find_runs(root)} == {  # from the cache
         "ds_m_20260101_000000": 1e-4, "ds_m_20260102_000000": 1e-2}
     changed = root / "ds_m_20260101_000000" / "config.yaml"

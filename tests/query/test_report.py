@@ -126,3 +126,49 @@ def test_report_renders_in_headless_chromium(made_runs, tmp_path, capsys) -> Non
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
     assert "hello &lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in done.stdout  # console text escaped, page intact
+
+
+def thousand_runs(tmp_path: Path) -> dict[str, float]:
+    """1,000 runs, each with a different best m0/loss (in no order); returns it by run name."""
+    synthetic_runs(tmp_path / "runs", runs=1000, steps=50, metrics=1)
+    best: dict[str, float] = {}
+    for run in (tmp_path / "runs").iterdir():
+        summary = json.loads((run / "summary.json").read_text())
+        value = (int(run.name.split("_")[1][1:]) * 7919 % 1000) / 1000  # every value once, in no order
+        summary["best"] = {"m0/loss": {"value": value, "step": 10, "mode": "min"}}
+        (run / "summary.json").write_text(json.dumps(summary))
+        best[run.name] = value
+    return best
+
+
+def test_report_of_a_thousand_runs_labels_every_run_and_draws_the_best_ten(tmp_path, capsys) -> None:
+    best = thousand_runs(tmp_path)
+    out_file = tmp_path / "many.html"
+    code, out, err = report(capsys, str(tmp_path / "runs"), "-o", str(out_file))
+    assert code == 0 and out[0].startswith(f"{out_file}: 1000 runs, "), (out, err)
+    text = out_file.read_text()
+    data = page_data(text)
+    names = [r["label"] for r in data["runs"]]
+    assert len(set(names)) == 1000 and names[:2] == ["a", "b"]
+    assert names[25:28] == ["z", "aa", "ab"] and names[701:704] == ["zz", "aaa", "aab"]  # past 702: three letters
+    assert text.count("<tr>") == 1 + 1000 and "<th>best m0/loss</th>" in text  # every run a row
+    drawn = {data["runs"][s["run"]]["name"] for s in data["charts"][0]["series"]}
+    assert drawn == set(sorted(best, key=best.get)[:10])  # curves of the ten best runs only
+    assert out_file.stat().st_size < 1024 * 1024
+
+
+@pytest.mark.slow
+def test_the_thousand_run_report_renders_in_headless_chromium(tmp_path) -> None:
+    require("chromium")
+    thousand_runs(tmp_path)
+    out_file = tmp_path / "many.html"
+    assert main(["report", str(tmp_path / "runs"), "-o", str(out_file)]) == 0
+    charts = len(page_data(out_file.read_text())["charts"])
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1280,2000",
+           "--enable-logging=stderr", "--v=0", "--dump-dom", out_file.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body[^>]*>", done.stdout)
+    assert body is not None, done.stderr[-2000:]
+    assert charts == 2 and f'data-drawn="{charts}"' in body[0] and "data-error" not in body[0], body[0]
+    assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []

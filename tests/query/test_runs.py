@@ -40,6 +40,23 @@ def test_judge_status_crashed_when_the_heartbeat_is_stale_or_the_process_gone() 
     assert judge_status({"status": "weird"}, now=NOW)[0] == UNKNOWN
 
 
+def test_judge_status_stalled_when_alive_but_the_step_stopped() -> None:
+    moving = running(2) | {"progress": {"step": 40, "time": iso_time(NOW - 20), "step_time_s": 0.5}}
+    assert judge_status(moving, now=NOW) == ("running", "")  # 20 s < the default floor
+    stuck = running(2) | {"progress": {"step": 40, "time": iso_time(NOW - 400), "step_time_s": 0.5}}
+    status, why = judge_status(stuck, now=NOW)
+    assert status == "stalled" and why.startswith("no step for 6m40s after step 40 (limit 5m00s)")
+    slow = stuck | {"progress": {"step": 40, "time": iso_time(NOW - 400), "step_time_s": 60.0}}
+    assert judge_status(slow, now=NOW)[0] == "running"  # 10 x 60 s per step: 400 s is within its pace
+    ruled = moving | {"stall_rule": {"factor": 10, "floor_s": 2}}  # the run's own rule decides
+    assert judge_status(ruled, now=NOW)[1].startswith("no step for 20s after step 40 (limit 5.0s)")
+    before_first = running(2) | {"progress": {"step": None, "time": iso_time(NOW - 400), "step_time_s": None}}
+    assert judge_status(before_first, now=NOW)[1].startswith("no step for 6m40s since the start")
+    dead = stuck | {"heartbeat": iso_time(NOW - 600)}
+    assert judge_status(dead, now=NOW)[0] == "crashed"  # no heartbeat outranks no progress
+    assert judge_status(running(2), now=NOW)[0] == "running"  # a run written before progress was kept
+
+
 def test_find_runs_reads_the_made_runs(made_runs: dict[str, Path]) -> None:
     problems: list[str] = []
     runs = find_runs(made_runs["lora"].parent, problems)

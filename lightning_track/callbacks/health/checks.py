@@ -25,7 +25,7 @@ __all__ = [
     "NONFINITE_LOSS", "LOSS_EXPLOSION", "NONFINITE_GRAD_NORM", "STAGNATION", "LOSS_THRESHOLD", "ZERO_LR", "STALL",
     "CUDA_OOM", "CUDA_ERROR", "TERMINATED", "EXCEPTION", "UNKNOWN",
     "finite", "loss_failure", "baseline_failure", "grad_norm_failure", "warmup_verdict", "peak_failure",
-    "stall_failure", "root_cause", "classify_exception", "WarmupLosses",
+    "stall_failure", "waiting_in", "root_cause", "classify_exception", "WarmupLosses",
 ]
 
 
@@ -168,10 +168,30 @@ def peak_failure(peak: float | None, first: int, step: int, explosion_abs: float
     return None
 
 
-def stall_failure(timeout: float, waited: float) -> Failure:
-    """No step finished for ``waited`` >= ``timeout`` seconds."""
-    return {"check": STALL, "reason": f"stalled: no step finished within {timeout:g} s", "value": round(waited, 3),
-            "threshold": timeout}
+def stall_failure(limit: float, waited: float, step: int | None = None, waiting_in: str | None = None) -> Failure:
+    """No step finished for ``waited`` >= ``limit`` seconds after ``step``; ``waiting_in``: the call the
+    training thread is stuck in, where it is known (:func:`waiting_in`)."""
+    after = f" after step {step}" if step is not None else ""
+    where = f" (waiting in {waiting_in})" if waiting_in else ""
+    return {"check": STALL, "reason": f"stalled: no step for {waited:.0f} s{after}{where}", "value": round(waited, 3),
+            "threshold": round(limit, 3)}
+
+
+# torch.distributed's collectives, by the name of the Python function a stuck thread is in
+_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_object", "all_to_all", "broadcast", "broadcast_object_list",
+                "reduce_scatter", "reduce", "gather", "scatter", "barrier", "monitored_barrier", "send", "recv")
+
+
+def waiting_in(frames: Sequence[tuple[str, str]], distributed: bool) -> str | None:
+    """The call a stuck training thread waits in, from its stack (``(file, function)``, innermost first):
+    a ``torch.distributed`` collective by name; in a multi-process run, ``backward`` (DDP all-reduces the
+    gradients inside it) as ``"backward (the gradient all_reduce)"``; else None (not known)."""
+    for filename, function in frames:
+        if function in _COLLECTIVES and "distributed" in filename.replace("\\", "/"):
+            return function
+    if distributed and any(function == "backward" and "torch" in filename for filename, function in frames):
+        return "backward (the gradient all_reduce)"
+    return None
 
 
 def root_cause(failures: Iterable[Failure | None]) -> tuple[Failure, dict[str, str] | None]:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +31,18 @@ from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from ...derived import nodes as lost_nodes
 from ...errors import ResumeError, one_line
 from ...folder import signals
 from ...run.distributed import destroy_process_group_at_exit
 from ...run.logger import RunLogger
+from ...run.meta import slurm_info
 from ...vocabulary import DONE, EXIT_HEALTH, FAILED, HEALTHY
 from ..targets import SignalTarget, find_run_logger, signal_target, training_starts
 from . import checks
 from .checks import Failure, HealthCheckFailed, WarmupLosses, classify_exception
 from .collectives import any_rank, gather_objects
-from .watchdog import StallWatchdog
+from .watchdog import StallWatchdog, stall_rule, stuck_in
 
 __all__ = ["HealthGuard"]
 
@@ -57,7 +61,11 @@ class HealthGuard(Callback):
         explosion_ratio: fail when a loss exceeds this times the baseline (mean of the first
             ``baseline_steps`` losses, only when the baseline is positive; ``None`` disables).
         stall_timeout: seconds without a finished step (train or validation batch) before the
-            watchdog thread writes ``.failed`` ("stalled: ..."); ``None`` disables.
+            watchdog thread writes ``.failed`` ("stalled: no step for S s after step N"); ``"auto"``: the
+            run's stall rule, ``max(stall_factor x the recent time per step, stall_floor)`` (the rule
+            ``lt ls`` judges ``stalled`` by); ``None`` disables. The run is recorded ``failed`` and, when the
+            step does not come back within ``stall_grace``, the process exits with ``exit_code`` (so a
+            Slurm ``--requeue`` can take over).
         signals_dir: where signal files go. Default: ``$LIGHTNING_TRACK_SIGNALS_DIR`` (set by
             ``lt-run``), else ``<runs root>/signals`` with a RunLogger, else
             ``<default_root_dir>/signals`` (:func:`~lightning_track.callbacks.targets.signal_target`).
@@ -71,6 +79,9 @@ class HealthGuard(Callback):
         check_lr: fail when every param group has learning rate 0 at the end of warmup.
         check_every_n_steps: after warmup, non-finite and exploding losses are accumulated on the
             device without a sync and looked at every this many steps.
+        stall_factor, stall_floor: the ``"auto"`` rule's numbers; default: the RunLogger's (its
+            ``stall_factor``, ``stall_floor``), else :data:`~lightning_track.vocabulary.STALL_FACTOR` and
+            :data:`~lightning_track.vocabulary.STALL_FLOOR_S`.
         stall_grace: seconds the watchdog waits for the stuck step to come back (and raise) before
             it ends the process with ``os._exit(exit_code)``.
         exit_code: the process exit status on failure.
@@ -83,7 +94,7 @@ class HealthGuard(Callback):
         loss_threshold: float | None = 10.0,
         explosion_abs: float | None = 1e10,
         explosion_ratio: float | None = 100.0,
-        stall_timeout: float | None = None,
+        stall_timeout: float | str | None = None,
         signals_dir: str | os.PathLike[str] | None = None,
         exp_id: str | None = None,
         *,
@@ -95,12 +106,18 @@ class HealthGuard(Callback):
         check_lr: bool = True,
         check_every_n_steps: int = 100,
         stall_grace: float = 30.0,
+        stall_factor: float | None = None,
+        stall_floor: float | None = None,
         exit_code: int = EXIT_HEALTH,
     ) -> None:
         if warmup_steps is None and health_time is None:
             raise ValueError("HealthGuard: give warmup_steps or health_time (both are None)")
+        if isinstance(stall_timeout, str) and stall_timeout != "auto":
+            raise ValueError(f"HealthGuard: stall_timeout must be seconds, 'auto' or None, got {stall_timeout!r}")
         for name, value in (("warmup_steps", warmup_steps), ("health_time", health_time),
-                            ("stall_timeout", stall_timeout), ("stagnation_steps", stagnation_steps)):
+                            ("stall_timeout", None if stall_timeout == "auto" else stall_timeout),
+                            ("stagnation_steps", stagnation_steps), ("stall_factor", stall_factor),
+                            ("stall_floor", stall_floor)):
             if value is not None and value <= 0:
                 raise ValueError(f"HealthGuard: {name} must be positive, got {value!r}")
         if baseline_steps < 1 or loss_window < 1 or check_every_n_steps < 1:
@@ -121,6 +138,7 @@ class HealthGuard(Callback):
         self.check_lr = check_lr
         self.check_every_n_steps = check_every_n_steps
         self.stall_grace = stall_grace
+        self.stall_factor, self.stall_floor = stall_factor, stall_floor
         self.exit_code = exit_code
         self._signals_dir_arg = signals_dir
         self._exp_id_arg = exp_id
@@ -143,6 +161,8 @@ class HealthGuard(Callback):
         self._dev_max: torch.Tensor | None = None
         self._post_steps = 0
         self._last_beat = time.monotonic()
+        self._beats = 0
+        self._thread_id: int | None = None  # the training thread (where a stall is stuck)
         self._watchdog: StallWatchdog | None = None
         self._stalled: HealthCheckFailed | None = None
         self._trainer: Any = None
@@ -205,12 +225,20 @@ class HealthGuard(Callback):
         if trainer.global_rank == 0 and self.target is not None:
             self.target.clear()  # a resumed run starts without stale signals
         if self.stall_timeout is not None:
-            self._watchdog = StallWatchdog(self.stall_timeout, self.stall_grace, last_beat=lambda: self._last_beat,
+            self._thread_id = threading.get_ident()
+            self._watchdog = StallWatchdog(self._stall_limit(trainer), self.stall_grace,
+                                           last_beat=lambda: (self._last_beat, self._beats),
                                            on_stall=self._on_stall, on_grace_over=self._hard_exit)
             self._watchdog.start()
 
+    def _stall_limit(self, trainer: Any) -> Callable[[float | None], float]:
+        logger = find_run_logger(trainer)
+        return stall_rule(self.stall_timeout, self.stall_factor or getattr(logger, "stall_factor", None),
+                          self.stall_floor or getattr(logger, "stall_floor", None))
+
     def _beat(self) -> None:
         self._last_beat = time.monotonic()
+        self._beats += 1
         if self._stalled is not None:
             raise self._stalled
 
@@ -321,6 +349,8 @@ class HealthGuard(Callback):
             return  # already reported; or a refused resume, which must leave the run's signals as they were
         check, reason = classify_exception(exception)
         failure = {"check": check, "reason": reason, "step": trainer.global_step, "rank": trainer.global_rank}
+        if trainer.global_rank == 0 and lost_nodes.peer_lost(reason):
+            failure = self._with_lost_nodes(trainer, failure, wait=True)
         # Any rank may write: an exception on rank 1 alone would otherwise never be reported.
         self._write(trainer, FAILED, **failure)
         self._record_failure(trainer, failure)
@@ -384,18 +414,29 @@ class HealthGuard(Callback):
                       f"{one_line(exc)}", file=sys.stderr)
 
     # -- stall (called from the watchdog thread; never touches CUDA) -----------------------------
-    def _on_stall(self, waited: float) -> None:
+    def _on_stall(self, waited: float, limit: float) -> None:
         trainer = self._trainer
-        assert self.stall_timeout is not None
-        failure = {**checks.stall_failure(self.stall_timeout, waited),
+        step = trainer.global_step if trainer is not None else None
+        where = stuck_in(self._thread_id, getattr(trainer, "world_size", 1) > 1)
+        failure = {**checks.stall_failure(limit, waited, step, where),
                    "rank": trainer.global_rank if trainer is not None else None}
-        exc = HealthCheckFailed.from_failure(failure, step=trainer.global_step if trainer is not None else None,
-                                             exit_code=self.exit_code)
+        exc = HealthCheckFailed.from_failure(failure, step=step, exit_code=self.exit_code)
         self._stalled = exc
         print(f"HealthGuard[rank {exc.rank}]: {exc}", file=sys.stderr, flush=True)
         if trainer is not None and trainer.global_rank == 0 and self.target is not None:
-            self._write(trainer, FAILED, **exc.as_dict())
-            self._record_failure(trainer, exc.as_dict())
+            record = self._with_lost_nodes(trainer, exc.as_dict(), wait=False)
+            self._write(trainer, FAILED, **record)
+            self._record_failure(trainer, record)
+
+    def _with_lost_nodes(self, trainer: Any, failure: dict[str, Any], *, wait: bool) -> dict[str, Any]:
+        """``failure`` naming the nodes (and ranks) that stopped writing into the run folder (multi-node runs)."""
+        nodes, logger = int(getattr(trainer, "num_nodes", 1) or 1), find_run_logger(trainer)
+        if nodes < 2 or logger is None:
+            return failure
+        return lost_nodes.name_lost_nodes(failure, logger.layout, nodes=nodes, wait=wait,
+                                          ranks_per_node=max(1, trainer.world_size // nodes),
+                                          system_interval=logger.system_interval,
+                                          names=(slurm_info() or {}).get("nodes") or [])
 
     def _hard_exit(self) -> None:
         """The stuck step never came back: finish the run's files and end the process."""

@@ -1,0 +1,240 @@
+"""Many runs: ``lt ls`` and ``load_runs`` through the catalog beside a plain read of every run's files.
+
+    python benchmarks/bench_scale.py [--runs 10000] [--changed 0.01] [--repeats 1]
+        [--out benchmarks/results/scale.md]
+
+Synthetic runs of real sizes, made here (summary ~1.5 KiB, meta, a 25-key config.yaml, a short
+metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh process as a person types it:
+
+1. ``lt ls`` first look (empty cache: every run read, the catalog written), again (nothing changed),
+   after ``--changed`` of the runs got a new ``summary.json`` (a heartbeat), and ``lt ls -f`` on a config
+   value (first look at the configs, again);
+2. the anchor in the same run, alternated with each measurement: the same ``lt ls`` with the catalog off
+   (the code path before it: every folder listed, every summary/meta read, configs through the config cache);
+3. ``load_runs`` in one process: through the catalog (nothing changed) and ``catalog=False``.
+
+MLflow's ``search_runs`` is the anchor the issue names for 100,000 runs; it is measured by
+``bench_runs.py --mlflow-python`` where MLflow is installed (not on this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from lightning_track.folder.fileio import atomic_write_json, read_json
+from lightning_track.query import catalog as catalog_module
+from lightning_track.vocabulary import ENV_CACHE_DIR, iso_time
+
+HERE = Path(__file__).resolve().parent
+# lt with find_runs reading every run's files (the code path before the catalog; the config cache still on)
+PLAIN_LT = ("import sys; from lightning_track.query import runs; f = runs.find_runs; "
+            "runs.find_runs = lambda *a, **k: f(*a, **{**k, 'catalog': False}); "
+            "from lightning_track.cli.lt import main; sys.exit(main(sys.argv[1:]))")
+STATUSES = ["completed"] * 16 + ["failed", "failed", "interrupted", "running"]
+CONFIG = """data:
+  batch_size: 32
+  n_train: 4096
+  path: /data/x.jsonl
+  workers: 4
+model:
+  dropout: 0.1
+  hidden: {hidden}
+  layers: {layers}
+  lr: {lr}
+  name: mlp
+optimizer:
+  betas:
+  - 0.9
+  - 0.999
+  name: adamw
+  weight_decay: 0.01
+seed: {seed}
+trainer:
+  accumulate: 1
+  clip: 1.0
+  max_steps: 300
+  precision: bf16-mixed
+"""
+
+
+def make_runs(root: Path, count: int) -> None:
+    """``count`` runs with the files a listing reads, of real sizes (written fast: templates, no YAML)."""
+    rng = np.random.default_rng(0)
+    start = 1.79e9
+    lrs = 10.0 ** -rng.integers(2, 6, count)
+    for i in range(count):
+        t0 = start + i * 60
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(t0))
+        dataset, method = f"ds{i % 5}", f"m{i % 7}"
+        run = root / f"{dataset}_{method}_{stamp}"
+        run.mkdir(parents=True)
+        status = STATUSES[i % len(STATUSES)]
+        metrics = {k: float(v) for k, v in zip(("train/loss", "val/loss", "val/acc", "train/acc", "lr"),
+                                               rng.random(5), strict=True)}
+        summary = {"run_name": run.name, "dataset": dataset, "method": method, "status": status,
+                   "start_time": iso_time(t0), "heartbeat": iso_time(t0 + 500),
+                   "attempts": [{"attempt": 1, "start_time": iso_time(t0), "status": status, "host": "gpu1",
+                                 "pid": 1000 + i, "end_time": iso_time(t0 + 500), "duration_s": 500.0}],
+                   "config_digest": "sha256:0c13b8564694ef1f",
+                   "last_checkpoint": "checkpoints/checkpoint-step-300.ckpt",
+                   "final": {k: {"value": v, "step": 300} for k, v in metrics.items()},
+                   "best": {k: {"value": v, "step": 250, "mode": "max" if "acc" in k else "min"}
+                            for k, v in metrics.items() if k != "lr"},
+                   "steps_logged": 300, "last_step": 300, "end_time": iso_time(t0 + 500), "training_time_s": 500.0,
+                   "wall_span_s": 500.0, "duration_s": 500.0, "tags": ["baseline"] if i % 10 == 0 else []}
+        if status == "failed":
+            summary["failure"] = {"check": "nonfinite_loss", "reason": "loss is nan", "step": 120, "value": "NaN"}
+            summary["reason"] = "HealthCheckFailed: loss is nan"
+        (run / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        (run / "meta.json").write_bytes(orjson.dumps(
+            {"dataset": dataset, "method": method, "run_name": run.name, "created": iso_time(t0), "host": "gpu1",
+             "pid": 1000 + i, "argv": ["train.py", f"model.lr={lrs[i]}"],
+             "versions": {"python": "3.11", "torch": "2.13.0"}}, option=orjson.OPT_INDENT_2))
+        (run / "config.yaml").write_text(CONFIG.format(hidden=32 + i % 480, layers=1 + i % 7, lr=float(lrs[i]),
+                                                       seed=i))
+        (run / "metrics.jsonl").write_bytes(b"".join(orjson.dumps({"step": s, "time": t0 + s, "metrics": {
+            "train/loss": 1.0 / s}}) + b"\n" for s in range(1, 11)))
+
+
+def change(root: Path, fraction: float) -> int:
+    """A new heartbeat in ``fraction`` of the runs' ``summary.json`` (replaced atomically, as a live run does)."""
+    runs = sorted(root.iterdir())
+    step = max(1, round(1 / fraction)) if fraction else 0
+    picked = runs[::step] if step else []
+    for run in picked:
+        summary = read_json(run / "summary.json")
+        summary["heartbeat"] = iso_time()
+        atomic_write_json(run / "summary.json", summary)
+    return len(picked)
+
+
+def fresh(cmd: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, env=env)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def best(repeats: int, fn) -> float:
+    return min(fn() for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--changed", type=float, default=0.01, help="the fraction of runs changed")
+    parser.add_argument("--repeats", type=int, default=1, help="best of N (the machine is shared: keep it low)")
+    parser.add_argument("--out", default=str(HERE / "results" / "scale.md"))
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    try:
+        root = tmp / "runs"
+        started = time.perf_counter()
+        make_runs(root, args.runs)
+        made_s = time.perf_counter() - started
+        time.sleep(catalog_module.RACY_S + 0.5)  # settled: a first look keeps every run
+        cache, plain_cache = tmp / "cache", tmp / "plain-cache"
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)}
+        plain_env = {**env, ENV_CACHE_DIR: str(plain_cache)}
+        lt = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
+        before = [sys.executable, "-c", PLAIN_LT, "ls", str(root)]  # the same command, the catalog off
+        bare = best(args.repeats, lambda: fresh([sys.executable, "-c", "pass"], env))
+        rows: list[tuple[str, float, float]] = []
+
+        def pair(what: str, ours, anchor) -> None:  # alternated, best of each: the machine's load hits both
+            times = [(ours(), anchor()) for _ in range(args.repeats)]
+            rows.append((what, min(t for t, _ in times), min(t for _, t in times)))
+
+        def empty(path: Path) -> Path:
+            shutil.rmtree(path, ignore_errors=True)
+            return path
+
+        pair("lt ls, first look (empty cache: every run read, the catalog written)",
+             lambda: (empty(cache), fresh(lt, env))[1], lambda: (empty(plain_cache), fresh(before, plain_env))[1])
+        time.sleep(catalog_module.RACY_S + 0.5)
+        fresh(lt, env)
+        pair("lt ls, again (nothing changed)", lambda: fresh(lt, env), lambda: fresh(before, plain_env))
+        def after_change() -> float:
+            change(root, args.changed)
+            return fresh(lt, env)
+
+        pair(f"lt ls, {args.changed:.0%} of the runs changed just before", after_change,
+             lambda: fresh(before, plain_env))
+        time.sleep(catalog_module.RACY_S + 0.5)
+        fresh(lt, env)  # the changed runs kept
+        flt = [*lt, "-f", "model.lr<1e-3"]
+        flt_before = [*before, "-f", "model.lr<1e-3"]
+        pair("lt ls -f 'model.lr<1e-3', first look (empty cache: every config.yaml parsed)",
+             lambda: (empty(cache), fresh(flt, env))[1], lambda: (empty(plain_cache), fresh(flt_before, plain_env))[1])
+        time.sleep(catalog_module.RACY_S + 0.5)
+        fresh(flt, env)
+        fresh(flt_before, plain_env)
+        pair("lt ls -f 'model.lr<1e-3', again (configs from the catalog / the config cache)",
+             lambda: fresh(flt, env), lambda: fresh(flt_before, plain_env))
+        pair("lt ls --json, again", lambda: fresh([*lt, "--json"], env), lambda: fresh([*before, "--json"], plain_env))
+
+        os.environ[ENV_CACHE_DIR] = str(cache)
+        from lightning_track.query.frames import load_runs
+
+        load_runs(root)  # pandas imported, the catalog warm
+        load_runs(root, catalog=False)
+        pair("load_runs (a process that already imported pandas), nothing changed",
+             lambda: _timed(lambda: load_runs(root)), lambda: _timed(lambda: load_runs(root, catalog=False)))
+        catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_results(args, rows, bare, catalog_mb, made_s)
+    shutil.rmtree(tmp, ignore_errors=True)  # after the results: 100,000 folders take minutes to delete
+
+
+def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]], bare: float, catalog_mb: float,
+                  made_s: float) -> None:
+    title = f"## {args.runs:,} runs: lt ls and load_runs through the catalog"
+    lines = [f"{title} ({date.today().isoformat()})", "",
+             "| what | through the catalog | plain read (the anchor, same run) | plain / catalog |",
+             "| --- | --- | --- | --- |"]
+    for what, ours, anchor in rows:
+        ratio = f"{anchor / ours:.2f}x" if anchor and ours else "-"
+        lines.append(f"| {what}, {args.runs:,} runs | {ours:.2f} s | {anchor:.2f} s | {ratio} |")
+    lines += ["", f"- a bare `python -c pass` takes {bare:.2f} s here (part of every fresh-process time)",
+              f"- the catalog: {catalog_mb:.1f} MB for {args.runs:,} runs; making the runs took {made_s:.0f} s",
+              "- plain read = the same command with the catalog off (every folder listed, every summary/meta "
+              "read; config.yaml through the config cache, as before the catalog), alternated with ours",
+              "- MLflow search_runs: not measured here (MLflow is not installed on this machine; "
+              "`bench_runs.py --mlflow-python` measures it beside load_runs)", "",
+              f"Command: `python benchmarks/bench_scale.py --runs {args.runs} --changed {args.changed} "
+              f"--repeats {args.repeats}`. Machine: 2 cores shared with other work (best of {args.repeats}; "
+              f"absolute times are noisy, the ratios are what to compare), Python {platform.python_version()}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)  # one section per number of runs: this one replaced, the others kept
+    previous = out.read_text().split("\n## ") if out.exists() else []
+    others = [part if part.startswith("## ") else "## " + part for part in previous
+              if part.strip() and not ("## " + part.removeprefix("## ")).startswith(title)]
+    out.write_text("\n".join([text, *others]).rstrip() + "\n")
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    main()

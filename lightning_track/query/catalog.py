@@ -1,0 +1,339 @@
+"""A catalog of runs in the user's cache, so a look at 10,000 runs does not open 30,000 files.
+
+Why: ``lt ls``, ``load_runs`` and ``lt report`` read every run's ``summary.json``, ``meta.json`` (and
+``annotations.json``) and list every run folder; at 10,000 runs that is seconds, at 100,000 a minute, and
+almost none of it changed since the last look. The catalog keeps, per run folder, what those reads gave
+(the parsed files, their problems, the folder's names, the flattened config once something asked for it)
+with the ``stat`` of everything they came from. A later look stats the folder and those files (cheap)
+and reads again only what changed: a file atomically replaced has a new inode and changes the folder's
+times; a file written in place, or copied over with its old mtime kept (``cp -p``, a mirror), still
+changes its ``ctime``, which nobody can set. Values written within :data:`RACY_S` of being read are not
+kept (a coarse clock could give the next write the same times), so a run being written is read again.
+
+Format: SQLite (the standard library's) in WAL mode, one file per catalog version in
+:func:`~lightning_track.vocabulary.cache_root` (never in a runs folder: mirrors and other people's runs
+may be read-only, and a run folder holds what its run wrote). SQLite because a crash mid-write or two
+``lt ls`` writing at once cannot tear it (transactions), and a lookup of 100,000 entries is one query.
+A damaged catalog is deleted and built again, one from another version is emptied, an unwritable one is
+passed by; each with at most one warning line. Nothing in it is trusted without the stat check: it can
+make a read faster, never different.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from stat import S_ISDIR
+from typing import Any
+
+import orjson
+
+from ..folder.layout import RunLayout
+from ..vocabulary import cache_root
+
+__all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config", "last_look",
+           "RACY_S", "VERSION"]
+
+VERSION = 1
+RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
+TRACKED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS)  # the files a listing reads
+_BUSY_MS = 3000  # another lt ls writing: wait this long, then leave the catalog as it is
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    path TEXT PRIMARY KEY,  -- the run folder, absolute
+    folder TEXT NOT NULL,   -- the folder's stat the record was read under
+    names TEXT NOT NULL,    -- the folder's names, NUL-separated
+    files TEXT NOT NULL,    -- the stat of each file read (TRACKED)
+    record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "p": problems}
+    config_stat TEXT,       -- config.yaml's stat when its flattened values were kept
+    config BLOB
+)
+"""
+
+
+last_look = {"runs": 0, "read": 0}  # the last look's runs and how many were read from their files
+
+
+def catalog_path() -> Path:
+    return Path(cache_root()) / f"catalog-v{VERSION}.sqlite"
+
+
+def stat_key(stat: os.stat_result) -> str:
+    """What changes whenever a file's content can have: size, mtime, ctime (unsettable), inode."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
+
+
+def _dir_key(stat: os.stat_result) -> str:
+    return f"{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}:{stat.st_dev}"
+
+
+def hinted_config(hint: tuple[str, bytes], stat: os.stat_result) -> dict[str, Any] | None:
+    """The catalog's flattened config when ``config.yaml`` has the stat it was kept under."""
+    if hint[0] != stat_key(stat):
+        return None
+    try:
+        flat = orjson.loads(hint[1])
+    except orjson.JSONDecodeError:
+        return None
+    return flat if isinstance(flat, dict) else None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _exact(value: Any) -> bytes | None:
+    """``value`` as JSON bytes if reading them back gives it unchanged (a NaN or a huge int does not)."""
+    try:
+        data = orjson.dumps(value)
+        return data if orjson.loads(data) == value else None
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
+class Catalog:
+    """One open catalog for one look (a ``find_runs`` call); :meth:`save` writes what the look learnt."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, problems: list[str]) -> None:
+        self.conn, self.path, self.problems = conn, path, problems
+        self.started = time.time()
+        self._limit = int((self.started - RACY_S) * 1e9)  # times before this are settled
+        self._known: dict[str, tuple[Any, ...]] = {}  # path -> (folder, names, files, record, config_stat, config)
+        self._parents: dict[str, str] = {}
+        self._stats: dict[str, tuple[str, os.stat_result]] = {}  # folder as found -> (absolute, stat)
+        self._put: list[tuple[str, str, str, str, bytes]] = []
+        self._seen: set[str] = set()
+        self._broken = False
+        self._read = 0
+
+    # -- reading ------------------------------------------------------------------------------------
+    def _key(self, path: Path) -> str:
+        """The absolute path (one ``abspath`` per parent folder, not per run)."""
+        head, name = os.path.split(str(path))
+        parent = self._parents.get(head)
+        if parent is None:
+            parent = self._parents[head] = os.path.abspath(head or os.curdir)
+        return os.path.join(parent, name)
+
+    def load_root(self, root: str | Path) -> None:
+        """Every entry under ``root`` in one query (a damaged file: deleted, built again next time)."""
+        prefix = os.path.abspath(root)
+        if self._broken:
+            return
+        try:
+            rows = self.conn.execute("SELECT path, folder, names, files, record, config_stat, config FROM runs WHERE "
+                                     "path = ? OR (path >= ? AND path < ?)",
+                                     (prefix, prefix + "/", prefix + "0")).fetchall()
+        except sqlite3.Error as exc:
+            self._damaged(exc)
+            return
+        for row in rows:
+            self._known[row[0]] = row[1:]
+
+    def lister(self, folder: Path) -> set[str] | None:
+        """A folder's names: from the catalog when the folder did not change, else ``os.listdir``."""
+        key = self._key(folder)
+        try:
+            stat = os.stat(key)
+        except OSError:
+            return None
+        if not S_ISDIR(stat.st_mode):
+            return None
+        self._stats[str(folder)] = (key, stat)
+        entry = self._known.get(key)
+        if entry is not None and entry[0] == _dir_key(stat) and self._settled(stat):
+            return set(entry[1].split("\0"))
+        try:
+            return set(os.listdir(key))
+        except OSError:
+            return None
+
+    def stat_of(self, path: Path) -> os.stat_result | None:
+        """The folder's stat taken while listing (None when it was not listed through the catalog)."""
+        found = self._stats.get(str(path))
+        return None if found is None else found[1]
+
+    def run(self, path: Path, source: str, names: set[str], read: Callable[[], Any], build: Callable[..., Any]) -> Any:
+        """The run at ``path``: built from the catalog when its folder and files are as they were when
+        kept, else ``read()`` (a plain read) and kept for next time."""
+        key, stat = self._stats.get(str(path)) or (self._key(path), None)
+        self._seen.add(key)
+        if stat is None:
+            try:
+                stat = os.stat(key)
+            except OSError:
+                return self._plain(read)
+        limit = self._limit
+        settled = max(stat.st_mtime_ns, stat.st_ctime_ns) < limit
+        files = []
+        for name in TRACKED:
+            if name in names:
+                try:
+                    file_stat = os.stat(f"{key}/{name}")
+                except OSError:
+                    return self._plain(read)  # gone since the listing: the plain read says how
+                files.append(f"{name}={file_stat.st_size}:{file_stat.st_mtime_ns}:{file_stat.st_ctime_ns}:"
+                             f"{file_stat.st_ino}")
+                settled = settled and max(file_stat.st_mtime_ns, file_stat.st_ctime_ns) < limit
+        files_key = ";".join(files)
+        folder_key = _dir_key(stat)
+        entry = self._known.get(key)
+        # an unchanged folder has the names it had (the lister gave them from the entry)
+        if entry is not None and settled and entry[0] == folder_key and entry[2] == files_key:
+            try:
+                record = orjson.loads(entry[3])
+                info = build(summary=record["s"], meta=record["m"], annotations=record["a"], problems=record["p"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                info = None
+            if info is not None:
+                if entry[4] is not None and entry[5] is not None:
+                    info._config_hint = (entry[4], entry[5])
+                info._config_sink = self._config_sink(key)
+                return info
+        info = read()
+        self._read += 1
+        info._config_sink = self._config_sink(key)
+        if settled:
+            record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "p": info.problems})
+            if record is not None:
+                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record))
+        return info
+
+    def _plain(self, read: Callable[[], Any]) -> Any:
+        self._read += 1
+        return read()
+
+    def _settled(self, stat: os.stat_result) -> bool:
+        return max(stat.st_mtime_ns, stat.st_ctime_ns) < self._limit
+
+    def _config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any]], None]:
+        started = self.started
+
+        def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any]) -> None:
+            if max(stat.st_mtime_ns, stat.st_ctime_ns) / 1e9 < started - RACY_S:
+                data = _exact(flat)
+                if data is not None:
+                    _pending_configs.append((key, stat_key(stat), data))
+                    _register_flush()
+
+        return keep
+
+    # -- writing ------------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write the entries read this time and forget runs gone from under the roots looked at."""
+        last_look.update(runs=len(self._seen), read=self._read)
+        if self._broken:
+            self.close()
+            return
+        gone = [p for p in self._known if p not in self._seen]
+        try:
+            if self._put or gone:
+                with self.conn:
+                    self.conn.executemany("INSERT INTO runs (path, folder, names, files, record) "
+                                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET folder = "
+                                          "excluded.folder, names = excluded.names, files = excluded.files, "
+                                          "record = excluded.record", self._put)
+                    self.conn.executemany("DELETE FROM runs WHERE path = ?", ((p,) for p in gone))
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):  # another look writing: it keeps it warm
+                self.problems.append(f"{self.path}: catalog not written ({_one_line(exc)}); the next look reads "
+                                     "the run files again")
+        except sqlite3.Error as exc:
+            self._damaged(exc)
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+    def _damaged(self, exc: BaseException) -> None:
+        self._broken = True
+        self._known.clear()
+        self.close()
+        _remove(self.path)
+        self.problems.append(f"{self.path}: catalog damaged ({_one_line(exc)}); deleted, runs read from their "
+                             "files and the catalog built again on the next look")
+
+
+def _remove(path: Path) -> None:
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        try:
+            name.unlink()
+        except OSError:
+            pass
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, VERSION):  # another version's layout under this name: start it over
+            conn.execute("DROP TABLE IF EXISTS runs")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # a cache: a power cut may lose the last look, never tear it
+        conn.execute(_SCHEMA)
+        if version != VERSION:
+            conn.execute(f"PRAGMA user_version = {VERSION}")
+        conn.isolation_level = ""  # the writes of a look: one transaction
+        return conn
+    except BaseException:
+        conn.close()
+        raise
+
+
+def open_catalog(problems: list[str]) -> Catalog | None:
+    """The catalog, or None (with one line in ``problems``) when the cache cannot hold one."""
+    path = catalog_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Catalog(_connect(path), path, problems)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return None  # another look is creating it: read the files this once
+        if not isinstance(exc, sqlite3.OperationalError) or "not a database" in str(exc) or "malformed" in str(exc):
+            _remove(path)
+            problems.append(f"{path}: catalog damaged ({_one_line(exc)}); built again from the run files")
+            try:
+                return Catalog(_connect(path), path, problems)
+            except sqlite3.Error:
+                return None
+        problems.append(f"{path}: catalog not usable ({_one_line(exc)}); runs read from their files")
+    except OSError as exc:
+        problems.append(f"{path.parent}: catalog not usable ({_one_line(exc)}); runs read from their files")
+    return None
+
+
+# -- flattened configs found after the look (a filter on config.* asks for them lazily) -------------
+_pending_configs: list[tuple[str, str, bytes]] = []
+_flush_registered = False
+
+
+def _register_flush() -> None:
+    global _flush_registered
+    if not _flush_registered:
+        _flush_registered = True
+        atexit.register(flush_configs)
+
+
+def flush_configs() -> None:
+    """Keep the configs parsed since the last flush beside their runs' entries (never raises)."""
+    if not _pending_configs:
+        return
+    rows = [(stat, data, path) for path, stat, data in _pending_configs]
+    _pending_configs.clear()
+    try:
+        conn = sqlite3.connect(f"{catalog_path().as_uri()}?mode=rw", uri=True, timeout=_BUSY_MS / 1000)
+        try:
+            with conn:
+                conn.executemany("UPDATE runs SET config_stat = ?, config = ? WHERE path = ?", rows)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass

@@ -1,0 +1,105 @@
+"""checkpoints.json: every checkpoint a run wrote (step, epoch, attempt, metrics, size, SHA-256 of the
+bytes on disk), and the checkpoint each resumed attempt continued from, shown by lt show (in-process fits)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from lightning_track import RunLayout, RunLogger, StepCheckpoint
+from lightning_track.query.runs import read_run
+from lightning_track.query.show import render_show, show_record
+from lightning_track.training.demo import DemoDataModule, DemoModule
+
+
+class RaiseAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:  # noqa: ANN001
+        if trainer.global_step == self.step:
+            raise RuntimeError("boom")
+
+
+def fit(logger: RunLogger, max_steps: int, callbacks=(), ckpt_path=None) -> None:
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(max_steps=max_steps, logger=logger, callbacks=list(callbacks), log_every_n_steps=1,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                        num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=512, n_val=64),
+                ckpt_path=ckpt_path)
+
+
+def index(run: RunLayout) -> list[dict]:
+    return json.loads(run.checkpoints_index.read_text())["checkpoints"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def logger(root: Path, **kw) -> RunLogger:
+    return RunLogger("d", "m", root=root, sinks=(), console=False, system_interval=0, **kw)
+
+
+@pytest.mark.parametrize("index_lost", [False, True], ids=["indexed", "index-lost-with-the-killed-attempt"])
+def test_each_checkpoint_is_indexed_and_a_resume_names_the_one_it_continued(tmp_path: Path, index_lost: bool) -> None:
+    root = tmp_path / "runs"
+    first = logger(root)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(first, 20, [StepCheckpoint(every_n_steps=5, start_step=5), RaiseAt(12)])
+    run = first.layout
+    written = index(run)
+    assert [(e["file"], e["step"], e["epoch"], e["attempt"]) for e in written] == [
+        ("checkpoints/checkpoint-step-005.ckpt", 5, 0, 1), ("checkpoints/checkpoint-step-010.ckpt", 10, 0, 1)]
+    for entry in written:
+        path = run.run_dir / entry["file"]
+        assert entry["sha256"] == sha256(path) and entry["size"] == path.stat().st_size
+        assert set(entry["metrics"]) >= {"train/loss"}
+    ten = written[1]["sha256"]
+    if index_lost:  # as after a SIGKILL before the index was written: the resume hashes the file itself
+        run.checkpoints_index.unlink()
+
+    fit(logger(root, resume=True), 20, [StepCheckpoint(every_n_steps=5, start_step=5)], ckpt_path="last")
+
+    attempts = json.loads(run.summary_json.read_text())["attempts"]
+    assert attempts[1]["resumed_from"] == {"file": "checkpoints/checkpoint-step-010.ckpt", "step": 10, "sha256": ten}
+    assert [(e["step"], e["attempt"]) for e in index(run)] == (
+        [(10, None), (15, 2), (20, 2)] if index_lost else [(5, 1), (10, 1), (15, 2), (20, 2)])
+    shown = render_show(read_run(run.run_dir))
+    assert f"attempt 2: completed from step 10 (resumed from checkpoints/checkpoint-step-010.ckpt  sha256 {ten[:12]})" \
+        in shown
+    assert "checkpoints/checkpoint-step-010.ckpt  step 10" in shown and f"sha256 {ten[:12]}" in shown
+    record = show_record(read_run(run.run_dir))
+    fifteen = next(c for c in record["checkpoints"] if c["step"] == 15)
+    assert fifteen["sha256"] == sha256(run.run_dir / fifteen["path"]) and fifteen["attempt"] == 2
+
+
+def test_the_final_model_names_its_weights_hash_and_the_checkpoint_it_matches(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from lightning_track import FinalModelExport
+
+    run_logger = logger(tmp_path / "runs")
+    fit(run_logger, 10, [StepCheckpoint(every_n_steps=5, start_step=5), FinalModelExport()])
+
+    run = run_logger.layout
+    entries = index(run)
+    (model,) = [e for e in entries if e.get("kind") == "model"]
+    ten = next(e for e in entries if e["file"] == "checkpoints/checkpoint-step-010.ckpt")
+    weights = run.final_model_dir / "model.safetensors"
+    assert model["file"] == "final_model" and model["step"] == 10 and model["attempt"] == 1
+    assert model["files"] == {"model.safetensors": sha256(weights)}
+    assert model["from_checkpoint"] == {"file": "checkpoints/checkpoint-step-010.ckpt", "sha256": ten["sha256"]}
+    # the checkpoint it names holds the same weights
+    import torch
+
+    state = torch.load(run.run_dir / ten["file"], map_location="cpu", weights_only=False)["state_dict"]
+    exported = load_file(str(weights))
+    assert exported.keys() == state.keys() and all(torch.equal(exported[k], state[k]) for k in exported)
+    shown = render_show(read_run(run.run_dir))
+    assert f"final_model/  step 10  model  = checkpoints/checkpoint-step-010.ckpt  sha256 {ten['sha256'][:12]}" in shown
