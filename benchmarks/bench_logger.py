@@ -9,6 +9,8 @@
    sink host and with ``sink_process=False``, the previous design, in the same run); then the same
    fits each in a fresh process, as users run them (every logger pays its own imports).
 3. SIGKILL durability: share of steps logged more than 1 s before the kill that are on disk.
+4. finalize: from ``on_train_end`` to ``fit``'s return, each fit in a fresh process (``--only finalize``
+   runs this alone and replaces its section of the results file).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("SWANLAB_MODE", "offline")
@@ -127,7 +131,10 @@ def fit_once(kind: str, steps: int) -> float:
                             default_root_dir=tmp)
         start = time.perf_counter()
         trainer.fit(tiny_mlp(), data)
-        return time.perf_counter() - start
+        took = time.perf_counter() - start
+        if hasattr(logger, "wait"):
+            logger.wait()  # RunLogger's plot, drawn after fit returns, before its folder is removed
+        return took
 
 
 def bench_fit(steps: int, repeats: int) -> dict[str, float]:
@@ -175,6 +182,97 @@ def bench_fit_fresh(steps: int, repeats: int) -> dict[str, tuple[float, float, f
         print(f"  {kind:30s} fit {fit:6.2f} s ({(fit / none[0] - 1) * 100:+.1f} %)  process {wall:6.2f} s "
               f"({(wall / none[1] - 1) * 100:+.1f} %)  CPU {cpu:6.2f} s (+{cpu - none[2]:.2f})", flush=True)
     return best
+
+
+FINALIZE_KINDS = ["none", "CSVLogger", "TensorBoardLogger", "RunLogger (jsonl only)", "RunLogger (TensorBoard only)",
+                  "RunLogger"]
+FINALIZE_HEADING = "## finalize: on_train_end → fit return"
+
+
+def finalize_once(kind: str, steps: int) -> float:
+    """Seconds from the last ``on_train_end`` callback to ``trainer.fit`` returning (the logger's
+    finalize and Lightning's teardown), after a logger-free warm-up fit in the same process."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_track.training.toy import tiny_mlp
+
+    class TrainEnd(Callback):
+        at = 0.0
+
+        def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+            self.at = time.perf_counter()
+
+    fit_once("none", 20)  # Lightning's own first-fit costs are no logger's
+    torch.manual_seed(0)
+    x = torch.randn(steps * 8, 32)
+    data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+    with tempfile.TemporaryDirectory() as tmp:
+        end, logger = TrainEnd(), make_loggers(kind, Path(tmp))
+        trainer = L.Trainer(max_steps=steps, logger=logger, log_every_n_steps=1, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=False, accelerator="cpu",
+                            default_root_dir=tmp, callbacks=[end])
+        trainer.fit(tiny_mlp(), data)
+        took = time.perf_counter() - end.at
+        if hasattr(logger, "wait"):
+            logger.wait()  # RunLogger's plot, drawn after fit returns, before its folder is removed
+        return took
+
+
+def bench_finalize(steps: Sequence[int], repeats: int) -> dict[tuple[str, int], list[float]]:
+    """Each (logger, steps) fit in a fresh process, interleaved, ``repeats`` times."""
+    got: dict[tuple[str, int], list[float]] = {(k, n): [] for n in steps for k in FINALIZE_KINDS}
+    for _ in range(repeats):
+        for kind, n in got:
+            out = subprocess.run([sys.executable, __file__, "--finalize-one", kind, "--steps", str(n)],
+                                 capture_output=True, text=True, check=True)
+            got[kind, n].append(float(next(line for line in out.stdout.splitlines()
+                                           if line.startswith("FINALIZE ")).split()[1]))
+    for (kind, n), values in got.items():
+        print(f"  {kind:30s} {n:5d} steps  median {statistics.median(values):.3f} s  "
+              f"(min {min(values):.3f}, max {max(values):.3f})", flush=True)
+    return got
+
+
+def finalize_lines(got: dict[tuple[str, int], list[float]], repeats: int) -> list[str]:
+    steps = sorted({n for _, n in got})
+    kinds = list(dict.fromkeys(k for k, _ in got))
+    med = {key: statistics.median(values) for key, values in got.items()}
+    return [
+        FINALIZE_HEADING,
+        "",
+        f"`python benchmarks/bench_logger.py --only finalize --finalize-steps {','.join(map(str, steps))} --repeats"
+        f" {repeats}` — seconds from the last `on_train_end` callback to `trainer.fit` returning, each fit in a"
+        " fresh process after a logger-free warm-up fit; median (min–max) of the interleaved repeats. 2 shared"
+        " CPU cores (other engineers' tests running): read the medians, not single values.",
+        "",
+        "| finalize: on_train_end → fit return | " + " | ".join(f"{n} steps" for n in steps)
+        + " | " + " | ".join(f"{n} steps vs none" for n in steps) + " |",
+        "| --- |" + " ---: |" * (2 * len(steps)),
+        *["| " + kind + " | " + " | ".join(
+            f"{med[kind, n]:.3f} ({min(got[kind, n]):.3f}–{max(got[kind, n]):.3f})" for n in steps) + " | "
+          + " | ".join(f"{med[kind, n] - med['none', n]:+.3f} s" for n in steps) + " |" for kind in kinds],
+        "",
+        "Goal: RunLogger's finalize ≤ 0.1 s beyond the no-logger fit. `plots/metrics.png` (and its link in"
+        " `report_draft.md`) is drawn on a background thread after `fit` returns (`RunLogger.wait()`, and the"
+        " interpreter's exit, wait for it); every other file is complete at the return.",
+        "",
+    ]
+
+
+def write_section(path: Path, heading: str, lines: list[str]) -> None:
+    """Replace the section that starts with ``heading`` (up to the next ``## ``) in ``path``, or append it."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(heading + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + "\n".join(lines)
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + "\n".join(lines) + (text[end + 1:] if end >= 0 else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 CHILD = r"""
@@ -267,8 +365,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "logger.md"))
+    parser.add_argument("--finalize-steps", default="40,1000", help="fit lengths of the finalize row")
+    parser.add_argument("--only", choices=["finalize"], help="run one part and replace its section of --out")
     parser.add_argument("--fit-one", help=argparse.SUPPRESS)  # internal: one fresh-process fit, prints its time
+    parser.add_argument("--finalize-one", help=argparse.SUPPRESS)  # internal: one fresh-process finalize time
     args = parser.parse_args()
+    finalize_steps = [int(n) for n in args.finalize_steps.split(",")]
+    if args.finalize_one:
+        print(f"FINALIZE {finalize_once(args.finalize_one, args.steps)}")
+        return
+    if args.only == "finalize":
+        print(f"finalize: on_train_end -> fit return, fresh processes ({args.repeats} repeats):")
+        write_section(Path(args.out), FINALIZE_HEADING,
+                      finalize_lines(bench_finalize(finalize_steps, args.repeats), args.repeats))
+        return
     if args.fit_one:
         fit_once("none", 20)  # Lightning's own first-fit warm-up is not the logger's cost
         print(f"FIT {fit_once(args.fit_one, args.steps)}")
@@ -281,6 +391,8 @@ def main() -> None:
     fresh = bench_fit_fresh(args.steps, args.repeats)
     print("SIGKILL durability (200 logs/s, kill after 4 s):")
     kill = bench_kill()
+    print(f"finalize: on_train_end -> fit return, fresh processes ({args.repeats} repeats):")
+    finalize = bench_finalize(finalize_steps, args.repeats)
     tb = calls["TensorBoardLogger"]
     tb_cpu = fresh["TensorBoardLogger"][2] - fresh["none"][2]
     lines = [
@@ -329,6 +441,7 @@ def main() -> None:
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
+    write_section(Path(args.out), FINALIZE_HEADING, finalize_lines(finalize, args.repeats))
     print(json.dumps({"calls_us": calls, "fit_s": fit, "fit_fresh_s": fresh, "kill_kept": kill}, indent=1))
 
 

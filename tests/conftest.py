@@ -26,6 +26,16 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _plots_drawn() -> Iterator[None]:
+    """A run's plot is drawn on a thread after fit returns: no test ends (and has its folders removed)
+    while one is still being drawn."""
+    yield
+    from lightning_track.derived.plots import wait_for_plots
+
+    wait_for_plots()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
                    session_cache_dir: str) -> None:
     """Tests must never read or write the real home directory (SwanLab, ssh, caches)."""

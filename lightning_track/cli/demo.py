@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..derived.plots import wait_for_plots
 from ..errors import ConfigError
 from ..folder.layout import RunLayout
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"lt-demo: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    wait_for_plots(run_dir)  # drawn after fit returns; the listing below shows the whole folder
     print(f"\nRun folder: {run_dir}")
     for name in sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()):
         print(f"  {name}")

@@ -5,19 +5,26 @@ Cheap on purpose, because ``post_process`` runs at the end of every training: on
 per metric group (``train/loss`` and ``val/loss`` together), curves downsampled first
 (:mod:`.curves`), matplotlib's object API with the Agg canvas (no pyplot, no GUI backend, no global
 state). Without matplotlib nothing is drawn and the caller says so.
+
+At finalize the drawing runs on a background thread (:func:`draw_later`): matplotlib's import and
+draw take 0.2-0.5 s, which ``fit()`` would otherwise spend before returning. The thread is not a
+daemon, so the interpreter's exit waits for it; :func:`wait_for_plots` (``RunLogger.wait()``) waits
+for it on request.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..folder.fileio import atomic_open
 from ..folder.layout import RunLayout
 
-__all__ = ["plot_panels", "have_matplotlib", "Series", "run_panels", "write_run_plots"]
+__all__ = ["plot_panels", "have_matplotlib", "Series", "run_panels", "write_run_plots", "draw_later",
+           "wait_for_plots"]
 
 POINTS = 600
 MAX_PANELS = 12
@@ -116,3 +123,43 @@ def write_run_plots(run_dir: str | Path, records: Sequence[object]) -> Path | No
         return None
     (Path(run_dir) / RunLayout.RUN_PLOT).parent.mkdir(exist_ok=True)
     return plot_panels(panels, Path(run_dir) / RunLayout.RUN_PLOT, title=Path(run_dir).name)
+
+
+_pending: dict[Path, threading.Thread] = {}  # run folder -> the thread drawing its plot
+_pending_lock = threading.Lock()
+
+
+def draw_later(run_dir: str | Path, job: Callable[[], None]) -> None:
+    """Run ``job`` (a run's plot and what links it) on a background thread, one at a time per run.
+
+    At interpreter exit (an atexit hook finalizing a run) no thread would be waited for: then the
+    job runs here, before returning.
+    """
+    key = Path(run_dir).absolute()
+    wait_for_plots(key)
+    if not threading.main_thread().is_alive():  # the interpreter is shutting down
+        job()
+        return
+    thread = threading.Thread(target=job, name="lightning_track-plot", daemon=False)
+    with _pending_lock:
+        _pending[key] = thread
+    thread.start()
+
+
+def wait_for_plots(run_dir: str | Path | None = None, timeout: float | None = None) -> bool:
+    """Wait until the plot of ``run_dir`` (every run when None) is drawn; False on timeout."""
+    with _pending_lock:
+        if run_dir is None:
+            threads = list(_pending.items())
+        else:
+            key = Path(run_dir).absolute()
+            threads = [(key, _pending[key])] if key in _pending else []
+    for key, thread in threads:
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        if thread.is_alive():
+            return False
+        with _pending_lock:
+            if _pending.get(key) is thread:
+                del _pending[key]
+    return True

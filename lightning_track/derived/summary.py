@@ -67,6 +67,7 @@ def post_process(
     extra: Mapping[str, Any] | None = None,
     metrics: MetricsDigest | None = None,
     plots: bool | None = None,
+    plots_later: bool = False,
 ) -> dict[str, Any]:
     """Rebuild ``metrics.csv``, refresh ``summary.json`` and write ``report_draft.md`` from the files.
 
@@ -79,13 +80,19 @@ def post_process(
     ``plots``: draw ``plots/metrics.png`` (linked from the report); by default when the records were
     read here (not with ``metrics``: lt-migrate's thousands of runs skip the drawing) and matplotlib
     is installed. A plot that cannot be drawn is recorded as ``plots_error``, never fatal.
+    ``plots_later``: draw it on a background thread that then links it from the report (finalize:
+    ``fit()`` returns without waiting for matplotlib; see :func:`.plots.wait_for_plots`).
     """
+    from .plots import wait_for_plots
+
     layout = RunLayout(run_dir)
+    wait_for_plots(layout.run_dir)  # a plot still being drawn for this run finishes first
     if not layout.run_dir.is_dir():
         raise RunNotFound(f"{layout.run_dir}: not a run folder (no such folder)")
     problems: list[JsonlProblem] = []
     csv_error: OSError | None = None  # a full disk: summary.json (small) is still written, then this raised
     plots_error: str | None = None
+    draw: list[Any] | None = None  # the records to draw, once the summary and the report are written
     steps: int | None = None
     if metrics is not None and metrics.complete:
         try:
@@ -103,7 +110,10 @@ def post_process(
         summarized = summarize_metrics(records, metric_modes)
         last_step = records[-1].step if records else None
         if plots is not False and records and csv_error is None:
-            plots_error = _draw(layout, records)
+            if plots_later:
+                draw = records
+            else:
+                plots_error = _draw(layout, records)
     summary_file = SummaryFile(layout.summary_json)
     fields: dict[str, Any] = {
         "run_name": layout.name,
@@ -132,7 +142,23 @@ def post_process(
     if csv_error is not None:
         raise csv_error
     atomic_write_text(layout.report_md, render_report(layout, summary))
+    if draw is not None:
+        from .plots import draw_later
+
+        records_to_draw = draw
+        draw_later(layout.run_dir, lambda: _draw_and_link(layout, records_to_draw))
     return summary
+
+
+def _draw_and_link(layout: RunLayout, records: list[Any]) -> None:
+    """Draw the run's PNG, then record its failure or link it from ``report_draft.md``."""
+    error = _draw(layout, records)
+    try:
+        summary_file = SummaryFile(layout.summary_json)
+        summary = summary_file.update(plots_error=error) if error is not None else summary_file.read()
+        atomic_write_text(layout.report_md, render_report(layout, summary))
+    except (OSError, RunFolderError):
+        pass  # a full disk or a summary torn by hand: the report keeps its version without the plot
 
 
 def _draw(layout: RunLayout, records: list[Any]) -> str | None:

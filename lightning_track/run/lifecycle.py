@@ -398,7 +398,8 @@ class RunLifecycle:
         if error is not None:
             extra["error"] = repr(error)
         try:
-            post_process(self.layout.run_dir, status=ours, metric_modes=self.metric_modes, extra=extra)
+            post_process(self.layout.run_dir, status=ours, metric_modes=self.metric_modes, extra=extra,
+                         plots_later=True)
         except OSError as exc:
             if error is None:
                 raise
@@ -421,9 +422,16 @@ class RunLifecycle:
             except BaseException as exc:  # noqa: BLE001 - the derived files first, then re-raise
                 error = exc
         post_process(self.layout.run_dir, metric_modes=self.metric_modes,
-                     extra={"error": repr(error)} if error is not None else None)
+                     extra={"error": repr(error)} if error is not None else None, plots_later=True)
         if error is not None:
             raise error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for what finalize finishes in the background (``plots/metrics.png``, its link in
+        ``report_draft.md``); False when ``timeout`` ran out first."""
+        from ..derived.plots import wait_for_plots
+
+        return wait_for_plots(self.layout.run_dir, timeout)
 
     def hand_over(self) -> None:
         """Stop writing in this process (ddp_spawn pickles the run into its workers).

@@ -447,6 +447,13 @@ class RunLogger(Logger):
         if self._run is not None:
             self._run.flush()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the files finalize finishes in the background are written: ``plots/metrics.png``
+        and its link in ``report_draft.md`` (drawn after ``fit()`` returns, so it returns at once;
+        the interpreter's exit waits for them too). Every other file is complete when ``fit()`` returns.
+        False when ``timeout`` (seconds) ran out first."""
+        return True if self._run is None else self._run.wait(timeout)
+
     def __repr__(self) -> str:
         folder = self._folder
         where = folder.current.run_dir if folder.current is not None else folder.root / "<not started>"

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from support.readers import swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.errors import WriterError
 from lightning_track.sinks import Sink
 from lightning_track.training.demo import DemoDataModule, DemoModule
@@ -38,7 +39,10 @@ def fit(logger, max_steps: int = 30, callbacks=None, **trainer_kwargs) -> L.Trai
         accelerator="cpu",
         **trainer_kwargs,
     )
-    trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=512, n_val=64))
+    try:
+        trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=512, n_val=64))
+    finally:
+        wait_for_plots()  # plots/metrics.png is drawn after fit returns
     return trainer
 
 

@@ -17,6 +17,7 @@ import pytest
 from support.readers import swanlab_finish_state, swanlab_records, swanlab_runs, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.folder.layout import RunLayout
 from lightning_track.folder.records import MetricRecord
 from lightning_track.run.sinkhost import SinkHost
@@ -40,7 +41,10 @@ def fit(logger: RunLogger, max_steps: int = 12, callbacks: list[L.Callback] | No
     trainer = L.Trainer(max_steps=max_steps, logger=logger, callbacks=callbacks or [], log_every_n_steps=1,
                         val_check_interval=6, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, accelerator="cpu")
-    trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=256, n_val=32))
+    try:
+        trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=256, n_val=32))
+    finally:
+        wait_for_plots()  # plots/metrics.png is drawn after fit returns
     return trainer
 
 

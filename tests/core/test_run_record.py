@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 from lightning_track import RunLayout, RunLogger, StepCheckpoint, read_metrics
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.errors import ResumeError
 from lightning_track.folder.fileio import iter_jsonl
 from lightning_track.run.config import config_changes, merge_hyperparams
@@ -25,8 +26,11 @@ def fit(logger: RunLogger, max_steps: int, callbacks=(), ckpt_path=None, module=
     trainer = L.Trainer(max_steps=max_steps, logger=logger, callbacks=list(callbacks), log_every_n_steps=1,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                         num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(module or DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=512, n_val=64),
-                ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module or DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=512, n_val=64),
+                    ckpt_path=ckpt_path)
+    finally:
+        wait_for_plots()  # plots/metrics.png is drawn after fit returns
     return trainer
 
 

@@ -71,6 +71,7 @@ def fit(logger: RunLogger, max_steps: int, callbacks=(), module=None, ckpt_path=
                     ckpt_path=ckpt_path)
     except (SystemExit, RuntimeError):  # HealthCheckFailed, RaiseAt: the run is recorded as failed
         pass
+    logger.wait()  # plots/metrics.png is drawn after fit returns
     return logger.run_dir
 
 

@@ -31,6 +31,7 @@ def _fit(root: Path, dataset: str, method: str, *, max_steps: int, lr: float, gu
         trainer.fit(Module(max_steps=max_steps, lr=lr), datamodule=DemoDataModule(n_train=512, n_val=64))
     except SystemExit:  # HealthCheckFailed: the run is recorded as failed
         pass
+    logger.wait()  # plots/metrics.png is drawn after fit returns
     return logger.run_dir
 
 

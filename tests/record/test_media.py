@@ -19,6 +19,7 @@ from support.readers import swanlab_records, swanlab_runs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_track import RunLayout, RunLogger, read_metrics
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.folder.media import read_media_index
 from lightning_track.training.demo import DemoDataModule, DemoModule
 
@@ -53,7 +54,10 @@ class TensorBoardHabits(DemoModule):
 def fit(logger, module: L.LightningModule | None = None, steps: int = 5) -> None:  # noqa: ANN001
     trainer = L.Trainer(max_steps=steps, logger=logger, enable_progress_bar=False, enable_model_summary=False,
                         accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=1)
-    trainer.fit(module or TensorBoardHabits(max_steps=steps), datamodule=DemoDataModule(n_train=256, n_val=32))
+    try:
+        trainer.fit(module or TensorBoardHabits(max_steps=steps), datamodule=DemoDataModule(n_train=256, n_val=32))
+    finally:
+        wait_for_plots()  # plots/metrics.png is drawn after fit returns
 
 
 def tensorboard(logdir: Path) -> EventAccumulator:

@@ -17,6 +17,7 @@ import pytest
 from support.readers import swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLayout, RunLogger
+from lightning_track.derived.plots import wait_for_plots
 from lightning_track.derived.system import system_report_line, system_summary
 from lightning_track.run.system import SystemSampler, gpu_unavailable_reason
 from lightning_track.training.demo import DemoDataModule, DemoModule
@@ -34,7 +35,10 @@ def fit(logger: RunLogger, steps: int = 30) -> None:
     trainer = L.Trainer(max_steps=steps, logger=logger, callbacks=[Slow()], log_every_n_steps=1,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                         limit_val_batches=0, num_sanity_val_steps=0)
-    trainer.fit(DemoModule(max_steps=steps), datamodule=DemoDataModule(n_train=512, n_val=32))
+    try:
+        trainer.fit(DemoModule(max_steps=steps), datamodule=DemoDataModule(n_train=512, n_val=32))
+    finally:
+        wait_for_plots()  # plots/metrics.png is drawn after fit returns
 
 
 def samples(path: Path) -> list[dict]:

@@ -32,7 +32,12 @@ def fit(root: Path, guard: Any, *, max_steps: int = 20, run_logger: bool = True,
         default_root_dir=root / "plain",
         accumulate_grad_batches=module_kwargs.pop("accumulate_grad_batches", 1),
     )
-    trainer.fit(ToyRegression(**module_kwargs), regression_data())
+    try:
+        trainer.fit(ToyRegression(**module_kwargs), regression_data())
+    finally:
+        from lightning_track.derived.plots import wait_for_plots
+
+        wait_for_plots()  # plots/metrics.png is drawn after fit returns
     return trainer
 
 
