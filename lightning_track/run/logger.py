@@ -68,16 +68,14 @@ class RunLogger(Logger):
             process (``lightning_track.run.sinkhost``) so their Python code does not hold the GIL the
             training thread needs. ``False`` runs them on the writer thread. ``Sink`` instances
             always run on the writer thread; ``metrics.jsonl`` always does.
-        tags: words to find the run by (``lt ls --filter tag=baseline``), in ``summary.json``;
-            ``lt tag`` changes them later.
+        tags: words to find the run by (``lt ls --filter tag=baseline``), in ``summary.json``; ``lt tag`` changes them.
         notes: free text about the run, in ``summary.json``; ``lt note`` changes it later.
         console: capture everything the process prints (stdout and stderr at the file-descriptor level,
             subprocesses included) into ``logs.txt`` from the start of training until the process ends;
             other ranks into ``logs.rank<N>.txt``. The terminal shows the same as without it.
         system_interval: seconds between samples of GPU/CPU/memory into ``system.jsonl`` (one more at the start
-            and at the end; and TensorBoard,
-            SwanLab under ``system/``), taken off the training thread; 0 switches it off. Another node's
-            local rank 0 samples its own machine into ``system.node<k>.jsonl``.
+            and at the end; TensorBoard and SwanLab under ``system/``), taken off the training thread; 0 switches
+            it off. Another node's local rank 0 samples its own machine into ``system.node<k>.jsonl``.
         swanlab_mode: how the ``"swanlab"`` sink writes its run: ``"local"`` also for SwanLab's own board
             (``swanlab watch <run>/swanlab_logs``; needs ``pip install "swanlab[dashboard]"``), ``"offline"``
             the record only; ``"auto"`` is local where the board is installed. Both upload with
@@ -248,8 +246,7 @@ class RunLogger(Logger):
         return progress_step(self._trainer and self._trainer(), run.last_step if run is not None else None)
 
     def attach(self, trainer: Any) -> None:
-        """Know the Trainer (Lightning gives a Logger none; ``log_graph`` and lightning_track's
-        callbacks hand it over), for the step convention."""
+        """Know the Trainer, for the step convention (Lightning gives a Logger none; our callbacks hand it over)."""
         self._trainer = weakref.ref(trainer)
 
     @override
@@ -448,10 +445,8 @@ class RunLogger(Logger):
             self._run.flush()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the files finalize finishes in the background are written: ``plots/metrics.png``
-        and its link in ``report_draft.md`` (drawn after ``fit()`` returns, so it returns at once;
-        the interpreter's exit waits for them too). Every other file is complete when ``fit()`` returns.
-        False when ``timeout`` (seconds) ran out first."""
+        """Block until ``plots/metrics.png`` and its link in ``report_draft.md`` are written (drawn after ``fit()``
+        returns; every other file is complete then, and the interpreter's exit waits too). False on ``timeout``."""
         return True if self._run is None else self._run.wait(timeout)
 
     def __repr__(self) -> str:
