@@ -23,7 +23,7 @@ def test_readme_test_command_is_what_ci_runs() -> None:
 
 def test_the_one_list_names_each_part_its_commands_and_packages() -> None:
     parts = system.parts()
-    assert set(parts) == {"sshd", "slurm", "chromium", "rsync"}
+    assert set(parts) == {"sshd", "slurm", "chromium", "rsync", "netns"}
     assert parts["sshd"].commands == ("sshd", "ssh-keygen") and "openssh-server" in parts["sshd"].packages
     assert {"slurmctld", "slurmd", "slurm-client", "munge"} <= set(parts["slurm"].packages)
 

@@ -40,9 +40,9 @@ def missing() -> str | None:
         return why
     if os.geteuid() != 0:
         return "the two-node Slurm cluster needs root (network namespaces, slurmd)"
-    for command in ("ip", "nsenter", "unshare", "mount"):
-        if system.which(command) is None:
-            return f"the two-node Slurm cluster needs {command} (iproute2, util-linux)"
+    why = system.missing("netns")  # ip, nsenter, unshare: iproute2, util-linux
+    if why is not None:
+        return why
     probe = f"ltprobe{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
