@@ -25,7 +25,11 @@
     const step0 = (hi - lo) / count, mag = Math.pow(10, Math.floor(Math.log10(step0)));
     const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0) || step0;
     const out = [];
-    for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push(+t.toPrecision(12));
+    // a span below the numbers' precision (a near-constant series) would never move t: one tick then
+    for (let t = Math.ceil(lo / step) * step, prev = NaN; t <= hi + step * 1e-9; prev = t, t += step) {
+      if (t === prev || out.length > 4 * count) return [lo];
+      out.push(+t.toPrecision(12));
+    }
     return out;
   }
   function bsearch(xs, x) {

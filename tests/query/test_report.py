@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,10 @@ def test_report_renders_in_headless_chromium(made_runs, tmp_path, capsys) -> Non
     for path in made_runs.values():
         shutil.copytree(path, tmp_path / "runs" / path.name)
     (tmp_path / "runs" / made_runs["lora"].name / "logs.txt").write_text(f"{iso_time()} hello </script><b>x</b>\n")
+    # a near-constant series (two samples one unit in the last place apart): its axis must still draw
+    with open(tmp_path / "runs" / made_runs["lora"].name / "system.jsonl", "a") as samples:
+        for t, value in ((1.0, 15.6), (2.0, 15.600000000000001)):
+            samples.write(json.dumps({"time": time.time() + t, "step": 1, "metrics": {"system/flat_gb": value}}) + "\n")
     out_file = tmp_path / "r.html"
     assert main(["report", str(tmp_path / "runs"), "-o", str(out_file)]) == 0
     charts = len(page_data(out_file.read_text())["charts"])
