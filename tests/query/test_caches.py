@@ -23,7 +23,12 @@ from lightning_track.query.history import read_history
 @pytest.fixture(autouse=True)
 def cache_everything(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Cache files of any size, in this test's own cache folder."""
+    from lightning_track.query import config_cache
+
     monkeypatch.setattr(history, "MIN_BYTES", 0)
+    # what earlier tests of this process left in memory (unflushed) is theirs, not this cache folder's
+    monkeypatch.setattr(config_cache, "_entries", None)
+    monkeypatch.setattr(config_cache, "_dirty", False)
     cache = tmp_path / "cache"
     monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(cache))
     return cache
