@@ -40,6 +40,26 @@ HERE = Path(__file__).resolve().parent
 STATUSES = ["completed"] * 16 + ["failed", "failed", "interrupted", "running"]
 
 
+def synthetic_summary(name: str, dataset: str, method: str, status: str, t0: float, pid: int,
+                      metrics: dict[str, float], baseline: bool) -> dict:
+    """A finished run's ``summary.json`` as RunLogger writes it (one attempt of 500 s, 300 steps)."""
+    summary = {"run_name": name, "dataset": dataset, "method": method, "status": status,
+               "start_time": iso_time(t0), "heartbeat": iso_time(t0 + 500),
+               "attempts": [{"attempt": 1, "start_time": iso_time(t0), "status": status, "host": "gpu1",
+                             "pid": pid, "end_time": iso_time(t0 + 500), "training_time_s": 500.0}],
+               "config_digest": "sha256:0c13b8564694ef1f",
+               "last_checkpoint": "checkpoints/checkpoint-step-300.ckpt",
+               "final": {k: {"value": v, "step": 300} for k, v in metrics.items()},
+               "best": {k: {"value": v, "step": 250, "mode": "max" if "acc" in k else "min"}
+                        for k, v in metrics.items() if k != "lr"},
+               "steps_logged": 300, "last_step": 300, "end_time": iso_time(t0 + 500), "training_time_s": 500.0,
+               "wall_span_s": 500.0, "tags": ["baseline"] if baseline else []}
+    if status == "failed":
+        summary["failure"] = {"check": "nonfinite_loss", "reason": "loss is nan", "step": 120, "value": "NaN"}
+        summary["reason"] = "HealthCheckFailed: loss is nan"
+    return summary
+
+
 def make_runs(root: Path, count: int) -> None:
     """``count`` runs with the files lt reads, of the sizes real ones have (summary ~1.5 KiB, 25 config keys)."""
     rng = np.random.default_rng(0)
@@ -52,20 +72,7 @@ def make_runs(root: Path, count: int) -> None:
         status = STATUSES[i % len(STATUSES)]
         t0 = start + i * 600
         metrics = {k: float(rng.random()) for k in ("train/loss", "val/loss", "val/acc", "train/acc", "lr")}
-        summary = {"run_name": run.name, "dataset": dataset, "method": method, "status": status,
-                   "start_time": iso_time(t0), "heartbeat": iso_time(t0 + 500),
-                   "attempts": [{"attempt": 1, "start_time": iso_time(t0), "status": status, "host": "gpu1",
-                                 "pid": 1000 + i, "end_time": iso_time(t0 + 500), "training_time_s": 500.0}],
-                   "config_digest": "sha256:0c13b8564694ef1f",
-                   "last_checkpoint": "checkpoints/checkpoint-step-300.ckpt",
-                   "final": {k: {"value": v, "step": 300} for k, v in metrics.items()},
-                   "best": {k: {"value": v, "step": 250, "mode": "max" if "acc" in k else "min"}
-                            for k, v in metrics.items() if k != "lr"},
-                   "steps_logged": 300, "last_step": 300, "end_time": iso_time(t0 + 500), "training_time_s": 500.0,
-                   "wall_span_s": 500.0, "tags": ["baseline"] if i % 10 == 0 else []}
-        if status == "failed":
-            summary["failure"] = {"check": "nonfinite_loss", "reason": "loss is nan", "step": 120, "value": "NaN"}
-            summary["reason"] = "HealthCheckFailed: loss is nan"
+        summary = synthetic_summary(run.name, dataset, method, status, t0, 1000 + i, metrics, i % 10 == 0)
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
         (run / "meta.json").write_text(json.dumps({"dataset": dataset, "method": method, "run_name": run.name,
                                                    "created": iso_time(t0), "host": "gpu1", "pid": 1000 + i,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from bench_runs import STATUSES, synthetic_summary  # the same synthetic runs as bench_runs.py (run as a script)
 
 from lightning_track.folder.fileio import atomic_write_json, read_json
 from lightning_track.query import catalog as catalog_module
@@ -42,7 +43,6 @@ HERE = Path(__file__).resolve().parent
 PLAIN_LT = ("import sys; from lightning_track.query import runs; f = runs.find_runs; "
             "runs.find_runs = lambda *a, **k: f(*a, **{**k, 'catalog': False}); "
             "from lightning_track.cli.lt import main; sys.exit(main(sys.argv[1:]))")
-STATUSES = ["completed"] * 16 + ["failed", "failed", "interrupted", "running"]
 CONFIG = """data:
   batch_size: 32
   n_train: 4096
@@ -83,20 +83,7 @@ def make_runs(root: Path, count: int) -> None:
         status = STATUSES[i % len(STATUSES)]
         metrics = {k: float(v) for k, v in zip(("train/loss", "val/loss", "val/acc", "train/acc", "lr"),
                                                rng.random(5), strict=True)}
-        summary = {"run_name": run.name, "dataset": dataset, "method": method, "status": status,
-                   "start_time": iso_time(t0), "heartbeat": iso_time(t0 + 500),
-                   "attempts": [{"attempt": 1, "start_time": iso_time(t0), "status": status, "host": "gpu1",
-                                 "pid": 1000 + i, "end_time": iso_time(t0 + 500), "duration_s": 500.0}],
-                   "config_digest": "sha256:0c13b8564694ef1f",
-                   "last_checkpoint": "checkpoints/checkpoint-step-300.ckpt",
-                   "final": {k: {"value": v, "step": 300} for k, v in metrics.items()},
-                   "best": {k: {"value": v, "step": 250, "mode": "max" if "acc" in k else "min"}
-                            for k, v in metrics.items() if k != "lr"},
-                   "steps_logged": 300, "last_step": 300, "end_time": iso_time(t0 + 500), "training_time_s": 500.0,
-                   "wall_span_s": 500.0, "duration_s": 500.0, "tags": ["baseline"] if i % 10 == 0 else []}
-        if status == "failed":
-            summary["failure"] = {"check": "nonfinite_loss", "reason": "loss is nan", "step": 120, "value": "NaN"}
-            summary["reason"] = "HealthCheckFailed: loss is nan"
+        summary = synthetic_summary(run.name, dataset, method, status, t0, 1000 + i, metrics, i % 10 == 0)
         (run / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
         (run / "meta.json").write_bytes(orjson.dumps(
             {"dataset": dataset, "method": method, "run_name": run.name, "created": iso_time(t0), "host": "gpu1",
