@@ -91,6 +91,15 @@ def test_a_pipeline_step_with_two_nodes_runs_one_ddp_fit_across_them(two_nodes, 
     assert "node 1: n2" in _lt_show(run)
 
 
+def _wait_training(two_nodes, job_id: str, runs: Path, timeout: float = 180) -> None:
+    """Until the fit wrote ``ready.txt`` (its steps are under way), then a second more of training."""
+    deadline = time.monotonic() + timeout
+    while not (runs / "ready.txt").exists():
+        assert time.monotonic() < deadline, f"training did not start: {two_nodes.job(job_id)}"
+        time.sleep(0.2)
+    time.sleep(1.0)
+
+
 def _lt_show(run_dir: Path) -> str:
     return subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "show", str(run_dir)],
                           capture_output=True, text=True, env=script_env(), timeout=60).stdout
@@ -107,11 +116,7 @@ def test_a_node_whose_processes_die_is_named_in_the_failure(two_nodes, tmp_path:
                             "--strategy ddp --nodes 2 --every 1000 --system-interval 0.5 --ready-at 3 --sleep 0.2")
     job_id = two_nodes.sbatch(script, "-N2", "--ntasks-per-node=1", env={**script_env(OMP_NUM_THREADS="1")})
     try:
-        deadline = time.monotonic() + 180
-        while not (runs / "ready.txt").exists():
-            assert time.monotonic() < deadline, f"training did not start: {two_nodes.job(job_id)}"
-            time.sleep(0.2)
-        time.sleep(1.0)
+        _wait_training(two_nodes, job_id, runs)
         for pid in two_nodes.pids("n2"):  # the node dies: its slurmd, slurmstepd and rank 1
             os.kill(pid, signal.SIGKILL)
         (run,) = RunLayout.list_runs(runs)
@@ -167,11 +172,7 @@ def _requeued_fit(two_nodes, tmp_path: Path, cut: str, extra: str = "") -> tuple
                                             extra=extra))
     job_id = two_nodes.sbatch(script, "-N2", "--ntasks-per-node=1", "--requeue", env=script_env(OMP_NUM_THREADS="1"))
     try:
-        deadline = time.monotonic() + 180
-        while not (runs / "ready.txt").exists():
-            assert time.monotonic() < deadline, f"training did not start: {two_nodes.job(job_id)}"
-            time.sleep(0.2)
-        time.sleep(1.0)
+        _wait_training(two_nodes, job_id, runs)
         cut_at = time.monotonic()
         if cut == "kill":
             for pid in two_nodes.pids("n2"):
