@@ -168,8 +168,7 @@ class Catalog:
                 stat = os.stat(key)
             except OSError:
                 return self._plain(read)
-        limit = self._limit
-        settled = max(stat.st_mtime_ns, stat.st_ctime_ns) < limit
+        settled = self._settled(stat)
         files = []
         for name in TRACKED:
             if name in names:
@@ -177,9 +176,8 @@ class Catalog:
                     file_stat = os.stat(f"{key}/{name}")
                 except OSError:
                     return self._plain(read)  # gone since the listing: the plain read says how
-                files.append(f"{name}={file_stat.st_size}:{file_stat.st_mtime_ns}:{file_stat.st_ctime_ns}:"
-                             f"{file_stat.st_ino}")
-                settled = settled and max(file_stat.st_mtime_ns, file_stat.st_ctime_ns) < limit
+                files.append(f"{name}={stat_key(file_stat)}")
+                settled = settled and self._settled(file_stat)
         files_key = ";".join(files)
         folder_key = _dir_key(stat)
         entry = self._known.get(key)
@@ -212,10 +210,8 @@ class Catalog:
         return max(stat.st_mtime_ns, stat.st_ctime_ns) < self._limit
 
     def _config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any]], None]:
-        started = self.started
-
         def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any]) -> None:
-            if max(stat.st_mtime_ns, stat.st_ctime_ns) / 1e9 < started - RACY_S:
+            if self._settled(stat):
                 data = _exact(flat)
                 if data is not None:
                     _pending_configs.append((key, stat_key(stat), data))
