@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _warn(message: str) -> None:
-    print(printable(f"lt export: {message}"), file=sys.stderr)
+    from .lt_commands import _warn as warn
+
+    warn("export", message)
 
 
 @reports("lt export")  # a bad --to or --filter: one line, exit 2; the tracker unreachable: one line, exit 1

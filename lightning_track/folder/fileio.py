@@ -7,6 +7,7 @@ JSONL line, and a crash must never leave a file that looks complete but is not.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ import orjson
 from ..errors import JsonlProblem, RunFolderError
 
 __all__ = [
+    "file_sha256",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -454,3 +456,10 @@ def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> 
                 problems.append(problem)
                 continue
             yield lineno, obj
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, in hex as ``sha256sum`` prints it (hashlib releases the GIL while it
+    hashes): the one hash of checkpoints, final models and inputs."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

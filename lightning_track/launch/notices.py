@@ -68,8 +68,8 @@ def stale_notice(signals_dir: Path, exp_id: str, stale_after: float, now: float 
 class CommandNotices:
     """``lt run --notify URL -- CMD``: the events of one command, titled ``<exp_id>: <event>``.
 
-    Use: ``on_event`` as run_command's event callback (``healthy``), ``watching()`` around the run (``stale``,
-    once), ``finished(result)`` after it (``done``, ``failed`` or ``interrupted``).
+    Use: ``on_event`` as run_command's event callback (``healthy``), the object as a context around the run
+    (``stale``, once), ``finished(result)`` after it (``done``, ``failed`` or ``interrupted``).
     """
 
     def __init__(self, notifier: Notifier, exp_id: str, signals_dir: str | Path, *, stale_after: float = 120.0,
@@ -102,11 +102,8 @@ class CommandNotices:
             reason, brief = failure_brief(result)
             self.send(FAILED, reason, run_dir=run_dir, **brief)
 
-    def watching(self) -> CommandNotices:
-        """A context: the heartbeat watch runs on a thread while the command does (off with stale_after 0)."""
-        return self
-
     def __enter__(self) -> CommandNotices:
+        """The heartbeat watch runs on a thread while the command does (off with stale_after 0)."""
         if self.stale_after > 0 and self.notifier.enabled:
             self._thread = threading.Thread(target=self._watch, name="lightning_track-stale-watch", daemon=True)
             self._thread.start()

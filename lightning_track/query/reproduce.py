@@ -11,7 +11,6 @@ repository but its worktree list changes (``git worktree add``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunFolderError, one_line
-from ..folder.fileio import read_json
+from ..folder.fileio import file_sha256, read_json
 from ..folder.layout import RunLayout
 from ..vocabulary import ENV_TAGS
 
@@ -208,10 +207,9 @@ def _input_problems(layout: RunLayout, cwd: Path, repository: Any, into: Path) -
         if not path.is_file():
             lines.append(f"input {key} = {value}: missing at {path}")
             continue
-        with open(path, "rb") as handle:
-            if hashlib.file_digest(handle, "sha256").hexdigest() != entry["sha256"]:
-                lines.append(f"input {key} = {value}: its content differs from what the run read (sha256 "
-                             f"{entry['sha256'][:12]})")
+        if file_sha256(path) != entry["sha256"]:
+            lines.append(f"input {key} = {value}: its content differs from what the run read (sha256 "
+                         f"{entry['sha256'][:12]})")
     return lines
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import one_line
+from ..folder.fileio import file_sha256
 from ..folder.records import flatten
 
 __all__ = ["InputCaps", "capture_inputs"]
@@ -79,8 +80,7 @@ def _hash_file(path: Path, budget: _Budget) -> tuple[str | None, str | None]:
     if why:
         return None, why
     try:
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        digest = file_sha256(path)
     except OSError as exc:
         return None, f"not hashed: {one_line(exc)}"
     budget.bytes -= size

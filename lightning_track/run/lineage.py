@@ -10,7 +10,6 @@ and again with its hash, so a killed run still lists every checkpoint it announc
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
@@ -20,20 +19,13 @@ from typing import Any
 
 from ..errors import one_line
 from ..folder.checkpoint_index import HASH, read_index
-from ..folder.fileio import atomic_write_json
+from ..folder.fileio import atomic_write_json, file_sha256
 from ..folder.layout import RunLayout
 from ..vocabulary import iso_time
 
-__all__ = ["CheckpointIndex", "file_sha256"]
+__all__ = ["CheckpointIndex"]
 
 _WAIT_FOR_FILE_S = 60.0  # an asynchronous save lands a little after Lightning announces it
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, in hex as ``sha256sum`` prints it (hashlib releases the GIL while it
-    hashes)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class CheckpointIndex:

@@ -49,7 +49,7 @@ def check_resume(layout: RunLayout, previous: Mapping[str, Any], from_step: int,
     check_rewind(layout.name, from_step, last, allow_rewind, newest)
     if last is not None and from_step < last:  # a rewind on purpose: keep the later checkpoints aside
         aside = layout.superseded_checkpoints_dir(attempt)
-        for step, path in layout.checkpoint_steps():
+        for step, path in found:
             if step > from_step:
                 aside.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(path), aside / path.name)
