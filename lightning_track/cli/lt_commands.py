@@ -137,7 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 known += read_history(run.path, args.metric).keys
             except RunFolderError:
                 pass
-    comp = compare_runs(runs, args.metric, known=known)
+    comp = compare_runs(runs, args.metric, known=known, provenance=True)
     for key in comp.missing:
         _warn("compare", f"no run has metric {key!r}")
     if args.metric and not comp.metrics:

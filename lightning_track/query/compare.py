@@ -98,9 +98,11 @@ def cell_text(value: Any) -> str:
     return str(value) if isinstance(value, Aliased) else format_cell(value)
 
 
-def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None, known: Sequence[str] = ()
-                 ) -> Comparison:
-    """``known``: metric names found in the runs' histories (a running run's summary has none yet)."""
+def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None, known: Sequence[str] = (),
+                 provenance: bool = False) -> Comparison:
+    """``known``: metric names found in the runs' histories (a running run's summary has none yet);
+    ``provenance``: also read and compare the runs' code, environment and inputs (``lt compare`` shows them;
+    the report does not, and over many runs would pay for the reads)."""
     result = Comparison(list(runs), labels(len(runs)))
     configs = [run.config for run in runs]
     keys = list(dict.fromkeys(k for config in configs for k in config))
@@ -114,7 +116,8 @@ def compare_runs(runs: Sequence[RunInfo], metrics: Sequence[str] | None = None, 
                 continue  # the same setting, already a row under its other name
             shown |= {key} | names
             result.config_diff.append((key, values))
-    result.provenance = provenance_sections([read_provenance(run.path) for run in runs])
+    if provenance:
+        result.provenance = provenance_sections([read_provenance(run.path) for run in runs])
     have = list(dict.fromkeys([*(k for run in runs for k in run.metric_names("final") + run.metric_names("best")),
                                *known]))
     if metrics:

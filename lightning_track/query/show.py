@@ -9,7 +9,7 @@ and adds a one-line problem instead of stopping the rest.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,9 +41,10 @@ def checkpoints(run: RunInfo) -> list[tuple[int, str, int]]:
     return out
 
 
-def lineage(run: RunInfo) -> dict[str, dict[str, Any]]:
-    """The newest ``checkpoints.json`` entry of each checkpoint file (attempt, epoch, metrics, hash)."""
-    return {str(e.get("file")): e for e in read_index(run.layout)}
+def lineage(run: RunInfo, entries: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Mapping[str, Any]]:
+    """The newest ``checkpoints.json`` entry of each checkpoint file (attempt, epoch, metrics, hash);
+    ``entries``: the index when the caller has read it already."""
+    return {str(e.get("file")): e for e in (read_index(run.layout) if entries is None else entries)}
 
 
 def _short(entry: Mapping[str, Any] | None) -> str:
@@ -221,9 +222,10 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
     if config:
         out += ["", "config", *(f"  {k} = {format_cell(v)}" for k, v in config.items())]
     ckpts = checkpoints(run)
-    models = [e for e in read_index(run.layout) if e.get("kind") == "model"]
+    entries = read_index(run.layout)
+    models = [e for e in entries if e.get("kind") == "model"]
     if ckpts or models:
-        index = lineage(run)
+        index = lineage(run, entries)
         out += ["", "checkpoints", *(f"  {path}  step {step}  {format_bytes(size)}" + _short(index.get(path))
                                      + (f"  attempt {index[path]['attempt']}" if index.get(path, {}).get("attempt")
                                         else "") for step, path, size in ckpts)]
