@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import FilterError
 
 __all__ = ["Filter", "parse_filter", "MISSING", "parse_length", "compare", "TIME_KEYS",
-           "LENGTH_KEYS"]
+           "LENGTH_KEYS", "KEY_ALIASES"]
 
 
 class _Missing:
@@ -41,6 +41,8 @@ class _Missing:
 
 MISSING: Any = _Missing()  # what a lookup returns for a key the run does not have
 
+# other names of a run's fields, for filters and lt ls columns alike (summary.json's names, the plural)
+KEY_ALIASES = {"tags": "tag", "last_step": "step", "wall_span_s": "wall_span", "training_time_s": "training_time"}
 TIME_KEYS = frozenset({"start", "end", "heartbeat"})  # values are epoch seconds; literals are dates
 # seconds; literals "2h"
 LENGTH_KEYS = frozenset({"age", "wall_span", "wall_span_s", "training_time", "training_time_s"})
@@ -291,8 +293,7 @@ class _Parser:
         if kind != "word":
             raise self.error(f"expected a key, got {value!r}", col)
         key = value[len("config."):] if value.startswith("config.") and len(value) > 7 else value
-        key = {"tags": "tag", "wall_span_s": "wall_span", "training_time_s": "training_time",
-               "last_step": "step"}.get(key, key)
+        key = KEY_ALIASES.get(key, key)
         token = self.peek()
         if token is None or token[0] != "op":
             return Cmp(key)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..vocabulary import COMPLETED, INTERRUPTED
-from .filters import MISSING
+from .filters import KEY_ALIASES, MISSING
 from .format import format_cell, format_duration, format_time
 from .runs import FIELD_NAMES, RunInfo, main_metric
 
@@ -40,8 +40,7 @@ def parse_columns(spec: str | None, runs: Sequence[RunInfo], metric: str | None)
         return base
     adding = spec.startswith("+")
     names = [c.strip() for c in spec.lstrip("+").split(",") if c.strip()]
-    names = [{"tags": "tag", "last_step": "step", "wall_span_s": "wall_span", "training_time_s": "training_time"}.get(
-        n, n) for n in names]
+    names = [KEY_ALIASES.get(n, n) for n in names]
     names = [n[len("config."):] if n.startswith("config.") else n for n in names]
     return base + [n for n in names if n not in base] if adding else names
 
