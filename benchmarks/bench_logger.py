@@ -11,6 +11,8 @@
 3. SIGKILL durability: share of steps logged more than 1 s before the kill that are on disk.
 4. finalize: from ``on_train_end`` to ``fit``'s return, each fit in a fresh process (``--only finalize``
    runs this alone and replaces its section of the results file).
+5. The default sinks' cost (``--only sinks``): the fresh-process fit of the default RunLogger beside
+   TensorBoardLogger and the opt-in SwanLab sink, in its own section of the results file.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def make_loggers(kind: str, root: Path):
     if kind == "RunLogger (sinks in-process)":  # the previous design: every sink on the writer thread
         return RunLogger("bench", "m", root=root, sink_process=False)
     if kind == "RunLogger (SwanLab offline)":  # no board database beside SwanLab's record
-        return RunLogger("bench", "m", root=root, swanlab_mode="offline")
+        return RunLogger("bench", "m", root=root, sinks=("tensorboard", "swanlab"), swanlab_mode="offline")
+    if kind == SWANLAB_LOCAL:  # the opt-in live SwanLab sink, with the board's files
+        return RunLogger("bench", "m", root=root, sinks=("tensorboard", "swanlab"))
     if kind == "RunLogger (TensorBoard only)":  # TensorBoardLogger's format alone, plus jsonl, console, system
         return RunLogger("bench", "m", root=root, sinks=("tensorboard",))
     if kind == "RunLogger (jsonl only)":
@@ -63,6 +67,7 @@ def make_loggers(kind: str, root: Path):
 
 
 NOOP = "no-op Logger (Lightning floor)"
+SWANLAB_LOCAL = "RunLogger + swanlab sink (local)"
 
 
 def _null_logger_class():
@@ -169,15 +174,16 @@ FRESH_KINDS = ["none", NOOP, "RunLogger", "RunLogger (SwanLab offline)", "RunLog
                "RunLogger (sinks in-process)", "TensorBoardLogger", "CSVLogger"]
 
 
-def bench_fit_fresh(steps: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+def bench_fit_fresh(steps: int, repeats: int, kinds: Sequence[str] = tuple(FRESH_KINDS)
+                    ) -> dict[str, tuple[float, float, float]]:
     """Best of ``repeats`` for each of fit wall, process wall and CPU (interleaved runs)."""
-    best = {k: (float("inf"),) * 3 for k in FRESH_KINDS}
+    best = {k: (float("inf"),) * 3 for k in kinds}
     for _ in range(repeats):
-        for kind in FRESH_KINDS:
+        for kind in kinds:
             got = fit_fresh(kind, steps)
             best[kind] = tuple(min(a, b) for a, b in zip(best[kind], got, strict=True))  # type: ignore[assignment]
     none = best["none"]
-    for kind in FRESH_KINDS:
+    for kind in kinds:
         fit, wall, cpu = best[kind]
         print(f"  {kind:30s} fit {fit:6.2f} s ({(fit / none[0] - 1) * 100:+.1f} %)  process {wall:6.2f} s "
               f"({(wall / none[1] - 1) * 100:+.1f} %)  CPU {cpu:6.2f} s (+{cpu - none[2]:.2f})", flush=True)
@@ -258,6 +264,33 @@ def finalize_lines(got: dict[tuple[str, int], list[float]], repeats: int) -> lis
         "Goal: RunLogger's finalize ≤ 0.1 s beyond the no-logger fit. `plots/metrics.png` (and its link in"
         " `report_draft.md`) is drawn on a background thread after `fit` returns (`RunLogger.wait()`, and the"
         " interpreter's exit, wait for it); every other file is complete at the return.",
+        "",
+    ]
+
+
+SINKS_KINDS = ["none", "TensorBoardLogger", "RunLogger", "RunLogger (TensorBoard only)", SWANLAB_LOCAL,
+               "RunLogger (SwanLab offline)"]
+SINKS_HEADING = "## The default sinks' cost (issue 21)"
+
+
+def sinks_lines(fresh: dict[str, tuple[float, float, float]], steps: int, repeats: int) -> list[str]:
+    none, tb_cpu = fresh["none"], fresh["TensorBoardLogger"][2] - fresh["none"][2]
+    default = fresh["RunLogger"]
+    return [
+        SINKS_HEADING,
+        "",
+        f"`python benchmarks/bench_logger.py --only sinks --steps {steps} --repeats {repeats}` — each fit in a fresh"
+        " process (best of the interleaved repeats); CPU of the training process and every process it started"
+        " (sink host, console relay).",
+        "",
+        f"| tiny-MLP fit, {steps} steps, fresh process | fit wall s | whole process wall s | vs none | CPU s |"
+        " extra CPU | vs TensorBoardLogger's extra CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {k} | {f:.2f} | {w:.2f} | {_pct(w, none[1])} | {c:.2f} | {c - none[2]:+.2f} s |"
+          f" {(c - none[2]) / max(tb_cpu, 1e-9):.2f}× |" for k, (f, w, c) in fresh.items()],
+        "",
+        f"Goal: the default RunLogger ≤ +5 % whole-process wall and ≤ 0.5× TensorBoardLogger's extra CPU →"
+        f" {_pct(default[1], none[1])} and {(default[2] - none[2]) / max(tb_cpu, 1e-9):.2f}×.",
         "",
     ]
 
@@ -366,7 +399,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "logger.md"))
     parser.add_argument("--finalize-steps", default="40,1000", help="fit lengths of the finalize row")
-    parser.add_argument("--only", choices=["finalize"], help="run one part and replace its section of --out")
+    parser.add_argument("--only", choices=["finalize", "sinks"], help="run one part and replace its section of --out")
     parser.add_argument("--fit-one", help=argparse.SUPPRESS)  # internal: one fresh-process fit, prints its time
     parser.add_argument("--finalize-one", help=argparse.SUPPRESS)  # internal: one fresh-process finalize time
     args = parser.parse_args()
@@ -378,6 +411,11 @@ def main() -> None:
         print(f"finalize: on_train_end -> fit return, fresh processes ({args.repeats} repeats):")
         write_section(Path(args.out), FINALIZE_HEADING,
                       finalize_lines(bench_finalize(finalize_steps, args.repeats), args.repeats))
+        return
+    if args.only == "sinks":
+        print(f"the default sinks' cost, fresh processes (best of {args.repeats}):")
+        write_section(Path(args.out), SINKS_HEADING,
+                      sinks_lines(bench_fit_fresh(args.steps, args.repeats, SINKS_KINDS), args.steps, args.repeats))
         return
     if args.fit_one:
         fit_once("none", 20)  # Lightning's own first-fit warm-up is not the logger's cost

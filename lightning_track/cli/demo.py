@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  lt ls {run_dir.parent}     # every run, one line each; lt report RUN ... -o report.html")
     print(f"  tensorboard --logdir {run_dir.parent}")
     print(f"  cat {RunLayout(run_dir).summary_json}")
+    print(f"  lt board {run_dir.parent}     # SwanLab's board on http://127.0.0.1:5092 (swanlab[dashboard])")
     swanlab_dir = RunLayout(run_dir).swanlab_dir
-    if (swanlab_dir / RunLayout.SWANLAB_BOARD_DB).exists():  # a local-mode SwanLab run: its own board
-        print(f"  swanlab watch {swanlab_dir}     # SwanLab's board on http://127.0.0.1:5092")
-    print(f"  swanlab sync {swanlab_dir}/run-*     # upload the SwanLab run later")
+    if swanlab_dir.is_dir():  # the opt-in swanlab sink wrote a SwanLab run
+        print(f"  swanlab sync {swanlab_dir}/run-*     # upload the SwanLab run later")
     return EXIT_OK
 
 

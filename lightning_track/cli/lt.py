@@ -8,6 +8,7 @@
     lt reproduce RUN [--into DIR] [--run [--anyway]]
     lt run | sync | migrate | demo ...     (= lt-run, lt-sync, lt-migrate, lt-demo)
     lt export RUN|ROOT ... --to mlflow://HOST:PORT [--experiment NAME] [--with-model] [--with-checkpoints]
+    lt board [RUN|ROOT ...] [--port P] [--host H] [--dir DIR] [--every N] [--once]
     lt run --pipeline FILE [--jobs N] [--from STEP] [--notify URL ...] [--status]
 
 Messages about single runs, files or lines go to stderr, one line each, and the other runs are still
@@ -24,8 +25,9 @@ from ._args import positive_int
 
 __all__ = ["main"]
 
-_TOOLS = {"run": "run", "sync": "sync", "migrate": "migrate", "demo": "demo", "export": "export"}
-_TOOL_HELP = {"export": "send runs to an MLflow tracker, only what is new (lt export --help)"}
+_TOOLS = {"run": "run", "sync": "sync", "migrate": "migrate", "demo": "demo", "export": "export", "board": "board"}
+_TOOL_HELP = {"export": "send runs to an MLflow tracker, only what is new (lt export --help)",
+              "board": "SwanLab's board on any runs, side by side, kept up to date (lt board --help)"}
 _USAGE = __doc__.split("\n\n")[1]
 
 

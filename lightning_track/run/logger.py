@@ -55,7 +55,8 @@ class RunLogger(Logger):
         root: the runs folder (default ``"runs"``).
         config: the run's config (dict, DictConfig, Namespace or dataclass) for ``config.yaml``.
         sinks: metric formats besides ``metrics.jsonl``: names of modules in
-            ``lightning_track.sinks`` or ``Sink`` instances.
+            ``lightning_track.sinks`` or ``Sink`` instances. ``"swanlab"`` is opt-in (its SDK beside training
+            costs more than the rest of the logger); ``lt board`` shows any run on SwanLab's board without it.
         resume: ``True`` continues the newest run of this dataset+method; a run name or path
             continues that one. Use with ``trainer.fit(..., ckpt_path="last")``. A resume whose
             training restarts before the run's last checkpoint is refused (nothing is written).
@@ -76,10 +77,9 @@ class RunLogger(Logger):
         system_interval: seconds between samples of GPU/CPU/memory into ``system.jsonl`` (one more at the start
             and at the end; TensorBoard and SwanLab under ``system/``), taken off the training thread; 0 switches
             it off. Another node's local rank 0 samples its own machine into ``system.node<k>.jsonl``.
-        swanlab_mode: how the ``"swanlab"`` sink writes its run: ``"local"`` also for SwanLab's own board
-            (``swanlab watch <run>/swanlab_logs``; needs ``pip install "swanlab[dashboard]"``), ``"offline"``
-            the record only; ``"auto"`` is local where the board is installed. Both upload with
-            ``swanlab sync``. See :mod:`lightning_track.sinks.swanlab`.
+        swanlab_mode: how the opt-in ``"swanlab"`` sink writes its run: ``"local"`` also for SwanLab's board
+            (``swanlab watch <run>/swanlab_logs``; needs ``pip install "swanlab[dashboard]"``), ``"offline"`` the
+            record only; ``"auto"``: local where the board is installed. Both upload with ``swanlab sync``.
         stall_factor, stall_floor: a running run whose step has not advanced for
             ``max(stall_factor x its recent time per step, stall_floor s)`` is ``stalled`` (``lt ls``, ``lt show``,
             ``lt sync --notify``); kept in ``summary.json``'s ``stall_rule`` so every reader judges alike.
@@ -91,7 +91,7 @@ class RunLogger(Logger):
         method: str,
         root: str | os.PathLike[str] = "runs",
         config: Any = None,
-        sinks: Iterable[str | Sink] = ("tensorboard", "swanlab"),
+        sinks: Iterable[str | Sink] = ("tensorboard",),
         resume: bool | str | os.PathLike[str] = False,
         metric_modes: Mapping[str, Mode | None] | None = None,
         flush_interval: float = 0.5,

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
-from support.readers import swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.readers import WITH_SWANLAB, swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
 from lightning_track.derived.plots import wait_for_plots
@@ -50,7 +50,7 @@ def fit(logger, max_steps: int = 30, callbacks=None, **trainer_kwargs) -> L.Trai
 def finished_run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("runs")
     config = {"training": {"lr": 0.01, "api_key": SECRET}, "hf_token": SECRET, "note": "demo"}
-    logger = RunLogger("arc/challenge", "lo ra", root=root, config=config)
+    logger = RunLogger("arc/challenge", "lo ra", root=root, config=config, sinks=WITH_SWANLAB)
     trainer = fit(logger, max_steps=30)
     return logger, trainer
 
@@ -206,9 +206,9 @@ def test_metric_mode_override(tmp_path: Path) -> None:
 
 
 def test_two_loggers_in_one_process_get_two_runs_and_two_swanlab_runs(tmp_path: Path) -> None:
-    first = RunLogger("d", "m", root=tmp_path)
+    first = RunLogger("d", "m", root=tmp_path, sinks=WITH_SWANLAB)
     fit(first, max_steps=5)
-    second = RunLogger("d", "m", root=tmp_path)
+    second = RunLogger("d", "m", root=tmp_path, sinks=WITH_SWANLAB)
     fit(second, max_steps=5)
     assert first.run_dir != second.run_dir
     for logger in (first, second):
@@ -224,7 +224,7 @@ def test_failed_fit_marks_run_failed_and_finishes_swanlab(tmp_path: Path) -> Non
             if trainer.global_step == 3:
                 raise RuntimeError("boom at step 3")
 
-    logger = RunLogger("d", "m", root=tmp_path)
+    logger = RunLogger("d", "m", root=tmp_path, sinks=WITH_SWANLAB)
     with pytest.raises(RuntimeError, match="boom at step 3"):
         fit(logger, max_steps=10, callbacks=[Boom()])
     summary = json.loads((logger.run_dir / "summary.json").read_text())
@@ -316,7 +316,7 @@ def test_runlogger_works_beside_the_users_own_swanlab_run(tmp_path: Path) -> Non
 
     run = swanlab.init(project="other", mode="offline", log_dir=str(tmp_path / "other"))
     try:
-        logger = RunLogger("d", "m", root=tmp_path / "runs", flush_interval=0.05)
+        logger = RunLogger("d", "m", root=tmp_path / "runs", flush_interval=0.05, sinks=WITH_SWANLAB)
         for step in range(3):
             logger.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
             run.log({"user/acc": 0.5 + step / 10}, step=step)
@@ -340,7 +340,8 @@ def test_in_process_sinks_refuse_to_touch_a_foreign_swanlab_run(tmp_path: Path) 
 
     run = swanlab.init(project="other", mode="offline", log_dir=str(tmp_path / "other"))
     try:
-        logger = RunLogger("d", "m", root=tmp_path / "runs", flush_interval=0.05, sink_process=False)
+        logger = RunLogger("d", "m", root=tmp_path / "runs", flush_interval=0.05, sink_process=False,
+                           sinks=WITH_SWANLAB)
         logger.log_metrics({"loss": 1.0}, step=0)
         with pytest.raises(WriterError, match="another SwanLab run is active in this process"):
             logger.flush()

@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import pytest
-from support.readers import swanlab_finish_state, swanlab_records, swanlab_runs, tensorboard_scalars
+from support.readers import WITH_SWANLAB, swanlab_finish_state, swanlab_records, swanlab_runs, tensorboard_scalars
 
 from lightning_track import RunLogger, read_metrics
 from lightning_track.derived.plots import wait_for_plots
@@ -82,7 +82,7 @@ def test_failed_fit_leaves_no_unknown_reason_in_swanlab(tmp_path: Path, capfd: p
             if trainer.global_step == 3:
                 raise RuntimeError("boom at step 3")
 
-    logger = RunLogger("d", "m", root=tmp_path)
+    logger = RunLogger("d", "m", root=tmp_path, sinks=WITH_SWANLAB)
     with pytest.raises(RuntimeError, match="boom at step 3"):
         fit(logger, callbacks=[Boom()])
     (swanlab_file,) = swanlab_runs(logger.run_dir / "swanlab_logs")
@@ -101,7 +101,7 @@ def test_completed_run_has_no_error(tmp_path: Path) -> None:
 # -- SwanLab: when each value was logged ------------------------------------------------------------
 @pytest.mark.parametrize("sink_process", [True, False])
 def test_swanlab_records_carry_the_time_they_were_logged(tmp_path: Path, sink_process: bool) -> None:
-    logger = RunLogger("d", "m", root=tmp_path, sink_process=sink_process)
+    logger = RunLogger("d", "m", root=tmp_path, sink_process=sink_process, sinks=WITH_SWANLAB)
     fit(logger, callbacks=[Slow()])
     logged: dict[tuple[int, str], list[float]] = {}  # a step can log a key twice (training, validation)
     for record in read_metrics(logger.run_dir / "metrics.jsonl"):

@@ -45,7 +45,7 @@ def main() -> None:
     root = Path(args.root)
     L.seed_everything(0, verbose=False)
     logger = RunLogger("ds", "m", root=root, resume=args.resume or args.resume_no_ckpt or bool(args.ckpt),
-                       config={"max_steps": args.max_steps})
+                       config={"max_steps": args.max_steps}, sinks=("tensorboard", "swanlab"))  # + the opt-in sink
     callbacks = [ModelCheckpoint(every_n_train_steps=5, save_last=True, save_top_k=-1),
                  HangAt(args.hang_at, root / "hanging.txt", args.sleep)]
     trainer = L.Trainer(

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import OmegaConf
-from support.readers import swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.readers import tensorboard_scalars
 
 import lightning_track
 from lightning_track import RunLayout, read_metrics
@@ -73,4 +73,3 @@ def test_lt_demo_records_the_learning_rate_everywhere(tmp_path: Path) -> None:
     steps = [r.step for r in read_metrics(run.metrics_jsonl) if "lr-AdamW" in r.metrics]
     assert steps == list(range(1, 31))
     assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["lr-AdamW"]] == steps
-    assert [s for s, _ in swanlab_scalars(swanlab_runs(run.swanlab_dir)[0])["lr-AdamW"]] == steps

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers.logger import DummyExperiment
 from PIL import Image
-from support.readers import swanlab_records, swanlab_runs
+from support.readers import WITH_SWANLAB, swanlab_records, swanlab_runs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_track import RunLayout, RunLogger, read_metrics
@@ -87,7 +87,7 @@ def swanlab_media(run: RunLayout) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def habits_run(tmp_path_factory: pytest.TempPathFactory) -> RunLayout:
     root = tmp_path_factory.mktemp("runs")
-    logger = RunLogger("media", "tb", root=root, system_interval=0)
+    logger = RunLogger("media", "tb", root=root, system_interval=0, sinks=WITH_SWANLAB)
     fit(logger)
     return RunLayout(logger.run_dir)
 

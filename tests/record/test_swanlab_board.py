@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 import pytest
 from PIL import Image
-from support.readers import swanlab_records, swanlab_runs, swanlab_scalars
+from support.readers import WITH_SWANLAB, swanlab_records, swanlab_runs, swanlab_scalars
 from support.trainers import make_trainer
 
 from lightning_track import RunLayout, RunLogger
@@ -85,8 +85,8 @@ def jsonl(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_swanlab_watch_shows_the_run_metrics_config_console_and_system(tmp_path: Path) -> None:
     logger = RunLogger("board data", "mlp", root=tmp_path / "runs", config={"model": {"lr": 0.01}, "seed": 3},
-                       system_interval=0.25)
-    assert logger.swanlab_mode == "auto"  # the default: the board's files where swanboard is installed
+                       system_interval=0.25, sinks=WITH_SWANLAB)
+    assert logger.swanlab_mode == "auto"  # the sink's default: the board's files where swanboard is installed
     trainer = make_trainer(tmp_path, max_steps=30, logger=logger, limit_val_batches=0, callbacks=[PrintAndPace()])
     trainer.fit(DemoModule(max_steps=30), datamodule=DemoDataModule(n_train=512, n_val=32))
     run = logger.layout
@@ -157,7 +157,8 @@ def test_an_unknown_swanlab_mode_is_refused_before_any_folder(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_offline_mode_writes_the_record_only(tmp_path: Path) -> None:
-    logger = RunLogger("d", "m", root=tmp_path / "runs", swanlab_mode="offline", system_interval=0)
+    logger = RunLogger("d", "m", root=tmp_path / "runs", swanlab_mode="offline", system_interval=0,
+                       sinks=WITH_SWANLAB)
     trainer = make_trainer(tmp_path, max_steps=5, logger=logger, limit_val_batches=0)
     trainer.fit(DemoModule(max_steps=5), datamodule=DemoDataModule(n_train=64, n_val=8))
     swanlab_logs = logger.layout.swanlab_dir
@@ -203,7 +204,7 @@ def test_the_board_is_live_and_its_stop_button_loses_nothing(tmp_path: Path) -> 
     (which in SwanLab's own local mode ends SwanLab's writer thread) neither stops training nor loses a value:
     the same board, not restarted, shows every step once the run ends, and the record keeps them all."""
     watch = WatchMidRun(tmp_path)
-    logger = RunLogger("board data", "live", root=tmp_path / "runs", system_interval=0)
+    logger = RunLogger("board data", "live", root=tmp_path / "runs", system_interval=0, sinks=WITH_SWANLAB)
     trainer = make_trainer(tmp_path, max_steps=30, logger=logger, limit_val_batches=0, callbacks=[watch])
     try:
         trainer.fit(DemoModule(max_steps=30), datamodule=DemoDataModule(n_train=512, n_val=32))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from support.readers import swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.readers import WITH_SWANLAB, swanlab_runs, swanlab_scalars, tensorboard_scalars
 
 from lightning_track import RunLayout, RunLogger
 from lightning_track.derived.plots import wait_for_plots
@@ -98,7 +98,7 @@ def test_summary_and_report_line_from_the_samples(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sink_process", [True, False])
 def test_a_fit_samples_into_system_jsonl_and_every_format(tmp_path: Path, sink_process: bool) -> None:
-    logger = RunLogger("d", "m", root=tmp_path, system_interval=0.2, sink_process=sink_process)
+    logger = RunLogger("d", "m", root=tmp_path, system_interval=0.2, sink_process=sink_process, sinks=WITH_SWANLAB)
     fit(logger)
     run = RunLayout(logger.run_dir)
     lines = samples(run.system_jsonl)

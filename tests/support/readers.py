@@ -14,6 +14,9 @@ def tensorboard_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float, 
     return {tag: [(e.step, e.value, e.wall_time) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+WITH_SWANLAB = ("tensorboard", "swanlab")  # RunLogger's sinks with the opt-in live SwanLab run
+
+
 def swanlab_runs(swanlab_logs: str | Path) -> list[Path]:
     return sorted(Path(swanlab_logs).glob("run-*/run-*.swanlab"))
 
