@@ -217,10 +217,16 @@ class _Feed:
         return exp
 
     def _drop(self, exp: Any) -> None:
-        from swanboard.db.models import Project
+        """The experiment out of the store as the board's own *delete* takes it out (its multi-run charts
+        left without a source go too; the project's count stays, so experiment numbers never repeat)."""
+        from swanboard.db import connect
+        from swanboard.db.models import Chart, Experiment, Tag
 
-        exp.delete_instance()
-        Project.decrease_sum()
+        names = [tag.name for tag in Tag.filter(Tag.experiment_id == exp.id)]
+        charts = Chart.filter(Chart.project_id == exp.project_id, Chart.name.in_(names))
+        with connect().atomic():
+            Experiment.delete().where(Experiment.id == exp.id).execute()
+            Chart.delete().where(Chart.id.in_([c.id for c in charts if c.sources.count() == 0])).execute()
         shutil.rmtree(self.folder, ignore_errors=True)
         self.writer = None
 
