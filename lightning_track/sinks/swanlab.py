@@ -7,6 +7,9 @@ Two SwanLab modes write a run to disk (``RunLogger(swanlab_mode=...)``, ``logger
   it, the board's files (a SQLite ``runs.swanlab`` in ``swanlab_logs/``, one JSON-lines file per metric,
   ``console/``). The record is the very one offline mode writes, so ``swanlab sync`` uploads it all the same.
 * ``"offline"``: the record only. Nothing for the board; no swanboard needed; less written per value.
+  ``swanlab_logs/runs.swanlab`` is then a one-row stand-in for the board's database (:func:`write_board_hint`):
+  ``swanlab watch <run>/swanlab_logs`` shows a project named after ``lt board <run>`` (which shows the run on
+  SwanLab's board, fed from the folder) instead of SwanLab's "Cannot use uninitialized Proxy." error.
 * ``"auto"`` (the default): ``"local"`` where swanboard (the version this SwanLab expects) is installed,
   else ``"offline"``. ``"local"`` without it is refused when the RunLogger is built.
 
@@ -34,6 +37,7 @@ import json
 import math
 import os
 import re
+import sqlite3
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,12 +45,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..folder.fileio import temp_path
+from ..folder.layout import RunLayout
 from ..folder.media import IMAGE, TEXT, MediaRecord
 from ..folder.records import MetricRecord
 from ..vocabulary import COMPLETED, FAILED, INTERRUPTED, parse_iso_time
 from .base import Sink, SinkContext
 
-__all__ = ["SwanLabSink", "SWANLAB_MODES", "board_missing", "check_swanlab_mode", "swanlab_project_name"]
+__all__ = ["SwanLabSink", "SWANLAB_MODES", "board_missing", "check_swanlab_mode", "swanlab_project_name",
+           "write_board_hint"]
 
 # SwanLab accepts only these characters in a project name.
 _PROJECT_UNSAFE = re.compile(r"[^0-9a-zA-Z_\-+.]+")
@@ -90,6 +97,42 @@ def check_swanlab_mode(mode: str) -> str:
 def swanlab_project_name(dataset: str) -> str:
     """SwanLab project for a dataset: its name reduced to the characters SwanLab accepts."""
     return _PROJECT_UNSAFE.sub("-", dataset).strip("-") or "lightning_track"
+
+
+# swanboard 0.1.10's project table, as its models create it: the board reads this row for its page title.
+_PROJECT_TABLE = ('CREATE TABLE IF NOT EXISTS "project" ("id" INTEGER NOT NULL PRIMARY KEY,'
+                  ' "name" VARCHAR(100) NOT NULL, "description" VARCHAR(255), "sum" INTEGER,'
+                  ' "charts" INTEGER NOT NULL, "pinned_opened" INTEGER NOT NULL, "hidden_opened" INTEGER NOT NULL,'
+                  ' "more" VARCHAR(255), "version" VARCHAR(30) NOT NULL, "create_time" VARCHAR(30) NOT NULL,'
+                  ' "update_time" VARCHAR(30) NOT NULL)')
+
+
+def write_board_hint(swanlab_dir: Path, run_dir: Path) -> None:
+    """A stand-in for the board's database in an offline-mode ``swanlab_logs/``: ``swanlab watch`` on it opens
+    an empty board whose project says ``lt board <run>``, where SwanLab would answer every request with
+    "Get list experiments failed: Cannot use uninitialized Proxy." (its board finds no database and never
+    binds its models). Written once, with the standard library (no swanboard needed); the board adds its
+    other tables when it opens it. Never over an existing database."""
+    from datetime import datetime, timezone
+
+    target = swanlab_dir / RunLayout.SWANLAB_BOARD_DB
+    if target.exists():
+        return
+    command = f"lt board {run_dir}"
+    name = command if len(command) <= 100 else "lt board <this run folder>"
+    description = (f"This SwanLab run was written in offline mode, without the board's files. {command} shows it"
+                   " on SwanLab's board, beside any other run.")[:255]
+    now = datetime.now(timezone.utc).isoformat()
+    temp = temp_path(target)
+    temp.unlink(missing_ok=True)
+    with sqlite3.connect(temp) as db:
+        db.execute(_PROJECT_TABLE)
+        db.execute('CREATE UNIQUE INDEX IF NOT EXISTS "project_name" ON "project" ("name")')
+        db.execute("INSERT INTO project (id, name, description, sum, charts, pinned_opened, hidden_opened, more,"
+                   " version, create_time, update_time) VALUES (1, ?, ?, 0, 0, 1, 0, '', '0.1.10b2', ?, ?)",
+                   (name, description, now, now))
+    db.close()
+    os.replace(temp, target)
 
 
 # Our final statuses -> SwanLab's finish states.
@@ -357,6 +400,12 @@ class SwanLabSink(Sink):
         self._log = _TimedLog(self._run)
         if mode == LOCAL:
             _lighten_board_writer(self._run)
+        else:
+            try:
+                write_board_hint(layout.swanlab_dir, layout.run_dir)
+            except (OSError, sqlite3.Error) as exc:  # only a hint: the run is whole without it
+                warnings.warn(f"{layout.swanlab_dir}: no board hint for swanlab watch ({exc})", RuntimeWarning,
+                              stacklevel=2)
         try:
             self._console = _ConsoleFeed(self._run, layout.logs_txt, from_end=bool(context.resume_count))
         except (ImportError, AttributeError) as exc:

@@ -156,7 +156,9 @@ def test_an_unknown_swanlab_mode_is_refused_before_any_folder(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_offline_mode_writes_the_record_only(tmp_path: Path) -> None:
+def test_offline_mode_writes_the_record_and_swanlab_watch_says_lt_board(tmp_path: Path) -> None:
+    """Offline: SwanLab's record, none of the board's files; ``swanlab watch`` on it, which SwanLab answers with
+    "Cannot use uninitialized Proxy.", opens an empty board whose project names ``lt board <run>``."""
     logger = RunLogger("d", "m", root=tmp_path / "runs", swanlab_mode="offline", system_interval=0,
                        sinks=WITH_SWANLAB)
     trainer = make_trainer(tmp_path, max_steps=5, logger=logger, limit_val_batches=0)
@@ -164,7 +166,16 @@ def test_offline_mode_writes_the_record_only(tmp_path: Path) -> None:
     swanlab_logs = logger.layout.swanlab_dir
     [record_file] = swanlab_runs(swanlab_logs)
     assert len(swanlab_scalars(record_file)["train/loss"]) == 5
-    assert not (swanlab_logs / "runs.swanlab").exists() and not (record_file.parent / "logs").exists()
+    assert not (record_file.parent / "logs").exists()
+    port = free_port()
+    board = start_board(swanlab_logs, port, tmp_path / "board.log")  # fails on the error SwanLab gave
+    try:
+        project = get(port, "/api/v1/project")
+    finally:
+        board.terminate()
+        board.wait(10)
+    assert project["name"] == f"lt board {logger.layout.run_dir}" and project["experiments"] == []
+    assert f"lt board {logger.layout.run_dir} shows it on SwanLab's board" in project["description"]
 
 
 AFTER_STOP = "lightning_track board test: printed after the board's stop"
