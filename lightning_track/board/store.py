@@ -22,6 +22,7 @@ import hashlib
 import math
 import re
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,9 @@ from ..folder.fileio import atomic_write_json, atomic_write_text, read_json
 from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord, read_metrics_since
 from ..query.discover import find_run_dirs
+from ..query.runs import judge_status
 from ..sinks.swanlab import board_missing
-from ..vocabulary import COMPLETED, RUNNING, cache_root, parse_iso_time
+from ..vocabulary import COMPLETED, RUNNING, STALLED, cache_root, parse_iso_time
 
 __all__ = ["BoardStore", "PassResult", "STATE", "board_status", "default_store", "experiment_folder"]
 
@@ -50,9 +52,9 @@ def default_store() -> Path:
 
 
 def board_status(status: str | None) -> int:
-    """swanboard's experiment status for our status word: running 0, completed 1, anything else -1
-    (failed, interrupted, crashed: the board's "stopped")."""
-    return {RUNNING: 0, COMPLETED: 1}.get(status or RUNNING, -1)
+    """swanboard's experiment status for our status word: running (or stalled) 0, completed 1, anything else
+    -1 (failed, interrupted, crashed: the board's "stopped")."""
+    return {RUNNING: 0, STALLED: 0, COMPLETED: 1}.get(status or RUNNING, -1)
 
 
 def experiment_folder(run_dir: Path) -> str:
@@ -185,6 +187,8 @@ class _Feed:
         self.layout = RunLayout(run_dir)
         self.folder = store / entry["folder"]
         self.writer: Any = None
+        self.summary: dict[str, Any] | None = None  # summary.json as last read
+        self.words: list[str] = []  # dataset and method, for the description
 
     def _experiment(self, result: PassResult) -> Any:
         from swanboard.db import ExistedError, NotExistedError
@@ -300,29 +304,33 @@ class _Feed:
         self.entry["logs"] = offset + end
 
     def _status(self) -> None:
+        """Status and description from summary.json, judged as ``lt ls`` judges it (a running run whose
+        heartbeat stopped is crashed), so a run killed without finishing does not stay "running"."""
         stamp = _stamp(self.layout.summary_json)
-        if stamp is None or stamp == self.entry.get("summary"):
-            return
-        try:
-            summary = read_json(self.layout.summary_json)
-        except (OSError, ValueError):
-            return
-        summary = summary if isinstance(summary, dict) else {}
-        status = str(summary.get("status") or RUNNING)
-        meta = {}
-        try:
-            meta = read_json(self.layout.meta_json) or {}
-        except (OSError, ValueError):
-            pass
+        if stamp != self.entry.get("summary") or self.summary is None:
+            try:
+                summary = read_json(self.layout.summary_json)
+            except (OSError, ValueError):
+                return  # not there yet
+            self.summary = summary if isinstance(summary, dict) else {}
+            try:
+                meta = read_json(self.layout.meta_json) or {}
+            except (OSError, ValueError):
+                meta = {}
+            self.words = [str(meta.get(k)) for k in ("dataset", "method") if isinstance(meta, dict) and meta.get(k)]
+            self.entry["summary"] = stamp
+        elif self.summary.get("status") != RUNNING:
+            return  # nothing new, and only a running run's verdict changes with time
+        status, _ = judge_status(self.summary, now=time.time())
+        description = " · ".join([*self.words, status, str(self.run_dir)])[:_DESCRIPTION_MAX]
         exp = self.writer.exp
-        words = [str(meta.get(k)) for k in ("dataset", "method") if meta.get(k)] + [status, str(self.run_dir)]
-        exp.description = " · ".join(words)[:_DESCRIPTION_MAX]
-        wanted = board_status(status)
-        if exp.status != wanted:
-            exp.update_status(wanted)  # also saves the description
+        if (exp.status, exp.description) == (board_status(status), description):
+            return
+        exp.description = description
+        if exp.status != board_status(status):
+            exp.update_status(board_status(status))  # also saves the description
         else:
             exp.save()
-        self.entry["summary"] = stamp
 
 
 class BoardStore:

@@ -1,6 +1,7 @@
 """``lt board``'s store, read back with swanboard's own models and tag reader (what its API serves): a pass adds
-only new whole lines, a status change reaches the board, a torn last line waits, a metrics.jsonl a resume made
-shorter is shown as it now is, a new process goes on where the last stopped, and one store has one feeder."""
+only new whole lines, a status change reaches the board (a killed run's too), a torn last line waits, a
+metrics.jsonl a resume made shorter is shown as it now is, a new process goes on where the last stopped, and one
+store has one feeder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.query import edit_summary
 
 from lightning_track import RunLogger
 from lightning_track.board import BoardStore, board_status, experiment_folder
@@ -76,12 +78,15 @@ def test_torn_lines_wait_and_a_shorter_file_rebuilds_the_run(tmp_path: Path) -> 
     logger.finalize("success")
     run = tmp_path / "runs" / logger.run_dir.name  # a copy we may change, as a mirror or a resume changes it
     shutil.copytree(logger.run_dir, run)
+    # as a SIGKILL leaves it: "running", its heartbeat long ago
+    edit_summary(run, status="running", heartbeat="2020-01-01T00:00:00+00:00", attempts=[])
     metrics = run / "metrics.jsonl"
     lines = metrics.read_text().splitlines(keepends=True)
     metrics.write_text("".join(lines) + '{"step": 6, "time": 1.0, "metr')  # a line still being written
     with BoardStore(tmp_path / "store") as store:
         assert store.update([run]).values == 6
         assert board_points(store.folder, run, "loss") == [(s, float(s)) for s in range(6)]
+        assert status_of(run) == -1  # crashed, as lt ls judges it: the board's "stopped", not "running"
         with open(metrics, "a") as handle:
             handle.write('ics": {"loss": 6.0}}\n')
         assert store.update([run]).values == 1
