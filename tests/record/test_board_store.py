@@ -114,3 +114,23 @@ def test_board_status_maps_our_words() -> None:
     assert experiment_folder(Path("/a/runs", name)) != experiment_folder(Path("/b/runs", name))
     assert experiment_folder(Path("/a/runs", name)) == experiment_folder(Path("/a/runs", name))
     assert experiment_folder(Path("/a/runs", name)).startswith(name + "-")
+
+
+def test_lt_board_on_a_busy_port_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from lightning_track.cli.board import main
+
+    logger = make_logger(tmp_path / "runs")
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.finalize("success")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main([str(tmp_path / "runs"), "--dir", str(tmp_path / "store"), "--port", str(port)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (f"lt board: --port {port}: cannot listen on 127.0.0.1:{port} (Address already in use);"
+                                 " give another --port")
+    assert main([str(tmp_path / "nothing"), "--dir", str(tmp_path / "store")]) == 1  # no run: one line, exit 1
+    assert "no such folder" in capsys.readouterr().err
