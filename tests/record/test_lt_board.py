@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import pytest
 from support.processes import script_env
+from support.system import require, which
 from support.trainers import make_trainer
 
 from lightning_track import RunLogger
@@ -34,7 +35,7 @@ from lightning_track.training.demo import DemoDataModule, DemoModule
 
 class Pace(L.Callback):
     def on_train_batch_end(self, trainer, *args):
-        time.sleep(0.15)
+        time.sleep(0.1)
 
 logger = RunLogger("live data", "mlp", root=sys.argv[1], config={"lr": 0.05})
 trainer = L.Trainer(max_steps=60, logger=logger, callbacks=[Pace()], enable_progress_bar=False,
@@ -138,6 +139,15 @@ def test_lt_board_shows_runs_made_without_the_board_side_by_side_and_live(tmp_pa
             assert set(expected) <= charts(port, experiment["id"])
             for key, points in expected.items():
                 assert shown(port, experiment["id"], key) == points, key
+
+        # The board's own page (its JavaScript, in headless Chromium) lists both runs.
+        require("chromium")  # skipped by name where it is missing (a failure under CI, which installs it)
+        page = subprocess.run([which("chromium|chromium-browser"), "--headless", "--no-sandbox", "--disable-gpu",
+                               "--disable-background-networking", "--no-first-run",
+                               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000",
+                               "--window-size=1280,2000", "--dump-dom", f"http://127.0.0.1:{port}/"],
+                              capture_output=True, text=True, timeout=120)
+        assert all(name in page.stdout for name in by_name), page.stderr[-2000:]
 
         # A run that trains while the board runs: it shows as running, then its lines arrive, then finished.
         train = subprocess.Popen([sys.executable, "-c", TRAIN, str(runs)], env=env, stdout=subprocess.DEVNULL,
