@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from ..errors import ConfigError
 from ..query.format import printable
 from ..vocabulary import EXIT_FAILURE, EXIT_OK
 from ._errors import reports
@@ -51,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..board import BoardStore, default_store, serve
 
     specs = args.runs or ["runs"]
+    folder = Path(args.dir or default_store()).expanduser().resolve()
+    for spec in specs:  # the store is written; the runs never are
+        root = Path(spec).resolve()
+        if folder == root or root in folder.parents or folder in root.parents:
+            raise ConfigError(f"--dir {args.dir or folder}: the board's store would be in or over {spec}, which"
+                              " lt board only reads; give --dir a folder outside it")
     seen: set[str] = set()
 
     def report(result) -> None:  # noqa: ANN001 - a PassResult
@@ -59,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seen.add(problem)
                 _warn(problem)
 
-    with BoardStore(args.dir or default_store()) as store:
+    with BoardStore(folder) as store:
         first = store.update(specs)
         report(first)
         if not first.runs:

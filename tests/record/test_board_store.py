@@ -134,3 +134,8 @@ def test_lt_board_on_a_busy_port_is_one_line_and_exit_2(tmp_path: Path, capsys: 
                                  " give another --port")
     assert main([str(tmp_path / "nothing"), "--dir", str(tmp_path / "store")]) == 1  # no run: one line, exit 1
     assert "no such folder" in capsys.readouterr().err
+    inside = tmp_path / "runs" / "board"
+    assert main([str(tmp_path / "runs"), "--dir", str(inside), "--once"]) == 2 and not inside.exists()
+    assert capsys.readouterr().err.strip() == (f"lt board: --dir {inside}: the board's store would be in or over"
+                                               f" {tmp_path / 'runs'}, which lt board only reads; give --dir a"
+                                               " folder outside it")
