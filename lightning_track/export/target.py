@@ -28,9 +28,9 @@ class Target:
 
     tracker: str  # "mlflow" or "wandb"
     uri: str
-    dir: str | None = None  # wandb: the folder the offline runs go under (None: each run's own folder)
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    dir: str | None = None  # wandb: the folder the offline runs go under (None: each run's own folder)
 
     def scrub(self, text: str) -> str:
         """``text`` (a foreign library's message) with the credentials taken out."""
