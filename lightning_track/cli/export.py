@@ -24,9 +24,10 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     from ..export.target import SUPPORTED
 
-    parser = argparse.ArgumentParser(prog="lt export", description="Send runs to an MLflow tracker (or write offline W&B runs): every metric "
-                                     "with its step and time, params, tags, status and files. Again: only what "
-                                     "is new (the run's export.json says what was sent).")
+    parser = argparse.ArgumentParser(prog="lt export", description="Send runs to an MLflow tracker, or write them "
+                                     "as offline W&B runs: every metric with its step and time, params, tags, "
+                                     "status and files. Again: only what is new (the run's export.json says what "
+                                     "was sent).")
     parser.add_argument("runs", nargs="+", metavar="RUN|ROOT", help="run folders, names, or folders of runs")
     parser.add_argument("--to", metavar="URI", help=f"one of {', '.join(SUPPORTED)} (default: the variable)")
     parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment or W&B project (default: the "

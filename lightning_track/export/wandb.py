@@ -9,7 +9,7 @@ status, reason and attempts as ``lt/...``; our tags and notes; ``logs.txt`` as W
 project (``--experiment`` to choose), the method as the group.
 
 W&B's history only goes forward: a row's ``_step`` must be larger than the last one. Each export writes
-one offline *segment* (``wandb/offline-run-*-<id>``, the same run id every time; ``wandb sync`` uploads
+one offline *segment* (``wandb/offline-run-<time>-<id>[-partN]``, the same run id every time; ``wandb sync`` uploads
 a run's segments in order, as it does for a resumed run) holding only what is new, its records sorted
 by step and merged into one row per step. Exactly once:
 
@@ -48,10 +48,9 @@ from .record import SentFile
 from .target import Target
 
 __all__ = ["WandbExporter", "HistoryRow", "history_rows", "held_back", "exit_code", "run_summary", "run_config",
-           "new_run_id", "wandb_settings", "offline_env", "console_feed", "SEGMENT_GLOB"]
+           "new_run_id", "wandb_settings", "offline_env", "console_feed"]
 
 EXIT_CODES = {COMPLETED: 0, RUNNING: 0, FAILED: 1, INTERRUPTED: 130, CRASHED: 137}  # 128 + SIGINT / SIGKILL
-SEGMENT_GLOB = "offline-run-*-{id}"  # under <dir>/wandb/: W&B's own name for an offline run's folder
 _ENV = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
         "WANDB_DISABLE_CODE": "true", "WANDB_CONSOLE": "wrap_raw"}
 
@@ -363,10 +362,12 @@ class WandbExporter:
         wandb = self.wandb
         base.mkdir(parents=True, exist_ok=True)
         first = not entry["segments"]
+        settings = wandb_settings(run.meta, run.host)
+        if not first:  # W&B names the folder by the second: two segments in one second would share it
+            settings.x_sync_dir_suffix = f"part{len(entry['segments']) + 1}"
         wb_run = wandb.init(dir=str(base), project=project, id=entry["run_id"], name=run.name,
                             group=run.method or None, job_type="train", tags=tags, notes=notes or None,
-                            config=config, resume=None if first else "allow",
-                            settings=wandb_settings(run.meta, run.host))
+                            config=config, resume=None if first else "allow", settings=settings)
         try:
             segment = Path(wb_run.settings.sync_dir).name
             entry["pending"] = segment
