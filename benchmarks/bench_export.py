@@ -10,6 +10,12 @@
 
 The two are timed in the same process against the same server, ``--repeats`` times, each going first in
 turn.
+
+    python benchmarks/bench_export.py --wandb [--steps 10000] [--out benchmarks/results/export_wandb.md]
+
+W&B (offline, no server): ``lt export --to wandb`` of the same run folder beside W&B's own fastest path,
+``wandb.init(mode="offline")`` + one ``wandb.log`` per step of the same values + ``finish``, in the same
+process (W&B's service started once before both), and again with nothing new.
 """
 
 from __future__ import annotations
@@ -97,8 +103,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--metrics", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", default=str(HERE / "results" / "export.md"))
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--wandb", action="store_true", help="W&B offline instead of MLflow")
     args = parser.parse_args()
+    if args.wandb:
+        return wandb_main(args)
+    args.out = args.out or str(HERE / "results" / "export.md")
     from mlflow.tracking import MlflowClient
 
     from lightning_track.export import export_run, open_exporter
@@ -145,6 +155,65 @@ def main() -> None:
             f"| `lt export` again, nothing new | {nothing:.3f} s | goal <= 0.5 s |\n\n"
             f"Each repeat's ratio (lt export / anchor): {ratios}.\n")
     Path(args.out).write_text(text)
+    print(text)
+
+
+def wandb_anchor(work: Path, records: list[tuple[int, float, dict[str, float]]]) -> float:
+    import wandb
+
+    started = time.perf_counter()
+    run = wandb.init(mode="offline", dir=str(work), project="anchor", config={"model": {"lr": 0.001}},
+                     settings=wandb.Settings(silent=True, x_disable_stats=True, x_disable_meta=True,
+                                             x_save_requirements=False, disable_git=True, console="off"))
+    for step, _, values in records:
+        run.log(values, step=step)
+    run.finish()
+    return time.perf_counter() - started
+
+
+def wandb_main(args: argparse.Namespace) -> None:
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    from lightning_track.export import export_run, open_exporter, wandb_target
+
+    work = Path(tempfile.mkdtemp(prefix="bench-export-wandb-"))
+    try:
+        wandb_anchor(work / "warm", [(s, 0.0, {"warm": 1.0}) for s in range(100)])  # W&B's service started
+        rows = []
+        for repeat in range(args.repeats):
+            run, records = make_run(work / f"runs{repeat}", args.steps, args.metrics)
+            (run / "logs.txt").write_text("".join(f"line {i}\n" for i in range(1000)))
+            if repeat % 2 == 0:
+                base = wandb_anchor(work / f"anchor{repeat}", records)
+            with open_exporter(wandb_target(work / f"out{repeat}")) as exporter:
+                started = time.perf_counter()
+                first = export_run(run, exporter=exporter)
+                ours = time.perf_counter() - started
+                started = time.perf_counter()
+                again = export_run(run, exporter=exporter)
+                nothing = time.perf_counter() - started
+            if repeat % 2 == 1:
+                base = wandb_anchor(work / f"anchor{repeat}", records)
+            assert first.values == args.steps * args.metrics and again.nothing_new
+            rows.append((base, ours, nothing))
+            print(f"repeat {repeat + 1}: wandb.log loop {base:.2f} s, lt export --to wandb {ours:.2f} s "
+                  f"({ours / base:.2f}x), again with nothing new {nothing:.3f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base, ours, nothing = (min(column) for column in zip(*rows, strict=True))
+    ratios = ", ".join(f"{o / b:.2f}x" for b, o, _ in rows)
+    import wandb
+
+    text = (f"# lt export into W&B offline runs ({date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {sys.version.split()[0]}, wandb {wandb.__version__})\n\n"
+            f"A run of {args.steps:,} steps x {args.metrics} metrics ({args.steps * args.metrics:,} values), "
+            f"best of {args.repeats}:\n\n"
+            "| what | time | ratio |\n| --- | --- | --- |\n"
+            f"| `wandb.init(mode=\"offline\")` + `wandb.log` per step + `finish` (anchor) | {base:.2f} s | 1.00x |\n"
+            f"| `lt export --to wandb` (history, config, summary, tags, notes, 1,000 console lines, exit code; "
+            f"the record) | {ours:.2f} s | {ours / base:.2f}x |\n"
+            f"| `lt export --to wandb` again, nothing new | {nothing:.3f} s | |\n\n"
+            f"Each repeat's ratio (lt export / anchor): {ratios}.\n")
+    Path(args.out or HERE / "results" / "export_wandb.md").write_text(text)
     print(text)
 
 

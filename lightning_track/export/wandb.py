@@ -43,14 +43,14 @@ from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord, read_metrics_since
 from ..query.runs import RunInfo
 from ..redaction import redact
-from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, iso_time
+from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, STALLED, iso_time
 from .record import SentFile
 from .target import Target
 
 __all__ = ["WandbExporter", "HistoryRow", "history_rows", "held_back", "exit_code", "run_summary", "run_config",
            "new_run_id", "wandb_settings", "offline_env", "console_feed"]
 
-EXIT_CODES = {COMPLETED: 0, RUNNING: 0, FAILED: 1, INTERRUPTED: 130, CRASHED: 137}  # 128 + SIGINT / SIGKILL
+EXIT_CODES = {COMPLETED: 0, RUNNING: 0, STALLED: 0, FAILED: 1, INTERRUPTED: 130, CRASHED: 137}  # 128 + SIGINT/KILL
 _ENV = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
         "WANDB_DISABLE_CODE": "true", "WANDB_CONSOLE": "wrap_raw"}
 
@@ -240,7 +240,7 @@ class WandbExporter:
     def _export(self, run: RunInfo, entry: dict[str, Any], save: Callable[[], None], experiment: str | None,
                 result: Any) -> None:
         layout, base = run.layout, self.base_dir(run)
-        wandb_dir = base / "wandb"
+        wandb_dir = base / RunLayout.WANDB  # W&B's own folder under the dir it is given
         self._drop_pending(entry, wandb_dir)
         sent = entry.setdefault("sent", {})
         metrics = SentFile(layout.metrics_jsonl, sent.get(RunLayout.METRICS_JSONL))
@@ -250,7 +250,7 @@ class WandbExporter:
         last = entry.get("last_step")
         if run_id:
             if metrics.rewritten or logs.rewritten:
-                why_new = (f"a resume rewrote {'metrics.jsonl' if metrics.rewritten else 'logs.txt'} (records "
+                why_new = (f"a resume rewrote {metrics.path.name if metrics.rewritten else logs.path.name} (records "
                            f"moved aside) and a W&B history cannot take rows back")
             elif last is not None and records and min(r.step for r in records) <= last:
                 late = min(r.step for r in records)
@@ -266,14 +266,17 @@ class WandbExporter:
             sent = entry.setdefault("sent", {})
             metrics, logs = SentFile(layout.metrics_jsonl, None), SentFile(layout.logs_txt, None)
             records, ends = self._read(metrics, result)
-        running = run.status == RUNNING
+        running = run.status in (RUNNING, STALLED)
         cut = held_back(records, running)
         to_send = records[:cut]
         console = self._console(logs)
-        project = experiment or entry.get("project") or run.dataset
+        project = entry.get("project") or experiment or run.dataset  # a W&B run stays in its project
+        if experiment and experiment != project:
+            result.notes.append(f"--experiment {experiment!r} ignored: the W&B run {entry['run_id']} is in "
+                                f"project {project!r} (wandb sync --project chooses where it is uploaded)")
         config, tags, notes, summary = run_config(run), sorted(run.tags), run.notes, run_summary(run)
         state = {"config": _digest(config), "tags": tags, "notes": _digest(notes), "summary": _digest(summary),
-                 "exit_code": exit_code(run.status), "project": project}
+                 "exit_code": exit_code(run.status)}
         result.run_id = entry["run_id"]
         if not to_send and not console[0] and state == entry.get("state"):
             return  # nothing new: no segment
@@ -293,7 +296,7 @@ class WandbExporter:
         entry.update({"project": project, "state": state, "exported_at": iso_time()})
         result.values += sum(len(row.values) for row in rows)
         result.files += 1  # the segment
-        result.link = str(base / "wandb" / segment)
+        result.link = str(base / RunLayout.WANDB / segment)
         if entry.get("status") != state["exit_code"]:
             entry["status"] = state["exit_code"]
             result.status = f"exit code {state['exit_code']}"

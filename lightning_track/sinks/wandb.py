@@ -30,6 +30,7 @@ from ..export.wandb import (
     run_config,
     wandb_settings,
 )
+from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord, read_metrics_since
 from ..query.runs import read_run
 from ..redaction import redact
@@ -174,7 +175,7 @@ class WandbSink(Sink):
         """Leave the run to lt export: this sink's W&B run is removed, so it is never uploaded beside the
         one the export writes (the folder holds everything it held)."""
         if self.context is not None and self.segment:
-            shutil.rmtree(self.context.layout.run_dir / "wandb" / self.segment, ignore_errors=True)
+            shutil.rmtree(self.context.layout.run_dir / RunLayout.WANDB / self.segment, ignore_errors=True)
 
     def _record(self, logs: SentFile) -> bool:
         """The run in the export record, with metrics.jsonl sent up to the records this sink took."""
