@@ -264,8 +264,9 @@ class WandbExporter:
             entry.update(old)
             entry.update({"tracker": "wandb", "run_id": new_run_id(), "dir": str(base), "segments": []})
             sent = entry.setdefault("sent", {})
-            metrics, logs = SentFile(layout.metrics_jsonl, None), SentFile(layout.logs_txt, None)
-            records, ends = self._read(metrics, result)
+            if metrics.bytes or logs.bytes or metrics.rewritten or logs.rewritten:  # from the start again
+                metrics, logs = SentFile(layout.metrics_jsonl, None), SentFile(layout.logs_txt, None)
+                records, ends = self._read(metrics, result)
         running = run.status in (RUNNING, STALLED)
         cut = held_back(records, running)
         to_send = records[:cut]
