@@ -9,6 +9,7 @@ import math
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import yaml
 
 from lightning_track import HealthGuard, RunLogger
 from lightning_track.cli.lt import main as lt_main
+from lightning_track.folder.fileio import keep_jsonl_before
 from lightning_track.folder.records import read_metrics
 from lightning_track.query.runs import read_run as read_folder
 
@@ -159,6 +161,44 @@ def test_new_records_are_a_second_segment_and_a_late_record_writes_the_run_again
     wb = read_run(segments(run / "wandb", third["run_id"]))
     assert wb.segments == 1 and {"_step": 3, "late/x": 0.5}.items() <= wb.history[2].items()
     assert_history_is_the_folder(wb.history, run)
+
+    keep_jsonl_before(metrics, 15, moved_to=run / "metrics.dropped-at-attempt-2.jsonl")  # a resume from step 14
+    assert lt_main(["export", str(run), "--to", "wandb"]) == 0
+    assert "a resume rewrote metrics.jsonl (records moved aside)" in capsys.readouterr().err
+    fourth = entry(run, "wandb")
+    assert fourth["run_id"] != third["run_id"] and [r["old_run_id"] for r in fourth["recreated"]] == [
+        first["run_id"], third["run_id"]]
+    wb = read_run(segments(run / "wandb", fourth["run_id"]))
+    assert [row["_step"] for row in wb.history] == list(range(1, 15))  # nothing the folder no longer has
+    assert_history_is_the_folder(wb.history, run)
+
+
+def test_an_interrupted_export_leaves_a_pending_segment_that_the_next_one_replaces(copies, monkeypatch) -> None:
+    import wandb.sdk.wandb_run as wandb_run
+    from support.wandb_log import read_run
+
+    run = copies["done"]
+    real_log, calls = wandb_run.Run.log, []
+
+    def interrupted(self, data, *args, **kwargs):  # Ctrl+C after W&B took 5 rows
+        calls.append(data)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+        return real_log(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(wandb_run.Run, "log", interrupted)
+    assert lt_main(["export", str(run), "--to", "wandb"]) == 130
+    half = entry(run, "wandb")
+    assert half["segments"] == [] and (run / "wandb" / half["pending"]).is_dir()
+    monkeypatch.setattr(wandb_run.Run, "log", real_log)
+    time.sleep(1.1)  # W&B names a folder by the second: the next segment's folder must not be the same one
+    assert lt_main(["export", str(run), "--to", "wandb"]) == 0
+    done = entry(run, "wandb")
+    assert "pending" not in done and done["run_id"] == half["run_id"]
+    assert segments(run / "wandb", done["run_id"]) == [run / "wandb" / done["segments"][0]]  # the half one gone
+    wb = read_run(segments(run / "wandb", done["run_id"]))
+    assert wb.segments == 1 and wb.exit_codes == [0]
+    assert_run_is_the_folder(wb, run, project="arc")
 
 
 def test_the_wandb_sink_writes_the_run_live_and_lt_export_adds_only_what_came_after(tmp_path: Path, capsys) -> None:
