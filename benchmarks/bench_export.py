@@ -16,6 +16,11 @@ turn.
 W&B (offline, no server): ``lt export --to wandb`` of the same run folder beside W&B's own fastest path,
 ``wandb.init(mode="offline")`` + one ``wandb.log`` per step of the same values + ``finish``, in the same
 process (W&B's service started once before both), and again with nothing new.
+
+    python benchmarks/bench_export.py --wandb-sink [--steps 2000] [--repeats 3]
+
+The live ``"wandb"`` sink: a tiny-MLP fit of N steps (logging every step), each in a fresh process, with
+``sinks=("tensorboard",)`` and with ``("tensorboard", "wandb")``, interleaved; whole-process wall time.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,9 +111,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=None)
     parser.add_argument("--wandb", action="store_true", help="W&B offline instead of MLflow")
+    parser.add_argument("--wandb-sink", action="store_true", help="the live wandb sink's cost in a fit")
     args = parser.parse_args()
     if args.wandb:
         return wandb_main(args)
+    if args.wandb_sink:
+        return wandb_sink_main(args)
     args.out = args.out or str(HERE / "results" / "export.md")
     from mlflow.tracking import MlflowClient
 
@@ -214,6 +223,46 @@ def wandb_main(args: argparse.Namespace) -> None:
             f"| `lt export --to wandb` again, nothing new | {nothing:.3f} s | |\n\n"
             f"Each repeat's ratio (lt export / anchor): {ratios}.\n")
     Path(args.out or HERE / "results" / "export_wandb.md").write_text(text)
+    print(text)
+
+
+_FIT = """
+import sys, lightning as L
+from lightning_track import RunLogger
+from lightning_track.training.demo import DemoDataModule, DemoModule
+steps, root, sinks = int(sys.argv[1]), sys.argv[2], tuple(sys.argv[3].split(","))
+L.seed_everything(0, verbose=False)
+trainer = L.Trainer(max_steps=steps, logger=RunLogger("bench", "sink", root=root, sinks=sinks), log_every_n_steps=1,
+                    enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", limit_val_batches=0,
+                    num_sanity_val_steps=0, enable_checkpointing=False)
+trainer.fit(DemoModule(max_steps=steps), datamodule=DemoDataModule())
+"""
+
+
+def wandb_sink_main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-wandb-sink-"))
+    configs = {"tensorboard": "tensorboard", "tensorboard + wandb": "tensorboard,wandb"}
+    walls: dict[str, list[float]] = {name: [] for name in configs}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    try:
+        for repeat in range(args.repeats):
+            order = list(configs) if repeat % 2 == 0 else list(reversed(configs))
+            for name in order:
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-c", _FIT, str(args.steps), str(work / f"{repeat}"), configs[name]],
+                               check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                walls[name].append(time.perf_counter() - started)
+                print(f"repeat {repeat + 1}: {name} {walls[name][-1]:.2f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = min(walls["tensorboard"])
+    lines = [f"| `sinks=({', '.join(repr(s) for s in configs[name].split(','))})` | {min(w):.2f} s | "
+             f"{statistics.median(w):.2f} s | {min(w) / base:.2f}x |" for name, w in walls.items()]
+    text = (f"# The live wandb sink ({date.today()}, {platform.machine()}, {os.cpu_count()} CPUs)\n\n"
+            f"Tiny-MLP fit of {args.steps:,} steps, logging every step, fresh process each, {args.repeats} "
+            "interleaved repeats (whole-process wall):\n\n| sinks | best | median | best vs tensorboard |\n"
+            "| --- | --- | --- | --- |\n" + "\n".join(lines) + "\n")
+    Path(args.out or HERE / "results" / "wandb_sink.md").write_text(text)
     print(text)
 
 
