@@ -25,7 +25,7 @@ import atexit
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
@@ -36,7 +36,7 @@ from ..folder.layout import RunLayout
 from ..vocabulary import cache_root
 
 __all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config", "last_look",
-           "RACY_S", "VERSION"]
+           "known_runs", "write_through", "RACY_S", "VERSION"]
 
 VERSION = 1
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
@@ -107,6 +107,7 @@ class Catalog:
         self._parents: dict[str, str] = {}
         self._stats: dict[str, tuple[str, os.stat_result]] = {}  # folder as found -> (absolute, stat)
         self._put: list[tuple[str, str, str, str, bytes]] = []
+        self._gone: list[str] = []  # entries to drop that no look covered (write_through)
         self._seen: set[str] = set()
         self._broken = False
         self._read = 0
@@ -158,9 +159,13 @@ class Catalog:
         found = self._stats.get(str(path))
         return None if found is None else found[1]
 
-    def run(self, path: Path, source: str, names: set[str], read: Callable[[], Any], build: Callable[..., Any]) -> Any:
+    def run(self, path: Path, source: str, names: set[str], read: Callable[[], Any], build: Callable[..., Any], *,
+            keep_recent: bool = False) -> Any:
         """The run at ``path``: built from the catalog when its folder and files are as they were when
-        kept, else ``read()`` (a plain read) and kept for next time."""
+        kept, else ``read()`` (a plain read) and kept for next time.
+
+        ``keep_recent``: keep it even when written a moment ago, for the folder's only writer, which has
+        finished writing it (see :func:`write_through`)."""
         key, stat = self._stats.get(str(path)) or (self._key(path), None)
         self._seen.add(key)
         if stat is None:
@@ -196,7 +201,7 @@ class Catalog:
         info = read()
         self._read += 1
         info._config_sink = self._config_sink(key)
-        if settled:
+        if settled or keep_recent:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "p": info.problems})
             if record is not None:
                 self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record))
@@ -226,7 +231,7 @@ class Catalog:
         if self._broken:
             self.close()
             return
-        gone = [p for p in self._known if p not in self._seen]
+        gone = [p for p in self._known if p not in self._seen] + self._gone
         try:
             if self._put or gone:
                 with self.conn:
@@ -242,6 +247,10 @@ class Catalog:
         except sqlite3.Error as exc:
             self._damaged(exc)
         self.close()
+
+    def forget(self, paths: list[str]) -> None:
+        """Drop these runs' entries at :meth:`save` (absolute paths)."""
+        self._gone.extend(paths)
 
     def close(self) -> None:
         try:
@@ -304,6 +313,55 @@ def open_catalog(problems: list[str]) -> Catalog | None:
     except OSError as exc:
         problems.append(f"{path.parent}: catalog not usable ({_one_line(exc)}); runs read from their files")
     return None
+
+
+def known_runs(root: str | Path) -> set[str] | None:
+    """The run folders the catalog holds under ``root`` (absolute paths), None when it cannot say."""
+    problems: list[str] = []
+    book = open_catalog(problems)
+    if book is None:
+        return None
+    try:
+        book.load_root(root)
+        return None if book._broken else set(book._known)
+    finally:
+        book.close()
+
+
+def write_through(runs: Iterable[str | Path], gone: Iterable[str | Path] = ()) -> list[str]:
+    """Read ``runs`` (run folders) now and keep their entries, and drop ``gone``'s; returns the catalog's
+    problems, one line each (never raises for them).
+
+    For the one writer of a folder, ``lt sync`` into its mirror: it knows which runs it changed and has
+    finished writing them, so an entry kept right away cannot miss a later write with the same times
+    (the racy rule guards against writers the catalog does not know). A reader still takes an entry only
+    once its files are :data:`RACY_S` old, as for any entry."""
+    from .discover import run_names
+    from .runs import RunInfo, judged, read_run
+
+    problems: list[str] = []
+    book = open_catalog(problems)
+    if book is None:
+        return problems
+    try:
+        for run in runs:
+            path = Path(os.path.abspath(run))
+            names = run_names(path, book.lister)
+            if names is None:  # gone, or no longer a run folder
+                book.forget([str(path)])
+                continue
+
+            def read(path: Path = path, names: set[str] = names) -> RunInfo:
+                return read_run(path, "", names)
+
+            def build(path: Path = path, **parts: Any) -> RunInfo:
+                return judged(RunInfo(path, "", now=time.time(), **parts))
+
+            book.run(path, "", names, read, build, keep_recent=True)
+        book.forget([os.path.abspath(p) for p in gone])
+    finally:
+        book.save()
+    return problems
 
 
 # -- flattened configs found after the look (a filter on config.* asks for them lazily) -------------
