@@ -191,7 +191,7 @@ def test_source_killed_mid_pass_others_complete_next_pass_heals(ssh_home, tmp_pa
         done = {rel: data for rel, data in half.items() if not rel.endswith(".lt-sync-part")}
         assert 0 < len(done) < len(tree(far))
         assert all(data == (far / rel).read_bytes() for rel, data in done.items())  # nothing torn in place
-        for spec, root in zip(specs[1:], (near, here)):
+        for spec, root in zip(specs[1:], (near, here), strict=True):
             assert tree(Path(mirror.path) / folder_of(spec)) == tree(root)
 
         assert [p.failed for p in again] == [False, False, False]
