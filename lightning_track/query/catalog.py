@@ -25,7 +25,7 @@ import atexit
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
@@ -36,7 +36,7 @@ from ..folder.layout import RunLayout
 from ..vocabulary import cache_root
 
 __all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config", "last_look",
-           "known_runs", "write_through", "RACY_S", "VERSION"]
+           "known_runs", "RACY_S", "VERSION"]
 
 VERSION = 1
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
@@ -326,42 +326,6 @@ def known_runs(root: str | Path) -> set[str] | None:
         return None if book._broken else set(book._known)
     finally:
         book.close()
-
-
-def write_through(runs: Iterable[str | Path], gone: Iterable[str | Path] = ()) -> list[str]:
-    """Read ``runs`` (run folders) now and keep their entries, and drop ``gone``'s; returns the catalog's
-    problems, one line each (never raises for them).
-
-    For the one writer of a folder, ``lt sync`` into its mirror: it knows which runs it changed and has
-    finished writing them, so an entry kept right away cannot miss a later write with the same times
-    (the racy rule guards against writers the catalog does not know). A reader still takes an entry only
-    once its files are :data:`RACY_S` old, as for any entry."""
-    from .discover import run_names
-    from .runs import RunInfo, judged, read_run
-
-    problems: list[str] = []
-    book = open_catalog(problems)
-    if book is None:
-        return problems
-    try:
-        for run in runs:
-            path = Path(os.path.abspath(run))
-            names = run_names(path, book.lister)
-            if names is None:  # gone, or no longer a run folder
-                book.forget([str(path)])
-                continue
-
-            def read(path: Path = path, names: set[str] = names) -> RunInfo:
-                return read_run(path, "", names)
-
-            def build(path: Path = path, **parts: Any) -> RunInfo:
-                return judged(RunInfo(path, "", now=time.time(), **parts))
-
-            book.run(path, "", names, read, build, keep_recent=True)
-        book.forget([os.path.abspath(p) for p in gone])
-    finally:
-        book.save()
-    return problems
 
 
 # -- flattened configs found after the look (a filter on config.* asks for them lazily) -------------

@@ -1,7 +1,7 @@
 """Keeping the runs catalog of a local mirror warm as ``lt sync`` writes it.
 
 Why here: the sync knows which runs a pass changed (its plan), so it reads just those into the catalog
-(:func:`lightning_track.query.catalog.write_through`) and ``lt ls MIRROR`` afterwards finds every run
+(:func:`lightning_track.query.catalog_writer.write_through`) and ``lt ls MIRROR`` afterwards finds every run
 there instead of opening each run's files. The first pass also adds the runs already in the mirror that
 the catalog lacks and drops the entries of runs no longer there; later passes touch the catalog only
 when something changed, so a pass where nothing changed costs nothing more.
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from ..query.catalog import known_runs, write_through
+from ..query.catalog import known_runs
+from ..query.catalog_writer import write_through
 from .engine import CycleResult
 
 __all__ = ["CatalogWarmer"]
