@@ -254,3 +254,40 @@ def test_pass_keeps_the_mirror_catalog_warm(tmp_path: Path, monkeypatch, capsys)
     capsys.readouterr()
     time.sleep(catalog.RACY_S + 0.1)
     assert listing(mirror, tmp_path / "other-cache")[1] == 0
+
+
+@pytest.mark.slow
+def test_every_retries_a_down_source_each_pass_until_it_is_back(ssh_home, tmp_path: Path) -> None:
+    later = another_sshd(ssh_home, tmp_path / "sshd2")  # down at first: nothing listens on its port
+    trust(later)
+    far, here = runs_at(tmp_path / "far" / "runs", "far"), runs_at(tmp_path / "here" / "runs", "here")
+    specs = [f"127.0.0.1:{later.port}:{far}", str(here)]
+    mirror = parse_endpoint(str(tmp_path / "mirror"))
+    passes: list = []
+    stop = asyncio.Event()
+
+    def on_pass(done) -> None:
+        passes.append(done)
+        down = [p for p in passes if p.source.spec == specs[0]]
+        if len(down) == 2 and later.proc is None:
+            later.start()  # the server comes back between two passes
+        if down and not down[-1].failed:
+            stop.set()
+
+    async def main() -> None:
+        many = ManySync(plan_sources([(s, "SRC") for s in specs], mirror), mirror, SyncOptions())
+        try:
+            await asyncio.wait_for(many.run(0.5, on_pass, stop=stop), 60)
+        finally:
+            await many.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        later.stop()
+    down = [p for p in passes if p.source.spec == specs[0]]
+    assert [p.failed for p in down] == [True, True, False]
+    assert all(p.line().endswith("; retried next pass") and "cannot connect" in p.line() for p in down[:2])
+    assert len([p for p in passes if p.source.spec == specs[1] and not p.failed]) >= 2  # not held up meanwhile
+    for spec, root in zip(specs, (far, here), strict=True):
+        assert tree(Path(mirror.path) / folder_of(spec)) == tree(root)
