@@ -316,16 +316,20 @@ def open_catalog(problems: list[str]) -> Catalog | None:
 
 
 def known_runs(root: str | Path) -> set[str] | None:
-    """The run folders the catalog holds under ``root`` (absolute paths), None when it cannot say."""
+    """The run folders the catalog holds below ``root`` (absolute paths), None when it cannot say."""
     problems: list[str] = []
     book = open_catalog(problems)
     if book is None:
         return None
+    prefix = os.path.abspath(root)
     try:
-        book.load_root(root)
-        return None if book._broken else set(book._known)
+        rows = book.conn.execute("SELECT path FROM runs WHERE path >= ? AND path < ?",  # the key's index alone
+                                 (prefix + "/", prefix + "0")).fetchall()
+    except sqlite3.Error:
+        return None  # a look that finds it damaged builds it again
     finally:
         book.close()
+    return {row[0] for row in rows}
 
 
 # -- flattened configs found after the look (a filter on config.* asks for them lazily) -------------

@@ -23,7 +23,7 @@ from ..errors import ConfigError, one_line
 from .endpoints import Endpoint, check_apart, parse_endpoint
 from .engine import FATAL_ERRORS, RETRYABLE_ERRORS, CycleResult, SyncOptions, SyncSession, run_loop
 from .plan import Plan
-from .warm import CatalogWarmer
+from .warm import CatalogWarmer, KnownRuns
 
 __all__ = ["Source", "SourcePass", "ManySync", "source_folder", "read_sources_file", "plan_sources", "JOBS"]
 
@@ -177,7 +177,9 @@ class ManySync:
         keep_warm = warm and not mirror.is_remote and not self.options.dry_run
         self._gate: asyncio.Semaphore | None = None
         self._sessions = {s: SyncSession(s.endpoint, _under(mirror, s.folder), self.options) for s in self.sources}
-        self._warmers = {s: CatalogWarmer(_under(mirror, s.folder).path) if keep_warm else None for s in self.sources}
+        known = KnownRuns(mirror.path)  # asked once, on the first pass that ends
+        self._warmers = {s: CatalogWarmer(_under(mirror, s.folder).path, known) if keep_warm else None
+                         for s in self.sources}
         self._gated: dict[Source, _Gated] = {}
 
     def session(self, source: Source) -> SyncSession:

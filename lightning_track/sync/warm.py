@@ -15,14 +15,37 @@ from ..query.catalog import known_runs
 from ..query.catalog_writer import write_through
 from .engine import CycleResult
 
-__all__ = ["CatalogWarmer"]
+__all__ = ["CatalogWarmer", "KnownRuns"]
+
+
+class KnownRuns:
+    """The run folders the catalog holds under a mirror, asked once for all its sources' folders."""
+
+    def __init__(self, mirror: str | os.PathLike[str]) -> None:
+        self.mirror = os.path.abspath(mirror)
+        self._by_parent: dict[str, set[str]] | None = None
+        self._asked = False
+
+    def under(self, folder: str) -> set[str] | None:
+        """Those directly in ``folder`` (absolute), None when the catalog cannot say."""
+        if not self._asked:
+            self._asked = True
+            known = known_runs(self.mirror)
+            if known is not None:
+                self._by_parent = {}
+                for path in known:
+                    self._by_parent.setdefault(os.path.dirname(path), set()).add(path)
+        return None if self._by_parent is None else self._by_parent.get(folder, set())
 
 
 class CatalogWarmer:
-    """The catalog entries of the runs directly under ``root`` (a local mirror, or one source's folder in it)."""
+    """The catalog entries of the runs directly under ``root`` (a local mirror, or one source's folder in it).
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    ``known``: the mirror's :class:`KnownRuns` when several warmers share one mirror (one query for all)."""
+
+    def __init__(self, root: str | os.PathLike[str], known: KnownRuns | None = None) -> None:
         self.root = os.path.abspath(root)
+        self.known = known or KnownRuns(self.root)
         self._first = True
 
     def after(self, result: CycleResult) -> list[str]:
@@ -33,13 +56,12 @@ class CatalogWarmer:
         gone: set[str] = set()
         if self._first:
             self._first = False
-            known = known_runs(self.root)
+            mine = self.known.under(self.root)
             try:
                 listed = set(os.listdir(self.root))
             except OSError:
                 listed = set()
-            if known is not None:
-                mine = {p for p in known if os.path.dirname(p) == self.root}
+            if mine is not None:
                 changed |= {name for name in listed if os.path.join(self.root, name) not in mine}
                 gone = {p for p in mine if os.path.basename(p) not in listed}
         if not changed and not gone:
