@@ -126,8 +126,10 @@ class _HistoryWarmer:
         self.todo: queue.SimpleQueue[list[Path]] = queue.SimpleQueue()
         threading.Thread(target=self._work, name="lt-sync-history", daemon=True).start()
 
-    def after(self, result: CycleResult) -> None:
-        changed = [self.root / a.rel for a in result.plan.actions if Path(a.rel).name == RunLayout.METRICS_JSONL]
+    def after(self, result: CycleResult, folder: str = "") -> None:
+        """``folder``: the source's folder in the mirror, when the pass was one of several sources'."""
+        root = self.root / folder
+        changed = [root / a.rel for a in result.plan.actions if Path(a.rel).name == RunLayout.METRICS_JSONL]
         if changed and not result.dry_run:
             self.todo.put(changed)
 
@@ -330,6 +332,7 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
     except ConfigError as exc:
         parser.error(str(exc))
     many = ManySync(sources, dest, options, jobs=args.jobs)
+    history = _HistoryWarmer(dest.path) if args.every and not dest.is_remote else None
     passes: list[SourcePass] = []
     seen: set[Source] = set()
 
@@ -374,6 +377,8 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
         if done.busy or done.source not in seen:
             show(done, console)
         seen.add(done.source)
+        if history is not None and done.result is not None:
+            history.after(done.result, done.source.folder)
 
     async def run() -> None:
         try:
