@@ -334,7 +334,7 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
     many = ManySync(sources, dest, options, jobs=args.jobs)
     history = _HistoryWarmer(dest.path) if args.every and not dest.is_remote else None
     passes: list[SourcePass] = []
-    seen: set[Source] = set()
+    seen: set[Source] = set()  # sources that have had a pass
 
     def show(done: SourcePass, out: Console) -> None:
         if done.error is not None:
@@ -373,10 +373,16 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
 
             passes.extend(await many.once(progress, on_plan, on_pass))
 
-    def on_pass(done: SourcePass) -> None:  # --every: a source's pass that did something, or its first
-        if done.busy or done.source not in seen:
+    last_error: dict[Source, str] = {}
+
+    def on_pass(done: SourcePass) -> None:
+        """--every: a source's first pass, one that did something, a new error (not the same one each pass),
+        and the pass that heals it."""
+        error = done.line() if done.error is not None else ""
+        if done.source not in seen or (done.busy and done.error is None) or error != last_error.get(done.source, ""):
             show(done, console)
         seen.add(done.source)
+        last_error[done.source] = error
         if history is not None and done.result is not None:
             history.after(done.result, done.source.folder)
 

@@ -10,6 +10,8 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -291,3 +293,31 @@ def test_every_retries_a_down_source_each_pass_until_it_is_back(ssh_home, tmp_pa
     assert len([p for p in passes if p.source.spec == specs[1] and not p.failed]) >= 2  # not held up meanwhile
     for spec, root in zip(specs, (far, here), strict=True):
         assert tree(Path(mirror.path) / folder_of(spec)) == tree(root)
+
+
+@pytest.mark.slow
+def test_every_process_names_a_down_source_once_and_mirrors_the_rest(tmp_path: Path) -> None:
+    """`lt sync --every` as a process: the others mirrored pass after pass, the down one one line (not one a pass),
+    SIGTERM stops it with 0."""
+    one, two = runs_at(tmp_path / "gpu1" / "runs", "a"), runs_at(tmp_path / "gpu2" / "runs", "b")
+    down = f"127.0.0.1:{free_port()}:runs"
+    mirror = tmp_path / "mirror"
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_track.cli.sync", "--every", "0.3", str(one), down,
+                             str(two), str(mirror)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(tree(mirror / folder_of(str(r))) == tree(r) for r in (one, two)):
+            time.sleep(0.2)
+        append_steps(two / "ds_b_20250101_120000", 10, 2)  # the next passes carry it over
+        while time.monotonic() < deadline and tree(mirror / folder_of(str(two))) != tree(two):
+            time.sleep(0.2)
+        time.sleep(1.5)  # a few more passes of the down source
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert tree(mirror / folder_of(str(two))) == tree(two) and tree(mirror / folder_of(str(one))) == tree(one)
+    failures = [line for line in err.splitlines() if down in line]
+    assert len(failures) == 1 and failures[0].endswith("; retried next pass"), err
+    assert "1 appended" in out
