@@ -25,6 +25,7 @@ class KnownRuns:
         self.mirror = os.path.abspath(mirror)
         self._by_parent: dict[str, set[str]] | None = None
         self._asked = False
+        self.said: set[str] = set()  # the catalog's problems already told: each once a process
 
     def under(self, folder: str) -> set[str] | None:
         """Those directly in ``folder`` (absolute), None when the catalog cannot say."""
@@ -49,7 +50,8 @@ class CatalogWarmer:
         self._first = True
 
     def after(self, result: CycleResult) -> list[str]:
-        """Bring the entries of the runs this pass changed up to date; the catalog's problems, one line each."""
+        """Bring the entries of the runs this pass changed up to date; the catalog's problems not told before
+        (an unwritable cache is one line, not one a pass), one line each."""
         if result.dry_run:
             return []
         changed = {action.rel.split("/", 1)[0] for action in result.plan.actions}
@@ -66,4 +68,7 @@ class CatalogWarmer:
                 gone = {p for p in mine if os.path.basename(p) not in listed}
         if not changed and not gone:
             return []
-        return write_through([os.path.join(self.root, name) for name in sorted(changed)], sorted(gone))
+        problems = write_through([os.path.join(self.root, name) for name in sorted(changed)], sorted(gone))
+        fresh = [line for line in problems if line not in self.known.said]
+        self.known.said.update(fresh)
+        return fresh

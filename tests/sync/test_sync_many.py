@@ -321,3 +321,13 @@ def test_every_process_names_a_down_source_once_and_mirrors_the_rest(tmp_path: P
     failures = [line for line in err.splitlines() if down in line]
     assert len(failures) == 1 and failures[0].endswith("; retried next pass"), err
     assert "1 appended" in out
+
+
+def test_an_unusable_cache_is_one_line_and_never_the_sync_s_failure(tmp_path: Path, monkeypatch, capsys) -> None:
+    one, two = runs_at(tmp_path / "gpu1" / "runs", "a"), runs_at(tmp_path / "gpu2" / "runs", "b")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # cannot be made
+    assert lt_sync(["-q", str(one), str(two), str(tmp_path / "mirror")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "catalog not usable" in err[0] and "a-file" in err[0], err
+    assert tree(tmp_path / "mirror" / folder_of(str(one))) == tree(one)
