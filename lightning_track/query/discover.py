@@ -16,8 +16,8 @@ from ..errors import RunFolderError, RunNotFound
 from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout, parse_run_name
 
-__all__ = ["find_run_dirs", "run_names", "resolve_run", "require_run_folder", "list_names", "folder_identity",
-           "RUN_FILES", "MAX_DEPTH"]
+__all__ = ["find_run_dirs", "run_names", "run_folder_of", "resolve_run", "require_run_folder", "list_names",
+           "folder_identity", "RUN_FILES", "MAX_DEPTH"]
 
 _SKIP = {RunLayout.SIGNALS, RunLayout.SWANLAB_WORKSPACE, "__pycache__"}
 RUN_FILES = {RunLayout.SUMMARY, RunLayout.METRICS_JSONL, RunLayout.META}
@@ -66,6 +66,21 @@ def run_names(path: Path, lister: Callable[[Path], set[str] | None] = list_names
         return None
     names = lister(path)
     return names if names is not None and _is_run(path, names) and names & RUN_FILES else None
+
+
+def run_folder_of(root: Path, rel: str, lister: Callable[[Path], set[str] | None] = list_names) -> Path | None:
+    """The run folder a look from ``root`` finds the file ``rel`` (a path below ``root``) in, or None."""
+    folder = root
+    for name in rel.split("/")[:-1][:MAX_DEPTH]:
+        if _skipped(name):
+            return None
+        folder = folder / name
+        names = lister(folder)
+        if names is None:
+            return None
+        if _is_run(folder, names):
+            return folder if names & RUN_FILES else None
+    return None
 
 
 def find_run_dirs(root: str | Path, problems: list[str], *,

@@ -2,18 +2,21 @@
 
 Why here: the sync knows which runs a pass changed (its plan), so it reads just those into the catalog
 (:func:`lightning_track.query.catalog_writer.write_through`) and ``lt ls MIRROR`` afterwards finds every run
-there instead of opening each run's files. The first pass also adds the runs already in the mirror that
-the catalog lacks and drops the entries of runs no longer there; later passes touch the catalog only
-when something changed, so a pass where nothing changed costs nothing more.
+there instead of opening each run's files. A process's first pass also adds the runs at the mirror's
+top level that the catalog lacks and drops the entries of those no longer there; later passes touch the
+catalog only when something changed, so a pass where nothing changed costs nothing more.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ..query.catalog import known_runs
 from ..query.catalog_writer import write_through
+from ..query.discover import MAX_DEPTH, list_names, run_folder_of
 from .engine import CycleResult
+from .plan import DELETE
 
 __all__ = ["CatalogWarmer", "KnownRuns"]
 
@@ -54,7 +57,23 @@ class CatalogWarmer:
         (an unwritable cache is one line, not one a pass), one line each."""
         if result.dry_run:
             return []
-        changed = {action.rel.split("/", 1)[0] for action in result.plan.actions}
+        names: dict[Path, set[str] | None] = {}
+
+        def lister(folder: Path) -> set[str] | None:
+            if folder not in names:
+                names[folder] = list_names(folder)
+            return names[folder]
+
+        root = Path(self.root)
+        changed: set[str] = set()
+        for action in result.plan.actions:
+            if action.kind == DELETE:  # the run may be gone: each folder above the file is looked at again
+                parts = action.rel.split("/")[:-1]
+                changed.update("/".join(parts[:depth]) for depth in range(1, min(len(parts), MAX_DEPTH) + 1))
+            else:
+                run = run_folder_of(root, action.rel, lister)
+                if run is not None:
+                    changed.add(run.relative_to(root).as_posix())
         gone: set[str] = set()
         if self._first:
             self._first = False

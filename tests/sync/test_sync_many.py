@@ -331,3 +331,18 @@ def test_an_unusable_cache_is_one_line_and_never_the_sync_s_failure(tmp_path: Pa
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "catalog not usable" in err[0] and "a-file" in err[0], err
     assert tree(tmp_path / "mirror" / folder_of(str(one))) == tree(one)
+
+
+def test_runs_below_the_top_of_the_mirror_are_kept_warm_too(tmp_path: Path) -> None:
+    """One source whose runs sit two folders down (a mirror of mirrors): changed runs found as `lt ls` finds them."""
+    source = tmp_path / "all"
+    deep = [runs_at(source / "gpu1" / "runs", "a"), runs_at(source / "gpu2" / "runs", "b", count=1)]
+    (source / ".hidden" / "ds_x_20250101_120000").mkdir(parents=True)
+    (source / ".hidden" / "ds_x_20250101_120000" / "summary.json").write_text("{}")
+    mirror = tmp_path / "mirror"
+    assert lt_sync(["-q", str(source), str(mirror)]) == 0
+    time.sleep(catalog.RACY_S + 0.1)
+    runs = find_runs(mirror, [])
+    assert catalog.last_look == {"runs": 3, "read": 0}
+    assert sorted((r.source, r.name) for r in runs) == sorted(
+        (root.relative_to(source).as_posix(), run) for root in deep for run in os.listdir(root))
