@@ -333,6 +333,7 @@ def test_an_unusable_cache_is_one_line_and_never_the_sync_s_failure(tmp_path: Pa
     assert tree(tmp_path / "mirror" / folder_of(str(one))) == tree(one)
 
 
+@pytest.mark.slow
 def test_runs_below_the_top_of_the_mirror_are_kept_warm_too(tmp_path: Path) -> None:
     """One source whose runs sit two folders down (a mirror of mirrors): changed runs found as `lt ls` finds them."""
     source = tmp_path / "all"
