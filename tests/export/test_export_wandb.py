@@ -21,7 +21,7 @@ from lightning_track.folder.fileio import keep_jsonl_before
 from lightning_track.folder.records import read_metrics
 from lightning_track.query.runs import read_run as read_folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wandb-export")]  # one worker builds the runs once
 pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install 'lightning-track[wandb]')")
 
 CONFIG = {"model": {"lr": 0.01, "hidden": 64}, "seed": 0, "hf_token": "hf_abc123", "layers": [1, 2]}
