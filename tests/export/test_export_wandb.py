@@ -149,15 +149,18 @@ def test_new_records_are_a_second_segment_and_a_late_record_writes_the_run_again
     assert wb.segments == 2 and wb.run_id == first["run_id"]
     assert_run_is_the_folder(wb, run, project="arc")  # both segments together: every row once
 
+    uploaded, not_synced = (run / "wandb" / name for name in second["segments"])
+    (uploaded / f"run-{first['run_id']}.wandb.synced").touch()  # wandb sync's mark: the first went up
     with open(metrics, "a") as handle:  # a value at step 3, after step 20 was written
         handle.write(json.dumps({"step": 3, "time": 2e9, "metrics": {"late/x": 0.5}}) + "\n")
     capsys.readouterr()
     assert lt_main(["export", str(run), "--to", "wandb"]) == 0
     err = capsys.readouterr().err
     assert "a value at step 3 arrived after step 20 was written" in err and "under a new id" in err
+    assert f"wandb sync already uploaded {first['run_id']}: delete it on the W&B server" in err
     third = entry(run, "wandb")
     assert third["run_id"] != first["run_id"] and third["recreated"][0]["old_run_id"] == first["run_id"]
-    assert segments(run / "wandb", first["run_id"]) == []  # never synced: removed, so never uploaded twice
+    assert uploaded.is_dir() and not not_synced.exists()  # the one not synced is removed: never uploaded twice
     wb = read_run(segments(run / "wandb", third["run_id"]))
     assert wb.segments == 1 and {"_step": 3, "late/x": 0.5}.items() <= wb.history[2].items()
     assert_history_is_the_folder(wb.history, run)
