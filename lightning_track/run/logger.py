@@ -323,9 +323,13 @@ class RunLogger(Logger):
         step = getattr(checkpoint_callback, "_last_global_step_saved", None)
         if path:
             trainer = self._trainer() if self._trainer is not None else None
+            monitor = getattr(checkpoint_callback, "monitor", None)
             self._run.checkpoint_saved(path, step if isinstance(step, int) else None,
                                        epoch=getattr(trainer, "current_epoch", None),
-                                       metrics=plain_numbers(getattr(trainer, "callback_metrics", None) or {}))
+                                       metrics=plain_numbers(getattr(trainer, "callback_metrics", None) or {}),
+                                       monitor={"metric": monitor, "mode": str(getattr(checkpoint_callback, "mode",
+                                                                                       "min"))}
+                                       if isinstance(monitor, str) else None)
         if self._run.active:
             self._run.make_durable()  # what was logged before the checkpoint (before_checkpoint leaves no gap)
             self._durable_on_next_save = True
@@ -346,6 +350,12 @@ class RunLogger(Logger):
         run = self._rank_zero_run()
         if not run.started:
             run.start(from_step=step)
+
+    def checkpoint_written(self, path: str | os.PathLike[str], sha256: str, size: int) -> None:
+        """A checkpoint's writer hashed its bytes as it wrote them (``StepCheckpoint``'s file writer, any
+        thread): ``checkpoints.json`` takes that hash instead of reading the file again."""
+        if self._run is not None:
+            self._run.lineage.written(path, sha256, size)
 
     @rank_zero_method
     def model_exported(self, folder: str | os.PathLike[str], step: int | None) -> None:

@@ -103,3 +103,63 @@ def test_the_final_model_names_its_weights_hash_and_the_checkpoint_it_matches(tm
     assert exported.keys() == state.keys() and all(torch.equal(exported[k], state[k]) for k in exported)
     shown = render_show(read_run(run.run_dir))
     assert f"final_model/  step 10  model  = checkpoints/checkpoint-step-010.ckpt  sha256 {ten['sha256'][:12]}" in shown
+
+
+class Counted:
+    """A module function wrapped to count its calls (what the lineage thread reads)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> None:
+        self.calls: list[tuple] = []
+        real = getattr(module, name)
+
+        def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            self.calls.append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+
+
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
+def test_step_checkpoints_are_hashed_as_written_and_the_index_is_read_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, async_save: bool) -> None:
+    from lightning_track.run import lineage
+
+    reads = Counted(monkeypatch, lineage, "file_sha256")
+    index_reads = Counted(monkeypatch, lineage, "read_index")
+    run_logger = logger(tmp_path / "runs")
+    fit(run_logger, 12, [StepCheckpoint(every_n_steps=2, async_save=async_save)])
+
+    entries = index(run_logger.layout)
+    assert [e["step"] for e in entries] == [2, 4, 6, 8, 10, 12]
+    for entry in entries:
+        path = run_logger.layout.run_dir / entry["file"]
+        assert entry["sha256"] == sha256(path) and entry["size"] == path.stat().st_size
+        assert entry["hashed"] == "while writing"
+    assert reads.calls == []  # no checkpoint file was read to hash it
+    assert len(index_reads.calls) == 1  # checkpoints.json read once (an earlier attempt's entries), then kept
+
+
+def test_other_checkpoints_are_read_once_and_record_what_they_monitor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_track.folder.checkpoint_index import best_checkpoint, checkpoint_entries, last_checkpoint
+    from lightning_track.run import lineage
+
+    reads = Counted(monkeypatch, lineage, "file_sha256")
+    run_logger = logger(tmp_path / "runs")
+    checkpoint = ModelCheckpoint(every_n_train_steps=3, save_top_k=2, monitor="train/loss", mode="min",
+                                 filename="{step}")
+    fit(run_logger, 12, [checkpoint])
+
+    run = run_logger.layout
+    entries = index(run)
+    assert [e["step"] for e in entries] == [3, 6, 9, 12]
+    assert all(e["hashed"] == "read" and e["monitor"] == {"metric": "train/loss", "mode": "min"} for e in entries)
+    assert sorted(Path(c[0]).name for c in reads.calls) == sorted(Path(e["file"]).name for e in entries)
+    on_disk = checkpoint_entries(entries, lambda f: (run.run_dir / f).exists())
+    assert len(on_disk) == 2  # save_top_k removed the others
+    best = best_checkpoint(on_disk)
+    assert best is not None and run.run_dir / best["file"] == Path(checkpoint.best_model_path).resolve()
+    assert best["sha256"] == sha256(run.run_dir / best["file"])
+    assert last_checkpoint(on_disk)["step"] == max(e["step"] for e in on_disk)
