@@ -25,7 +25,8 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from ..folder.fileio import HashingWriter, atomic_open
+from ..folder.checkpoint_index import HashingWriter
+from ..folder.fileio import atomic_open
 from ..folder.layout import RunLayout
 from .targets import find_layout, find_run_logger, run_logger_first, training_starts
 

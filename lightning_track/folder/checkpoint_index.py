@@ -1,19 +1,21 @@
 """Reading ``checkpoints.json``, the index of every checkpoint a run wrote (written by
 :mod:`lightning_track.run.lineage`): ``{"checkpoints": [{"file", "step", "epoch", "attempt", "time",
 "metrics", "monitor", "size", "sha256", "hashed"}, ...]}``, paths relative to the run folder; and which of
-them a later step means by ``last`` and ``best`` (pure choices over the entries)."""
+them a later step means by ``last`` and ``best`` (pure choices over the entries); the writer that hashes a
+checkpoint as it is written."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 from .fileio import read_json
 from .layout import RunLayout
 
 __all__ = ["read_index", "HASH", "HASHED", "WHILE_WRITING", "READ", "checkpoint_entries", "last_checkpoint",
-           "best_checkpoint", "EVALUATED"]
+           "best_checkpoint", "EVALUATED", "HashingWriter"]
 
 HASH = "sha256"  # the key of an entry's content hash (hex, as sha256sum prints it)
 HASHED = "hashed"  # how the hash was made: from the bytes as they were written, or by reading the file once
@@ -70,3 +72,25 @@ def best_checkpoint(entries: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] |
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             scored.append((-value if monitor.get("mode") == "max" else value, -i, entry))
     return min(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
+
+
+class HashingWriter:
+    """A binary writer that hashes (SHA-256) the bytes as they pass to ``handle``, so a file written once
+    (a checkpoint) never has to be read again for its hash; ``size`` counts them."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self._hash.update(data)
+        written = self._handle.write(data)
+        self.size += written
+        return written
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()

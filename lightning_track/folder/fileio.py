@@ -25,7 +25,6 @@ from ..errors import JsonlProblem, RunFolderError
 
 __all__ = [
     "file_sha256",
-    "HashingWriter",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -464,25 +463,3 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     hashes): the one hash of checkpoints, final models and inputs."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-class HashingWriter:
-    """A binary writer that hashes (SHA-256) the bytes as they pass to ``handle``, so a file written once
-    (a checkpoint) never has to be read again for its hash; ``size`` counts them."""
-
-    def __init__(self, handle: IO[bytes]) -> None:
-        self._handle = handle
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: Any) -> int:
-        self._hash.update(data)
-        written = self._handle.write(data)
-        self.size += written
-        return written
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
