@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pipeline_support import HERE, TRAIN, lt_pipeline, py, state, write_pipeline
+from support.processes import script_env
 
 from lightning_track.errors import ConfigError
 from lightning_track.launch.checkpoint_refs import resolve_checkpoint
@@ -97,3 +100,10 @@ def test_eval_steps_record_the_checkpoint_they_evaluated_and_its_hash(tmp_path: 
         assert json.loads((evals[template] / "summary.json").read_text())["status"] == "completed"
         step = steps["best" if template == "{train.best_ckpt}" else "last"]
         assert step["checkpoints"] == [{k: evaluated[k] for k in ("template", "run", "file", "step", "sha256")}]
+    shown = subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "show", str(evals["{train.best_ckpt}"])],
+                           capture_output=True, text=True, env=script_env(), timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[lines.index("evaluated") + 1] == (
+        f"  {{train.best_ckpt}}: {train.name}/{best['file']}  step {best['step']}  sha256 {best['sha256'][:12]}  "
+        "(matches its run's index)")
