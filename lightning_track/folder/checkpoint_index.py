@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from .fileio import read_json
@@ -76,7 +78,10 @@ def best_checkpoint(entries: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] |
 
 class HashingWriter:
     """A binary writer that hashes (SHA-256) the bytes as they pass to ``handle``, so a file written once
-    (a checkpoint) never has to be read again for its hash; ``size`` counts them."""
+    (a checkpoint) never has to be read again for its hash; ``size`` counts them.
+
+    A large piece (a tensor's storage) is hashed on a helper thread while it is being written (both release
+    the GIL), so the hash adds little to the write on a machine with a core to spare."""
 
     def __init__(self, handle: IO[bytes]) -> None:
         self._handle = handle
@@ -84,8 +89,15 @@ class HashingWriter:
         self.size = 0
 
     def write(self, data: Any) -> int:
-        self._hash.update(data)
-        written = self._handle.write(data)
+        if memoryview(data).nbytes < _BESIDE_MIN:
+            self._hash.update(data)
+            written = self._handle.write(data)
+        else:
+            hashing = _hash_thread().submit(self._hash.update, data)
+            try:
+                written = self._handle.write(data)
+            finally:
+                hashing.result()  # in order: the next piece is hashed after this one
         self.size += written
         return written
 
@@ -94,3 +106,15 @@ class HashingWriter:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+_BESIDE_MIN = 1 << 20  # pieces from this size are hashed beside their write
+_hasher: list[ThreadPoolExecutor] = []
+_hasher_lock = threading.Lock()
+
+
+def _hash_thread() -> ThreadPoolExecutor:
+    with _hasher_lock:
+        if not _hasher:
+            _hasher.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning_track-hash"))
+        return _hasher[0]

@@ -251,3 +251,19 @@ def test_lt_show_and_the_report_trace_checkpoints_resumes_the_model_and_an_evalu
     assert "final_model/ weights match it" in rows[source["file"]][-1]
     assert "best train/loss" in rows[best["file"]][-1]
     assert f"final_model/ (step 12): weights of {source['file']} (sha256 {source['sha256'][:12]})" in trained
+
+
+def test_the_hashing_writer_gives_the_hash_of_the_file_torch_save_wrote(tmp_path: Path) -> None:
+    import torch
+
+    from lightning_track.folder.checkpoint_index import HashingWriter
+    from lightning_track.folder.fileio import atomic_open
+
+    state = {"big": torch.randn(1 << 20), "small": torch.arange(10)}  # a 4 MiB piece is hashed beside its write
+    path = tmp_path / "a.ckpt"
+    with atomic_open(path, "wb") as handle:
+        writer = HashingWriter(handle)
+        torch.save(state, writer)
+    assert writer.hexdigest() == sha256(path) and writer.size == path.stat().st_size
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["big"], state["big"]) and torch.equal(loaded["small"], state["small"])
