@@ -6,9 +6,9 @@ checkpoint as it is written."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
@@ -109,12 +109,9 @@ class HashingWriter:
 
 
 _BESIDE_MIN = 1 << 20  # pieces from this size are hashed beside their write
-_hasher: list[ThreadPoolExecutor] = []
-_hasher_lock = threading.Lock()
 
 
+@functools.cache
 def _hash_thread() -> ThreadPoolExecutor:
-    with _hasher_lock:
-        if not _hasher:
-            _hasher.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning_track-hash"))
-        return _hasher[0]
+    """One helper thread for every writer, started on first use (each writer waits for its own pieces)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightning_track-hash")

@@ -106,6 +106,10 @@ class CheckpointIndex:
                 self._thread.start()
         self._queue.put((entry, path, then))
 
+    def _hashed_already(self, path: Path) -> bool:
+        with self._lock:
+            return os.path.abspath(path) in self._written and path.exists()
+
     def _take_written(self, path: Path) -> tuple[str, int] | None:
         with self._lock:
             return self._written.pop(os.path.abspath(path), None)
@@ -138,7 +142,7 @@ class CheckpointIndex:
                 self._write(entries)
                 entry.update(self._hash_model(path, entry.get("step"), entries))
             else:
-                if not path.exists():  # announced before its bytes land (asynchronous save): listed meanwhile
+                if not self._hashed_already(path):  # listed while it is waited for (async) or read
                     self._write(entries)
                 entry.update(self._hash(path))
             self._write(entries)
