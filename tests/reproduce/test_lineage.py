@@ -121,7 +121,7 @@ class Counted:
         monkeypatch.setattr(module, name, counted)
 
 
-@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("async_save", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["sync", "async"])
 def test_step_checkpoints_are_hashed_as_written_and_the_index_is_read_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, async_save: bool) -> None:
     from lightning_track.run import lineage
@@ -141,6 +141,7 @@ def test_step_checkpoints_are_hashed_as_written_and_the_index_is_read_once(
     assert len(index_reads.calls) == 1  # checkpoints.json read once (an earlier attempt's entries), then kept
 
 
+@pytest.mark.slow
 def test_other_checkpoints_are_read_once_and_record_what_they_monitor(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -199,6 +200,7 @@ class _Text(HTMLParser):
             self._in = False
 
 
+@pytest.mark.slow
 def test_lt_show_and_the_report_trace_checkpoints_resumes_the_model_and_an_evaluation(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
