@@ -1,9 +1,10 @@
 """``lt-sync SRC DEST``: incremental, live mirror of run folders (local or over SSH).
 
 Thin: argument parsing and display over :mod:`lightning_track.sync`. Exit codes: 0 done, 1 errors
-while syncing, 2 bad arguments / host key / authentication / missing source, 3 done but some paths
-were refused as unsafe, 130 one-shot sync interrupted with Ctrl-C (143: SIGTERM; ``--every`` stops
-with 0 on either). Started with SIGINT ignored (a script's ``lt sync ... &``), it keeps ignoring it.
+while syncing (or a run ``--export`` could not send), 2 bad arguments / host key / authentication /
+missing source, 3 done but some paths were refused as unsafe, 130 one-shot sync interrupted with
+Ctrl-C (143: SIGTERM; ``--every`` stops with 0 on either). Started with SIGINT ignored (a script's
+``lt sync ... &``), it keeps ignoring it.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--notify", action="append", default=[], metavar="URL",
                         help="after each pass, notify when a mirrored run becomes healthy, completed, failed, "
                              "interrupted or stale (an apprise URL: json://host:port/path, slack://...; repeatable)")
+    parser.add_argument("--export", metavar="URI",
+                        help="after each pass, export the runs it changed to this tracker (as lt export --to; "
+                             "DEST must be a local folder; the record is each mirrored run's export.mirror.json)")
+    parser.add_argument("--export-experiment", metavar="NAME",
+                        help="with --export: the MLflow experiment (default: each run's dataset)")
     parser.add_argument("--stale", type=_positive, default=None, metavar="SECONDS",
                         help="with --notify: a running run whose heartbeat is older than this is stale "
                              "(default: 120, lt ls's 'crashed')")
@@ -93,6 +99,27 @@ def _watch(args: argparse.Namespace, session: SyncSession, err: Console) -> tupl
     state = notified_path(session.state.path) if session.state.path is not None else None
     return notifier, RunWatch(local.path, notifier, state_path=state, log=log,
                               stale_after=args.stale or STALE_AFTER_S)
+
+
+def _exporter(args: argparse.Namespace, session: SyncSession, err: Console) -> Any:
+    """The mirror's exporter for --export (None without it): the runs a pass changed go to the tracker."""
+    if not args.export:
+        return None
+    from ..export.mirror import MirrorExport
+
+    if session.dest_ep.is_remote:
+        raise ConfigError("--export reads the mirrored runs on this machine; DEST must be a local folder")
+
+    def say(line: str) -> None:
+        err.print(f"lt-sync: {line}", highlight=False, markup=False)
+
+    return MirrorExport(session.dest_ep.path, args.export, experiment=args.export_experiment,
+                        runs_glob=args.runs, say=say)
+
+
+def _export(mirror: Any, result: CycleResult) -> None:
+    if mirror is not None and not result.dry_run:
+        mirror.after_pass(action.rel for action in result.plan.actions)
 
 
 def _check(watch: Any, err: Console) -> None:
@@ -178,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     session = SyncSession(src, dest, options)
     try:
         notifier, watch = _watch(args, session, err)
+        mirror = _exporter(args, session, err)
     except ConfigError as exc:
         parser.error(str(exc))
     outcome: dict[str, int] = {"refused": 0, "errors": 0}
@@ -189,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome["errors"] = len(result.errors)
         _print_result(console, result, verbose=False)
         _check(watch, err)
+        _export(mirror, result)
         if warmer is not None:
             warmer.after(result)
 
@@ -208,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 outcome["refused"], outcome["errors"] = len(result.refused), len(result.errors)
                 _print_result(console, result, verbose=args.dry_run)
                 _check(watch, err)
+                _export(mirror, result)
         finally:
             await session.close()
             if notifier is not None:
@@ -238,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if outcome["errors"]:
+    if outcome["errors"] or (mirror is not None and mirror.failed):
         return 1
     return 3 if outcome["refused"] else 0
 

@@ -69,9 +69,10 @@ def part_target(part_rel: str) -> str:
 
 
 def is_internal(rel: str) -> bool:
-    """Part files of an interrupted copy, and temp files of an atomic write in progress: never synced."""
+    """Part files of an interrupted copy, temp files of an atomic write in progress, and a mirror's own
+    export record (``lt-sync --export``: the mirror's, never the source's): never synced, never deleted."""
     name = rel.rsplit("/", 1)[-1]
-    return name.endswith(PART_SUFFIX) or is_temp_name(name)
+    return name.endswith(PART_SUFFIX) or is_temp_name(name) or name == RunLayout.MIRROR_EXPORT
 
 
 def tail_hash(data: bytes) -> str:

@@ -34,6 +34,13 @@ def mlflow_server(_mlflow_process, made_runs):
 
 
 @pytest.fixture(scope="session")
+def bare_mlflow_server(_mlflow_process):
+    """The server, answering, for tests that make their own runs (without waiting for made_runs' fits)."""
+    _mlflow_process.wait()
+    return _mlflow_process
+
+
+@pytest.fixture(scope="session")
 def client(mlflow_server):
     from mlflow.tracking import MlflowClient
 
