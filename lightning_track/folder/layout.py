@@ -97,9 +97,7 @@ class RunLayout:
     LEGACY = "legacy"  # files carried over unchanged from a migrated legacy run (lt-migrate)
     ANNOTATIONS = "annotations.json"  # tags and notes set after the run (lt tag / lt note)
     EXPORT = "export.json"  # where the run was exported (lt export) and how far each file was sent
-    # the same record for the exports lt-sync --export makes from a mirror of the run: never synced either
-    # way, so the source's export.json and the mirror's own record never overwrite each other
-    MIRROR_EXPORT = "export.mirror.json"
+    MIRROR_EXPORT = "export.mirror.json"  # the same, of lt-sync --export from a mirror: never synced (export/mirror)
     EXPORT_RECORDS = (EXPORT, MIRROR_EXPORT)
     PLOTS = "plots"
     RUN_PLOT = "plots/metrics.png"  # post_process's curves, linked from report_draft.md
@@ -202,10 +200,6 @@ class RunLayout:
     @property
     def export_json(self) -> Path:
         return self.run_dir / self.EXPORT
-
-    @property
-    def mirror_export_json(self) -> Path:
-        return self.run_dir / self.MIRROR_EXPORT
 
     @property
     def annotations_json(self) -> Path:

@@ -40,7 +40,7 @@ __all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs
 
 VERSION = 1
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
-TRACKED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS)  # the files a listing reads
+TRACKED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, *RunLayout.EXPORT_RECORDS)  # what a listing reads
 _BUSY_MS = 3000  # another lt ls writing: wait this long, then leave the catalog as it is
 
 _SCHEMA = """
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS runs (
     folder TEXT NOT NULL,   -- the folder's stat the record was read under
     names TEXT NOT NULL,    -- the folder's names, NUL-separated
     files TEXT NOT NULL,    -- the stat of each file read (TRACKED)
-    record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "p": problems}
+    record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "e": exports, "p": problems}
     config_stat TEXT,       -- config.yaml's stat when its flattened values were kept
     config BLOB
 )
@@ -185,7 +185,8 @@ class Catalog:
         if entry is not None and settled and entry[0] == folder_key and entry[2] == files_key:
             try:
                 record = orjson.loads(entry[3])
-                info = build(summary=record["s"], meta=record["m"], annotations=record["a"], problems=record["p"])
+                info = build(summary=record["s"], meta=record["m"], annotations=record["a"],
+                             exports=record.get("e") or [], problems=record["p"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 info = None
             if info is not None:
@@ -197,7 +198,8 @@ class Catalog:
         self._read += 1
         info._config_sink = self._config_sink(key)
         if settled:
-            record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "p": info.problems})
+            record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "e": info.exports,
+                             "p": info.problems})
             if record is not None:
                 self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record))
         return info
