@@ -32,7 +32,7 @@ from ..folder.records import read_metrics_since
 from ..query.runs import RunInfo
 from ..redaction import redact
 from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, iso_time
-from .content import artifact_files, run_params
+from .content import artifact_files, lineage_tags, run_params
 from .record import SentFile
 from .target import Target
 
@@ -90,6 +90,7 @@ def run_tags(run: RunInfo) -> dict[str, str]:
         tags["config_changes"] = json.dumps(changes, ensure_ascii=False, default=str)
     for tag in run.tags:
         tags[f"tag.{tag}"] = "true"
+    tags.update(lineage_tags(run))
     return redact(tags)  # notes or a reason may quote a URL with its credentials
 
 

@@ -108,6 +108,6 @@ def resume():
     return _resume
 
 
-def _resume(run: Path, max_steps: int = 20) -> None:
+def _resume(run: Path, max_steps: int = 20, extra: tuple[L.Callback, ...] = ()) -> None:
     fit(RunLogger("toy", "resumed", root=run.parent, sinks=(), resume=run.name), max_steps,
-        [StepCheckpoint(every_n_steps=8, start_step=8)], ckpt_path="last")
+        [StepCheckpoint(every_n_steps=8, start_step=8), *extra], ckpt_path="last")

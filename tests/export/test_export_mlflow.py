@@ -235,3 +235,28 @@ def test_an_interrupted_export_continues_where_the_tracker_confirmed(runs_copy, 
     again = export_run(run, mlflow_server.uri)
     assert again.run_id == entry["run_id"] and again.values == total - confirmed  # nothing sent twice
     assert assert_metrics_equal(client, again.run_id, run) == total
+
+
+def test_the_mlflow_run_carries_the_checkpoint_lineage(runs_copy, client, mlflow_server, resume, tmp_path) -> None:
+    from lightning_track import FinalModelExport
+    from lightning_track.folder.fileio import file_sha256
+
+    run = runs_copy["resumed"]  # failed at step 11; the resume continues from checkpoint-step-008
+    resume(run, 16, (FinalModelExport(),))
+    result = export_run(run, mlflow_server.uri)
+    tags = client.get_run(result.run_id).data.tags
+    index = json.loads((run / "checkpoints.json").read_text())["checkpoints"]
+    (model,) = [e for e in index if e.get("kind") == "model"]
+    eight = run / "checkpoints" / "checkpoint-step-008.ckpt"
+    sixteen = run / "checkpoints" / "checkpoint-step-016.ckpt"
+    assert tags["lineage.attempt_2.resumed_from"] == "checkpoints/checkpoint-step-008.ckpt"
+    assert tags["lineage.attempt_2.resumed_from_step"] == "8"
+    assert tags["lineage.attempt_2.resumed_from_sha256"] == file_sha256(eight)
+    assert tags["lineage.final_model.step"] == "16"
+    assert tags["lineage.final_model.checkpoint"] == "checkpoints/checkpoint-step-016.ckpt"
+    assert tags["lineage.final_model.checkpoint_sha256"] == file_sha256(sixteen)
+    assert json.loads(tags["lineage.final_model.files"]) == {
+        "model.safetensors": file_sha256(run / "final_model" / "model.safetensors")} == model["files"]
+    assert tags["lineage.checkpoints"] == str(sum(1 for e in index if e.get("kind") != "model"))
+    fetched = client.download_artifacts(result.run_id, "checkpoints.json", str(tmp_path))
+    assert Path(fetched).read_bytes() == (run / "checkpoints.json").read_bytes()
