@@ -260,3 +260,26 @@ def test_the_mlflow_run_carries_the_checkpoint_lineage(runs_copy, client, mlflow
     assert tags["lineage.checkpoints"] == str(sum(1 for e in index if e.get("kind") != "model"))
     fetched = client.download_artifacts(result.run_id, "checkpoints.json", str(tmp_path))
     assert Path(fetched).read_bytes() == (run / "checkpoints.json").read_bytes()
+
+
+def test_a_run_created_by_an_export_stopped_before_its_record_is_found_again_not_doubled(
+        runs_copy, client, mlflow_server, monkeypatch) -> None:
+    from lightning_track.export import open_exporter
+
+    run = runs_copy["nan"]
+    with open_exporter(mlflow_server.uri) as exporter:
+        real = exporter.client.create_run
+
+        def create_run(*args, **kw):  # the server creates the run; Ctrl+C arrives before the reply is used
+            real(*args, **kw)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(exporter.client, "create_run", create_run)
+        with pytest.raises(KeyboardInterrupt):
+            export_run(run, exporter=exporter, experiment="stopped-at-create")
+    assert "run_id" not in entry_of(run, mlflow_server)
+    again = export_run(run, mlflow_server.uri, experiment="stopped-at-create")
+    experiment = client.get_experiment_by_name("stopped-at-create")
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [again.run_id]
+    assert "creating" not in entry_of(run, mlflow_server)
+    assert assert_metrics_equal(client, again.run_id, run) == again.values
