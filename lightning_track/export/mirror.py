@@ -14,6 +14,8 @@ an earlier pass could not export. A tracker that is down costs one line per pass
 from __future__ import annotations
 
 import fnmatch
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -51,6 +53,32 @@ class MirrorExport:
         self.pending: set[str] = set()  # runs a pass could not export: tried again next pass
         self.first = True
         self.failed = 0  # runs not exported in the last pass
+        self._todo: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def behind(self, changed: Iterable[str]) -> None:
+        """:meth:`after_pass` on a thread of its own, so that a slow or down tracker never holds up the
+        mirror; :meth:`finish` waits for it."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="lt-sync-export", daemon=True)
+            self._thread.start()
+        self._todo.put(list(changed))
+
+    def finish(self) -> bool:
+        """Wait for the exports :meth:`behind` queued; True when every run went."""
+        if self._thread is not None:
+            self._todo.put(None)
+            self._thread.join()
+            self._thread = None
+        return not self.failed
+
+    def _work(self) -> None:
+        while (changed := self._todo.get()) is not None:
+            try:
+                self.after_pass(changed)
+            except Exception as exc:  # noqa: BLE001 - the export must never stop the mirror
+                self.failed += 1
+                self.say(f"export: skipped this pass: {one_line(exc)}")
 
     def _runs(self) -> dict[str, Path]:
         problems: list[str] = []

@@ -14,9 +14,12 @@ from typing import Any
 from .fileio import read_json
 from .layout import RunLayout
 
-__all__ = ["read_exports", "short_target", "export_cell", "KEPT"]
+__all__ = ["read_exports", "short_target", "export_cell", "KEPT", "EXPORT_RECORDS"]
 
-KEPT = ("tracker", "run_id", "link", "experiment", "status", "exported_at")  # what an entry keeps of a target
+EXPORT_RECORDS = (RunLayout.EXPORT, RunLayout.MIRROR_EXPORT)  # lt export's, lt-sync --export's on a mirror
+
+# what an entry keeps of a target (MLflow's experiment and status, W&B's project and state)
+KEPT = ("tracker", "run_id", "link", "experiment", "project", "status", "state", "exported_at")
 
 
 def read_exports(run_dir: Any, names: set[str] | None = None, problems: list[str] | None = None
@@ -28,7 +31,7 @@ def read_exports(run_dir: Any, names: set[str] | None = None, problems: list[str
     run_dir = Path(run_dir)
     entries: list[dict[str, Any]] = []
     problems = [] if problems is None else problems
-    for name in RunLayout.EXPORT_RECORDS:
+    for name in EXPORT_RECORDS:
         if names is not None and name not in names:
             continue
         path = run_dir / name

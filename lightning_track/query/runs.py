@@ -27,7 +27,7 @@ from stat import S_ISREG
 from typing import Any
 
 from ..errors import RunFolderError
-from ..folder.exports import export_cell, read_exports
+from ..folder.exports import EXPORT_RECORDS, export_cell, read_exports
 from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
 from ..folder.records import flatten
@@ -376,7 +376,7 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
             info.annotations = read_annotations(path)
         except RunFolderError as exc:
             info.problems.append(str(exc))
-    info.exports = read_exports(path, names, info.problems) if names & set(RunLayout.EXPORT_RECORDS) else []
+    info.exports = read_exports(path, names, info.problems) if names & set(EXPORT_RECORDS) else []
     return judged(info, stale_after=stale_after, this_host=this_host)
 
 

@@ -157,10 +157,11 @@ def export_lines(run: RunInfo) -> list[str]:
     lines = []
     for entry in run.exports:
         text = f"  {entry.get('tracker', '?')} {entry['target']}  run {entry.get('run_id')}"
-        if entry.get("experiment"):
-            text += f"  experiment {entry['experiment']}"
-        if entry.get("status"):
-            text += f"  {entry['status']}"
+        for key in ("experiment", "project"):  # MLflow's, W&B's
+            if entry.get(key):
+                text += f"  {key} {entry[key]}"
+        if entry.get("status") or entry.get("state"):
+            text += f"  {entry.get('status') or entry['state']}"
         if entry.get("exported_at"):
             text += f"  sent {entry['exported_at']}"
         if entry.get("record") == RunLayout.MIRROR_EXPORT:
