@@ -74,11 +74,21 @@ class MirrorExport:
 
     def _work(self) -> None:
         while (changed := self._todo.get()) is not None:
+            last = False
+            while not last:  # passes that ended meanwhile (several sources) go as one: one line when down
+                try:
+                    more = self._todo.get_nowait()
+                except queue.Empty:
+                    break
+                last = more is None
+                changed += more or []
             try:
                 self.after_pass(changed)
             except Exception as exc:  # noqa: BLE001 - the export must never stop the mirror
                 self.failed += 1
                 self.say(f"export: skipped this pass: {one_line(exc)}")
+            if last:
+                return
 
     def _runs(self) -> dict[str, Path]:
         problems: list[str] = []
