@@ -78,8 +78,9 @@ trainer:
 """
 
 
-def make_runs(root: Path, count: int) -> None:
-    """``count`` runs with the files a listing reads, of real sizes (written fast: templates, no YAML)."""
+def make_runs(root: Path, count: int, val_steps: int = 0) -> None:
+    """``count`` runs with the files a listing reads, of real sizes (written fast: templates, no YAML);
+    ``val_steps``: that many steps of ``train/loss`` and ``val/loss`` in metrics.jsonl (a report's curves)."""
     rng = np.random.default_rng(0)
     start = 1.79e9
     lrs = 10.0 ** -rng.integers(2, 6, count)
@@ -100,6 +101,12 @@ def make_runs(root: Path, count: int) -> None:
              "versions": {"python": "3.11", "torch": "2.13.0"}}, option=orjson.OPT_INDENT_2))
         (run / "config.yaml").write_text(CONFIG.format(hidden=32 + i % 480, layers=1 + i % 7, lr=float(lrs[i]),
                                                        seed=i))
+        if val_steps:
+            floor = metrics["val/loss"]
+            curve = floor + np.exp(-np.arange(val_steps) / (val_steps / 4)) * (1 + lrs[i] * 1e3)
+            (run / "metrics.jsonl").write_bytes(b"".join(orjson.dumps({"step": s * 10, "time": t0 + s, "metrics": {
+                "train/loss": float(v * 1.1), "val/loss": float(v)}}) + b"\n" for s, v in enumerate(curve, 1)))
+            continue
         (run / "metrics.jsonl").write_bytes(b"".join(orjson.dumps({"step": s, "time": t0 + s, "metrics": {
             "train/loss": 1.0 / s}}) + b"\n" for s in range(1, 11)))
 

@@ -30,6 +30,7 @@ from .compare import cell_text, compare_runs, labels, metric_mode, metric_rows
 from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
+from .report_many import CURVE_LIMIT, curve_data, many_data, many_sections
 from .runs import RunInfo, main_metric
 from .show import console_tail, system_peaks
 from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
@@ -244,66 +245,94 @@ def _system_and_console(runs: Sequence[RunInfo], names: list[str], problems: lis
     return parts
 
 
+def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems: list[str]) -> tuple[list[str], str]:
+    """Past ``MANY_RUNS``: the table, best-metric, config and ticked-curves views (:mod:`.report_many`),
+    system and console of the best ``CURVE_RUNS``; returns the parts and the view's JSON."""
+    main = metrics[0] if metrics else main_metric(runs)
+    ticked = curve_runs(runs, main) if main else []
+    held = curve_runs(runs, main, CURVE_LIMIT) if main else []
+    histories = _histories(runs, [main], problems, held) if main else [None] * len(runs)
+    comp = compare_runs(runs, metrics, known=[main] if main and any(h is not None for h in histories) else ())
+    for key in comp.missing:
+        problems.append(f"no run has metric {key!r}")
+    names = labels(len(runs))
+    curves = curve_data(runs, histories, main) if main else {}
+    data = many_data(runs, names, metric=main, mode=metric_mode(runs, main) if main else None,
+                     config=comp.config_diff, curves=curves, selected=ticked)
+    parts = ["<h2>Runs</h2>", *many_sections(len(runs), main, len(held))]
+    parts += _sweeps(runs, names)
+    parts += _failures(runs, names)
+    parts += _system_and_console([runs[i] for i in ticked], [names[i] for i in ticked], problems)
+    return parts, orjson.dumps(data).decode()
+
+
+def _failures(runs: Sequence[RunInfo], names: list[str]) -> list[str]:
+    failures = [_failure(label, run) for label, run in zip(names, runs, strict=True)
+                if run.status != COMPLETED and (run.failure or run.why)]
+    return ["<h2>Failures</h2>", *failures] if failures else []
+
+
+def _script(data_id: str, data_json: str) -> str:
+    safe = data_json.replace("<", "\\u003c")  # no "</script" or "<!--" can end or change the data block
+    return f'<script type="application/json" id="{data_id}">{safe}</script>'
+
+
+def _resource(name: str) -> str:
+    return (_RESOURCES / name).read_text(encoding="utf-8").replace("</script", "<\\/script")
+
+
 def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = None, points: int = POINTS,
                  title: str | None = None, problems: list[str] | None = None) -> str:
     """The HTML text. ``metrics``: the curves and rows to show (default: every metric but ``epoch``)."""
     problems = [] if problems is None else problems
-    many = len(runs) > MANY_RUNS
-    main = (metrics[0] if metrics else main_metric(runs)) if many else None
-    picked = curve_runs(runs, main) if many else list(range(len(runs)))
+    title = title or (f"{len(runs)} runs" if len(runs) != 1 else runs[0].name)
+    head = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>']
+    css, scripts = [_resource("report.css")], []
+    if len(runs) > MANY_RUNS:
+        parts, many_json = _many(runs, metrics, problems)
+        data_json = orjson.dumps({"runs": [], "charts": []}).decode()
+        css.append(_resource("uPlot.min.css"))
+        scripts = [_script("lt-many", many_json), f"<script>{_resource('uPlot.iife.min.js')}</script>",
+                   f"<script>{_resource('report_many.js')}</script>"]
+    else:
+        parts, data_json = _few(runs, metrics, points, problems)
+    if problems:
+        parts += ["<h2>Problems reading the runs</h2><ul>", *(f"<li>{_e(p)}</li>" for p in dict.fromkeys(problems)),
+                  "</ul>"]
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+            f"content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title><style>{''.join(css)}</style>"
+            f"</head><body><main>{''.join(head + parts)}</main>{_script('lt-data', data_json)}"
+            f"<script>{_resource('report.js')}</script>{''.join(scripts)}</body></html>\n")
+
+
+def _few(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int,
+         problems: list[str]) -> tuple[list[str], str]:
+    """Up to ``MANY_RUNS``: every section for every run; returns the parts and the curves' JSON."""
+    picked = list(range(len(runs)))
     histories = _histories(runs, metrics, problems, picked)
     logged = list(dict.fromkeys(k for h in histories if h is not None for k in h.keys))
     comp = compare_runs(runs, metrics, known=logged)
     for key in comp.missing:
         problems.append(f"no run has metric {key!r}")
     names = labels(len(runs))
-    colors: list[str | None] = [None] * len(runs)
-    for n, i in enumerate(picked):
-        colors[i] = COLORS[n % len(COLORS)]
+    colors: list[str | None] = [COLORS[n % len(COLORS)] for n in range(len(runs))]
     chart_keys = [k for k in comp.metrics if k not in _SKIP]
     charts = _charts(runs, histories, chart_keys, points, picked)
     data = {"runs": [{"label": label, "name": run.name, "color": color or ""}
                      for label, run, color in zip(names, runs, colors, strict=True)]}
     data_json = orjson.dumps(data).decode()[:-1] + f',"charts":[{",".join(charts)}]}}'
-    title = title or (f"{len(runs)} runs" if len(runs) != 1 else runs[0].name)
-
-    parts = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>', "<h2>Runs</h2>"]
-    if many:
-        shown = comp.config_diff[:CONFIG_COLUMNS]
-        more = len(comp.config_diff) - len(shown)
-        which = f"the {len(picked)} with the best {_e(main)}" if main else f"the first {len(picked)}"
-        first = f" (the first {len(shown)} of {len(comp.config_diff)})" if more else ""
-        parts += [f'<p class="sub">{len(runs)} runs: one row each, with '
-                  + (f"the best {_e(main)} and " if main else "")
-                  + f"the config keys that differ{first}; curves, system and console for {which} (marked). "
-                  "lt report RUN... or --filter picks others.</p>",
-                  _runs_table(runs, names, colors, metric=main, config=shown)]
-    else:
-        parts.append(_runs_table(runs, names, colors))
+    parts = ["<h2>Runs</h2>", _runs_table(runs, names, colors)]
     parts += _sweeps(runs, names)
-    failures = [_failure(label, run) for label, run in zip(names, runs, strict=True)
-                if run.status != COMPLETED and (run.failure or run.why)]
-    if failures:
-        parts += ["<h2>Failures</h2>", *failures]
-    if not many:
-        parts += ["<h2>Metrics</h2>", _metrics_html(comp), "<h2>Config differences</h2>"]
-        if comp.config_diff:
-            parts.append(_table(["key", *names], [[_td(k), *(_td(cell_text(v)) for v in values)]
-                                                  for k, values in comp.config_diff]))
-        else:
-            parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
+    parts += _failures(runs, names)
+    parts += ["<h2>Metrics</h2>", _metrics_html(comp), "<h2>Config differences</h2>"]
+    if comp.config_diff:
+        parts.append(_table(["key", *names], [[_td(k), *(_td(cell_text(v)) for v in values)]
+                                              for k, values in comp.config_diff]))
+    else:
+        parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
     parts += _curves(charts, runs, names, colors)
-    parts += _system_and_console([runs[i] for i in picked], [names[i] for i in picked], problems)
-    if problems:
-        parts += ["<h2>Problems reading the runs</h2><ul>", *(f"<li>{_e(p)}</li>" for p in dict.fromkeys(problems)),
-                  "</ul>"]
-    css = (_RESOURCES / "report.css").read_text(encoding="utf-8")
-    js = (_RESOURCES / "report.js").read_text(encoding="utf-8").replace("</script", "<\\/script")
-    safe_json = data_json.replace("<", "\\u003c")  # no "</script" or "<!--" can end or change the data block
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
-            f"content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title><style>{css}</style></head>"
-            f"<body><main>{''.join(parts)}</main><script type=\"application/json\" id=\"lt-data\">{safe_json}</script>"
-            f"<script>{js}</script></body></html>\n")
+    parts += _system_and_console(runs, names, problems)
+    return parts, data_json
 
 
 def write_report(path: str, runs: Sequence[RunInfo], **kwargs: Any) -> str:
