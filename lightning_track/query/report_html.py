@@ -9,6 +9,10 @@ draws the curves and makes them interactive (zoom, hover, smoothing, log scale, 
 Size: each curve is downsampled to ``points`` buckets (mean line plus min/max band, so spikes stay;
 NaN/inf steps as markers, :mod:`..derived.curves`), values to 5 significant digits: 10 runs x 10
 metrics x 100k steps make about 1 MB.
+
+Past ``MANY_RUNS`` runs the page is :mod:`.report_many`'s instead (a sortable, filterable runs table,
+best-metric and config views, curves of the runs the reader ticks, drawn with the vendored uPlot), with
+the sweeps, the first failures and the system and console of the ``CURVE_RUNS`` best runs from here.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = ["build_report", "write_report", "curve_runs", "POINTS", "COLORS", "MA
 POINTS = 400
 MANY_RUNS = 30  # past this many runs: one row per run, curves and per-run sections for the best CURVE_RUNS only
 CURVE_RUNS = 10
+FAILURES_SHOWN = 50  # past MANY_RUNS: the failures listed one by one (a sweep can have thousands)
 CONFIG_COLUMNS = 8  # differing config keys shown as columns of the runs table when there are many runs
 CONSOLE_LINES = 40
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -261,15 +266,21 @@ def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems: list
                      config=comp.config_diff, curves=curves, selected=ticked)
     parts = ["<h2>Runs</h2>", *many_sections(len(runs), main, len(held))]
     parts += _sweeps(runs, names)
-    parts += _failures(runs, names)
+    parts += _failures(runs, names, FAILURES_SHOWN)
     parts += _system_and_console([runs[i] for i in ticked], [names[i] for i in ticked], problems)
     return parts, orjson.dumps(data).decode()
 
 
-def _failures(runs: Sequence[RunInfo], names: list[str]) -> list[str]:
-    failures = [_failure(label, run) for label, run in zip(names, runs, strict=True)
-                if run.status != COMPLETED and (run.failure or run.why)]
-    return ["<h2>Failures</h2>", *failures] if failures else []
+def _failures(runs: Sequence[RunInfo], names: list[str], limit: int | None = None) -> list[str]:
+    """Why each run that did not complete stopped; the first ``limit`` of them (the table filters the rest)."""
+    failed = [(label, run) for label, run in zip(names, runs, strict=True)
+              if run.status != COMPLETED and (run.failure or run.why)]
+    if not failed:
+        return []
+    shown = failed if limit is None else failed[:limit]
+    more = (f'<p class="sub">and {len(failed) - len(shown)} more: filter the table with '
+            "<code>status!=completed</code></p>") if len(shown) < len(failed) else ""
+    return ["<h2>Failures</h2>", *(_failure(label, run) for label, run in shown), more]
 
 
 def _script(data_id: str, data_json: str) -> str:

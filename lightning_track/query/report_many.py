@@ -82,7 +82,8 @@ def curve_data(runs: Sequence[RunInfo], histories: Sequence[Any], metric: str) -
 
 
 def many_data(runs: Sequence[RunInfo], names: Sequence[str], *, metric: str | None, mode: str | None,
-              config: Sequence[tuple[str, list[Any]]], curves: dict[str, Any], selected: Sequence[int]) -> dict[str, Any]:
+              config: Sequence[tuple[str, list[Any]]], curves: dict[str, Any],
+              selected: Sequence[int]) -> dict[str, Any]:
     """The page's data: the table's columns, the main metric, the curves and the runs ticked at first."""
     columns: list[dict[str, Any]] = [
         {"key": "label", "label": "", "type": "text", "values": list(names)},
@@ -95,7 +96,8 @@ def many_data(runs: Sequence[RunInfo], names: Sequence[str], *, metric: str | No
          "values": [None if run.start is None else round(run.start) for run in runs]},
         {"key": "wall_span", "label": "wall span", "type": "duration",
          "values": [None if run.wall_span is None else round(run.wall_span) for run in runs]},
-        {"key": "step", "label": "last step", "type": "num", "values": [_num(run.summary.get("last_step")) for run in runs]},
+        {"key": "step", "label": "last step", "type": "num",
+         "values": [_num(run.summary.get("last_step")) for run in runs]},
         _text_column("tag", "tags", [", ".join(run.tags) for run in runs]),
         _text_column("notes", "notes", [run.notes for run in runs]),
     ]
@@ -123,7 +125,7 @@ def many_sections(count: int, metric: str | None, curve_runs: int) -> list[str]:
              f"This file holds {held}.</p>",
              '<div class="many-controls"><input id="lt-filter" type="search" placeholder="filter: text or key=value, '
              'key&lt;number" size="48"> <span id="lt-count" class="sub"></span> <button id="lt-none" type="button">'
-             'untick all</button></div>',
+             'untick all</button> <button id="lt-all" type="button" hidden></button></div>',
              '<div class="many-table"><table id="lt-runs"><thead></thead><tbody></tbody></table></div>']
     if metric:
         parts += [f"<h2>Best {m}</h2>", '<p class="sub">each run by its start time, and the best so far; '

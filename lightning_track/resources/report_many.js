@@ -1,7 +1,7 @@
 // lt report of many runs: the runs table (sort, filter, tick), the best metric by start time, config against the
 // best metric, and the curves of the ticked runs, drawn with the vendored uPlot (uPlot.iife.min.js).
 // State travels in the URL's hash (#sort=best&desc=1&q=status%3Dcompleted&sel=a,b) so a view can be shared.
-// What is drawn is written on <body>: data-many-rows (rows shown), data-many-first (the first row's run),
+// What is drawn is written on <body>: data-many-rows (rows that match), data-many-listed (rows in the page), data-many-first (the first row's run),
 // data-many-ticked, data-many-curves (curves drawn), data-many-config (config views drawn), data-many-best;
 // errors land in data-error. #selftest-many clicks through sort, filter and ticking (data-many-selftest).
 "use strict";
@@ -32,7 +32,8 @@
   byKey.set("name", byKey.get("run")); byKey.set("tags", byKey.get("tag"));
   for (const c of cols) if (c.config) byKey.set("config." + c.key, c);
   const indexOfLabel = new Map(labels.map((l, i) => [l, i]));
-  const state = { sort: best ? "best" : "start", desc: best ? D.mode === "max" : false, q: "", ticked: new Set(D.selected) };
+  const state = { sort: best ? "best" : "start", desc: best ? D.mode === "max" : false, q: "", ticked: new Set(D.selected),
+    all: false };
   let shown = [], filterError = "";
 
   // the filter: terms separated by spaces, all must hold; "key<op>value" on a column, else text in any cell
@@ -79,6 +80,8 @@
   }
 
   const table = document.getElementById("lt-runs"), count = document.getElementById("lt-count");
+  const more = document.getElementById("lt-all");
+  const ROWS = 1000;  // rows in the page at once: 10,000 rows of cells make every sort and tick slow
   function renderTable() {
     applyFilter();
     const head = ['<tr><th title="tick to draw the curve">✓</th>'];
@@ -87,16 +90,20 @@
       head.push(`<th data-key="${esc(c.key)}" class="sortable">${esc(c.label)}${mark}</th>`);
     }
     table.tHead.innerHTML = head.join("") + "</tr>";
-    const out = [];
-    for (const i of shown) {
+    const out = [], limit = state.all ? shown.length : Math.min(shown.length, ROWS);
+    for (const i of shown.slice(0, limit)) {
       const ticked = state.ticked.has(i);
       const cells = cols.map((c) => `<td${c.numeric ? ' class="num"' : c.key === "status" ? ` class="st-${esc(c.v[i])}"` : ""}>${esc(c.show(c.v[i]))}</td>`);
       out.push(`<tr data-i="${i}"${ticked ? ' class="ticked"' : ""}><td><input type="checkbox" data-i="${i}"${ticked ? " checked" : ""}></td>${cells.join("")}</tr>`);
     }
     table.tBodies[0].innerHTML = out.join("");
-    count.textContent = filterError ? `filter: ${filterError}` : `${shown.length} of ${N} runs shown, ${state.ticked.size} ticked`;
+    more.hidden = limit === shown.length;
+    more.textContent = `show all ${shown.length} rows`;
+    count.textContent = filterError ? `filter: ${filterError}` : `${shown.length} of ${N} runs match` +
+      (limit < shown.length ? ` (the first ${limit} listed)` : "") + `, ${state.ticked.size} ticked`;
     count.classList.toggle("bad", !!filterError);
     body.dataset.manyRows = String(shown.length);
+    body.dataset.manyListed = String(limit);
     body.dataset.manyFirst = shown.length ? names[shown[0]] : "";
     body.dataset.manyTicked = String(state.ticked.size);
   }
@@ -119,6 +126,7 @@
 
   const width = (el) => Math.max(320, (el.clientWidth || 900) - 4);
   const plots = [];
+  let pointRuns = [];  // the best view's runs, point by point
   function scatter(el, title, xs, ys, runsAt, opts) {  // xs ascending; runsAt[k]: the run of point k
     const box = document.createElement("div");
     box.className = "uwrap";
@@ -146,6 +154,7 @@
     const xs = order.map((i) => start[i]), ys = order.map((i) => best.v[i]), sofar = [];
     let top = null;
     for (const y of ys) { if (top === null || (D.mode === "max" ? y > top : y < top)) top = y; sofar.push(top); }
+    pointRuns = order;
     scatter(el, `best ${best.metric} of each run, by start`, xs, ys, order, {
       x: { time: true }, extra: [{ stroke: "#d62728", width: 1.5, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } }],
       extraData: [sofar] });
@@ -164,7 +173,8 @@
         order.sort((a, b) => c.v[a] - c.v[b] || a - b);
         xs = order.map((i) => c.v[i]);
         const pos = xs.length && xs[0] > 0;
-        if (pos && xs[xs.length - 1] / xs[0] >= 100) opts.x = { distr: 3 };  // a learning rate: log axis
+        if (pos && xs[xs.length - 1] / xs[0] >= 100) opts.x = { distr: 3, log: 10 };  // a learning rate: log axis
+        opts.xAxis = { values: (u, splits) => splits.map((v) => v === null ? "" : fmt(v)) };
       } else {
         const cats = [...new Set(order.map((i) => c.v[i]))].sort();
         const at = new Map(cats.map((v, k) => [v, k]));
@@ -230,16 +240,18 @@
       clearTimeout(pending);
       pending = setTimeout(() => { state.q = filter.value; renderTable(); saveHash(); }, 150);
     });
+    more.addEventListener("click", () => { state.all = true; renderTable(); });
     document.getElementById("lt-none").addEventListener("click", () => { state.ticked.clear(); renderTable(); drawCurves(); saveHash(); });
     drawBest();
     body.dataset.manyConfig = String(drawConfig());
     drawCurves();
-    if (location.hash.includes("selftest-many")) selftest(filter);
+    if (location.hash.includes("selftest-many")) setTimeout(() => selftest(filter), 200);  // after uPlot's first draw
   }
 
   // What a person does, through the page's own events; each step's reading goes into data-many-selftest.
   function selftest(filter) {
-    const out = {};
+    const out = { first: body.dataset.manyFirst, rows: +body.dataset.manyRows, listed: +body.dataset.manyListed,
+      curves: +body.dataset.manyCurves };  // as the hash left them
     try {
       const click = (el) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
       const th = (key) => table.tHead.querySelector(`th[data-key="${key}"]`);
@@ -253,9 +265,17 @@
         const box = table.tBodies[0].querySelectorAll("input[type=checkbox]")[k];
         box.checked = true; box.dispatchEvent(new Event("change", { bubbles: true }));
       }
-      out.ticked = +body.dataset.manyTicked; out.curves = +body.dataset.manyCurves;
+      out.ticked = +body.dataset.manyTicked; out.ticked_curves = +body.dataset.manyCurves;
       out.series = curvePlot ? curvePlot.series.length - 1 : 0;
       out.canvases = document.querySelectorAll("#lt-curves canvas").length;
+      if (plots.length) {  // a click on the best view's first point ticks that run
+        const u = plots[0], r = u.over.getBoundingClientRect();
+        const x = u.valToPos(u.data[0][0], "x"), y = u.valToPos(u.data[1][0], "y");
+        for (const kind of ["mouseenter", "mousemove", "mousedown", "mouseup", "click"]) {  // a click, as a mouse makes it
+          u.over.dispatchEvent(new MouseEvent(kind, { clientX: r.left + x, clientY: r.top + y, bubbles: true, button: 0 }));
+        }
+        out.point = body.dataset.manyTicked === "4" && state.ticked.has(pointRuns[0]) ? names[pointRuns[0]] : "";
+      }
       body.dataset.manySelftest = JSON.stringify(out);
     } catch (err) {
       body.dataset.manySelftest = "fail " + err.message;
