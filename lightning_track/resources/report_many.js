@@ -255,6 +255,7 @@
     try {
       const click = (el) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
       const th = (key) => table.tHead.querySelector(`th[data-key="${key}"]`);
+      filter.value = ""; state.q = ""; renderTable();
       click(th("run")); out.run_asc = body.dataset.manyFirst;
       click(th("run")); out.run_desc = body.dataset.manyFirst;
       if (best) { click(th("best")); out.best_asc = body.dataset.manyFirst; }
@@ -268,13 +269,16 @@
       out.ticked = +body.dataset.manyTicked; out.ticked_curves = +body.dataset.manyCurves;
       out.series = curvePlot ? curvePlot.series.length - 1 : 0;
       out.canvases = document.querySelectorAll("#lt-curves canvas").length;
-      if (plots.length) {  // a click on the best view's first point ticks that run
-        const u = plots[0], r = u.over.getBoundingClientRect();
-        const x = u.valToPos(u.data[0][0], "x"), y = u.valToPos(u.data[1][0], "y");
+      if (plots.length) {  // a click on the best view's middle point (by start) ticks (or unticks) that run
+        const u = plots[0], r = u.over.getBoundingClientRect(), before = new Set(state.ticked);
+        const k = Math.floor(u.data[0].length / 2);
+        const inside = (v, size) => Math.min(Math.max(v, 1), size - 1);  // a point on the plot's edge: just inside
+        const x = inside(u.valToPos(u.data[0][k], "x"), r.width), y = inside(u.valToPos(u.data[1][k], "y"), r.height);
         for (const kind of ["mouseenter", "mousemove", "mousedown", "mouseup", "click"]) {  // a click, as a mouse makes it
           u.over.dispatchEvent(new MouseEvent(kind, { clientX: r.left + x, clientY: r.top + y, bubbles: true, button: 0 }));
         }
-        out.point = body.dataset.manyTicked === "4" && state.ticked.has(pointRuns[0]) ? names[pointRuns[0]] : "";
+        const changed = [...state.ticked].filter((i) => !before.has(i)).concat([...before].filter((i) => !state.ticked.has(i)));
+        out.point = changed.map((i) => names[i]).join(",");
       }
       body.dataset.manySelftest = JSON.stringify(out);
     } catch (err) {
