@@ -42,10 +42,9 @@ from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
 __all__ = ["build_report", "write_report", "curve_runs", "POINTS", "COLORS", "MANY_RUNS", "CURVE_RUNS"]
 
 POINTS = 400
-MANY_RUNS = 30  # past this many runs: one row per run, curves and per-run sections for the best CURVE_RUNS only
+MANY_RUNS = 30  # past this many runs: report_many's view; system and console for the best CURVE_RUNS only
 CURVE_RUNS = 10
 FAILURES_SHOWN = 50  # past MANY_RUNS: the failures listed one by one (a sweep can have thousands)
-CONFIG_COLUMNS = 8  # differing config keys shown as columns of the runs table when there are many runs
 CONSOLE_LINES = 40
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
@@ -166,24 +165,19 @@ def _td(text: Any, cls: str = "") -> str:
     return f'<td class="{cls}">{_e(text)}</td>' if cls else f"<td>{_e(text)}</td>"
 
 
-def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str | None], *, metric: str | None = None,
-                config: Sequence[tuple[str, list[Any]]] = ()) -> str:
-    """One row per run; ``metric`` (its best value) and ``config`` (differing keys) as extra columns."""
+def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str | None]) -> str:
+    """One row per run."""
     rows = []
-    for i, (label, run, color) in enumerate(zip(names, runs, colors, strict=True)):
+    for label, run, color in zip(names, runs, colors, strict=True):
         where = (run.host or "-") + (f" ({run.source})" if run.source else "")
         chip = f'<span class="chip" style="background:{color}"></span>' if color else ""
-        extra = [_td("-" if metric is None or run.metric("best", metric) is MISSING
-                     else format_cell(run.metric("best", metric)), "num")] if metric else []
-        extra += [_td(cell_text(values[i])) for _, values in config]
         rows.append([f"<td>{chip}{label}</td>", _td(run.name),
                      _td(run.status, f"st-{run.status}"), _td(run.dataset), _td(run.method), _td(where),
                      _td(format_time(run.start)), _td(format_duration(run.wall_span), "num"),
                      _td(format_cell(run.summary.get("last_step")), "num"), _td(", ".join(run.tags) or "-"),
-                     _td(run.notes or "-"), *extra])
+                     _td(run.notes or "-")])
     head = ["", "run", "status", "dataset", "method", "host", "start", "wall span", "last step", "tags", "notes"]
-    head += [f"best {_e(metric)}"] if metric else []
-    return _table(head + [_e(key) for key, _ in config], rows)
+    return _table(head, rows)
 
 
 def _sweeps(runs: Sequence[RunInfo], names: list[str]) -> list[str]:

@@ -40,8 +40,8 @@
   const OPS = /^([^\s<>=!~]+)(<=|>=|!=|!~|==|=|<|>|~)(.*)$/;
   function compileTerm(term) {
     const m = OPS.exec(term);
-    if (!m || !byKey.has(m[1])) {
-      if (m && /^[\w./-]+$/.test(m[1]) && m[2] !== "~" && m[2] !== "=") throw new Error(`no column ${m[1]}`);
+    if (m && !byKey.has(m[1])) throw new Error(`no column ${m[1]} (${cols.slice(1).map((c) => c.key).join(", ")})`);
+    if (!m) {
       const needle = term.toLowerCase();
       return (i) => cols.some((c) => c.v[i] !== null && String(c.show(c.v[i])).toLowerCase().includes(needle));
     }
