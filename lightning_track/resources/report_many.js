@@ -259,7 +259,10 @@
       click(th("run")); out.run_asc = body.dataset.manyFirst;
       click(th("run")); out.run_desc = body.dataset.manyFirst;
       if (best) { click(th("best")); out.best_asc = body.dataset.manyFirst; }
-      filter.value = "status=completed"; state.q = filter.value; renderTable(); out.completed = +body.dataset.manyRows;
+      const typed = (text) => { filter.value = text; state.q = text; renderTable(); return +body.dataset.manyRows; };
+      out.completed = typed("status=completed");
+      out.under = typed("best<0.1 completed");  // a term on a column and a text one: both must hold
+      typed("nosuch<1"); out.bad = count.textContent;
       filter.value = ""; state.q = ""; renderTable();
       click(document.getElementById("lt-none")); out.none = +body.dataset.manyCurves;
       for (let k = 0; k < 3; k++) {  // the first three rows, as a person ticks them (each tick redraws the table)

@@ -220,6 +220,8 @@ def test_the_thousand_run_report_sorts_filters_and_draws_ticked_curves_in_headle
     assert test["run_asc"] == min(facts) and test["run_desc"] == max(facts)
     assert test["best_asc"] == min(facts, key=lambda n: facts[n]["best"])
     assert test["completed"] == sum(f["status"] == "completed" for f in facts.values())
+    assert test["under"] == sum(f["best"] < 0.1 and f["status"] == "completed" for f in facts.values())
+    assert test["bad"].startswith("filter: no column nosuch (run, status,")
     assert (test["none"], test["ticked"], test["ticked_curves"], test["series"], test["canvases"]) == (0, 3, 3, 3, 1)
     # the best view's middle point (by start) toggled: one run, r500 or a neighbour (1,000 points in ~1,100 px)
     assert test["point"] in {f"big_r{r}_20260101_0000{r}" for r in (499, 500, 501)}
