@@ -34,6 +34,7 @@ from .compare import cell_text, compare_runs, labels, metric_mode, metric_rows
 from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
+from .report_lineage import lineage_html
 from .report_many import CURVE_LIMIT, curve_data, many_data, many_sections
 from .runs import RunInfo, main_metric
 from .show import console_tail, system_peaks
@@ -335,6 +336,7 @@ def _few(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int,
                                               for k, values in comp.config_diff]))
     else:
         parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
+    parts += lineage_html(runs, names)  # checkpoints, resumes, final model, evaluated: a few runs only
     parts += _curves(charts, runs, names, colors)
     parts += _system_and_console(runs, names, problems)
     return parts, data_json
