@@ -35,7 +35,7 @@ from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
 from .report_lineage import lineage_html
-from .report_many import CURVE_LIMIT, curve_data, many_data, many_sections
+from .report_many import CURVE_LIMIT, CURVE_POINTS, curve_data, many_data, many_sections
 from .runs import RunInfo, main_metric
 from .show import console_tail, system_peaks
 from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
@@ -245,7 +245,8 @@ def _system_and_console(runs: Sequence[RunInfo], names: list[str], problems: lis
     return parts
 
 
-def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems: list[str]) -> tuple[list[str], str]:
+def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int,
+          problems: list[str]) -> tuple[list[str], str]:
     """Past ``MANY_RUNS``: the table, best-metric, config and ticked-curves views (:mod:`.report_many`),
     system and console of the best ``CURVE_RUNS``; returns the parts and the view's JSON."""
     main = metrics[0] if metrics else main_metric(runs)
@@ -256,10 +257,10 @@ def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, problems: list
     for key in comp.missing:
         problems.append(f"no run has metric {key!r}")
     names = labels(len(runs))
-    curves = curve_data(runs, histories, main) if main else {}
+    curves = curve_data(runs, histories, main, points) if main else {}
     data = many_data(runs, names, metric=main, mode=metric_mode(runs, main) if main else None,
                      config=comp.config_diff, curves=curves, selected=ticked)
-    parts = ["<h2>Runs</h2>", *many_sections(len(runs), main, len(held))]
+    parts = ["<h2>Runs</h2>", *many_sections(len(runs), main, len(held), points)]
     parts += _sweeps(runs, names)
     parts += _failures(runs, names, FAILURES_SHOWN)
     parts += _system_and_console([runs[i] for i in ticked], [names[i] for i in ticked], problems)
@@ -287,21 +288,22 @@ def _resource(name: str) -> str:
     return (_RESOURCES / name).read_text(encoding="utf-8").replace("</script", "<\\/script")
 
 
-def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = None, points: int = POINTS,
+def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = None, points: int | None = None,
                  title: str | None = None, problems: list[str] | None = None) -> str:
-    """The HTML text. ``metrics``: the curves and rows to show (default: every metric but ``epoch``)."""
+    """The HTML text. ``metrics``: the curves and rows to show (default: every metric but ``epoch``);
+    ``points``: per curve (default ``POINTS``, past ``MANY_RUNS`` runs ``report_many.CURVE_POINTS``)."""
     problems = [] if problems is None else problems
     title = title or (f"{len(runs)} runs" if len(runs) != 1 else runs[0].name)
     head = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>']
     css, scripts = [_resource("report.css")], []
     if len(runs) > MANY_RUNS:
-        parts, many_json = _many(runs, metrics, problems)
+        parts, many_json = _many(runs, metrics, points or CURVE_POINTS, problems)
         data_json = orjson.dumps({"runs": [], "charts": []}).decode()
         css.append(_resource("uPlot.min.css"))
         scripts = [_script("lt-many", many_json), f"<script>{_resource('uPlot.iife.min.js')}</script>",
                    f"<script>{_resource('report_many.js')}</script>"]
     else:
-        parts, data_json = _few(runs, metrics, points, problems)
+        parts, data_json = _few(runs, metrics, points or POINTS, problems)
     if problems:
         parts += ["<h2>Problems reading the runs</h2><ul>", *(f"<li>{_e(p)}</li>" for p in dict.fromkeys(problems)),
                   "</ul>"]

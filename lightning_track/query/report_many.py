@@ -67,14 +67,15 @@ def _config_column(key: str, values: list[Any]) -> dict[str, Any]:
     return column
 
 
-def curve_data(runs: Sequence[RunInfo], histories: Sequence[Any], metric: str) -> dict[str, list[list[float | None]]]:
+def curve_data(runs: Sequence[RunInfo], histories: Sequence[Any], metric: str,
+               points: int = CURVE_POINTS) -> dict[str, list[list[float | None]]]:
     """Run index -> ``[steps as differences from the previous one, bucket means]`` of ``metric``."""
     curves: dict[str, list[list[float | None]]] = {}
     for i, history in enumerate(histories):
         if history is None or metric not in history.columns:
             continue
         steps, values = history.series(metric)
-        curve = downsample(steps, values, CURVE_POINTS)
+        curve = downsample(steps, values, points)
         x = curve.x.tolist()
         deltas = [x[0], *np.diff(curve.x).tolist()] if x else []
         curves[str(i)] = [deltas, [None if v != v else float(f"{v:.4g}") for v in curve.y.tolist()]]
@@ -106,17 +107,17 @@ def many_data(runs: Sequence[RunInfo], names: Sequence[str], *, metric: str | No
                         "values": [_num(run.metric("best", metric)) for run in runs]})
     columns += [_config_column(key, values) for key, values in config]
     return {"count": len(runs), "metric": metric, "mode": mode, "columns": columns, "curves": curves,
-            "curve_points": CURVE_POINTS, "scatter_keys": SCATTER_KEYS, "selected": list(selected)}
+            "scatter_keys": SCATTER_KEYS, "selected": list(selected)}
 
 
-def many_sections(count: int, metric: str | None, curve_runs: int) -> list[str]:
+def many_sections(count: int, metric: str | None, curve_runs: int, points: int = CURVE_POINTS) -> list[str]:
     """The places the script fills; text that says what the file holds."""
     m = html.escape(metric or "", quote=True)
     if metric:
         held = (f"the curves of {m} for all {count} runs" if curve_runs >= count else
                 f"the curves of {m} for the {curve_runs} runs with the best values (the others: "
                 "<code>lt report RUN...</code> or <code>--filter</code>)")
-        held += f", at most {CURVE_POINTS} points each (bucket means)"
+        held += f", at most {points} points each (bucket means)"
     else:
         held = "no curves (the runs have no best metric)"
     parts = [f'<p class="sub">{count} runs. Click a column to sort; filter by text or by terms such as '

@@ -192,6 +192,10 @@ def test_report_of_a_thousand_runs_holds_every_run_the_configs_and_small_curves(
     assert len(steps) == len(curve[1]) == 200 and steps[0] == 1 and steps[-1] <= 300 and np.all(np.diff(steps) > 0)
     assert text.count('<div class="fail">') == 50 and "and 93 more" in text  # 143 failed: the first 50 listed
     assert out_file.stat().st_size < 2.5 * 1024 * 1024  # mostly the 1,000 curves: about 2 KiB each
+    code, _, _ = report(capsys, str(tmp_path / "runs"), "-o", str(out_file), "--points", "50")  # smaller curves
+    text = out_file.read_text()
+    assert code == 0 and {len(c[1]) for c in many_view(text)["curves"].values()} == {50}
+    assert "at most 50 points each" in text
 
 
 @pytest.mark.slow
