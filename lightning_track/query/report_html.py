@@ -245,13 +245,13 @@ def _system_and_console(runs: Sequence[RunInfo], names: list[str], problems: lis
     return parts
 
 
-def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int,
+def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int, limit: int,
           problems: list[str]) -> tuple[list[str], str]:
     """Past ``MANY_RUNS``: the table, best-metric, config and ticked-curves views (:mod:`.report_many`),
     system and console of the best ``CURVE_RUNS``; returns the parts and the view's JSON."""
     main = metrics[0] if metrics else main_metric(runs)
     ticked = curve_runs(runs, main) if main else []
-    held = curve_runs(runs, main, CURVE_LIMIT) if main else []
+    held = curve_runs(runs, main, max(limit, CURVE_RUNS)) if main else []  # the ticked ones among them
     histories = _histories(runs, [main], problems, held) if main else [None] * len(runs)
     comp = compare_runs(runs, metrics, known=[main] if main and any(h is not None for h in histories) else ())
     for key in comp.missing:
@@ -289,15 +289,16 @@ def _resource(name: str) -> str:
 
 
 def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = None, points: int | None = None,
-                 title: str | None = None, problems: list[str] | None = None) -> str:
+                 title: str | None = None, problems: list[str] | None = None, curves: int | None = None) -> str:
     """The HTML text. ``metrics``: the curves and rows to show (default: every metric but ``epoch``);
-    ``points``: per curve (default ``POINTS``, past ``MANY_RUNS`` runs ``report_many.CURVE_POINTS``)."""
+    ``points``: per curve (default ``POINTS``, past ``MANY_RUNS`` runs ``report_many.CURVE_POINTS``);
+    ``curves``: past ``MANY_RUNS``, how many runs' curves the file holds (default ``report_many.CURVE_LIMIT``)."""
     problems = [] if problems is None else problems
     title = title or (f"{len(runs)} runs" if len(runs) != 1 else runs[0].name)
     head = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>']
     css, scripts = [_resource("report.css")], []
     if len(runs) > MANY_RUNS:
-        parts, many_json = _many(runs, metrics, points or CURVE_POINTS, problems)
+        parts, many_json = _many(runs, metrics, points or CURVE_POINTS, curves or CURVE_LIMIT, problems)
         data_json = orjson.dumps({"runs": [], "charts": []}).decode()
         css.append(_resource("uPlot.min.css"))
         scripts = [_script("lt-many", many_json), f"<script>{_resource('uPlot.iife.min.js')}</script>",

@@ -192,10 +192,15 @@ def test_report_of_a_thousand_runs_holds_every_run_the_configs_and_small_curves(
     assert len(steps) == len(curve[1]) == 200 and steps[0] == 1 and steps[-1] <= 300 and np.all(np.diff(steps) > 0)
     assert text.count('<div class="fail">') == 50 and "and 93 more" in text  # 143 failed: the first 50 listed
     assert out_file.stat().st_size < 2.5 * 1024 * 1024  # mostly the 1,000 curves: about 2 KiB each
-    code, _, _ = report(capsys, str(tmp_path / "runs"), "-o", str(out_file), "--points", "50")  # smaller curves
+    # a smaller file: fewer points a curve, the curves of the best 100 runs only (the ten ticked among them)
+    code, _, _ = report(capsys, str(tmp_path / "runs"), "-o", str(out_file), "--points", "50", "--curves", "100")
     text = out_file.read_text()
-    assert code == 0 and {len(c[1]) for c in many_view(text)["curves"].values()} == {50}
-    assert "at most 50 points each" in text
+    view = many_view(text)
+    assert code == 0 and {len(c[1]) for c in view["curves"].values()} == {50}
+    best_100 = set(sorted(facts, key=lambda n: facts[n]["best"])[:100])
+    assert {view["by_key"]["run"][int(i)] for i in view["curves"]} == best_100
+    assert {str(i) for i in view["selected"]} <= set(view["curves"])
+    assert "for the 100 runs with the best values" in text and "at most 50 points each" in text
 
 
 @pytest.mark.slow
