@@ -253,7 +253,8 @@ def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int, l
     ticked = curve_runs(runs, main) if main else []
     held = curve_runs(runs, main, max(limit, CURVE_RUNS)) if main else []  # the ticked ones among them
     histories = _histories(runs, [main], problems, held) if main else [None] * len(runs)
-    comp = compare_runs(runs, metrics, known=[main] if main and any(h is not None for h in histories) else ())
+    logged = [main] if main and any(h is not None and main in h.columns for h in histories) else []
+    comp = compare_runs(runs, metrics, known=logged)
     for key in comp.missing:
         problems.append(f"no run has metric {key!r}")
     names = labels(len(runs))

@@ -201,6 +201,8 @@ def test_report_of_a_thousand_runs_holds_every_run_the_configs_and_small_curves(
     assert {view["by_key"]["run"][int(i)] for i in view["curves"]} == best_100
     assert {str(i) for i in view["selected"]} <= set(view["curves"])
     assert "for the 100 runs with the best values" in text and "at most 50 points each" in text
+    code, _, err = report(capsys, str(tmp_path / "runs"), "-o", str(tmp_path / "nope.html"), "-m", "nope")
+    assert code == 0 and err == ["lt report: no run has metric 'nope'"]
 
 
 @pytest.mark.slow
