@@ -134,7 +134,9 @@
     const u = new uPlot(Object.assign({
       title, width: opts.width || width(el), height: opts.height || 220, legend: { show: false },
       cursor: { drag: { x: true, y: false }, points: { size: 8 } },
-      scales: { x: Object.assign({ time: false }, opts.x || {}) },
+      // a margin beyond the extremes: uPlot draws the points of an x range's ends only once each otherwise
+      scales: { x: Object.assign({ time: false, range: opts.log ? (u, lo, hi) => [lo / 1.5, hi * 1.5] :
+        (u, lo, hi) => { const d = (hi - lo) * 0.04 || Math.abs(lo) * 0.1 || 1; return [lo - d, hi + d]; } }, opts.x || {}) },
       axes: [Object.assign({}, opts.xAxis || {}), { size: 60 }],
       series: [{}, { stroke: "#1f77b4", fill: "#1f77b455", paths: () => null, points: { show: true, size: 4 } },
         ...(opts.extra || [])],
@@ -173,7 +175,7 @@
         order.sort((a, b) => c.v[a] - c.v[b] || a - b);
         xs = order.map((i) => c.v[i]);
         const pos = xs.length && xs[0] > 0;
-        if (pos && xs[xs.length - 1] / xs[0] >= 100) opts.x = { distr: 3, log: 10 };  // a learning rate: log axis
+        if (pos && xs[xs.length - 1] / xs[0] >= 100) { opts.x = { distr: 3, log: 10 }; opts.log = true; }  // a learning rate
         opts.xAxis = { values: (u, splits) => splits.map((v) => v === null ? "" : fmt(v)) };
       } else {
         const cats = [...new Set(order.map((i) => c.v[i]))].sort();
