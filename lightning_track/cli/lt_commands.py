@@ -188,7 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from ..errors import FilterError
     from ..query.filters import parse_filter
-    from ..query.report_html import POINTS, write_report
+    from ..query.report_html import write_report
 
     try:
         for expr in args.filter:
@@ -206,8 +206,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             _warn("report", problem)
         _warn("report", f"{args.output}: not written: no run to report on")
         return EXIT_FAILURE
-    text = write_report(args.output, runs, metrics=args.metric, points=args.points or POINTS, title=args.title,
-                        problems=problems)
+    text = write_report(args.output, runs, metrics=args.metric, points=args.points, curves=args.curves,
+                        title=args.title, problems=problems)
     for problem in dict.fromkeys(problems):
         _warn("report", problem)
     print(f"{args.output}: {len(runs)} runs, {format_bytes(len(text.encode()))}, "
