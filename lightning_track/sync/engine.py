@@ -9,6 +9,8 @@ a torn or misplaced write is caught; a mismatch re-copies the file whole.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import json
 import os
 import random
 import time
@@ -17,19 +19,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SourceChanged, SyncError, TransferError, UnsafePathError, VerifyError
-from ..vocabulary import format_bytes
+from ..folder.layout import RunLayout
+from ..vocabulary import FINAL_STATUSES, format_bytes
 from .endpoints import Endpoint, parse_endpoint
 from .manifest import TAIL_BYTES, Manifest, is_append_only, part_path, scan, tail_hash
+from .manifest import top_name as _top
 from .plan import APPEND, COPY, DELETE, REPLACE, Action, Plan, make_plan
 from .runicorn import RunicornView
 from .state import SyncState, default_state_path
-from .transport import Entry, Transport, make_transport
+from .transport import DIR, Entry, Transport, make_transport
 
 __all__ = ["SyncOptions", "CycleResult", "SyncSession", "sync_once", "run_loop", "FATAL_ERRORS",
            "RETRYABLE_ERRORS"]
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
 RECENT_S = 60  # a *.jsonl modified this recently may be mid-write: copy whole lines only
+# A run is *settled* when its summary.json says it ended (completed, failed, interrupted), none of its files
+# or folders changed for SETTLE_S, and a pass found its mirror identical. Later passes list a settled run
+# again only when the mtime of one of its folders changes on either side: a file created, deleted, renamed
+# or atomically replaced (every write lightning_track makes to an ended run: a resume, a note, an export, a
+# post-processing). An in-place append to an ended run's file long after it ended (``echo >> logs.txt``)
+# changes no folder: ``--full`` (SyncOptions.full) lists every run and catches it. The late writes of an
+# ending run (the last TensorBoard events, lt-run's closing console lines) land well within SETTLE_S.
+SETTLE_S = 300
 
 # What stops ``run_loop``: a SyncError (host key, authentication, missing source, an unsafe path in a
 # listing) does not go away by waiting. What it retries: TransferError (a lost connection is a
@@ -51,6 +63,7 @@ class SyncOptions:
     runicorn_root: str | None = None
     parallel: int = 64
     state_path: str | Path | None = None  # None: the default per SRC/DEST journal; "" disables it
+    full: bool = False  # list every run, settled ones too (see SETTLE_S)
 
 
 @dataclass
@@ -69,6 +82,7 @@ class CycleResult:
     errors: list[str] = field(default_factory=list)
     runicorn_runs: int = 0
     dry_run: bool = False
+    runs_skipped: int = 0  # settled runs whose folders had not changed: not listed
 
     @property
     def refused(self) -> list[str]:
@@ -164,16 +178,21 @@ class SyncSession:
         opts = self.options
         started = time.time()
         filters = {"runs_glob": opts.runs_glob, "include_checkpoints": opts.include_checkpoints}
+        cover = "checkpoints" if opts.include_checkpoints else ""
+        tops, skipped, skipped_files = await self._unsettled(cover)
         if self.dst is None:
-            src_m = await scan(self.src, since_hours=opts.since_hours, **filters)
+            src_m = await scan(self.src, since_hours=opts.since_hours, tops=tops, **filters)
             dst_m = Manifest()
         else:
             src_m, dst_m = await asyncio.gather(
-                scan(self.src, since_hours=opts.since_hours, **filters),
-                scan(self.dst, follow_links=False, **filters),
+                scan(self.src, since_hours=opts.since_hours, tops=tops, **filters),
+                scan(self.dst, follow_links=False, tops=tops, **filters),
             )
         plan = make_plan(src_m, dst_m, delete=opts.delete)
-        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run)
+        plan.unchanged += skipped_files
+        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=len(skipped))
+        if not opts.dry_run and self.dst is not None:
+            await self._settle(src_m, dst_m, plan, started, cover, tops)
         if on_plan is not None:
             on_plan(plan)
         if opts.dry_run or self.dst is None:
@@ -197,6 +216,75 @@ class SyncSession:
             result.bytes_sent += self.runicorn.transport.bytes_written - view_before
         result.finished = time.time()
         return result
+
+    async def _unsettled(self, cover: str) -> tuple[list[str] | None, set[str], int]:
+        """The top-level names this pass lists (None: all), the settled runs it skips, and their files.
+
+        One look at each side (its root's entries and the mtime of each folder of a settled run) instead of
+        a listing of every file: a settled run whose folders kept their mtimes on both sides is skipped."""
+        known = {top: rec for top, rec in self.state.runs.items() if rec.get("cover") == cover}
+        if self.dst is None or self.options.full or not known:
+            return None, set(), 0
+        assert self.src is not None
+        (src_tops, src_times), (dst_tops, dst_times) = await asyncio.gather(
+            self.src.skeleton([d for rec in known.values() for d in rec["src"] if "/" in d]),
+            self.dst.skeleton([d for rec in known.values() for d in rec["dst"] if "/" in d]))
+        for entries, times in ((src_tops, src_times), (dst_tops, dst_times)):
+            times.update((e.rel, e.mtime) for e in entries if e.kind == DIR)
+        names = {e.rel for e in src_tops} | {e.rel for e in dst_tops}
+        if self.options.runs_glob is not None:
+            names = {n for n in names if fnmatch.fnmatchcase(n, self.options.runs_glob)}
+        skipped = {top for top, rec in known.items() if top in names
+                   and all(src_times.get(d) == m for d, m in rec["src"].items())
+                   and all(dst_times.get(d) == m for d, m in rec["dst"].items())}
+        files = sum(int(known[top].get("files") or 0) for top in skipped)
+        return sorted(names - skipped), skipped, files
+
+    async def _settle(self, src_m: Manifest, dst_m: Manifest, plan: Plan, started: float, cover: str,
+                      listed: list[str] | None) -> None:
+        """Record the runs this pass found ended, quiet for SETTLE_S and mirrored whole; forget the others."""
+        old_enough, dst_before = int(started - SETTLE_S), int(started) - 1
+        busy: set[str] = {_top(a.rel) for a in plan.actions} | {_top(d) for d in plan.mkdirs}
+        busy |= {_top(r) for r in (*src_m.links, *dst_m.links, *dst_m.parts)}
+        files: dict[str, int] = {}
+        for rel, entry in src_m.files.items():
+            top = _top(rel)
+            if "/" not in rel:
+                busy.add(top)
+            files[top] = files.get(top, 0) + 1
+            if entry.mtime > old_enough:
+                busy.add(top)
+        src_dirs: dict[str, dict[str, int]] = {}
+        dst_dirs: dict[str, dict[str, int]] = {}
+        for manifest, dirs, limit in ((src_m, src_dirs, old_enough), (dst_m, dst_dirs, dst_before)):
+            for rel, mtime in manifest.dir_mtimes.items():
+                top = _top(rel)
+                dirs.setdefault(top, {})[rel] = mtime
+                if mtime > limit:
+                    busy.add(top)
+        for top in src_dirs.keys() - dst_dirs.keys():
+            busy.add(top)
+        shown = None if listed is None else set(listed)
+        for top, rec in list(self.state.runs.items()):  # listed this pass, so no longer as recorded
+            if (shown is None or top in shown) and (top in busy or rec["src"] != src_dirs.get(top)
+                                                    or rec["dst"] != dst_dirs.get(top)):
+                self.state.unsettle(top)
+        candidates = [top for top in src_dirs if top not in busy and top not in self.state.runs
+                      and f"{top}/{RunLayout.SUMMARY}" in src_m.files]
+        reader = self._view_reader()
+        gate = asyncio.Semaphore(max(1, self.options.parallel))
+
+        async def ended(top: str) -> bool:
+            async with gate:
+                try:
+                    summary = json.loads(await reader.read(f"{top}/{RunLayout.SUMMARY}", 0, 1 << 20))
+                except (OSError, ValueError):
+                    return False
+            return isinstance(summary, dict) and summary.get("status") in FINAL_STATUSES
+
+        for top, done in zip(candidates, await asyncio.gather(*(ended(t) for t in candidates)), strict=True):
+            if done:
+                self.state.settle(top, src_dirs[top], dst_dirs[top], files.get(top, 0), cover)
 
     def _view_reader(self) -> Transport:
         """Where the Runicorn view reads run files: the local side when one side is local (the mirror

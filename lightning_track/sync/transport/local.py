@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat as stat_mod
+from collections.abc import Collection
 
 from ...folder.fileio import inside
 from .base import DIR, FILE, LINK, Entry, Transport, check_name
@@ -22,14 +23,17 @@ class LocalTransport(Transport):
             raise FileNotFoundError(f"{self.root}: no such folder")
         self._real_root = os.path.realpath(self.root)
 
-    async def walk(self, *, follow_links: bool = True) -> list[Entry]:
+    async def walk(self, *, follow_links: bool = True, tops: Collection[str] | None = None) -> list[Entry]:
         entries: list[Entry] = []
         real_root = os.path.realpath(self.root)
+        wanted = None if tops is None else set(tops)
 
         def visit(abs_dir: str, rel_dir: str) -> None:
             with os.scandir(abs_dir) as it:
                 items = sorted(it, key=lambda e: e.name)
             for item in items:
+                if not rel_dir and wanted is not None and item.name not in wanted:
+                    continue
                 check_name(item.name, rel_dir)
                 rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
                 if item.is_symlink():
@@ -46,7 +50,7 @@ class LocalTransport(Transport):
                     else:
                         entries.append(Entry(rel, LINK, note="dangling symlink"))
                 elif item.is_dir(follow_symlinks=False):
-                    entries.append(Entry(rel, DIR))
+                    entries.append(Entry(rel, DIR, mtime=int(item.stat(follow_symlinks=False).st_mtime)))
                     visit(item.path, rel)
                 elif item.is_file(follow_symlinks=False):
                     st = item.stat(follow_symlinks=False)
@@ -54,6 +58,30 @@ class LocalTransport(Transport):
 
         await asyncio.to_thread(visit, self.root, "")
         return entries
+
+    async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
+        def look() -> tuple[list[Entry], dict[str, int]]:
+            tops = []
+            with os.scandir(self.root) as it:
+                for item in it:
+                    check_name(item.name, "")
+                    st = item.stat(follow_symlinks=False)
+                    kind = (LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode)
+                            else FILE if stat_mod.S_ISREG(st.st_mode) else "")
+                    if kind:
+                        tops.append(Entry(item.name, kind, st.st_size if kind == FILE else 0, int(st.st_mtime)))
+            times = {}
+            root = self.root
+            for rel in known_dirs:
+                try:
+                    st = os.lstat(f"{root}/{rel}")
+                except OSError:
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    times[rel] = int(st.st_mtime)
+            return tops, times
+
+        return await asyncio.to_thread(look)
 
     async def stat(self, rel: str) -> Entry | None:
         try:
