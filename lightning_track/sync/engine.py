@@ -42,6 +42,7 @@ RECENT_S = 60  # a *.jsonl modified this recently may be mid-write: copy whole l
 # changes no folder: ``--full`` (SyncOptions.full) lists every run and catches it. The late writes of an
 # ending run (the last TensorBoard events, lt-run's closing console lines) land well within SETTLE_S.
 SETTLE_S = 300
+BATCH_TOPS = 1000  # top-level folders listed, planned and settled at once
 
 # What stops ``run_loop``: a SyncError (host key, authentication, missing source, an unsafe path in a
 # listing) does not go away by waiting. What it retries: TransferError (a lost connection is a
@@ -180,19 +181,30 @@ class SyncSession:
         filters = {"runs_glob": opts.runs_glob, "include_checkpoints": opts.include_checkpoints}
         cover = "checkpoints" if opts.include_checkpoints else ""
         tops, skipped, skipped_files = await self._unsettled(cover)
-        if self.dst is None:
-            src_m = await scan(self.src, since_hours=opts.since_hours, tops=tops, **filters)
-            dst_m = Manifest()
-        else:
-            src_m, dst_m = await asyncio.gather(
-                scan(self.src, since_hours=opts.since_hours, tops=tops, **filters),
-                scan(self.dst, follow_links=False, tops=tops, **filters),
-            )
-        plan = make_plan(src_m, dst_m, delete=opts.delete)
-        plan.unchanged += skipped_files
+        if tops is None and self.runicorn is None:
+            tops = await self._top_names()
+        # a thousand runs at a time: the listings of both sides never held whole (the plan keeps only changes)
+        batches = [tops] if tops is None or self.runicorn is not None else \
+            [tops[i:i + BATCH_TOPS] for i in range(0, len(tops), BATCH_TOPS)]
+        plan = Plan(unchanged=skipped_files)
+        src_m = Manifest()
+        for batch in batches:
+            if self.dst is None:
+                src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch, **filters)
+                dst_m = Manifest()
+            else:
+                src_m, dst_m = await asyncio.gather(
+                    scan(self.src, since_hours=opts.since_hours, tops=batch, **filters),
+                    scan(self.dst, follow_links=False, tops=batch, **filters),
+                )
+            part = make_plan(src_m, dst_m, delete=opts.delete)
+            plan.actions += part.actions
+            plan.mkdirs += part.mkdirs
+            plan.refused += part.refused
+            plan.unchanged += part.unchanged
+            if not opts.dry_run and self.dst is not None:
+                await self._settle(src_m, dst_m, part, started, cover, batch)
         result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=len(skipped))
-        if not opts.dry_run and self.dst is not None:
-            await self._settle(src_m, dst_m, plan, started, cover, tops)
         if on_plan is not None:
             on_plan(plan)
         if opts.dry_run or self.dst is None:
@@ -217,6 +229,15 @@ class SyncSession:
         result.finished = time.time()
         return result
 
+    async def _top_names(self) -> list[str]:
+        """Every top-level name on either side (one look at each root), ``runs_glob`` applied."""
+        assert self.src is not None
+        looks = [self.src.skeleton(())] + ([self.dst.skeleton(())] if self.dst is not None else [])
+        names = {e.rel for tops, _ in await asyncio.gather(*looks) for e in tops}
+        if self.options.runs_glob is not None:
+            names = {n for n in names if fnmatch.fnmatchcase(n, self.options.runs_glob)}
+        return sorted(names)
+
     async def _unsettled(self, cover: str) -> tuple[list[str] | None, set[str], int]:
         """The top-level names this pass lists (None: all), the settled runs it skips, and their files.
 
@@ -234,9 +255,8 @@ class SyncSession:
         names = {e.rel for e in src_tops} | {e.rel for e in dst_tops}
         if self.options.runs_glob is not None:
             names = {n for n in names if fnmatch.fnmatchcase(n, self.options.runs_glob)}
-        skipped = {top for top, rec in known.items() if top in names
-                   and all(src_times.get(d) == m for d, m in rec["src"].items())
-                   and all(dst_times.get(d) == m for d, m in rec["dst"].items())}
+        skipped = {top for top, rec in known.items() if top in names  # every recorded (folder, mtime) still so
+                   and rec["src"].items() <= src_times.items() and rec["dst"].items() <= dst_times.items()}
         files = sum(int(known[top].get("files") or 0) for top in skipped)
         return sorted(names - skipped), skipped, files
 

@@ -196,16 +196,20 @@ class SSHTransport(Transport):
         """The tree as GNU ``find`` on the remote side prints it, in one round trip (SFTP needs one or more per
         folder); None where the remote has no shell access or no GNU find (callers then list over SFTP).
 
-        ``paths`` is ``.`` or ``TOPS`` (NUL-separated ``./name`` on stdin, through ``xargs``). A non-zero exit
+        ``paths`` is ``.``, ``TOPS`` (NUL-separated ``./name`` on stdin, through ``xargs``: their trees) or
+        ``STAT`` (the root's entries, then each ``./path`` on stdin itself, not its contents). A non-zero exit
         is accepted only when every complaint is a file that vanished mid-listing (a live run's temp file);
         anything else (an unreadable folder) falls back to SFTP, whose listing raises it by name.
         """
         if self._find_ok is False or self._conn is None:  # no connection of its own: an SFTP session only
             return None
         fmt = shlex.quote("%y\\t%s\\t%T@\\t%p\\0")  # find expands the escapes
-        if paths == "TOPS":
-            inner = f'exec {self.FIND} "$@" {expr} -printf {fmt}'
-            cmd = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"
+        inner = f'exec {self.FIND} "$@" {"-maxdepth 0" if paths == "STAT" else expr} -printf {fmt}'
+        each = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"  # stdin must be given (and is closed)
+        if paths == "TOPS":  # the names on stdin: the trees under them
+            cmd = each
+        elif paths == "STAT":  # the root's own entries, then each path on stdin itself
+            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {each}" if stdin else "")
         else:
             cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 {expr} -printf {fmt}"
         try:
@@ -306,9 +310,10 @@ class SSHTransport(Transport):
 
     @_mapped
     async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
-        """One ``find`` for every folder's mtime and the root's entries; over SFTP, the root's listing and a
-        pipelined stat per known folder."""
-        found = await self._find(".", "\\( -type d -o ! -path './*/*' \\)")
+        """One ``find`` for the root's entries and a stat of each known folder (none of them read); over SFTP,
+        the root's listing and a pipelined stat per known folder."""
+        rels = sorted(known_dirs)
+        found = await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
         if found is not None:
             return ([e for e in found if "/" not in e.rel],
                     {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
@@ -323,7 +328,6 @@ class SSHTransport(Transport):
             if kind:
                 tops.append(Entry(name, kind, item.attrs.size or 0 if kind == FILE else 0,
                                   int(item.attrs.mtime or 0)))
-        rels = list(known_dirs)
         gate = asyncio.Semaphore(256)
 
         async def one(rel: str) -> Any:
