@@ -284,10 +284,10 @@ class SyncSession:
                     busy.add(top)
         for top in src_dirs.keys() - dst_dirs.keys():
             busy.add(top)
-        shown = None if listed is None else set(listed)
-        for top, rec in list(self.state.runs.items()):  # listed this pass, so no longer as recorded
-            if (shown is None or top in shown) and (top in busy or rec["src"] != src_dirs.get(top)
-                                                    or rec["dst"] != dst_dirs.get(top)):
+        runs = self.state.runs
+        for top in [t for t in (runs if listed is None else listed) if t in runs]:  # listed: still as recorded?
+            rec = runs[top]
+            if top in busy or rec["src"] != src_dirs.get(top) or rec["dst"] != dst_dirs.get(top):
                 self.state.unsettle(top)
         candidates = [top for top in src_dirs if top not in busy and top not in self.state.runs
                       and f"{top}/{RunLayout.SUMMARY}" in src_m.files]
