@@ -9,8 +9,6 @@ a torn or misplaced write is caught; a mismatch re-copies the file whole.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import json
 import os
 import random
 import time
@@ -19,29 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SourceChanged, SyncError, TransferError, UnsafePathError, VerifyError
-from ..folder.layout import RunLayout
-from ..vocabulary import FINAL_STATUSES, format_bytes
+from ..vocabulary import format_bytes
 from .endpoints import Endpoint, parse_endpoint
 from .manifest import TAIL_BYTES, Manifest, is_append_only, part_path, scan, tail_hash
-from .manifest import top_name as _top
 from .plan import APPEND, COPY, DELETE, REPLACE, Action, Plan, make_plan
 from .runicorn import RunicornView
+from .settled import settle, top_names, unsettled
 from .state import SyncState, default_state_path
-from .transport import DIR, Entry, Transport, make_transport
+from .transport import Entry, Transport, make_transport
 
 __all__ = ["SyncOptions", "CycleResult", "SyncSession", "sync_once", "run_loop", "FATAL_ERRORS",
            "RETRYABLE_ERRORS"]
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
 RECENT_S = 60  # a *.jsonl modified this recently may be mid-write: copy whole lines only
-# A run is *settled* when its summary.json says it ended (completed, failed, interrupted), none of its files
-# or folders changed for SETTLE_S, and a pass found its mirror identical. Later passes list a settled run
-# again only when the mtime of one of its folders changes on either side: a file created, deleted, renamed
-# or atomically replaced (every write lightning_track makes to an ended run: a resume, a note, an export, a
-# post-processing). An in-place append to an ended run's file long after it ended (``echo >> logs.txt``)
-# changes no folder: ``--full`` (SyncOptions.full) lists every run and catches it. The late writes of an
-# ending run (the last TensorBoard events, lt-run's closing console lines) land well within SETTLE_S.
-SETTLE_S = 300
 BATCH_TOPS = 1000  # top-level folders listed, planned and settled at once
 
 # What stops ``run_loop``: a SyncError (host key, authentication, missing source, an unsafe path in a
@@ -64,7 +53,7 @@ class SyncOptions:
     runicorn_root: str | None = None
     parallel: int = 64
     state_path: str | Path | None = None  # None: the default per SRC/DEST journal; "" disables it
-    full: bool = False  # list every run, settled ones too (see SETTLE_S)
+    full: bool = False  # list every run, settled ones too (see settled.SETTLE_S)
 
 
 @dataclass
@@ -230,81 +219,19 @@ class SyncSession:
         return result
 
     async def _top_names(self) -> list[str]:
-        """Every top-level name on either side (one look at each root), ``runs_glob`` applied."""
         assert self.src is not None
-        looks = [self.src.skeleton(())] + ([self.dst.skeleton(())] if self.dst is not None else [])
-        names = {e.rel for tops, _ in await asyncio.gather(*looks) for e in tops}
-        if self.options.runs_glob is not None:
-            names = {n for n in names if fnmatch.fnmatchcase(n, self.options.runs_glob)}
-        return sorted(names)
+        return await top_names(self.src, self.dst, self.options.runs_glob)
 
     async def _unsettled(self, cover: str) -> tuple[list[str] | None, set[str], int]:
-        """The top-level names this pass lists (None: all), the settled runs it skips, and their files.
-
-        One look at each side (its root's entries and the mtime of each folder of a settled run) instead of
-        a listing of every file: a settled run whose folders kept their mtimes on both sides is skipped."""
-        known = {top: rec for top, rec in self.state.runs.items() if rec.get("cover") == cover}
-        if self.dst is None or self.options.full or not known:
+        if self.dst is None or self.options.full:
             return None, set(), 0
         assert self.src is not None
-        (src_tops, src_times), (dst_tops, dst_times) = await asyncio.gather(
-            self.src.skeleton([d for rec in known.values() for d in rec["src"] if "/" in d]),
-            self.dst.skeleton([d for rec in known.values() for d in rec["dst"] if "/" in d]))
-        for entries, times in ((src_tops, src_times), (dst_tops, dst_times)):
-            times.update((e.rel, e.mtime) for e in entries if e.kind == DIR)
-        names = {e.rel for e in src_tops} | {e.rel for e in dst_tops}
-        if self.options.runs_glob is not None:
-            names = {n for n in names if fnmatch.fnmatchcase(n, self.options.runs_glob)}
-        skipped = {top for top, rec in known.items() if top in names  # every recorded (folder, mtime) still so
-                   and rec["src"].items() <= src_times.items() and rec["dst"].items() <= dst_times.items()}
-        files = sum(int(known[top].get("files") or 0) for top in skipped)
-        return sorted(names - skipped), skipped, files
+        return await unsettled(self.state, self.src, self.dst, cover, self.options.runs_glob)
 
     async def _settle(self, src_m: Manifest, dst_m: Manifest, plan: Plan, started: float, cover: str,
                       listed: list[str] | None) -> None:
-        """Record the runs this pass found ended, quiet for SETTLE_S and mirrored whole; forget the others."""
-        old_enough, dst_before = int(started - SETTLE_S), int(started) - 1
-        busy: set[str] = {_top(a.rel) for a in plan.actions} | {_top(d) for d in plan.mkdirs}
-        busy |= {_top(r) for r in (*src_m.links, *dst_m.links, *dst_m.parts)}
-        files: dict[str, int] = {}
-        for rel, entry in src_m.files.items():
-            top = _top(rel)
-            if "/" not in rel:
-                busy.add(top)
-            files[top] = files.get(top, 0) + 1
-            if entry.mtime > old_enough:
-                busy.add(top)
-        src_dirs: dict[str, dict[str, int]] = {}
-        dst_dirs: dict[str, dict[str, int]] = {}
-        for manifest, dirs, limit in ((src_m, src_dirs, old_enough), (dst_m, dst_dirs, dst_before)):
-            for rel, mtime in manifest.dir_mtimes.items():
-                top = _top(rel)
-                dirs.setdefault(top, {})[rel] = mtime
-                if mtime > limit:
-                    busy.add(top)
-        for top in src_dirs.keys() - dst_dirs.keys():
-            busy.add(top)
-        runs = self.state.runs
-        for top in [t for t in (runs if listed is None else listed) if t in runs]:  # listed: still as recorded?
-            rec = runs[top]
-            if top in busy or rec["src"] != src_dirs.get(top) or rec["dst"] != dst_dirs.get(top):
-                self.state.unsettle(top)
-        candidates = [top for top in src_dirs if top not in busy and top not in self.state.runs
-                      and f"{top}/{RunLayout.SUMMARY}" in src_m.files]
-        reader = self._view_reader()
-        gate = asyncio.Semaphore(max(1, self.options.parallel))
-
-        async def ended(top: str) -> bool:
-            async with gate:
-                try:
-                    summary = json.loads(await reader.read(f"{top}/{RunLayout.SUMMARY}", 0, 1 << 20))
-                except (OSError, ValueError):
-                    return False
-            return isinstance(summary, dict) and summary.get("status") in FINAL_STATUSES
-
-        for top, done in zip(candidates, await asyncio.gather(*(ended(t) for t in candidates)), strict=True):
-            if done:
-                self.state.settle(top, src_dirs[top], dst_dirs[top], files.get(top, 0), cover)
+        await settle(self.state, src_m, dst_m, plan, started, cover, listed, self._view_reader(),
+                     self.options.parallel)
 
     def _view_reader(self) -> Transport:
         """Where the Runicorn view reads run files: the local side when one side is local (the mirror

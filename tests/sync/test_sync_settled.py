@@ -1,6 +1,6 @@
 """Settled runs: a nothing-changed pass skips the runs that ended and did not change, and misses nothing else.
 
-The rule (engine.SETTLE_S): a run whose summary.json says it ended, quiet for SETTLE_S and found mirrored
+The rule (sync/settled.py): a run whose summary.json says it ended, quiet for SETTLE_S and found mirrored
 whole is listed again only when one of its folders' mtime changes on either side; ``full`` lists all.
 """
 
@@ -17,7 +17,7 @@ from support.sync import append_steps, make_run, tree
 from lightning_track.cli.sync import main as lt_sync
 from lightning_track.folder.fileio import atomic_write_json
 from lightning_track.sync import SyncOptions, sync_once
-from lightning_track.sync.engine import SETTLE_S
+from lightning_track.sync.settled import SETTLE_S
 from lightning_track.sync.transport.ssh import SSHTransport
 
 DONE, FAILED, LIVE = "arc_lora_20250101_120000", "arc_full_20250101_130000", "arc_live_20250101_140000"
