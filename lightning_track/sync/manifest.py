@@ -139,7 +139,9 @@ async def scan(
             manifest.links[rel] = entry.note
         elif entry.kind == FILE:
             manifest.files[rel] = entry
-            newest[_top(rel)] = max(newest.get(_top(rel), 0), entry.mtime)
+            if since_hours is not None:  # only --since asks how new each run is
+                top = _top(rel)
+                newest[top] = max(newest.get(top, 0), entry.mtime)
     if since_hours is not None:
         cutoff = started - since_hours * 3600
         keep = {top for top, mtime in newest.items() if mtime >= cutoff}

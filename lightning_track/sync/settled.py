@@ -68,7 +68,7 @@ def _folders(manifest: Manifest, limit: int, busy: set[str]) -> dict[str, dict[s
     """Each top-level folder's folders and their mtimes; a top with one newer than ``limit`` is busy."""
     dirs: dict[str, dict[str, int]] = {}
     for rel, mtime in manifest.dir_mtimes.items():
-        top = _top(rel)
+        top = rel.split("/", 1)[0]
         dirs.setdefault(top, {})[rel] = mtime
         if mtime > limit:
             busy.add(top)
@@ -84,7 +84,7 @@ async def settle(state: SyncState, src_m: Manifest, dst_m: Manifest, plan: Plan,
     busy |= {_top(r) for r in (*src_m.links, *dst_m.links, *dst_m.parts)}
     files: dict[str, int] = {}
     for rel, entry in src_m.files.items():
-        top = _top(rel)
+        top = rel.split("/", 1)[0]
         files[top] = files.get(top, 0) + 1
         if entry.mtime > old_enough:
             busy.add(top)
