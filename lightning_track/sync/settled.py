@@ -4,8 +4,9 @@ A run is *settled* when its summary.json says it ended (completed, failed, inter
 or folders changed for SETTLE_S, and a pass found its mirror identical. Later passes list a settled run
 again only when the mtime of one of its folders changes on either side: a file created, deleted, renamed
 or atomically replaced (every write lightning_track makes to an ended run: a resume, a note, an export, a
-post-processing). An in-place append to an ended run's file long after it ended (``echo >> logs.txt``)
-changes no folder: ``--full`` (SyncOptions.full) lists every run and catches it. The late writes of an
+post-processing). An in-place write to a settled run's file, on either side, changes no folder (``echo >>
+logs.txt`` on the server long after the run ended, an edit in place on the mirror): ``--full``
+(SyncOptions.full) lists every run and catches it. The late writes of an
 ending run (the last TensorBoard events, lt-run's closing console lines) land well within SETTLE_S.
 
 Why folder mtimes: they are the one cheap signal both sides give for a whole run (one stat per folder,
