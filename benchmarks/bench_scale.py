@@ -11,7 +11,9 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
    value (first look at the configs, again);
 2. the anchor in the same run, alternated with each measurement: the same ``lt ls`` with the catalog off
    (the code path before it: every folder listed, every summary/meta read, configs through the config cache);
-3. ``load_runs`` in one process: through the catalog (nothing changed) and ``catalog=False``.
+3. ``load_runs`` in one process: through the catalog (nothing changed) and ``catalog=False``;
+4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
+   nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
 
     python benchmarks/bench_scale.py --report [--runs 10000] [--repeats 1]
 
@@ -150,6 +152,9 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01, help="the fraction of runs changed")
     parser.add_argument("--repeats", type=int, default=1, help="best of N (the machine is shared: keep it low)")
     parser.add_argument("--out", default=str(HERE / "results" / "scale.md"))
+    parser.add_argument("--memory", action="store_true", help="also the memory peaks (makes a second, smaller "
+                        "set of runs and mirrors both: minutes)")
+    parser.add_argument("--only-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sources", type=int, default=0,
                         help="many sources into one mirror instead: this many folders of --runs runs each")
     parser.add_argument("--ssh", type=int, default=10, help="with --sources: how many go through sshd on 127.0.0.1")
@@ -159,6 +164,13 @@ def main() -> None:
         return many_sources(args)
     if args.report:
         return report(args)
+    if args.only_memory:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+        try:
+            print("\n".join(memory_lines(tmp, args.runs)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
@@ -215,15 +227,66 @@ def main() -> None:
         pair("load_runs (a process that already imported pandas), nothing changed",
              lambda: _timed(lambda: load_runs(root)), lambda: _timed(lambda: load_runs(root, catalog=False)))
         catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
+        memory = memory_lines(tmp, args.runs, root) if args.memory else []
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_results(args, rows, bare, catalog_mb, made_s)
+    write_results(args, rows, bare, catalog_mb, made_s, memory)
     shutil.rmtree(tmp, ignore_errors=True)  # after the results: 100,000 folders take minutes to delete
 
 
+# a fresh process with tracemalloc on from its first import; its peak (bytes) as the last line on stderr
+PEAK = ("import sys, tracemalloc; tracemalloc.start(); {body}; "
+        "print(tracemalloc.get_traced_memory()[1], file=sys.stderr)")
+LS_BODY = "from lightning_track.cli.lt import main; main(sys.argv[1:])"
+SYNC_BODY = ("from lightning_track.sync import SyncOptions, sync_once; "
+             "sync_once(sys.argv[1], sys.argv[2], SyncOptions(state_path=sys.argv[3], full=sys.argv[4] == 'full'))")
+
+
+def peak_mb(body: str, argv: list[str], env: dict[str, str]) -> float:
+    done = subprocess.run([sys.executable, "-c", PEAK.format(body=body), *argv], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"memory run failed: {done.stderr[-500:]}")
+    return int(done.stderr.strip().splitlines()[-1]) / 2**20
+
+
+def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
+    """The peaks at a tenth of ``runs`` and at ``runs``: flat in the number of runs means the two agree."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(tmp / "mem-cache")}
+    sizes = [max(1, runs // 10), runs]
+    table: dict[str, list[float]] = {}
+    for count in sizes:
+        root = made if made is not None and count == runs else tmp / f"mem-runs-{count}"
+        if not root.exists():
+            make_runs(root, count)
+        for folder, _, names in os.walk(root, topdown=False):  # ended long ago: settled for lt-sync
+            for name in names:
+                os.utime(os.path.join(folder, name), (time.time() - 86400,) * 2)
+            os.utime(folder, (time.time() - 86400,) * 2)
+        mirror, state = tmp / f"mem-mirror-{count}", str(tmp / f"mem-state-{count}.jsonl")
+        ls = ["ls", str(root), "--json"]
+        peak_mb(LS_BODY, ls, env)  # the catalog warm
+        table.setdefault("lt ls --json (catalog warm)", []).append(peak_mb(LS_BODY, ls, env))
+        sync = [str(root), str(mirror), state]
+        peak_mb(SYNC_BODY, [*sync, "quick"], env)  # the first copy
+        time.sleep(1.1)
+        peak_mb(SYNC_BODY, [*sync, "quick"], env)  # finds the runs settled
+        table.setdefault("lt-sync local, nothing changed (settled runs skipped)", []).append(
+            peak_mb(SYNC_BODY, [*sync, "quick"], env))
+        table.setdefault("lt-sync local, nothing changed, --full (every file listed)", []).append(
+            peak_mb(SYNC_BODY, [*sync, "full"], env))
+    lines = [f"| memory: tracemalloc peak, fresh process | {sizes[0]:,} runs | {sizes[1]:,} runs "
+             "| per 1,000 runs more |",
+             "| --- | --- | --- | --- |"]
+    for what, (small, big) in table.items():
+        slope = (big - small) / (sizes[1] - sizes[0]) * 1000
+        lines.append(f"| {what} | {small:.1f} MiB | {big:.1f} MiB | {slope:.2f} MiB |")
+    return ["", *lines]
+
+
 def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]], bare: float, catalog_mb: float,
-                  made_s: float) -> None:
+                  made_s: float, memory: list[str] = ()) -> None:
     title = f"## {args.runs:,} runs: lt ls and load_runs through the catalog"
     lines = [f"{title} ({date.today().isoformat()})", "",
              "| what | through the catalog | plain read (the anchor, same run) | plain / catalog |",
@@ -231,6 +294,7 @@ def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]]
     for what, ours, anchor in rows:
         ratio = f"{anchor / ours:.2f}x" if anchor and ours else "-"
         lines.append(f"| {what}, {args.runs:,} runs | {ours:.2f} s | {anchor:.2f} s | {ratio} |")
+    lines += memory
     lines += ["", f"- a bare `python -c pass` takes {bare:.2f} s here (part of every fresh-process time)",
               f"- the catalog: {catalog_mb:.1f} MB for {args.runs:,} runs; making the runs took {made_s:.0f} s",
               "- plain read = the same command with the catalog off (every folder listed, every summary/meta "

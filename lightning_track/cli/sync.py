@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="files in flight at once (64; at most 1 MiB of each in memory)")
     parser.add_argument("--state", metavar="FILE", help="resume journal (default: ~/.local/state/lightning_track/"
                         "sync/<hash>.jsonl)")
+    parser.add_argument("--full", action="store_true", help="list every run, also the settled ones a pass skips "
+                        "(an in-place edit of an ended run's file changes none of its folders)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, status lines only")
     parser.add_argument("--notify", action="append", default=[], metavar="URL",
                         help="after each pass, notify when a mirrored run becomes healthy, completed, failed, "
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     check_apart(src, dest)
     options = SyncOptions(include_checkpoints=args.include_checkpoints, runs_glob=args.runs, since_hours=args.since,
                           delete=args.delete, dry_run=args.dry_run, runicorn_root=args.runicorn,
-                          parallel=args.parallel, state_path=args.state)
+                          parallel=args.parallel, state_path=args.state, full=args.full)
     session = SyncSession(src, dest, options)
     try:
         notifier, watch = _watch(args, session, err)

@@ -186,7 +186,7 @@ class Catalog:
                 settled = settled and self._settled(file_stat)
         files_key = ";".join(files)
         folder_key = _dir_key(stat)
-        entry = self._known.get(key)
+        entry = self._known.pop(key, None)  # used once: its bytes need not outlive the run built from them
         # an unchanged folder has the names it had (the lister gave them from the entry)
         if entry is not None and settled and entry[0] == folder_key and entry[2] == files_key:
             try:
@@ -234,7 +234,7 @@ class Catalog:
         if self._broken:
             self.close()
             return
-        gone = [p for p in self._known if p not in self._seen] + self._gone
+        gone = [p for p in self._known if p not in self._seen] + self._gone  # entries no run of this look took
         try:
             if self._put or gone:
                 with self.conn:
