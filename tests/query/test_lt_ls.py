@@ -94,7 +94,7 @@ def test_bad_input_rules(runs_copy, capsys, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cold_start_of_the_command_is_fast(made_runs) -> None:
+def test_lt_ls_starts_without_torch_lightning_or_pandas(made_runs) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(made_runs["lora"].parent), "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=60)  # its time: bench_runs.py
