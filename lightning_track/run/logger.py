@@ -445,8 +445,11 @@ class RunLogger(Logger):
             self._run.flush()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until ``plots/metrics.png`` and its link in ``report_draft.md`` are written (drawn after ``fit()``
-        returns; every other file is complete then, and the interpreter's exit waits too). False on ``timeout``."""
+        """Block until the files finished in the background after ``fit()`` returns are complete: the viewers'
+        files (TensorBoard's events, the SwanLab run, closed by the sink host process) and ``plots/metrics.png``
+        with its link in ``report_draft.md``. ``metrics.jsonl``, ``summary.json`` and the rest are complete at the
+        return. The interpreter's exit waits by itself (a script needs nothing); a notebook calls this before
+        reading TensorBoard or SwanLab files. False when ``timeout`` (seconds) ran out first."""
         return True if self._run is None else self._run.wait(timeout)
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ here that the type checker and a reader can follow to every place that handles i
 * the sink host's pipe (:mod:`.sinkhost`), each message framed as a 4-byte length and a pickle:
   parent -> host :data:`ToHost` (:class:`Open`, :class:`SetConfig`, :class:`Write`, :class:`WriteMedia`,
   :class:`Flush`, :class:`Close`); host -> parent :data:`ToParent` (:class:`Opened`, :class:`Failed`,
-  :class:`Flushed`, :class:`Closed`).
+  :class:`Flushed`, :class:`Closing`, :class:`Closed`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 
 __all__ = ["Open", "SetConfig", "Write", "WriteMedia", "Flush", "Sync", "Close", "Stop", "Opened", "Failed",
-           "Flushed", "Closed", "ToHost", "ToParent"]
+           "Flushed", "Closing", "Closed", "ToHost", "ToParent"]
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,15 @@ class Flushed:
 
 
 @dataclass(frozen=True)
+class Closing:
+    """The host took :class:`Close`: its system record is final (``system.jsonl`` complete, so the parent's
+    ``summary.json`` can count it); the sinks close on their own from here."""
+
+
+@dataclass(frozen=True)
 class Closed:
     """Every sink is closed; the host exits."""
 
 
 ToHost = Open | SetConfig | Write | WriteMedia | Flush | Close
-ToParent = Opened | Failed | Flushed | Closed
+ToParent = Opened | Failed | Flushed | Closing | Closed

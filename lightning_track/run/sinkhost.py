@@ -29,17 +29,19 @@ import argparse
 import importlib
 import os
 import pickle
+import queue
 import select
 import signal
 import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import SinkHostError
+from ..errors import SinkHostError, one_line
 from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 from ..sinks.base import Sink, SinkContext
@@ -47,6 +49,7 @@ from ..vocabulary import FAILED
 from .messages import (
     Close,
     Closed,
+    Closing,
     Failed,
     Flush,
     Flushed,
@@ -60,7 +63,7 @@ from .messages import (
 )
 from .system import start_system_recorder
 
-__all__ = ["SinkHost", "main"]
+__all__ = ["SinkHost", "MAX_FINISHING", "main", "wait_for_hosts"]
 
 _LENGTH = struct.Struct("<I")
 _HOST_COMMAND = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
@@ -108,29 +111,68 @@ class MessageReader:
 
 
 # -- the parent's side --------------------------------------------------------------------------
+MAX_FINISHING = 4
+"""Hosts that may finish their files in the background at once: a sweep's next trial waits for the oldest."""
+
+_finishing: list[SinkHost] = []  # hosts closing their sinks after their run's finalize returned, oldest first
+_finishing_lock = threading.Lock()
+
+
+def wait_for_hosts(run_dir: str | os.PathLike[str] | None = None, timeout: float | None = None) -> bool:
+    """Wait until the sink hosts still finishing ``run_dir``'s viewer files (every run's when None) are
+    done and gone; False when ``timeout`` ran out first."""
+    key = None if run_dir is None else os.path.abspath(run_dir)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _finishing_lock:
+        hosts = [host for host in _finishing if key is None or host.run_dir == key]
+    for host in hosts:
+        if not host.wait_finished(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            return False
+    return True
+
+
+def _bound_finishing() -> None:
+    """At most :data:`MAX_FINISHING` hosts finishing at once (100 short trials in one process)."""
+    while True:
+        with _finishing_lock:
+            if len(_finishing) < MAX_FINISHING:
+                return
+            oldest = _finishing[0]
+        oldest.wait_finished(None)  # bounded by its close_timeout
+
+
 class SinkHost(Sink):
     """Stands in the writer thread's sink list for the sinks running in the host process.
 
     Its methods only send messages (the writer thread never waits on the host), except ``sync``
-    (an explicit ``RunLogger.flush()``) and ``close``, which wait for the host's reply. Errors the
-    host reports are handed to ``report`` (the writer's error slot) by a small reader thread, so they
-    surface on the training thread exactly like an in-process sink's error.
+    (an explicit ``RunLogger.flush()``). ``close`` waits only for :class:`Closing` (the system record
+    final); the host then finishes the sinks' files on its own while this process goes on, as it would
+    after a SIGKILL: :func:`wait_for_hosts` (``RunLogger.wait()``) and the interpreter's exit (a
+    non-daemon thread) wait for it, and a later host on the same folder opens only once it is done.
+    Errors the host reports are handed to ``report`` (the writer's error slot) by a small reader thread,
+    so they surface on the training thread exactly like an in-process sink's error; those after
+    :class:`Closing` go to ``on_late_error`` (one line) and stderr.
     """
 
     name = "sink host"
 
     def __init__(self, specs: Sequence[str], close_timeout: float = 120.0,
-                 system_interval: float = 0.0) -> None:
+                 system_interval: float = 0.0, on_late_error: Callable[[str], None] | None = None) -> None:
         self.specs = list(specs)
         self.close_timeout = close_timeout
         self.system_interval = system_interval  # the host samples system metrics of its parent (0: off)
+        self.on_late_error = on_late_error
+        self.run_dir: str | None = None
         self._report: Callable[[str, BaseException], None] | None = None
         self._replies = threading.Condition()
         self._flushed: set[int] = set()
         self._next_token = 0
+        self._closing = False
         self._closed = False
         self._gone = False
         self._stopping = False
+        self._finisher: threading.Thread | None = None
+        _bound_finishing()
         to_child_r, self._out = os.pipe()
         self._in, to_parent_w = os.pipe()
         warm = ",".join(self.specs)
@@ -156,7 +198,12 @@ class SinkHost(Sink):
         self._report = report
 
     def _error(self, where: str, exc: BaseException) -> None:
-        if self._report is not None:
+        if self._closing:  # finalize has returned: nobody checks the writer any more
+            text = f"lightning_track: {self.run_dir}: {where} failed while finishing its files: {one_line(exc)}"
+            print(text, file=sys.stderr)
+            if self.on_late_error is not None:
+                self.on_late_error(f"{where}: {one_line(exc)}")
+        elif self._report is not None:
             self._report(where, exc)
 
     def _read_replies(self) -> None:
@@ -175,13 +222,15 @@ class SinkHost(Sink):
                         self._error(where, pickle.loads(pickled) if pickled is not None else SinkHostError(text))
                     case Flushed(token):
                         self._flushed.add(token)
+                    case Closing():
+                        self._closing = True
                     case Closed():
                         self._closed = True
                 self._replies.notify_all()
         with self._replies:
             self._gone = True
             self._replies.notify_all()
-        if not self._closed and not self._stopping:
+        if not self._closed and (self._closing or not self._stopping):  # also while finishing after finalize
             code = self._proc.wait()
             self._error("sink host", SinkHostError(f"the sink host process exited unexpectedly (code {code})"))
 
@@ -192,8 +241,12 @@ class SinkHost(Sink):
             raise SinkHostError(f"the sink host process is gone ({exc.strerror or exc})") from None
 
     def open(self, context: SinkContext) -> None:
+        self.run_dir = os.path.abspath(context.layout.run_dir)
+        # One host writes a folder at a time: an earlier run's host (a resumed attempt, logging after fit)
+        # may still be finishing its files there. This one has warmed up meanwhile.
+        wait_for_hosts(self.run_dir)
         self._send(Open(
-            run_dir=os.path.abspath(context.layout.run_dir), dataset=context.dataset, method=context.method,
+            run_dir=self.run_dir, dataset=context.dataset, method=context.method,
             config=context.config, resume_step=context.resume_step, resume_count=context.resume_count,
             sinks=self.specs, system_interval=self.system_interval,
             options=context.options))
@@ -221,28 +274,63 @@ class SinkHost(Sink):
             self._flushed.discard(token)
 
     def close(self, status: str, reason: str | None = None) -> None:
+        """Send ``Close`` and return once the host's system record is final; the sinks finish in the
+        background (:func:`wait_for_hosts`)."""
         try:
             self._send(Close(status, reason))
-            with self._replies:
-                self._replies.wait_for(lambda: self._closed or self._gone, self.close_timeout)
-        finally:
+        except BaseException:
             self._shutdown()
+            raise
+        with self._replies:
+            self._replies.wait_for(lambda: self._closing or self._gone, self.close_timeout)
+            self._closing = True  # from here on a host's error is late: finalize no longer checks
+        self._stopping = True
+        self._close_pipe()
+        if not threading.main_thread().is_alive():  # the interpreter is exiting (an atexit finalize): wait here
+            self._finish()
+            return
+        self._finisher = threading.Thread(target=self._finish, name="lightning_track-sinkhost-finish",
+                                          daemon=False)  # the interpreter's exit waits for it
+        with _finishing_lock:
+            _finishing.append(self)
+        self._finisher.start()
+
+    def wait_finished(self, timeout: float | None = None) -> bool:
+        """Whether the host is done (its files finished, the process reaped), waiting up to ``timeout``."""
+        finisher = self._finisher
+        if finisher is None:
+            return True
+        finisher.join(timeout)
+        return not finisher.is_alive()
+
+    def _finish(self) -> None:
+        try:
+            with self._replies:
+                done = self._replies.wait_for(lambda: self._closed or self._gone, self.close_timeout)
+            if not done:
+                print(f"lightning_track: {self.run_dir}: the sink host (pid {self._proc.pid}) has not finished the"
+                      f" viewers' files (TensorBoard, SwanLab) in {self.close_timeout:.0f} s; stopping it",
+                      file=sys.stderr)
+            self._reap()
+        finally:
+            with _finishing_lock:
+                if self in _finishing:
+                    _finishing.remove(self)
 
     def discard(self) -> None:
         """Stop the host without opening anything (ddp_spawn hands the run to the workers)."""
         self._shutdown()
 
-    def _shutdown(self) -> None:
-        self._stopping = True
+    def _close_pipe(self) -> None:
         try:
             os.close(self._out)  # end-of-file: a host that has not closed its sinks closes them now
         except OSError:
             pass
-        if self._closed:
-            # Everything is on disk; the host is only exiting. Reap it without making finalize wait.
-            threading.Thread(target=self._reap, name="lightning_track-sinkhost-reaper", daemon=True).start()
-        else:
-            self._reap()
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        self._close_pipe()
+        self._reap()
 
     def _reap(self) -> None:
         try:
@@ -257,43 +345,99 @@ class SinkHost(Sink):
 
 # -- the host process ---------------------------------------------------------------------------
 class _Host:
-    def __init__(self, out_fd: int) -> None:
+    """Two lanes: the main thread reads messages and runs the system record (so ``Close`` is answered
+    with :class:`Closing` at once, even while SwanLab is still being imported); a worker thread imports
+    the sinks' libraries, then feeds the sinks every message in order."""
+
+    def __init__(self, out_fd: int, warm: str) -> None:
         self.out_fd = out_fd
         self.sinks: list[Sink] = []
         self.opened = False
-        self.lock = threading.Lock()  # the sinks are called from the message loop and the system sampler
         self.last_step: int | None = None
         self.system: Any = None
+        self._replying = threading.Lock()  # both threads reply; one framed message at a time
+        self._work: queue.SimpleQueue[ToHost] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._sink_lane, args=(warm,), name="lightning_track-sinks",
+                                        daemon=True)
+        self._worker.start()
 
     def reply(self, message: ToParent) -> None:
         try:
-            send_message(self.out_fd, message)
+            with self._replying:
+                send_message(self.out_fd, message)
         except OSError:
             pass  # the parent is gone; keep writing the sinks regardless
 
+    # -- the main thread: messages in, the system record ------------------------------------------
+    def handle(self, message: ToHost) -> bool:
+        """Act on one message; False once the run is closed (the sinks finish on the worker)."""
+        match message:
+            case Close():
+                self.stop_system()  # its last sample is queued before the Close
+                self.reply(Closing())
+                self._work.put(message)
+                return False
+            case Open():
+                self.opened = True
+                self._work.put(message)  # before the system record's first sample
+                self.start_system(message)
+            case Write(rows):
+                if rows:
+                    self.last_step = max(self.last_step or 0, *(step for step, _, _ in rows))
+                self._work.put(message)
+            case SetConfig() | WriteMedia() | Flush():
+                self._work.put(message)
+            case _:
+                raise SinkHostError(f"the sink host got a message of no known kind: {message!r}")
+        return True
+
+    def start_system(self, message: Open) -> None:
+        if not message.system_interval:
+            return
+        from ..folder.layout import RunLayout
+
+        self.system = start_system_recorder(
+            RunLayout(message.run_dir), message.system_interval, pid=os.getppid(),
+            attempt=message.resume_count + 1, step=lambda: self.last_step,
+            on_record=lambda record: self._work.put(Write.of([record])),
+            on_error=lambda text: print(f"lightning_track: {text}", file=sys.stderr))
+
+    def stop_system(self) -> None:
+        if self.system is not None:
+            system, self.system = self.system, None
+            system.close()
+
+    def finish(self, status: str | None = None, reason: str | None = None) -> None:
+        """Wait for the sinks to close; ``status``: close them first (the parent went away without Close)."""
+        if status is not None:
+            self.stop_system()
+            self._work.put(Close(status, reason))
+        self._worker.join()
+
+    # -- the worker thread: the sinks ---------------------------------------------------------------
+    def _sink_lane(self, warm: str) -> None:
+        _warm_up(warm)
+        while True:
+            message = self._work.get()
+            try:
+                if not self._sink_message(message):
+                    return
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+                self.reply(Failed.of("sink host", exc))
+
     def call_all(self, what: str, call: Callable[[Sink], object]) -> None:
         """``call`` on every sink; a sink that fails is reported (``what`` it was doing) and dropped."""
-        with self.lock:
-            for sink in list(self.sinks):
-                try:
-                    call(sink)
-                except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-                    self.reply(Failed.of(f"sink {sink.name!r} {what}", exc))
-                    self.sinks.remove(sink)
+        for sink in list(self.sinks):
+            try:
+                call(sink)
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+                self.reply(Failed.of(f"sink {sink.name!r} {what}", exc))
+                self.sinks.remove(sink)
 
-    def write(self, records: list[MetricRecord]) -> None:
-        self.call_all("write", lambda sink: sink.write(records))
-
-    def close(self, status: str, reason: str | None) -> None:
-        self.stop_system()
-        self.call_all("close_with", lambda sink: sink.close_with(status, reason))
-        self.sinks = []
-
-    def open(self, message: Open) -> None:
+    def open_sinks(self, message: Open) -> None:
         from ..folder.layout import RunLayout
         from ..sinks import load_sink
 
-        self.opened = True
         context = SinkContext(layout=RunLayout(message.run_dir), dataset=message.dataset, method=message.method,
                               config=message.config, resume_step=message.resume_step,
                               resume_count=message.resume_count, options=message.options)
@@ -305,24 +449,17 @@ class _Host:
                 self.reply(Failed.of(f"opening sink {name!r}", exc))
                 continue
             self.sinks.append(sink)
-        if message.system_interval:
-            self.system = start_system_recorder(
-                context.layout, message.system_interval, pid=os.getppid(), attempt=message.resume_count + 1,
-                step=lambda: self.last_step, on_record=lambda record: self.write([record]),
-                on_error=lambda text: print(f"lightning_track: {text}", file=sys.stderr))
         self.reply(Opened())
 
-    def handle(self, message: ToHost) -> bool:
-        """Act on one message; False once the run is closed."""
+    def _sink_message(self, message: ToHost) -> bool:
         match message:
             case Open():
-                self.open(message)
+                self.open_sinks(message)
             case SetConfig(config):
                 self.call_all("log_config", lambda sink: sink.log_config(dict(config)))
-            case Write(rows):
-                self.write(message.records())
-                if rows:
-                    self.last_step = max(self.last_step or 0, *(step for step, _, _ in rows))
+            case Write():
+                records = message.records()
+                self.call_all("write", lambda sink: sink.write(records))
             case WriteMedia(records):
                 self.call_all("write_media", lambda sink: sink.write_media(records))
             case Flush(token):
@@ -330,17 +467,11 @@ class _Host:
                 if token is not None:
                     self.reply(Flushed(token))
             case Close(status, reason):
-                self.close(status, reason)
+                self.call_all("close_with", lambda sink: sink.close_with(status, reason))
+                self.sinks = []
                 self.reply(Closed())
                 return False
-            case _:
-                raise SinkHostError(f"the sink host got a message of no known kind: {message!r}")
         return True
-
-    def stop_system(self) -> None:
-        if self.system is not None:
-            system, self.system = self.system, None
-            system.close()
 
 
 def _warm_up(names: str) -> None:
@@ -382,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr = _TolerantStream(sys.stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The main thread answers Close while the worker may still be importing SwanLab (pure Python, holding
+    # the GIL): a short switch interval lets its system sample's many small reads through in milliseconds.
+    sys.setswitchinterval(0.0005)
     try:
         os.nice(5)  # background work: where cores are contended, the training process goes first
     except OSError:
@@ -393,15 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parent = os.getppid()
     reader = MessageReader(args.in_fd, alive=lambda: os.getppid() == parent)
-    _warm_up(args.warm)
-    host = _Host(args.out_fd)
+    host = _Host(args.out_fd, args.warm)
     while True:
         message = reader.read()
         if message is None:  # the parent died without closing: finish what was received
             if host.opened:
-                host.close(FAILED, "the training process ended without closing the run (killed?)")
+                host.finish(FAILED, "the training process ended without closing the run (killed?)")
             break  # and skip the interpreter's atexit hooks: SwanLab's would mark an unclosed run finished
         if not host.handle(message):
+            host.finish()  # whether or not the parent is still there: the files are finished either way
             break
     # Every sink is closed and the parent told: skip the interpreter's slow teardown (SwanLab's
     # atexit hooks have nothing left to do), after the last messages on stdout/stderr are out.
