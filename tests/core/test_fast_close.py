@@ -127,3 +127,32 @@ def test_two_fits_in_a_row_into_the_same_resumed_folder(tmp_path: Path) -> None:
     assert steps == list(range(1, STEPS + 1))
     summary = json.loads(run.summary_json.read_text())
     assert [(a["attempt"], a["status"]) for a in summary["attempts"]] == [(1, "completed"), (2, "completed")]
+
+
+def sink_hosts() -> list[psutil.Process]:
+    """This process's sink host processes still running (not yet reaped)."""
+    return [p for p in psutil.Process().children() if "lightning_track.run.sinkhost" in " ".join(p.cmdline())
+            and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_short_trials_in_one_process_leave_a_bounded_number_of_hosts(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep of short trials: each finalize returns at once, but a trial's host starts only once fewer
+    than ``MAX_FINISHING`` earlier hosts are still finishing their files."""
+    from lightning_track.run import sinkhost
+
+    monkeypatch.setattr(sinkhost, "MAX_FINISHING", 2)
+    trials, most = [], 0
+    for trial in range(5):
+        logger = RunLogger("sweep", f"t{trial}", root=tmp_path, system_interval=0, console=False)
+        for step in range(1, 4):
+            logger.log_metrics({"train/loss": 1.0 / step}, step=step)
+        logger.finalize("success")
+        most = max(most, len(sink_hosts()))
+        trials.append(logger)
+    assert most == 2  # without the bound, one more per trial (each still importing SwanLab)
+    for logger in trials:
+        assert logger.wait(120)
+        assert_viewer_files_complete(logger.layout, [1, 2, 3])
+    assert not sink_hosts()
