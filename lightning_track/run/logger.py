@@ -445,11 +445,8 @@ class RunLogger(Logger):
             self._run.flush()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the files finished in the background after ``fit()`` returns are complete: the viewers'
-        files (TensorBoard's events, the SwanLab run, closed by the sink host process) and ``plots/metrics.png``
-        with its link in ``report_draft.md``. ``metrics.jsonl``, ``summary.json`` and the rest are complete at the
-        return. The interpreter's exit waits by itself (a script needs nothing); a notebook calls this before
-        reading TensorBoard or SwanLab files. False when ``timeout`` (seconds) ran out first."""
+        """Block until what finishes after ``fit()`` returns (the sink host's TensorBoard and SwanLab files,
+        ``plots/metrics.png``) is done, as a script's exit does by itself. False when ``timeout`` ran out first."""
         return True if self._run is None else self._run.wait(timeout)
 
     def __repr__(self) -> str:

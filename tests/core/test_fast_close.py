@@ -63,6 +63,12 @@ def assert_viewer_files_complete(run: RunLayout, steps: list[int], state: str = 
     assert [s for s, _ in swanlab_scalars(swanlab_file)["train/loss"]] == steps
 
 
+def sink_hosts(pid: int | None = None) -> list[psutil.Process]:
+    """The sink host processes of ``pid`` (this process) still running (not yet reaped)."""
+    return [p for p in psutil.Process(pid).children() if "lightning_track.run.hostprocess" in " ".join(p.cmdline())
+            and p.status() != psutil.STATUS_ZOMBIE]
+
+
 def loss_steps(run: RunLayout) -> list[int]:
     return [r.step for r in read_metrics(run.metrics_jsonl) if "train/loss" in r.metrics]
 
@@ -90,7 +96,7 @@ def test_a_parent_killed_right_after_fit_returns_leaves_the_host_to_finish_the_f
     line = ""
     while not line.startswith("RETURNED") and proc.poll() is None:
         line = proc.stdout.readline()  # SwanLab's messages come first
-    hosts = [p for p in psutil.Process(proc.pid).children() if "lightning_track.run.sinkhost" in " ".join(p.cmdline())]
+    hosts = sink_hosts(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert line.startswith("RETURNED host_done=False"), line  # killed while the host was still finishing
@@ -127,12 +133,6 @@ def test_two_fits_in_a_row_into_the_same_resumed_folder(tmp_path: Path) -> None:
     assert steps == list(range(1, STEPS + 1))
     summary = json.loads(run.summary_json.read_text())
     assert [(a["attempt"], a["status"]) for a in summary["attempts"]] == [(1, "completed"), (2, "completed")]
-
-
-def sink_hosts() -> list[psutil.Process]:
-    """This process's sink host processes still running (not yet reaped)."""
-    return [p for p in psutil.Process().children() if "lightning_track.run.sinkhost" in " ".join(p.cmdline())
-            and p.status() != psutil.STATUS_ZOMBIE]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import pytest
 
 from lightning_track.errors import SinkHostError
 from lightning_track.folder.records import MetricRecord
+from lightning_track.run.hostprocess import _Host
 from lightning_track.run.messages import (
     Close,
     Closed,
@@ -17,14 +18,15 @@ from lightning_track.run.messages import (
     Failed,
     Flush,
     Flushed,
+    MessageReader,
     Open,
     Opened,
     SetConfig,
     ToHost,
     Write,
     WriteMedia,
+    send_message,
 )
-from lightning_track.run.sinkhost import MessageReader, _Host, send_message
 
 
 def _examples(run_dir: Path) -> list[ToHost]:
