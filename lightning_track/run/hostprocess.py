@@ -111,6 +111,10 @@ class _Host:
 
     # -- the worker thread: the sinks ---------------------------------------------------------------
     def _sink_lane(self, warm: str) -> None:
+        try:  # this thread only (Linux): where cores are contended, training and the answer to Close go first
+            os.nice(5)
+        except OSError:
+            pass
         _warm_up(warm)
         while True:
             message = self._work.get()
@@ -211,10 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     # The main thread answers Close while the worker may still be importing SwanLab (pure Python, holding
     # the GIL): a short switch interval lets its system sample's many small reads through in milliseconds.
     sys.setswitchinterval(0.0005)
-    try:
-        os.nice(5)  # background work: where cores are contended, the training process goes first
-    except OSError:
-        pass
     parser = argparse.ArgumentParser(prog="python -m lightning_track.run.sinkhost")
     parser.add_argument("--in", dest="in_fd", type=int, required=True)
     parser.add_argument("--out", dest="out_fd", type=int, required=True)
