@@ -42,7 +42,7 @@ TORCH_FREE = [
     "lightning_track.query.report_html", "lightning_track.launch.sweep", "lightning_track.launch.sweep_report",
     "lightning_track.query.sweeps", "lightning_track.run.launched", "lightning_track.query.pipelines",
     "lightning_track.sync.watch", "lightning_track.export", "lightning_track.export.mlflow",
-    "lightning_track.cli.export",
+    "lightning_track.cli.export", "lightning_track.export.wandb", "lightning_track.sinks.wandb",
 ]
 
 
