@@ -39,13 +39,25 @@ FIT = textwrap.dedent("""
 """)
 
 
+# Logged at the end of training: work for the sink host after Close (2,000 new TensorBoard tags and SwanLab
+# columns), so that "fit returned before the host was done" holds on a fast machine as on a loaded one.
+LAST_VALUES = {f"end/value{i}": float(i) for i in range(2000)}
+
+
+class LogAtTheEnd(L.Callback):
+    def on_train_end(self, trainer: L.Trainer, *args: object) -> None:
+        trainer.logger.log_metrics(LAST_VALUES, step=trainer.global_step)
+
+
 def fit(kwargs: dict, steps: int = STEPS, ckpt_path: str | None = None, **logger_kwargs: object) -> RunLogger:
-    """A short fit with the default sinks (TensorBoard, SwanLab in the sink host), a checkpoint every 10 steps."""
+    """A short fit with the default sinks (TensorBoard, SwanLab in the sink host), a checkpoint every 10 steps,
+    and :data:`LAST_VALUES` logged as training ends."""
     logger = RunLogger("fast", "close", **kwargs, **logger_kwargs)
     trainer = L.Trainer(max_steps=steps, logger=logger, log_every_n_steps=1, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", limit_val_batches=0,
                         num_sanity_val_steps=0, default_root_dir=kwargs["root"],
-                        callbacks=[L.pytorch.callbacks.ModelCheckpoint(every_n_train_steps=10, save_last=True)])
+                        callbacks=[L.pytorch.callbacks.ModelCheckpoint(every_n_train_steps=10, save_last=True),
+                                   LogAtTheEnd()])
     trainer.fit(DemoModule(max_steps=steps), datamodule=DemoDataModule(n_train=512, n_val=16), ckpt_path=ckpt_path)
     return logger
 
@@ -57,7 +69,9 @@ def start(root: Path, after: str) -> subprocess.Popen:
 
 def assert_viewer_files_complete(run: RunLayout, steps: list[int], state: str = "RUN_STATE_FINISHED") -> None:
     """Every logged step in TensorBoard (tensorboard's reader) and in one finished SwanLab run (SwanLab's)."""
-    assert [s for s, _, _ in tensorboard_scalars(run.tensorboard_dir)["train/loss"]] == steps
+    tensorboard = tensorboard_scalars(run.tensorboard_dir)
+    assert [s for s, _, _ in tensorboard["train/loss"]] == steps
+    assert tensorboard["end/value1999"][-1][:2] == (steps[-1], 1999.0)  # the last values, written after Close
     (swanlab_file,) = swanlab_runs(run.swanlab_dir)
     assert swanlab_finish_state(swanlab_file) == state
     assert [s for s, _ in swanlab_scalars(swanlab_file)["train/loss"]] == steps
@@ -148,6 +162,7 @@ def test_short_trials_in_one_process_leave_a_bounded_number_of_hosts(tmp_path: P
         logger = RunLogger("sweep", f"t{trial}", root=tmp_path, system_interval=0, console=False)
         for step in range(1, 4):
             logger.log_metrics({"train/loss": 1.0 / step}, step=step)
+        logger.log_metrics(LAST_VALUES, step=3)
         logger.finalize("success")
         most = max(most, len(sink_hosts()))
         trials.append(logger)
