@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.mlflow_server import assert_metrics_equal
 
 from lightning_track.cli.lt import main as lt_main
 from lightning_track.errors import ExportError
@@ -26,30 +27,6 @@ pytestmark = pytest.mark.slow
 
 def entry_of(run: Path, server) -> dict:
     return json.loads((run / "export.json").read_text())["targets"][server.uri]
-
-
-def assert_metrics_equal(client, run_id: str, run: Path) -> int:
-    """MLflow holds exactly metrics.jsonl and system.jsonl: every key, step, time and value, each once.
-    Returns how many values of metrics.jsonl. MLflow's SQL store holds an infinity as the largest float."""
-    from support.mlflow_server import metric_history
-
-    expected: dict[str, list[tuple[int, int, float]]] = {}
-    counts = {}
-    for name in ("metrics.jsonl", "system.jsonl"):
-        before = sum(map(len, expected.values()))
-        for record in read_metrics(run / name) if (run / name).exists() else []:
-            for key, value in record.metrics.items():
-                expected.setdefault(key, []).append((record.step, int(record.time * 1000), value))
-        counts[name] = sum(map(len, expected.values())) - before
-    assert set(client.get_run(run_id).data.metrics) == set(expected)
-    for key, values in expected.items():
-        got = metric_history(client, run_id, key)
-        assert [(s, t) for s, t, _ in got] == sorted((s, t) for s, t, _ in values), key
-        for (_, _, want), (_, _, have) in zip(sorted(values, key=lambda v: (v[0], v[1])), got, strict=True):
-            if math.isinf(want):
-                want = math.copysign(sys.float_info.max, want)
-            assert (math.isnan(want) and math.isnan(have)) or want == have, key
-    return counts["metrics.jsonl"]
 
 
 def test_a_completed_run_lands_in_mlflow_value_for_value_and_a_second_export_sends_nothing(
@@ -258,3 +235,51 @@ def test_an_interrupted_export_continues_where_the_tracker_confirmed(runs_copy, 
     again = export_run(run, mlflow_server.uri)
     assert again.run_id == entry["run_id"] and again.values == total - confirmed  # nothing sent twice
     assert assert_metrics_equal(client, again.run_id, run) == total
+
+
+def test_the_mlflow_run_carries_the_checkpoint_lineage(runs_copy, client, mlflow_server, resume, tmp_path) -> None:
+    from lightning_track import FinalModelExport
+    from lightning_track.folder.fileio import file_sha256
+
+    run = runs_copy["resumed"]  # failed at step 11; the resume continues from checkpoint-step-008
+    resume(run, 16, (FinalModelExport(),))
+    result = export_run(run, mlflow_server.uri)
+    tags = client.get_run(result.run_id).data.tags
+    index = json.loads((run / "checkpoints.json").read_text())["checkpoints"]
+    (model,) = [e for e in index if e.get("kind") == "model"]
+    eight = run / "checkpoints" / "checkpoint-step-008.ckpt"
+    sixteen = run / "checkpoints" / "checkpoint-step-016.ckpt"
+    assert tags["lineage.attempt_2.resumed_from"] == "checkpoints/checkpoint-step-008.ckpt"
+    assert tags["lineage.attempt_2.resumed_from_step"] == "8"
+    assert tags["lineage.attempt_2.resumed_from_sha256"] == file_sha256(eight)
+    assert tags["lineage.final_model.step"] == "16"
+    assert tags["lineage.final_model.checkpoint"] == "checkpoints/checkpoint-step-016.ckpt"
+    assert tags["lineage.final_model.checkpoint_sha256"] == file_sha256(sixteen)
+    assert json.loads(tags["lineage.final_model.files"]) == {
+        "model.safetensors": file_sha256(run / "final_model" / "model.safetensors")} == model["files"]
+    assert tags["lineage.checkpoints"] == str(sum(1 for e in index if e.get("kind") != "model"))
+    fetched = client.download_artifacts(result.run_id, "checkpoints.json", str(tmp_path))
+    assert Path(fetched).read_bytes() == (run / "checkpoints.json").read_bytes()
+
+
+def test_a_run_created_by_an_export_stopped_before_its_record_is_found_again_not_doubled(
+        runs_copy, client, mlflow_server, monkeypatch) -> None:
+    from lightning_track.export import open_exporter
+
+    run = runs_copy["nan"]
+    with open_exporter(mlflow_server.uri) as exporter:
+        real = exporter.client.create_run
+
+        def create_run(*args, **kw):  # the server creates the run; Ctrl+C arrives before the reply is used
+            real(*args, **kw)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(exporter.client, "create_run", create_run)
+        with pytest.raises(KeyboardInterrupt):
+            export_run(run, exporter=exporter, experiment="stopped-at-create")
+    assert "run_id" not in entry_of(run, mlflow_server)
+    again = export_run(run, mlflow_server.uri, experiment="stopped-at-create")
+    experiment = client.get_experiment_by_name("stopped-at-create")
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [again.run_id]
+    assert "creating" not in entry_of(run, mlflow_server)
+    assert assert_metrics_equal(client, again.run_id, run) == again.values
