@@ -326,7 +326,10 @@ class RunLifecycle:
 
     def _late_sink_error(self, text: str) -> None:
         """A sink that failed in the sink host after finalize returned (closing its files): in ``summary.json``."""
-        self.summary.modify(lambda data: data.setdefault("sink_errors", []).append(text))
+        try:
+            self.summary.modify(lambda data: data.setdefault("sink_errors", []).append(text))
+        except (OSError, ValueError):
+            pass  # the folder is gone or torn: the line on stderr (SinkHost) is all there is
 
     def _on_sinks_open(self, context: SinkContext, sinks: list[Sink]) -> None:
         if context.resume_step is None:

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     return host_main(argv)
 
+
 _HOST_COMMAND = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
                  "from lightning_track.run.hostprocess import main; sys.exit(main())")
 
