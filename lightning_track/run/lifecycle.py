@@ -55,6 +55,7 @@ from .lineage import CheckpointIndex
 from .meta import collect_meta
 from .progress import ProgressClock
 from .resume import check_resume
+from .sinkhost import wait_for_hosts
 from .system import SystemRecorder, start_system_recorder
 from .writer import BackgroundWriter
 
@@ -438,7 +439,6 @@ class RunLifecycle:
         """Wait for what finalize finishes in the background: the sink host's files (TensorBoard, SwanLab)
         and ``plots/metrics.png`` with its link in ``report_draft.md``; False when ``timeout`` ran out first."""
         from ..derived.plots import wait_for_plots
-        from .sinkhost import wait_for_hosts
 
         deadline = None if timeout is None else time.monotonic() + timeout
         if not wait_for_hosts(self.layout.run_dir, timeout):
@@ -454,8 +454,6 @@ class RunLifecycle:
         if self.writer is not None:
             writer, self.writer = self.writer, None
             if writer.opened:
-                from .sinkhost import wait_for_hosts
-
                 writer.close(COMPLETED)
                 wait_for_hosts(self.layout.run_dir)  # the workers' host opens the same folder in another process
             else:
