@@ -10,7 +10,8 @@
    fits each in a fresh process, as users run them (every logger pays its own imports).
 3. SIGKILL durability: share of steps logged more than 1 s before the kill that are on disk.
 4. finalize: from ``on_train_end`` to ``fit``'s return, each fit in a fresh process (``--only finalize``
-   runs this alone and replaces its section of the results file).
+   runs this alone and replaces its section of the results file). The sink host's close of TensorBoard and
+   SwanLab is not in it: it finishes after the return (``RunLogger.wait()`` after the timing waits for it).
 5. The default sinks' cost (``--only sinks``): the fresh-process fit of the default RunLogger beside
    TensorBoardLogger and the opt-in SwanLab sink, in its own section of the results file.
 """
@@ -261,9 +262,11 @@ def finalize_lines(got: dict[tuple[str, int], list[float]], repeats: int) -> lis
             f"{med[kind, n]:.3f} ({min(got[kind, n]):.3f}–{max(got[kind, n]):.3f})" for n in steps) + " | "
           + " | ".join(f"{med[kind, n] - med['none', n]:+.3f} s" for n in steps) + " |" for kind in kinds],
         "",
-        "Goal: RunLogger's finalize ≤ 0.1 s beyond the no-logger fit. `plots/metrics.png` (and its link in"
-        " `report_draft.md`) is drawn on a background thread after `fit` returns (`RunLogger.wait()`, and the"
-        " interpreter's exit, wait for it); every other file is complete at the return.",
+        "Goal: RunLogger's finalize ≤ 0.1 s beyond the no-logger fit. Two things finish in the background after"
+        " `fit` returns, and `RunLogger.wait()` and the interpreter's exit wait for them: the sink host closes the"
+        " viewers' files (TensorBoard's events, the SwanLab run), and `plots/metrics.png` (with its link in"
+        " `report_draft.md`) is drawn on a thread; every other file (`summary.json` with the last system sample"
+        " included) is complete at the return.",
         "",
     ]
 

@@ -27,11 +27,13 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(autouse=True)
 def _plots_drawn() -> Iterator[None]:
-    """A run's plot is drawn on a thread after fit returns: no test ends (and has its folders removed)
-    while one is still being drawn."""
+    """A run's plot is drawn on a thread, and its sink host finishes the viewers' files, after fit returns: no
+    test ends (and has its folders removed) while one is still at it."""
     yield
     from lightning_track.derived.plots import wait_for_plots
+    from lightning_track.run.sinkhost import wait_for_hosts
 
+    wait_for_hosts()
     wait_for_plots()
 
 

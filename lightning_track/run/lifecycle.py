@@ -55,6 +55,7 @@ from .lineage import CheckpointIndex
 from .meta import collect_meta
 from .progress import ProgressClock
 from .resume import check_resume
+from .sinkhost import wait_for_hosts
 from .system import SystemRecorder, start_system_recorder
 from .writer import BackgroundWriter
 
@@ -317,11 +318,19 @@ class RunLifecycle:
             from .sinkhost import SinkHost
 
             # After finalize the run's system record is closed (its last sample taken): no new sampler.
-            sinks.append(SinkHost(named, system_interval=0.0 if self.appending else self.system_interval))
+            sinks.append(SinkHost(named, system_interval=0.0 if self.appending else self.system_interval,
+                                  on_late_error=self._late_sink_error))
             sinks += [s for s in self.sink_specs if not isinstance(s, str)]
         else:
             sinks += [load_sink(s) if isinstance(s, str) else s for s in self.sink_specs]
         return sinks
+
+    def _late_sink_error(self, text: str) -> None:
+        """A sink that failed in the sink host after finalize returned (closing its files): in ``summary.json``."""
+        try:
+            self.summary.modify(lambda data: data.setdefault("sink_errors", []).append(text))
+        except (OSError, ValueError):
+            pass  # the folder is gone or torn: the line on stderr (SinkHost) is all there is
 
     def _on_sinks_open(self, context: SinkContext, sinks: list[Sink]) -> None:
         if context.resume_step is None:
@@ -427,11 +436,14 @@ class RunLifecycle:
             raise error
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for what finalize finishes in the background (``plots/metrics.png``, its link in
-        ``report_draft.md``); False when ``timeout`` ran out first."""
+        """Wait for what finalize finishes in the background: the sink host's files (TensorBoard, SwanLab)
+        and ``plots/metrics.png`` with its link in ``report_draft.md``; False when ``timeout`` ran out first."""
         from ..derived.plots import wait_for_plots
 
-        return wait_for_plots(self.layout.run_dir, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not wait_for_hosts(self.layout.run_dir, timeout):
+            return False
+        return wait_for_plots(self.layout.run_dir, None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def hand_over(self) -> None:
         """Stop writing in this process (ddp_spawn pickles the run into its workers).
@@ -443,6 +455,7 @@ class RunLifecycle:
             writer, self.writer = self.writer, None
             if writer.opened:
                 writer.close(COMPLETED)
+                wait_for_hosts(self.layout.run_dir)  # the workers' host opens the same folder in another process
             else:
                 writer.abandon()
 

@@ -444,8 +444,8 @@ class RunLogger(Logger):
             self._run.flush()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until ``plots/metrics.png`` and its link in ``report_draft.md`` are written (drawn after ``fit()``
-        returns; every other file is complete then, and the interpreter's exit waits too). False on ``timeout``."""
+        """Block until what finishes after ``fit()`` returns (the sink host's TensorBoard and SwanLab files,
+        ``plots/metrics.png``) is done, as a script's exit does by itself. False when ``timeout`` ran out first."""
         return True if self._run is None else self._run.wait(timeout)
 
     def __repr__(self) -> str:

@@ -9,13 +9,17 @@ here that the type checker and a reader can follow to every place that handles i
 * the sink host's pipe (:mod:`.sinkhost`), each message framed as a 4-byte length and a pickle:
   parent -> host :data:`ToHost` (:class:`Open`, :class:`SetConfig`, :class:`Write`, :class:`WriteMedia`,
   :class:`Flush`, :class:`Close`); host -> parent :data:`ToParent` (:class:`Opened`, :class:`Failed`,
-  :class:`Flushed`, :class:`Closed`).
+  :class:`Flushed`, :class:`Closing`, :class:`Closed`).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import select
+import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +27,7 @@ from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 
 __all__ = ["Open", "SetConfig", "Write", "WriteMedia", "Flush", "Sync", "Close", "Stop", "Opened", "Failed",
-           "Flushed", "Closed", "ToHost", "ToParent"]
+           "Flushed", "Closing", "Closed", "ToHost", "ToParent", "send_message", "MessageReader"]
 
 
 @dataclass(frozen=True)
@@ -127,9 +131,58 @@ class Flushed:
 
 
 @dataclass(frozen=True)
+class Closing:
+    """The host took :class:`Close`: its system record is final (``system.jsonl`` complete, so the parent's
+    ``summary.json`` can count it); the sinks close on their own from here."""
+
+
+@dataclass(frozen=True)
 class Closed:
     """Every sink is closed; the host exits."""
 
 
 ToHost = Open | SetConfig | Write | WriteMedia | Flush | Close
-ToParent = Opened | Failed | Flushed | Closed
+ToParent = Opened | Failed | Flushed | Closing | Closed
+
+
+# -- on the sink host's pipe: a 4-byte little-endian length, then the pickle ------------------------
+_LENGTH = struct.Struct("<I")
+
+
+def send_message(fd: int, message: ToHost | ToParent) -> None:
+    """Write one framed message (4-byte length + pickle) in full."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class MessageReader:
+    """Reads framed messages from a pipe; ``None`` at end-of-file (or when ``alive()`` turns false)."""
+
+    def __init__(self, fd: int, alive: Callable[[], bool] | None = None) -> None:
+        self.fd, self.alive, self._buffer = fd, alive, bytearray()
+
+    def _fill(self, size: int) -> bool:
+        while len(self._buffer) < size:
+            if self.alive is not None:
+                ready, _, _ = select.select([self.fd], [], [], 1.0)
+                if not ready:
+                    if not self.alive():
+                        return False
+                    continue
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return False
+            self._buffer += chunk
+        return True
+
+    def read(self) -> Any:
+        if not self._fill(_LENGTH.size):
+            return None
+        (size,) = _LENGTH.unpack_from(self._buffer)
+        if not self._fill(_LENGTH.size + size):
+            return None
+        data = bytes(self._buffer[_LENGTH.size:_LENGTH.size + size])
+        del self._buffer[:_LENGTH.size + size]
+        return pickle.loads(data)

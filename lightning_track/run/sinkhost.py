@@ -15,7 +15,15 @@ How it is started and talked to: ``subprocess.Popen([python, "-c", <import this 
 over a dedicated ``os.pipe()`` pair passed with ``pass_fds``; stdout/stderr are inherited so users still
 see SwanLab's messages. Each message is a 4-byte little-endian length and a pickle of one of the types in
 :mod:`.messages`: parent -> host ``Open``, ``SetConfig``, ``Write``, ``WriteMedia``, ``Flush``, ``Close``;
-host -> parent ``Opened``, ``Failed``, ``Flushed``, ``Closed``.
+host -> parent ``Opened``, ``Failed``, ``Flushed``, ``Closing``, ``Closed``. The host process's side is
+:mod:`.hostprocess`.
+
+Closing without waiting: finalize waits only for ``Closing`` (the host's last system sample is in
+``system.jsonl``, so ``summary.json`` counts it); the host then closes TensorBoard and SwanLab on its own,
+as it would after a SIGKILL, while the training process goes on. :func:`wait_for_hosts`
+(``RunLogger.wait()``) and the interpreter's exit (a non-daemon thread per finishing host) wait for it; a
+later host on the same folder opens only once the earlier one is done, and at most
+:data:`MAX_FINISHING` finish at once.
 
 The host ignores SIGINT/SIGTERM (a Ctrl-C or ``scancel`` reaches the whole process group): its life
 follows its parent. When the parent goes away without closing it (SIGKILL, OOM killer), the host sees
@@ -25,112 +33,113 @@ end-of-file on its pipe (or a new parent pid), closes every sink cleanly with st
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import pickle
-import select
-import signal
-import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import SinkHostError
+from ..errors import SinkHostError, one_line
 from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 from ..sinks.base import Sink, SinkContext
-from ..vocabulary import FAILED
 from .messages import (
     Close,
     Closed,
+    Closing,
     Failed,
     Flush,
     Flushed,
+    MessageReader,
     Open,
-    Opened,
     SetConfig,
     ToHost,
-    ToParent,
     Write,
     WriteMedia,
+    send_message,
 )
-from .system import start_system_recorder
 
-__all__ = ["SinkHost", "main"]
+__all__ = ["SinkHost", "MAX_FINISHING", "main", "wait_for_hosts"]
 
-_LENGTH = struct.Struct("<I")
+
+def main(argv: list[str] | None = None) -> int:
+    """The host process's entry point (:func:`.hostprocess.main`), under its documented name."""
+    from .hostprocess import main as host_main
+
+    return host_main(argv)
+
+
 _HOST_COMMAND = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                 "from lightning_track.run.sinkhost import main; sys.exit(main())")
-
-
-
-def send_message(fd: int, message: ToHost | ToParent) -> None:
-    """Write one framed message (4-byte length + pickle) in full."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_LENGTH.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-class MessageReader:
-    """Reads framed messages from a pipe; ``None`` at end-of-file (or when ``alive()`` turns false)."""
-
-    def __init__(self, fd: int, alive: Callable[[], bool] | None = None) -> None:
-        self.fd, self.alive, self._buffer = fd, alive, bytearray()
-
-    def _fill(self, size: int) -> bool:
-        while len(self._buffer) < size:
-            if self.alive is not None:
-                ready, _, _ = select.select([self.fd], [], [], 1.0)
-                if not ready:
-                    if not self.alive():
-                        return False
-                    continue
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                return False
-            self._buffer += chunk
-        return True
-
-    def read(self) -> Any:
-        if not self._fill(_LENGTH.size):
-            return None
-        (size,) = _LENGTH.unpack_from(self._buffer)
-        if not self._fill(_LENGTH.size + size):
-            return None
-        data = bytes(self._buffer[_LENGTH.size:_LENGTH.size + size])
-        del self._buffer[:_LENGTH.size + size]
-        return pickle.loads(data)
+                 "from lightning_track.run.hostprocess import main; sys.exit(main())")
 
 
 # -- the parent's side --------------------------------------------------------------------------
+MAX_FINISHING = 4
+"""Hosts that may finish their files in the background at once: a sweep's next trial waits for the oldest."""
+
+_finishing: list[SinkHost] = []  # hosts closing their sinks after their run's finalize returned, oldest first
+_finishing_lock = threading.Lock()
+
+
+def wait_for_hosts(run_dir: str | os.PathLike[str] | None = None, timeout: float | None = None) -> bool:
+    """Wait until the sink hosts still finishing ``run_dir``'s viewer files (every run's when None) are
+    done and gone; False when ``timeout`` ran out first."""
+    key = None if run_dir is None else os.path.abspath(run_dir)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _finishing_lock:
+        hosts = [host for host in _finishing if key is None or host.run_dir == key]
+    for host in hosts:
+        if not host.wait_finished(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            return False
+    return True
+
+
+def _bound_finishing() -> None:
+    """At most :data:`MAX_FINISHING` hosts finishing at once (100 short trials in one process)."""
+    while True:
+        with _finishing_lock:
+            if len(_finishing) < MAX_FINISHING:
+                return
+            oldest = _finishing[0]
+        oldest.wait_finished(None)  # bounded by its close_timeout
+
+
 class SinkHost(Sink):
     """Stands in the writer thread's sink list for the sinks running in the host process.
 
     Its methods only send messages (the writer thread never waits on the host), except ``sync``
-    (an explicit ``RunLogger.flush()``) and ``close``, which wait for the host's reply. Errors the
-    host reports are handed to ``report`` (the writer's error slot) by a small reader thread, so they
-    surface on the training thread exactly like an in-process sink's error.
+    (an explicit ``RunLogger.flush()``). ``close`` waits only for :class:`Closing` (the system record
+    final); the host then finishes the sinks' files on its own while this process goes on, as it would
+    after a SIGKILL: :func:`wait_for_hosts` (``RunLogger.wait()``) and the interpreter's exit (a
+    non-daemon thread) wait for it, and a later host on the same folder opens only once it is done.
+    Errors the host reports are handed to ``report`` (the writer's error slot) by a small reader thread,
+    so they surface on the training thread exactly like an in-process sink's error; those after
+    :class:`Closing` go to ``on_late_error`` (one line) and stderr.
     """
 
     name = "sink host"
 
     def __init__(self, specs: Sequence[str], close_timeout: float = 120.0,
-                 system_interval: float = 0.0) -> None:
+                 system_interval: float = 0.0, on_late_error: Callable[[str], None] | None = None) -> None:
         self.specs = list(specs)
         self.close_timeout = close_timeout
         self.system_interval = system_interval  # the host samples system metrics of its parent (0: off)
+        self.on_late_error = on_late_error
+        self.run_dir: str | None = None
         self._report: Callable[[str, BaseException], None] | None = None
         self._replies = threading.Condition()
         self._flushed: set[int] = set()
         self._next_token = 0
+        self._closing = False
         self._closed = False
         self._gone = False
         self._stopping = False
+        self._finisher: threading.Thread | None = None
+        _bound_finishing()
         to_child_r, self._out = os.pipe()
         self._in, to_parent_w = os.pipe()
         warm = ",".join(self.specs)
@@ -156,7 +165,12 @@ class SinkHost(Sink):
         self._report = report
 
     def _error(self, where: str, exc: BaseException) -> None:
-        if self._report is not None:
+        if self._closing:  # finalize has returned: nobody checks the writer any more
+            text = f"lightning_track: {self.run_dir}: {where} failed while finishing its files: {one_line(exc)}"
+            print(text, file=sys.stderr)
+            if self.on_late_error is not None:
+                self.on_late_error(f"{where}: {one_line(exc)}")
+        elif self._report is not None:
             self._report(where, exc)
 
     def _read_replies(self) -> None:
@@ -175,13 +189,15 @@ class SinkHost(Sink):
                         self._error(where, pickle.loads(pickled) if pickled is not None else SinkHostError(text))
                     case Flushed(token):
                         self._flushed.add(token)
+                    case Closing():
+                        self._closing = True
                     case Closed():
                         self._closed = True
                 self._replies.notify_all()
         with self._replies:
             self._gone = True
             self._replies.notify_all()
-        if not self._closed and not self._stopping:
+        if not self._closed and (self._closing or not self._stopping):  # also while finishing after finalize
             code = self._proc.wait()
             self._error("sink host", SinkHostError(f"the sink host process exited unexpectedly (code {code})"))
 
@@ -192,8 +208,12 @@ class SinkHost(Sink):
             raise SinkHostError(f"the sink host process is gone ({exc.strerror or exc})") from None
 
     def open(self, context: SinkContext) -> None:
+        self.run_dir = os.path.abspath(context.layout.run_dir)
+        # One host writes a folder at a time: an earlier run's host (a resumed attempt, logging after fit)
+        # may still be finishing its files there. This one has warmed up meanwhile.
+        wait_for_hosts(self.run_dir)
         self._send(Open(
-            run_dir=os.path.abspath(context.layout.run_dir), dataset=context.dataset, method=context.method,
+            run_dir=self.run_dir, dataset=context.dataset, method=context.method,
             config=context.config, resume_step=context.resume_step, resume_count=context.resume_count,
             sinks=self.specs, system_interval=self.system_interval,
             options=context.options))
@@ -221,28 +241,63 @@ class SinkHost(Sink):
             self._flushed.discard(token)
 
     def close(self, status: str, reason: str | None = None) -> None:
+        """Send ``Close`` and return once the host's system record is final; the sinks finish in the
+        background (:func:`wait_for_hosts`)."""
         try:
             self._send(Close(status, reason))
-            with self._replies:
-                self._replies.wait_for(lambda: self._closed or self._gone, self.close_timeout)
-        finally:
+        except BaseException:
             self._shutdown()
+            raise
+        with self._replies:
+            self._replies.wait_for(lambda: self._closing or self._gone, self.close_timeout)
+            self._closing = True  # from here on a host's error is late: finalize no longer checks
+        self._stopping = True
+        self._close_pipe()
+        if not threading.main_thread().is_alive():  # the interpreter is exiting (an atexit finalize): wait here
+            self._finish()
+            return
+        self._finisher = threading.Thread(target=self._finish, name="lightning_track-sinkhost-finish",
+                                          daemon=False)  # the interpreter's exit waits for it
+        with _finishing_lock:
+            _finishing.append(self)
+        self._finisher.start()
+
+    def wait_finished(self, timeout: float | None = None) -> bool:
+        """Whether the host is done (its files finished, the process reaped), waiting up to ``timeout``."""
+        finisher = self._finisher
+        if finisher is None:
+            return True
+        finisher.join(timeout)
+        return not finisher.is_alive()
+
+    def _finish(self) -> None:
+        try:
+            with self._replies:
+                done = self._replies.wait_for(lambda: self._closed or self._gone, self.close_timeout)
+            if not done:
+                print(f"lightning_track: {self.run_dir}: the sink host (pid {self._proc.pid}) has not finished the"
+                      f" viewers' files (TensorBoard, SwanLab) in {self.close_timeout:.0f} s; stopping it",
+                      file=sys.stderr)
+            self._reap()
+        finally:
+            with _finishing_lock:
+                if self in _finishing:
+                    _finishing.remove(self)
 
     def discard(self) -> None:
         """Stop the host without opening anything (ddp_spawn hands the run to the workers)."""
         self._shutdown()
 
-    def _shutdown(self) -> None:
-        self._stopping = True
+    def _close_pipe(self) -> None:
         try:
             os.close(self._out)  # end-of-file: a host that has not closed its sinks closes them now
         except OSError:
             pass
-        if self._closed:
-            # Everything is on disk; the host is only exiting. Reap it without making finalize wait.
-            threading.Thread(target=self._reap, name="lightning_track-sinkhost-reaper", daemon=True).start()
-        else:
-            self._reap()
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        self._close_pipe()
+        self._reap()
 
     def _reap(self) -> None:
         try:
@@ -253,162 +308,3 @@ class SinkHost(Sink):
         self._reader.join(5.0)
         if not self._reader.is_alive():
             os.close(self._in)
-
-
-# -- the host process ---------------------------------------------------------------------------
-class _Host:
-    def __init__(self, out_fd: int) -> None:
-        self.out_fd = out_fd
-        self.sinks: list[Sink] = []
-        self.opened = False
-        self.lock = threading.Lock()  # the sinks are called from the message loop and the system sampler
-        self.last_step: int | None = None
-        self.system: Any = None
-
-    def reply(self, message: ToParent) -> None:
-        try:
-            send_message(self.out_fd, message)
-        except OSError:
-            pass  # the parent is gone; keep writing the sinks regardless
-
-    def call_all(self, what: str, call: Callable[[Sink], object]) -> None:
-        """``call`` on every sink; a sink that fails is reported (``what`` it was doing) and dropped."""
-        with self.lock:
-            for sink in list(self.sinks):
-                try:
-                    call(sink)
-                except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-                    self.reply(Failed.of(f"sink {sink.name!r} {what}", exc))
-                    self.sinks.remove(sink)
-
-    def write(self, records: list[MetricRecord]) -> None:
-        self.call_all("write", lambda sink: sink.write(records))
-
-    def close(self, status: str, reason: str | None) -> None:
-        self.stop_system()
-        self.call_all("close_with", lambda sink: sink.close_with(status, reason))
-        self.sinks = []
-
-    def open(self, message: Open) -> None:
-        from ..folder.layout import RunLayout
-        from ..sinks import load_sink
-
-        self.opened = True
-        context = SinkContext(layout=RunLayout(message.run_dir), dataset=message.dataset, method=message.method,
-                              config=message.config, resume_step=message.resume_step,
-                              resume_count=message.resume_count, options=message.options)
-        for name in message.sinks:
-            try:
-                sink = load_sink(name)
-                sink.open(context)
-            except Exception as exc:  # noqa: BLE001
-                self.reply(Failed.of(f"opening sink {name!r}", exc))
-                continue
-            self.sinks.append(sink)
-        if message.system_interval:
-            self.system = start_system_recorder(
-                context.layout, message.system_interval, pid=os.getppid(), attempt=message.resume_count + 1,
-                step=lambda: self.last_step, on_record=lambda record: self.write([record]),
-                on_error=lambda text: print(f"lightning_track: {text}", file=sys.stderr))
-        self.reply(Opened())
-
-    def handle(self, message: ToHost) -> bool:
-        """Act on one message; False once the run is closed."""
-        match message:
-            case Open():
-                self.open(message)
-            case SetConfig(config):
-                self.call_all("log_config", lambda sink: sink.log_config(dict(config)))
-            case Write(rows):
-                self.write(message.records())
-                if rows:
-                    self.last_step = max(self.last_step or 0, *(step for step, _, _ in rows))
-            case WriteMedia(records):
-                self.call_all("write_media", lambda sink: sink.write_media(records))
-            case Flush(token):
-                self.call_all("flush", lambda sink: sink.flush())
-                if token is not None:
-                    self.reply(Flushed(token))
-            case Close(status, reason):
-                self.close(status, reason)
-                self.reply(Closed())
-                return False
-            case _:
-                raise SinkHostError(f"the sink host got a message of no known kind: {message!r}")
-        return True
-
-    def stop_system(self) -> None:
-        if self.system is not None:
-            system, self.system = self.system, None
-            system.close()
-
-
-def _warm_up(names: str) -> None:
-    """Import the sinks' libraries now, while the training process has not logged yet."""
-    for name in filter(None, names.split(",")):
-        try:
-            module = importlib.import_module(f"lightning_track.sinks.{name}")
-            module.SINK.warm_up()
-        except Exception:  # noqa: BLE001 - the same failure is reported properly when the sink opens
-            pass
-
-
-class _TolerantStream:
-    """stdout/stderr that never raise: the host shares the training process's terminal or pipe, which
-    may be gone (``python train.py | head``, a closed terminal) exactly when the host must finish its
-    files. A failed print must not make a sink's close fail."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except (OSError, ValueError):
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except (OSError, ValueError):
-            pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    sys.stdout = _TolerantStream(sys.stdout)  # before SwanLab is imported and binds its console
-    sys.stderr = _TolerantStream(sys.stderr)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.nice(5)  # background work: where cores are contended, the training process goes first
-    except OSError:
-        pass
-    parser = argparse.ArgumentParser(prog="python -m lightning_track.run.sinkhost")
-    parser.add_argument("--in", dest="in_fd", type=int, required=True)
-    parser.add_argument("--out", dest="out_fd", type=int, required=True)
-    parser.add_argument("--warm", default="")
-    args = parser.parse_args(argv)
-    parent = os.getppid()
-    reader = MessageReader(args.in_fd, alive=lambda: os.getppid() == parent)
-    _warm_up(args.warm)
-    host = _Host(args.out_fd)
-    while True:
-        message = reader.read()
-        if message is None:  # the parent died without closing: finish what was received
-            if host.opened:
-                host.close(FAILED, "the training process ended without closing the run (killed?)")
-            break  # and skip the interpreter's atexit hooks: SwanLab's would mark an unclosed run finished
-        if not host.handle(message):
-            break
-    # Every sink is closed and the parent told: skip the interpreter's slow teardown (SwanLab's
-    # atexit hooks have nothing left to do), after the last messages on stdout/stderr are out.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,7 +40,9 @@ def fit_then_log(root: Path) -> RunLogger:
 
 
 def test_values_logged_after_fit_then_finalized_again_keep_the_completed_attempt(tmp_path: Path) -> None:
-    fit_then_log(tmp_path).finalize("success")  # what trainer.test does at its end
+    logger = fit_then_log(tmp_path)
+    logger.finalize("success")  # what trainer.test does at its end
+    assert logger.wait(60)  # the sink hosts' TensorBoard files (fit's, then the values after it) are finished
     check_one_completed_attempt(tmp_path)
 
 

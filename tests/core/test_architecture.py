@@ -29,7 +29,7 @@ TORCH_FREE = [
     "lightning_track.run.experiment",
     "lightning_track.derived.digest", "lightning_track.derived.summary", "lightning_track.derived.report",
     "lightning_track.run.config", "lightning_track.run.meta", "lightning_track.run.writer",
-    "lightning_track.run.sinkhost", "lightning_track.sinkhost",
+    "lightning_track.run.sinkhost", "lightning_track.run.hostprocess", "lightning_track.sinkhost",
     "lightning_track.sinks.jsonl", "lightning_track.sinks.tensorboard", "lightning_track.sinks.swanlab",
     "lightning_track.sync", "lightning_track.cli.sync", "lightning_track.migrate", "lightning_track.cli.migrate",
     "lightning_track.launch.runner", "lightning_track.launch.outcome", "lightning_track.cli.run",

@@ -16,9 +16,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 from support.readers import WITH_SWANLAB, swanlab_finish_state, swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.trainers import wait_for_run_files
 
 from lightning_track import RunLogger, read_metrics
-from lightning_track.derived.plots import wait_for_plots
 from lightning_track.errors import WriterError
 from lightning_track.sinks import Sink
 from lightning_track.training.demo import DemoDataModule, DemoModule
@@ -42,7 +42,7 @@ def fit(logger, max_steps: int = 30, callbacks=None, **trainer_kwargs) -> L.Trai
     try:
         trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=512, n_val=64))
     finally:
-        wait_for_plots()  # plots/metrics.png is drawn after fit returns
+        wait_for_run_files(trainer)  # the viewers' files and the plot are finished after fit returns
     return trainer
 
 
@@ -184,6 +184,7 @@ def test_nonfinite_values_recorded_and_non_numbers_warned(tmp_path: Path) -> Non
     with pytest.warns(UserWarning, match=r"metric 'name' has non-numeric value 'abc'"):
         logger.log_metrics({"loss": 1.0, "name": "abc", "t": torch.tensor(2.5)}, step=1)
     logger.finalize("success")
+    logger.wait()  # TensorBoard's file is finished by the sink host after finalize returns
     lines = (logger.run_dir / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0]) ["metrics"] == {"loss": "NaN", "grad": "Infinity", "neg": "-Infinity"}
     assert json.loads(lines[1])["metrics"] == {"loss": 1.0, "t": 2.5}
@@ -325,6 +326,7 @@ def test_runlogger_works_beside_the_users_own_swanlab_run(tmp_path: Path) -> Non
         run.log({"user/acc": 0.9}, step=3)
     finally:
         run.finish()
+    assert logger.wait(60)
     summary = json.loads((logger.run_dir / "summary.json").read_text())
     assert summary["status"] == "completed"
     (ours,) = swanlab_runs(logger.run_dir / "swanlab_logs")

@@ -15,12 +15,12 @@ from typing import Any
 import lightning as L
 import pytest
 from support.readers import WITH_SWANLAB, swanlab_finish_state, swanlab_records, swanlab_runs, tensorboard_scalars
+from support.trainers import wait_for_run_files
 
 from lightning_track import RunLogger, read_metrics
-from lightning_track.derived.plots import wait_for_plots
 from lightning_track.folder.layout import RunLayout
 from lightning_track.folder.records import MetricRecord
-from lightning_track.run.sinkhost import SinkHost
+from lightning_track.run.sinkhost import SinkHost, wait_for_hosts
 from lightning_track.run.writer import BackgroundWriter
 from lightning_track.sinks import SinkContext
 from lightning_track.sinks.swanlab import board_missing
@@ -44,7 +44,7 @@ def fit(logger: RunLogger, max_steps: int = 12, callbacks: list[L.Callback] | No
     try:
         trainer.fit(DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=256, n_val=32))
     finally:
-        wait_for_plots()  # plots/metrics.png is drawn after fit returns
+        wait_for_run_files(trainer)  # the viewers' files and the plot are finished after fit returns
     return trainer
 
 
@@ -63,6 +63,7 @@ def host_run(run_dir: Path, records: list[tuple[int, float, dict[str, float]]], 
     for step, when, metrics in records:
         writer.put(step, when, metrics)
     writer.close(status, reason)
+    assert wait_for_hosts(layout.run_dir, 60)  # the host finishes SwanLab's run after close returns
     (swanlab_file,) = swanlab_runs(layout.swanlab_dir)
     return swanlab_file
 

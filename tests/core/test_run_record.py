@@ -11,9 +11,9 @@ import lightning as L
 import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
+from support.trainers import wait_for_run_files
 
 from lightning_track import RunLayout, RunLogger, StepCheckpoint, read_metrics
-from lightning_track.derived.plots import wait_for_plots
 from lightning_track.errors import ResumeError
 from lightning_track.folder.fileio import iter_jsonl
 from lightning_track.run.config import config_changes, merge_hyperparams
@@ -30,7 +30,7 @@ def fit(logger: RunLogger, max_steps: int, callbacks=(), ckpt_path=None, module=
         trainer.fit(module or DemoModule(max_steps=max_steps), datamodule=DemoDataModule(n_train=512, n_val=64),
                     ckpt_path=ckpt_path)
     finally:
-        wait_for_plots()  # plots/metrics.png is drawn after fit returns
+        wait_for_run_files(trainer)  # the viewers' files and the plot are finished after fit returns
     return trainer
 
 

@@ -40,6 +40,7 @@ def test_from_config_adds_the_lr_monitor_and_the_lr_is_a_metric(tmp_path: Path) 
     assert [type(c) for c in callbacks] == [LearningRateMonitor]
     trainer = L.Trainer(logger=logger, callbacks=callbacks, **trainer_kwargs(cfg))
     trainer.fit(DemoModule(lr=0.02, warmup_steps=4, max_steps=12), datamodule=DemoDataModule(n_train=256, n_val=32))
+    logger.wait()  # TensorBoard's file is finished by the sink host after fit returns
     (run,) = RunLayout.list_runs(tmp_path)
     lrs = [(r.step, r.metrics["lr-AdamW"]) for r in read_metrics(run.metrics_jsonl) if "lr-AdamW" in r.metrics]
     # logged at the start of each batch, named by the step that batch makes (the step convention): the

@@ -16,10 +16,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers.logger import DummyExperiment
 from PIL import Image
 from support.readers import WITH_SWANLAB, swanlab_records, swanlab_runs
+from support.trainers import wait_for_run_files
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_track import RunLayout, RunLogger, read_metrics
-from lightning_track.derived.plots import wait_for_plots
 from lightning_track.folder.media import read_media_index
 from lightning_track.training.demo import DemoDataModule, DemoModule
 
@@ -57,7 +57,7 @@ def fit(logger, module: L.LightningModule | None = None, steps: int = 5) -> None
     try:
         trainer.fit(module or TensorBoardHabits(max_steps=steps), datamodule=DemoDataModule(n_train=256, n_val=32))
     finally:
-        wait_for_plots()  # plots/metrics.png is drawn after fit returns
+        wait_for_run_files(trainer)  # the viewers' files and the plot are finished after fit returns
 
 
 def tensorboard(logdir: Path) -> EventAccumulator:

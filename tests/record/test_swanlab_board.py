@@ -89,6 +89,7 @@ def test_swanlab_watch_shows_the_run_metrics_config_console_and_system(tmp_path:
     assert logger.swanlab_mode == "auto"  # the sink's default: the board's files where swanboard is installed
     trainer = make_trainer(tmp_path, max_steps=30, logger=logger, limit_val_batches=0, callbacks=[PrintAndPace()])
     trainer.fit(DemoModule(max_steps=30), datamodule=DemoDataModule(n_train=512, n_val=32))
+    logger.wait()  # SwanLab's run is finished by the sink host after fit returns
     run = logger.layout
     expected: dict[str, list[tuple[int, float]]] = {}
     for line in jsonl(run.metrics_jsonl):
@@ -163,6 +164,7 @@ def test_offline_mode_writes_the_record_and_swanlab_watch_says_lt_board(tmp_path
                        sinks=WITH_SWANLAB)
     trainer = make_trainer(tmp_path, max_steps=5, logger=logger, limit_val_batches=0)
     trainer.fit(DemoModule(max_steps=5), datamodule=DemoDataModule(n_train=64, n_val=8))
+    logger.wait()  # SwanLab's run is finished by the sink host after fit returns
     swanlab_logs = logger.layout.swanlab_dir
     [record_file] = swanlab_runs(swanlab_logs)
     assert len(swanlab_scalars(record_file)["train/loss"]) == 5
@@ -221,6 +223,7 @@ def test_the_board_is_live_and_its_stop_button_loses_nothing(tmp_path: Path) -> 
     trainer = make_trainer(tmp_path, max_steps=30, logger=logger, limit_val_batches=0, callbacks=[watch])
     try:
         trainer.fit(DemoModule(max_steps=30), datamodule=DemoDataModule(n_train=512, n_val=32))
+        logger.wait()  # SwanLab's run is finished by the sink host after fit returns
         assert watch.board is not None, "the board was not started"
         assert watch.seen["status"] == 0 and 1 <= watch.seen["steps"] <= 10  # running, the steps so far
         assert watch.seen["stopped"] == -1  # the board took the stop

@@ -15,9 +15,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 from support.readers import WITH_SWANLAB, swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.trainers import wait_for_run_files
 
 from lightning_track import RunLayout, RunLogger
-from lightning_track.derived.plots import wait_for_plots
 from lightning_track.derived.system import system_report_line, system_summary
 from lightning_track.run.system import SystemSampler, gpu_unavailable_reason
 from lightning_track.training.demo import DemoDataModule, DemoModule
@@ -38,7 +38,7 @@ def fit(logger: RunLogger, steps: int = 30) -> None:
     try:
         trainer.fit(DemoModule(max_steps=steps), datamodule=DemoDataModule(n_train=512, n_val=32))
     finally:
-        wait_for_plots()  # plots/metrics.png is drawn after fit returns
+        wait_for_run_files(trainer)  # the viewers' files and the plot are finished after fit returns
 
 
 def samples(path: Path) -> list[dict]:

@@ -35,9 +35,9 @@ def fit(root: Path, guard: Any, *, max_steps: int = 20, run_logger: bool = True,
     try:
         trainer.fit(ToyRegression(**module_kwargs), regression_data())
     finally:
-        from lightning_track.derived.plots import wait_for_plots
+        from support.trainers import wait_for_run_files
 
-        wait_for_plots()  # plots/metrics.png is drawn after fit returns
+        wait_for_run_files(trainer)  # the viewers' files and the plot are finished after fit returns
     return trainer
 
 

@@ -23,3 +23,12 @@ def make_trainer(root: Any, **kwargs: Any) -> L.Trainer:
     )
     defaults.update(kwargs)
     return L.Trainer(**defaults)
+
+
+def wait_for_run_files(trainer: L.Trainer) -> None:
+    """What a RunLogger finishes after ``fit`` returns (the viewers' files, the plot): done before a test reads it."""
+    from lightning_track import RunLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, RunLogger):
+            logger.wait()
