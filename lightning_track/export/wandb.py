@@ -44,6 +44,7 @@ from ..folder.records import MetricRecord, read_metrics_since
 from ..query.runs import RunInfo
 from ..redaction import redact
 from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, STALLED, iso_time
+from .content import lineage_tags
 from .record import SentFile
 from .target import Target
 
@@ -105,8 +106,8 @@ def exit_code(status: str) -> int:
 
 def run_summary(run: RunInfo) -> dict[str, Any]:
     """The run's summary as W&B keys: ``summary.json``'s final values under their own names, its best
-    values as ``best/<key>`` with their steps as ``best_step/<key>``, and ``lt/status``, ``lt/reason``,
-    ``lt/attempts``."""
+    values as ``best/<key>`` with their steps as ``best_step/<key>``, ``lt/status``, ``lt/reason``,
+    ``lt/attempts``, and the checkpoint lineage under the keys MLflow gets as tags (``lineage.*``)."""
     summary: dict[str, Any] = {}
     for key in run.metric_names("final"):
         value = run.metric("final", key)
@@ -124,6 +125,7 @@ def run_summary(run: RunInfo) -> dict[str, Any]:
     summary["lt/attempts"] = len(attempts) if isinstance(attempts, list) and attempts else 1
     if run.why:
         summary["lt/reason"] = redact(run.why)
+    summary.update(lineage_tags(run))
     return summary
 
 

@@ -3,6 +3,7 @@ own client and compared with the run folder value by value."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -260,6 +261,14 @@ def test_the_mlflow_run_carries_the_checkpoint_lineage(runs_copy, client, mlflow
     assert tags["lineage.checkpoints"] == str(sum(1 for e in index if e.get("kind") != "model"))
     fetched = client.download_artifacts(result.run_id, "checkpoints.json", str(tmp_path))
     assert Path(fetched).read_bytes() == (run / "checkpoints.json").read_bytes()
+    if importlib.util.find_spec("wandb") is not None:  # the W&B run carries the same lineage in its summary
+        from support.wandb_log import read_run
+
+        assert lt_main(["export", str(run), "--to", "wandb", "--dir", str(tmp_path / "wb")]) == 0
+        (folder,) = (tmp_path / "wb" / "wandb").glob("offline-run-*")
+        summary = read_run([folder]).summary
+        lineage = {key: str(value) for key, value in summary.items() if key.startswith("lineage.")}
+        assert lineage == {key: value for key, value in tags.items() if key.startswith("lineage.")}
 
 
 def test_a_run_created_by_an_export_stopped_before_its_record_is_found_again_not_doubled(
