@@ -40,6 +40,7 @@ from ..vocabulary import (
     parse_iso_time,
     run_status,
 )
+from .after_run import AfterRun
 from .capture import CodeCapture, start_capture
 from .config import (
     config_changes,
@@ -110,6 +111,7 @@ class RunLifecycle:
         self.start_time = 0.0
         self.from_step: int | None = None
         self.writer: BackgroundWriter | None = None
+        self.after_run = AfterRun()  # sink hosts with work once the run's files are final (a tracker's export)
         self.capture: CodeCapture | None = None  # code and environment, captured beside training
         self.lineage = CheckpointIndex(layout)  # checkpoints.json, hashed beside training
         self.started = False
@@ -317,7 +319,8 @@ class RunLifecycle:
             from .sinkhost import SinkHost
 
             # After finalize the run's system record is closed (its last sample taken): no new sampler.
-            sinks.append(SinkHost(named, system_interval=0.0 if self.appending else self.system_interval))
+            sinks.append(self.after_run.add(
+                SinkHost(named, system_interval=0.0 if self.appending else self.system_interval)))
             sinks += [s for s in self.sink_specs if not isinstance(s, str)]
         else:
             sinks += [load_sink(s) if isinstance(s, str) else s for s in self.sink_specs]
@@ -407,6 +410,8 @@ class RunLifecycle:
                 raise OSError(f"{error}; and summary.json could not record the failure either: {one_line(exc)}"
                               ) from error
             # summary.json says it; only a derived file (metrics.csv) did not fit: the first error stands
+        finally:
+            self.after_run.release(self.layout.run_dir)
         if error is not None:
             raise error
 
@@ -421,17 +426,20 @@ class RunLifecycle:
                 writer.close(self.summary.read().get("status") or COMPLETED)
             except BaseException as exc:  # noqa: BLE001 - the derived files first, then re-raise
                 error = exc
-        post_process(self.layout.run_dir, metric_modes=self.metric_modes,
-                     extra={"error": repr(error)} if error is not None else None, plots_later=True)
+        try:
+            post_process(self.layout.run_dir, metric_modes=self.metric_modes,
+                         extra={"error": repr(error)} if error is not None else None, plots_later=True)
+        finally:
+            self.after_run.release(self.layout.run_dir)
         if error is not None:
             raise error
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for what finalize finishes in the background (``plots/metrics.png``, its link in
-        ``report_draft.md``); False when ``timeout`` ran out first."""
+        ``report_draft.md``, a sink host's work after the run); False when ``timeout`` ran out first."""
         from ..derived.plots import wait_for_plots
 
-        return wait_for_plots(self.layout.run_dir, timeout)
+        return self.after_run.join(timeout) and wait_for_plots(self.layout.run_dir, timeout)
 
     def hand_over(self) -> None:
         """Stop writing in this process (ddp_spawn pickles the run into its workers).
@@ -445,6 +453,7 @@ class RunLifecycle:
                 writer.close(COMPLETED)
             else:
                 writer.abandon()
+        self.after_run.release(self.layout.run_dir)
 
     def _stop_system(self) -> None:
         if self.system is not None:
@@ -453,5 +462,6 @@ class RunLifecycle:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["writer"] = state["system"] = state["capture"] = None  # threads do not pickle; the worker starts its own
+        state["writer"] = state["system"] = state["capture"] = None
+        state["after_run"] = AfterRun()  # threads do not pickle; the worker starts its own
         return state

@@ -128,7 +128,10 @@ class Flushed:
 
 @dataclass(frozen=True)
 class Closed:
-    """Every sink is closed; the host exits."""
+    """Every sink is closed; the host exits, or, ``lingering``, waits for :meth:`SinkHost.release` (end of
+    its pipe) to run the sinks' :meth:`~lightning_track.sinks.Sink.after_run` first."""
+
+    lingering: bool = False
 
 
 ToHost = Open | SetConfig | Write | WriteMedia | Flush | Close

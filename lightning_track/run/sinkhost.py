@@ -21,6 +21,11 @@ The host ignores SIGINT/SIGTERM (a Ctrl-C or ``scancel`` reaches the whole proce
 follows its parent. When the parent goes away without closing it (SIGKILL, OOM killer), the host sees
 end-of-file on its pipe (or a new parent pid), closes every sink cleanly with status ``failed``
 (SwanLab: finished as crashed) and exits, so what it received is complete on disk.
+
+A sink with work for after the run (``after_close``: a tracker's last export, which must see the final
+summary.json, metrics.csv and plots) keeps the host alive past ``Closed``: the parent's finalize writes
+those files, then :meth:`SinkHost.release` closes the pipe, and the host runs ``after_run`` and exits. A
+parent that dies releases it the same way (end-of-file).
 """
 
 from __future__ import annotations
@@ -129,6 +134,8 @@ class SinkHost(Sink):
         self._flushed: set[int] = set()
         self._next_token = 0
         self._closed = False
+        self._lingering = False  # the host waits for release() to run its sinks' after_run
+        self._released = False
         self._gone = False
         self._stopping = False
         to_child_r, self._out = os.pipe()
@@ -175,8 +182,8 @@ class SinkHost(Sink):
                         self._error(where, pickle.loads(pickled) if pickled is not None else SinkHostError(text))
                     case Flushed(token):
                         self._flushed.add(token)
-                    case Closed():
-                        self._closed = True
+                    case Closed(lingering):
+                        self._closed, self._lingering = True, lingering
                 self._replies.notify_all()
         with self._replies:
             self._gone = True
@@ -232,8 +239,28 @@ class SinkHost(Sink):
         """Stop the host without opening anything (ddp_spawn hands the run to the workers)."""
         self._shutdown()
 
+    @property
+    def lingering(self) -> bool:
+        """Whether the closed host waits for :meth:`release` (a sink's work after the run)."""
+        return self._lingering and not self._released
+
+    def release(self, timeout: float | None = None) -> None:
+        """The run's files are final: let a lingering host run its sinks' ``after_run``, and wait for it
+        to exit (up to ``timeout`` s, default ``close_timeout``; then it is killed)."""
+        if self._released:
+            return
+        self._released = True
+        try:
+            os.close(self._out)
+        except OSError:
+            pass
+        self._reap(self.close_timeout if timeout is None else timeout)
+
     def _shutdown(self) -> None:
         self._stopping = True
+        if self._lingering and self._closed:
+            return  # the pipe stays open until release()
+        self._released = True
         try:
             os.close(self._out)  # end-of-file: a host that has not closed its sinks closes them now
         except OSError:
@@ -244,9 +271,9 @@ class SinkHost(Sink):
         else:
             self._reap()
 
-    def _reap(self) -> None:
+    def _reap(self, timeout: float | None = None) -> None:
         try:
-            self._proc.wait(self.close_timeout)
+            self._proc.wait(self.close_timeout if timeout is None else timeout)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
@@ -260,6 +287,7 @@ class _Host:
     def __init__(self, out_fd: int) -> None:
         self.out_fd = out_fd
         self.sinks: list[Sink] = []
+        self.after: list[Sink] = []  # closed sinks with work for after the run
         self.opened = False
         self.lock = threading.Lock()  # the sinks are called from the message loop and the system sampler
         self.last_step: int | None = None
@@ -287,7 +315,17 @@ class _Host:
     def close(self, status: str, reason: str | None) -> None:
         self.stop_system()
         self.call_all("close_with", lambda sink: sink.close_with(status, reason))
+        self.after = [sink for sink in self.sinks if sink.after_close]
         self.sinks = []
+
+    def after_run(self) -> None:
+        """The sinks' work once the run's files are final; a failure is printed (nobody is left to raise it)."""
+        for sink in self.after:
+            try:
+                sink.after_run()
+            except Exception as exc:  # noqa: BLE001
+                print(f"lightning_track: sink {sink.name!r} after the run: {exc!r}", file=sys.stderr)
+        self.after = []
 
     def open(self, message: Open) -> None:
         from ..folder.layout import RunLayout
@@ -331,7 +369,7 @@ class _Host:
                     self.reply(Flushed(token))
             case Close(status, reason):
                 self.close(status, reason)
-                self.reply(Closed())
+                self.reply(Closed(lingering=bool(self.after)))
                 return False
             case _:
                 raise SinkHostError(f"the sink host got a message of no known kind: {message!r}")
@@ -345,9 +383,11 @@ class _Host:
 
 def _warm_up(names: str) -> None:
     """Import the sinks' libraries now, while the training process has not logged yet."""
+    from ..sinks import sink_module
+
     for name in filter(None, names.split(",")):
         try:
-            module = importlib.import_module(f"lightning_track.sinks.{name}")
+            module = importlib.import_module(sink_module(name))
             module.SINK.warm_up()
         except Exception:  # noqa: BLE001 - the same failure is reported properly when the sink opens
             pass
@@ -402,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
                 host.close(FAILED, "the training process ended without closing the run (killed?)")
             break  # and skip the interpreter's atexit hooks: SwanLab's would mark an unclosed run finished
         if not host.handle(message):
+            while host.after and reader.read() is not None:
+                pass  # closed; lingering until the parent has finished the run's files and released us
             break
+    host.after_run()
     # Every sink is closed and the parent told: skip the interpreter's slow teardown (SwanLab's
     # atexit hooks have nothing left to do), after the last messages on stdout/stderr are out.
     sys.stdout.flush()

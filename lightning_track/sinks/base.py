@@ -46,6 +46,14 @@ class Sink(ABC):
     """A destination for metrics. Subclasses set ``name`` and implement ``write``."""
 
     name: ClassVar[str] = ""
+    # True: the sink has work for once the run's files are final (:meth:`after_run`), so it runs only in
+    # the sink host, which outlives the run's close until the training process has finished the folder.
+    after_close: ClassVar[bool] = False
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`ConfigError` on a setting of this sink that cannot work (RunLogger calls it before
+        the run folder exists, so bad input leaves nothing behind)."""
 
     @classmethod
     def warm_up(cls) -> None:  # noqa: B027 - optional hook
@@ -79,6 +87,10 @@ class Sink(ABC):
     def close(self, status: str, reason: str | None = None) -> None:  # noqa: B027 - optional hook
         """Flush and release; ``status`` is the run's final status (completed, failed, interrupted),
         ``reason`` one line on why it failed or stopped (None when it completed or nobody knows)."""
+
+    def after_run(self) -> None:  # noqa: B027 - optional hook
+        """Called once after :meth:`close`, when the training process has written the run's last files
+        (summary.json, metrics.csv, plots) or has died; only for a sink with ``after_close``."""
 
     def discard(self) -> None:  # noqa: B027 - optional hook
         """Release without having opened (the run was handed to another process: ddp_spawn)."""

@@ -1,0 +1,160 @@
+"""The ``"mlflow"`` sink: the run fed live into MLflow, by the same exactly-once export as ``lt export``.
+
+Why the exporter and not a writer of its own: the run folder is the truth and the export record
+(``export.json``) says how far the tracker holds it, so the live sink, a later ``lt export`` and an
+``lt sync --export`` all continue one another and never send a value twice. Every few seconds (when
+something new was logged) a pass brings the MLflow run up to date with ``metrics.jsonl``,
+``system.jsonl``, the params and tags; the files (``logs.txt``, ``summary.json``, plots) and the final
+status go in the last pass, once the training process has finished the folder (:meth:`after_run`).
+
+Where it runs: in the sink host process (``sinks/`` finds it by name, :data:`~lightning_track.sinks.SINK_MODULES`),
+on a thread of its own, so neither the training thread nor the other sinks ever wait on the server.
+A server that is down or failing costs one warning line per outage; the next pass after it is back
+catches up from the files. The last pass is bounded (:data:`FINAL_SECONDS`): when the server is still
+down, ``export.json`` says what was not sent (``not_sent``) and ``lt export`` sends it later.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import ConfigError, ExportBusy, ExportError, one_line
+from ..folder.records import MetricRecord
+from ..sinks.base import Sink, SinkContext
+from .target import Target, parse_target
+
+__all__ = ["MlflowSink", "SINK", "EVERY_SECONDS", "FINAL_SECONDS"]
+
+EVERY_SECONDS = 2.0  # between passes while the run is logging
+FINAL_SECONDS = 20.0  # the last pass's budget: no new call to the server after it
+# MLflow's client for a live sink: no retries (the next pass is the retry), short timeouts.
+_LIVE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def _target(options: dict[str, Any]) -> Target:
+    try:
+        return parse_target(options.get("uri"))
+    except ConfigError as exc:  # say it in RunLogger's words
+        text = str(exc).replace("--to ", "mlflow_uri=").replace("pass --to URI", "pass mlflow_uri=URI")
+        raise ConfigError(f"the 'mlflow' sink: {text}") from None
+
+
+class MlflowSink(Sink):
+    """One run folder kept up to date in one MLflow run while it trains."""
+
+    name = "mlflow"
+    after_close: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.target: Target | None = None
+        self.run_dir: Path | None = None
+        self.interval = EVERY_SECONDS
+        self._exporter: Any = None
+        self._new = threading.Event()  # something was logged since the last pass
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one pass at a time
+        self._failing = False  # the server failed the last pass (warned once for this outage)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        _target(options)
+        if importlib.util.find_spec("mlflow") is None:
+            raise ConfigError("the 'mlflow' sink needs MLflow's client: pip install 'lightning-track[mlflow]'")
+
+    @classmethod
+    def warm_up(cls) -> None:
+        import mlflow.tracking  # noqa: F401 - seconds of imports, before the first pass needs them
+
+    def open(self, context: SinkContext) -> None:
+        self.target = _target(dict(context.options.get(self.name) or {}))
+        self.run_dir = Path(context.layout.run_dir)
+        for key, value in _LIVE_ENV.items():  # this process is the sink host's: only its client reads them
+            os.environ.setdefault(key, value)
+        self._new.set()
+        self._thread = threading.Thread(target=self._loop, name="lightning_track-mlflow", daemon=True)
+        self._thread.start()
+
+    def write(self, records: list[MetricRecord]) -> None:
+        self._new.set()  # the pass reads metrics.jsonl, which has these records already
+
+    def close(self, status: str, reason: str | None = None) -> None:
+        """Stop the passes (the one under way ends at its next call); the last pass is :meth:`after_run`."""
+        self._stop.set()
+        if self._exporter is not None:
+            self._exporter.deadline = 0.0
+        if self._thread is not None:
+            self._thread.join(FINAL_SECONDS)
+
+    def after_run(self) -> None:
+        """The last pass, with the files and the final status, within :data:`FINAL_SECONDS`."""
+        with self._lock:
+            if self._exporter is not None:
+                self._exporter.deadline = time.monotonic() + FINAL_SECONDS
+            try:
+                self._pass(final=True)
+            finally:
+                if self._exporter is not None:
+                    self._exporter.close()
+                    self._exporter = None
+
+    # -- the passes --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._new.is_set() or self._failing:
+                with self._lock:
+                    if not self._stop.is_set():
+                        self._pass(final=False)
+
+    def _pass(self, *, final: bool) -> None:
+        from . import export_run
+        from .mlflow import MlflowExporter
+
+        assert self.target is not None and self.run_dir is not None
+        self._new.clear()
+        try:
+            if self._exporter is None:
+                self._exporter = MlflowExporter(self.target)
+                if final:
+                    self._exporter.deadline = time.monotonic() + FINAL_SECONDS
+            export_run(self.run_dir, exporter=self._exporter, artifacts=final)
+        except ExportBusy:  # an lt export of this run is under way: it sends the same
+            self._new.set()
+        except Exception as exc:  # noqa: BLE001 - the server's problem never becomes training's
+            self._new.set()
+            if self._stop.is_set() and not final:
+                return  # cut short by close(): the last pass follows
+            why = self.target.scrub(one_line(exc))
+            if final:
+                self._record_not_sent(why)
+            if not self._failing:
+                self._failing = True
+                print(f"lightning_track: MLflow at {self.target.uri} failed ({why}); training goes on, the run is "
+                      f"in its folder and is sent when the server answers (else: lt export {self.run_dir} "
+                      f"--to {self.target.uri})", file=sys.stderr, flush=True)
+        else:
+            self._failing = False
+
+    def _record_not_sent(self, why: str) -> None:
+        """``export.json`` says what the server lacks (an export that got as far as the run says it itself)."""
+        from .record import export_lock, not_sent, read_record, write_record
+
+        assert self.target is not None and self.run_dir is not None
+        try:
+            with export_lock(self.run_dir):
+                record = read_record(self.run_dir)
+                entry = record["targets"].setdefault(self.target.uri, {"tracker": self.target.tracker})
+                if "not_sent" not in entry:
+                    entry["not_sent"] = not_sent(self.run_dir, entry, why)
+                    write_record(self.run_dir, record)
+        except (ExportError, OSError, ValueError):
+            pass  # another export holds the run, or the folder is gone: nothing to say it in
+
+
+SINK = MlflowSink
