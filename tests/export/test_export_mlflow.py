@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.mlflow_server import assert_metrics_equal
 
 from lightning_track.cli.lt import main as lt_main
 from lightning_track.errors import ExportError
@@ -26,30 +27,6 @@ pytestmark = pytest.mark.slow
 
 def entry_of(run: Path, server) -> dict:
     return json.loads((run / "export.json").read_text())["targets"][server.uri]
-
-
-def assert_metrics_equal(client, run_id: str, run: Path) -> int:
-    """MLflow holds exactly metrics.jsonl and system.jsonl: every key, step, time and value, each once.
-    Returns how many values of metrics.jsonl. MLflow's SQL store holds an infinity as the largest float."""
-    from support.mlflow_server import metric_history
-
-    expected: dict[str, list[tuple[int, int, float]]] = {}
-    counts = {}
-    for name in ("metrics.jsonl", "system.jsonl"):
-        before = sum(map(len, expected.values()))
-        for record in read_metrics(run / name) if (run / name).exists() else []:
-            for key, value in record.metrics.items():
-                expected.setdefault(key, []).append((record.step, int(record.time * 1000), value))
-        counts[name] = sum(map(len, expected.values())) - before
-    assert set(client.get_run(run_id).data.metrics) == set(expected)
-    for key, values in expected.items():
-        got = metric_history(client, run_id, key)
-        assert [(s, t) for s, t, _ in got] == sorted((s, t) for s, t, _ in values), key
-        for (_, _, want), (_, _, have) in zip(sorted(values, key=lambda v: (v[0], v[1])), got, strict=True):
-            if math.isinf(want):
-                want = math.copysign(sys.float_info.max, want)
-            assert (math.isnan(want) and math.isnan(have)) or want == have, key
-    return counts["metrics.jsonl"]
 
 
 def test_a_completed_run_lands_in_mlflow_value_for_value_and_a_second_export_sends_nothing(

@@ -6,6 +6,7 @@ read back with MLflow's own ``MlflowClient``.
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lightning_track.folder.records import read_metrics
 
 from .sync import free_port
 
@@ -81,3 +84,25 @@ def artifact_paths(client: Any, run_id: str, path: str | None = None) -> set[str
     for item in client.list_artifacts(run_id, path):
         found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
     return found
+
+
+def assert_metrics_equal(client, run_id: str, run: Path) -> int:
+    """MLflow holds exactly metrics.jsonl and system.jsonl: every key, step, time and value, each once.
+    Returns how many values of metrics.jsonl. MLflow's SQL store holds an infinity as the largest float."""
+    expected: dict[str, list[tuple[int, int, float]]] = {}
+    counts = {}
+    for name in ("metrics.jsonl", "system.jsonl"):
+        before = sum(map(len, expected.values()))
+        for record in read_metrics(run / name) if (run / name).exists() else []:
+            for key, value in record.metrics.items():
+                expected.setdefault(key, []).append((record.step, int(record.time * 1000), value))
+        counts[name] = sum(map(len, expected.values())) - before
+    assert set(client.get_run(run_id).data.metrics) == set(expected)
+    for key, values in expected.items():
+        got = metric_history(client, run_id, key)
+        assert [(s, t) for s, t, _ in got] == sorted((s, t) for s, t, _ in values), key
+        for (_, _, want), (_, _, have) in zip(sorted(values, key=lambda v: (v[0], v[1])), got, strict=True):
+            if math.isinf(want):
+                want = math.copysign(sys.float_info.max, want)
+            assert (math.isnan(want) and math.isnan(have)) or want == have, key
+    return counts["metrics.jsonl"]
