@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import ConfigError, ExportBusy, ExportError, one_line
+from ..errors import ConfigError, ExportBusy, ExportError
 from ..folder.records import MetricRecord
 from ..sinks.base import Sink, SinkContext
+from .mlflow import _reason
 from .target import Target, parse_target
 
 __all__ = ["MlflowSink", "SINK", "EVERY_SECONDS", "FINAL_SECONDS"]
@@ -130,7 +131,8 @@ class MlflowSink(Sink):
             self._new.set()
             if self._stop.is_set() and not final:
                 return  # cut short by close(): the last pass follows
-            why = self.target.scrub(one_line(exc))
+            cause = exc.__context__ if isinstance(exc, ExportError) and exc.__context__ is not None else exc
+            why = _reason(cause, self.target)  # "Connection refused", not the exporter's whole sentence
             if final:
                 self._record_not_sent(why)
             if not self._failing:

@@ -56,8 +56,9 @@ def check_sinks(specs: Iterable[str | Sink], options: Mapping[str, Mapping[str, 
         if isinstance(spec, str):
             names.add(spec)
             type(sink).check_options(dict(options.get(spec) or {}))
-            if sink.after_close and not hosted:
-                raise ConfigError(f"sink {spec!r} runs in the sink host process: leave sink_process=True")
+        if sink.after_close and not (hosted and isinstance(spec, str)):
+            raise ConfigError(f"sink {sink.name!r} runs in the sink host process: give it by name and leave "
+                              "sink_process=True")
     for name in SINK_MODULES:
         given = {key: value for key, value in (options.get(name) or {}).items() if value is not None}
         if given and name not in names:
