@@ -86,12 +86,11 @@ class MlflowSink(Sink):
         self._new.set()  # the pass reads metrics.jsonl, which has these records already
 
     def close(self, status: str, reason: str | None = None) -> None:
-        """Stop the passes (the one under way ends at its next call); the last pass is :meth:`after_run`."""
+        """Stop the passes without waiting (the one under way ends at its next call: training's end never
+        waits on the server); the last pass is :meth:`after_run`, once the pass under way has ended."""
         self._stop.set()
         if self._exporter is not None:
             self._exporter.deadline = 0.0
-        if self._thread is not None:
-            self._thread.join(FINAL_SECONDS)
 
     def after_run(self) -> None:
         """The last pass, with the files and the final status, within :data:`FINAL_SECONDS`."""
