@@ -79,7 +79,7 @@ import lightning as L
 from lightning_track import RunLogger
 from lightning_track.training.demo import DemoDataModule, DemoModule
 
-uri, root, gates = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+root, gates = sys.argv[1], Path(sys.argv[2])
 
 class Gates(L.Callback):
     # at these steps, wait for the test to say go (the server stopped, started, caught up)
@@ -90,7 +90,7 @@ class Gates(L.Callback):
             while not (gates / f"go-{step}").exists():
                 time.sleep(0.05)
 
-logger = RunLogger("toy", "live", root=root, sinks=("mlflow",), mlflow_uri=uri, system_interval=1.0,
+logger = RunLogger("toy", "live", root=root, sinks=("mlflow",), system_interval=1.0,  # $MLFLOW_TRACKING_URI
                    config={"model": {"lr": 0.01, "hidden": 64}, "seed": 0})
 L.seed_everything(0, verbose=False)
 trainer = L.Trainer(max_steps=140, logger=logger, callbacks=[Gates()], log_every_n_steps=1, val_check_interval=10,
@@ -130,8 +130,8 @@ def test_a_server_stopped_and_started_mid_run_ends_equal_to_the_folder_and_lt_ex
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
     root = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, str(script), server.uri, str(root), str(gates)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
+    proc = subprocess.Popen([sys.executable, str(script), str(root), str(gates)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=script_env(MLFLOW_TRACKING_URI=server.uri))
     try:
         _wait_for("step 40", lambda: (gates / "at-40").exists(), proc)
         run = next(root.glob("toy_live_*"))
