@@ -6,7 +6,9 @@
 1. Stall per checkpoint on the training thread (a ~100 MB model, SGD so the file is ~100 MB):
    Lightning's ModelCheckpoint + default TorchCheckpointIO (the anchor) vs StepCheckpoint sync
    (temp file beside the target + fsync + rename) vs StepCheckpoint async (AsyncCheckpointIO).
-   The stall is the time spent inside the checkpoint callback's ``on_train_batch_end``.
+   The stall is the time spent inside the checkpoint callback's ``on_train_batch_end``. StepCheckpoint
+   again with the hash taken while writing (what a RunLogger's checkpoints.json gets: SHA-256 of the bytes
+   as torch.save streams them), beside the read it replaces (hashing the file back, timed alone).
 2. BatchTracker overhead per optimizer step: tiny-MLP fit of N steps with TrackedDataset +
    BatchTracker vs the same fit without them.
 """
@@ -42,7 +44,20 @@ def _timed(cls: type) -> type:
     return Timed
 
 
-def bench_stall(mb: int, saves: int) -> dict[str, dict[str, float]]:
+def _hashing(cls: type) -> type:
+    """StepCheckpoint whose writer hashes every file as it writes it, as under a RunLogger (here the hash
+    goes nowhere: the benchmark has no logger)."""
+
+    class Hashing(cls):  # type: ignore[misc, valid-type]
+        hashes: list[str] = []
+
+        def _written_hook(self, trainer: Any) -> Any:
+            return lambda path, digest, size: self.hashes.append(digest)
+
+    return Hashing
+
+
+def bench_stall(mb: int, saves: int, rounds: int = 1) -> dict[str, dict[str, float]]:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -71,20 +86,42 @@ def bench_stall(mb: int, saves: int) -> dict[str, dict[str, float]]:
         "Lightning ModelCheckpoint (anchor)": lambda: _timed(ModelCheckpoint)(every_n_train_steps=1, save_top_k=-1),
         "StepCheckpoint sync": lambda: _timed(StepCheckpoint)(every_n_steps=1),
         "StepCheckpoint async": lambda: _timed(StepCheckpoint)(every_n_steps=1, async_save=True),
+        "StepCheckpoint sync, hash while writing": lambda: _timed(_hashing(StepCheckpoint))(every_n_steps=1),
+        "StepCheckpoint async, hash while writing":
+            lambda: _timed(_hashing(StepCheckpoint))(every_n_steps=1, async_save=True),
     }
     data = DataLoader(TensorDataset(torch.randn(64, width)), batch_size=8)
-    results: dict[str, dict[str, float]] = {}
-    for name, make in _progress(variants.items(), "checkpoint stall"):
-        with tempfile.TemporaryDirectory() as tmp:
-            callback = make()
-            trainer = make_trainer(tmp, max_steps=saves + 1, logger=False, callbacks=[callback])
-            start = time.perf_counter()
-            trainer.fit(Big(), data)
-            total = time.perf_counter() - start
-            stalls = [s for s in callback.stalls if s > 0.0005][1:] or callback.stalls  # drop the first (warm-up)
-            size = max((p.stat().st_size for p in Path(tmp).rglob("*.ckpt") if not p.is_symlink()), default=0)
-            results[name] = {"stall_s": statistics.median(stalls), "fit_s": total, "file_mb": size / 2**20}
-    return results
+    samples: dict[str, dict[str, list[float]]] = {}
+    for _ in range(rounds):  # variants interleaved, so a burst of load elsewhere hits every one alike
+        for name, make in _progress(variants.items(), "checkpoint stall"):
+            with tempfile.TemporaryDirectory() as tmp:
+                callback = make()
+                trainer = make_trainer(tmp, max_steps=saves + 1, logger=False, callbacks=[callback])
+                start = time.perf_counter()
+                trainer.fit(Big(), data)
+                total = time.perf_counter() - start
+                stalls = [s for s in callback.stalls if s > 0.0005][1:] or callback.stalls  # drop the warm-up
+                files = [p for p in Path(tmp).rglob("*.ckpt") if not p.is_symlink()]
+                size = max((p.stat().st_size for p in files), default=0)
+                row = samples.setdefault(name, {"stall_s": [], "fit_s": [], "file_mb": []})
+                row["stall_s"].append(statistics.median(stalls))
+                row["fit_s"].append(total)
+                row["file_mb"].append(size / 2**20)
+                if name == "StepCheckpoint sync" and files:  # the read that hashing while writing saves
+                    from lightning_track.folder.fileio import file_sha256
+
+                    reads = []
+                    for path in files:
+                        start = time.perf_counter()
+                        file_sha256(path)
+                        reads.append(time.perf_counter() - start)
+                    row = samples.setdefault("read back to hash (lineage thread)",
+                                             {"stall_s": [], "fit_s": [], "file_mb": []})
+                    row["stall_s"].append(statistics.median(reads))
+                    row["fit_s"].append(0.0)
+                    row["file_mb"].append(size / 2**20)
+    # the best round of each: on a shared machine the least disturbed one is the closest to the cost itself
+    return {name: {key: min(values) for key, values in row.items()} for name, row in samples.items()}
 
 
 def bench_tracker(steps: int, repeats: int) -> dict[str, float]:
@@ -135,21 +172,28 @@ def _progress(items: Any, label: str) -> Any:
     return track(list(items), description=label, transient=True)
 
 
-def render(stall: dict[str, dict[str, float]], tracker: dict[str, float], mb: int, saves: int, steps: int) -> str:
+def render(stall: dict[str, dict[str, float]], tracker: dict[str, float] | None, mb: int, saves: int,
+           steps: int) -> str:
     anchor = stall["Lightning ModelCheckpoint (anchor)"]["stall_s"]
     lines = [
         "## Checkpointing (StepCheckpoint, BatchTracker)",
         "",
         "Measured by `python benchmarks/bench_checkpoint.py` on this machine (CPU), same run for every row.",
         "",
-        f"### Stall per checkpoint, ~{mb} MB model, {saves} saves (median, training thread)",
+        f"### Stall per checkpoint, ~{mb} MB model, {saves} saves (median, training thread; best round)",
         "",
         "| writer | file | stall per save | vs anchor | whole fit |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name, row in stall.items():
+        if not row["fit_s"]:  # not a writer: the time of the read alone, off the training thread
+            lines.append(f"| {name} | {row['file_mb']:.0f} MB | ({row['stall_s'] * 1000:.0f} ms, other thread) | "
+                         "- | - |")
+            continue
         lines.append(f"| {name} | {row['file_mb']:.0f} MB | {row['stall_s'] * 1000:.0f} ms | "
                      f"{row['stall_s'] / anchor:.2f}x | {row['fit_s']:.1f} s |")
+    if tracker is None:
+        return "\n".join(lines)
     lines += [
         "",
         f"### BatchTracker overhead, tiny MLP, {steps} steps (best of repeats)",
@@ -174,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "checkpointing.md")
+    parser.add_argument("--stall-only", action="store_true", help="skip the BatchTracker part")
+    parser.add_argument("--stall-rounds", type=int, default=1, help="rounds of every writer; the best is shown")
     args = parser.parse_args(argv)
-    stall = bench_stall(args.mb, args.saves)
+    stall = bench_stall(args.mb, args.saves, args.stall_rounds)
+    if args.stall_only:
+        text = render(stall, None, args.mb, args.saves, args.steps)
+        print(text)
+        return 0
     tracker = bench_tracker(args.steps, args.repeats)
     text = render(stall, tracker, args.mb, args.saves, args.steps)
     print(text)

@@ -16,6 +16,17 @@ RunLogger with TensorBoard only, RunLogger with TensorBoard and the mlflow sink,
 
 The two are timed in the same process against the same server, ``--repeats`` times, each going first in
 turn.
+
+    python benchmarks/bench_export.py --wandb [--steps 10000] [--out benchmarks/results/export_wandb.md]
+
+W&B (offline, no server): ``lt export --to wandb`` of the same run folder beside W&B's own fastest path,
+``wandb.init(mode="offline")`` + one ``wandb.log`` per step of the same values + ``finish``, in the same
+process (W&B's service started once before both), and again with nothing new.
+
+    python benchmarks/bench_export.py --wandb-sink [--steps 2000] [--repeats 3]
+
+The live ``"wandb"`` sink: a tiny-MLP fit of N steps (logging every step), each in a fresh process, with
+``sinks=("tensorboard",)`` and with ``("tensorboard", "wandb")``, interleaved; whole-process wall time.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,13 +115,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--metrics", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", default=str(HERE / "results" / "export.md"))
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--wandb", action="store_true", help="W&B offline instead of MLflow")
+    parser.add_argument("--wandb-sink", action="store_true", help="the live wandb sink's cost in a fit")
     parser.add_argument("--live", action="store_true", help="the live mlflow sink's fit overhead instead")
     parser.add_argument("--fit-steps", type=int, default=2000)
     args = parser.parse_args()
+    if args.wandb:
+        return wandb_main(args)
+    if args.wandb_sink:
+        return wandb_sink_main(args)
+    args.out = args.out or str(HERE / "results" / "export.md")
     if args.live:
-        bench_live(args.fit_steps, args.repeats, Path(args.out))
-        return
+        return bench_live(args.fit_steps, args.repeats, Path(args.out))
     from mlflow.tracking import MlflowClient
 
     from lightning_track.export import export_run, open_exporter
@@ -204,6 +222,105 @@ def bench_live(steps: int, repeats: int, out: Path) -> None:
     ]
     write_section(out, LIVE_HEADING, lines)
     print("\n".join(lines))
+
+
+def wandb_anchor(work: Path, records: list[tuple[int, float, dict[str, float]]]) -> float:
+    import wandb
+
+    started = time.perf_counter()
+    run = wandb.init(mode="offline", dir=str(work), project="anchor", config={"model": {"lr": 0.001}},
+                     settings=wandb.Settings(silent=True, x_disable_stats=True, x_disable_meta=True,
+                                             x_save_requirements=False, disable_git=True, console="off"))
+    for step, _, values in records:
+        run.log(values, step=step)
+    run.finish()
+    return time.perf_counter() - started
+
+
+def wandb_main(args: argparse.Namespace) -> None:
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    from lightning_track.export import export_run, open_exporter, wandb_target
+
+    work = Path(tempfile.mkdtemp(prefix="bench-export-wandb-"))
+    try:
+        wandb_anchor(work / "warm", [(s, 0.0, {"warm": 1.0}) for s in range(100)])  # W&B's service started
+        rows = []
+        for repeat in range(args.repeats):
+            run, records = make_run(work / f"runs{repeat}", args.steps, args.metrics)
+            (run / "logs.txt").write_text("".join(f"line {i}\n" for i in range(1000)))
+            if repeat % 2 == 0:
+                base = wandb_anchor(work / f"anchor{repeat}", records)
+            with open_exporter(wandb_target(work / f"out{repeat}")) as exporter:
+                started = time.perf_counter()
+                first = export_run(run, exporter=exporter)
+                ours = time.perf_counter() - started
+                started = time.perf_counter()
+                again = export_run(run, exporter=exporter)
+                nothing = time.perf_counter() - started
+            if repeat % 2 == 1:
+                base = wandb_anchor(work / f"anchor{repeat}", records)
+            assert first.values == args.steps * args.metrics and again.nothing_new
+            rows.append((base, ours, nothing))
+            print(f"repeat {repeat + 1}: wandb.log loop {base:.2f} s, lt export --to wandb {ours:.2f} s "
+                  f"({ours / base:.2f}x), again with nothing new {nothing:.3f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base, ours, nothing = (min(column) for column in zip(*rows, strict=True))
+    ratios = ", ".join(f"{o / b:.2f}x" for b, o, _ in rows)
+    import wandb
+
+    text = (f"# lt export into W&B offline runs ({date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {sys.version.split()[0]}, wandb {wandb.__version__})\n\n"
+            f"A run of {args.steps:,} steps x {args.metrics} metrics ({args.steps * args.metrics:,} values), "
+            f"best of {args.repeats}:\n\n"
+            "| what | time | ratio |\n| --- | --- | --- |\n"
+            f"| `wandb.init(mode=\"offline\")` + `wandb.log` per step + `finish` (anchor) | {base:.2f} s | 1.00x |\n"
+            f"| `lt export --to wandb` (history, config, summary, tags, notes, 1,000 console lines, exit code; "
+            f"the record) | {ours:.2f} s | {ours / base:.2f}x |\n"
+            f"| `lt export --to wandb` again, nothing new | {nothing:.3f} s | |\n\n"
+            f"Each repeat's ratio (lt export / anchor): {ratios}.\n")
+    Path(args.out or HERE / "results" / "export_wandb.md").write_text(text)
+    print(text)
+
+
+_FIT = """
+import sys, lightning as L
+from lightning_track import RunLogger
+from lightning_track.training.demo import DemoDataModule, DemoModule
+steps, root, sinks = int(sys.argv[1]), sys.argv[2], tuple(sys.argv[3].split(","))
+L.seed_everything(0, verbose=False)
+trainer = L.Trainer(max_steps=steps, logger=RunLogger("bench", "sink", root=root, sinks=sinks), log_every_n_steps=1,
+                    enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", limit_val_batches=0,
+                    num_sanity_val_steps=0, enable_checkpointing=False)
+trainer.fit(DemoModule(max_steps=steps), datamodule=DemoDataModule())
+"""
+
+
+def wandb_sink_main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-wandb-sink-"))
+    configs = {"tensorboard": "tensorboard", "tensorboard + wandb": "tensorboard,wandb"}
+    walls: dict[str, list[float]] = {name: [] for name in configs}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    try:
+        for repeat in range(args.repeats):
+            order = list(configs) if repeat % 2 == 0 else list(reversed(configs))
+            for name in order:
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-c", _FIT, str(args.steps), str(work / f"{repeat}"), configs[name]],
+                               check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                walls[name].append(time.perf_counter() - started)
+                print(f"repeat {repeat + 1}: {name} {walls[name][-1]:.2f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = min(walls["tensorboard"])
+    lines = [f"| `sinks=({', '.join(repr(s) for s in configs[name].split(','))})` | {min(w):.2f} s | "
+             f"{statistics.median(w):.2f} s | {min(w) / base:.2f}x |" for name, w in walls.items()]
+    text = (f"# The live wandb sink ({date.today()}, {platform.machine()}, {os.cpu_count()} CPUs)\n\n"
+            f"Tiny-MLP fit of {args.steps:,} steps, logging every step, fresh process each, {args.repeats} "
+            "interleaved repeats (whole-process wall):\n\n| sinks | best | median | best vs tensorboard |\n"
+            "| --- | --- | --- | --- |\n" + "\n".join(lines) + "\n")
+    Path(args.out or HERE / "results" / "wandb_sink.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

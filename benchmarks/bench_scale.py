@@ -15,6 +15,14 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
 
 MLflow's ``search_runs`` is the anchor the issue names for 100,000 runs; it is measured by
 ``bench_runs.py --mlflow-python`` where MLflow is installed (not on this machine).
+
+    python benchmarks/bench_scale.py --sources 100 [--runs 100] [--ssh 10] [--repeats 3]
+
+Many sources into one mirror instead: ``--sources`` folders of ``--runs`` runs each (the same synthetic
+runs), ``--ssh`` of them reached through a private sshd on 127.0.0.1 (the tests' one), all in one
+``lt sync --from FILE MIRROR`` process: the first copy, then a pass where nothing changed (the goal:
+<= 3 s for 100 x 100), beside one ``rsync -a`` of the same folders (local, the anchor), and ``lt ls
+MIRROR`` right after the sync (its catalog kept warm by the sync) beside a first look with an empty cache.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -126,7 +135,12 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01, help="the fraction of runs changed")
     parser.add_argument("--repeats", type=int, default=1, help="best of N (the machine is shared: keep it low)")
     parser.add_argument("--out", default=str(HERE / "results" / "scale.md"))
+    parser.add_argument("--sources", type=int, default=0,
+                        help="many sources into one mirror instead: this many folders of --runs runs each")
+    parser.add_argument("--ssh", type=int, default=10, help="with --sources: how many go through sshd on 127.0.0.1")
     args = parser.parse_args()
+    if args.sources:
+        return many_sources(args)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
@@ -221,6 +235,79 @@ def _timed(fn) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
+
+
+def timed_cpu(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, user + system CPU) of one fresh process: on a shared machine the CPU time is the steadier one."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = fresh(cmd, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def many_sources(args: argparse.Namespace) -> None:
+    """``--sources`` x ``--runs`` runs from local folders and sshd endpoints into one mirror, one process."""
+    sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' private sshd
+    from support.sync import make_sshd, write_ssh_home
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sources-"))
+    server = None
+    try:
+        started = time.perf_counter()
+        roots = [tmp / "servers" / f"gpu{i:03d}" / "runs" for i in range(args.sources)]
+        for root in roots:
+            make_runs(root, args.runs)
+        made_s = time.perf_counter() - started
+        files = sum(len(os.listdir(run)) for root in roots for run in root.iterdir())
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(tmp / "cache"),
+               "HOME": str(tmp / "home"), "XDG_STATE_HOME": str(tmp / "state")}
+        specs = [str(root) for root in roots]
+        if args.ssh:
+            os.environ["HOME"] = env["HOME"]
+            (tmp / "home").mkdir()
+            server = make_sshd(tmp / "sshd")
+            server.start()
+            write_ssh_home(server)
+            specs[: args.ssh] = [f"127.0.0.1:{server.port}:{root}" for root in roots[: args.ssh]]
+        listing = tmp / "sources.txt"
+        listing.write_text("".join(f"{spec}\n" for spec in specs))
+        mirror, anchor = tmp / "mirror", tmp / "rsync-mirror"
+        sync = [sys.executable, "-m", "lightning_track.cli.sync", "-q", "--from", str(listing), str(mirror)]
+        rsync = ["rsync", "-a", f"{tmp / 'servers'}/", f"{anchor}/"]
+        rows = [("first copy", timed_cpu(sync, env), timed_cpu(rsync, env))]
+        again = [(timed_cpu(sync, env), timed_cpu(rsync, env)) for _ in range(args.repeats)]
+        rows.append(("nothing changed", min(t for t, _ in again), min(t for _, t in again)))
+        time.sleep(catalog_module.RACY_S + 0.5)  # a reader takes entries this old
+        ls = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(mirror)]
+        warm = min(fresh(ls, env) for _ in range(args.repeats))
+        cold = fresh(ls, {**env, ENV_CACHE_DIR: str(tmp / "empty-cache")})
+        bare = fresh([sys.executable, "-c", "pass"], env)
+    finally:
+        if server is not None:
+            server.stop()
+    title = f"## {args.sources} sources x {args.runs} runs into one mirror: lt sync --from FILE"
+    lines = [f"{title} ({date.today().isoformat()})", "",
+             f"{args.sources * args.runs:,} runs, {files:,} files; {args.ssh} of the sources through sshd on "
+             "127.0.0.1 (one connection each), the others local folders; one `lt sync` process (8 sources at once).",
+             "", "| what | lt sync (fresh process): wall / CPU | rsync -a of the same folders, local (anchor): "
+             "wall / CPU |", "| --- | --- | --- |"]
+    lines += [f"| {what} | {ours[0]:.2f} s / {ours[1]:.2f} s | {theirs[0]:.2f} s / {theirs[1]:.2f} s |"
+              for what, ours, theirs in rows]
+    lines += ["", f"- `lt ls MIRROR` right after the sync (its catalog kept warm by the sync): {warm:.2f} s; the same "
+              f"with an empty cache (every run's files read): {cold:.2f} s",
+              f"- a bare `python -c pass` takes {bare:.2f} s here; making the runs took {made_s:.0f} s", "",
+              f"Command: `python benchmarks/bench_scale.py --sources {args.sources} --runs {args.runs} "
+              f"--ssh {args.ssh} --repeats {args.repeats}`. Machine: 2 cores shared with other work "
+              f"(best of {args.repeats}), Python {platform.python_version()}; load average "
+              f"{os.getloadavg()[0]:.0f} at the end.", ""]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    previous = out.read_text().split("\n## ") if out.exists() else []
+    others = [part if part.startswith("## ") else "## " + part for part in previous
+              if part.strip() and not ("## " + part.removeprefix("## ")).startswith(title)]
+    out.write_text("\n".join([text, *others]).rstrip() + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,14 @@ fi
 
 pip install -q torch==2.13.0
 pip install -q -e ".[test,hf]"
+
+# The MLflow tracking server the export tests start: a team's server, not a dependency of an export (the
+# client is mlflow-skinny). Full mlflow, of the client's version, goes into its own folder so that its
+# scientific stack stays out of the training environment (with scipy installed, every `import lightning`
+# takes ~0.6 s more: torchmetrics imports scipy.signal).
+version=$(python -c 'import importlib.metadata as m; print(m.version("mlflow-skinny"))')
+if [ ! -f ".mlflow-server/.mlflow-$version" ]; then
+  rm -rf .mlflow-server
+  pip install -q --no-warn-conflicts --no-warn-script-location --target .mlflow-server "mlflow==$version"
+  touch ".mlflow-server/.mlflow-$version"
+fi

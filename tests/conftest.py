@@ -86,6 +86,24 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         cluster.stop()
 
 
+# The session-wide servers and fixtures that are costly to start twice: under pytest-xdist (the README's
+# command runs two workers) every test using one runs on the same worker, so each is started once.
+# Cheap ones (sshd, the cache folder) are started by each worker that needs them.
+SHARED_ON_ONE_WORKER = ("slurm", "two_nodes", "_mlflow_process", "made_runs", "migrated")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defined = info.name2fixturedefs if info is not None else {}
+        # a fixture is known by where it is defined (tests/query's made_runs is not tests/export's)
+        shared = [f"{defined[name][-1].baseid}::{name}" for name in SHARED_ON_ONE_WORKER if name in defined]
+        if item.path.name == "test_two_nodes.py":  # also the test that builds and tears down its own cluster
+            shared.append("tests::two_nodes")  # the key the root conftest's fixture gets
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """One line counting the tests skipped for each missing system part, so a partial run is never read
     as a full one."""

@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from ..folder.checkpoint_index import HashingWriter
 from ..folder.fileio import atomic_open
 from ..folder.layout import RunLayout
 from .targets import find_layout, find_run_logger, run_logger_first, training_starts
@@ -45,7 +46,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A reader (or ``ckpt_path="last"`` after a kill) sees the previous file or the complete new one,
     never a torn ``.ckpt``; the temp file ends in ``.tmp`` so nothing mistakes it for a checkpoint.
     Non-local paths (``s3://`` ...) go through Lightning's own fsspec writer.
+
+    ``on_written(path, sha256, size)``: when given, the bytes are hashed as ``torch.save`` streams them
+    (no second read of the file) and it is called before the file takes its name.
     """
+
+    def __init__(self, on_written: Callable[[str, str, int], None] | None = None) -> None:
+        super().__init__()
+        self.on_written = on_written
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
@@ -55,7 +63,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(target, "wb") as handle:
-            torch.save(checkpoint, handle)
+            hashing = HashingWriter(handle) if self.on_written is not None else None
+            torch.save(checkpoint, hashing or handle)
+            if hashing is not None and self.on_written is not None:
+                self.on_written(str(target), hashing.hexdigest(), hashing.size)
 
 
 def _wants_atomic(io: Any) -> bool:
@@ -164,16 +175,27 @@ class StepCheckpoint(ModelCheckpoint):
         if logger is not None:
             logger.before_checkpoint()  # every checkpoint, ours or not: its steps' records first
 
+    def _written_hook(self, trainer: Trainer) -> Callable[[str, str, int], None] | None:
+        """Who takes the hash of each file as it is written: the RunLogger's checkpoint index (None without one:
+        then nothing is hashed)."""
+        logger = find_run_logger(trainer)
+        return logger.checkpoint_written if logger is not None else None
+
     def _install_atomic_io(self, trainer: Trainer) -> None:
         strategy = trainer.strategy
         current = strategy.checkpoint_io
+        hook = self._written_hook(trainer)
         if isinstance(current, AsyncCheckpointIO):
             if _wants_atomic(current.checkpoint_io):
-                current._checkpoint_io = AtomicCheckpointIO()  # noqa: SLF001 - the setter keeps the first one
+                current._checkpoint_io = AtomicCheckpointIO(hook)  # noqa: SLF001 - the setter keeps the first one
+            elif isinstance(current.checkpoint_io, AtomicCheckpointIO):
+                current.checkpoint_io.on_written = hook
             return
         if _wants_atomic(current):
-            current = AtomicCheckpointIO()
-        elif not isinstance(current, AtomicCheckpointIO):
+            current = AtomicCheckpointIO(hook)
+        elif isinstance(current, AtomicCheckpointIO):
+            current.on_written = hook
+        else:
             rank_zero_warn(
                 f"StepCheckpoint: the trainer uses its own checkpoint writer {type(current).__name__};"
                 " atomic writes are up to it"

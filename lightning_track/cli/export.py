@@ -1,4 +1,5 @@
-"""``lt export RUN|ROOT ... --to URI``: send runs to a shared tracker (MLflow), only what is new.
+"""``lt export RUN|ROOT ... --to URI``: send runs to a shared tracker (MLflow, or offline W&B runs), only what
+is new.
 
 One line per run; a run that cannot be exported is one line on stderr and the others still go. Exit 0
 when every run is exported, 1 when one is not (or the tracker cannot be reached: then nothing is sent),
@@ -12,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ..errors import ExportError, RunFolderError, one_line
+from ..errors import ConfigError, ExportError, RunFolderError, one_line
 from ..query.format import printable
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, exit_status
 from ._errors import reports
@@ -23,12 +24,16 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     from ..export.target import SUPPORTED
 
-    parser = argparse.ArgumentParser(prog="lt export", description="Send runs to an MLflow tracker: every metric "
-                                     "with its step and time, params, tags, status and files. Again: only what "
-                                     "is new (the run's export.json says what was sent).")
+    parser = argparse.ArgumentParser(prog="lt export", description="Send runs to an MLflow tracker, or write them "
+                                     "as offline W&B runs: every metric with its step and time, params, tags, "
+                                     "status and files. Again: only what is new (the run's export.json says what "
+                                     "was sent).")
     parser.add_argument("runs", nargs="+", metavar="RUN|ROOT", help="run folders, names, or folders of runs")
     parser.add_argument("--to", metavar="URI", help=f"one of {', '.join(SUPPORTED)} (default: the variable)")
-    parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the run's dataset)")
+    parser.add_argument("--experiment", metavar="NAME", help="MLflow experiment or W&B project (default: the "
+                        "run's dataset)")
+    parser.add_argument("--dir", metavar="DIR", help="--to wandb: write the offline W&B runs under DIR/wandb "
+                        "(default: each run's own folder); upload them with wandb sync")
     parser.add_argument("--with-model", action="store_true", help="also send final_model/")
     parser.add_argument("--with-checkpoints", action="store_true", help="also send checkpoints/*.ckpt")
     parser.add_argument("--root", action="append", metavar="ROOT", help="where to look for RUN (default: runs)")
@@ -47,11 +52,15 @@ def _warn(message: str) -> None:
 @reports("lt export")  # a bad --to or --filter: one line, exit 2; the tracker unreachable: one line, exit 1
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    from ..export import export_run, open_exporter, parse_target
+    from ..export import export_run, open_exporter, parse_target, wandb_target
     from ..query.filters import parse_filter
     from .lt_commands import _runs_for_report
 
     target = parse_target(args.to)
+    if args.dir is not None:
+        if target.tracker != "wandb":
+            raise ConfigError(f"--dir {args.dir!r}: only for --to wandb (offline W&B runs); drop it for {target.uri}")
+        target = wandb_target(args.dir)
     for expr in args.filter:
         parse_filter(expr)
     problems: list[str] = []

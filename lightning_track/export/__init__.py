@@ -1,8 +1,8 @@
-"""``lt export``: run folders into a shared tracker (MLflow), exactly once and incrementally.
+"""``lt export``: run folders into a shared tracker (MLflow, W&B offline), exactly once and incrementally.
 
 The run folder stays the truth; the export record in it (:mod:`.record`) says what the tracker holds,
 so exporting again sends only what is new, and two exports of one run never interleave (a lock on the
-run folder). One module per tracker (:mod:`.mlflow`); this module picks it from ``--to`` and does what
+run folder). One module per tracker (:mod:`.mlflow`, :mod:`.wandb`); this module picks it from ``--to`` and does what
 every tracker shares: resolve the run, hold the lock, read and save the record. Torch-free; the
 tracker's own library is imported only when an export starts.
 """
@@ -18,9 +18,9 @@ from typing import Any
 from ..errors import ExportError, RunFolderError
 from ..query.runs import RunInfo, read_run
 from .record import export_lock, not_sent, read_record, write_record
-from .target import SUPPORTED, Target, parse_target
+from .target import SUPPORTED, Target, parse_target, wandb_target
 
-__all__ = ["ExportResult", "export_run", "open_exporter", "parse_target", "Target", "SUPPORTED"]
+__all__ = ["ExportResult", "export_run", "open_exporter", "parse_target", "wandb_target", "Target", "SUPPORTED"]
 
 
 @dataclass
@@ -59,9 +59,14 @@ class ExportResult:
 def open_exporter(target: Target | str | None) -> Iterator[Any]:
     """The tracker's exporter for ``target`` (reached once; :class:`ExportError` when it cannot be)."""
     target = target if isinstance(target, Target) else parse_target(target)
-    from .mlflow import MlflowExporter  # the only tracker so far: target.tracker == "mlflow"
+    if target.tracker == "wandb":
+        from .wandb import WandbExporter
 
-    exporter = MlflowExporter(target)
+        exporter: Any = WandbExporter(target)
+    else:
+        from .mlflow import MlflowExporter
+
+        exporter = MlflowExporter(target)
     try:
         yield exporter
     finally:

@@ -13,11 +13,12 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from ..errors import ConfigError
 
-__all__ = ["Target", "parse_target", "SUPPORTED", "MLFLOW_URI_ENV"]
+__all__ = ["Target", "parse_target", "wandb_target", "SUPPORTED", "MLFLOW_URI_ENV", "WANDB"]
 
 MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable, read as its client reads it
 SUPPORTED = ("mlflow://HOST:PORT", "http(s)://HOST[:PORT][/PATH]", "sqlite:///PATH.db",
-             f"${MLFLOW_URI_ENV}")
+             f"${MLFLOW_URI_ENV}", "wandb[:DIR]")
+WANDB = "wandb"  # offline W&B runs: in each run's folder, or under DIR (``--to wandb --dir DIR``)
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,11 @@ class Target:
     """A tracker to export to. ``uri`` has no credentials: it is what is written and printed, and what
     the client is given; ``username``/``password`` reach the client another way (never a URL)."""
 
-    tracker: str  # "mlflow"
+    tracker: str  # "mlflow" or "wandb"
     uri: str
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    dir: str | None = None  # wandb: the folder the offline runs go under (None: each run's own folder)
 
     def scrub(self, text: str) -> str:
         """``text`` (a foreign library's message) with the credentials taken out."""
@@ -55,10 +57,13 @@ def parse_target(text: str | None, environ: Mapping[str, str] | None = None) -> 
     """``--to`` (or ``$MLFLOW_TRACKING_URI`` when it is not given) as a :class:`Target`.
 
     ``mlflow://HOST:PORT`` is an MLflow tracking server over HTTP; ``http(s)://`` is one as it is;
-    ``sqlite:///PATH`` is an MLflow database written directly. Anything else raises :class:`ConfigError`
+    ``sqlite:///PATH`` is an MLflow database written directly; ``wandb`` (``wandb:DIR``) offline W&B runs
+    (see :func:`wandb_target`). Anything else raises :class:`ConfigError`
     listing what is supported.
     """
     environ = os.environ if environ is None else environ
+    if text and text.strip().lower().partition(":")[0] == WANDB:
+        return wandb_target(text.strip()[len(WANDB) + 1:] or None)
     if not text:
         text = environ.get(MLFLOW_URI_ENV, "")
         if not text:
@@ -83,6 +88,15 @@ def parse_target(text: str | None, environ: Mapping[str, str] | None = None) -> 
         parts = parts._replace(scheme="http")
     uri, user, password = _strip(parts)
     return Target("mlflow", uri, user or None, password or None)
+
+
+def wandb_target(folder: str | os.PathLike[str] | None) -> Target:
+    """Offline W&B runs under ``folder`` (absolute in the record, so every run names the same target), or
+    in each run's own folder when it is None."""
+    if not folder:
+        return Target(WANDB, WANDB)
+    path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    return Target(WANDB, f"{WANDB}:{path}", dir=path)
 
 
 def _strip_text(text: str) -> str:

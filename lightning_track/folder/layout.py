@@ -97,6 +97,7 @@ class RunLayout:
     LEGACY = "legacy"  # files carried over unchanged from a migrated legacy run (lt-migrate)
     ANNOTATIONS = "annotations.json"  # tags and notes set after the run (lt tag / lt note)
     EXPORT = "export.json"  # where the run was exported (lt export) and how far each file was sent
+    WANDB = "wandb"  # offline W&B runs (the "wandb" sink, lt export --to wandb): W&B's own folder name
     PLOTS = "plots"
     RUN_PLOT = "plots/metrics.png"  # post_process's curves, linked from report_draft.md
     DROPPED_METRICS = "metrics.dropped-at-attempt-{attempt}.jsonl"  # records a resume took out (never deleted)

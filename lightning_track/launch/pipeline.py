@@ -16,9 +16,12 @@ tested without starting anything; :mod:`.pipeline_driver` runs the steps.
       report: {cmd: "lt report {train.run_dir} -o {train.run_dir}/report.html", after: [eval]}
 
 A command is run by ``/bin/sh -c`` (pipes, redirections and variables work). ``{step.run_dir}`` is the
-run folder that step named in its run note (quoted for the shell); ``{step.exp_id}`` its exp_id. A
-reference must name a step the referring step runs after (directly or through others), so the value is
-known when the command starts. Other braces are left as they are.
+run folder that step named in its run note (quoted for the shell); ``{step.exp_id}`` its exp_id;
+``{step.last_ckpt}`` and ``{step.best_ckpt}`` the path of that run's newest checkpoint, or of the one best by
+the metric its ModelCheckpoint monitors, from the run's ``checkpoints.json`` (the step given one records it,
+with its hash, in its own run: :mod:`.checkpoint_refs`). A reference must name a step the referring step
+runs after (directly or through others), so the value is known when the command starts. Other braces are
+left as they are.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from ..errors import ConfigError
 from .sweep import SWEEP_KEYS, SweepSpec, Trial, format_value, parse_sweep, trial_command
 
 __all__ = ["Step", "Pipeline", "parse_pipeline", "load_pipeline", "REFERENCE", "render_command", "refuse_control",
-           "expand_sweeps", "trial_names", "check_slurm_references"]
+           "expand_sweeps", "trial_names", "check_slurm_references", "CHECKPOINT_FIELDS"]
 
 REFERENCE = re.compile(r"\{([A-Za-z0-9_][A-Za-z0-9_-]*)\.([A-Za-z_]+)\}")
-_FIELDS = ("run_dir", "exp_id")  # what {step.<field>} may name
+CHECKPOINT_FIELDS = ("last_ckpt", "best_ckpt")  # resolved from the step's run folder's checkpoint index
+_FIELDS = ("run_dir", "exp_id", *CHECKPOINT_FIELDS)  # what {step.<field>} may name
 _STEP_KEYS = ("cmd", "after", "health_time", "retries", "ntasks", "nodes", *SWEEP_KEYS)  # sweeps: see .sweep
 _TOP_KEYS = ("name", "root", "steps")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -206,7 +210,7 @@ def parse_pipeline(data: Any, *, source: str = "pipeline", default_name: str = "
             token = "{" + f"{ref}.{field}" + "}"
             if field not in _FIELDS:
                 raise ConfigError(f"{_where(source, step.name)}: {token} names no known field; "
-                                  f"use {' or '.join('{' + ref + '.' + f + '}' for f in _FIELDS)}")
+                                  f"use {', '.join('{' + ref + '.' + f + '}' for f in _FIELDS)}")
             if ref not in steps:
                 raise ConfigError(f"{_where(source, step.name)}: {token} names unknown step {ref!r}; "
                                   f"known steps: {', '.join(steps)}")
@@ -312,6 +316,10 @@ def check_slurm_references(pipeline: Pipeline) -> None:
     """On Slurm a sweep is one job array and no job picks its best trial: ``{sweep.run_dir}`` is refused there."""
     for step in pipeline.steps.values():
         for ref, what in step.references:
+            if what in CHECKPOINT_FIELDS:
+                raise ConfigError(f"step {step.name!r}: {{{ref}.{what}}} is resolved by the local driver from the "
+                                  f"run's checkpoint index, not inside a Slurm job; pass {{{ref}.run_dir}} and pick "
+                                  "the checkpoint in the command, or run without --slurm")
             if what == "run_dir" and ref in pipeline.steps and pipeline.steps[ref].sweep is not None:
                 raise ConfigError(f"step {step.name!r}: {{{ref}.run_dir}} names sweep {ref!r}, which has one run "
                                   f"folder per trial and no best one on Slurm; use {{{ref}.exp_id}} (the trials' tag, "

@@ -45,6 +45,7 @@ from ..vocabulary import (
     iso_time,
     stop_signals,
 )
+from .checkpoint_refs import checkpoint_values, evaluates_env
 from .notices import WATCH_INTERVAL, failure_brief, metric_values, stale_notice
 from .notify import Notifier
 from .pipeline import Pipeline, expand_sweeps, render_command, trial_names
@@ -140,15 +141,18 @@ class _Driver:
         while True:
             attempt += 1
             try:
-                cmd = render_command(step, self.state.values())
+                values, evaluates = checkpoint_values(step, self.state.values())
+                cmd = render_command(step, values)
             except ConfigError as exc:
                 self.state.update(name, state=FAILED, reason=str(exc), ended=iso_time())
                 self.log(f"{name}: failed: {exc}")
                 self.notify(FAILED, name, str(exc))
                 return
             shown = redact_command(cmd)  # the real command only in memory: the state file and the log are mirrored
+            step_env = {**(env or os.environ), **evaluates_env(evaluates)} if evaluates else env
             self.state.update(name, state=RUNNING, attempts=attempt, exp_id=exp_id, cmd=redact_command(step.cmd),
-                              command=shown,
+                              command=shown, checkpoints=[{k: r[k] for k in ("template", "run", "file", "step",
+                                                                              "sha256")} for r in evaluates] or None,
                               started=iso_time(), ended=None, exit_code=None, reason=None, run_dir=None,
                               failure=None, previous=None)
             self.log(f"{name}: start{f' (attempt {attempt})' if attempt > 1 else ''}: {shown}")
@@ -162,7 +166,7 @@ class _Driver:
             try:
                 result = run_command(["/bin/sh", "-c", cmd], exp_id=exp_id, signals_dir=self.signals_dir,
                                      health_time=step.health_time, grace=self.grace, forward_signals=False,
-                                     on_event=on_event, console=self.console, env=env)
+                                     on_event=on_event, console=self.console, env=step_env)
             except (OSError, ValueError) as exc:
                 self.state.update(name, state=FAILED, reason=one_line(exc), ended=iso_time())
                 self.log(f"{name}: failed: {one_line(exc)}")

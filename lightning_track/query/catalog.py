@@ -36,7 +36,7 @@ from ..folder.layout import RunLayout
 from ..vocabulary import cache_root
 
 __all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config", "last_look",
-           "RACY_S", "VERSION"]
+           "known_runs", "RACY_S", "VERSION"]
 
 VERSION = 1
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
@@ -107,6 +107,7 @@ class Catalog:
         self._parents: dict[str, str] = {}
         self._stats: dict[str, tuple[str, os.stat_result]] = {}  # folder as found -> (absolute, stat)
         self._put: list[tuple[str, str, str, str, bytes]] = []
+        self._gone: list[str] = []  # entries to drop that no look covered (write_through)
         self._seen: set[str] = set()
         self._broken = False
         self._read = 0
@@ -158,9 +159,13 @@ class Catalog:
         found = self._stats.get(str(path))
         return None if found is None else found[1]
 
-    def run(self, path: Path, source: str, names: set[str], read: Callable[[], Any], build: Callable[..., Any]) -> Any:
+    def run(self, path: Path, source: str, names: set[str], read: Callable[[], Any], build: Callable[..., Any], *,
+            keep_recent: bool = False) -> Any:
         """The run at ``path``: built from the catalog when its folder and files are as they were when
-        kept, else ``read()`` (a plain read) and kept for next time."""
+        kept, else ``read()`` (a plain read) and kept for next time.
+
+        ``keep_recent``: keep it even when written a moment ago, for the folder's only writer, which has
+        finished writing it (see :func:`write_through`)."""
         key, stat = self._stats.get(str(path)) or (self._key(path), None)
         self._seen.add(key)
         if stat is None:
@@ -196,7 +201,7 @@ class Catalog:
         info = read()
         self._read += 1
         info._config_sink = self._config_sink(key)
-        if settled:
+        if settled or keep_recent:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "p": info.problems})
             if record is not None:
                 self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record))
@@ -226,7 +231,7 @@ class Catalog:
         if self._broken:
             self.close()
             return
-        gone = [p for p in self._known if p not in self._seen]
+        gone = [p for p in self._known if p not in self._seen] + self._gone
         try:
             if self._put or gone:
                 with self.conn:
@@ -242,6 +247,10 @@ class Catalog:
         except sqlite3.Error as exc:
             self._damaged(exc)
         self.close()
+
+    def forget(self, paths: list[str]) -> None:
+        """Drop these runs' entries at :meth:`save` (absolute paths)."""
+        self._gone.extend(paths)
 
     def close(self) -> None:
         try:
@@ -304,6 +313,23 @@ def open_catalog(problems: list[str]) -> Catalog | None:
     except OSError as exc:
         problems.append(f"{path.parent}: catalog not usable ({_one_line(exc)}); runs read from their files")
     return None
+
+
+def known_runs(root: str | Path) -> set[str] | None:
+    """The run folders the catalog holds below ``root`` (absolute paths), None when it cannot say."""
+    problems: list[str] = []
+    book = open_catalog(problems)
+    if book is None:
+        return None
+    prefix = os.path.abspath(root)
+    try:
+        rows = book.conn.execute("SELECT path FROM runs WHERE path >= ? AND path < ?",  # the key's index alone
+                                 (prefix + "/", prefix + "0")).fetchall()
+    except sqlite3.Error:
+        return None  # a look that finds it damaged builds it again
+    finally:
+        book.close()
+    return {row[0] for row in rows}
 
 
 # -- flattened configs found after the look (a filter on config.* asks for them lazily) -------------

@@ -16,8 +16,8 @@ from ..errors import RunFolderError, RunNotFound
 from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout, parse_run_name
 
-__all__ = ["find_run_dirs", "resolve_run", "require_run_folder", "list_names", "folder_identity", "RUN_FILES",
-           "MAX_DEPTH"]
+__all__ = ["find_run_dirs", "run_names", "run_folder_of", "resolve_run", "require_run_folder", "list_names",
+           "folder_identity", "RUN_FILES", "MAX_DEPTH"]
 
 _SKIP = {RunLayout.SIGNALS, RunLayout.SWANLAB_WORKSPACE, "__pycache__"}
 RUN_FILES = {RunLayout.SUMMARY, RunLayout.METRICS_JSONL, RunLayout.META}
@@ -56,6 +56,33 @@ def list_names(path: Path) -> set[str] | None:
         return None
 
 
+def _skipped(name: str) -> bool:
+    return name.startswith(".") or name in _SKIP or is_temp_name(name)
+
+
+def run_names(path: Path, lister: Callable[[Path], set[str] | None] = list_names) -> set[str] | None:
+    """The names in ``path`` when a look from its parent folder takes it for a run folder, else None."""
+    if _skipped(path.name):
+        return None
+    names = lister(path)
+    return names if names is not None and _is_run(path, names) and names & RUN_FILES else None
+
+
+def run_folder_of(root: Path, rel: str, lister: Callable[[Path], set[str] | None] = list_names) -> Path | None:
+    """The run folder a look from ``root`` finds the file ``rel`` (a path below ``root``) in, or None."""
+    folder = root
+    for name in rel.split("/")[:-1][:MAX_DEPTH]:
+        if _skipped(name):
+            return None
+        folder = folder / name
+        names = lister(folder)
+        if names is None:
+            return None
+        if _is_run(folder, names):
+            return folder if names & RUN_FILES else None
+    return None
+
+
 def find_run_dirs(root: str | Path, problems: list[str], *,
                   lister: Callable[[Path], set[str] | None] = list_names) -> list[tuple[Path, str, set[str]]]:
     """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run).
@@ -73,7 +100,7 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
 
     def walk(folder: Path, names: set[str], depth: int, source: str) -> None:
         for name in sorted(names):
-            if name.startswith(".") or name in _SKIP or is_temp_name(name):
+            if _skipped(name):
                 continue
             child = folder / name
             inner = lister(child)

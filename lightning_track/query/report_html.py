@@ -30,6 +30,7 @@ from .compare import cell_text, compare_runs, labels, metric_mode, metric_rows
 from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
+from .report_lineage import lineage_html
 from .runs import RunInfo, main_metric
 from .show import console_tail, system_peaks
 from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
@@ -292,6 +293,7 @@ def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = Non
                                                   for k, values in comp.config_diff]))
         else:
             parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
+    parts += lineage_html(runs, names)  # checkpoints, resumes, final model, evaluated: a few runs only
     parts += _curves(charts, runs, names, colors)
     parts += _system_and_console([runs[i] for i in picked], [names[i] for i in picked], problems)
     if problems:

@@ -23,6 +23,7 @@ from ..folder.layout import RunLayout
 from ..folder.records import flatten
 from ..vocabulary import COMPLETED, format_bytes
 from .format import format_cell, format_duration, format_time, table
+from .lineage import evaluated_line, read_lineage
 from .pipelines import pipeline_lines, pipeline_step
 from .runs import RunInfo
 
@@ -171,10 +172,15 @@ def show_record(run: RunInfo) -> dict[str, Any]:
     """``lt show --json``: the run's record with config, checkpoints and files."""
     problems: list[str] = []
     record = run.record(config=True)
-    index = lineage(run)
+    entries = read_index(run.layout)
+    index = lineage(run, entries)
     record["checkpoints"] = [{"step": s, "path": p, "bytes": n,
                               **{k: index[p].get(k) for k in ("attempt", "epoch", "metrics", HASH) if p in index}}
                              for s, p, n in checkpoints(run)]
+    traced = read_lineage(run, entries)
+    record["evaluated"] = traced.evaluated or None
+    for checkpoint in record["checkpoints"]:
+        checkpoint["best"] = next((c["best"] for c in traced.checkpoints if c["file"] == checkpoint["path"]), None)
     record["system"] = system_peaks(run, problems)
     record["files"] = [{"name": n, "bytes": b} for n, b in files(run)]
     step = pipeline_step(run.path, run.summary.get("exp_id"))
@@ -224,11 +230,16 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
     ckpts = checkpoints(run)
     entries = read_index(run.layout)
     models = [e for e in entries if e.get("kind") == "model"]
+    traced = read_lineage(run, entries)
+    if traced.evaluated:  # the checkpoints of other runs this run was given (a pipeline's {train.best_ckpt})
+        out += ["", "evaluated", *(f"  {evaluated_line(record)}" for record in traced.evaluated)]
     if ckpts or models:
         index = lineage(run, entries)
+        best = {c["file"]: c["best"] for c in traced.checkpoints if c["best"]}
         out += ["", "checkpoints", *(f"  {path}  step {step}  {format_bytes(size)}" + _short(index.get(path))
                                      + (f"  attempt {index[path]['attempt']}" if index.get(path, {}).get("attempt")
-                                        else "") for step, path, size in ckpts)]
+                                        else "") + (f"  best {best[path]}" if path in best else "")
+                                     for step, path, size in ckpts)]
         for model in models:  # an exported model and the checkpoint its weights match
             source = model.get("from_checkpoint") if isinstance(model.get("from_checkpoint"), dict) else None
             out.append(f"  {model.get('file')}/  step {model.get('step')}  model"

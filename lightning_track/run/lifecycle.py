@@ -267,9 +267,9 @@ class RunLifecycle:
             self.writer.flush()  # every sink's flush, then sync: metrics.jsonl fsynced, the sink host done
 
     def checkpoint_saved(self, path: str, step: int | None, *, epoch: int | None = None,
-                         metrics: Mapping[str, float] | None = None) -> None:
+                         metrics: Mapping[str, float] | None = None, monitor: Mapping[str, str] | None = None) -> None:
         """Record a checkpoint in ``summary.json`` and, hashed off this thread, in ``checkpoints.json``."""
-        self.lineage.add(path, step=step, epoch=epoch, attempt=self.attempt, metrics=metrics)
+        self.lineage.add(path, step=step, epoch=epoch, attempt=self.attempt, metrics=metrics, monitor=monitor)
         fields: dict[str, Any] = {"last_checkpoint": self.layout.relative(path)}
         if step is not None:
             fields["last_checkpoint_step"] = step

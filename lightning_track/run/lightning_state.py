@@ -15,7 +15,7 @@ from ..errors import one_line
 from ..folder.records import record_step
 from ..vocabulary import FAILED, INTERRUPTED
 
-__all__ = ["batch_step", "progress_step", "plain_numbers", "finalize_verdict"]
+__all__ = ["batch_step", "progress_step", "plain_numbers", "saved_checkpoint", "finalize_verdict"]
 
 
 def batch_step(trainer: Any, step: int | None, last_step: int | None) -> int:
@@ -51,6 +51,21 @@ def plain_numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
         except (TypeError, ValueError, RuntimeError):
             continue
     return out
+
+
+def saved_checkpoint(callback: Any, trainer: Any) -> dict[str, Any] | None:
+    """What a checkpoint callback just saved, for the checkpoint index: ``path``, ``step``, ``epoch``, the
+    trainer's ``metrics`` and the ``monitor`` (metric and mode) it ranks checkpoints by; None when nothing."""
+    path = getattr(callback, "_last_checkpoint_saved", "") or getattr(callback, "last_model_path", "")
+    if not path:
+        return None
+    step = getattr(callback, "_last_global_step_saved", None)
+    monitor = getattr(callback, "monitor", None)
+    return {"path": path, "step": step if isinstance(step, int) else None,
+            "epoch": getattr(trainer, "current_epoch", None),
+            "metrics": plain_numbers(getattr(trainer, "callback_metrics", None) or {}),
+            "monitor": {"metric": monitor, "mode": str(getattr(callback, "mode", "min"))}
+            if isinstance(monitor, str) else None}
 
 
 def finalize_verdict(status: str, exc: BaseException | None) -> tuple[str, str | None]:

@@ -2,14 +2,18 @@
 
 Why: a model or an evaluation is only traceable when the checkpoint it came from is named by its
 content, not only by a path that a later save may replace. Each entry says which attempt wrote it, at
-which step and epoch, with what metrics, its size and its SHA-256. The hash is computed on one
-daemon thread (one read of the file, off the training thread); an asynchronously written checkpoint is
-waited for. The index is written by that thread only, atomically, once when a checkpoint is announced
-and again with its hash, so a killed run still lists every checkpoint it announced.
+which step and epoch, with what metrics (and the metric its ModelCheckpoint monitors), its size and its
+SHA-256. A checkpoint StepCheckpoint writes is hashed from its bytes as they are written (:meth:`written`,
+no read at all); any other is read once on one daemon thread, off the training thread, and an
+asynchronously written one is waited for. Each entry says which (``hashed``). That thread alone writes the
+index, kept in memory (read from disk once, for an earlier attempt's entries) and rewritten atomically: once
+with a checkpoint whose hash is known, else when it is announced and again with its hash, so a killed run
+still lists every checkpoint it announced.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -18,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import one_line
-from ..folder.checkpoint_index import HASH, read_index
+from ..folder.checkpoint_index import HASH, HASHED, READ, WHILE_WRITING, read_index
 from ..folder.fileio import atomic_write_json, file_sha256
 from ..folder.layout import RunLayout
 from ..vocabulary import iso_time
@@ -38,12 +42,22 @@ class CheckpointIndex:
             queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._written: dict[str, tuple[str, int]] = {}  # absolute path -> (sha256, size), hashed as written
 
     def add(self, path: str | Path, *, step: int | None, epoch: int | None, attempt: int,
-            metrics: Mapping[str, float] | None = None) -> None:
+            metrics: Mapping[str, float] | None = None, monitor: Mapping[str, str] | None = None) -> None:
+        """Announce a checkpoint (``monitor``: the metric and mode its callback ranks checkpoints by)."""
         entry: dict[str, Any] = {"file": self.layout.relative(path), "step": step, "epoch": epoch,
                                  "attempt": attempt, "time": iso_time(), "metrics": dict(metrics or {})}
+        if monitor:
+            entry["monitor"] = dict(monitor)
         self._put(entry, Path(path), None)
+
+    def written(self, path: str | Path, sha256: str, size: int) -> None:
+        """The writer hashed ``path``'s bytes as it wrote them (any thread, before or after :meth:`add`, before
+        the file appears under its name): the index takes this hash instead of reading the file."""
+        with self._lock:
+            self._written[os.path.abspath(path)] = (sha256, size)
 
     def add_model(self, folder: str | Path, *, step: int | None, attempt: int) -> None:
         """An exported model (``final_model/``): its weight files' hashes and the checkpoint of the same step
@@ -92,6 +106,14 @@ class CheckpointIndex:
                 self._thread.start()
         self._queue.put((entry, path, then))
 
+    def _hashed_already(self, path: Path) -> bool:
+        with self._lock:
+            return os.path.abspath(path) in self._written and path.exists()
+
+    def _take_written(self, path: Path) -> tuple[str, int] | None:
+        with self._lock:
+            return self._written.pop(os.path.abspath(path), None)
+
     def __getstate__(self) -> dict[str, Any]:  # ddp_spawn pickles the run: a thread does not travel
         return {"layout": self.layout}
 
@@ -110,14 +132,18 @@ class CheckpointIndex:
 
     # -- the thread --------------------------------------------------------------------------------
     def _work(self) -> None:
+        entries: list[dict[str, Any]] | None = None
         while (item := self._queue.get()) is not None:
             entry, path, then = item
-            entries = read_index(self.layout)
+            if entries is None:  # an earlier attempt's entries, read once
+                entries = read_index(self.layout)
             entries.append(entry)
-            self._write(entries)
             if entry.get("kind") == "model":
+                self._write(entries)
                 entry.update(self._hash_model(path, entry.get("step"), entries))
             else:
+                if not self._hashed_already(path):  # listed while it is waited for (async) or read
+                    self._write(entries)
                 entry.update(self._hash(path))
             self._write(entries)
             if then is not None:
@@ -127,9 +153,12 @@ class CheckpointIndex:
         deadline = time.monotonic() + _WAIT_FOR_FILE_S
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+        known = self._take_written(path)  # the writer gives it before the file appears under its name
         try:
             size = path.stat().st_size
-            return {"size": size, HASH: file_sha256(path)}
+            if known is not None and known[1] == size:
+                return {"size": size, HASH: known[0], HASHED: WHILE_WRITING}
+            return {"size": size, HASH: file_sha256(path), HASHED: READ}
         except OSError as exc:
             return {"size": None, HASH: None, "problem": f"not hashed: {one_line(exc)}"}
 

@@ -38,7 +38,7 @@ from .distributed import global_rank, rank_zero_method
 from .experiment import MediaLogging, RunExperiment
 from .folder_choice import RunFolderChoice
 from .lifecycle import RunLifecycle
-from .lightning_state import batch_step, finalize_verdict, plain_numbers, progress_step
+from .lightning_state import batch_step, finalize_verdict, progress_step, saved_checkpoint
 from .media import MediaItem
 from .progress import ProgressClock
 from .system import start_rank_records
@@ -317,15 +317,9 @@ class RunLogger(Logger):
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         if self._run is None:
             return
-        path = getattr(checkpoint_callback, "_last_checkpoint_saved", "") or getattr(
-            checkpoint_callback, "last_model_path", ""
-        )
-        step = getattr(checkpoint_callback, "_last_global_step_saved", None)
-        if path:
-            trainer = self._trainer() if self._trainer is not None else None
-            self._run.checkpoint_saved(path, step if isinstance(step, int) else None,
-                                       epoch=getattr(trainer, "current_epoch", None),
-                                       metrics=plain_numbers(getattr(trainer, "callback_metrics", None) or {}))
+        saved = saved_checkpoint(checkpoint_callback, self._trainer() if self._trainer is not None else None)
+        if saved is not None:
+            self._run.checkpoint_saved(**saved)
         if self._run.active:
             self._run.make_durable()  # what was logged before the checkpoint (before_checkpoint leaves no gap)
             self._durable_on_next_save = True
@@ -346,6 +340,11 @@ class RunLogger(Logger):
         run = self._rank_zero_run()
         if not run.started:
             run.start(from_step=step)
+
+    def checkpoint_written(self, path: str | os.PathLike[str], sha256: str, size: int) -> None:
+        """``StepCheckpoint``'s writer hashed a file as it wrote it (any thread): the index takes that hash."""
+        if self._run is not None:
+            self._run.lineage.written(path, sha256, size)
 
     @rank_zero_method
     def model_exported(self, folder: str | os.PathLike[str], step: int | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import platform
 import socket
@@ -10,10 +11,11 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from ..folder.checkpoint_index import EVALUATED
 from ..redaction import redact_argv
-from ..vocabulary import SLURM_ENV, SLURM_JOB_ID, iso_time
+from ..vocabulary import ENV_EVALUATES, SLURM_ENV, SLURM_JOB_ID, iso_time
 
-__all__ = ["collect_meta", "package_versions", "slurm_info", "expand_nodelist"]
+__all__ = ["collect_meta", "package_versions", "slurm_info", "expand_nodelist", "evaluated_checkpoints"]
 
 _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
                   "MASTER_ADDR", "MASTER_PORT", "CUDA_VISIBLE_DEVICES")
@@ -39,6 +41,22 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     found.update({k: v for k, v in env.items() if k.startswith("TORCHELASTIC_")})
     found.update({k: env[k] for k in _SLURM_KEEP if k in env})
     return found
+
+
+def evaluated_checkpoints(environ: dict[str, str] | None = None) -> list[dict[str, Any]] | None:
+    """The checkpoints of other runs a pipeline gave this run's command (``ENV_EVALUATES``, set by the
+    driver for ``{step.best_ckpt}``): source run, path relative to it, step, SHA-256. A value that is not a
+    JSON list of objects is kept as one problem entry rather than dropped silently."""
+    raw = (os.environ if environ is None else environ).get(ENV_EVALUATES)
+    if not raw:
+        return None
+    try:
+        found = json.loads(raw)
+    except ValueError as exc:
+        found = exc
+    if isinstance(found, list) and all(isinstance(r, dict) for r in found):
+        return found
+    return [{"problem": f"{ENV_EVALUATES} is not a JSON list of objects ({str(found)[:80]}); ignored"}]
 
 
 def expand_nodelist(text: str) -> list[str]:
@@ -114,5 +132,8 @@ def collect_meta(dataset: str, method: str, run_name: str, **extra: Any) -> dict
     slurm = slurm_info()
     if slurm is not None:
         meta["slurm"] = slurm
+    evaluated = evaluated_checkpoints()
+    if evaluated:
+        meta[EVALUATED] = evaluated
     meta.update(extra)
     return meta

@@ -383,11 +383,9 @@ class _Host:
 
 def _warm_up(names: str) -> None:
     """Import the sinks' libraries now, while the training process has not logged yet."""
-    from ..sinks import sink_module
-
     for name in filter(None, names.split(",")):
         try:
-            module = importlib.import_module(sink_module(name))
+            module = importlib.import_module(f"lightning_track.sinks.{name}")
             module.SINK.warm_up()
         except Exception:  # noqa: BLE001 - the same failure is reported properly when the sink opens
             pass

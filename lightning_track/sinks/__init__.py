@@ -1,10 +1,5 @@
 """Metric sinks. Each format lives in its own module ``lightning_track.sinks.<name>`` that
-defines ``SINK``; adding a sink is adding a module, nothing else changes.
-
-A tracker fed live (``"mlflow"``) reuses its exporter, which is a tool above this layer: its module is
-named in :data:`SINK_MODULES`, the one registry of sinks that live elsewhere, and imported by that name
-when the sink is asked for, so this layer never imports ``export/`` (``export/`` imports ``sinks/``).
-"""
+defines ``SINK``; adding a sink is adding a module, nothing else changes."""
 
 from __future__ import annotations
 
@@ -15,15 +10,9 @@ from typing import Any
 from ..errors import ConfigError
 from .base import Sink, SinkContext
 
-__all__ = ["Sink", "SinkContext", "load_sink", "check_sinks", "sink_module", "SINK_MODULES"]
+__all__ = ["Sink", "SinkContext", "load_sink", "check_sinks"]
 
-# Sinks whose module lives outside this package, by name: each module defines ``SINK`` like the ones here.
-SINK_MODULES = {"mlflow": "lightning_track.export.live"}
-
-
-def sink_module(name: str) -> str:
-    """The dotted module that defines the sink called ``name``."""
-    return SINK_MODULES.get(name, f"{__name__}.{name}")
+_NEED_THEIR_SINK = ("mlflow",)  # sinks whose settings (mlflow_uri) mean nothing unless the sink is in sinks
 
 
 def load_sink(spec: str | Sink) -> Sink:
@@ -32,16 +21,15 @@ def load_sink(spec: str | Sink) -> Sink:
         return spec
     if not isinstance(spec, str) or not spec.isidentifier():
         raise ConfigError(f"unknown sink {spec!r}: give a sink name such as 'tensorboard' or a Sink instance")
-    where = sink_module(spec)
     try:
-        module = importlib.import_module(where)
+        module = importlib.import_module(f"{__name__}.{spec}")
     except ModuleNotFoundError as exc:
-        if exc.name == where:
-            raise ConfigError(f"unknown sink {spec!r}: no module {where}") from None
+        if exc.name == f"{__name__}.{spec}":
+            raise ConfigError(f"unknown sink {spec!r}: no module lightning_track.sinks.{spec}") from None
         raise
     factory = getattr(module, "SINK", None)
     if factory is None:  # a helper module such as ``base``: not a format
-        raise ConfigError(f"unknown sink {spec!r}: {where} is not a sink (it defines no SINK)")
+        raise ConfigError(f"unknown sink {spec!r}: lightning_track.sinks.{spec} is not a sink (it defines no SINK)")
     return factory()
 
 
@@ -59,7 +47,7 @@ def check_sinks(specs: Iterable[str | Sink], options: Mapping[str, Mapping[str, 
         if sink.after_close and not (hosted and isinstance(spec, str)):
             raise ConfigError(f"sink {sink.name!r} runs in the sink host process: give it by name and leave "
                               "sink_process=True")
-    for name in SINK_MODULES:
+    for name in _NEED_THEIR_SINK:
         given = {key: value for key, value in (options.get(name) or {}).items() if value is not None}
         if given and name not in names:
             raise ConfigError(f"{', '.join(f'{name}_{key}' for key in given)} is set but {name!r} is not in sinks; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..errors import HostKeyError, SSHSetupError, SyncError, TransferError, TransportError, UnsafePathError
 from .endpoints import Endpoint, parse_endpoint
 from .engine import CycleResult, SyncOptions, SyncSession, run_loop, sync_once
+from .many import ManySync, Source, SourcePass, plan_sources, read_sources_file, source_folder
 
 __all__ = [
     "Endpoint",
@@ -26,4 +27,10 @@ __all__ = [
     "TransportError",
     "sync_once",
     "run_loop",
+    "ManySync",
+    "Source",
+    "SourcePass",
+    "plan_sources",
+    "read_sources_file",
+    "source_folder",
 ]

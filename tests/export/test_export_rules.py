@@ -38,14 +38,14 @@ def test_the_environment_variable_is_the_default_target() -> None:
         parse_target(None, environ={})
 
 
-@pytest.mark.parametrize("text", ["wandb", "s3://bucket/x", "ftp://u:hidden@h/x", "databricks"])
+@pytest.mark.parametrize("text", ["wandbx", "s3://bucket/x", "ftp://u:hidden@h/x", "databricks"])
 def test_an_unknown_target_is_one_line_listing_what_is_supported(text: str) -> None:
     with pytest.raises(ConfigError) as refused:
         parse_target(text, environ={})
     message = str(refused.value)
     assert "\n" not in message and "hidden" not in message
     assert message.endswith("use one of: mlflow://HOST:PORT, http(s)://HOST[:PORT][/PATH], sqlite:///PATH.db, "
-                            "$MLFLOW_TRACKING_URI")
+                            "$MLFLOW_TRACKING_URI, wandb[:DIR]")
 
 
 @pytest.mark.parametrize(("name", "key", "changed"), [

@@ -1,12 +1,15 @@
 """A real MLflow tracking server on 127.0.0.1 for the export tests (one per session), and readers.
 
 Started as a team would: ``mlflow server`` on a SQLite database with its own artifact store; the tests
-read back with MLflow's own ``MlflowClient``.
+read back with MLflow's own ``MlflowClient``. The server is the full ``mlflow`` that ``scripts/setup.sh``
+installs into ``.mlflow-server/`` (its scientific stack kept out of the test environment, where the client,
+``mlflow-skinny``, is all an export needs); without that folder, an ``mlflow`` on PATH.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +21,10 @@ from typing import Any
 
 from lightning_track.folder.records import read_metrics
 
+from .processes import REPO
 from .sync import free_port
+
+SERVER_PACKAGES = REPO / ".mlflow-server"
 
 
 @dataclass
@@ -33,13 +39,21 @@ class MlflowServer:
 
     def start(self) -> None:
         """Start the server (it answers only after :meth:`wait`: its first start creates the database)."""
-        mlflow = shutil.which("mlflow")
-        command = [mlflow] if mlflow else [sys.executable, "-m", "mlflow"]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        if (SERVER_PACKAGES / "mlflow").is_dir():
+            command = [sys.executable, "-m", "mlflow"]
+            env["PYTHONPATH"] = str(SERVER_PACKAGES)
+        else:
+            mlflow = shutil.which("mlflow")
+            command = [mlflow] if mlflow else [sys.executable, "-m", "mlflow"]
         self.proc = subprocess.Popen(
             [*command, "server", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
              "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "ab"), cwd=self.folder)
+            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "ab"), cwd=self.folder,
+            # no job runner: MLflow 3 starts four huey consumers (each a full mlflow import) for jobs
+            # (GenAI evaluation, trace rollups) that a tracking server for exports never runs
+            env=env)
 
     def wait(self, timeout: float = 180.0) -> None:
         assert self.proc is not None

@@ -153,3 +153,42 @@ def tree(root: Path, *, skip_checkpoints: bool = True) -> dict[str, bytes]:
         if path.is_file() and not path.is_symlink():
             found[rel] = path.read_bytes()
     return found
+
+
+def another_sshd(first: SSHServer, folder: Path) -> SSHServer:
+    """A second server on its own port with ``first``'s host and client keys (so the same ``~/.ssh`` works):
+    a second machine to stop and start while the first keeps serving. Not started."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(first.folder / "authorized_keys", folder / "authorized_keys")
+    return SSHServer(free_port(), first.user, folder, first.host_key, first.client_key)
+
+
+def trust(server: SSHServer) -> None:
+    """Add ``server``'s host key line for its port to the test's ``~/.ssh/known_hosts``."""
+    with open(Path.home() / ".ssh" / "known_hosts", "a") as out:
+        out.write(server.known_hosts_line())
+
+
+def kill_server(server: SSHServer) -> None:
+    """SIGKILL the server and every session process it forked (an sshd's children outlive its listener)."""
+    assert server.proc is not None
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family, grew = {server.proc.pid}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    for pid in sorted(family, reverse=True):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    server.proc.wait()
+    server.proc = None

@@ -2,14 +2,13 @@
 
 Why the exporter and not a writer of its own: the run folder is the truth and the export record
 (``export.json``) says how far the tracker holds it, so the live sink, a later ``lt export`` and an
-``lt sync --export`` all continue one another and never send a value twice. Every few seconds (when
+any other export all continue one another and never send a value twice. Every few seconds (when
 something new was logged) a pass brings the MLflow run up to date with ``metrics.jsonl``,
 ``system.jsonl``, the params and tags; the files (``logs.txt``, ``summary.json``, plots) and the final
 status go in the last pass, once the training process has finished the folder (:meth:`after_run`).
 
-Where it runs: in the sink host process (``sinks/`` finds it by name, :data:`~lightning_track.sinks.SINK_MODULES`),
-on a thread of its own, so neither the training thread nor the other sinks ever wait on the server.
-A server that is down or failing costs one warning line per outage; the next pass after it is back
+Where it runs: in the sink host process, on a thread of its own, so neither the training thread nor
+the other sinks ever wait on the server. A server that is down or failing costs one warning line per outage; the next pass after it is back
 catches up from the files. The last pass is bounded (:data:`FINAL_SECONDS`): when the server is still
 down, ``export.json`` says what was not sent (``not_sent``) and ``lt export`` sends it later.
 """
@@ -25,10 +24,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ConfigError, ExportBusy, ExportError
+from ..export.mlflow import _reason
+from ..export.target import Target, parse_target
 from ..folder.records import MetricRecord
-from ..sinks.base import Sink, SinkContext
-from .mlflow import _reason
-from .target import Target, parse_target
+from .base import Sink, SinkContext
 
 __all__ = ["MlflowSink", "SINK", "EVERY_SECONDS", "FINAL_SECONDS"]
 
@@ -113,8 +112,8 @@ class MlflowSink(Sink):
                         self._pass(final=False)
 
     def _pass(self, *, final: bool) -> None:
-        from . import export_run
-        from .mlflow import MlflowExporter
+        from ..export import export_run
+        from ..export.mlflow import MlflowExporter
 
         assert self.target is not None and self.run_dir is not None
         self._new.clear()
@@ -144,7 +143,7 @@ class MlflowSink(Sink):
 
     def _record_not_sent(self, why: str) -> None:
         """``export.json`` says what the server lacks (an export that got as far as the run says it itself)."""
-        from .record import export_lock, not_sent, read_record, write_record
+        from ..export.record import export_lock, not_sent, read_record, write_record
 
         assert self.target is not None and self.run_dir is not None
         try:
