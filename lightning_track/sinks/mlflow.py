@@ -1,16 +1,17 @@
 """The ``"mlflow"`` sink: the run fed live into MLflow, by the same exactly-once export as ``lt export``.
 
 Why the exporter and not a writer of its own: the run folder is the truth and the export record
-(``export.json``) says how far the tracker holds it, so the live sink, a later ``lt export`` and an
+(``export.json``) says how far the tracker holds it, so the live sink, a later ``lt export`` and
 any other export all continue one another and never send a value twice. Every few seconds (when
 something new was logged) a pass brings the MLflow run up to date with ``metrics.jsonl``,
 ``system.jsonl``, the params and tags; the files (``logs.txt``, ``summary.json``, plots) and the final
 status go in the last pass, once the training process has finished the folder (:meth:`after_run`).
 
 Where it runs: in the sink host process, on a thread of its own, so neither the training thread nor
-the other sinks ever wait on the server. A server that is down or failing costs one warning line per outage; the next pass after it is back
-catches up from the files. The last pass is bounded (:data:`FINAL_SECONDS`): when the server is still
-down, ``export.json`` says what was not sent (``not_sent``) and ``lt export`` sends it later.
+the other sinks ever wait on the server. A server that is down or failing costs one warning line per
+outage; the next pass after it is back catches up from the files. The last pass is bounded
+(:data:`FINAL_SECONDS`): when the server is still down, ``export.json`` says what was not sent
+(``not_sent``) and ``lt export`` sends it later.
 """
 
 from __future__ import annotations
