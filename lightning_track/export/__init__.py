@@ -103,10 +103,14 @@ def export_run(run: RunInfo | str | Path, to: Target | str | None = None, *, exp
 
         try:
             exporter.export(info, entry, save, experiment=experiment, with_model=with_model,
-                            with_checkpoints=with_checkpoints, artifacts=artifacts, result=result)
+                            with_checkpoints=with_checkpoints, result=result,
+                            **({} if artifacts else {"artifacts": False}))  # only MLflow's live sink leaves them
         except (ExportError, KeyboardInterrupt) as exc:
             if entry.get("run_id"):  # what the tracker confirmed, up to the last batch, and what it lacks
-                entry["not_sent"] = not_sent(info.path, entry, str(exc) or "interrupted")
+                try:
+                    entry["not_sent"] = not_sent(info.path, entry, str(exc) or "interrupted")
+                except (OSError, ValueError):
+                    pass  # the files cannot be read now: the next export finds out again
                 save()
             raise
     return result
