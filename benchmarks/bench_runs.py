@@ -171,7 +171,7 @@ import json, sys, time
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-store, spec = sys.argv[1], json.loads(sys.argv[2])
+store, spec = sys.argv[1], json.load(open(sys.argv[2]))
 mlflow.set_tracking_uri(store)
 client = MlflowClient()
 exp = client.create_experiment("bench")
@@ -221,8 +221,11 @@ def run_mlflow(python: str, store: str, summary_runs: list[Path], history_runs: 
     spec = {"summary_runs": [str(p) for p in summary_runs], "history_runs": [str(p) for p in history_runs],
             "repeats": repeats}
     env = {**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}  # MLflow 3.x refuses its file store unless asked
-    done = subprocess.run([python, "-c", MLFLOW_SCRIPT, store, json.dumps(spec)], capture_output=True, text=True,
-                          env=env)
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:  # a file: 10,000 paths overflow argv
+        json.dump(spec, spec_file)
+        spec_file.flush()
+        done = subprocess.run([python, "-c", MLFLOW_SCRIPT, store, spec_file.name], capture_output=True, text=True,
+                              env=env)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         return {"error": " ".join(done.stderr.split())[-400:]}

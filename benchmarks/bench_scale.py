@@ -11,7 +11,17 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
    value (first look at the configs, again);
 2. the anchor in the same run, alternated with each measurement: the same ``lt ls`` with the catalog off
    (the code path before it: every folder listed, every summary/meta read, configs through the config cache);
-3. ``load_runs`` in one process: through the catalog (nothing changed) and ``catalog=False``.
+3. ``load_runs`` in one process: through the catalog (nothing changed) and ``catalog=False``;
+4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
+   nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
+
+    python benchmarks/bench_scale.py --report [--runs 10000] [--repeats 1]
+
+``lt report`` of ``--runs`` such runs instead (each with 200 steps of ``val/loss``, the main metric: the
+report's curves), a fresh process: with an empty cache (the catalog and the curves' histories written) and
+again; beside ``lt ls`` of the same runs (the listing every report starts with) in the same run. Goal:
+<= 5 s and <= 5 MB for 10,000 runs. Then the page opened in headless Chromium: every view must draw
+(rows, the best view, one view per config key, the ticked runs' curves) with no error.
 
 MLflow's ``search_runs`` is the anchor the issue names for 100,000 runs; it is measured by
 ``bench_runs.py --mlflow-python`` where MLflow is installed (not on this machine).
@@ -78,8 +88,9 @@ trainer:
 """
 
 
-def make_runs(root: Path, count: int) -> None:
-    """``count`` runs with the files a listing reads, of real sizes (written fast: templates, no YAML)."""
+def make_runs(root: Path, count: int, val_steps: int = 0) -> None:
+    """``count`` runs with the files a listing reads, of real sizes (written fast: templates, no YAML);
+    ``val_steps``: that many steps of ``train/loss`` and ``val/loss`` in metrics.jsonl (a report's curves)."""
     rng = np.random.default_rng(0)
     start = 1.79e9
     lrs = 10.0 ** -rng.integers(2, 6, count)
@@ -100,6 +111,12 @@ def make_runs(root: Path, count: int) -> None:
              "versions": {"python": "3.11", "torch": "2.13.0"}}, option=orjson.OPT_INDENT_2))
         (run / "config.yaml").write_text(CONFIG.format(hidden=32 + i % 480, layers=1 + i % 7, lr=float(lrs[i]),
                                                        seed=i))
+        if val_steps:
+            floor = metrics["val/loss"]
+            curve = floor + np.exp(-np.arange(val_steps) / (val_steps / 4)) * (1 + lrs[i] * 1e3)
+            (run / "metrics.jsonl").write_bytes(b"".join(orjson.dumps({"step": s * 10, "time": t0 + s, "metrics": {
+                "train/loss": float(v * 1.1), "val/loss": float(v)}}) + b"\n" for s, v in enumerate(curve, 1)))
+            continue
         (run / "metrics.jsonl").write_bytes(b"".join(orjson.dumps({"step": s, "time": t0 + s, "metrics": {
             "train/loss": 1.0 / s}}) + b"\n" for s in range(1, 11)))
 
@@ -135,12 +152,25 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01, help="the fraction of runs changed")
     parser.add_argument("--repeats", type=int, default=1, help="best of N (the machine is shared: keep it low)")
     parser.add_argument("--out", default=str(HERE / "results" / "scale.md"))
+    parser.add_argument("--memory", action="store_true", help="also the memory peaks (makes a second, smaller "
+                        "set of runs and mirrors both: minutes)")
+    parser.add_argument("--only-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sources", type=int, default=0,
                         help="many sources into one mirror instead: this many folders of --runs runs each")
     parser.add_argument("--ssh", type=int, default=10, help="with --sources: how many go through sshd on 127.0.0.1")
+    parser.add_argument("--report", action="store_true", help="lt report of --runs runs instead")
     args = parser.parse_args()
     if args.sources:
         return many_sources(args)
+    if args.report:
+        return report(args)
+    if args.only_memory:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+        try:
+            print("\n".join(memory_lines(tmp, args.runs)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
@@ -197,15 +227,66 @@ def main() -> None:
         pair("load_runs (a process that already imported pandas), nothing changed",
              lambda: _timed(lambda: load_runs(root)), lambda: _timed(lambda: load_runs(root, catalog=False)))
         catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
+        memory = memory_lines(tmp, args.runs, root) if args.memory else []
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_results(args, rows, bare, catalog_mb, made_s)
+    write_results(args, rows, bare, catalog_mb, made_s, memory)
     shutil.rmtree(tmp, ignore_errors=True)  # after the results: 100,000 folders take minutes to delete
 
 
+# a fresh process with tracemalloc on from its first import; its peak (bytes) as the last line on stderr
+PEAK = ("import sys, tracemalloc; tracemalloc.start(); {body}; "
+        "print(tracemalloc.get_traced_memory()[1], file=sys.stderr)")
+LS_BODY = "from lightning_track.cli.lt import main; main(sys.argv[1:])"
+SYNC_BODY = ("from lightning_track.sync import SyncOptions, sync_once; "
+             "sync_once(sys.argv[1], sys.argv[2], SyncOptions(state_path=sys.argv[3], full=sys.argv[4] == 'full'))")
+
+
+def peak_mb(body: str, argv: list[str], env: dict[str, str]) -> float:
+    done = subprocess.run([sys.executable, "-c", PEAK.format(body=body), *argv], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"memory run failed: {done.stderr[-500:]}")
+    return int(done.stderr.strip().splitlines()[-1]) / 2**20
+
+
+def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
+    """The peaks at a tenth of ``runs`` and at ``runs``: flat in the number of runs means the two agree."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(tmp / "mem-cache")}
+    sizes = [max(1, runs // 10), runs]
+    table: dict[str, list[float]] = {}
+    for count in sizes:
+        root = made if made is not None and count == runs else tmp / f"mem-runs-{count}"
+        if not root.exists():
+            make_runs(root, count)
+        for folder, _, names in os.walk(root, topdown=False):  # ended long ago: settled for lt-sync
+            for name in names:
+                os.utime(os.path.join(folder, name), (time.time() - 86400,) * 2)
+            os.utime(folder, (time.time() - 86400,) * 2)
+        mirror, state = tmp / f"mem-mirror-{count}", str(tmp / f"mem-state-{count}.jsonl")
+        ls = ["ls", str(root), "--json"]
+        peak_mb(LS_BODY, ls, env)  # the catalog warm
+        table.setdefault("lt ls --json (catalog warm)", []).append(peak_mb(LS_BODY, ls, env))
+        sync = [str(root), str(mirror), state]
+        peak_mb(SYNC_BODY, [*sync, "quick"], env)  # the first copy
+        time.sleep(1.1)
+        peak_mb(SYNC_BODY, [*sync, "quick"], env)  # finds the runs settled
+        table.setdefault("lt-sync local, nothing changed (settled runs skipped)", []).append(
+            peak_mb(SYNC_BODY, [*sync, "quick"], env))
+        table.setdefault("lt-sync local, nothing changed, --full (every file listed)", []).append(
+            peak_mb(SYNC_BODY, [*sync, "full"], env))
+    lines = [f"| memory: tracemalloc peak, fresh process | {sizes[0]:,} runs | {sizes[1]:,} runs "
+             "| per 1,000 runs more |",
+             "| --- | --- | --- | --- |"]
+    for what, (small, big) in table.items():
+        slope = (big - small) / (sizes[1] - sizes[0]) * 1000
+        lines.append(f"| {what} | {small:.1f} MiB | {big:.1f} MiB | {slope:.2f} MiB |")
+    return ["", *lines]
+
+
 def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]], bare: float, catalog_mb: float,
-                  made_s: float) -> None:
+                  made_s: float, memory: list[str] = ()) -> None:
     title = f"## {args.runs:,} runs: lt ls and load_runs through the catalog"
     lines = [f"{title} ({date.today().isoformat()})", "",
              "| what | through the catalog | plain read (the anchor, same run) | plain / catalog |",
@@ -213,6 +294,7 @@ def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]]
     for what, ours, anchor in rows:
         ratio = f"{anchor / ours:.2f}x" if anchor and ours else "-"
         lines.append(f"| {what}, {args.runs:,} runs | {ours:.2f} s | {anchor:.2f} s | {ratio} |")
+    lines += memory
     lines += ["", f"- a bare `python -c pass` takes {bare:.2f} s here (part of every fresh-process time)",
               f"- the catalog: {catalog_mb:.1f} MB for {args.runs:,} runs; making the runs took {made_s:.0f} s",
               "- plain read = the same command with the catalog off (every folder listed, every summary/meta "
@@ -235,6 +317,72 @@ def _timed(fn) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
+
+
+def report(args: argparse.Namespace) -> None:
+    """``lt report`` of ``--runs`` runs: time and size, fresh process; the page drawn in headless Chromium."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-report-"))
+    try:
+        root = tmp / "runs"
+        make_runs(root, args.runs, val_steps=200)
+        time.sleep(catalog_module.RACY_S + 0.5)
+        cache = tmp / "cache"
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)}
+        html = tmp / "report.html"
+        lt = [sys.executable, "-m", "lightning_track.cli.lt"]
+        first = timed_cpu([*lt, "report", str(root), "-o", str(html)], env)
+        time.sleep(catalog_module.RACY_S + 0.5)
+        fresh([*lt, "ls", str(root)], env)  # every entry settled in the catalog
+        rows = [("lt report, first look (empty cache: catalog and curves' histories written)", first,
+                 timed_cpu([*lt, "ls", str(root)], {**env, ENV_CACHE_DIR: str(tmp / "ls-cache")}))]
+        again = [(timed_cpu([*lt, "report", str(root), "-o", str(html)], env), timed_cpu([*lt, "ls", str(root)], env))
+                 for _ in range(args.repeats)]
+        rows.append(("lt report, again (nothing changed)", min(again, key=lambda t: t[0][1])[0],
+                     min(again, key=lambda t: t[1][1])[1]))
+        size = html.stat().st_size / 1e6
+        drawn, chromium_s = open_in_chromium(html, tmp / "profile")
+        bare = fresh([sys.executable, "-c", "pass"], env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    title = f"## lt report of {args.runs:,} runs"
+    lines = [f"{title} ({date.today().isoformat()})", "",
+             "| what | lt report (fresh process): wall / CPU | lt ls of the same runs, same cache state (anchor): "
+             "wall / CPU | goal |", "| --- | --- | --- | --- |"]
+    lines += [f"| {what} | {ours[0]:.2f} s / {ours[1]:.2f} s | {theirs[0]:.2f} s / {theirs[1]:.2f} s | <= 5 s |"
+              for what, ours, theirs in rows]
+    lines += ["", f"- the HTML: {size:.2f} MB (goal <= 5 MB); headless Chromium opened it in {chromium_s:.1f} s "
+              f"(wall, with --virtual-time-budget) and drew: {drawn}",
+              f"- a bare `python -c pass` takes {bare:.2f} s here", "",
+              f"Command: `python benchmarks/bench_scale.py --report --runs {args.runs} --repeats {args.repeats}`. "
+              f"Machine: 2 cores shared with other work (load average {os.getloadavg()[0]:.0f} at the end; the CPU "
+              f"time is the steadier figure), Python {platform.python_version()}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    previous = out.read_text().split("\n## ") if out.exists() else []
+    others = [part if part.startswith("## ") else "## " + part for part in previous
+              if part.strip() and not ("## " + part.removeprefix("## ")).startswith(title)]
+    out.write_text("\n".join([text, *others]).rstrip() + "\n")
+
+
+def open_in_chromium(html: Path, profile: Path) -> tuple[str, float]:
+    """The page in headless Chromium: what its script says it drew (``data-many-*`` on <body>), and how long."""
+    import re
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return "not measured (no chromium)", 0.0
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
+           "--virtual-time-budget=10000", "--window-size=1280,2000", "--dump-dom", html.as_uri()]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - started
+    body = re.search(r"<body[^>]*>", done.stdout)
+    attrs = dict(re.findall(r'data-([\w-]+)="([^"]*)"', body[0])) if body else {}
+    if "error" in attrs or "many-rows" not in attrs:
+        raise SystemExit(f"the report did not draw in Chromium: {attrs or done.stderr[-500:]}")
+    return (f"{attrs['many-rows']} rows ({attrs['many-listed']} listed), the best view {attrs.get('many-best')} "
+            f"points, {attrs.get('many-config')} config views, {attrs.get('many-curves')} curves"), seconds
 
 
 def timed_cpu(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:

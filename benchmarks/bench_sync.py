@@ -8,6 +8,12 @@ call for lt-sync (``sync_once``, no interpreter start-up) and the ``rsync -a -e 
 
     python benchmarks/bench_sync.py                 # 200 runs, 0.5 MB events each (~2 minutes)
     python benchmarks/bench_sync.py --events-mb 3   # the issue's scale (a few MB of events per run)
+    python benchmarks/bench_sync.py --scale --runs 10000   # many small ended runs: local and push, vs rsync
+
+``--scale``: runs that ended a day ago (their files and folders backdated), synced local -> local and pushed
+to the sshd, each step beside the same rsync: the first copy, the first nothing-changed pass (it reads the
+ended runs' summaries and records them settled), the steady nothing-changed pass (settled runs skipped:
+one look at each side's folders), and ``full`` (every file listed, as without the state).
 """
 
 from __future__ import annotations
@@ -133,10 +139,13 @@ def main() -> int:
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time of the emulated WAN link for the"
                         " extra cold-sync row (0 skips it)")
     parser.add_argument("--relay", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", action="store_true", help="many small ended runs: nothing-changed passes")
     args = parser.parse_args()
     if args.relay:
         relay_main(args.relay, args.rtt_ms)
         return 0
+    if args.scale:
+        return scale_main(args)
     work = Path(tempfile.mkdtemp(prefix="bench_sync_"))
     os.environ["HOME"] = str(work / "home")
     server = make_sshd(work / "sshd")
@@ -241,6 +250,64 @@ def main() -> int:
             Path(args.out).write_text(text)
     finally:
         relay.stop()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def scale_main(args: argparse.Namespace) -> int:
+    from lightning_track.sync import SyncOptions
+
+    work = Path(tempfile.mkdtemp(prefix="bench_sync_scale_"))
+    os.environ["HOME"] = str(work / "home")
+    (work / "home").mkdir()
+    server = make_sshd(work / "sshd")
+    server.start()
+    try:
+        from support.sync import write_ssh_home
+
+        write_ssh_home(server)
+        os.environ.pop("SSH_AUTH_SOCK", None)
+        src = work / "src"
+        make_tree(src, args.runs, args.events_mb)
+        day_ago = time.time() - 86400
+        for folder, _, names in os.walk(src, topdown=False):
+            for name in names:
+                os.utime(os.path.join(folder, name), (day_ago, day_ago))
+            os.utime(folder, (day_ago, day_ago))
+        files = sum(len(names) for _, _, names in os.walk(src))
+        known = work / "home" / ".ssh" / "known_hosts"
+        ssh_cmd = (f"ssh -p {server.port} -i {server.client_key} -o IdentitiesOnly=yes -o UserKnownHostsFile={known}"
+                   " -o StrictHostKeyChecking=yes -o BatchMode=yes")
+        steps = ["first copy", "nothing changed, first pass (records the settled runs)",
+                 "nothing changed (settled runs skipped)", "nothing changed, full (every file listed)"]
+        lines = [f"## lt-sync at scale: {args.runs:,} ended runs, {files:,} files ({time.strftime('%Y-%m-%d')})", "",
+                 "| where | step | lt-sync | rsync | ratio |", "| --- | --- | --- | --- | --- |"]
+        for where in ("local -> local", "push to the test sshd"):
+            mine, theirs, state = work / f"lt-{where[:4]}", work / f"rsync-{where[:4]}", work / f"state-{where[:4]}"
+            dest = str(mine) if where.startswith("local") else f"{server.user}@127.0.0.1:{server.port}:{mine}"
+            rdest = f"{theirs}/" if where.startswith("local") else f"{server.user}@127.0.0.1:{theirs}/"
+            rsync = ["rsync", "-a", *([] if where.startswith("local") else ["-e", ssh_cmd]), f"{src}/", rdest]
+            for i, step in enumerate(steps):
+                opts = SyncOptions(state_path=state, full=i == 3)
+                t0 = time.perf_counter()
+                result = sync_once(src, dest, opts)
+                ours = time.perf_counter() - t0
+                assert not result.errors and (i == 0 or result.files == 0), result.status_line()
+                t0 = time.perf_counter()
+                subprocess.run(rsync, check=True)
+                rs = time.perf_counter() - t0
+                lines.append(f"| {where} | {step} | {ours:.2f} s | {rs:.2f} s | {ours / rs:.2f}x |")
+                print(lines[-1], flush=True)
+                if i == 0:
+                    time.sleep(1.1)
+        lines += ["", f"Command: `python benchmarks/bench_sync.py --scale --runs {args.runs} --events-mb "
+                  f"{args.events_mb}`; one run each, rsync right after lt-sync on the same tree.", ""]
+        text = "\n".join(lines)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text)
+    finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0

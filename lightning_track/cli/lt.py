@@ -71,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="runs of a ROOT to include")
     report.add_argument("-m", "--metric", action="append", metavar="KEY", help="only these metrics")
     report.add_argument("--points", type=positive_int, default=None, metavar="N",
-                        help="points per curve after downsampling (default: 400)")
+                        help="points per curve after downsampling (default: 400; past 30 runs: 200)")
+    report.add_argument("--curves", type=positive_int, default=None, metavar="N",
+                        help="past 30 runs: the runs whose curve the file holds, the best N (default: 1000)")
     report.add_argument("--title", default=None)
 
     repro = sub.add_parser("reproduce", help="restore a run's code, config and command; --run starts it again")

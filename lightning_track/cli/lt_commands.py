@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..errors import RunFolderError, one_line
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_bytes
@@ -35,6 +35,16 @@ def _dumps(obj: Any) -> str:
     import orjson
 
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
+def _dump_array(items: Iterable[Any], out: TextIO) -> None:
+    """The text ``print(_dumps(list(items)))`` writes, one item at a time: ``lt ls --json`` of 100,000 runs
+    holds neither every record nor one giant string at once."""
+    first = True
+    for item in items:
+        out.write(("[\n  " if first else ",\n  ") + _dumps(item).replace("\n", "\n  "))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -66,14 +76,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
         rows = rows[-args.last:] if args.last > 0 else []
     if args.json:
         extra = [c for c in columns if c not in DEFAULT_COLUMNS]
-        out = []
-        for run in rows:
-            record = run.record()
-            for column in extra:
-                value = run.value(column)
-                record.setdefault("columns", {})[column] = None if value is MISSING else value
-            out.append(record)
-        print(_dumps(out))
+
+        def records() -> Iterator[dict[str, Any]]:
+            for run in rows:
+                record = run.record()
+                for column in extra:
+                    value = run.value(column)
+                    record.setdefault("columns", {})[column] = None if value is MISSING else value
+                yield record
+
+        _dump_array(records(), sys.stdout)
     elif rows:
         right = [c in ("wall_span", "training_time", "step") or c.startswith(("best.", "final.")) for c in columns]
         print(table([header(c) for c in columns], [[printable(cell(run, c)) for c in columns] for run in rows],
@@ -188,7 +200,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from ..errors import FilterError
     from ..query.filters import parse_filter
-    from ..query.report_html import POINTS, write_report
+    from ..query.report_html import write_report
 
     try:
         for expr in args.filter:
@@ -206,8 +218,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             _warn("report", problem)
         _warn("report", f"{args.output}: not written: no run to report on")
         return EXIT_FAILURE
-    text = write_report(args.output, runs, metrics=args.metric, points=args.points or POINTS, title=args.title,
-                        problems=problems)
+    text = write_report(args.output, runs, metrics=args.metric, points=args.points, curves=args.curves,
+                        title=args.title, problems=problems)
     for problem in dict.fromkeys(problems):
         _warn("report", problem)
     print(f"{args.output}: {len(runs)} runs, {format_bytes(len(text.encode()))}, "

@@ -1,11 +1,12 @@
 """``lt-sync SRC... DEST``: incremental, live mirror of run folders (local or over SSH).
 
 Thin: argument parsing and display over :mod:`lightning_track.sync`. Exit codes: 0 done, 1 errors
-while syncing, 2 bad arguments / host key / authentication / missing source, 3 done but some paths
-were refused as unsafe, 130 one-shot sync interrupted with Ctrl-C (143: SIGTERM; ``--every`` stops
-with 0 on either). Started with SIGINT ignored (a script's ``lt sync ... &``), it keeps ignoring it.
-With several sources (or ``--from FILE``) each source's runs go to their own folder in DEST
-(:mod:`lightning_track.sync.many`); the exit code is the worst of the sources' (2, then 1, then 3).
+while syncing (or a run ``--export`` could not send), 2 bad arguments / host key / authentication /
+missing source, 3 done but some paths were refused as unsafe, 130 one-shot sync interrupted with
+Ctrl-C (143: SIGTERM; ``--every`` stops with 0 on either). Started with SIGINT ignored (a script's
+``lt sync ... &``), it keeps ignoring it. With several sources (or ``--from FILE``) each source's runs
+go to their own folder in DEST (:mod:`lightning_track.sync.many`); the exit code is the worst of the
+sources' (2, then 1, then 3).
 """
 
 from __future__ import annotations
@@ -76,10 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="files in flight at once (64; at most 1 MiB of each in memory)")
     parser.add_argument("--state", metavar="FILE", help="resume journal (default: ~/.local/state/lightning_track/"
                         "sync/<hash>.jsonl)")
+    parser.add_argument("--full", action="store_true", help="list every run, also the settled ones a pass skips "
+                        "(an in-place edit of an ended run's file changes none of its folders)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, status lines only")
     parser.add_argument("--notify", action="append", default=[], metavar="URL",
                         help="after each pass, notify when a mirrored run becomes healthy, completed, failed, "
                              "interrupted or stale (an apprise URL: json://host:port/path, slack://...; repeatable)")
+    parser.add_argument("--export", metavar="URI",
+                        help="after each pass, export the runs it changed to this tracker (as lt export --to; "
+                             "DEST must be a local folder; the record is each mirrored run's export.mirror.json)")
+    parser.add_argument("--export-experiment", metavar="NAME",
+                        help="with --export: the MLflow experiment (default: each run's dataset)")
     parser.add_argument("--stale", type=_positive, default=None, metavar="SECONDS",
                         help="with --notify: a running run whose heartbeat is older than this is stale "
                              "(default: 120, lt ls's 'crashed')")
@@ -104,6 +112,26 @@ def _watch(args: argparse.Namespace, session: SyncSession, err: Console) -> tupl
     state = notified_path(session.state.path) if session.state.path is not None else None
     return notifier, RunWatch(local.path, notifier, state_path=state, log=log,
                               stale_after=args.stale or STALE_AFTER_S)
+
+
+def _exports(args: argparse.Namespace, dest: Endpoint, err: Console) -> Any:
+    """--export's exporter of the runs each pass changed (None without it), on a thread of its own."""
+    if not args.export or args.dry_run:
+        return None
+    if dest.is_remote:
+        raise ConfigError("--export reads the mirrored runs on this machine; DEST must be a local folder")
+    from ..export.mirror import MirrorExport
+
+    def say(line: str) -> None:
+        err.print(f"lt-sync: {line}", highlight=False, markup=False)
+
+    return MirrorExport(dest.path, args.export, experiment=args.export_experiment, runs_glob=args.runs, say=say)
+
+
+def _export(exports: Any, result: CycleResult | None, folder: str = "") -> None:
+    """``folder``: the source's folder in the mirror, when the pass was one of several sources'."""
+    if exports is not None and result is not None and not result.dry_run:
+        exports.behind([f"{folder}/{a.rel}" if folder else a.rel for a in result.plan.actions])
 
 
 def _check(watch: Any, err: Console) -> None:
@@ -234,10 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     check_apart(src, dest)
     options = SyncOptions(include_checkpoints=args.include_checkpoints, runs_glob=args.runs, since_hours=args.since,
                           delete=args.delete, dry_run=args.dry_run, runicorn_root=args.runicorn,
-                          parallel=args.parallel, state_path=args.state)
+                          parallel=args.parallel, state_path=args.state, full=args.full)
     session = SyncSession(src, dest, options)
     try:
         notifier, watch = _watch(args, session, err)
+        exports = _exports(args, dest, err)
     except ConfigError as exc:
         parser.error(str(exc))
     outcome: dict[str, int] = {"refused": 0, "errors": 0}
@@ -251,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         _warm(catalog, result, err)
         _print_result(console, result, verbose=False)
         _check(watch, err)
+        _export(exports, result)
         if warmer is not None:
             warmer.after(result)
 
@@ -271,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 _warm(catalog, result, err)
                 _print_result(console, result, verbose=args.dry_run)
                 _check(watch, err)
+                _export(exports, result)
         finally:
             await session.close()
             if notifier is not None:
@@ -279,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     stopped = _drive(run, args.every, err)
     if stopped is not None:
         return stopped
+    if exports is not None and not exports.finish():
+        return 1
     if outcome["errors"]:
         return 1
     return 3 if outcome["refused"] else 0
@@ -329,6 +362,7 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
                           delete=args.delete, dry_run=args.dry_run, parallel=args.parallel)
     try:
         notifier, watch = _many_watch(args, dest, err)
+        exports = _exports(args, dest, err)
     except ConfigError as exc:
         parser.error(str(exc))
     many = ManySync(sources, dest, options, jobs=args.jobs)
@@ -352,9 +386,12 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
         for line in done.catalog_problems:
             err.print(f"lt-sync: {line}", highlight=False, markup=False)
 
+    def export(done: SourcePass) -> None:
+        _export(exports, done.result, done.source.folder)
+
     async def once() -> None:
         if args.quiet or not console.is_terminal:
-            passes.extend(await many.once(on_pass=lambda done: show(done, console)))
+            passes.extend(await many.once(on_pass=lambda done: (show(done, console), export(done))))
             return
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
@@ -370,6 +407,7 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
             def on_pass(done: SourcePass) -> None:
                 bar.update(tasks[done.source], visible=False)
                 show(done, bar.console)
+                export(done)
 
             passes.extend(await many.once(progress, on_plan, on_pass))
 
@@ -385,6 +423,7 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
         last_error[done.source] = error
         if history is not None and done.result is not None:
             history.after(done.result, done.source.folder)
+        export(done)
 
     async def run() -> None:
         try:
@@ -414,11 +453,12 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
     stopped = _drive(run, args.every, err)
     if stopped is not None:
         return stopped
+    exported = exports is None or exports.finish()
     failed = [p for p in passes if p.failed]
     if len(failed) > 1:  # one failed source is named by its own line
         names = ", ".join(p.source.spec for p in failed)
         err.print(f"lt-sync: {len(failed)} of {len(sources)} sources failed: {names}", highlight=False, markup=False)
-    return _many_code(passes)
+    return _many_code(passes) or (0 if exported else 1)
 
 
 if __name__ == "__main__":

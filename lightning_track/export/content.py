@@ -1,5 +1,5 @@
-"""What of a run folder is exported, whatever the tracker: the params (the flattened, redacted config) and
-the files sent as artifacts. Pure but for reading the folder."""
+"""What of a run folder is exported, whatever the tracker: the params (the flattened, redacted config),
+the checkpoint lineage as tags, and the files sent as artifacts. Pure but for reading the folder."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..folder.checkpoint_index import HASH, read_index
 from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout
 from ..query.runs import RunInfo
 from ..redaction import redact
 
-__all__ = ["param_value", "run_params", "artifact_files", "ARTIFACT_FILES", "ARTIFACT_DIRS"]
+__all__ = ["param_value", "run_params", "lineage_tags", "artifact_files", "ARTIFACT_FILES", "ARTIFACT_DIRS"]
 
-ARTIFACT_FILES = (RunLayout.CONFIG, RunLayout.SUMMARY, RunLayout.META, RunLayout.LOGS, RunLayout.REPORT)
+ARTIFACT_FILES = (RunLayout.CONFIG, RunLayout.SUMMARY, RunLayout.META, RunLayout.LOGS, RunLayout.REPORT,
+                  RunLayout.CHECKPOINTS_INDEX)
 ARTIFACT_DIRS = (RunLayout.PLOTS, RunLayout.MEDIA)
 
 
@@ -29,6 +31,39 @@ def param_value(value: Any) -> str:
 def run_params(run: RunInfo) -> dict[str, str]:
     """The flattened config, secrets redacted (again: migrated or hand-made files may hold them)."""
     return {key: param_value(value) for key, value in redact(dict(run.config)).items()}
+
+
+def lineage_tags(run: RunInfo) -> dict[str, str]:
+    """Where the run's weights came from, as tags a tracker can search (``checkpoints.json`` itself goes as
+    an artifact): how many checkpoints were indexed; the checkpoint ``final_model/`` was traced to and its
+    SHA-256, and the model's weight files' hashes; per resumed attempt, the checkpoint it resumed from."""
+    tags: dict[str, str] = {}
+    entries = read_index(run.layout)
+    saved = [e for e in entries if e.get("kind") != "model"]
+    if saved:
+        tags["lineage.checkpoints"] = str(len(saved))
+    models = [e for e in entries if e.get("kind") == "model"]
+    if models:
+        model = models[-1]
+        tags["lineage.final_model.step"] = str(model.get("step"))
+        if isinstance(model.get("files"), dict) and model["files"]:
+            tags["lineage.final_model.files"] = json.dumps(model["files"], sort_keys=True)
+        source = model.get("from_checkpoint")
+        if isinstance(source, dict) and source.get("file"):
+            tags["lineage.final_model.checkpoint"] = str(source["file"])
+            if source.get(HASH):
+                tags[f"lineage.final_model.checkpoint_{HASH}"] = str(source[HASH])
+    attempts = run.summary.get("attempts") if isinstance(run.summary.get("attempts"), list) else []
+    for i, attempt in enumerate(attempts):
+        resumed = attempt.get("resumed_from") if isinstance(attempt, dict) else None
+        if isinstance(resumed, dict) and resumed.get("file"):
+            head = f"lineage.attempt_{attempt.get('attempt', i + 1)}.resumed_from"
+            tags[head] = str(resumed["file"])
+            if resumed.get("step") is not None:
+                tags[f"{head}_step"] = str(resumed["step"])
+            if resumed.get(HASH):
+                tags[f"{head}_{HASH}"] = str(resumed[HASH])
+    return tags
 
 
 def artifact_files(run_dir: Path, *, with_model: bool = False, with_checkpoints: bool = False

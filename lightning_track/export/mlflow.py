@@ -21,6 +21,7 @@ import os
 import posixpath
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..folder.records import read_metrics_since
 from ..query.runs import RunInfo
 from ..redaction import redact
 from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, iso_time
-from .content import artifact_files, run_params
+from .content import artifact_files, lineage_tags, run_params
 from .record import SentFile
 from .target import Target
 
@@ -44,6 +45,7 @@ MAX_METRICS, MAX_PARAMS_TAGS = 1000, 100  # per log_batch call
 _READ_LIMIT = 8 << 20  # bytes of a JSONL file parsed at a time
 _BAD_CHARS = re.compile(r"[^/\w.\- :]")  # what MLflow allows in a key: validate_param_and_metric_name
 _CUT = " …[cut]"
+EXPORT_KEY = "lt.export_key"  # a tag naming the export that created the run (see MlflowExporter._create)
 
 
 # -- pure rules ------------------------------------------------------------------------------------
@@ -90,6 +92,7 @@ def run_tags(run: RunInfo) -> dict[str, str]:
         tags["config_changes"] = json.dumps(changes, ensure_ascii=False, default=str)
     for tag in run.tags:
         tags[f"tag.{tag}"] = "true"
+    tags.update(lineage_tags(run))
     return redact(tags)  # notes or a reason may quote a URL with its credentials
 
 
@@ -202,7 +205,7 @@ class MlflowExporter:
                 why_new = (f"a resume moved records of metrics.jsonl aside and MLflow cannot delete metric values, "
                            f"so the MLflow run {run_id} was deleted")
         if not run_id or why_new:
-            kept = {k: entry[k] for k in ("recreated",) if k in entry}
+            kept = {k: entry[k] for k in ("recreated", "creating") if k in entry}
             entry.clear()
             entry.update(kept)
             entry["tracker"] = "mlflow"
@@ -210,13 +213,12 @@ class MlflowExporter:
             sent = entry.setdefault("sent", {})
             name = experiment or run.dataset
             experiment_id = self._experiment(name, result)
-            start = int((run.start or time.time()) * 1000)
-            created = self.client.create_run(experiment_id, start_time=start, run_name=run.name)
-            entry.update({"experiment": name, "experiment_id": experiment_id, "run_id": created.info.run_id,
-                          "link": self._link(experiment_id, created.info.run_id)})
+            run_id_now = self._create(run, experiment_id, entry, save)
+            entry.update({"experiment": name, "experiment_id": experiment_id, "run_id": run_id_now,
+                          "link": self._link(experiment_id, run_id_now)})
             if why_new:
                 entry.setdefault("recreated", []).append({"at": iso_time(), "old_run_id": run_id, "why": why_new})
-                result.notes.append(f"{why_new}: created again as {created.info.run_id}")
+                result.notes.append(f"{why_new}: created again as {run_id_now}")
             save()
         run_id = entry["run_id"]
         result.run_id, result.link = run_id, entry.get("link")
@@ -235,6 +237,26 @@ class MlflowExporter:
     def _in_time(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise ExportError(f"{self.target.uri}: stopped at its deadline before everything was sent")
+
+    def _create(self, run: RunInfo, experiment_id: str, entry: dict[str, Any], save: Callable[[], None]) -> str:
+        """The MLflow run of ``run``, created once even when an export is stopped mid-call: a token is
+        recorded first and given to the run as a tag, so the next export finds the run a stopped
+        ``create_run`` made (the server got it, the record did not) instead of making a second one."""
+        token = entry.get("creating")
+        if token:
+            found = self.client.search_runs([experiment_id], filter_string=f"tags.`{EXPORT_KEY}` = '{token}'",
+                                            max_results=1)
+            if found:
+                entry.pop("creating")
+                return found[0].info.run_id
+        else:
+            token = entry["creating"] = uuid.uuid4().hex
+            save()
+        start = int((run.start or time.time()) * 1000)
+        created = self.client.create_run(experiment_id, start_time=start, run_name=run.name,
+                                         tags={EXPORT_KEY: token})
+        entry.pop("creating")
+        return created.info.run_id
 
     def _stage(self, run_id: str) -> str:
         try:

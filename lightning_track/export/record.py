@@ -43,9 +43,10 @@ VERSION = 1
 _CHUNK = 1 << 20
 
 
-def read_record(run_dir: str | Path) -> dict[str, Any]:
-    """The run's export record (empty when it was never exported); a torn or foreign file raises."""
-    path = RunLayout(run_dir).export_json
+def read_record(run_dir: str | Path, name: str = RunLayout.EXPORT) -> dict[str, Any]:
+    """The run's export record (empty when it was never exported); a torn or foreign file raises.
+    ``name``: ``export.json``, or the mirror's own record (``RunLayout.MIRROR_EXPORT``) for lt-sync --export."""
+    path = Path(run_dir) / name
     if not path.exists():
         return {"version": VERSION, "targets": {}}
     try:
@@ -57,8 +58,8 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
-def write_record(run_dir: str | Path, record: dict[str, Any]) -> None:
-    atomic_write_json(RunLayout(run_dir).export_json, record)
+def write_record(run_dir: str | Path, record: dict[str, Any], name: str = RunLayout.EXPORT) -> None:
+    atomic_write_json(Path(run_dir) / name, record)
 
 
 @contextmanager

@@ -97,6 +97,7 @@ class RunLayout:
     LEGACY = "legacy"  # files carried over unchanged from a migrated legacy run (lt-migrate)
     ANNOTATIONS = "annotations.json"  # tags and notes set after the run (lt tag / lt note)
     EXPORT = "export.json"  # where the run was exported (lt export) and how far each file was sent
+    MIRROR_EXPORT = "export.mirror.json"  # the same, of lt-sync --export from a mirror: never synced (export/mirror)
     WANDB = "wandb"  # offline W&B runs (the "wandb" sink, lt export --to wandb): W&B's own folder name
     PLOTS = "plots"
     RUN_PLOT = "plots/metrics.png"  # post_process's curves, linked from report_draft.md

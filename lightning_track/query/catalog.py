@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import cache_root
 
@@ -40,7 +41,7 @@ __all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs
 
 VERSION = 1
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
-TRACKED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS)  # the files a listing reads
+TRACKED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, *EXPORT_RECORDS)  # the files a listing reads
 _BUSY_MS = 3000  # another lt ls writing: wait this long, then leave the catalog as it is
 
 _SCHEMA = """
@@ -49,7 +50,7 @@ CREATE TABLE IF NOT EXISTS runs (
     folder TEXT NOT NULL,   -- the folder's stat the record was read under
     names TEXT NOT NULL,    -- the folder's names, NUL-separated
     files TEXT NOT NULL,    -- the stat of each file read (TRACKED)
-    record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "p": problems}
+    record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "e": exports, "p": problems}
     config_stat TEXT,       -- config.yaml's stat when its flattened values were kept
     config BLOB
 )
@@ -185,12 +186,13 @@ class Catalog:
                 settled = settled and self._settled(file_stat)
         files_key = ";".join(files)
         folder_key = _dir_key(stat)
-        entry = self._known.get(key)
+        entry = self._known.pop(key, None)  # used once: its bytes need not outlive the run built from them
         # an unchanged folder has the names it had (the lister gave them from the entry)
         if entry is not None and settled and entry[0] == folder_key and entry[2] == files_key:
             try:
                 record = orjson.loads(entry[3])
-                info = build(summary=record["s"], meta=record["m"], annotations=record["a"], problems=record["p"])
+                info = build(summary=record["s"], meta=record["m"], annotations=record["a"],
+                             exports=record.get("e") or [], problems=record["p"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 info = None
             if info is not None:
@@ -202,7 +204,8 @@ class Catalog:
         self._read += 1
         info._config_sink = self._config_sink(key)
         if settled or keep_recent:
-            record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "p": info.problems})
+            record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "e": info.exports,
+                             "p": info.problems})
             if record is not None:
                 self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record))
         return info
@@ -231,7 +234,7 @@ class Catalog:
         if self._broken:
             self.close()
             return
-        gone = [p for p in self._known if p not in self._seen] + self._gone
+        gone = [p for p in self._known if p not in self._seen] + self._gone  # entries no run of this look took
         try:
             if self._put or gone:
                 with self.conn:

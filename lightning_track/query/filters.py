@@ -5,9 +5,10 @@
     status=failed                    dataset=arc* (glob)        name~lora (regex search)
     model.lr<1e-3                    best.val/loss<=0.5         config.seed!=0
     tag=baseline   tag!=old          start>2026-12-01           age<2d   wall_span>=30m
+    exported=false (never sent to a tracker: lt export, lt-sync --export)
     status=failed|crashed            not (method=lora or tag=old)   a=1 b=2 (and)   notes (present)
 
-A key is a run field (name, dataset, method, status, host, tag, start, age, ...), ``best.METRIC`` or
+A key is a run field (name, dataset, method, status, host, tag, start, age, exported, export, ...), ``best.METRIC`` or
 ``final.METRIC``, ``summary.KEY``/``meta.KEY``, or a config key (``model.lr``, also ``config.model.lr``).
 A run without the key never matches, except ``!=`` and ``!~``. ``=`` on a list (tags) means "holds".
 Numbers compare as numbers (also a config value YAML kept as a string, ``1e-3``); ``start``/``end``

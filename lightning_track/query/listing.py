@@ -2,8 +2,8 @@
 
 Default columns: name, source (when runs come from several folders of a mirror), dataset, method,
 status (with the failing check or the stopping signal), start, wall span, last step, host, tags (when
-any run has some), and the best value of the main metric. ``--columns a,b`` replaces them,
-``--columns +a,b`` adds to them.
+any run has some), where a run was exported (when one was), and the best value of the main metric.
+``--columns a,b`` replaces them, ``--columns +a,b`` adds to them.
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ from .runs import FIELD_NAMES, RunInfo, main_metric
 
 __all__ = ["DEFAULT_COLUMNS", "default_columns", "parse_columns", "cell", "sort_runs", "unknown_keys", "header"]
 
-# In order; "source" and "tag" only when some run has one. A run's record() holds each of them.
-DEFAULT_COLUMNS = ("name", "source", "dataset", "method", "status", "start", "wall_span", "step", "host", "tag")
+# In order; "source", "tag" and "export" only when some run has one. A run's record() holds each of them.
+DEFAULT_COLUMNS = ("name", "source", "dataset", "method", "status", "start", "wall_span", "step", "host", "tag",
+                   "export")
 
 
 LENGTH_COLUMNS = ("wall_span", "training_time", "age")  # seconds, shown as 1m 30s
 
 
 def default_columns(runs: Sequence[RunInfo], metric: str | None) -> list[str]:
-    shown = {"source": any(run.source for run in runs), "tag": any(run.tags for run in runs)}
+    shown = {"source": any(run.source for run in runs), "tag": any(run.tags for run in runs),
+             "export": any(run.exports for run in runs)}
     columns = [column for column in DEFAULT_COLUMNS if shown.get(column, True)]
     if metric:
         columns.append(f"best.{metric}")
@@ -47,7 +49,7 @@ def parse_columns(spec: str | None, runs: Sequence[RunInfo], metric: str | None)
 
 def header(column: str) -> str:
     return {"step": "last step", "tag": "tags", "best": "best", "wall_span": "wall span",
-            "training_time": "training time"}.get(column, column)
+            "training_time": "training time", "export": "exported to"}.get(column, column)
 
 
 def cell(run: RunInfo, column: str) -> str:

@@ -9,6 +9,10 @@ draws the curves and makes them interactive (zoom, hover, smoothing, log scale, 
 Size: each curve is downsampled to ``points`` buckets (mean line plus min/max band, so spikes stay;
 NaN/inf steps as markers, :mod:`..derived.curves`), values to 5 significant digits: 10 runs x 10
 metrics x 100k steps make about 1 MB.
+
+Past ``MANY_RUNS`` runs the page is :mod:`.report_many`'s instead (a sortable, filterable runs table,
+best-metric and config views, curves of the runs the reader ticks, drawn with the vendored uPlot), with
+the sweeps, the first failures and the system and console of the ``CURVE_RUNS`` best runs from here.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
 from .report_lineage import lineage_html
+from .report_many import CURVE_LIMIT, CURVE_POINTS, curve_data, many_data, many_sections
 from .runs import RunInfo, main_metric
 from .show import console_tail, system_peaks
 from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
@@ -38,9 +43,9 @@ from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
 __all__ = ["build_report", "write_report", "curve_runs", "POINTS", "COLORS", "MANY_RUNS", "CURVE_RUNS"]
 
 POINTS = 400
-MANY_RUNS = 30  # past this many runs: one row per run, curves and per-run sections for the best CURVE_RUNS only
+MANY_RUNS = 30  # past this many runs: report_many's view; system and console for the best CURVE_RUNS only
 CURVE_RUNS = 10
-CONFIG_COLUMNS = 8  # differing config keys shown as columns of the runs table when there are many runs
+FAILURES_SHOWN = 50  # past MANY_RUNS: the failures listed one by one (a sweep can have thousands)
 CONSOLE_LINES = 40
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
@@ -161,24 +166,19 @@ def _td(text: Any, cls: str = "") -> str:
     return f'<td class="{cls}">{_e(text)}</td>' if cls else f"<td>{_e(text)}</td>"
 
 
-def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str | None], *, metric: str | None = None,
-                config: Sequence[tuple[str, list[Any]]] = ()) -> str:
-    """One row per run; ``metric`` (its best value) and ``config`` (differing keys) as extra columns."""
+def _runs_table(runs: Sequence[RunInfo], names: list[str], colors: list[str | None]) -> str:
+    """One row per run."""
     rows = []
-    for i, (label, run, color) in enumerate(zip(names, runs, colors, strict=True)):
+    for label, run, color in zip(names, runs, colors, strict=True):
         where = (run.host or "-") + (f" ({run.source})" if run.source else "")
         chip = f'<span class="chip" style="background:{color}"></span>' if color else ""
-        extra = [_td("-" if metric is None or run.metric("best", metric) is MISSING
-                     else format_cell(run.metric("best", metric)), "num")] if metric else []
-        extra += [_td(cell_text(values[i])) for _, values in config]
         rows.append([f"<td>{chip}{label}</td>", _td(run.name),
                      _td(run.status, f"st-{run.status}"), _td(run.dataset), _td(run.method), _td(where),
                      _td(format_time(run.start)), _td(format_duration(run.wall_span), "num"),
                      _td(format_cell(run.summary.get("last_step")), "num"), _td(", ".join(run.tags) or "-"),
-                     _td(run.notes or "-"), *extra])
+                     _td(run.notes or "-")])
     head = ["", "run", "status", "dataset", "method", "host", "start", "wall span", "last step", "tags", "notes"]
-    head += [f"best {_e(metric)}"] if metric else []
-    return _table(head + [_e(key) for key, _ in config], rows)
+    return _table(head, rows)
 
 
 def _sweeps(runs: Sequence[RunInfo], names: list[str]) -> list[str]:
@@ -245,67 +245,105 @@ def _system_and_console(runs: Sequence[RunInfo], names: list[str], problems: lis
     return parts
 
 
-def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = None, points: int = POINTS,
-                 title: str | None = None, problems: list[str] | None = None) -> str:
-    """The HTML text. ``metrics``: the curves and rows to show (default: every metric but ``epoch``)."""
+def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int, limit: int,
+          problems: list[str]) -> tuple[list[str], str]:
+    """Past ``MANY_RUNS``: the table, best-metric, config and ticked-curves views (:mod:`.report_many`),
+    system and console of the best ``CURVE_RUNS``; returns the parts and the view's JSON."""
+    main = metrics[0] if metrics else main_metric(runs)
+    ticked = curve_runs(runs, main) if main else []
+    held = curve_runs(runs, main, max(limit, CURVE_RUNS)) if main else []  # the ticked ones among them
+    histories = _histories(runs, [main], problems, held) if main else [None] * len(runs)
+    logged = [main] if main and any(h is not None and main in h.columns for h in histories) else []
+    comp = compare_runs(runs, metrics, known=logged)
+    for key in comp.missing:
+        problems.append(f"no run has metric {key!r}")
+    names = labels(len(runs))
+    curves = curve_data(runs, histories, main, points) if main else {}
+    data = many_data(runs, names, metric=main, mode=metric_mode(runs, main) if main else None,
+                     config=comp.config_diff, curves=curves, selected=ticked)
+    parts = ["<h2>Runs</h2>", *many_sections(len(runs), main, len(held), points)]
+    parts += _sweeps(runs, names)
+    parts += _failures(runs, names, FAILURES_SHOWN)
+    parts += _system_and_console([runs[i] for i in ticked], [names[i] for i in ticked], problems)
+    return parts, orjson.dumps(data).decode()
+
+
+def _failures(runs: Sequence[RunInfo], names: list[str], limit: int | None = None) -> list[str]:
+    """Why each run that did not complete stopped; the first ``limit`` of them (the table filters the rest)."""
+    failed = [(label, run) for label, run in zip(names, runs, strict=True)
+              if run.status != COMPLETED and (run.failure or run.why)]
+    if not failed:
+        return []
+    shown = failed if limit is None else failed[:limit]
+    more = (f'<p class="sub">and {len(failed) - len(shown)} more: filter the table with '
+            "<code>status!=completed</code></p>") if len(shown) < len(failed) else ""
+    return ["<h2>Failures</h2>", *(_failure(label, run) for label, run in shown), more]
+
+
+def _script(data_id: str, data_json: str) -> str:
+    safe = data_json.replace("<", "\\u003c")  # no "</script" or "<!--" can end or change the data block
+    return f'<script type="application/json" id="{data_id}">{safe}</script>'
+
+
+def _resource(name: str) -> str:
+    return (_RESOURCES / name).read_text(encoding="utf-8").replace("</script", "<\\/script")
+
+
+def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = None, points: int | None = None,
+                 title: str | None = None, problems: list[str] | None = None, curves: int | None = None) -> str:
+    """The HTML text. ``metrics``: the curves and rows to show (default: every metric but ``epoch``);
+    ``points``: per curve (default ``POINTS``, past ``MANY_RUNS`` runs ``report_many.CURVE_POINTS``);
+    ``curves``: past ``MANY_RUNS``, how many runs' curves the file holds (default ``report_many.CURVE_LIMIT``)."""
     problems = [] if problems is None else problems
-    many = len(runs) > MANY_RUNS
-    main = (metrics[0] if metrics else main_metric(runs)) if many else None
-    picked = curve_runs(runs, main) if many else list(range(len(runs)))
+    title = title or (f"{len(runs)} runs" if len(runs) != 1 else runs[0].name)
+    head = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>']
+    css, scripts = [_resource("report.css")], []
+    if len(runs) > MANY_RUNS:
+        parts, many_json = _many(runs, metrics, points or CURVE_POINTS, curves or CURVE_LIMIT, problems)
+        data_json = orjson.dumps({"runs": [], "charts": []}).decode()
+        css.append(_resource("uPlot.min.css"))
+        scripts = [_script("lt-many", many_json), f"<script>{_resource('uPlot.iife.min.js')}</script>",
+                   f"<script>{_resource('report_many.js')}</script>"]
+    else:
+        parts, data_json = _few(runs, metrics, points or POINTS, problems)
+    if problems:
+        parts += ["<h2>Problems reading the runs</h2><ul>", *(f"<li>{_e(p)}</li>" for p in dict.fromkeys(problems)),
+                  "</ul>"]
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+            f"content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title><style>{''.join(css)}</style>"
+            f"</head><body><main>{''.join(head + parts)}</main>{_script('lt-data', data_json)}"
+            f"<script>{_resource('report.js')}</script>{''.join(scripts)}</body></html>\n")
+
+
+def _few(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int,
+         problems: list[str]) -> tuple[list[str], str]:
+    """Up to ``MANY_RUNS``: every section for every run; returns the parts and the curves' JSON."""
+    picked = list(range(len(runs)))
     histories = _histories(runs, metrics, problems, picked)
     logged = list(dict.fromkeys(k for h in histories if h is not None for k in h.keys))
     comp = compare_runs(runs, metrics, known=logged)
     for key in comp.missing:
         problems.append(f"no run has metric {key!r}")
     names = labels(len(runs))
-    colors: list[str | None] = [None] * len(runs)
-    for n, i in enumerate(picked):
-        colors[i] = COLORS[n % len(COLORS)]
+    colors: list[str | None] = [COLORS[n % len(COLORS)] for n in range(len(runs))]
     chart_keys = [k for k in comp.metrics if k not in _SKIP]
     charts = _charts(runs, histories, chart_keys, points, picked)
     data = {"runs": [{"label": label, "name": run.name, "color": color or ""}
                      for label, run, color in zip(names, runs, colors, strict=True)]}
     data_json = orjson.dumps(data).decode()[:-1] + f',"charts":[{",".join(charts)}]}}'
-    title = title or (f"{len(runs)} runs" if len(runs) != 1 else runs[0].name)
-
-    parts = [f"<h1>{_e(title)}</h1>", f'<div class="sub">lt report, {_e(iso_time())}</div>', "<h2>Runs</h2>"]
-    if many:
-        shown = comp.config_diff[:CONFIG_COLUMNS]
-        more = len(comp.config_diff) - len(shown)
-        which = f"the {len(picked)} with the best {_e(main)}" if main else f"the first {len(picked)}"
-        first = f" (the first {len(shown)} of {len(comp.config_diff)})" if more else ""
-        parts += [f'<p class="sub">{len(runs)} runs: one row each, with '
-                  + (f"the best {_e(main)} and " if main else "")
-                  + f"the config keys that differ{first}; curves, system and console for {which} (marked). "
-                  "lt report RUN... or --filter picks others.</p>",
-                  _runs_table(runs, names, colors, metric=main, config=shown)]
-    else:
-        parts.append(_runs_table(runs, names, colors))
+    parts = ["<h2>Runs</h2>", _runs_table(runs, names, colors)]
     parts += _sweeps(runs, names)
-    failures = [_failure(label, run) for label, run in zip(names, runs, strict=True)
-                if run.status != COMPLETED and (run.failure or run.why)]
-    if failures:
-        parts += ["<h2>Failures</h2>", *failures]
-    if not many:
-        parts += ["<h2>Metrics</h2>", _metrics_html(comp), "<h2>Config differences</h2>"]
-        if comp.config_diff:
-            parts.append(_table(["key", *names], [[_td(k), *(_td(cell_text(v)) for v in values)]
-                                                  for k, values in comp.config_diff]))
-        else:
-            parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
+    parts += _failures(runs, names)
+    parts += ["<h2>Metrics</h2>", _metrics_html(comp), "<h2>Config differences</h2>"]
+    if comp.config_diff:
+        parts.append(_table(["key", *names], [[_td(k), *(_td(cell_text(v)) for v in values)]
+                                              for k, values in comp.config_diff]))
+    else:
+        parts.append("<p>(identical)</p>" if len(runs) > 1 else "<p>(one run)</p>")
     parts += lineage_html(runs, names)  # checkpoints, resumes, final model, evaluated: a few runs only
     parts += _curves(charts, runs, names, colors)
-    parts += _system_and_console([runs[i] for i in picked], [names[i] for i in picked], problems)
-    if problems:
-        parts += ["<h2>Problems reading the runs</h2><ul>", *(f"<li>{_e(p)}</li>" for p in dict.fromkeys(problems)),
-                  "</ul>"]
-    css = (_RESOURCES / "report.css").read_text(encoding="utf-8")
-    js = (_RESOURCES / "report.js").read_text(encoding="utf-8").replace("</script", "<\\/script")
-    safe_json = data_json.replace("<", "\\u003c")  # no "</script" or "<!--" can end or change the data block
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
-            f"content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title><style>{css}</style></head>"
-            f"<body><main>{''.join(parts)}</main><script type=\"application/json\" id=\"lt-data\">{safe_json}</script>"
-            f"<script>{js}</script></body></html>\n")
+    parts += _system_and_console(runs, names, problems)
+    return parts, data_json
 
 
 def write_report(path: str, runs: Sequence[RunInfo], **kwargs: Any) -> str:

@@ -27,6 +27,7 @@ from stat import S_ISREG
 from typing import Any
 
 from ..errors import RunFolderError
+from ..folder.exports import EXPORT_RECORDS, export_cell, read_exports
 from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
 from ..folder.records import flatten
@@ -102,6 +103,7 @@ class RunInfo:
     summary: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, Any] | None = None
+    exports: list[dict[str, Any]] = field(default_factory=list)  # where it was exported (folder/exports.py)
     status: str = UNKNOWN
     why: str = ""
     problems: list[str] = field(default_factory=list)
@@ -264,7 +266,7 @@ class RunInfo:
             "training_time_s": _round(self.training_time),
             "last_step": self.summary.get("last_step"), "host": self.host, "tags": self.tags, "notes": self.notes,
             "exp_id": self.summary.get("exp_id"), "failure": self.failure or None,
-            "attempts": len(self.summary.get("attempts") or []) or None,
+            "attempts": len(self.summary.get("attempts") or []) or None, "exports": self.exports,
         }
         if metrics:
             for which in ("best", "final"):
@@ -311,6 +313,8 @@ _FIELDS: dict[str, Callable[[RunInfo], Any]] = {
     "attempts": lambda r: len(r.summary.get("attempts") or []) or None,
     "migrated": lambda r: bool(r.summary.get("migrated") or r.meta.get("migrated_from")),
     "pipeline": lambda r: _pipeline_cell(r),
+    "exported": lambda r: bool(r.exports),
+    "export": lambda r: export_cell(r.exports),
 }
 
 
@@ -372,6 +376,7 @@ def read_run(path: str | Path, source: str = "", names: set[str] | None = None, 
             info.annotations = read_annotations(path)
         except RunFolderError as exc:
             info.problems.append(str(exc))
+    info.exports = read_exports(path, names, info.problems) if names & set(EXPORT_RECORDS) else []
     return judged(info, stale_after=stale_after, this_host=this_host)
 
 

@@ -27,7 +27,7 @@ from .lineage import evaluated_line, read_lineage
 from .pipelines import pipeline_lines, pipeline_step
 from .runs import RunInfo
 
-__all__ = ["render_show", "checkpoints", "system_peaks", "console_tail", "files", "show_record"]
+__all__ = ["render_show", "export_lines", "checkpoints", "system_peaks", "console_tail", "files", "show_record"]
 
 
 def checkpoints(run: RunInfo) -> list[tuple[int, str, int]]:
@@ -153,6 +153,26 @@ def _metrics_rows(run: RunInfo) -> list[list[str]]:
     return rows
 
 
+def export_lines(run: RunInfo) -> list[str]:
+    """Where the run was exported: the tracker, target (no credentials), its run id and link, one per target."""
+    lines = []
+    for entry in run.exports:
+        text = f"  {entry.get('tracker', '?')} {entry['target']}  run {entry.get('run_id')}"
+        for key in ("experiment", "project"):  # MLflow's, W&B's
+            if entry.get(key):
+                text += f"  {key} {entry[key]}"
+        if entry.get("status") or entry.get("state"):
+            text += f"  {entry.get('status') or entry['state']}"
+        if entry.get("exported_at"):
+            text += f"  sent {entry['exported_at']}"
+        if entry.get("record") == RunLayout.MIRROR_EXPORT:
+            text += "  (from this mirror)"
+        lines.append(text)
+        if entry.get("link"):
+            lines.append(f"    {entry['link']}")
+    return ["", "exported", *lines] if lines else []
+
+
 def _status_lines(run: RunInfo) -> list[str]:
     lines = [f"status: {run.status}" + (f" - {run.why}" if run.why else "")]
     failure = run.failure
@@ -220,6 +240,7 @@ def render_show(run: RunInfo, *, lines: int = 20) -> str:
         out.append("tags: " + ", ".join(run.tags))
     if run.notes:
         out.append("notes: " + run.notes.replace("\n", "\n       "))
+    out += export_lines(run)
     rows = _metrics_rows(run)
     if rows:
         out += ["", "metrics", _indent(table(["metric", "final", "step", "best", "best step", "mode"], rows,

@@ -180,8 +180,10 @@
       charts.push(chart);
     }
     const slider = document.getElementById("smooth"), shown = document.getElementById("smooth-value");
-    slider.addEventListener("input", () => { state.smooth = +slider.value; shown.textContent = slider.value; drawAll(); });
-    document.getElementById("logy").addEventListener("change", (e) => { state.log = e.target.checked; drawAll(); });
+    if (slider) {  // absent in the report of many runs (report_many.js draws its views)
+      slider.addEventListener("input", () => { state.smooth = +slider.value; shown.textContent = slider.value; drawAll(); });
+      document.getElementById("logy").addEventListener("change", (e) => { state.log = e.target.checked; drawAll(); });
+    }
     for (const chip of document.querySelectorAll(".legend span[data-run]")) {
       chip.addEventListener("click", () => {
         const run = +chip.dataset.run;

@@ -22,6 +22,7 @@ from .endpoints import Endpoint, parse_endpoint
 from .manifest import TAIL_BYTES, Manifest, is_append_only, part_path, scan, tail_hash
 from .plan import APPEND, COPY, DELETE, REPLACE, Action, Plan, make_plan
 from .runicorn import RunicornView
+from .settled import settle, top_names, unsettled
 from .state import SyncState, default_state_path
 from .transport import Entry, Transport, make_transport
 
@@ -30,6 +31,7 @@ __all__ = ["SyncOptions", "CycleResult", "SyncSession", "sync_once", "run_loop",
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
 RECENT_S = 60  # a *.jsonl modified this recently may be mid-write: copy whole lines only
+BATCH_TOPS = 1000  # top-level folders listed, planned and settled at once
 
 # What stops ``run_loop``: a SyncError (host key, authentication, missing source, an unsafe path in a
 # listing) does not go away by waiting. What it retries: TransferError (a lost connection is a
@@ -51,6 +53,7 @@ class SyncOptions:
     runicorn_root: str | None = None
     parallel: int = 64
     state_path: str | Path | None = None  # None: the default per SRC/DEST journal; "" disables it
+    full: bool = False  # list every run, settled ones too (see settled.SETTLE_S)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class CycleResult:
     errors: list[str] = field(default_factory=list)
     runicorn_runs: int = 0
     dry_run: bool = False
+    runs_skipped: int = 0  # settled runs whose folders had not changed: not listed
 
     @property
     def refused(self) -> list[str]:
@@ -164,16 +168,32 @@ class SyncSession:
         opts = self.options
         started = time.time()
         filters = {"runs_glob": opts.runs_glob, "include_checkpoints": opts.include_checkpoints}
-        if self.dst is None:
-            src_m = await scan(self.src, since_hours=opts.since_hours, **filters)
-            dst_m = Manifest()
-        else:
-            src_m, dst_m = await asyncio.gather(
-                scan(self.src, since_hours=opts.since_hours, **filters),
-                scan(self.dst, follow_links=False, **filters),
-            )
-        plan = make_plan(src_m, dst_m, delete=opts.delete)
-        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run)
+        cover = "checkpoints" if opts.include_checkpoints else ""
+        tops, skipped, skipped_files = await self._unsettled(cover)
+        if tops is None and self.runicorn is None:
+            tops = await self._top_names()
+        # a thousand runs at a time: the listings of both sides never held whole (the plan keeps only changes)
+        batches = [tops] if tops is None or self.runicorn is not None else \
+            [tops[i:i + BATCH_TOPS] for i in range(0, len(tops), BATCH_TOPS)]
+        plan = Plan(unchanged=skipped_files)
+        src_m = Manifest()
+        for batch in batches:
+            if self.dst is None:
+                src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch, **filters)
+                dst_m = Manifest()
+            else:
+                src_m, dst_m = await asyncio.gather(
+                    scan(self.src, since_hours=opts.since_hours, tops=batch, **filters),
+                    scan(self.dst, follow_links=False, tops=batch, **filters),
+                )
+            part = make_plan(src_m, dst_m, delete=opts.delete)
+            plan.actions += part.actions
+            plan.mkdirs += part.mkdirs
+            plan.refused += part.refused
+            plan.unchanged += part.unchanged
+            if not opts.dry_run and self.dst is not None:
+                await self._settle(src_m, dst_m, part, started, cover, batch)
+        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=len(skipped))
         if on_plan is not None:
             on_plan(plan)
         if opts.dry_run or self.dst is None:
@@ -197,6 +217,21 @@ class SyncSession:
             result.bytes_sent += self.runicorn.transport.bytes_written - view_before
         result.finished = time.time()
         return result
+
+    async def _top_names(self) -> list[str]:
+        assert self.src is not None
+        return await top_names(self.src, self.dst, self.options.runs_glob)
+
+    async def _unsettled(self, cover: str) -> tuple[list[str] | None, set[str], int]:
+        if self.dst is None or self.options.full:
+            return None, set(), 0
+        assert self.src is not None
+        return await unsettled(self.state, self.src, self.dst, cover, self.options.runs_glob)
+
+    async def _settle(self, src_m: Manifest, dst_m: Manifest, plan: Plan, started: float, cover: str,
+                      listed: list[str] | None) -> None:
+        await settle(self.state, src_m, dst_m, plan, started, cover, listed, self._view_reader(),
+                     self.options.parallel)
 
     def _view_reader(self) -> Transport:
         """Where the Runicorn view reads run files: the local side when one side is local (the mirror

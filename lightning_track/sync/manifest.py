@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..folder.fileio import is_temp_name
@@ -27,6 +28,7 @@ __all__ = [
     "is_internal",
     "tail_hash",
     "scan",
+    "top_name",
 ]
 
 # A whole-file copy is built in `.NAME.lt-sync-part` beside NAME and renamed over it once verified. Not
@@ -69,9 +71,10 @@ def part_target(part_rel: str) -> str:
 
 
 def is_internal(rel: str) -> bool:
-    """Part files of an interrupted copy, and temp files of an atomic write in progress: never synced."""
+    """Part files of an interrupted copy, temp files of an atomic write in progress, and a mirror's own
+    export record (``lt-sync --export``: the mirror's, never the source's): never synced, never deleted."""
     name = rel.rsplit("/", 1)[-1]
-    return name.endswith(PART_SUFFIX) or is_temp_name(name)
+    return name.endswith(PART_SUFFIX) or is_temp_name(name) or name == RunLayout.MIRROR_EXPORT
 
 
 def tail_hash(data: bytes) -> str:
@@ -87,11 +90,16 @@ class Manifest:
     links: dict[str, str] = field(default_factory=dict)  # refused symlinks: rel -> reason
     parts: dict[str, Entry] = field(default_factory=dict)  # leftover partial copies: target rel -> entry
     excluded_tops: set[str] = field(default_factory=set)  # top-level entries left out by --since
+    dir_mtimes: dict[str, int] = field(default_factory=dict)  # folder -> its mtime (whole seconds)
     scanned_at: float = 0.0
 
 
-def _top(rel: str) -> str:
+def top_name(rel: str) -> str:
+    """The top-level entry (a run folder, usually) a tree-relative path lies in."""
     return rel.split("/", 1)[0]
+
+
+_top = top_name
 
 
 async def scan(
@@ -101,15 +109,17 @@ async def scan(
     since_hours: float | None = None,
     include_checkpoints: bool = False,
     follow_links: bool = True,
+    tops: Collection[str] | None = None,
 ) -> Manifest:
     """List a tree and keep what this sync covers.
 
     ``runs_glob`` matches top-level entries (run folders); ``since_hours`` keeps top-level entries
     with a file modified in that window; checkpoints and ``final_model/`` are left out unless asked.
     The destination is scanned with ``follow_links=False`` so that every symlink there blocks writes.
+    ``tops`` limits the listing to those top-level names (the runs a pass must look into).
     """
     started = time.time()
-    entries = await transport.walk(follow_links=follow_links)
+    entries = await transport.walk(follow_links=follow_links, tops=tops)
     manifest = Manifest(scanned_at=started)
     newest: dict[str, int] = {}
     for entry in entries:
@@ -125,11 +135,14 @@ async def scan(
             continue
         if entry.kind == DIR:
             manifest.dirs.add(rel)
+            manifest.dir_mtimes[rel] = entry.mtime
         elif entry.kind == LINK:
             manifest.links[rel] = entry.note
         elif entry.kind == FILE:
             manifest.files[rel] = entry
-            newest[_top(rel)] = max(newest.get(_top(rel), 0), entry.mtime)
+            if since_hours is not None:  # only --since asks how new each run is
+                top = _top(rel)
+                newest[top] = max(newest.get(top, 0), entry.mtime)
     if since_hours is not None:
         cutoff = started - since_hours * 3600
         keep = {top for top, mtime in newest.items() if mtime >= cutoff}

@@ -4,7 +4,9 @@ Why a journal: one appended line per finished file is cheap enough to write afte
 full rewrite, no fsync per file), survives SIGKILL of the process, and is compacted atomically at
 the end of a cycle. The mirror itself stays the truth for "what is there" (sizes and mtimes are
 re-listed every cycle); the journal remembers what is *in flight*: which partial copy belongs to
-which source version, so it can be continued instead of restarted.
+which source version, so it can be continued instead of restarted -- and which runs are *settled*
+(finished, unchanged for a while, mirrored whole): their folders' mtimes on both sides, so that a later
+pass lists such a run only when one of its folders changed (see ``engine.SETTLE_S`` for the rule).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def default_state_path(src: str, dest: str) -> Path:
     return base / "lightning_track" / "sync" / f"{key}.jsonl"
 
 
-_OPS = ("done", "partial", "forget")
+_OPS = ("done", "partial", "forget", "run", "unrun")
 
 
 def _is_state_record(record: Any) -> bool:
@@ -42,6 +44,7 @@ class SyncState:
         self.path = Path(path) if path is not None else None
         self.done: dict[str, dict[str, Any]] = {}
         self.partial: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, dict[str, Any]] = {}  # settled top-level folder -> src/dst folder mtimes, files, cover
         self.problems: list[JsonlProblem] = []
         self._journal: JsonlAppender | None = None
         self._dirty = False
@@ -65,6 +68,11 @@ class SyncState:
         elif op == "forget":
             self.done.pop(rel, None)
             self.partial.pop(rel, None)
+        elif op == "run":
+            if isinstance(record.get("src"), dict) and isinstance(record.get("dst"), dict):
+                self.runs[rel] = {k: record.get(k) for k in ("src", "dst", "files", "cover")}
+        elif op == "unrun":
+            self.runs.pop(rel, None)
 
     def _write(self, record: dict[str, Any]) -> None:
         self._apply(record)
@@ -89,13 +97,27 @@ class SyncState:
     def forget(self, rel: str) -> None:
         self._write({"op": "forget", "path": rel})
 
+    def settle(self, top: str, src: dict[str, int], dst: dict[str, int], files: int, cover: str) -> None:
+        """``top`` is mirrored whole and finished: skip it while these folder mtimes hold on both sides."""
+        self._write({"op": "run", "path": top, "src": src, "dst": dst, "files": files, "cover": cover})
+
+    def unsettle(self, top: str) -> None:
+        if top in self.runs:
+            self._write({"op": "unrun", "path": top})
+
     def compact(self) -> None:
-        """Rewrite the journal as one line per file (atomically), dropping the history."""
+        """Rewrite the journal as one line per file (atomically), dropping the history.
+
+        A settled run's files need no line each (its one ``run`` line stands for them): the journal a
+        nothing-changed pass loads stays one line per run, not one per file."""
         if self.path is None or not self._dirty:
             return
         self.close()
         self._dirty = False
-        lines = [json_line({"op": "done", "path": rel, **info}) for rel, info in sorted(self.done.items())]
+        runs = self.runs
+        lines = [json_line({"op": "run", "path": top, **info}) for top, info in sorted(runs.items())]
+        lines += [json_line({"op": "done", "path": rel, **info}) for rel, info in sorted(self.done.items())
+                  if rel.split("/", 1)[0] not in runs]
         lines += [json_line({"op": "partial", "path": rel, **info}) for rel, info in sorted(self.partial.items())]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, "".join(lines))

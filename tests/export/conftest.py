@@ -34,6 +34,13 @@ def mlflow_server(_mlflow_process, made_runs):
 
 
 @pytest.fixture(scope="session")
+def bare_mlflow_server(_mlflow_process):
+    """The server, answering, for tests that make their own runs (without waiting for made_runs' fits)."""
+    _mlflow_process.wait()
+    return _mlflow_process
+
+
+@pytest.fixture(scope="session")
 def client(mlflow_server):
     from mlflow.tracking import MlflowClient
 
@@ -101,6 +108,6 @@ def resume():
     return _resume
 
 
-def _resume(run: Path, max_steps: int = 20) -> None:
+def _resume(run: Path, max_steps: int = 20, extra: tuple[L.Callback, ...] = ()) -> None:
     fit(RunLogger("toy", "resumed", root=run.parent, sinks=(), resume=run.name), max_steps,
-        [StepCheckpoint(every_n_steps=8, start_step=8)], ckpt_path="last")
+        [StepCheckpoint(every_n_steps=8, start_step=8), *extra], ckpt_path="last")

@@ -235,3 +235,51 @@ def test_an_interrupted_export_continues_where_the_tracker_confirmed(runs_copy, 
     again = export_run(run, mlflow_server.uri)
     assert again.run_id == entry["run_id"] and again.values == total - confirmed  # nothing sent twice
     assert assert_metrics_equal(client, again.run_id, run) == total
+
+
+def test_the_mlflow_run_carries_the_checkpoint_lineage(runs_copy, client, mlflow_server, resume, tmp_path) -> None:
+    from lightning_track import FinalModelExport
+    from lightning_track.folder.fileio import file_sha256
+
+    run = runs_copy["resumed"]  # failed at step 11; the resume continues from checkpoint-step-008
+    resume(run, 16, (FinalModelExport(),))
+    result = export_run(run, mlflow_server.uri)
+    tags = client.get_run(result.run_id).data.tags
+    index = json.loads((run / "checkpoints.json").read_text())["checkpoints"]
+    (model,) = [e for e in index if e.get("kind") == "model"]
+    eight = run / "checkpoints" / "checkpoint-step-008.ckpt"
+    sixteen = run / "checkpoints" / "checkpoint-step-016.ckpt"
+    assert tags["lineage.attempt_2.resumed_from"] == "checkpoints/checkpoint-step-008.ckpt"
+    assert tags["lineage.attempt_2.resumed_from_step"] == "8"
+    assert tags["lineage.attempt_2.resumed_from_sha256"] == file_sha256(eight)
+    assert tags["lineage.final_model.step"] == "16"
+    assert tags["lineage.final_model.checkpoint"] == "checkpoints/checkpoint-step-016.ckpt"
+    assert tags["lineage.final_model.checkpoint_sha256"] == file_sha256(sixteen)
+    assert json.loads(tags["lineage.final_model.files"]) == {
+        "model.safetensors": file_sha256(run / "final_model" / "model.safetensors")} == model["files"]
+    assert tags["lineage.checkpoints"] == str(sum(1 for e in index if e.get("kind") != "model"))
+    fetched = client.download_artifacts(result.run_id, "checkpoints.json", str(tmp_path))
+    assert Path(fetched).read_bytes() == (run / "checkpoints.json").read_bytes()
+
+
+def test_a_run_created_by_an_export_stopped_before_its_record_is_found_again_not_doubled(
+        runs_copy, client, mlflow_server, monkeypatch) -> None:
+    from lightning_track.export import open_exporter
+
+    run = runs_copy["nan"]
+    with open_exporter(mlflow_server.uri) as exporter:
+        real = exporter.client.create_run
+
+        def create_run(*args, **kw):  # the server creates the run; Ctrl+C arrives before the reply is used
+            real(*args, **kw)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(exporter.client, "create_run", create_run)
+        with pytest.raises(KeyboardInterrupt):
+            export_run(run, exporter=exporter, experiment="stopped-at-create")
+    assert "run_id" not in entry_of(run, mlflow_server)
+    again = export_run(run, mlflow_server.uri, experiment="stopped-at-create")
+    experiment = client.get_experiment_by_name("stopped-at-create")
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [again.run_id]
+    assert "creating" not in entry_of(run, mlflow_server)
+    assert assert_metrics_equal(client, again.run_id, run) == again.values

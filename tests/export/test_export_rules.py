@@ -149,3 +149,32 @@ def test_run_tags_say_status_attempts_git_notes_and_config_changes(tmp_path: Pat
         "mlflow.note.content": "see https://***@wiki.lan/page", "mlflow.source.git.commit": "abc123",
         "mlflow.source.git.branch": "main", "mlflow.source.name": "train.py",
         "config_changes": '{"2": {"model.lr": {"before": 0.1, "after": 0.05}}}', "tag.a": "true", "tag.b": "true"}
+
+
+def test_where_a_run_was_exported_is_read_from_both_records_without_credentials_and_a_torn_one_is_a_problem(
+        tmp_path: Path) -> None:
+    from lightning_track.export.record import write_record
+    from lightning_track.folder.exports import read_exports, short_target
+    from lightning_track.folder.layout import RunLayout
+
+    run = tmp_path / "arc_lora_20250101_120000"
+    run.mkdir()
+    write_record(run, {"version": 1, "targets": {
+        "http://bob:pw@tracker:5000": {"tracker": "mlflow", "run_id": "abc", "link": "http://tracker:5000/#/r",
+                                       "sent": {"metrics.jsonl": {"bytes": 10}}},
+        "sqlite:////tmp/team/mlflow.db": {"tracker": "mlflow"}}})  # never got as far as a run: not listed
+    write_record(run, {"version": 1, "targets": {"sqlite:////tmp/team/mlflow.db": {"tracker": "mlflow",
+                                                                                    "run_id": "def"}}},
+                 RunLayout.MIRROR_EXPORT)
+    problems: list[str] = []
+    entries = read_exports(run, problems=problems)
+    assert problems == [] and entries == [
+        {"target": "http://tracker:5000", "record": "export.json", "tracker": "mlflow", "run_id": "abc",
+         "link": "http://tracker:5000/#/r"},
+        {"target": "sqlite:////tmp/team/mlflow.db", "record": "export.mirror.json", "tracker": "mlflow",
+         "run_id": "def"}]
+    assert [short_target(e["target"]) for e in entries] == ["tracker:5000", "sqlite:mlflow.db"]
+    (run / "export.json").write_text('{"targets": {"http://x": ')
+    entries = read_exports(run, problems=problems)
+    assert [e["run_id"] for e in entries] == ["def"]
+    assert len(problems) == 1 and problems[0].startswith(f"{run / 'export.json'}: ")

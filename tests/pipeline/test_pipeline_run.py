@@ -96,12 +96,10 @@ def test_independent_steps_run_in_parallel(tmp_path: Path) -> None:
         "b": {"cmd": stamp.format(out=tmp_path / "b.txt")},
         "c": {"cmd": f"cat {tmp_path / 'a.txt'} {tmp_path / 'b.txt'} > {tmp_path / 'c.txt'}", "after": ["a", "b"]},
     })
-    t0 = time.monotonic()
     result = lt_pipeline(path, "--jobs", "2")
     assert result.returncode == 0, result.stderr
     (a0, a1), (b0, b1) = ([float(x) for x in (tmp_path / f"{n}.txt").read_text().split()] for n in "ab")
     assert a0 < b1 and b0 < a1  # they overlapped
-    assert time.monotonic() - t0 < 3.9
     assert len((tmp_path / "c.txt").read_text().split()) == 4
 
 

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import orjson
@@ -133,47 +135,111 @@ def test_report_renders_in_headless_chromium(made_runs, tmp_path, capsys) -> Non
     assert "hello &lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in done.stdout  # console text escaped, page intact
 
 
-def thousand_runs(tmp_path: Path) -> dict[str, float]:
-    """1,000 runs, each with a different best m0/loss (in no order); returns it by run name."""
-    synthetic_runs(tmp_path / "runs", runs=1000, steps=50, metrics=1)
-    best: dict[str, float] = {}
+OPTIMIZERS = ("adam", "sgd", "lion")
+
+
+def thousand_runs(tmp_path: Path) -> dict[str, dict]:
+    """1,000 runs, each with a different best m0/loss (in no order), a config (lr, optimizer, layers) and
+    every seventh run failed; returns each run's facts by name."""
+    synthetic_runs(tmp_path / "runs", runs=1000, steps=300, metrics=1)
+    facts: dict[str, dict] = {}
     for run in (tmp_path / "runs").iterdir():
+        r = int(run.name.split("_")[1][1:])
         summary = json.loads((run / "summary.json").read_text())
-        value = (int(run.name.split("_")[1][1:]) * 7919 % 1000) / 1000  # every value once, in no order
+        value = (r * 7919 % 1000) / 1000  # every value once, in no order
         summary["best"] = {"m0/loss": {"value": value, "step": 10, "mode": "min"}}
+        summary["start_time"] = iso_time(1.7e9 + 60 * r)  # started one after the other
+        if r % 7 == 0:
+            summary.update(status="failed", failure={"check": "nonfinite_loss", "value": "NaN", "step": 10})
         (run / "summary.json").write_text(json.dumps(summary))
-        best[run.name] = value
-    return best
+        lr = 10.0 ** -(1 + r % 4)
+        (run / "config.yaml").write_text(f"lr: {lr}\noptimizer: {OPTIMIZERS[r % 3]}\nlayers: {1 + r % 5}\n")
+        facts[run.name] = {"best": value, "lr": lr, "optimizer": OPTIMIZERS[r % 3], "layers": 1 + r % 5,
+                           "status": summary["status"]}
+    return facts
 
 
-def test_report_of_a_thousand_runs_labels_every_run_and_draws_the_best_ten(tmp_path, capsys) -> None:
-    best = thousand_runs(tmp_path)
+def many_view(text: str) -> dict:
+    match = re.search(r'<script type="application/json" id="lt-many">(.*?)</script>', text, re.S)
+    data = json.loads(match[1])
+    columns = {c["key"]: [c["dict"][k] for k in c["codes"]] if "codes" in c else c["values"] for c in data["columns"]}
+    return {**data, "by_key": columns}
+
+
+def test_report_of_a_thousand_runs_holds_every_run_the_configs_and_small_curves(tmp_path, capsys) -> None:
+    facts = thousand_runs(tmp_path)
     out_file = tmp_path / "many.html"
     code, out, err = report(capsys, str(tmp_path / "runs"), "-o", str(out_file))
     assert code == 0 and out[0].startswith(f"{out_file}: 1000 runs, "), (out, err)
     text = out_file.read_text()
-    data = page_data(text)
-    names = [r["label"] for r in data["runs"]]
+    view = many_view(text)
+    cols = view["by_key"]
+    names = cols["label"]
     assert len(set(names)) == 1000 and names[:2] == ["a", "b"]
     assert names[25:28] == ["z", "aa", "ab"] and names[701:704] == ["zz", "aaa", "aab"]  # past 702: three letters
-    assert text.count("<tr>") == 1 + 1000 and "<th>best m0/loss</th>" in text  # every run a row
-    drawn = {data["runs"][s["run"]]["name"] for s in data["charts"][0]["series"]}
-    assert drawn == set(sorted(best, key=best.get)[:10])  # curves of the ten best runs only
-    assert out_file.stat().st_size < 1024 * 1024
+    assert view["metric"] == "m0/loss" and view["mode"] == "min"
+    assert sorted(cols["run"]) == sorted(facts)  # every run a row
+    for i, name in enumerate(cols["run"]):  # each row's values are that run's
+        want = facts[name]
+        assert (cols["best"][i], cols["lr"][i], cols["optimizer"][i], cols["layers"][i], cols["status"][i]) == (
+            want["best"], want["lr"], want["optimizer"], want["layers"], want["status"]), name
+    assert {c["key"] for c in view["columns"] if c.get("config")} == {"lr", "optimizer", "layers"}
+    ticked = {cols["run"][i] for i in view["selected"]}
+    assert ticked == set(sorted(facts, key=lambda n: facts[n]["best"])[:10])  # the ten best ticked at first
+    assert len(view["curves"]) == 1000  # every run's m0/loss curve, downsampled: 300 records -> 200 points
+    curve = view["curves"][str(cols["run"].index("big_r5_20260101_000005"))]
+    steps = np.cumsum(curve[0])
+    assert len(steps) == len(curve[1]) == 200 and steps[0] == 1 and steps[-1] <= 300 and np.all(np.diff(steps) > 0)
+    assert text.count('<div class="fail">') == 50 and "and 93 more" in text  # 143 failed: the first 50 listed
+    assert out_file.stat().st_size < 2.5 * 1024 * 1024  # mostly the 1,000 curves: about 2 KiB each
+    # a smaller file: fewer points a curve, the curves of the best 100 runs only (the ten ticked among them)
+    code, _, _ = report(capsys, str(tmp_path / "runs"), "-o", str(out_file), "--points", "50", "--curves", "100")
+    text = out_file.read_text()
+    view = many_view(text)
+    assert code == 0 and {len(c[1]) for c in view["curves"].values()} == {50}
+    best_100 = set(sorted(facts, key=lambda n: facts[n]["best"])[:100])
+    assert {view["by_key"]["run"][int(i)] for i in view["curves"]} == best_100
+    assert {str(i) for i in view["selected"]} <= set(view["curves"])
+    assert "for the 100 runs with the best values" in text and "at most 50 points each" in text
+    code, _, err = report(capsys, str(tmp_path / "runs"), "-o", str(tmp_path / "nope.html"), "-m", "nope")
+    assert code == 0 and err == ["lt report: no run has metric 'nope'"]
 
 
 @pytest.mark.slow
-def test_the_thousand_run_report_renders_in_headless_chromium(tmp_path) -> None:
+def test_the_thousand_run_report_sorts_filters_and_draws_ticked_curves_in_headless_chromium(tmp_path) -> None:
     require("chromium")
-    thousand_runs(tmp_path)
+    facts = thousand_runs(tmp_path)
     out_file = tmp_path / "many.html"
     assert main(["report", str(tmp_path / "runs"), "-o", str(out_file)]) == 0
-    charts = len(page_data(out_file.read_text())["charts"])
+    cols = many_view(out_file.read_text())["by_key"]
+    # the state a shared link carries: sorted by best descending, a filter, two runs ticked; then the selftest
+    # clicks a column twice, sorts by best, filters, unticks all, ticks three rows and a point of the best view
+    query = "lr<0.01 optimizer=sgd"
+    state = f"#sort=best&desc=1&q={quote(query)}&sel={cols['label'][0]},{cols['label'][1]}&selftest-many"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1280,2000",
-           "--enable-logging=stderr", "--v=0", "--dump-dom", out_file.as_uri()]
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000", "--window-size=1280,2000",
+           "--enable-logging=stderr", "--v=0", "--dump-dom", out_file.as_uri() + state]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     body = re.search(r"<body[^>]*>", done.stdout)
     assert body is not None, done.stderr[-2000:]
-    assert charts == 2 and f'data-drawn="{charts}"' in body[0] and "data-error" not in body[0], body[0]
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', body[0]))
+    assert "data-error" not in attrs and "data-many-selftest" in attrs, body[0]
+    test = json.loads(html.unescape(attrs["data-many-selftest"]))
+    matching = [n for n, f in facts.items() if f["lr"] < 0.01 and f["optimizer"] == "sgd"]
+    assert test["rows"] == test["listed"] == len(matching)
+    assert test["first"] == max(matching, key=lambda n: facts[n]["best"]) and test["curves"] == 2
+    assert test["run_asc"] == min(facts) and test["run_desc"] == max(facts)
+    assert test["best_asc"] == min(facts, key=lambda n: facts[n]["best"])
+    assert test["completed"] == sum(f["status"] == "completed" for f in facts.values())
+    assert test["under"] == sum(f["best"] < 0.1 and f["status"] == "completed" for f in facts.values())
+    assert test["bad"].startswith("filter: no column nosuch (run, status,")
+    assert (test["none"], test["ticked"], test["ticked_curves"], test["series"], test["canvases"]) == (0, 3, 3, 3, 1)
+    # the best view's middle point (by start) toggled: one run, r500 or a neighbour (1,000 points in ~1,100 px)
+    assert test["point"] in {f"big_r{r}_20260101_0000{r}" for r in (499, 500, 501)}
+    assert attrs["data-many-rows"] == "1000" and attrs["data-many-best"] == "1000" and attrs["data-many-config"] == "3"
+    table = re.search(r'<table id="lt-runs">.*?</table>', done.stdout, re.S)[0]
+    assert table.count("<tr data-i=") == 1000  # every row in the page, sorted by best ascending (the selftest)
+    assert re.findall(r'<tr data-i="\d+"[^>]*><td><input[^>]*></td><td>[a-z]+</td><td>([^<]+)</td>', table)[:3] == \
+        sorted(facts, key=lambda n: facts[n]["best"])[:3]
+    assert done.stdout.count('data-drawn="1"') == 1 + 3  # the best view and one view per config key drew
     assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []

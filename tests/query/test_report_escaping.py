@@ -5,13 +5,17 @@ runs written as files, the page parsed with html.parser and compared with the sa
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 import yaml
+from support.system import require, which
 
-from lightning_track.query.report_html import build_report
+from lightning_track.query.compare import labels
+from lightning_track.query.report_html import MANY_RUNS, build_report
 from lightning_track.query.runs import find_runs
 from lightning_track.vocabulary import iso_time
 
@@ -108,3 +112,31 @@ def test_hostile_names_are_text_never_markup(tmp_path: Path) -> None:
     assert "<" not in hostile.data_block  # the JSON block: no way for a name to end or comment out the script
     data = json.loads(hostile.data_block)
     assert {c["key"] for c in data["charts"]} == {*HOSTILE, *(f"sys/{w}" for w in HOSTILE)}
+
+
+@pytest.mark.slow
+def test_hostile_names_in_the_many_run_view_stay_text_in_headless_chromium(tmp_path: Path) -> None:
+    """Past MANY_RUNS the page's script builds the table and the charts from JSON: the page Chromium ends with
+    has the same elements for hostile words as for plain ones, and shows every hostile word."""
+    require("chromium")
+    count = MANY_RUNS + 2
+    pages = []
+    for name, words in (("plain", [f"{PLAIN[i % len(PLAIN)]}{i}" for i in range(count)]),
+                        ("hostile", [f"{HOSTILE[i % len(HOSTILE)]}{i}" for i in range(count)])):
+        text, _ = report(tmp_path / name, words)
+        assert 'id="lt-many"' in text
+        out_file = tmp_path / f"{name}.html"
+        out_file.write_text(text)
+        cmd = [which("chromium|chromium-browser"), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1280,2000",
+               "--dump-dom", out_file.as_uri() + "#sel=" + ",".join(labels(count))]  # every run ticked: every curve
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)  # an injected alert() hangs it
+        assert "data-error" not in done.stdout[:2000] and 'data-many-curves="32"' in done.stdout, done.stdout[:2000]
+        page = Page()
+        page.feed(done.stdout)
+        pages.append(page)
+    plain, hostile = pages
+    assert hostile.elements == plain.elements and hostile.comments == plain.comments == []
+    shown = "".join(hostile.text)
+    for i, word in enumerate(HOSTILE):
+        assert f"{word}{i}" in shown, word

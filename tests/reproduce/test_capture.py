@@ -132,9 +132,9 @@ def test_a_hanging_git_neither_delays_the_start_nor_holds_the_end(tmp_path: Path
     layout.meta_json.write_text(json.dumps({"run_name": layout.name}))
     began = time.monotonic()
     capture = CodeCapture(layout, 1, argv=["train.py"], cwd=tmp_path, caps=CaptureCaps(join_s=0.5)).start()
-    assert time.monotonic() - began < 0.1  # the training thread goes on at once
+    assert time.monotonic() - began < 5  # the training thread goes on at once (git would hang 30 s)
     assert capture.join() is False
-    assert time.monotonic() - began < 3
+    assert time.monotonic() - began < 15  # join gave up after 0.5 s, never the 30 s git
     meta = json.loads(layout.meta_json.read_text())
     assert meta["run_name"] == layout.name
     assert meta["code"]["left_out"] == ["code capture still running after 0.5 s at the end of the run: stopped, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import posixpath
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ...errors import UnsafePathError
@@ -31,7 +32,8 @@ FILE, DIR, LINK = "file", "dir", "link"
 
 @dataclass(frozen=True)
 class Entry:
-    """One item of a tree listing. ``mtime`` is whole seconds (SFTP v3 has no finer times)."""
+    """One item of a tree listing. ``mtime`` is whole seconds (SFTP v3 has no finer times); folders have theirs
+    too (an atomic replace or a new/removed entry changes it: how a settled run is known unchanged)."""
 
     rel: str
     kind: str  # "file" | "dir" | "link" (a symlink that is not followed; ``note`` says why)
@@ -88,13 +90,25 @@ class Transport(ABC):
         """Release connections."""
 
     @abstractmethod
-    async def walk(self, *, follow_links: bool = True) -> list[Entry]:
-        """Every file, directory and symlink under the root.
+    async def walk(self, *, follow_links: bool = True, tops: Collection[str] | None = None) -> list[Entry]:
+        """Every file, directory and symlink under the root (or only under the top-level names in ``tops``).
 
         With ``follow_links`` a symlink to a file inside the tree is listed as that file; every other
         symlink (out of the tree, to a folder, dangling, or any symlink without ``follow_links``) is a
         ``link`` entry with the reason it is not followed.
         """
+
+    async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
+        """The root's own entries (folders with their mtime), and the mtime of each folder of ``known_dirs``
+        that still is one (deeper folders a previous pass saw). The cheap look that tells which runs need
+        listing: one stat per folder, never one per file. A transport may return more folders than asked."""
+        tops = [e for e in await self.walk(follow_links=False) if "/" not in e.rel]
+        times = {}
+        for rel in known_dirs:
+            entry = await self.stat(rel)
+            if entry is not None and entry.kind == DIR:
+                times[rel] = entry.mtime
+        return tops, times
 
     @abstractmethod
     async def stat(self, rel: str) -> Entry | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat as stat_mod
+from collections.abc import Collection
 
 from ...folder.fileio import inside
 from .base import DIR, FILE, LINK, Entry, Transport, check_name
@@ -22,38 +23,74 @@ class LocalTransport(Transport):
             raise FileNotFoundError(f"{self.root}: no such folder")
         self._real_root = os.path.realpath(self.root)
 
-    async def walk(self, *, follow_links: bool = True) -> list[Entry]:
+    async def walk(self, *, follow_links: bool = True, tops: Collection[str] | None = None) -> list[Entry]:
         entries: list[Entry] = []
         real_root = os.path.realpath(self.root)
+
+        def one(name: str, path: str, rel_dir: str, st: os.stat_result) -> None:
+            """One entry, from its ``lstat``."""
+            check_name(name, rel_dir)
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if stat_mod.S_ISLNK(st.st_mode):
+                target = os.path.realpath(path)
+                if not follow_links:
+                    entries.append(Entry(rel, LINK, note="symlink"))
+                elif not inside(target, real_root):
+                    entries.append(Entry(rel, LINK, note="symlink pointing out of the tree"))
+                elif os.path.isdir(target):
+                    entries.append(Entry(rel, LINK, note="symlink to a directory (not followed)"))
+                elif os.path.isfile(target):
+                    target_st = os.stat(target)
+                    entries.append(Entry(rel, FILE, target_st.st_size, int(target_st.st_mtime)))
+                else:
+                    entries.append(Entry(rel, LINK, note="dangling symlink"))
+            elif stat_mod.S_ISDIR(st.st_mode):
+                entries.append(Entry(rel, DIR, mtime=int(st.st_mtime)))
+                visit(path, rel)
+            elif stat_mod.S_ISREG(st.st_mode):
+                entries.append(Entry(rel, FILE, st.st_size, int(st.st_mtime)))
 
         def visit(abs_dir: str, rel_dir: str) -> None:
             with os.scandir(abs_dir) as it:
                 items = sorted(it, key=lambda e: e.name)
             for item in items:
-                check_name(item.name, rel_dir)
-                rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
-                if item.is_symlink():
-                    target = os.path.realpath(item.path)
-                    if not follow_links:
-                        entries.append(Entry(rel, LINK, note="symlink"))
-                    elif not inside(target, real_root):
-                        entries.append(Entry(rel, LINK, note="symlink pointing out of the tree"))
-                    elif os.path.isdir(target):
-                        entries.append(Entry(rel, LINK, note="symlink to a directory (not followed)"))
-                    elif os.path.isfile(target):
-                        st = os.stat(target)
-                        entries.append(Entry(rel, FILE, st.st_size, int(st.st_mtime)))
-                    else:
-                        entries.append(Entry(rel, LINK, note="dangling symlink"))
-                elif item.is_dir(follow_symlinks=False):
-                    entries.append(Entry(rel, DIR))
-                    visit(item.path, rel)
-                elif item.is_file(follow_symlinks=False):
-                    st = item.stat(follow_symlinks=False)
-                    entries.append(Entry(rel, FILE, st.st_size, int(st.st_mtime)))
+                one(item.name, item.path, rel_dir, item.stat(follow_symlinks=False))
 
-        await asyncio.to_thread(visit, self.root, "")
+        def named() -> None:  # only these top-level names: one lstat each, the root is not read again
+            for name in sorted(tops or ()):
+                path = os.path.join(self.root, name)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                one(name, path, "", st)
+
+        await asyncio.to_thread(visit if tops is None else named, *((self.root, "") if tops is None else ()))
         return entries
+
+    async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
+        def look() -> tuple[list[Entry], dict[str, int]]:
+            tops = []
+            with os.scandir(self.root) as it:
+                for item in it:
+                    check_name(item.name, "")
+                    st = item.stat(follow_symlinks=False)
+                    kind = (LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode)
+                            else FILE if stat_mod.S_ISREG(st.st_mode) else "")
+                    if kind:
+                        tops.append(Entry(item.name, kind, st.st_size if kind == FILE else 0, int(st.st_mtime)))
+            times = {}
+            root = self.root
+            for rel in known_dirs:
+                try:
+                    st = os.lstat(f"{root}/{rel}")
+                except OSError:
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    times[rel] = int(st.st_mtime)
+            return tops, times
+
+        return await asyncio.to_thread(look)
 
     async def stat(self, rel: str) -> Entry | None:
         try:

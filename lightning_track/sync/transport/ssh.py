@@ -21,8 +21,9 @@ import asyncio
 import functools
 import getpass
 import posixpath
+import shlex
 import stat as stat_mod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,6 +125,7 @@ class SSHTransport(Transport):
     """
 
     remote = True
+    FIND = "find"  # GNU find on the remote side, for one-round-trip listings (SFTP when it is missing)
 
     def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 20.0) -> None:
         super().__init__(endpoint.path)
@@ -133,6 +135,7 @@ class SSHTransport(Transport):
         self._sftp: Any = None
         self._real_root = ""
         self._write_len = 32768
+        self._find_ok: bool | None = None  # None: not tried yet
 
     def describe(self) -> str:
         return str(self.endpoint)
@@ -189,8 +192,95 @@ class SSHTransport(Transport):
                 pass
             self._conn = None
 
+    async def _find(self, paths: str, expr: str = "", stdin: bytes | None = None) -> list[Entry] | None:
+        """The tree as GNU ``find`` on the remote side prints it, in one round trip (SFTP needs one or more per
+        folder); None where the remote has no shell access or no GNU find (callers then list over SFTP).
+
+        ``paths`` is ``.``, ``TOPS`` (NUL-separated ``./name`` on stdin, through ``xargs``: their trees) or
+        ``STAT`` (the root's entries, then each ``./path`` on stdin itself, not its contents). A non-zero exit
+        is accepted only when every complaint is a file that vanished mid-listing (a live run's temp file);
+        anything else (an unreadable folder) falls back to SFTP, whose listing raises it by name.
+        """
+        if self._find_ok is False or self._conn is None:  # no connection of its own: an SFTP session only
+            return None
+        fmt = shlex.quote("%y\\t%s\\t%T@\\t%p\\0")  # find expands the escapes
+        inner = f'exec {self.FIND} "$@" {"-maxdepth 0" if paths == "STAT" else expr} -printf {fmt}'
+        each = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"  # stdin must be given (and is closed)
+        if paths == "TOPS":  # the names on stdin: the trees under them
+            cmd = each
+        elif paths == "STAT":  # the root's own entries, then each path on stdin itself
+            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {each}" if stdin else "")
+        else:
+            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 {expr} -printf {fmt}"
+        try:
+            done = await self._conn.run(f"cd {shlex.quote(self.root)} && {cmd}", input=stdin, encoding=None,
+                                        check=False)
+        except asyncssh.ChannelOpenError:  # an SFTP-only account (ForceCommand internal-sftp and the like)
+            self._find_ok = False
+            return None
+        out, err = done.stdout or b"", (done.stderr or b"").decode(errors="replace")
+        if done.exit_status != 0:
+            lines = [line for line in err.splitlines() if line.strip()]
+            if not out or not lines or not all(line.endswith("No such file or directory") for line in lines):
+                if not out and self._find_ok is None:
+                    self._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
+                return None
+        entries = []
+        kinds = {"f": FILE, "d": DIR, "l": LINK}
+        try:
+            for record in out.split(b"\0")[:-1]:
+                kind, size, mtime, path = record.decode("utf-8").split("\t", 3)
+                rel = path[2:] if path.startswith("./") else path
+                if kind not in kinds or not rel:
+                    continue
+                head = ""
+                for name in rel.split("/"):
+                    check_name(name, head)
+                    head = f"{head}/{name}" if head else name
+                entries.append(Entry(rel, kinds[kind], int(size) if kind == "f" else 0, int(mtime.split(".")[0])))
+        except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
+            self._find_ok = False
+            return None
+        self._find_ok = True
+        return entries
+
+    async def _resolve_links(self, links: list[str], follow_links: bool) -> list[Entry]:
+        entries = []
+        for rel in links:
+            if not follow_links:
+                entries.append(Entry(rel, LINK, note="symlink"))
+                continue
+            try:
+                target = await self._sftp.realpath(self.abs(rel))
+                attrs = await self._sftp.stat(target)
+            except asyncssh.SFTPError:
+                entries.append(Entry(rel, LINK, note="dangling symlink"))
+                continue
+            if not inside(target, self._real_root):
+                entries.append(Entry(rel, LINK, note="symlink pointing out of the tree"))
+            elif stat_mod.S_ISDIR(attrs.permissions or 0):
+                entries.append(Entry(rel, LINK, note="symlink to a directory (not followed)"))
+            else:
+                entries.append(Entry(rel, FILE, attrs.size or 0, int(attrs.mtime or 0)))
+        return entries
+
     @_mapped
-    async def walk(self, *, follow_links: bool = True) -> list[Entry]:
+    async def walk(self, *, follow_links: bool = True, tops: Collection[str] | None = None) -> list[Entry]:
+        if tops is not None:
+            tops = sorted(tops)
+            if not tops:
+                return []
+            for name in tops:
+                check_name(name, "")
+        found = await (self._find(".") if tops is None else
+                       self._find("TOPS", stdin=b"".join(f"./{t}".encode("utf-8", "surrogateescape") + b"\0"
+                                                         for t in tops)))
+        if found is not None:
+            links = [e.rel for e in found if e.kind == LINK]
+            return [e for e in found if e.kind != LINK] + await self._resolve_links(links, follow_links)
+        return await self._sftp_walk(follow_links, None if tops is None else set(tops))
+
+    async def _sftp_walk(self, follow_links: bool, tops: set[str] | None) -> list[Entry]:
         sftp = self._sftp
         entries: list[Entry] = []
 
@@ -200,7 +290,7 @@ class SSHTransport(Transport):
             links = []
             for item in sorted(names, key=lambda n: n.filename):
                 name = item.filename
-                if name in (".", ".."):
+                if name in (".", "..") or (not rel_dir and tops is not None and name not in tops):
                     continue
                 check_name(name, rel_dir)
                 rel = f"{rel_dir}/{name}" if rel_dir else name
@@ -208,30 +298,48 @@ class SSHTransport(Transport):
                 if stat_mod.S_ISLNK(mode):
                     links.append(rel)
                 elif stat_mod.S_ISDIR(mode):
-                    entries.append(Entry(rel, DIR))
+                    entries.append(Entry(rel, DIR, mtime=int(item.attrs.mtime or 0)))
                     subdirs.append(rel)
                 elif stat_mod.S_ISREG(mode):
                     entries.append(Entry(rel, FILE, item.attrs.size or 0, int(item.attrs.mtime or 0)))
-            for rel in links:
-                if not follow_links:
-                    entries.append(Entry(rel, LINK, note="symlink"))
-                    continue
-                try:
-                    target = await sftp.realpath(self.abs(rel))
-                    attrs = await sftp.stat(target)
-                except asyncssh.SFTPError:
-                    entries.append(Entry(rel, LINK, note="dangling symlink"))
-                    continue
-                if not inside(target, self._real_root):
-                    entries.append(Entry(rel, LINK, note="symlink pointing out of the tree"))
-                elif stat_mod.S_ISDIR(attrs.permissions or 0):
-                    entries.append(Entry(rel, LINK, note="symlink to a directory (not followed)"))
-                else:
-                    entries.append(Entry(rel, FILE, attrs.size or 0, int(attrs.mtime or 0)))
+            entries.extend(await self._resolve_links(links, follow_links))
             await asyncio.gather(*(visit(d) for d in subdirs))
 
         await visit("")
         return entries
+
+    @_mapped
+    async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
+        """One ``find`` for the root's entries and a stat of each known folder (none of them read); over SFTP,
+        the root's listing and a pipelined stat per known folder."""
+        rels = sorted(known_dirs)
+        found = await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
+        if found is not None:
+            return ([e for e in found if "/" not in e.rel],
+                    {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
+        tops = []
+        for item in await self._sftp.readdir(self.root):
+            name, mode = item.filename, item.attrs.permissions or 0
+            if name in (".", ".."):
+                continue
+            check_name(name, "")
+            kind = LINK if stat_mod.S_ISLNK(mode) else DIR if stat_mod.S_ISDIR(mode) else FILE if \
+                stat_mod.S_ISREG(mode) else ""
+            if kind:
+                tops.append(Entry(name, kind, item.attrs.size or 0 if kind == FILE else 0,
+                                  int(item.attrs.mtime or 0)))
+        gate = asyncio.Semaphore(256)
+
+        async def one(rel: str) -> Any:
+            async with gate:
+                try:
+                    return await self._sftp.lstat(self.abs(rel))
+                except asyncssh.SFTPNoSuchFile:
+                    return None
+
+        found_attrs = await asyncio.gather(*(one(rel) for rel in rels))
+        return tops, {rel: int(a.mtime or 0) for rel, a in zip(rels, found_attrs, strict=True)
+                      if a is not None and stat_mod.S_ISDIR(a.permissions or 0)}
 
     @_mapped
     async def stat(self, rel: str) -> Entry | None:
