@@ -177,3 +177,24 @@ def test_a_server_stopped_and_started_mid_run_ends_equal_to_the_folder_and_lt_ex
         len(json.loads(line)["metrics"]) for line in (run / "metrics.jsonl").read_text().splitlines())
     again = export_run(run, server.uri)
     assert again.nothing_new, again.line()  # the live sink left nothing for lt export, and it doubles nothing
+
+
+def test_the_last_pass_waits_for_finalize_summary_and_plot(tmp_path: Path) -> None:
+    """What the sink's close waits for: this attempt's final status in summary.json and the plot drawn after it."""
+    from lightning_track.folder.layout import RunLayout
+    from lightning_track.sinks.mlflow import folder_final
+
+    logger = RunLogger("toy", "final", root=tmp_path, sinks=("tensorboard",), console=False, system_interval=0)
+    for step in range(1, 4):
+        logger.log_metrics({"train/loss": 1.0 / step}, step=step)
+    logger.save()
+    run = logger.run_dir
+    assert not folder_final(run, 1)  # running
+    logger.finalize("success")
+    assert logger.wait(120)
+    assert folder_final(run, 1) and not folder_final(run, 2)  # attempt 2 never ran
+    (run / RunLayout.RUN_PLOT).unlink()
+    assert not folder_final(run, 1)  # the plot not drawn yet
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "plots_error": "no plot"}))
+    assert folder_final(run, 1)  # a plot that failed is not waited for
