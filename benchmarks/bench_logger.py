@@ -49,6 +49,13 @@ def make_loggers(kind: str, root: Path):
         return RunLogger("bench", "m", root=root, sinks=("tensorboard", "swanlab"))
     if kind == "RunLogger (TensorBoard only)":  # TensorBoardLogger's format alone, plus jsonl, console, system
         return RunLogger("bench", "m", root=root, sinks=("tensorboard",))
+    if kind == "RunLogger (TensorBoard + mlflow)":  # the live MLflow sink beside TensorBoard (bench_export --live)
+        return RunLogger("bench", "m", root=root, sinks=("tensorboard", "mlflow"),
+                         mlflow_uri=os.environ["BENCH_MLFLOW_URI"])
+    if kind == "MLFlowLogger":  # Lightning's own, against the same server
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name="bench", tracking_uri=os.environ["BENCH_MLFLOW_URI"])
     if kind == "RunLogger (jsonl only)":
         return RunLogger("bench", "m", root=root, sinks=())
     if kind == "TensorBoardLogger":

@@ -29,6 +29,7 @@ key or value and the fix (:func:`one_line` flattens a foreign exception's text t
     │   ├── SourceChanged                  a source file changed while it was copied
     │   └── TransportError(OSError)        the connection failed or was lost (the SSH library's errors, mapped)
     └── ExportError(RuntimeError)          lt export: a run (or the tracker) that cannot be exported now
+        └── ExportBusy                     another export of the run holds its lock (try again later)
 
 ``HealthCheckFailed`` (:mod:`lightning_track.callbacks.health`) stays outside the tree on purpose: it is
 a ``SystemExit`` carrying exit code 86, so an unhealthy run ends with that code even when user code
@@ -46,6 +47,7 @@ __all__ = [
     "WriterError",
     "SinkHostError", "MigrationError", "SourceError", "CheckpointError", "SyncError", "UnsafePathError",
     "HostKeyError", "SSHSetupError", "TransferError", "VerifyError", "SourceChanged", "TransportError", "ExportError",
+    "ExportBusy",
     "one_line",
 ]
 
@@ -140,6 +142,10 @@ class TransportError(TransferError, OSError):
 class ExportError(LightningTrackError, RuntimeError):
     """lt export: the tracker is unreachable or refused the run, or another export of it is in progress;
     the export record holds only what the tracker confirmed."""
+
+
+class ExportBusy(ExportError):
+    """Another export of the run (``lt export``, a live sink) holds its lock; nothing was sent."""
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ExportError, RunFolderError
 from ..folder.layout import RunLayout
 from ..query.runs import RunInfo, read_run
-from .record import export_lock, read_record, write_record
+from .record import export_lock, not_sent, read_record, write_record
 from .target import SUPPORTED, Target, parse_target, wandb_target
 
 __all__ = ["ExportResult", "export_run", "open_exporter", "parse_target", "wandb_target", "Target", "SUPPORTED"]
@@ -75,20 +75,21 @@ def open_exporter(target: Target | str | None) -> Iterator[Any]:
 
 
 def export_run(run: RunInfo | str | Path, to: Target | str | None = None, *, experiment: str | None = None,
-               with_model: bool = False, with_checkpoints: bool = False, exporter: Any = None,
-               record_name: str = RunLayout.EXPORT) -> ExportResult:
+               with_model: bool = False, with_checkpoints: bool = False, artifacts: bool = True,
+               exporter: Any = None, record_name: str = RunLayout.EXPORT) -> ExportResult:
     """Export one run folder (or bring its earlier export up to date) and return what was sent.
 
     ``to`` is ``--to`` (``None``: ``$MLFLOW_TRACKING_URI``); pass ``exporter`` from :func:`open_exporter`
     to export many runs over one connection; ``record_name`` is the run file that keeps the record
-    (``RunLayout.MIRROR_EXPORT`` for a mirror's own exports: lt-sync --export). Raises :class:`ExportError`
-    (tracker down, run locked by another export) or :class:`RunFolderError` (no run there); the record
-    then holds only what the tracker confirmed.
+    (``RunLayout.MIRROR_EXPORT`` for a mirror's own exports: lt-sync --export). ``artifacts=False`` leaves
+    the files for a later export (the live mlflow sink's passes while ``logs.txt`` still grows). Raises
+    :class:`ExportError` (tracker down, run locked by another export) or :class:`RunFolderError` (no run
+    there); the record then holds only what the tracker confirmed.
     """
     if exporter is None:
         with open_exporter(to) as opened:
             return export_run(run, experiment=experiment, with_model=with_model, with_checkpoints=with_checkpoints,
-                              exporter=opened, record_name=record_name)
+                              artifacts=artifacts, exporter=opened, record_name=record_name)
     info = run if isinstance(run, RunInfo) else read_run(run)
     if not info.summary and not info.layout.metrics_jsonl.exists():
         raise RunFolderError(f"{info.path}: not a run folder (no summary.json or metrics.jsonl); nothing sent")
@@ -97,15 +98,21 @@ def export_run(run: RunInfo | str | Path, to: Target | str | None = None, *, exp
     with export_lock(info.path):
         record = read_record(info.path, record_name)
         entry = record["targets"].setdefault(target.uri, {"tracker": target.tracker})
+        entry.pop("not_sent", None)  # said again below when this export ends early too
 
         def save() -> None:
             write_record(info.path, record, record_name)
 
         try:
             exporter.export(info, entry, save, experiment=experiment, with_model=with_model,
-                            with_checkpoints=with_checkpoints, result=result)
-        except (ExportError, KeyboardInterrupt):
-            if entry.get("run_id"):  # what the tracker confirmed, up to the last batch
+                            with_checkpoints=with_checkpoints, result=result,
+                            **({} if artifacts else {"artifacts": False}))  # only MLflow's live sink leaves them
+        except (ExportError, KeyboardInterrupt) as exc:
+            if entry.get("run_id"):  # what the tracker confirmed, up to the last batch, and what it lacks
+                try:
+                    entry["not_sent"] = not_sent(info.path, entry, str(exc) or "interrupted")
+                except (OSError, ValueError):
+                    pass  # the files cannot be read now: the next export finds out again
                 save()
             raise
     return result

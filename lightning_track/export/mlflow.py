@@ -150,6 +150,7 @@ class MlflowExporter:
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        self.deadline: float | None = None  # time.monotonic() past which no new call is made (a live sink's end)
         self._env = _client_env(target)
         self._experiments: dict[str, str] = {}
         try:
@@ -176,17 +177,17 @@ class MlflowExporter:
 
     # -- one run ---------------------------------------------------------------------------------
     def export(self, run: RunInfo, entry: dict[str, Any], save: Callable[[], None], *, experiment: str | None,
-               with_model: bool, with_checkpoints: bool, result: Any) -> None:
+               with_model: bool, with_checkpoints: bool, result: Any, artifacts: bool = True) -> None:
         """Bring the MLflow run of ``run`` up to date with its folder, recording progress in ``entry``
         and calling ``save`` after each confirmed step."""
         try:
-            self._export(run, entry, save, experiment, with_model, with_checkpoints, result)
+            self._export(run, entry, save, experiment, (with_model, with_checkpoints) if artifacts else None, result)
         except self._Error as exc:
             raise ExportError(f"{run.name}: {self.target.uri} failed: {_reason(exc, self.target)}; what it "
                               "confirmed is recorded, and lt export continues from there") from None
 
     def _export(self, run: RunInfo, entry: dict[str, Any], save: Callable[[], None], experiment: str | None,
-                with_model: bool, with_checkpoints: bool, result: Any) -> None:
+                artifacts: tuple[bool, bool] | None, result: Any) -> None:
         layout = run.layout
         self._index: dict[tuple[str, str], str] = {}
         self._taken: dict[str, set[str]] = {}
@@ -227,10 +228,15 @@ class MlflowExporter:
             if sent_file.path.exists():
                 self._send_jsonl(run_id, sent_file, system_keys, entry, save, result)
                 sent[sent_file.path.name] = sent_file.entry()
-        self._send_artifacts(run_id, run.path, entry, save, result, with_model, with_checkpoints)
+        if artifacts is not None:  # (with_model, with_checkpoints)
+            self._send_artifacts(run_id, run.path, entry, save, result, *artifacts)
         self._send_status(run_id, run, entry, result)
         entry["exported_at"] = iso_time()
         save()
+
+    def _in_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ExportError(f"{self.target.uri}: stopped at its deadline before everything was sent")
 
     def _create(self, run: RunInfo, experiment_id: str, entry: dict[str, Any], save: Callable[[], None]) -> str:
         """The MLflow run of ``run``, created once even when an export is stopped mid-call: a token is
@@ -327,6 +333,7 @@ class MlflowExporter:
         on its own so that only the refused ones stay out. Returns the names that were stored."""
         if not items:
             return []
+        self._in_time()
         field = {"param": "params", "tag": "tags", "metric": "metrics"}[kind]
         try:
             self.client.log_batch(run_id, **{field: [entity for _, entity in items]})
@@ -442,6 +449,7 @@ class MlflowExporter:
             if sent.get(rel) == mark:
                 continue
             folder = posixpath.dirname(rel)
+            self._in_time()
             self.client.log_artifact(run_id, str(path), artifact_path=folder or None)
             sent[rel] = mark
             result.files += 1

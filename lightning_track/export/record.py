@@ -11,7 +11,11 @@ target (its URI without credentials)::
         "artifacts": {"config.yaml": {"size": 150, "mtime_ns": ...}},
         "params": {"model.lr": "0.01"}, "tags": {"status": "completed", ...}, "status": "FINISHED",
         "adaptations": [{"kind": "param", "name": "a@b", "sent_as": "a_b", "why": "..."}],
-        "refused": [{"kind": "metric", "name": "x", "why": "..."}], "recreated": [...], "exported_at": "..."}}}
+        "refused": [{"kind": "metric", "name": "x", "why": "..."}], "recreated": [...], "exported_at": "...",
+        "not_sent": {"why": "...", "at": "...", "metrics.jsonl": {"bytes": 120, "records": 4}, ...}}}}
+
+``not_sent`` is there only while an export (a live sink's last one included) ended before the tracker had
+everything: what of each file it lacks and why; the next export that completes removes it.
 
 A JSONL file is "sent up to byte N" together with the SHA-256 of those N bytes: when a resume has
 moved records aside the file is rewritten and the digest no longer matches, which is how an export
@@ -28,11 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExportError, RunFolderError
+from ..errors import ExportBusy, RunFolderError
 from ..folder.fileio import atomic_write_json, read_json
 from ..folder.layout import RunLayout
+from ..vocabulary import iso_time
 
-__all__ = ["read_record", "write_record", "export_lock", "SentFile"]
+__all__ = ["read_record", "write_record", "export_lock", "SentFile", "not_sent"]
 
 VERSION = 1
 _CHUNK = 1 << 20
@@ -60,13 +65,13 @@ def write_record(run_dir: str | Path, record: dict[str, Any], name: str = RunLay
 @contextmanager
 def export_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold the run's export lock (``flock`` on the run folder itself: no file left behind), or raise
-    :class:`ExportError` at once when another export of the run holds it: two exports never interleave."""
+    :class:`ExportBusy` at once when another export of the run holds it: two exports never interleave."""
     fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ExportError(f"{Path(run_dir).name}: another lt export of this run is in progress; nothing sent "
+            raise ExportBusy(f"{Path(run_dir).name}: another lt export of this run is in progress; nothing sent "
                               "(run lt export again when it has ended)") from None
         yield
     finally:
@@ -116,3 +121,25 @@ class SentFile:
 
     def entry(self) -> dict[str, Any]:
         return {"bytes": self.bytes, "records": self.records, "sha256": self._hash.hexdigest()}
+
+
+def not_sent(run_dir: str | Path, entry: dict[str, Any] | None, why: str) -> dict[str, Any]:
+    """What of the run's JSONL files the target of ``entry`` (None: never reached) lacks, for ``not_sent``."""
+    layout = RunLayout(run_dir)
+    found: dict[str, Any] = {"why": why, "at": iso_time()}
+    sent = (entry or {}).get("sent", {})
+    for path in (layout.metrics_jsonl, layout.system_jsonl):
+        if not path.exists():
+            continue
+        done = SentFile(path, sent.get(path.name))
+        start = 0 if done.rewritten else done.bytes
+        records, end, offset = 0, start, start
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            while chunk := handle.read(_CHUNK):
+                if (last := chunk.rfind(b"\n")) >= 0:  # a line still being written is not there yet
+                    records, end = records + chunk.count(b"\n"), offset + last + 1
+                offset += len(chunk)
+        if records:
+            found[path.name] = {"bytes": end - start, "records": records}
+    return found

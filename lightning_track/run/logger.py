@@ -30,7 +30,7 @@ from typing_extensions import override
 from ..derived.digest import Mode
 from ..folder.layout import RunLayout, sanitize_name
 from ..redaction import redact
-from ..sinks import Sink, load_sink
+from ..sinks import Sink, check_sinks
 from ..sinks.swanlab import check_swanlab_mode
 from ..vocabulary import STALL_FACTOR, STALL_FLOOR_S
 from .config import normalize_config
@@ -65,10 +65,9 @@ class RunLogger(Logger):
         metric_modes: ``{"val/acc": "max"}`` overrides the min/max direction inferred from names.
         flush_interval: seconds between writes to disk (bounds what a SIGKILL can lose).
         heartbeat_interval: seconds between refreshes of ``summary.json``'s heartbeat.
-        sink_process: run the sinks given by name (TensorBoard, SwanLab) in a separate sink host
-            process (``lightning_track.run.sinkhost``) so their Python code does not hold the GIL the
-            training thread needs. ``False`` runs them on the writer thread. ``Sink`` instances
-            always run on the writer thread; ``metrics.jsonl`` always does.
+        sink_process: run the sinks given by name (TensorBoard, SwanLab, MLflow) in a sink host process
+            (``lightning_track.run.sinkhost``) so their Python code does not hold the GIL the training thread
+            needs. ``False`` runs them on the writer thread; ``Sink`` instances and ``metrics.jsonl`` always are.
         tags: words to find the run by (``lt ls --filter tag=baseline``), in ``summary.json``; ``lt tag`` changes them.
         notes: free text about the run, in ``summary.json``; ``lt note`` changes it later.
         console: capture everything the process prints (stdout and stderr at the file-descriptor level,
@@ -80,6 +79,7 @@ class RunLogger(Logger):
         swanlab_mode: how the opt-in ``"swanlab"`` sink writes its run: ``"local"`` also for SwanLab's board
             (``swanlab watch <run>/swanlab_logs``; needs ``pip install "swanlab[dashboard]"``), ``"offline"`` the
             record only; ``"auto"``: local where the board is installed. Both upload with ``swanlab sync``.
+        mlflow_uri: the MLflow tracker the ``"mlflow"`` sink feeds (None: ``$MLFLOW_TRACKING_URI``); docs/export.md.
         stall_factor, stall_floor: a running run whose step has not advanced for
             ``max(stall_factor x its recent time per step, stall_floor s)`` is ``stalled`` (``lt ls``, ``lt show``,
             ``lt sync --notify``); kept in ``summary.json``'s ``stall_rule`` so every reader judges alike.
@@ -103,6 +103,7 @@ class RunLogger(Logger):
         console: bool = True,
         system_interval: float = 10.0,
         swanlab_mode: str = "auto",
+        mlflow_uri: str | None = None,
         stall_factor: float = STALL_FACTOR,
         stall_floor: float = STALL_FLOOR_S,
     ) -> None:
@@ -112,8 +113,9 @@ class RunLogger(Logger):
         sanitize_name(dataset, what="dataset")
         sanitize_name(method, what="method")
         self._sink_specs = list(sinks)
-        for spec in self._sink_specs:
-            load_sink(spec)  # an unknown sink name fails here, before the folder exists
+        self.swanlab_mode = check_swanlab_mode(swanlab_mode)  # "local" without the board fails here, not later
+        self._sink_options = {"swanlab": {"mode": self.swanlab_mode}, "mlflow": {"uri": mlflow_uri}}
+        check_sinks(self._sink_specs, self._sink_options, hosted=sink_process)  # before the folder exists
         self._config: dict[str, Any] = normalize_config(config)
         self.metric_modes = dict(metric_modes or {})
         self.flush_interval = flush_interval
@@ -129,7 +131,6 @@ class RunLogger(Logger):
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         self.stall_factor, self.stall_floor = float(stall_factor), float(stall_floor)
-        self.swanlab_mode = check_swanlab_mode(swanlab_mode)  # "local" without the board fails here, not later
         self._rank_records = False  # a rank > 0 keeps its console (and another node's local rank 0 its system)
         self._experiment: RunExperiment | None = None
         self._auto_step = 0
@@ -391,7 +392,7 @@ class RunLogger(Logger):
             resume=bool(self._folder.resume), allow_rewind=self.allow_rewind, metric_modes=self.metric_modes,
             flush_interval=self.flush_interval, heartbeat_interval=self.heartbeat_interval,
             sink_process=self.sink_process, tags=self.tags, notes=self.notes, console=self.console,
-            system_interval=self.system_interval, sink_options={"swanlab": {"mode": self.swanlab_mode}},
+            system_interval=self.system_interval, sink_options=self._sink_options,
             progress=ProgressClock(self._progress_step, self.stall_factor, self.stall_floor))
         if not self._exit_hook:
             self._exit_hook = True

@@ -46,6 +46,14 @@ class Sink(ABC):
     """A destination for metrics. Subclasses set ``name`` and implement ``write``."""
 
     name: ClassVar[str] = ""
+    # True: its close waits for what finalize writes after the sinks are closed (summary.json), so it runs
+    # only in the sink host, which finishes in the background; on the writer thread finalize would wait on it.
+    hosted_only: ClassVar[bool] = False
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`ConfigError` on a setting of this sink that cannot work (RunLogger calls it before
+        the run folder exists, so bad input leaves nothing behind)."""
 
     @classmethod
     def warm_up(cls) -> None:  # noqa: B027 - optional hook
