@@ -94,6 +94,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 SHARED_ON_ONE_WORKER = ("slurm", "two_nodes", "_mlflow_process", "made_runs", "migrated")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
