@@ -73,6 +73,10 @@ class SSHServer:
             "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\n"
             "MaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n"
+            # commands run as the real user, through a shell that reads its start-up files: pyenv's there
+            # takes a lock (rehash) that a test killing this sshd mid-command can leave behind, and every
+            # later command would wait 60 s for it
+            "SetEnv PYENV_REHASH_TIMEOUT=1\n"
         )
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                                      stderr=open(self.folder / "sshd.log", "ab"))
