@@ -170,10 +170,9 @@ class _HistoryWarmer:
 
 def _print_result(console: Console, result: CycleResult, verbose: bool) -> None:
     console.print(result.status_line(), highlight=False, markup=False)
-    for line in result.refused:
-        console.print(f"refused: {line}", highlight=False, markup=False)
-    for line in result.errors:
-        console.print(f"error: {line}", highlight=False, markup=False)
+    for kind, lines in (("refused", result.refused), ("error", result.errors), ("note", result.notes)):
+        for line in lines:
+            console.print(f"{kind}: {line}", highlight=False, markup=False)
     if verbose:
         for line in result.skipped:
             console.print(f"skipped: {line}", highlight=False, markup=False)
@@ -376,10 +375,10 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
         else:
             assert done.result is not None
             out.print(done.line(), highlight=False, markup=False)
-            for line in done.result.refused:
-                out.print(f"{done.source.name}: refused: {line}", highlight=False, markup=False)
-            for line in done.result.errors:
-                out.print(f"{done.source.name}: error: {line}", highlight=False, markup=False)
+            for kind, lines in (("refused", done.result.refused), ("error", done.result.errors),
+                                ("note", done.result.notes)):
+                for line in lines:
+                    out.print(f"{done.source.name}: {kind}: {line}", highlight=False, markup=False)
             if args.dry_run:
                 for action in done.result.plan.actions:
                     out.print(f"  {action.kind:8} {done.source.folder}/{action.rel}", highlight=False, markup=False)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from ..errors import SourceChanged, SyncError, TransferError, UnsafePathError, VerifyError
 from ..vocabulary import format_bytes
+from .bulk import WholeRun, copy_whole_runs, whole_runs
 from .endpoints import Endpoint, parse_endpoint
-from .manifest import TAIL_BYTES, Manifest, is_append_only, part_path, scan, tail_hash
+from .manifest import RECENT_S, TAIL_BYTES, Manifest, is_append_only, part_path, scan, tail_hash
 from .plan import APPEND, COPY, DELETE, REPLACE, Action, Plan, make_plan
 from .runicorn import RunicornView
 from .settled import settle, top_names, unsettled
@@ -30,7 +31,6 @@ __all__ = ["SyncOptions", "CycleResult", "SyncSession", "sync_once", "run_loop",
            "RETRYABLE_ERRORS"]
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
-RECENT_S = 60  # a *.jsonl modified this recently may be mid-write: copy whole lines only
 BATCH_TOPS = 1000  # top-level folders listed, planned and settled at once
 
 # What stops ``run_loop``: a SyncError (host key, authentication, missing source, an unsafe path in a
@@ -73,6 +73,7 @@ class CycleResult:
     runicorn_runs: int = 0
     dry_run: bool = False
     runs_skipped: int = 0  # settled runs whose folders had not changed: not listed
+    notes: list[str] = field(default_factory=list)  # one-line facts about how the pass went (said once)
 
     @property
     def refused(self) -> list[str]:
@@ -177,6 +178,7 @@ class SyncSession:
             [tops[i:i + BATCH_TOPS] for i in range(0, len(tops), BATCH_TOPS)]
         plan = Plan(unchanged=skipped_files)
         src_m = Manifest()
+        whole: list[WholeRun] = []  # new runs copied as one group each (bulk.py), not file by file
         for batch in batches:
             if self.dst is None:
                 src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch, **filters)
@@ -192,6 +194,8 @@ class SyncSession:
             plan.refused += part.refused
             plan.unchanged += part.unchanged
             if not opts.dry_run and self.dst is not None:
+                whole += whole_runs(part, src_m, dst_m, started)
+            if not opts.dry_run and self.dst is not None:
                 await self._settle(src_m, dst_m, part, started, cover, batch)
         result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=len(skipped))
         if on_plan is not None:
@@ -200,15 +204,24 @@ class SyncSession:
             result.finished = time.time()
             return result
         sent_before = self.dst.bytes_written
-        for depth in sorted({d.count("/") for d in plan.mkdirs}):
-            await asyncio.gather(*(self.dst.mkdir(d) for d in plan.mkdirs if d.count("/") == depth))
+
+        def copied(entry: Entry) -> None:
+            result.copied += 1
+            result.files += 1
+            if progress is not None:
+                progress(entry.rel, entry.size)
+
+        placed = await copy_whole_runs(self.src, self.dst, self.state, whole, result.notes, copied)
+        mkdirs = [d for d in plan.mkdirs if d.split("/", 1)[0] not in placed]
+        for depth in sorted({d.count("/") for d in mkdirs}):
+            await asyncio.gather(*(self.dst.mkdir(d) for d in mkdirs if d.count("/") == depth))
         gate = asyncio.Semaphore(max(1, opts.parallel))
 
         async def one(action: Action) -> None:
             async with gate:
                 await self._execute(action, result, progress)
 
-        await asyncio.gather(*(one(a) for a in plan.actions))
+        await asyncio.gather(*(one(a) for a in plan.actions if not placed or a.rel.split("/", 1)[0] not in placed))
         self.state.compact()
         result.bytes_sent = self.dst.bytes_written - sent_before
         if self.runicorn is not None:

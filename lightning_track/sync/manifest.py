@@ -20,6 +20,8 @@ from .transport import DIR, FILE, LINK, Entry, Transport
 __all__ = [
     "Manifest",
     "PART_SUFFIX",
+    "RECENT_S",
+    "STAGE",
     "part_path",
     "part_target",
     "TAIL_BYTES",
@@ -35,6 +37,8 @@ __all__ = [
 # the temp-file rule's `.tmp`: a part file is resumable (the journal says which source version it
 # holds), and a scan reports it (Manifest.parts) instead of skipping it.
 PART_SUFFIX = ".lt-sync-part"
+RECENT_S = 60  # a *.jsonl modified this recently may be mid-write: copy whole lines only
+STAGE = ".lt-sync-stage"  # at a destination's root: whole runs being built (sync/bulk.py); never listed
 TAIL_BYTES = 4096  # bytes compared before an append, and after each file as its checksum
 _APPEND_PATTERNS = ("*.tfevents.*", "*.swanlab", "*.log")
 _CHECKPOINT_DIRS = (RunLayout.CHECKPOINTS, RunLayout.FINAL_MODEL)
@@ -124,6 +128,8 @@ async def scan(
     newest: dict[str, int] = {}
     for entry in entries:
         rel = entry.rel
+        if rel.split("/", 1)[0] == STAGE:
+            continue
         if runs_glob is not None and not fnmatch.fnmatchcase(_top(rel), runs_glob):
             continue
         if entry.kind == FILE and rel.endswith(PART_SUFFIX):

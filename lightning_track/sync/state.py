@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,20 @@ class SyncState:
 
     def mark_done(self, rel: str, size: int, mtime: int, tail: str) -> None:
         self._write({"op": "done", "path": rel, "size": size, "mtime": mtime, "tail": tail})
+
+    def done_many(self, files: Iterable[tuple[str, int, int, str]]) -> None:
+        """``mark_done`` for many files (path, size, mtime, tail hash) in one journal write: a whole run copied."""
+        records = [{"op": "done", "path": rel, "size": size, "mtime": mtime, "tail": tail}
+                   for rel, size, mtime, tail in files]
+        for record in records:
+            self._apply(record)
+        self._dirty = True
+        if self.path is None or not records:
+            return
+        if self._journal is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._journal = JsonlAppender(self.path)
+        self._journal.write_lines([json_line(r) for r in records])
 
     def forget(self, rel: str) -> None:
         self._write({"op": "forget", "path": rel})

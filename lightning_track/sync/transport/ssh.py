@@ -126,6 +126,7 @@ class SSHTransport(Transport):
 
     remote = True
     FIND = "find"  # GNU find on the remote side, for one-round-trip listings (SFTP when it is missing)
+    TAR = "tar"  # GNU tar on the remote side, for new runs in one stream (sync/bulk.py; SFTP when it is missing)
 
     def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 20.0) -> None:
         super().__init__(endpoint.path)
@@ -136,6 +137,7 @@ class SSHTransport(Transport):
         self._real_root = ""
         self._write_len = 32768
         self._find_ok: bool | None = None  # None: not tried yet
+        self.tar_ok: bool | None = None  # False once the remote could not run TAR (sync/bulk.py)
 
     def describe(self) -> str:
         return str(self.endpoint)
@@ -243,6 +245,19 @@ class SSHTransport(Transport):
             return None
         self._find_ok = True
         return entries
+
+    @_mapped
+    async def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes] | None:
+        """``command`` through the remote shell, in the root: (exit status, stdout, stderr); None where the
+        account has no exec channel (SFTP only)."""
+        if self._conn is None:
+            return None
+        try:
+            done = await self._conn.run(f"cd {shlex.quote(self.root)} && {command}", input=stdin, encoding=None,
+                                        check=False)
+        except asyncssh.ChannelOpenError:
+            return None
+        return (-1 if done.exit_status is None else done.exit_status), done.stdout or b"", done.stderr or b""
 
     async def _resolve_links(self, links: list[str], follow_links: bool) -> list[Entry]:
         entries = []
