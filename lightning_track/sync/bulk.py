@@ -30,7 +30,7 @@ from .plan import COPY, Plan
 from .state import SyncState
 from .transport import Entry, LocalTransport, Transport
 
-__all__ = ["STAGE", "WholeRun", "whole_runs", "copy_whole_runs"]
+__all__ = ["WholeRun", "whole_runs", "copy_whole_runs"]
 
 GROUP_BYTES = 16 << 20  # one tar stream's payload at most (held in memory once): a bigger run goes file by file
 GROUP_RUNS = 200  # runs in one tar stream (their names are on one remote command line)
