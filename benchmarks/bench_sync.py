@@ -8,12 +8,13 @@ call for lt-sync (``sync_once``, no interpreter start-up) and the ``rsync -a -e 
 
     python benchmarks/bench_sync.py                 # 200 runs, 0.5 MB events each (~2 minutes)
     python benchmarks/bench_sync.py --events-mb 3   # the issue's scale (a few MB of events per run)
-    python benchmarks/bench_sync.py --scale --runs 10000   # many small ended runs: local and push, vs rsync
+    python benchmarks/bench_sync.py --scale --runs 10000   # many small ended runs: local, push and pull, vs rsync
 
-``--scale``: runs that ended a day ago (their files and folders backdated), synced local -> local and pushed
-to the sshd, each step beside the same rsync: the first copy, the first nothing-changed pass (it reads the
-ended runs' summaries and records them settled), the steady nothing-changed pass (settled runs skipped:
-one look at each side's folders), and ``full`` (every file listed, as without the state).
+``--scale``: runs that ended a day ago (their files and folders backdated), synced local -> local, pushed
+to the sshd and pulled from it, each step beside the same rsync (wall and CPU): the first copy, the first
+nothing-changed pass (it reads the ended runs' summaries and records them settled), the steady nothing-changed
+pass (settled runs skipped: one look at each side's folders), and ``full`` (every file listed, as without the
+state). ``--first-only``: the first copy alone (to set one version of lt-sync beside another quickly).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' helpers: support.*
 from support.sync import make_sshd  # noqa: E402  (the same private sshd the tests use)
@@ -140,6 +142,7 @@ def main() -> int:
                         " extra cold-sync row (0 skips it)")
     parser.add_argument("--relay", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scale", action="store_true", help="many small ended runs: nothing-changed passes")
+    parser.add_argument("--first-only", action="store_true", help="with --scale: the first copy only")
     args = parser.parse_args()
     if args.relay:
         relay_main(args.relay, args.rtt_ms)
@@ -255,6 +258,22 @@ def main() -> int:
     return 0
 
 
+def _timed(step: Any, *args: Any, check: int | None) -> tuple[float, float]:
+    """Wall and CPU seconds of ``step(*args)`` (this process's CPU and its children's, e.g. rsync and ssh)."""
+    before, t0 = os.times(), time.perf_counter()
+    result = step(*args)
+    wall, after = time.perf_counter() - t0, os.times()
+    if check is not None:  # a sync: no errors, and nothing to do after the first copy
+        assert not result.errors and (check == 0 or result.files == 0), result.status_line()
+    cpu = sum(after[:4]) - sum(before[:4])
+    return wall, cpu
+
+
+def _same(src: Path, mirror: Path) -> bool:
+    """The mirror holds the source's files, byte for byte."""
+    return all((mirror / p.relative_to(src)).read_bytes() == p.read_bytes() for p in src.rglob("*") if p.is_file())
+
+
 def scale_main(args: argparse.Namespace) -> int:
     from lightning_track.sync import SyncOptions
 
@@ -281,28 +300,35 @@ def scale_main(args: argparse.Namespace) -> int:
                    " -o StrictHostKeyChecking=yes -o BatchMode=yes")
         steps = ["first copy", "nothing changed, first pass (records the settled runs)",
                  "nothing changed (settled runs skipped)", "nothing changed, full (every file listed)"]
+        steps = steps[:1] if args.first_only else steps
+        load = os.getloadavg()[0]
         lines = [f"## lt-sync at scale: {args.runs:,} ended runs, {files:,} files ({time.strftime('%Y-%m-%d')})", "",
-                 "| where | step | lt-sync | rsync | ratio |", "| --- | --- | --- | --- | --- |"]
-        for where in ("local -> local", "push to the test sshd"):
-            mine, theirs, state = work / f"lt-{where[:4]}", work / f"rsync-{where[:4]}", work / f"state-{where[:4]}"
-            dest = str(mine) if where.startswith("local") else f"{server.user}@127.0.0.1:{server.port}:{mine}"
-            rdest = f"{theirs}/" if where.startswith("local") else f"{server.user}@127.0.0.1:{theirs}/"
-            rsync = ["rsync", "-a", *([] if where.startswith("local") else ["-e", ssh_cmd]), f"{src}/", rdest]
+                 "| where | step | lt-sync wall / CPU | rsync wall / CPU | ratio wall / CPU |",
+                 "| --- | --- | --- | --- | --- |"]
+        remote = f"{server.user}@127.0.0.1:{server.port}:"
+        for where in ("local -> local", "push to the test sshd", "pull from the test sshd"):
+            key = where[:4]
+            mine, theirs, state = work / f"lt-{key}", work / f"rsync-{key}", work / f"state-{key}"
+            source = f"{remote}{src}" if key == "pull" else str(src)
+            dest = f"{remote}{mine}" if key == "push" else str(mine)
+            rsrc = f"{server.user}@127.0.0.1:{src}/" if key == "pull" else f"{src}/"
+            rdest = f"{server.user}@127.0.0.1:{theirs}/" if key == "push" else f"{theirs}/"
+            rsync = ["rsync", "-a", *([] if key == "loca" else ["-e", ssh_cmd]), rsrc, rdest]
             for i, step in enumerate(steps):
                 opts = SyncOptions(state_path=state, full=i == 3)
-                t0 = time.perf_counter()
-                result = sync_once(src, dest, opts)
-                ours = time.perf_counter() - t0
-                assert not result.errors and (i == 0 or result.files == 0), result.status_line()
-                t0 = time.perf_counter()
-                subprocess.run(rsync, check=True)
-                rs = time.perf_counter() - t0
-                lines.append(f"| {where} | {step} | {ours:.2f} s | {rs:.2f} s | {ours / rs:.2f}x |")
+                ours, ours_cpu = _timed(sync_once, source, dest, opts, check=i)
+                rs, rs_cpu = _timed(subprocess.check_call, rsync, check=None)
+                lines.append(f"| {where} | {step} | {ours:.2f} s / {ours_cpu:.2f} s | {rs:.2f} s / {rs_cpu:.2f} s |"
+                             f" {ours / rs:.2f}x / {ours_cpu / max(rs_cpu, 1e-3):.2f}x |")
                 print(lines[-1], flush=True)
                 if i == 0:
+                    assert _same(src, mine), f"{where}: the mirror differs from the source"
                     time.sleep(1.1)
+        load = f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
         lines += ["", f"Command: `python benchmarks/bench_sync.py --scale --runs {args.runs} --events-mb "
-                  f"{args.events_mb}`; one run each, rsync right after lt-sync on the same tree.", ""]
+                  f"{args.events_mb}{' --first-only' if args.first_only else ''}`; one run each, rsync right after "
+                  f"lt-sync on the same tree; {load}. CPU: this process and its children (lt-sync, its local tar) "
+                  "or rsync's and ssh's on this side; the server side's is not counted for either.", ""]
         text = "\n".join(lines)
         print(text)
         if args.out:

@@ -24,6 +24,7 @@ import subprocess
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .manifest import RECENT_S, STAGE, TAIL_BYTES, Manifest, tail_hash, top_name
 from .plan import COPY, Plan
@@ -53,12 +54,12 @@ def whole_runs(plan: Plan, src_m: Manifest, dst_m: Manifest, now: float) -> list
     out: set[str] = {top_name(r) for r in (*dst_m.files, *dst_m.dirs, *dst_m.links, *dst_m.parts)}
     for action in plan.actions:
         top = top_name(action.rel)
-        if action.kind != COPY or action.dst is not None or top == action.rel:
+        if action.kind != COPY or action.src is None or action.dst is not None or top == action.rel:
             out.add(top)
         elif top not in out:
             run = runs.setdefault(top, WholeRun(top))
-            run.files.append(action.src)  # type: ignore[arg-type]  # a COPY always has its source entry
-            run.size += action.src.size if action.src else 0
+            run.files.append(action.src)
+            run.size += action.src.size
     quiet = int(now - RECENT_S)
     for rel, mtime in src_m.dir_mtimes.items():
         run = runs.get(top_name(rel))
@@ -226,11 +227,11 @@ class WholeRunCopier:
         remote = self.src if self.mode == "pull" else self.dst
         return bool(self.mode) and getattr(remote, "tar_ok", None) is not False
 
-    def _no_tar(self, remote: Transport, done: tuple[int, bytes, bytes] | None) -> None:
+    def _no_tar(self, remote: Any, done: tuple[int, bytes, bytes] | None) -> None:
         if getattr(remote, "tar_ok", None) is not False:
             said = (done[2].decode(errors="replace").strip().splitlines() or [f"exit {done[0]}"])[-1] if done else ""
             why = f"no usable `tar` on the remote side ({said})" if done else "no shell access"
-            remote.tar_ok = False  # type: ignore[attr-defined]  # remembered for the session's later passes
+            remote.tar_ok = False  # remembered for the session's later passes
             self.notes.append(f"{remote.describe()}: {why}; new runs are copied file by file over SFTP")
 
     async def group(self, group: list[WholeRun]) -> tuple[list[str], Tails]:
@@ -239,12 +240,13 @@ class WholeRunCopier:
         if self.mode == "local":
             os.makedirs(stage, exist_ok=True)
             return await asyncio.to_thread(_local_copy, self.src.root, stage, group)
+        remote: Any = self.src if self.mode == "pull" else self.dst  # an SSHTransport: its ``run`` and ``TAR``
+        tar = shlex.quote(remote.TAR)
         if self.mode == "pull":
             names = b"".join(rel.encode("utf-8", "surrogateescape") + b"\0"
                              for run in group for rel in (*sorted(run.dirs), *(e.rel for e in run.files)))
-            tar = shlex.quote(getattr(self.src, "TAR", "tar"))
-            done = await self.src.run(f"{tar} -cf - --no-recursion --dereference --null --verbatim-files-from -T -",  # type: ignore[attr-defined]
-                                      names)
+            done = await remote.run(f"{tar} -cf - --no-recursion --dereference --null --verbatim-files-from -T -",
+                                    names)
             if done is None or done[0] in _NO_TAR or (done[0] and not done[1]):
                 self._no_tar(self.src, done)
                 return [], {}
@@ -255,10 +257,9 @@ class WholeRunCopier:
         data, built, tails = await asyncio.to_thread(_archive, self.src.root, group)
         if not built:
             return [], {}
-        tar = shlex.quote(getattr(self.dst, "TAR", "tar"))
         tops = " ".join(shlex.quote(t) for t in built)
-        done = await self.dst.run(f"mkdir -p {STAGE} && cd {STAGE} && rm -rf -- {tops} && "  # type: ignore[attr-defined]
-                                  f"{tar} -xf - --no-same-owner", data)
+        done = await remote.run(f"mkdir -p {STAGE} && cd {STAGE} && rm -rf -- {tops} && {tar} -xf - --no-same-owner",
+                                data)
         if done is None or done[0] in _NO_TAR:
             self._no_tar(self.dst, done)
             return [], {}
@@ -268,7 +269,8 @@ class WholeRunCopier:
         """Drop what failed from STAGE, and STAGE itself when empty (best effort: the next pass clears it)."""
         if self.mode == "push":
             gone = " ".join(shlex.quote(f"{STAGE}/{t}") for t in failed)
-            await self.dst.run(f"{'rm -rf -- ' + gone + '; ' if gone else ''}rmdir {STAGE} 2>/dev/null; true")  # type: ignore[attr-defined]
+            remote: Any = self.dst
+            await remote.run(f"{'rm -rf -- ' + gone + '; ' if gone else ''}rmdir {STAGE} 2>/dev/null; true")
             return
         stage = os.path.join(self.dst.root, STAGE)
         for top in failed:
