@@ -31,7 +31,7 @@ from .plan import COPY, Plan
 from .state import SyncState
 from .transport import Entry, LocalTransport, Transport
 
-__all__ = ["WholeRun", "whole_runs", "copy_whole_runs"]
+__all__ = ["WholeRun", "WholeRunCopier", "whole_runs"]
 
 GROUP_BYTES = 16 << 20  # one tar stream's payload at most (held in memory once): a bigger run goes file by file
 GROUP_RUNS = 200  # runs in one tar stream (their names are on one remote command line)
@@ -217,8 +217,12 @@ _NO_TAR = (126, 127)  # the shell's "not executable" / "not found"
 class WholeRunCopier:
     """Copies groups of :class:`WholeRun` between a local folder and a local or SSH one (see the module doc)."""
 
-    def __init__(self, src: Transport, dst: Transport, state: SyncState, notes: list[str]) -> None:
-        self.src, self.dst, self.state, self.notes = src, dst, state, notes
+    def __init__(self, src: Transport, dst: Transport, state: SyncState, notes: list[str],
+                 on_file: Callable[[Entry], None]) -> None:
+        self.src, self.dst, self.state, self.notes, self.on_file = src, dst, state, notes, on_file
+        self.failed: list[str] = []  # runs left in STAGE by a failed check: removed by ``finish``
+        self.staged = False  # whether this pass built anything in STAGE (else ``finish`` has nothing to do)
+        self._gate = asyncio.Semaphore(GROUPS_AT_ONCE)  # over every ``copy`` of the pass
         local_src, local_dst = isinstance(src, LocalTransport), isinstance(dst, LocalTransport)
         self.mode = ("local" if local_src and local_dst else "pull" if local_dst and hasattr(src, "run")
                      else "push" if local_src and hasattr(dst, "run") else "")
@@ -265,8 +269,42 @@ class WholeRunCopier:
             return [], {}
         return (built, tails) if done[0] == 0 else ([], {})
 
-    async def finish(self, failed: list[str]) -> None:
+    async def copy(self, runs: list[WholeRun]) -> set[str]:
+        """Copy ``runs`` group by group (``on_file`` for each file copied); the runs now in place on the destination."""
+        placed: set[str] = set()
+        files = {run.top: run.files for run in runs}
+
+        async def one(group: list[WholeRun]) -> None:
+            async with self._gate:
+                if not self.usable():
+                    return
+                self.staged = True
+                built, tails = await self.group(group)
+                self.failed.extend(run.top for run in group if run.top not in built)
+                moved = await asyncio.gather(*(self.dst.rename(f"{STAGE}/{top}", top) for top in built),
+                                             return_exceptions=True)
+                for top, outcome in zip(built, moved, strict=True):
+                    if isinstance(outcome, BaseException):
+                        if not isinstance(outcome, OSError):
+                            raise outcome
+                        self.failed.append(top)  # the destination made the run meanwhile: file by file
+                        continue
+                    placed.add(top)
+                    self.state.done_many((rel, *tails[rel]) for rel in (e.rel for e in files[top]))
+                    for entry in files[top]:
+                        self.src.bytes_read += entry.size
+                        self.dst.bytes_written += entry.size
+                        self.on_file(entry)
+
+        if runs and self.usable():
+            await asyncio.gather(*(one(group) for group in _groups(runs)))
+        return placed
+
+    async def finish(self) -> None:
         """Drop what failed from STAGE, and STAGE itself when empty (best effort: the next pass clears it)."""
+        failed = self.failed
+        if not self.staged:
+            return
         if self.mode == "push":
             gone = " ".join(shlex.quote(f"{STAGE}/{t}") for t in failed)
             remote: Any = self.dst
@@ -279,39 +317,3 @@ class WholeRunCopier:
             os.rmdir(stage)
         except OSError:
             pass
-
-
-async def copy_whole_runs(src: Transport, dst: Transport, state: SyncState, runs: list[WholeRun],
-                          notes: list[str], on_file: Callable[[Entry], None]) -> set[str]:
-    """Copy ``runs`` group by group (``on_file`` for each file copied); the tops now in place on ``dst``."""
-    copier = WholeRunCopier(src, dst, state, notes)
-    if not runs or not copier.usable():
-        return set()
-    placed: set[str] = set()
-    failed: list[str] = []
-    gate = asyncio.Semaphore(GROUPS_AT_ONCE)
-    files = {run.top: run.files for run in runs}
-
-    async def one(group: list[WholeRun]) -> None:
-        async with gate:
-            if not copier.usable():
-                return
-            built, tails = await copier.group(group)
-            failed.extend(run.top for run in group if run.top not in built)
-            moved = await asyncio.gather(*(dst.rename(f"{STAGE}/{top}", top) for top in built), return_exceptions=True)
-            for top, outcome in zip(built, moved, strict=True):
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, OSError):
-                        raise outcome
-                    failed.append(top)  # the destination made the run meanwhile: file by file
-                    continue
-                placed.add(top)
-                state.done_many((rel, *tails[rel]) for rel in (e.rel for e in files[top]))
-                for entry in files[top]:
-                    src.bytes_read += entry.size
-                    dst.bytes_written += entry.size
-                    on_file(entry)
-
-    await asyncio.gather(*(one(group) for group in _groups(runs)))
-    await copier.finish(failed)
-    return placed

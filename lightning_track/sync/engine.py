@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import SourceChanged, SyncError, TransferError, UnsafePathError, VerifyError
 from ..vocabulary import format_bytes
-from .bulk import WholeRun, copy_whole_runs, whole_runs
+from .bulk import WholeRunCopier, whole_runs
 from .endpoints import Endpoint, parse_endpoint
 from .manifest import RECENT_S, TAIL_BYTES, Manifest, is_append_only, part_path, scan, tail_hash
 from .plan import APPEND, COPY, DELETE, REPLACE, Action, Plan, make_plan
@@ -178,32 +178,7 @@ class SyncSession:
             [tops[i:i + BATCH_TOPS] for i in range(0, len(tops), BATCH_TOPS)]
         plan = Plan(unchanged=skipped_files)
         src_m = Manifest()
-        whole: list[WholeRun] = []  # new runs copied as one group each (bulk.py), not file by file
-        for batch in batches:
-            if self.dst is None:
-                src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch, **filters)
-                dst_m = Manifest()
-            else:
-                src_m, dst_m = await asyncio.gather(
-                    scan(self.src, since_hours=opts.since_hours, tops=batch, **filters),
-                    scan(self.dst, follow_links=False, tops=batch, **filters),
-                )
-            part = make_plan(src_m, dst_m, delete=opts.delete)
-            plan.actions += part.actions
-            plan.mkdirs += part.mkdirs
-            plan.refused += part.refused
-            plan.unchanged += part.unchanged
-            if not opts.dry_run and self.dst is not None:
-                whole += whole_runs(part, src_m, dst_m, started)
-            if not opts.dry_run and self.dst is not None:
-                await self._settle(src_m, dst_m, part, started, cover, batch)
         result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=len(skipped))
-        if on_plan is not None:
-            on_plan(plan)
-        if opts.dry_run or self.dst is None:
-            result.finished = time.time()
-            return result
-        sent_before = self.dst.bytes_written
 
         def copied(entry: Entry) -> None:
             result.copied += 1
@@ -211,7 +186,42 @@ class SyncSession:
             if progress is not None:
                 progress(entry.rel, entry.size)
 
-        placed = await copy_whole_runs(self.src, self.dst, self.state, whole, result.notes, copied)
+        # new runs are copied whole (bulk.py) while the next batch is listed; the other files once all are listed
+        copier = None if opts.dry_run or self.dst is None else \
+            WholeRunCopier(self.src, self.dst, self.state, result.notes, copied)
+        copying: list[asyncio.Future[set[str]]] = []
+        sent_before = self.dst.bytes_written if self.dst is not None else 0
+        try:
+            for batch in batches:
+                if self.dst is None:
+                    src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch, **filters)
+                    dst_m = Manifest()
+                else:
+                    src_m, dst_m = await asyncio.gather(
+                        scan(self.src, since_hours=opts.since_hours, tops=batch, **filters),
+                        scan(self.dst, follow_links=False, tops=batch, **filters),
+                    )
+                part = make_plan(src_m, dst_m, delete=opts.delete)
+                plan.actions += part.actions
+                plan.mkdirs += part.mkdirs
+                plan.refused += part.refused
+                plan.unchanged += part.unchanged
+                if copier is not None:
+                    await self._settle(src_m, dst_m, part, started, cover, batch)
+                    whole = whole_runs(part, src_m, dst_m, started)
+                    if whole:
+                        copying.append(asyncio.ensure_future(copier.copy(whole)))
+            placed: set[str] = set().union(*await asyncio.gather(*copying))
+        finally:
+            for task in copying:
+                task.cancel()
+            if copier is not None:
+                await copier.finish()
+        if on_plan is not None:
+            on_plan(plan)
+        if opts.dry_run or self.dst is None:
+            result.finished = time.time()
+            return result
         mkdirs = [d for d in plan.mkdirs if d.split("/", 1)[0] not in placed]
         for depth in sorted({d.count("/") for d in mkdirs}):
             await asyncio.gather(*(self.dst.mkdir(d) for d in mkdirs if d.count("/") == depth))
