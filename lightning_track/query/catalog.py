@@ -4,11 +4,14 @@ Why: ``lt ls``, ``load_runs`` and ``lt report`` read every run's ``summary.json`
 ``annotations.json``) and list every run folder; at 10,000 runs that is seconds, at 100,000 a minute, and
 almost none of it changed since the last look. The catalog keeps, per run folder, what those reads gave
 (the parsed files, their problems, the folder's names, the flattened config once something asked for it)
-with the ``stat`` of everything they came from. A later look stats the folder and those files (cheap)
-and reads again only what changed: a file atomically replaced has a new inode and changes the folder's
-times; a file written in place, or copied over with its old mtime kept (``cp -p``, a mirror), still
-changes its ``ctime``, which nobody can set. Values written within :data:`RACY_S` of being read are not
-kept (a coarse clock could give the next write the same times), so a run being written is read again.
+with the ``stat`` of everything they came from, and as columns what a listing needs of every run (start,
+ended or not, the best metrics' names, tags/exports/problems present: :mod:`.catalog_rows`). A later look
+stats each run folder; an ended run whose folder did not change is taken as kept (why that cannot miss
+an atomic write: :meth:`Catalog.lister`), a running run's files are stat'ed too, and only what changed is
+read again: a file atomically replaced has a new inode and changes the folder's times; a running run's
+file written in place, or copied over with its old mtime kept (``cp -p``, a mirror), still changes its
+``ctime``, which nobody can set. Values written within :data:`RACY_S` of being read are not kept (a
+coarse clock could give the next write the same times), so a run being written is read again.
 
 Format: SQLite (the standard library's) in WAL mode, one file per catalog version in
 :func:`~lightning_track.vocabulary.cache_root` (never in a runs folder: mirrors and other people's runs
