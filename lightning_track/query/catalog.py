@@ -38,7 +38,7 @@ import orjson
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
-from .catalog_rows import CatalogRun, RowSource, brief_of
+from .catalog_rows import CatalogRun, RowSource, brief_of, frame_row
 
 __all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config", "last_look",
            "known_runs", "RACY_S", "VERSION"]
@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS runs (
     config BLOB,
     ended INTEGER NOT NULL, -- 1: the summary does not say running (the verdict needs no clock)
     start REAL,             -- RunInfo.start: a listing's order
-    brief BLOB NOT NULL     -- what a listing needs of every run (catalog_rows.brief_of)
+    brief BLOB NOT NULL,    -- what a listing needs of every run (catalog_rows.brief_of)
+    frame BLOB              -- an ended run's load_runs row (catalog_rows.frame_row), when JSON keeps it exact
 )
 """
 
@@ -191,7 +192,7 @@ class Catalog:
         self._seen.add(key)
         entry = self._known.pop(key, None)
         if entry is not None and key in self._trusted:
-            return None if rows is None else CatalogRun(key, source, entry[4], entry[5], entry[0], rows, True)
+            return None if rows is None else CatalogRun(str(path), key, source, entry, rows, True)
         if stat is None:
             try:
                 stat = os.stat(key)
@@ -211,7 +212,7 @@ class Catalog:
         folder_key = _dir_key(stat)
         # an unchanged folder has the names it had (the lister gave them from the entry)
         if entry is not None and settled and entry[0] == folder_key and entry[2] == files_key:
-            return None if rows is None else CatalogRun(key, source, entry[4], entry[5], entry[0], rows, False)
+            return None if rows is None else CatalogRun(str(path), key, source, entry, rows, False)
         info = read()
         self._read += 1
         info._config_sink = self.config_sink(key)
@@ -219,8 +220,9 @@ class Catalog:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "e": info.exports,
                              "p": info.problems})
             if record is not None:
-                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record,
-                                  int(info.summary.get("status") != RUNNING), info.start, brief_of(info)))
+                ended = info.summary.get("status") != RUNNING
+                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record, int(ended),
+                                  info.start, brief_of(info), _exact(frame_row(info)) if ended else None))
         return info
 
     def _plain(self, read: Callable[[], Any]) -> Any:
@@ -253,11 +255,11 @@ class Catalog:
                 with self.conn:
                     # a new record drops the kept config: it was parsed under the old folder
                     self.conn.executemany("INSERT INTO runs (path, folder, names, files, record, ended, start, "
-                                          "brief) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
-                                          "folder = excluded.folder, names = excluded.names, files = "
+                                          "brief, frame) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
+                                          "UPDATE SET folder = excluded.folder, names = excluded.names, files = "
                                           "excluded.files, record = excluded.record, ended = excluded.ended, "
-                                          "start = excluded.start, brief = excluded.brief, config_stat = NULL, "
-                                          "config = NULL", self._put)
+                                          "start = excluded.start, brief = excluded.brief, frame = excluded.frame, "
+                                          "config_stat = NULL, config = NULL", self._put)
                     self.conn.executemany("DELETE FROM runs WHERE path = ?", ((p,) for p in gone))
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):  # another look writing: it keeps it warm

@@ -10,6 +10,7 @@ answers, with the same values: attributes it lacks are the built run's.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import orjson
 
 from .filters import MISSING
 
-__all__ = ["CatalogRun", "RowSource", "brief_of"]
+__all__ = ["CatalogRun", "RowSource", "brief_of", "frame_row"]
 
 _NOT_CONFIG = ("best", "final", "summary", "meta")
 
@@ -31,6 +32,18 @@ def brief_of(info: Any) -> bytes:
                          "p": bool(info.problems), "s": info.status})
 
 
+def frame_row(run: Any) -> dict[str, Any]:
+    """One run's row of :func:`~.frames.load_runs` (kept for an ended run: it needs no clock)."""
+    row = run.record(metrics=False)
+    row.pop("problems", None)
+    row["start"], row["end"] = run.start, run.end
+    for which in ("best", "final"):
+        for key in run.metric_names(which):
+            value = run.metric(which, key)
+            row[f"{which}.{key}"] = value if isinstance(value, float) else math.nan
+    return row
+
+
 class RowSource:
     """Where the runs of one look get their kept records once the look is over (its own connection)."""
 
@@ -38,7 +51,7 @@ class RowSource:
                  sink: Callable[[str], Any], fields: tuple[str, ...]) -> None:
         self.db, self.build, self.read, self.sink, self.fields = db, build, read, sink, fields
         self._conn: sqlite3.Connection | None = None
-        self._configs: dict[str, tuple[str, bytes]] | None = None
+        self._bulk: dict[str, dict[str, tuple[str, bytes]]] = {}
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -54,17 +67,18 @@ class RowSource:
             return None
         return None if row is None or row[0] != folder else row[1:]
 
-    def config(self, path: str, folder: str) -> bytes | None:
-        """The kept flattened config of a settled run (all of them fetched in one query, on the first ask)."""
-        if self._configs is None:
-            self._configs = {}
+    def column(self, name: str, path: str, folder: str) -> bytes | None:
+        """A settled run's kept ``config`` or ``frame`` (all of them fetched in one query, on the first ask)."""
+        kept = self._bulk.get(name)
+        if kept is None:
+            kept = self._bulk[name] = {}
             try:
                 for key, kept_folder, data in self._connection().execute(
-                        "SELECT path, folder, config FROM runs WHERE config IS NOT NULL"):
-                    self._configs[key] = (kept_folder, data)
+                        f"SELECT path, folder, {name} FROM runs WHERE {name} IS NOT NULL"):
+                    kept[key] = (kept_folder, data)
             except sqlite3.Error:
                 pass
-        found = self._configs.get(path)
+        found = kept.get(path)
         return found[1] if found is not None and found[0] == folder else None
 
 
@@ -75,12 +89,14 @@ class CatalogRun:
     folder the look found unchanged; its config can be taken as kept without a stat (see
     :meth:`~.catalog.Catalog.lister` for why an unchanged folder means unchanged files)."""
 
-    __slots__ = ("_path", "source", "name", "start", "_folder", "_brief", "_rows", "_info", "_ended")
+    __slots__ = ("_path", "_key", "source", "name", "start", "_folder", "_brief", "_rows", "_info", "_ended")
 
-    def __init__(self, path: str, source: str, start: float | None, brief: bytes, folder: str, rows: RowSource,
+    def __init__(self, path: str, key: str, source: str, entry: tuple[Any, ...], rows: RowSource,
                  ended: bool) -> None:
+        folder, start, brief = entry[0], entry[4], entry[5]  # the catalog's (folder, names, files, ended, start, brief)
         set_ = object.__setattr__
-        set_(self, "_path", path)
+        set_(self, "_path", path)  # as found (relative to a relative root), as a plain read gives it
+        set_(self, "_key", key)  # absolute: the catalog's
         set_(self, "source", source)
         set_(self, "name", os.path.basename(path))
         set_(self, "start", start)
@@ -107,7 +123,7 @@ class CatalogRun:
         """The full run, not kept here (``lt ls --json`` builds one run at a time)."""
         if self._info is not None:
             return self._info
-        kept = self._rows.record(self._path, self._folder)
+        kept = self._rows.record(self._key, self._folder)
         info = None
         if kept is not None:
             try:
@@ -121,7 +137,7 @@ class CatalogRun:
                 info._config_hint = (kept[1], kept[2])
         if info is None:
             info = self._rows.read(Path(self._path), self.source)
-        info._config_sink = self._rows.sink(self._path)
+        info._config_sink = self._rows.sink(self._key)
         return info
 
     def drop(self) -> None:
@@ -162,7 +178,7 @@ class CatalogRun:
     @property
     def config(self) -> dict[str, Any]:
         if self._info is None and self._ended:
-            data = self._rows.config(self._path, self._folder)
+            data = self._rows.column("config", self._key, self._folder)
             if data is not None:
                 try:
                     flat = orjson.loads(data)
@@ -171,6 +187,16 @@ class CatalogRun:
                 if isinstance(flat, dict):
                     return flat
         return self.info.config
+
+    def frame(self) -> dict[str, Any]:
+        """:func:`frame_row` of this run: as kept for an ended run, else built."""
+        if self._info is None and self._ended:
+            data = self._rows.column("frame", self._key, self._folder)
+            if data is not None:
+                row = orjson.loads(data)
+                row["path"], row["source"] = self._path, self.source  # as this look found it
+                return row
+        return frame_row(self.info)
 
     def value(self, key: str) -> Any:
         """As :meth:`~.runs.RunInfo.value`; a config key or an ended run's status from the catalog."""

@@ -175,16 +175,21 @@ def test_config_values_come_from_the_catalog_and_a_filter_on_them_equals_a_plain
     assert through == [runs_copy["full"].name]
 
 
-def test_load_runs_through_the_catalog_equals_a_plain_read(made_runs) -> None:
+def test_load_runs_through_the_catalog_equals_a_plain_read(made_runs, monkeypatch) -> None:
+    """The second look builds no run: each ended run's row and config as kept; paths as this look found them."""
     import pandas as pd
 
     root = made_runs["lora"].parent
     load_runs(root)
+    load_runs(root)  # the configs parsed by the first look are kept by now
+    catalog.flush_configs()
     through = load_runs(root)
     assert catalog.last_look["read"] == 0
     plain = load_runs(root, catalog=False)
     assert len(through) == 3 and "config.model.lr" in through.columns
     pd.testing.assert_frame_equal(through, plain)
+    monkeypatch.chdir(root.parent)  # the same runs through a relative root: the kept rows say "runs/<name>"
+    pd.testing.assert_frame_equal(load_runs("runs"), load_runs("runs", catalog=False))
 
 
 @pytest.mark.parametrize("damage", ["torn", "other version", "unwritable"])
