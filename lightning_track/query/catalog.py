@@ -40,8 +40,8 @@ from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
 from .catalog_rows import CatalogRun, RowSource, brief_of, frame_row
 
-__all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config", "last_look",
-           "known_runs", "RACY_S", "VERSION"]
+__all__ = ["Catalog", "Claimed", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config",
+           "last_look", "known_runs", "RACY_S", "VERSION"]
 
 VERSION = 2
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
@@ -104,6 +104,15 @@ def _exact(value: Any) -> bytes | None:
         return data if orjson.loads(data) == value else None
     except (TypeError, orjson.JSONEncodeError):
         return None
+
+
+class Claimed:
+    """An unchanged ended run found by :meth:`Catalog.claim`: its key and folder stat."""
+
+    __slots__ = ("key", "stat")
+
+    def __init__(self, key: str, stat: os.stat_result) -> None:
+        self.key, self.stat = key, stat
 
 
 class Catalog:
@@ -174,6 +183,30 @@ class Catalog:
             return set(os.listdir(key))
         except OSError:
             return None
+
+    def claim(self, folder: Path, name: str, source: str) -> tuple[str, str, Claimed] | None:
+        """``folder/name`` when it is an ended run the catalog holds and its folder did not change (the
+        rule of :meth:`lister`), as ``(path as found, source, Claimed)``: no Path, no listing."""
+        shown = str(folder)
+        parent = self._parents.get(shown)
+        if parent is None:
+            parent = self._parents[shown] = os.path.abspath(shown)
+        key = f"{parent}/{name}" if parent != "/" else f"/{name}"
+        entry = self._known.get(key)
+        if entry is None or not entry[3]:
+            return None
+        try:
+            stat = os.stat(key)
+        except OSError:
+            return None
+        if entry[0] != _dir_key(stat) or not self._settled(stat):
+            return None
+        path = name if shown == "." else f"{shown}/{name}" if shown != "/" else f"/{name}"
+        return path, source, Claimed(key, stat)
+
+    def claimed(self, path: str, source: str, what: Claimed, rows: RowSource) -> CatalogRun:
+        self._seen.add(what.key)
+        return CatalogRun(path, what.key, source, self._known.pop(what.key), rows, True)
 
     def stat_of(self, path: Path) -> os.stat_result | None:
         """The folder's stat taken while listing (None when it was not listed through the catalog)."""

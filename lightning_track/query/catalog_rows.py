@@ -11,7 +11,6 @@ answers, with the same values: attributes it lacks are the built run's.
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -89,22 +88,20 @@ class CatalogRun:
     folder the look found unchanged; its config can be taken as kept without a stat (see
     :meth:`~.catalog.Catalog.lister` for why an unchanged folder means unchanged files)."""
 
-    __slots__ = ("_path", "_key", "source", "name", "start", "_folder", "_brief", "_rows", "_info", "_ended")
+    __slots__ = ("_path", "_key", "source", "name", "start", "_folder", "_brief", "_rows", "_info", "_ended",
+                 "_parsed")
 
     def __init__(self, path: str, key: str, source: str, entry: tuple[Any, ...], rows: RowSource,
                  ended: bool) -> None:
-        folder, start, brief = entry[0], entry[4], entry[5]  # the catalog's (folder, names, files, ended, start, brief)
-        set_ = object.__setattr__
-        set_(self, "_path", path)  # as found (relative to a relative root), as a plain read gives it
-        set_(self, "_key", key)  # absolute: the catalog's
-        set_(self, "source", source)
-        set_(self, "name", os.path.basename(path))
-        set_(self, "start", start)
-        set_(self, "_folder", folder)
-        set_(self, "_brief", orjson.loads(brief))
-        set_(self, "_rows", rows)
-        set_(self, "_info", None)
-        set_(self, "_ended", ended)
+        self._path = path  # as found (relative to a relative root), as a plain read gives it
+        self._key = key  # absolute: the catalog's
+        self.source = source
+        self.name = path.rpartition("/")[2]
+        self._folder, self.start, self._brief = entry[0], entry[4], entry[5]  # (folder, names, files, ended, ...)
+        self._rows = rows
+        self._info = None
+        self._ended = ended
+        self._parsed: dict[str, Any] | None = None
 
     @property
     def path(self) -> Path:
@@ -115,8 +112,7 @@ class CatalogRun:
         """The full run (built once, from the kept record; a plain read if the entry changed meanwhile)."""
         info = self._info
         if info is None:
-            info = self.load()
-            object.__setattr__(self, "_info", info)
+            info = self._info = self.load()
         return info
 
     def load(self) -> Any:
@@ -142,38 +138,43 @@ class CatalogRun:
 
     def drop(self) -> None:
         """Forget the built run (its memory), keeping the columns."""
-        object.__setattr__(self, "_info", None)
+        self._info = None
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)
         return getattr(self.info, attr)
 
-    def __setattr__(self, attr: str, value: Any) -> None:
-        setattr(self.info, attr, value)
-
     def __repr__(self) -> str:
         return f"CatalogRun({self._path!r})"
 
     # -- what a listing asks of every run, from the columns -------------------------------------------
+    def _columns(self) -> dict[str, Any]:
+        if self._parsed is None:
+            self._parsed = orjson.loads(self._brief)
+        return self._parsed
+
     @property
     def status(self) -> str:
-        return self._brief["s"] if self._ended and self._info is None else self.info.status
+        return self._columns()["s"] if self._ended and self._info is None else self.info.status
 
     @property
     def tags(self) -> list[str]:
-        return self.info.tags if self._brief["t"] or self._info is not None else []
+        return self.info.tags if self._info is not None or self._columns()["t"] else []
 
     @property
     def exports(self) -> list[dict[str, Any]]:
-        return self.info.exports if self._brief["x"] or self._info is not None else []
+        return self.info.exports if self._info is not None or self._columns()["x"] else []
 
     @property
     def problems(self) -> list[str]:
-        return self.info.problems if self._brief["p"] or self._info is not None else []
+        # brief_of's bytes say "p":true for a run with problems (orjson writes no spaces): no parse per run
+        return self.info.problems if self._info is not None or b'"p":true' in self._brief else []
 
     def metric_names(self, which: str = "final") -> list[str]:
-        return list(self._brief["b"]) if which == "best" and self._info is None else self.info.metric_names(which)
+        if which == "best" and self._info is None:
+            return list(self._columns()["b"])
+        return self.info.metric_names(which)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -404,7 +404,7 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
     runs: list[RunInfo] = []
     seen: set[Any] = set()
     notes: list[str] = []  # the catalog's own warnings: never a reason to raise
-    from .catalog import open_catalog
+    from .catalog import Claimed, open_catalog
 
     book = open_catalog(notes) if catalog else None
     rows = None
@@ -423,7 +423,13 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
             before = len(sink)
             if book is not None:
                 book.load_root(root)
-            for path, source, names in find_run_dirs(root, sink, **({"lister": book.lister} if book else {})):
+            for path, source, names in find_run_dirs(root, sink, **({"lister": book.lister, "claim": book.claim}
+                                                                     if book else {})):
+                if book is not None and isinstance(names, Claimed):  # an ended run as kept: no Path, no read
+                    if (names.stat.st_dev, names.stat.st_ino) not in seen:
+                        seen.add((names.stat.st_dev, names.stat.st_ino))
+                        runs.append(book.claimed(path, source, names, rows))
+                    continue
                 key = folder_identity(path, book.stat_of(path) if book is not None else None)
                 if key in seen:
                     continue
