@@ -107,12 +107,12 @@ def _exact(value: Any) -> bytes | None:
 
 
 class Claimed:
-    """An unchanged ended run found by :meth:`Catalog.claim`: its key and folder stat."""
+    """An unchanged ended run found by :meth:`Catalog.claim`: its key and its folder's identity."""
 
-    __slots__ = ("key", "stat")
+    __slots__ = ("key", "identity")
 
     def __init__(self, key: str, stat: os.stat_result) -> None:
-        self.key, self.stat = key, stat
+        self.key, self.identity = key, (stat.st_dev, stat.st_ino)
 
 
 class Catalog:
@@ -147,7 +147,9 @@ class Catalog:
         if self._broken:
             return
         try:
-            rows = self.conn.execute("SELECT path, folder, names, files, ended, start, brief FROM runs WHERE "
+            # an ended run's names and files are never compared (its folder alone says): not fetched
+            rows = self.conn.execute("SELECT path, folder, CASE WHEN ended THEN '' ELSE names END, CASE WHEN ended "
+                                     "THEN '' ELSE files END, ended, start, brief FROM runs WHERE "
                                      "path = ? OR (path >= ? AND path < ?)",
                                      (prefix, prefix + "/", prefix + "0")).fetchall()
         except sqlite3.Error as exc:
@@ -201,7 +203,7 @@ class Catalog:
             return None
         if entry[0] != _dir_key(stat) or not self._settled(stat):
             return None
-        path = name if shown == "." else f"{shown}/{name}" if shown != "/" else f"/{name}"
+        path = key if shown == parent else name if shown == "." else f"{shown}/{name}" if shown != "/" else key
         return path, source, Claimed(key, stat)
 
     def claimed(self, path: str, source: str, what: Claimed, rows: RowSource) -> CatalogRun:
@@ -352,6 +354,8 @@ def open_catalog(problems: list[str]) -> Catalog | None:
     path = catalog_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for older in range(1, VERSION):  # an earlier version's file is never read again: its space back
+            _remove(path.with_name(f"catalog-v{older}.sqlite"))
         return Catalog(_connect(path), path, problems)
     except sqlite3.DatabaseError as exc:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):

@@ -88,7 +88,7 @@ class CatalogRun:
     folder the look found unchanged; its config can be taken as kept without a stat (see
     :meth:`~.catalog.Catalog.lister` for why an unchanged folder means unchanged files)."""
 
-    __slots__ = ("_path", "_key", "source", "name", "start", "_folder", "_brief", "_rows", "_info", "_ended",
+    __slots__ = ("_path", "_key", "source", "start", "_folder", "_brief", "_rows", "_info", "_ended",
                  "_parsed")
 
     def __init__(self, path: str, key: str, source: str, entry: tuple[Any, ...], rows: RowSource,
@@ -96,12 +96,15 @@ class CatalogRun:
         self._path = path  # as found (relative to a relative root), as a plain read gives it
         self._key = key  # absolute: the catalog's
         self.source = source
-        self.name = path.rpartition("/")[2]
         self._folder, self.start, self._brief = entry[0], entry[4], entry[5]  # (folder, names, files, ended, ...)
         self._rows = rows
         self._info = None
         self._ended = ended
         self._parsed: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self._path.rpartition("/")[2]
 
     @property
     def path(self) -> Path:

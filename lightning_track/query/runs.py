@@ -426,8 +426,8 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
             for path, source, names in find_run_dirs(root, sink, **({"lister": book.lister, "claim": book.claim}
                                                                      if book else {})):
                 if book is not None and isinstance(names, Claimed):  # an ended run as kept: no Path, no read
-                    if (names.stat.st_dev, names.stat.st_ino) not in seen:
-                        seen.add((names.stat.st_dev, names.stat.st_ino))
+                    if names.identity not in seen:
+                        seen.add(names.identity)
                         runs.append(book.claimed(path, source, names, rows))
                     continue
                 key = folder_identity(path, book.stat_of(path) if book is not None else None)
