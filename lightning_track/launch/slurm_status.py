@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..folder.signals import read_run_note
+from ..folder.signals import read_run_note, read_signal
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, RUNNING, SUBMITTED, iso_time, slurm_step_state
 from .pipeline_state import PipelineState
 from .slurm_job import Run, run_slurm
@@ -111,6 +111,13 @@ def _view(records: list[dict[str, str]]) -> tuple[str, dict[str, Any]] | None:
     return ours, view
 
 
+def _job_failure(signals: Path, exp_id: str, job_id: str) -> str | None:
+    """The line the job itself wrote before its command started (a checkpoint it was to be given is not there:
+    :func:`.checkpoint_refs.job_checkpoints`), when its ``.failed`` signal names this job."""
+    failed = read_signal(signals, exp_id, FAILED) or {}
+    return str(failed["reason"]) if failed.get("slurm_job_id") == job_id and failed.get("reason") else None
+
+
 def refresh_from_slurm(state: PipelineState, run: Run = run_slurm) -> list[str]:
     """Update every step with a Slurm job id that is not done from what Slurm says of it; the steps changed."""
     pipeline = state.pipeline
@@ -136,8 +143,8 @@ def refresh_from_slurm(state: PipelineState, run: Run = run_slurm) -> list[str]:
         if ours == INTERRUPTED and failed_up:
             fields.update(state=BLOCKED, reason=f"{failed_up[0]} failed (Slurm cancelled the job: afterok)")
         elif ours in (FAILED, INTERRUPTED):
-            fields["reason"] = f"Slurm job {view['state']}" + (f", exit {view['exit_code']}" if "exit_code" in view
-                                                                 else "")
+            fields["reason"] = _job_failure(signals, pipeline.exp_id(name), ids[name]) or (
+                f"Slurm job {view['state']}" + (f", exit {view['exit_code']}" if "exit_code" in view else ""))
         elif ours == DONE:
             fields["reason"] = None
         note = read_run_note(signals, pipeline.exp_id(name))
