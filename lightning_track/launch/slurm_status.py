@@ -7,7 +7,8 @@ state (:func:`~lightning_track.vocabulary.slurm_step_state`: ``PENDING`` -> subm
 ``COMPLETED`` -> done, ``FAILED``/``TIMEOUT``/``OUT_OF_MEMORY`` -> failed, ``CANCELLED``/``PREEMPTED`` ->
 interrupted, or blocked when a step it waits for failed: ``--kill-on-invalid-dep`` cancelled it), with
 Slurm's word, exit code, restart count (each requeue) and a short history of what was seen, and the step's
-run folder from its run note.
+run folder from its run note. A job that failed before its command started, on a checkpoint it was to be given,
+left its one line in the step's ``.failed`` signal with its job id: that line is the step's reason.
 
 ``scontrol show job`` knows running jobs and ended ones for ``MinJobAge`` seconds (300 by default); older
 ones come from ``sacct`` where the cluster keeps accounting. A job neither knows keeps its last state. A job

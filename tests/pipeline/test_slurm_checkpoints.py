@@ -1,6 +1,6 @@
 """``{train.last_ckpt}`` / ``{train.best_ckpt}`` on Slurm: the step's job resolves them when it starts. Here the
 eval job's script runs under bash (no Slurm), in a folder with spaces, against a training run's checkpoints.json;
-tests/pipeline/test_slurm_cluster_checkpoints.py runs the chain on a real Slurm."""
+tests/pipeline/test_slurm_cluster.py runs the chain on a real Slurm."""
 
 from __future__ import annotations
 
