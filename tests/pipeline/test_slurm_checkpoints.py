@@ -13,7 +13,7 @@ from support.processes import script_env
 
 from lightning_track.launch.pipeline import parse_pipeline
 from lightning_track.launch.pipeline_state import PipelineState
-from lightning_track.launch.slurm import SlurmOptions, sbatch_scripts
+from lightning_track.launch.slurm import SlurmOptions, sbatch_scripts, sweep_array_script
 from lightning_track.launch.slurm_status import refresh_from_slurm
 from lightning_track.vocabulary import ENV_EVALUATES
 
@@ -23,8 +23,10 @@ SHOW = ("import json, os, sys; json.dump({'argv': sys.argv[2:], 'evaluates': jso
 WATCH = {"metric": "val/loss", "mode": "min"}
 
 
-def _eval_job(tmp_path: Path, entries: list[dict], **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """A training run (``entries`` its checkpoints.json) named in train's run note, then eval's script run by bash."""
+def _eval_job(tmp_path: Path, entries: list[dict], sweep: dict | None = None, **env: str
+              ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A training run (``entries`` its checkpoints.json) named in train's run note, then eval's script run by bash
+    (``sweep``: eval is a sweep, its job array's script run as task 0)."""
     root = tmp_path / "my runs"
     run = root / "toy_train_20260101_000000"
     (run / "checkpoints").mkdir(parents=True)
@@ -36,9 +38,11 @@ def _eval_job(tmp_path: Path, entries: list[dict], **env: str) -> tuple[subproce
     out = tmp_path / "shown by eval.json"
     cmd = f"{sys.executable} -c \"{SHOW}\" '{out}' {{train.last_ckpt}} --best={{train.best_ckpt}} {{train.last_ckpt}}"
     pipeline = parse_pipeline({"name": "exp", "root": str(root), "steps": {
-        "train": {"cmd": "true"}, "eval": {"cmd": cmd, "after": ["train"]}}})
+        "train": {"cmd": "true"}, "eval": {"cmd": cmd, "after": ["train"], **(sweep or {})}}})
+    options = SlurmOptions(python=sys.executable)
     script = tmp_path / "exp_eval.sbatch"
-    script.write_text(sbatch_scripts(pipeline, SlurmOptions(python=sys.executable), cwd=tmp_path)["eval"])
+    script.write_text(sweep_array_script(pipeline, "eval", options, cwd=tmp_path) if sweep else
+                      sbatch_scripts(pipeline, options, cwd=tmp_path)["eval"])
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=script_env(**env), timeout=120)
     return done, run
 
@@ -56,6 +60,17 @@ def test_the_job_gives_its_command_the_checkpoints_and_tells_its_run_which(tmp_p
     assert [(e["template"], e["run_dir"], e["file"], e["step"], e["sha256"]) for e in shown["evaluates"]] == [
         ("{train.last_ckpt}", str(run), "checkpoints/step 10.ckpt", 10, "b" * 64),
         ("{train.best_ckpt}", str(run), "checkpoints/best one.ckpt", 5, "a" * 64)]
+
+
+def test_a_sweeps_trials_are_given_the_checkpoint_too(tmp_path: Path) -> None:
+    entries = [{"file": "checkpoints/s 5.ckpt", "step": 5, "metrics": {"val/loss": 0.1}, "monitor": WATCH,
+                "sha256": "c" * 64}]
+    done, run = _eval_job(tmp_path, entries, {"grid": {"lr": [1, 2]}, "metric": "loss"}, SLURM_ARRAY_TASK_ID="1")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads((tmp_path / "shown by eval.json").read_text())
+    path = str(run / "checkpoints/s 5.ckpt")
+    assert shown["argv"] == [path, f"--best={path}", path, "lr=2"]
+    assert [e["sha256"] for e in shown["evaluates"]] == ["c" * 64, "c" * 64]
 
 
 def test_a_missing_checkpoint_fails_the_job_with_one_line_and_the_state_shows_it(tmp_path: Path) -> None:
