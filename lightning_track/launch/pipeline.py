@@ -19,10 +19,9 @@ A command is run by ``/bin/sh -c`` (pipes, redirections and variables work). ``{
 run folder that step named in its run note (quoted for the shell); ``{step.exp_id}`` its exp_id;
 ``{step.last_ckpt}`` and ``{step.best_ckpt}`` the path of that run's newest checkpoint, or of the one best by
 the metric its ModelCheckpoint monitors, from the run's ``checkpoints.json`` (the step given one records it,
-with its hash, in its own run: :mod:`.checkpoint_refs`; on Slurm the step's job resolves them when it starts). A
-reference must name a step the referring step
-runs after (directly or through others), so the value is known when the command starts. Other braces are
-left as they are.
+with its hash, in its own run: :mod:`.checkpoint_refs`; on Slurm the step's job resolves them when it starts).
+A reference must name a step the referring step runs after (directly or through others), so the value is
+known when the command starts. Other braces are left as they are.
 """
 
 from __future__ import annotations
