@@ -38,10 +38,10 @@ import orjson
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
-from .catalog_rows import CatalogRun, RowSource, brief_of, frame_row
+from .catalog_rows import CatalogRun, RowSource, brief_of
 
 __all__ = ["Catalog", "Claimed", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config",
-           "last_look", "known_runs", "RACY_S", "VERSION"]
+           "last_look", "known_runs", "keep_frame", "RACY_S", "VERSION"]
 
 VERSION = 2
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS runs (
     ended INTEGER NOT NULL, -- 1: the summary does not say running (the verdict needs no clock)
     start REAL,             -- RunInfo.start: a listing's order
     brief BLOB NOT NULL,    -- what a listing needs of every run (catalog_rows.brief_of)
-    frame BLOB              -- an ended run's load_runs row (catalog_rows.frame_row), when JSON keeps it exact
+    frame BLOB              -- an ended run's load_runs row (catalog_rows.frame_row), kept by the first load_runs
 )
 """
 
@@ -255,9 +255,8 @@ class Catalog:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "e": info.exports,
                              "p": info.problems})
             if record is not None:
-                ended = info.summary.get("status") != RUNNING
-                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record, int(ended),
-                                  info.start, brief_of(info), _exact(frame_row(info)) if ended else None))
+                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record,
+                                  int(info.summary.get("status") != RUNNING), info.start, brief_of(info)))
         return info
 
     def _plain(self, read: Callable[[], Any]) -> Any:
@@ -290,10 +289,10 @@ class Catalog:
                 with self.conn:
                     # a new record drops the kept config: it was parsed under the old folder
                     self.conn.executemany("INSERT INTO runs (path, folder, names, files, record, ended, start, "
-                                          "brief, frame) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
+                                          "brief) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
                                           "UPDATE SET folder = excluded.folder, names = excluded.names, files = "
                                           "excluded.files, record = excluded.record, ended = excluded.ended, "
-                                          "start = excluded.start, brief = excluded.brief, frame = excluded.frame, "
+                                          "start = excluded.start, brief = excluded.brief, frame = NULL, "
                                           "config_stat = NULL, config = NULL", self._put)
                     self.conn.executemany("DELETE FROM runs WHERE path = ?", ((p,) for p in gone))
         except sqlite3.OperationalError as exc:
@@ -390,8 +389,10 @@ def known_runs(root: str | Path) -> set[str] | None:
     return {row[0] for row in rows}
 
 
-# -- flattened configs found after the look (a filter on config.* asks for them lazily) -------------
+# -- flattened configs (a filter on config.* asks for them lazily) and load_runs rows found after the look
+
 _pending_configs: list[tuple[str, str, bytes]] = []
+_pending_frames: list[tuple[bytes, str, str]] = []
 _flush_registered = False
 
 
@@ -402,17 +403,30 @@ def _register_flush() -> None:
         atexit.register(flush_configs)
 
 
+def keep_frame(key: str, folder: str, row: dict[str, Any]) -> None:
+    """Keep an ended run's ``load_runs`` row beside its entry at the next flush, if the entry is still the
+    one read under ``folder`` (built on the first ``load_runs``, so ``lt ls`` never pays for it)."""
+    data = _exact(row)
+    if data is not None:
+        _pending_frames.append((data, key, folder))
+        _register_flush()
+
+
 def flush_configs() -> None:
-    """Keep the configs parsed since the last flush beside their runs' entries (never raises)."""
-    if not _pending_configs:
+    """Keep the configs (and load_runs rows) found since the last flush beside their runs' entries (never
+    raises)."""
+    if not _pending_configs and not _pending_frames:
         return
     rows = [(stat, data, path) for path, stat, data in _pending_configs]
+    frames = list(_pending_frames)
     _pending_configs.clear()
+    _pending_frames.clear()
     try:
         conn = sqlite3.connect(f"{catalog_path().as_uri()}?mode=rw", uri=True, timeout=_BUSY_MS / 1000)
         try:
             with conn:
                 conn.executemany("UPDATE runs SET config_stat = ?, config = ? WHERE path = ?", rows)
+                conn.executemany("UPDATE runs SET frame = ? WHERE path = ? AND folder = ? AND ended", frames)
         finally:
             conn.close()
     except sqlite3.Error:

@@ -47,8 +47,10 @@ class RowSource:
     """Where the runs of one look get their kept records once the look is over (its own connection)."""
 
     def __init__(self, db: Path, build: Callable[..., Any], read: Callable[[Path, str], Any],
-                 sink: Callable[[str], Any], fields: tuple[str, ...]) -> None:
+                 sink: Callable[[str], Any], fields: tuple[str, ...],
+                 keep_frame: Callable[[str, str, dict[str, Any]], None]) -> None:
         self.db, self.build, self.read, self.sink, self.fields = db, build, read, sink, fields
+        self.keep_frame = keep_frame
         self._conn: sqlite3.Connection | None = None
         self._bulk: dict[str, dict[str, tuple[str, bytes]]] = {}
 
@@ -200,6 +202,10 @@ class CatalogRun:
                 row = orjson.loads(data)
                 row["path"], row["source"] = self._path, self.source  # as this look found it
                 return row
+        if self._ended:  # unchanged, ended: the row is the same next time
+            row = frame_row(self.info)
+            self._rows.keep_frame(self._key, self._folder, row)
+            return row
         return frame_row(self.info)
 
     def value(self, key: str) -> Any:

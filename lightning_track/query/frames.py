@@ -36,6 +36,10 @@ def load_runs(root: str | Path | Sequence[str | Path] = "runs", filter: str | Se
         if config:
             row.update({f"config.{k}": v for k, v in run.config.items()})
         rows.append(row)
+    if catalog:  # the rows and configs first built here, kept for the next call (not only at exit)
+        from .catalog import flush_configs
+
+        flush_configs()
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["name", "path", "source", "dataset", "method", "status", "start", "end"])

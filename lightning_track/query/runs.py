@@ -404,7 +404,7 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
     runs: list[RunInfo] = []
     seen: set[Any] = set()
     notes: list[str] = []  # the catalog's own warnings: never a reason to raise
-    from .catalog import Claimed, open_catalog
+    from .catalog import Claimed, keep_frame, open_catalog
 
     book = open_catalog(notes) if catalog else None
     rows = None
@@ -417,7 +417,7 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
         def reread(path: Path, source: str) -> RunInfo:
             return read_run(path, source, now=now, stale_after=stale_after, this_host=host)
 
-        rows = RowSource(book.path, build, reread, book.config_sink, FIELD_NAMES)
+        rows = RowSource(book.path, build, reread, book.config_sink, FIELD_NAMES, keep_frame)
     try:
         for root in roots:
             before = len(sink)
