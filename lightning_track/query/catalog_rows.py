@@ -209,9 +209,16 @@ class CatalogRun:
         return frame_row(self.info)
 
     def value(self, key: str) -> Any:
-        """As :meth:`~.runs.RunInfo.value`; a config key or an ended run's status from the catalog."""
+        """As :meth:`~.runs.RunInfo.value`; from the catalog's columns: name, source, start, no tags, an ended
+        run's status and its config."""
         if key == "status":
             return self.status
+        if key in ("name", "source"):
+            return getattr(self, key)
+        if key == "start":
+            return MISSING if self.start is None else self.start
+        if key == "tag" and self._info is None and not self._columns()["t"]:
+            return []
         if key in self._rows.fields:
             return self.info.value(key)
         head, _, rest = key.partition(".")

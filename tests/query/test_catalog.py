@@ -146,8 +146,10 @@ def test_an_ended_run_is_checked_by_its_folder_and_a_running_run_by_its_files(ru
     look(root)
     look(root)
     assert catalog.last_look == {"runs": 3, "read": 0}
-    status_filter = [r.name for r in filter_runs(find_runs(root, now=1.9e9), "status=failed")]
-    assert status_filter == [runs_copy["nan"].name]  # an ended run's status from the catalog's columns
+    for expr in ("status=failed", "tag=baseline", "start>2000-01-01"):  # from the catalog's columns
+        through = [r.name for r in filter_runs(find_runs(root, now=1.9e9), expr)]
+        assert through == [r.name for r in filter_runs(find_runs(root, now=1.9e9, catalog=False), expr)], expr
+    assert [r.name for r in filter_runs(find_runs(root, now=1.9e9), "status=failed")] == [runs_copy["nan"].name]
 
     settle()
     summary["last_step"] = 7
