@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -294,23 +294,36 @@ def _locked_fd(path: Path, *, wait: bool) -> int:
     return fd
 
 
-class HeldLock:
-    """An exclusive ``flock`` held until :meth:`close`, the ``with`` block's end, or the process's end
-    (also when it is killed: the kernel drops it with the fd)."""
+_Owner = TypeVar("_Owner", bound="_FdOwner")
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+
+class _FdOwner:
+    """An open fd closed once, by :meth:`close` or at the ``with`` block's end."""
+
+    _fd = -1
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
-    def __enter__(self) -> HeldLock:
+    def __enter__(self: _Owner) -> _Owner:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class HeldLock(_FdOwner):
+    """An exclusive ``flock`` held until :meth:`close`, the ``with`` block's end, or the process's end
+    (also when it is killed: the kernel drops it with the fd)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd >= 0
 
 
 def exclusive_lock(path: str | Path, *, what: str, fix: str, name: str | Path | None = None,
@@ -328,7 +341,7 @@ def exclusive_lock(path: str | Path, *, what: str, fix: str, name: str | Path | 
         raise error(f"{path if name is None else name}: {what}; {fix}") from None
 
 
-class JsonlAppender:
+class JsonlAppender(_FdOwner):
     """Append whole lines to a JSONL file, each batch in a single ``write`` on an O_APPEND fd.
 
     A concurrent reader therefore sees only whole lines, and a SIGKILL can at worst lose the
@@ -369,17 +382,6 @@ class JsonlAppender:
 
     def fsync(self) -> None:
         os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> JsonlAppender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> Iterator[tuple[int, dict]]:
