@@ -290,16 +290,7 @@ class MlflowExporter:
         refused = {item["name"] for item in entry.get("refused", []) if item.get("kind") == "param"}
         # a value changed since it was sent goes as the config_changes tag; a refused one is not asked again
         new = [(name, value) for name, value in params.items() if name not in sent and name not in refused]
-        for i in range(0, len(new), MAX_PARAMS_TAGS):
-            items = []
-            for name, value in new[i: i + MAX_PARAMS_TAGS]:
-                text, why = fit_value(value, MAX_PARAM)
-                self._note_cut("param", name, why, entry)
-                items.append((name, self._Param(self._key("param", name, entry), text)))
-            for name in self._batch(run_id, "param", items, entry, result):
-                sent[name] = params[name]
-                result.params += 1
-            save()
+        self._send_values(run_id, "param", new, sent, entry, save, result)
 
     def _send_tags(self, run_id: str, tags: Mapping[str, str], entry: dict[str, Any], save: Callable[[], None],
                    result: Any) -> None:
@@ -313,16 +304,25 @@ class MlflowExporter:
             del sent[name]
             result.tags += 1
         changed = [(name, value) for name, value in tags.items() if sent.get(name) != value]
-        for i in range(0, len(changed), MAX_PARAMS_TAGS):
-            items = []
-            for name, value in changed[i: i + MAX_PARAMS_TAGS]:
-                text, why = fit_value(value, MAX_TAG)
-                self._note_cut("tag", name, why, entry)
-                items.append((name, self._RunTag(self._key("tag", name, entry), text)))
-            for name in self._batch(run_id, "tag", items, entry, result):
-                sent[name] = tags[name]
-                result.tags += 1
+        self._send_values(run_id, "tag", changed, sent, entry, save, result)
         save()
+
+    def _send_values(self, run_id: str, kind: str, values: list[tuple[str, str]], sent: dict[str, str],
+                     entry: dict[str, Any], save: Callable[[], None], result: Any) -> None:
+        """Params or tags in MLflow's batches, each value cut to its limit (the cut noted); what the server
+        confirmed goes into ``sent`` and the record is saved after each batch."""
+        limit, make = (MAX_PARAM, self._Param) if kind == "param" else (MAX_TAG, self._RunTag)
+        for i in range(0, len(values), MAX_PARAMS_TAGS):
+            chunk = dict(values[i: i + MAX_PARAMS_TAGS])
+            items = []
+            for name, value in chunk.items():
+                text, why = fit_value(value, limit)
+                self._note_cut(kind, name, why, entry)
+                items.append((name, make(self._key(kind, name, entry), text)))
+            for name in self._batch(run_id, kind, items, entry, result):
+                sent[name] = chunk[name]
+                setattr(result, f"{kind}s", getattr(result, f"{kind}s") + 1)  # result.params, result.tags
+            save()
 
     def _send_jsonl(self, run_id: str, sent: SentFile, system_keys: bool, entry: dict[str, Any],
                     save: Callable[[], None], result: Any) -> None:
