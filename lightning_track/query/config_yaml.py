@@ -27,6 +27,7 @@ _BOOLS = {"yes": True, "no": False, "true": True, "false": False, "on": True, "o
 
 _KNOWN_MAX = 50_000
 _known: dict[str, Any] = {}  # scalar text -> value: the runs of a sweep repeat most keys and values
+_known_for: list[Any] = [None]  # the resolvers _known was filled under
 
 
 class _Unsure(Exception):
@@ -129,8 +130,13 @@ def read_simple_yaml(text: str) -> dict[str, Any] | None:
     if not lines:
         return None  # PyYAML's None for an empty document
     try:
-        found, end = _mapping(lines, 0, lines[0][0], _loader().yaml_implicit_resolvers)
-    except _Unsure:
+        resolvers = _loader().yaml_implicit_resolvers
+        rules = (id(resolvers), sum(map(len, resolvers.values())))
+        if _known_for[0] != rules:  # a resolver added since (yaml.add_implicit_resolver): values may differ
+            _known.clear()
+            _known_for[0] = rules
+        found, end = _mapping(lines, 0, lines[0][0], resolvers)
+    except (_Unsure, RecursionError):  # too deep for this reader: PyYAML decides
         return None
     return found if end == len(lines) else None
 

@@ -82,3 +82,15 @@ def test_what_it_is_unsure_of_goes_to_pyyaml(text: str) -> None:
 def test_a_broken_file_raises_pyyamls_error() -> None:
     with pytest.raises(yaml.YAMLError):
         load_config_yaml(b"a: [1\nb: 2\n")
+
+
+def test_a_resolver_added_to_the_loader_is_followed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values read before are not reused under other rules."""
+    import re
+
+    assert read_simple_yaml("a: xyz\n") == {"a": "xyz"}
+    copied = {key: list(rules) for key, rules in LOADER.yaml_implicit_resolvers.items()}
+    monkeypatch.setattr(LOADER, "yaml_implicit_resolvers", copied)  # the change stays in this test
+    yaml.add_implicit_resolver("tag:yaml.org,2002:null", re.compile("^xyz$"), list("x"), Loader=LOADER)
+    assert yaml.load("a: xyz\n", Loader=LOADER) == {"a": None}
+    assert read_simple_yaml("a: xyz\n") == {"a": None}
