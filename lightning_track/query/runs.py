@@ -34,7 +34,6 @@ from ..folder.records import flatten
 from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, STALLED, UNKNOWN, parse_iso_time
 from .annotations import effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
-from .config_yaml import load_config_yaml
 from .discover import find_run_dirs, folder_identity, list_names
 from .filters import MISSING, Filter, parse_filter
 from .stall import stall_reason
@@ -230,7 +229,10 @@ class RunInfo:
                     self._config_sink(self, stat, cached)
                 return cached
             try:
-                self._config = flatten(load_config_yaml(path.read_bytes()) or {})
+                import yaml
+
+                loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+                self._config = flatten(yaml.load(path.read_bytes(), Loader=loader) or {})
             except Exception as exc:  # noqa: BLE001 - any YAML or read error: one line, the run stays listed
                 self.problems.append(f"{path}: not readable YAML ({' '.join(str(exc).split())[:200]})")
             else:
