@@ -39,10 +39,10 @@ FIT = textwrap.dedent("""
 """)
 
 
-# Logged at the end of training: work for the sink host after Close (new TensorBoard tags and SwanLab columns),
-# so that "fit returned before the host was done" holds on a fast machine as on a loaded one. A new SwanLab
-# column costs the host ~45 ms on a loaded 2-core machine (a few ms idle): 200 keep it busy for seconds after
-# Close, where the parent checks within milliseconds; 2,000 made each host take ~90 s under load.
+# Logged at the end of training: work for the sink host after Close (new TensorBoard tags and SwanLab
+# columns), so that "fit returned before the host was done" holds on a fast machine as on a loaded one.
+# A new SwanLab column costs the host ~45 ms on a loaded 2-core machine: 200 keep it busy for seconds
+# after Close, where the parent checks within milliseconds; 2,000 made each host take ~90 s under load.
 END_VALUES = 200
 LAST_VALUES = {f"end/value{i}": float(i) for i in range(END_VALUES)}
 
