@@ -18,7 +18,7 @@ __all__ = [
     "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "UNKNOWN", "RUN_STATUSES", "FINAL_STATUSES",
     "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE", "RETRYING", "STALLED", "STALL_FACTOR", "STALL_FLOOR_S",
     "stall_limit", "stalled_for",
-    "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
+    "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_REFUSED", "EXIT_HEALTH", "exit_status",
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time", "format_bytes",
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
     "ENV_SWEEP", "ENV_EVALUATES", "ENV_CHECKPOINT_PREFIX", "env_value", "cache_root",
@@ -93,6 +93,7 @@ def run_status(word: str) -> str:
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the tool ran and something failed (a run, a file)
 EXIT_USAGE = 2  # bad arguments or bad input, nothing done (argparse's code)
+EXIT_REFUSED = 3  # lt-sync: the copy is done, but some paths were refused as unsafe
 # A run stopped for its health (HealthGuard, or lt-run's health timeout). Not 1, so a driver or a
 # Slurm chain can tell "unhealthy" from "crashed"; unused by Python, the shell and Slurm.
 EXIT_HEALTH = 86
