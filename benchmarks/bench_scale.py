@@ -15,7 +15,7 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
 4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
    nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
 
-    python benchmarks/bench_scale.py --report [--runs 10000] [--repeats 1]
+    python benchmarks/bench_scale.py --report [--runs 10000] [--repeats 1] [--before TREE]
 
 ``lt report`` of ``--runs`` such runs instead (each with 200 steps of ``val/loss``, the main metric: the
 report's curves), a fresh process: with an empty cache (the catalog and the curves' histories written) and
@@ -133,10 +133,17 @@ def change(root: Path, fraction: float) -> int:
     return len(picked)
 
 
+LAST_CPU = [0.0]  # user + system CPU of the last fresh() process or _timed() call
+
+
 def fresh(cmd: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one fresh process (its CPU seconds in LAST_CPU: steadier on a shared machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, env=env)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.decode()[-500:]}")
     return elapsed
@@ -159,6 +166,7 @@ def main() -> None:
                         help="many sources into one mirror instead: this many folders of --runs runs each")
     parser.add_argument("--ssh", type=int, default=10, help="with --sources: how many go through sshd on 127.0.0.1")
     parser.add_argument("--report", action="store_true", help="lt report of --runs runs instead")
+    parser.add_argument("--before", help="with --report: also the code in this folder (an earlier commit), alternated")
     args = parser.parse_args()
     if args.sources:
         return many_sources(args)
@@ -185,11 +193,15 @@ def main() -> None:
         lt = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
         before = [sys.executable, "-c", PLAIN_LT, "ls", str(root)]  # the same command, the catalog off
         bare = best(args.repeats, lambda: fresh([sys.executable, "-c", "pass"], env))
-        rows: list[tuple[str, float, float]] = []
+        rows: list[tuple[str, float, float, float, float]] = []
 
         def pair(what: str, ours, anchor) -> None:  # alternated, best of each: the machine's load hits both
-            times = [(ours(), anchor()) for _ in range(args.repeats)]
-            rows.append((what, min(t for t, _ in times), min(t for _, t in times)))
+            times = []
+            for _ in range(args.repeats):
+                ours_wall = ours()
+                ours_cpu = LAST_CPU[0]
+                times.append((ours_wall, ours_cpu, anchor(), LAST_CPU[0]))
+            rows.append((what, *(min(t[i] for t in times) for i in range(4))))
 
         def empty(path: Path) -> Path:
             shutil.rmtree(path, ignore_errors=True)
@@ -266,6 +278,7 @@ def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
             os.utime(folder, (time.time() - 86400,) * 2)
         mirror, state = tmp / f"mem-mirror-{count}", str(tmp / f"mem-state-{count}.jsonl")
         ls = ["ls", str(root), "--json"]
+        time.sleep(catalog_module.RACY_S + 0.5)  # utime changed the folders' ctimes: settled only now
         peak_mb(LS_BODY, ls, env)  # the catalog warm
         table.setdefault("lt ls --json (catalog warm)", []).append(peak_mb(LS_BODY, ls, env))
         sync = [str(root), str(mirror), state]
@@ -285,17 +298,21 @@ def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
     return ["", *lines]
 
 
-def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]], bare: float, catalog_mb: float,
-                  made_s: float, memory: list[str] = ()) -> None:
+def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float, float, float]], bare: float,
+                  catalog_mb: float, made_s: float, memory: list[str] = ()) -> None:
     title = f"## {args.runs:,} runs: lt ls and load_runs through the catalog"
     lines = [f"{title} ({date.today().isoformat()})", "",
-             "| what | through the catalog | plain read (the anchor, same run) | plain / catalog |",
+             "| what | through the catalog: wall / CPU | plain read (the anchor, same run): wall / CPU "
+             "| plain / catalog (CPU) |",
              "| --- | --- | --- | --- |"]
-    for what, ours, anchor in rows:
-        ratio = f"{anchor / ours:.2f}x" if anchor and ours else "-"
-        lines.append(f"| {what}, {args.runs:,} runs | {ours:.2f} s | {anchor:.2f} s | {ratio} |")
+    for what, ours, ours_cpu, anchor, anchor_cpu in rows:
+        ratio = f"{anchor_cpu / ours_cpu:.2f}x" if anchor_cpu and ours_cpu else "-"
+        lines.append(f"| {what}, {args.runs:,} runs | {ours:.2f} s / {ours_cpu:.2f} s | {anchor:.2f} s / "
+                     f"{anchor_cpu:.2f} s | {ratio} |")
     lines += memory
-    lines += ["", f"- a bare `python -c pass` takes {bare:.2f} s here (part of every fresh-process time)",
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += ["", f"- a bare `python -c pass` takes {bare:.2f} s here (part of every fresh-process time); "
+              f"load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} cores",
               f"- the catalog: {catalog_mb:.1f} MB for {args.runs:,} runs; making the runs took {made_s:.0f} s",
               "- plain read = the same command with the catalog off (every folder listed, every summary/meta "
               "read; config.yaml through the config cache, as before the catalog), alternated with ours",
@@ -314,46 +331,61 @@ def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]]
 
 
 def _timed(fn) -> float:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     fn()
+    LAST_CPU[0] = time.process_time() - cpu
     return time.perf_counter() - started
 
 
 def report(args: argparse.Namespace) -> None:
-    """``lt report`` of ``--runs`` runs: time and size, fresh process; the page drawn in headless Chromium."""
+    """``lt report`` of ``--runs`` runs: time and size, fresh process; the page drawn in headless Chromium.
+    ``--before TREE``: the same commands with another checkout of the code first on the path (an earlier
+    commit: ``git archive``), alternated with this one, each with its own cache."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-report-"))
+    here = os.getcwd()
+    os.chdir(tmp)  # ``python -m`` puts the working folder first on the path: PYTHONPATH must pick the tree
     try:
         root = tmp / "runs"
         make_runs(root, args.runs, val_steps=200)
         time.sleep(catalog_module.RACY_S + 0.5)
-        cache = tmp / "cache"
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)}
         html = tmp / "report.html"
         lt = [sys.executable, "-m", "lightning_track.cli.lt"]
-        first = timed_cpu([*lt, "report", str(root), "-o", str(html)], env)
+        trees = {"ours": str(HERE.parent), **({"before": str(Path(args.before).resolve())} if args.before else {})}
+        envs = {name: {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(tmp / f"cache-{name}"),
+                       "PYTHONPATH": tree} for name, tree in trees.items()}
+        first = {name: timed_cpu([*lt, "report", str(root), "-o", str(html)], env) for name, env in envs.items()}
         time.sleep(catalog_module.RACY_S + 0.5)
-        fresh([*lt, "ls", str(root)], env)  # every entry settled in the catalog
-        rows = [("lt report, first look (empty cache: catalog and curves' histories written)", first,
-                 timed_cpu([*lt, "ls", str(root)], {**env, ENV_CACHE_DIR: str(tmp / "ls-cache")}))]
-        again = [(timed_cpu([*lt, "report", str(root), "-o", str(html)], env), timed_cpu([*lt, "ls", str(root)], env))
-                 for _ in range(args.repeats)]
-        rows.append(("lt report, again (nothing changed)", min(again, key=lambda t: t[0][1])[0],
-                     min(again, key=lambda t: t[1][1])[1]))
+        for env in envs.values():
+            fresh([*lt, "ls", str(root)], env)  # every entry settled in the catalog
+        anchor = timed_cpu([*lt, "ls", str(root)], {**envs["ours"], ENV_CACHE_DIR: str(tmp / "ls-cache")})
+        rows = [("lt report, first look (empty cache: catalog and curves' histories written)", first, anchor)]
+        again: dict[str, list[tuple[float, float]]] = {name: [] for name in envs}
+        anchors = []
+        for _ in range(args.repeats):
+            for name, env in envs.items():
+                again[name].append(timed_cpu([*lt, "report", str(root), "-o", str(html)], env))
+            anchors.append(timed_cpu([*lt, "ls", str(root)], envs["ours"]))
+        rows.append(("lt report, again (nothing changed)", {n: min(t, key=lambda w: w[1]) for n, t in again.items()},
+                     min(anchors, key=lambda t: t[1])))
+        fresh([*lt, "report", str(root), "-o", str(html)], envs["ours"])
         size = html.stat().st_size / 1e6
         drawn, chromium_s = open_in_chromium(html, tmp / "profile")
-        bare = fresh([sys.executable, "-c", "pass"], env)
+        bare = fresh([sys.executable, "-c", "pass"], envs["ours"])
     finally:
+        os.chdir(here)
         shutil.rmtree(tmp, ignore_errors=True)
     title = f"## lt report of {args.runs:,} runs"
+    before = " | before (--before): wall / CPU" if args.before else ""
     lines = [f"{title} ({date.today().isoformat()})", "",
-             "| what | lt report (fresh process): wall / CPU | lt ls of the same runs, same cache state (anchor): "
-             "wall / CPU | goal |", "| --- | --- | --- | --- |"]
-    lines += [f"| {what} | {ours[0]:.2f} s / {ours[1]:.2f} s | {theirs[0]:.2f} s / {theirs[1]:.2f} s | <= 5 s |"
-              for what, ours, theirs in rows]
+             f"| what | lt report (fresh process): wall / CPU{before} | lt ls of the same runs, same cache state "
+             "(anchor): wall / CPU | goal |", "| --- | --- | --- | --- |" + (" --- |" if args.before else "")]
+    lines += [f"| {what} | " + " | ".join(f"{t[0]:.2f} s / {t[1]:.2f} s" for t in ours.values())
+              + f" | {theirs[0]:.2f} s / {theirs[1]:.2f} s | <= 5 s |" for what, ours, theirs in rows]
     lines += ["", f"- the HTML: {size:.2f} MB (goal <= 5 MB); headless Chromium opened it in {chromium_s:.1f} s "
               f"(wall, with --virtual-time-budget) and drew: {drawn}",
               f"- a bare `python -c pass` takes {bare:.2f} s here", "",
-              f"Command: `python benchmarks/bench_scale.py --report --runs {args.runs} --repeats {args.repeats}`. "
+              f"Command: `python benchmarks/bench_scale.py --report --runs {args.runs} --repeats {args.repeats}"
+              + (" --before TREE" if args.before else "") + "`. "
               f"Machine: 2 cores shared with other work (load average {os.getloadavg()[0]:.0f} at the end; the CPU "
               f"time is the steadier figure), Python {platform.python_version()}.", ""]
     text = "\n".join(lines)
