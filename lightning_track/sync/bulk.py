@@ -308,7 +308,10 @@ class WholeRunCopier:
         if self.mode == "push":
             gone = " ".join(shlex.quote(f"{STAGE}/{t}") for t in failed)
             remote: Any = self.dst
-            await remote.run(f"{'rm -rf -- ' + gone + '; ' if gone else ''}rmdir {STAGE} 2>/dev/null; true")
+            try:
+                await remote.run(f"{'rm -rf -- ' + gone + '; ' if gone else ''}rmdir {STAGE} 2>/dev/null; true")
+            except OSError:  # a lost connection: the pass's own error says so
+                pass
             return
         stage = os.path.join(self.dst.root, STAGE)
         for top in failed:
