@@ -194,6 +194,35 @@ def test_load_runs_through_the_catalog_equals_a_plain_read(made_runs, monkeypatc
     pd.testing.assert_frame_equal(load_runs("runs"), load_runs("runs", catalog=False))
 
 
+def test_load_runs_mixes_kept_and_built_rows_in_a_plain_reads_column_order(made_runs) -> None:
+    """Kept rows (parsed all at once) beside a changed run's built row with a metric the others lack: the
+    columns come in the plain read's order (that metric after the configs, where the last run adds it)."""
+    import pandas as pd
+
+    root = made_runs["lora"].parent
+    load_runs(root)
+    catalog.flush_configs()
+    last = root / load_runs(root)["name"].iloc[-1]
+    summary = read_json(last / "summary.json")
+    summary.setdefault("final", {})["extra/metric"] = {"value": 0.5}
+    atomic_write_json(last / "summary.json", summary)
+    through, plain = load_runs(root), load_runs(root, catalog=False)
+    assert catalog.last_look["read"] == 1
+    assert list(through.columns)[-1] == "final.extra/metric" and through["final.extra/metric"].iloc[-1] == 0.5
+    pd.testing.assert_frame_equal(through, plain)
+    pd.testing.assert_frame_equal(load_runs(root, config=False), load_runs(root, config=False, catalog=False))
+
+
+def test_a_look_pauses_the_collector_and_restores_it(made_runs, monkeypatch) -> None:
+    import gc
+
+    seen = []
+    monkeypatch.setattr(catalog, "open_catalog", lambda problems, real=catalog.open_catalog: (
+        seen.append(gc.isenabled()), real(problems))[1])
+    find_runs(made_runs["lora"].parent)
+    assert seen == [False] and gc.isenabled()
+
+
 @pytest.mark.parametrize("damage", ["torn", "other version", "unwritable"])
 def test_a_damaged_foreign_or_unwritable_catalog_is_rebuilt_or_passed_by(runs_copy, own_cache, monkeypatch,
                                                                          damage) -> None:
