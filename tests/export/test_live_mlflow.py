@@ -4,8 +4,10 @@ down from the start or stopped and started again mid-run, read back with MLflow'
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,22 @@ pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip ins
 
 def warnings_about_mlflow(text: str) -> list[str]:
     return [line for line in text.splitlines() if "MLflow" in line]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice is per thread on Linux only")
+def test_the_sinks_background_threads_run_at_the_lowest_priority_and_the_caller_keeps_its_own() -> None:
+    """MLflow's import and passes take only what training leaves of the cores; the thread that started them
+    (the sink host's) is not lowered with them."""
+    from lightning_track.sinks.base import lowest_priority
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine, seen = priority(), []
+    worker = threading.Thread(target=lambda: (lowest_priority(), seen.append(priority())))
+    worker.start()
+    worker.join()
+    assert seen == [19] and priority() == mine
 
 
 @pytest.mark.parametrize(("kwargs", "says"), [
