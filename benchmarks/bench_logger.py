@@ -313,9 +313,12 @@ def sinks_lines(fresh: dict[str, tuple[float, float, float]], steps: int, repeat
     return [
         SINKS_HEADING,
         "",
-        f"`python benchmarks/bench_logger.py --only sinks --steps {steps} --repeats {repeats}` — each fit in a fresh"
+        f"`python benchmarks/bench_logger.py --only sinks --steps {steps} --repeats {repeats}"
+        f"{' --source-only' if SOURCE_ONLY else ''}` — each fit in a fresh"
         " process (best of the interleaved repeats); CPU of the training process and every process it started"
-        " (sink host, console relay).",
+        " (sink host, console relay). "
+        + ("lightning_track compiled from source in every process (`--source-only`)." if SOURCE_ONLY else
+           "lightning_track with its bytecode, as installed (`fresh_env`; `--source-only`: without)."),
         "",
         f"| tiny-MLP fit, {steps} steps, fresh process | fit wall s | whole process wall s | vs none | CPU s |"
         " extra CPU | vs TensorBoardLogger's extra CPU |",
