@@ -15,7 +15,7 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
 4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
    nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
 
-    python benchmarks/bench_scale.py --report [--runs 10000] [--repeats 1]
+    python benchmarks/bench_scale.py --report [--runs 10000] [--repeats 1] [--before TREE]
 
 ``lt report`` of ``--runs`` such runs instead (each with 200 steps of ``val/loss``, the main metric: the
 report's curves), a fresh process: with an empty cache (the catalog and the curves' histories written) and
@@ -159,6 +159,7 @@ def main() -> None:
                         help="many sources into one mirror instead: this many folders of --runs runs each")
     parser.add_argument("--ssh", type=int, default=10, help="with --sources: how many go through sshd on 127.0.0.1")
     parser.add_argument("--report", action="store_true", help="lt report of --runs runs instead")
+    parser.add_argument("--before", help="with --report: also the code in this folder (an earlier commit), alternated")
     args = parser.parse_args()
     if args.sources:
         return many_sources(args)
@@ -320,40 +321,54 @@ def _timed(fn) -> float:
 
 
 def report(args: argparse.Namespace) -> None:
-    """``lt report`` of ``--runs`` runs: time and size, fresh process; the page drawn in headless Chromium."""
+    """``lt report`` of ``--runs`` runs: time and size, fresh process; the page drawn in headless Chromium.
+    ``--before TREE``: the same commands with another checkout of the code first on the path (an earlier
+    commit: ``git archive``), alternated with this one, each with its own cache."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-report-"))
+    here = os.getcwd()
+    os.chdir(tmp)  # ``python -m`` puts the working folder first on the path: PYTHONPATH must pick the tree
     try:
         root = tmp / "runs"
         make_runs(root, args.runs, val_steps=200)
         time.sleep(catalog_module.RACY_S + 0.5)
-        cache = tmp / "cache"
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)}
         html = tmp / "report.html"
         lt = [sys.executable, "-m", "lightning_track.cli.lt"]
-        first = timed_cpu([*lt, "report", str(root), "-o", str(html)], env)
+        trees = {"ours": str(HERE.parent), **({"before": str(Path(args.before).resolve())} if args.before else {})}
+        envs = {name: {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(tmp / f"cache-{name}"),
+                       "PYTHONPATH": tree} for name, tree in trees.items()}
+        first = {name: timed_cpu([*lt, "report", str(root), "-o", str(html)], env) for name, env in envs.items()}
         time.sleep(catalog_module.RACY_S + 0.5)
-        fresh([*lt, "ls", str(root)], env)  # every entry settled in the catalog
-        rows = [("lt report, first look (empty cache: catalog and curves' histories written)", first,
-                 timed_cpu([*lt, "ls", str(root)], {**env, ENV_CACHE_DIR: str(tmp / "ls-cache")}))]
-        again = [(timed_cpu([*lt, "report", str(root), "-o", str(html)], env), timed_cpu([*lt, "ls", str(root)], env))
-                 for _ in range(args.repeats)]
-        rows.append(("lt report, again (nothing changed)", min(again, key=lambda t: t[0][1])[0],
-                     min(again, key=lambda t: t[1][1])[1]))
+        for env in envs.values():
+            fresh([*lt, "ls", str(root)], env)  # every entry settled in the catalog
+        anchor = timed_cpu([*lt, "ls", str(root)], {**envs["ours"], ENV_CACHE_DIR: str(tmp / "ls-cache")})
+        rows = [("lt report, first look (empty cache: catalog and curves' histories written)", first, anchor)]
+        again: dict[str, list[tuple[float, float]]] = {name: [] for name in envs}
+        anchors = []
+        for _ in range(args.repeats):
+            for name, env in envs.items():
+                again[name].append(timed_cpu([*lt, "report", str(root), "-o", str(html)], env))
+            anchors.append(timed_cpu([*lt, "ls", str(root)], envs["ours"]))
+        rows.append(("lt report, again (nothing changed)", {n: min(t, key=lambda w: w[1]) for n, t in again.items()},
+                     min(anchors, key=lambda t: t[1])))
+        fresh([*lt, "report", str(root), "-o", str(html)], envs["ours"])
         size = html.stat().st_size / 1e6
         drawn, chromium_s = open_in_chromium(html, tmp / "profile")
-        bare = fresh([sys.executable, "-c", "pass"], env)
+        bare = fresh([sys.executable, "-c", "pass"], envs["ours"])
     finally:
+        os.chdir(here)
         shutil.rmtree(tmp, ignore_errors=True)
     title = f"## lt report of {args.runs:,} runs"
+    before = " | before (--before): wall / CPU" if args.before else ""
     lines = [f"{title} ({date.today().isoformat()})", "",
-             "| what | lt report (fresh process): wall / CPU | lt ls of the same runs, same cache state (anchor): "
-             "wall / CPU | goal |", "| --- | --- | --- | --- |"]
-    lines += [f"| {what} | {ours[0]:.2f} s / {ours[1]:.2f} s | {theirs[0]:.2f} s / {theirs[1]:.2f} s | <= 5 s |"
-              for what, ours, theirs in rows]
+             f"| what | lt report (fresh process): wall / CPU{before} | lt ls of the same runs, same cache state "
+             "(anchor): wall / CPU | goal |", "| --- | --- | --- | --- |" + (" --- |" if args.before else "")]
+    lines += [f"| {what} | " + " | ".join(f"{t[0]:.2f} s / {t[1]:.2f} s" for t in ours.values())
+              + f" | {theirs[0]:.2f} s / {theirs[1]:.2f} s | <= 5 s |" for what, ours, theirs in rows]
     lines += ["", f"- the HTML: {size:.2f} MB (goal <= 5 MB); headless Chromium opened it in {chromium_s:.1f} s "
               f"(wall, with --virtual-time-budget) and drew: {drawn}",
               f"- a bare `python -c pass` takes {bare:.2f} s here", "",
-              f"Command: `python benchmarks/bench_scale.py --report --runs {args.runs} --repeats {args.repeats}`. "
+              f"Command: `python benchmarks/bench_scale.py --report --runs {args.runs} --repeats {args.repeats}"
+              + (" --before TREE" if args.before else "") + "`. "
               f"Machine: 2 cores shared with other work (load average {os.getloadavg()[0]:.0f} at the end; the CPU "
               f"time is the steadier figure), Python {platform.python_version()}.", ""]
     text = "\n".join(lines)

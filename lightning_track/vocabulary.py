@@ -18,10 +18,10 @@ __all__ = [
     "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CRASHED", "UNKNOWN", "RUN_STATUSES", "FINAL_STATUSES",
     "HEALTHY", "DONE", "SIGNAL_STATUSES", "STALE", "RETRYING", "STALLED", "STALL_FACTOR", "STALL_FLOOR_S",
     "stall_limit", "stalled_for",
-    "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_HEALTH", "exit_status",
+    "run_status", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_REFUSED", "EXIT_HEALTH", "exit_status",
     "RUN_NAME_TIME_FORMAT", "run_name_time", "iso_time", "parse_iso_time", "format_bytes",
     "ENV_PREFIX", "ENV_RUN_DIR", "ENV_EXP_ID", "ENV_SIGNALS_DIR", "ENV_CACHE_DIR", "ENV_CONSOLE", "ENV_TAGS",
-    "ENV_SWEEP", "ENV_EVALUATES", "env_value", "cache_root",
+    "ENV_SWEEP", "ENV_EVALUATES", "ENV_CHECKPOINT_PREFIX", "env_value", "cache_root",
     "PENDING", "BLOCKED", "SUBMITTED", "SLURM_ENV", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "slurm_step_state",
     "stop_signals",
 ]
@@ -93,6 +93,7 @@ def run_status(word: str) -> str:
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the tool ran and something failed (a run, a file)
 EXIT_USAGE = 2  # bad arguments or bad input, nothing done (argparse's code)
+EXIT_REFUSED = 3  # lt-sync: the copy is done, but some paths were refused as unsafe
 # A run stopped for its health (HealthGuard, or lt-run's health timeout). Not 1, so a driver or a
 # Slurm chain can tell "unhealthy" from "crashed"; unused by Python, the shell and Slurm.
 EXIT_HEALTH = 86
@@ -160,6 +161,8 @@ ENV_SWEEP = ENV_PREFIX + "SWEEP"  # JSON {name, trial, overrides, metric, mode}:
 # JSON list of {template, run, run_dir, file, step, sha256}: the checkpoints of earlier pipeline steps' runs that
 # this step's command was given ({train.best_ckpt}); its RunLogger records them in meta.json's "evaluated"
 ENV_EVALUATES = ENV_PREFIX + "EVALUATES"
+# + "<step>_<field>": in a Slurm job, the path of {step.last_ckpt} / {step.best_ckpt}, resolved at the job's start
+ENV_CHECKPOINT_PREFIX = ENV_PREFIX + "CKPT_"
 ENV_MASK = ENV_PREFIX + "MASK"  # JSON list: the secret values the console relay masks in logs.txt (its own env only)
 
 # Names read before the prefix was the rule; still honoured when the new name is unset.

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, JsonlProblem
-from ..folder.fileio import atomic_write_json, atomic_write_text, read_json
+from ..folder.fileio import HeldLock, atomic_write_json, atomic_write_text, exclusive_lock, read_json
 from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord, read_metrics_since
 from ..query.discover import find_run_dirs
@@ -340,7 +340,9 @@ class BoardStore:
         _require_board()
         self.folder = Path(folder).expanduser().resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = self._take_lock()
+        self._lock: HeldLock | None = exclusive_lock(
+            self.folder / LOCK, name=self.folder, what="another lt board is feeding this store",
+            fix="stop it, or give --dir another folder")
         from swanboard.db import connect
         from swanboard.db.models import Project
 
@@ -349,18 +351,6 @@ class BoardStore:
         state = read_json(self.folder / STATE) if (self.folder / STATE).exists() else {}
         self.state: dict[str, dict[str, Any]] = state.get("runs", {}) if isinstance(state, dict) else {}
         self._feeds: dict[str, _Feed] = {}
-
-    def _take_lock(self) -> Any:
-        import fcntl
-
-        handle = open(self.folder / LOCK, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise ConfigError(f"{self.folder}: another lt board is feeding this store; stop it, or give"
-                              " --dir another folder") from None
-        return handle
 
     def close(self) -> None:
         if self._lock is not None:

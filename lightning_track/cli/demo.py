@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,7 +96,8 @@ def demo_callbacks(cfg) -> list:  # noqa: ANN001 - an OmegaConf node
     return build_callbacks(cfg.get("callbacks"))
 
 
-@reports("lt-demo: error")
+# bad input (a config key or value) is usage, nothing created; a value training itself refuses is a failure
+@reports("lt-demo: error", rules=((ConfigError, EXIT_USAGE), (ValueError, EXIT_FAILURE)))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lt-demo",
@@ -110,14 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.overrides:
         if "=" not in item:
             parser.error(f"override {item!r} is not KEY=VALUE")
-    try:
-        run_dir = run_demo(args.config, args.overrides, quiet=args.quiet)
-    except ConfigError as exc:  # bad input, nothing created: the usage code, like argparse's own errors
-        print(f"lt-demo: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, ValueError) as exc:
-        print(f"lt-demo: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    run_dir = run_demo(args.config, args.overrides, quiet=args.quiet)
     wait_for_plots(run_dir)  # drawn after fit returns; the listing below shows the whole folder
     print(f"\nRun folder: {run_dir}")
     for name in sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()):

@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import one_line
+from ..errors import ConfigError, one_line
 from ..vocabulary import DONE, EXIT_OK, EXIT_USAGE, FAILED, HEALTHY
 from ._errors import reports
 
@@ -87,7 +87,9 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-@reports("lt-run: error")
+# lt-run's contract: the exit code is the command's; whatever stops lt-run before that code exists (bad
+# usage, a command that cannot start, --post-process on a folder that is no run) is usage, 2.
+@reports("lt-run: error", rules=((OSError, EXIT_USAGE), (ValueError, EXIT_USAGE)))
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
@@ -98,41 +100,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(options)
     say = _Say()
-
-    def error(message: str) -> int:
-        say(f"[red]lt-run: error:[/red] {_escape(message)}")
-        return EXIT_USAGE
-
     if args.post_process is not None:
         if cmd:
-            return error("--post-process takes no command")
+            raise ConfigError("--post-process takes no command")
         if args.notify:
-            return error("--notify goes with a command (lt-run --notify URL -- CMD ...)")
+            raise ConfigError("--notify goes with a command (lt-run --notify URL -- CMD ...)")
         from pathlib import Path
 
         from ..derived.summary import post_process
         from ..query.discover import require_run_folder
 
-        try:
-            require_run_folder(Path(args.post_process))  # never rewrite the files of a folder that is not a run
-            with say.console.status(f"post-processing {args.post_process}"):
-                summary = post_process(args.post_process)
-        except (OSError, ValueError) as exc:
-            return error(str(exc))
+        require_run_folder(Path(args.post_process))  # never rewrite the files of a folder that is not a run
+        with say.console.status(f"post-processing {args.post_process}"):
+            summary = post_process(args.post_process)
         say(f"post-processed {_escape(args.post_process)}: status {summary.get('status', 'unknown')}, "
             f"{summary.get('steps_logged', 0)} steps")
         return EXIT_OK
     if not cmd:
-        return error("no command given (usage: lt-run [options] -- CMD ...)")
+        raise ConfigError("no command given (usage: lt-run [options] -- CMD ...)")
 
     from ..launch.notices import CommandNotices
     from ..launch.notify import Notifier
     from ..launch.runner import default_exp_id, run_command
 
-    try:
-        notifier = Notifier(args.notify, log=lambda text: say(f"lt-run: {_escape(text)}"))
-    except ValueError as exc:  # a URL apprise does not understand, or no apprise: before anything starts
-        return error(str(exc))
+    # a URL apprise does not understand, or no apprise (ValueError): refused before anything starts
+    notifier = Notifier(args.notify, log=lambda text: say(f"lt-run: {_escape(text)}"))
     exp_id = args.exp_id if args.exp_id is not None else default_exp_id(cmd)
     notices = CommandNotices(notifier, exp_id, args.signals_dir, stale_after=args.stale,
                              log=lambda text: on_event("error", text))
@@ -148,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             result = run_command(cmd, exp_id=exp_id, signals_dir=args.signals_dir, health_time=args.health_time,
                                  run_dir=args.run_dir, grace=args.grace, do_post_process=not args.no_post_process,
                                  on_event=on_event, console=not args.no_console)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # the command could not start (or lt-run's own files failed)
         notices.send(FAILED, one_line(exc))
         notifier.close()
-        return error(str(exc))
+        raise
     notices.finished(result)
     notifier.close()
     if args.slurm_requeue:

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..errors import ConfigError, SyncError, TransferError, one_line
+from ..errors import ConfigError, one_line
 from ..folder.layout import RunLayout
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
 from ..sync.endpoints import Endpoint, check_apart
@@ -31,7 +31,7 @@ from ..sync.engine import CycleResult
 from ..sync.many import JOBS, ManySync, Source, SourcePass, plan_sources, read_sources_file
 from ..sync.plan import Plan
 from ..sync.warm import CatalogWarmer
-from ..vocabulary import exit_status
+from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, exit_status
 from ._errors import reports
 
 __all__ = ["main", "build_parser"]
@@ -223,14 +223,8 @@ def _drive(run: Any, every: float | None, err: Console) -> int | None:
         asyncio.run(run())
     except KeyboardInterrupt:
         err.print("interrupted; finished files are kept and a re-run resumes the rest", highlight=False, markup=False)
-        return 0 if every else exit_status(-(stopped_by[0] if stopped_by else signal.SIGINT))
-    except SyncError as exc:  # host key, authentication, missing source: retrying cannot fix it
-        err.print(f"lt-sync: error: {exc}", highlight=False, markup=False)
-        return 2
-    except (TransferError, OSError) as exc:  # a lost connection (TransportError), a full disk
-        err.print(f"lt-sync: error: {type(exc).__name__}: {exc}", highlight=False, markup=False)
-        return 1
-    finally:
+        return EXIT_OK if every else exit_status(-(stopped_by[0] if stopped_by else signal.SIGINT))
+    finally:  # a SyncError (retrying cannot fix it: 2) or a TransferError or OSError (1) is main's one line
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return None
@@ -311,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     if stopped is not None:
         return stopped
     if exports is not None and not exports.finish():
-        return 1
+        return EXIT_FAILURE
     if outcome["errors"]:
-        return 1
-    return 3 if outcome["refused"] else 0
+        return EXIT_FAILURE
+    return EXIT_REFUSED if outcome["refused"] else EXIT_OK
 
 
 def _many_watch(args: argparse.Namespace, dest: Endpoint, err: Console) -> tuple[Any, Any]:
@@ -340,10 +334,10 @@ def _many_watch(args: argparse.Namespace, dest: Endpoint, err: Console) -> tuple
 def _many_code(passes: list[SourcePass]) -> int:
     """The worst of the sources' exit codes: 2 (retrying cannot fix it), 1 (failed), 3 (refused), 0."""
     if any(p.fatal for p in passes):
-        return 2
+        return EXIT_USAGE
     if any(p.failed for p in passes):
-        return 1
-    return 3 if any(p.result and p.result.refused for p in passes) else 0
+        return EXIT_FAILURE
+    return EXIT_REFUSED if any(p.result and p.result.refused for p in passes) else EXIT_OK
 
 
 def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs: list[tuple[str, str]],
@@ -458,7 +452,7 @@ def _main_many(parser: argparse.ArgumentParser, args: argparse.Namespace, specs:
     if len(failed) > 1:  # one failed source is named by its own line
         names = ", ".join(p.source.spec for p in failed)
         err.print(f"lt-sync: {len(failed)} of {len(sources)} sources failed: {names}", highlight=False, markup=False)
-    return _many_code(passes) or (0 if exported else 1)
+    return _many_code(passes) or (EXIT_OK if exported else EXIT_FAILURE)
 
 
 if __name__ == "__main__":

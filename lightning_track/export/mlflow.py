@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
 import posixpath
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExportError, JsonlProblem, one_line
+from ..errors import ExportError, JsonlProblem
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics_since
 from ..query.runs import RunInfo
 from ..redaction import redact
 from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, iso_time
 from .content import artifact_files, lineage_tags, run_params
+from .mlflow_client import MlflowConnection, error_code, failure_reason
 from .record import SentFile
 from .target import Target
 
@@ -96,84 +94,20 @@ def run_tags(run: RunInfo) -> dict[str, str]:
     return redact(tags)  # notes or a reason may quote a URL with its credentials
 
 
-# -- the client side -------------------------------------------------------------------------------
-_ENV_DEFAULTS = {  # a dead server fails in seconds, not MLflow's minutes of retries; no URL printed
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-}
-
-
-@contextmanager
-def _client_env(target: Target) -> Iterator[None]:
-    """MLflow's client settings for the export's duration; credentials through its own variables, never
-    in a URL (so no message of its can show them)."""
-    wanted = {k: v for k, v in _ENV_DEFAULTS.items() if k not in os.environ}
-    if target.username:
-        wanted["MLFLOW_TRACKING_USERNAME"] = target.username
-    if target.password:
-        wanted["MLFLOW_TRACKING_PASSWORD"] = target.password
-    before = {k: os.environ.get(k) for k in wanted}
-    os.environ.update(wanted)
-    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]  # its INFO lines (database set-up)
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _reason(exc: BaseException, target: Target) -> str:
-    """The useful end of an MLflow/requests error (``Connection refused``), on one line, no credentials."""
-    text = one_line(exc, limit=2000)
-    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
-    if found:
-        text = found.group(1)
-    else:
-        text = re.sub(r"^API request to \S+ failed with exception ", "", text)
-    return target.scrub(text)[:300]
-
-
-def _code(exc: BaseException) -> str:
-    return str(getattr(exc, "error_code", ""))
-
-
 class MlflowExporter:
     """One MLflow target, reached once (``open`` fails at once, sending nothing, when it is not)."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
         self.deadline: float | None = None  # time.monotonic() past which no new call is made (a live sink's end)
-        self._env = _client_env(target)
         self._experiments: dict[str, str] = {}
-        try:
-            from mlflow.entities import Metric, Param, RunTag
-            from mlflow.exceptions import MlflowException
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise ExportError("lt export --to MLflow needs MLflow's client: pip install 'lightning-track[mlflow]'") \
-                from None
-        self._Metric, self._Param, self._RunTag, self._Error = Metric, Param, RunTag, MlflowException
-        self._env.__enter__()
-        try:
-            self.client = MlflowClient(tracking_uri=target.uri)
-            self.client.search_experiments(max_results=1)
-        except Exception as exc:  # noqa: BLE001 - any failure of the first call: the tracker is not usable
-            self.close()
-            raise ExportError(f"{target.uri}: the MLflow tracker cannot be reached ({_reason(exc, target)}); "
-                              "nothing was sent") from None
+        self.connection = MlflowConnection(target)
+        self.client = self.connection.client
+        self._Metric, self._Param, self._RunTag = self.connection.Metric, self.connection.Param, self.connection.RunTag
+        self._Error = self.connection.Error
 
     def close(self) -> None:
-        if self._env is not None:
-            self._env.__exit__(None, None, None)
-            self._env = None  # type: ignore[assignment]
+        self.connection.close()
 
     # -- one run ---------------------------------------------------------------------------------
     def export(self, run: RunInfo, entry: dict[str, Any], save: Callable[[], None], *, experiment: str | None,
@@ -183,7 +117,7 @@ class MlflowExporter:
         try:
             self._export(run, entry, save, experiment, (with_model, with_checkpoints) if artifacts else None, result)
         except self._Error as exc:
-            raise ExportError(f"{run.name}: {self.target.uri} failed: {_reason(exc, self.target)}; what it "
+            raise ExportError(f"{run.name}: {self.target.uri} failed: {failure_reason(exc, self.target)}; what it "
                               "confirmed is recorded, and lt export continues from there") from None
 
     def _export(self, run: RunInfo, entry: dict[str, Any], save: Callable[[], None], experiment: str | None,
@@ -262,7 +196,7 @@ class MlflowExporter:
         try:
             return self.client.get_run(run_id).info.lifecycle_stage
         except self._Error as exc:
-            if _code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            if error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
                 return "missing"
             raise
 
@@ -274,7 +208,7 @@ class MlflowExporter:
             try:
                 experiment_id = self.client.create_experiment(name)
             except self._Error as exc:  # created by a concurrent export meanwhile
-                if _code(exc) != "RESOURCE_ALREADY_EXISTS":
+                if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
                     raise
                 experiment_id = self.client.get_experiment_by_name(name).experiment_id
         else:
@@ -321,7 +255,7 @@ class MlflowExporter:
                 table.append(item)
 
     def _refused(self, kind: str, name: str, exc: BaseException, entry: dict[str, Any], result: Any) -> None:
-        item = {"kind": kind, "name": name, "why": _reason(exc, self.target)}
+        item = {"kind": kind, "name": name, "why": failure_reason(exc, self.target)}
         refused = entry.setdefault("refused", [])
         if item not in refused:
             refused.append(item)
@@ -339,8 +273,8 @@ class MlflowExporter:
             self.client.log_batch(run_id, **{field: [entity for _, entity in items]})
             return [name for name, _ in items]
         except self._Error as exc:
-            if _code(exc) != "INVALID_PARAMETER_VALUE" or len(items) == 1:
-                if _code(exc) == "INVALID_PARAMETER_VALUE":
+            if error_code(exc) != "INVALID_PARAMETER_VALUE" or len(items) == 1:
+                if error_code(exc) == "INVALID_PARAMETER_VALUE":
                     self._refused(kind, items[0][0], exc, entry, result)
                     return []
                 raise
@@ -356,16 +290,7 @@ class MlflowExporter:
         refused = {item["name"] for item in entry.get("refused", []) if item.get("kind") == "param"}
         # a value changed since it was sent goes as the config_changes tag; a refused one is not asked again
         new = [(name, value) for name, value in params.items() if name not in sent and name not in refused]
-        for i in range(0, len(new), MAX_PARAMS_TAGS):
-            items = []
-            for name, value in new[i: i + MAX_PARAMS_TAGS]:
-                text, why = fit_value(value, MAX_PARAM)
-                self._note_cut("param", name, why, entry)
-                items.append((name, self._Param(self._key("param", name, entry), text)))
-            for name in self._batch(run_id, "param", items, entry, result):
-                sent[name] = params[name]
-                result.params += 1
-            save()
+        self._send_values(run_id, "param", new, sent, entry, save, result)
 
     def _send_tags(self, run_id: str, tags: Mapping[str, str], entry: dict[str, Any], save: Callable[[], None],
                    result: Any) -> None:
@@ -374,21 +299,30 @@ class MlflowExporter:
             try:
                 self.client.delete_tag(run_id, self._key("tag", name, entry))
             except self._Error as exc:
-                if _code(exc) not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                if error_code(exc) not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
                     raise
             del sent[name]
             result.tags += 1
         changed = [(name, value) for name, value in tags.items() if sent.get(name) != value]
-        for i in range(0, len(changed), MAX_PARAMS_TAGS):
-            items = []
-            for name, value in changed[i: i + MAX_PARAMS_TAGS]:
-                text, why = fit_value(value, MAX_TAG)
-                self._note_cut("tag", name, why, entry)
-                items.append((name, self._RunTag(self._key("tag", name, entry), text)))
-            for name in self._batch(run_id, "tag", items, entry, result):
-                sent[name] = tags[name]
-                result.tags += 1
+        self._send_values(run_id, "tag", changed, sent, entry, save, result)
         save()
+
+    def _send_values(self, run_id: str, kind: str, values: list[tuple[str, str]], sent: dict[str, str],
+                     entry: dict[str, Any], save: Callable[[], None], result: Any) -> None:
+        """Params or tags in MLflow's batches, each value cut to its limit (the cut noted); what the server
+        confirmed goes into ``sent`` and the record is saved after each batch."""
+        limit, make = (MAX_PARAM, self._Param) if kind == "param" else (MAX_TAG, self._RunTag)
+        for i in range(0, len(values), MAX_PARAMS_TAGS):
+            chunk = dict(values[i: i + MAX_PARAMS_TAGS])
+            items = []
+            for name, value in chunk.items():
+                text, why = fit_value(value, limit)
+                self._note_cut(kind, name, why, entry)
+                items.append((name, make(self._key(kind, name, entry), text)))
+            for name in self._batch(run_id, kind, items, entry, result):
+                sent[name] = chunk[name]
+                setattr(result, f"{kind}s", getattr(result, f"{kind}s") + 1)  # result.params, result.tags
+            save()
 
     def _send_jsonl(self, run_id: str, sent: SentFile, system_keys: bool, entry: dict[str, Any],
                     save: Callable[[], None], result: Any) -> None:

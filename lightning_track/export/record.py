@@ -24,16 +24,14 @@ knows the target holds values the folder no longer has.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExportBusy, RunFolderError
-from ..folder.fileio import atomic_write_json, read_json
+from ..errors import ExportBusy, RunFolderError, RunNotFound
+from ..folder.fileio import atomic_write_json, exclusive_lock, read_json
 from ..folder.layout import RunLayout
 from ..vocabulary import iso_time
 
@@ -66,16 +64,11 @@ def write_record(run_dir: str | Path, record: dict[str, Any], name: str = RunLay
 def export_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold the run's export lock (``flock`` on the run folder itself: no file left behind), or raise
     :class:`ExportBusy` at once when another export of the run holds it: two exports never interleave."""
-    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ExportBusy(f"{Path(run_dir).name}: another lt export of this run is in progress; nothing sent "
-                              "(run lt export again when it has ended)") from None
+    if not Path(run_dir).is_dir():
+        raise RunNotFound(f"{run_dir}: no such run folder; name an existing one")  # not a lock file in its place
+    with exclusive_lock(run_dir, name=Path(run_dir).name, what="another lt export of this run is in progress",
+                        fix="nothing sent (run lt export again when it has ended)", error=ExportBusy):
         yield
-    finally:
-        os.close(fd)
 
 
 class SentFile:

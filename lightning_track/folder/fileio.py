@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -17,11 +16,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
-from ..errors import JsonlProblem, RunFolderError
+from ..errors import ConfigError, JsonlProblem, LightningTrackError, RunFolderError
+
+# The encoding has its own module; these names stay importable from here, where every caller finds them.
+from .jsonenc import compact_dumps, dumps
+from .jsonenc import json_line as json_line
+from .jsonenc import restore_nonfinite as restore_nonfinite
+from .jsonenc import to_jsonable as to_jsonable
 
 __all__ = [
     "file_sha256",
@@ -30,13 +35,12 @@ __all__ = [
     "atomic_write_json",
     "atomic_open",
     "read_umask",
-    "to_jsonable",
-    "json_line",
     "JsonlAppender",
     "read_json",
     "update_json",
+    "exclusive_lock",
+    "HeldLock",
     "iter_jsonl",
-    "restore_nonfinite",
     "TEMP_SUFFIX",
     "temp_path",
     "is_temp_name",
@@ -60,92 +64,6 @@ def temp_path(target: str | Path, tag: str | int | None = None) -> Path:
 def is_temp_name(name: str) -> bool:
     """Whether ``name`` follows the temp-file rule (a half-written file nobody should read or copy)."""
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
-
-# Strict JSON (RFC 8259) has no NaN/Infinity. We write them as these strings, which float() parses.
-NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def _nonfinite_str(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Copy ``obj`` into plain JSON types; non-finite floats become ``"NaN"``/``"Infinity"``."""
-    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else _nonfinite_str(obj)
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    item = getattr(obj, "item", None)  # numpy / torch scalars
-    if callable(item):
-        try:
-            return to_jsonable(item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    tolist = getattr(obj, "tolist", None)
-    if callable(tolist):
-        return to_jsonable(tolist())
-    return str(obj)
-
-
-def restore_nonfinite(value: Any) -> Any:
-    """Inverse of the NaN/Infinity string encoding for one metric value."""
-    if isinstance(value, str) and value in NONFINITE:
-        return NONFINITE[value]
-    return value
-
-
-def _dumps(obj: Any, **kwargs: Any) -> str:
-    """``json.dumps(to_jsonable(obj))``, without the walk when ``obj`` is already plain JSON.
-
-    Why: the walk copies every value (a mapping file holds millions of ints), while the C encoder
-    alone is many times faster. The encoder refuses what the walk would change (non-finite floats:
-    ValueError; sets, Paths, tensors, tuple keys: TypeError) and then the walk runs. The one other
-    difference, a ``True``/``False``/``None`` dict key (encoder: ``"true"``, walk: ``"True"``), shows in
-    the text as a ``"true":`` key (inside a string value a quote is always escaped), and also falls
-    back; a genuine ``"true"`` key only costs the walk.
-    """
-    try:
-        text = json.dumps(obj, ensure_ascii=False, allow_nan=False, **kwargs)
-    except (TypeError, ValueError):
-        pass
-    else:
-        if '"true":' not in text and '"false":' not in text and '"null":' not in text:
-            return text
-    return json.dumps(to_jsonable(obj), ensure_ascii=False, allow_nan=False, **kwargs)
-
-
-# orjson hands these to ``default`` (there is none, so TypeError) instead of converting them its own
-# way: the walk in ``to_jsonable`` decides how they look, as with the stdlib encoder.
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
-
-
-def _compact_dumps(obj: Any) -> str:
-    """Compact strict JSON; orjson's C encoder (several times the stdlib's speed) when it can say the same.
-
-    orjson writes NaN/inf (and None) as ``null``: any ``null`` in its output sends the object to the
-    stdlib path, which spells non-finite floats ``"NaN"``/``"Infinity"``; so do the types it refuses
-    (non-str keys, sets, Paths, tensors, ints over 64 bits).
-    """
-    try:
-        data = orjson.dumps(obj, option=_ORJSON_OPTIONS)
-    except TypeError:
-        return _dumps(obj, separators=(",", ":"))
-    if b"null" in data:
-        return _dumps(obj, separators=(",", ":"))
-    return data.decode("utf-8")
-
-
-def json_line(obj: Any) -> str:
-    """One strict-JSON line with its newline."""
-    return _compact_dumps(obj) + "\n"
 
 
 def read_umask() -> int:
@@ -237,7 +155,7 @@ def atomic_write_json(path: str | Path, obj: Any, *, compact: bool = False) -> N
     Why ``compact``: files of millions of numbers (the checkpoint mappings) are 2-3x larger and
     slower to write and read with one number per indented line.
     """
-    text = _compact_dumps(obj) if compact else _dumps(obj, indent=2)
+    text = compact_dumps(obj) if compact else dumps(obj, indent=2)
     atomic_write_text(path, text + "\n")
 
 
@@ -353,19 +271,77 @@ def update_json(path: str | Path, change: Callable[[Any], Any]) -> None:
     stable thing to lock; writers in other processes (the sink host) and threads that all go through
     here never lose each other's fields. ``change`` gets the data and returns the new data.
     """
-    import fcntl
-
     path = Path(path)
-    fd = os.open(path.parent, os.O_RDONLY)
+    fd = _locked_fd(path.parent, wait=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         data = read_json(path) if path.exists() else {}
         atomic_write_json(path, change(data))
     finally:
         os.close(fd)  # closing releases the lock
 
 
-class JsonlAppender:
+def _locked_fd(path: Path, *, wait: bool) -> int:
+    """An fd on ``path`` (a folder, or a file created if missing) holding ``flock(LOCK_EX)``; with
+    ``wait=False``, BlockingIOError at once when another process holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_Owner = TypeVar("_Owner", bound="_FdOwner")
+
+
+class _FdOwner:
+    """An open fd closed once, by :meth:`close` or at the ``with`` block's end."""
+
+    _fd = -1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self: _Owner) -> _Owner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HeldLock(_FdOwner):
+    """An exclusive ``flock`` held until :meth:`close`, the ``with`` block's end, or the process's end
+    (also when it is killed: the kernel drops it with the fd)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd >= 0
+
+
+def exclusive_lock(path: str | Path, *, what: str, fix: str, name: str | Path | None = None,
+                   error: type[LightningTrackError] = ConfigError) -> HeldLock:
+    """Take the one-holder lock on ``path`` (a folder: no file left behind; else a lock file), or refuse
+    at once with ``error("<name>: <what>; <fix>")``: a second process doing the same work never waits
+    behind the first or interleaves with it; it is told who holds it and what to do.
+
+    ``name`` (default ``path``) is what the message starts with; ``what`` says who holds it ("another lt
+    board is feeding this store"), ``fix`` what to do ("stop it, or give --dir another folder").
+    """
+    try:
+        return HeldLock(_locked_fd(Path(path), wait=False))
+    except BlockingIOError:
+        raise error(f"{path if name is None else name}: {what}; {fix}") from None
+
+
+class JsonlAppender(_FdOwner):
     """Append whole lines to a JSONL file, each batch in a single ``write`` on an O_APPEND fd.
 
     A concurrent reader therefore sees only whole lines, and a SIGKILL can at worst lose the
@@ -406,17 +382,6 @@ class JsonlAppender:
 
     def fsync(self) -> None:
         os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> JsonlAppender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> Iterator[tuple[int, dict]]:

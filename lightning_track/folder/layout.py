@@ -7,69 +7,19 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from ..errors import ConfigError, RunNotFound
-from ..vocabulary import RUN_NAME_TIME_FORMAT, SIGNAL_STATUSES, run_name_time
+from ..errors import RunNotFound
+from ..vocabulary import SIGNAL_STATUSES, run_name_time
 
-__all__ = [
-    "RunLayout",
-    "RunName",
-    "sanitize_name",
-    "parse_run_name",
-    ]
+# How a run folder is named has its own module; these names stay importable from here.
+from .run_names import RunName as RunName
+from .run_names import parse_run_name as parse_run_name
+from .run_names import sanitize_name as sanitize_name
 
-MAX_NAME_PART = 80
+__all__ = ["RunLayout"]
 
-# Characters that break paths, shells or viewers: a folder name pasted into a double-quoted or
-# ``sh -c '...'`` command line expands nothing. Unicode letters and digits stay readable.
-_UNSAFE = re.compile(r"[\\/:*?\"<>|\s\x00-\x1f\x7f$()`';&!\[\]{}~#]+")
 _LIGHTNING_STEP = re.compile(r"(?:^|[-_])step=(?P<step>\d+)")  # ModelCheckpoint's default "epoch=0-step=10"
-_RUN_NAME = re.compile(r"^(?P<prefix>.+)_(?P<stamp>\d{8}_\d{6})(?:-(?P<n>\d+))?$")
-
-
-def sanitize_name(value: str, *, what: str = "name") -> str:
-    """Turn a dataset or method name into a safe folder-name part.
-
-    Slashes, whitespace, control and shell-hostile characters become ``-``; unicode letters stay.
-    Raises :class:`ConfigError` (a ``ValueError``) naming the value when nothing usable is left.
-    """
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a string, got {type(value).__name__}: {value!r}")
-    text = unicodedata.normalize("NFC", value)
-    text = _UNSAFE.sub("-", text)
-    text = re.sub(r"-{2,}", "-", text).strip("-.")
-    if not text:
-        raise ConfigError(f"{what} {value!r} is empty or has no usable characters for a folder name")
-    return text[:MAX_NAME_PART]
-
-
-@dataclass(frozen=True)
-class RunName:
-    """The parts of a run folder name ``<dataset>_<method>_<YYYYmmdd_HHMMSS>[-N]``."""
-
-    prefix: str  # "<dataset>_<method>" (sanitised); ambiguous to split when names hold "_"
-    timestamp: str
-    counter: int = 1
-
-    @property
-    def started(self) -> datetime:
-        return datetime.strptime(self.timestamp, RUN_NAME_TIME_FORMAT)
-
-
-def parse_run_name(name: str) -> RunName | None:
-    """Parse a run folder name, or return None when it does not follow the contract."""
-    match = _RUN_NAME.match(name)
-    if not match:
-        return None
-    try:
-        datetime.strptime(match["stamp"], RUN_NAME_TIME_FORMAT)
-    except ValueError:
-        return None
-    return RunName(match["prefix"], match["stamp"], int(match["n"] or 1))
 
 
 class RunLayout:

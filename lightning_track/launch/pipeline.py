@@ -19,9 +19,9 @@ A command is run by ``/bin/sh -c`` (pipes, redirections and variables work). ``{
 run folder that step named in its run note (quoted for the shell); ``{step.exp_id}`` its exp_id;
 ``{step.last_ckpt}`` and ``{step.best_ckpt}`` the path of that run's newest checkpoint, or of the one best by
 the metric its ModelCheckpoint monitors, from the run's ``checkpoints.json`` (the step given one records it,
-with its hash, in its own run: :mod:`.checkpoint_refs`). A reference must name a step the referring step
-runs after (directly or through others), so the value is known when the command starts. Other braces are
-left as they are.
+with its hash, in its own run: :mod:`.checkpoint_refs`; on Slurm the step's job resolves them when it starts).
+A reference must name a step the referring step runs after (directly or through others), so the value is
+known when the command starts. Other braces are left as they are.
 """
 
 from __future__ import annotations
@@ -313,14 +313,11 @@ def trial_names(pipeline: Pipeline, names: Sequence[str]) -> list[str]:
 
 
 def check_slurm_references(pipeline: Pipeline) -> None:
-    """On Slurm a sweep is one job array and no job picks its best trial: ``{sweep.run_dir}`` is refused there."""
+    """On Slurm a sweep is one job array and no job picks its best trial: ``{sweep.run_dir}`` (and a checkpoint of
+    it) is refused there."""
     for step in pipeline.steps.values():
         for ref, what in step.references:
-            if what in CHECKPOINT_FIELDS:
-                raise ConfigError(f"step {step.name!r}: {{{ref}.{what}}} is resolved by the local driver from the "
-                                  f"run's checkpoint index, not inside a Slurm job; pass {{{ref}.run_dir}} and pick "
-                                  "the checkpoint in the command, or run without --slurm")
-            if what == "run_dir" and ref in pipeline.steps and pipeline.steps[ref].sweep is not None:
-                raise ConfigError(f"step {step.name!r}: {{{ref}.run_dir}} names sweep {ref!r}, which has one run "
+            if what in ("run_dir", *CHECKPOINT_FIELDS) and ref in pipeline.steps and pipeline.steps[ref].sweep:
+                raise ConfigError(f"step {step.name!r}: {{{ref}.{what}}} names sweep {ref!r}, which has one run "
                                   f"folder per trial and no best one on Slurm; use {{{ref}.exp_id}} (the trials' tag, "
                                   "e.g. lt report --filter tag=...) or run without --slurm")

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, RunFolderError
-from ..folder.fileio import atomic_write_json, read_json
+from ..errors import RunFolderError
+from ..folder.fileio import HeldLock, atomic_write_json, exclusive_lock, read_json
 from ..folder.layout import RunLayout
 from ..redaction import redact_command
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, PENDING, RUNNING, SUBMITTED, iso_time
@@ -70,22 +70,13 @@ class PipelineState:
             if entry["state"] == DONE and entry.get("cmd") not in (None, cmd):
                 entry.update(state=PENDING, reason="its command changed")
 
-    def lock(self) -> Any:
-        """Hold ``<state>.lock`` (flock) while a driver runs; a second driver of the same pipeline is refused.
-
-        Returns the open file; the lock goes with the process, also when it is killed.
-        """
-        import fcntl
-
+    def lock(self) -> HeldLock:
+        """Hold ``<state>.lock`` while a driver runs; a second driver of the same pipeline is refused.
+        The lock goes with the process, also when it is killed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115 - held until exit
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise ConfigError(f"pipeline {self.pipeline.name!r} is already running ({self.path}); "
-                              "wait for it, or stop it with Ctrl+C") from None
-        return handle
+        return exclusive_lock(self.path.with_name(self.path.name + ".lock"), name=self.path,
+                              what=f"pipeline {self.pipeline.name!r} is already running",
+                              fix="wait for it, or stop it with Ctrl+C")
 
     def get(self, name: str) -> dict[str, Any]:
         with self._lock:

@@ -10,7 +10,10 @@ Each job runs its step under ``lt-run`` (``python -m lightning_track.cli.run``, 
 interpreter, so the job does not depend on an activated environment): health-gated, console captured,
 post-processed, the exp_id ``<pipeline>_<step>`` and the signals in ``<root>/signals`` as locally. A
 ``{step.run_dir}`` becomes ``$(cat <root>/signals/<pipeline>_<step>.run)``, read when the job starts,
-after the step it names has finished (``afterok``). Every job gets ``--signal=B:TERM@<grace>`` (the
+after the step it names has finished (``afterok``); a ``{step.last_ckpt}`` / ``{step.best_ckpt}`` becomes
+``"$LIGHTNING_TRACK_CKPT_<step>_<field>"``, exported by the job's first lines from that run's
+``checkpoints.json`` (:func:`.checkpoint_refs.job_checkpoints`; a missing one fails the job with one line, which
+the pipeline's state shows). Every job gets ``--signal=B:TERM@<grace>`` (the
 batch shell ``exec``\\ s lt-run, which forwards SIGTERM to the command so a ``PreemptionHandler`` can
 checkpoint before the time limit or a preemption) and ``--requeue`` with ``--open-mode=append``. A command
 stopped that way with a resumable checkpoint makes lt-run requeue the job itself (``--slurm-requeue``, see
@@ -46,11 +49,12 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..folder.layout import RunLayout
 from ..redaction import command_secrets, redact_command
-from ..vocabulary import ENV_RUN_DIR, SLURM_RESTART_COUNT
-from .pipeline import REFERENCE, Pipeline, Step, expand_sweeps, refuse_control
+from ..vocabulary import ENV_CHECKPOINT_PREFIX, ENV_RUN_DIR, SLURM_RESTART_COUNT
+from .pipeline import CHECKPOINT_FIELDS, REFERENCE, Pipeline, Step, expand_sweeps, refuse_control
 from .slurm_job import Run, refusal, run_slurm
 
-__all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script"]
+__all__ = ["SlurmOptions", "sbatch_scripts", "submit_plan", "submit", "script_path", "sweep_array_script",
+           "checkpoint_lines"]
 
 
 @dataclass(frozen=True)
@@ -78,17 +82,51 @@ def _signals(pipeline: Pipeline) -> Path:
     return Path(pipeline.root).resolve() / "signals"
 
 
+def _note(pipeline: Pipeline, step: str) -> Path:
+    return _signals(pipeline) / f"{pipeline.exp_id(step)}{RunLayout.RUN_NOTE_SUFFIX}"
+
+
+def _checkpoint_variables(step: Step) -> dict[tuple[str, str], str]:
+    """``{(ref, field): variable}`` for the step's checkpoint references (``-`` in a step name becomes ``_``; a
+    name taken already gets a number)."""
+    names: dict[tuple[str, str], str] = {}
+    for ref, field_ in dict.fromkeys(step.references):
+        if field_ in CHECKPOINT_FIELDS:
+            name = f"{ENV_CHECKPOINT_PREFIX}{_var(ref)}_{field_}"
+            names[(ref, field_)] = name if name not in names.values() else f"{name}_{len(names)}"
+    return names
+
+
 def _job_command(pipeline: Pipeline, step: Step) -> str:
     """The step's command with each reference read from the referenced step's files when the job starts."""
-    signals = _signals(pipeline)
+    variables = _checkpoint_variables(step)
 
     def replace(match: re.Match[str]) -> str:
         ref, what = match.group(1), match.group(2)
         if what == "exp_id":
             return shlex.quote(pipeline.exp_id(ref))
-        return f'"$(cat {shlex.quote(str(signals / (pipeline.exp_id(ref) + RunLayout.RUN_NOTE_SUFFIX)))})"'
+        if what in CHECKPOINT_FIELDS:
+            return f'"${variables[(ref, what)]}"'
+        return f'"$(cat {shlex.quote(str(_note(pipeline, ref)))})"'
 
     return REFERENCE.sub(replace, step.cmd)
+
+
+def checkpoint_lines(pipeline: Pipeline, step: Step, options: SlurmOptions, exp_id: str) -> list[str]:
+    """Shell lines that export the step's checkpoint references when the job starts (the steps they name have
+    ended: ``afterok``); ``exp_id``: a shell word. A checkpoint that is not there ends the job (``set -e``)."""
+    variables = _checkpoint_variables(step)
+    if not variables:
+        return []
+    args = [options.python, "-m", "lightning_track.cli.job_checkpoints", "--signals-dir", str(_signals(pipeline)),
+            "--step", step.name]
+    refs = [f"--checkpoint {var} {shlex.quote('{' + ref + '.' + what + '}')} "
+            f"{shlex.quote(str(_note(pipeline, ref)))}" for (ref, what), var in variables.items()]
+    return ["# The checkpoints the command names, from the earlier runs' checkpoints.json now that their jobs ended;",
+            "# LIGHTNING_TRACK_EVALUATES tells the step's RunLogger which (meta.json). None there: the job fails here.",
+            f"checkpoints=\"$({shlex.join(args)} --exp-id {exp_id} \\",
+            *(f"    {ref} \\" for ref in refs[:-1]), f"    {refs[-1]})\"",
+            'eval "$checkpoints"']
 
 
 def _directives(pipeline: Pipeline, step: Step, options: SlurmOptions) -> list[str]:
@@ -133,6 +171,7 @@ def sbatch_scripts(pipeline: Pipeline, options: SlurmOptions, *, cwd: str | os.P
             "set -euo pipefail",
             f"cd {shlex.quote(str(workdir))}",
             *requeued_lines(pipeline, name),
+            *checkpoint_lines(pipeline, step, options, shlex.quote(pipeline.exp_id(name))),
             "# lt-run: health gate, console into the run's logs.txt, post-processing; exec so that the batch",
             "# shell's SIGTERM (--signal=B:TERM) reaches it and the command can checkpoint before the job ends.",
             "# --slurm-requeue: a command stopped by that SIGTERM with a resumable checkpoint requeues the job.",
@@ -284,6 +323,7 @@ def sweep_array_script(pipeline: Pipeline, name: str, options: SlurmOptions, *,
         f'if [ "${{{SLURM_RESTART_COUNT}:-0}}" -gt 0 ] && [ -s {note} ]; then',
         f'    export {ENV_RUN_DIR}="$(cat {note})"',
         "fi",
+        *checkpoint_lines(pipeline, step, options, '"$exp_id"'),
         "# lt-run: health gate, console into the trial's logs.txt, post-processing, --slurm-requeue (see the steps'",
         "# scripts).",
         f'exec {shlex.join(lt_run)} --exp-id "$exp_id" -- {"".join(srun)}/bin/sh -c "$cmd"',

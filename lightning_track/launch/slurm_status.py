@@ -7,7 +7,8 @@ state (:func:`~lightning_track.vocabulary.slurm_step_state`: ``PENDING`` -> subm
 ``COMPLETED`` -> done, ``FAILED``/``TIMEOUT``/``OUT_OF_MEMORY`` -> failed, ``CANCELLED``/``PREEMPTED`` ->
 interrupted, or blocked when a step it waits for failed: ``--kill-on-invalid-dep`` cancelled it), with
 Slurm's word, exit code, restart count (each requeue) and a short history of what was seen, and the step's
-run folder from its run note.
+run folder from its run note. A job that failed before its command started, on a checkpoint it was to be given,
+left its one line in the step's ``.failed`` signal with its job id: that line is the step's reason.
 
 ``scontrol show job`` knows running jobs and ended ones for ``MinJobAge`` seconds (300 by default); older
 ones come from ``sacct`` where the cluster keeps accounting. A job neither knows keeps its last state. A job
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..folder.signals import read_run_note
+from ..folder.signals import read_run_note, read_signal
 from ..vocabulary import BLOCKED, DONE, FAILED, INTERRUPTED, RUNNING, SUBMITTED, iso_time, slurm_step_state
 from .pipeline_state import PipelineState
 from .slurm_job import Run, run_slurm
@@ -111,6 +112,13 @@ def _view(records: list[dict[str, str]]) -> tuple[str, dict[str, Any]] | None:
     return ours, view
 
 
+def _job_failure(signals: Path, exp_id: str, job_id: str) -> str | None:
+    """The line the job itself wrote before its command started (a checkpoint it was to be given is not there:
+    :func:`.checkpoint_refs.job_checkpoints`), when its ``.failed`` signal names this job."""
+    failed = read_signal(signals, exp_id, FAILED) or {}
+    return str(failed["reason"]) if failed.get("slurm_job_id") == job_id and failed.get("reason") else None
+
+
 def refresh_from_slurm(state: PipelineState, run: Run = run_slurm) -> list[str]:
     """Update every step with a Slurm job id that is not done from what Slurm says of it; the steps changed."""
     pipeline = state.pipeline
@@ -136,8 +144,8 @@ def refresh_from_slurm(state: PipelineState, run: Run = run_slurm) -> list[str]:
         if ours == INTERRUPTED and failed_up:
             fields.update(state=BLOCKED, reason=f"{failed_up[0]} failed (Slurm cancelled the job: afterok)")
         elif ours in (FAILED, INTERRUPTED):
-            fields["reason"] = f"Slurm job {view['state']}" + (f", exit {view['exit_code']}" if "exit_code" in view
-                                                                 else "")
+            fields["reason"] = _job_failure(signals, pipeline.exp_id(name), ids[name]) or (
+                f"Slurm job {view['state']}" + (f", exit {view['exit_code']}" if "exit_code" in view else ""))
         elif ours == DONE:
             fields["reason"] = None
         note = read_run_note(signals, pipeline.exp_id(name))

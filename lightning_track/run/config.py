@@ -24,7 +24,7 @@ from ..folder.records import flatten
 from ..redaction import redact
 
 __all__ = ["normalize_config", "merge_config", "config_to_yaml", "config_digest", "write_config_yaml", "load_config",
-           "merge_hyperparams", "config_changes"]
+           "merge_hyperparams", "config_changes", "config_with_disk"]
 
 def _plain(value: Any, path: str) -> Any:
     """Recursively turn ``value`` into types OmegaConf can hold."""
@@ -84,9 +84,22 @@ def merge_hyperparams(config: dict[str, Any], params: Any) -> dict[str, Any]:
     same name (at any depth) is left out; any other is merged at the top level, so a value that
     differs (another setting of the same name) is recorded, not written over.
     """
-    update = {key: value for key, value in normalize_config(params).items()
+    params = normalize_config(params)
+    params.pop("_instantiator", None)  # Lightning's bookkeeping for LightningCLI, not a setting
+    update = {key: value for key, value in params.items()
               if not any(_value_at(config, path) == value for path in _paths_named(config, key))}
     return merge_config(config, update)
+
+
+def config_with_disk(path: Path, config: dict[str, Any], *, resume: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config an attempt runs with, and (on a resume) what it changed. A ``config.yaml`` already in
+    the folder (an earlier attempt's, or one written at setup by someone else: LightningCLI's
+    SaveConfigCallback) is kept, with this attempt's values in force."""
+    if not path.exists():
+        return config, {}
+    on_disk = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    changed = config_changes(on_disk, config) if resume else {}  # type: ignore[arg-type]
+    return merge_config(on_disk, config), changed  # type: ignore[arg-type]
 
 
 def _value_at(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -15,7 +15,6 @@ as a whole.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..derived.digest import Mode
-from ..derived.summary import SummaryFile, attempt_training_time, attempts_of, post_process
+from ..derived.summary import SummaryFile, attempts_of, post_process
 from ..errors import ResumeError, one_line
 from ..folder.fileio import atomic_write_json, temp_path
 from ..folder.layout import RunLayout
@@ -33,22 +32,14 @@ from ..sinks.jsonl import MetricsJsonlSink
 from ..sinks.media import MediaFilesSink
 from ..vocabulary import (
     COMPLETED,
-    CRASHED,
     FAILED,
     RUNNING,
     iso_time,
-    parse_iso_time,
     run_status,
 )
+from .attempts import begin_attempt, end_attempt
 from .capture import CodeCapture, start_capture
-from .config import (
-    config_changes,
-    config_digest,
-    merge_config,
-    merge_hyperparams,
-    normalize_config,
-    write_config_yaml,
-)
+from .config import config_digest, config_with_disk, merge_hyperparams, write_config_yaml
 from .console import capture_console
 from .launched import launch_fields
 from .lineage import CheckpointIndex
@@ -134,22 +125,10 @@ class RunLifecycle:
         if self.console:  # first, so the rest of the start (the sink host's messages) is in logs.txt too
             capture_console(layout.logs_txt, secrets=secret_values(self.config, sys.argv, os.environ))
         now = iso_time(self.start_time)
-        attempts = attempts_of(previous)
-        entry: dict[str, Any] = {"attempt": len(attempts) + 1, "start_time": now, "status": RUNNING,
-                                 "host": socket.gethostname(), "pid": os.getpid()}
-        if attempts and attempts[-1].get("status") == RUNNING:
-            # The previous attempt never finalized (killed, OOM, lost node): its last heartbeat is its end.
-            attempts[-1].update(status=CRASHED, end_time=previous.get("heartbeat", attempts[-1].get("start_time")))
-        if layout.config_yaml.exists():
-            # An earlier attempt's config, or one written at setup by someone else (LightningCLI's
-            # SaveConfigCallback): kept, with this attempt's values in force.
-            from omegaconf import OmegaConf
-
-            on_disk = OmegaConf.to_container(OmegaConf.load(layout.config_yaml), resolve=True)
-            changed = config_changes(on_disk, self.config) if self.resume else {}  # type: ignore[arg-type]
-            if changed:
-                entry["config_changes"] = changed
-            self.config = merge_config(on_disk, self.config)  # type: ignore[arg-type]
+        attempts, entry = begin_attempt(previous, now)
+        self.config, changed = config_with_disk(layout.config_yaml, self.config, resume=self.resume)
+        if changed:
+            entry["config_changes"] = changed
         if from_step is not None and self.resume:
             entry["from_step"] = from_step
         attempts.append(entry)
@@ -217,8 +196,6 @@ class RunLifecycle:
     def log_config(self, params: Any) -> None:
         """Merge ``params`` (hyperparameters Lightning reports) into the config; once started,
         rewrite ``config.yaml`` and tell the sinks."""
-        params = normalize_config(params)
-        params.pop("_instantiator", None)  # Lightning's bookkeeping for LightningCLI, not a setting
         self.config = merge_hyperparams(self.config, params)
         if not self.started:
             return
@@ -386,26 +363,8 @@ class RunLifecycle:
         self.lineage.close()
         self.finalized = True
         self._reserve.unlink(missing_ok=True)
-        data = self.summary.read()
-        attempts = attempts_of(data)
-        mine: dict[str, Any] = {"end_time": iso_time(end_time), "status": ours,
-                                "training_time_s": round(end_time - self.start_time, 3)}
-        if reason:
-            mine["reason"] = reason
-        if isinstance(data.get("failure"), dict):
-            mine["failure"] = data["failure"]  # recorded during this attempt (HealthGuard)
-        if attempts:
-            attempts[-1].update(mine)
-        first_start = parse_iso_time(data["start_time"]) if data.get("start_time") else self.start_time
-        training = sum(attempt_training_time(a) for a in attempts)
-        extra: dict[str, Any] = {
-            "status": ours, "end_time": mine["end_time"], "heartbeat": mine["end_time"], "attempts": attempts,
-            "training_time_s": round(training, 3), "wall_span_s": round(end_time - first_start, 3),
-        }
-        if reason and ours != COMPLETED:
-            extra["reason"] = reason
-        if error is not None:
-            extra["error"] = repr(error)
+        extra = end_attempt(self.summary.read(), ours, reason, start_time=self.start_time, end_time=end_time,
+                            error=error)
         try:
             post_process(self.layout.run_dir, status=ours, metric_modes=self.metric_modes, extra=extra,
                          plots_later=True)

@@ -33,6 +33,7 @@ from ..redaction import redact
 from ..sinks import Sink, check_sinks
 from ..sinks.swanlab import check_swanlab_mode
 from ..vocabulary import STALL_FACTOR, STALL_FLOOR_S
+from .callback_hooks import CallbackHooks
 from .config import normalize_config
 from .distributed import global_rank, rank_zero_method
 from .experiment import MediaLogging, RunExperiment
@@ -46,7 +47,7 @@ from .system import start_rank_records
 __all__ = ["RunLogger"]
 
 
-class RunLogger(Logger):
+class RunLogger(CallbackHooks, Logger):
     """Write a run to ``<root>/<dataset>_<method>_<YYYYmmdd_HHMMSS>/``.
 
     Args:
@@ -325,51 +326,7 @@ class RunLogger(Logger):
             self._run.make_durable()  # what was logged before the checkpoint (before_checkpoint leaves no gap)
             self._durable_on_next_save = True
 
-    # -- what lightning_track's callbacks tell the logger (Lightning gives a Logger no trainer) ----
-    def training_starts(self, step: int, trainer: Any = None) -> None:
-        """Training (re)starts at ``step`` (``trainer.global_step`` at ``on_train_start``).
-
-        On a resume this decides the attempt: a restart before the run's last checkpoint is refused
-        with :class:`~lightning_track.errors.ResumeError` before anything is written.
-        """
-        if trainer is not None:
-            self.attach(trainer)
-        self._start_at(step)
-
-    @rank_zero_method
-    def _start_at(self, step: int) -> None:
-        run = self._rank_zero_run()
-        if not run.started:
-            run.start(from_step=step)
-
-    def checkpoint_written(self, path: str | os.PathLike[str], sha256: str, size: int) -> None:
-        """``StepCheckpoint``'s writer hashed a file as it wrote it (any thread): the index takes that hash."""
-        if self._run is not None:
-            self._run.lineage.written(path, sha256, size)
-
-    @rank_zero_method
-    def model_exported(self, folder: str | os.PathLike[str], step: int | None) -> None:
-        """A model was exported (``FinalModelExport``): recorded with its hashes in ``checkpoints.json``."""
-        if self._run is not None and self._run.started:
-            self._run.model_exported(folder, step)
-
-    @rank_zero_method
-    def before_checkpoint(self) -> None:
-        """Make every record logged so far durable, before a checkpoint that a resume would start
-        from lands on disk (so no step between the last flush and the checkpoint is ever lost)."""
-        if self._run is not None and self._run.active:
-            self._run.make_durable()
-
     # -- run lifecycle -------------------------------------------------------------------------
-    @rank_zero_method
-    def update_summary(self, **fields: Any) -> None:
-        """Merge ``fields`` into ``summary.json`` (rank 0; a no-op elsewhere).
-
-        Goes through the same lock as the heartbeat, so callbacks (HealthGuard recording a failure)
-        never race the writer thread's rewrites of the file.
-        """
-        self._rank_zero_run(reopen=False).update_summary(**fields)
-
     def _rank_zero_run(self, reopen: bool = True) -> RunLifecycle:
         """This rank-0 process's run (its folder decided); ``reopen``: logging after a finalize
         (a test score after ``fit`` returned, ``trainer.test``) appends to the same attempt."""

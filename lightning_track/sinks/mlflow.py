@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ConfigError, ExportBusy, ExportError
-from ..export.mlflow import _reason
+from ..export.mlflow_client import failure_reason
 from ..export.target import Target, parse_target
 from ..folder.records import MetricRecord
 from .base import Sink, SinkContext, lowest_priority
@@ -151,7 +151,7 @@ class MlflowSink(Sink):
             if self._stop.is_set() and not final:
                 return  # cut short by close(): the last pass follows
             cause = exc.__context__ if isinstance(exc, ExportError) and exc.__context__ is not None else exc
-            why = _reason(cause, self.target)  # "Connection refused", not the exporter's whole sentence
+            why = failure_reason(cause, self.target)  # "Connection refused", not the exporter's whole sentence
             if final:
                 self._record_not_sent(why)
             if not self._failing:

@@ -44,7 +44,7 @@ TORCH_FREE = [
     "lightning_track.sync.watch", "lightning_track.export", "lightning_track.export.mlflow",
     "lightning_track.cli.export", "lightning_track.export.wandb", "lightning_track.sinks.wandb",
     "lightning_track.board", "lightning_track.board.store", "lightning_track.board.serve", "lightning_track.cli.board",
-    "lightning_track.sinks.mlflow",
+    "lightning_track.sinks.mlflow", "lightning_track.cli.job_checkpoints",
 ]
 
 

@@ -27,6 +27,19 @@ def test_the_table_maps_errors_to_codes_and_files_to_lines() -> None:
     assert message(RunFolderError("run/summary.json: file\nis empty")) == "run/summary.json: file is empty"
 
 
+def test_a_commands_own_rules_come_after_ctrl_c_and_a_closed_pipe(tmp_path: Path, capsys) -> None:
+    """lt-run's own rule (a command that cannot start is usage, 2) goes through the same one line; a
+    closed pipe stays a quiet 0 under it and an unknown error stays a bug."""
+    from lightning_track.cli._errors import exit_code
+
+    lt_run = ((OSError, 2), (ValueError, 2))
+    assert exit_code(FileNotFoundError(2, "x"), lt_run) == 2 and exit_code(FileNotFoundError(2, "x")) == 1
+    assert exit_code(BrokenPipeError(), lt_run) == 0 and exit_code(KeyboardInterrupt(), lt_run) == 130
+    assert exit_code(KeyError("x"), lt_run) is None
+    assert run.main(["--signals-dir", str(tmp_path), "--", str(tmp_path / "nosuch")]) == 2
+    assert _one_line(capsys) == f"lt-run: error: cannot start {tmp_path / 'nosuch'}: No such file or directory"
+
+
 def test_project_failures_raise_the_tree_with_builtin_bases(tmp_path: Path) -> None:
     for spec in ("base", "nosuch", "not a name"):
         with pytest.raises(ConfigError, match=f"unknown sink {spec!r}"):

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support.processes import script_env
 from support.readers import tensorboard_scalars
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
@@ -171,3 +172,37 @@ def test_staged_writes_skip_fsync_only_inside_the_block(tmp_path: Path, monkeypa
     assert json.loads((tmp_path / "b.json").read_text()) == {"b": 1} and (tmp_path / "c.txt").read_text() == "c"
     fileio.atomic_write_text(tmp_path / "d.txt", "d")
     assert len(synced) == 2
+
+
+# -- the one-holder lock ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_second_holder_of_an_exclusive_lock_is_refused_in_one_line(tmp_path: Path, kind: str) -> None:
+    """Another process holds the lock: refused at once, naming the place, the holder and the fix; free
+    again once that process is gone. A folder is locked in place (no lock file left in a run folder)."""
+    import subprocess
+    import sys
+
+    from lightning_track.errors import ConfigError, ExportBusy
+    from lightning_track.folder.fileio import exclusive_lock
+
+    target = tmp_path / ("store.lock" if kind == "file" else "run")
+    if kind == "folder":
+        target.mkdir()
+    code = ("import sys\nfrom lightning_track.folder.fileio import exclusive_lock\n"
+            f"with exclusive_lock({str(target)!r}, what='w', fix='f'):\n"
+            "    print('held', flush=True); sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=script_env())
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(ConfigError, match=r"^store: another lt board is feeding this store; stop it$"):
+            exclusive_lock(target, name="store", what="another lt board is feeding this store", fix="stop it")
+        with pytest.raises(ExportBusy, match=rf"^{target}: busy; wait$"):
+            exclusive_lock(target, what="busy", fix="wait", error=ExportBusy)
+    finally:
+        holder.communicate("", timeout=30)
+    with exclusive_lock(target, what="busy", fix="wait") as held:
+        assert held.held
+    assert not held.held
+    assert target.is_dir() if kind == "folder" else target.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]

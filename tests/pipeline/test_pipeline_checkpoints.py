@@ -21,12 +21,15 @@ from lightning_track.launch.pipeline import check_slurm_references, parse_pipeli
 EVAL = HERE / "pipeline_ckpt_eval_script.py"
 
 
-def test_checkpoint_references_parse_and_slurm_refuses_them() -> None:
+def test_checkpoint_references_parse_and_slurm_takes_them_except_of_a_sweep() -> None:
     spec = parse_pipeline({"steps": {"train": {"cmd": "t"},
                                      "eval": {"cmd": "e {train.best_ckpt} {train.last_ckpt}", "after": ["train"]}}})
     assert spec.steps["eval"].references == [("train", "best_ckpt"), ("train", "last_ckpt")]
-    with pytest.raises(ConfigError, match=r"^step 'eval': \{train.best_ckpt\} is resolved by the local driver"):
-        check_slurm_references(spec)
+    check_slurm_references(spec)  # resolved in the eval job when it starts
+    sweep = parse_pipeline({"steps": {"train": {"cmd": "t", "grid": {"lr": [1, 2]}, "metric": "loss"},
+                                      "eval": {"cmd": "e {train.best_ckpt}", "after": ["train"]}}})
+    with pytest.raises(ConfigError, match=r"^step 'eval': \{train.best_ckpt\} names sweep 'train', which has one "):
+        check_slurm_references(sweep)
     with pytest.raises(ConfigError, match=r"\{train.first_ckpt\} names no known field; use .*\{train.best_ckpt\}"):
         parse_pipeline({"steps": {"train": {"cmd": "t"}, "eval": {"cmd": "e {train.first_ckpt}", "after": ["train"]}}})
 

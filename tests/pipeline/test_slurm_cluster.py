@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_support import EVAL, REPORT, TRAIN, lt_pipeline, py, state, write_pipeline
+from pipeline_support import EVAL, HERE, REPORT, TRAIN, lt_pipeline, py, state, write_pipeline
 
 pytestmark = pytest.mark.slow
+CKPT_EVAL = HERE / "pipeline_ckpt_eval_script.py"
 
 
 def chain(tmp_path: Path, *train_args: str) -> Path:
@@ -81,3 +82,52 @@ def test_a_refused_partition_submits_nothing(tmp_path: Path, slurm: Any) -> None
         "nosuch allocation failure: Invalid partition name specified; fix --partition/--time/--gres/--slurm-arg"]
     assert slurm.run("squeue", "-h", "-o", "%i") == before
     assert not (tmp_path / "runs" / "exp.pipeline.json").exists()
+
+
+def test_eval_jobs_are_given_trains_checkpoints_when_they_start(tmp_path: Path, slurm: Any) -> None:
+    """``{train.last_ckpt}`` / ``{train.best_ckpt}``: resolved in the eval jobs, recorded in their runs' meta.json."""
+    root = str(tmp_path / "runs")
+    path = write_pipeline(tmp_path, {
+        "train": {"cmd": py(TRAIN, root, "--steps", "20", "--every", "5", "--checkpoints")},
+        "last": {"cmd": py(CKPT_EVAL, root, "{train.last_ckpt}"), "after": ["train"]},
+        "best": {"cmd": py(CKPT_EVAL, root, "{train.best_ckpt}"), "after": ["train"]},
+    })
+    result = lt_pipeline(path, "--slurm", **slurm.env)
+    assert result.returncode == 0, result.stderr
+    ids = {name: entry["slurm_job_id"] for name, entry in state(path).items()}
+    jobs = slurm.wait_ended(list(ids.values()))
+    assert {n: jobs[j]["JobState"] for n, j in ids.items()} == dict.fromkeys(ids, "COMPLETED")
+    train = Path((tmp_path / "runs" / "signals" / "exp_train.run").read_text().strip())
+    index = {e["file"]: e for e in json.loads((train / "checkpoints.json").read_text())["checkpoints"]
+             if (train / e["file"]).is_file()}
+    best = min((e for e in index.values() if e.get("monitor")), key=lambda e: e["metrics"]["train/loss"])
+    for name, template in (("last", "{train.last_ckpt}"), ("best", "{train.best_ckpt}")):
+        run = Path((tmp_path / "runs" / "signals" / f"exp_{name}.run").read_text().strip())
+        (evaluated,) = json.loads((run / "meta.json").read_text())["evaluated"]
+        assert (evaluated["template"], evaluated["run_dir"]) == (template, str(train))
+        entry = index[evaluated["file"]]
+        assert (evaluated["sha256"], evaluated["step"]) == (entry["sha256"], entry["step"])
+        assert evaluated["file"] == best["file"] if name == "best" else evaluated["step"] == 20
+        assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_train_without_checkpoints_fails_the_eval_job_with_one_line(tmp_path: Path, slurm: Any) -> None:
+    root = str(tmp_path / "runs")
+    path = write_pipeline(tmp_path, {
+        "train": {"cmd": py(TRAIN, root, "--steps", "5")},
+        "eval": {"cmd": py(CKPT_EVAL, root, "{train.last_ckpt}"), "after": ["train"]},
+    })
+    assert lt_pipeline(path, "--slurm", **slurm.env).returncode == 0
+    ids = {name: entry["slurm_job_id"] for name, entry in state(path).items()}
+    jobs = slurm.wait_ended(list(ids.values()))
+    assert {n: (jobs[j]["JobState"], jobs[j]["ExitCode"]) for n, j in ids.items()} == {
+        "train": ("COMPLETED", "0:0"), "eval": ("FAILED", "2:0")}
+    train = Path((tmp_path / "runs" / "signals" / "exp_train.run").read_text().strip())
+    line = (f"step 'eval': {{train.last_ckpt}}: run {train} has no checkpoint on disk in its checkpoints.json; "
+            "give step 'train' a StepCheckpoint or ModelCheckpoint")
+    log = tmp_path / "runs" / "slurm" / f"exp_eval-{ids['eval']}.out"
+    assert log.read_text().strip().splitlines() == [f"lt run: error: {line}"]
+    status = lt_pipeline(path, "--status", **slurm.env)
+    assert [ln.split()[:2] for ln in status.stdout.splitlines()[1:3]] == [["train", "done"], ["eval", "failed"]]
+    assert line in status.stdout
+    assert (state(path)["eval"]["state"], state(path)["eval"]["reason"]) == ("failed", line)

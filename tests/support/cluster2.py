@@ -208,6 +208,11 @@ class TwoNodes:
         for name in NODES:
             (folder / f"spool-{name}").mkdir(exist_ok=True)
         cpus = os.cpu_count() or 1
+        # How soon a lost node is DOWN (the lost-node tests wait for it): slurmctld pings every SlurmdTimeout/3
+        # and starts no ping before the last one ended, and a ping to a dead node ends only at MessageTimeout
+        # (+1 s). DOWN comes with the first ping round that ends SlurmdTimeout after the node's last answer:
+        # ~27 s after a kill at the defaults (MessageTimeout=10), ~15 s here. 4 s is still ample for a round
+        # trip between namespaces on one machine under load; slurm.conf sets no minimum for either.
         self.conf.write_text("\n".join([
             "ClusterName=lt2", f"SlurmctldHost={CONTROLLER}({HUB_ADDR})", "SlurmUser=root", "SlurmdUser=root",
             "SlurmctldPort=6817", "SlurmdPort=6818",
@@ -219,7 +224,7 @@ class TwoNodes:
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none", "SchedulerType=sched/backfill",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "ReturnToService=2", "MpiDefault=none",
-            "MinJobAge=600", "KillWait=10", "SlurmdTimeout=20",
+            "MinJobAge=600", "KillWait=10", "SlurmdTimeout=8", "MessageTimeout=4",
             *(f"NodeName={name} NodeAddr={addr} NodeHostname={name} CPUs={cpus} State=UNKNOWN"
               for name, addr in NODES.items()),
             f"PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=UP", ""]))
