@@ -135,8 +135,18 @@ class MlflowSink(Sink):
         from ..export.mlflow import MlflowExporter
 
         assert self.target is not None and self.run_dir is not None
-        if _importing is not None:
-            _importing.join()  # one thread imports MLflow: two importing its cycles at once can deadlock
+        if _importing is not None and _importing.is_alive():
+            # One thread imports MLflow (two importing its module cycles at once can deadlock); at nice 19 on a
+            # busy machine that can take long: a pass while training skips (the next one sends it), the last waits.
+            if not final:
+                return
+            _importing.join(FINAL_SECONDS)
+            if _importing.is_alive():
+                why = f"MLflow's client was still being imported after {FINAL_SECONDS:g} s"
+                self._record_not_sent(why)
+                print(f"lightning_track: {why}; the run is in its folder: lt export {self.run_dir} --to "
+                      f"{self.target.uri}", file=sys.stderr, flush=True)
+                return
         self._new.clear()
         try:
             if self._exporter is None:
