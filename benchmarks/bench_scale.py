@@ -133,10 +133,17 @@ def change(root: Path, fraction: float) -> int:
     return len(picked)
 
 
+LAST_CPU = [0.0]  # user + system CPU of the last fresh() process or _timed() call
+
+
 def fresh(cmd: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one fresh process (its CPU seconds in LAST_CPU: steadier on a shared machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, env=env)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.decode()[-500:]}")
     return elapsed
@@ -186,11 +193,15 @@ def main() -> None:
         lt = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
         before = [sys.executable, "-c", PLAIN_LT, "ls", str(root)]  # the same command, the catalog off
         bare = best(args.repeats, lambda: fresh([sys.executable, "-c", "pass"], env))
-        rows: list[tuple[str, float, float]] = []
+        rows: list[tuple[str, float, float, float, float]] = []
 
         def pair(what: str, ours, anchor) -> None:  # alternated, best of each: the machine's load hits both
-            times = [(ours(), anchor()) for _ in range(args.repeats)]
-            rows.append((what, min(t for t, _ in times), min(t for _, t in times)))
+            times = []
+            for _ in range(args.repeats):
+                ours_wall = ours()
+                ours_cpu = LAST_CPU[0]
+                times.append((ours_wall, ours_cpu, anchor(), LAST_CPU[0]))
+            rows.append((what, *(min(t[i] for t in times) for i in range(4))))
 
         def empty(path: Path) -> Path:
             shutil.rmtree(path, ignore_errors=True)
@@ -267,6 +278,7 @@ def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
             os.utime(folder, (time.time() - 86400,) * 2)
         mirror, state = tmp / f"mem-mirror-{count}", str(tmp / f"mem-state-{count}.jsonl")
         ls = ["ls", str(root), "--json"]
+        time.sleep(catalog_module.RACY_S + 0.5)  # utime changed the folders' ctimes: settled only now
         peak_mb(LS_BODY, ls, env)  # the catalog warm
         table.setdefault("lt ls --json (catalog warm)", []).append(peak_mb(LS_BODY, ls, env))
         sync = [str(root), str(mirror), state]
@@ -286,17 +298,21 @@ def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
     return ["", *lines]
 
 
-def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]], bare: float, catalog_mb: float,
-                  made_s: float, memory: list[str] = ()) -> None:
+def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float, float, float]], bare: float,
+                  catalog_mb: float, made_s: float, memory: list[str] = ()) -> None:
     title = f"## {args.runs:,} runs: lt ls and load_runs through the catalog"
     lines = [f"{title} ({date.today().isoformat()})", "",
-             "| what | through the catalog | plain read (the anchor, same run) | plain / catalog |",
+             "| what | through the catalog: wall / CPU | plain read (the anchor, same run): wall / CPU "
+             "| plain / catalog (CPU) |",
              "| --- | --- | --- | --- |"]
-    for what, ours, anchor in rows:
-        ratio = f"{anchor / ours:.2f}x" if anchor and ours else "-"
-        lines.append(f"| {what}, {args.runs:,} runs | {ours:.2f} s | {anchor:.2f} s | {ratio} |")
+    for what, ours, ours_cpu, anchor, anchor_cpu in rows:
+        ratio = f"{anchor_cpu / ours_cpu:.2f}x" if anchor_cpu and ours_cpu else "-"
+        lines.append(f"| {what}, {args.runs:,} runs | {ours:.2f} s / {ours_cpu:.2f} s | {anchor:.2f} s / "
+                     f"{anchor_cpu:.2f} s | {ratio} |")
     lines += memory
-    lines += ["", f"- a bare `python -c pass` takes {bare:.2f} s here (part of every fresh-process time)",
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += ["", f"- a bare `python -c pass` takes {bare:.2f} s here (part of every fresh-process time); "
+              f"load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} cores",
               f"- the catalog: {catalog_mb:.1f} MB for {args.runs:,} runs; making the runs took {made_s:.0f} s",
               "- plain read = the same command with the catalog off (every folder listed, every summary/meta "
               "read; config.yaml through the config cache, as before the catalog), alternated with ours",
@@ -315,8 +331,9 @@ def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float]]
 
 
 def _timed(fn) -> float:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     fn()
+    LAST_CPU[0] = time.process_time() - cpu
     return time.perf_counter() - started
 
 

@@ -48,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("-r", "--reverse", action="store_true", help="reverse the order")
     ls.add_argument("-c", "--columns", metavar="COLS", help="comma-separated keys; +COLS adds to the defaults")
     ls.add_argument("-m", "--metric", metavar="KEY", help="the metric whose best value is shown")
-    ls.add_argument("-n", "--last", type=int, metavar="N", help="only the last N rows")
-    ls.add_argument("--json", action="store_true", help="a JSON list, one object per run")
+    ls.add_argument("-n", "--last", type=int, metavar="N",
+                    help="only the last N rows (the table's default: the last 50, the newest runs)")
+    ls.add_argument("-a", "--all", action="store_true", help="every row in the table")
+    ls.add_argument("--json", action="store_true", help="a JSON list, one object per run (always every run)")
 
     show = sub.add_parser("show", parents=[common], help="one run: status and why, config, metrics, files")
     show.add_argument("run", metavar="RUN", help="a run folder, its name, or a unique part of it")

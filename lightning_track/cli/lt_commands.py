@@ -49,10 +49,11 @@ def _dump_array(items: Iterable[Any], out: TextIO) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from ..errors import FilterError
+    from ..query import listing
+    from ..query.catalog_rows import CatalogRun
     from ..query.filters import MISSING, parse_filter
     from ..query.format import printable, table
-    from ..query.listing import DEFAULT_COLUMNS, cell, header, parse_columns, sort_runs, unknown_keys
-    from ..query.runs import filter_runs, find_runs, main_metric
+    from ..query.runs import filter_runs, find_runs
 
     try:
         filters = [parse_filter(f) for f in args.filter]
@@ -64,32 +65,37 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for problem in problems:
         _warn("ls", problem)
     matched = filter_runs(runs, filters)
-    metric = args.metric or main_metric(matched or runs)
-    columns = parse_columns(args.columns, matched, metric)
+    metric = args.metric or listing.main_metric(matched or runs)
+    columns = listing.parse_columns(args.columns, matched, metric)
     keys = [k for f in filters for k in f.keys()] + columns + ([args.sort.lstrip("-+")] if args.sort else [])
-    for key in unknown_keys(keys, runs):
+    for key in listing.unknown_keys(keys, runs):
         _warn("ls", f"no run has {key!r}" + (" (see lt show RUN for the keys a run has)" if runs else ""))
-    rows = sort_runs(matched, args.sort)
+    rows = listing.sort_runs(matched, args.sort)
     if args.reverse:
         rows.reverse()
-    if args.last is not None:
-        rows = rows[-args.last:] if args.last > 0 else []
+    last = args.last if args.last is not None or args.json or args.all else listing.TABLE_ROWS
+    shown = rows if last is None else rows[-last:] if last > 0 else []
+    hidden, rows = len(rows) - len(shown), shown
     if args.json:
-        extra = [c for c in columns if c not in DEFAULT_COLUMNS]
+        extra = [c for c in columns if c not in listing.DEFAULT_COLUMNS]
 
         def records() -> Iterator[dict[str, Any]]:
             for run in rows:
-                record = run.record()
+                built = run.load() if isinstance(run, CatalogRun) else run  # one run's memory at a time
+                record = built.record()
                 for column in extra:
-                    value = run.value(column)
+                    value = built.value(column)
                     record.setdefault("columns", {})[column] = None if value is MISSING else value
                 yield record
 
         _dump_array(records(), sys.stdout)
     elif rows:
         right = [c in ("wall_span", "training_time", "step") or c.startswith(("best.", "final.")) for c in columns]
-        print(table([header(c) for c in columns], [[printable(cell(run, c)) for c in columns] for run in rows],
-                    right=right))
+        cells = [[printable(listing.cell(run, c)) for c in columns] for run in rows]
+        print(table([listing.header(c) for c in columns], cells, right=right))
+    if hidden and args.last is None:  # the default cut: said on stderr, so a pipe gets only rows
+        older = "older runs" if not args.sort and not args.reverse else "earlier rows"
+        _warn("ls", f"… {hidden:,} {older} not shown: --all or --last N")
     if not rows:
         if runs:
             _warn("ls", f"no run matches ({len(runs)} found)")

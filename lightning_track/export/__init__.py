@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import ExportError, RunFolderError
 from ..folder.layout import RunLayout
+from ..query.catalog_rows import CatalogRun
 from ..query.runs import RunInfo, read_run
 from .record import export_lock, not_sent, read_record, write_record
 from .target import SUPPORTED, Target, parse_target, wandb_target
@@ -90,7 +91,7 @@ def export_run(run: RunInfo | str | Path, to: Target | str | None = None, *, exp
         with open_exporter(to) as opened:
             return export_run(run, experiment=experiment, with_model=with_model, with_checkpoints=with_checkpoints,
                               artifacts=artifacts, exporter=opened, record_name=record_name)
-    info = run if isinstance(run, RunInfo) else read_run(run)
+    info = run if isinstance(run, RunInfo) else run.info if isinstance(run, CatalogRun) else read_run(run)
     if not info.summary and not info.layout.metrics_jsonl.exists():
         raise RunFolderError(f"{info.path}: not a run folder (no summary.json or metrics.jsonl); nothing sent")
     target = exporter.target

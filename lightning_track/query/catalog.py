@@ -4,11 +4,14 @@ Why: ``lt ls``, ``load_runs`` and ``lt report`` read every run's ``summary.json`
 ``annotations.json``) and list every run folder; at 10,000 runs that is seconds, at 100,000 a minute, and
 almost none of it changed since the last look. The catalog keeps, per run folder, what those reads gave
 (the parsed files, their problems, the folder's names, the flattened config once something asked for it)
-with the ``stat`` of everything they came from. A later look stats the folder and those files (cheap)
-and reads again only what changed: a file atomically replaced has a new inode and changes the folder's
-times; a file written in place, or copied over with its old mtime kept (``cp -p``, a mirror), still
-changes its ``ctime``, which nobody can set. Values written within :data:`RACY_S` of being read are not
-kept (a coarse clock could give the next write the same times), so a run being written is read again.
+with the ``stat`` of everything they came from, and as columns what a listing needs of every run (start,
+ended or not, the best metrics' names, tags/exports/problems present: :mod:`.catalog_rows`). A later look
+stats each run folder; an ended run whose folder did not change is taken as kept (why that cannot miss
+an atomic write: :meth:`Catalog.lister`), a running run's files are stat'ed too, and only what changed is
+read again: a file atomically replaced has a new inode and changes the folder's times; a running run's
+file written in place, or copied over with its old mtime kept (``cp -p``, a mirror), still changes its
+``ctime``, which nobody can set. Values written within :data:`RACY_S` of being read are not kept (a
+coarse clock could give the next write the same times), so a run being written is read again.
 
 Format: SQLite (the standard library's) in WAL mode, one file per catalog version in
 :func:`~lightning_track.vocabulary.cache_root` (never in a runs folder: mirrors and other people's runs
@@ -34,13 +37,15 @@ import orjson
 
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
-from ..vocabulary import cache_root
+from ..vocabulary import RUNNING, cache_root
+from .catalog_rows import CatalogRun, RowSource, brief_of
 
-__all__ = ["Catalog", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config", "last_look",
-           "known_runs", "RACY_S", "VERSION"]
+__all__ = ["Catalog", "Claimed", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config",
+           "last_look", "known_runs", "keep_frame", "RACY_S", "VERSION"]
 
-VERSION = 1
+VERSION = 2
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
+_KEPT_RUN = frozenset({RunLayout.SUMMARY, RunLayout.METRICS_JSONL})  # the lister's "a run, as kept"
 TRACKED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, *EXPORT_RECORDS)  # the files a listing reads
 _BUSY_MS = 3000  # another lt ls writing: wait this long, then leave the catalog as it is
 
@@ -52,7 +57,11 @@ CREATE TABLE IF NOT EXISTS runs (
     files TEXT NOT NULL,    -- the stat of each file read (TRACKED)
     record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "e": exports, "p": problems}
     config_stat TEXT,       -- config.yaml's stat when its flattened values were kept
-    config BLOB
+    config BLOB,
+    ended INTEGER NOT NULL, -- 1: the summary does not say running (the verdict needs no clock)
+    start REAL,             -- RunInfo.start: a listing's order
+    brief BLOB NOT NULL,    -- what a listing needs of every run (catalog_rows.brief_of)
+    frame BLOB              -- an ended run's load_runs row (catalog_rows.frame_row), kept by the first load_runs
 )
 """
 
@@ -97,6 +106,15 @@ def _exact(value: Any) -> bytes | None:
         return None
 
 
+class Claimed:
+    """An unchanged ended run found by :meth:`Catalog.claim`: its key and its folder's identity."""
+
+    __slots__ = ("key", "identity")
+
+    def __init__(self, key: str, stat: os.stat_result) -> None:
+        self.key, self.identity = key, (stat.st_dev, stat.st_ino)
+
+
 class Catalog:
     """One open catalog for one look (a ``find_runs`` call); :meth:`save` writes what the look learnt."""
 
@@ -104,12 +122,13 @@ class Catalog:
         self.conn, self.path, self.problems = conn, path, problems
         self.started = time.time()
         self._limit = int((self.started - RACY_S) * 1e9)  # times before this are settled
-        self._known: dict[str, tuple[Any, ...]] = {}  # path -> (folder, names, files, record, config_stat, config)
+        self._known: dict[str, tuple[Any, ...]] = {}  # path -> (folder, names, files, ended, start, brief)
         self._parents: dict[str, str] = {}
         self._stats: dict[str, tuple[str, os.stat_result]] = {}  # folder as found -> (absolute, stat)
         self._put: list[tuple[str, str, str, str, bytes]] = []
         self._gone: list[str] = []  # entries to drop that no look covered (write_through)
         self._seen: set[str] = set()
+        self._trusted: set[str] = set()  # ended runs whose folder the lister found unchanged
         self._broken = False
         self._read = 0
 
@@ -123,12 +142,14 @@ class Catalog:
         return os.path.join(parent, name)
 
     def load_root(self, root: str | Path) -> None:
-        """Every entry under ``root`` in one query (a damaged file: deleted, built again next time)."""
+        """Every entry under ``root`` in one query, without the records (fetched for the runs used)."""
         prefix = os.path.abspath(root)
         if self._broken:
             return
         try:
-            rows = self.conn.execute("SELECT path, folder, names, files, record, config_stat, config FROM runs WHERE "
+            # an ended run's names and files are never compared (its folder alone says): not fetched
+            rows = self.conn.execute("SELECT path, folder, CASE WHEN ended THEN '' ELSE names END, CASE WHEN ended "
+                                     "THEN '' ELSE files END, ended, start, brief FROM runs WHERE "
                                      "path = ? OR (path >= ? AND path < ?)",
                                      (prefix, prefix + "/", prefix + "0")).fetchall()
         except sqlite3.Error as exc:
@@ -137,8 +158,15 @@ class Catalog:
         for row in rows:
             self._known[row[0]] = row[1:]
 
-    def lister(self, folder: Path) -> set[str] | None:
-        """A folder's names: from the catalog when the folder did not change, else ``os.listdir``."""
+    def lister(self, folder: Path) -> set[str] | frozenset[str] | None:
+        """A folder's names: from the catalog when the folder did not change, else ``os.listdir``.
+
+        An ended run's folder found unchanged is taken as it was kept, its files not looked at (one stat
+        a run instead of four): every writer of a run replaces its files atomically (a new file renamed
+        over the old), which changes the folder's mtime and ctime, and a copy that sets the old mtime back
+        (``cp -p``, rsync) still changes the ctime, which nobody can set. A writer in place (an editor that
+        truncates and writes, ``rsync --inplace``) leaves the folder as it was: after one, ``touch RUN``
+        makes the next look read it. A running run is checked file by file (its writers are live)."""
         key = self._key(folder)
         try:
             stat = os.stat(key)
@@ -149,26 +177,57 @@ class Catalog:
         self._stats[str(folder)] = (key, stat)
         entry = self._known.get(key)
         if entry is not None and entry[0] == _dir_key(stat) and self._settled(stat):
+            if entry[3]:
+                self._trusted.add(key)
+                return _KEPT_RUN
             return set(entry[1].split("\0"))
         try:
             return set(os.listdir(key))
         except OSError:
             return None
 
+    def claim(self, folder: Path, name: str, source: str) -> tuple[str, str, Claimed] | None:
+        """``folder/name`` when it is an ended run the catalog holds and its folder did not change (the
+        rule of :meth:`lister`), as ``(path as found, source, Claimed)``: no Path, no listing."""
+        shown = str(folder)
+        parent = self._parents.get(shown)
+        if parent is None:
+            parent = self._parents[shown] = os.path.abspath(shown)
+        key = f"{parent}/{name}" if parent != "/" else f"/{name}"
+        entry = self._known.get(key)
+        if entry is None or not entry[3]:
+            return None
+        try:
+            stat = os.stat(key)
+        except OSError:
+            return None
+        if entry[0] != _dir_key(stat) or not self._settled(stat):
+            return None
+        path = key if shown == parent else name if shown == "." else f"{shown}/{name}" if shown != "/" else key
+        return path, source, Claimed(key, stat)
+
+    def claimed(self, path: str, source: str, what: Claimed, rows: RowSource) -> CatalogRun:
+        self._seen.add(what.key)
+        return CatalogRun(path, what.key, source, self._known.pop(what.key), rows, True)
+
     def stat_of(self, path: Path) -> os.stat_result | None:
         """The folder's stat taken while listing (None when it was not listed through the catalog)."""
         found = self._stats.get(str(path))
         return None if found is None else found[1]
 
-    def run(self, path: Path, source: str, names: set[str], read: Callable[[], Any], build: Callable[..., Any], *,
+    def run(self, path: Path, source: str, names: set[str], read: Callable[[], Any], rows: RowSource | None, *,
             keep_recent: bool = False) -> Any:
-        """The run at ``path``: built from the catalog when its folder and files are as they were when
-        kept, else ``read()`` (a plain read) and kept for next time.
+        """The run at ``path``: a :class:`~.catalog_rows.CatalogRun` when its folder (an ended run) or its
+        folder and files (a running one) are as they were when kept, else ``read()`` (a plain read), kept
+        for next time. Without ``rows`` (a writer refreshing entries): None for an entry still right.
 
         ``keep_recent``: keep it even when written a moment ago, for the folder's only writer, which has
         finished writing it (see :func:`write_through`)."""
         key, stat = self._stats.get(str(path)) or (self._key(path), None)
         self._seen.add(key)
+        entry = self._known.pop(key, None)
+        if entry is not None and key in self._trusted:
+            return None if rows is None else CatalogRun(str(path), key, source, entry, rows, True)
         if stat is None:
             try:
                 stat = os.stat(key)
@@ -186,28 +245,18 @@ class Catalog:
                 settled = settled and self._settled(file_stat)
         files_key = ";".join(files)
         folder_key = _dir_key(stat)
-        entry = self._known.pop(key, None)  # used once: its bytes need not outlive the run built from them
         # an unchanged folder has the names it had (the lister gave them from the entry)
         if entry is not None and settled and entry[0] == folder_key and entry[2] == files_key:
-            try:
-                record = orjson.loads(entry[3])
-                info = build(summary=record["s"], meta=record["m"], annotations=record["a"],
-                             exports=record.get("e") or [], problems=record["p"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                info = None
-            if info is not None:
-                if entry[4] is not None and entry[5] is not None:
-                    info._config_hint = (entry[4], entry[5])
-                info._config_sink = self._config_sink(key)
-                return info
+            return None if rows is None else CatalogRun(str(path), key, source, entry, rows, False)
         info = read()
         self._read += 1
-        info._config_sink = self._config_sink(key)
+        info._config_sink = self.config_sink(key)
         if settled or keep_recent:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "e": info.exports,
                              "p": info.problems})
             if record is not None:
-                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record))
+                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record,
+                                  int(info.summary.get("status") != RUNNING), info.start, brief_of(info)))
         return info
 
     def _plain(self, read: Callable[[], Any]) -> Any:
@@ -217,7 +266,7 @@ class Catalog:
     def _settled(self, stat: os.stat_result) -> bool:
         return max(stat.st_mtime_ns, stat.st_ctime_ns) < self._limit
 
-    def _config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any]], None]:
+    def config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any]], None]:
         def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any]) -> None:
             if self._settled(stat):
                 data = _exact(flat)
@@ -238,10 +287,13 @@ class Catalog:
         try:
             if self._put or gone:
                 with self.conn:
-                    self.conn.executemany("INSERT INTO runs (path, folder, names, files, record) "
-                                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET folder = "
-                                          "excluded.folder, names = excluded.names, files = excluded.files, "
-                                          "record = excluded.record", self._put)
+                    # a new record drops the kept config: it was parsed under the old folder
+                    self.conn.executemany("INSERT INTO runs (path, folder, names, files, record, ended, start, "
+                                          "brief) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
+                                          "UPDATE SET folder = excluded.folder, names = excluded.names, files = "
+                                          "excluded.files, record = excluded.record, ended = excluded.ended, "
+                                          "start = excluded.start, brief = excluded.brief, frame = NULL, "
+                                          "config_stat = NULL, config = NULL", self._put)
                     self.conn.executemany("DELETE FROM runs WHERE path = ?", ((p,) for p in gone))
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):  # another look writing: it keeps it warm
@@ -301,6 +353,8 @@ def open_catalog(problems: list[str]) -> Catalog | None:
     path = catalog_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for older in range(1, VERSION):  # an earlier version's file is never read again: its space back
+            _remove(path.with_name(f"catalog-v{older}.sqlite"))
         return Catalog(_connect(path), path, problems)
     except sqlite3.DatabaseError as exc:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
@@ -335,8 +389,10 @@ def known_runs(root: str | Path) -> set[str] | None:
     return {row[0] for row in rows}
 
 
-# -- flattened configs found after the look (a filter on config.* asks for them lazily) -------------
+# -- flattened configs (a filter on config.* asks for them lazily) and load_runs rows found after the look
+
 _pending_configs: list[tuple[str, str, bytes]] = []
+_pending_frames: list[tuple[bytes, str, str]] = []
 _flush_registered = False
 
 
@@ -347,17 +403,30 @@ def _register_flush() -> None:
         atexit.register(flush_configs)
 
 
+def keep_frame(key: str, folder: str, row: dict[str, Any]) -> None:
+    """Keep an ended run's ``load_runs`` row beside its entry at the next flush, if the entry is still the
+    one read under ``folder`` (built on the first ``load_runs``, so ``lt ls`` never pays for it)."""
+    data = _exact(row)
+    if data is not None:
+        _pending_frames.append((data, key, folder))
+        _register_flush()
+
+
 def flush_configs() -> None:
-    """Keep the configs parsed since the last flush beside their runs' entries (never raises)."""
-    if not _pending_configs:
+    """Keep the configs (and load_runs rows) found since the last flush beside their runs' entries (never
+    raises)."""
+    if not _pending_configs and not _pending_frames:
         return
     rows = [(stat, data, path) for path, stat, data in _pending_configs]
+    frames = list(_pending_frames)
     _pending_configs.clear()
+    _pending_frames.clear()
     try:
         conn = sqlite3.connect(f"{catalog_path().as_uri()}?mode=rw", uri=True, timeout=_BUSY_MS / 1000)
         try:
             with conn:
                 conn.executemany("UPDATE runs SET config_stat = ?, config = ? WHERE path = ?", rows)
+                conn.executemany("UPDATE runs SET frame = ? WHERE path = ? AND folder = ? AND ended", frames)
         finally:
             conn.close()
     except sqlite3.Error:

@@ -8,14 +8,12 @@ catalog so that the next ``lt ls`` of the mirror opens no run file.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from .catalog import open_catalog
 from .discover import run_names
-from .runs import RunInfo, judged, read_run
+from .runs import RunInfo, read_run
 
 __all__ = ["write_through"]
 
@@ -43,10 +41,7 @@ def write_through(runs: Iterable[str | Path], gone: Iterable[str | Path] = ()) -
             def read(path: Path = path, names: set[str] = names) -> RunInfo:
                 return read_run(path, "", names)
 
-            def build(path: Path = path, **parts: Any) -> RunInfo:
-                return judged(RunInfo(path, "", now=time.time(), **parts))
-
-            book.run(path, "", names, read, build, keep_recent=True)
+            book.run(path, "", names, read, None, keep_recent=True)
         book.forget([os.path.abspath(p) for p in gone])
     finally:
         book.save()

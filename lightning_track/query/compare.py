@@ -20,8 +20,9 @@ from ..errors import one_line
 from .filters import MISSING
 from .format import format_cell, table
 from .history import read_history
+from .listing import main_metric
 from .provenance import provenance_sections, read_provenance
-from .runs import RunInfo, main_metric
+from .runs import RunInfo
 
 __all__ = ["Aliased", "Comparison", "cell_text", "compare_runs", "config_value", "render_compare", "text_chart",
            "labels", "metric_series", "metric_mode", "winner"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import RunFolderError, RunNotFound
 from ..folder.fileio import is_temp_name
@@ -84,11 +85,13 @@ def run_folder_of(root: Path, rel: str, lister: Callable[[Path], set[str] | None
 
 
 def find_run_dirs(root: str | Path, problems: list[str], *,
-                  lister: Callable[[Path], set[str] | None] = list_names) -> list[tuple[Path, str, set[str]]]:
+                  lister: Callable[[Path], set[str] | None] = list_names,
+                  claim: Callable[[Path, str, str], Any] | None = None) -> list[tuple[Any, str, Any]]:
     """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run).
 
     ``lister`` gives a folder's names below the root (None for a file): the catalog answers from what it
-    kept for a folder that did not change."""
+    kept for a folder that did not change. ``claim(folder, name, source)`` may take a child first (the
+    catalog's unchanged ended runs: one stat, no Path): its answer ``(path, source, what)`` is listed as is."""
     root = Path(root)
     names = list_names(root)
     if names is None:
@@ -96,12 +99,17 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
         return []
     if _is_run(root, names) or names & {RunLayout.SUMMARY, RunLayout.METRICS_JSONL}:
         return [(root, "", names)]
-    found: list[tuple[Path, str, set[str]]] = []
+    found: list[tuple[Any, str, Any]] = []
 
     def walk(folder: Path, names: set[str], depth: int, source: str) -> None:
         for name in sorted(names):
             if _skipped(name):
                 continue
+            if claim is not None:
+                claimed = claim(folder, name, source)
+                if claimed is not None:
+                    found.append(claimed)
+                    continue
             child = folder / name
             inner = lister(child)
             if inner is None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .catalog_rows import CatalogRun, frame_row
 from .runs import STALE_AFTER_S, filter_runs, find_runs
 
 __all__ = ["load_runs"]
@@ -31,17 +31,15 @@ def load_runs(root: str | Path | Sequence[str | Path] = "runs", filter: str | Se
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
     rows = []
-    for run in runs:
-        row = run.record(metrics=False)
-        row.pop("problems", None)
-        row["start"], row["end"] = run.start, run.end
-        for which in ("best", "final"):
-            for key in run.metric_names(which):
-                value = run.metric(which, key)
-                row[f"{which}.{key}"] = value if isinstance(value, float) else math.nan
+    for run in runs:  # an unchanged ended run's row and config as the catalog kept them: no run parsed
+        row = run.frame() if isinstance(run, CatalogRun) else frame_row(run)
         if config:
             row.update({f"config.{k}": v for k, v in run.config.items()})
         rows.append(row)
+    if catalog:  # the rows and configs first built here, kept for the next call (not only at exit)
+        from .catalog import flush_configs
+
+        flush_configs()
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["name", "path", "source", "dataset", "method", "status", "start", "end"])

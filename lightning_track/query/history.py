@@ -259,11 +259,13 @@ def load_history(run: Any, keys: Sequence[str] | None = None) -> Any:
 
     import pandas as pd
 
+    from .catalog_rows import CatalogRun
     from .discover import resolve_run
     from .runs import RunInfo
 
     many = isinstance(run, (list, tuple))
-    folders = [one.path if isinstance(one, RunInfo) else resolve_run(one) for one in (run if many else [run])]
+    folders = [one.path if isinstance(one, (RunInfo, CatalogRun)) else resolve_run(one)
+               for one in (run if many else [run])]
     frames = []
     for folder, history in zip(folders, read_histories(folders, keys), strict=True):
         if isinstance(history, RunFolderError):

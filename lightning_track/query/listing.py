@@ -1,5 +1,6 @@
 """``lt ls``: which columns, in which order, and how each cell reads.
 
+The table shows the last :data:`TABLE_ROWS` rows (the newest runs) unless ``--all`` or ``--last N``.
 Default columns: name, source (when runs come from several folders of a mirror), dataset, method,
 status (with the failing check or the stopping signal), start, wall span, last step, host, tags (when
 any run has some), where a run was exported (when one was), and the best value of the main metric.
@@ -15,14 +16,20 @@ from typing import Any
 from ..vocabulary import COMPLETED, INTERRUPTED
 from .filters import KEY_ALIASES, MISSING
 from .format import format_cell, format_duration, format_time
-from .runs import FIELD_NAMES, RunInfo, main_metric
+from .runs import FIELD_NAMES, RunInfo
 
-__all__ = ["DEFAULT_COLUMNS", "default_columns", "parse_columns", "cell", "sort_runs", "unknown_keys", "header"]
+__all__ = ["main_metric", "TABLE_ROWS", "DEFAULT_COLUMNS", "default_columns", "parse_columns", "cell", "sort_runs",
+           "unknown_keys", "header"]
 
 # In order; "source", "tag" and "export" only when some run has one. A run's record() holds each of them.
 DEFAULT_COLUMNS = ("name", "source", "dataset", "method", "status", "start", "wall_span", "step", "host", "tag",
                    "export")
 
+
+# The table shows the last rows only (the newest runs, in the default order): 100,000 rows on a terminal
+# are read by nobody and cost seconds to format; a line on stderr says how many were left out. --all or
+# --last N shows more; --json is always every run, written one record at a time.
+TABLE_ROWS = 50
 
 LENGTH_COLUMNS = ("wall_span", "training_time", "age")  # seconds, shown as 1m 30s
 
@@ -103,3 +110,26 @@ def unknown_keys(keys: Sequence[str], runs: Sequence[RunInfo]) -> list[str]:
 
 def default_metric(runs: Sequence[RunInfo], wanted: str | None) -> str | None:
     return wanted or main_metric(runs)
+
+
+_PREFERRED = ("val/loss", "val_loss", "valid/loss", "eval/loss", "test/loss", "val/acc", "train/loss", "loss")
+
+
+def main_metric(runs: Sequence[RunInfo]) -> str | None:
+    """The metric ``lt ls`` shows the best value of: a validation loss when the runs have one, else the
+    most common validation metric, else a training loss, else the most common metric."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        for key in run.metric_names("best"):
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None
+    for key in _PREFERRED:
+        if key in counts:
+            return key
+
+    def rank(key: str) -> tuple[int, int, int, str]:
+        low = key.lower()
+        return (0 if low.startswith(("val", "valid", "eval")) else 1, 0 if "loss" in low else 1, -counts[key], key)
+
+    return min(counts, key=rank)

@@ -34,9 +34,10 @@ from .compare import cell_text, compare_runs, labels, metric_mode, metric_rows
 from .filters import MISSING
 from .format import format_cell, format_duration, format_time
 from .history import read_histories
+from .listing import main_metric
 from .report_lineage import lineage_html
 from .report_many import CURVE_LIMIT, CURVE_POINTS, curve_data, many_data, many_sections
-from .runs import RunInfo, main_metric
+from .runs import RunInfo
 from .show import console_tail, system_peaks
 from .sweeps import TrialRow, group_by_sweep, rank_trials, sweep_record
 

@@ -39,7 +39,7 @@ from .filters import MISSING, Filter, parse_filter
 from .stall import stall_reason
 
 __all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "judged", "filter_runs",
-           "main_metric", "metric_table_problems", "STALE_AFTER_S"]
+           "metric_table_problems", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 120.0  # heartbeat every 5 s, plus a mirror's lag (lt-sync --every 30 and the copy itself)
 
@@ -391,11 +391,12 @@ def judged(info: RunInfo, *, stale_after: float = STALE_AFTER_S, this_host: str 
 
 
 def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[str] | None = None, *,
-              stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True) -> list[RunInfo]:
+              stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True) -> list[Any]:
     """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises.
 
     ``catalog``: read through the catalog in the user's cache (:mod:`.catalog`), which re-reads only the
-    runs that changed since the last look; the result is the same as a plain read of every run's files."""
+    runs that changed since the last look; the result is the same as a plain read of every run's files.
+    A run the catalog had is a :class:`~.catalog_rows.CatalogRun` (a RunInfo built on first use)."""
     roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
     sink: list[str] = [] if problems is None else problems
     now = time.time() if now is None else now
@@ -403,28 +404,39 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
     runs: list[RunInfo] = []
     seen: set[Any] = set()
     notes: list[str] = []  # the catalog's own warnings: never a reason to raise
-    from .catalog import open_catalog
+    from .catalog import Claimed, keep_frame, open_catalog
 
     book = open_catalog(notes) if catalog else None
+    rows = None
+    if book is not None:
+        from .catalog_rows import RowSource
+
+        def build(path: Path, source: str, **parts: Any) -> RunInfo:
+            return judged(RunInfo(path, source, now=now, **parts), stale_after=stale_after, this_host=host)
+
+        def reread(path: Path, source: str) -> RunInfo:
+            return read_run(path, source, now=now, stale_after=stale_after, this_host=host)
+
+        rows = RowSource(book.path, build, reread, book.config_sink, FIELD_NAMES, keep_frame)
     try:
         for root in roots:
             before = len(sink)
             if book is not None:
                 book.load_root(root)
-            for path, source, names in find_run_dirs(root, sink, **({"lister": book.lister} if book else {})):
+            for path, source, names in find_run_dirs(root, sink, **({"lister": book.lister, "claim": book.claim}
+                                                                     if book else {})):
+                if book is not None and isinstance(names, Claimed):  # an ended run as kept: no Path, no read
+                    if names.identity not in seen:
+                        seen.add(names.identity)
+                        runs.append(book.claimed(path, source, names, rows))
+                    continue
                 key = folder_identity(path, book.stat_of(path) if book is not None else None)
                 if key in seen:
                     continue
                 seen.add(key)
                 def read(path: Path = path, source: str = source, names: set[str] = names) -> RunInfo:
                     return read_run(path, source, names, now=now, stale_after=stale_after, this_host=host)
-                if book is None:
-                    runs.append(read())
-                    continue
-                def build(path: Path = path, source: str = source, **parts: Any) -> RunInfo:
-                    info = RunInfo(path, source, now=now, **parts)
-                    return judged(info, stale_after=stale_after, this_host=host)
-                runs.append(book.run(path, source, names, read, build))
+                runs.append(read() if book is None else book.run(path, source, names, read, rows))
             if problems is None and len(sink) > before:
                 raise RunFolderError(sink[before])
     finally:
@@ -444,26 +456,3 @@ def filter_runs(runs: Iterable[RunInfo], filters: str | Filter | Sequence[str | 
     items = [filters] if isinstance(filters, (str, Filter)) else list(filters)
     parsed = [f if isinstance(f, Filter) else parse_filter(f) for f in items]
     return [run for run in runs if all(f.matches(run.value) for f in parsed)]
-
-
-_PREFERRED = ("val/loss", "val_loss", "valid/loss", "eval/loss", "test/loss", "val/acc", "train/loss", "loss")
-
-
-def main_metric(runs: Sequence[RunInfo]) -> str | None:
-    """The metric ``lt ls`` shows the best value of: a validation loss when the runs have one, else the
-    most common validation metric, else a training loss, else the most common metric."""
-    counts: dict[str, int] = {}
-    for run in runs:
-        for key in run.metric_names("best"):
-            counts[key] = counts.get(key, 0) + 1
-    if not counts:
-        return None
-    for key in _PREFERRED:
-        if key in counts:
-            return key
-
-    def rank(key: str) -> tuple[int, int, int, str]:
-        low = key.lower()
-        return (0 if low.startswith(("val", "valid", "eval")) else 1, 0 if "loss" in low else 1, -counts[key], key)
-
-    return min(counts, key=rank)

@@ -135,6 +135,35 @@ def test_a_mirror_copied_over_with_its_old_mtimes_kept_is_read_again(made_runs, 
     assert after[0]["last_step"] == 19 and after[0]["config"]["model.lr"] == 0.002
 
 
+def test_an_ended_run_is_checked_by_its_folder_and_a_running_run_by_its_files(runs_copy) -> None:
+    """An ended run whose folder did not change is taken as kept (every writer replaces files atomically,
+    which changes the folder); a running run's file rewritten in place, the folder untouched, is seen."""
+    root = runs_copy["lora"].parent
+    live = runs_copy["lora"] / "summary.json"
+    summary = read_json(live)
+    summary.update(status="running", heartbeat=summary["start_time"])
+    atomic_write_json(live, summary)
+    look(root)
+    look(root)
+    assert catalog.last_look == {"runs": 3, "read": 0}
+    for expr in ("status=failed", "tag=baseline", "start>2000-01-01"):  # from the catalog's columns
+        through = [r.name for r in filter_runs(find_runs(root, now=1.9e9), expr)]
+        assert through == [r.name for r in filter_runs(find_runs(root, now=1.9e9, catalog=False), expr)], expr
+    assert [r.name for r in filter_runs(find_runs(root, now=1.9e9), "status=failed")] == [runs_copy["nan"].name]
+
+    settle()
+    summary["last_step"] = 7
+    live.write_text(json.dumps(summary))  # in place: same inode, the folder untouched
+    runs, _ = look(root)
+    assert catalog.last_look["read"] == 1 and {r["name"]: r for r in runs}[runs_copy["lora"].name]["last_step"] == 7
+
+    ended = runs_copy["full"] / "summary.json"  # in place into an ended run: `touch RUN` makes a look read it
+    ended.write_text(ended.read_text().replace('"last_step": 20', '"last_step": 19'))
+    os.utime(runs_copy["full"])
+    runs, _ = look(root)
+    assert catalog.last_look["read"] == 1 and {r["name"]: r for r in runs}[runs_copy["full"].name]["last_step"] == 19
+
+
 def test_config_values_come_from_the_catalog_and_a_filter_on_them_equals_a_plain_read(runs_copy) -> None:
     root = runs_copy["lora"].parent
     runs = find_runs(root)
@@ -148,16 +177,21 @@ def test_config_values_come_from_the_catalog_and_a_filter_on_them_equals_a_plain
     assert through == [runs_copy["full"].name]
 
 
-def test_load_runs_through_the_catalog_equals_a_plain_read(made_runs) -> None:
+def test_load_runs_through_the_catalog_equals_a_plain_read(made_runs, monkeypatch) -> None:
+    """The second look builds no run: each ended run's row and config as kept; paths as this look found them."""
     import pandas as pd
 
     root = made_runs["lora"].parent
     load_runs(root)
+    load_runs(root)  # the configs parsed by the first look are kept by now
+    catalog.flush_configs()
     through = load_runs(root)
     assert catalog.last_look["read"] == 0
     plain = load_runs(root, catalog=False)
     assert len(through) == 3 and "config.model.lr" in through.columns
     pd.testing.assert_frame_equal(through, plain)
+    monkeypatch.chdir(root.parent)  # the same runs through a relative root: the kept rows say "runs/<name>"
+    pd.testing.assert_frame_equal(load_runs("runs"), load_runs("runs", catalog=False))
 
 
 @pytest.mark.parametrize("damage", ["torn", "other version", "unwritable"])

@@ -49,6 +49,23 @@ def test_filters_sort_columns_and_last(made_runs, capsys) -> None:
     assert len(out) == 2 and made_runs["nan"].name in out[1]
 
 
+def test_the_table_shows_the_newest_rows_and_says_how_many_it_left_out(made_runs, capsys, monkeypatch) -> None:
+    from lightning_track.query import listing
+
+    monkeypatch.setattr(listing, "TABLE_ROWS", 2)  # 50 by default: 3 runs stand for 100,000
+    root = str(made_runs["lora"].parent)
+    code, every, _ = ls(capsys, root, "--all")
+    assert code == 0 and len(every) == 4
+    code, out, err = ls(capsys, root)
+    names = [line.split()[0] for line in every[1:]]
+    assert code == 0 and [line.split()[0] for line in out[1:]] == names[-2:]  # the newest, in the same order
+    assert err == ["lt ls: … 1 older runs not shown: --all or --last N"]
+    code, out, err = ls(capsys, root, "-n", "3")
+    assert [line.split()[0] for line in out[1:]] == names and err == []
+    code, out, err = ls(capsys, root, "--json")
+    assert len(json.loads("\n".join(out))) == 3 and err == []
+
+
 def test_json_output(made_runs, capsys) -> None:
     code, out, _ = ls(capsys, str(made_runs["lora"].parent), "--json", "-c", "+model.lr")
     rows = json.loads("\n".join(out))

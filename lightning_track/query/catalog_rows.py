@@ -1,0 +1,227 @@
+"""A run as the catalog listed it: what a listing sorts and chooses columns by, the rest on first use.
+
+Why: at 100,000 runs, parsing every run's kept summary into a :class:`~.runs.RunInfo` (about 80 Python
+objects) costs seconds and ~7 KiB a run, though ``lt ls`` prints 50 rows. A :class:`CatalogRun` holds
+the catalog's columns (start, name, the best metrics' names, whether it has tags, exports, problems, an
+ended run's status) and builds the full run, from the kept record, only when something else is asked
+of it (a cell, a record, a filter on a field the columns lack). It answers every question a RunInfo
+answers, with the same values: attributes it lacks are the built run's.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .filters import MISSING
+
+__all__ = ["CatalogRun", "RowSource", "brief_of", "frame_row"]
+
+_NOT_CONFIG = ("best", "final", "summary", "meta")
+
+
+def brief_of(info: Any) -> bytes:
+    """The columns a listing needs without the record: kept beside it when the entry is written."""
+    return orjson.dumps({"b": info.metric_names("best"), "t": bool(info.tags), "x": bool(info.exports),
+                         "p": bool(info.problems), "s": info.status})
+
+
+def frame_row(run: Any) -> dict[str, Any]:
+    """One run's row of :func:`~.frames.load_runs` (kept for an ended run: it needs no clock)."""
+    row = run.record(metrics=False)
+    row.pop("problems", None)
+    row["start"], row["end"] = run.start, run.end
+    for which in ("best", "final"):
+        for key in run.metric_names(which):
+            value = run.metric(which, key)
+            row[f"{which}.{key}"] = value if isinstance(value, float) else math.nan
+    return row
+
+
+class RowSource:
+    """Where the runs of one look get their kept records once the look is over (its own connection)."""
+
+    def __init__(self, db: Path, build: Callable[..., Any], read: Callable[[Path, str], Any],
+                 sink: Callable[[str], Any], fields: tuple[str, ...],
+                 keep_frame: Callable[[str, str, dict[str, Any]], None]) -> None:
+        self.db, self.build, self.read, self.sink, self.fields = db, build, read, sink, fields
+        self.keep_frame = keep_frame
+        self._conn: sqlite3.Connection | None = None
+        self._bulk: dict[str, dict[str, tuple[str, bytes]]] = {}
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        return self._conn
+
+    def record(self, path: str, folder: str) -> tuple[bytes, str | None, bytes | None] | None:
+        """The kept record, if the entry is still the one this look checked (same folder key)."""
+        try:
+            row = self._connection().execute("SELECT folder, record, config_stat, config FROM runs WHERE path = ?",
+                                             (path,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None or row[0] != folder else row[1:]
+
+    def column(self, name: str, path: str, folder: str) -> bytes | None:
+        """A settled run's kept ``config`` or ``frame`` (all of them fetched in one query, on the first ask)."""
+        kept = self._bulk.get(name)
+        if kept is None:
+            kept = self._bulk[name] = {}
+            try:
+                for key, kept_folder, data in self._connection().execute(
+                        f"SELECT path, folder, {name} FROM runs WHERE {name} IS NOT NULL"):
+                    kept[key] = (kept_folder, data)
+            except sqlite3.Error:
+                pass
+        found = kept.get(path)
+        return found[1] if found is not None and found[0] == folder else None
+
+
+class CatalogRun:
+    """One run of a look through the catalog: cheap columns now, the full :class:`~.runs.RunInfo` on use.
+
+    ``ended``: a run whose summary does not say ``running`` (its verdict does not depend on the time), whose
+    folder the look found unchanged; its config can be taken as kept without a stat (see
+    :meth:`~.catalog.Catalog.lister` for why an unchanged folder means unchanged files)."""
+
+    __slots__ = ("_path", "_key", "source", "start", "_folder", "_brief", "_rows", "_info", "_ended",
+                 "_parsed")
+
+    def __init__(self, path: str, key: str, source: str, entry: tuple[Any, ...], rows: RowSource,
+                 ended: bool) -> None:
+        self._path = path  # as found (relative to a relative root), as a plain read gives it
+        self._key = key  # absolute: the catalog's
+        self.source = source
+        self._folder, self.start, self._brief = entry[0], entry[4], entry[5]  # (folder, names, files, ended, ...)
+        self._rows = rows
+        self._info = None
+        self._ended = ended
+        self._parsed: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self._path.rpartition("/")[2]
+
+    @property
+    def path(self) -> Path:
+        return Path(self._path)
+
+    @property
+    def info(self) -> Any:
+        """The full run (built once, from the kept record; a plain read if the entry changed meanwhile)."""
+        info = self._info
+        if info is None:
+            info = self._info = self.load()
+        return info
+
+    def load(self) -> Any:
+        """The full run, not kept here (``lt ls --json`` builds one run at a time)."""
+        if self._info is not None:
+            return self._info
+        kept = self._rows.record(self._key, self._folder)
+        info = None
+        if kept is not None:
+            try:
+                record = orjson.loads(kept[0])
+                info = self._rows.build(Path(self._path), self.source, summary=record["s"], meta=record["m"],
+                                        annotations=record["a"], exports=record.get("e") or [],
+                                        problems=record["p"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                info = None
+            if info is not None and kept[1] is not None and kept[2] is not None:
+                info._config_hint = (kept[1], kept[2])
+        if info is None:
+            info = self._rows.read(Path(self._path), self.source)
+        info._config_sink = self._rows.sink(self._key)
+        return info
+
+    def drop(self) -> None:
+        """Forget the built run (its memory), keeping the columns."""
+        self._info = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.info, attr)
+
+    def __repr__(self) -> str:
+        return f"CatalogRun({self._path!r})"
+
+    # -- what a listing asks of every run, from the columns -------------------------------------------
+    def _columns(self) -> dict[str, Any]:
+        if self._parsed is None:
+            self._parsed = orjson.loads(self._brief)
+        return self._parsed
+
+    @property
+    def status(self) -> str:
+        return self._columns()["s"] if self._ended and self._info is None else self.info.status
+
+    @property
+    def tags(self) -> list[str]:
+        return self.info.tags if self._info is not None or self._columns()["t"] else []
+
+    @property
+    def exports(self) -> list[dict[str, Any]]:
+        return self.info.exports if self._info is not None or self._columns()["x"] else []
+
+    @property
+    def problems(self) -> list[str]:
+        # brief_of's bytes say "p":true for a run with problems (orjson writes no spaces): no parse per run
+        return self.info.problems if self._info is not None or b'"p":true' in self._brief else []
+
+    def metric_names(self, which: str = "final") -> list[str]:
+        if which == "best" and self._info is None:
+            return list(self._columns()["b"])
+        return self.info.metric_names(which)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._info is None and self._ended:
+            data = self._rows.column("config", self._key, self._folder)
+            if data is not None:
+                try:
+                    flat = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    flat = None
+                if isinstance(flat, dict):
+                    return flat
+        return self.info.config
+
+    def frame(self) -> dict[str, Any]:
+        """:func:`frame_row` of this run: as kept for an ended run, else built."""
+        if self._info is None and self._ended:
+            data = self._rows.column("frame", self._key, self._folder)
+            if data is not None:
+                row = orjson.loads(data)
+                row["path"], row["source"] = self._path, self.source  # as this look found it
+                return row
+        if self._ended:  # unchanged, ended: the row is the same next time
+            row = frame_row(self.info)
+            self._rows.keep_frame(self._key, self._folder, row)
+            return row
+        return frame_row(self.info)
+
+    def value(self, key: str) -> Any:
+        """As :meth:`~.runs.RunInfo.value`; from the catalog's columns: name, source, start, no tags, an ended
+        run's status and its config."""
+        if key == "status":
+            return self.status
+        if key in ("name", "source"):
+            return getattr(self, key)
+        if key == "start":
+            return MISSING if self.start is None else self.start
+        if key == "tag" and self._info is None and not self._columns()["t"]:
+            return []
+        if key in self._rows.fields:
+            return self.info.value(key)
+        head, _, rest = key.partition(".")
+        if rest and head in _NOT_CONFIG:
+            return self.info.value(key)
+        return self.config.get(rest if head == "config" and rest else key, MISSING)
