@@ -279,3 +279,19 @@ def test_two_lt_ls_at_once_are_both_right(made_runs, own_cache) -> None:
             assert [{k: v for k, v in r.items() if k != "wall_span_s"} for r in json.loads(out)] == want
     with sqlite3.connect(catalog.catalog_path()) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
+
+
+def test_a_relative_cache_dir_is_taken_from_where_lt_starts(made_runs, tmp_path) -> None:
+    """``LIGHTNING_TRACK_CACHE_DIR=cache`` is the folder ``cache`` where the command starts; the catalog and
+    the config cache are written there (SQLite's URIs need absolute paths), and no line is said about it."""
+    root = made_runs["lora"].parent
+    env = {**script_env(), "LIGHTNING_TRACK_CACHE_DIR": "rel-cache"}
+    looks = (["-m", "lightning_track.cli.lt", "ls", str(root), "--json"],  # the catalog written
+             ["-c", f"from lightning_track.query.frames import load_runs; load_runs({str(root)!r}, config=True)"])
+    for args in looks:  # load_runs keeps its rows and configs in the catalog at exit
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=120)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert len(json.loads(subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root), "--json"],
+                                         capture_output=True, text=True, env=env, cwd=tmp_path).stdout)) == 3
+    assert (tmp_path / "rel-cache" / catalog.catalog_path().name).is_file()
