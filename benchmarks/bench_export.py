@@ -210,7 +210,7 @@ def bench_live(steps: int, repeats: int, out: Path) -> None:
         f"`python benchmarks/bench_export.py --live --fit-steps {steps} --repeats {repeats}` ({date.today()}): the "
         f"tiny-MLP fit of bench_logger.py, {steps} steps, a value logged every step, each fit in a fresh process, "
         f"best of {repeats}; the mlflow sink and Lightning's `MLFlowLogger` against the same local `mlflow server`"
-        " (SQLite).", "",
+        " (SQLite); lightning_track with its bytecode, as installed (bench_logger's `fresh_env`).", "",
         "| logger | fit wall s | added fit time vs no logger | whole process wall s | CPU s, all processes |",
         "| --- | ---: | ---: | ---: | ---: |",
         *[f"| {kind} | {best[kind][0]:.2f} | {pct[kind]:+.1f} % | {best[kind][1]:.2f} | {best[kind][2]:.2f} |"

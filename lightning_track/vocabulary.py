@@ -218,7 +218,7 @@ def cache_root(environ: Mapping[str, str] | None = None) -> str:
     is there can be deleted, and runs are never read from it alone."""
     environ = os.environ if environ is None else environ
     root = env_value(ENV_CACHE_DIR, environ)
-    if root:
-        return root
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "lightning_track")
+    if not root:
+        base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "lightning_track")
+    return os.path.abspath(root)  # a relative one would move with the cwd, and SQLite's URIs need it absolute

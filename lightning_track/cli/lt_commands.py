@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import RunFolderError, one_line
+from ..query.gcpause import collector_paused
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_bytes
 
 __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note", "cmd_reproduce"]
@@ -47,6 +48,7 @@ def _dump_array(items: Iterable[Any], out: TextIO) -> None:
     out.write("[]\n" if first else "\n]\n")
 
 
+@collector_paused()
 def cmd_ls(args: argparse.Namespace) -> int:
     from ..errors import FilterError
     from ..query import listing
@@ -201,17 +203,9 @@ def _runs_for_report(args: argparse.Namespace, problems: list[str]) -> list[Any]
     return runs
 
 
+@collector_paused()  # every run read stays alive until the page is written (query/gcpause.py)
 def cmd_report(args: argparse.Namespace) -> int:
-    import gc
-
-    # Every run read stays alive until the page is written (~100 objects a run, a million for 10,000
-    # runs), and each of the collector's full passes walks them all again: a fifth of the CPU, for no
-    # garbage. The process ends after the report, so the collector is off for it.
-    gc.disable()
-    try:
-        return _report(args)
-    finally:
-        gc.enable()
+    return _report(args)
 
 
 def _report(args: argparse.Namespace) -> int:

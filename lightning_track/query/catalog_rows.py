@@ -53,6 +53,7 @@ class RowSource:
         self.keep_frame = keep_frame
         self._conn: sqlite3.Connection | None = None
         self._bulk: dict[str, dict[str, tuple[str, bytes]]] = {}
+        self._frames: dict[str, tuple[str, bytes, bytes | None]] | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -81,6 +82,19 @@ class RowSource:
                 pass
         found = kept.get(path)
         return found[1] if found is not None and found[0] == folder else None
+
+
+    def frame_and_config(self, path: str, folder: str) -> tuple[bytes, bytes | None] | None:
+        """A settled run's kept ``frame`` and ``config`` together (``load_runs``: every row in one query)."""
+        if self._frames is None:
+            try:
+                self._frames = {key: (kept_folder, frame, config) for key, kept_folder, frame, config in
+                                self._connection().execute(
+                                    "SELECT path, folder, frame, config FROM runs WHERE frame IS NOT NULL")}
+            except sqlite3.Error:
+                self._frames = {}
+        found = self._frames.get(path)
+        return found[1:] if found is not None and found[0] == folder else None
 
 
 class CatalogRun:
@@ -207,6 +221,15 @@ class CatalogRun:
             self._rows.keep_frame(self._key, self._folder, row)
             return row
         return frame_row(self.info)
+
+    def kept_frame(self) -> tuple[str, bytes, bytes | None] | None:
+        """``(path as found, kept frame row, kept flattened config)`` of an unchanged ended run, unparsed
+        (``load_runs`` parses all of them at once), or None when :meth:`frame` must build the row."""
+        if self._info is None and self._ended:
+            kept = self._rows.frame_and_config(self._key, self._folder)
+            if kept is not None:
+                return self._path, kept[0], kept[1]
+        return None
 
     def value(self, key: str) -> Any:
         """As :meth:`~.runs.RunInfo.value`; from the catalog's columns: name, source, start, no tags, an ended

@@ -36,6 +36,7 @@ from .annotations import effective_notes, effective_tags, read_annotations
 from .config_cache import cached_config, remember_config
 from .discover import find_run_dirs, folder_identity, list_names
 from .filters import MISSING, Filter, parse_filter
+from .gcpause import collector_paused
 from .stall import stall_reason
 
 __all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "judged", "filter_runs",
@@ -390,6 +391,7 @@ def judged(info: RunInfo, *, stale_after: float = STALE_AFTER_S, this_host: str 
     return info
 
 
+@collector_paused()
 def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[str] | None = None, *,
               stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True) -> list[Any]:
     """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises.

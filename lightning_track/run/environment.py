@@ -95,6 +95,28 @@ def _gpus() -> dict[str, Any]:
         return {"gpus": [], "note": f"NVML: {one_line(exc)}"}
 
 
+def name_and_version(dist: Any) -> tuple[str | None, str | None]:
+    """A distribution's ``Name`` and ``Version`` from the head of its metadata file.
+
+    Why not ``dist.metadata``: it parses the whole file (descriptions of hundreds of lines) with the email
+    parser, twice with ``dist.version``; for every installed distribution that was ~0.07 s of the training
+    process's GIL at the start of a run. Both fields come first in every metadata version; a file where
+    they do not falls back to the parser."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    name = version = None
+    for line in text.splitlines():
+        if not line:
+            break  # the end of the headers
+        if name is None and line.startswith("Name:"):
+            name = line[5:].strip()
+        elif version is None and line.startswith("Version:"):
+            version = line[8:].strip()
+        if name and version:
+            return name, version
+    meta = dist.metadata
+    return meta["Name"], meta["Version"]
+
+
 def capture_environment(environ: Mapping[str, str] | None = None, git_timeout: float = 5.0) -> dict[str, Any]:
     """``environment.json``: what was installed and set where the run trained."""
     from importlib import metadata
@@ -103,10 +125,10 @@ def capture_environment(environ: Mapping[str, str] | None = None, git_timeout: f
     packages: dict[str, str] = {}
     editable: dict[str, Any] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
+        name, version = name_and_version(dist)
         if not name or name in packages:
             continue  # the first on sys.path is the one imported
-        packages[name] = dist.version
+        packages[name] = version  # type: ignore[assignment]
         found = _editable(dist, git_timeout)
         if found is not None:
             editable[name] = found

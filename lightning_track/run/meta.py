@@ -14,6 +14,7 @@ from typing import Any
 from ..folder.checkpoint_index import EVALUATED
 from ..redaction import redact_argv
 from ..vocabulary import ENV_EVALUATES, SLURM_ENV, SLURM_JOB_ID, iso_time
+from .environment import name_and_version
 
 __all__ = ["collect_meta", "package_versions", "slurm_info", "expand_nodelist", "evaluated_checkpoints"]
 
@@ -28,8 +29,8 @@ def package_versions(names: tuple[str, ...] = ("torch", "lightning", "swanlab", 
                                                "lightning-track")) -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in names:
-        try:
-            versions[name] = metadata.version(name)
+        try:  # the metadata's headers only (on the training thread at the start of fit): not metadata.version's parse
+            versions[name] = name_and_version(metadata.distribution(name))[1]
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions

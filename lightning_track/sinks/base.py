@@ -9,6 +9,8 @@ hooks below and nothing else; a hook a sink does not need keeps the default here
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,9 +21,21 @@ from ..folder.layout import RunLayout
 from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 
-__all__ = ["Sink", "SinkContext", "ErrorReport"]
+__all__ = ["Sink", "SinkContext", "ErrorReport", "lowest_priority"]
 
 ErrorReport = Callable[[str, BaseException], None]  # (where, exception) -> None
+
+
+def lowest_priority() -> None:
+    """Run the calling thread at nice 19, on what training leaves of the cores (Linux, where nice is per thread;
+    elsewhere it would lower the whole process, so nothing). For work that nothing waits on while training runs:
+    a tracker's client imported (seconds of CPU) and its periodic passes, in the sink host."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        os.nice(19 - os.nice(0))
+    except OSError:
+        pass
 
 
 @dataclass

@@ -11,10 +11,12 @@ the host answered ``Closing``). ``fit()`` never waits for it; ``RunLogger.wait()
 exit wait for the sink host, so for it too.
 
 Where it runs: in the sink host process, on a thread of its own, so neither the training thread nor
-the other sinks ever wait on the server. A server that is down or failing costs one warning line per
-outage; the next pass after it is back catches up from the files. The last pass is bounded
-(:data:`FINAL_SECONDS`): when the server is still down, ``export.json`` says what was not sent
-(``not_sent``) and ``lt export`` sends it later.
+the other sinks ever wait on the server. That thread, and the one importing MLflow's client (~1 s of CPU),
+run at the lowest priority (:func:`.base.lowest_priority`): on a machine with few cores they take only what
+training leaves, and the last pass (on the sinks thread, after ``fit`` returns) has the cores to itself.
+A server that is down or failing costs one warning line per outage; the next pass after it is back catches
+up from the files. The last pass is bounded (:data:`FINAL_SECONDS`): when the server is still down,
+``export.json`` says what was not sent (``not_sent``) and ``lt export`` sends it later.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..errors import ConfigError, ExportBusy, ExportError
 from ..export.mlflow_client import failure_reason
 from ..export.target import Target, parse_target
 from ..folder.records import MetricRecord
-from .base import Sink, SinkContext
+from .base import Sink, SinkContext, lowest_priority
 
 __all__ = ["MlflowSink", "SINK", "EVERY_SECONDS", "FINAL_SECONDS", "folder_final"]
 
@@ -77,7 +79,11 @@ class MlflowSink(Sink):
 
     @classmethod
     def warm_up(cls) -> None:
-        import mlflow.tracking  # noqa: F401 - seconds of imports, before the first pass needs them
+        """Import MLflow's client on a thread of the lowest priority before the first pass needs it; returns at once."""
+        global _importing
+        if _importing is None:
+            _importing = threading.Thread(target=_import_client, name="lightning_track-mlflow-import", daemon=True)
+            _importing.start()
 
     def open(self, context: SinkContext) -> None:
         self.target = _target(dict(context.options.get(self.name) or {}))
@@ -117,6 +123,7 @@ class MlflowSink(Sink):
 
     # -- the passes --------------------------------------------------------------------------
     def _loop(self) -> None:
+        lowest_priority()
         while not self._stop.wait(self.interval):
             if self._new.is_set() or self._failing:
                 with self._lock:
@@ -128,6 +135,18 @@ class MlflowSink(Sink):
         from ..export.mlflow import MlflowExporter
 
         assert self.target is not None and self.run_dir is not None
+        if _importing is not None and _importing.is_alive():
+            # One thread imports MLflow (two importing its module cycles at once can deadlock); at nice 19 on a
+            # busy machine that can take long: a pass while training skips (the next one sends it), the last waits.
+            if not final:
+                return
+            _importing.join(FINAL_SECONDS)
+            if _importing.is_alive():
+                why = f"MLflow's client was still being imported after {FINAL_SECONDS:g} s"
+                self._record_not_sent(why)
+                print(f"lightning_track: {why}; the run is in its folder: lt export {self.run_dir} --to "
+                      f"{self.target.uri}", file=sys.stderr, flush=True)
+                return
         self._new.clear()
         try:
             if self._exporter is None:
@@ -167,6 +186,17 @@ class MlflowSink(Sink):
                     write_record(self.run_dir, record)
         except (ExportError, OSError, ValueError):
             pass  # another export holds the run, or the folder is gone: nothing to say it in
+
+
+_importing: threading.Thread | None = None  # the warm-up's import of MLflow's client
+
+
+def _import_client() -> None:
+    lowest_priority()
+    try:
+        import mlflow.tracking  # noqa: F401 - seconds of imports
+    except Exception:  # noqa: BLE001 - the pass that needs it imports it again and reports why it failed
+        pass
 
 
 def folder_final(run_dir: Path, attempt: int) -> bool:

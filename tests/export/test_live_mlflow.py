@@ -4,8 +4,10 @@ down from the start or stopped and started again mid-run, read back with MLflow'
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,57 @@ pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip ins
 
 def warnings_about_mlflow(text: str) -> list[str]:
     return [line for line in text.splitlines() if "MLflow" in line]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice is per thread on Linux only")
+def test_the_sinks_background_threads_run_at_the_lowest_priority_and_the_caller_keeps_its_own() -> None:
+    """MLflow's import and passes take only what training leaves of the cores; the thread that started them
+    (the sink host's) is not lowered with them."""
+    from lightning_track.sinks.base import lowest_priority
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine, seen = priority(), []
+    worker = threading.Thread(target=lambda: (lowest_priority(), seen.append(priority())))
+    worker.start()
+    worker.join()
+    assert seen == [19] and priority() == mine
+
+
+def test_a_client_import_still_running_skips_the_passes_and_bounds_the_last_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """On a machine too busy for the nice-19 import, training's passes wait for the next one and the last
+    pass gives up after its budget: export.json says what was not sent, one line says how to send it."""
+    from lightning_track.folder.layout import RunLayout
+    from lightning_track.sinks import mlflow as sink_module
+    from lightning_track.sinks.base import SinkContext
+
+    logger = RunLogger("toy", "slow", root=tmp_path / "runs", sinks=(), console=False, system_interval=0)
+    for step in range(5):
+        logger.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+    logger.finalize("success")
+    assert logger.wait(60)  # the plot too: the folder is final
+    run = logger.run_dir
+    release = threading.Event()
+    slow = threading.Thread(target=release.wait, daemon=True)  # stands in for an import that has not finished
+    slow.start()
+    monkeypatch.setattr(sink_module, "_importing", slow)
+    monkeypatch.setattr(sink_module, "FINAL_SECONDS", 0.3)
+    uri = f"http://127.0.0.1:{free_port()}"
+    sink = sink_module.MlflowSink()
+    monkeypatch.setattr(sink, "_loop", lambda: None)  # the passes are called by hand below
+    sink.open(SinkContext(layout=RunLayout(run), dataset="toy", method="slow", options={"mlflow": {"uri": uri}}))
+    sink._pass(final=False)
+    assert sink._new.is_set() and not (run / "export.json").exists()  # skipped, the next pass sends it
+    sink.close("completed")
+    release.set()
+    entry = json.loads((run / "export.json").read_text())["targets"][uri]
+    assert entry["not_sent"]["why"] == "MLflow's client was still being imported after 0.3 s"
+    assert entry["not_sent"]["metrics.jsonl"]["records"] == 5
+    assert warnings_about_mlflow(capfd.readouterr().err) == [
+        f"lightning_track: MLflow's client was still being imported after 0.3 s; the run is in its folder: "
+        f"lt export {run} --to {uri}"]
 
 
 @pytest.mark.parametrize(("kwargs", "says"), [

@@ -194,6 +194,35 @@ def test_load_runs_through_the_catalog_equals_a_plain_read(made_runs, monkeypatc
     pd.testing.assert_frame_equal(load_runs("runs"), load_runs("runs", catalog=False))
 
 
+def test_load_runs_mixes_kept_and_built_rows_in_a_plain_reads_column_order(made_runs) -> None:
+    """Kept rows (parsed all at once) beside a changed run's built row with a metric the others lack: the
+    columns come in the plain read's order (that metric after the configs, where the last run adds it)."""
+    import pandas as pd
+
+    root = made_runs["lora"].parent
+    load_runs(root)
+    catalog.flush_configs()
+    last = root / load_runs(root)["name"].iloc[-1]
+    summary = read_json(last / "summary.json")
+    summary.setdefault("final", {})["extra/metric"] = {"value": 0.5}
+    atomic_write_json(last / "summary.json", summary)
+    through, plain = load_runs(root), load_runs(root, catalog=False)
+    assert catalog.last_look["read"] == 1
+    assert list(through.columns)[-1] == "final.extra/metric" and through["final.extra/metric"].iloc[-1] == 0.5
+    pd.testing.assert_frame_equal(through, plain)
+    pd.testing.assert_frame_equal(load_runs(root, config=False), load_runs(root, config=False, catalog=False))
+
+
+def test_a_look_pauses_the_collector_and_restores_it(made_runs, monkeypatch) -> None:
+    import gc
+
+    seen = []
+    monkeypatch.setattr(catalog, "open_catalog", lambda problems, real=catalog.open_catalog: (
+        seen.append(gc.isenabled()), real(problems))[1])
+    find_runs(made_runs["lora"].parent)
+    assert seen == [False] and gc.isenabled()
+
+
 @pytest.mark.parametrize("damage", ["torn", "other version", "unwritable"])
 def test_a_damaged_foreign_or_unwritable_catalog_is_rebuilt_or_passed_by(runs_copy, own_cache, monkeypatch,
                                                                          damage) -> None:
@@ -250,3 +279,19 @@ def test_two_lt_ls_at_once_are_both_right(made_runs, own_cache) -> None:
             assert [{k: v for k, v in r.items() if k != "wall_span_s"} for r in json.loads(out)] == want
     with sqlite3.connect(catalog.catalog_path()) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
+
+
+def test_a_relative_cache_dir_is_taken_from_where_lt_starts(made_runs, tmp_path) -> None:
+    """``LIGHTNING_TRACK_CACHE_DIR=cache`` is the folder ``cache`` where the command starts; the catalog and
+    the config cache are written there (SQLite's URIs need absolute paths), and no line is said about it."""
+    root = made_runs["lora"].parent
+    env = {**script_env(), "LIGHTNING_TRACK_CACHE_DIR": "rel-cache"}
+    looks = (["-m", "lightning_track.cli.lt", "ls", str(root), "--json"],  # the catalog written
+             ["-c", f"from lightning_track.query.frames import load_runs; load_runs({str(root)!r}, config=True)"])
+    for args in looks:  # load_runs keeps its rows and configs in the catalog at exit
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=120)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert len(json.loads(subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root), "--json"],
+                                         capture_output=True, text=True, env=env, cwd=tmp_path).stdout)) == 3
+    assert (tmp_path / "rel-cache" / catalog.catalog_path().name).is_file()

@@ -172,6 +172,25 @@ def test_environment_names_packages_torch_and_the_seed(monkeypatch: pytest.Monke
     assert env["gpus"] == [] or all("name" in g for g in env["gpus"])
 
 
+def test_every_installed_package_is_listed_as_its_metadata_says(tmp_path: Path) -> None:
+    """The header-only read of each distribution agrees with importlib.metadata's full parse, and a metadata
+    file whose headers lack them falls back to that parse."""
+    from importlib import metadata
+
+    from lightning_track.run.environment import name_and_version
+
+    expected: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name not in expected:
+            expected[name] = dist.version
+    assert capture_environment({})["packages"] == dict(sorted(expected.items(), key=lambda kv: kv[0].lower()))
+    odd = tmp_path / "odd-1.0.dist-info"
+    odd.mkdir()
+    (odd / "METADATA").write_text("Metadata-Version: 2.1\nSummary: no name here\n\nName: body\n")
+    assert name_and_version(metadata.PathDistribution(odd)) == (None, None)
+
+
 def test_environment_differences_name_each_change() -> None:
     was = {"python": {"version": "3.11.7"}, "torch": "2.3.0", "cuda": "12.1", "gpus": [{"name": "A100"}],
            "packages": {"numpy": "1.26.0", "lightning": "2.4.0", "torch": "2.3.0", "gone": "1.0"}}
