@@ -23,6 +23,7 @@ from .filters import MISSING
 __all__ = ["CatalogRun", "RowSource", "brief_of", "frame_row"]
 
 _NOT_CONFIG = ("best", "final", "summary", "meta")
+UNKNOWN: Any = object()  # RowSource.config_value: the kept config cannot say (read the run's config instead)
 
 
 def brief_of(info: Any) -> bytes:
@@ -53,6 +54,7 @@ class RowSource:
         self.keep_frame = keep_frame
         self._conn: sqlite3.Connection | None = None
         self._bulk: dict[str, dict[str, tuple[str, bytes]]] = {}
+        self._values: dict[str, dict[str, tuple[str, Any]]] = {}  # config key -> path -> (folder, value)
         self._frames: dict[str, tuple[str, bytes, bytes | None]] | None = None
 
     def _connection(self) -> sqlite3.Connection:
@@ -83,6 +85,30 @@ class RowSource:
         found = kept.get(path)
         return found[1] if found is not None and found[0] == folder else None
 
+    def config_value(self, key: str, path: str, folder: str) -> Any:
+        """One flattened config value of a settled run as kept (MISSING: the run has no such key), or
+        :data:`UNKNOWN` when the kept config cannot say. SQLite picks the key out of every kept config in
+        one query, so a filter on ``model.lr`` parses one number a run, not 100,000 whole configs."""
+        kept = self._values.get(key)
+        if kept is None:
+            kept = self._values[key] = self._values_of(key)
+        found = kept.get(path)
+        return found[1] if found is not None and found[0] == folder else UNKNOWN
+
+    def _values_of(self, key: str) -> dict[str, tuple[str, Any]]:
+        if '"' in key or "\\" in key or not key.isprintable():  # not sayable as a JSON path: parsed whole
+            return {}
+        try:
+            found = self._connection().execute("SELECT path, folder, config -> ? FROM runs WHERE config IS NOT NULL",
+                                               (f'$."{key}"',)).fetchall()
+        except sqlite3.Error:
+            return {}
+        texts = [text for _, _, text in found if text is not None]  # the value's own JSON text, as kept
+        try:
+            values = iter(orjson.loads(("[" + ",".join(texts) + "]").encode()))
+        except orjson.JSONDecodeError:
+            return {}
+        return {path: (folder, MISSING if text is None else next(values)) for path, folder, text in found}
 
     def frame_and_config(self, path: str, folder: str) -> tuple[bytes, bytes | None] | None:
         """A settled run's kept ``frame`` and ``config`` together (``load_runs``: every row in one query)."""
@@ -247,4 +273,9 @@ class CatalogRun:
         head, _, rest = key.partition(".")
         if rest and head in _NOT_CONFIG:
             return self.info.value(key)
-        return self.config.get(rest if head == "config" and rest else key, MISSING)
+        key = rest if head == "config" and rest else key
+        if self._info is None and self._ended:
+            found = self._rows.config_value(key, self._key, self._folder)
+            if found is not UNKNOWN:
+                return found
+        return self.config.get(key, MISSING)

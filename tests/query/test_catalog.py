@@ -177,6 +177,31 @@ def test_config_values_come_from_the_catalog_and_a_filter_on_them_equals_a_plain
     assert through == [runs_copy["full"].name]
 
 
+def test_a_filter_on_kept_config_values_builds_no_run_and_equals_a_plain_read(runs_copy) -> None:
+    """Each kind of YAML value (a float, 1e-3 kept as a string, text, a bool, a list, null, a key one run
+    lacks, a key no JSON path can name) filters the same through the catalog's kept values as from the
+    files; the second look builds no run for them."""
+    lora, full, nan = runs_copy["lora"], runs_copy["full"], runs_copy["nan"]
+    (lora / "config.yaml").write_text('model: {lr: 0.01, name: "a\'b"}\nflag: true\nlayers: [1, 2]\nnote: null\n'
+                                      '"odd\\\\key": 3\n')
+    (full / "config.yaml").write_text("model: {lr: 1e-3, name: mlp}\nflag: false\nlayers: [4]\nnote: x\n")
+    (nan / "config.yaml").write_text("model: {name: mlp}\n")
+    for run in runs_copy.values():
+        os.utime(run)
+    root = lora.parent
+    filters = ["model.lr<0.005", "config.model.lr>=0.01", 'model.name="a\'b"', "model.name!=mlp", "flag=true",
+               "layers=4", "note", "note!=x", "odd\\key=3", "model.lr"]
+    first = {f: [r.name for r in filter_runs(find_runs(root), f)] for f in filters}  # the configs parsed, kept
+    catalog.flush_configs()
+    for text in filters:
+        runs = find_runs(root)
+        through = [r.name for r in filter_runs(runs, text)]
+        plain = [r.name for r in filter_runs(find_runs(root, catalog=False), text)]
+        assert through == plain == first[text], text
+        assert all(run._info is None for run in runs), text  # values as kept: no run built
+    assert [r.name for r in filter_runs(find_runs(root), "model.lr<0.005")] == [full.name]
+
+
 def test_load_runs_through_the_catalog_equals_a_plain_read(made_runs, monkeypatch) -> None:
     """The second look builds no run: each ended run's row and config as kept; paths as this look found them."""
     import pandas as pd
