@@ -43,27 +43,32 @@ from .catalog_rows import CatalogRun, RowSource, brief_of
 __all__ = ["Catalog", "Claimed", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config",
            "last_look", "known_runs", "keep_frame", "RACY_S", "VERSION"]
 
-VERSION = 2
+VERSION = 3
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
 _KEPT_RUN = frozenset({RunLayout.SUMMARY, RunLayout.METRICS_JSONL})  # the lister's "a run, as kept"
 TRACKED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, *EXPORT_RECORDS)  # the files a listing reads
 _BUSY_MS = 3000  # another lt ls writing: wait this long, then leave the catalog as it is
 
+# Narrow rows a look reads for every run, the wide parts in tables of their own (one row each, deleted
+# with the run's entry): a scan of 100,000 runs then reads ~25 MB of pages, not the ~400 MB of records.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     path TEXT PRIMARY KEY,  -- the run folder, absolute
     folder TEXT NOT NULL,   -- the folder's stat the record was read under
     names TEXT NOT NULL,    -- the folder's names, NUL-separated
     files TEXT NOT NULL,    -- the stat of each file read (TRACKED)
-    record BLOB NOT NULL,   -- {"s": summary, "m": meta, "a": annotations, "e": exports, "p": problems}
-    config_stat TEXT,       -- config.yaml's stat when its flattened values were kept
-    config BLOB,
     ended INTEGER NOT NULL, -- 1: the summary does not say running (the verdict needs no clock)
     start REAL,             -- RunInfo.start: a listing's order
-    brief BLOB NOT NULL,    -- what a listing needs of every run (catalog_rows.brief_of)
-    frame BLOB              -- an ended run's load_runs row (catalog_rows.frame_row), kept by the first load_runs
-)
+    brief BLOB NOT NULL     -- what a listing needs of every run (catalog_rows.brief_of)
+);
+-- {"s": summary, "m": meta, "a": annotations, "e": exports, "p": problems}
+CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, record BLOB NOT NULL);
+-- the flattened config.yaml and its stat when kept
+CREATE TABLE IF NOT EXISTS configs (path TEXT PRIMARY KEY, config_stat TEXT NOT NULL, config BLOB NOT NULL);
+-- an ended run's load_runs row (catalog_rows.frame_row), kept by the first load_runs
+CREATE TABLE IF NOT EXISTS frames (path TEXT PRIMARY KEY, frame BLOB NOT NULL);
 """
+_TABLES = ("runs", "records", "configs", "frames")
 
 
 last_look = {"runs": 0, "read": 0}  # the last look's runs and how many were read from their files
@@ -255,8 +260,8 @@ class Catalog:
             record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "e": info.exports,
                              "p": info.problems})
             if record is not None:
-                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, record,
-                                  int(info.summary.get("status") != RUNNING), info.start, brief_of(info)))
+                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key,
+                                  int(info.summary.get("status") != RUNNING), info.start, brief_of(info), record))
         return info
 
     def _plain(self, read: Callable[[], Any]) -> Any:
@@ -287,14 +292,12 @@ class Catalog:
         try:
             if self._put or gone:
                 with self.conn:
-                    # a new record drops the kept config: it was parsed under the old folder
-                    self.conn.executemany("INSERT INTO runs (path, folder, names, files, record, ended, start, "
-                                          "brief) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO "
-                                          "UPDATE SET folder = excluded.folder, names = excluded.names, files = "
-                                          "excluded.files, record = excluded.record, ended = excluded.ended, "
-                                          "start = excluded.start, brief = excluded.brief, frame = NULL, "
-                                          "config_stat = NULL, config = NULL", self._put)
-                    self.conn.executemany("DELETE FROM runs WHERE path = ?", ((p,) for p in gone))
+                    # a new record drops the kept config and row: they were made under the old folder
+                    for table in _TABLES:
+                        self.conn.executemany(f"DELETE FROM {table} WHERE path = ?",
+                                              [(p,) for p in gone] + [(put[0],) for put in self._put])
+                    self.conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", (p[:7] for p in self._put))
+                    self.conn.executemany("INSERT INTO records VALUES (?, ?)", ((p[0], p[7]) for p in self._put))
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):  # another look writing: it keeps it warm
                 self.problems.append(f"{self.path}: catalog not written ({_one_line(exc)}); the next look reads "
@@ -335,10 +338,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, VERSION):  # another version's layout under this name: start it over
-            conn.execute("DROP TABLE IF EXISTS runs")
+            for table in _TABLES:
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # a cache: a power cut may lose the last look, never tear it
-        conn.execute(_SCHEMA)
+        conn.executescript(_SCHEMA)
         if version != VERSION:
             conn.execute(f"PRAGMA user_version = {VERSION}")
         conn.isolation_level = ""  # the writes of a look: one transaction
@@ -425,8 +429,9 @@ def flush_configs() -> None:
         conn = sqlite3.connect(f"{catalog_path().as_uri()}?mode=rw", uri=True, timeout=_BUSY_MS / 1000)
         try:
             with conn:
-                conn.executemany("UPDATE runs SET config_stat = ?, config = ? WHERE path = ?", rows)
-                conn.executemany("UPDATE runs SET frame = ? WHERE path = ? AND folder = ? AND ended", frames)
+                conn.executemany("INSERT OR REPLACE INTO configs SELECT path, ?, ? FROM runs WHERE path = ?", rows)
+                conn.executemany("INSERT OR REPLACE INTO frames SELECT path, ? FROM runs WHERE path = ? AND "
+                                 "folder = ? AND ended", frames)
         finally:
             conn.close()
     except sqlite3.Error:

@@ -65,8 +65,9 @@ class RowSource:
     def record(self, path: str, folder: str) -> tuple[bytes, str | None, bytes | None] | None:
         """The kept record, if the entry is still the one this look checked (same folder key)."""
         try:
-            row = self._connection().execute("SELECT folder, record, config_stat, config FROM runs WHERE path = ?",
-                                             (path,)).fetchone()
+            row = self._connection().execute(
+                "SELECT folder, record, config_stat, config FROM runs JOIN records USING (path) "
+                "LEFT JOIN configs USING (path) WHERE path = ?", (path,)).fetchone()
         except sqlite3.Error:
             return None
         return None if row is None or row[0] != folder else row[1:]
@@ -78,7 +79,7 @@ class RowSource:
             kept = self._bulk[name] = {}
             try:
                 for key, kept_folder, data in self._connection().execute(
-                        f"SELECT path, folder, {name} FROM runs WHERE {name} IS NOT NULL"):
+                        f"SELECT path, folder, {name} FROM {name}s JOIN runs USING (path)"):
                     kept[key] = (kept_folder, data)
             except sqlite3.Error:
                 pass
@@ -99,7 +100,7 @@ class RowSource:
         if '"' in key or "\\" in key or not key.isprintable():  # not sayable as a JSON path: parsed whole
             return {}
         try:
-            found = self._connection().execute("SELECT path, folder, config -> ? FROM runs WHERE config IS NOT NULL",
+            found = self._connection().execute("SELECT path, folder, config -> ? FROM configs JOIN runs USING (path)",
                                                (f'$."{key}"',)).fetchall()
         except sqlite3.Error:
             return {}
@@ -116,7 +117,8 @@ class RowSource:
             try:
                 self._frames = {key: (kept_folder, frame, config) for key, kept_folder, frame, config in
                                 self._connection().execute(
-                                    "SELECT path, folder, frame, config FROM runs WHERE frame IS NOT NULL")}
+                                    "SELECT path, folder, frame, config FROM frames JOIN runs USING (path) "
+                                    "LEFT JOIN configs USING (path)")}
             except sqlite3.Error:
                 self._frames = {}
         found = self._frames.get(path)

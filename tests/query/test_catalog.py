@@ -170,7 +170,7 @@ def test_config_values_come_from_the_catalog_and_a_filter_on_them_equals_a_plain
     assert [r.config["model.lr"] for r in runs] == [0.01, 0.001, 0.01]
     catalog.flush_configs()
     with sqlite3.connect(catalog.catalog_path()) as conn:
-        kept = {Path(p).name: json.loads(c) for p, c in conn.execute("SELECT path, config FROM runs")}
+        kept = {Path(p).name: json.loads(c) for p, c in conn.execute("SELECT path, config FROM configs")}
     assert kept[runs_copy["full"].name]["model.lr"] == 0.001
     through = [r.name for r in filter_runs(find_runs(root), "model.lr<0.005")]
     assert through == [r.name for r in filter_runs(find_runs(root, catalog=False), "model.lr<0.005")]
