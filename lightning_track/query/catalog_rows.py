@@ -23,6 +23,7 @@ from .filters import MISSING
 __all__ = ["CatalogRun", "RowSource", "brief_of", "frame_row"]
 
 _NOT_CONFIG = ("best", "final", "summary", "meta")
+_OWN = frozenset({"status", "name", "source", "start", "tag"})  # answered by CatalogRun.value itself
 UNKNOWN: Any = object()  # RowSource.config_value: the kept config cannot say (read the run's config instead)
 
 
@@ -50,7 +51,9 @@ class RowSource:
     def __init__(self, db: Path, build: Callable[..., Any], read: Callable[[Path, str], Any],
                  sink: Callable[[str], Any], fields: tuple[str, ...],
                  keep_frame: Callable[[str, str, dict[str, Any]], None]) -> None:
-        self.db, self.build, self.read, self.sink, self.fields = db, build, read, sink, fields
+        self.db, self.build, self.read, self.sink, self.fields = db, build, read, sink, frozenset(fields)
+        self.briefs: dict[bytes, dict[str, Any]] = {}  # a brief's bytes -> its columns, shared read-only
+        self.config_names: dict[str, str] = {}  # a key asked of CatalogRun.value -> its config key, "" if none
         self.keep_frame = keep_frame
         self._conn: sqlite3.Connection | None = None
         self._bulk: dict[str, dict[str, tuple[str, bytes]]] = {}
@@ -197,9 +200,12 @@ class CatalogRun:
 
     # -- what a listing asks of every run, from the columns -------------------------------------------
     def _columns(self) -> dict[str, Any]:
-        if self._parsed is None:
-            self._parsed = orjson.loads(self._brief)
-        return self._parsed
+        parsed = self._parsed
+        if parsed is None:  # runs of a sweep share their columns: each distinct brief parsed once, never changed
+            parsed = self._parsed = self._rows.briefs.get(self._brief)
+            if parsed is None:
+                parsed = self._parsed = self._rows.briefs[self._brief] = orjson.loads(self._brief)
+        return parsed
 
     @property
     def status(self) -> str:
@@ -262,6 +268,15 @@ class CatalogRun:
     def value(self, key: str) -> Any:
         """As :meth:`~.runs.RunInfo.value`; from the catalog's columns: name, source, start, no tags, an ended
         run's status and its config."""
+        name = self._rows.config_names.get(key)
+        if name is None:  # what the key is, worked out once a look (a filter asks it of every run)
+            name = self._rows.config_names[key] = _config_name(key, self._rows.fields)
+        if name:
+            if self._info is None and self._ended:
+                found = self._rows.config_value(name, self._key, self._folder)
+                if found is not UNKNOWN:
+                    return found
+            return self.config.get(name, MISSING)
         if key == "status":
             return self.status
         if key in ("name", "source"):
@@ -270,14 +285,14 @@ class CatalogRun:
             return MISSING if self.start is None else self.start
         if key == "tag" and self._info is None and not self._columns()["t"]:
             return []
-        if key in self._rows.fields:
-            return self.info.value(key)
-        head, _, rest = key.partition(".")
-        if rest and head in _NOT_CONFIG:
-            return self.info.value(key)
-        key = rest if head == "config" and rest else key
-        if self._info is None and self._ended:
-            found = self._rows.config_value(key, self._key, self._folder)
-            if found is not UNKNOWN:
-                return found
-        return self.config.get(key, MISSING)
+        return self.info.value(key)
+
+
+def _config_name(key: str, fields: frozenset[str]) -> str:
+    """The config key ``key`` names (``model.lr`` for ``config.model.lr``), or "" for a run's field."""
+    if key in fields or key in _OWN:
+        return ""
+    head, _, rest = key.partition(".")
+    if rest and head in _NOT_CONFIG:
+        return ""
+    return rest if head == "config" and rest else key

@@ -457,4 +457,6 @@ def filter_runs(runs: Iterable[RunInfo], filters: str | Filter | Sequence[str | 
         return list(runs)
     items = [filters] if isinstance(filters, (str, Filter)) else list(filters)
     parsed = [f if isinstance(f, Filter) else parse_filter(f) for f in items]
+    if len(parsed) == 1:  # the usual case: no generator a run
+        return [run for run in runs if parsed[0].matches(run.value)]
     return [run for run in runs if all(f.matches(run.value) for f in parsed)]
