@@ -86,12 +86,13 @@ def run_folder_of(root: Path, rel: str, lister: Callable[[Path], set[str] | None
 
 def find_run_dirs(root: str | Path, problems: list[str], *,
                   lister: Callable[[Path], set[str] | None] = list_names,
-                  claim: Callable[[Path, str, str], Any] | None = None) -> list[tuple[Any, str, Any]]:
+                  claim: Callable[[Path, list[str], str], list[Any]] | None = None) -> list[tuple[Any, str, Any]]:
     """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run).
 
     ``lister`` gives a folder's names below the root (None for a file): the catalog answers from what it
-    kept for a folder that did not change. ``claim(folder, name, source)`` may take a child first (the
-    catalog's unchanged ended runs: one stat, no Path): its answer ``(path, source, what)`` is listed as is."""
+    kept for a folder that did not change. ``claim(folder, names, source)`` may take children first (the
+    catalog's unchanged ended runs: one stat, no Path): each answer ``(path, source, what)`` is listed as is,
+    each None is looked at here."""
     root = Path(root)
     names = list_names(root)
     if names is None:
@@ -102,14 +103,12 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
     found: list[tuple[Any, str, Any]] = []
 
     def walk(folder: Path, names: set[str], depth: int, source: str) -> None:
-        for name in sorted(names):
-            if _skipped(name):
+        ordered = sorted(name for name in names if not _skipped(name))
+        for name, claimed in zip(ordered, claim(folder, ordered, source) if claim else [None] * len(ordered),
+                                 strict=True):
+            if claimed is not None:
+                found.append(claimed)
                 continue
-            if claim is not None:
-                claimed = claim(folder, name, source)
-                if claimed is not None:
-                    found.append(claimed)
-                    continue
             child = folder / name
             inner = lister(child)
             if inner is None:
