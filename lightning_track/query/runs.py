@@ -446,7 +446,9 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
             book.save()
     sink.extend(notes)
     for run in runs:
-        sink.extend(f"run {run.name}: {p}" if run.name not in p else p for p in run.problems)
+        found = run.problems
+        if found:  # most runs have none: no generator for them
+            sink.extend(f"run {run.name}: {p}" if run.name not in p else p for p in found)
     runs.sort(key=lambda r: (r.start or 0.0, r.name))
     return runs
 
