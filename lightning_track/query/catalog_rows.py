@@ -25,6 +25,7 @@ __all__ = ["CatalogRun", "RowSource", "brief_of", "frame_row"]
 _NOT_CONFIG = ("best", "final", "summary", "meta")
 _OWN = frozenset({"status", "name", "source", "start", "tag"})  # answered by CatalogRun.value itself
 UNKNOWN: Any = object()  # RowSource.config_value: the kept config cannot say (read the run's config instead)
+_RECORD = "folder, record, config_stat, config FROM runs JOIN records USING (path) LEFT JOIN configs USING (path)"
 
 
 def brief_of(info: Any) -> bytes:
@@ -59,18 +60,24 @@ class RowSource:
         self._bulk: dict[str, dict[str, tuple[str, bytes]]] = {}
         self._values: dict[str, dict[str, tuple[str, Any]]] = {}  # config key -> path -> (folder, value)
         self._frames: dict[str, tuple[str, bytes, bytes | None]] | None = None
+        self._running: dict[str, tuple[Any, ...]] | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True, check_same_thread=False)
         return self._conn
 
-    def record(self, path: str, folder: str) -> tuple[bytes, str | None, bytes | None] | None:
-        """The kept record, if the entry is still the one this look checked (same folder key)."""
+    def record(self, path: str, folder: str, running: bool = False) -> tuple[bytes, str | None, bytes | None] | None:
+        """The kept record, if the entry is still the one this look checked (same folder key). ``running``:
+        the records of every running run come in one query on the first ask (``load_runs`` and ``--json``
+        build each running run: a query a run cost more than building its row)."""
         try:
-            row = self._connection().execute(
-                "SELECT folder, record, config_stat, config FROM runs JOIN records USING (path) "
-                "LEFT JOIN configs USING (path) WHERE path = ?", (path,)).fetchone()
+            if running and self._running is None:
+                self._running = {row[0]: row[1:] for row in self._connection().execute(
+                    f"SELECT path, {_RECORD} WHERE NOT ended")}
+            row = self._running.get(path) if running and self._running else None
+            if row is None:
+                row = self._connection().execute(f"SELECT {_RECORD} WHERE path = ?", (path,)).fetchone()
         except sqlite3.Error:
             return None
         return None if row is None or row[0] != folder else row[1:]
@@ -169,7 +176,7 @@ class CatalogRun:
         """The full run, not kept here (``lt ls --json`` builds one run at a time)."""
         if self._info is not None:
             return self._info
-        kept = self._rows.record(self._key, self._folder)
+        kept = self._rows.record(self._key, self._folder, not self._ended)
         info = None
         if kept is not None:
             try:
