@@ -258,31 +258,45 @@ class SSHTransport(Transport):
         return await self._sftp_walk(follow_links, None if tops is None else set(tops))
 
     async def _sftp_walk(self, follow_links: bool, tops: set[str] | None) -> list[Entry]:
+        """One readdir per folder, folders in parallel; ``tops``: those top-level names only, each stat'ed
+        (pipelined) rather than the root listed (a root of thousands of runs is tens of round trips)."""
         sftp = self._sftp
         entries: list[Entry] = []
 
-        async def visit(rel_dir: str) -> None:
-            names = await sftp.readdir(self.abs(rel_dir))
-            subdirs = []
-            links = []
-            for item in sorted(names, key=lambda n: n.filename):
-                name = item.filename
-                if name in (".", "..") or (not rel_dir and tops is not None and name not in tops):
-                    continue
-                check_name(name, rel_dir)
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                mode = item.attrs.permissions or 0
+        async def place(items: list[tuple[str, Any]]) -> None:
+            subdirs, links = [], []
+            for rel, attrs in items:
+                mode = attrs.permissions or 0
                 if stat_mod.S_ISLNK(mode):
                     links.append(rel)
                 elif stat_mod.S_ISDIR(mode):
-                    entries.append(Entry(rel, DIR, mtime=int(item.attrs.mtime or 0)))
+                    entries.append(Entry(rel, DIR, mtime=int(attrs.mtime or 0)))
                     subdirs.append(rel)
                 elif stat_mod.S_ISREG(mode):
-                    entries.append(Entry(rel, FILE, item.attrs.size or 0, int(item.attrs.mtime or 0)))
+                    entries.append(Entry(rel, FILE, attrs.size or 0, int(attrs.mtime or 0)))
             entries.extend(await self._resolve_links(links, follow_links))
             await asyncio.gather(*(visit(d) for d in subdirs))
 
-        await visit("")
+        async def visit(rel_dir: str) -> None:
+            items = []
+            for item in sorted(await sftp.readdir(self.abs(rel_dir)), key=lambda n: n.filename):
+                if item.filename not in (".", ".."):
+                    check_name(item.filename, rel_dir)
+                    items.append((f"{rel_dir}/{item.filename}" if rel_dir else item.filename, item.attrs))
+            await place(items)
+
+        async def lstat(name: str) -> Any:
+            try:
+                return await sftp.lstat(self.abs(name))
+            except asyncssh.SFTPNoSuchFile:  # gone since the root was looked at
+                return None
+
+        if tops is None:
+            await visit("")
+        else:
+            names = sorted(tops)
+            found = await asyncio.gather(*(lstat(name) for name in names))
+            await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
         return entries
 
     async def _sftp_root(self, limit: int | None) -> list[Entry] | None:
