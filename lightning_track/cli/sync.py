@@ -28,7 +28,7 @@ from ..folder.layout import RunLayout
 from ..sync import SyncOptions, SyncSession, parse_endpoint, run_loop
 from ..sync.endpoints import Endpoint, check_apart
 from ..sync.engine import CycleResult
-from ..sync.many import JOBS, ManySync, Source, SourcePass, plan_sources, read_sources_file
+from ..sync.many import JOBS, REMOTE_JOBS, ManySync, Source, SourcePass, plan_sources, read_sources_file
 from ..sync.plan import Plan
 from ..sync.warm import CatalogWarmer
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, exit_status
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read more sources from FILE, one a line ('#' starts a comment); each source's runs go "
                              "to their own folder in DEST")
     parser.add_argument("--jobs", type=int, default=JOBS, metavar="N",
-                        help=f"sources mirrored at once ({JOBS}); one connection each, kept open across passes")
+                        help=f"local sources mirrored at once ({JOBS}); sources over SSH have {REMOTE_JOBS} slots of "
+                             "their own (they mostly wait on the network); one connection each, kept open")
     parser.add_argument("--every", type=_positive, metavar="SECONDS",
                         help="keep mirroring every SECONDS until Ctrl-C; dropped connections are retried")
     parser.add_argument("--include-checkpoints", action="store_true",

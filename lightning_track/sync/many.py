@@ -25,9 +25,14 @@ from .engine import FATAL_ERRORS, RETRYABLE_ERRORS, CycleResult, SyncOptions, Sy
 from .plan import Plan
 from .warm import CatalogWarmer, KnownRuns
 
-__all__ = ["Source", "SourcePass", "ManySync", "source_folder", "read_sources_file", "plan_sources", "JOBS"]
+__all__ = ["Source", "SourcePass", "ManySync", "source_folder", "read_sources_file", "plan_sources", "JOBS",
+           "REMOTE_JOBS"]
 
-JOBS = 8  # sources mirrored at once: a slow or unreachable server holds one slot, never the others
+JOBS = 8  # local sources mirrored at once: a slow or unreachable server holds one slot, never the others
+# sources over SSH mirrored at once, in slots of their own: their passes mostly wait on the network (and on
+# the server's shell start-up for each remote command), so holding the local sources' slots meanwhile
+# would leave this process idle
+REMOTE_JOBS = 32
 _COMMENT = re.compile(r"(^|\s)#.*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -170,12 +175,12 @@ class ManySync:
     """Every source's session into one mirror; :meth:`once` is one pass over all, :meth:`run` the ``--every`` loop."""
 
     def __init__(self, sources: Sequence[Source], mirror: Endpoint, options: SyncOptions | None = None, *,
-                 jobs: int = JOBS, warm: bool = True) -> None:
+                 jobs: int = JOBS, remote_jobs: int = REMOTE_JOBS, warm: bool = True) -> None:
         self.sources, self.mirror = list(sources), mirror
         self.options = options or SyncOptions()
-        self.jobs = max(1, jobs)
+        self.jobs, self.remote_jobs = max(1, jobs), max(1, remote_jobs)
         keep_warm = warm and not mirror.is_remote and not self.options.dry_run
-        self._gate: asyncio.Semaphore | None = None
+        self._gates: dict[bool, asyncio.Semaphore] = {}  # made in the running loop: remote or not -> slots
         self._sessions = {s: SyncSession(s.endpoint, _under(mirror, s.folder), self.options) for s in self.sources}
         known = KnownRuns(mirror.path)  # asked once, on the first pass that ends
         self._warmers = {s: CatalogWarmer(_under(mirror, s.folder).path, known) if keep_warm else None
@@ -186,10 +191,11 @@ class ManySync:
         return self._sessions[source]
 
     def _of(self, source: Source) -> _Gated:
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.jobs)
+        remote = source.endpoint.is_remote
+        if remote not in self._gates:
+            self._gates[remote] = asyncio.Semaphore(self.remote_jobs if remote else self.jobs)
         if source not in self._gated:
-            self._gated[source] = _Gated(self._sessions[source], self._gate, self._warmers[source])
+            self._gated[source] = _Gated(self._sessions[source], self._gates[remote], self._warmers[source])
         return self._gated[source]
 
     async def pass_one(self, source: Source, progress: Callable[[str, int], None] | None = None,

@@ -119,7 +119,8 @@ def test_local_and_ssh_sources_one_down(ssh_home, tmp_path: Path, capsys) -> Non
 
 @pytest.mark.slow
 def test_a_slow_source_delays_no_other(tmp_path: Path) -> None:
-    """A server that accepts and never answers holds one of the two slots; the other sources all finish first."""
+    """A server that accepts and never answers holds a slot of the sources over SSH, never the local sources'
+    one slot: those all finish first."""
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
@@ -137,7 +138,7 @@ def test_a_slow_source_delays_no_other(tmp_path: Path) -> None:
     finished: dict[str, float] = {}
 
     async def main() -> list:
-        many = ManySync(sources, mirror, SyncOptions(), jobs=2)
+        many = ManySync(sources, mirror, SyncOptions(), jobs=1)
         try:
             return await many.once(on_pass=lambda p: finished.setdefault(p.source.spec, time.monotonic()))
         finally:

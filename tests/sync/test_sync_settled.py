@@ -83,11 +83,15 @@ def test_an_in_place_append_to_a_settled_run_waits_for_full(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("find", ["find", "no-such-find"], ids=["remote-find", "sftp-only"])
+@pytest.mark.parametrize("find", ["find", "no-such-find", "big-root"], ids=["remote-find", "sftp-only", "big-root"])
 def test_settled_runs_over_ssh_push_and_pull(ssh_home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              find: str) -> None:
-    """Over SSH the cheap look is one remote ``find`` (or, where the remote has none, SFTP: same results)."""
-    monkeypatch.setattr(SSHTransport, "FIND", find)
+    """Over SSH a small root is looked at over SFTP, a big one (past SFTP_ROOT entries, SFTP_TOPS runs) with one
+    remote ``find`` (or, where the remote has none, SFTP whole): the same results every way."""
+    if find == "big-root":
+        monkeypatch.setattr(SSHTransport, "SFTP_ROOT", 1)
+        monkeypatch.setattr(SSHTransport, "SFTP_TOPS", 0)
+    monkeypatch.setattr(SSHTransport, "FIND", "find" if find == "big-root" else find)
     src, remote, pulled = tmp_path / "src", tmp_path / "remote", tmp_path / "pulled"
     three_runs(src)
     remote_ep = f"ssh://{ssh_home.user}@127.0.0.1:{ssh_home.port}{remote}"

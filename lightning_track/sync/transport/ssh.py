@@ -18,29 +18,27 @@ Importing this module imports asyncssh (~0.2 s): :func:`make_transport` does so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import getpass
 import posixpath
 import shlex
 import stat as stat_mod
 from collections.abc import Awaitable, Callable, Collection
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
-from asyncssh.config import SSHClientConfig
-from asyncssh.encryption import get_default_encryption_algs
 
 from ...errors import HostKeyError, SSHSetupError, TransportError, one_line
 from ...folder.fileio import inside
 from ..endpoints import Endpoint
 from .base import DIR, FILE, LINK, Entry, Transport, check_name
+from .ssh_connect import SSH_ERRORS, host_key_message, preferred_ciphers
 
 __all__ = ["SSHTransport"]
 
 _T = TypeVar("_T")
 # What asyncssh raises once connected: its own errors, and EOFError from a channel closed under a request.
-_SSH_ERRORS = (asyncssh.Error, EOFError)
+_SSH_ERRORS = SSH_ERRORS
 
 
 def _transport_error(where: str, exc: BaseException, what: str | None = None) -> TransportError:
@@ -73,49 +71,6 @@ def _mapped(method: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T]
     return call
 
 
-async def _host_key_message(endpoint: Endpoint, exc: Exception) -> str:
-    """Build the refusal: what the server presented (fingerprint) and how to accept it knowingly."""
-    try:  # resolve ~/.ssh/config aliases so the message names the real host and port
-        paths = [str(p) for p in [Path("~/.ssh/config").expanduser()] if p.is_file()]
-        config = SSHClientConfig.load(None, paths, False, False, False, getpass.getuser(), endpoint.user or (),
-                                      endpoint.host, endpoint.port or ())
-        host = str(config.get("Hostname", endpoint.host) or endpoint.host)
-        port = int(endpoint.port or config.get("Port", 22) or 22)
-    except (ValueError, OSError, KeyError, asyncssh.Error):
-        host, port = endpoint.host, endpoint.port or 22
-    target = host if port == 22 else f"[{host}]:{port}"
-    try:
-        key = await asyncssh.get_server_host_key(endpoint.host, port=endpoint.port or ())
-    except (*_SSH_ERRORS, OSError, asyncio.TimeoutError):
-        key = None
-    known = Path("~/.ssh/known_hosts").expanduser()
-    changed = False
-    if known.is_file():
-        try:
-            trusted = asyncssh.match_known_hosts(asyncssh.read_known_hosts(str(known)), host, host, port)[0]
-            changed = bool(trusted)
-        except (ValueError, OSError):
-            changed = False
-    if key is None:
-        what = "could not be read"
-    else:
-        what = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
-    scan = f"ssh-keyscan {'-p ' + str(port) + ' ' if port != 22 else ''}{host} >> ~/.ssh/known_hosts"
-    if changed:
-        return (f"host key for {target} has CHANGED and does not match ~/.ssh/known_hosts (server now presents "
-                f"{what}); refused. If the change is expected, remove the old key with `ssh-keygen -R '{target}'` "
-                f"and accept the new one after checking its fingerprint: `{scan}`")
-    return (f"host key for {target} is unknown (server presents {what}); refused. Check the fingerprint with the "
-            f"server's admin, then accept it with `ssh -p {port} {host}` (answer yes) or `{scan}`")
-
-
-def _preferred_ciphers() -> list[str]:
-    """asyncssh's defaults with AES-GCM first: it runs in OpenSSL, chacha20-poly1305 partly in Python."""
-    algs = [a.decode() for a in get_default_encryption_algs()]
-    fast = [a for a in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if a in algs]
-    return fast + [a for a in algs if a not in fast]
-
-
 class SSHTransport(Transport):
     """A folder on a remote machine through asyncssh's SFTP client.
 
@@ -127,6 +82,11 @@ class SSHTransport(Transport):
     remote = True
     FIND = "find"  # GNU find on the remote side, for one-round-trip listings (SFTP when it is missing)
     TAR = "tar"  # GNU tar on the remote side, for new runs in one stream (sync/bulk.py; SFTP when it is missing)
+    # Each remote command starts the account's shell, which reads its start-up files (sshd makes bash read
+    # ~/.bashrc: `pyenv init` and the like, up to seconds), so a small look goes over SFTP instead: up to
+    # SFTP_TOPS run folders walked (their readdirs in parallel), a root of up to SFTP_ROOT entries (a few
+    # readdir round trips; a bigger one is left after those) with up to SFTP_STATS folders stat'ed
+    SFTP_TOPS, SFTP_ROOT, SFTP_STATS = 8, 400, 256
 
     def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 20.0) -> None:
         super().__init__(endpoint.path)
@@ -145,7 +105,7 @@ class SSHTransport(Transport):
     async def open(self, *, create: bool = False) -> None:
         ep = self.endpoint
         kwargs: dict[str, Any] = {"connect_timeout": self.connect_timeout, "keepalive_interval": 15,
-                                  "encryption_algs": _preferred_ciphers()}
+                                  "encryption_algs": preferred_ciphers()}
         if ep.user:
             kwargs["username"] = ep.user
         if ep.port:
@@ -153,7 +113,7 @@ class SSHTransport(Transport):
         try:
             self._conn = await asyncssh.connect(ep.host, **kwargs)
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise HostKeyError(await _host_key_message(ep, exc)) from None
+            raise HostKeyError(await host_key_message(ep, exc)) from None
         except asyncssh.PermissionDenied as exc:
             raise SSHSetupError(f"{ep.host}: authentication failed ({exc.reason}); load a key into ssh-agent or set "
                                 f"IdentityFile in ~/.ssh/config") from None
@@ -287,6 +247,8 @@ class SSHTransport(Transport):
                 return []
             for name in tops:
                 check_name(name, "")
+        if tops is not None and len(tops) <= self.SFTP_TOPS and self._sftp is not None:
+            return await self._sftp_walk(follow_links, set(tops))
         found = await (self._find(".") if tops is None else
                        self._find("TOPS", stdin=b"".join(f"./{t}".encode("utf-8", "surrogateescape") + b"\0"
                                                          for t in tops)))
@@ -296,53 +258,77 @@ class SSHTransport(Transport):
         return await self._sftp_walk(follow_links, None if tops is None else set(tops))
 
     async def _sftp_walk(self, follow_links: bool, tops: set[str] | None) -> list[Entry]:
+        """One readdir per folder, folders in parallel; ``tops``: those top-level names only, each stat'ed
+        (pipelined) rather than the root listed (a root of thousands of runs is tens of round trips)."""
         sftp = self._sftp
         entries: list[Entry] = []
 
-        async def visit(rel_dir: str) -> None:
-            names = await sftp.readdir(self.abs(rel_dir))
-            subdirs = []
-            links = []
-            for item in sorted(names, key=lambda n: n.filename):
-                name = item.filename
-                if name in (".", "..") or (not rel_dir and tops is not None and name not in tops):
-                    continue
-                check_name(name, rel_dir)
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                mode = item.attrs.permissions or 0
+        async def place(items: list[tuple[str, Any]]) -> None:
+            subdirs, links = [], []
+            for rel, attrs in items:
+                mode = attrs.permissions or 0
                 if stat_mod.S_ISLNK(mode):
                     links.append(rel)
                 elif stat_mod.S_ISDIR(mode):
-                    entries.append(Entry(rel, DIR, mtime=int(item.attrs.mtime or 0)))
+                    entries.append(Entry(rel, DIR, mtime=int(attrs.mtime or 0)))
                     subdirs.append(rel)
                 elif stat_mod.S_ISREG(mode):
-                    entries.append(Entry(rel, FILE, item.attrs.size or 0, int(item.attrs.mtime or 0)))
+                    entries.append(Entry(rel, FILE, attrs.size or 0, int(attrs.mtime or 0)))
             entries.extend(await self._resolve_links(links, follow_links))
             await asyncio.gather(*(visit(d) for d in subdirs))
 
-        await visit("")
+        async def visit(rel_dir: str) -> None:
+            items = []
+            for item in sorted(await sftp.readdir(self.abs(rel_dir)), key=lambda n: n.filename):
+                if item.filename not in (".", ".."):
+                    check_name(item.filename, rel_dir)
+                    items.append((f"{rel_dir}/{item.filename}" if rel_dir else item.filename, item.attrs))
+            await place(items)
+
+        async def lstat(name: str) -> Any:
+            try:
+                return await sftp.lstat(self.abs(name))
+            except asyncssh.SFTPNoSuchFile:  # gone since the root was looked at
+                return None
+
+        if tops is None:
+            await visit("")
+        else:
+            names = sorted(tops)
+            found = await asyncio.gather(*(lstat(name) for name in names))
+            await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
         return entries
+
+    async def _sftp_root(self, limit: int | None) -> list[Entry] | None:
+        """The root's entries over SFTP (one round trip per ~100); None once more than ``limit``."""
+        tops: list[Entry] = []
+        async with contextlib.aclosing(self._sftp.scandir(self.root)) as items:
+            async for item in items:
+                name, mode = item.filename, item.attrs.permissions or 0
+                if name in (".", ".."):
+                    continue
+                check_name(name, "")
+                kind = LINK if stat_mod.S_ISLNK(mode) else DIR if stat_mod.S_ISDIR(mode) else FILE if \
+                    stat_mod.S_ISREG(mode) else ""
+                if kind:
+                    tops.append(Entry(name, kind, item.attrs.size or 0 if kind == FILE else 0,
+                                      int(item.attrs.mtime or 0)))
+                if limit is not None and len(tops) > limit:
+                    return None
+        return tops
 
     @_mapped
     async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
-        """One ``find`` for the root's entries and a stat of each known folder (none of them read); over SFTP,
-        the root's listing and a pipelined stat per known folder."""
+        """A small root (SFTP_ROOT) over SFTP: its listing and a pipelined stat per known folder; else one
+        ``find`` for the root's entries and a stat of each known folder (none of them read)."""
         rels = sorted(known_dirs)
-        found = await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
-        if found is not None:
-            return ([e for e in found if "/" not in e.rel],
-                    {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
-        tops = []
-        for item in await self._sftp.readdir(self.root):
-            name, mode = item.filename, item.attrs.permissions or 0
-            if name in (".", ".."):
-                continue
-            check_name(name, "")
-            kind = LINK if stat_mod.S_ISLNK(mode) else DIR if stat_mod.S_ISDIR(mode) else FILE if \
-                stat_mod.S_ISREG(mode) else ""
-            if kind:
-                tops.append(Entry(name, kind, item.attrs.size or 0 if kind == FILE else 0,
-                                  int(item.attrs.mtime or 0)))
+        tops = await self._sftp_root(self.SFTP_ROOT) if len(rels) <= self.SFTP_STATS else None
+        if tops is None:
+            found = await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
+            if found is not None:
+                return ([e for e in found if "/" not in e.rel],
+                        {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
+            tops = await self._sftp_root(None) or []
         gate = asyncio.Semaphore(256)
 
         async def one(rel: str) -> Any:
