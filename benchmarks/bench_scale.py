@@ -153,6 +153,15 @@ def best(repeats: int, fn) -> float:
     return min(fn() for _ in range(repeats))
 
 
+def write_first(out: Path, title: str, text: str) -> None:
+    """``text`` as the first section of ``out``; every section whose heading starts with ``title`` is dropped
+    (this measurement's earlier runs), the others are kept in their order."""
+    previous = out.read_text().split("\n## ") if out.exists() else []
+    others = [part if part.startswith("## ") else "## " + part for part in previous
+              if part.strip() and not ("## " + part.removeprefix("## ")).startswith(title)]
+    out.write_text("\n".join([text, *others]).rstrip() + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -323,11 +332,7 @@ def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float, 
               f"absolute times are noisy, the ratios are what to compare), Python {platform.python_version()}.", ""]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)  # one section per number of runs: this one replaced, the others kept
-    previous = out.read_text().split("\n## ") if out.exists() else []
-    others = [part if part.startswith("## ") else "## " + part for part in previous
-              if part.strip() and not ("## " + part.removeprefix("## ")).startswith(title)]
-    out.write_text("\n".join([text, *others]).rstrip() + "\n")
+    write_first(Path(args.out), title, text)  # one section per number of runs: this one replaced
 
 
 def _timed(fn) -> float:
@@ -390,11 +395,7 @@ def report(args: argparse.Namespace) -> None:
               f"time is the steadier figure), Python {platform.python_version()}.", ""]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    previous = out.read_text().split("\n## ") if out.exists() else []
-    others = [part if part.startswith("## ") else "## " + part for part in previous
-              if part.strip() and not ("## " + part.removeprefix("## ")).startswith(title)]
-    out.write_text("\n".join([text, *others]).rstrip() + "\n")
+    write_first(Path(args.out), title, text)
 
 
 def open_in_chromium(html: Path, profile: Path) -> tuple[str, float]:
@@ -482,11 +483,7 @@ def many_sources(args: argparse.Namespace) -> None:
               f"{os.getloadavg()[0]:.0f} at the end.", ""]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    previous = out.read_text().split("\n## ") if out.exists() else []
-    others = [part if part.startswith("## ") else "## " + part for part in previous
-              if part.strip() and not ("## " + part.removeprefix("## ")).startswith(title)]
-    out.write_text("\n".join([text, *others]).rstrip() + "\n")
+    write_first(Path(args.out), title, text)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

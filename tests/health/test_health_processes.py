@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 from support.health import SCRIPT, subprocess_env
+from support.sync import free_port
 
 from lightning_track import HEALTH_EXIT_CODE
 from lightning_track.folder import signals
@@ -89,16 +89,10 @@ def test_a_run_that_stops_stepping_is_judged_stalled_then_stopped_by_the_guard(t
     assert _lt("show", str(run.run_dir)).splitlines()[1].startswith("status: failed - stalled: no step for ")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(240)
 def test_ddp_nan_on_rank_1_only_stops_both_ranks(tmp_path):
     """Two real gloo ranks (started like torchrun does); NaN on rank 1 at step 5 -> both exit 86."""
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for rank in (0, 1):
         env = subprocess_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE="2", RANK=str(rank),

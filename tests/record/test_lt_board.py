@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 import pytest
 from support.processes import script_env
+from support.readers import board_api
+from support.sync import free_port
 from support.system import require, which
 from support.trainers import make_trainer
 
@@ -44,21 +46,6 @@ trainer.fit(DemoModule(max_steps=60), datamodule=DemoDataModule(n_train=512, n_v
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(port: int, path: str) -> dict:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-        body = json.load(response)
-    assert body["code"] == 0, (path, body)
-    return body["data"]
-
-
 def metric_points(run: Path) -> dict[str, list[tuple[int, float]]]:
     points: dict[str, list[tuple[int, float]]] = {}
     for line in run.joinpath("metrics.jsonl").read_text().splitlines():
@@ -70,12 +57,12 @@ def metric_points(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 def shown(port: int, experiment: int, key: str) -> list[tuple[int, float]]:
     """The points of ``key`` as the board's chart fetches them."""
-    tag = get(port, f"/api/v1/experiment/{experiment}/tag/{quote(key, safe='')}")
+    tag = board_api(port, f"/api/v1/experiment/{experiment}/tag/{quote(key, safe='')}")
     return [(p["index"], p["data"]) for p in tag["list"]]
 
 
 def charts(port: int, experiment: int) -> set[str]:
-    return {c["name"] for c in get(port, f"/api/v1/experiment/{experiment}/chart")["charts"]}
+    return {c["name"] for c in board_api(port, f"/api/v1/experiment/{experiment}/chart")["charts"]}
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
@@ -128,7 +115,7 @@ def test_lt_board_shows_runs_made_without_the_board_side_by_side_and_live(tmp_pa
         wait_for("the board", lambda: board.poll() is not None or "SwanLab's board: http://127.0.0.1"
                  in (tmp_path / "board.out").read_text())
         assert board.poll() is None, (tmp_path / "board.out").read_text()
-        project = get(port, "/api/v1/project")
+        project = board_api(port, "/api/v1/project")
         by_name = {e["name"]: e for e in project["experiments"]}
         assert len(by_name) == 2 and done.name in by_name, sorted(by_name)
         [mirrored] = [e for name, e in by_name.items() if name != done.name]
@@ -154,7 +141,7 @@ def test_lt_board_shows_runs_made_without_the_board_side_by_side_and_live(tmp_pa
                                  stderr=subprocess.DEVNULL)
 
         def live() -> dict | None:
-            found = [e for e in get(port, "/api/v1/project")["experiments"] if e["name"].startswith("live-data")]
+            found = [e for e in board_api(port, "/api/v1/project")["experiments"] if e["name"].startswith("live-data")]
             return found[0] if found and found[0]["status"] == 0 and found[0]["id"] else None
 
         experiment = wait_for("the live run on the board, running", live)
@@ -164,7 +151,7 @@ def test_lt_board_shows_runs_made_without_the_board_side_by_side_and_live(tmp_pa
         assert train.wait(120) == 0
         [live_dir] = [p for p in runs.iterdir() if p.name.startswith("live-data")]
         final = metric_points(live_dir)
-        wait_for("the live run finished on the board", lambda: get(port, f"/api/v1/experiment/{experiment['id']}")
+        wait_for("the live run finished on the board", lambda: board_api(port, f"/api/v1/experiment/{experiment['id']}")
                  ["status"] == 1 and shown(port, experiment["id"], "train/loss") == final["train/loss"])
         for key, points in final.items():
             assert shown(port, experiment["id"], key) == points, key
@@ -178,7 +165,7 @@ def test_lt_board_shows_runs_made_without_the_board_side_by_side_and_live(tmp_pa
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     after = {path: snapshot(path) for path in (done, copy)}
     for path in (done, copy):  # the run folders were only read
-        assert after[path] == before[path], [n for n in after[path] if after[path][n] != before[path].get(n)]
+        assert after[path] == before[path], [n for n in after[path] if after[path][n] != before[path].board_api(n)]
 
     again = subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", "board", str(runs), str(mirror),
                             "--dir", str(store), "--once"], env=env, capture_output=True, text=True, timeout=120)

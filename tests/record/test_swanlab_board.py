@@ -22,7 +22,8 @@ import lightning as L
 import numpy as np
 import pytest
 from PIL import Image
-from support.readers import WITH_SWANLAB, swanlab_records, swanlab_runs, swanlab_scalars
+from support.readers import WITH_SWANLAB, board_api, swanlab_records, swanlab_runs, swanlab_scalars
+from support.sync import free_port
 from support.trainers import make_trainer
 
 from lightning_track import RunLayout, RunLogger
@@ -47,19 +48,6 @@ class PrintAndPace(L.Callback):
             trainer.logger.log_text("note", "hello board")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-        body = json.load(response)
-    assert body["code"] == 0, (path, body)
-    return body["data"]
-
-
 def start_board(folder: Path, port: int, log: Path) -> subprocess.Popen:
     """``swanlab watch FOLDER`` on 127.0.0.1:PORT, once it answers."""
     with open(log, "wb") as out:
@@ -70,7 +58,7 @@ def start_board(folder: Path, port: int, log: Path) -> subprocess.Popen:
         if board.poll() is not None:
             pytest.fail(f"swanlab watch exited with {board.returncode}: {log.read_text()}")
         try:
-            get(port, "/api/v1/project")
+            board_api(port, "/api/v1/project")
             return board
         except (urllib.error.URLError, ConnectionError, OSError):
             time.sleep(0.2)
@@ -103,32 +91,32 @@ def test_swanlab_watch_shows_the_run_metrics_config_console_and_system(tmp_path:
     port = free_port()
     board = start_board(run.swanlab_dir, port, tmp_path / "board.log")  # the folder the README names
     try:
-        project = get(port, "/api/v1/project")
+        project = board_api(port, "/api/v1/project")
         [experiment] = project["experiments"]
         assert experiment["name"] == run.name and experiment["status"] == 1  # finished, not crashed
-        info = get(port, f"/api/v1/experiment/{experiment['id']}")
+        info = board_api(port, f"/api/v1/experiment/{experiment['id']}")
         assert info["config"]["model"]["value"] == {"lr": 0.01} and info["config"]["seed"]["value"] == 3
         assert info["system"]["runtime"]["hostname"] == socket.gethostname()
 
-        charts = {chart["name"] for chart in get(port, f"/api/v1/experiment/{experiment['id']}/chart")["charts"]}
+        charts = {chart["name"] for chart in board_api(port, f"/api/v1/experiment/{experiment['id']}/chart")["charts"]}
         assert set(expected) | {"system/proc_rss_gb", "sample", "note"} <= charts
         for key, points in expected.items():
-            shown = get(port, f"/api/v1/experiment/{experiment['id']}/tag/{quote(key, safe='')}")
+            shown = board_api(port, f"/api/v1/experiment/{experiment['id']}/tag/{quote(key, safe='')}")
             assert [(p["index"], p["data"]) for p in shown["list"]] == points, key
-        system = get(port, f"/api/v1/experiment/{experiment['id']}/tag/{quote('system/proc_rss_gb', safe='')}")
+        system = board_api(port, f"/api/v1/experiment/{experiment['id']}/tag/{quote('system/proc_rss_gb', safe='')}")
         assert system["list"] and {(p["index"], p["data"]) for p in system["list"]} <= sampled
 
-        image = get(port, f"/api/v1/experiment/{experiment['id']}/tag/sample")["list"]
+        image = board_api(port, f"/api/v1/experiment/{experiment['id']}/tag/sample")["list"]
         assert [(p["index"], p["more"]) for p in image] == [(3, [{"caption": "gray"}])]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/media/{image[0]['data'][0]}?tag=sample"
                                     f"&experiment_id={experiment['id']}", timeout=10) as response:
             shown_pixels = np.asarray(Image.open(io.BytesIO(response.read())))
         ours = np.asarray(Image.open(run.run_dir / "media/sample/step-3-0.png"))
         assert np.array_equal(shown_pixels, ours)
-        text = get(port, f"/api/v1/experiment/{experiment['id']}/tag/note")["list"]
+        text = board_api(port, f"/api/v1/experiment/{experiment['id']}/tag/note")["list"]
         assert [(p["index"], p["data"]) for p in text] == [(3, ["hello board"])]
 
-        console = get(port, f"/api/v1/experiment/{experiment['id']}/recent_log")["logs"]
+        console = board_api(port, f"/api/v1/experiment/{experiment['id']}/recent_log")["logs"]
         assert MARKER in console
         logs_txt = [line.split(" ", 1)[1] for line in run.logs_txt.read_text().splitlines()]
         assert [line for line in console if line] == logs_txt[:len([line for line in console if line])]
@@ -172,7 +160,7 @@ def test_offline_mode_writes_the_record_and_swanlab_watch_says_lt_board(tmp_path
     port = free_port()
     board = start_board(swanlab_logs, port, tmp_path / "board.log")  # fails on the error SwanLab gave
     try:
-        project = get(port, "/api/v1/project")
+        project = board_api(port, "/api/v1/project")
     finally:
         board.terminate()
         board.wait(10)
@@ -206,10 +194,10 @@ class WatchMidRun(L.Callback):
             time.sleep(0.1)
         time.sleep(1.5)  # a few flushes: the steps so far reach the board's files
         self.board = start_board(database.parent, self.port, self.tmp_path / "board.log")
-        [experiment] = get(self.port, "/api/v1/project")["experiments"]
+        [experiment] = board_api(self.port, "/api/v1/project")["experiments"]
         self.seen["status"] = experiment["status"]
-        self.seen["steps"] = get(self.port, f"/api/v1/experiment/{experiment['id']}/tag/train%2Floss")["sum"]
-        self.seen["stopped"] = get(self.port, f"/api/v1/experiment/{experiment['id']}/stop")["status"]
+        self.seen["steps"] = board_api(self.port, f"/api/v1/experiment/{experiment['id']}/tag/train%2Floss")["sum"]
+        self.seen["stopped"] = board_api(self.port, f"/api/v1/experiment/{experiment['id']}/stop")["status"]
         self.seen["id"] = experiment["id"]
 
 
@@ -229,9 +217,9 @@ def test_the_board_is_live_and_its_stop_button_loses_nothing(tmp_path: Path) -> 
         assert watch.seen["stopped"] == -1  # the board took the stop
         losses = [(line["step"], line["metrics"]["train/loss"]) for line in jsonl(logger.layout.metrics_jsonl)]
         assert len(losses) == 30
-        shown = get(watch.port, f"/api/v1/experiment/{watch.seen['id']}/tag/train%2Floss")["list"]
+        shown = board_api(watch.port, f"/api/v1/experiment/{watch.seen['id']}/tag/train%2Floss")["list"]
         assert [(p["index"], p["data"]) for p in shown] == losses
-        [experiment] = get(watch.port, "/api/v1/project")["experiments"]
+        [experiment] = board_api(watch.port, "/api/v1/project")["experiments"]
         assert experiment["status"] == 1  # finished: SwanLab's finish overrides the board's stop
     finally:
         if watch.board is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 from support.readers import WITH_SWANLAB, swanlab_runs, swanlab_scalars, tensorboard_scalars
+from support.sync import free_port
 from support.trainers import wait_for_run_files
 
 from lightning_track import RunLayout, RunLogger
@@ -132,17 +132,11 @@ def test_system_interval_zero_samples_nothing(tmp_path: Path) -> None:
         RunLogger("d", "m", root=tmp_path, system_interval=-1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_nodes_each_sample_their_own_machine(tmp_path: Path) -> None:
     """torchrun --nnodes=2 on one machine: node 0's samples in system.jsonl (by the sink host), node 1's
     local rank 0 in system.node1.jsonl."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIGHTNING_TRACK_")}
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
                                f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}",

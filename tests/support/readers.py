@@ -55,3 +55,14 @@ def swanlab_finish_state(swanlab_file: str | Path) -> str | None:
         if record.WhichOneof("record_type") == "finish":
             return RunState.Name(record.finish.state)
     return None
+
+
+def board_api(port: int, path: str) -> dict:
+    """The ``data`` of one answer of SwanLab's board API on 127.0.0.1, as its web page reads it (code 0)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        body = json.load(response)
+    assert body["code"] == 0, (path, body)
+    return body["data"]
