@@ -280,10 +280,11 @@ class Catalog:
     def _settled(self, stat: os.stat_result) -> bool:
         return max(stat.st_mtime_ns, stat.st_ctime_ns) < self._limit
 
-    def config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any]], None]:
-        def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any]) -> None:
+    def config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any], bytes | None], None]:
+        def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any], exact: bytes | None = None) -> None:
+            """``exact``: ``flat`` as JSON bytes already checked to read back unchanged."""
             if self._settled(stat):
-                data = _exact(flat)
+                data = exact if exact is not None else _exact(flat)
                 if data is not None:
                     _pending_configs.append((key, stat_key(stat), data))
                     _register_flush()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,15 @@ class CatalogRun:
                     return flat
         return self.info.config
 
+    def config_pending(self, keys: Sequence[str] = ()) -> tuple[Any, Path, Any] | None:
+        """As :meth:`~.runs.RunInfo.config_pending`, for a filter on ``keys``: None when the catalog has the
+        values of the config keys among them (or there are none), else the built run's."""
+        if self._info is None and self._ended:
+            names = [name for name in map(self._config_name, keys) if name]
+            if all(self._rows.config_value(name, self._key, self._folder) is not UNKNOWN for name in names):
+                return None
+        return self.info.config_pending()
+
     def frame(self) -> dict[str, Any]:
         """:func:`frame_row` of this run: as kept for an ended run, else built."""
         if self._info is None and self._ended:
@@ -272,12 +281,16 @@ class CatalogRun:
                 return self._path, kept[0], kept[1]
         return None
 
-    def value(self, key: str) -> Any:
-        """As :meth:`~.runs.RunInfo.value`; from the catalog's columns: name, source, start, no tags, an ended
-        run's status and its config."""
+    def _config_name(self, key: str) -> str:
         name = self._rows.config_names.get(key)
         if name is None:  # what the key is, worked out once a look (a filter asks it of every run)
             name = self._rows.config_names[key] = _config_name(key, self._rows.fields)
+        return name
+
+    def value(self, key: str) -> Any:
+        """As :meth:`~.runs.RunInfo.value`; from the catalog's columns: name, source, start, no tags, an ended
+        run's status and its config."""
+        name = self._config_name(key)
         if name:
             if self._info is None and self._ended:
                 found = self._rows.config_value(name, self._key, self._folder)

@@ -1,0 +1,271 @@
+"""Parsing ``config.yaml`` files: exactly ``yaml.load`` with PyYAML's safe C loader, in less CPU, and many
+at once in a process pool.
+
+Why: a filter on a config key over 100,000 runs parses 100,000 files. Of PyYAML's ~0.1 ms a file with
+libyaml, about half is its pure-Python constructor (per-node bookkeeping for anchors and recursive
+structures) and a fifth its resolver matching the same plain scalars against regular expressions again
+and again. Here libyaml composes the node tree exactly as in ``yaml.load``, the resolver's answer for a
+scalar's text is remembered (it depends on nothing else: the safe loader has no path resolvers), and the
+tree is built in one plain walk by PyYAML's own constructors for str, int, float, bool and null. Anything
+else (another tag, a merge key, a node used twice through an anchor, a deep tree) is loaded again by
+``yaml.load`` itself, so the value or the error is always ``yaml.load``'s. Not a YAML reader of our own.
+
+Many files at once (the first filter of a look: :func:`config_batch`): one worker process a core when
+there are at least :data:`POOL_MIN` to parse, which hands back each flattened config as JSON bytes (the
+catalog keeps those bytes as they are). Ctrl-C stops the workers and raises in the caller as usual.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from stat import S_ISREG
+from typing import Any
+
+import orjson
+
+from ..folder.layout import RunLayout
+from ..folder.records import flatten
+from .config_cache import cached_config, remember_config
+
+__all__ = ["load_yaml", "parse_config", "parse_many", "config_batch", "read_config", "config_pending", "take_config",
+           "Parsed", "POOL_MIN"]
+
+POOL_MIN = 2000  # fewer files than this: parsed here (a pool's start and transfers cost more than they save)
+_CHUNK = 256  # files a worker parses per task: few round trips, an interrupt stops within one chunk
+
+# what a parse gives: ("json", exact JSON bytes of the flat config) | ("flat", a flat config JSON cannot
+# hold exactly) | ("error", the exception's text)
+Parsed = tuple[str, Any]
+
+
+class _Fallback(Exception):
+    """The walk met something only PyYAML's constructor builds the same way."""
+
+
+try:
+    import yaml
+    from yaml.constructor import SafeConstructor
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    _LOADER: Any = getattr(yaml, "CSafeLoader", None)
+except ImportError:  # pragma: no cover - PyYAML is a dependency
+    _LOADER = None
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
+_SCALARS: dict[str, Any] = {}  # tag -> PyYAML's constructor (a str is the node's text: construct_yaml_str)
+if _LOADER is not None:
+    _NAMES = ("str", "int", "float", "bool", "null")
+    _SCALARS = {_TAG + name: _LOADER.yaml_constructors.get(_TAG + name) for name in _NAMES}
+    if _SCALARS != {_TAG + name: getattr(SafeConstructor, f"construct_yaml_{name}") for name in _NAMES} or \
+            _LOADER.yaml_path_resolvers:  # someone changed the safe loader: yaml.load as it says
+        _LOADER = None
+_resolved: dict[tuple[Any, ...], str] = {}  # (kind, text, implicit) -> tag, as the resolver says
+
+
+if _LOADER is not None:
+    class _Loader(_LOADER):  # type: ignore[misc,valid-type]
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+            key = (kind, value, implicit)
+            tag = _resolved.get(key)
+            if tag is None:
+                if len(_resolved) > 100_000:  # seeds and paths are rarely repeated: keep it bounded
+                    _resolved.clear()
+                tag = _resolved[key] = _LOADER.resolve(self, kind, value, implicit)
+            return tag
+
+
+def _build(loader: Any, node: Any, seen: set[int]) -> Any:
+    kind = node.__class__
+    if kind is ScalarNode:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        construct = _SCALARS.get(tag)
+        if construct is None:
+            raise _Fallback
+        return construct(loader, node)
+    if id(node) in seen:  # an alias: yaml.load shares one object (and may close a cycle)
+        raise _Fallback
+    seen.add(id(node))
+    if kind is MappingNode and node.tag == _MAP:
+        out = {}
+        for key_node, value_node in node.value:
+            if key_node.__class__ is not ScalarNode:  # a key made of a list or a map: PyYAML's error
+                raise _Fallback
+            key = key_node.value if key_node.tag == _STR else _build(loader, key_node, seen)
+            out[key] = value_node.value if value_node.__class__ is ScalarNode and value_node.tag == _STR else \
+                _build(loader, value_node, seen)
+        return out
+    if kind is SequenceNode and node.tag == _SEQ:
+        return [_build(loader, item, seen) for item in node.value]
+    raise _Fallback
+
+
+def load_yaml(data: bytes) -> Any:
+    """``yaml.load(data, Loader=yaml.CSafeLoader)`` (``SafeLoader`` without libyaml): the same value or error."""
+    if _LOADER is None:
+        return yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    loader = _Loader(data)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            return _build(loader, node, set())
+        except (_Fallback, RecursionError):
+            pass
+    finally:
+        loader.dispose()
+    return yaml.load(data, Loader=_LOADER)
+
+
+def parse_config(path: str | Path) -> Parsed:
+    """One ``config.yaml`` flattened (``{"model.lr": 0.01}``); never raises."""
+    try:
+        with open(path, "rb") as handle:
+            flat = flatten(load_yaml(handle.read()) or {})
+    except Exception as exc:  # noqa: BLE001 - any YAML or read error: the caller makes it one line
+        return ("error", " ".join(str(exc).split()))
+    try:
+        data = orjson.dumps(flat)
+        if orjson.loads(data) == flat:
+            return ("json", data)
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    return ("flat", flat)
+
+
+def _parse_chunk(paths: list[str]) -> list[Parsed]:
+    return [parse_config(path) for path in paths]
+
+
+def _worker_start() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def parse_many(paths: Sequence[str], workers: int | None = None, least: int | None = None) -> Iterator[Parsed]:
+    """:func:`parse_config` of each path, in order: in a pool of ``workers`` (one a core) when there are at
+    least ``least`` (:data:`POOL_MIN`) of them, else here."""
+    workers = _cores() if workers is None else workers
+    if workers < 2 or len(paths) < (POOL_MIN if least is None else least):
+        yield from map(parse_config, paths)
+        return
+    chunks = [list(paths[i:i + _CHUNK]) for i in range(0, len(paths), _CHUNK)]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import per worker
+    with context.Pool(workers, initializer=_worker_start) as pool:  # leaving it (Ctrl-C too) stops the workers
+        for parsed in pool.imap(_parse_chunk, chunks):
+            yield from parsed
+
+
+# -- a run's config: what RunInfo.config does ---------------------------------------------------------------
+
+def read_config(info: Any) -> dict[str, Any]:
+    """``info.config``: the flattened ``config.yaml``, read once; a broken file is a problem on the run."""
+    if info._config is None:
+        pending = config_pending(info)
+        if pending is not None:
+            info._config = {}  # asked again while parsing: empty, as a plain read would have it
+            take_config(info, pending[1], pending[2], parsed_config(info, pending[1]))
+    return info._config
+
+
+def config_pending(info: Any) -> tuple[Any, Path, os.stat_result] | None:
+    """``(info, path, stat)`` when ``info``'s config must be parsed from its file, else None (the config is
+    set: empty without a file, the catalog's when the file is as it kept it, the config cache's without a
+    catalog)."""
+    if info._config is not None:
+        return None
+    path = info.path / RunLayout.CONFIG
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    if stat is None or not S_ISREG(stat.st_mode):
+        info._config = {}
+        return None
+    if info._config_hint is not None:
+        from .catalog import hinted_config
+
+        hinted = hinted_config(info._config_hint, stat)
+        if hinted is not None:
+            info._config = hinted
+            return None
+    if info._config_sink is None:  # through the catalog the catalog keeps configs: no second cache
+        cached = cached_config(path, stat)
+        if cached is not None:
+            info._config = cached
+            return None
+    return info, path, stat
+
+
+def take_config(info: Any, path: Path, stat: os.stat_result, parsed: Parsed) -> None:
+    """Give ``info`` its parsed config (or its problem), and keep it for next time."""
+    kind, value = parsed
+    if kind == "error":
+        info._config = {}
+        info.problems.append(f"{path}: not readable YAML ({value[:200]})")
+        return
+    info._config = flat = orjson.loads(value) if kind == "json" else value
+    if info._config_sink is not None:
+        info._config_sink(info, stat, flat, value if kind == "json" else None)
+    else:
+        remember_config(path, stat, flat)
+
+
+# -- the runs of one filter: the first config a run must parse makes all of theirs parsed at once --------
+
+_batch: list[Any] = []  # the innermost config_batch's state: [runs, {id(run): Parsed} or None, keys]
+
+
+@contextmanager
+def config_batch(runs: Sequence[Any], keys: Sequence[str]) -> Iterator[None]:
+    """Inside, the first run whose ``config.yaml`` must be parsed has every other run's that a filter on
+    ``keys`` needs parsed too (:func:`parse_many`); without it, each run parses its own when asked."""
+    _batch.append([runs, None, keys])
+    try:
+        yield
+    finally:
+        _batch.pop()
+
+
+def parsed_config(run: Any, path: Path) -> Parsed:
+    """``run``'s config file parsed: from its batch's parse when it is in one, else now."""
+    if not _batch:
+        return parse_config(path)
+    state = _batch[-1]
+    if state[1] is None:
+        state[1] = {}
+        _parse_batch(state, run, path)
+    found = state[1].pop(id(run), None)
+    return parse_config(path) if found is None else found
+
+
+def _parse_batch(state: list[Any], first: Any, path: Path) -> None:
+    """Every run of the batch whose config is not known yet: its file parsed, the results given to it."""
+    pending = [(first, path, None)]
+    keys = state[2]
+    for run in state[0]:
+        pending_of = getattr(run, "config_pending", None)  # a run of another kind parses its own
+        found = None if pending_of is None else pending_of(keys)
+        if found is not None and found[0] is not first:
+            pending.append(found)
+    if len(pending) < POOL_MIN:
+        return  # each run parses its own when asked: no pool, nothing gained by parsing ahead
+    results = parse_many([str(item[1]) for item in pending], least=0)
+    state[1][id(first)] = next(results)
+    for (info, where, stat), parsed in zip(pending[1:], results, strict=True):
+        take_config(info, where, stat, parsed)
