@@ -249,7 +249,7 @@ class CatalogRun:
                     return flat
         return self.info.config
 
-    def config_pending(self, keys: Sequence[str] = ()) -> tuple[Any, Path, Any] | None:
+    def config_pending(self, keys: Sequence[str] = ()) -> tuple[Any, str, Any] | None:
         """As :meth:`~.runs.RunInfo.config_pending`, for a filter on ``keys``: None when the catalog has the
         values of the config keys among them (or there are none), else the built run's."""
         if self._info is None and self._ended:

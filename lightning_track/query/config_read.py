@@ -66,6 +66,7 @@ if _LOADER is not None:
             _LOADER.yaml_path_resolvers:  # someone changed the safe loader: yaml.load as it says
         _LOADER = None
 _resolved: dict[tuple[Any, ...], str] = {}  # (kind, text, implicit) -> tag, as the resolver says
+_built: dict[tuple[str, str], Any] = {}  # (tag, text) -> the int, float, bool or None its constructor made
 
 
 if _LOADER is not None:
@@ -86,10 +87,16 @@ def _build(loader: Any, node: Any, seen: set[int]) -> Any:
         tag = node.tag
         if tag == _STR:
             return node.value
-        construct = _SCALARS.get(tag)
-        if construct is None:
-            raise _Fallback
-        return construct(loader, node)
+        key = (tag, node.value)
+        value = _built.get(key, _built)
+        if value is _built:
+            construct = _SCALARS.get(tag)
+            if construct is None:
+                raise _Fallback
+            if len(_built) > 100_000:
+                _built.clear()
+            value = _built[key] = construct(loader, node)
+        return value
     if id(node) in seen:  # an alias: yaml.load shares one object (and may close a cycle)
         raise _Fallback
     seen.add(id(node))
@@ -183,15 +190,16 @@ def read_config(info: Any) -> dict[str, Any]:
     return info._config
 
 
-def config_pending(info: Any) -> tuple[Any, Path, os.stat_result] | None:
+def config_pending(info: Any) -> tuple[Any, str, os.stat_result] | None:
     """``(info, path, stat)`` when ``info``'s config must be parsed from its file, else None (the config is
     set: empty without a file, the catalog's when the file is as it kept it, the config cache's without a
     catalog)."""
     if info._config is not None:
         return None
-    path = info.path / RunLayout.CONFIG
+    folder = str(info.path)  # a str, not a Path: 100,000 of them in a first filter
+    path = RunLayout.CONFIG if folder == "." else os.path.join(folder, RunLayout.CONFIG)  # as Path's / gives it
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         stat = None
     if stat is None or not S_ISREG(stat.st_mode):
@@ -212,7 +220,7 @@ def config_pending(info: Any) -> tuple[Any, Path, os.stat_result] | None:
     return info, path, stat
 
 
-def take_config(info: Any, path: Path, stat: os.stat_result, parsed: Parsed) -> None:
+def take_config(info: Any, path: str, stat: os.stat_result, parsed: Parsed) -> None:
     """Give ``info`` its parsed config (or its problem), and keep it for next time."""
     kind, value = parsed
     if kind == "error":
@@ -242,7 +250,7 @@ def config_batch(runs: Sequence[Any], keys: Sequence[str]) -> Iterator[None]:
         _batch.pop()
 
 
-def parsed_config(run: Any, path: Path) -> Parsed:
+def parsed_config(run: Any, path: str) -> Parsed:
     """``run``'s config file parsed: from its batch's parse when it is in one, else now."""
     if not _batch:
         return parse_config(path)
@@ -254,8 +262,10 @@ def parsed_config(run: Any, path: Path) -> Parsed:
     return parse_config(path) if found is None else found
 
 
-def _parse_batch(state: list[Any], first: Any, path: Path) -> None:
+def _parse_batch(state: list[Any], first: Any, path: str) -> None:
     """Every run of the batch whose config is not known yet: its file parsed, the results given to it."""
+    if _cores() < 2:
+        return  # no pool: each run parses its own when asked
     pending = [(first, path, None)]
     keys = state[2]
     for run in state[0]:
@@ -263,9 +273,7 @@ def _parse_batch(state: list[Any], first: Any, path: Path) -> None:
         found = None if pending_of is None else pending_of(keys)
         if found is not None and found[0] is not first:
             pending.append(found)
-    if len(pending) < POOL_MIN:
-        return  # each run parses its own when asked: no pool, nothing gained by parsing ahead
-    results = parse_many([str(item[1]) for item in pending], least=0)
+    results = parse_many([item[1] for item in pending])
     state[1][id(first)] = next(results)
     for (info, where, stat), parsed in zip(pending[1:], results, strict=True):
         take_config(info, where, stat, parsed)

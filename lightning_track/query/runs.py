@@ -207,7 +207,7 @@ class RunInfo:
         """The flattened ``config.yaml`` (``{"model.lr": 0.01}``), read once; a broken file is a problem."""
         return self._config if self._config is not None else read_config(self)
 
-    def config_pending(self, keys: Sequence[str] = ()) -> tuple[RunInfo, Path, os.stat_result] | None:
+    def config_pending(self, keys: Sequence[str] = ()) -> tuple[RunInfo, str, os.stat_result] | None:
         """``(self, path, stat)`` when the config must be parsed from its file (:mod:`.config_read`)."""
         return config_pending(self)
 
