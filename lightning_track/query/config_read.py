@@ -234,16 +234,18 @@ def take_config(info: Any, path: str, stat: os.stat_result, parsed: Parsed) -> N
         remember_config(path, stat, flat)
 
 
-# -- the runs of one filter: the first config a run must parse makes all of theirs parsed at once --------
+# -- the runs of one filter: when many of them must parse their config, all of those are parsed at once --
 
-_batch: list[Any] = []  # the innermost config_batch's state: [runs, {id(run): Parsed} or None, keys]
+FIRST = 16  # configs a batch's runs parse on their own before it guesses how many more are to come
+_batch: list[dict[str, Any]] = []  # the innermost config_batch's state
 
 
 @contextmanager
 def config_batch(runs: Sequence[Any], keys: Sequence[str]) -> Iterator[None]:
-    """Inside, the first run whose ``config.yaml`` must be parsed has every other run's that a filter on
-    ``keys`` needs parsed too (:func:`parse_many`); without it, each run parses its own when asked."""
-    _batch.append([runs, None, keys])
+    """Inside, when the runs' first :data:`FIRST` config parses say that at least :data:`POOL_MIN` more are
+    to come among the runs not yet asked (a filter asks in order), every one of those that a filter on
+    ``keys`` needs is parsed at once (:func:`parse_many`); else each run parses its own when asked."""
+    _batch.append({"runs": runs, "keys": keys, "asked": 0, "done": None})
     try:
         yield
     finally:
@@ -255,25 +257,34 @@ def parsed_config(run: Any, path: str) -> Parsed:
     if not _batch:
         return parse_config(path)
     state = _batch[-1]
-    if state[1] is None:
-        state[1] = {}
+    done = state["done"]
+    if done is None:
+        state["asked"] += 1
+        if state["asked"] < FIRST or _cores() < 2:
+            return parse_config(path)
+        done = state["done"] = {}
         _parse_batch(state, run, path)
-    found = state[1].pop(id(run), None)
+    found = done.pop(id(run), None)
     return parse_config(path) if found is None else found
 
 
-def _parse_batch(state: list[Any], first: Any, path: str) -> None:
-    """Every run of the batch whose config is not known yet: its file parsed, the results given to it."""
-    if _cores() < 2:
-        return  # no pool: each run parses its own when asked
+def _parse_batch(state: dict[str, Any], first: Any, path: str) -> None:
+    """The runs after ``first`` whose config is not known yet, if enough: their files parsed at once, the
+    results given to them (``first``'s kept for it)."""
+    runs = state["runs"]
+    at = next((i for i, run in enumerate(runs) if run is first), len(runs))
+    if state["asked"] * (len(runs) - at - 1) < POOL_MIN * (at + 1):  # more to come at the rate so far
+        return
     pending = [(first, path, None)]
-    keys = state[2]
-    for run in state[0]:
+    for run in runs[at + 1:]:
         pending_of = getattr(run, "config_pending", None)  # a run of another kind parses its own
-        found = None if pending_of is None else pending_of(keys)
-        if found is not None and found[0] is not first:
+        found = None if pending_of is None else pending_of(state["keys"])
+        if found is not None:
             pending.append(found)
     results = parse_many([item[1] for item in pending])
-    state[1][id(first)] = next(results)
-    for (info, where, stat), parsed in zip(pending[1:], results, strict=True):
-        take_config(info, where, stat, parsed)
+    try:
+        state["done"][id(first)] = next(results)
+        for (info, where, stat), parsed in zip(pending[1:], results, strict=True):
+            take_config(info, where, stat, parsed)
+    finally:
+        results.close()  # an interrupt here stops the workers now, not when the traceback is dropped

@@ -4,6 +4,7 @@ the same values and problems as each run parsing its own; an edited config is re
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lightning_track.query import catalog, config_read
+from lightning_track.query import catalog, config_cache, config_read
 from lightning_track.query.config_read import load_yaml, parse_many
 from lightning_track.query.runs import filter_runs, find_runs
 
@@ -106,8 +107,11 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_runs(root, 40)
     broken = root / "ds_m_20260101_000007" / "config.yaml"
     broken.write_text("model: {lr: [1e-3\n")
+    monkeypatch.setattr(config_cache, "_entries", None)
+    monkeypatch.setattr(config_cache, "_dirty", False)
     yield root
     catalog.flush_configs()  # this test's configs go to this test's cache
+    config_cache.flush()
 
 
 def snapshot(found: list) -> list[tuple]:
@@ -124,10 +128,16 @@ def test_a_pooled_first_filter_equals_each_run_parsing_its_own(runs: Path, monke
     matched_alone = [r.name for r in filter_runs(alone, "model.lr<0.05")]
     catalog.flush_configs()
     monkeypatch.setattr(config_read, "POOL_MIN", 2)
+    monkeypatch.setattr(config_read, "FIRST", 1)
     monkeypatch.setattr(config_read, "_cores", lambda: 2)
     monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(runs.parent / "cache2"))
+    monkeypatch.setattr(config_cache, "_entries", None)  # a fresh process: nothing parsed yet
     pooled = find_runs(runs, catalog=catalog_on)
+    batches = []
+    parse_many = config_read.parse_many
+    monkeypatch.setattr(config_read, "parse_many", lambda paths: batches.append(len(paths)) or parse_many(paths))
     assert [r.name for r in filter_runs(pooled, "model.lr<0.05")] == matched_alone
+    assert batches == [40]  # every run's config parsed at once
     assert snapshot(pooled) == snapshot(alone)
     assert len(matched_alone) == 23  # lr 0.01, 0.001, 0.0001: 24 of 40 runs, one of them broken
     problem = [p for r in pooled for p in r.problems]
@@ -146,6 +156,7 @@ def _error(text: str) -> Exception:
 def test_a_config_edited_between_two_looks_is_read_again_through_the_catalog(runs: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config_read, "POOL_MIN", 2)
+    monkeypatch.setattr(config_read, "FIRST", 1)
     monkeypatch.setattr(config_read, "_cores", lambda: 2)
     first = [r.name for r in filter_runs(find_runs(runs), "model.lr<0.05")]
     catalog.flush_configs()
@@ -155,6 +166,37 @@ def test_a_config_edited_between_two_looks_is_read_again_through_the_catalog(run
     again = [r.name for r in filter_runs(find_runs(runs), "model.lr<0.05")]
     plain = [r.name for r in filter_runs(find_runs(runs, catalog=False), "model.lr<0.05")]
     assert again == plain == sorted([*first, edited.parent.name])
+
+
+def test_few_configs_to_parse_among_many_runs_are_parsed_by_each_run(runs: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """One look after another where a few runs changed: no scan of every run, no pool."""
+    monkeypatch.setattr(config_read, "POOL_MIN", 30)
+    monkeypatch.setattr(config_read, "FIRST", 4)
+    monkeypatch.setattr(config_read, "_cores", lambda: 2)
+    monkeypatch.setattr(config_read, "parse_many", lambda paths: pytest.fail("parsed as a batch"))
+    found = find_runs(runs)
+    for run in found[:-5]:
+        run._config = {}  # as if kept: only the last five parse theirs
+    assert len(filter_runs(found, "model.lr<0.05")) == 3
+
+
+def test_an_interrupt_while_the_pool_parses_stops_its_workers_and_reaches_the_caller(
+        runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_read, "POOL_MIN", 2)
+    monkeypatch.setattr(config_read, "FIRST", 1)
+    monkeypatch.setattr(config_read, "_cores", lambda: 2)
+    taken = []
+
+    def take(*args) -> None:
+        if len(taken) == 5:
+            raise KeyboardInterrupt  # Ctrl-C: the workers ignore SIGINT, the parent raises where it is
+        taken.append(args)
+
+    monkeypatch.setattr(config_read, "take_config", take)
+    with pytest.raises(KeyboardInterrupt):
+        filter_runs(find_runs(runs), "model.lr<0.05")
+    assert multiprocessing.active_children() == []
 
 
 def test_parse_many_in_a_pool_gives_each_files_parse_in_order(tmp_path: Path) -> None:
