@@ -290,7 +290,9 @@ class CatalogRun:
     def value(self, key: str) -> Any:
         """As :meth:`~.runs.RunInfo.value`; from the catalog's columns: name, source, start, no tags, an ended
         run's status and its config."""
-        name = self._config_name(key)
+        name = self._rows.config_names.get(key)
+        if name is None:
+            name = self._config_name(key)
         if name:
             if self._info is None and self._ended:
                 found = self._rows.config_value(name, self._key, self._folder)
