@@ -438,6 +438,7 @@ def flush_configs() -> None:
     try:
         conn = sqlite3.connect(f"{catalog_path().as_uri()}?mode=rw", uri=True, timeout=_BUSY_MS / 1000)
         try:
+            conn.execute("PRAGMA synchronous=NORMAL")  # as a look's writes (_connect): no fsync of the WAL
             with conn:
                 conn.executemany("INSERT OR REPLACE INTO configs SELECT path, ?, ? FROM runs WHERE path = ?", rows)
                 conn.executemany("INSERT OR REPLACE INTO frames SELECT path, ? FROM runs WHERE path = ? AND "

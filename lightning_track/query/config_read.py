@@ -17,9 +17,7 @@ catalog keeps those bytes as they are). Ctrl-C stops the workers and raises in t
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,38 +45,43 @@ class _Fallback(Exception):
     """The walk met something only PyYAML's constructor builds the same way."""
 
 
-try:
+_TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
+_SCALARS: dict[str, Any] = {}  # tag -> PyYAML's constructor (a str is the node's text: construct_yaml_str)
+_resolved: dict[tuple[Any, ...], str] = {}  # (kind, text, implicit) -> tag, as the resolver says
+_built: dict[tuple[str, str], Any] = {}  # (tag, text) -> the int, float, bool or None its constructor made
+_loaders: list[Any] = []  # [yaml.load's loader, ours or None]: set on the first parse (yaml costs a look ~10 ms)
+ScalarNode = MappingNode = SequenceNode = None  # yaml.nodes' classes, set with the loaders
+
+
+def _setup() -> list[Any]:
+    global ScalarNode, MappingNode, SequenceNode
+    if _loaders:
+        return _loaders
     import yaml
     from yaml.constructor import SafeConstructor
     from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-    _LOADER: Any = getattr(yaml, "CSafeLoader", None)
-except ImportError:  # pragma: no cover - PyYAML is a dependency
-    _LOADER = None
+    base = getattr(yaml, "CSafeLoader", None)
+    ours = None
+    names = ("str", "int", "float", "bool", "null")
+    if base is not None and not base.yaml_path_resolvers and all(  # else someone changed the safe loader
+            base.yaml_constructors.get(_TAG + name) is getattr(SafeConstructor, f"construct_yaml_{name}")
+            for name in names):
+        _SCALARS.update({_TAG + name: base.yaml_constructors[_TAG + name] for name in names})
 
-_TAG = "tag:yaml.org,2002:"
-_STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
-_SCALARS: dict[str, Any] = {}  # tag -> PyYAML's constructor (a str is the node's text: construct_yaml_str)
-if _LOADER is not None:
-    _NAMES = ("str", "int", "float", "bool", "null")
-    _SCALARS = {_TAG + name: _LOADER.yaml_constructors.get(_TAG + name) for name in _NAMES}
-    if _SCALARS != {_TAG + name: getattr(SafeConstructor, f"construct_yaml_{name}") for name in _NAMES} or \
-            _LOADER.yaml_path_resolvers:  # someone changed the safe loader: yaml.load as it says
-        _LOADER = None
-_resolved: dict[tuple[Any, ...], str] = {}  # (kind, text, implicit) -> tag, as the resolver says
-_built: dict[tuple[str, str], Any] = {}  # (tag, text) -> the int, float, bool or None its constructor made
+        class ours(base):  # type: ignore[misc,valid-type,no-redef]
+            def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+                key = (kind, value, implicit)
+                tag = _resolved.get(key)
+                if tag is None:
+                    if len(_resolved) > 20_000:  # seeds and paths are rarely repeated: kept bounded
+                        _resolved.clear()
+                    tag = _resolved[key] = base.resolve(self, kind, value, implicit)
+                return tag
 
-
-if _LOADER is not None:
-    class _Loader(_LOADER):  # type: ignore[misc,valid-type]
-        def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-            key = (kind, value, implicit)
-            tag = _resolved.get(key)
-            if tag is None:
-                if len(_resolved) > 100_000:  # seeds and paths are rarely repeated: keep it bounded
-                    _resolved.clear()
-                tag = _resolved[key] = _LOADER.resolve(self, kind, value, implicit)
-            return tag
+    _loaders[:] = [base or yaml.SafeLoader, ours]
+    return _loaders
 
 
 def _build(loader: Any, node: Any, seen: set[int]) -> Any:
@@ -93,7 +96,7 @@ def _build(loader: Any, node: Any, seen: set[int]) -> Any:
             construct = _SCALARS.get(tag)
             if construct is None:
                 raise _Fallback
-            if len(_built) > 100_000:
+            if len(_built) > 20_000:
                 _built.clear()
             value = _built[key] = construct(loader, node)
         return value
@@ -116,9 +119,12 @@ def _build(loader: Any, node: Any, seen: set[int]) -> Any:
 
 def load_yaml(data: bytes) -> Any:
     """``yaml.load(data, Loader=yaml.CSafeLoader)`` (``SafeLoader`` without libyaml): the same value or error."""
-    if _LOADER is None:
-        return yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    loader = _Loader(data)
+    plain, ours = _loaders or _setup()
+    if ours is None:
+        import yaml
+
+        return yaml.load(data, Loader=plain)
+    loader = ours(data)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -129,7 +135,9 @@ def load_yaml(data: bytes) -> Any:
             pass
     finally:
         loader.dispose()
-    return yaml.load(data, Loader=_LOADER)
+    import yaml
+
+    return yaml.load(data, Loader=plain)
 
 
 def parse_config(path: str | Path) -> Parsed:
@@ -153,6 +161,8 @@ def _parse_chunk(paths: list[str]) -> list[Parsed]:
 
 
 def _worker_start() -> None:
+    import signal
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
 
 
@@ -170,6 +180,8 @@ def parse_many(paths: Sequence[str], workers: int | None = None, least: int | No
     if workers < 2 or len(paths) < (POOL_MIN if least is None else least):
         yield from map(parse_config, paths)
         return
+    import multiprocessing  # here: ~30 modules a look without a pool never needs
+
     chunks = [list(paths[i:i + _CHUNK]) for i in range(0, len(paths), _CHUNK)]
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import per worker

@@ -71,6 +71,15 @@ def test_load_yaml_is_yaml_load_on_yaml_corner_cases(text: str) -> None:
     assert outcome(load_yaml, text) == outcome(plain_load, text)
 
 
+def test_a_plain_config_is_built_without_yaml_loads_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast walk is what gives a config made of maps, lists and plain scalars (yaml.load only for the
+    rest: test above)."""
+    load_yaml(b"warm: up\n")
+    monkeypatch.setattr(yaml, "load", lambda *_a, **_k: pytest.fail("yaml.load used"))
+    assert load_yaml(b"a: {b: 1e-3, c: [1, 2.5, true, null, x]}\nd: 0x10\n") == {
+        "a": {"b": "1e-3", "c": [1, 2.5, True, None, "x"]}, "d": 16}
+
+
 def test_a_tree_deeper_than_pythons_recursion_limit_loads_as_yaml_load_does() -> None:
     def depth(value) -> int:
         levels = 0
