@@ -79,6 +79,39 @@ def test_a_client_import_still_running_skips_the_passes_and_bounds_the_last_one(
         f"lt export {run} --to {uri}"]
 
 
+def test_a_run_shorter_than_the_pass_interval_imports_mlflow_at_close_and_ends_equal_to_the_folder(
+        bare_mlflow_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing of MLflow's client runs while a run shorter than a pass interval trains: it is imported when
+    the sink closes, and the last pass still sends the whole folder, once."""
+    from mlflow.tracking import MlflowClient
+    from support.mlflow_server import assert_metrics_equal
+
+    from lightning_track.folder.layout import RunLayout
+    from lightning_track.sinks import mlflow as sink_module
+    from lightning_track.sinks.base import SinkContext
+
+    logger = RunLogger("toy", "short", root=tmp_path / "runs", sinks=(), console=False, system_interval=0)
+    sink = sink_module.MlflowSink()
+    sink.interval = 600.0  # longer than this "training", however busy the machine
+    monkeypatch.setattr(sink_module, "_importing", None)  # as in a fresh sink host
+    sink_module.MlflowSink.warm_up()  # what the sink host calls as it starts
+    sink.open(SinkContext(layout=RunLayout(logger.run_dir), dataset="toy", method="short",
+                          options={"mlflow": {"uri": bare_mlflow_server.uri}}))
+    for step in range(1, 6):
+        logger.log_metrics({"train/loss": 1.0 / step}, step=step)
+        sink.write([])
+    logger.finalize("success")
+    assert logger.wait(60)
+    assert sink_module._importing is None  # "training" took less than a pass interval: no import, no pass
+    sink.close("completed")
+    run = logger.run_dir
+    run_id = json.loads((run / "export.json").read_text())["targets"][bare_mlflow_server.uri]["run_id"]
+    client = MlflowClient(bare_mlflow_server.uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert assert_metrics_equal(client, run_id, run) == 5
+    assert export_run(run, bare_mlflow_server.uri).nothing_new
+
+
 @pytest.mark.parametrize(("kwargs", "says"), [
     ({"sinks": ("mlflow",), "mlflow_uri": "ftp://host"}, "not a supported tracker"),
     ({"sinks": ("mlflow",)}, "pass mlflow_uri=URI or set $MLFLOW_TRACKING_URI"),
