@@ -15,8 +15,9 @@ the other sinks ever wait on the server. MLflow's client (~1 s of CPU to import;
 be imported, since every ``mlflow.*`` module runs ``mlflow/__init__``) is imported when the first pass is
 due, not when the host starts: a fit shorter than :data:`EVERY_SECONDS` pays nothing for it while it
 trains, and the import then overlaps finalize (:meth:`close` starts it before waiting for finalize's
-files). That import and the passes run at the lowest priority (:func:`.base.lowest_priority`): on a machine
-with few cores they take only what training leaves.
+files). The passes, and an import started by one, run at the lowest priority (:func:`.base.lowest_priority`):
+on a machine with few cores they take only what training leaves; once the sink closes, the import runs at the
+sinks thread's priority, so that a busy machine cannot starve it past the last pass's budget.
 A server that is down or failing costs one warning line per outage; the next pass after it is back catches
 up from the files. The last pass is bounded (:data:`FINAL_SECONDS`): when the server is still down,
 ``export.json`` says what was not sent (``not_sent``) and ``lt export`` sends it later.
@@ -101,7 +102,7 @@ class MlflowSink(Sink):
         self._stop.set()
         if self._exporter is not None:
             self._exporter.deadline = 0.0
-        start_client_import()  # beside finalize, which the wait below is for
+        start_client_import(lowest=False)  # beside finalize, which the wait below is for
         assert self.run_dir is not None
         deadline = time.monotonic() + FINAL_SECONDS
         while not folder_final(self.run_dir, self.attempt) and time.monotonic() < deadline \
@@ -133,7 +134,7 @@ class MlflowSink(Sink):
         from ..export.mlflow import MlflowExporter
 
         assert self.target is not None and self.run_dir is not None
-        start_client_import()
+        start_client_import(lowest=not final)
         if _importing is not None and _importing.is_alive():
             # One thread imports MLflow (two importing its module cycles at once can deadlock); at nice 19 on a
             # busy machine that can take long: a pass while training skips (the next one sends it), the last waits.
@@ -191,13 +192,28 @@ _importing: threading.Thread | None = None  # the one import of MLflow's client 
 _starting = threading.Lock()
 
 
-def start_client_import() -> None:
-    """Start importing MLflow's client on a thread of the lowest priority, once per process; returns at once."""
+def start_client_import(*, lowest: bool = True) -> None:
+    """Start importing MLflow's client, once per process; returns at once. ``lowest``: at nice 19, beside
+    training; else at the caller's priority (the sink closing: training is over, and on a busy machine a nice-19
+    import could outlast the last pass's budget), which also lifts an import already under way, where allowed."""
     global _importing
     with _starting:
         if _importing is None:
-            _importing = threading.Thread(target=_import_client, name="lightning_track-mlflow-import", daemon=True)
+            _importing = threading.Thread(target=_import_client, args=(lowest,), name="lightning_track-mlflow-import",
+                                          daemon=True)
             _importing.start()
+        elif not lowest and _importing.is_alive():
+            _lift(_importing)
+
+
+def _lift(thread: threading.Thread) -> None:
+    """``thread`` at the calling thread's priority (Linux; raising a priority needs the right, else nothing)."""
+    if not sys.platform.startswith("linux") or thread.native_id is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread.native_id, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    except OSError:
+        pass
 
 
 def _client_imported(stop: threading.Event) -> bool:
@@ -211,8 +227,9 @@ def _client_imported(stop: threading.Event) -> bool:
     return True
 
 
-def _import_client() -> None:
-    lowest_priority()
+def _import_client(lowest: bool) -> None:
+    if lowest:
+        lowest_priority()
     try:
         import mlflow.tracking  # noqa: F401 - seconds of imports
     except Exception:  # noqa: BLE001 - the pass that needs it imports it again and reports why it failed

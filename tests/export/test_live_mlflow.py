@@ -44,6 +44,48 @@ def test_the_sinks_background_threads_run_at_the_lowest_priority_and_the_caller_
     assert seen == [19] and priority() == mine
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice is per thread on Linux only")
+def test_mlflow_is_imported_at_the_lowest_priority_while_training_and_at_the_closing_threads_once_it_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass during training imports MLflow's client at nice 19; the sink's close lifts it to its own priority
+    (where the OS allows raising one), so a busy machine cannot starve it past the last pass's budget."""
+    from lightning_track.sinks import mlflow as sink_module
+
+    def priority(native_id: int = 0) -> int:
+        return os.getpriority(os.PRIO_PROCESS, native_id or threading.get_native_id())
+
+    started, release = threading.Event(), threading.Event()
+
+    def stand_in(lowest: bool) -> None:  # sink_module._import_client's priority, without importing MLflow
+        if lowest:
+            sink_module.lowest_priority()
+        started.set()
+        release.wait(30)
+
+    monkeypatch.setattr(sink_module, "_import_client", stand_in)
+    monkeypatch.setattr(sink_module, "_importing", None)
+    try:
+        sink_module.start_client_import(lowest=True)  # the first pass, during training
+        assert started.wait(30)
+        importing = sink_module._importing
+        assert importing is not None and priority(importing.native_id) == 19
+        sink_module.start_client_import(lowest=False)  # the sink closes
+        if os.geteuid() == 0:  # raising a priority needs the right to (RLIMIT_NICE for others)
+            assert priority(importing.native_id) == priority()
+    finally:
+        release.set()
+    importing.join(30)
+    started.clear()
+    release.clear()
+    monkeypatch.setattr(sink_module, "_importing", None)
+    try:
+        sink_module.start_client_import(lowest=False)  # a run shorter than a pass interval: close starts it
+        assert started.wait(30) and priority(sink_module._importing.native_id) == priority()
+    finally:
+        release.set()
+    sink_module._importing.join(30)
+
+
 def test_a_client_import_still_running_skips_the_passes_and_bounds_the_last_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """On a machine too busy for the nice-19 import, training's passes wait for the next one and the last
