@@ -15,16 +15,26 @@ On ``--runs`` synthetic runs (``bench_scale.make_runs``: a 25-key config.yaml ea
 
 CPU = user + system of the process and its children (the pool's workers): the steadier figure on a shared
 machine; the load average is printed beside.
+
+    python benchmarks/bench_config.py --valgrind 2000 [--before TREE]
+
+Instead: the instructions (valgrind's cachegrind, ``I refs``) of the same ``lt ls`` processes on 2,000
+runs, each tree's bytecode compiled beforehand (``PYTHONPYCACHEPREFIX``, as an installed package has it),
+on one core (``taskset``: no pool, every parse counted in the one process). Instructions do not depend on
+the machine's load: the figure to compare code by on a shared machine (it leaves out the kernel's work).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 import platform
+import re
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +92,17 @@ def pool_cost(files: list[str]) -> list[str]:
     return lines + ["", f"(best of 3 alternated; load {load()} at the end)"]
 
 
+def fresh_in(where: Path, cmd: list[str], env: dict[str, str]) -> float:
+    """:func:`bench_scale.fresh` started in ``where``: ``python -m``/``-c`` put the working folder first on
+    sys.path, so started in a source tree they would import that tree's package whatever PYTHONPATH says."""
+    here = os.getcwd()
+    os.chdir(where)
+    try:
+        return fresh(cmd, env)
+    finally:
+        os.chdir(here)
+
+
 def looks(root: Path, tmp: Path, repeats: int, before: str | None) -> list[str]:
     trees = [("this tree", str(ROOT))] + ([("before", before)] if before else [])
     lines = ["", "| lt ls, fresh process | " + " | ".join(f"{name}: wall / CPU" for name, _ in trees) + " |",
@@ -100,13 +121,44 @@ def looks(root: Path, tmp: Path, repeats: int, before: str | None) -> list[str]:
                 if empty:
                     shutil.rmtree(cache, ignore_errors=True)
                 env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache), "PYTHONPATH": tree}
-                took = (fresh(cmd, env), LAST_CPU[0])
+                took = (fresh_in(tmp, cmd, env), LAST_CPU[0])
                 best[name] = min(best.get(name, took), took)
             if empty:
                 time.sleep(catalog_module.RACY_S + 0.5)  # what the first look kept is settled for the next
         lines.append(f"| {what} | " + " | ".join(f"{best[n][0]:.2f} s / {best[n][1]:.2f} s" for n, _ in trees) + " |")
     return lines + ["", f"(best of {repeats}, trees alternated; load average at the end: "
                     + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores)"]
+
+
+def instructions(root: Path, tmp: Path, before: str | None) -> list[str]:
+    trees = [("this tree", str(ROOT))] + ([("before", before)] if before else [])
+    lines = ["", "| lt ls, fresh process, instructions (cachegrind) | " + " | ".join(name for name, _ in trees)
+             + " |", "| --- |" + " --- |" * len(trees)]
+    ls = ["taskset", "-c", "0", "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+          sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
+    flt = ["-f", "model.lr<1e-3"]
+    cases = [("lt ls, first look (empty cache)", ls, True), ("lt ls -f, first look (empty cache)", ls + flt, True),
+             ("lt ls -f, again", ls + flt, False), ("lt ls, again", ls, False)]
+    counts: dict[tuple[str, str], float] = {}
+    for what, cmd, empty in cases:
+        for name, tree in trees:
+            cache = tmp / f"cache-{name.replace(' ', '-')}"
+            if empty:
+                shutil.rmtree(cache, ignore_errors=True)
+            env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache), "PYTHONPATH": tree,
+                   "PYTHONPYCACHEPREFIX": str(tmp / "pyc" / name.replace(" ", "-"))}
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            if what == cases[0][0]:  # every module's bytecode compiled and kept before the first counted process
+                warm = [*ls[ls.index(sys.executable):], *flt]
+                subprocess.run(warm, env=env, capture_output=True, check=True, cwd=tmp)
+                shutil.rmtree(cache, ignore_errors=True)
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=tmp)  # fresh_in
+            refs = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+            counts[what, name] = int(refs[1].replace(",", "")) / 1e9 if refs else math.nan
+        if empty:
+            time.sleep(catalog_module.RACY_S + 0.5)
+        lines.append(f"| {what} | " + " | ".join(f"{counts[what, n]:.3f} G" for n, _ in trees) + " |")
+    return lines
 
 
 def main() -> None:
@@ -116,7 +168,10 @@ def main() -> None:
     parser.add_argument("--before", help="a folder holding an earlier lightning_track (git archive COMMIT | tar -x)")
     parser.add_argument("--root", help="runs made before by make_runs (else made here, in a temporary folder)")
     parser.add_argument("--out", default=str(HERE / "results" / "scale.md"))
+    parser.add_argument("--valgrind", type=int, help="instead: instructions of each lt ls on this many runs")
     args = parser.parse_args()
+    if args.valgrind:
+        args.runs = args.valgrind
     tmp = Path(tempfile.mkdtemp(prefix="bench-config-"))
     try:
         root = Path(args.root) if args.root else tmp / "runs"
@@ -124,13 +179,19 @@ def main() -> None:
             make_runs(root, args.runs)
             time.sleep(catalog_module.RACY_S + 0.5)
         files = sorted(glob.glob(str(root / "*" / "config.yaml")))
-        body = per_file(files) + pool_cost(files) + looks(root, tmp, args.repeats, args.before)
+        if args.valgrind:
+            body = instructions(root, tmp, args.before)
+        else:
+            body = per_file(files) + pool_cost(files) + looks(root, tmp, args.repeats, args.before)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    title = f"## The config filter at {len(files):,} runs: lt ls -f 'model.lr<1e-3'"
+    what = "instructions" if args.valgrind else "lt ls -f 'model.lr<1e-3'"
+    title = f"## The config filter at {len(files):,} runs: {what}"
+    command = (f"--valgrind {len(files)}" if args.valgrind else f"--runs {len(files)} --repeats {args.repeats}")
+    command += " --before TREE" if args.before else ""
     text = "\n".join([f"{title} ({date.today().isoformat()})", "", *body, "",
-                      f"Command: `python benchmarks/bench_config.py --runs {len(files)} --repeats {args.repeats}"
-                      + (" --before TREE" if args.before else "") + f"`. Python {platform.python_version()}.", ""])
+                      f"Command: `python benchmarks/bench_config.py {command}`. Python {platform.python_version()}.",
+                      ""])
     print(text)
     write_first(Path(args.out), title, text)
 
