@@ -175,13 +175,17 @@ def _cores() -> int:
 
 def parse_many(paths: Sequence[str], workers: int | None = None, least: int | None = None) -> Iterator[Parsed]:
     """:func:`parse_config` of each path, in order: in a pool of ``workers`` (one a core) when there are at
-    least ``least`` (:data:`POOL_MIN`) of them, else here."""
+    least ``least`` (:data:`POOL_MIN`) of them and this process runs no other thread, else here."""
+    import threading
+
     workers = _cores() if workers is None else workers
-    if workers < 2 or len(paths) < (POOL_MIN if least is None else least):
+    # a process with other threads (a server) is not forked: a lock one of them holds would stay held
+    if workers < 2 or len(paths) < (POOL_MIN if least is None else least) or threading.active_count() > 1:
         yield from map(parse_config, paths)
         return
     import multiprocessing  # here: ~30 modules a look without a pool never needs
 
+    _setup()  # yaml imported once, here, not in each worker
     chunks = [list(paths[i:i + _CHUNK]) for i in range(0, len(paths), _CHUNK)]
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import per worker
