@@ -132,7 +132,7 @@ def looks(root: Path, tmp: Path, repeats: int, before: str | None) -> list[str]:
 
 def instructions(root: Path, tmp: Path, before: str | None) -> list[str]:
     trees = [("this tree", str(ROOT))] + ([("before", before)] if before else [])
-    lines = ["", "| lt ls, fresh process, instructions (cachegrind) | " + " | ".join(name for name, _ in trees)
+    lines = ["| lt ls, fresh process, instructions (cachegrind) | " + " | ".join(name for name, _ in trees)
              + " |", "| --- |" + " --- |" * len(trees)]
     ls = ["taskset", "-c", "0", "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
           sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
