@@ -12,7 +12,8 @@ else (another tag, a merge key, a node used twice through an anchor, a deep tree
 
 Many files at once (the first filter of a look: :func:`config_batch`): one worker process a core when
 there are at least :data:`POOL_MIN` to parse, which hands back each flattened config as JSON bytes (the
-catalog keeps those bytes as they are). Ctrl-C stops the workers and raises in the caller as usual.
+catalog keeps those bytes as they are). Ctrl-C stops the workers and raises in the caller as usual; a
+worker killed (out of memory) leaves the rest to be parsed here.
 """
 
 from __future__ import annotations
@@ -184,14 +185,24 @@ def parse_many(paths: Sequence[str], workers: int | None = None, least: int | No
         yield from map(parse_config, paths)
         return
     import multiprocessing  # here: ~30 modules a look without a pool never needs
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     _setup()  # yaml imported once, here, not in each worker
     chunks = [list(paths[i:i + _CHUNK]) for i in range(0, len(paths), _CHUNK)]
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import per worker
-    with context.Pool(workers, initializer=_worker_start) as pool:  # leaving it (Ctrl-C too) stops the workers
-        for parsed in pool.imap(_parse_chunk, chunks):
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+    done = 0
+    try:
+        for parsed in pool.map(_parse_chunk, chunks):
             yield from parsed
+            done += 1
+    except BrokenProcessPool:  # a worker killed (out of memory): the rest parsed here
+        for chunk in chunks[done:]:
+            yield from _parse_chunk(chunk)
+    finally:  # done, or left (Ctrl-C): the chunks not started are dropped, the running ones (~20 ms) end
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -- a run's config: what RunInfo.config does ---------------------------------------------------------------

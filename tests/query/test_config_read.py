@@ -208,6 +208,22 @@ def test_an_interrupt_while_the_pool_parses_stops_its_workers_and_reaches_the_ca
     assert multiprocessing.active_children() == []
 
 
+def test_a_worker_killed_mid_pool_leaves_the_rest_parsed_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = []
+    for i in range(600):
+        (tmp_path / f"c{i}.yaml").write_text(f"a: {i}\n")
+        paths.append(str(tmp_path / f"c{i}.yaml"))
+    parent, parse = os.getpid(), config_read.parse_config
+
+    def dies_in_a_worker(path: str):
+        if os.getpid() != parent and path.endswith("c300.yaml"):
+            os._exit(9)  # as the kernel's out-of-memory killer would end it
+        return parse(path)
+
+    monkeypatch.setattr(config_read, "parse_config", dies_in_a_worker)
+    assert list(parse_many(paths, workers=2, least=1)) == [("json", f'{{"a":{i}}}'.encode()) for i in range(600)]
+
+
 def test_parse_many_in_a_pool_gives_each_files_parse_in_order(tmp_path: Path) -> None:
     paths = []
     for i in range(30):
