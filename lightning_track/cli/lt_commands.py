@@ -66,7 +66,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     runs = find_runs(_default_roots(args.roots), problems, **_stale(args))
     for problem in problems:
         _warn("ls", problem)
-    matched = filter_runs(runs, filters)
+    from ..query.config_read import problems_found
+
+    with problems_found() as broken:  # a config.yaml the filter read and could not parse
+        matched = filter_runs(runs, filters)
+    for problem in broken:
+        _warn("ls", problem)
     metric = args.metric or listing.main_metric(matched or runs)
     columns = listing.parse_columns(args.columns, matched, metric)
     keys = [k for f in filters for k in f.keys()] + columns + ([args.sort.lstrip("-+")] if args.sort else [])

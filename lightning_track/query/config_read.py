@@ -32,7 +32,7 @@ from ..folder.records import flatten
 from .config_cache import cached_config, remember_config
 
 __all__ = ["load_yaml", "parse_config", "parse_many", "config_batch", "read_config", "config_pending", "take_config",
-           "Parsed", "POOL_MIN"]
+           "problems_found", "Parsed", "POOL_MIN"]
 
 POOL_MIN = 2000  # fewer files than this: parsed here (a pool's start and transfers cost more than they save)
 _CHUNK = 256  # files a worker parses per task: few round trips, an interrupt stops within one chunk
@@ -205,6 +205,21 @@ def parse_many(paths: Sequence[str], workers: int | None = None, least: int | No
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+_found: list[list[str]] = []  # the open problems_found() lists
+
+
+@contextmanager
+def problems_found() -> Iterator[list[str]]:
+    """``with problems_found() as found:`` each config.yaml problem a run gets inside is added to ``found``
+    (``lt ls`` says them: they come after the look's own problems were said)."""
+    found: list[str] = []
+    _found.append(found)
+    try:
+        yield found
+    finally:
+        _found.remove(found)
+
+
 # -- a run's config: what RunInfo.config does ---------------------------------------------------------------
 
 def read_config(info: Any) -> dict[str, Any]:
@@ -248,11 +263,13 @@ def config_pending(info: Any) -> tuple[Any, str, os.stat_result] | None:
 
 
 def take_config(info: Any, path: str, stat: os.stat_result, parsed: Parsed) -> None:
-    """Give ``info`` its parsed config (or its problem), and keep it for next time."""
+    """Give ``info`` its parsed config (or its problem, also to each :func:`problems_found`), and keep it."""
     kind, value = parsed
     if kind == "error":
         info._config = {}
         info.problems.append(f"{path}: not readable YAML ({value[:200]})")
+        for found in _found:
+            found.append(info.problems[-1])
         return
     info._config = flat = orjson.loads(value) if kind == "json" else value
     if info._config_sink is not None:

@@ -162,6 +162,25 @@ def _error(text: str) -> Exception:
     raise AssertionError("expected a YAML error")
 
 
+@pytest.mark.parametrize("pool", [False, True])
+def test_lt_ls_filtering_on_config_names_a_broken_config_yaml_in_one_line(
+        runs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], pool: bool) -> None:
+    from lightning_track.cli.lt import main
+
+    if pool:
+        monkeypatch.setattr(config_read, "POOL_MIN", 2)
+        monkeypatch.setattr(config_read, "FIRST", 1)
+        monkeypatch.setattr(config_read, "_cores", lambda: 2)
+    for _ in range(2):  # first look, then again (a broken file is never kept: said each time)
+        assert main(["ls", str(runs), "-f", "model.lr<0.05", "--all"]) == 0
+        out, err = capsys.readouterr()
+        assert len(out.splitlines()) == 1 + 23
+        broken = runs / "ds_m_20260101_000007" / "config.yaml"
+        assert [line for line in err.splitlines() if "config.yaml" in line] == [
+            f"lt ls: {broken}: not readable YAML (" + " ".join(str(_error("model: {lr: [1e-3\n")).split())[:200] + ")"]
+        catalog.flush_configs()
+
+
 def test_a_config_edited_between_two_looks_is_read_again_through_the_catalog(runs: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config_read, "POOL_MIN", 2)
