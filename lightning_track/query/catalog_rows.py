@@ -182,8 +182,8 @@ class CatalogRun:
             try:
                 record = orjson.loads(kept[0])
                 info = self._rows.build(Path(self._path), self.source, summary=record["s"], meta=record["m"],
-                                        annotations=record["a"], exports=record.get("e") or [],
-                                        problems=record["p"])
+                                        annotations=record.get("a"), exports=record.get("e") or [],
+                                        problems=record.get("p") or [])  # empty parts are not kept
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 info = None
             if info is not None and kept[1] is not None and kept[2] is not None:
