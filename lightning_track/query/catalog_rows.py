@@ -61,6 +61,7 @@ class RowSource:
         self._values: dict[str, dict[str, tuple[str, Any]]] = {}  # config key -> path -> (folder, value)
         self._frames: dict[str, tuple[str, bytes, bytes | None]] | None = None
         self._running: dict[str, tuple[Any, ...]] | None = None
+        self.given: dict[str, tuple[Any, ...]] = {}  # path -> a row of _RECORD fetched ahead (newest.py's stream)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -75,7 +76,7 @@ class RowSource:
             if running and self._running is None:
                 self._running = {row[0]: row[1:] for row in self._connection().execute(
                     f"SELECT path, {_RECORD} WHERE NOT ended")}
-            row = self._running.get(path) if running and self._running else None
+            row = self._running.get(path) if running and self._running else self.given.pop(path, None)
             if row is None:
                 row = self._connection().execute(f"SELECT {_RECORD} WHERE path = ?", (path,)).fetchone()
         except sqlite3.Error:

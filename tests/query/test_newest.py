@@ -1,7 +1,7 @@
-"""`lt ls`'s table through the lean look (only the printed rows built, SQLite ordering the rest) prints what
-the whole look prints, character for character: first look, nothing changed, after tags, deletes, renames,
-with --last, --all, --reverse, --metric, runs tied on start and name in several sources, a run with
-problems, a running run, and a link to a run folder (the lean look steps aside)."""
+"""`lt ls` through the lean look (only the printed rows built, SQLite ordering the rest; --json streamed from
+its cursor) prints what the whole look prints, character for character: first look, nothing changed, after
+tags, deletes, renames, with --last, --all, --reverse, --metric, --json, runs tied on start and name in
+several sources, a run with problems, a running run, and a link to a run folder (the lean look steps aside)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from lightning_track.query import catalog, listing, newest
 from lightning_track.query.annotations import change_tags
 
 ARGS = ([], ["--last", "2"], ["--all"], ["--reverse"], ["--reverse", "--last", "4"], ["--metric", "val/loss"],
-        ["--metric", "nope"], ["--last", "0"], ["-n", "100"])
+        ["--metric", "nope"], ["--last", "0"], ["-n", "100"], ["--json"], ["--json", "--reverse"],
+        ["--json", "--last", "2"])
 LEAN = newest.newest_runs
 
 
@@ -105,5 +106,6 @@ def test_a_root_that_is_a_run_and_an_empty_root(made_runs, tmp_path, capsys, mon
         text, lean = both(capsys, monkeypatch, str(run))
         assert lean and made_runs["lora"].name in text
     (tmp_path / "empty").mkdir()
-    text, _ = both(capsys, monkeypatch, str(tmp_path / "empty"))
-    assert "no runs found" in text
+    for argv in ([], ["--json"]):
+        text, _ = both(capsys, monkeypatch, str(tmp_path / "empty"), *argv)
+        assert "no runs found" in text
