@@ -38,7 +38,8 @@ import orjson
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
-from .catalog_kept import KEPT, Kept
+from .catalog_kept import KEPT, Kept, flush_records, record_parts
+from .catalog_kept import exact as _exact
 from .catalog_rows import CatalogRun, RowSource, brief_of
 
 __all__ = ["Catalog", "Claimed", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config",
@@ -103,18 +104,6 @@ def hinted_config(hint: tuple[str, bytes], stat: os.stat_result) -> dict[str, An
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _exact(value: Any, parsed: bool = False) -> bytes | None:
-    """``value`` as JSON bytes if reading them back gives it unchanged (a NaN or a huge int does not).
-
-    ``parsed``: ``value`` is what JSON files parsed to (dicts, lists, str, int, float, bool, None); orjson
-    refuses a huge int and writes a non-finite float as ``null``: bytes without ``null`` are exact."""
-    try:
-        data = orjson.dumps(value)
-        return data if parsed and b"null" not in data or orjson.loads(data) == value else None
-    except (TypeError, orjson.JSONEncodeError):
-        return None
 
 
 class Claimed:
@@ -281,19 +270,14 @@ class Catalog:
         self._read += 1
         info._config_sink = self.config_sink(key)
         if settled or keep_recent:
-            parts = {"s": info.summary, "m": info.meta}  # no annotations, exports, problems: left out
-            for part, value in (("a", info.annotations), ("e", info.exports), ("p", info.problems)):
-                if value is not None and value != []:
-                    parts[part] = value
-            record = _exact(parts, parsed=True)
-            if record is not None:
-                ended, brief = info.summary.get("status") != RUNNING, brief_of(info)
+            ended, brief, lean = info.summary.get("status") != RUNNING, brief_of(info), self.lean
+            # a lean look keeps the key of an ended run it read; a table's, without its record (catalog_kept)
+            keep = lean is not None and rows is not None and ended and not info.problems
+            record = None if keep and not lean.records else _exact(record_parts(info), parsed=True)
+            if record is not None or keep and not lean.records:
                 self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, int(ended), info.start,
                                   brief, record))
-                lean = self.lean
-                # a lean look keeps the key of an ended run it wrote (the table asks the catalog for it)
-                kept = lean is not None and rows is not None and ended and not info.problems and \
-                    lean.take(key, stat.st_dev, brief, source)
+                kept = keep and lean.take(key, stat.st_dev, brief, source)
                 if len(self._put) >= _CHUNK:
                     self._write()
                 if kept:
@@ -342,7 +326,7 @@ class Catalog:
                     self.conn.executemany(f"DELETE FROM {table} WHERE path = ?",
                                           [(p,) for p in gone] + [(entry[0],) for entry in put])
                 self.conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", (p[:7] for p in put))
-                self.conn.executemany("INSERT INTO records VALUES (?, ?)", ((p[0], p[7]) for p in put))
+                self.conn.executemany("INSERT INTO records VALUES (?, ?)", ((p[0], p[7]) for p in put if p[7]))
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):  # another look writing: it keeps it warm
@@ -446,8 +430,9 @@ def keep_frame(key: str, folder: str, row: dict[str, Any]) -> None:
 
 
 def flush_configs() -> None:
-    """Keep the configs (and load_runs rows) found since the last flush beside their runs' entries (never
-    raises)."""
+    """Keep the configs (and load_runs rows, records) found since the last flush beside their runs' entries
+    (never raises)."""
+    flush_records()
     if not _pending_configs and not _pending_frames:
         return
     rows = [(stat, data, path) for path, stat, data in _pending_configs]

@@ -191,6 +191,10 @@ class CatalogRun:
                 info._config_hint = (kept[1], kept[2])
         if info is None:
             info = self._rows.read(Path(self._path), self.source)
+            if self._ended:  # an entry written without its record (a table's first look): kept now
+                from .catalog_kept import keep_record
+
+                keep_record(self._rows.db, self._key, self._folder, info)
         info._config_sink = self._rows.sink(self._key)
         return info
 

@@ -49,7 +49,7 @@ def newest_runs(root: str | Path, problems: list[str], *, window: int | None, re
 
     ``stream`` (every row, ``--json``): ``rows`` is an iterator that builds one run at a time from the
     catalog's ordered rows, so no list of every run is ever held."""
-    kept = Kept(os.path.abspath(root))
+    kept = Kept(os.path.abspath(root), records=window is None)  # a window's rows: their records on first use
     said = len(problems)
     built = find_runs([root], problems, lean=kept, **look)
     if kept.spoilt:

@@ -6,6 +6,7 @@ several sources, a run with problems, a running run, and a link to a run folder 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from support.query import edit_summary
 from lightning_track.cli.lt import main
 from lightning_track.query import catalog, listing, newest
 from lightning_track.query.annotations import change_tags
+from lightning_track.query.runs import find_runs
 
 ARGS = ([], ["--last", "2"], ["--all"], ["--reverse"], ["--reverse", "--last", "4"], ["--metric", "val/loss"],
         ["--metric", "nope"], ["--last", "0"], ["-n", "100"], ["--json"], ["--json", "--reverse"],
@@ -109,3 +111,22 @@ def test_a_root_that_is_a_run_and_an_empty_root(made_runs, tmp_path, capsys, mon
     for argv in ([], ["--json"]):
         text, _ = both(capsys, monkeypatch, str(tmp_path / "empty"), *argv)
         assert "no runs found" in text
+
+
+def test_a_tables_first_look_writes_no_records_and_the_first_build_keeps_them(mirror, capsys) -> None:
+    def snapshot(runs: list) -> list[dict]:
+        return [{**run.record(config=True), "summary": run.summary, "meta": run.meta, "problems": run.problems}
+                for run in runs]
+
+    def count(table: str) -> int:
+        with sqlite3.connect(catalog.catalog_path()) as conn:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    assert main(["ls", str(mirror)]) == 0
+    capsys.readouterr()
+    catalog.flush_configs()
+    assert count("runs") == 12 and count("records") == 2 + 3  # the running and torn runs', the 3 printed rows'
+    assert snapshot(find_runs(mirror, now=1.9e9)) == snapshot(find_runs(mirror, now=1.9e9, catalog=False))
+    catalog.flush_configs()
+    assert count("records") == 12  # built once from the files, kept since
+    assert snapshot(find_runs(mirror, now=1.9e9)) == snapshot(find_runs(mirror, now=1.9e9, catalog=False))
