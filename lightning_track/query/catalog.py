@@ -215,7 +215,7 @@ class Catalog:
                     max(st.st_mtime_ns, st.st_ctime_ns) >= limit:  # _dir_key and _settled, inlined
                 out.append((name, None))
                 continue
-            # a run with problems stays whole: its lines are the look's (brief_of writes "p":true, no spaces)
+            # a lean look keeps it by its key (Kept.keep: one with problems or on another device stays whole)
             if lean is not None and lean.keep(key, st.st_dev, st.st_ino, entry[5], source):
                 del known[key]
                 continue
