@@ -216,7 +216,7 @@ class Catalog:
                 out.append((name, None))
                 continue
             # a lean look keeps it by its key (Kept.keep: one with problems or on another device stays whole)
-            if lean is not None and lean.keep(key, st.st_dev, st.st_ino, entry[5], source):
+            if lean is not None and lean.keep(key, entry[0], st.st_dev, st.st_ino, entry[5], source):
                 del known[key]
                 continue
             out.append((name, (found + name, source, Claimed(key, st))))
@@ -277,7 +277,7 @@ class Catalog:
             if record is not None or keep and not lean.records:
                 self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, int(ended), info.start,
                                   brief, record))
-                kept = keep and lean.take(key, stat.st_dev, brief, source)
+                kept = keep and lean.take(key, folder_key, stat.st_dev, brief, source)
                 if len(self._put) >= _CHUNK:
                     self._write()
                 if kept:

@@ -33,7 +33,7 @@ class Kept:
     def __init__(self, root: str, records: bool = True) -> None:
         self.root = root  # absolute
         self.records = records  # write the records of the runs read (else their entries only)
-        self.keys: set[str] = set()
+        self.keys: dict[str, str] = {}  # key -> the folder's stat the look found it under (the entry's)
         self.inos: set[int] = set()  # the inodes of every run folder found on the root's device
         try:
             self.dev: int | None = os.stat(root).st_dev  # runs on another device (a mount) are built
@@ -52,7 +52,7 @@ class Kept:
                 self.spoilt = "the same run folder twice"
             self.inos.add(ino)
 
-    def keep(self, key: str, dev: int, ino: int, brief: bytes, source: str) -> bool:
+    def keep(self, key: str, folder: str, dev: int, ino: int, brief: bytes, source: str) -> bool:
         """An unchanged ended run: kept by ``key`` unless it has problems (their lines are the look's: a
         built run) or is on another device."""
         if dev != self.dev or b'"p":true' in brief:  # brief_of writes no spaces
@@ -61,16 +61,16 @@ class Kept:
         if ino in self.inos:
             self.spoilt = "the same run folder twice"
         self.inos.add(ino)
-        self.keys.add(key)
+        self.keys[key] = folder
         self.briefs[brief] = self.briefs.get(brief, 0) + 1
         self.sourced = self.sourced or bool(source)
         return True
 
-    def take(self, key: str, dev: int, brief: bytes, source: str) -> bool:
+    def take(self, key: str, folder: str, dev: int, brief: bytes, source: str) -> bool:
         """Keep ``key`` (its folder noted already) unless its folder is on another device than the root."""
         if dev != self.dev:
             return False
-        self.keys.add(key)
+        self.keys[key] = folder
         self.briefs[brief] = self.briefs.get(brief, 0) + 1
         if source:
             self.sourced = True
