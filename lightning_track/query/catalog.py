@@ -200,6 +200,8 @@ class Catalog:
         prefix = f"{parent}/" if parent != "/" else "/"
         found = prefix if shown == parent else "" if shown == "." else f"{shown}/"  # a path as a plain read has it
         known, limit, stat, out, lean = self._known, self._limit, os.stat, [], self.lean
+        if lean is not None:  # Kept.take for a claimed run, inlined below (the loop of a look at 100,000 runs)
+            dev, inos, keys, briefs = lean.dev, lean.inos, lean.keys, lean.briefs
         for name in names:
             key = prefix + name
             entry = known.get(key)
@@ -215,10 +217,20 @@ class Catalog:
                     max(st.st_mtime_ns, st.st_ctime_ns) >= limit:  # _dir_key and _settled, inlined
                 out.append((name, None))
                 continue
-            # a lean look keeps it by its key (Kept.keep: one with problems or on another device stays whole)
-            if lean is not None and lean.keep(key, entry[0], st.st_dev, st.st_ino, entry[5], source):
-                del known[key]
-                continue
+            # a lean look keeps it by its key; one with problems (its lines are the look's: brief_of writes
+            # "p":true, no spaces) or on another device than the root stays a whole run
+            if lean is not None:
+                brief = entry[5]
+                if st.st_dev == dev and b'"p":true' not in brief:
+                    if st.st_ino in inos:
+                        lean.spoilt = "the same run folder twice"
+                    inos.add(st.st_ino)
+                    keys[key] = entry[0]
+                    briefs[brief] = briefs.get(brief, 0) + 1
+                    lean.sourced = lean.sourced or bool(source)
+                    del known[key]
+                    continue
+                lean.note(st.st_dev, st.st_ino)
             out.append((name, (found + name, source, Claimed(key, st))))
         return out
 

@@ -52,20 +52,6 @@ class Kept:
                 self.spoilt = "the same run folder twice"
             self.inos.add(ino)
 
-    def keep(self, key: str, folder: str, dev: int, ino: int, brief: bytes, source: str) -> bool:
-        """An unchanged ended run: kept by ``key`` unless it has problems (their lines are the look's: a
-        built run) or is on another device."""
-        if dev != self.dev or b'"p":true' in brief:  # brief_of writes no spaces
-            self.note(dev, ino)
-            return False
-        if ino in self.inos:
-            self.spoilt = "the same run folder twice"
-        self.inos.add(ino)
-        self.keys[key] = folder
-        self.briefs[brief] = self.briefs.get(brief, 0) + 1
-        self.sourced = self.sourced or bool(source)
-        return True
-
     def take(self, key: str, folder: str, dev: int, brief: bytes, source: str) -> bool:
         """Keep ``key`` (its folder noted already) unless its folder is on another device than the root."""
         if dev != self.dev:
