@@ -29,6 +29,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
@@ -189,7 +190,7 @@ class Catalog:
             return None
 
     def claim(self, folder: Path, names: list[str], source: str) -> list[tuple[str, tuple[str, str, Claimed] | None]]:
-        """``(name, answer)`` for ``folder``'s ``names``: ``(path as found, source, Claimed)`` when it is an
+        """``(name, answer)`` for ``folder``'s ``names``, sorted: ``(path as found, source, Claimed)`` when it is an
         ended run the catalog holds whose folder did not change (the rule of :meth:`lister`), else None; no
         Path, no listing, one stat a run (one call a folder: this loop is most of a look at 100,000 runs).
         In a lean look (:attr:`lean`) such a run is kept by its key alone and left out of the answer."""
@@ -202,6 +203,8 @@ class Catalog:
         known, limit, stat, out, lean = self._known, self._limit, os.stat, [], self.lean
         if lean is not None:  # Kept.take for a claimed run, inlined below (the loop of a look at 100,000 runs)
             dev, inos, keys, briefs = lean.dev, lean.inos, lean.keys, lean.briefs
+        else:
+            names = sorted(names)  # the answer in the walk's order (a lean look sorts what it leaves)
         for name in names:
             key = prefix + name
             entry = known.get(key)
@@ -232,6 +235,8 @@ class Catalog:
                     continue
                 lean.note(st.st_dev, st.st_ino)
             out.append((name, (found + name, source, Claimed(key, st))))
+        if lean is not None:
+            out.sort(key=itemgetter(0))
         return out
 
     def claimed(self, path: str, source: str, what: Claimed, rows: RowSource) -> CatalogRun:

@@ -93,7 +93,7 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
     ``lister`` gives a folder's names below the root (None for a file): the catalog answers from what it
     kept for a folder that did not change. ``claim(folder, names, source)`` may take children first (the
     catalog's unchanged ended runs: one stat, no Path): it gives ``(name, answer)`` for the names left to
-    list, in order; an answer ``(path, source, what)`` is listed as is, a None is looked at here (a name it
+    list, in sorted order; an answer ``(path, source, what)`` is listed as is, a None is looked at here (a name it
     leaves out is one the catalog keeps to itself: a lean look's unchanged run)."""
     root = Path(root)
     names = list_names(root)
@@ -105,8 +105,8 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
     found: list[tuple[Any, str, Any]] = []
 
     def walk(folder: Path, names: set[str], depth: int, source: str) -> None:
-        ordered = sorted(name for name in names if not _skipped(name))
-        for name, claimed in claim(folder, ordered, source) if claim else ((name, None) for name in ordered):
+        shown = [name for name in names if not _skipped(name)]  # claim sorts what it leaves (it may leave most)
+        for name, claimed in claim(folder, shown, source) if claim else ((name, None) for name in sorted(shown)):
             if claimed is not None:
                 found.append(claimed)
                 continue
