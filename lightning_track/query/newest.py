@@ -92,8 +92,9 @@ def _in_order(root: str | Path, kept: Kept, reverse: bool) -> Iterator[Any]:
             group = []
         at = start
         run = _catalog_run(root, kept, row)
-        if run is not None and row[7] is not None:
-            given[row[0]] = (row[1], *row[7:])  # CatalogRun.load's record, fetched with the row
+        if run is not None:
+            if row[7] is not None:  # (an entry without its record: its files read, the record kept, on load)
+                given[row[0]] = (row[1], *row[7:])  # CatalogRun.load's record, fetched with the row
         else:
             path, source = _shown(root, kept, row[0])
             try:
