@@ -1,0 +1,281 @@
+"""``load_runs``' whole frame kept in the user's cache, so a call over 100,000 unchanged runs builds nothing.
+
+Why: through the catalog, a call still makes an object a run, parses each kept row and has pandas build
+100,000 rows (about 3.5 s of CPU at 100,000 runs). Here the frame of the settled ended runs is kept as it
+came out, with what it was made from: the stat of every run folder and of every other folder the walk
+listed. The next call stats them (one ``stat`` a run, no catalog, no run object): when none changed, the
+runs are the same runs with the same files (an ended run's folder changes whenever a file in it is
+replaced: :meth:`~.catalog.Catalog.lister`), so only the running runs' rows are made again (from their
+kept summary when their files did not change: their status and times move with the clock; read again
+when they did) and put in their places (:mod:`.frame_merge`). Anything else changed (a run added,
+deleted, renamed, tagged, resumed): the frame is built as before and kept again. Only ``load_runs``
+without a filter uses it (a filter's answer can move with the clock: ``age<1d``).
+
+Format: one pickle per root(s)/``config``/``stale_after``, under ``frames/`` in
+:func:`~lightning_track.vocabulary.cache_root`: the one format that gives a frame back exactly (lists
+and dicts in cells, pandas' own dtypes). Written atomically; read only when the file is the user's own,
+writable by nobody else, starts with this version's magic line and holds this exact key, else built again.
+Anything written within :data:`~.catalog.RACY_S` of the call is never taken as settled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import socket
+import sys
+import time
+from pathlib import Path
+from stat import S_ISDIR
+from typing import Any
+
+from ..folder.exports import EXPORT_RECORDS
+from ..folder.fileio import atomic_write_bytes, staged_writes
+from ..folder.layout import RunLayout
+from ..vocabulary import CRASHED, RUNNING, STALLED, cache_root
+from . import catalog
+from .catalog_rows import frame_row
+from .discover import MAX_DEPTH, _skipped, run_names
+from .frame_merge import column_order, merged_frame, stand_ins
+from .runs import RunInfo, judged, read_run
+
+__all__ = ["cached_frame", "keep_frame", "frames_folder", "KEEP_FILES"]
+
+_MAGIC = b"lightning_track load_runs frame v1\n"
+KEEP_FILES = 8  # frames of this many root/argument choices; the least recently written go first
+_LIVE = (RUNNING, STALLED, CRASHED)  # a row the clock can change: a summary that says running
+_WATCHED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, RunLayout.CONFIG, *EXPORT_RECORDS)
+
+
+def frames_folder() -> Path:
+    return Path(cache_root()) / "frames"
+
+
+def _key(roots: list[Any], config: bool, stale_after: float) -> tuple[Any, ...]:
+    import pandas as pd
+
+    return (_MAGIC, sys.version_info[:2], pd.__version__, tuple((str(r), os.path.abspath(r)) for r in roots),
+            bool(config), float(stale_after))
+
+
+def _file(key: tuple[Any, ...]) -> Path:
+    return frames_folder() / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:32]}.pickle"
+
+
+def _stat_key(path: str) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, S_ISDIR(st.st_mode), st.st_size)
+
+
+def _files_key(path: str) -> tuple[tuple[str, tuple[int, ...] | None], ...]:
+    return tuple((name, _stat_key(f"{path}/{name}")) for name in _WATCHED)
+
+
+def _settled(key: Any, limit: int) -> bool:
+    return key is None or max(key[0], key[1]) < limit
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+def _load(key: tuple[Any, ...]) -> dict[str, Any] | None:
+    path = _file(key)
+    try:
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if st.st_uid != os.getuid() or st.st_mode & 0o022 or handle.read(len(_MAGIC)) != _MAGIC:
+                return None  # someone else's, or not ours: never unpickled
+            kept = pickle.load(handle)
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - torn, truncated, from another pandas: built again, never trusted
+        return None
+    return kept if isinstance(kept, dict) and kept.get("key") == key else None
+
+
+def cached_frame(roots: list[Any], config: bool, stale_after: float) -> tuple[Any, list[str]] | None:
+    """The frame (times still as seconds) and the problem lines of a call whose ended runs and folders did not
+    change since the frame was kept; None when something did (the caller builds it, :func:`keep_frame`)."""
+    key = _key(roots, config, stale_after)
+    kept = _load(key)
+    if kept is None:
+        return None
+    for path, was in kept["folders"]:
+        if _stat_key(path) != was:
+            return None
+    stat = os.stat
+    for path, was in zip(kept["paths"], kept["keys"], strict=True):  # the one loop a run: kept tight
+        try:
+            st = stat(path)
+        except OSError:
+            return None
+        if (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) != was:
+            return None
+    now, host = time.time(), socket.gethostname()
+    rows: list[tuple[int, dict[str, Any]]] = []
+    read = 0
+    for live in kept["live"]:
+        row = _live_row(live, config, stale_after, now, host)
+        if row is None:
+            return None
+        read += row[1]
+        rows.append((live["at"], row[0]))
+    order = column_order(kept["shapes"] + [(at, tuple(row), ()) for at, row in rows])
+    frame = merged_frame(kept["frame"], kept["at"], kept["stand_ins"], rows, order)
+    if frame is None:
+        return None
+    catalog.last_look.update(runs=len(frame), read=read)
+    return frame, list(kept["problems"])
+
+
+def _live_row(live: dict[str, Any], config: bool, stale_after: float, now: float,
+              host: str) -> tuple[dict[str, Any], int] | None:
+    """A running run's row now, and 1 if its files were read: judged again from the kept summary when its
+    folder and files did not change, else read again (None: no longer the run it was, or new problems)."""
+    path = live["path"]
+    if live["settled"] and _stat_key(path) == live["folder"] and _files_key(path) == live["files"]:
+        info = RunInfo(Path(live["found"]), live["source"], summary=pickle.loads(live["summary"]), now=now)
+        info.__dict__["start"] = live["row"]["start"]  # as the row has it (from the summary, meta or name)
+        judged(info, stale_after=stale_after, this_host=host)
+        span = info.wall_span
+        row = {**live["row"], "status": info.status, "why": info.why, "end": info.end,
+               "wall_span_s": None if span is None else round(span, 3)}  # what frame_row takes from the clock
+        return row, 0
+    names = run_names(Path(path))
+    if names is None:
+        return None
+    info = read_run(Path(live["found"]), live["source"], names, now=now, stale_after=stale_after, this_host=host)
+    if _problem_lines(info) != live["problems"]:
+        return None  # the problem lines are replayed as kept: a change in them builds everything
+    row = frame_row(info)
+    if config:
+        row.update((f"config.{k}", v) for k, v in info.config.items())
+    return row, 1
+
+
+def _problem_lines(run: Any) -> list[str]:
+    """The lines ``find_runs`` reports for a run's problems."""
+    return [f"run {run.name}: {p}" if run.name not in p else p for p in run.problems]
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+def keep_frame(roots: list[Any], config: bool, stale_after: float, started: float, runs: list[Any],
+               rows: list[dict[str, Any]], configs: list[dict[str, Any]], problems: list[str],
+               build: Any) -> Any:
+    """The frame of ``runs`` (times still as seconds), made from a frame of its settled ended runs and its
+    running runs' rows, and kept for the next call; None when it cannot be made so (the caller builds it).
+
+    ``started``: the time before ``find_runs`` looked; a folder unchanged since ``RACY_S`` before it held
+    what the look read. ``build(rows, configs)``: the frame of those rows, as the caller makes it."""
+    limit = int((started - catalog.RACY_S) * 1e9)
+    mine = (f"{cache_root()}/", f"{cache_root()}:")
+    if not runs or any(m in line for line in problems for m in mine):
+        return None  # the catalog's own trouble with the cache: not replayed as if it were the runs'
+    folders = _folders(roots, {os.path.abspath(str(run.path)) for run in runs}, limit)
+    if folders is None:
+        return None
+    stable: list[int] = []
+    live: list[dict[str, Any]] = []
+    paths, keys = [], []
+    for at, (run, row) in enumerate(zip(runs, rows, strict=True)):
+        path = os.path.abspath(str(run.path))
+        folder = _stat_key(path)
+        if folder is None:
+            return None
+        if row["status"] not in _LIVE and _settled(folder, limit):
+            stable.append(at)
+            paths.append(path)
+            keys.append(folder[:4])
+            continue
+        files = _files_key(path)
+        merged = dict(row)
+        if config:
+            merged.update((f"config.{k}", v) for k, v in configs[at].items())
+        live.append({"at": at, "path": path, "found": str(run.path), "source": run.source, "folder": folder,
+                     "files": files, "settled": _settled(folder, limit) and all(_settled(k, limit) for _, k in files),
+                     "row": merged, "summary": pickle.dumps(run.summary, protocol=5),
+                     "problems": _problem_lines(run)})
+    if not stable:
+        return None
+    kept = build([rows[i] for i in stable], [configs[i] for i in stable] if config else [])
+    shapes, seen = [], set()
+    for at in stable:
+        shape = (tuple(rows[at]), tuple(configs[at]) if config else ())
+        if shape not in seen:
+            seen.add(shape)
+            shapes.append((at, *shape))
+    order = column_order(shapes + [(entry["at"], tuple(entry["row"]), ()) for entry in live])
+    at = _positions(stable)
+    marks = stand_ins(kept)
+    frame = merged_frame(kept, at, marks, [(entry["at"], entry["row"]) for entry in live], order)
+    if frame is None:
+        return None
+    key = _key(roots, config, stale_after)
+    record = {"key": key, "folders": folders, "paths": paths, "keys": keys, "frame": kept, "at": at,
+              "stand_ins": marks, "shapes": shapes, "live": live, "problems": list(problems)}
+    try:
+        _write(_file(key), _MAGIC + pickle.dumps(record, protocol=5))
+    except OSError as exc:
+        problems.append(f"{frames_folder()}: load_runs' frame not kept ({' '.join(str(exc).split())}); built "
+                        "again next time")
+    return frame
+
+
+def _positions(stable: list[int]) -> Any:
+    import numpy as np
+
+    return np.asarray(stable, dtype=np.intp)
+
+
+def _folders(roots: list[Any], runs: set[str], limit: int) -> list[tuple[str, Any]] | None:
+    """The stat of every folder the walk listed that is not a run (the roots, a mirror's servers, folders
+    with no runs) and of every other name in them: unchanged, the walk finds the same runs. None when one
+    changed too recently to be sure the look saw it as it is now."""
+    found: list[tuple[str, Any]] = []
+
+    def visit(folder: str, depth: int) -> bool:
+        key = _stat_key(folder)
+        found.append((folder, key))
+        if key is None or not key[4] or folder in runs:
+            return True
+        if not _settled(key, limit):
+            return False
+        if depth == 0:
+            return True
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return True
+        for name in names:
+            child = os.path.join(folder, name)
+            if not _skipped(name) and child not in runs and not visit(child, depth - 1):
+                return False
+        return True
+
+    for root in roots:
+        if not visit(os.path.abspath(root), MAX_DEPTH):
+            return None
+    return found
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomically (a reader sees the old file or the new one), without fsync (a cache), and at most
+    :data:`KEEP_FILES` files in the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with staged_writes():
+        atomic_write_bytes(path, data)
+    others = sorted((p for p in path.parent.glob("*.pickle") if p != path), key=_mtime)
+    for old in others[:max(0, len(others) - KEEP_FILES + 1)]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
