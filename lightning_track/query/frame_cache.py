@@ -40,9 +40,10 @@ from .discover import MAX_DEPTH, _skipped, run_names
 from .frame_merge import column_order, merged_frame, stand_ins
 from .runs import RunInfo, judged, read_run
 
-__all__ = ["cached_frame", "keep_frame", "frames_folder", "KEEP_FILES"]
+__all__ = ["cached_frame", "keep_frame", "frames_folder", "KEEP_FILES", "ENDED_AGAIN"]
 
 _MAGIC = b"lightning_track load_runs frame v1\n"
+ENDED_AGAIN = 16  # running runs kept that have ended since: read each call up to this many, then kept again
 KEEP_FILES = 8  # frames of this many root/argument choices; the least recently written go first
 _LIVE = (RUNNING, STALLED, CRASHED)  # a row the clock can change: a summary that says running
 _WATCHED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, RunLayout.CONFIG, *EXPORT_RECORDS)
@@ -115,12 +116,15 @@ def cached_frame(roots: list[Any], config: bool, stale_after: float) -> tuple[An
             return None
     now, host = time.time(), socket.gethostname()
     rows: list[tuple[int, dict[str, Any]]] = []
-    read = 0
+    read = ended = 0
     for live in kept["live"]:
         row = _live_row(live, config, stale_after, now, host)
         if row is None:
             return None
         read += row[1]
+        ended += row[1] and row[0]["status"] not in _LIVE
+        if ended > ENDED_AGAIN:  # runs that finished since: kept again as settled rows, not read each call
+            return None
         rows.append((live["at"], row[0]))
     order = column_order(kept["shapes"] + [(at, tuple(row), ()) for at, row in rows])
     frame = merged_frame(kept["frame"], kept["at"], kept["stand_ins"], rows, order)
