@@ -72,8 +72,10 @@ def _stat_key(path: str) -> tuple[int, ...] | None:
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, S_ISDIR(st.st_mode), st.st_size)
 
 
-def _files_key(path: str) -> tuple[tuple[str, tuple[int, ...] | None], ...]:
-    return tuple((name, _stat_key(f"{path}/{name}")) for name in _WATCHED)
+def _files_key(path: str, names: Any = _WATCHED) -> tuple[tuple[str, tuple[int, ...] | None], ...]:
+    """The stat of the run files a row is made from; kept for those there (a new one changes the folder)."""
+    found = ((name, _stat_key(f"{path}/{name}")) for name in names)
+    return tuple(found) if names is not _WATCHED else tuple(pair for pair in found if pair[1] is not None)
 
 
 def _settled(key: Any, limit: int) -> bool:
@@ -139,7 +141,8 @@ def _live_row(live: dict[str, Any], config: bool, stale_after: float, now: float
     """A running run's row now, and 1 if its files were read: judged again from the kept summary when its
     folder and files did not change, else read again (None: no longer the run it was, or new problems)."""
     path = live["path"]
-    if live["settled"] and _stat_key(path) == live["folder"] and _files_key(path) == live["files"]:
+    if live["settled"] and _stat_key(path) == live["folder"] and \
+            _files_key(path, [name for name, _ in live["files"]]) == live["files"]:
         info = RunInfo(Path(live["found"]), live["source"], summary=pickle.loads(live["summary"]), now=now)
         info.__dict__["start"] = live["row"]["start"]  # as the row has it (from the summary, meta or name)
         judged(info, stale_after=stale_after, this_host=host)
@@ -177,14 +180,14 @@ def keep_frame(roots: list[Any], config: bool, stale_after: float, started: floa
     mine = (f"{cache_root()}/", f"{cache_root()}:")
     if not runs or any(m in line for line in problems for m in mine):
         return None  # the catalog's own trouble with the cache: not replayed as if it were the runs'
-    folders = _folders(roots, {os.path.abspath(str(run.path)) for run in runs}, limit)
+    absolute = _absolute([row["path"] for row in rows])
+    folders = _folders(roots, set(absolute), limit)
     if folders is None:
         return None
     stable: list[int] = []
     live: list[dict[str, Any]] = []
     paths, keys = [], []
-    for at, (run, row) in enumerate(zip(runs, rows, strict=True)):
-        path = os.path.abspath(str(run.path))
+    for at, (run, row, path) in enumerate(zip(runs, rows, absolute, strict=True)):
         folder = _stat_key(path)
         if folder is None:
             return None
@@ -197,7 +200,7 @@ def keep_frame(roots: list[Any], config: bool, stale_after: float, started: floa
         merged = dict(row)
         if config:
             merged.update((f"config.{k}", v) for k, v in configs[at].items())
-        live.append({"at": at, "path": path, "found": str(run.path), "source": run.source, "folder": folder,
+        live.append({"at": at, "path": path, "found": row["path"], "source": row["source"], "folder": folder,
                      "files": files, "settled": _settled(folder, limit) and all(_settled(k, limit) for _, k in files),
                      "row": merged, "summary": pickle.dumps(run.summary, protocol=5),
                      "problems": _problem_lines(run)})
@@ -227,6 +230,19 @@ def keep_frame(roots: list[Any], config: bool, stale_after: float, started: floa
     return frame
 
 
+def _absolute(paths: list[str]) -> list[str]:
+    """``os.path.abspath`` of each path, worked out once a parent folder (most runs share one)."""
+    parents: dict[str, str] = {}
+    out = []
+    for path in paths:
+        head, _, name = path.rpartition("/")
+        parent = parents.get(head)
+        if parent is None:
+            parent = parents[head] = os.path.abspath(head or os.curdir).rstrip("/") + "/"
+        out.append(parent + name)
+    return out
+
+
 def _positions(stable: list[int]) -> Any:
     import numpy as np
 
@@ -252,8 +268,9 @@ def _folders(roots: list[Any], runs: set[str], limit: int) -> list[tuple[str, An
             names = os.listdir(folder)
         except OSError:
             return True
+        prefix = folder.rstrip("/") + "/"
         for name in names:
-            child = os.path.join(folder, name)
+            child = prefix + name
             if not _skipped(name) and child not in runs and not visit(child, depth - 1):
                 return False
         return True
