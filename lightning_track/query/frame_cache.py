@@ -56,8 +56,23 @@ def frames_folder() -> Path:
 def _key(roots: list[Any], config: bool, stale_after: float) -> tuple[Any, ...]:
     import pandas as pd
 
-    return (_MAGIC, sys.version_info[:2], pd.__version__, tuple((str(r), os.path.abspath(r)) for r in roots),
+    return (_MAGIC, sys.version_info[:2], pd.__version__, _code(), tuple((str(r), os.path.abspath(r)) for r in roots),
             bool(config), float(stale_after))
+
+
+def _code() -> tuple[Any, ...]:
+    """The code a row is made by (the readers of a run folder, the queries): a frame kept by other code, an
+    upgrade or a checkout, is built again."""
+    package = Path(__file__).resolve().parents[1]
+    found: list[Any] = [catalog.VERSION]
+    for folder in (package / "query", package / "folder", package):
+        try:
+            with os.scandir(folder) as entries:
+                found += sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries
+                                if e.name.endswith(".py"))
+        except OSError:
+            found.append(None)
+    return tuple(found)
 
 
 def _file(key: tuple[Any, ...]) -> Path:

@@ -210,3 +210,30 @@ def test_a_column_only_the_new_rows_have_comes_in_pandas_order_and_dtype() -> No
     order = column_order([(i, tuple(row), ()) for i, row in enumerate(every)])
     got = merged_frame(kept, [0, 2], stand_ins(kept), [(1, new_rows[0])], order)
     pd.testing.assert_frame_equal(got, pd.DataFrame(every))
+
+
+def test_a_mirror_of_servers_and_a_single_run_are_kept_and_checked(made_runs, tmp_path, looks) -> None:
+    """Runs below per-server folders: a run added inside a server's folder changes that folder, not the root."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(made_runs["lora"], mirror / "gpu1" / made_runs["lora"].name)
+    shutil.copytree(made_runs["full"], mirror / "gpu2" / made_runs["full"].name)
+    (mirror / "notes").mkdir()  # a folder with no runs (yet)
+    assert sorted(equal_to_plain(mirror)["source"]) == ["gpu1", "gpu2"]
+    equal_to_plain(mirror)
+    assert len(looks) == 1
+    shutil.copytree(made_runs["nan"], mirror / "gpu2" / made_runs["nan"].name)
+    assert len(equal_to_plain(mirror)) == 3 and len(looks) == 2
+    shutil.copytree(made_runs["nan"], mirror / "notes" / made_runs["nan"].name)
+    assert sorted(equal_to_plain(mirror)["source"]) == ["gpu1", "gpu2", "gpu2", "notes"] and len(looks) == 3
+    single = mirror / "gpu1" / made_runs["lora"].name
+    equal_to_plain(single)
+    equal_to_plain(single)
+    assert len(looks) == 4
+
+
+def test_a_frame_kept_by_other_code_is_built_again(runs_copy, looks, monkeypatch) -> None:
+    root = runs_copy["lora"].parent
+    equal_to_plain(root)
+    monkeypatch.setattr(frame_cache, "_code", lambda: ("another", "version"))
+    equal_to_plain(root)
+    assert len(looks) == 2
