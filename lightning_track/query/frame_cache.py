@@ -44,7 +44,7 @@ __all__ = ["cached_frame", "keep_frame", "frames_folder", "KEEP_FILES", "ENDED_A
 
 _MAGIC = b"lightning_track load_runs frame v1\n"
 ENDED_AGAIN = 16  # running runs kept that have ended since: read each call up to this many, then kept again
-KEEP_FILES = 8  # frames of this many root/argument choices; the least recently written go first
+KEEP_FILES = 4  # frames of this many root/argument choices; the least recently written go first
 _LIVE = (RUNNING, STALLED, CRASHED)  # a row the clock can change: a summary that says running
 _WATCHED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, RunLayout.CONFIG, *EXPORT_RECORDS)
 
