@@ -158,7 +158,7 @@ def _live_row(live: dict[str, Any], config: bool, stale_after: float, now: float
     path = live["path"]
     if live["settled"] and _stat_key(path) == live["folder"] and \
             _files_key(path, [name for name, _ in live["files"]]) == live["files"]:
-        info = RunInfo(Path(live["found"]), live["source"], summary=pickle.loads(live["summary"]), now=now)
+        info = RunInfo(Path(live["found"]), live["source"], summary=live["summary"], now=now)
         info.__dict__["start"] = live["row"]["start"]  # as the row has it (from the summary, meta or name)
         judged(info, stale_after=stale_after, this_host=host)
         span = info.wall_span
@@ -217,7 +217,7 @@ def keep_frame(roots: list[Any], config: bool, stale_after: float, started: floa
             merged.update((f"config.{k}", v) for k, v in configs[at].items())
         live.append({"at": at, "path": path, "found": row["path"], "source": row["source"], "folder": folder,
                      "files": files, "settled": _settled(folder, limit) and all(_settled(k, limit) for _, k in files),
-                     "row": merged, "summary": pickle.dumps(run.summary, protocol=5),
+                     "row": merged, "summary": run.summary,
                      "problems": _problem_lines(run)})
     if not stable:
         return None
