@@ -286,7 +286,7 @@ def _folders(roots: list[Any], runs: set[str], limit: int) -> list[tuple[str, An
         prefix = folder.rstrip("/") + "/"
         for name in names:
             child = prefix + name
-            if not _skipped(name) and child not in runs and not visit(child, depth - 1):
+            if child not in runs and not _skipped(name) and not visit(child, depth - 1):
                 return False
         return True
 
