@@ -30,6 +30,8 @@ from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
 
+import numpy as np
+
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.fileio import atomic_write_bytes, staged_writes
 from ..folder.layout import RunLayout
@@ -37,15 +39,16 @@ from ..vocabulary import CRASHED, RUNNING, STALLED, cache_root
 from . import catalog
 from .catalog_rows import frame_row
 from .discover import MAX_DEPTH, _skipped, run_names
-from .frame_merge import column_order, merged_frame, stand_ins
+from .frame_merge import column_order, keeps_dtypes, merged_frame, stand_ins, whole_floats
 from .runs import RunInfo, judged, read_run
 
-__all__ = ["cached_frame", "keep_frame", "frames_folder", "KEEP_FILES", "ENDED_AGAIN"]
+__all__ = ["cached_frame", "keep_frame", "frames_folder", "KEEP_FILES", "READ_AGAIN"]
 
 _MAGIC = b"lightning_track load_runs frame v1\n"
-ENDED_AGAIN = 16  # running runs kept that have ended since: read each call up to this many, then kept again
+READ_AGAIN = 64  # ended runs read again each call (changed, or finished since): up to this many, then kept again
 KEEP_FILES = 4  # frames of this many root/argument choices; the least recently written go first
 _LIVE = (RUNNING, STALLED, CRASHED)  # a row the clock can change: a summary that says running
+_FLOATS = ("best.", "final.")  # frame_row's metric columns: a float (NaN included) in every row that has one
 _WATCHED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, RunLayout.CONFIG, *EXPORT_RECORDS)
 
 
@@ -124,27 +127,43 @@ def cached_frame(roots: list[Any], config: bool, stale_after: float) -> tuple[An
         if _stat_key(path) != was:
             return None
     stat = os.stat
-    for path, was in zip(kept["paths"], kept["keys"], strict=True):  # the one loop a run: kept tight
+    changed: list[int] = []
+    for i, (path, was) in enumerate(zip(kept["paths"], kept["keys"], strict=True)):  # the one loop a run
         try:
             st = stat(path)
         except OSError:
             return None
         if (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) != was:
-            return None
+            changed.append(i)
+            if len(changed) > READ_AGAIN:
+                return None
     now, host = time.time(), socket.gethostname()
     rows: list[tuple[int, dict[str, Any]]] = []
-    read = ended = 0
+    frame, at, marks = kept["frame"], kept["at"], kept["stand_ins"]
+    if changed:  # ended runs whose folder changed (a tag, a note, a resume): read again, put in their places
+        for i in changed:
+            row = _changed_row(kept, i, config, stale_after, now, host)
+            if row is None:
+                return None
+            rows.append(row)
+        keep = np.ones(len(frame), dtype=bool)
+        keep[changed] = False
+        if not keeps_dtypes(frame, keep, floats=_FLOATS, float_rows=kept["float_rows"]):
+            return None
+        frame, at = frame[keep].reset_index(drop=True), at[keep]
+        marks = stand_ins(frame)
+    read = ended = len(changed)
     for live in kept["live"]:
         row = _live_row(live, config, stale_after, now, host)
         if row is None:
             return None
         read += row[1]
         ended += row[1] and row[0]["status"] not in _LIVE
-        if ended > ENDED_AGAIN:  # runs that finished since: kept again as settled rows, not read each call
+        if ended > READ_AGAIN:  # runs read again each call: kept again as settled rows instead
             return None
         rows.append((live["at"], row[0]))
     order = column_order(kept["shapes"] + [(at, tuple(row), ()) for at, row in rows])
-    frame = merged_frame(kept["frame"], kept["at"], kept["stand_ins"], rows, order)
+    frame = merged_frame(frame, at, marks, rows, order)
     if frame is None:
         return None
     catalog.last_look.update(runs=len(frame), read=read)
@@ -175,6 +194,32 @@ def _live_row(live: dict[str, Any], config: bool, stale_after: float, now: float
     if config:
         row.update((f"config.{k}", v) for k, v in info.config.items())
     return row, 1
+
+
+def _changed_row(kept: dict[str, Any], i: int, config: bool, stale_after: float, now: float,
+                 host: str) -> tuple[int, dict[str, Any]] | None:
+    """The kept frame's row ``i`` (an ended run whose folder changed) read again, at its place; None when it
+    is no longer a run, its problem lines changed, its place in the order would move, or it was the first
+    row with its columns and has others now (the columns' order would move)."""
+    position = int(kept["at"][i])
+    path, frame = kept["paths"][i], kept["frame"]
+    names = run_names(Path(path))
+    if names is None:
+        return None
+    info = read_run(Path(frame["path"].iloc[i]), frame["source"].iloc[i], names, now=now, stale_after=stale_after,
+                    this_host=host)
+    if _problem_lines(info) != kept["lines"].get(path, []):
+        return None
+    was = frame["start"].iloc[i]
+    if (info.start or 0.0) != (0.0 if was != was else was):  # NaN: no start, sorted as 0.0
+        return None
+    row = frame_row(info)
+    if config:
+        row.update((f"config.{k}", v) for k, v in info.config.items())
+    first = kept["firsts"].get(position)
+    if first is not None and tuple(row) != first:
+        return None
+    return position, row
 
 
 def _problem_lines(run: Any) -> list[str]:
@@ -235,8 +280,17 @@ def keep_frame(roots: list[Any], config: bool, stale_after: float, started: floa
     if frame is None:
         return None
     key = _key(roots, config, stale_after)
+    lines = {absolute[i]: found for i in stable if (found := _problem_lines(runs[i]))}
+    firsts = {first: (*row, *(f"config.{k}" for k in flat)) for first, row, flat in shapes}
+    float_rows = {}
+    for name in whole_floats(kept):
+        if not name.startswith(_FLOATS):
+            values = [configs[i].get(name[7:]) for i in stable] if name.startswith("config.") and config else \
+                [rows[i].get(name) for i in stable]
+            float_rows[name] = np.fromiter((type(v) is float for v in values), dtype=bool, count=len(values))
     record = {"key": key, "folders": folders, "paths": paths, "keys": keys, "frame": kept, "at": at,
-              "stand_ins": marks, "shapes": shapes, "live": live, "problems": list(problems)}
+              "stand_ins": marks, "shapes": shapes, "firsts": firsts, "lines": lines, "float_rows": float_rows,
+              "live": live, "problems": list(problems)}
     try:
         _write(_file(key), _MAGIC + pickle.dumps(record, protocol=5))
     except OSError as exc:
@@ -259,8 +313,6 @@ def _absolute(paths: list[str]) -> list[str]:
 
 
 def _positions(stable: list[int]) -> Any:
-    import numpy as np
-
     return np.asarray(stable, dtype=np.intp)
 
 

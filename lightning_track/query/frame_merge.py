@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["stand_ins", "column_order", "merged_frame"]
+__all__ = ["stand_ins", "column_order", "merged_frame", "keeps_dtypes", "whole_floats"]
 
 _UNKNOWN: list[Any] = []
 
@@ -94,3 +94,57 @@ def merged_frame(kept: Any, kept_at: Any, kept_stand_ins: dict[str, list[Any]], 
     where[np.fromiter((position for position, _ in rows), dtype=np.intp, count=len(rows))] = \
         np.arange(len(kept), len(both))
     return both.take(where).reset_index(drop=True)
+
+
+def whole_floats(frame: Any) -> list[str]:
+    """The float64 columns holding whole numbers and NaN alone: pandas made them of ints, floats or both,
+    and only the rows' own values can say which (:func:`keeps_dtypes` needs to know, per row)."""
+    import numpy as np
+
+    out = []
+    for name in frame.columns:
+        if str(frame[name].dtype) == "float64":
+            values = frame[name].to_numpy()
+            finite = np.isfinite(values)
+            if not (~finite & ~np.isnan(values)).any() and \
+                    (np.mod(values, 1, where=finite, out=np.zeros_like(values)) == 0).all():
+                out.append(name)
+    return out
+
+
+def keeps_dtypes(frame: Any, keep: Any, floats: tuple[str, ...] = (), float_rows: dict[str, Any] | None = None) -> bool:
+    """Whether pandas would infer every column of ``frame``'s rows where ``keep`` is True as it did for all of
+    them: the kept frame without some rows (runs read again) is then that frame. False when it cannot say.
+
+    ``floats``: the prefixes of columns whose every value is a float (NaN included): float64 whatever is
+    left. ``float_rows``: for a column of :func:`whole_floats`, which rows held a Python float (then it
+    stays float64 while one of them is left; with ints alone it would be int64)."""
+    import numpy as np
+
+    if not keep.any():
+        return False
+    for name in frame.columns:
+        column = frame[name]
+        kind, text = column.dtype.kind, str(column.dtype)
+        if kind == "b" or text == "int64" or text == "float64" and name.startswith(floats):
+            continue
+        values = column.to_numpy()[keep]
+        if text == "str":  # strings stay str while one is left (all missing would be float64)
+            if not column.notna().to_numpy()[keep].any():
+                return False
+        elif text == "float64":
+            if float_rows is not None and name in float_rows and float_rows[name][keep].any():
+                continue
+            missing, finite = np.isnan(values), np.isfinite(values)
+            whole = finite & (np.mod(values, 1, where=finite, out=np.zeros_like(values)) == 0)
+            if (finite & ~whole).any() or (~finite & ~missing).any():
+                continue  # a float is left: float64 whatever else is
+            if not (missing.any() and whole.any()):  # a number beside a missing value is float64 too
+                return False
+        elif kind == "O":
+            if not any(isinstance(value, (list, dict)) for value in values) and \
+                    not all(value is None for value in values):
+                return False
+        else:
+            return False
+    return True

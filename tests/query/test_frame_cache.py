@@ -12,13 +12,15 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from lightning_track.folder.fileio import atomic_write_json, read_json
 from lightning_track.query import catalog, frame_cache, frames
 from lightning_track.query.annotations import change_tags, set_notes
-from lightning_track.query.frame_merge import column_order, merged_frame, stand_ins
+from lightning_track.query.frame_merge import column_order, keeps_dtypes, merged_frame, stand_ins, whole_floats
 from lightning_track.query.frames import load_runs
 from lightning_track.vocabulary import iso_time
 
@@ -65,6 +67,13 @@ def resume(run: Path, beat: str) -> None:
     atomic_write_json(run / "summary.json", summary)
 
 
+def edit_config(path: Path) -> None:
+    """``model.lr`` set to 0.5 in place (the folder untouched), every other key as it was."""
+    config = yaml.safe_load(path.read_text())
+    config["model"]["lr"] = 0.5
+    path.write_text(yaml.safe_dump(config))
+
+
 CHANGES = {
     "appended": lambda runs: shutil.copytree(runs["full"], runs["full"].parent / "arc_full_20990101_000000"),
     "resumed": lambda runs: resume(runs["lora"], iso_time(time.time() - 3600)),  # and went silent: crashed
@@ -72,7 +81,7 @@ CHANGES = {
     "noted": lambda runs: set_notes(runs["nan"], "diverged at 15"),
     "deleted": lambda runs: shutil.rmtree(runs["nan"]),
     "renamed": lambda runs: runs["full"].rename(runs["full"].parent / "arc_full_20990101_000000"),
-    "config edited": lambda runs: (runs["full"] / "config.yaml").write_text("model:\n  lr: 0.5\n"),
+    "config edited": lambda runs: edit_config(runs["full"] / "config.yaml"),
 }
 
 
@@ -87,13 +96,16 @@ def test_a_change_between_two_calls_gives_a_plain_reads_frame(runs_copy, looks, 
     if change == "config edited":  # written in place (the folder untouched): the run says so by its folder
         os.utime(runs_copy["full"])
     changed = equal_to_plain(root)
-    assert len(looks) == 2  # looked again, and kept again
+    in_place = change in ("resumed", "tagged", "noted", "config edited")
+    assert len(looks) == (1 if in_place else 2)  # a changed run read again in its place; else looked again
+    if in_place:
+        assert catalog.last_look == {"runs": 3, "read": 1}
     equal_to_plain(root)
-    assert len(looks) == 2
+    assert len(looks) == (1 if in_place else 2)
     if change == "config edited":
         assert changed["config.model.lr"].tolist().count(0.5) == 1
     equal_to_plain(root, config=False)  # a frame of its own
-    assert len(looks) == 3
+    assert len(looks) == (2 if in_place else 3)
 
 
 def test_running_runs_are_judged_again_each_call_and_read_again_when_written(runs_copy, looks) -> None:
@@ -237,3 +249,20 @@ def test_a_frame_kept_by_other_code_is_built_again(runs_copy, looks, monkeypatch
     monkeypatch.setattr(frame_cache, "_code", lambda: ("another", "version"))
     equal_to_plain(root)
     assert len(looks) == 2
+
+
+@pytest.mark.parametrize("values", [
+    (1, 2, 3), (1.5, 2, 3), (1, None, 3), (None, 1, 2), (None, 2.5, None), (2.0, 3, None), (1.0, 2.0, 3.0),
+    ("a", None, "b"), (None, "a", None), (["x"], None, None), (None, {"k": 1}, ["y"]), (None, None, None),
+    (True, None, False), (1, "a", 2), (math.inf, 1, 2), (math.nan, 1, None), (1.0, 2, 3), (1, 2.0, None),
+])
+def test_a_kept_frame_without_some_rows_is_used_only_when_pandas_infers_it_alike(values) -> None:
+    rows = [{"c": v} for v in values]
+    frame = pd.DataFrame(rows)
+    float_rows = {name: np.array([type(row.get(name)) is float for row in rows]) for name in whole_floats(frame)}
+    for drop in range(len(rows)):
+        keep = np.ones(len(rows), dtype=bool)
+        keep[drop] = False
+        if keeps_dtypes(frame, keep, float_rows=float_rows):  # then the kept rows are what pandas makes of them
+            pd.testing.assert_frame_equal(frame[keep].reset_index(drop=True),
+                                          pd.DataFrame([r for i, r in enumerate(rows) if keep[i]]))
