@@ -7,15 +7,17 @@ listed. The next call stats them (one ``stat`` a run, no catalog, no run object)
 runs are the same runs with the same files (an ended run's folder changes whenever a file in it is
 replaced: :meth:`~.catalog.Catalog.lister`), so only the running runs' rows are made again (from their
 kept summary when their files did not change: their status and times move with the clock; read again
-when they did) and put in their places (:mod:`.frame_merge`). Anything else changed (a run added,
-deleted, renamed, tagged, resumed): the frame is built as before and kept again. Only ``load_runs``
-without a filter uses it (a filter's answer can move with the clock: ``age<1d``).
+when they did) and put in their places (:mod:`.frame_merge`). An ended run whose folder changed (a tag, a
+note, a resume) is read again and put in its place too, when the frame without its old row keeps its
+dtypes (up to :data:`READ_AGAIN` of them). A run added, deleted or renamed, a folder changed, anything
+the merge cannot vouch for: the frame is built as before and kept again. Only ``load_runs`` without a
+filter uses it (a filter's answer can move with the clock: ``age<1d``).
 
-Format: one pickle per root(s)/``config``/``stale_after``, under ``frames/`` in
-:func:`~lightning_track.vocabulary.cache_root`: the one format that gives a frame back exactly (lists
-and dicts in cells, pandas' own dtypes). Written atomically; read only when the file is the user's own,
-writable by nobody else, starts with this version's magic line and holds this exact key, else built again.
-Anything written within :data:`~.catalog.RACY_S` of the call is never taken as settled.
+Format: one pickle per root(s)/``config``/``stale_after`` (and the code that makes a row), under
+``frames/`` in :func:`~lightning_track.vocabulary.cache_root`: the one format that gives a frame back
+exactly (lists and dicts in cells, pandas' own dtypes). Written atomically; read only when the file is
+the user's own, writable by nobody else, starts with this version's magic line and holds this exact key,
+else built again. Anything written within :data:`~.catalog.RACY_S` of the call is never taken as settled.
 """
 
 from __future__ import annotations

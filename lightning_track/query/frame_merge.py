@@ -10,6 +10,7 @@ give str, ...). The kept frame's dtype says which kinds its rows hold, up to one
 them (:func:`stand_ins`); pandas infers each column of the new rows beside those stand-ins, and the merge
 is taken only where that gives the kept column's dtype back (the new values then take the kept frame's
 kind). Anything else (a new dtype, a column kind not listed here) is None: the caller builds it all.
+Taking rows out of the kept frame (runs read again) is vouched for the same way: :func:`keeps_dtypes`.
 """
 
 from __future__ import annotations
