@@ -11,7 +11,9 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
    value (first look at the configs, again);
 2. the anchor in the same run, alternated with each measurement: the same ``lt ls`` with the catalog off
    (the code path before it: every folder listed, every summary/meta read, configs through the config cache);
-3. ``load_runs`` in one process: through the catalog (nothing changed) and ``catalog=False``;
+3. ``load_runs`` in one process: its kept frame used (nothing changed), through the catalog alone (the kept
+   frame off: the code before it), after ``--changed`` of the runs changed (the frame built and kept again),
+   each beside ``catalog=False``;
 4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
    nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
 
@@ -254,6 +256,16 @@ def main() -> None:
         load_runs(root, catalog=False)
         pair("load_runs (a process that already imported pandas), nothing changed",
              lambda: _timed(lambda: load_runs(root)), lambda: _timed(lambda: load_runs(root, catalog=False)))
+        pair("load_runs through the catalog alone (its kept frame off: the code before it), nothing changed",
+             lambda: _timed(lambda: without_kept_frame(load_runs, root)),
+             lambda: _timed(lambda: load_runs(root, catalog=False)))
+
+        def changed_load() -> float:
+            change(root, args.changed)
+            return _timed(lambda: load_runs(root))
+
+        pair(f"load_runs, {args.changed:.0%} of the runs changed just before (the frame built and kept again)",
+             changed_load, lambda: _timed(lambda: load_runs(root, catalog=False)))
         catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
         memory = memory_lines(tmp, args.runs, root) if args.memory else []
     except BaseException:
@@ -341,6 +353,18 @@ def write_results(args: argparse.Namespace, rows: list[tuple[Any, ...]], bare: f
     text = "\n".join(lines)
     print(text)
     write_first(Path(args.out), title, text)  # one section per number of runs: this one replaced
+
+
+def without_kept_frame(load_runs, root: Path) -> None:
+    """``load_runs`` as before its kept frame (``query/frame_cache.py``): through the catalog alone."""
+    from lightning_track.query import frames
+
+    kept = frames.cached_frame, frames.keep_frame
+    frames.cached_frame = frames.keep_frame = lambda *args: None
+    try:
+        load_runs(root)
+    finally:
+        frames.cached_frame, frames.keep_frame = kept
 
 
 def _timed(fn) -> float:
