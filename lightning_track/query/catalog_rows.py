@@ -61,6 +61,7 @@ class RowSource:
         self._values: dict[str, dict[str, tuple[str, Any]]] = {}  # config key -> path -> (folder, value)
         self._frames: dict[str, tuple[str, bytes, bytes | None]] | None = None
         self._running: dict[str, tuple[Any, ...]] | None = None
+        self.given: dict[str, tuple[Any, ...]] = {}  # path -> a row of _RECORD fetched ahead (newest.py's stream)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -75,7 +76,7 @@ class RowSource:
             if running and self._running is None:
                 self._running = {row[0]: row[1:] for row in self._connection().execute(
                     f"SELECT path, {_RECORD} WHERE NOT ended")}
-            row = self._running.get(path) if running and self._running else None
+            row = self._running.get(path) if running and self._running else self.given.pop(path, None)
             if row is None:
                 row = self._connection().execute(f"SELECT {_RECORD} WHERE path = ?", (path,)).fetchone()
         except sqlite3.Error:
@@ -182,14 +183,18 @@ class CatalogRun:
             try:
                 record = orjson.loads(kept[0])
                 info = self._rows.build(Path(self._path), self.source, summary=record["s"], meta=record["m"],
-                                        annotations=record["a"], exports=record.get("e") or [],
-                                        problems=record["p"])
+                                        annotations=record.get("a"), exports=record.get("e") or [],
+                                        problems=record.get("p") or [])  # empty parts are not kept
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 info = None
             if info is not None and kept[1] is not None and kept[2] is not None:
                 info._config_hint = (kept[1], kept[2])
         if info is None:
             info = self._rows.read(Path(self._path), self.source)
+            if self._ended:  # an entry written without its record (a table's first look): kept now
+                from .catalog_kept import keep_record
+
+                keep_record(self._rows.db, self._key, self._folder, info)
         info._config_sink = self._rows.sink(self._key)
         return info
 

@@ -272,7 +272,7 @@ def take_config(info: Any, path: str, stat: os.stat_result, parsed: Parsed) -> N
             found.append(info.problems[-1])
         return
     info._config = flat = orjson.loads(value) if kind == "json" else value
-    if info._config_sink is not None:
+    if info._config_sink is not None:  # the catalog's: given the JSON bytes already checked to read back equal
         info._config_sink(info, stat, flat, value if kind == "json" else None)
     else:
         remember_config(path, stat, flat)

@@ -362,12 +362,14 @@ def judged(info: RunInfo, *, stale_after: float = STALE_AFTER_S, this_host: str 
 
 @collector_paused()
 def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[str] | None = None, *,
-              stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True) -> list[Any]:
+              stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True,
+              lean: Any = None) -> list[Any]:
     """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises.
 
     ``catalog``: read through the catalog in the user's cache (:mod:`.catalog`), which re-reads only the
     runs that changed since the last look; the result is the same as a plain read of every run's files.
-    A run the catalog had is a :class:`~.catalog_rows.CatalogRun` (a RunInfo built on first use)."""
+    A run the catalog had is a :class:`~.catalog_rows.CatalogRun` (a RunInfo built on first use); with
+    ``lean`` (a :class:`~.catalog_kept.Kept`, one root) its unchanged ended runs are only keys there."""
     roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
     sink: list[str] = [] if problems is None else problems
     now = time.time() if now is None else now
@@ -375,7 +377,7 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
     runs: list[RunInfo] = []
     seen: set[Any] = set()
     notes: list[str] = []  # the catalog's own warnings: never a reason to raise
-    from .catalog import Claimed, keep_frame, open_catalog
+    from .catalog import KEPT, Claimed, keep_frame, open_catalog
 
     book = open_catalog(notes) if catalog else None
     rows = None
@@ -389,6 +391,8 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
             return read_run(path, source, now=now, stale_after=stale_after, this_host=host)
 
         rows = RowSource(book.path, build, reread, book.config_sink, FIELD_NAMES, keep_frame)
+        if lean is not None:
+            book.lean, lean.rows = lean, rows
     try:
         for root in roots:
             before = len(sink)
@@ -407,7 +411,9 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
                 seen.add(key)
                 def read(path: Path = path, source: str = source, names: set[str] = names) -> RunInfo:
                     return read_run(path, source, names, now=now, stale_after=stale_after, this_host=host)
-                runs.append(read() if book is None else book.run(path, source, names, read, rows))
+                found = read() if book is None else book.run(path, source, names, read, rows)
+                if found is not KEPT:
+                    runs.append(found)
             if problems is None and len(sink) > before:
                 raise RunFolderError(sink[before])
     finally:
