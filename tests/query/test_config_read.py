@@ -181,6 +181,24 @@ def test_lt_ls_filtering_on_config_names_a_broken_config_yaml_in_one_line(
         catalog.flush_configs()
 
 
+def test_a_pooled_filter_over_runs_the_catalog_kept_without_configs_equals_a_plain_read(
+        runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lt ls`` first (every run kept, no config asked), then ``lt ls -f``: each kept run is built from its
+    record and its config parsed in the pool; then the configs come from the catalog."""
+    find_runs(runs)
+    monkeypatch.setattr(config_read, "POOL_MIN", 2)
+    monkeypatch.setattr(config_read, "FIRST", 1)
+    monkeypatch.setattr(config_read, "_cores", lambda: 2)
+    plain = [r.name for r in filter_runs(find_runs(runs, catalog=False), "model.lr<0.05")]
+    kept = find_runs(runs)
+    assert type(kept[0]).__name__ == "CatalogRun"
+    assert [r.name for r in filter_runs(kept, "model.lr<0.05")] == plain
+    catalog.flush_configs()
+    again = find_runs(runs)
+    assert [r.name for r in filter_runs(again, "model.lr<0.05")] == plain
+    assert sum(run._info is not None for run in again) == 1  # only the broken config's run, parsed again
+
+
 def test_a_config_edited_between_two_looks_is_read_again_through_the_catalog(runs: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config_read, "POOL_MIN", 2)
