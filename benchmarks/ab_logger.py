@@ -24,18 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+from installed import installed_env
+
 HERE = Path(__file__).resolve().parent
 ANCHORS = ("none", "TensorBoardLogger")
 
 
 def compiled_env(tree: Path) -> dict[str, str]:
-    """The environment of a fresh fit from ``tree``: its package first, with bytecode (see bench_logger.fresh_env)."""
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH", "")) if p)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "lightning_track"),
-                    str(tree / "benchmarks" / "bench_logger.py")], env=env, check=True, stdout=subprocess.DEVNULL)
-    return env
+    """The environment of a fresh fit from ``tree``: its package first, with bytecode."""
+    return installed_env(None, tree, tree / "benchmarks" / "bench_logger.py")
 
 
 def fit(tree: Path, env: dict[str, str], kind: str, steps: int) -> tuple[float, float, float]:

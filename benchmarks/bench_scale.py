@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import orjson
 from bench_runs import STATUSES, synthetic_summary  # the same synthetic runs as bench_runs.py (run as a script)
+from installed import installed_env
 
 from lightning_track.folder.fileio import atomic_write_json, read_json
 from lightning_track.query import catalog as catalog_module
@@ -205,7 +206,7 @@ def main() -> None:
         made_s = time.perf_counter() - started
         time.sleep(catalog_module.RACY_S + 0.5)  # settled: a first look keeps every run
         cache, plain_cache = tmp / "cache", tmp / "plain-cache"
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)}
+        env = installed_env({**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)})
         plain_env = {**env, ENV_CACHE_DIR: str(plain_cache)}
         lt = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
         before = [sys.executable, "-c", PLAIN_LT, "ls", str(root)]  # the same command, the catalog off
