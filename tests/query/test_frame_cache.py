@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from support.query import own_catalog
 
 from lightning_track.folder.fileio import atomic_write_json, read_json
 from lightning_track.query import catalog, frame_cache, frames
@@ -27,16 +28,7 @@ from lightning_track.vocabulary import iso_time
 
 @pytest.fixture(autouse=True)
 def own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """This test's own cache; values written just now count as settled (ext4 times are to the ns)."""
-    monkeypatch.setattr(catalog, "RACY_S", 0.0)
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(cache))
-    yield cache
-    from lightning_track.query import config_cache
-
-    catalog.flush_configs()
-    config_cache.flush()
-    monkeypatch.setattr(config_cache, "_entries", None)
+    yield from own_catalog(monkeypatch, tmp_path)
 
 
 @pytest.fixture
