@@ -178,6 +178,7 @@ def test_log_methods_take_lists_captions_pil_arrays_and_tables(tmp_path: Path) -
     with pytest.raises(TypeError, match="columns= and rows="):
         logger.log_text("bad", columns=["a"])
     logger.finalize("success")
+    assert logger.wait(60)  # the sink host finishes TensorBoard's file after finalize returns
     run = RunLayout(logger.run_dir)
     index = list(read_media_index(run.media_jsonl))
     assert [(i["key"], i["step"], i.get("caption")) for i in index] == [
