@@ -66,11 +66,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     roots = _default_roots(args.roots)
     last = args.last if args.last is not None or args.json or args.all else listing.TABLE_ROWS
     newest = None
-    if not (filters or args.sort or args.columns) and len(roots) == 1:
+    if not (args.sort or args.columns) and len(roots) == 1:
         from ..query.newest import newest_runs  # one root's runs: only the rows printed built, --json streamed
 
         newest = newest_runs(roots[0], problems, window=last, reverse=args.reverse, metric=args.metric,
-                             stream=args.json, **_stale(args))
+                             stream=args.json, filters=filters, **_stale(args))
     if newest is not None:
         found, rows, columns, unknown = newest.total, newest.rows, newest.columns, newest.unknown
     else:
@@ -93,7 +93,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for key in unknown:
         _warn("ls", f"no run has {key!r}" + (" (see lt show RUN for the keys a run has)" if found else ""))
     if newest is not None:
-        hidden = 0 if args.json else found - len(rows)
+        hidden = 0 if args.json else newest.matched - len(rows)
     else:
         shown = rows if last is None else rows[-last:] if last > 0 else []
         hidden, rows = len(rows) - len(shown), shown
@@ -117,7 +117,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if hidden and args.last is None:  # the default cut: said on stderr, so a pipe gets only rows
         older = "older runs" if not args.sort and not args.reverse else "earlier rows"
         _warn("ls", f"… {hidden:,} {older} not shown: --all or --last N")
-    if not found if newest is not None and args.json else not rows:  # (a stream of rows is never empty itself)
+    if not newest.matched if newest is not None and args.json else not rows:  # (a stream of rows is never empty itself)
         if found:
             _warn("ls", f"no run matches ({found} found)")
         elif not problems:

@@ -101,11 +101,15 @@ class RowSource:
         """One flattened config value of a settled run as kept (MISSING: the run has no such key), or
         :data:`UNKNOWN` when the kept config cannot say. SQLite picks the key out of every kept config in
         one query, so a filter on ``model.lr`` parses one number a run, not 100,000 whole configs."""
+        found = self.config_values(key).get(path)
+        return found[1] if found is not None and found[0] == folder else UNKNOWN
+
+    def config_values(self, key: str) -> dict[str, tuple[str, Any]]:
+        """Every kept config's value of ``key``: path -> (folder, value or MISSING), fetched once."""
         kept = self._values.get(key)
         if kept is None:
             kept = self._values[key] = self._values_of(key)
-        found = kept.get(path)
-        return found[1] if found is not None and found[0] == folder else UNKNOWN
+        return kept
 
     def _values_of(self, key: str) -> dict[str, tuple[str, Any]]:
         if '"' in key or "\\" in key or not key.isprintable():  # not sayable as a JSON path: parsed whole

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ import orjson
 from ..errors import RunFolderError
 from .catalog_kept import Kept
 from .catalog_rows import CatalogRun
+from .filters import Filter
 from .listing import default_columns, main_metric_of
+from .newest_filter import answerable, narrow
 from .runs import find_runs
 
 __all__ = ["Newest", "newest_runs"]
@@ -39,16 +41,21 @@ class Newest:
     metric: str | None
     columns: list[str]
     unknown: list[str]  # keys no run has (a warning each)
+    matched: int = -1  # how many runs the filters left (all ``total`` without filters)
 
 
 def newest_runs(root: str | Path, problems: list[str], *, window: int | None, reverse: bool = False,
-                metric: str | None = None, stream: bool = False, **look: Any) -> Newest | None:
+                metric: str | None = None, stream: bool = False, filters: Sequence[Filter] = (),
+                **look: Any) -> Newest | None:
     """The last ``window`` rows (all when None) of ``lt ls root``'s order (start, then name; ``reverse``:
     the other way), with the main metric and the default columns chosen over every run; None when the
     answer must come from a whole look. ``look``: :func:`~.runs.find_runs`'s keywords (``stale_after``).
 
     ``stream`` (every row, ``--json``): ``rows`` is an iterator that builds one run at a time from the
-    catalog's ordered rows, so no list of every run is ever held."""
+    catalog's ordered rows, so no list of every run is ever held. ``filters``: only the runs matching all
+    of them (:mod:`.newest_filter`; None at once for a filter on a key the catalog's rows cannot answer)."""
+    if filters and not answerable(filters):
+        return None
     kept = Kept(os.path.abspath(root), records=window is None)  # a window's rows: their records on first use
     said = len(problems)
     built = find_runs([root], problems, lean=kept, **look)
@@ -57,21 +64,47 @@ def newest_runs(root: str | Path, problems: list[str], *, window: int | None, re
         return None
     total = len(built) + len(kept.keys)
     counts, shown = _columns_of(built, kept)
-    chosen = metric or main_metric_of(counts)
-    unknown = [f"best.{chosen}"] if chosen and metric and chosen not in counts and total else []
+    every, unknown = counts, []  # (best metrics over every run: the metric's warning, its choice if none match)
+    if filters:
+        narrowed = _narrowed(root, kept, built, filters)
+        if narrowed is None:
+            del problems[said:]
+            return None
+        built, broken, unknown = narrowed
+        problems += broken
+        unknown = unknown if total else []
+        counts, shown = _columns_of(built, kept)
+    matched = len(built) + len(kept.keys)
+    chosen = metric or main_metric_of(counts if matched else every)
+    unknown += [f"best.{chosen}"] if chosen and metric and chosen not in every and total else []
     if stream and window is None:
         built.sort(key=_order, reverse=reverse)
         rows = heapq.merge(_in_order(root, kept, reverse), built, key=_order, reverse=reverse) if kept.keys \
             else iter(built)
-        return Newest(rows, total, chosen, default_columns(built, chosen, shown), unknown)
-    want = total if window is None else min(window, total)
+        return Newest(rows, total, chosen, default_columns(built, chosen, shown), unknown, matched)
+    want = matched if window is None else min(window, matched)
     picked = _picked(root, kept, want, reverse) if want > 0 and kept.keys else []
     if picked is None:
         del problems[said:]
         return None
     rows = picked + built
     rows.sort(key=_order, reverse=reverse)
-    return Newest(rows[-want:] if want > 0 else [], total, chosen, default_columns(rows, chosen, shown), unknown)
+    return Newest(rows[-want:] if want > 0 else [], total, chosen, default_columns(rows, chosen, shown), unknown,
+                  matched)
+
+
+def _narrowed(root: str | Path, kept: Kept, built: list[Any], filters: Sequence[Filter]) -> Any:
+    """:func:`~.newest_filter.narrow` over the catalog's rows of the root (None: a whole look answers)."""
+    if kept.rows is None:
+        return None  # no catalog
+    try:
+        where, args = _under(kept)  # (by the path index: no order wanted)
+        rows = kept.rows._connection().execute(
+            f"SELECT path, folder, NULL, NULL, ended, start, brief FROM runs WHERE {where}", args).fetchall()
+    except Exception:  # noqa: BLE001 - any SQLite error: the whole look answers instead
+        return None
+    return narrow(kept, built, filters, rows, lambda row: _catalog_run(root, kept, row),
+                  lambda key: _shown(root, kept, key), _order)
 
 
 def _in_order(root: str | Path, kept: Kept, reverse: bool) -> Iterator[Any]:
@@ -134,16 +167,22 @@ def _columns_of(built: list[Any], kept: Kept) -> tuple[dict[str, int], dict[str,
 def _ordered(kept: Kept, descending: bool, records: bool = False) -> Any:
     """The catalog's rows under the root, by start (a cursor: read as they are asked for); ``records``: with
     each run's record and kept config (``--json`` builds every run: one query, not one a run)."""
-    prefix, order = kept.root, "DESC" if descending else "ASC"
-    # the root itself a run: that one; else the root's range, walked in the start index's order ("+path": not
-    # by the path index, which would sort every run of the root first)
-    where, args = ("path = ?", (prefix,)) if prefix in kept.keys else ("+path >= ? AND +path < ?",
-                                                                       (prefix + "/", prefix + "0"))
+    order = "DESC" if descending else "ASC"
+    # the root's range walked in the start index's order ("+path": not by the path index, which would sort
+    # every run of the root first)
+    where, args = _under(kept, "+")
     more = (", record, config_stat, config FROM runs LEFT JOIN records USING (path) LEFT JOIN configs USING (path)"
             if records else " FROM runs")
     return kept.rows._connection().execute(
         f"SELECT path, folder, names, files, ended, start, brief{more} WHERE {where} "
         f"ORDER BY coalesce(start, 0.0) {order}", args)
+
+
+def _under(kept: Kept, plus: str = "") -> tuple[str, tuple[str, ...]]:
+    """The catalog's rows under the root: the root itself when it is a run, else the root's range."""
+    prefix = kept.root
+    return ("path = ?", (prefix,)) if prefix in kept.keys else (f"{plus}path >= ? AND {plus}path < ?",
+                                                                (prefix + "/", prefix + "0"))
 
 
 def _picked(root: str | Path, kept: Kept, want: int, reverse: bool) -> list[CatalogRun] | None:

@@ -1,0 +1,124 @@
+"""`lt ls -f` through the lean look (the filter answered over the catalog's kept columns, no run object a kept
+run) prints what the whole look prints, character for character: config-key and catalog-row filters, combined
+ones, NaN values, a key missing in some runs, a config.yaml that does not parse (the same one-line problem),
+a running run, tags, deletes, renames and a config edited between looks; a key the catalog's rows cannot
+answer (a metric, the dataset) is left to the whole look."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.query import edit_summary
+
+from lightning_track.cli.lt import main
+from lightning_track.query import catalog, listing, newest
+from lightning_track.query.annotations import change_tags
+
+LEAN = newest.newest_runs
+FILTERS = (["model.lr<0.005"], ["model.lr>=0.001"], ["model.lr=0.01|0.001"], ["model.lr!=0.01"], ["model.hidden"],
+           ["not model.lr<0.005 or status=failed"], ["name~copy"], ["source=gpu2 and model.lr<1"],
+           ["start>2000-01-01", "model.lr<0.05"], ["tag=baseline"], ["tag!=baseline and model.lr"],
+           ["nokey=1"], ["config.model.lr<1 and nokey!=2"], ["status=completed|failed"], ["model.lr<0"])
+ARGS = ([], ["--all"], ["--json"], ["--last", "1"], ["--reverse", "--last", "2"], ["--metric", "val/loss"],
+        ["--metric", "nope"])
+
+
+@pytest.fixture(autouse=True)
+def own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    monkeypatch.setattr(catalog, "RACY_S", 0.0)  # written just now counts as settled (ext4: ns times)
+    monkeypatch.setattr(listing, "TABLE_ROWS", 3)  # 50 by default: a dozen runs stand for 100,000
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(cache))
+    yield cache
+    catalog.flush_configs()
+
+
+def replace(path: Path, text: str) -> None:
+    """Write ``path`` as every writer of a run does: a new file renamed over the old."""
+    path.with_suffix(".tmp").write_text(text)
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+@pytest.fixture
+def mirror(made_runs: dict[str, Path], tmp_path: Path) -> Path:
+    """Two sources of copies of the made runs; one torn summary, one running run, a NaN lr, a config without
+    model.lr, a config.yaml that does not parse."""
+    root = tmp_path / "mirror"
+    for source in ("gpu1", "gpu2"):
+        for run in made_runs.values():
+            shutil.copytree(run, root / source / run.name)
+            shutil.copytree(run, root / source / f"{run.name}_copy")
+    edit_summary(root / "gpu1" / made_runs["full"].name, best={"val/loss": 3})  # a problem line
+    edit_summary(root / "gpu2" / made_runs["lora"].name, status="running", heartbeat="2000-01-01T00:00:00+00:00")
+    replace(root / "gpu1" / f"{made_runs['lora'].name}_copy" / "config.yaml", "model:\n  lr: .nan\n  hidden: 64\n")
+    replace(root / "gpu2" / made_runs["full"].name / "config.yaml", "model:\n  hidden: 0\n")
+    replace(root / "gpu2" / f"{made_runs['nan'].name}_copy" / "config.yaml", "model: [lr: 1\n")
+    return root
+
+
+def both(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[str, bool]:
+    """``lt ls ARGV`` with the lean look, then with it off: equal stdout, stderr and exit; the lean
+    output and whether the lean look answered."""
+    answered = []
+
+    def spy(*args, **kwargs):
+        found = LEAN(*args, **kwargs)
+        answered.append(found is not None)
+        return found
+
+    monkeypatch.setattr(newest, "newest_runs", spy)
+    code = main(["ls", *argv])
+    out, err = capsys.readouterr()
+    monkeypatch.setattr(newest, "newest_runs", lambda *a, **k: None)
+    whole_code = main(["ls", *argv])
+    whole_out, whole_err = capsys.readouterr()
+    assert (code, out, err) == (whole_code, whole_out, whole_err), argv
+    assert answered, "the lean look was not asked"
+    return out + err, answered[0]
+
+
+def filtered(capsys, monkeypatch, root: str, flt: list[str], *argv: str) -> tuple[str, bool]:
+    return both(capsys, monkeypatch, root, *[part for f in flt for part in ("-f", f)], *argv)
+
+
+def test_a_filtered_lean_table_equals_the_whole_look(mirror, made_runs, capsys, monkeypatch) -> None:
+    root = str(mirror)
+    text, lean = filtered(capsys, monkeypatch, root, ["model.lr<0.005"])  # first look, configs parsed
+    assert lean and "model: [lr: 1" not in text and "config.yaml" in text  # the broken config's one line
+    for flt in FILTERS:
+        for argv in ARGS:
+            text, lean = filtered(capsys, monkeypatch, root, flt, *argv)  # nothing changed
+            assert lean, (flt, argv)
+            assert catalog.last_look["read"] == 0
+    text, _ = filtered(capsys, monkeypatch, root, ["model.lr<0.005"], "--all")
+    rows = [line.split()[0] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
+    assert sorted(rows) == sorted([made_runs["full"].name] * 1 + [made_runs["full"].name + "_copy"] * 2)
+    text, _ = filtered(capsys, monkeypatch, root, ["nokey=1"])
+    assert "no run has 'nokey'" in text and "no run matches (12 found)" in text
+    text, _ = filtered(capsys, monkeypatch, root, ["model.lr!=0.01"], "--all")  # NaN, missing: != matches
+    rows = [line.split()[:2] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
+    assert [made_runs["lora"].name + "_copy", "gpu1"] in rows and [made_runs["full"].name, "gpu2"] in rows
+    assert [made_runs["lora"].name + "_copy", "gpu2"] not in rows
+
+    change_tags(mirror / "gpu2" / made_runs["nan"].name, ["keep"])  # a kept run with tags: built to be asked
+    shutil.rmtree(mirror / "gpu1" / f"{made_runs['nan'].name}_copy")  # deleted: gone, no error
+    (mirror / "gpu2" / made_runs["full"].name).rename(mirror / "gpu2" / "arc_full_20990101_000000")
+    replace(mirror / "gpu1" / made_runs["nan"].name / "config.yaml", "model:\n  lr: 0.0001\n  hidden: 64\n")
+    for flt in FILTERS:
+        for argv in ARGS[:3]:
+            text, lean = filtered(capsys, monkeypatch, root, flt, *argv)
+            assert lean, (flt, argv)
+    text, _ = filtered(capsys, monkeypatch, root, ["model.lr<0.0005 or tag=keep"], "--all")
+    rows = [line.split()[:2] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
+    assert sorted(rows) == [[made_runs["nan"].name, "gpu1"], [made_runs["nan"].name, "gpu2"]]  # edited; tagged
+
+
+def test_a_key_the_catalog_rows_cannot_answer_is_the_whole_looks(mirror, capsys, monkeypatch) -> None:
+    both(capsys, monkeypatch, str(mirror))
+    for flt in (["dataset=arc"], ["best.val/loss<10"], ["model.lr<1", "host=x"]):
+        text, lean = filtered(capsys, monkeypatch, str(mirror), flt)
+        assert not lean
