@@ -173,3 +173,24 @@ def test_whole_runs_are_new_quiet_and_small() -> None:
     # b: a file written 5 s ago; c: a folder changed 5 s ago; d: the mirror has part of it; top.txt: no folder
     assert [(r.top, sorted(e.rel for e in r.files), r.dirs) for r in chosen] == [
         ("a", ["a/d/y", "a/x"], {"a": old, "a/d": old})]
+
+
+@pytest.mark.slow
+def test_pull_run_changed_after_listing_goes_file_by_file(ssh_home, tmp_path: Path, monkeypatch) -> None:
+    src, mirror = tmp_path / "src", tmp_path / "mirror"
+    ended_runs(src)
+    grown = src / RUNS[1] / "metrics.jsonl"  # grows between the listing and tar: its header is not the listed one
+    (tmp_path / "tar").write_text(f"#!/bin/sh\necho '{{\"step\": 99}}' >> {grown}\nexec tar \"$@\"\n")
+    (tmp_path / "tar").chmod(0o755)
+    monkeypatch.setattr(SSHTransport, "TAR", str(tmp_path / "tar"))
+    remote, opts = f"ssh://{ssh_home.user}@127.0.0.1:{ssh_home.port}{src}", SyncOptions(state_path=tmp_path / "s")
+    listed_version = grown.read_bytes()
+    result = sync_once(remote, mirror, opts)
+    assert (result.errors, result.notes, result.copied) == ([], [], len(tree(src)))
+    assert (mirror / RUNS[0]).stat().st_mtime == DAY_AGO  # placed whole from the stream
+    assert (mirror / RUNS[1]).stat().st_mtime > DAY_AGO + 3600  # file by file: its folders made now
+    assert (mirror / grown.relative_to(src)).read_bytes() == listed_version  # as listed, like any per-file copy
+    assert sorted(os.listdir(mirror)) == sorted(RUNS)
+    monkeypatch.setattr(SSHTransport, "TAR", "tar")
+    again = sync_once(remote, mirror, opts)
+    assert (again.appended, again.errors) == (1, []) and tree(mirror) == tree(src)
