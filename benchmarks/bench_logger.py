@@ -31,6 +31,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from installed import ROOT as ROOT_TREE
+from installed import installed_env
+
 os.environ.setdefault("SWANLAB_MODE", "offline")
 
 
@@ -166,23 +169,9 @@ SOURCE_ONLY = False  # --source-only: fresh processes compile lightning_track fr
 
 
 def fresh_env() -> dict[str, str]:
-    """The fresh processes' environment: lightning_track with its bytecode, as an installed copy has it.
-
-    Why: this machine sets ``PYTHONDONTWRITEBYTECODE=1`` and the checkout has no ``__pycache__``, so every fresh
-    process compiled the ~50 modules a RunLogger imports from source, in each of its processes (training, sink host,
-    console relay): ~0.05 s of CPU in the training process alone, which ``pip install`` (it compiles on install)
-    never pays. Site-packages keep their own bytecode either way. ``--source-only`` measures the source-compiling case.
-    """
-    env = dict(os.environ)
-    if SOURCE_ONLY:
-        return env
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    if not getattr(fresh_env, "compiled", False):  # once per benchmark, before any timing
-        root = Path(__file__).resolve().parents[1]
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "lightning_track"), str(Path(__file__))],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-        fresh_env.compiled = True  # type: ignore[attr-defined]
-    return env
+    """The fresh processes' environment: lightning_track with its bytecode (installed.installed_env), or compiled
+    from source in every process with ``--source-only``."""
+    return dict(os.environ) if SOURCE_ONLY else installed_env(None, ROOT_TREE, Path(__file__))
 
 
 def fit_fresh(kind: str, steps: int) -> tuple[float, float, float]:

@@ -11,7 +11,9 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
    value (first look at the configs, again);
 2. the anchor in the same run, alternated with each measurement: the same ``lt ls`` with the catalog off
    (the code path before it: every folder listed, every summary/meta read, configs through the config cache);
-3. ``load_runs`` in one process: through the catalog (nothing changed) and ``catalog=False``;
+3. ``load_runs`` in one process: its kept frame used (nothing changed), through the catalog alone (the kept
+   frame off: the code before it), after ``--changed`` of the runs changed (the frame built and kept again),
+   each beside ``catalog=False``;
 4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
    nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
 
@@ -48,10 +50,12 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 from bench_runs import STATUSES, synthetic_summary  # the same synthetic runs as bench_runs.py (run as a script)
+from installed import installed_env
 
 from lightning_track.folder.fileio import atomic_write_json, read_json
 from lightning_track.query import catalog as catalog_module
@@ -134,18 +138,23 @@ def change(root: Path, fraction: float) -> int:
 
 
 LAST_CPU = [0.0]  # user + system CPU of the last fresh() process or _timed() call
+LAST_RSS = [0.0]  # the peak resident memory (MiB) of the last fresh() process
 
 
 def fresh(cmd: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one fresh process (its CPU seconds in LAST_CPU: steadier on a shared machine)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, env=env)
-    elapsed = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    LAST_CPU[0] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.decode()[-500:]}")
+    """Wall seconds of one fresh process (its CPU seconds in LAST_CPU: steadier on a shared machine; its
+    peak RSS in LAST_RSS, from the kernel's own accounting of that one process: os.wait4)."""
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        LAST_CPU[0] = usage.ru_utime + usage.ru_stime
+        LAST_RSS[0] = usage.ru_maxrss / 1024
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}: {err.read().decode()[-500:]}")
     return elapsed
 
 
@@ -197,20 +206,21 @@ def main() -> None:
         made_s = time.perf_counter() - started
         time.sleep(catalog_module.RACY_S + 0.5)  # settled: a first look keeps every run
         cache, plain_cache = tmp / "cache", tmp / "plain-cache"
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)}
+        env = installed_env({**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)})
         plain_env = {**env, ENV_CACHE_DIR: str(plain_cache)}
         lt = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
         before = [sys.executable, "-c", PLAIN_LT, "ls", str(root)]  # the same command, the catalog off
         bare = best(args.repeats, lambda: fresh([sys.executable, "-c", "pass"], env))
-        rows: list[tuple[str, float, float, float, float]] = []
+        rows: list[tuple[str, float, float, float, float, float, float]] = []
 
         def pair(what: str, ours, anchor) -> None:  # alternated, best of each: the machine's load hits both
             times = []
             for _ in range(args.repeats):
                 ours_wall = ours()
-                ours_cpu = LAST_CPU[0]
-                times.append((ours_wall, ours_cpu, anchor(), LAST_CPU[0]))
-            rows.append((what, *(min(t[i] for t in times) for i in range(4))))
+                ours_cpu, ours_rss = LAST_CPU[0], LAST_RSS[0]
+                times.append((ours_wall, ours_cpu, anchor(), LAST_CPU[0], ours_rss, LAST_RSS[0]))
+            rows.append((what, *(min(t[i] for t in times) for i in range(4)), *(max(t[i] for t in times)
+                                                                                 for i in (4, 5))))
 
         def empty(path: Path) -> Path:
             shutil.rmtree(path, ignore_errors=True)
@@ -247,6 +257,16 @@ def main() -> None:
         load_runs(root, catalog=False)
         pair("load_runs (a process that already imported pandas), nothing changed",
              lambda: _timed(lambda: load_runs(root)), lambda: _timed(lambda: load_runs(root, catalog=False)))
+        pair("load_runs through the catalog alone (its kept frame off: the code before it), nothing changed",
+             lambda: _timed(lambda: without_kept_frame(load_runs, root)),
+             lambda: _timed(lambda: load_runs(root, catalog=False)))
+
+        def changed_load() -> float:
+            change(root, args.changed)
+            return _timed(lambda: load_runs(root))
+
+        pair(f"load_runs, {args.changed:.0%} of the runs changed just before (the frame built and kept again)",
+             changed_load, lambda: _timed(lambda: load_runs(root, catalog=False)))
         catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
         memory = memory_lines(tmp, args.runs, root) if args.memory else []
     except BaseException:
@@ -307,17 +327,18 @@ def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
     return ["", *lines]
 
 
-def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float, float, float]], bare: float,
+def write_results(args: argparse.Namespace, rows: list[tuple[Any, ...]], bare: float,
                   catalog_mb: float, made_s: float, memory: list[str] = ()) -> None:
     title = f"## {args.runs:,} runs: lt ls and load_runs through the catalog"
     lines = [f"{title} ({date.today().isoformat()})", "",
              "| what | through the catalog: wall / CPU | plain read (the anchor, same run): wall / CPU "
-             "| plain / catalog (CPU) |",
-             "| --- | --- | --- | --- |"]
-    for what, ours, ours_cpu, anchor, anchor_cpu in rows:
+             "| plain / catalog (CPU) | peak RSS: catalog / plain |",
+             "| --- | --- | --- | --- | --- |"]
+    for what, ours, ours_cpu, anchor, anchor_cpu, *rss in rows:
         ratio = f"{anchor_cpu / ours_cpu:.2f}x" if anchor_cpu and ours_cpu else "-"
+        peak = f"{rss[0]:.0f} / {rss[1]:.0f} MiB" if rss and rss[0] else "-"  # load_runs: in this process
         lines.append(f"| {what}, {args.runs:,} runs | {ours:.2f} s / {ours_cpu:.2f} s | {anchor:.2f} s / "
-                     f"{anchor_cpu:.2f} s | {ratio} |")
+                     f"{anchor_cpu:.2f} s | {ratio} | {peak} |")
     lines += memory
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines += ["", f"- a bare `python -c pass` takes {bare:.2f} s here (part of every fresh-process time); "
@@ -335,10 +356,23 @@ def write_results(args: argparse.Namespace, rows: list[tuple[str, float, float, 
     write_first(Path(args.out), title, text)  # one section per number of runs: this one replaced
 
 
+def without_kept_frame(load_runs, root: Path) -> None:
+    """``load_runs`` as before its kept frame (``query/frame_cache.py``): through the catalog alone."""
+    from lightning_track.query import frames
+
+    kept = frames.cached_frame, frames.keep_frame
+    frames.cached_frame = frames.keep_frame = lambda *args: None
+    try:
+        load_runs(root)
+    finally:
+        frames.cached_frame, frames.keep_frame = kept
+
+
 def _timed(fn) -> float:
     started, cpu = time.perf_counter(), time.process_time()
     fn()
     LAST_CPU[0] = time.process_time() - cpu
+    LAST_RSS[0] = 0.0  # in this process: not its own peak
     return time.perf_counter() - started
 
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import yaml
+from installed import installed_env
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "pipeline")]  # support.*, slurm_support
@@ -123,11 +124,7 @@ def main() -> None:
         t0 = time.monotonic()
         cluster = slurm_support.start(folder / "slurm")
         up = time.monotonic() - t0
-        env = {**os.environ, **cluster.env, "PYTHONPATH": str(HERE.parent)}
-        # As an installed package is used: its modules compiled once (__pycache__), not at every start.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "lightning_track")], env=env,
-                       check=False)
+        env = installed_env({**os.environ, **cluster.env, "PYTHONPATH": str(HERE.parent)})
         times: dict[str, list[dict[str, float]]] = {w: [] for w in WAYS}
         try:
             one("hand sbatch", folder, -1, env)  # warm-up: the first job of a fresh slurmd is slower

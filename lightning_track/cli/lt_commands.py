@@ -63,21 +63,40 @@ def cmd_ls(args: argparse.Namespace) -> int:
         _warn("ls", str(exc))
         return EXIT_FAILURE
     problems: list[str] = []
-    runs = find_runs(_default_roots(args.roots), problems, **_stale(args))
+    roots = _default_roots(args.roots)
+    last = args.last if args.last is not None or args.json or args.all else listing.TABLE_ROWS
+    newest = None
+    if not (filters or args.sort or args.columns) and len(roots) == 1:
+        from ..query.newest import newest_runs  # one root's runs: only the rows printed built, --json streamed
+
+        newest = newest_runs(roots[0], problems, window=last, reverse=args.reverse, metric=args.metric,
+                             stream=args.json, **_stale(args))
+    if newest is not None:
+        found, rows, columns, unknown = newest.total, newest.rows, newest.columns, newest.unknown
+    else:
+        runs = find_runs(roots, problems, **_stale(args))
+        from ..query.config_read import problems_found
+
+        with problems_found() as broken:  # a config.yaml the filter read and could not parse: said too
+            matched = filter_runs(runs, filters)
+        problems += broken
+        metric = args.metric or listing.main_metric(matched or runs)
+        columns = listing.parse_columns(args.columns, matched, metric)
+        keys = [k for f in filters for k in f.keys()] + columns + ([args.sort.lstrip("-+")] if args.sort else [])
+        unknown = listing.unknown_keys(keys, runs)
+        rows = listing.sort_runs(matched, args.sort)
+        if args.reverse:
+            rows.reverse()
+        found = len(runs)
     for problem in problems:
         _warn("ls", problem)
-    matched = filter_runs(runs, filters)
-    metric = args.metric or listing.main_metric(matched or runs)
-    columns = listing.parse_columns(args.columns, matched, metric)
-    keys = [k for f in filters for k in f.keys()] + columns + ([args.sort.lstrip("-+")] if args.sort else [])
-    for key in listing.unknown_keys(keys, runs):
-        _warn("ls", f"no run has {key!r}" + (" (see lt show RUN for the keys a run has)" if runs else ""))
-    rows = listing.sort_runs(matched, args.sort)
-    if args.reverse:
-        rows.reverse()
-    last = args.last if args.last is not None or args.json or args.all else listing.TABLE_ROWS
-    shown = rows if last is None else rows[-last:] if last > 0 else []
-    hidden, rows = len(rows) - len(shown), shown
+    for key in unknown:
+        _warn("ls", f"no run has {key!r}" + (" (see lt show RUN for the keys a run has)" if found else ""))
+    if newest is not None:
+        hidden = 0 if args.json else found - len(rows)
+    else:
+        shown = rows if last is None else rows[-last:] if last > 0 else []
+        hidden, rows = len(rows) - len(shown), shown
     if args.json:
         extra = [c for c in columns if c not in listing.DEFAULT_COLUMNS]
 
@@ -98,11 +117,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if hidden and args.last is None:  # the default cut: said on stderr, so a pipe gets only rows
         older = "older runs" if not args.sort and not args.reverse else "earlier rows"
         _warn("ls", f"… {hidden:,} {older} not shown: --all or --last N")
-    if not rows:
-        if runs:
-            _warn("ls", f"no run matches ({len(runs)} found)")
+    if not found if newest is not None and args.json else not rows:  # (a stream of rows is never empty itself)
+        if found:
+            _warn("ls", f"no run matches ({found} found)")
         elif not problems:
-            _warn("ls", "no runs found under " + ", ".join(_default_roots(args.roots)))
+            _warn("ls", "no runs found under " + ", ".join(roots))
         return EXIT_FAILURE
     return EXIT_OK
 

@@ -129,9 +129,16 @@ def checkpoint_lines(pipeline: Pipeline, step: Step, options: SlurmOptions, exp_
             'eval "$checkpoints"']
 
 
+def directive_value(value: str) -> str:
+    """A value quoted for an ``#SBATCH`` line: sbatch splits those at whitespace, ends them at an unquoted ``#``
+    and takes quotes and backslashes as the shell does, except that a backslash escapes inside quotes too."""
+    return shlex.quote(value).replace("\\", "\\\\")
+
+
 def _directives(pipeline: Pipeline, step: Step, options: SlurmOptions) -> list[str]:
     out = Path(pipeline.root).resolve() / "slurm" / f"{pipeline.exp_id(step.name)}-%j.out"
-    lines = [f"--job-name={pipeline.exp_id(step.name)}", f"--output={out}", "--open-mode=append"]
+    lines = [f"--job-name={directive_value(pipeline.exp_id(step.name))}", f"--output={directive_value(str(out))}",
+             "--open-mode=append"]
     lines += [f"--partition={options.partition}"] * bool(options.partition)
     lines += [f"--time={options.time}"] * bool(options.time)
     lines += [f"--gres={options.gres}"] * bool(options.gres)

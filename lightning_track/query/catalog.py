@@ -29,6 +29,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
@@ -38,15 +39,18 @@ import orjson
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
+from .catalog_kept import KEPT, Kept, flush_records, record_parts
+from .catalog_kept import exact as _exact
 from .catalog_rows import CatalogRun, RowSource, brief_of
 
 __all__ = ["Catalog", "Claimed", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config",
-           "last_look", "known_runs", "keep_frame", "RACY_S", "VERSION"]
+           "last_look", "keep_frame", "RACY_S", "VERSION"]
 
 VERSION = 3
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
 _KEPT_RUN = frozenset({RunLayout.SUMMARY, RunLayout.METRICS_JSONL})  # the lister's "a run, as kept"
 TRACKED = (RunLayout.SUMMARY, RunLayout.META, RunLayout.ANNOTATIONS, *EXPORT_RECORDS)  # the files a listing reads
+_CHUNK = 2000  # entries written at once during a look
 _BUSY_MS = 3000  # another lt ls writing: wait this long, then leave the catalog as it is
 
 # Narrow rows a look reads for every run, the wide parts in tables of their own (one row each, deleted
@@ -61,7 +65,8 @@ CREATE TABLE IF NOT EXISTS runs (
     start REAL,             -- RunInfo.start: a listing's order
     brief BLOB NOT NULL     -- what a listing needs of every run (catalog_rows.brief_of)
 );
--- {"s": summary, "m": meta, "a": annotations, "e": exports, "p": problems}
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs(coalesce(start, 0.0));  -- lt ls's order (newest.py)
+-- {"s": summary, "m": meta, "a": annotations, "e": exports, "p": problems}: "a" left out when None, "e"/"p" when []
 CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, record BLOB NOT NULL);
 -- the flattened config.yaml and its stat when kept
 CREATE TABLE IF NOT EXISTS configs (path TEXT PRIMARY KEY, config_stat TEXT NOT NULL, config BLOB NOT NULL);
@@ -102,15 +107,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _exact(value: Any) -> bytes | None:
-    """``value`` as JSON bytes if reading them back gives it unchanged (a NaN or a huge int does not)."""
-    try:
-        data = orjson.dumps(value)
-        return data if orjson.loads(data) == value else None
-    except (TypeError, orjson.JSONEncodeError):
-        return None
-
-
 class Claimed:
     """An unchanged ended run found by :meth:`Catalog.claim`: its key and its folder's identity."""
 
@@ -135,7 +131,9 @@ class Catalog:
         self._seen: set[str] = set()
         self._trusted: set[str] = set()  # ended runs whose folder the lister found unchanged
         self._broken = False
+        self._unwritten = False  # a write failed: the rest of this look's entries are not written either
         self._read = 0
+        self.lean: Kept | None = None  # a lean look's kept keys (catalog_kept), set by find_runs
 
     # -- reading ------------------------------------------------------------------------------------
     def _key(self, path: Path) -> str:
@@ -191,33 +189,54 @@ class Catalog:
         except OSError:
             return None
 
-    def claim(self, folder: Path, names: list[str], source: str) -> list[tuple[str, str, Claimed] | None]:
-        """For each of ``folder``'s ``names``: ``(path as found, source, Claimed)`` when it is an ended run the
-        catalog holds whose folder did not change (the rule of :meth:`lister`), else None; no Path, no
-        listing, one stat a run (one call a folder: this loop is most of a look at 100,000 runs)."""
+    def claim(self, folder: Path, names: list[str], source: str) -> list[tuple[str, tuple[str, str, Claimed] | None]]:
+        """``(name, answer)`` for ``folder``'s ``names``, sorted: ``(path as found, source, Claimed)`` when it is an
+        ended run the catalog holds whose folder did not change (the rule of :meth:`lister`), else None; no
+        Path, no listing, one stat a run (one call a folder: this loop is most of a look at 100,000 runs).
+        In a lean look (:attr:`lean`) such a run is kept by its key alone and left out of the answer."""
         shown = str(folder)
         parent = self._parents.get(shown)
         if parent is None:
             parent = self._parents[shown] = os.path.abspath(shown)
         prefix = f"{parent}/" if parent != "/" else "/"
         found = prefix if shown == parent else "" if shown == "." else f"{shown}/"  # a path as a plain read has it
-        known, limit, stat, out = self._known, self._limit, os.stat, []
+        known, limit, stat, out, lean = self._known, self._limit, os.stat, [], self.lean
+        if lean is not None:  # Kept.take for a claimed run, inlined below (the loop of a look at 100,000 runs)
+            dev, inos, keys, briefs = lean.dev, lean.inos, lean.keys, lean.briefs
+        else:
+            names = sorted(names)  # the answer in the walk's order (a lean look sorts what it leaves)
         for name in names:
             key = prefix + name
             entry = known.get(key)
             if entry is None or not entry[3]:
-                out.append(None)
+                out.append((name, None))
                 continue
             try:
                 st = stat(key)
             except OSError:
-                out.append(None)
+                out.append((name, None))
                 continue
             if entry[0] != f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}" or \
                     max(st.st_mtime_ns, st.st_ctime_ns) >= limit:  # _dir_key and _settled, inlined
-                out.append(None)
+                out.append((name, None))
                 continue
-            out.append((found + name, source, Claimed(key, st)))
+            # a lean look keeps it by its key; one with problems (its lines are the look's: brief_of writes
+            # "p":true, no spaces) or on another device than the root stays a whole run
+            if lean is not None:
+                brief = entry[5]
+                if st.st_dev == dev and b'"p":true' not in brief:
+                    if st.st_ino in inos:
+                        lean.spoilt = "the same run folder twice"
+                    inos.add(st.st_ino)
+                    keys[key] = entry[0]
+                    briefs[brief] = briefs.get(brief, 0) + 1
+                    lean.sourced = lean.sourced or bool(source)
+                    del known[key]
+                    continue
+                lean.note(st.st_dev, st.st_ino)
+            out.append((name, (found + name, source, Claimed(key, st))))
+        if lean is not None:
+            out.sort(key=itemgetter(0))
         return out
 
     def claimed(self, path: str, source: str, what: Claimed, rows: RowSource) -> CatalogRun:
@@ -240,13 +259,15 @@ class Catalog:
         key, stat = self._stats.get(str(path)) or (self._key(path), None)
         self._seen.add(key)
         entry = self._known.pop(key, None)
-        if entry is not None and key in self._trusted:
-            return None if rows is None else CatalogRun(str(path), key, source, entry, rows, True)
-        if stat is None:
+        if stat is None:  # (a trusted entry's folder was stat'ed by the lister)
             try:
                 stat = os.stat(key)
             except OSError:
                 return self._plain(read)
+        if self.lean is not None:
+            self.lean.note(stat.st_dev, stat.st_ino)
+        if entry is not None and key in self._trusted:
+            return None if rows is None else CatalogRun(str(path), key, source, entry, rows, True)
         settled = self._settled(stat)
         files = []
         for name in TRACKED:
@@ -266,11 +287,18 @@ class Catalog:
         self._read += 1
         info._config_sink = self.config_sink(key)
         if settled or keep_recent:
-            record = _exact({"s": info.summary, "m": info.meta, "a": info.annotations, "e": info.exports,
-                             "p": info.problems})
-            if record is not None:
-                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key,
-                                  int(info.summary.get("status") != RUNNING), info.start, brief_of(info), record))
+            ended, brief, lean = info.summary.get("status") != RUNNING, brief_of(info), self.lean
+            # a lean look keeps the key of an ended run it read; a table's, without its record (catalog_kept)
+            keep = lean is not None and rows is not None and ended and not info.problems
+            record = None if keep and not lean.records else _exact(record_parts(info), parsed=True)
+            if record is not None or keep and not lean.records:
+                self._put.append((key, folder_key, "\0".join(sorted(names)), files_key, int(ended), info.start,
+                                  brief, record))
+                kept = keep and lean.take(key, folder_key, stat.st_dev, brief, source)
+                if len(self._put) >= _CHUNK:
+                    self._write()
+                if kept:
+                    return KEPT
         return info
 
     def _plain(self, read: Callable[[], Any]) -> Any:
@@ -280,10 +308,10 @@ class Catalog:
     def _settled(self, stat: os.stat_result) -> bool:
         return max(stat.st_mtime_ns, stat.st_ctime_ns) < self._limit
 
-    def config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any]], None]:
-        def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any]) -> None:
+    def config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any], bytes | None], None]:
+        def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any], exact: bytes | None = None) -> None:
             if self._settled(stat):
-                data = _exact(flat)
+                data = exact if exact is not None else _exact(flat)
                 if data is not None:
                     _pending_configs.append((key, stat_key(stat), data))
                     _register_flush()
@@ -293,27 +321,37 @@ class Catalog:
     # -- writing ------------------------------------------------------------------------------------
     def save(self) -> None:
         """Write the entries read this time and forget runs gone from under the roots looked at."""
-        last_look.update(runs=len(self._seen), read=self._read)
-        if self._broken:
-            self.close()
+        last_look.update(runs=len(self._seen) + (len(self.lean.keys) if self.lean is not None else 0),
+                         read=self._read)
+        if not self._broken:
+            self._write([p for p in self._known if p not in self._seen] + self._gone)  # entries no run took
+        if self.lean is not None and self._unwritten and not self.lean.spoilt:
+            self.lean.spoilt = "catalog not written"  # its keys name entries that are not there
+        self.close()
+
+    def _write(self, gone: list[str] = ()) -> None:
+        """The entries read so far (chunks during a look: 100,000 records are never held at once), a chunk
+        a transaction: a crash keeps whole entries or none."""
+        put, self._put = self._put, []
+        if self._broken or self._unwritten or not put and not gone:
+            self._unwritten = self._unwritten or bool(put)
             return
-        gone = [p for p in self._known if p not in self._seen] + self._gone  # entries no run of this look took
         try:
-            if self._put or gone:
-                with self.conn:
-                    # a new record drops the kept config and row: they were made under the old folder
-                    for table in _TABLES:
-                        self.conn.executemany(f"DELETE FROM {table} WHERE path = ?",
-                                              [(p,) for p in gone] + [(put[0],) for put in self._put])
-                    self.conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", (p[:7] for p in self._put))
-                    self.conn.executemany("INSERT INTO records VALUES (?, ?)", ((p[0], p[7]) for p in self._put))
+            with self.conn:
+                # a new record drops the kept config and row: they were made under the old folder
+                for table in _TABLES:
+                    self.conn.executemany(f"DELETE FROM {table} WHERE path = ?",
+                                          [(p,) for p in gone] + [(entry[0],) for entry in put])
+                self.conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", (p[:7] for p in put))
+                self.conn.executemany("INSERT INTO records VALUES (?, ?)", ((p[0], p[7]) for p in put if p[7]))
+            return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):  # another look writing: it keeps it warm
                 self.problems.append(f"{self.path}: catalog not written ({_one_line(exc)}); the next look reads "
                                      "the run files again")
         except sqlite3.Error as exc:
             self._damaged(exc)
-        self.close()
+        self._unwritten = True
 
     def forget(self, paths: list[str]) -> None:
         """Drop these runs' entries at :meth:`save` (absolute paths)."""
@@ -385,23 +423,6 @@ def open_catalog(problems: list[str]) -> Catalog | None:
     return None
 
 
-def known_runs(root: str | Path) -> set[str] | None:
-    """The run folders the catalog holds below ``root`` (absolute paths), None when it cannot say."""
-    problems: list[str] = []
-    book = open_catalog(problems)
-    if book is None:
-        return None
-    prefix = os.path.abspath(root)
-    try:
-        rows = book.conn.execute("SELECT path FROM runs WHERE path >= ? AND path < ?",  # the key's index alone
-                                 (prefix + "/", prefix + "0")).fetchall()
-    except sqlite3.Error:
-        return None  # a look that finds it damaged builds it again
-    finally:
-        book.close()
-    return {row[0] for row in rows}
-
-
 # -- flattened configs (a filter on config.* asks for them lazily) and load_runs rows found after the look
 
 _pending_configs: list[tuple[str, str, bytes]] = []
@@ -426,8 +447,9 @@ def keep_frame(key: str, folder: str, row: dict[str, Any]) -> None:
 
 
 def flush_configs() -> None:
-    """Keep the configs (and load_runs rows) found since the last flush beside their runs' entries (never
-    raises)."""
+    """Keep the configs (and load_runs rows, records) found since the last flush beside their runs' entries
+    (never raises)."""
+    flush_records()
     if not _pending_configs and not _pending_frames:
         return
     rows = [(stat, data, path) for path, stat, data in _pending_configs]
@@ -437,6 +459,7 @@ def flush_configs() -> None:
     try:
         conn = sqlite3.connect(f"{catalog_path().as_uri()}?mode=rw", uri=True, timeout=_BUSY_MS / 1000)
         try:
+            conn.execute("PRAGMA synchronous=NORMAL")  # as a look's writes (_connect): no fsync of the WAL
             with conn:
                 conn.executemany("INSERT OR REPLACE INTO configs SELECT path, ?, ? FROM runs WHERE path = ?", rows)
                 conn.executemany("INSERT OR REPLACE INTO frames SELECT path, ? FROM runs WHERE path = ? AND "

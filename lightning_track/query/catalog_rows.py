@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class RowSource:
         self._values: dict[str, dict[str, tuple[str, Any]]] = {}  # config key -> path -> (folder, value)
         self._frames: dict[str, tuple[str, bytes, bytes | None]] | None = None
         self._running: dict[str, tuple[Any, ...]] | None = None
+        self.given: dict[str, tuple[Any, ...]] = {}  # path -> a row of _RECORD fetched ahead (newest.py's stream)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -75,7 +76,7 @@ class RowSource:
             if running and self._running is None:
                 self._running = {row[0]: row[1:] for row in self._connection().execute(
                     f"SELECT path, {_RECORD} WHERE NOT ended")}
-            row = self._running.get(path) if running and self._running else None
+            row = self._running.get(path) if running and self._running else self.given.pop(path, None)
             if row is None:
                 row = self._connection().execute(f"SELECT {_RECORD} WHERE path = ?", (path,)).fetchone()
         except sqlite3.Error:
@@ -182,14 +183,18 @@ class CatalogRun:
             try:
                 record = orjson.loads(kept[0])
                 info = self._rows.build(Path(self._path), self.source, summary=record["s"], meta=record["m"],
-                                        annotations=record["a"], exports=record.get("e") or [],
-                                        problems=record["p"])
+                                        annotations=record.get("a"), exports=record.get("e") or [],
+                                        problems=record.get("p") or [])  # empty parts are not kept
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 info = None
             if info is not None and kept[1] is not None and kept[2] is not None:
                 info._config_hint = (kept[1], kept[2])
         if info is None:
             info = self._rows.read(Path(self._path), self.source)
+            if self._ended:  # an entry written without its record (a table's first look): kept now
+                from .catalog_kept import keep_record
+
+                keep_record(self._rows.db, self._key, self._folder, info)
         info._config_sink = self._rows.sink(self._key)
         return info
 
@@ -249,6 +254,15 @@ class CatalogRun:
                     return flat
         return self.info.config
 
+    def config_pending(self, keys: Sequence[str] = ()) -> tuple[Any, str, Any] | None:
+        """As :meth:`~.runs.RunInfo.config_pending`, for a filter on ``keys``: None when the catalog has the
+        values of the config keys among them (or there are none), else the built run's."""
+        if self._info is None and self._ended:
+            names = [name for name in map(self._config_name, keys) if name]
+            if all(self._rows.config_value(name, self._key, self._folder) is not UNKNOWN for name in names):
+                return None
+        return self.info.config_pending()
+
     def frame(self) -> dict[str, Any]:
         """:func:`frame_row` of this run: as kept for an ended run, else built."""
         if self._info is None and self._ended:
@@ -272,12 +286,18 @@ class CatalogRun:
                 return self._path, kept[0], kept[1]
         return None
 
+    def _config_name(self, key: str) -> str:
+        name = self._rows.config_names.get(key)
+        if name is None:  # what the key is, worked out once a look (a filter asks it of every run)
+            name = self._rows.config_names[key] = _config_name(key, self._rows.fields)
+        return name
+
     def value(self, key: str) -> Any:
         """As :meth:`~.runs.RunInfo.value`; from the catalog's columns: name, source, start, no tags, an ended
         run's status and its config."""
         name = self._rows.config_names.get(key)
-        if name is None:  # what the key is, worked out once a look (a filter asks it of every run)
-            name = self._rows.config_names[key] = _config_name(key, self._rows.fields)
+        if name is None:
+            name = self._config_name(key)
         if name:
             if self._info is None and self._ended:
                 found = self._rows.config_value(name, self._key, self._folder)

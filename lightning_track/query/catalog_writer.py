@@ -2,12 +2,13 @@
 
 Why apart from :mod:`.catalog` (which only reads through a look) and :mod:`.runs` (which looks): the one
 caller is ``lt sync``, which knows which runs of its mirror it changed; it reads just those into the
-catalog so that the next ``lt ls`` of the mirror opens no run file.
+catalog so that the next ``lt ls`` of the mirror opens no run file (:func:`known_runs`: which it holds).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from .catalog import open_catalog
 from .discover import run_names
 from .runs import RunInfo, read_run
 
-__all__ = ["write_through"]
+__all__ = ["write_through", "known_runs"]
 
 
 def write_through(runs: Iterable[str | Path], gone: Iterable[str | Path] = ()) -> list[str]:
@@ -46,3 +47,20 @@ def write_through(runs: Iterable[str | Path], gone: Iterable[str | Path] = ()) -
     finally:
         book.save()
     return problems
+
+
+def known_runs(root: str | Path) -> set[str] | None:
+    """The run folders the catalog holds below ``root`` (absolute paths), None when it cannot say."""
+    problems: list[str] = []
+    book = open_catalog(problems)
+    if book is None:
+        return None
+    prefix = os.path.abspath(root)
+    try:
+        rows = book.conn.execute("SELECT path FROM runs WHERE path >= ? AND path < ?",  # the key's index alone
+                                 (prefix + "/", prefix + "0")).fetchall()
+    except sqlite3.Error:
+        return None  # a look that finds it damaged builds it again
+    finally:
+        book.close()
+    return {row[0] for row in rows}

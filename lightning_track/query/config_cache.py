@@ -6,7 +6,8 @@ config never changes once written, so each file's flattened values are kept in o
 cache (:func:`~lightning_track.vocabulary.cache_root`), keyed by the file's absolute path and checked against its size,
 mtime, ctime and inode before use. Only values JSON gives back unchanged are kept (a YAML date or a NaN is
 parsed again each time), so the cache can make a read faster, never different. Written once, at exit,
-and only when something new was parsed.
+and only when something new was parsed. A look through the catalog keeps its configs in the catalog
+instead (:mod:`.catalog`): this cache is for reads without one (``catalog=False``, no usable catalog).
 """
 
 from __future__ import annotations

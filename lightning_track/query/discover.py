@@ -9,7 +9,7 @@ one-line problem; any other folder without runs is passed over quietly.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +86,15 @@ def run_folder_of(root: Path, rel: str, lister: Callable[[Path], set[str] | None
 
 def find_run_dirs(root: str | Path, problems: list[str], *,
                   lister: Callable[[Path], set[str] | None] = list_names,
-                  claim: Callable[[Path, list[str], str], list[Any]] | None = None) -> list[tuple[Any, str, Any]]:
+                  claim: Callable[[Path, list[str], str], Iterable[tuple[str, Any]]] | None = None,
+                  ) -> list[tuple[Any, str, Any]]:
     """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run).
 
     ``lister`` gives a folder's names below the root (None for a file): the catalog answers from what it
     kept for a folder that did not change. ``claim(folder, names, source)`` may take children first (the
-    catalog's unchanged ended runs: one stat, no Path): each answer ``(path, source, what)`` is listed as is,
-    each None is looked at here."""
+    catalog's unchanged ended runs: one stat, no Path): it gives ``(name, answer)`` for the names left to
+    list, in sorted order; an answer ``(path, source, what)`` is listed as is, a None is looked at here (a name it
+    leaves out is one the catalog keeps to itself: a lean look's unchanged run)."""
     root = Path(root)
     names = list_names(root)
     if names is None:
@@ -103,9 +105,8 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
     found: list[tuple[Any, str, Any]] = []
 
     def walk(folder: Path, names: set[str], depth: int, source: str) -> None:
-        ordered = sorted(name for name in names if not _skipped(name))
-        for name, claimed in zip(ordered, claim(folder, ordered, source) if claim else [None] * len(ordered),
-                                 strict=True):
+        shown = [name for name in names if not _skipped(name)]  # claim sorts what it leaves (it may leave most)
+        for name, claimed in claim(folder, shown, source) if claim else ((name, None) for name in sorted(shown)):
             if claimed is not None:
                 found.append(claimed)
                 continue

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import operator
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -109,9 +110,14 @@ def _number(value: Any) -> float | None:
     return None
 
 
+_ORDER = {"=": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
 def _one(actual: Any, op: str, lit: Literal) -> bool:
     """One value against one literal (``!=``/``!~`` are handled by the caller as negations)."""
     want = lit.value
+    if type(actual) is float and type(want) is float and op != "~":  # the usual case (model.lr<1e-3): no NaN
+        return actual == actual and want == want and _ORDER[op](actual, want)
     if op == "~":
         try:
             return re.search(lit.text, str(actual)) is not None
@@ -123,13 +129,13 @@ def _one(actual: Any, op: str, lit: Literal) -> bool:
     if a is not None and b is not None:
         if math.isnan(a) or math.isnan(b):
             return False
-        return {"=": a == b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        return _ORDER[op](a, b)
     text, pattern = str(actual), lit.text
     if op == "=":
         if any(c in pattern for c in "*?["):
             return fnmatch.fnmatchcase(text, pattern)
         return text == pattern
-    return {"<": text < pattern, "<=": text <= pattern, ">": text > pattern, ">=": text >= pattern}[op]
+    return _ORDER[op](text, pattern)
 
 
 def compare(actual: Any, op: str, literals: tuple[Literal, ...]) -> bool:
@@ -140,8 +146,11 @@ def compare(actual: Any, op: str, literals: tuple[Literal, ...]) -> bool:
         op = "="
     if actual is MISSING:
         return False
-    values = actual if isinstance(actual, (list, tuple, set)) else [actual]
-    return any(_one(value, op, lit) for value in values for lit in literals)
+    if isinstance(actual, (list, tuple, set)):
+        return any(_one(value, op, lit) for value in actual for lit in literals)
+    if len(literals) == 1:  # one value, one literal: no generator (a filter asks this of every run)
+        return _one(actual, op, literals[0])
+    return any(_one(actual, op, lit) for lit in literals)
 
 
 class Node:

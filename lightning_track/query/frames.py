@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import orjson
 
 from .catalog_rows import CatalogRun, frame_row
+from .frame_cache import cached_frame, keep_frame
 from .gcpause import collector_paused
 from .runs import STALE_AFTER_S, filter_runs, find_runs
 
@@ -24,21 +27,49 @@ def load_runs(root: str | Path | Sequence[str | Path] = "runs", filter: str | Se
 
     Works on ``runs/``, a single run, a mirror of several servers (``source``), and migrated runs; a
     run being written is read as it is now. Unreadable parts are warned about, never fatal for others.
-    ``catalog=False`` reads every run's files instead of the catalog (same values, slower).
+    ``catalog=False`` reads every run's files instead of the catalog (same values, slower). Without a
+    filter, the frame is kept in the user's cache and only what changed is made again (:mod:`.frame_cache`).
     """
     import warnings
 
     import pandas as pd
 
-    problems: list[str] = []
-    runs = filter_runs(find_runs(root, problems, stale_after=stale_after, catalog=catalog), filter)
+    roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
+    keep = catalog and filter is None
+    found = cached_frame(roots, config, stale_after) if keep else None
+    if found is not None:
+        frame, problems = found
+    else:
+        started = time.time()
+        problems = []
+        runs = filter_runs(find_runs(roots, problems, stale_after=stale_after, catalog=catalog), filter)
+        rows, configs = _rows(runs, config)
+        if catalog:  # the rows and configs first built here, kept for the next call (not only at exit)
+            from .catalog import flush_configs
+
+            flush_configs()
+
+        def build(rows: list[dict[str, Any]], configs: list[dict[str, Any]]) -> Any:
+            return _frame(rows, configs, config)
+
+        frame = keep_frame(roots, config, stale_after, started, runs, rows, configs, problems, build) \
+            if keep else None
+        if frame is None:
+            frame = build(rows, configs)
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
-    rows, configs = _rows(runs, config)
-    if catalog:  # the rows and configs first built here, kept for the next call (not only at exit)
-        from .catalog import flush_configs
+    if frame.empty:
+        return pd.DataFrame(columns=["name", "path", "source", "dataset", "method", "status", "start", "end"])
+    zone = datetime.now().astimezone().tzinfo
+    for column in ("start", "end"):
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True).dt.tz_convert(zone)
+    return frame
 
-        flush_configs()
+
+def _frame(rows: list[dict[str, Any]], configs: list[dict[str, Any]], config: bool) -> Any:
+    """The frame of these rows (and ``config.<key>`` columns), times still as seconds."""
+    import pandas as pd
+
     frame = pd.DataFrame(rows)
     if config and rows:
         # configs apart, then side by side: pandas builds each from dicts at C speed, no merged dict per run
@@ -46,11 +77,6 @@ def load_runs(root: str | Path | Sequence[str | Path] = "runs", filter: str | Se
         order = _column_order(rows, configs)
         if list(frame.columns) != order:
             frame = frame[order]
-    if frame.empty:
-        return pd.DataFrame(columns=["name", "path", "source", "dataset", "method", "status", "start", "end"])
-    zone = datetime.now().astimezone().tzinfo
-    for column in ("start", "end"):
-        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True).dt.tz_convert(zone)
     return frame
 
 

@@ -18,8 +18,8 @@ from .filters import KEY_ALIASES, MISSING
 from .format import format_cell, format_duration, format_time
 from .runs import FIELD_NAMES, RunInfo
 
-__all__ = ["main_metric", "TABLE_ROWS", "DEFAULT_COLUMNS", "default_columns", "parse_columns", "cell", "sort_runs",
-           "unknown_keys", "header"]
+__all__ = ["main_metric", "main_metric_of", "TABLE_ROWS", "DEFAULT_COLUMNS", "default_columns", "parse_columns",
+           "cell", "sort_runs", "unknown_keys", "header"]
 
 # In order; "source", "tag" and "export" only when some run has one. A run's record() holds each of them.
 DEFAULT_COLUMNS = ("name", "source", "dataset", "method", "status", "start", "wall_span", "step", "host", "tag",
@@ -34,9 +34,11 @@ TABLE_ROWS = 50
 LENGTH_COLUMNS = ("wall_span", "training_time", "age")  # seconds, shown as 1m 30s
 
 
-def default_columns(runs: Sequence[RunInfo], metric: str | None) -> list[str]:
-    shown = {"source": any(run.source for run in runs), "tag": any(run.tags for run in runs),
-             "export": any(run.exports for run in runs)}
+def default_columns(runs: Sequence[RunInfo], metric: str | None, shown: dict[str, bool] | None = None) -> list[str]:
+    """The default columns; ``shown`` says which of source/tag/export some run has (else asked of ``runs``)."""
+    if shown is None:
+        shown = {"source": any(run.source for run in runs), "tag": any(run.tags for run in runs),
+                 "export": any(run.exports for run in runs)}
     columns = [column for column in DEFAULT_COLUMNS if shown.get(column, True)]
     if metric:
         columns.append(f"best.{metric}")
@@ -122,6 +124,11 @@ def main_metric(runs: Sequence[RunInfo]) -> str | None:
     for run in runs:
         for key in run.metric_names("best"):
             counts[key] = counts.get(key, 0) + 1
+    return main_metric_of(counts)
+
+
+def main_metric_of(counts: dict[str, int]) -> str | None:
+    """:func:`main_metric` from how many runs have each best metric."""
     if not counts:
         return None
     for key in _PREFERRED:

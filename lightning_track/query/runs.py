@@ -23,17 +23,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from stat import S_ISREG
 from typing import Any
 
 from ..errors import RunFolderError
 from ..folder.exports import EXPORT_RECORDS, export_cell, read_exports
 from ..folder.fileio import read_json, restore_nonfinite
 from ..folder.layout import RunLayout, parse_run_name
-from ..folder.records import flatten
 from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, STALLED, UNKNOWN, parse_iso_time
 from .annotations import effective_notes, effective_tags, read_annotations
-from .config_cache import cached_config, remember_config
+from .config_read import config_batch, config_pending, read_config
 from .discover import find_run_dirs, folder_identity, list_names
 from .filters import MISSING, Filter, parse_filter
 from .gcpause import collector_paused
@@ -112,7 +110,7 @@ class RunInfo:
     _config: dict[str, Any] | None = None
     # the catalog's flattened config and the stat it was read under; and where a newly parsed one goes
     _config_hint: tuple[str, bytes] | None = field(default=None, repr=False, compare=False)
-    _config_sink: Callable[[RunInfo, os.stat_result, dict[str, Any]], None] | None = field(
+    _config_sink: Callable[[RunInfo, os.stat_result, dict[str, Any], bytes | None], None] | None = field(
         default=None, repr=False, compare=False)
 
     @property
@@ -207,40 +205,11 @@ class RunInfo:
     @property
     def config(self) -> dict[str, Any]:
         """The flattened ``config.yaml`` (``{"model.lr": 0.01}``), read once; a broken file is a problem."""
-        if self._config is None:
-            self._config = {}
-            path = self.path / RunLayout.CONFIG
-            try:
-                stat = path.stat()
-            except OSError:
-                return self._config
-            if not S_ISREG(stat.st_mode):
-                return self._config
-            if self._config_hint is not None:
-                from .catalog import hinted_config
+        return self._config if self._config is not None else read_config(self)
 
-                hinted = hinted_config(self._config_hint, stat)
-                if hinted is not None:
-                    self._config = hinted
-                    return hinted
-            cached = cached_config(path, stat)
-            if cached is not None:
-                self._config = cached
-                if self._config_sink is not None:
-                    self._config_sink(self, stat, cached)
-                return cached
-            try:
-                import yaml
-
-                loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-                self._config = flatten(yaml.load(path.read_bytes(), Loader=loader) or {})
-            except Exception as exc:  # noqa: BLE001 - any YAML or read error: one line, the run stays listed
-                self.problems.append(f"{path}: not readable YAML ({' '.join(str(exc).split())[:200]})")
-            else:
-                remember_config(path, stat, self._config)
-                if self._config_sink is not None:
-                    self._config_sink(self, stat, self._config)
-        return self._config
+    def config_pending(self, keys: Sequence[str] = ()) -> tuple[RunInfo, str, os.stat_result] | None:
+        """``(self, path, stat)`` when the config must be parsed from its file (:mod:`.config_read`)."""
+        return config_pending(self)
 
     def value(self, key: str) -> Any:
         """The value behind a filter, column or sort key, or MISSING (see :mod:`.filters`)."""
@@ -393,12 +362,14 @@ def judged(info: RunInfo, *, stale_after: float = STALE_AFTER_S, this_host: str 
 
 @collector_paused()
 def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[str] | None = None, *,
-              stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True) -> list[Any]:
+              stale_after: float = STALE_AFTER_S, now: float | None = None, catalog: bool = True,
+              lean: Any = None) -> list[Any]:
     """Every run under ``roots``, oldest first; without ``problems`` an unreadable root raises.
 
     ``catalog``: read through the catalog in the user's cache (:mod:`.catalog`), which re-reads only the
     runs that changed since the last look; the result is the same as a plain read of every run's files.
-    A run the catalog had is a :class:`~.catalog_rows.CatalogRun` (a RunInfo built on first use)."""
+    A run the catalog had is a :class:`~.catalog_rows.CatalogRun` (a RunInfo built on first use); with
+    ``lean`` (a :class:`~.catalog_kept.Kept`, one root) its unchanged ended runs are only keys there."""
     roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
     sink: list[str] = [] if problems is None else problems
     now = time.time() if now is None else now
@@ -406,7 +377,7 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
     runs: list[RunInfo] = []
     seen: set[Any] = set()
     notes: list[str] = []  # the catalog's own warnings: never a reason to raise
-    from .catalog import Claimed, keep_frame, open_catalog
+    from .catalog import KEPT, Claimed, keep_frame, open_catalog
 
     book = open_catalog(notes) if catalog else None
     rows = None
@@ -420,6 +391,8 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
             return read_run(path, source, now=now, stale_after=stale_after, this_host=host)
 
         rows = RowSource(book.path, build, reread, book.config_sink, FIELD_NAMES, keep_frame)
+        if lean is not None:
+            book.lean, lean.rows = lean, rows
     try:
         for root in roots:
             before = len(sink)
@@ -438,7 +411,9 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
                 seen.add(key)
                 def read(path: Path = path, source: str = source, names: set[str] = names) -> RunInfo:
                     return read_run(path, source, names, now=now, stale_after=stale_after, this_host=host)
-                runs.append(read() if book is None else book.run(path, source, names, read, rows))
+                found = read() if book is None else book.run(path, source, names, read, rows)
+                if found is not KEPT:
+                    runs.append(found)
             if problems is None and len(sink) > before:
                 raise RunFolderError(sink[before])
     finally:
@@ -459,6 +434,8 @@ def filter_runs(runs: Iterable[RunInfo], filters: str | Filter | Sequence[str | 
         return list(runs)
     items = [filters] if isinstance(filters, (str, Filter)) else list(filters)
     parsed = [f if isinstance(f, Filter) else parse_filter(f) for f in items]
-    if len(parsed) == 1:  # the usual case: no generator a run
-        return [run for run in runs if parsed[0].matches(run.value)]
-    return [run for run in runs if all(f.matches(run.value) for f in parsed)]
+    runs = runs if isinstance(runs, list) else list(runs)
+    with config_batch(runs, [key for f in parsed for key in f.keys()]):  # configs to parse: parsed at once
+        if len(parsed) == 1:  # the usual case: no generator a run
+            return [run for run in runs if parsed[0].matches(run.value)]
+        return [run for run in runs if all(f.matches(run.value) for f in parsed)]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SinkHostError
-from ..sinks.base import Sink, SinkContext
+from ..sinks.base import SINK_LANE_NICE, Sink, SinkContext, lower_priority
 from ..vocabulary import FAILED
 from .messages import (
     Close,
@@ -111,10 +111,7 @@ class _Host:
 
     # -- the worker thread: the sinks ---------------------------------------------------------------
     def _sink_lane(self, warm: str) -> None:
-        try:  # this thread only (Linux): where cores are contended, training and the answer to Close go first
-            os.nice(5)
-        except OSError:
-            pass
+        lower_priority(SINK_LANE_NICE)  # this thread only: training and the answer to Close go first
         _warm_up(warm)
         while True:
             message = self._work.get()

@@ -24,6 +24,7 @@ training step. Torch-free.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +36,8 @@ from ..folder.fileio import JsonlAppender, json_line
 from ..folder.layout import RunLayout
 from ..folder.records import MetricRecord
 
-__all__ = ["SystemSampler", "SystemRecorder", "node_rank", "gpu_unavailable_reason", "start_system_recorder"]
+__all__ = ["SystemSampler", "SystemRecorder", "node_rank", "gpu_unavailable_reason", "start_system_recorder",
+           "NVIDIA_DRIVER_PATHS"]
 
 _GB = 1024 ** 3
 _MB = 1024 ** 2
@@ -52,8 +54,16 @@ def node_rank(environ: dict[str, str] | None = None) -> int:
     return 0
 
 
+# Where an NVIDIA driver shows itself on Linux: the kernel module's /proc entry, or WSL2's GPU device (NVML there
+# comes from Windows' driver). Neither: NVML cannot find a GPU, so pynvml is not loaded (~7 ms of import and a
+# failed library load, in the sink host and again in the capture thread).
+NVIDIA_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/dxg")
+
+
 def gpu_unavailable_reason() -> tuple[Any, str | None]:
     """``(pynvml, None)`` with NVML initialised, or ``(None, why not)``."""
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in NVIDIA_DRIVER_PATHS):
+        return None, f"NVML is not available (no NVIDIA driver: none of {', '.join(NVIDIA_DRIVER_PATHS)})"
     try:
         import pynvml
     except ImportError:

@@ -21,21 +21,35 @@ from ..folder.layout import RunLayout
 from ..folder.media import MediaRecord
 from ..folder.records import MetricRecord
 
-__all__ = ["Sink", "SinkContext", "ErrorReport", "lowest_priority"]
+__all__ = ["Sink", "SinkContext", "ErrorReport", "lower_priority", "lowest_priority", "SINK_LANE_NICE"]
 
 ErrorReport = Callable[[str, BaseException], None]  # (where, exception) -> None
 
 
-def lowest_priority() -> None:
-    """Run the calling thread at nice 19, on what training leaves of the cores (Linux, where nice is per thread;
-    elsewhere it would lower the whole process, so nothing). For work that nothing waits on while training runs:
-    a tracker's client imported (seconds of CPU) and its periodic passes, in the sink host."""
+def lower_priority(by: int) -> None:
+    """Lower the calling thread's priority ``by`` nice steps below what it inherited (at most nice 19), so it
+    takes only what training leaves of the cores. Linux only, where nice is per thread; elsewhere it would
+    lower the whole process (the sink host's main thread too, which must answer ``Close`` at once), so nothing.
+
+    The one rule for the sinks' threads; each caller says how far: :data:`SINK_LANE_NICE` or :func:`lowest_priority`.
+    """
     if not sys.platform.startswith("linux"):
         return
     try:
-        os.nice(19 - os.nice(0))
+        os.nice(by)  # relative to the inherited value: a training started at nice 10 keeps its lead
     except OSError:
         pass
+
+
+SINK_LANE_NICE = 5
+"""The sink host's lane of format sinks (TensorBoard, SwanLab): lowered, not idle, because a checkpoint's flush
+(``Flush`` with a token) and the end of the run wait for it."""
+
+
+def lowest_priority() -> None:
+    """Nice 19, for work that nothing waits on while training runs: a tracker's client imported (seconds of CPU)
+    and its periodic passes, in the sink host."""
+    lower_priority(19)
 
 
 @dataclass

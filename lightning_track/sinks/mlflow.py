@@ -11,9 +11,13 @@ the host answered ``Closing``). ``fit()`` never waits for it; ``RunLogger.wait()
 exit wait for the sink host, so for it too.
 
 Where it runs: in the sink host process, on a thread of its own, so neither the training thread nor
-the other sinks ever wait on the server. That thread, and the one importing MLflow's client (~1 s of CPU),
-run at the lowest priority (:func:`.base.lowest_priority`): on a machine with few cores they take only what
-training leaves, and the last pass (on the sinks thread, after ``fit`` returns) has the cores to itself.
+the other sinks ever wait on the server. MLflow's client (~1 s of CPU to import; no lighter part of it can
+be imported, since every ``mlflow.*`` module runs ``mlflow/__init__``) is imported when the first pass is
+due, not when the host starts: a fit shorter than :data:`EVERY_SECONDS` pays nothing for it while it
+trains, and the import then overlaps finalize (:meth:`close` starts it before waiting for finalize's
+files). The passes, and an import started by one, run at the lowest priority (:func:`.base.lowest_priority`):
+on a machine with few cores they take only what training leaves; once the sink closes, the import runs at the
+sinks thread's priority, so that a busy machine cannot starve it past the last pass's budget.
 A server that is down or failing costs one warning line per outage; the next pass after it is back catches
 up from the files. The last pass is bounded (:data:`FINAL_SECONDS`): when the server is still down,
 ``export.json`` says what was not sent (``not_sent``) and ``lt export`` sends it later.
@@ -36,7 +40,7 @@ from ..export.target import Target, parse_target
 from ..folder.records import MetricRecord
 from .base import Sink, SinkContext, lowest_priority
 
-__all__ = ["MlflowSink", "SINK", "EVERY_SECONDS", "FINAL_SECONDS", "folder_final"]
+__all__ = ["MlflowSink", "SINK", "EVERY_SECONDS", "FINAL_SECONDS", "folder_final", "start_client_import"]
 
 EVERY_SECONDS = 2.0  # between passes while the run is logging
 FINAL_SECONDS = 20.0  # the last pass's budget (no new call to the server after it); also the wait for finalize
@@ -77,14 +81,6 @@ class MlflowSink(Sink):
         if importlib.util.find_spec("mlflow") is None:
             raise ConfigError("the 'mlflow' sink needs MLflow's client: pip install 'lightning-track[mlflow]'")
 
-    @classmethod
-    def warm_up(cls) -> None:
-        """Import MLflow's client on a thread of the lowest priority before the first pass needs it; returns at once."""
-        global _importing
-        if _importing is None:
-            _importing = threading.Thread(target=_import_client, name="lightning_track-mlflow-import", daemon=True)
-            _importing.start()
-
     def open(self, context: SinkContext) -> None:
         self.target = _target(dict(context.options.get(self.name) or {}))
         self.run_dir = Path(context.layout.run_dir)
@@ -106,6 +102,7 @@ class MlflowSink(Sink):
         self._stop.set()
         if self._exporter is not None:
             self._exporter.deadline = 0.0
+        start_client_import(lowest=False)  # beside finalize, which the wait below is for
         assert self.run_dir is not None
         deadline = time.monotonic() + FINAL_SECONDS
         while not folder_final(self.run_dir, self.attempt) and time.monotonic() < deadline \
@@ -126,6 +123,8 @@ class MlflowSink(Sink):
         lowest_priority()
         while not self._stop.wait(self.interval):
             if self._new.is_set() or self._failing:
+                if not _client_imported(self._stop):
+                    continue  # close() came first: the last pass waits for the import itself
                 with self._lock:
                     if not self._stop.is_set():
                         self._pass(final=False)
@@ -135,6 +134,7 @@ class MlflowSink(Sink):
         from ..export.mlflow import MlflowExporter
 
         assert self.target is not None and self.run_dir is not None
+        start_client_import(lowest=not final)
         if _importing is not None and _importing.is_alive():
             # One thread imports MLflow (two importing its module cycles at once can deadlock); at nice 19 on a
             # busy machine that can take long: a pass while training skips (the next one sends it), the last waits.
@@ -188,11 +188,48 @@ class MlflowSink(Sink):
             pass  # another export holds the run, or the folder is gone: nothing to say it in
 
 
-_importing: threading.Thread | None = None  # the warm-up's import of MLflow's client
+_importing: threading.Thread | None = None  # the one import of MLflow's client in this process
+_starting = threading.Lock()
 
 
-def _import_client() -> None:
-    lowest_priority()
+def start_client_import(*, lowest: bool = True) -> None:
+    """Start importing MLflow's client, once per process; returns at once. ``lowest``: at nice 19, beside
+    training; else at the caller's priority (the sink closing: training is over, and on a busy machine a nice-19
+    import could outlast the last pass's budget), which also lifts an import already under way, where allowed."""
+    global _importing
+    with _starting:
+        if _importing is None:
+            _importing = threading.Thread(target=_import_client, args=(lowest,), name="lightning_track-mlflow-import",
+                                          daemon=True)
+            _importing.start()
+        elif not lowest and _importing.is_alive():
+            _lift(_importing)
+
+
+def _lift(thread: threading.Thread) -> None:
+    """``thread`` at the calling thread's priority (Linux; raising a priority needs the right, else nothing)."""
+    if not sys.platform.startswith("linux") or thread.native_id is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread.native_id, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    except OSError:
+        pass
+
+
+def _client_imported(stop: threading.Event) -> bool:
+    """Start the import if nobody has, and wait for it; False when ``stop`` is set first."""
+    start_client_import()
+    assert _importing is not None
+    while _importing.is_alive():
+        if stop.is_set():
+            return False
+        _importing.join(0.1)
+    return True
+
+
+def _import_client(lowest: bool) -> None:
+    if lowest:
+        lowest_priority()
     try:
         import mlflow.tracking  # noqa: F401 - seconds of imports
     except Exception:  # noqa: BLE001 - the pass that needs it imports it again and reports why it failed

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..query.catalog import known_runs
-from ..query.catalog_writer import write_through
+from ..query.catalog_writer import known_runs, write_through
 from ..query.discover import MAX_DEPTH, list_names, run_folder_of
 from .engine import CycleResult
 from .plan import DELETE

@@ -44,6 +44,48 @@ def test_the_sinks_background_threads_run_at_the_lowest_priority_and_the_caller_
     assert seen == [19] and priority() == mine
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice is per thread on Linux only")
+def test_mlflow_is_imported_at_the_lowest_priority_while_training_and_at_the_closing_threads_once_it_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass during training imports MLflow's client at nice 19; the sink's close lifts it to its own priority
+    (where the OS allows raising one), so a busy machine cannot starve it past the last pass's budget."""
+    from lightning_track.sinks import mlflow as sink_module
+
+    def priority(native_id: int = 0) -> int:
+        return os.getpriority(os.PRIO_PROCESS, native_id or threading.get_native_id())
+
+    started, release = threading.Event(), threading.Event()
+
+    def stand_in(lowest: bool) -> None:  # sink_module._import_client's priority, without importing MLflow
+        if lowest:
+            sink_module.lowest_priority()
+        started.set()
+        release.wait(30)
+
+    monkeypatch.setattr(sink_module, "_import_client", stand_in)
+    monkeypatch.setattr(sink_module, "_importing", None)
+    try:
+        sink_module.start_client_import(lowest=True)  # the first pass, during training
+        assert started.wait(30)
+        importing = sink_module._importing
+        assert importing is not None and priority(importing.native_id) == 19
+        sink_module.start_client_import(lowest=False)  # the sink closes
+        if os.geteuid() == 0:  # raising a priority needs the right to (RLIMIT_NICE for others)
+            assert priority(importing.native_id) == priority()
+    finally:
+        release.set()
+    importing.join(30)
+    started.clear()
+    release.clear()
+    monkeypatch.setattr(sink_module, "_importing", None)
+    try:
+        sink_module.start_client_import(lowest=False)  # a run shorter than a pass interval: close starts it
+        assert started.wait(30) and priority(sink_module._importing.native_id) == priority()
+    finally:
+        release.set()
+    sink_module._importing.join(30)
+
+
 def test_a_client_import_still_running_skips_the_passes_and_bounds_the_last_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """On a machine too busy for the nice-19 import, training's passes wait for the next one and the last
@@ -77,6 +119,39 @@ def test_a_client_import_still_running_skips_the_passes_and_bounds_the_last_one(
     assert warnings_about_mlflow(capfd.readouterr().err) == [
         f"lightning_track: MLflow's client was still being imported after 0.3 s; the run is in its folder: "
         f"lt export {run} --to {uri}"]
+
+
+def test_a_run_shorter_than_the_pass_interval_imports_mlflow_at_close_and_ends_equal_to_the_folder(
+        bare_mlflow_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing of MLflow's client runs while a run shorter than a pass interval trains: it is imported when
+    the sink closes, and the last pass still sends the whole folder, once."""
+    from mlflow.tracking import MlflowClient
+    from support.mlflow_server import assert_metrics_equal
+
+    from lightning_track.folder.layout import RunLayout
+    from lightning_track.sinks import mlflow as sink_module
+    from lightning_track.sinks.base import SinkContext
+
+    logger = RunLogger("toy", "short", root=tmp_path / "runs", sinks=(), console=False, system_interval=0)
+    sink = sink_module.MlflowSink()
+    sink.interval = 600.0  # longer than this "training", however busy the machine
+    monkeypatch.setattr(sink_module, "_importing", None)  # as in a fresh sink host
+    sink_module.MlflowSink.warm_up()  # what the sink host calls as it starts
+    sink.open(SinkContext(layout=RunLayout(logger.run_dir), dataset="toy", method="short",
+                          options={"mlflow": {"uri": bare_mlflow_server.uri}}))
+    for step in range(1, 6):
+        logger.log_metrics({"train/loss": 1.0 / step}, step=step)
+        sink.write([])
+    logger.finalize("success")
+    assert logger.wait(60)
+    assert sink_module._importing is None  # "training" took less than a pass interval: no import, no pass
+    sink.close("completed")
+    run = logger.run_dir
+    run_id = json.loads((run / "export.json").read_text())["targets"][bare_mlflow_server.uri]["run_id"]
+    client = MlflowClient(bare_mlflow_server.uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert assert_metrics_equal(client, run_id, run) == 5
+    assert export_run(run, bare_mlflow_server.uri).nothing_new
 
 
 @pytest.mark.parametrize(("kwargs", "says"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -68,4 +69,5 @@ def state(path: Path, name: str = "exp") -> dict[str, Any]:
 
 
 def py(script: Path, *args: str) -> str:
-    return " ".join([sys.executable, str(script), *args])
+    """A step's command line: paths shell-quoted, ``{step.field}`` templates left for the pipeline to fill."""
+    return " ".join(a if a.startswith("{") else shlex.quote(a) for a in [sys.executable, str(script), *args])

@@ -23,6 +23,8 @@ def chain(tmp_path: Path, *train_args: str) -> Path:
 
 
 def test_train_eval_report_as_chained_jobs(tmp_path: Path, slurm: Any) -> None:
+    tmp_path = tmp_path / "lab's runs #1"  # sbatch reads the job's --output from a quoted #SBATCH line
+    tmp_path.mkdir()
     path = chain(tmp_path)
     result = lt_pipeline(path, "--slurm", "--time", "10", **slurm.env)
     assert result.returncode == 0, result.stderr

@@ -204,6 +204,7 @@ def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_config_values_come_from_the_cache_until_the_file_changes(
         tmp_path: Path, cache_everything: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the catalog (it keeps configs itself, :mod:`.catalog`), configs go through the config cache."""
     from lightning_track.query import find_runs
 
     root = tmp_path / "runs"
@@ -213,7 +214,7 @@ def test_config_values_come_from_the_cache_until_the_file_changes(
         (run / "summary.json").write_text('{"status": "completed"}')
         (run / "config.yaml").write_text(f"model:\n  lr: {lr}\n  name: mlp\nwhen: 2026-01-01\n")
     fresh_process(monkeypatch)
-    first = {r.name: r.config for r in find_runs(root)}
+    first = {r.name: r.config for r in find_runs(root, catalog=False)}
     assert first["ds_m_20260101_000000"]["model.lr"] == 1e-4
     fresh_process(monkeypatch)
     # a YAML date does not come back from JSON unchanged: nothing kept, parsed each time
@@ -221,15 +222,15 @@ def test_config_values_come_from_the_cache_until_the_file_changes(
     for run in root.iterdir():
         (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("when: 2026-01-01\n", ""))
     fresh_process(monkeypatch)
-    assert {r.name: r.config["model.lr"] for r in find_runs(root)} == {
+    assert {r.name: r.config["model.lr"] for r in find_runs(root, catalog=False)} == {
         "ds_m_20260101_000000": 1e-4, "ds_m_20260102_000000": 1e-2}
     fresh_process(monkeypatch)
     stored = orjson.loads((cache_everything / "configs-v2.json").read_bytes())["entries"]
     assert sorted(v[4]["model.lr"] for v in stored.values()) == [1e-4, 1e-2]
-    assert {r.name: r.config["model.lr"] for r in find_runs(root)} == {  # from the cache
+    assert {r.name: r.config["model.lr"] for r in find_runs(root, catalog=False)} == {  # from the cache
         "ds_m_20260101_000000": 1e-4, "ds_m_20260102_000000": 1e-2}
     changed = root / "ds_m_20260101_000000" / "config.yaml"
     changed.write_text("model:\n  lr: 0.5\n  name: mlp\n")
     os.utime(changed, ns=(1, 1))  # even with an old mtime, the size differs
     fresh_process(monkeypatch)
-    assert {r.name: r.config["model.lr"] for r in find_runs(root)}["ds_m_20260101_000000"] == 0.5
+    assert {r.name: r.config["model.lr"] for r in find_runs(root, catalog=False)}["ds_m_20260101_000000"] == 0.5

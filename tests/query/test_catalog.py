@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.processes import script_env
+from support.query import own_catalog
 
 from lightning_track.folder.fileio import atomic_write_json, keep_jsonl_before, read_json
 from lightning_track.query import catalog
@@ -27,16 +28,7 @@ from lightning_track.query.runs import filter_runs, find_runs
 
 @pytest.fixture(autouse=True)
 def own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """This test's own catalog; values written just now count as settled (ext4 times are to the ns)."""
-    monkeypatch.setattr(catalog, "RACY_S", 0.0)
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(cache))
-    yield cache
-    from lightning_track.query import config_cache
-
-    catalog.flush_configs()  # what this test's looks left to write goes to this test's cache, not the next one's
-    config_cache.flush()
-    monkeypatch.setattr(config_cache, "_entries", None)
+    yield from own_catalog(monkeypatch, tmp_path)
 
 
 def snapshot(runs: list) -> list[dict]:

@@ -27,6 +27,10 @@ def match(expr: str, run: dict = RUN) -> bool:
     ("seed<0.01", True),  # YAML kept "1e-3" as a string: still a number here
     ("best.val/loss<=0.42", True), ("best.val/loss<0.42", False),
     ("final.val/acc>0", False), ("final.val/acc<0", False),  # NaN matches no comparison
+    ("final.val/acc=nan", False), ("final.val/acc!=0", True), ("model.lr>nan", False),
+    ("model.lr=0.0005", True), ("model.lr<=0.0005", True), ("model.lr>0.0005", False), ("model.lr>0.0001", True),
+    ('model.lr="0.0005"', True), ("model.lr='5e-4'", False),  # quoted: compared as text
+    ("model.lr=0.0005|0.1", True), ("model.lr!=0.1|0.2", True),
     ("tag=baseline", True), ("tags=v2", True), ("tag=old", False), ("tag!=old", True), ("tag!=v2", False),
     ("start>2026-12-01", True), ("start>2026-12-01T13:00", False), ("age<2d", True), ("age>=4h", False),
     ("use_bias=true", True), ("use_bias=false", False),

@@ -19,7 +19,7 @@ from support.trainers import wait_for_run_files
 
 from lightning_track import RunLayout, RunLogger
 from lightning_track.derived.system import system_report_line, system_summary
-from lightning_track.run.system import SystemSampler, gpu_unavailable_reason
+from lightning_track.run.system import NVIDIA_DRIVER_PATHS, SystemSampler, gpu_unavailable_reason
 from lightning_track.training.demo import DemoDataModule, DemoModule
 
 NVML, NO_GPU_REASON = gpu_unavailable_reason()
@@ -176,3 +176,15 @@ def test_a_run_shorter_than_the_interval_has_a_first_and_a_last_sample(tmp_path:
     assert main(["show", run.name, "--root", str(tmp_path)]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert "system" in shown and any(line.strip().startswith("peak") and "proc_rss_gb" in line for line in shown), shown
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or any(os.path.exists(p) for p in NVIDIA_DRIVER_PATHS),
+                    reason="an NVIDIA driver is there: NVML is asked")
+def test_without_an_nvidia_driver_pynvml_is_not_even_imported() -> None:
+    """The sink host and the capture thread each ask; on a machine with no driver the answer costs nothing."""
+    out = subprocess.run([sys.executable, "-c", "import sys; from lightning_track.run.system import "
+                          "gpu_unavailable_reason as g; nvml, why = g(); print(nvml, 'pynvml' in sys.modules); "
+                          "print(why)"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+    first, why = out.stdout.splitlines()
+    assert first == "None False"
+    assert why.startswith("NVML is not available (no NVIDIA driver") and "/proc/driver/nvidia" in why

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def edit_summary(run: Path, **fields) -> None:
@@ -12,3 +14,17 @@ def edit_summary(run: Path, **fields) -> None:
     data = json.loads(path.read_text())
     data.update(fields)
     path.write_text(json.dumps(data))
+
+
+def own_catalog(monkeypatch: Any, tmp_path: Path) -> Iterator[Path]:
+    """A test's own catalog and config cache (a fixture's body); values written just now count as settled (ext4
+    times are to the ns). What the test's looks left to write goes to this test's cache, not the next one's."""
+    from lightning_track.query import catalog, config_cache
+
+    monkeypatch.setattr(catalog, "RACY_S", 0.0)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(cache))
+    yield cache
+    catalog.flush_configs()
+    config_cache.flush()
+    monkeypatch.setattr(config_cache, "_entries", None)
