@@ -143,6 +143,8 @@ def main() -> int:
     parser.add_argument("--relay", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scale", action="store_true", help="many small ended runs: nothing-changed passes")
     parser.add_argument("--first-only", action="store_true", help="with --scale: the first copy only")
+    parser.add_argument("--where", choices=["local", "push", "pull"], action="append",
+                        help="with --scale: only these directions (repeatable; default all three)")
     args = parser.parse_args()
     if args.relay:
         relay_main(args.relay, args.rtt_ms)
@@ -308,6 +310,8 @@ def scale_main(args: argparse.Namespace) -> int:
         remote = f"{server.user}@127.0.0.1:{server.port}:"
         for where in ("local -> local", "push to the test sshd", "pull from the test sshd"):
             key = where[:4]
+            if args.where and key.replace("loca", "local") not in args.where:
+                continue
             mine, theirs, state = work / f"lt-{key}", work / f"rsync-{key}", work / f"state-{key}"
             source = f"{remote}{src}" if key == "pull" else str(src)
             dest = f"{remote}{mine}" if key == "push" else str(mine)
@@ -334,7 +338,8 @@ def scale_main(args: argparse.Namespace) -> int:
                     time.sleep(1.1)
         load = f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
         lines += ["", f"Command: `python benchmarks/bench_sync.py --scale --runs {args.runs} --events-mb "
-                  f"{args.events_mb}{f' --first-only --repeat {args.repeat}' if args.first_only else ''}`; "
+                  f"{args.events_mb}{f' --first-only --repeat {args.repeat}' if args.first_only else ''}"
+                  f"{''.join(f' --where {w}' for w in args.where or [])}`; "
                   f"{f'best of {args.repeat}, alternated' if args.first_only else 'one run each'}, rsync right after "
                   f"lt-sync on the same tree; {load}. CPU: this process and its children (lt-sync, its local tar) "
                   "or rsync's and ssh's on this side; the server side's is not counted for either.", ""]

@@ -4,8 +4,8 @@ Why: a first copy of many small runs is bound by per-file work (over SSH six SFT
 a handful of system calls, a read-back and two journal lines each), where rsync streams. A run folder the
 destination does not have at all, whose files and folders have all been quiet for RECENT_S (so no line can
 be mid-write: the per-file path copies such files as they are too), is copied with its neighbours as one
-group: over SSH one ``tar`` stream through an exec channel (pull: the remote's ``tar -c``, Python's tarfile
-with ``filter="data"`` here; push: the archive built here, the remote's ``tar -x``), locally plain copies
+group: over SSH a ``tar`` stream through an exec channel (push: a group's archive built here, the remote's
+``tar -x``; pull: one remote ``tar -c`` for every new run of the pass, pullstream.py), locally plain copies
 in a worker thread. Every file is checked against the listing (size and mtime of the version read) and
 each run is built under ``STAGE/<run>`` on the destination, then renamed into place whole: a pass stopped
 at any point leaves no half run visible, and the next pass, finding the run still missing, builds it again.
@@ -20,14 +20,14 @@ import io
 import os
 import shlex
 import shutil
-import subprocess
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .manifest import RECENT_S, STAGE, TAIL_BYTES, Manifest, tail_hash, top_name
 from .plan import COPY, Plan
+from .pullstream import PullStream
 from .state import SyncState
 from .transport import Entry, LocalTransport, Transport
 
@@ -166,51 +166,6 @@ def _archive(src_root: str, group: list[WholeRun]) -> tuple[bytes, list[str], Ta
     return buffer.getvalue(), built, tails
 
 
-def _extract(data: bytes, stage: str, group: list[WholeRun]) -> tuple[list[str], Tails]:
-    """Pull: the remote's archive into ``stage``; a run is built when each of its files is there as listed.
-
-    The members are read first: when they are exactly the listed files and folders (plain ones, no special
-    mode bits), the local ``tar`` extracts them (C, several times faster for small files); anything else,
-    and a machine without ``tar``, extracts the members named in the listing through tarfile's "data" filter."""
-    want = {e.rel: e for run in group for e in run.files}
-    dirs = {d for run in group for d in run.dirs}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        members = tar.getmembers()
-        mine = [m for m in members if (m.isfile() and m.name in want) or (m.isdir() and m.name in dirs)]
-        seen = {m.name: (m.size, int(m.mtime)) for m in mine if m.isfile()}
-        good = {run.top for run in group if all(seen.get(e.rel) == (e.size, e.mtime) for e in run.files)}
-        for top in good:
-            _clear(os.path.join(stage, top))
-        plain = len(mine) == len(members) and len(good) == len(group) and not any(m.mode & 0o7000 for m in mine)
-        if not (plain and _gnu_tar(data, stage)):
-            tar.extractall(stage, members=[m for m in mine if top_name(m.name) in good], filter="data")
-    tails: Tails = {}
-    for m in mine:
-        if m.isfile() and top_name(m.name) in good:
-            end = m.offset_data + m.size
-            tails[m.name] = (m.size, int(m.mtime), tail_hash(data[max(m.offset_data, end - TAIL_BYTES):end]))
-    return sorted(good), tails
-
-
-def _gnu_tar(data: bytes, stage: str) -> bool:
-    """Extract a checked archive with the local ``tar``; False when there is none or it failed."""
-    tar = shutil.which("tar")
-    if tar is None:
-        return False
-    try:  # one write of the whole archive (communicate() would write 512 bytes a GIL round, slow under load)
-        proc = subprocess.Popen([tar, "-xf", "-", "-C", stage, "--no-same-owner", "--no-same-permissions"],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except OSError:
-        return False
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(data)
-        proc.stdin.close()
-    except OSError:  # it stopped reading: its exit status says why
-        pass
-    return proc.wait() == 0
-
-
 _NO_TAR = (126, 127)  # the shell's "not executable" / "not found"
 
 
@@ -223,6 +178,11 @@ class WholeRunCopier:
         self.failed: list[str] = []  # runs left in STAGE by a failed check: removed by ``finish``
         self.staged = False  # whether this pass built anything in STAGE (else ``finish`` has nothing to do)
         self._gate = asyncio.Semaphore(GROUPS_AT_ONCE)  # over every ``copy`` of the pass
+        self._stream: PullStream | None = None  # pull: one tar stream for the pass
+        self._feeder: asyncio.Future[None] | None = None  # pull: the task that starts, feeds and ends the stream
+        self._queue: list[list[WholeRun]] = []
+        self._wake, self._no_more = asyncio.Event(), False
+        self._fed: dict[str, tuple[list[Entry], tuple[set[str], set[str], asyncio.Future[set[str]]]]] = {}
         local_src, local_dst = isinstance(src, LocalTransport), isinstance(dst, LocalTransport)
         self.mode = ("local" if local_src and local_dst else "pull" if local_dst and hasattr(src, "run")
                      else "push" if local_src and hasattr(dst, "run") else "")
@@ -239,25 +199,13 @@ class WholeRunCopier:
             self.notes.append(f"{remote.describe()}: {why}; new runs are copied file by file over SFTP")
 
     async def group(self, group: list[WholeRun]) -> tuple[list[str], Tails]:
-        """Build the group's runs under STAGE; the runs built whole (the rest go file by file)."""
+        """Local and push: build the group's runs under STAGE; the runs built whole (the rest go file by file)."""
         stage = os.path.join(self.dst.root, STAGE)
         if self.mode == "local":
             os.makedirs(stage, exist_ok=True)
             return await asyncio.to_thread(_local_copy, self.src.root, stage, group)
-        remote: Any = self.src if self.mode == "pull" else self.dst  # an SSHTransport: its ``run`` and ``TAR``
+        remote: Any = self.dst  # push: an SSHTransport, its ``run`` and ``TAR``
         tar = shlex.quote(remote.TAR)
-        if self.mode == "pull":
-            names = b"".join(rel.encode("utf-8", "surrogateescape") + b"\0"
-                             for run in group for rel in (*sorted(run.dirs), *(e.rel for e in run.files)))
-            done = await remote.run(f"{tar} -cf - --no-recursion --dereference --null --verbatim-files-from -T -",
-                                    names)
-            if done is None or done[0] in _NO_TAR or (done[0] and not done[1]):
-                self._no_tar(self.src, done)
-                return [], {}
-            if done[0]:  # a file changed or vanished while tar read it: those runs go file by file
-                return [], {}
-            os.makedirs(stage, exist_ok=True)
-            return await asyncio.to_thread(_extract, done[1], stage, group)
         data, built, tails = await asyncio.to_thread(_archive, self.src.root, group)
         if not built:
             return [], {}
@@ -269,8 +217,12 @@ class WholeRunCopier:
             return [], {}
         return (built, tails) if done[0] == 0 else ([], {})
 
-    async def copy(self, runs: list[WholeRun]) -> set[str]:
-        """Copy ``runs`` group by group (``on_file`` for each file copied); the runs now in place on the destination."""
+    def copy(self, runs: list[WholeRun]) -> Awaitable[set[str]]:
+        """Copy ``runs`` (``on_file`` for each file copied); the runs now in place on the destination. Pull: they
+        join the pass's one stream in the order given, and resolve once :meth:`no_more` lets it end."""
+        return self._pull(runs) if self.mode == "pull" else self._copy_groups(runs)
+
+    async def _copy_groups(self, runs: list[WholeRun]) -> set[str]:
         placed: set[str] = set()
         files = {run.top: run.files for run in runs}
 
@@ -290,21 +242,97 @@ class WholeRunCopier:
                         self.failed.append(top)  # the destination made the run meanwhile: file by file
                         continue
                     placed.add(top)
-                    self.state.done_many((rel, *tails[rel]) for rel in (e.rel for e in files[top]))
-                    for entry in files[top]:
-                        self.src.bytes_read += entry.size
-                        self.dst.bytes_written += entry.size
-                        self.on_file(entry)
+                    self._placed(files[top], tails)
 
         if runs and self.usable():
             await asyncio.gather(*(one(group) for group in _groups(runs)))
         return placed
+
+    def _placed(self, files: list[Entry], tails: Tails) -> None:
+        """A run now in place: its files journaled, counted and reported."""
+        self.state.done_many((e.rel, *tails[e.rel]) for e in files)
+        for entry in files:
+            self.src.bytes_read += entry.size
+            self.dst.bytes_written += entry.size
+            self.on_file(entry)
+
+    def _pull(self, runs: list[WholeRun]) -> asyncio.Future[set[str]]:
+        done: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        if not runs:
+            done.set_result(set())
+            return done
+        waiter = ({run.top for run in runs}, set[str](), done)
+        for run in runs:
+            self._fed[run.top] = (run.files, waiter)
+        self._queue.append(runs)
+        self._wake.set()
+        if self._feeder is None:
+            self._feeder = asyncio.ensure_future(self._feed())
+        return done
+
+    async def _feed(self) -> None:
+        """Start the stream, send it each list of runs as it comes, end it after :meth:`no_more`."""
+        try:
+            stream = PullStream(self.src, self.dst.root, os.path.join(self.dst.root, STAGE), self._pulled)
+            if not self.usable():
+                return
+            if not await stream.start():
+                self._no_tar(self.src, None)
+                return
+            self._stream, self.staged = stream, True
+            while self._queue or not self._no_more:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await stream.feed(self._queue.pop(0))
+            stream.close_input()
+            await self._end_stream(abort=False)
+        except Exception:  # a lost connection: the runs go file by file, where it is reported
+            if self._stream is not None:
+                await self._end_stream(abort=True)
+        finally:
+            for top in list(self._fed):
+                self._pulled(top, None)
+
+    def _pulled(self, top: str, tails: Tails | None) -> None:
+        """A run of the stream placed (``tails``: its files' records) or given up."""
+        fed = self._fed.pop(top, None)
+        if fed is None:
+            return
+        files, (pending, placed, done) = fed
+        if tails is not None:
+            placed.add(top)
+            self._placed(files, tails)
+        pending.discard(top)
+        if not pending and not done.done():
+            done.set_result(placed)
+
+    def no_more(self) -> None:
+        """The pass has listed everything: the pull stream may end (its last runs resolve then)."""
+        self._no_more = True
+        self._wake.set()
+
+    async def _end_stream(self, abort: bool) -> None:
+        assert self._stream is not None
+        status, err, changed = await self._stream.end(abort)
+        if status in _NO_TAR and not self._stream.read_any:
+            self._no_tar(self.src, (status, b"", err))
+        for rel in changed:  # placed as read: the next pass compares them with the source again
+            self.state.forget(rel)
+        if changed:
+            self.notes.append(f"{self.src.describe()}: {len(changed)} files changed while tar read them; "
+                              "checked again next pass")
 
     async def finish(self) -> None:
         """Drop what failed from STAGE, and STAGE itself when empty (best effort: the next pass clears it)."""
         failed = self.failed
         if not self.staged:
             return
+        if self._feeder is not None and not self._feeder.done():  # the pass failed: the stream is cut
+            self._feeder.cancel()
+            if self._stream is not None:
+                await self._end_stream(abort=True)
         if self.mode == "push":
             gone = " ".join(shlex.quote(f"{STAGE}/{t}") for t in failed)
             remote: Any = self.dst

@@ -211,6 +211,8 @@ class SyncSession:
                     whole = whole_runs(part, src_m, dst_m, started)
                     if whole:
                         copying.append(asyncio.ensure_future(copier.copy(whole)))
+            if copier is not None:
+                copier.no_more()  # the pull stream's last runs come once it ends
             placed: set[str] = set().union(*await asyncio.gather(*copying))
         finally:
             for task in copying:

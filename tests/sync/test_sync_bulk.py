@@ -90,10 +90,23 @@ def test_remote_without_tar_falls_back_to_sftp(ssh_home, tmp_path: Path, monkeyp
 
 _KILLED_CLIENT = """
 import sys
-from lightning_track.sync import bulk, sync_once
+from lightning_track.sync import sync_once
 from lightning_track.sync.transport.ssh import SSHTransport
-bulk.GROUP_RUNS, bulk.GROUPS_AT_ONCE, SSHTransport.TAR = 1, 1, sys.argv[1]
+SSHTransport.TAR = sys.argv[1]
 sync_once(sys.argv[2], sys.argv[3])
+"""
+
+# The remote's "tar": the real one's stream cut 4 KB into the second run, then a stall (the client is killed then)
+_STALLING_TAR = """#!{python}
+import subprocess, sys, tarfile, io, time
+out = subprocess.run(["tar", *sys.argv[1:]], stdin=sys.stdin.buffer, capture_output=True).stdout
+members = tarfile.open(fileobj=io.BytesIO(out)).getmembers()
+first = members[0].name.split("/")[0]
+cut = next(m.offset for m in members if m.name.split("/")[0] != first) + 4096
+sys.stdout.buffer.write(out[:cut])
+sys.stdout.buffer.flush()
+open("{now}", "w").close()
+time.sleep(30)
 """
 
 
@@ -101,21 +114,22 @@ sync_once(sys.argv[2], sys.argv[3])
 def test_killed_mid_stream_leaves_no_half_run(ssh_home, tmp_path: Path, capsys) -> None:
     src, mirror = tmp_path / "src", tmp_path / "mirror"
     ended_runs(src)
-    hang = tmp_path / "hang"  # the remote's tar: whole for the first run, then 4 KB of the next and a stall
-    (tmp_path / "tar").write_text(f"#!/bin/sh\nif [ -e {hang} ]; then tar \"$@\" | head -c 4096; touch {hang}.now; "
-                                  f"exec sleep 30; fi\ntouch {hang}\nexec tar \"$@\"\n")
+    now = tmp_path / "stalled"
+    (tmp_path / "tar").write_text(_STALLING_TAR.format(python=sys.executable, now=now))
     (tmp_path / "tar").chmod(0o755)
     remote = f"ssh://{ssh_home.user}@127.0.0.1:{ssh_home.port}{src}"
     client = subprocess.Popen([sys.executable, "-c", _KILLED_CLIENT, str(tmp_path / "tar"), remote, str(mirror)])
     try:
         deadline = time.monotonic() + 60
-        while not Path(f"{hang}.now").exists() and client.poll() is None and time.monotonic() < deadline:
+        while not now.exists() and client.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert Path(f"{hang}.now").exists(), "the client never reached the stalled stream"
+        assert now.exists(), "the client never reached the stalled stream"
+        first = sorted(RUNS)[0]
+        while not (mirror / first).exists() and client.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first run is placed once written; the second is still in the stream
     finally:
         client.kill()
         client.wait()
-    first = sorted(RUNS)[0]
     assert tree(mirror / first) == tree(src / first)  # the first run whole, nothing of the second
     assert [n for n in os.listdir(mirror) if not n.startswith(".")] == [first]
     assert listed(mirror, capsys) == [first]
@@ -159,3 +173,24 @@ def test_whole_runs_are_new_quiet_and_small() -> None:
     # b: a file written 5 s ago; c: a folder changed 5 s ago; d: the mirror has part of it; top.txt: no folder
     assert [(r.top, sorted(e.rel for e in r.files), r.dirs) for r in chosen] == [
         ("a", ["a/d/y", "a/x"], {"a": old, "a/d": old})]
+
+
+@pytest.mark.slow
+def test_pull_run_changed_after_listing_goes_file_by_file(ssh_home, tmp_path: Path, monkeypatch) -> None:
+    src, mirror = tmp_path / "src", tmp_path / "mirror"
+    ended_runs(src)
+    grown = src / RUNS[1] / "metrics.jsonl"  # grows between the listing and tar: its header is not the listed one
+    (tmp_path / "tar").write_text(f"#!/bin/sh\necho '{{\"step\": 99}}' >> {grown}\nexec tar \"$@\"\n")
+    (tmp_path / "tar").chmod(0o755)
+    monkeypatch.setattr(SSHTransport, "TAR", str(tmp_path / "tar"))
+    remote, opts = f"ssh://{ssh_home.user}@127.0.0.1:{ssh_home.port}{src}", SyncOptions(state_path=tmp_path / "s")
+    listed_version = grown.read_bytes()
+    result = sync_once(remote, mirror, opts)
+    assert (result.errors, result.notes, result.copied) == ([], [], len(tree(src)))
+    assert (mirror / RUNS[0]).stat().st_mtime == DAY_AGO  # placed whole from the stream
+    assert (mirror / RUNS[1]).stat().st_mtime > DAY_AGO + 3600  # file by file: its folders made now
+    assert (mirror / grown.relative_to(src)).read_bytes() == listed_version  # as listed, like any per-file copy
+    assert sorted(os.listdir(mirror)) == sorted(RUNS)
+    monkeypatch.setattr(SSHTransport, "TAR", "tar")
+    again = sync_once(remote, mirror, opts)
+    assert (again.appended, again.errors) == (1, []) and tree(mirror) == tree(src)

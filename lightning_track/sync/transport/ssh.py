@@ -219,6 +219,18 @@ class SSHTransport(Transport):
             return None
         return (-1 if done.exit_status is None else done.exit_status), done.stdout or b"", done.stderr or b""
 
+    @_mapped
+    async def start(self, command: str, stdout: int) -> Any:
+        """``command`` through the remote shell, in the root, its stdout written into the local pipe ``stdout``
+        (closed when the command ends; the pace is the reader's); None where there is no exec channel."""
+        if self._conn is None:
+            return None
+        try:
+            return await self._conn.create_process(f"cd {shlex.quote(self.root)} && {command}", encoding=None,
+                                                   stdout=stdout)
+        except asyncssh.ChannelOpenError:
+            return None
+
     async def _resolve_links(self, links: list[str], follow_links: bool) -> list[Entry]:
         entries = []
         for rel in links:
