@@ -72,14 +72,20 @@ class ConfigFeed:
         self._pool: Any = None
         self._forkable: bool | None = None
 
-    def lister(self, inner: Callable[[Any], Any], key_of: Callable[[Any], str]) -> Callable[[Any], Any]:
-        """``inner`` (the catalog's lister), handing each folder with a ``config.yaml`` to the feed."""
+    def lister(self, inner: Callable[[Any], Any], key_of: Callable[[Any], str],
+               known: dict[str, tuple[Any, ...]]) -> Callable[[Any], Any]:
+        """``inner`` (the catalog's lister), handing each folder with a ``config.yaml`` to the feed, but for a
+        run the catalog ``known`` holds as running (a whole run each look: its config asked of it)."""
         waiting = self._waiting
 
         def listed(folder: Any) -> Any:
             names = inner(folder)
             if names and _CONFIG in names:
-                waiting.append(key_of(folder))
+                key = key_of(folder)
+                entry = known.get(key)
+                if entry is not None and not entry[3]:
+                    return names
+                waiting.append(key)
                 if len(waiting) >= CHUNK and (self._pool is not None or len(waiting) >= START):
                     self._send()
             return names

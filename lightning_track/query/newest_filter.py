@@ -147,7 +147,7 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[t
     return matched, broken, unknown
 
 
-def _fed(feed: Any, need: list[tuple[Any, ...]], values: dict[str, dict[str, tuple[str, Any]]]) -> Any:
+def _fed(feed: Any, need: list[tuple[Any, ...]], values: dict[str, dict[str, tuple[str, Any, str]]]) -> Any:
     """``(True, row)`` for each of ``need``'s rows whose config the feed parsed into ``values`` (and the
     catalog keeps, when settled), ``(False, row)`` for the others."""
     from . import catalog
@@ -161,7 +161,7 @@ def _fed(feed: Any, need: list[tuple[Any, ...]], values: dict[str, dict[str, tup
             continue
         path, folder, found = row[0], row[1], got[4]
         for name, column in values.items():
-            column[path] = (folder, found.get(name, MISSING))
+            column[path] = (folder, found.get(name, MISSING), got[0])
         if got[1] < limit:  # written before the look, as catalog.Catalog.config_sink keeps
             catalog._pending_configs.append((path, got[0], got[3]))
             catalog._register_flush()
