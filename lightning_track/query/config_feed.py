@@ -72,16 +72,17 @@ class ConfigFeed:
         self._pool: Any = None
         self._forkable: bool | None = None
 
-    def lister(self, inner: Callable[[Any], Any], key_of: Callable[[Any], str],
+    def lister(self, inner: Callable[[Any], Any], stats: dict[str, tuple[str, Any]],
                known: dict[str, tuple[Any, ...]]) -> Callable[[Any], Any]:
-        """``inner`` (the catalog's lister), handing each folder with a ``config.yaml`` to the feed, but for a
-        run the catalog ``known`` holds as running (a whole run each look: its config asked of it)."""
+        """``inner`` (the catalog's lister, which notes each folder's key in ``stats``), handing each folder
+        with a ``config.yaml`` to the feed, but for a run the catalog ``known`` holds as running (a whole run
+        each look: its config asked of it)."""
         waiting = self._waiting
 
         def listed(folder: Any) -> Any:
             names = inner(folder)
             if names and _CONFIG in names:
-                key = key_of(folder)
+                key = stats[str(folder)][0]
                 entry = known.get(key)
                 if entry is not None and not entry[3]:
                     return names
@@ -128,11 +129,15 @@ class ConfigFeed:
         self._waiting.extend(key for key in dict.fromkeys(keys) if key not in known)
         if len(self._waiting) >= START or self._pool is not None and self._waiting:
             self._send()
-        for key in self._waiting:  # few (or no pool): here
-            done[key] = parse_fed([key], self.names)[0]
+        done.update(zip(self._waiting, parse_fed(self._waiting, self.names), strict=True))  # few, or no pool: here
         self._waiting.clear()
         sent, self._sent = self._sent, []
+        for chunk, future in reversed(sent):  # the look is over: this process takes the chunks not started
+            if future.cancel():
+                done.update(zip(chunk, parse_fed(chunk, self.names), strict=True))
         for chunk, future in sent:
+            if future.cancelled():
+                continue
             try:
                 found = future.result()
             except BrokenProcessPool:  # a worker killed (out of memory): the rest here

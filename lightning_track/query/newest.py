@@ -25,6 +25,7 @@ from ..errors import RunFolderError
 from .catalog_kept import Kept
 from .catalog_rows import CatalogRun
 from .filters import Filter
+from .gcpause import collector_paused
 from .listing import default_columns, main_metric_of
 from .newest_filter import answerable, config_keys, narrow
 from .runs import find_runs
@@ -107,6 +108,7 @@ def _newest(root: str | Path, problems: list[str], kept: Kept, window: int | Non
                   matched)
 
 
+@collector_paused()  # (100,000 rows held: the collector's passes would walk them again and again)
 def _narrowed(root: str | Path, kept: Kept, built: list[Any], filters: Sequence[Filter]) -> Any:
     """:func:`~.newest_filter.narrow` over the catalog's rows of the root (None: a whole look answers)."""
     if kept.rows is None:

@@ -11,6 +11,7 @@ look matches it, with the same messages; a filter on any other key is left to th
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ import orjson
 from .catalog_kept import Kept
 from .catalog_rows import _config_name
 from .filters import MISSING, Bool, Cmp, Filter, Node, Not, compare
-from .runs import FIELD_NAMES
+from .runs import FIELD_NAMES, RunInfo
 
 __all__ = ["answerable", "config_keys", "narrow"]
 
@@ -131,6 +132,8 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[t
     from .config_read import problems_found
     from .runs import filter_runs
 
+    if feed is not None:
+        _give(feed, built)
     candidates = sorted([*built, *unsure], key=order)
     with problems_found() as broken:  # a config.yaml the filter read and could not parse: said as a whole look
         matched = filter_runs(candidates, list(filters))
@@ -150,10 +153,7 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[t
 def _fed(feed: Any, need: list[tuple[Any, ...]], values: dict[str, dict[str, tuple[str, Any, str]]]) -> Any:
     """``(True, row)`` for each of ``need``'s rows whose config the feed parsed into ``values`` (and the
     catalog keeps, when settled), ``(False, row)`` for the others."""
-    from . import catalog
-
     fed = feed.take(row[0] for row in need)
-    limit = feed.started_ns - int(catalog.RACY_S * 1e9)
     for row in need:
         got = fed.get(row[0])
         if got is None or got[2] not in ("json", "absent"):
@@ -162,10 +162,30 @@ def _fed(feed: Any, need: list[tuple[Any, ...]], values: dict[str, dict[str, tup
         path, folder, found = row[0], row[1], got[4]
         for name, column in values.items():
             column[path] = (folder, found.get(name, MISSING), got[0])
-        if got[1] < limit:  # written before the look, as catalog.Catalog.config_sink keeps
-            catalog._pending_configs.append((path, got[0], got[3]))
-            catalog._register_flush()
+        _keep(feed, path, got)
         yield True, row
+
+
+def _give(feed: Any, built: list[Any]) -> None:
+    """The runs the look read whole (a running run's first look) get the config the feed parsed for them
+    (one that does not parse: the run reads it itself and says so)."""
+    runs = {os.path.abspath(run.path): run for run in built if type(run) is RunInfo and run._config is None}
+    fed = feed.take(runs) if runs else {}
+    for key, run in runs.items():
+        got = fed.get(key)
+        if got is not None and got[2] in ("json", "absent"):
+            run._config = orjson.loads(got[3])
+            _keep(feed, key, got)
+
+
+def _keep(feed: Any, key: str, got: Any) -> None:
+    """Keep a run's config the feed parsed beside its catalog entry if it was written before the look (as
+    :meth:`~.catalog.Catalog.config_sink` keeps one)."""
+    from . import catalog
+
+    if got[1] < feed.started_ns - int(catalog.RACY_S * 1e9):
+        catalog._pending_configs.append((key, got[0], got[3]))
+        catalog._register_flush()
 
 
 def _unknown(key: str, columns: dict[str, list[Any]], sure: list[Any], candidates: list[Any]) -> bool:

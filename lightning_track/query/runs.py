@@ -399,7 +399,7 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
             if book is not None:
                 book.load_root(root)
                 listing = book.lister if lean is None or lean.feed is None else \
-                    lean.feed.lister(book.lister, book._key, book._known)
+                    lean.feed.lister(book.lister, book._stats, book._known)
             for path, source, names in find_run_dirs(root, sink, **({"lister": listing, "claim": book.claim}
                                                                      if book else {})):
                 if book is not None and isinstance(names, Claimed):  # an ended run as kept: no Path, no read
