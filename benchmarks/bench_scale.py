@@ -257,6 +257,7 @@ def main() -> None:
              lambda: fresh(flt_before, plain_env))
         time.sleep(catalog_module.RACY_S + 0.5)
         fresh(flt, env)  # the changed runs and their configs kept
+        fresh([*lt, "--json"], env)  # the records a table's look leaves out kept (a -f look no longer keeps them)
         pair("lt ls --json, again", lambda: fresh([*lt, "--json"], env), lambda: fresh([*before, "--json"], plain_env))
 
         os.environ[ENV_CACHE_DIR] = str(cache)
