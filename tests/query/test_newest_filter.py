@@ -180,3 +180,15 @@ def test_a_filter_after_a_plain_look_parses_the_configs_it_lacks(mirror, made_ru
     text, _ = filtered(capsys, monkeypatch, root, ["model.lr<0.005"], "--all")
     rows = [line.split()[0] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
     assert sorted(rows) == sorted([made_runs["full"].name] * 1 + [made_runs["full"].name + "_copy"] * 2)
+
+
+def test_a_running_runs_config_edited_in_place_is_read_again(mirror, made_runs, capsys, monkeypatch) -> None:
+    root = str(mirror)
+    running = mirror / "gpu2" / made_runs["lora"].name  # its folder unchanged: only its config.yaml's stat says
+    filtered(capsys, monkeypatch, root, ["model.lr<0.005"], "--all")
+    text, _ = filtered(capsys, monkeypatch, root, ["model.lr<0.00001"], "--all")
+    assert running.name not in text
+    with open(running / "config.yaml", "w") as handle:  # an editor's write in place, the folder's times kept
+        handle.write("model:\n  lr: 0.000001\n  hidden: 64\n")
+    text, lean = filtered(capsys, monkeypatch, root, ["model.lr<0.00001"], "--all")
+    assert lean and [running.name, "gpu2"] in [line.split()[:2] for line in text.splitlines()]
