@@ -8,7 +8,7 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
 
 1. ``lt ls`` first look (empty cache: every run read, the catalog written), again (nothing changed),
    after ``--changed`` of the runs got a new ``summary.json`` (a heartbeat), and ``lt ls -f`` on a config
-   value (first look at the configs, again);
+   value (first look at the configs, again, after ``--changed`` of the runs changed);
 2. the anchor in the same run, alternated with each measurement: the same ``lt ls`` with the catalog off
    (the code path before it: every folder listed, every summary/meta read, configs through the config cache);
 3. ``load_runs`` in one process: its kept frame used (nothing changed), through the catalog alone (the kept
@@ -248,6 +248,16 @@ def main() -> None:
         fresh(flt_before, plain_env)
         pair("lt ls -f 'model.lr<1e-3', again (configs from the catalog / the config cache)",
              lambda: fresh(flt, env), lambda: fresh(flt_before, plain_env))
+
+        def after_change_filtered() -> float:
+            change(root, args.changed)
+            return fresh(flt, env)
+
+        pair(f"lt ls -f 'model.lr<1e-3', {args.changed:.0%} of the runs changed just before", after_change_filtered,
+             lambda: fresh(flt_before, plain_env))
+        time.sleep(catalog_module.RACY_S + 0.5)
+        fresh(flt, env)  # the changed runs and their configs kept
+        fresh([*lt, "--json"], env)  # the records a table's look leaves out kept (a -f look no longer keeps them)
         pair("lt ls --json, again", lambda: fresh([*lt, "--json"], env), lambda: fresh([*before, "--json"], plain_env))
 
         os.environ[ENV_CACHE_DIR] = str(cache)

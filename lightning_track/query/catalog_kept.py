@@ -28,7 +28,7 @@ KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in th
 class Kept:
     """The entries one lean look checked and found right (``keys``), with their briefs counted."""
 
-    __slots__ = ("root", "keys", "inos", "dev", "briefs", "sourced", "spoilt", "rows", "records")
+    __slots__ = ("root", "keys", "inos", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed")
 
     def __init__(self, root: str, records: bool = True) -> None:
         self.root = root  # absolute
@@ -43,6 +43,7 @@ class Kept:
         self.sourced = False  # some kept run is below a source folder (the "source" column)
         self.spoilt = ""  # why the look cannot be answered from the keys (then a whole look is made)
         self.rows: Any = None  # the look's RowSource
+        self.feed: Any = None  # a filter's ConfigFeed: the configs of the folders listed, parsed beside the look
 
     def note(self, dev: int, ino: int) -> None:
         """A folder the look found (a run built or kept): the same folder twice spoils the keys (a plain

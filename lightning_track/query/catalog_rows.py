@@ -11,13 +11,16 @@ answers, with the same values: attributes it lacks are the built run's.
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import orjson
 
+from ..folder.layout import RunLayout
 from .filters import MISSING
 
 __all__ = ["CatalogRun", "RowSource", "brief_of", "frame_row"]
@@ -58,7 +61,7 @@ class RowSource:
         self.keep_frame = keep_frame
         self._conn: sqlite3.Connection | None = None
         self._bulk: dict[str, dict[str, tuple[str, bytes]]] = {}
-        self._values: dict[str, dict[str, tuple[str, Any]]] = {}  # config key -> path -> (folder, value)
+        self._values: dict[str, dict[str, tuple[str, Any, str]]] = {}  # config key -> path -> (folder, value, stat)
         self._frames: dict[str, tuple[str, bytes, bytes | None]] | None = None
         self._running: dict[str, tuple[Any, ...]] | None = None
         self.given: dict[str, tuple[Any, ...]] = {}  # path -> a row of _RECORD fetched ahead (newest.py's stream)
@@ -97,15 +100,18 @@ class RowSource:
         found = kept.get(path)
         return found[1] if found is not None and found[0] == folder else None
 
-    def config_value(self, key: str, path: str, folder: str) -> Any:
-        """One flattened config value of a settled run as kept (MISSING: the run has no such key), or
-        :data:`UNKNOWN` when the kept config cannot say. SQLite picks the key out of every kept config in
-        one query, so a filter on ``model.lr`` parses one number a run, not 100,000 whole configs."""
+    def config_value(self, key: str, path: str, folder: str, ended: bool = True) -> Any:
+        """One flattened config value of a run as kept (MISSING: the run has no such key), or :data:`UNKNOWN`
+        when the kept config cannot say. SQLite picks the key out of every kept config in one query, so a
+        filter on ``model.lr`` parses one number a run, not 100,000 whole configs. A run not ``ended`` (its
+        files checked one by one) has it only while its ``config.yaml`` has the stat it was kept under."""
         found = self.config_values(key).get(path)
-        return found[1] if found is not None and found[0] == folder else UNKNOWN
+        if found is None or found[0] != folder:
+            return UNKNOWN
+        return found[1] if ended or _config_stat(path) == found[2] else UNKNOWN
 
-    def config_values(self, key: str) -> dict[str, tuple[str, Any]]:
-        """Every kept config's value of ``key``: path -> (folder, value or MISSING), fetched once."""
+    def config_values(self, key: str) -> dict[str, tuple[str, Any, str]]:
+        """Every kept config's value of ``key``: path -> (folder, value or MISSING, config_stat), fetched once."""
         kept = self._values.get(key)
         if kept is None:
             kept = self._values[key] = self._values_of(key)
@@ -115,16 +121,16 @@ class RowSource:
         if '"' in key or "\\" in key or not key.isprintable():  # not sayable as a JSON path: parsed whole
             return {}
         try:
-            found = self._connection().execute("SELECT path, folder, config -> ? FROM configs JOIN runs USING (path)",
-                                               (f'$."{key}"',)).fetchall()
+            found = self._connection().execute("SELECT path, folder, config -> ?, config_stat FROM configs JOIN runs "
+                                               "USING (path)", (f'$."{key}"',)).fetchall()
         except sqlite3.Error:
             return {}
-        texts = [text for _, _, text in found if text is not None]  # the value's own JSON text, as kept
+        texts = [row[2] for row in found if row[2] is not None]  # the value's own JSON text, as kept
         try:
             values = iter(orjson.loads(("[" + ",".join(texts) + "]").encode()))
         except orjson.JSONDecodeError:
             return {}
-        return {path: (folder, MISSING if text is None else next(values)) for path, folder, text in found}
+        return {path: (folder, MISSING if text is None else next(values), stat) for path, folder, text, stat in found}
 
     def frame_and_config(self, path: str, folder: str) -> tuple[bytes, bytes | None] | None:
         """A settled run's kept ``frame`` and ``config`` together (``load_runs``: every row in one query)."""
@@ -261,9 +267,10 @@ class CatalogRun:
     def config_pending(self, keys: Sequence[str] = ()) -> tuple[Any, str, Any] | None:
         """As :meth:`~.runs.RunInfo.config_pending`, for a filter on ``keys``: None when the catalog has the
         values of the config keys among them (or there are none), else the built run's."""
-        if self._info is None and self._ended:
+        if self._info is None:
             names = [name for name in map(self._config_name, keys) if name]
-            if all(self._rows.config_value(name, self._key, self._folder) is not UNKNOWN for name in names):
+            if all(self._rows.config_value(name, self._key, self._folder, self._ended) is not UNKNOWN
+                   for name in names):
                 return None
         return self.info.config_pending()
 
@@ -303,8 +310,8 @@ class CatalogRun:
         if name is None:
             name = self._config_name(key)
         if name:
-            if self._info is None and self._ended:
-                found = self._rows.config_value(name, self._key, self._folder)
+            if self._info is None:
+                found = self._rows.config_value(name, self._key, self._folder, self._ended)
                 if found is not UNKNOWN:
                     return found
             return self.config.get(name, MISSING)
@@ -317,6 +324,15 @@ class CatalogRun:
         if key == "tag" and self._info is None and not self._columns()["t"]:
             return []
         return self.info.value(key)
+
+
+def _config_stat(key: str) -> str:
+    """What :func:`~.catalog.stat_key` says of a run's ``config.yaml`` now ("-": none, as the feed keeps it)."""
+    try:
+        st = os.stat(f"{key}/{RunLayout.CONFIG}")
+    except OSError:
+        return "-"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}" if S_ISREG(st.st_mode) else "-"
 
 
 def _config_name(key: str, fields: frozenset[str]) -> str:

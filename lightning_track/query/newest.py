@@ -25,8 +25,9 @@ from ..errors import RunFolderError
 from .catalog_kept import Kept
 from .catalog_rows import CatalogRun
 from .filters import Filter
+from .gcpause import collector_paused
 from .listing import default_columns, main_metric_of
-from .newest_filter import answerable, narrow
+from .newest_filter import answerable, config_keys, narrow
 from .runs import find_runs
 
 __all__ = ["Newest", "newest_runs"]
@@ -57,6 +58,20 @@ def newest_runs(root: str | Path, problems: list[str], *, window: int | None, re
     if filters and not answerable(filters):
         return None
     kept = Kept(os.path.abspath(root), records=window is None)  # a window's rows: their records on first use
+    asked = config_keys(filters)
+    if asked:  # the configs of the runs the look reads, parsed beside it
+        from .config_feed import ConfigFeed
+
+        kept.feed = ConfigFeed(asked)
+    try:
+        return _newest(root, problems, kept, window, reverse, metric, stream, filters, look)
+    finally:
+        if kept.feed is not None:
+            kept.feed.close()
+
+
+def _newest(root: str | Path, problems: list[str], kept: Kept, window: int | None, reverse: bool,
+            metric: str | None, stream: bool, filters: Sequence[Filter], look: dict[str, Any]) -> Newest | None:
     said = len(problems)
     built = find_runs([root], problems, lean=kept, **look)
     if kept.spoilt:
@@ -93,6 +108,7 @@ def newest_runs(root: str | Path, problems: list[str], *, window: int | None, re
                   matched)
 
 
+@collector_paused()  # (100,000 rows held: the collector's passes would walk them again and again)
 def _narrowed(root: str | Path, kept: Kept, built: list[Any], filters: Sequence[Filter]) -> Any:
     """:func:`~.newest_filter.narrow` over the catalog's rows of the root (None: a whole look answers)."""
     if kept.rows is None:

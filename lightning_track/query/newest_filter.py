@@ -11,6 +11,7 @@ look matches it, with the same messages; a filter on any other key is left to th
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,9 +20,9 @@ import orjson
 from .catalog_kept import Kept
 from .catalog_rows import _config_name
 from .filters import MISSING, Bool, Cmp, Filter, Node, Not, compare
-from .runs import FIELD_NAMES
+from .runs import FIELD_NAMES, RunInfo
 
-__all__ = ["answerable", "narrow"]
+__all__ = ["answerable", "config_keys", "narrow"]
 
 _ROW_FIELDS = frozenset({"status", "name", "source", "start", "tag"})  # a kept catalog row answers these
 _FIELDS = frozenset(FIELD_NAMES)
@@ -31,6 +32,11 @@ _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.
 def answerable(filters: Sequence[Filter]) -> bool:
     """Whether every key of ``filters`` is a config key or a field the catalog's row holds."""
     return all(key in _ROW_FIELDS or _config_name(key, _FIELDS) for f in filters for key in f.keys())
+
+
+def config_keys(filters: Sequence[Filter]) -> list[str]:
+    """The config keys ``filters`` ask (``model.lr`` for ``config.model.lr``)."""
+    return list(dict.fromkeys(name for f in filters for key in f.keys() if (name := _config_name(key, _FIELDS))))
 
 
 def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[tuple[Any, ...]],
@@ -49,23 +55,37 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[t
     unsure: list[Any] = []
     tagged = "tag" in names
     config_columns = list(values.values())
+    feed = kept.feed if values else None
+    need: list[tuple[Any, ...]] = []  # sure once their config is parsed (the feed's)
     for row in rows:
         path, folder = row[0], row[1]
         if keys.get(path) != folder:
             continue  # a run the look built (or an entry written again since: counted below)
         known = not (tagged and b'"t":true' in row[6])
-        for column in config_columns:
-            found = column.get(path)
-            if found is None or found[0] != folder:  # no kept config (one that failed to parse has none)
-                known = False
-                break
-        if not known:
-            run = make(row)
-            if run is None:
-                return None
-            unsure.append(run)
-        else:
+        if known:
+            for column in config_columns:
+                found = column.get(path)
+                if found is None or found[0] != folder:  # no kept config (one that failed to parse has none)
+                    known = False
+                    break
+            if not known and feed is not None:
+                need.append(row)  # its config from the feed, below
+                continue
+        if known:
             sure.append(row)
+            continue
+        run = make(row)
+        if run is None:
+            return None
+        unsure.append(run)
+    for parsed, row in _fed(feed, need, values) if need else ():
+        if parsed:
+            sure.append(row)
+            continue
+        run = make(row)  # a config the catalog cannot keep (one that does not parse: the run says so itself)
+        if run is None:
+            return None
+        unsure.append(run)
     if len(sure) + len(unsure) != len(keys):
         return None  # a kept key without its row: the catalog changed under the look
 
@@ -112,6 +132,8 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[t
     from .config_read import problems_found
     from .runs import filter_runs
 
+    if feed is not None:
+        _give(feed, built)
     candidates = sorted([*built, *unsure], key=order)
     with problems_found() as broken:  # a config.yaml the filter read and could not parse: said as a whole look
         matched = filter_runs(candidates, list(filters))
@@ -126,6 +148,44 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[t
         if not kept.sourced and "/" in row[0][below:]:
             kept.sourced = True
     return matched, broken, unknown
+
+
+def _fed(feed: Any, need: list[tuple[Any, ...]], values: dict[str, dict[str, tuple[str, Any, str]]]) -> Any:
+    """``(True, row)`` for each of ``need``'s rows whose config the feed parsed into ``values`` (and the
+    catalog keeps, when settled), ``(False, row)`` for the others."""
+    fed = feed.take(row[0] for row in need)
+    for row in need:
+        got = fed.get(row[0])
+        if got is None or got[2] not in ("json", "absent"):
+            yield False, row
+            continue
+        path, folder, found = row[0], row[1], got[4]
+        for name, column in values.items():
+            column[path] = (folder, found.get(name, MISSING), got[0])
+        _keep(feed, path, got)
+        yield True, row
+
+
+def _give(feed: Any, built: list[Any]) -> None:
+    """The runs the look read whole (a running run's first look) get the config the feed parsed for them
+    (one that does not parse: the run reads it itself and says so)."""
+    runs = {os.path.abspath(run.path): run for run in built if type(run) is RunInfo and run._config is None}
+    fed = feed.take(runs) if runs else {}
+    for key, run in runs.items():
+        got = fed.get(key)
+        if got is not None and got[2] in ("json", "absent"):
+            run._config = orjson.loads(got[3])
+            _keep(feed, key, got)
+
+
+def _keep(feed: Any, key: str, got: Any) -> None:
+    """Keep a run's config the feed parsed beside its catalog entry if it was written before the look (as
+    :meth:`~.catalog.Catalog.config_sink` keeps one)."""
+    from . import catalog
+
+    if got[1] < feed.started_ns - int(catalog.RACY_S * 1e9):
+        catalog._pending_configs.append((key, got[0], got[3]))
+        catalog._register_flush()
 
 
 def _unknown(key: str, columns: dict[str, list[Any]], sure: list[Any], candidates: list[Any]) -> bool:

@@ -398,7 +398,9 @@ def find_runs(roots: str | Path | Sequence[str | Path] = "runs", problems: list[
             before = len(sink)
             if book is not None:
                 book.load_root(root)
-            for path, source, names in find_run_dirs(root, sink, **({"lister": book.lister, "claim": book.claim}
+                listing = book.lister if lean is None or lean.feed is None else \
+                    lean.feed.lister(book.lister, book._stats, book._known)
+            for path, source, names in find_run_dirs(root, sink, **({"lister": listing, "claim": book.claim}
                                                                      if book else {})):
                 if book is not None and isinstance(names, Claimed):  # an ended run as kept: no Path, no read
                     if names.identity not in seen:

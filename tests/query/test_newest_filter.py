@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from support.query import edit_summary
 
 from lightning_track.cli.lt import main
-from lightning_track.query import catalog, listing, newest
+from lightning_track.query import catalog, config_feed, listing, newest
 from lightning_track.query.annotations import change_tags
 
 LEAN = newest.newest_runs
@@ -122,3 +123,72 @@ def test_a_key_the_catalog_rows_cannot_answer_is_the_whole_looks(mirror, capsys,
     for flt in (["dataset=arc"], ["best.val/loss<10"], ["model.lr<1", "host=x"]):
         text, lean = filtered(capsys, monkeypatch, str(mirror), flt)
         assert not lean
+
+
+@pytest.fixture
+def pooled(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The feed's worker pool from the first configs on (a dozen runs stand for 100,000); whether it started."""
+    monkeypatch.setattr(config_feed, "START", 1)
+    monkeypatch.setattr(config_feed, "CHUNK", 2)
+    started: list[bool] = []
+    real = config_feed.ConfigFeed._start
+
+    def spy(self: config_feed.ConfigFeed) -> bool:
+        started.append(real(self))
+        return started[-1]
+
+    monkeypatch.setattr(config_feed.ConfigFeed, "_start", spy)
+    return started
+
+
+def test_a_first_filtered_look_parses_the_configs_beside_the_look(mirror, made_runs, capsys, monkeypatch,
+                                                                  pooled) -> None:
+    root = str(mirror)
+    text, lean = filtered(capsys, monkeypatch, root, ["model.lr<0.005"], "--all")  # empty cache: configs fed
+    assert lean and "config.yaml" in text and "not readable YAML" in text  # the broken config's one line
+    assert pooled and all(pooled) or threading.active_count() > 1  # (a process with threads never forks)
+    rows = [line.split()[0] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
+    assert sorted(rows) == sorted([made_runs["full"].name] * 1 + [made_runs["full"].name + "_copy"] * 2)
+    for flt in FILTERS:
+        for argv in ARGS[:3]:
+            _, lean = filtered(capsys, monkeypatch, root, flt, *argv)
+            assert lean and catalog.last_look["read"] == 0, (flt, argv)  # configs kept by the first look
+
+    # between looks: a config changed, a broken config.yaml mended and a good one broken, runs deleted
+    replace(mirror / "gpu1" / made_runs["nan"].name / "config.yaml", "model:\n  lr: 0.0001\n  hidden: 64\n")
+    replace(mirror / "gpu2" / f"{made_runs['nan'].name}_copy" / "config.yaml", "model:\n  lr: 0.0002\n")
+    replace(mirror / "gpu1" / made_runs["full"].name / "config.yaml", "model: {lr: [\n")
+    shutil.rmtree(mirror / "gpu1" / f"{made_runs['full'].name}_copy")
+    shutil.rmtree(mirror / "gpu2" / made_runs["lora"].name)  # the running one
+    text, lean = filtered(capsys, monkeypatch, root, ["model.lr<0.0005"], "--all")
+    assert lean and f"gpu1/{made_runs['full'].name}/config.yaml: not readable YAML" in text
+    rows = sorted(line.split()[:2] for line in text.splitlines()[1:] if not line.startswith("lt ls:"))
+    assert rows == [[made_runs["nan"].name, "gpu1"], [made_runs["nan"].name + "_copy", "gpu2"]]
+    for flt in FILTERS:
+        for argv in ARGS[:3]:
+            _, lean = filtered(capsys, monkeypatch, root, flt, *argv)
+            assert lean, (flt, argv)
+
+
+def test_a_filter_after_a_plain_look_parses_the_configs_it_lacks(mirror, made_runs, capsys, monkeypatch,
+                                                                  pooled) -> None:
+    root = str(mirror)
+    both(capsys, monkeypatch, root, "--all")  # the catalog written, no config kept
+    for flt in FILTERS:
+        text, lean = filtered(capsys, monkeypatch, root, flt, "--all")
+        assert lean, flt
+    text, _ = filtered(capsys, monkeypatch, root, ["model.lr<0.005"], "--all")
+    rows = [line.split()[0] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
+    assert sorted(rows) == sorted([made_runs["full"].name] * 1 + [made_runs["full"].name + "_copy"] * 2)
+
+
+def test_a_running_runs_config_edited_in_place_is_read_again(mirror, made_runs, capsys, monkeypatch) -> None:
+    root = str(mirror)
+    running = mirror / "gpu2" / made_runs["lora"].name  # its folder unchanged: only its config.yaml's stat says
+    filtered(capsys, monkeypatch, root, ["model.lr<0.005"], "--all")
+    text, _ = filtered(capsys, monkeypatch, root, ["model.lr<0.00001"], "--all")
+    assert running.name not in text
+    with open(running / "config.yaml", "w") as handle:  # an editor's write in place, the folder's times kept
+        handle.write("model:\n  lr: 0.000001\n  hidden: 64\n")
+    text, lean = filtered(capsys, monkeypatch, root, ["model.lr<0.00001"], "--all")
+    assert lean and [running.name, "gpu2"] in [line.split()[:2] for line in text.splitlines()]
