@@ -9,6 +9,10 @@ with seccomp, so only those two calls stop). Printed per fit, in seconds from th
 threads' joins at exit, the last atexit hook, the process's exit as its parent sees it), every full (generation
 2) garbage collection with its thread and duration, each helper process's start and exit, and the CPU of the
 training process (its own) and of everything (its children too).
+
+``TIMELINE_OBJECTS=1``: each stamp also says how many objects the oldest generation holds and CPython's
+``long_lived_pending`` against its threshold (a full collection runs at the next young one once it is reached);
+``TIMELINE_YOUNG=1``: every collection after the warm-up, with the frames that triggered it. Both slow the process.
 """
 
 from __future__ import annotations
