@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import RunFolderError, one_line
-from ..query.gcpause import collector_paused
+from ..folder.gcpause import collector_paused
 from ..vocabulary import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_bytes
 
 __all__ = ["cmd_ls", "cmd_show", "cmd_compare", "cmd_report", "cmd_tag", "cmd_note", "cmd_reproduce"]
@@ -222,7 +222,7 @@ def _runs_for_report(args: argparse.Namespace, problems: list[str]) -> list[Any]
     return runs
 
 
-@collector_paused()  # every run read stays alive until the page is written (query/gcpause.py)
+@collector_paused()  # every run read stays alive until the page is written (folder/gcpause.py)
 def cmd_report(args: argparse.Namespace) -> int:
     return _report(args)
 

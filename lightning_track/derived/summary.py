@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import JsonlProblem, RunFolderError, RunNotFound, one_line
 from ..folder.fileio import atomic_write_json, atomic_write_text, read_json
+from ..folder.gcpause import collector_paused
 from ..folder.layout import RunLayout
 from ..folder.records import read_metrics
 from ..vocabulary import RUNNING, iso_time
@@ -151,14 +152,16 @@ def post_process(
 
 
 def _draw_and_link(layout: RunLayout, records: list[Any]) -> None:
-    """Draw the run's PNG, then record its failure or link it from ``report_draft.md``."""
-    error = _draw(layout, records)
-    try:
-        summary_file = SummaryFile(layout.summary_json)
-        summary = summary_file.update(plots_error=error) if error is not None else summary_file.read()
-        atomic_write_text(layout.report_md, render_report(layout, summary))
-    except (OSError, RunFolderError):
-        pass  # a full disk or a summary torn by hand: the report keeps its version without the plot
+    """Draw the run's PNG, then record its failure or link it from ``report_draft.md``. With the collector
+    paused (:mod:`..folder.gcpause`): the figure's objects are garbage before a collection sees them."""
+    with collector_paused():
+        error = _draw(layout, records)
+        try:
+            summary_file = SummaryFile(layout.summary_json)
+            summary = summary_file.update(plots_error=error) if error is not None else summary_file.read()
+            atomic_write_text(layout.report_md, render_report(layout, summary))
+        except (OSError, RunFolderError):
+            pass  # a full disk or a summary torn by hand: the report keeps its version without the plot
 
 
 def _draw(layout: RunLayout, records: list[Any]) -> str | None:

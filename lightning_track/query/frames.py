@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
+from ..folder.gcpause import collector_paused
 from .catalog_rows import CatalogRun, frame_row
 from .frame_cache import cached_frame, keep_frame
-from .gcpause import collector_paused
 from .runs import STALE_AFTER_S, filter_runs, find_runs
 
 __all__ = ["load_runs"]

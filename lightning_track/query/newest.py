@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 
 from ..errors import RunFolderError
+from ..folder.gcpause import collector_paused
 from .catalog_kept import Kept
 from .catalog_rows import CatalogRun
 from .filters import Filter
-from .gcpause import collector_paused
 from .listing import default_columns, main_metric_of
 from .newest_filter import answerable, config_keys, narrow
 from .runs import find_runs

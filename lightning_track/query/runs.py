@@ -28,13 +28,13 @@ from typing import Any
 from ..errors import RunFolderError
 from ..folder.exports import EXPORT_RECORDS, export_cell, read_exports
 from ..folder.fileio import read_json, restore_nonfinite
+from ..folder.gcpause import collector_paused
 from ..folder.layout import RunLayout, parse_run_name
 from ..vocabulary import CRASHED, RUN_STATUSES, RUNNING, STALLED, UNKNOWN, parse_iso_time
 from .annotations import effective_notes, effective_tags, read_annotations
 from .config_read import config_batch, config_pending, read_config
 from .discover import find_run_dirs, folder_identity, list_names
 from .filters import MISSING, Filter, parse_filter
-from .gcpause import collector_paused
 from .stall import stall_reason
 
 __all__ = ["RunInfo", "find_runs", "read_run", "judge_status", "judged", "filter_runs",

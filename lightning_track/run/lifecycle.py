@@ -25,6 +25,7 @@ from ..derived.digest import Mode
 from ..derived.summary import SummaryFile, attempts_of, post_process
 from ..errors import ResumeError, one_line
 from ..folder.fileio import atomic_write_json, temp_path
+from ..folder.gcpause import collector_paused
 from ..folder.layout import RunLayout
 from ..redaction import redact, secret_values
 from ..sinks import Sink, SinkContext, load_sink
@@ -343,7 +344,13 @@ class RunLifecycle:
 
     def finalize(self, status: str, *, reason: str | None = None, end_time: float | None = None) -> None:
         """Close every sink with our word for ``status``, then write summary.json, metrics.csv and
-        report_draft.md. A sink's error is recorded and raised after the summary is written."""
+        report_draft.md. A sink's error is recorded and raised after the summary is written.
+
+        With the collector paused (:mod:`..folder.gcpause`): the records read back die with it."""
+        with collector_paused():
+            self._finalize(status, reason, end_time)
+
+    def _finalize(self, status: str, reason: str | None, end_time: float | None) -> None:
         if self.appending:
             self._finish_appending()
             return
