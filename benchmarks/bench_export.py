@@ -94,6 +94,18 @@ def make_run(root: Path, steps: int, metrics: int) -> tuple[Path, list[tuple[int
     return run, records
 
 
+def timed(call, *args, **kw):
+    started = time.perf_counter()
+    return call(*args, **kw), time.perf_counter() - started
+
+
+def cpu_of(proc: subprocess.Popen, call, *args, **kw):
+    """``call``'s result and the CPU seconds it took here and in the server (its process tree, psutil)."""
+    here, server = time.process_time(), server_cpu(proc)
+    got = call(*args, **kw)
+    return got, (time.process_time() - here, server_cpu(proc) - server)
+
+
 def anchor(client, experiment_id: str, records: list[tuple[int, float, dict[str, float]]]) -> float:
     from mlflow.entities import Metric
 
@@ -141,28 +153,31 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     proc, uri = start_server(work)
+    settle(proc, uri)  # the server's start-up CPU kept out of the first timed call
     try:
         client = MlflowClient(uri)
         experiment_id = client.create_experiment("anchor")
         anchor(client, experiment_id, [(s, 1.79e9 + s, {"warm": 1.0}) for s in range(2000)])  # the server's first calls
-        rows = []
+        rows, cpus = [], []
+        load = os.getloadavg()[0]
         for repeat in range(args.repeats):
             run, records = make_run(work / f"runs{repeat}", args.steps, args.metrics)
             if repeat % 2 == 0:  # the anchor first, then second: neither gains from going first
-                base = anchor(client, experiment_id, records)
+                base, base_cpu = cpu_of(proc, anchor, client, experiment_id, records)
             with open_exporter(uri) as exporter:
-                started = time.perf_counter()
-                first = export_run(run, exporter=exporter)
-                ours = time.perf_counter() - started
+                (first, ours), ours_cpu = cpu_of(proc, timed, export_run, run, exporter=exporter)
                 started = time.perf_counter()
                 again = export_run(run, exporter=exporter)
                 nothing = time.perf_counter() - started
             if repeat % 2 == 1:
-                base = anchor(client, experiment_id, records)
+                base, base_cpu = cpu_of(proc, anchor, client, experiment_id, records)
             assert first.values == args.steps * args.metrics and again.nothing_new
             rows.append((base, ours, nothing))
-            print(f"repeat {repeat + 1}: log_batch loop {base:.2f} s, lt export {ours:.2f} s "
-                  f"({ours / base:.2f}x), again with nothing new {nothing:.3f} s", flush=True)
+            cpus.append((*base_cpu, *ours_cpu))
+            print(f"repeat {repeat + 1}: log_batch loop {base:.2f} s (CPU client {base_cpu[0]:.2f} s, server "
+                  f"{base_cpu[1]:.2f} s), lt export {ours:.2f} s (CPU client {ours_cpu[0]:.2f} s, server "
+                  f"{ours_cpu[1]:.2f} s; {ours / base:.2f}x), again with nothing new {nothing:.3f} s, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         proc.terminate()
         proc.wait()
@@ -174,12 +189,15 @@ def main() -> None:
             f"Python {sys.version.split()[0]})\n\n"
             f"A run of {args.steps:,} steps x {args.metrics} metrics ({values:,} values) into a local `mlflow server` "
             f"(SQLite), best of {args.repeats}:\n\n"
-            "| what | time | ratio |\n| --- | --- | --- |\n"
-            f"| `MlflowClient.log_batch` loop, 1,000-metric batches (anchor) | {base:.2f} s | 1.00x |\n"
-            f"| `lt export` (metrics, params, tags, files, status; record after each batch) | {ours:.2f} s | "
-            f"{ours / base:.2f}x (goal <= 1.25x) |\n"
-            f"| `lt export` again, nothing new | {nothing:.3f} s | goal <= 0.5 s |\n\n"
-            f"Each repeat's ratio (lt export / anchor): {ratios}.\n")
+            "| what | time | ratio | CPU s: client, server (best) |\n| --- | --- | --- | --- |\n"
+            f"| `MlflowClient.log_batch` loop, 1,000-metric batches (anchor) | {base:.2f} s | 1.00x | "
+            f"{min(c[0] for c in cpus):.2f}, {min(c[1] for c in cpus):.2f} |\n"
+            f"| `lt export` (metrics, params, tags, files, status; one batch in flight, record after each) | "
+            f"{ours:.2f} s | {ours / base:.2f}x (goal <= 1.25x) | {min(c[2] for c in cpus):.2f}, "
+            f"{min(c[3] for c in cpus):.2f} |\n"
+            f"| `lt export` again, nothing new | {nothing:.3f} s | goal <= 0.5 s | |\n\n"
+            f"Each repeat's ratio (lt export / anchor): {ratios}. Load average {load:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end.\n")
     old = Path(args.out).read_text() if Path(args.out).exists() else ""
     live = old[old.index(LIVE_HEADING):] if LIVE_HEADING in old else ""  # kept: --live writes it
     Path(args.out).write_text(text + ("\n" + live if live else ""))

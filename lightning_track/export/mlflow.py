@@ -20,7 +20,8 @@ import posixpath
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ..folder.records import read_metrics_since
 from ..query.runs import RunInfo
 from ..redaction import redact
 from ..vocabulary import COMPLETED, CRASHED, FAILED, INTERRUPTED, RUNNING, iso_time
+from .ahead import Ahead
 from .content import artifact_files, lineage_tags, run_params
 from .mlflow_client import MlflowConnection, error_code, failure_reason
 from .record import SentFile
@@ -105,8 +107,10 @@ class MlflowExporter:
         self.client = self.connection.client
         self._Metric, self._Param, self._RunTag = self.connection.Metric, self.connection.Param, self.connection.RunTag
         self._Error = self.connection.Error
+        self._ahead = Ahead()  # the metric batches' requests, one in flight while the next is prepared
 
     def close(self) -> None:
+        self._ahead.close()
         self.connection.close()
 
     # -- one run ---------------------------------------------------------------------------------
@@ -273,11 +277,17 @@ class MlflowExporter:
             self.client.log_batch(run_id, **{field: [entity for _, entity in items]})
             return [name for name, _ in items]
         except self._Error as exc:
-            if error_code(exc) != "INVALID_PARAMETER_VALUE" or len(items) == 1:
-                if error_code(exc) == "INVALID_PARAMETER_VALUE":
-                    self._refused(kind, items[0][0], exc, entry, result)
-                    return []
-                raise
+            return self._one_by_one(run_id, kind, items, exc, entry, result)
+
+    def _one_by_one(self, run_id: str, kind: str, items: list[tuple[str, Any]], exc: BaseException,
+                    entry: dict[str, Any], result: Any) -> list[str]:
+        """After the server refused ``items`` as one batch: re-raise unless it refused a value; else each on
+        its own (a refused batch stores nothing), so that only the refused ones stay out."""
+        if error_code(exc) != "INVALID_PARAMETER_VALUE":
+            raise exc
+        if len(items) == 1:
+            self._refused(kind, items[0][0], exc, entry, result)
+            return []
         stored = []
         for item in items:
             stored += self._batch(run_id, kind, [item], entry, result)
@@ -326,27 +336,44 @@ class MlflowExporter:
 
     def _send_jsonl(self, run_id: str, sent: SentFile, system_keys: bool, entry: dict[str, Any],
                     save: Callable[[], None], result: Any) -> None:
-        """The records of ``sent.path`` past what was sent, in batches of 1,000 values, the record saved
-        after each batch at the end of the last whole record in it."""
+        """The records of ``sent.path`` past what was sent, in batches of 1,000 values, one request in flight:
+        the next batch is read and built, and the record of the one before saved, while the server stores
+        the current one. The record is advanced only for confirmed batches, in order (at the end of the
+        last whole record in them), so it never says sent what the server may lack."""
+        pending: tuple[Future | None, list[tuple[str, Any]], int | None, int] | None = None
+        try:
+            for batch in self._batches(sent, system_keys, entry, result):
+                confirmed = self._settle(run_id, pending, system_keys, entry, result) if pending else None
+                try:
+                    pending = None
+                    if batch[0]:
+                        self._in_time()
+                    pending = (self._ahead.submit(self._log_metrics, run_id, batch[0]) if batch[0] else None, *batch)
+                finally:  # the confirmed batch is recorded also when the next one cannot go
+                    if confirmed is not None:
+                        self._confirm(sent, confirmed, entry, save)
+            if pending:
+                self._confirm(sent, self._settle(run_id, pending, system_keys, entry, result), entry, save)
+        finally:
+            if pending and pending[0] is not None:
+                pending[0].cancel()  # not yet running: never sent
+
+    def _batches(self, sent: SentFile, system_keys: bool, entry: dict[str, Any], result: Any
+                 ) -> Iterator[tuple[list[tuple[str, Any]], int | None, int]]:
+        """``(items, offset, records)``: each batch of at most 1,000 values past ``sent``, with the offset after
+        the last record it completes and how many records it completes (``None`` and 0 for a part of a
+        record with more values than a batch holds; no items for trailing lines that hold no value)."""
         Metric = self._Metric
+        start = sent.bytes
         while True:
             problems: list[JsonlProblem] = []
             ends: list[int] = []
-            records, end = read_metrics_since(sent.path, sent.bytes, problems, limit=_READ_LIMIT, ends=ends)
-            for problem in problems:
-                result.notes.append(str(problem))
-            if end <= sent.bytes:
+            records, end = read_metrics_since(sent.path, start, problems, limit=_READ_LIMIT, ends=ends)
+            result.notes.extend(str(problem) for problem in problems)
+            if end <= start:
                 return
-            batch: list[Any] = []
-            done = 0  # records whose values have all been confirmed
-
-            def confirm(upto: int, offset: int) -> None:
-                nonlocal done
-                sent.advance(offset, upto - done)
-                done = upto
-                entry.setdefault("sent", {})[sent.path.name] = sent.entry()
-                save()
-
+            batch: list[tuple[str, Any]] = []
+            done = 0  # records in the batches yielded
             for i, record in enumerate(records):
                 stamp = int(record.time * 1000)
                 items = []
@@ -355,24 +382,42 @@ class MlflowExporter:
                         name = f"system/{name}"
                     items.append((name, Metric(self._key("metric", name, entry), value, stamp, record.step)))
                 if batch and len(batch) + len(items) > MAX_METRICS:
-                    self._flush(run_id, batch, entry, result, system_keys)
-                    batch = []
-                    confirm(i, ends[i - 1])
+                    yield batch, ends[i - 1], i - done
+                    batch, done = [], i
                 while len(items) > MAX_METRICS:  # one record of more values than a batch holds
-                    self._flush(run_id, items[:MAX_METRICS], entry, result, system_keys)
+                    yield items[:MAX_METRICS], None, 0
                     items = items[MAX_METRICS:]
                 batch += items
-            if batch:
-                self._flush(run_id, batch, entry, result, system_keys)
-            confirm(len(records), end)  # past trailing bad lines too
+            yield batch, end, len(records) - done  # past trailing bad lines too
+            start = end
 
-    def _flush(self, run_id: str, batch: list[tuple[str, Any]], entry: dict[str, Any], result: Any,
-               system_keys: bool) -> None:
-        stored = len(self._batch(run_id, "metric", batch, entry, result))
+    def _log_metrics(self, run_id: str, items: list[tuple[str, Any]]) -> None:
+        self.client.log_batch(run_id, metrics=[entity for _, entity in items])
+
+    def _settle(self, run_id: str, pending: tuple[Future | None, list[tuple[str, Any]], int | None, int],
+                system_keys: bool, entry: dict[str, Any], result: Any) -> tuple[int | None, int]:
+        """Wait for the batch in flight; count what the server stored. Returns its ``(offset, records)``."""
+        future, items, offset, records = pending
+        stored = len(items)
+        if future is not None:
+            try:
+                future.result()
+            except self._Error as exc:  # nothing else in flight now: each value on its own, here
+                stored = len(self._one_by_one(run_id, "metric", items, exc, entry, result))
         if system_keys:
             result.system += stored
         else:
             result.values += stored
+        return offset, records
+
+    def _confirm(self, sent: SentFile, confirmed: tuple[int | None, int], entry: dict[str, Any],
+                 save: Callable[[], None]) -> None:
+        offset, records = confirmed
+        if offset is None:  # part of a record: the record is sent when its last part is
+            return
+        sent.advance(offset, records)
+        entry.setdefault("sent", {})[sent.path.name] = sent.entry()
+        save()
 
     def _send_artifacts(self, run_id: str, run_dir: Path, entry: dict[str, Any], save: Callable[[], None],
                         result: Any, with_model: bool, with_checkpoints: bool) -> None:

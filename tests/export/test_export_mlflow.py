@@ -292,3 +292,46 @@ def test_a_run_created_by_an_export_stopped_before_its_record_is_found_again_not
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [again.run_id]
     assert "creating" not in entry_of(run, mlflow_server)
     assert assert_metrics_equal(client, again.run_id, run) == again.values
+
+
+def test_an_export_killed_mid_batch_leaves_a_record_the_server_holds_and_the_next_sends_exactly_the_rest(
+        runs_copy, client, mlflow_server) -> None:
+    import os
+    import signal
+    import time
+
+    from support.mlflow_server import metric_history
+    from support.processes import script_env
+
+    from lightning_track.folder.fileio import JsonlAppender
+    from lightning_track.folder.records import read_metrics_since
+
+    run = runs_copy["done"]
+    with JsonlAppender(run / "metrics.jsonl") as out:  # 30 batches of 1,000 values: the kill lands mid-export
+        for step in range(21, 3021):
+            values = {f"extra/m{k}": step * 0.5 + k for k in range(10)}
+            out.append({"step": step, "time": 1.8e9 + step, "metrics": values})
+    total = sum(len(r.metrics) for r in read_metrics(run / "metrics.jsonl"))
+    export = subprocess.Popen([sys.executable, "-m", "lightning_track.cli.lt", "export", str(run), "--to",
+                               mlflow_server.uri], env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, sent = time.monotonic() + 300, 0
+    while time.monotonic() < deadline and export.poll() is None:  # SIGKILL once a few batches are recorded
+        if (run / "export.json").exists():
+            sent = entry_of(run, mlflow_server).get("sent", {}).get("metrics.jsonl", {}).get("records", 0)
+            if sent >= 300:
+                os.kill(export.pid, signal.SIGKILL)
+                break
+        time.sleep(0.01)
+    assert export.wait(60) == -signal.SIGKILL, export.stderr.read()
+    entry = entry_of(run, mlflow_server)
+    recorded, _ = read_metrics_since(run / "metrics.jsonl", 0, [], limit=entry["sent"]["metrics.jsonl"]["bytes"])
+    assert len(recorded) == entry["sent"]["metrics.jsonl"]["records"] >= 300
+    assert entry["sent"]["metrics.jsonl"]["bytes"] < (run / "metrics.jsonl").stat().st_size
+    held = {step for step, _, _ in metric_history(client, entry["run_id"], "extra/m9")}
+    assert {r.step for r in recorded if "extra/m9" in r.metrics} <= held  # the record never runs ahead of the server
+
+    again = export_run(run, mlflow_server.uri)
+    assert again.run_id == entry["run_id"]
+    assert again.values == total - sum(len(r.metrics) for r in recorded)  # from where the record says, no further back
+    assert assert_metrics_equal(client, again.run_id, run) == total  # each value once, none missing
+    assert export_run(run, mlflow_server.uri).nothing_new
