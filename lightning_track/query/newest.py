@@ -214,7 +214,7 @@ def _shown(root: str | Path, kept: Kept, key: str) -> tuple[str, str]:
 def _catalog_run(root: str | Path, kept: Kept, row: tuple[Any, ...]) -> CatalogRun | None:
     """The run of a catalog row, if the row is still the entry the look checked (None when another look
     wrote it again since: its folder changed after this look's stat)."""
-    if not row[4] or kept.keys.get(row[0]) != row[1]:
+    if not row[4] or not kept.keys.has(row[0], row[1]):
         return None
     path, source = _shown(root, kept, row[0])
     return CatalogRun(path, row[0], source, row[1:], kept.rows, True)

@@ -51,7 +51,7 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[t
     config_columns = list(values.values())
     for row in rows:
         path, folder = row[0], row[1]
-        if keys.get(path) != folder:
+        if not keys.has(path, folder):
             continue  # a run the look built (or an entry written again since: counted below)
         known = not (tagged and b'"t":true' in row[6])
         for column in config_columns:
