@@ -78,6 +78,8 @@ def newest_runs(root: str | Path, problems: list[str], *, window: int | None, re
     chosen = metric or main_metric_of(counts if matched else every)
     unknown += [f"best.{chosen}"] if chosen and metric and chosen not in every and total else []
     if stream and window is None:
+        if kept.rows is not None:
+            kept.rows.streamed = True
         built.sort(key=_order, reverse=reverse)
         rows = heapq.merge(_in_order(root, kept, reverse), built, key=_order, reverse=reverse) if kept.keys \
             else iter(built)
