@@ -38,7 +38,7 @@ import orjson
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
-from .catalog_kept import KEPT, Kept, flush_records, record_parts
+from .catalog_kept import KEPT, Kept, flush_records, record_parts, storable
 from .catalog_kept import exact as _exact
 from .catalog_rows import CatalogRun, RowSource, brief_of
 
@@ -277,7 +277,7 @@ class Catalog:
         info = read()
         self._read += 1
         info._config_sink = self.config_sink(key)
-        if settled or keep_recent:
+        if (settled or keep_recent) and storable(key):  # (a path that is not UTF-8 has no entry)
             ended, brief, lean = info.summary.get("status") != RUNNING, brief_of(info), self.lean
             # a lean look keeps the key of an ended run it read; a table's, without its record (catalog_kept)
             keep = lean is not None and rows is not None and ended and not info.problems
@@ -301,7 +301,7 @@ class Catalog:
 
     def config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any], bytes | None], None]:
         def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any], exact: bytes | None = None) -> None:
-            if self._settled(stat):
+            if self._settled(stat) and storable(key):
                 data = exact if exact is not None else _exact(flat)
                 if data is not None:
                     _pending_configs.append((key, stat_key(stat), data))

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Kept", "KeptKeys", "KEPT", "exact", "record_parts", "keep_record", "flush_records"]
+__all__ = ["Kept", "KeptKeys", "KEPT", "storable", "exact", "record_parts", "keep_record", "flush_records"]
 
 KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in the catalog, not built
 
@@ -231,6 +231,15 @@ class Kept:
         keys.count += count
         out.sort(key=itemgetter(0))
         return out
+
+
+def storable(path: str) -> bool:
+    """Whether SQLite can hold ``path`` (a name that is not UTF-8 comes as surrogates, which it refuses)."""
+    try:
+        path.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def exact(value: Any, parsed: bool = False) -> bytes | None:
