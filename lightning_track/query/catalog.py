@@ -28,8 +28,7 @@ import atexit
 import os
 import sqlite3
 import time
-from collections.abc import Callable
-from operator import itemgetter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
@@ -39,7 +38,7 @@ import orjson
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
-from .catalog_kept import KEPT, Kept, flush_records, record_parts
+from .catalog_kept import KEPT, Kept, flush_records, record_parts, storable
 from .catalog_kept import exact as _exact
 from .catalog_rows import CatalogRun, RowSource, brief_of
 
@@ -150,10 +149,14 @@ class Catalog:
         if self._broken:
             return
         try:
-            # an ended run's names and files are never compared (its folder alone says): not fetched
+            # an ended run's names and files are never compared (its folder alone says): not fetched; a lean
+            # look's ended runs below the root are kept compactly (catalog_kept.KeptKeys), not as tuples
+            lean = "" if self.lean is None else " AND NOT ended"
+            if lean:
+                self.lean.load(self.conn, prefix)
             rows = self.conn.execute("SELECT path, folder, CASE WHEN ended THEN '' ELSE names END, CASE WHEN ended "
                                      "THEN '' ELSE files END, ended, start, brief FROM runs WHERE "
-                                     "path = ? OR (path >= ? AND path < ?)",
+                                     f"path = ? OR (path >= ? AND path < ?{lean})",
                                      (prefix, prefix + "/", prefix + "0")).fetchall()
         except sqlite3.Error as exc:
             self._damaged(exc)
@@ -189,7 +192,8 @@ class Catalog:
         except OSError:
             return None
 
-    def claim(self, folder: Path, names: list[str], source: str) -> list[tuple[str, tuple[str, str, Claimed] | None]]:
+    def claim(self, folder: Path, names: Iterable[str],
+              source: str) -> list[tuple[str, tuple[str, str, Claimed] | None]]:
         """``(name, answer)`` for ``folder``'s ``names``, sorted: ``(path as found, source, Claimed)`` when it is an
         ended run the catalog holds whose folder did not change (the rule of :meth:`lister`), else None; no
         Path, no listing, one stat a run (one call a folder: this loop is most of a look at 100,000 runs).
@@ -200,12 +204,15 @@ class Catalog:
             parent = self._parents[shown] = os.path.abspath(shown)
         prefix = f"{parent}/" if parent != "/" else "/"
         found = prefix if shown == parent else "" if shown == "." else f"{shown}/"  # a path as a plain read has it
-        known, limit, stat, out, lean = self._known, self._limit, os.stat, [], self.lean
-        if lean is not None:  # Kept.take for a claimed run, inlined below (the loop of a look at 100,000 runs)
-            dev, inos, keys, briefs = lean.dev, lean.inos, lean.keys, lean.briefs
-        else:
-            names = sorted(names)  # the answer in the walk's order (a lean look sorts what it leaves)
-        for name in names:
+        lean = self.lean
+        if lean is not None:
+            try:
+                return lean.claim(names, prefix, found, source, self._limit, self._known, Claimed, self.conn)
+            except sqlite3.Error as exc:  # (the look then answers as a whole look)
+                self._damaged(exc)
+                return []
+        known, limit, stat, out = self._known, self._limit, os.stat, []
+        for name in sorted(names):  # the answer in the walk's order
             key = prefix + name
             entry = known.get(key)
             if entry is None or not entry[3]:
@@ -220,23 +227,7 @@ class Catalog:
                     max(st.st_mtime_ns, st.st_ctime_ns) >= limit:  # _dir_key and _settled, inlined
                 out.append((name, None))
                 continue
-            # a lean look keeps it by its key; one with problems (its lines are the look's: brief_of writes
-            # "p":true, no spaces) or on another device than the root stays a whole run
-            if lean is not None:
-                brief = entry[5]
-                if st.st_dev == dev and b'"p":true' not in brief:
-                    if st.st_ino in inos:
-                        lean.spoilt = "the same run folder twice"
-                    inos.add(st.st_ino)
-                    keys[key] = entry[0]
-                    briefs[brief] = briefs.get(brief, 0) + 1
-                    lean.sourced = lean.sourced or bool(source)
-                    del known[key]
-                    continue
-                lean.note(st.st_dev, st.st_ino)
             out.append((name, (found + name, source, Claimed(key, st))))
-        if lean is not None:
-            out.sort(key=itemgetter(0))
         return out
 
     def claimed(self, path: str, source: str, what: Claimed, rows: RowSource) -> CatalogRun:
@@ -256,7 +247,7 @@ class Catalog:
 
         ``keep_recent``: keep it even when written a moment ago, for the folder's only writer, which has
         finished writing it (see :func:`write_through`)."""
-        key, stat = self._stats.get(str(path)) or (self._key(path), None)
+        key, stat = self._stats.pop(str(path), None) or (self._key(path), None)
         self._seen.add(key)
         entry = self._known.pop(key, None)
         if stat is None:  # (a trusted entry's folder was stat'ed by the lister)
@@ -264,8 +255,8 @@ class Catalog:
                 stat = os.stat(key)
             except OSError:
                 return self._plain(read)
-        if self.lean is not None:
-            self.lean.note(stat.st_dev, stat.st_ino)
+        if self.lean is not None and os.path.islink(key):
+            self.lean.linked(key)
         if entry is not None and key in self._trusted:
             return None if rows is None else CatalogRun(str(path), key, source, entry, rows, True)
         settled = self._settled(stat)
@@ -286,7 +277,7 @@ class Catalog:
         info = read()
         self._read += 1
         info._config_sink = self.config_sink(key)
-        if settled or keep_recent:
+        if (settled or keep_recent) and storable(key):  # (a path that is not UTF-8 has no entry)
             ended, brief, lean = info.summary.get("status") != RUNNING, brief_of(info), self.lean
             # a lean look keeps the key of an ended run it read; a table's, without its record (catalog_kept)
             keep = lean is not None and rows is not None and ended and not info.problems
@@ -310,7 +301,7 @@ class Catalog:
 
     def config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any], bytes | None], None]:
         def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any], exact: bytes | None = None) -> None:
-            if self._settled(stat):
+            if self._settled(stat) and storable(key):
                 data = exact if exact is not None else _exact(flat)
                 if data is not None:
                     _pending_configs.append((key, stat_key(stat), data))
@@ -324,7 +315,12 @@ class Catalog:
         last_look.update(runs=len(self._seen) + (len(self.lean.keys) if self.lean is not None else 0),
                          read=self._read)
         if not self._broken:
-            self._write([p for p in self._known if p not in self._seen] + self._gone)  # entries no run took
+            gone = [p for p in self._known if p not in self._seen]  # entries no run took
+            try:
+                gone += [p for p in self.lean.unkept(self.conn) if p not in self._seen] if self.lean else []
+            except sqlite3.Error as exc:
+                self._damaged(exc)
+            self._write(gone + self._gone)
         if self.lean is not None and self._unwritten and not self.lean.spoilt:
             self.lean.spoilt = "catalog not written"  # its keys name entries that are not there
         self.close()
@@ -364,7 +360,11 @@ class Catalog:
             pass
 
     def _damaged(self, exc: BaseException) -> None:
+        if self._broken:
+            return
         self._broken = True
+        if self.lean is not None:
+            self.lean.spoilt = self.lean.spoilt or "catalog damaged"
         self._known.clear()
         self.close()
         _remove(self.path)

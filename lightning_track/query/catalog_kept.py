@@ -15,26 +15,115 @@ from __future__ import annotations
 import atexit
 import os
 import sqlite3
+from array import array
+from collections.abc import Callable, Iterable
+from operator import itemgetter
 from pathlib import Path
+from stat import S_ISLNK
 from typing import Any
 
 import orjson
 
-__all__ = ["Kept", "KEPT", "exact", "record_parts", "keep_record", "flush_records"]
+__all__ = ["Kept", "KeptKeys", "KEPT", "storable", "exact", "record_parts", "keep_record", "flush_records"]
 
 KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in the catalog, not built
+
+
+class KeptKeys:
+    """The ended entries under a lean look's root, ~40 bytes a run (no string, no tuple a run): a path's hash
+    -> its row (open addressing), the hash of the folder stat its entry was made under, its brief (an index
+    into the few distinct ones), its rowid, and whether the look kept it. The runs read again and kept
+    (``taken``) and a filter's matches (``narrowed``) are dicts: few, or asked for by key."""
+
+    __slots__ = ("mask", "slots", "paths", "folders", "brief_of", "rowids", "kept", "briefs", "count", "taken",
+                 "narrowed")
+
+    def __init__(self) -> None:
+        self.mask = 0
+        self.slots = array("i", [0])  # row + 1 at a path hash's place, 0: free
+        self.paths, self.folders, self.rowids = array("q"), array("q"), array("q")
+        self.brief_of = array("I")
+        self.kept = bytearray()
+        self.briefs: list[bytes] = []  # the distinct briefs (a sweep's runs share a few)
+        self.count = 0  # rows kept
+        self.taken: dict[str, str] = {}  # key -> folder of a run read again and kept
+        self.narrowed: dict[str, str] | None = None  # a filter's matches: the kept runs from then on
+
+    def load(self, rows: Iterable[tuple[int, str, str, bytes]], size: int) -> None:
+        """The root's ended entries (``size`` of them, about: more are left out, then read as new runs)."""
+        capacity = 1 << max(4, (2 * size + 2).bit_length())  # at most half full
+        mask, slots, paths, folders = capacity - 1, array("i", bytes(4 * capacity)), self.paths, self.folders
+        index: dict[bytes, int] = {}
+        briefs, brief_of, rowids = self.briefs, self.brief_of, self.rowids
+        for rowid, path, folder, brief in rows:
+            if len(paths) * 4 >= capacity * 3:
+                break
+            h = hash(path)
+            at = h & mask
+            row = slots[at]
+            while row and paths[row - 1] != h:
+                at = (at + 1) & mask
+                row = slots[at]
+            if row:  # two paths of one hash: neither kept (read as a plain read does)
+                folders[row - 1] = 0
+                continue
+            slots[at] = len(paths) + 1
+            paths.append(h)
+            folders.append(hash(folder) or 1)  # (0: never matches)
+            b = index.get(brief)
+            if b is None:
+                b = index[brief] = len(briefs)
+                briefs.append(brief)
+            brief_of.append(b)
+            rowids.append(rowid)
+        self.mask, self.slots, self.kept = mask, slots, bytearray(len(paths))
+
+    def row(self, key: str) -> int:
+        """``key``'s row, or -1."""
+        h, mask, slots, paths = hash(key), self.mask, self.slots, self.paths
+        at = h & mask
+        row = slots[at]
+        while row and paths[row - 1] != h:
+            at = (at + 1) & mask
+            row = slots[at]
+        return row - 1
+
+    def has(self, key: str, folder: str) -> bool:
+        """Whether the look kept ``key`` with its entry made under ``folder`` (a later entry: not the one checked)."""
+        if self.narrowed is not None:
+            return self.narrowed.get(key) == folder
+        taken = self.taken.get(key)
+        if taken is not None:
+            return taken == folder
+        row = self.row(key)
+        return row >= 0 and self.kept[row] == 1 and self.folders[row] == (hash(folder) or 1)
+
+    def __contains__(self, key: str) -> bool:
+        if self.narrowed is not None:
+            return key in self.narrowed
+        if key in self.taken:
+            return True
+        row = self.row(key)
+        return row >= 0 and self.kept[row] == 1
+
+    def __len__(self) -> int:
+        return len(self.narrowed) if self.narrowed is not None else self.count + len(self.taken)
+
+    def unkept(self) -> list[int]:
+        """The rowids of the entries the look did not keep."""
+        return [rowid for rowid, kept in zip(self.rowids, self.kept, strict=True) if not kept]
 
 
 class Kept:
     """The entries one lean look checked and found right (``keys``), with their briefs counted."""
 
-    __slots__ = ("root", "keys", "inos", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed")
+    __slots__ = ("root", "_keys", "real", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed")
 
     def __init__(self, root: str, records: bool = True) -> None:
         self.root = root  # absolute
         self.records = records  # write the records of the runs read (else their entries only)
-        self.keys: dict[str, str] = {}  # key -> the folder's stat the look found it under (the entry's)
-        self.inos: set[int] = set()  # the inodes of every run folder found on the root's device
+        self._keys = KeptKeys()
+        self.real = ""  # the root with its links resolved (on the first link met)
         try:
             self.dev: int | None = os.stat(root).st_dev  # runs on another device (a mount) are built
         except OSError:
@@ -45,23 +134,113 @@ class Kept:
         self.rows: Any = None  # the look's RowSource
         self.feed: Any = None  # a filter's ConfigFeed: the configs of the folders listed, parsed beside the look
 
-    def note(self, dev: int, ino: int) -> None:
-        """A folder the look found (a run built or kept): the same folder twice spoils the keys (a plain
-        read lists a folder reached through a link once)."""
-        if dev == self.dev:
-            if ino in self.inos:
-                self.spoilt = "the same run folder twice"
-            self.inos.add(ino)
+    @property
+    def keys(self) -> KeptKeys:
+        """The kept runs: ``key in keys``, ``keys.has(key, folder)``, ``len(keys)``; set to a dict (key ->
+        folder): the kept runs are those from then on (a filter's matches)."""
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: dict[str, str]) -> None:
+        self._keys.narrowed = keys
+
+    def load(self, conn: sqlite3.Connection, prefix: str) -> None:
+        """The root's ended entries, from the catalog (raises sqlite3.Error)."""
+        where = ("path >= ? AND path < ? AND ended", (prefix + "/", prefix + "0"))
+        size = conn.execute(f"SELECT count(*) FROM runs WHERE {where[0]}", where[1]).fetchone()[0]
+        self._keys.load(conn.execute(f"SELECT rowid, path, folder, brief FROM runs WHERE {where[0]}", where[1]),
+                        size)
+
+    def unkept(self, conn: sqlite3.Connection) -> list[str]:
+        """The paths of the root's ended entries the look did not keep (raises sqlite3.Error)."""
+        rowids = self._keys.unkept()
+        if not rowids:
+            return []
+        return [row[0] for row in conn.execute(
+            "SELECT path FROM runs WHERE rowid IN (SELECT value FROM json_each(?)) AND path >= ? AND path < ?",
+            (orjson.dumps(rowids), self.root + "/", self.root + "0"))]
+
+    def linked(self, path: str) -> None:
+        """``path`` (a run or source folder below the root) is a link: one that leads back into the root (or
+        above it) can show a run folder twice, which a plain read lists once: the keys are spoilt then."""
+        target = os.path.realpath(path)
+        if not self.real:
+            self.real = os.path.realpath(self.root)
+        root = self.real
+        if target == root or target.startswith(root.rstrip("/") + "/") or root.startswith(target.rstrip("/") + "/"):
+            self.spoilt = "the same run folder twice"
 
     def take(self, key: str, folder: str, dev: int, brief: bytes, source: str) -> bool:
-        """Keep ``key`` (its folder noted already) unless its folder is on another device than the root."""
+        """Keep ``key`` (a run read again) unless its folder is on another device than the root."""
         if dev != self.dev:
             return False
-        self.keys[key] = folder
+        self._keys.taken[key] = folder
         self.briefs[brief] = self.briefs.get(brief, 0) + 1
         if source:
             self.sourced = True
         return True
+
+    def claim(self, names: Iterable[str], prefix: str, found: str, source: str, limit: int,
+              known: dict[str, tuple[Any, ...]], claimed: Callable[[str, os.stat_result], Any],
+              conn: sqlite3.Connection) -> list[Any]:
+        """:meth:`~.catalog.Catalog.claim` in a lean look (``names``: an iterator, maybe of a folder being
+        listed): an unchanged ended run without problems on the root's device is kept by its row; one on
+        another device or with problems (its lines are the look's: brief_of writes "p":true, no spaces) is
+        answered ``(path as found, source, claimed)``, its entry put in ``known``; every other name None.
+        Sorted by name. Raises sqlite3.Error."""
+        keys, folder = self._keys, prefix.rstrip("/") or "/"
+        if folder != self.root and os.path.islink(folder):  # a source folder that is a link
+            self.linked(folder)
+        mask, slots, paths, folders, kept, brief_of = keys.mask, keys.slots, keys.paths, keys.folders, keys.kept, \
+            keys.brief_of
+        briefs, counts, dev, lstat, out, count = keys.briefs, self.briefs, self.dev, os.lstat, [], 0
+        for name in names:
+            key = prefix + name
+            h = hash(key)
+            at = h & mask
+            row = slots[at]
+            while row and paths[row - 1] != h:  # KeptKeys.row, inlined (the loop of a look at 100,000 runs)
+                at = (at + 1) & mask
+                row = slots[at]
+            if not row:
+                out.append((name, None))
+                continue
+            try:
+                st = lstat(key)
+                if S_ISLNK(st.st_mode):
+                    self.linked(key)
+                    st = os.stat(key)
+            except OSError:
+                out.append((name, None))
+                continue
+            row -= 1
+            folder = f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"  # catalog's _dir_key, inlined
+            if folders[row] != (hash(folder) or 1) or max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
+                out.append((name, None))
+                continue
+            brief = briefs[brief_of[row]]
+            if st.st_dev == dev and b'"p":true' not in brief:
+                if not kept[row]:
+                    kept[row] = 1
+                    count += 1
+                    counts[brief] = counts.get(brief, 0) + 1
+                    self.sourced = self.sourced or bool(source)
+                continue
+            start = conn.execute("SELECT start FROM runs WHERE path = ?", (key,)).fetchone()  # (few such runs)
+            known[key] = (folder, "", "", 1, start and start[0], brief)  # as Catalog.load_root gives an ended entry
+            out.append((name, (found + name, source, claimed(key, st))))
+        keys.count += count
+        out.sort(key=itemgetter(0))
+        return out
+
+
+def storable(path: str) -> bool:
+    """Whether SQLite can hold ``path`` (a name that is not UTF-8 comes as surrogates, which it refuses)."""
+    try:
+        path.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def exact(value: Any, parsed: bool = False) -> bytes | None:

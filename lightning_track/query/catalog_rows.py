@@ -28,6 +28,7 @@ __all__ = ["CatalogRun", "RowSource", "brief_of", "frame_row"]
 _NOT_CONFIG = ("best", "final", "summary", "meta")
 _OWN = frozenset({"status", "name", "source", "start", "tag"})  # answered by CatalogRun.value itself
 UNKNOWN: Any = object()  # RowSource.config_value: the kept config cannot say (read the run's config instead)
+_ONE_BY_ONE = 64  # running runs' records asked for one by one before all come in one query
 _RECORD = "folder, record, config_stat, config FROM runs JOIN records USING (path) LEFT JOIN configs USING (path)"
 
 
@@ -64,6 +65,8 @@ class RowSource:
         self._values: dict[str, dict[str, tuple[str, Any, str]]] = {}  # config key -> path -> (folder, value, stat)
         self._frames: dict[str, tuple[str, bytes, bytes | None]] | None = None
         self._running: dict[str, tuple[Any, ...]] | None = None
+        self._asked = 0  # running runs' records asked for one at a time
+        self.streamed = False  # runs built one at a time and let go (--json): never every running record at once
         self.given: dict[str, tuple[Any, ...]] = {}  # path -> a row of _RECORD fetched ahead (newest.py's stream)
 
     def _connection(self) -> sqlite3.Connection:
@@ -77,8 +80,10 @@ class RowSource:
         build each running run: a query a run cost more than building its row)."""
         try:
             if running and self._running is None:
-                self._running = {row[0]: row[1:] for row in self._connection().execute(
-                    f"SELECT path, {_RECORD} WHERE NOT ended")}
+                self._asked += 1  # (a table's few running rows: a query each, not every running run's record)
+                if self._asked > _ONE_BY_ONE and not self.streamed:
+                    self._running = {row[0]: row[1:] for row in self._connection().execute(
+                        f"SELECT path, {_RECORD} WHERE NOT ended")}
             row = self._running.get(path) if running and self._running else self.given.pop(path, None)
             if row is None:
                 row = self._connection().execute(f"SELECT {_RECORD} WHERE path = ?", (path,)).fetchone()

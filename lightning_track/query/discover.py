@@ -9,7 +9,7 @@ one-line problem; any other folder without runs is passed over quietly.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,11 @@ def run_folder_of(root: Path, rel: str, lister: Callable[[Path], set[str] | None
 
 def find_run_dirs(root: str | Path, problems: list[str], *,
                   lister: Callable[[Path], set[str] | None] = list_names,
-                  claim: Callable[[Path, list[str], str], Iterable[tuple[str, Any]]] | None = None,
-                  ) -> list[tuple[Any, str, Any]]:
-    """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run).
+                  claim: Callable[[Path, Iterable[str], str], Iterable[tuple[str, Any]]] | None = None,
+                  ) -> Iterator[tuple[Any, str, Any]]:
+    """``(run folder, source, its file names)`` under ``root`` (or ``root`` itself when it is a run), one at a
+    time as the walk finds them (with ``claim``, the root's names are read from the directory as claimed: a
+    root of 100,000 runs is never one set).
 
     ``lister`` gives a folder's names below the root (None for a file): the catalog answers from what it
     kept for a folder that did not change. ``claim(folder, names, source)`` may take children first (the
@@ -96,19 +98,19 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
     list, in sorted order; an answer ``(path, source, what)`` is listed as is, a None is looked at here (a name it
     leaves out is one the catalog keeps to itself: a lean look's unchanged run)."""
     root = Path(root)
-    names = list_names(root)
+    names = list_names(root) if claim is None or parse_run_name(root.name) else _streamed(root, problems)
     if names is None:
         problems.append(f"{root}: " + ("not a folder" if root.exists() else "no such folder"))
-        return []
-    if _is_run(root, names) or names & {RunLayout.SUMMARY, RunLayout.METRICS_JSONL}:
-        return [(root, "", names)]
-    found: list[tuple[Any, str, Any]] = []
+        return
+    if isinstance(names, set) and (_is_run(root, names) or names & {RunLayout.SUMMARY, RunLayout.METRICS_JSONL}):
+        yield root, "", names
+        return
 
-    def walk(folder: Path, names: set[str], depth: int, source: str) -> None:
-        shown = [name for name in names if not _skipped(name)]  # claim sorts what it leaves (it may leave most)
+    def walk(folder: Path, names: Iterable[str], depth: int, source: str) -> Iterator[tuple[Any, str, Any]]:
+        shown = (name for name in names if not _skipped(name))  # claim sorts what it leaves (it may leave most)
         for name, claimed in claim(folder, shown, source) if claim else ((name, None) for name in sorted(shown)):
             if claimed is not None:
-                found.append(claimed)
+                yield claimed
                 continue
             child = folder / name
             inner = lister(child)
@@ -119,13 +121,33 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
                     problems.append(f"{child}: named like a run but holds no summary.json, meta.json or "
                                     "metrics.jsonl; skipped")
                     continue
-                found.append((child, source, inner))
+                yield child, source, inner
             elif depth > 1:
-                walk(child, inner, depth - 1, f"{source}/{name}" if source else name)
+                yield from walk(child, inner, depth - 1, f"{source}/{name}" if source else name)
 
-    walk(root, names, MAX_DEPTH, "")
-    return found
+    yield from walk(root, names, MAX_DEPTH, "")
 
+
+
+def _streamed(root: Path, problems: list[str]) -> Iterator[str] | set[str] | None:
+    """The root's names as the directory gives them, one batch at a time (a root of 100,000 runs is never one
+    set); its names as a set when it holds a run's files (the root is a run), None when it is not a folder."""
+    if any(os.path.lexists(root / name) for name in (RunLayout.SUMMARY, RunLayout.METRICS_JSONL)):
+        return list_names(root)
+    try:
+        listing = os.scandir(root)
+    except OSError:
+        return None
+
+    def names() -> Iterator[str]:
+        with listing:
+            try:
+                for entry in listing:
+                    yield entry.name
+            except OSError as exc:
+                problems.append(f"{root}: not read to its end ({exc.strerror or exc})")
+
+    return names()
 
 
 def resolve_run(spec: str | Path, roots: Sequence[str | Path] = ("runs",)) -> Path:

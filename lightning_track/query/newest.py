@@ -93,6 +93,8 @@ def _newest(root: str | Path, problems: list[str], kept: Kept, window: int | Non
     chosen = metric or main_metric_of(counts if matched else every)
     unknown += [f"best.{chosen}"] if chosen and metric and chosen not in every and total else []
     if stream and window is None:
+        if kept.rows is not None:
+            kept.rows.streamed = True
         built.sort(key=_order, reverse=reverse)
         rows = heapq.merge(_in_order(root, kept, reverse), built, key=_order, reverse=reverse) if kept.keys \
             else iter(built)
@@ -230,7 +232,7 @@ def _shown(root: str | Path, kept: Kept, key: str) -> tuple[str, str]:
 def _catalog_run(root: str | Path, kept: Kept, row: tuple[Any, ...]) -> CatalogRun | None:
     """The run of a catalog row, if the row is still the entry the look checked (None when another look
     wrote it again since: its folder changed after this look's stat)."""
-    if not row[4] or kept.keys.get(row[0]) != row[1]:
+    if not row[4] or not kept.keys.has(row[0], row[1]):
         return None
     path, source = _shown(root, kept, row[0])
     return CatalogRun(path, row[0], source, row[1:], kept.rows, True)

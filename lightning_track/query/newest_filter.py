@@ -59,7 +59,7 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: list[t
     need: list[tuple[Any, ...]] = []  # sure once their config is parsed (the feed's)
     for row in rows:
         path, folder = row[0], row[1]
-        if keys.get(path) != folder:
+        if not keys.has(path, folder):
             continue  # a run the look built (or an entry written again since: counted below)
         known = not (tagged and b'"t":true' in row[6])
         if known:

@@ -5,6 +5,7 @@ several sources, a run with problems, a running run, and a link to a run folder 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import time
@@ -132,3 +133,60 @@ def test_a_tables_first_look_writes_no_records_and_the_first_build_keeps_them(mi
     assert count("records") == 12  # built once from the files, kept since
     assert main(["ls", str(mirror), "--json"]) == 0 and capsys.readouterr().out == streamed
     assert snapshot(find_runs(mirror, now=1.9e9)) == snapshot(find_runs(mirror, now=1.9e9, catalog=False))
+
+
+def test_a_source_folder_linked_back_into_the_root_lists_its_runs_as_a_plain_read(mirror, capsys, monkeypatch) -> None:
+    (mirror / "gpu3").symlink_to(mirror / "gpu1")  # the same run folders again, under another source
+    both(capsys, monkeypatch, str(mirror))
+    time.sleep(0.01)
+    for argv in ([], ["--all"], ["--json"]):
+        text, lean = both(capsys, monkeypatch, str(mirror), *argv)
+        assert not lean  # the whole look answers
+    assert "gpu3" not in both(capsys, monkeypatch, str(mirror), "--all")[0]  # each folder once, as found first
+
+
+def test_a_link_to_a_run_outside_the_root_keeps_the_lean_look(made_runs, tmp_path, capsys, monkeypatch) -> None:
+    outside = shutil.copytree(made_runs["full"], tmp_path / "elsewhere" / made_runs["full"].name)
+    root = tmp_path / "linked"
+    shutil.copytree(made_runs["lora"], root / made_runs["lora"].name)
+    (root / "arc_far_20000101_000000").symlink_to(outside)
+    both(capsys, monkeypatch, str(root))
+    for argv in ([], ["--all"], ["--json"]):
+        text, lean = both(capsys, monkeypatch, str(root), *argv)
+        assert lean and "arc_far_20000101_000000" in text and catalog.last_look["read"] == 0
+
+
+def test_a_run_folder_whose_name_is_not_utf8_is_listed_as_a_plain_read(made_runs, tmp_path) -> None:
+    root = tmp_path / "bytes"
+    root.mkdir()
+    shutil.copytree(made_runs["lora"], root / made_runs["lora"].name)
+    odd = os.fsdecode(b"arc_\xff\xfe_20000101_000000")  # a name from another system's encoding
+    shutil.copytree(made_runs["full"], root / odd)
+    plain = [(run.name, run.status) for run in find_runs(root, catalog=False)]
+    for _ in range(2):  # first look, then nothing changed (the odd name has no entry: read each time)
+        problems: list[str] = []
+        found = LEAN(root, problems, window=None)
+        assert found is not None and [(run.name, run.status) for run in found.rows] == plain and not problems
+        assert found.total == 2 and odd in [name for name, _ in plain]
+
+
+def test_a_catalog_damaged_mid_look_answers_as_a_plain_read(mirror, own_cache, capsys, monkeypatch) -> None:
+    root = str(mirror)
+    assert main(["ls", root, "--all"]) == 0  # the catalog written
+    capsys.readouterr()
+    plain = find_runs(mirror, catalog=False)
+    time.sleep(0.01)
+    claim = catalog.Catalog.claim
+
+    def damaging(self, *args, **kwargs):  # the file torn while the look is under way (another program, a disk)
+        catalog.catalog_path().write_bytes(b"not a database" * 512)
+        monkeypatch.setattr(catalog.Catalog, "claim", claim)
+        return claim(self, *args, **kwargs)
+
+    monkeypatch.setattr(catalog.Catalog, "claim", damaging)
+    assert main(["ls", root, "--all"]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("catalog damaged") == 1
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [run.name for run in plain]
+    text, lean = both(capsys, monkeypatch, root, "--all")  # built again: the lean look answers once more
+    assert "catalog damaged" not in text
