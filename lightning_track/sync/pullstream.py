@@ -34,7 +34,7 @@ from typing import Any
 
 from .manifest import PART_SUFFIX, TAIL_BYTES, tail_hash
 
-__all__ = ["PullStream"]
+__all__ = ["PullStream", "local_tar"]
 
 Tails = dict[str, tuple[int, int, str]]  # file -> (size, mtime, tail hash): the journal's done records
 EXTRACT = f".extract{PART_SUFFIX}"  # tar's folder inside STAGE (an internal name: never a listed run)
@@ -45,7 +45,7 @@ _CHANGED = (": file changed as we read it", ": File shrank by ")  # GNU tar's wa
 _gnu: list[bool] = []
 
 
-def _local_tar() -> list[str] | None:
+def local_tar() -> list[str] | None:
     """The local tar's command (GNU tar: with its ``-v`` lines); None where there is none."""
     tar = shutil.which("tar")
     if tar is None:
@@ -88,7 +88,7 @@ class PullStream:
 
     async def start(self) -> bool:
         """Start the remote tar and the local one; False where the remote has no exec channel (or here no tar)."""
-        local = _local_tar()
+        local = local_tar()
         if local is None:
             return False
         shutil.rmtree(self.extract, ignore_errors=True)  # what a stopped pass left
@@ -123,20 +123,24 @@ class PullStream:
 
     async def feed(self, runs: list[Any]) -> None:
         """Send the names of ``runs``' files (each a bulk.WholeRun), once their folders are made for tar."""
+        await asyncio.to_thread(self._make_dirs, runs)  # the kernel's work: the loop keeps receiving meanwhile
         names = []
         for run in runs:
             files = {e.rel: (e.size, e.mtime) for e in run.files}
-            for rel in sorted({run.top, *run.dirs}):  # parents first
-                try:
-                    os.mkdir(os.path.join(self.extract, rel))
-                except FileExistsError:
-                    pass
             self._runs[run.top] = _Run(files, dict(run.dirs))
             self._index[run.top] = len(self._order)
             self._order.append(run.top)
             names += files
         self._proc.stdin.write(b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in names))
         await self._proc.stdin.drain()
+
+    def _make_dirs(self, runs: list[Any]) -> None:
+        for run in runs:
+            for rel in sorted({run.top, *run.dirs}):  # parents first
+                try:
+                    os.mkdir(os.path.join(self.extract, rel))
+                except FileExistsError:
+                    pass
 
     def close_input(self) -> None:
         """No more names: tar ends once it has sent the last ones."""
