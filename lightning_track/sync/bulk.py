@@ -27,7 +27,7 @@ from typing import Any
 
 from .manifest import RECENT_S, STAGE, TAIL_BYTES, Manifest, tail_hash, top_name
 from .plan import COPY, Plan
-from .pullstream import PullStream
+from .pullstream import PullStream, local_tar
 from .state import SyncState
 from .transport import Entry, LocalTransport, Transport
 
@@ -189,7 +189,8 @@ class WholeRunCopier:
 
     def usable(self) -> bool:
         remote = self.src if self.mode == "pull" else self.dst
-        return bool(self.mode) and getattr(remote, "tar_ok", None) is not False
+        return bool(self.mode) and getattr(remote, "tar_ok", None) is not False and \
+            (self.mode != "pull" or local_tar() is not None)  # pull: this machine's tar writes the stream
 
     def _no_tar(self, remote: Any, done: tuple[int, bytes, bytes] | None) -> None:
         if getattr(remote, "tar_ok", None) is not False:

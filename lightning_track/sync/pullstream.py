@@ -1,17 +1,23 @@
-"""Pull's first copy as one tar stream: the remote's ``tar -c`` of every new run of a pass, over one exec channel.
+"""Pull's first copy as one tar stream: the remote's ``tar -c`` of every new run of a pass, over one exec channel,
+written here by a local ``tar -x``.
 
 Why one stream: each remote command starts the account's shell and its start-up files (about 0.1-0.2 s of
 the server's CPU each, ~0.3 s wall on the test sshd), so a command per group of runs cost a first copy of
-10,000 runs more than its bytes did; rsync pays that once. The names go to tar's stdin batch by batch as the
-engine lists them (GNU tar reads them as it goes); its output comes through a local pipe into a thread that
-reads it with tarfile in stream mode and checks each member against the listing (a folder or plain file of a
-run fed, with the listed size and mtime). Once all of a run's files came, one of WRITERS threads builds it
-under ``STAGE/<run>`` (creating files is the kernel's work, faster several at once, as the earlier groups'
-parallel ``tar -x`` were) and renames it into place, so a pass stopped at any point leaves whole runs or none.
-A run with a member that fails a check, or whose members never all came (a file vanished: tar says so and
-goes on), is left to the per-file path of the same pass; so is every run when the remote has no ``tar``.
-A file changed while tar read it (tar warns, it had been quiet for RECENT_S) is forgotten by the journal,
-so the next pass compares it with the source again.
+10,000 runs more than its bytes did; rsync pays that once. The names of the runs' files go to tar's stdin
+batch by batch as the engine lists them (GNU tar reads them as it goes). Why a local ``tar -x`` fed straight
+from the channel: reading the stream with Python's tarfile and writing each file from Python cost about
+three times rsync's client CPU at 10,000 runs; tar parses and writes in C, in a process of its own.
+
+Safety comes from the listing, not from tar: tar extracts into ``STAGE/EXTRACT`` (GNU tar itself refuses
+``..`` and absolute names, and never writes through a link it made); the run's folders are made there before
+its names are sent, so tar makes none. A run is taken over once tar has moved past it (its ``-v`` line for a
+later run, or its end): moved out of tar's reach to ``STAGE/<run>``, then every entry there must be a listed
+folder or a plain file with the listed size and mtime and one link, and every listed file must be there; then
+its folders get their listed mtimes and it is renamed into place, so a pass stopped at any point leaves whole
+runs or none. A run that fails the check (a vanished file, a changed one, anything unlisted) is removed and
+left to the per-file path of the same pass; so is every run when the remote has no ``tar``. A file changed
+while tar read it (tar warns, it had been quiet for RECENT_S) is forgotten by the journal, so the next pass
+compares it with the source again.
 """
 
 from __future__ import annotations
@@ -20,32 +26,45 @@ import asyncio
 import os
 import shlex
 import shutil
-import tarfile
-import threading
+import stat
+import subprocess
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .manifest import TAIL_BYTES, tail_hash, top_name
+from .manifest import PART_SUFFIX, TAIL_BYTES, tail_hash
 
-__all__ = ["PullStream"]
+__all__ = ["PullStream", "local_tar"]
 
 Tails = dict[str, tuple[int, int, str]]  # file -> (size, mtime, tail hash): the journal's done records
-WRITERS = 3  # threads writing runs (file creation is the cost: the kernel's, several at once go faster)
-RUNS_HELD = 32  # runs read from the stream but not yet written, at most
+EXTRACT = f".extract{PART_SUFFIX}"  # tar's folder inside STAGE (an internal name: never a listed run)
+# -b 4: tar waits for 2 KiB records, not 10 KiB ones, so a stalled stream holds back no run that came whole
+_LOCAL_TAR = ["-x", "-b", "4", "-f", "-", "--no-same-owner", "--no-same-permissions"]
+_GNU_VERBOSE = ["-v", "--quoting-style=literal"]  # one line per member as tar starts it, the name as sent
 _CHANGED = (": file changed as we read it", ": File shrank by ")  # GNU tar's warnings naming a file
+_gnu: list[bool] = []
+
+
+def local_tar() -> list[str] | None:
+    """The local tar's command (GNU tar: with its ``-v`` lines); None where there is none."""
+    tar = shutil.which("tar")
+    if tar is None:
+        return None
+    if not _gnu:
+        try:
+            out = subprocess.run([tar, "--version"], capture_output=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = b""
+        _gnu.append(b"GNU tar" in out)
+    return [tar, *_LOCAL_TAR, *(_GNU_VERBOSE if _gnu[0] else [])]
 
 
 @dataclass
 class _Run:
-    """One run fed to the stream: what its members must be, and how far they came."""
+    """One run fed to the stream: what it must hold."""
 
     files: dict[str, tuple[int, int]]  # file -> listed (size, mtime)
     dirs: dict[str, int]  # folder -> listed mtime
-    left: int = 0
-    tails: Tails = field(default_factory=dict)
-    data: list[tuple[str, bytes, int]] = field(default_factory=list)  # (file, bytes, mode) until written
     over: bool = False  # placed or given up
 
 
@@ -55,43 +74,73 @@ class PullStream:
     def __init__(self, remote: Any, root: str, stage: str,
                  on_done: Callable[[str, Tails | None], None]) -> None:
         self.remote, self.root, self.stage, self.on_done = remote, root, stage, on_done
+        self.extract = os.path.join(stage, EXTRACT)
         self._runs: dict[str, _Run] = {}  # written by the loop before the names are sent, read by the thread
+        self._order: list[str] = []  # the runs in the order fed (tar's order)
+        self._index: dict[str, int] = {}
+        self._next = 0  # the first run of _order the thread has not taken over yet
         self._proc: Any = None
+        self._tar: subprocess.Popen[bytes] | None = None
         self._thread: asyncio.Future[None] | None = None
         self._stderr: asyncio.Future[bytes] | None = None
         self.read_any = False  # whether any member came (none and exit 126/127: no tar there)
         self._loop = asyncio.get_running_loop()
 
     async def start(self) -> bool:
-        """Start the remote tar; False where the remote has no exec channel."""
+        """Start the remote tar and the local one; False where the remote has no exec channel (or here no tar)."""
+        local = local_tar()
+        if local is None:
+            return False
+        shutil.rmtree(self.extract, ignore_errors=True)  # what a stopped pass left
+        os.makedirs(self.extract)
         read_fd, write_fd = os.pipe()
+        try:
+            self._tar = subprocess.Popen([*local, "-C", self.extract], stdin=read_fd, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL)
+        finally:
+            os.close(read_fd)
         tar = shlex.quote(self.remote.TAR)
         try:
             self._proc = await self.remote.start(
                 f"{tar} -cf - --no-recursion --dereference --null --verbatim-files-from -T -", write_fd)
         except BaseException:
-            os.close(read_fd)
             os.close(write_fd)
+            self._stop_tar()
             raise
         if self._proc is None:
-            os.close(read_fd)
             os.close(write_fd)
+            self._stop_tar()
             return False
-        os.makedirs(self.stage, exist_ok=True)
-        self._thread = asyncio.ensure_future(asyncio.to_thread(self._unpack, read_fd))
+        self._thread = asyncio.ensure_future(asyncio.to_thread(self._follow))
         self._stderr = asyncio.ensure_future(self._proc.stderr.read())
         return True
 
+    def _stop_tar(self) -> None:
+        assert self._tar is not None
+        self._tar.kill()
+        self._tar.wait()
+        self._tar.stdout.close()  # type: ignore[union-attr]
+
     async def feed(self, runs: list[Any]) -> None:
-        """Send the names of ``runs`` (each a bulk.WholeRun: its folders first, parents before children)."""
+        """Send the names of ``runs``' files (each a bulk.WholeRun), once their folders are made for tar."""
+        await asyncio.to_thread(self._make_dirs, runs)  # the kernel's work: the loop keeps receiving meanwhile
         names = []
         for run in runs:
             files = {e.rel: (e.size, e.mtime) for e in run.files}
-            self._runs[run.top] = _Run(files, dict(run.dirs), left=len(files))
-            names += sorted(run.dirs)
+            self._runs[run.top] = _Run(files, dict(run.dirs))
+            self._index[run.top] = len(self._order)
+            self._order.append(run.top)
             names += files
         self._proc.stdin.write(b"".join(n.encode("utf-8", "surrogateescape") + b"\0" for n in names))
         await self._proc.stdin.drain()
+
+    def _make_dirs(self, runs: list[Any]) -> None:
+        for run in runs:
+            for rel in sorted({run.top, *run.dirs}):  # parents first
+                try:
+                    os.mkdir(os.path.join(self.extract, rel))
+                except FileExistsError:
+                    pass
 
     def close_input(self) -> None:
         """No more names: tar ends once it has sent the last ones."""
@@ -109,88 +158,80 @@ class PullStream:
         try:
             await asyncio.shield(self._thread)
         finally:
-            self._proc.close()  # the thread stopped reading (an error): the remote tar must not wait on us
+            self._proc.close()  # the local tar stopped (an error): the remote tar must not wait on us
             await self._proc.wait_closed()
         try:
             err = await self._stderr
         except (OSError, EOFError):
             err = b""
+        shutil.rmtree(self.extract, ignore_errors=True)
         for top, run in self._runs.items():
             if not run.over:
-                self._give_up(top, run)
+                run.over = True
+                self.on_done(top, None)
         changed = [line.split(": ", 1)[1].rsplit(": ", 1)[0] for line in err.decode(errors="replace").splitlines()
                    if line.startswith("tar: ") and any(c in line for c in _CHANGED)]
         return self._proc.exit_status, err, changed
 
     # -- the worker thread ----------------------------------------------------------------------
-    def _give_up(self, top: str, run: _Run) -> None:
-        """In the loop: the run's stage removed, the run left to the per-file path."""
-        run.over = True
-        shutil.rmtree(os.path.join(self.stage, top), ignore_errors=True)
-        self.on_done(top, None)
+    def _follow(self) -> None:
+        """Tar's ``-v`` lines: once a member of a later run starts, the runs before it are whole; at the end, all."""
+        assert self._tar is not None and self._tar.stdout is not None
+        with self._tar.stdout as lines:
+            for line in lines:
+                self.read_any = True
+                at = self._index.get(line.split(b"/", 1)[0].decode("utf-8", "surrogateescape"), -1)
+                while self._next < at:
+                    self._take(self._order[self._next])
+                    self._next += 1
+        self._tar.wait()
+        while self._next < len(self._order):
+            self._take(self._order[self._next])
+            self._next += 1
 
-    def _unpack(self, read_fd: int) -> None:
-        """The stream read and checked member by member; each run whose last file came is built by a writer."""
-        gate = threading.Semaphore(RUNS_HELD)
-        with os.fdopen(read_fd, "rb", buffering=0) as raw, ThreadPoolExecutor(WRITERS) as writers:
-            try:
-                with tarfile.open(fileobj=raw, mode="r|") as tar:
-                    for member in tar:
-                        self.read_any = True
-                        top = self._member(tar, member)
-                        if top:
-                            gate.acquire()  # runs read but not yet written: bounded (memory), the stream waits
-                            writers.submit(self._build, top, self._runs[top]).add_done_callback(
-                                lambda _: gate.release())
-            except (tarfile.ReadError, EOFError):  # nothing came (no tar there) or the stream was cut
-                pass
-
-    def _member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> str:
-        """Check one member against the listing and keep a file's bytes; the run's name once all its files came."""
-        top = top_name(m.name)
-        run = self._runs.get(top)
-        if run is None or run.over:
-            return ""
-        if m.isdir() and m.name in run.dirs:
-            return ""
-        source = tar.extractfile(m) if m.isreg() and run.files.get(m.name) == (m.size, int(m.mtime)) else None
-        if source is None:  # not the listed member: the run goes file by file
-            run.over = True
-            self._loop.call_soon_threadsafe(self._give_up, top, run)
-            return ""
-        data = source.read()
-        run.data.append((m.name, data, m.mode & 0o777))
-        run.tails[m.name] = (m.size, int(m.mtime), tail_hash(data[-TAIL_BYTES:]))
-        run.left -= 1
-        if run.left:
-            return ""
-        run.over = True
-        return top
-
-    def _build(self, top: str, run: _Run) -> None:
-        """A writer: the run under STAGE (folders, files with their listed mtimes, then the folders' own, deepest
-        first), renamed into place; on any error it is removed and left to the per-file path."""
+    def _take(self, top: str) -> None:
+        """Move the run out of tar's reach, check it against the listing, place it (or remove it: file by file)."""
+        run = self._runs[top]
         where = os.path.join(self.stage, top)
+        tails = None
         try:
             shutil.rmtree(where, ignore_errors=True)  # what an earlier, stopped pass left
-            for rel in sorted(run.dirs):
-                os.mkdir(os.path.join(self.stage, rel))
-            for rel, data, mode in run.data:
-                fd = os.open(os.path.join(self.stage, rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    mtime = run.files[rel][1]
-                    os.utime(fd, (mtime, mtime))
-                finally:
-                    os.close(fd)
-            run.data = []
-            for rel in sorted(run.dirs, reverse=True):
-                os.utime(os.path.join(self.stage, rel), (run.dirs[rel], run.dirs[rel]))
-            os.rename(where, os.path.join(self.root, top))
-        except OSError:  # a full disk, or the mirror made the run meanwhile: file by file
-            run.data = []
-            self._loop.call_soon_threadsafe(self._give_up, top, run)
-            return
-        self._loop.call_soon_threadsafe(self.on_done, top, run.tails)
+            os.rename(os.path.join(self.extract, top), where)
+            tails = self._check(top, run)
+            if tails is not None:
+                for rel in sorted(run.dirs, reverse=True):  # deepest first: a folder's own mtime as on the source
+                    os.utime(os.path.join(self.stage, rel), (run.dirs[rel], run.dirs[rel]))
+                os.rename(where, os.path.join(self.root, top))
+        except OSError:  # nothing came, a full disk, or the mirror made the run meanwhile: file by file
+            tails = None
+        if tails is None:
+            shutil.rmtree(where, ignore_errors=True)
+        run.over = True
+        self._loop.call_soon_threadsafe(self.on_done, top, tails)
+
+    def _check(self, top: str, run: _Run) -> Tails | None:
+        """The run under STAGE holds exactly its listed folders and files (plain, one link, listed size and mtime):
+        their journal records (with the tail hash of the bytes written); None otherwise."""
+        tails: Tails = {}
+        folders = [top]
+        for rel in folders:
+            with os.scandir(os.path.join(self.stage, rel)) as items:
+                for item in items:
+                    name = f"{rel}/{item.name}"
+                    if item.is_dir(follow_symlinks=False):
+                        if name not in run.dirs:
+                            return None
+                        folders.append(name)
+                        continue
+                    st = item.stat(follow_symlinks=False)
+                    listed = run.files.get(name)
+                    if listed is None or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or \
+                            (st.st_size, int(st.st_mtime)) != listed:
+                        return None
+                    fd = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW)
+                    try:
+                        tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
+                    finally:
+                        os.close(fd)
+                    tails[name] = (*listed, tail_hash(tail))
+        return tails if len(tails) == len(run.files) and len(folders) == len({top, *run.dirs}) else None

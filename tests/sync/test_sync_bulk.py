@@ -1,7 +1,8 @@
 """New runs copied whole (sync/bulk.py): one tar stream over SSH (pull and push), plain copies locally.
 
 Real parts: the test sshd on 127.0.0.1 and its GNU tar, a remote "tar" that hangs mid-stream while the
-client is killed with SIGKILL, and ``lt ls`` reading the mirror back.
+client is killed with SIGKILL, one that adds hostile members (``..``, absolute names, links, unlisted files),
+the local GNU tar that writes the stream, and ``lt ls`` reading the mirror back.
 """
 
 from __future__ import annotations
@@ -194,3 +195,56 @@ def test_pull_run_changed_after_listing_goes_file_by_file(ssh_home, tmp_path: Pa
     monkeypatch.setattr(SSHTransport, "TAR", "tar")
     again = sync_once(remote, mirror, opts)
     assert (again.appended, again.errors) == (1, []) and tree(mirror) == tree(src)
+
+
+# The remote's "tar": the real one's stream with hostile members after each run's own (a server not to be trusted)
+_HOSTILE_TAR = """#!{python}
+import io, subprocess, sys, tarfile
+real = subprocess.run(["tar", *sys.argv[1:]], stdin=sys.stdin.buffer, capture_output=True).stdout
+out = io.BytesIO()
+with tarfile.open(fileobj=io.BytesIO(real)) as src, tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) \\
+        as tar:
+    members = src.getmembers()
+    def add(name, data=b"pwned", **kw):
+        info = tarfile.TarInfo(name)
+        for key, value in kw.items():
+            setattr(info, key, value)
+        info.size = 0 if info.type != tarfile.REGTYPE else len(data)
+        tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    for i, m in enumerate(members):
+        tar.addfile(m, src.extractfile(m))
+        top = m.name.split("/")[0]
+        if i + 1 < len(members) and members[i + 1].name.split("/")[0] == top:
+            continue
+        if top == {runs!r}[0]:  # out of the tree, absolute, through a link to outside
+            add("../" * 12 + {outside!r}[1:] + "/dotdot.txt")
+            add({outside!r} + "/absolute.txt")
+            add(top + "/link", type=tarfile.SYMTYPE, linkname={outside!r})
+            add(top + "/link/through.txt")
+        elif top == {runs!r}[1]:  # a file not in the listing
+            add(top + "/unlisted.txt")
+        else:  # a listed file replaced by a hard link, and a link left for tar's end
+            add(top + "/config.yaml", type=tarfile.LNKTYPE, linkname=top + "/meta.json")
+            add(top + "/late", type=tarfile.SYMTYPE, linkname={outside!r})
+sys.stdout.buffer.write(out.getvalue())
+"""
+
+
+@pytest.mark.slow
+def test_pull_from_a_hostile_server_writes_only_listed_files(ssh_home, tmp_path: Path, monkeypatch) -> None:
+    src, mirror, outside = tmp_path / "src", tmp_path / "mirror", tmp_path / "outside"
+    ended_runs(src)
+    outside.mkdir()
+    (tmp_path / "tar").write_text(_HOSTILE_TAR.format(python=sys.executable, runs=sorted(RUNS), outside=str(outside)))
+    (tmp_path / "tar").chmod(0o755)
+    monkeypatch.setattr(SSHTransport, "TAR", str(tmp_path / "tar"))
+    remote = f"ssh://{ssh_home.user}@127.0.0.1:{ssh_home.port}{src}"
+    result = sync_once(remote, mirror, SyncOptions(state_path=tmp_path / "s"))
+    assert (result.errors, result.copied) == ([], len(tree(src)))
+    assert os.listdir(outside) == []  # nothing written through ../, an absolute name or a link
+    assert tree(mirror) == tree(src) and sorted(os.listdir(mirror)) == sorted(RUNS)  # no stage, nothing unlisted
+    for folder, dirs, files in os.walk(mirror):
+        assert not any(os.path.islink(os.path.join(folder, n)) for n in dirs + files)
+        assert all(os.stat(os.path.join(folder, n)).st_nlink == 1 for n in files)
+    for run in RUNS:  # each run failed its check: copied file by file (its folders made now)
+        assert (mirror / run).stat().st_mtime > DAY_AGO + 3600
