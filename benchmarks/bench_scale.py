@@ -219,6 +219,7 @@ def main() -> None:
             mlflow_uri, mlflow_built_s = cached_store(root, args.runs, generator)
             if args.mlflow == "build":
                 print(f"MLflow store of {args.runs:,} runs: {mlflow_uri}")
+                shutil.rmtree(tmp, ignore_errors=True)
                 return
         time.sleep(catalog_module.RACY_S + 0.5)  # settled: a first look keeps every run
         cache, plain_cache = tmp / "cache", tmp / "plain-cache"
