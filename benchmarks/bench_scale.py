@@ -28,8 +28,9 @@ again; beside ``lt ls`` of the same runs (the listing every report starts with) 
 5. MLflow's ``search_runs`` over the same runs in its SQLite store (the anchor the issue names; where MLflow is
    installed, ``--mlflow skip`` to leave it out): the newest 50, every run (records, and pandas), the
    config filter, each a fresh process beside ``lt ls`` / ``lt ls --json`` / ``load_runs`` / ``lt ls -f``
-   (``scale_mlflow.py``). The store is built once and kept in the user's cache folder (``--mlflow build``:
-   only that, e.g. in the background before a measurement).
+   (``scale_mlflow.py``), written as a section of its own. The store is built once and kept in the user's
+   cache folder (``--mlflow build``: only that, e.g. in the background before a measurement; ``--mlflow
+   only``: only this section, the catalog made warm first).
 
     python benchmarks/bench_scale.py --sources 100 [--runs 100] [--ssh 10] [--repeats 3]
 
@@ -191,10 +192,10 @@ def main() -> None:
     parser.add_argument("--ssh", type=int, default=10, help="with --sources: how many go through sshd on 127.0.0.1")
     parser.add_argument("--report", action="store_true", help="lt report of --runs runs instead")
     parser.add_argument("--before", help="with --report: also the code in this folder (an earlier commit), alternated")
-    parser.add_argument("--mlflow", choices=("measure", "skip", "build"),
+    parser.add_argument("--mlflow", choices=("measure", "skip", "build", "only"),
                         default="measure" if importlib.util.find_spec("mlflow") else "skip",
                         help="MLflow's search_runs beside (default where MLflow is installed); build: only build "
-                        "and cache its store of these runs")
+                        "and cache its store of these runs; only: only the MLflow section")
     args = parser.parse_args()
     if args.sources:
         return many_sources(args)
@@ -228,6 +229,14 @@ def main() -> None:
         lt = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
         before = [sys.executable, "-c", PLAIN_LT, "ls", str(root)]  # the same command, the catalog off
         bare = best(args.repeats, lambda: fresh([sys.executable, "-c", "pass"], env))
+        if args.mlflow == "only":  # the catalog warm (configs kept too), as the rows beside it elsewhere
+            for cmd in (lt, lt, [*lt, "-f", "model.lr<1e-3"]):
+                fresh(cmd, env)
+                time.sleep(catalog_module.RACY_S + 0.5)
+            os.environ[ENV_CACHE_DIR] = str(cache)
+            mlflow_section(args, root, env, mlflow_uri, mlflow_built_s)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         rows: list[tuple[str, float, float, float, float, float, float]] = []
 
         def pair(what: str, ours, anchor) -> None:  # alternated, best of each: the machine's load hits both
@@ -287,9 +296,7 @@ def main() -> None:
         catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
         memory = memory_lines(tmp, args.runs, root) if args.memory else []
         if args.mlflow == "measure":
-            small = int((load_runs(root)["config.model.lr"] < 1e-3).sum())
-            memory += table(measure(root, args.runs, mlflow_uri, env, args.repeats, fresh, LAST_CPU), args.runs,
-                            mlflow_uri, mlflow_built_s, small)
+            mlflow_section(args, root, env, mlflow_uri, mlflow_built_s)
         else:
             memory += ["", "- MLflow search_runs: not measured (`--mlflow skip`, or MLflow not installed)"]
     except BaseException:
@@ -348,6 +355,30 @@ def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
         slope = (big - small) / (sizes[1] - sizes[0]) * 1000
         lines.append(f"| {what} | {small:.1f} MiB | {big:.1f} MiB | {slope:.2f} MiB |")
     return ["", *lines]
+
+
+def mlflow_section(args: argparse.Namespace, root: Path, env: dict[str, str], uri: str,
+                   built_s: float | None) -> None:
+    """MLflow's search_runs beside lt ls / load_runs (``scale_mlflow.py``): a section of its own in ``--out``."""
+    from lightning_track.query.frames import load_runs
+
+    small = int((load_runs(root)["config.model.lr"] < 1e-3).sum())  # what the filter must find
+    load_before = os.getloadavg()
+    rows = measure(root, args.runs, uri, env, args.repeats, fresh, LAST_CPU)
+    found = [theirs[4] for _, _, theirs in rows[1:4]]
+    if found != [args.runs, args.runs, small]:
+        raise SystemExit(f"MLflow's answers do not match the runs: {found} (expected {args.runs}, {args.runs}, "
+                         f"{small})")
+    title = f"## {args.runs:,} runs: MLflow's search_runs beside lt ls and load_runs"
+    load = ", ".join(f"{x:.1f}" for x in (*load_before, *os.getloadavg()))
+    lines = [f"{title} ({date.today().isoformat()})", *table(rows, args.runs, uri, built_s, small), "",
+             f"- load average (1, 5, 15 min) before / after these rows: {load} on {os.cpu_count()} cores", "",
+             f"Command: `python benchmarks/bench_scale.py --runs {args.runs} --repeats {args.repeats} --mlflow "
+             f"{args.mlflow}`. Machine: 2 cores shared with other work (best of {args.repeats}; CPU time is the "
+             f"steadier figure), Python {platform.python_version()}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    write_first(Path(args.out), title, text)
 
 
 def write_results(args: argparse.Namespace, rows: list[tuple[Any, ...]], bare: float,
