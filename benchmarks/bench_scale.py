@@ -365,7 +365,7 @@ def mlflow_section(args: argparse.Namespace, root: Path, env: dict[str, str], ur
     small = int((load_runs(root)["config.model.lr"] < 1e-3).sum())  # what the filter must find
     load_before = os.getloadavg()
     rows = measure(root, args.runs, uri, env, args.repeats, fresh, LAST_CPU)
-    found = [theirs[4] for _, _, theirs in rows[1:4]]
+    found = [theirs[5] for _, _, theirs in rows[1:4]]
     if found != [args.runs, args.runs, small]:
         raise SystemExit(f"MLflow's answers do not match the runs: {found} (expected {args.runs}, {args.runs}, "
                          f"{small})")

@@ -23,15 +23,11 @@ HERE = Path(__file__).resolve().parent
 # python -c TIMER IMPORTS OPEN QUERY OUT [ARG ...]: the imports, opening the store and the query (it sets
 # ``rows``) timed apart
 TIMER = """import json, sys, time
-argv = sys.argv[5:]
-t0 = time.perf_counter()
-exec(sys.argv[1])
-t1 = time.perf_counter()
-exec(sys.argv[2])
-t2 = time.perf_counter()
-exec(sys.argv[3])
-t3 = time.perf_counter()
-open(sys.argv[4], "w").write(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "query_s": t3 - t2,
+argv, t = sys.argv[5:], [(time.perf_counter(), time.process_time())]
+for code in sys.argv[1:4]:
+    exec(code)
+    t.append((time.perf_counter(), time.process_time()))
+open(sys.argv[4], "w").write(json.dumps({"phases": [[b[0] - a[0], b[1] - a[1]] for a, b in zip(t, t[1:])],
                                          "rows": int(rows)}))
 """
 LT = "from lightning_track.cli.lt import main"
@@ -126,14 +122,15 @@ def experiment(uri: str) -> str:
 
 def measure(root: Path, count: int, uri: str, env: dict[str, str], repeats: int, fresh, last_cpu) -> list[tuple]:
     """Each query's best (of ``repeats``, ours and MLflow's alternated): (what, ours, MLflow), each
-    (wall, CPU, import s, query s, rows, open s) of a fresh process."""
+    (wall, CPU, wall after the imports, CPU after the imports, CPU opening the store, rows) of a fresh process."""
     exp = experiment(uri)
     out = Path(tempfile.mkdtemp(prefix="bench-mlflow-")) / "t.json"
 
-    def once(imports: str, opening: str, query: str, *argv: str) -> tuple[float, float, float, float, int, float]:
+    def once(imports: str, opening: str, query: str, *argv: str) -> tuple[float, ...]:
         wall = fresh([sys.executable, "-c", TIMER, imports, opening, query, str(out), *argv], env)
         inside = json.loads(out.read_text())
-        return wall, last_cpu[0], inside["import_s"], inside["query_s"], inside["rows"], inside["open_s"]
+        (_, _), (open_wall, open_cpu), (query_wall, query_cpu) = inside["phases"]
+        return wall, last_cpu[0], open_wall + query_wall, open_cpu + query_cpu, open_cpu, inside["rows"]
 
     rows = []
     for what, our_imports, our_query, their_imports, their_query in QUERIES:
@@ -143,6 +140,7 @@ def measure(root: Path, count: int, uri: str, env: dict[str, str], repeats: int,
         once(*theirs)
         pairs = [(once(*ours), once(*theirs)) for _ in range(repeats)]
         rows.append((what, *(tuple(min(p[side][i] for p in pairs) for i in range(6)) for side in (0, 1))))
+        print(f"{what}: ours {rows[-1][1]}, MLflow {rows[-1][2]}", file=sys.stderr, flush=True)
     out.unlink(missing_ok=True)
     out.parent.rmdir()
     return rows
@@ -151,14 +149,14 @@ def measure(root: Path, count: int, uri: str, env: dict[str, str], repeats: int,
 def table(rows: list[tuple], count: int, uri: str, built_s: float | None, lr_small: int) -> list[str]:
     lines = ["", f"MLflow {mlflow_version()} beside, the same {count:,} runs in its SQLite store "
              "(fresh processes alternated, best of each; CPU = user + system of the process):", "",
-             "| query | ours: wall / CPU (fresh process, imports counted) | ours: after the imports "
-             "| MLflow: wall / CPU (fresh process, imports counted) | MLflow: after the imports (opening the "
-             "store + the query) | MLflow rows | MLflow / ours: CPU; after the imports |",
+             "| query | ours: wall / CPU, fresh process (imports counted) | ours: wall / CPU after the imports "
+             "| MLflow: wall / CPU, fresh process (imports counted) | MLflow: wall / CPU after the imports (CPU "
+             "opening the store) | MLflow rows | MLflow / ours, CPU: whole process; after the imports |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for what, ours, theirs in rows:
-        lines.append(f"| {what} | {ours[0]:.2f} s / {ours[1]:.2f} s | {ours[3]:.2f} s | {theirs[0]:.2f} s / "
-                     f"{theirs[1]:.2f} s | {theirs[5] + theirs[3]:.2f} s ({theirs[5]:.2f} + {theirs[3]:.2f}) | "
-                     f"{theirs[4]:,} | {theirs[1] / ours[1]:.1f}x; {(theirs[5] + theirs[3]) / ours[3]:.1f}x |")
+        lines.append(f"| {what} | {ours[0]:.2f} s / {ours[1]:.2f} s | {ours[2]:.2f} s / {ours[3]:.2f} s | "
+                     f"{theirs[0]:.2f} s / {theirs[1]:.2f} s | {theirs[2]:.2f} s / {theirs[3]:.2f} s "
+                     f"({theirs[4]:.2f} s) | {theirs[5]:,} | {theirs[1] / ours[1]:.1f}x; {theirs[3] / ours[3]:.1f}x |")
     size = Path(uri.removeprefix("sqlite:///")).stat().st_size / 1e6
     built = (f"built in this run in {built_s / 60:.1f} min" if built_s is not None
              else "reused from the cache (built by an earlier run)")
