@@ -154,6 +154,24 @@ def test_a_run_shorter_than_the_pass_interval_imports_mlflow_at_close_and_ends_e
     assert export_run(run, bare_mlflow_server.uri).nothing_new
 
 
+def test_the_training_process_imports_only_the_target_parser_for_an_mlflow_sink(tmp_path: Path) -> None:
+    """The exporting machinery (run reader, catalog rows) stays out of the training process: its long-lived objects
+    had moved one full garbage collection (~0.2 s) into a 2,000-step fit (benchmarks/results/export.md)."""
+    code = ("import sys\n"
+            "from lightning_track import RunLogger\n"
+            f"logger = RunLogger('d', 'm', root={str(tmp_path)!r}, sinks=('tensorboard', 'mlflow'),"
+            " mlflow_uri='http://127.0.0.1:9', system_interval=0)\n"
+            "logger.log_metrics({'loss': 1.0}, step=1)\n"
+            "ours = ('lightning_track.query', 'lightning_track.export')\n"
+            "print(sorted(m for m in sys.modules if m.startswith(ours)))\n"
+            "logger.finalize('success')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                         env=script_env())
+    imported = out.stdout.strip().splitlines()[-1]
+    assert imported == str(["lightning_track.export", "lightning_track.export.mlflow_client",
+                            "lightning_track.export.target"])
+
+
 @pytest.mark.parametrize(("kwargs", "says"), [
     ({"sinks": ("mlflow",), "mlflow_uri": "ftp://host"}, "not a supported tracker"),
     ({"sinks": ("mlflow",)}, "pass mlflow_uri=URI or set $MLFLOW_TRACKING_URI"),
