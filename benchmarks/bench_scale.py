@@ -1,7 +1,7 @@
 """Many runs: ``lt ls`` and ``load_runs`` through the catalog beside a plain read of every run's files.
 
     python benchmarks/bench_scale.py [--runs 10000] [--changed 0.01] [--repeats 1]
-        [--out benchmarks/results/scale.md]
+        [--mlflow measure|skip|build|only] [--out benchmarks/results/scale.md]
 
 Synthetic runs of real sizes, made here (summary ~1.5 KiB, meta, a 25-key config.yaml, a short
 metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh process as a person types it:
@@ -16,6 +16,12 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
    each beside ``catalog=False``;
 4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
    nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
+5. MLflow's ``search_runs`` over the same runs in its SQLite store (the anchor the issue names; where MLflow is
+   installed, ``--mlflow skip`` to leave it out): the newest 50, every run (records, and pandas), the
+   config filter, each a fresh process beside ``lt ls`` / ``lt ls --json`` / ``load_runs`` / ``lt ls -f``
+   (``scale_mlflow.py``), written as a section of its own. The store is built once and kept in the user's
+   cache folder (``--mlflow build``: only that, e.g. in the background before a measurement; ``--mlflow
+   only``: only this section, the catalog made warm first).
 
     python benchmarks/bench_scale.py --report [--runs 10000] [--repeats 1] [--before TREE]
 
@@ -24,13 +30,6 @@ report's curves), a fresh process: with an empty cache (the catalog and the curv
 again; beside ``lt ls`` of the same runs (the listing every report starts with) in the same run. Goal:
 <= 5 s and <= 5 MB for 10,000 runs. Then the page opened in headless Chromium: every view must draw
 (rows, the best view, one view per config key, the ticked runs' curves) with no error.
-
-5. MLflow's ``search_runs`` over the same runs in its SQLite store (the anchor the issue names; where MLflow is
-   installed, ``--mlflow skip`` to leave it out): the newest 50, every run (records, and pandas), the
-   config filter, each a fresh process beside ``lt ls`` / ``lt ls --json`` / ``load_runs`` / ``lt ls -f``
-   (``scale_mlflow.py``), written as a section of its own. The store is built once and kept in the user's
-   cache folder (``--mlflow build``: only that, e.g. in the background before a measurement; ``--mlflow
-   only``: only this section, the catalog made warm first).
 
     python benchmarks/bench_scale.py --sources 100 [--runs 100] [--ssh 10] [--repeats 3]
 
