@@ -10,7 +10,8 @@ One MLflow run per run folder, through MLflow's own store API (``SqlAlchemyStore
 calls for a ``sqlite:///`` URI: ``create_run``, one ``log_batch``, ``update_run_info``): params = the
 flattened ``config.yaml`` plus dataset and method; metrics = ``metrics.jsonl``'s history and the summary's
 final values (MLflow's latest metrics) plus ``best/<key>``; tags = the summary's tags; start, end, status
-and name from ``summary.json``. A SQLite build resumes where an interrupted one stopped (runs found by name).
+and name from ``summary.json``. A SQLite build goes on where an interrupted one stopped (runs found by name,
+a half-written one completed).
 """
 
 from __future__ import annotations
@@ -69,21 +70,24 @@ def experiment_id(store) -> str:
     return found.experiment_id if found else store.create_experiment(EXPERIMENT)
 
 
-def done_names(db: Path) -> set[str]:
-    """The runs an earlier, interrupted build already imported (read with sqlite3: no MLflow start)."""
+def imported(db: Path) -> dict[str, tuple[str, bool, bool]]:
+    """The runs an earlier, interrupted build wrote, by name: (run id, whole: its ``log_batch`` done, as the
+    latest metrics are its last write; ended: a final status written). Read with sqlite3: no MLflow start."""
     if not db.exists():
-        return set()
+        return {}
     with sqlite3.connect(db) as con:
         try:
-            return {name for (name,) in con.execute("SELECT name FROM runs")}
+            rows = con.execute("SELECT name, run_uuid, EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = "
+                               "runs.run_uuid), status != 'RUNNING' FROM runs").fetchall()
         except sqlite3.OperationalError:  # the schema not made yet
-            return set()
+            return {}
+    return {name: (run_id, bool(whole), bool(ended)) for name, run_id, whole, ended in rows}
 
 
 def unsynced_engine(uri: str) -> None:
     """MLflow's own engine for ``uri``, its connections with ``PRAGMA synchronous=OFF``: a commit a call is
     otherwise an fsync a call (~12 runs/s here). Per connection, not kept in the file: a search later reads
-    the same file as any store; a build killed half-way is redone from the runs found by name."""
+    the same file as any store; a build killed half-way goes on from the runs found by name."""
     import sqlalchemy
     from mlflow.store.db.utils import _make_parent_dirs_if_sqlite, create_sqlalchemy_engine
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -102,28 +106,32 @@ def build(uri: str, runs: list[Path], progress=print) -> float:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         db = Path(uri.removeprefix("sqlite:///"))
-        done = done_names(db)
+        found = imported(db)
         unsynced_engine(uri)
         store = SqlAlchemyStore(uri, (db.parent / "mlflow-artifacts").as_uri())
     else:  # MLflow's file store (a file:// URI), what bench_runs.py also measures
         from mlflow.store.tracking.file_store import FileStore
 
-        done, store = set(), FileStore(uri)
+        found, store = {}, FileStore(uri)
     exp = experiment_id(store)
-    todo = [run for run in runs if run.name not in done]
+    # a run still RUNNING may be one whose status was not written yet, or a running run: its summary says
+    todo = [run for run in runs if not all(found.get(run.name, ("", False, False))[1:])]
     started = last = time.perf_counter()
     for i, run in enumerate(todo, 1):
         summary, params, metrics, tags = run_entities(run)
-        created = store.create_run(exp, "bench", ms(summary.get("start_time")), tags, summary.get("run_name", run.name))
-        run_id = created.info.run_id
-        store.log_batch(run_id, metrics=metrics, params=params, tags=[])
+        run_id, whole, ended = found.get(run.name, (None, False, False))
+        if run_id is None:
+            run_id = store.create_run(exp, "bench", ms(summary.get("start_time")), tags,
+                                      summary.get("run_name", run.name)).info.run_id
+        if not whole:  # again after an interrupted one: MLflow keeps equal params and skips equal metrics
+            store.log_batch(run_id, metrics=metrics, params=params, tags=[])
         status = STATUS.get(summary.get("status", ""), "FINISHED")
-        if status != "RUNNING":
+        if status != "RUNNING" and not ended:
             store.update_run_info(run_id, RunStatus.from_string(status), ms(summary.get("end_time")), None)
         now = time.perf_counter()
         if now - last > 10 or i == len(todo):
             rate = i / (now - started)
-            progress(f"MLflow store: {len(done) + i:,} / {len(runs):,} runs ({rate:.0f} runs/s, "
+            progress(f"MLflow store: {len(runs) - len(todo) + i:,} / {len(runs):,} runs ({rate:.0f} runs/s, "
                      f"~{(len(todo) - i) / rate / 60:.0f} min left)")
             last = now
     return time.perf_counter() - started

@@ -82,12 +82,13 @@ def cache_folder() -> Path:
 
 def store_path(count: int, generator: list[str]) -> Path:
     """Where the store of these runs is kept: keyed by their generator's code, their number, MLflow's version
-    and the import's code (any of them changed: a new store)."""
+    and the code that makes a run's MLflow entities (any of them changed: a new store)."""
     import inspect
 
     import mlflow_anchor
 
-    key = hashlib.sha256("\0".join([str(count), mlflow_version(), *generator, inspect.getsource(mlflow_anchor)])
+    making = [inspect.getsource(f) for f in (mlflow_anchor.run_entities, mlflow_anchor.flatten, mlflow_anchor.ms)]
+    key = hashlib.sha256("\0".join([str(count), mlflow_version(), *generator, *making, repr(mlflow_anchor.STATUS)])
                          .encode()).hexdigest()[:12]
     return cache_folder() / f"mlflow-{count}runs-{key}.db"
 
