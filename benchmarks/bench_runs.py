@@ -10,8 +10,8 @@
    beside TensorBoard's ``EventAccumulator`` loading the same values from the events our TensorBoard sink
    wrote (goal: >= 10x faster; measured on ``--tb-runs`` runs and compared per run, as it is slow).
 4. MLflow (where it installs; its own interpreter ``--mlflow-python``, as it pins its own dependencies):
-   the same runs imported into a store, ``search_runs`` beside ``load_runs`` and ``get_metric_history``
-   beside ``load_history``.
+   the same runs imported into a store (``mlflow_anchor.py``, the import ``bench_scale.py`` uses too),
+   ``search_runs`` beside ``load_runs`` and ``get_metric_history`` beside ``load_history``.
 5. ``lt report`` of the history runs, a fresh process: goal <= 3 s and <= 2 MB.
 """
 
@@ -168,20 +168,18 @@ def tensorboard_load(run: Path) -> int:
 
 MLFLOW_SCRIPT = r'''
 import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])  # benchmarks/: the run folders imported as bench_scale.py imports them
+from mlflow_anchor import EXPERIMENT, build
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 store, spec = sys.argv[1], json.load(open(sys.argv[2]))
-mlflow.set_tracking_uri(store)
-client = MlflowClient()
-exp = client.create_experiment("bench")
 t = time.perf_counter()
-for run_dir in spec["summary_runs"]:
-    s = json.load(open(run_dir + "/summary.json"))
-    r = client.create_run(exp, run_name=s["run_name"])
-    client.log_batch(r.info.run_id, metrics=[Metric(k, v["value"], 0, v["step"]) for k, v in s["final"].items()],
-                     params=[Param("dataset", s["dataset"]), Param("method", s["method"])])
-    client.set_terminated(r.info.run_id)
+build(store, [Path(p) for p in spec["summary_runs"]], progress=lambda line: None)
+mlflow.set_tracking_uri(store)
+client = MlflowClient()  # after build: its store takes the engine build made for this URI
+exp = client.get_experiment_by_name(EXPERIMENT).experiment_id
 hist_ids = []
 for run_dir in spec["history_runs"]:
     r = client.create_run(exp, run_name=run_dir.rsplit("/", 1)[-1])
@@ -224,8 +222,8 @@ def run_mlflow(python: str, store: str, summary_runs: list[Path], history_runs: 
     with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:  # a file: 10,000 paths overflow argv
         json.dump(spec, spec_file)
         spec_file.flush()
-        done = subprocess.run([python, "-c", MLFLOW_SCRIPT, store, spec_file.name], capture_output=True, text=True,
-                              env=env)
+        done = subprocess.run([python, "-c", MLFLOW_SCRIPT, store, spec_file.name, str(HERE)], capture_output=True,
+                              text=True, env=env)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         return {"error": " ".join(done.stderr.split())[-400:]}

@@ -1,7 +1,7 @@
 """Many runs: ``lt ls`` and ``load_runs`` through the catalog beside a plain read of every run's files.
 
     python benchmarks/bench_scale.py [--runs 10000] [--changed 0.01] [--repeats 1]
-        [--out benchmarks/results/scale.md]
+        [--mlflow measure|skip|build|only] [--out benchmarks/results/scale.md]
 
 Synthetic runs of real sizes, made here (summary ~1.5 KiB, meta, a 25-key config.yaml, a short
 metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh process as a person types it:
@@ -16,6 +16,12 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
    each beside ``catalog=False``;
 4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
    nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
+5. MLflow's ``search_runs`` over the same runs in its SQLite store (the anchor the issue names; where MLflow is
+   installed, ``--mlflow skip`` to leave it out): the newest 50, every run (records, and pandas), the
+   config filter, each a fresh process beside ``lt ls`` / ``lt ls --json`` / ``load_runs`` / ``lt ls -f``
+   (``scale_mlflow.py``), written as a section of its own. The store is built once and kept in the user's
+   cache folder (``--mlflow build``: only that, e.g. in the background before a measurement; ``--mlflow
+   only``: only this section, the catalog made warm first).
 
     python benchmarks/bench_scale.py --report [--runs 10000] [--repeats 1] [--before TREE]
 
@@ -24,9 +30,6 @@ report's curves), a fresh process: with an empty cache (the catalog and the curv
 again; beside ``lt ls`` of the same runs (the listing every report starts with) in the same run. Goal:
 <= 5 s and <= 5 MB for 10,000 runs. Then the page opened in headless Chromium: every view must draw
 (rows, the best view, one view per config key, the ticked runs' curves) with no error.
-
-MLflow's ``search_runs`` is the anchor the issue names for 100,000 runs; it is measured by
-``bench_runs.py --mlflow-python`` where MLflow is installed (not on this machine).
 
     python benchmarks/bench_scale.py --sources 100 [--runs 100] [--ssh 10] [--repeats 3]
 
@@ -40,6 +43,8 @@ MIRROR`` right after the sync (its catalog kept warm by the sync) beside a first
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import inspect
 import os
 import platform
 import resource
@@ -56,6 +61,7 @@ import numpy as np
 import orjson
 from bench_runs import STATUSES, synthetic_summary  # the same synthetic runs as bench_runs.py (run as a script)
 from installed import installed_env
+from scale_mlflow import cached_store, measure, table
 
 from lightning_track.folder.fileio import atomic_write_json, read_json
 from lightning_track.query import catalog as catalog_module
@@ -185,6 +191,10 @@ def main() -> None:
     parser.add_argument("--ssh", type=int, default=10, help="with --sources: how many go through sshd on 127.0.0.1")
     parser.add_argument("--report", action="store_true", help="lt report of --runs runs instead")
     parser.add_argument("--before", help="with --report: also the code in this folder (an earlier commit), alternated")
+    parser.add_argument("--mlflow", choices=("measure", "skip", "build", "only"),
+                        default="measure" if importlib.util.find_spec("mlflow") else "skip",
+                        help="MLflow's search_runs beside (default where MLflow is installed); build: only build "
+                        "and cache its store of these runs; only: only the MLflow section")
     args = parser.parse_args()
     if args.sources:
         return many_sources(args)
@@ -204,6 +214,13 @@ def main() -> None:
         started = time.perf_counter()
         make_runs(root, args.runs)
         made_s = time.perf_counter() - started
+        if args.mlflow != "skip":
+            generator = [inspect.getsource(make_runs), CONFIG, inspect.getsource(synthetic_summary), repr(STATUSES)]
+            mlflow_uri, mlflow_built_s = cached_store(root, args.runs, generator)
+            if args.mlflow == "build":
+                print(f"MLflow store of {args.runs:,} runs: {mlflow_uri}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
         time.sleep(catalog_module.RACY_S + 0.5)  # settled: a first look keeps every run
         cache, plain_cache = tmp / "cache", tmp / "plain-cache"
         env = installed_env({**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(cache)})
@@ -211,6 +228,14 @@ def main() -> None:
         lt = [sys.executable, "-m", "lightning_track.cli.lt", "ls", str(root)]
         before = [sys.executable, "-c", PLAIN_LT, "ls", str(root)]  # the same command, the catalog off
         bare = best(args.repeats, lambda: fresh([sys.executable, "-c", "pass"], env))
+        if args.mlflow == "only":  # the catalog warm (configs kept too), as the rows beside it elsewhere
+            for cmd in (lt, lt, [*lt, "-f", "model.lr<1e-3"]):
+                fresh(cmd, env)
+                time.sleep(catalog_module.RACY_S + 0.5)
+            os.environ[ENV_CACHE_DIR] = str(cache)
+            mlflow_section(args, root, env, mlflow_uri, mlflow_built_s)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         rows: list[tuple[str, float, float, float, float, float, float]] = []
 
         def pair(what: str, ours, anchor) -> None:  # alternated, best of each: the machine's load hits both
@@ -279,6 +304,10 @@ def main() -> None:
              changed_load, lambda: _timed(lambda: load_runs(root, catalog=False)))
         catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
         memory = memory_lines(tmp, args.runs, root) if args.memory else []
+        if args.mlflow == "measure":
+            mlflow_section(args, root, env, mlflow_uri, mlflow_built_s)
+        else:
+            memory += ["", "- MLflow search_runs: not measured (`--mlflow skip`, or MLflow not installed)"]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -337,6 +366,30 @@ def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
     return ["", *lines]
 
 
+def mlflow_section(args: argparse.Namespace, root: Path, env: dict[str, str], uri: str,
+                   built_s: float | None) -> None:
+    """MLflow's search_runs beside lt ls / load_runs (``scale_mlflow.py``): a section of its own in ``--out``."""
+    from lightning_track.query.frames import load_runs
+
+    small = int((load_runs(root)["config.model.lr"] < 1e-3).sum())  # what the filter must find
+    load_before = os.getloadavg()
+    rows = measure(root, args.runs, uri, env, args.repeats, fresh, LAST_CPU)
+    found = [theirs[5] for _, _, theirs in rows[1:4]]
+    if found != [args.runs, args.runs, small]:
+        raise SystemExit(f"MLflow's answers do not match the runs: {found} (expected {args.runs}, {args.runs}, "
+                         f"{small})")
+    title = f"## {args.runs:,} runs: MLflow's search_runs beside lt ls and load_runs"
+    load = ", ".join(f"{x:.1f}" for x in (*load_before, *os.getloadavg()))
+    lines = [f"{title} ({date.today().isoformat()})", *table(rows, args.runs, uri, built_s, small), "",
+             f"- load average (1, 5, 15 min) before / after these rows: {load} on {os.cpu_count()} cores", "",
+             f"Command: `python benchmarks/bench_scale.py --runs {args.runs} --repeats {args.repeats} --mlflow "
+             f"{args.mlflow}`. Machine: 2 cores shared with other work (best of {args.repeats}; CPU time is the "
+             f"steadier figure), Python {platform.python_version()}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    write_first(Path(args.out), title, text)
+
+
 def write_results(args: argparse.Namespace, rows: list[tuple[Any, ...]], bare: float,
                   catalog_mb: float, made_s: float, memory: list[str] = ()) -> None:
     title = f"## {args.runs:,} runs: lt ls and load_runs through the catalog"
@@ -355,11 +408,10 @@ def write_results(args: argparse.Namespace, rows: list[tuple[Any, ...]], bare: f
               f"load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} cores",
               f"- the catalog: {catalog_mb:.1f} MB for {args.runs:,} runs; making the runs took {made_s:.0f} s",
               "- plain read = the same command with the catalog off (every folder listed, every summary/meta "
-              "read; config.yaml through the config cache, as before the catalog), alternated with ours",
-              "- MLflow search_runs: not measured here (MLflow is not installed on this machine; "
-              "`bench_runs.py --mlflow-python` measures it beside load_runs)", "",
+              "read; config.yaml through the config cache, as before the catalog), alternated with ours", "",
               f"Command: `python benchmarks/bench_scale.py --runs {args.runs} --changed {args.changed} "
-              f"--repeats {args.repeats}`. Machine: 2 cores shared with other work (best of {args.repeats}; "
+              f"--repeats {args.repeats}{' --memory' if args.memory else ''}`. "
+              f"Machine: 2 cores shared with other work (best of {args.repeats}; "
               f"absolute times are noisy, the ratios are what to compare), Python {platform.python_version()}.", ""]
     text = "\n".join(lines)
     print(text)
