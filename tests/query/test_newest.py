@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.query import edit_summary
+from support.query import edit_summary, lean_and_whole
 
 from lightning_track.cli.lt import main
 from lightning_track.query import catalog, listing, newest
@@ -50,36 +50,15 @@ def mirror(made_runs: dict[str, Path], tmp_path: Path) -> Path:
     return root
 
 
-def both(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[str, bool]:
-    """``lt ls ARGV`` through the lean look and through the whole look: equal output and exit code; the
-    lean output, and whether the lean look answered."""
-    answered = []
-
-    def spy(*args, **kwargs):
-        found = LEAN(*args, **kwargs)
-        answered.append(found is not None)
-        return found
-
-    monkeypatch.setattr(newest, "newest_runs", spy)
-    code = main(["ls", *argv])
-    out, err = capsys.readouterr()
-    monkeypatch.setattr(newest, "newest_runs", lambda *a, **k: None)
-    whole_code = main(["ls", *argv])
-    whole_out, whole_err = capsys.readouterr()
-    assert (code, out, err) == (whole_code, whole_out, whole_err), argv
-    assert answered, "the lean look was not asked"
-    return out + err, answered[0]
-
-
 def test_the_lean_table_equals_the_whole_look_through_every_change(mirror, made_runs, capsys, monkeypatch) -> None:
     root = str(mirror)
-    text, lean = both(capsys, monkeypatch, root)  # first look: every run read and kept
+    text, lean = lean_and_whole(capsys, monkeypatch, root)  # first look: every run read and kept
     assert lean and "older runs not shown" in text and "gpu1" in text
     assert "best.val/loss is 3" in text  # the torn run's line is the look's
     for argv in ARGS:
-        text, lean = both(capsys, monkeypatch, root, *argv)  # nothing changed
+        text, lean = lean_and_whole(capsys, monkeypatch, root, *argv)  # nothing changed
         assert lean and catalog.last_look["read"] == 0
-    text, _ = both(capsys, monkeypatch, root, "--all")
+    text, _ = lean_and_whole(capsys, monkeypatch, root, "--all")
     rows = [line.split()[0] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
     assert len(rows) == 12 and rows.count(made_runs["nan"].name) == 2  # one per source, both listed
 
@@ -87,30 +66,30 @@ def test_the_lean_table_equals_the_whole_look_through_every_change(mirror, made_
     shutil.rmtree(mirror / "gpu1" / f"{made_runs['nan'].name}_copy")  # deleted: gone, no error
     (mirror / "gpu2" / made_runs["full"].name).rename(mirror / "gpu2" / "arc_full_20990101_000000")
     for argv in ARGS:
-        text, lean = both(capsys, monkeypatch, root, *argv)
+        text, lean = lean_and_whole(capsys, monkeypatch, root, *argv)
         assert lean
-    text, _ = both(capsys, monkeypatch, root, "--all")
+    text, _ = lean_and_whole(capsys, monkeypatch, root, "--all")
     assert "arc_full_20990101_000000" in text and "keep" in text and "tags" in text
     assert text.count(made_runs["nan"].name + "_copy") == 1  # the deleted one is gone
 
 
 def test_a_link_to_a_run_folder_is_listed_once_as_a_plain_read_does(mirror, made_runs, capsys, monkeypatch) -> None:
     (mirror / "gpu1" / "arc_aaa_20000101_000000").symlink_to(mirror / "gpu1" / made_runs["nan"].name)
-    both(capsys, monkeypatch, str(mirror))
+    lean_and_whole(capsys, monkeypatch, str(mirror))
     time.sleep(0.01)
     for argv in ARGS[:3]:
-        text, lean = both(capsys, monkeypatch, str(mirror), *argv)
+        text, lean = lean_and_whole(capsys, monkeypatch, str(mirror), *argv)
         assert not lean  # the same folder twice: the whole look answers
 
 
 def test_a_root_that_is_a_run_and_an_empty_root(made_runs, tmp_path, capsys, monkeypatch) -> None:
     run = shutil.copytree(made_runs["lora"], tmp_path / "one" / made_runs["lora"].name)
     for _ in range(2):
-        text, lean = both(capsys, monkeypatch, str(run))
+        text, lean = lean_and_whole(capsys, monkeypatch, str(run))
         assert lean and made_runs["lora"].name in text
     (tmp_path / "empty").mkdir()
     for argv in ([], ["--json"]):
-        text, _ = both(capsys, monkeypatch, str(tmp_path / "empty"), *argv)
+        text, _ = lean_and_whole(capsys, monkeypatch, str(tmp_path / "empty"), *argv)
         assert "no runs found" in text
 
 
@@ -137,12 +116,13 @@ def test_a_tables_first_look_writes_no_records_and_the_first_build_keeps_them(mi
 
 def test_a_source_folder_linked_back_into_the_root_lists_its_runs_as_a_plain_read(mirror, capsys, monkeypatch) -> None:
     (mirror / "gpu3").symlink_to(mirror / "gpu1")  # the same run folders again, under another source
-    both(capsys, monkeypatch, str(mirror))
+    lean_and_whole(capsys, monkeypatch, str(mirror))
     time.sleep(0.01)
     for argv in ([], ["--all"], ["--json"]):
-        text, lean = both(capsys, monkeypatch, str(mirror), *argv)
+        text, lean = lean_and_whole(capsys, monkeypatch, str(mirror), *argv)
         assert not lean  # the whole look answers
-    assert "gpu3" not in both(capsys, monkeypatch, str(mirror), "--all")[0]  # each folder once, as found first
+    listed = lean_and_whole(capsys, monkeypatch, str(mirror), "--all")[0]
+    assert "gpu3" not in listed  # each folder once, as found first
 
 
 def test_a_link_to_a_run_outside_the_root_keeps_the_lean_look(made_runs, tmp_path, capsys, monkeypatch) -> None:
@@ -150,9 +130,9 @@ def test_a_link_to_a_run_outside_the_root_keeps_the_lean_look(made_runs, tmp_pat
     root = tmp_path / "linked"
     shutil.copytree(made_runs["lora"], root / made_runs["lora"].name)
     (root / "arc_far_20000101_000000").symlink_to(outside)
-    both(capsys, monkeypatch, str(root))
+    lean_and_whole(capsys, monkeypatch, str(root))
     for argv in ([], ["--all"], ["--json"]):
-        text, lean = both(capsys, monkeypatch, str(root), *argv)
+        text, lean = lean_and_whole(capsys, monkeypatch, str(root), *argv)
         assert lean and "arc_far_20000101_000000" in text and catalog.last_look["read"] == 0
 
 
@@ -188,5 +168,5 @@ def test_a_catalog_damaged_mid_look_answers_as_a_plain_read(mirror, own_cache, c
     out, err = capsys.readouterr()
     assert err.count("catalog damaged") == 1
     assert [line.split()[0] for line in out.splitlines()[1:]] == [run.name for run in plain]
-    text, lean = both(capsys, monkeypatch, root, "--all")  # built again: the lean look answers once more
+    text, lean = lean_and_whole(capsys, monkeypatch, root, "--all")  # built again: the lean look answers once more
     assert "catalog damaged" not in text

@@ -13,13 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.query import edit_summary
+from support.query import edit_summary, lean_and_whole
 
-from lightning_track.cli.lt import main
-from lightning_track.query import catalog, config_feed, listing, newest
+from lightning_track.query import catalog, config_feed, listing
 from lightning_track.query.annotations import change_tags
 
-LEAN = newest.newest_runs
 FILTERS = (["model.lr<0.005"], ["model.lr>=0.001"], ["model.lr=0.01|0.001"], ["model.lr!=0.01"], ["model.hidden"],
            ["not model.lr<0.005 or status=failed"], ["name~copy"], ["source=gpu2 and model.lr<1"],
            ["start>2000-01-01", "model.lr<0.05"], ["tag=baseline"], ["tag!=baseline and model.lr"],
@@ -61,29 +59,8 @@ def mirror(made_runs: dict[str, Path], tmp_path: Path) -> Path:
     return root
 
 
-def both(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[str, bool]:
-    """``lt ls ARGV`` with the lean look, then with it off: equal stdout, stderr and exit; the lean
-    output and whether the lean look answered."""
-    answered = []
-
-    def spy(*args, **kwargs):
-        found = LEAN(*args, **kwargs)
-        answered.append(found is not None)
-        return found
-
-    monkeypatch.setattr(newest, "newest_runs", spy)
-    code = main(["ls", *argv])
-    out, err = capsys.readouterr()
-    monkeypatch.setattr(newest, "newest_runs", lambda *a, **k: None)
-    whole_code = main(["ls", *argv])
-    whole_out, whole_err = capsys.readouterr()
-    assert (code, out, err) == (whole_code, whole_out, whole_err), argv
-    assert answered, "the lean look was not asked"
-    return out + err, answered[0]
-
-
 def filtered(capsys, monkeypatch, root: str, flt: list[str], *argv: str) -> tuple[str, bool]:
-    return both(capsys, monkeypatch, root, *[part for f in flt for part in ("-f", f)], *argv)
+    return lean_and_whole(capsys, monkeypatch, root, *[part for f in flt for part in ("-f", f)], *argv)
 
 
 def test_a_filtered_lean_table_equals_the_whole_look(mirror, made_runs, capsys, monkeypatch) -> None:
@@ -119,7 +96,7 @@ def test_a_filtered_lean_table_equals_the_whole_look(mirror, made_runs, capsys, 
 
 
 def test_a_key_the_catalog_rows_cannot_answer_is_the_whole_looks(mirror, capsys, monkeypatch) -> None:
-    both(capsys, monkeypatch, str(mirror))
+    lean_and_whole(capsys, monkeypatch, str(mirror))
     for flt in (["dataset=arc"], ["best.val/loss<10"], ["model.lr<1", "host=x"]):
         text, lean = filtered(capsys, monkeypatch, str(mirror), flt)
         assert not lean
@@ -173,7 +150,7 @@ def test_a_first_filtered_look_parses_the_configs_beside_the_look(mirror, made_r
 def test_a_filter_after_a_plain_look_parses_the_configs_it_lacks(mirror, made_runs, capsys, monkeypatch,
                                                                   pooled) -> None:
     root = str(mirror)
-    both(capsys, monkeypatch, root, "--all")  # the catalog written, no config kept
+    lean_and_whole(capsys, monkeypatch, root, "--all")  # the catalog written, no config kept
     for flt in FILTERS:
         text, lean = filtered(capsys, monkeypatch, root, flt, "--all")
         assert lean, flt

@@ -28,3 +28,28 @@ def own_catalog(monkeypatch: Any, tmp_path: Path) -> Iterator[Path]:
     catalog.flush_configs()
     config_cache.flush()
     monkeypatch.setattr(config_cache, "_entries", None)
+
+
+def lean_and_whole(capsys: Any, monkeypatch: Any, *argv: str) -> tuple[str, bool]:
+    """``lt ls ARGV`` through the lean look (query/newest.py), then with it off (the whole look): equal stdout,
+    stderr and exit code; the lean output, and whether the lean look answered."""
+    from lightning_track.cli.lt import main
+    from lightning_track.query import newest
+
+    lean, answered = newest.newest_runs, []
+
+    def spy(*args, **kwargs):
+        found = lean(*args, **kwargs)
+        answered.append(found is not None)
+        return found
+
+    monkeypatch.setattr(newest, "newest_runs", spy)
+    code = main(["ls", *argv])
+    out, err = capsys.readouterr()
+    monkeypatch.setattr(newest, "newest_runs", lambda *a, **k: None)
+    whole_code = main(["ls", *argv])
+    whole_out, whole_err = capsys.readouterr()
+    monkeypatch.setattr(newest, "newest_runs", lean)
+    assert (code, out, err) == (whole_code, whole_out, whole_err), argv
+    assert answered, "the lean look was not asked"
+    return out + err, answered[0]
