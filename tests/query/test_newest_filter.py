@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.query import edit_summary, lean_and_whole
+from support.query import edit_summary, lean_and_whole, own_catalog
 
 from lightning_track.query import catalog, config_feed, listing
 from lightning_track.query.annotations import change_tags
@@ -28,12 +28,8 @@ ARGS = ([], ["--all"], ["--json"], ["--last", "1"], ["--reverse", "--last", "2"]
 
 @pytest.fixture(autouse=True)
 def own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    monkeypatch.setattr(catalog, "RACY_S", 0.0)  # written just now counts as settled (ext4: ns times)
     monkeypatch.setattr(listing, "TABLE_ROWS", 3)  # 50 by default: a dozen runs stand for 100,000
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(cache))
-    yield cache
-    catalog.flush_configs()
+    yield from own_catalog(monkeypatch, tmp_path)
 
 
 def replace(path: Path, text: str) -> None:
