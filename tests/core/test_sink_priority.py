@@ -21,13 +21,21 @@ def thread_nices(pid: int) -> dict[int, int]:
     return {t.id: os.getpriority(os.PRIO_PROCESS, t.id) for t in psutil.Process(pid).threads()}
 
 
+def command_of(process: psutil.Process) -> list[str]:
+    """A child's command line; none for one that ended meanwhile (another test's child not yet reaped)."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def test_the_host_lowers_its_sink_lane_only(tmp_path: Path) -> None:
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     logger = RunLogger("prio", "m", root=tmp_path, sinks=("tensorboard",), console=False, system_interval=0)
     try:
         logger.log_metrics({"loss": 1.0}, step=0)
         logger.flush()  # the host's lane has opened TensorBoard and written the step: it is running, lowered
-        hosts = [p for p in psutil.Process().children() if any("hostprocess" in a for a in p.cmdline())]
+        hosts = [p for p in psutil.Process().children() if any("hostprocess" in a for a in command_of(p))]
         assert len(hosts) == 1
         nices = thread_nices(hosts[0].pid)
     finally:
