@@ -27,6 +27,8 @@ import orjson
 __all__ = ["Kept", "KeptKeys", "KEPT", "storable", "exact", "record_parts", "keep_record", "flush_records"]
 
 KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in the catalog, not built
+NO, YES, ASK, NO_CONFIG, DEEP = 0, 1, 2, 3, 4  # KeptKeys.states: a filter's answer for a row (two bits), DEEP
+PRESENT = 3  # the bit of a filter's first config key in a row's state (the config has it); the next key's: 4...
 
 
 class KeptKeys:
@@ -36,7 +38,7 @@ class KeptKeys:
     (``taken``) and a filter's matches (``narrowed``) are dicts: few, or asked for by key."""
 
     __slots__ = ("mask", "slots", "paths", "folders", "brief_of", "rowids", "kept", "briefs", "count", "taken",
-                 "narrowed")
+                 "narrowed", "states", "extra")
 
     def __init__(self) -> None:
         self.mask = 0
@@ -48,6 +50,8 @@ class KeptKeys:
         self.count = 0  # rows kept
         self.taken: dict[str, str] = {}  # key -> folder of a run read again and kept
         self.narrowed: dict[str, str] | None = None  # a filter's matches: the kept runs from then on
+        self.states: array | None = None  # a filter's answer for each row (:meth:`load_answered`)
+        self.extra: dict[int, tuple[Any, ...]] = {}  # row -> its catalog row, where Python answers
 
     def load(self, rows: Iterable[tuple[int, str, str, bytes]], size: int) -> None:
         """The root's ended entries (``size`` of them, about: more are left out, then read as new runs)."""
@@ -77,6 +81,52 @@ class KeptKeys:
             brief_of.append(b)
             rowids.append(rowid)
         self.mask, self.slots, self.kept = mask, slots, bytearray(len(paths))
+
+    def load_answered(self, rows: Iterable[tuple[Any, ...]], size: int, tagged: bool) -> None:
+        """:meth:`load` of rows that carry a filter's answer (``Kept.load`` with a plan): (rowid, path, folder,
+        brief, state); ``state``'s bits: the answer (:data:`NO`,
+        :data:`YES`, :data:`ASK`: Python answers, :data:`NO_CONFIG`), :data:`DEEP` (below a source folder),
+        then one a config key the config has. The rows Python answers (and with ``tagged``, a filter on tags,
+        those with tags) are kept whole in :attr:`extra`, their state's answer :data:`ASK`."""
+        capacity = 1 << max(4, (2 * size + 2).bit_length())  # at most half full (as load)
+        mask, slots, paths, folders = capacity - 1, array("i", bytes(4 * capacity)), self.paths, self.folders
+        index: dict[bytes, int] = {}
+        briefs, brief_of, rowids = self.briefs, self.brief_of, self.rowids
+        states, extra = array("I"), self.extra
+        for row in rows:
+            rowid, path, folder, brief, state = row[0], row[1], row[2], row[3], row[4]
+            if len(paths) * 4 >= capacity * 3:
+                break
+            h = hash(path)
+            at = h & mask
+            found = slots[at]
+            while found and paths[found - 1] != h:
+                at = (at + 1) & mask
+                found = slots[at]
+            if found:  # two paths of one hash: neither kept (read as a plain read does)
+                folders[found - 1] = 0
+                continue
+            if state & 2 or tagged and b'"t":true' in brief:
+                extra[len(paths)] = row
+                state = (state & ~3) | ASK
+            slots[at] = len(paths) + 1
+            paths.append(h)
+            folders.append(hash(folder) or 1)  # (0: never matches)
+            b = index.get(brief)
+            if b is None:
+                b = index[brief] = len(briefs)
+                briefs.append(brief)
+            brief_of.append(b)
+            rowids.append(rowid)
+            states.append(state)
+        self.mask, self.slots, self.kept, self.states = mask, slots, bytearray(len(paths)), states
+
+    def narrow_to(self, rows: list[int], taken: dict[str, str]) -> None:
+        """Keep only ``rows`` (of the kept rows) and ``taken`` (of the runs read again): a filter's matches."""
+        kept = bytearray(len(self.kept))
+        for row in rows:
+            kept[row] = 1
+        self.kept, self.count, self.taken = kept, len(rows), taken
 
     def row(self, key: str) -> int:
         """``key``'s row, or -1."""
@@ -117,7 +167,8 @@ class KeptKeys:
 class Kept:
     """The entries one lean look checked and found right (``keys``), with their briefs counted."""
 
-    __slots__ = ("root", "_keys", "real", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed")
+    __slots__ = ("root", "_keys", "real", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed", "plan",
+                 "tagged")
 
     def __init__(self, root: str, records: bool = True) -> None:
         self.root = root  # absolute
@@ -133,6 +184,8 @@ class Kept:
         self.spoilt = ""  # why the look cannot be answered from the keys (then a whole look is made)
         self.rows: Any = None  # the look's RowSource
         self.feed: Any = None  # a filter's ConfigFeed: the configs of the folders listed, parsed beside the look
+        self.plan: Any = None  # a filter's filters_sql.Plan: answered for every entry as they are loaded
+        self.tagged = False  # the filter asks a run's tags (a kept row with tags is built to be asked)
 
     @property
     def keys(self) -> KeptKeys:
@@ -145,11 +198,31 @@ class Kept:
         self._keys.narrowed = keys
 
     def load(self, conn: sqlite3.Connection, prefix: str) -> None:
-        """The root's ended entries, from the catalog (raises sqlite3.Error)."""
+        """The root's ended entries, from the catalog (raises sqlite3.Error); with a :attr:`plan`, each with
+        the filter's answer, in the same scan (:meth:`KeptKeys.load_answered`)."""
         where = ("path >= ? AND path < ? AND ended", (prefix + "/", prefix + "0"))
         size = conn.execute(f"SELECT count(*) FROM runs WHERE {where[0]}", where[1]).fetchone()[0]
+        if self.plan is not None:
+            try:
+                self._keys.load_answered(conn.execute(*self._answered(prefix)), size, self.tagged)
+                return
+            except sqlite3.Error:  # (a kept config SQLite cannot read as JSON): the filter asked in Python
+                self._keys, self.plan = KeptKeys(), None
         self._keys.load(conn.execute(f"SELECT rowid, path, folder, brief FROM runs WHERE {where[0]}", where[1]),
                         size)
+
+    def _answered(self, prefix: str) -> tuple[str, list[Any]]:
+        """The query of :meth:`load` with the plan's answer: each config's asked values taken once (a subquery
+        SQLite does not flatten), the answer and the state's bits over them."""
+        plan = self.plan
+        params = [*plan.params, prefix + "/", prefix + "0", len(self.root.rstrip("/")) + 2]
+        low, high, below = (f"?{len(params) - 2}", f"?{len(params) - 1}", f"?{len(params)}")
+        present = "".join(f" | ((v{i} IS NOT NULL) << {PRESENT + i})" for i in range(len(plan.keys)))
+        return (f"SELECT r, path, folder, brief, (CASE WHEN c THEN coalesce({plan.decision}, {ASK}) ELSE {NO_CONFIG} "
+                f"END) | ((instr(substr(path, {below}), '/') > 0) << 2){present} FROM "
+                f"(SELECT runs.rowid AS r, path, folder, brief, config IS NOT NULL AS c, {plan.extract} FROM "
+                f"runs LEFT JOIN configs USING (path) WHERE path >= {low} AND path < {high} AND ended "
+                "LIMIT -1 OFFSET 0)", params)
 
     def unkept(self, conn: sqlite3.Connection) -> list[str]:
         """The paths of the root's ended entries the look did not keep (raises sqlite3.Error)."""
