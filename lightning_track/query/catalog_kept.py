@@ -28,7 +28,6 @@ __all__ = ["Kept", "KeptKeys", "KEPT", "storable", "exact", "record_parts", "kee
 
 KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in the catalog, not built
 NO, YES, ASK, NO_CONFIG, DEEP = 0, 1, 2, 3, 4  # KeptKeys.states: a filter's answer for a row (two bits), DEEP
-PRESENT = 3  # the bit of a filter's first config key in a row's state (the config has it); the next key's: 4...
 
 
 class KeptKeys:
@@ -50,7 +49,7 @@ class KeptKeys:
         self.count = 0  # rows kept
         self.taken: dict[str, str] = {}  # key -> folder of a run read again and kept
         self.narrowed: dict[str, str] | None = None  # a filter's matches: the kept runs from then on
-        self.states: array | None = None  # a filter's answer for each row (:meth:`load_answered`)
+        self.states: bytearray | None = None  # a filter's answer for each row (:meth:`load_answered`)
         self.extra: dict[int, tuple[Any, ...]] = {}  # row -> its catalog row, where Python answers
 
     def load(self, rows: Iterable[tuple[int, str, str, bytes]], size: int) -> None:
@@ -82,17 +81,17 @@ class KeptKeys:
             rowids.append(rowid)
         self.mask, self.slots, self.kept = mask, slots, bytearray(len(paths))
 
-    def load_answered(self, rows: Iterable[tuple[Any, ...]], size: int, tagged: bool) -> None:
+    def load_answered(self, rows: Iterable[tuple[Any, ...]], size: int, tagged: bool, below: int) -> None:
         """:meth:`load` of rows that carry a filter's answer (``Kept.load`` with a plan): (rowid, path, folder,
-        brief, state); ``state``'s bits: the answer (:data:`NO`,
-        :data:`YES`, :data:`ASK`: Python answers, :data:`NO_CONFIG`), :data:`DEEP` (below a source folder),
-        then one a config key the config has. The rows Python answers (and with ``tagged``, a filter on tags,
-        those with tags) are kept whole in :attr:`extra`, their state's answer :data:`ASK`."""
+        brief, answer: :data:`NO`, :data:`YES`, :data:`ASK`: Python answers, :data:`NO_CONFIG`); a row's state:
+        its answer, and :data:`DEEP` when its path has a "/" after ``below`` (the root's length + 1: a run
+        below a source folder). The rows Python answers (and with ``tagged``, a filter on tags, those with
+        tags) are kept whole in :attr:`extra`, their state's answer :data:`ASK`."""
         capacity = 1 << max(4, (2 * size + 2).bit_length())  # at most half full (as load)
         mask, slots, paths, folders = capacity - 1, array("i", bytes(4 * capacity)), self.paths, self.folders
         index: dict[bytes, int] = {}
         briefs, brief_of, rowids = self.briefs, self.brief_of, self.rowids
-        states, extra = array("I"), self.extra
+        states, extra = bytearray(), self.extra
         for row in rows:
             rowid, path, folder, brief, state = row[0], row[1], row[2], row[3], row[4]
             if len(paths) * 4 >= capacity * 3:
@@ -108,7 +107,9 @@ class KeptKeys:
                 continue
             if state & 2 or tagged and b'"t":true' in brief:
                 extra[len(paths)] = row
-                state = (state & ~3) | ASK
+                state = ASK
+            if path.find("/", below) != -1:
+                state |= DEEP
             slots[at] = len(paths) + 1
             paths.append(h)
             folders.append(hash(folder) or 1)  # (0: never matches)
@@ -204,7 +205,8 @@ class Kept:
         size = conn.execute(f"SELECT count(*) FROM runs WHERE {where[0]}", where[1]).fetchone()[0]
         if self.plan is not None:
             try:
-                self._keys.load_answered(conn.execute(*self._answered(prefix)), size, self.tagged)
+                self._keys.load_answered(conn.execute(*self._answered(prefix)), size, self.tagged,
+                                         len(self.root.rstrip("/")) + 1)
                 return
             except sqlite3.Error:  # (a kept config SQLite cannot read as JSON): the filter asked in Python
                 self._keys, self.plan = KeptKeys(), None
@@ -215,12 +217,10 @@ class Kept:
         """The query of :meth:`load` with the plan's answer: each config's asked values taken once (a subquery
         SQLite does not flatten), the answer and the state's bits over them."""
         plan = self.plan
-        params = [*plan.params, prefix + "/", prefix + "0", len(self.root.rstrip("/")) + 2]
-        low, high, below = (f"?{len(params) - 2}", f"?{len(params) - 1}", f"?{len(params)}")
-        present = "".join(f" | ((v{i} IS NOT NULL) << {PRESENT + i})" for i in range(len(plan.keys)))
-        return (f"SELECT r, path, folder, brief, (CASE WHEN c THEN coalesce({plan.decision}, {ASK}) ELSE {NO_CONFIG} "
-                f"END) | ((instr(substr(path, {below}), '/') > 0) << 2){present} FROM "
-                f"(SELECT runs.rowid AS r, path, folder, brief, config IS NOT NULL AS c, {plan.extract} FROM "
+        params = [*plan.params, prefix + "/", prefix + "0"]
+        low, high = f"?{len(params) - 1}", f"?{len(params)}"
+        return (f"SELECT r, path, folder, brief, CASE WHEN c THEN coalesce({plan.decision}, {ASK}) ELSE {NO_CONFIG} "
+                f"END FROM (SELECT runs.rowid AS r, path, folder, brief, config IS NOT NULL AS c, {plan.extract} FROM "
                 f"runs LEFT JOIN configs USING (path) WHERE path >= {low} AND path < {high} AND ended "
                 "LIMIT -1 OFFSET 0)", params)
 

@@ -17,13 +17,12 @@ import operator
 import os
 import sqlite3
 from collections.abc import Sequence
-from functools import reduce
 from itertools import compress
 from typing import Any
 
 import orjson
 
-from .catalog_kept import ASK, DEEP, NO_CONFIG, PRESENT, YES, Kept
+from .catalog_kept import ASK, DEEP, NO_CONFIG, YES, Kept
 from .catalog_rows import _config_name
 from .filters import MISSING, Bool, Cmp, Filter, Node, Not, compare
 from .filters_sql import plan
@@ -83,7 +82,7 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
     held = list(compress(range(len(flags)), flags))  # the kept rows (flag 1)
     chosen = [i for i in held if states[i] & 3 == YES]  # kept rows that match
     ask = [i for i in held if states[i] & 3 == ASK]  # kept rows Python answers
-    present = reduce(operator.or_, map(states.__getitem__, held), 0)  # which asked keys some kept config has
+    present: set[str] = set()  # asked keys some kept run's config has (seen so far)
     unsure: list[Any] = []
     need: list[tuple[Any, ...]] = []  # rows whose config the feed parses
     here: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []  # (row, texts) Python answers
@@ -115,7 +114,6 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
             unsure.append(run)
         elif has_config:
             here.append((entry, texts))
-            present |= sum(1 << (PRESENT + i) for i, text in enumerate(texts) if text is not None)
         else:
             need.append(entry)
     if need and feed is None:
@@ -158,6 +156,7 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
     memo: dict[tuple[Any, ...], bool] = {}
     matched_here: set[str] = set()  # the paths of the kept runs Python found matching
     for entry, texts in here:
+        present.update(name for name, text in zip(asked, texts, strict=True) if text is not None)
         answer = memo.get(texts) if pure else None
         if answer is None:
             answer = matches(entry, _decoded(asked, texts))
@@ -166,7 +165,7 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
         if answer:
             matched_here.add(entry[0])
     for entry, found in fed:
-        present |= sum(1 << (PRESENT + i) for i, name in enumerate(asked) if name in found)
+        present.update(name for name in asked if name in found)
         if matches(entry, found):
             matched_here.add(entry[0])
     last_narrow.update(sql=keys.count - len(ask), python=len(here) + len(fed), planned=True)
@@ -180,12 +179,9 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
     _values_of_built(source, conn, kept.plan, candidates, values)
     with problems_found() as broken:  # a config.yaml the filter read and could not parse: said as a whole look
         matched = filter_runs(candidates, list(filters))
-    unknown = []
-    for key in dict.fromkeys(names):
-        name = names[key]
-        if key not in _FIELDS and name and not present >> (PRESENT + asked.index(name)) & 1 and \
-                all(run.value(key) is MISSING for run in candidates):
-            unknown.append(key)
+    unknown = [key for key in dict.fromkeys(names) if key not in _FIELDS and names[key] and names[key] not in present
+               and not _kept_has(conn, kept, asked.index(names[key])) and
+               all(run.value(key) is MISSING for run in candidates)]
     chosen += [i for i in ask if rows[i][0] in matched_here]
     taken_chosen = {entry[0]: entry for entry, *_ in taken if entry[0] in matched_here}
     keys.narrow_to(chosen, {key: entry[1] for key, entry in taken_chosen.items()})
@@ -198,6 +194,20 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
     below = len(kept.root.rstrip("/")) + 1  # a key's part after the root: a source when it has a "/"
     kept.sourced = any(states[i] & DEEP for i in chosen) or any("/" in key[below:] for key in taken_chosen)
     return matched, broken, unknown
+
+
+def _kept_has(conn: sqlite3.Connection, kept: Kept, i: int) -> bool:
+    """Whether some kept run's kept config has the plan's ``i``-th key (before the keys are narrowed): the
+    root's rows with it, until one is a kept run's (the first, most often; all only when none has it)."""
+    planned, has = kept.plan, kept.keys.has
+    params = [*planned.params, kept.root + "/", kept.root + "0"]
+    for path, folder in conn.execute(
+            f"SELECT path, folder FROM (SELECT path, folder, {planned.extract} FROM runs JOIN configs USING (path) "
+            f"WHERE path >= ?{len(params) - 1} AND path < ?{len(params)} AND ended LIMIT -1 OFFSET 0) "
+            f"WHERE v{i} IS NOT NULL", params):
+        if has(path, folder):
+            return True
+    return False
 
 
 def _details(conn: sqlite3.Connection, planned: Any, rows: list[tuple[Any, ...]]) -> dict[int, Any] | None:
