@@ -256,12 +256,15 @@ def _values_of_built(source: Any, conn: sqlite3.Connection, planned: Any, candid
     if paths:
         params = [*planned.params, orjson.dumps(paths).decode()]
         texts = ", ".join(f"v{i}" for i in range(len(planned.keys)))
-        for path, folder, stat, *found in conn.execute(
-                f"SELECT path, folder, config_stat, {texts} FROM (SELECT path, folder, config_stat, "
-                f"{planned.extract} FROM runs JOIN configs USING (path) WHERE path IN (SELECT value FROM "
-                f"json_each(?{len(params)})) LIMIT -1 OFFSET 0)", params):
-            for name, text in zip(planned.keys, found, strict=True):
-                values[name][path] = (folder, MISSING if text is None else orjson.loads(text), stat)
+        rows = conn.execute(f"SELECT path, folder, config_stat, {texts} FROM (SELECT path, folder, config_stat, "
+                            f"{planned.extract} FROM runs JOIN configs USING (path) WHERE path IN (SELECT value FROM "
+                            f"json_each(?{len(params)})) LIMIT -1 OFFSET 0)", params).fetchall()
+        for i, name in enumerate(planned.keys, 3):  # each key's texts decoded at once
+            found = [row[i] for row in rows if row[i] is not None]
+            decoded = iter(orjson.loads(("[" + ",".join(found) + "]").encode()))
+            column = values[name]
+            for row in rows:
+                column[row[0]] = (row[1], MISSING if row[i] is None else next(decoded), row[2])
     for name, column in values.items():
         source._values.setdefault(name, column)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,17 @@ def test_a_config_edited_between_looks_is_answered_anew(kinds, capsys, monkeypat
     catalog.flush_configs()
     text, lean = filtered(capsys, monkeypatch, root, ["model.lr<1e-3"], "--all")  # again: from the catalog
     assert lean and "word" in shown(text) and newest_filter.last_narrow["sql"] > 0
+
+
+def test_a_kept_config_sqlite_cannot_read_is_asked_in_python(kinds, capsys, monkeypatch) -> None:
+    root = str(kinds)
+    filtered(capsys, monkeypatch, root, ["model.lr<1e-3"])
+    catalog.flush_configs()
+    run = next(kinds.glob("float_*"))
+    conn = sqlite3.connect(catalog.catalog_path())
+    with conn:  # a config the catalog holds that is no JSON (another tool's write, a damaged page)
+        assert conn.execute("UPDATE configs SET config = ? WHERE path = ?", (b'{"model.lr": ', str(run))).rowcount
+    conn.close()
+    text, lean = filtered(capsys, monkeypatch, root, ["model.lr<=1e-3"], "--all")
+    assert lean and not newest_filter.last_narrow["planned"]  # the Python path answered, as before
+    assert "float" in shown(text)
