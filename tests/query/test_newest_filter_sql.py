@@ -138,3 +138,19 @@ def test_a_kept_config_sqlite_cannot_read_is_asked_in_python(kinds, capsys, monk
     text, lean = filtered(capsys, monkeypatch, root, ["model.lr<=1e-3"], "--all")
     assert lean and not newest_filter.last_narrow["planned"]  # the Python path answered, as before
     assert "float" in shown(text)
+
+
+def test_a_run_folder_as_the_root_and_runs_below_sources(kinds, tmp_path, capsys, monkeypatch) -> None:
+    run = str(next(kinds.glob("float_*")))
+    nested = tmp_path / "nested"
+    for source in ("gpu1", "gpu2/deep"):
+        shutil.copytree(kinds, nested / source)
+    for root in (run, str(nested)):
+        filtered(capsys, monkeypatch, root, ["model.lr<1e-3"])
+        catalog.flush_configs()
+        for flt in FILTERS[:12]:
+            _, lean = filtered(capsys, monkeypatch, root, flt, "--all")
+            assert lean, (root, flt)
+    text, _ = filtered(capsys, monkeypatch, str(nested), ["model.lr=0.001"], "--all")
+    assert sorted(line.split()[1] for line in text.splitlines()[1:] if line.strip()) == \
+        ["gpu1", "gpu1", "gpu2/deep", "gpu2/deep"]  # the source column: runs below source folders
