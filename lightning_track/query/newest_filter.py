@@ -86,7 +86,7 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
     unsure: list[Any] = []
     need: list[tuple[Any, ...]] = []  # rows whose config the feed parses
     here: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []  # (row, texts) Python answers
-    rows: dict[int, tuple[Any, ...]] = {}  # a chosen kept row Python answered -> its row
+    rows: dict[int, tuple[Any, ...]] = {}  # a kept row Python answers -> its row, as make takes it
     details = _details(conn, kept.plan, [keys.extra[i] for i in ask])
     if details is None:
         return None  # an entry written again since the look: a whole look answers
