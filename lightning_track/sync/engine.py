@@ -178,7 +178,7 @@ class SyncSession:
             [tops[i:i + BATCH_TOPS] for i in range(0, len(tops), BATCH_TOPS)]
         plan = Plan(unchanged=skipped_files)
         src_m = Manifest()
-        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=len(skipped))
+        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=skipped)
 
         def copied(entry: Entry) -> None:
             result.copied += 1
@@ -247,9 +247,9 @@ class SyncSession:
         assert self.src is not None
         return await top_names(self.src, self.dst, self.options.runs_glob)
 
-    async def _unsettled(self, cover: str) -> tuple[list[str] | None, set[str], int]:
+    async def _unsettled(self, cover: str) -> tuple[list[str] | None, int, int]:
         if self.dst is None or self.options.full:
-            return None, set(), 0
+            return None, 0, 0
         assert self.src is not None
         return await unsettled(self.state, self.src, self.dst, cover, self.options.runs_glob)
 

@@ -8,7 +8,7 @@ import stat as stat_mod
 from collections.abc import Collection
 
 from ...folder.fileio import inside
-from .base import DIR, FILE, LINK, Entry, Transport, check_name
+from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name
 
 __all__ = ["LocalTransport"]
 
@@ -91,6 +91,27 @@ class LocalTransport(Transport):
             return tops, times
 
         return await asyncio.to_thread(look)
+
+    async def look(self, looker: Looker) -> None:
+        def look() -> None:
+            root = self.root
+            with os.scandir(root) as it:
+                for item in it:
+                    check_name(item.name, "")
+                    st = item.stat(follow_symlinks=False)
+                    kind = (LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode)
+                            else FILE if stat_mod.S_ISREG(st.st_mode) else "")
+                    if kind:
+                        looker.entry(item.name, kind, int(st.st_mtime))
+            for rel in looker.known():
+                try:
+                    st = os.lstat(f"{root}/{rel}")
+                except OSError:
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    looker.entry(rel, DIR, int(st.st_mtime))
+
+        await asyncio.to_thread(look)
 
     async def stat(self, rel: str) -> Entry | None:
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import posixpath
 import shlex
 import stat as stat_mod
@@ -31,7 +32,7 @@ import asyncssh
 from ...errors import HostKeyError, SSHSetupError, TransportError, one_line
 from ...folder.fileio import inside
 from ..endpoints import Endpoint
-from .base import DIR, FILE, LINK, Entry, Transport, check_name
+from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name
 from .ssh_connect import SSH_ERRORS, host_key_message, preferred_ciphers
 
 __all__ = ["SSHTransport"]
@@ -87,6 +88,7 @@ class SSHTransport(Transport):
     # SFTP_TOPS run folders walked (their readdirs in parallel), a root of up to SFTP_ROOT entries (a few
     # readdir round trips; a bigger one is left after those) with up to SFTP_STATS folders stat'ed
     SFTP_TOPS, SFTP_ROOT, SFTP_STATS = 8, 400, 256
+    FEED_BYTES = 1 << 16  # a look's known folders are sent to the remote find this many bytes at a time
 
     def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 20.0) -> None:
         super().__init__(endpoint.path)
@@ -311,8 +313,10 @@ class SSHTransport(Transport):
             await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
         return entries
 
-    async def _sftp_root(self, limit: int | None) -> list[Entry] | None:
-        """The root's entries over SFTP (one round trip per ~100); None once more than ``limit``."""
+    async def _sftp_root(self, limit: int | None, each: Callable[[str, str, int], None] | None = None
+                         ) -> list[Entry] | None:
+        """The root's entries over SFTP (one round trip per ~100); None once more than ``limit``. With ``each``:
+        each entry reported as read instead (name, kind, mtime), none kept."""
         tops: list[Entry] = []
         async with contextlib.aclosing(self._sftp.scandir(self.root)) as items:
             async for item in items:
@@ -322,7 +326,9 @@ class SSHTransport(Transport):
                 check_name(name, "")
                 kind = LINK if stat_mod.S_ISLNK(mode) else DIR if stat_mod.S_ISDIR(mode) else FILE if \
                     stat_mod.S_ISREG(mode) else ""
-                if kind:
+                if kind and each is not None:
+                    each(name, kind, int(item.attrs.mtime or 0))
+                elif kind:
                     tops.append(Entry(name, kind, item.attrs.size or 0 if kind == FILE else 0,
                                       int(item.attrs.mtime or 0)))
                 if limit is not None and len(tops) > limit:
@@ -353,6 +359,105 @@ class SSHTransport(Transport):
         found_attrs = await asyncio.gather(*(one(rel) for rel in rels))
         return tops, {rel: int(a.mtime or 0) for rel, a in zip(rels, found_attrs, strict=True)
                       if a is not None and stat_mod.S_ISDIR(a.permissions or 0)}
+
+    @_mapped
+    async def look(self, looker: Looker) -> None:
+        """A small root (SFTP_ROOT) with few known folders (SFTP_STATS) over SFTP; else one remote ``find`` for the
+        root's entries and a stat of each known folder, its output reported as it comes (never held whole);
+        where the remote cannot run it, the root's listing over SFTP as it comes."""
+        tops = await self._sftp_root(self.SFTP_ROOT) if looker.known_count() <= self.SFTP_STATS else None
+        if tops is None:
+            if await self._find_each(looker):
+                return
+            looker.reset()
+            await self._sftp_root(None, looker.entry)
+        else:
+            for entry in tops:
+                looker.entry(entry.rel, entry.kind, entry.mtime)
+        batch: list[str] = []
+        for rel in itertools.chain(looker.known(), [None]):  # a few hundred stats in flight at once
+            if rel is not None:
+                batch.append(rel)
+            if batch and (rel is None or len(batch) >= self.SFTP_STATS):
+                found = await asyncio.gather(*(self._lstat(one) for one in batch))
+                for one, attrs in zip(batch, found, strict=True):
+                    if attrs is not None and stat_mod.S_ISDIR(attrs.permissions or 0):
+                        looker.entry(one, DIR, int(attrs.mtime or 0))
+                batch = []
+
+    async def _lstat(self, rel: str) -> Any:
+        try:
+            return await self._sftp.lstat(self.abs(rel))
+        except asyncssh.SFTPNoSuchFile:
+            return None
+
+    async def _find_each(self, looker: Looker) -> bool:
+        """``_find("STAT")`` reported as its output comes: the root's entries, then each of ``looker.known()``
+        itself (fed as the remote reads them); False where find cannot answer (no shell access, no GNU find, output
+        that is not find's, a complaint other than a file that vanished): the caller looks again over SFTP."""
+        if self._find_ok is False or self._conn is None:
+            return False
+        fmt = shlex.quote("%y\\t%s\\t%T@\\t%p\\0")
+        inner = f'exec {self.FIND} "$@" -maxdepth 0 -printf {fmt}'
+        each = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"
+        feed = looker.known_count() > 0
+        cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {each}" if feed else "")
+        try:
+            proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {cmd}", encoding=None)
+        except asyncssh.ChannelOpenError:  # an SFTP-only account
+            self._find_ok = False
+            return False
+
+        async def write() -> None:
+            try:
+                if feed:
+                    chunk = bytearray()
+                    for rel in looker.known():
+                        chunk += f"./{rel}".encode("utf-8", "surrogateescape") + b"\0"
+                        if len(chunk) >= self.FEED_BYTES:
+                            proc.stdin.write(bytes(chunk))
+                            chunk.clear()
+                            await proc.stdin.drain()
+                    proc.stdin.write(bytes(chunk))
+                proc.stdin.write_eof()
+            except (OSError, *_SSH_ERRORS):  # the command ended before reading it all
+                pass
+
+        writer, complaints = asyncio.ensure_future(write()), asyncio.ensure_future(proc.stderr.read())
+        kinds = {"f": FILE, "d": DIR, "l": LINK}
+        rest, got = b"", False
+        try:
+            while chunk := await proc.stdout.read(1 << 16):
+                got = True
+                records = (rest + chunk).split(b"\0")
+                rest = records.pop()
+                for record in records:
+                    kind, _, mtime, path = record.decode("utf-8").split("\t", 3)
+                    rel = path[2:] if path.startswith("./") else path
+                    if kind not in kinds or not rel or ("/" in rel and kind != "d"):
+                        continue
+                    head = ""
+                    for name in rel.split("/"):
+                        check_name(name, head)
+                        head = f"{head}/{name}" if head else name
+                    looker.entry(rel, kinds[kind], int(mtime.split(".")[0]))
+            await proc.wait_closed()
+            err = (await complaints).decode(errors="replace")
+        except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
+            self._find_ok = False
+            return False
+        finally:
+            writer.cancel()
+            complaints.cancel()
+            proc.close()
+        if proc.exit_status != 0:
+            lines = [line for line in err.splitlines() if line.strip()]
+            if not got or not lines or not all(line.endswith("No such file or directory") for line in lines):
+                if not got and self._find_ok is None:
+                    self._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
+                return False
+        self._find_ok = True
+        return True
 
     @_mapped
     async def stat(self, rel: str) -> Entry | None:
