@@ -12,18 +12,21 @@ Why the settled runs are a table of arrays (:class:`SettledRuns`) and not a dict
 nothing changed loads one ``run`` line a run and needs, of each, only its name, its folders' mtimes and
 its file count; kept as dicts that is ~1.5 KiB a run (100,000 runs: 150 MiB), as arrays ~0.1 KiB. The
 journal's lines are the same as before either way (an older lt-sync reads this one's, and this one
-an older's), and it is read and rewritten a line at a time.
+an older's), and it is read and rewritten a line at a time. The ``done`` lines (one a file of the runs not
+settled: the live runs, tens of thousands of files on a busy server) are not kept in memory at all: nothing
+a pass decides reads them, and a compaction carries the last one of each file over from the journal itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ..errors import JsonlProblem, SyncError
 from ..folder.fileio import JsonlAppender, atomic_open, iter_jsonl, json_line
@@ -41,7 +44,7 @@ def default_state_path(src: str, dest: str) -> Path:
 
 _OPS = ("done", "partial", "forget", "run", "unrun")
 _NAME = ("utf-8", "surrogatepass")  # any str a listing gives (surrogate-escaped bytes too) and back, exactly
-_DONE = struct.Struct("<qq16s")  # a done record kept packed: size, mtime, the tail hash's 16 bytes
+_RUN_LINE = b'{"op":"run",'  # how this version (and the one before) starts a run line: skipped unread
 _LINES_AT_ONCE = 1000  # lines of a compaction joined into one write
 
 
@@ -231,12 +234,11 @@ class SettledRuns:
 
 
 class SyncState:
-    """``partial`` copies (which source version each holds), ``done`` files (size, mtime, tail hash of the
-    source version copied) of the runs not settled, and the settled runs (:class:`SettledRuns`)."""
+    """``partial`` copies (which source version each holds) and the settled runs (:class:`SettledRuns`); the
+    journal also says which files are ``done`` (size, mtime, tail hash of the source version copied)."""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
-        self.done: dict[str, bytes | tuple[Any, Any, Any]] = {}  # file -> _DONE packed, or as read (an odd one)
         self.partial: dict[str, tuple[Any, Any]] = {}  # file -> (size, mtime) of the source version
         self.runs = SettledRuns()
         self.problems: list[JsonlProblem] = []
@@ -258,14 +260,10 @@ class SyncState:
         op, rel = record.get("op"), record.get("path")
         if not isinstance(rel, str):
             return
-        if op == "done":
-            self.done[rel] = _pack_done(record)
+        if op == "done" or op == "forget":
             self.partial.pop(rel, None)
         elif op == "partial":
             self.partial[rel] = (record.get("size"), record.get("mtime"))
-        elif op == "forget":
-            self.done.pop(rel, None)
-            self.partial.pop(rel, None)
         elif op == "run":
             self.runs.put(rel, record.get("src"), record.get("dst"), record.get("files"), record.get("cover"))
         elif op == "unrun":
@@ -317,8 +315,8 @@ class SyncState:
             self._write({"op": "unrun", "path": top})
 
     def compact(self) -> None:
-        """Rewrite the journal as one line per settled run, per file of the other runs and per partial copy
-        (atomically, a thousand lines at a time), dropping the history.
+        """Rewrite the journal as one line per settled run, per file of the other runs (its last ``done``, read
+        from the journal as it is) and per partial copy: atomically, a thousand lines at a time, the history dropped.
 
         A settled run's files need no line each (its one ``run`` line stands for them): the journal a
         nothing-changed pass loads stays one line per run, not one per file."""
@@ -326,29 +324,50 @@ class SyncState:
             return
         self.close()
         self._dirty = False
-        runs = self.runs
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        last = _LastDone()
+        for number, path, op in self._files_said():
+            last.put(path, number, op == "done")
         with atomic_open(self.path, "wb") as out:
-            lines: list[str] = []
-            for line in self._lines():
+            lines: list[bytes] = []
+
+            def write(line: bytes) -> None:
                 lines.append(line)
                 if len(lines) >= _LINES_AT_ONCE:
-                    out.write("".join(lines).encode("utf-8"))
+                    out.write(b"".join(lines))
                     lines.clear()
-            out.write("".join(lines).encode("utf-8"))
-        done = self.done  # the settled runs' done records are gone from the journal: from memory too
-        for rel in [rel for rel in done if rel.split("/", 1)[0] in runs]:
-            del done[rel]
 
-    def _lines(self) -> Iterator[str]:
-        runs = self.runs
-        for row in runs.live_rows():
-            yield json_line({"op": "run", "path": runs.name(row), **runs.record(row)})
-        for rel, packed in self.done.items():
-            if rel.split("/", 1)[0] not in runs:
-                yield _done_line(rel, packed)
-        for rel, (size, mtime) in self.partial.items():
-            yield json_line({"op": "partial", "path": rel, "size": size, "mtime": mtime})
+            runs = self.runs
+            for row in runs.live_rows():
+                write(json_line({"op": "run", "path": runs.name(row), **runs.record(row)}).encode("utf-8"))
+            for number, path, raw in self._files_said(done=True):
+                if last.is_done(path, number) and path.split("/", 1)[0] not in runs:
+                    write(raw if raw.endswith(b"\n") else raw + b"\n")
+            for rel, (size, mtime) in self.partial.items():
+                write(json_line({"op": "partial", "path": rel, "size": size, "mtime": mtime}).encode("utf-8"))
+            out.write(b"".join(lines))
+
+    def _files_said(self, done: bool = False) -> Iterator[tuple[int, str, Any]]:
+        """The journal's ``done`` and ``forget`` lines as (line number, path, op) -- with ``done``: its done lines
+        as (line number, path, the line) -- read a line at a time; run lines are passed by unread."""
+        assert self.path is not None
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            for number, raw in enumerate(handle):
+                if raw.startswith(_RUN_LINE):
+                    continue
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # a torn last line, a line only the stdlib reads: no done line to keep
+                if type(record) is not dict or type(record.get("path")) is not str:
+                    continue
+                op = record.get("op")
+                if op == "done" or (op == "forget" and not done):
+                    yield number, record["path"], raw if done else op
 
     def close(self) -> None:
         if self._journal is not None:
@@ -356,25 +375,38 @@ class SyncState:
             self._journal = None
 
 
-def _pack_done(record: dict[str, Any]) -> bytes | tuple[Any, Any, Any]:
-    """A done record in 32 bytes when it is the usual one (int size and mtime, a 32-hex-digit tail hash), else
-    its values as read."""
-    size, mtime, tail = record.get("size"), record.get("mtime"), record.get("tail")
-    if _is_int(size) and _is_int(mtime) and isinstance(tail, str) and len(tail) == 32:
-        try:
-            raw = bytes.fromhex(tail)
-        except ValueError:
-            pass
-        else:
-            if raw.hex() == tail:
-                return _DONE.pack(size, mtime, raw)
-    return size, mtime, tail
+class _LastDone:
+    """Each file's last done-or-forget line of the journal, ~24 bytes a file: the path's hash -> its line number
+    and whether it was a done line (open addressing in two arrays). Two paths of one hash keep the later line of
+    the two: a done line lost from the journal, which no pass reads for a decision (the mirror is re-listed)."""
 
+    __slots__ = ("mask", "hashes", "lines", "count")
 
-def _done_line(rel: str, packed: bytes | tuple[Any, Any, Any]) -> str:
-    if isinstance(packed, bytes):
-        size, mtime, raw = _DONE.unpack(packed)
-        tail: Any = raw.hex()
-    else:
-        size, mtime, tail = packed
-    return json_line({"op": "done", "path": rel, "size": size, "mtime": mtime, "tail": tail})
+    def __init__(self) -> None:
+        self.mask, self.hashes, self.lines, self.count = 15, array("q", bytes(8 * 16)), array("q", bytes(8 * 16)), 0
+
+    def _at(self, h: int) -> int:
+        mask, hashes = self.mask, self.hashes
+        at = h & mask
+        while hashes[at] and hashes[at] != h:
+            at = (at + 1) & mask
+        return at
+
+    def put(self, path: str, number: int, done: bool) -> None:
+        h = hash(path) or 1
+        at = self._at(h)
+        if not self.hashes[at]:
+            self.count += 1
+        self.hashes[at], self.lines[at] = h, number * 2 + done
+        if self.count * 2 > self.mask + 1:
+            hashes, lines, size = self.hashes, self.lines, (self.mask + 1) * 2
+            self.mask, self.hashes, self.lines = size - 1, array("q", bytes(8 * size)), array("q", bytes(8 * size))
+            for i, h in enumerate(hashes):
+                if h:
+                    at = self._at(h)
+                    self.hashes[at], self.lines[at] = h, lines[i]
+
+    def is_done(self, path: str, number: int) -> bool:
+        """Whether line ``number`` is ``path``'s last, and a done line."""
+        at = self._at(hash(path) or 1)
+        return self.hashes[at] != 0 and self.lines[at] == number * 2 + 1

@@ -77,7 +77,8 @@ def test_the_table_holds_what_the_run_lines_said() -> None:
 
 
 def test_a_journal_of_the_previous_version_is_read_and_written_back_in_its_format(tmp_path: Path) -> None:
-    """The lines are the same as before: an uncompacted journal with history, loaded and compacted, says the same."""
+    """The lines are the same as before: an uncompacted journal with history, loaded and compacted, says the same
+    (each file's last done line, read from the journal itself; none of a settled run's files)."""
     state = tmp_path / "state.jsonl"
     run_a = {"op": "run", "path": "a_x_1", "src": {"a_x_1": 10, "a_x_1/tensorboard_logs": 11},
              "dst": {"a_x_1": 20, "a_x_1/tensorboard_logs": 21}, "files": 4, "cover": ""}
@@ -85,7 +86,8 @@ def test_a_journal_of_the_previous_version_is_read_and_written_back_in_its_forma
         {"op": "done", "path": "a_x_1/summary.json", "size": 10, "mtime": 10, "tail": "00" * 16},
         {"op": "partial", "path": "b_x_1/big.log", "size": 100, "mtime": 5},
         {"op": "done", "path": "b_x_1/metrics.jsonl", "size": 7, "mtime": 3, "tail": "ab" * 16},
-        {"op": "done", "path": "b_x_1/odd.txt", "size": 7, "mtime": 3.5, "tail": "not hex"},
+        {"op": "done", "path": "b_x_1/odd.txt", "size": 1, "mtime": 1, "tail": "ef" * 16},  # the file again:
+        {"op": "done", "path": "b_x_1/odd.txt", "size": 7, "mtime": 3.5, "tail": "not hex"},  # its last line kept
         {"op": "partial", "path": "b_x_1/done.log", "size": 9, "mtime": 5},
         {"op": "done", "path": "b_x_1/done.log", "size": 9, "mtime": 5, "tail": "cd" * 16},
         run_a,
@@ -101,7 +103,7 @@ def test_a_journal_of_the_previous_version_is_read_and_written_back_in_its_forma
     loaded._dirty = True
     loaded.compact()
     again = journal(state)
-    assert [r for r in again if r["op"] == "run"] == [run_a, lines[9]]
+    assert [r for r in again if r["op"] == "run"] == [run_a, lines[10]]
     assert sorted((r["path"], r["size"], r["mtime"], r["tail"]) for r in again if r["op"] == "done") == [
         ("b_x_1/done.log", 9, 5, "cd" * 16), ("b_x_1/odd.txt", 7, 3.5, "not hex")]  # a settled run's: dropped
     assert [r for r in again if r["op"] == "partial"] == [lines[1]]
