@@ -33,6 +33,7 @@ from .transport import DIR, Looker, Transport
 __all__ = ["SETTLE_S", "top_names", "unsettled", "settle"]
 
 SETTLE_S = 300  # seconds a run's files and folders must have been quiet, after it ended, to be settled
+SUMMARY_FIRST = 1 << 16  # bytes of a summary.json read first when checking whether its run ended
 
 
 async def top_names(src: Transport, dst: Transport | None, runs_glob: str | None) -> list[str]:
@@ -167,16 +168,22 @@ async def settle(state: SyncState, src_m: Manifest, dst_m: Manifest, plan: Plan,
             state.unsettle(top)
     candidates = [top for top in src_dirs if top not in busy and top not in runs
                   and f"{top}/{RunLayout.SUMMARY}" in src_m.files]
-    gate = asyncio.Semaphore(max(1, parallel))
+    todo = iter(candidates)
 
     async def ended(top: str) -> bool:
-        async with gate:
-            try:
-                summary: Any = json.loads(await reader.read(f"{top}/{RunLayout.SUMMARY}", 0, 1 << 20))
-            except (OSError, ValueError):
-                return False
+        rel = f"{top}/{RunLayout.SUMMARY}"
+        try:  # a summary is a few KiB: a first read of 64 KiB (a read's buffer is its size), the rest up to 1 MiB
+            data = await reader.read(rel, 0, SUMMARY_FIRST)
+            if len(data) == SUMMARY_FIRST:
+                data += await reader.read(rel, SUMMARY_FIRST, (1 << 20) - SUMMARY_FIRST)
+            summary: Any = json.loads(data)
+        except (OSError, ValueError):
+            return False
         return isinstance(summary, dict) and summary.get("status") in FINAL_STATUSES
 
-    for top, done in zip(candidates, await asyncio.gather(*(ended(t) for t in candidates)), strict=True):
-        if done:
-            state.settle(top, src_dirs[top], dst_dirs[top], files.get(top, 0), cover)
+    async def reading() -> None:  # ``parallel`` readers, not a task a run (a thousand live runs a batch)
+        for top in todo:
+            if await ended(top):
+                state.settle(top, src_dirs[top], dst_dirs[top], files.get(top, 0), cover)
+
+    await asyncio.gather(*(reading() for _ in range(min(max(1, parallel), len(candidates)))))

@@ -24,7 +24,7 @@ import itertools
 import posixpath
 import shlex
 import stat as stat_mod
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
 import asyncssh
@@ -165,48 +165,81 @@ class SSHTransport(Transport):
         is accepted only when every complaint is a file that vanished mid-listing (a live run's temp file);
         anything else (an unreadable folder) falls back to SFTP, whose listing raises it by name.
         """
+        entries: list[Entry] = []
+
+        def each(rel: str, kind: str, size: int, mtime: int) -> None:
+            entries.append(Entry(rel, kind, size, mtime))
+
+        return entries if await self._find_stream(paths, expr, [stdin] if stdin else None, each) else None
+
+    async def _find_stream(self, paths: str, expr: str, stdin: Iterable[bytes] | None,
+                           each: Callable[[str, str, int, int], None]) -> bool:
+        """:meth:`_find`'s listing reported an entry at a time as its output comes (``each(rel, kind, size,
+        mtime)``; the output never held whole), ``stdin`` fed as the remote reads it; False where find cannot
+        answer (then what was reported is no answer)."""
         if self._find_ok is False or self._conn is None:  # no connection of its own: an SFTP session only
-            return None
+            return False
         fmt = shlex.quote("%y\\t%s\\t%T@\\t%p\\0")  # find expands the escapes
         inner = f'exec {self.FIND} "$@" {"-maxdepth 0" if paths == "STAT" else expr} -printf {fmt}'
-        each = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"  # stdin must be given (and is closed)
+        xargs = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"  # stdin must be given (and is closed)
         if paths == "TOPS":  # the names on stdin: the trees under them
-            cmd = each
+            cmd = xargs
         elif paths == "STAT":  # the root's own entries, then each path on stdin itself
-            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {each}" if stdin else "")
+            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {xargs}" if stdin else "")
         else:
             cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 {expr} -printf {fmt}"
         try:
-            done = await self._conn.run(f"cd {shlex.quote(self.root)} && {cmd}", input=stdin, encoding=None,
-                                        check=False)
+            proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {cmd}", encoding=None)
         except asyncssh.ChannelOpenError:  # an SFTP-only account (ForceCommand internal-sftp and the like)
             self._find_ok = False
-            return None
-        out, err = done.stdout or b"", (done.stderr or b"").decode(errors="replace")
-        if done.exit_status != 0:
-            lines = [line for line in err.splitlines() if line.strip()]
-            if not out or not lines or not all(line.endswith("No such file or directory") for line in lines):
-                if not out and self._find_ok is None:
-                    self._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
-                return None
-        entries = []
+            return False
+
+        async def feed() -> None:
+            try:
+                for data in stdin or ():
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+                proc.stdin.write_eof()
+            except (OSError, *_SSH_ERRORS):  # the command ended before reading it all
+                pass
+
+        writer, complaints = asyncio.ensure_future(feed()), asyncio.ensure_future(proc.stderr.read())
         kinds = {"f": FILE, "d": DIR, "l": LINK}
+        rest, got, bad = b"", False, False
         try:
-            for record in out.split(b"\0")[:-1]:
-                kind, size, mtime, path = record.decode("utf-8").split("\t", 3)
-                rel = path[2:] if path.startswith("./") else path
-                if kind not in kinds or not rel:
-                    continue
-                head = ""
-                for name in rel.split("/"):
-                    check_name(name, head)
-                    head = f"{head}/{name}" if head else name
-                entries.append(Entry(rel, kinds[kind], int(size) if kind == "f" else 0, int(mtime.split(".")[0])))
-        except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
-            self._find_ok = False
-            return None
-        self._find_ok = True
-        return entries
+            while chunk := await proc.stdout.read(1 << 16):
+                got = True
+                if bad:
+                    continue  # to its end, for its exit status
+                records = (rest + chunk).split(b"\0")
+                rest = records.pop()
+                try:
+                    for record in records:
+                        kind, size, mtime, path = record.decode("utf-8").split("\t", 3)
+                        rel = path[2:] if path.startswith("./") else path
+                        if kind not in kinds or not rel:
+                            continue
+                        head = ""
+                        for name in rel.split("/"):
+                            check_name(name, head)
+                            head = f"{head}/{name}" if head else name
+                        each(rel, kinds[kind], int(size) if kind == "f" else 0, int(mtime.split(".")[0]))
+                except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
+                    bad = True
+            await proc.wait_closed()
+            err = (await complaints).decode(errors="replace")
+        finally:
+            writer.cancel()
+            complaints.cancel()
+            proc.close()
+        if proc.exit_status != 0:
+            lines = [line for line in err.splitlines() if line.strip()]
+            if not got or not lines or not all(line.endswith("No such file or directory") for line in lines):
+                if not got and self._find_ok is None:
+                    self._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
+                return False
+        self._find_ok = not bad
+        return not bad
 
     @_mapped
     async def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes] | None:
@@ -277,7 +310,8 @@ class SSHTransport(Transport):
         sftp = self._sftp
         entries: list[Entry] = []
 
-        async def place(items: list[tuple[str, Any]]) -> None:
+        async def place(items: list[tuple[str, Any]]) -> list[str]:
+            """The entries of one folder's listing; its folders (to list next)."""
             subdirs, links = [], []
             for rel, attrs in items:
                 mode = attrs.permissions or 0
@@ -289,15 +323,15 @@ class SSHTransport(Transport):
                 elif stat_mod.S_ISREG(mode):
                     entries.append(Entry(rel, FILE, attrs.size or 0, int(attrs.mtime or 0)))
             entries.extend(await self._resolve_links(links, follow_links))
-            await asyncio.gather(*(visit(d) for d in subdirs))
+            return subdirs
 
-        async def visit(rel_dir: str) -> None:
+        async def listed(rel_dir: str) -> list[str]:
             items = []
             for item in sorted(await sftp.readdir(self.abs(rel_dir)), key=lambda n: n.filename):
                 if item.filename not in (".", ".."):
                     check_name(item.filename, rel_dir)
                     items.append((f"{rel_dir}/{item.filename}" if rel_dir else item.filename, item.attrs))
-            await place(items)
+            return await place(items)
 
         async def lstat(name: str) -> Any:
             try:
@@ -306,11 +340,13 @@ class SSHTransport(Transport):
                 return None
 
         if tops is None:
-            await visit("")
+            level = [""]
         else:
             names = sorted(tops)
             found = await asyncio.gather(*(lstat(name) for name in names))
-            await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
+            level = await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
+        while level:  # a level of folders at once (not calls that call each other: a cycle keeps the listing)
+            level = [sub for subs in await asyncio.gather(*(listed(d) for d in level)) for sub in subs]
         return entries
 
     async def _sftp_root(self, limit: int | None, each: Callable[[str, str, int], None] | None = None
@@ -393,71 +429,23 @@ class SSHTransport(Transport):
 
     async def _find_each(self, looker: Looker) -> bool:
         """``_find("STAT")`` reported as its output comes: the root's entries, then each of ``looker.known()``
-        itself (fed as the remote reads them); False where find cannot answer (no shell access, no GNU find, output
-        that is not find's, a complaint other than a file that vanished): the caller looks again over SFTP."""
-        if self._find_ok is False or self._conn is None:
-            return False
-        fmt = shlex.quote("%y\\t%s\\t%T@\\t%p\\0")
-        inner = f'exec {self.FIND} "$@" -maxdepth 0 -printf {fmt}'
-        each = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"
-        feed = looker.known_count() > 0
-        cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {each}" if feed else "")
-        try:
-            proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {cmd}", encoding=None)
-        except asyncssh.ChannelOpenError:  # an SFTP-only account
-            self._find_ok = False
-            return False
+        itself (fed FEED_BYTES at a time as the remote reads them); False where find cannot answer: the caller
+        looks again over SFTP."""
 
-        async def write() -> None:
-            try:
-                if feed:
-                    chunk = bytearray()
-                    for rel in looker.known():
-                        chunk += f"./{rel}".encode("utf-8", "surrogateescape") + b"\0"
-                        if len(chunk) >= self.FEED_BYTES:
-                            proc.stdin.write(bytes(chunk))
-                            chunk.clear()
-                            await proc.stdin.drain()
-                    proc.stdin.write(bytes(chunk))
-                proc.stdin.write_eof()
-            except (OSError, *_SSH_ERRORS):  # the command ended before reading it all
-                pass
+        def fed() -> Iterator[bytes]:
+            chunk = bytearray()
+            for rel in looker.known():
+                chunk += f"./{rel}".encode("utf-8", "surrogateescape") + b"\0"
+                if len(chunk) >= self.FEED_BYTES:
+                    yield bytes(chunk)
+                    chunk.clear()
+            yield bytes(chunk)
 
-        writer, complaints = asyncio.ensure_future(write()), asyncio.ensure_future(proc.stderr.read())
-        kinds = {"f": FILE, "d": DIR, "l": LINK}
-        rest, got = b"", False
-        try:
-            while chunk := await proc.stdout.read(1 << 16):
-                got = True
-                records = (rest + chunk).split(b"\0")
-                rest = records.pop()
-                for record in records:
-                    kind, _, mtime, path = record.decode("utf-8").split("\t", 3)
-                    rel = path[2:] if path.startswith("./") else path
-                    if kind not in kinds or not rel or ("/" in rel and kind != "d"):
-                        continue
-                    head = ""
-                    for name in rel.split("/"):
-                        check_name(name, head)
-                        head = f"{head}/{name}" if head else name
-                    looker.entry(rel, kinds[kind], int(mtime.split(".")[0]))
-            await proc.wait_closed()
-            err = (await complaints).decode(errors="replace")
-        except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
-            self._find_ok = False
-            return False
-        finally:
-            writer.cancel()
-            complaints.cancel()
-            proc.close()
-        if proc.exit_status != 0:
-            lines = [line for line in err.splitlines() if line.strip()]
-            if not got or not lines or not all(line.endswith("No such file or directory") for line in lines):
-                if not got and self._find_ok is None:
-                    self._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
-                return False
-        self._find_ok = True
-        return True
+        def each(rel: str, kind: str, size: int, mtime: int) -> None:
+            if "/" not in rel or kind == DIR:
+                looker.entry(rel, kind, mtime)
+
+        return await self._find_stream("STAT", "", fed() if looker.known_count() else None, each)
 
     @_mapped
     async def stat(self, rel: str) -> Entry | None:
