@@ -74,7 +74,7 @@ class _Side(Looker):
         if self.runs_glob is not None and not fnmatch.fnmatchcase(rel, self.runs_glob):
             return
         row = table.find(rel)
-        if row < 0 or not table.live[row] or table.cover_of[row] != self.cover or kind != DIR:
+        if row < 0 or not table.live[row] or table.cover(row) != self.cover or kind != DIR:
             self.others.add(rel)
             return
         shape, at = table.folders(row, self.side)

@@ -52,20 +52,25 @@ def _is_state_record(record: Any) -> bool:
     return isinstance(record, dict) and record.get("op") in _OPS and isinstance(record.get("path"), str)
 
 
+_BIG = 1 << 63  # what an array of int64 holds
+_OWN = ("",)  # the shape of a run with no folder inside
+
+
 def _is_int(value: Any) -> bool:
-    return type(value) is int and -(1 << 63) <= value < (1 << 63)
+    return type(value) is int and -_BIG <= value < _BIG
 
 
 class SettledRuns:
-    """The settled runs: ``name -> (src folders' mtimes, dst folders' mtimes, files, cover)``, ~100 bytes a run.
+    """The settled runs: ``name -> (src folders' mtimes, dst folders' mtimes, files, cover)``, ~80 bytes a run.
 
     No dict, tuple or string a run: a row is the name's hash (rows found by open addressing) and its bytes (in
-    one blob), the folders of each side as an index into the few distinct shapes (a run's folders relative to
-    it: runs of one kind share them), their mtimes in one array (the source's, then the mirror's), the file
-    count and the cover. A dropped run (``unrun``) keeps its row, not live, until the table is built again."""
+    one blob), its kind (an index into the few distinct (source folders, mirror folders, cover): a run's folders
+    relative to it, which runs of one kind share), its folders' mtimes in one array (the source's, then the
+    mirror's) and its file count. A dropped run (``unrun``) keeps its row, not live, until the table is built
+    again (a compaction)."""
 
-    __slots__ = ("mask", "slots", "hashes", "ends", "blob", "src_shape", "dst_shape", "time_at", "times", "files",
-                 "cover_of", "live", "count", "shapes", "shape_ids", "covers", "deep")
+    __slots__ = ("mask", "slots", "hashes", "ends", "blob", "kind_of", "time_at", "times", "files", "live", "count",
+                 "shapes", "shape_ids", "kinds", "kind_ids", "covers", "cover_ids", "deep")
 
     def __init__(self) -> None:
         self.mask = 15
@@ -73,16 +78,18 @@ class SettledRuns:
         self.hashes = array("q")
         self.ends = array("I", [0])  # row i's name is blob[ends[i]:ends[i + 1]]
         self.blob = bytearray()
-        self.src_shape, self.dst_shape = array("I"), array("I")
+        self.kind_of = array("I")
         self.time_at = array("I")  # the row's first mtime in ``times``
         self.times = array("q")
         self.files = array("q")
-        self.cover_of = array("I")
         self.live = bytearray()
         self.count = 0  # live rows
         self.shapes: list[tuple[str, ...]] = []  # sorted folders relative to the run ("": the run's own folder)
         self.shape_ids: dict[tuple[str, ...], int] = {}
+        self.kinds: list[tuple[int, int, int]] = []  # (source shape, mirror shape, cover)
+        self.kind_ids: dict[tuple[int, int, int], int] = {}
         self.covers: list[str] = []
+        self.cover_ids: dict[str, int] = {}
         self.deep = False  # some shape has a folder below the run's own
 
     def __len__(self) -> int:
@@ -94,7 +101,10 @@ class SettledRuns:
 
     def find(self, name: str) -> int:
         """``name``'s row (live or not), -1 when it has none."""
-        h, mask, slots, hashes = hash(name), self.mask, self.slots, self.hashes
+        return self._find(name, hash(name))
+
+    def _find(self, name: str, h: int) -> int:
+        mask, slots, hashes = self.mask, self.slots, self.hashes
         at = h & mask
         row = slots[at]
         raw = None
@@ -117,79 +127,93 @@ class SettledRuns:
 
     def cover_id(self, cover: str) -> int:
         """The cover's index, -1 when no row has it."""
-        try:
-            return self.covers.index(cover)
-        except ValueError:
-            return -1
+        return self.cover_ids.get(cover, -1)
+
+    def cover(self, row: int) -> int:
+        """The row's cover index."""
+        return self.kinds[self.kind_of[row]][2]
 
     def _shape(self, top: str, folders: Any) -> tuple[int, list[int]] | None:
-        """A side's folders as (shape index, their mtimes in the shape's order); None when not a run's record."""
-        if not isinstance(folders, dict) or not _is_int(folders.get(top)):
+        """A side's folders as (shape index, their mtimes in the shape's order: the run's own first, ``""`` sorting
+        first); None when not a run's record."""
+        if type(folders) is not dict:
             return None
-        cut = len(top) + 1
+        if len(folders) == 1:  # the run's own folder only: the usual run's shape, no sort
+            mtime = folders.get(top)
+            if type(mtime) is not int or not -_BIG <= mtime < _BIG:
+                return None
+            index = self.shape_ids.get(_OWN)
+            return (self._new_shape(_OWN) if index is None else index), [mtime]
+        if not _is_int(folders.get(top)):
+            return None
+        cut, inner = len(top) + 1, top + "/"
         items = []
         for rel, mtime in folders.items():
-            if not isinstance(rel, str) or not _is_int(mtime):
+            if type(rel) is not str or not _is_int(mtime):
                 return None
             if rel == top:
                 items.append(("", mtime))
-            elif rel.startswith(top + "/"):
+            elif rel.startswith(inner):
                 items.append((rel[cut:], mtime))
             else:
                 return None
         items.sort()
         shape = tuple(sub for sub, _ in items)
         index = self.shape_ids.get(shape)
-        if index is None:
-            index = self.shape_ids[shape] = len(self.shapes)
-            self.shapes.append(shape)
-            self.deep = self.deep or len(shape) > 1
-        return index, [mtime for _, mtime in items]
+        return (self._new_shape(shape) if index is None else index), [mtime for _, mtime in items]
+
+    def _new_shape(self, shape: tuple[str, ...]) -> int:
+        index = self.shape_ids[shape] = len(self.shapes)
+        self.shapes.append(shape)
+        self.deep = self.deep or len(shape) > 1
+        return index
 
     def put(self, top: str, src: Any, dst: Any, files: Any, cover: Any) -> bool:
         """Record ``top`` settled (again); False (nothing recorded) for what is not a settled run's record."""
-        if not isinstance(cover, str) or not isinstance(top, str) or not top or "/" in top:
+        if type(cover) is not str or type(top) is not str or not top or "/" in top:
             return False
-        mine, theirs = self._shape(top, src), self._shape(top, dst)
-        if mine is None or theirs is None:
+        mine = self._shape(top, src)
+        theirs = self._shape(top, dst) if mine is not None else None
+        if theirs is None:
             return False
-        try:
-            cover_index = self.covers.index(cover)
-        except ValueError:
-            cover_index = len(self.covers)
+        assert mine is not None
+        cover_index = self.cover_ids.get(cover)
+        if cover_index is None:
+            cover_index = self.cover_ids[cover] = len(self.covers)
             self.covers.append(cover)
-        row = self.find(top)
-        if row < 0:
-            row = self._add(top)
-        elif self.live[row]:
-            self.count -= 1
-        self.src_shape[row], self.dst_shape[row] = mine[0], theirs[0]
-        self.time_at[row] = len(self.times)
-        self.times.extend(mine[1])
-        self.times.extend(theirs[1])
-        self.files[row] = files if _is_int(files) else 0
-        self.cover_of[row] = cover_index
-        self.live[row] = 1
+        kind = (mine[0], theirs[0], cover_index)
+        kind_index = self.kind_ids.get(kind)
+        if kind_index is None:
+            kind_index = self.kind_ids[kind] = len(self.kinds)
+            self.kinds.append(kind)
+        files = files if type(files) is int and 0 <= files < _BIG else 0
+        times = self.times
+        h = hash(top)
+        row = self._find(top, h)
+        if row < 0:  # a new row: each column appended to
+            row = len(self.hashes)
+            if (row + 1) * 2 > self.mask + 1:  # at most half full
+                self._grow()
+            mask, slots = self.mask, self.slots
+            at = h & mask
+            while slots[at]:
+                at = (at + 1) & mask
+            slots[at] = row + 1
+            self.hashes.append(h)
+            self.blob += top.encode(*_NAME)
+            self.ends.append(len(self.blob))
+            self.kind_of.append(kind_index)
+            self.time_at.append(len(times))
+            self.files.append(files)
+            self.live.append(1)
+        else:  # again: its mtimes appended anew (the old ones stay, unused, until a compaction)
+            if self.live[row]:
+                self.count -= 1
+            self.kind_of[row], self.time_at[row], self.files[row], self.live[row] = kind_index, len(times), files, 1
+        times.extend(mine[1])
+        times.extend(theirs[1])
         self.count += 1
         return True
-
-    def _add(self, top: str) -> int:
-        row = len(self.hashes)
-        if (row + 1) * 2 > self.mask + 1:  # at most half full
-            self._grow()
-        h = hash(top)
-        at = h & self.mask
-        while self.slots[at]:
-            at = (at + 1) & self.mask
-        self.slots[at] = row + 1
-        self.hashes.append(h)
-        self.blob += top.encode(*_NAME)
-        self.ends.append(len(self.blob))
-        for column in (self.src_shape, self.dst_shape, self.time_at, self.cover_of):
-            column.append(0)
-        self.files.append(0)
-        self.live.append(0)
-        return row
 
     def _grow(self) -> None:
         size = (self.mask + 1) * 2
@@ -211,10 +235,11 @@ class SettledRuns:
 
     def folders(self, row: int, side: int) -> tuple[tuple[str, ...], int]:
         """Side 0 (source) or 1 (mirror): the row's folders relative to it, and where their mtimes start."""
-        mine = self.shapes[self.src_shape[row]]
+        src, dst, _ = self.kinds[self.kind_of[row]]
+        mine = self.shapes[src]
         if side == 0:
             return mine, self.time_at[row]
-        return self.shapes[self.dst_shape[row]], self.time_at[row] + len(mine)
+        return self.shapes[dst], self.time_at[row] + len(mine)
 
     def record(self, row: int) -> dict[str, Any]:
         """The row as the journal's ``run`` line holds it: ``src``, ``dst`` (folder -> mtime), ``files``, ``cover``."""
@@ -223,13 +248,17 @@ class SettledRuns:
         for side in (0, 1):
             shape, at = self.folders(row, side)
             sides.append({f"{top}/{sub}" if sub else top: times[at + i] for i, sub in enumerate(shape)})
-        return {"src": sides[0], "dst": sides[1], "files": self.files[row], "cover": self.covers[self.cover_of[row]]}
+        return {"src": sides[0], "dst": sides[1], "files": self.files[row], "cover": self.covers[self.cover(row)]}
 
     def live_rows(self, cover: int | None = None) -> Iterator[int]:
         """The live rows (of one cover)."""
-        live, cover_of = self.live, self.cover_of
+        live, kind_of = self.live, self.kind_of
+        if cover is None:
+            yield from (row for row in range(len(live)) if live[row])
+            return
+        mine = {i for i, kind in enumerate(self.kinds) if kind[2] == cover}
         for row in range(len(live)):
-            if live[row] and (cover is None or cover_of[row] == cover):
+            if live[row] and kind_of[row] in mine:
                 yield row
 
 
@@ -258,14 +287,14 @@ class SyncState:
 
     def _apply(self, record: dict[str, Any]) -> None:
         op, rel = record.get("op"), record.get("path")
-        if not isinstance(rel, str):
+        if type(rel) is not str:
             return
-        if op == "done" or op == "forget":
+        if op == "run":
+            self.runs.put(rel, record.get("src"), record.get("dst"), record.get("files"), record.get("cover"))
+        elif op == "done" or op == "forget":
             self.partial.pop(rel, None)
         elif op == "partial":
             self.partial[rel] = (record.get("size"), record.get("mtime"))
-        elif op == "run":
-            self.runs.put(rel, record.get("src"), record.get("dst"), record.get("files"), record.get("cover"))
         elif op == "unrun":
             self.runs.drop(rel)
 
