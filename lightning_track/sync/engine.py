@@ -174,7 +174,8 @@ class SyncSession:
         tops, skipped, skipped_files = await self._unsettled(cover)
         if tops is None and self.runicorn is None:
             tops = await self._top_names()
-        # a thousand runs at a time: the listings of both sides never held whole (the plan keeps only changes)
+        # a thousand runs at a time (a hundred locally): the listings of both sides never held whole (the plan
+        # keeps only changes); each batch's listings are let go before the next is listed
         size = BATCH_TOPS if self.src.remote or (self.dst is not None and self.dst.remote) else LOCAL_BATCH_TOPS
         batches = [tops] if tops is None or self.runicorn is not None else \
             [tops[i:i + size] for i in range(0, len(tops), size)]

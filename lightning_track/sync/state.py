@@ -54,6 +54,7 @@ def _is_state_record(record: Any) -> bool:
 
 _BIG = 1 << 63  # what an array of int64 holds
 _OWN = ("",)  # the shape of a run with no folder inside
+_OWN_LINE = b'{"op":"run","path":"%s","src":{"%s":%d},"dst":{"%s":%d},"files":%d,"cover":%s}\n'  # such a run's line
 
 
 def _is_int(value: Any) -> bool:
@@ -70,7 +71,8 @@ class SettledRuns:
     again (a compaction)."""
 
     __slots__ = ("mask", "slots", "hashes", "ends", "blob", "kind_of", "time_at", "times", "files", "live", "count",
-                 "shapes", "shape_ids", "kinds", "kind_ids", "covers", "cover_ids", "deep")
+                 "shapes", "shape_ids", "kinds", "kind_ids", "covers", "cover_ids", "deep",
+                 "shape_keys")
 
     def __init__(self) -> None:
         self.mask = 15
@@ -91,6 +93,7 @@ class SettledRuns:
         self.covers: list[str] = []
         self.cover_ids: dict[str, int] = {}
         self.deep = False  # some shape has a folder below the run's own
+        self.shape_keys: dict[int, list[bytes]] = {}  # a shape's keys as JSON text (journal lines written)
 
     def __len__(self) -> int:
         return self.count
@@ -250,6 +253,32 @@ class SettledRuns:
             sides.append({f"{top}/{sub}" if sub else top: times[at + i] for i, sub in enumerate(shape)})
         return {"src": sides[0], "dst": sides[1], "files": self.files[row], "cover": self.covers[self.cover(row)]}
 
+    def line(self, row: int) -> bytes:
+        """The row's journal line (``{"op":"run",...}``), as ``json_line`` writes it, made from its parts' JSON."""
+        try:
+            name = orjson.dumps(self.name(row))[1:-1]
+        except orjson.JSONEncodeError:  # not UTF-8 (surrogates): as json_line has it
+            return json_line({"op": "run", "path": self.name(row), **self.record(row)}).encode("utf-8")
+        src, dst, cover = self.kinds[self.kind_of[row]]
+        at, times, files = self.time_at[row], self.times, self.files[row]
+        if src == dst and len(self.shapes[src]) == 1:  # the usual run: its own folder only
+            return _OWN_LINE % (name, name, times[at], name, times[at + 1], files, orjson.dumps(self.covers[cover]))
+        sides = []
+        for shape in (src, dst):
+            keys = self._keys(shape)
+            sides.append(b",".join(b'"%s%s":%d' % (name, key, times[at + i]) for i, key in enumerate(keys)))
+            at += len(keys)
+        return b'{"op":"run","path":"%s","src":{%s},"dst":{%s},"files":%d,"cover":%s}\n' % (
+            name, sides[0], sides[1], files, orjson.dumps(self.covers[cover]))
+
+    def _keys(self, shape: int) -> list[bytes]:
+        """A shape's folders as the JSON text after the run's name in a key (``""``, ``/tensorboard_logs``...)."""
+        keys = self.shape_keys.get(shape)
+        if keys is None:
+            keys = [orjson.dumps("/" + sub)[1:-1] if sub else b"" for sub in self.shapes[shape]]
+            self.shape_keys[shape] = keys
+        return keys
+
     def live_rows(self, cover: int | None = None) -> Iterator[int]:
         """The live rows (of one cover)."""
         live, kind_of = self.live, self.kind_of
@@ -354,9 +383,12 @@ class SyncState:
         self.close()
         self._dirty = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        last = _LastDone()
-        for number, path, op in self._files_said():
-            last.put(path, number, op == "done")
+        runs = self.runs
+        last, lines_read = _LastDone(), 0
+        for number, path, op in self._files_said():  # each file's last line; a settled run's files: none
+            last.put(path, number, op == "done" and path.split("/", 1)[0] not in runs)
+            lines_read = number + 1
+        keep = last.kept(lines_read)  # a bit a journal line: the done lines carried over
         with atomic_open(self.path, "wb") as out:
             lines: list[bytes] = []
 
@@ -366,19 +398,20 @@ class SyncState:
                     out.write(b"".join(lines))
                     lines.clear()
 
-            runs = self.runs
             for row in runs.live_rows():
-                write(json_line({"op": "run", "path": runs.name(row), **runs.record(row)}).encode("utf-8"))
-            for number, path, raw in self._files_said(done=True):
-                if last.is_done(path, number) and path.split("/", 1)[0] not in runs:
-                    write(raw if raw.endswith(b"\n") else raw + b"\n")
+                write(runs.line(row))
+            if any(keep):
+                with open(self.path, "rb") as journal:
+                    for number, raw in zip(range(lines_read), journal):  # noqa: B905 (the journal may be longer)
+                        if keep[number >> 3] >> (number & 7) & 1:
+                            write(raw if raw.endswith(b"\n") else raw + b"\n")
             for rel, (size, mtime) in self.partial.items():
                 write(json_line({"op": "partial", "path": rel, "size": size, "mtime": mtime}).encode("utf-8"))
             out.write(b"".join(lines))
 
-    def _files_said(self, done: bool = False) -> Iterator[tuple[int, str, Any]]:
-        """The journal's ``done`` and ``forget`` lines as (line number, path, op) -- with ``done``: its done lines
-        as (line number, path, the line) -- read a line at a time; run lines are passed by unread."""
+    def _files_said(self) -> Iterator[tuple[int, str, str]]:
+        """The journal's ``done`` and ``forget`` lines as (line number, path, op), read a line at a time; run lines
+        are passed by unread."""
         assert self.path is not None
         try:
             handle = open(self.path, "rb")
@@ -395,8 +428,8 @@ class SyncState:
                 if type(record) is not dict or type(record.get("path")) is not str:
                     continue
                 op = record.get("op")
-                if op == "done" or (op == "forget" and not done):
-                    yield number, record["path"], raw if done else op
+                if op == "done" or op == "forget":
+                    yield number, record["path"], op
 
     def close(self) -> None:
         if self._journal is not None:
@@ -435,7 +468,11 @@ class _LastDone:
                     at = self._at(h)
                     self.hashes[at], self.lines[at] = h, lines[i]
 
-    def is_done(self, path: str, number: int) -> bool:
-        """Whether line ``number`` is ``path``'s last, and a done line."""
-        at = self._at(hash(path) or 1)
-        return self.hashes[at] != 0 and self.lines[at] == number * 2 + 1
+    def kept(self, lines: int) -> bytearray:
+        """A bit for each of ``lines`` journal lines: set for each file's last line when it is a done line to keep."""
+        keep = bytearray((lines + 7) // 8)
+        for h, line in zip(self.hashes, self.lines, strict=True):
+            if h and line & 1:
+                number = line >> 1
+                keep[number >> 3] |= 1 << (number & 7)
+        return keep

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support.sync import append_steps, backdate, make_run, tree
 
-from lightning_track.folder.fileio import atomic_write_json
+from lightning_track.folder.fileio import atomic_write_json, json_line
 from lightning_track.sync import SyncOptions, sync_once
 from lightning_track.sync.engine import CHUNK
 from lightning_track.sync.manifest import part_path
@@ -68,6 +68,13 @@ def test_the_table_holds_what_the_run_lines_said() -> None:
                 "dst": {name: 1_700_000_500 + i}, "files": i, "cover": "" if i % 3 else "checkpoints"}
     assert table.find("run") == -1 and "run0500" not in table
     assert len(table.shapes) == 3  # the few distinct folder sets, not one a run
+    for name in ('q"uote\\run', "tab\trun", "über-run", "run0008", "run0009"):  # its journal line
+        row = table.find(name) if name in table else -1
+        if row < 0:
+            assert table.put(name, {name: 1, f"{name}/a\"b": 2, f"{name}/ü": 3}, {name: 4}, 7, "checkpoints")
+            row = table.find(name)
+        assert table.line(row).decode() == json_line(
+            {"op": "run", "path": name, **table.record(row)})
     # what is no settled run's record is not recorded (the run is listed: slower, never wrong)
     assert not table.put("x", {"y": 1}, {"x": 1}, 1, "")
     assert not table.put("x", {"x": "1"}, {"x": 1}, 1, "")
