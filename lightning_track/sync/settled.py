@@ -186,4 +186,5 @@ async def settle(state: SyncState, src_m: Manifest, dst_m: Manifest, plan: Plan,
             if await ended(top):
                 state.settle(top, src_dirs[top], dst_dirs[top], files.get(top, 0), cover)
 
-    await asyncio.gather(*(reading() for _ in range(min(max(1, parallel), len(candidates)))))
+    readers = max(1, parallel) if reader.remote else 1  # a local read does not wait: one reader is as quick
+    await asyncio.gather(*(reading() for _ in range(min(readers, len(candidates)))))
