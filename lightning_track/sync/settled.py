@@ -27,7 +27,8 @@ from ..vocabulary import FINAL_STATUSES
 from .manifest import Manifest
 from .manifest import top_name as _top
 from .plan import Plan
-from .state import SettledRuns, SyncState
+from .runtable import SettledRuns
+from .state import SyncState
 from .transport import DIR, Looker, Transport
 
 __all__ = ["SETTLE_S", "top_names", "unsettled", "settle"]

@@ -20,8 +20,9 @@ from lightning_track.folder.fileio import atomic_write_json, json_line
 from lightning_track.sync import SyncOptions, sync_once
 from lightning_track.sync.engine import CHUNK
 from lightning_track.sync.manifest import part_path
+from lightning_track.sync.runtable import SettledRuns
 from lightning_track.sync.settled import SETTLE_S
-from lightning_track.sync.state import SettledRuns, SyncState
+from lightning_track.sync.state import SyncState
 from lightning_track.sync.transport.local import LocalTransport
 from lightning_track.sync.transport.ssh import SSHTransport
 

@@ -24,7 +24,7 @@ import itertools
 import posixpath
 import shlex
 import stat as stat_mod
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import asyncssh
@@ -34,6 +34,7 @@ from ...folder.fileio import inside
 from ..endpoints import Endpoint
 from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name
 from .ssh_connect import SSH_ERRORS, host_key_message, preferred_ciphers
+from .ssh_find import find_each, find_stream
 
 __all__ = ["SSHTransport"]
 
@@ -157,89 +158,14 @@ class SSHTransport(Transport):
             self._conn = None
 
     async def _find(self, paths: str, expr: str = "", stdin: bytes | None = None) -> list[Entry] | None:
-        """The tree as GNU ``find`` on the remote side prints it, in one round trip (SFTP needs one or more per
-        folder); None where the remote has no shell access or no GNU find (callers then list over SFTP).
-
-        ``paths`` is ``.``, ``TOPS`` (NUL-separated ``./name`` on stdin, through ``xargs``: their trees) or
-        ``STAT`` (the root's entries, then each ``./path`` on stdin itself, not its contents). A non-zero exit
-        is accepted only when every complaint is a file that vanished mid-listing (a live run's temp file);
-        anything else (an unreadable folder) falls back to SFTP, whose listing raises it by name.
-        """
+        """The tree as the remote GNU ``find`` prints it, in one round trip (:func:`.ssh_find.find_stream`);
+        None where the remote has no shell access or no GNU find (callers then list over SFTP)."""
         entries: list[Entry] = []
 
         def each(rel: str, kind: str, size: int, mtime: int) -> None:
             entries.append(Entry(rel, kind, size, mtime))
 
-        return entries if await self._find_stream(paths, expr, [stdin] if stdin else None, each) else None
-
-    async def _find_stream(self, paths: str, expr: str, stdin: Iterable[bytes] | None,
-                           each: Callable[[str, str, int, int], None]) -> bool:
-        """:meth:`_find`'s listing reported an entry at a time as its output comes (``each(rel, kind, size,
-        mtime)``; the output never held whole), ``stdin`` fed as the remote reads it; False where find cannot
-        answer (then what was reported is no answer)."""
-        if self._find_ok is False or self._conn is None:  # no connection of its own: an SFTP session only
-            return False
-        fmt = shlex.quote("%y\\t%s\\t%T@\\t%p\\0")  # find expands the escapes
-        inner = f'exec {self.FIND} "$@" {"-maxdepth 0" if paths == "STAT" else expr} -printf {fmt}'
-        xargs = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"  # stdin must be given (and is closed)
-        if paths == "TOPS":  # the names on stdin: the trees under them
-            cmd = xargs
-        elif paths == "STAT":  # the root's own entries, then each path on stdin itself
-            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {xargs}" if stdin else "")
-        else:
-            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 {expr} -printf {fmt}"
-        try:
-            proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {cmd}", encoding=None)
-        except asyncssh.ChannelOpenError:  # an SFTP-only account (ForceCommand internal-sftp and the like)
-            self._find_ok = False
-            return False
-
-        async def feed() -> None:
-            try:
-                for data in stdin or ():
-                    proc.stdin.write(data)
-                    await proc.stdin.drain()
-                proc.stdin.write_eof()
-            except (OSError, *_SSH_ERRORS):  # the command ended before reading it all
-                pass
-
-        writer, complaints = asyncio.ensure_future(feed()), asyncio.ensure_future(proc.stderr.read())
-        kinds = {"f": FILE, "d": DIR, "l": LINK}
-        rest, got, bad = b"", False, False
-        try:
-            while chunk := await proc.stdout.read(1 << 16):
-                got = True
-                if bad:
-                    continue  # to its end, for its exit status
-                records = (rest + chunk).split(b"\0")
-                rest = records.pop()
-                try:
-                    for record in records:
-                        kind, size, mtime, path = record.decode("utf-8").split("\t", 3)
-                        rel = path[2:] if path.startswith("./") else path
-                        if kind not in kinds or not rel:
-                            continue
-                        head = ""
-                        for name in rel.split("/"):
-                            check_name(name, head)
-                            head = f"{head}/{name}" if head else name
-                        each(rel, kinds[kind], int(size) if kind == "f" else 0, int(mtime.split(".")[0]))
-                except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
-                    bad = True
-            await proc.wait_closed()
-            err = (await complaints).decode(errors="replace")
-        finally:
-            writer.cancel()
-            complaints.cancel()
-            proc.close()
-        if proc.exit_status != 0:
-            lines = [line for line in err.splitlines() if line.strip()]
-            if not got or not lines or not all(line.endswith("No such file or directory") for line in lines):
-                if not got and self._find_ok is None:
-                    self._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
-                return False
-        self._find_ok = not bad
-        return not bad
+        return entries if await find_stream(self, paths, expr, [stdin] if stdin else None, each) else None
 
     @_mapped
     async def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes] | None:
@@ -428,24 +354,8 @@ class SSHTransport(Transport):
             return None
 
     async def _find_each(self, looker: Looker) -> bool:
-        """``_find("STAT")`` reported as its output comes: the root's entries, then each of ``looker.known()``
-        itself (fed FEED_BYTES at a time as the remote reads them); False where find cannot answer: the caller
-        looks again over SFTP."""
-
-        def fed() -> Iterator[bytes]:
-            chunk = bytearray()
-            for rel in looker.known():
-                chunk += f"./{rel}".encode("utf-8", "surrogateescape") + b"\0"
-                if len(chunk) >= self.FEED_BYTES:
-                    yield bytes(chunk)
-                    chunk.clear()
-            yield bytes(chunk)
-
-        def each(rel: str, kind: str, size: int, mtime: int) -> None:
-            if "/" not in rel or kind == DIR:
-                looker.entry(rel, kind, mtime)
-
-        return await self._find_stream("STAT", "", fed() if looker.known_count() else None, each)
+        """``_find("STAT")`` reported as its output comes (:func:`.ssh_find.find_each`); False: look over SFTP."""
+        return await find_each(self, looker, self.FEED_BYTES)
 
     @_mapped
     async def stat(self, rel: str) -> Entry | None:
