@@ -40,20 +40,34 @@ class NameHashes:
 
     def add(self, name: str) -> None:
         h = hash(name) or 1
-        at = self._place(h)
-        if self.slots[at]:
-            return
-        self.slots[at] = h
+        mask, slots = self.mask, self.slots
+        at = h & mask
+        while True:
+            there = slots[at]
+            if there == h:
+                return
+            if not there:
+                break
+            at = (at + 1) & mask
+        slots[at] = h
         self.count += 1
-        if self.count * 2 > self.mask + 1:
-            old = self.slots
-            self.mask, self.slots = self.mask * 2 + 1, array("q", bytes(16 * len(old)))
-            for h in old:
+        if self.count * 2 > mask + 1:
+            self.mask, self.slots = mask * 2 + 1, array("q", bytes(16 * len(slots)))
+            for h in slots:
                 if h:
                     self.slots[self._place(h)] = h
 
     def __contains__(self, name: str) -> bool:
-        return self.slots[self._place(hash(name) or 1)] != 0
+        h = hash(name) or 1
+        mask, slots = self.mask, self.slots
+        at = h & mask
+        while True:
+            there = slots[at]
+            if there == h:
+                return True
+            if not there:
+                return False
+            at = (at + 1) & mask
 
     def __len__(self) -> int:
         return self.count
@@ -123,22 +137,35 @@ class CatalogWarmer:
         if self._first:
             self._first = False
             mine = self.known.under(self.root)
-            listed = NameHashes()
-            try:
-                with os.scandir(self.root) as listing:  # as the folder gives them: never the root's names whole
-                    for entry in listing:
-                        listed.add(entry.name)
-                        if mine is not None and entry.name not in mine:
-                            changed.add(entry.name)
-            except OSError:
-                pass
-            if mine is not None and len(mine):  # the catalog's runs here no longer listed: one more query
-                here = self.root
-                each_known_run(here, lambda path: gone.add(path) if os.path.dirname(path) == here
-                               and os.path.basename(path) not in listed else None)
+            if mine is not None:
+                matched = 0
+                try:
+                    with os.scandir(self.root) as listing:  # as the folder gives them: never the root's names whole
+                        for entry in listing:
+                            if entry.name in mine:
+                                matched += 1
+                            else:
+                                changed.add(entry.name)
+                except OSError:
+                    pass
+                if matched < len(mine):  # some of the catalog's runs here are gone: a second look finds which
+                    gone = self._gone()
         if not changed and not gone:
             return []
         problems = write_through([os.path.join(self.root, name) for name in sorted(changed)], sorted(gone))
         fresh = [line for line in problems if line not in self.known.said]
         self.known.said.update(fresh)
         return fresh
+
+    def _gone(self) -> set[str]:
+        """The catalog's runs directly under the root that the root no longer holds (a second look at each)."""
+        listed, gone, here = NameHashes(), set(), self.root
+        try:
+            with os.scandir(here) as listing:
+                for entry in listing:
+                    listed.add(entry.name)
+        except OSError:
+            pass
+        each_known_run(here, lambda path: gone.add(path) if os.path.dirname(path) == here
+                       and os.path.basename(path) not in listed else None)
+        return gone
