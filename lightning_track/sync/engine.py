@@ -31,7 +31,8 @@ __all__ = ["SyncOptions", "CycleResult", "SyncSession", "sync_once", "run_loop",
            "RETRYABLE_ERRORS"]
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
-BATCH_TOPS = 1000  # top-level folders listed, planned and settled at once
+BATCH_TOPS = 1000  # top-level folders listed, planned and settled at once (a remote side: a listing a batch)
+LOCAL_BATCH_TOPS = 100  # the same where both sides are local: a batch costs nothing more there, its memory less
 
 # What stops ``run_loop``: a SyncError (host key, authentication, missing source, an unsafe path in a
 # listing) does not go away by waiting. What it retries: TransferError (a lost connection is a
@@ -173,12 +174,14 @@ class SyncSession:
         tops, skipped, skipped_files = await self._unsettled(cover)
         if tops is None and self.runicorn is None:
             tops = await self._top_names()
-        # a thousand runs at a time: the listings of both sides never held whole (the plan keeps only changes)
+        # a thousand runs at a time (a hundred locally): the listings of both sides never held whole (the plan
+        # keeps only changes); each batch's listings are let go before the next is listed
+        size = BATCH_TOPS if self.src.remote or (self.dst is not None and self.dst.remote) else LOCAL_BATCH_TOPS
         batches = [tops] if tops is None or self.runicorn is not None else \
-            [tops[i:i + BATCH_TOPS] for i in range(0, len(tops), BATCH_TOPS)]
+            [tops[i:i + size] for i in range(0, len(tops), size)]
         plan = Plan(unchanged=skipped_files)
         src_m = Manifest()
-        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=len(skipped))
+        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=skipped)
 
         def copied(entry: Entry) -> None:
             result.copied += 1
@@ -211,6 +214,8 @@ class SyncSession:
                     whole = whole_runs(part, src_m, dst_m, started)
                     if whole:
                         copying.append(asyncio.ensure_future(copier.copy(whole)))
+                if self.runicorn is None:  # not held while the next batch is listed (the view reads the one batch)
+                    src_m, dst_m, part = Manifest(), Manifest(), Plan()
             if copier is not None:
                 copier.no_more()  # the pull stream's last runs come once it ends
             placed: set[str] = set().union(*await asyncio.gather(*copying))
@@ -247,9 +252,9 @@ class SyncSession:
         assert self.src is not None
         return await top_names(self.src, self.dst, self.options.runs_glob)
 
-    async def _unsettled(self, cover: str) -> tuple[list[str] | None, set[str], int]:
+    async def _unsettled(self, cover: str) -> tuple[list[str] | None, int, int]:
         if self.dst is None or self.options.full:
-            return None, set(), 0
+            return None, 0, 0
         assert self.src is not None
         return await unsettled(self.state, self.src, self.dst, cover, self.options.runs_glob)
 
