@@ -52,34 +52,10 @@ class KeptKeys:
         self.states: bytearray | None = None  # a filter's answer for each row (:meth:`load_answered`)
         self.extra: dict[int, tuple[Any, ...]] = {}  # row -> its catalog row, where Python answers
 
-    def load(self, rows: Iterable[tuple[int, str, str, bytes]], size: int) -> None:
-        """The root's ended entries (``size`` of them, about: more are left out, then read as new runs)."""
-        capacity = 1 << max(4, (2 * size + 2).bit_length())  # at most half full
-        mask, slots, paths, folders = capacity - 1, array("i", bytes(4 * capacity)), self.paths, self.folders
-        index: dict[bytes, int] = {}
-        briefs, brief_of, rowids = self.briefs, self.brief_of, self.rowids
-        for rowid, path, folder, brief in rows:
-            if len(paths) * 4 >= capacity * 3:
-                break
-            h = hash(path)
-            at = h & mask
-            row = slots[at]
-            while row and paths[row - 1] != h:
-                at = (at + 1) & mask
-                row = slots[at]
-            if row:  # two paths of one hash: neither kept (read as a plain read does)
-                folders[row - 1] = 0
-                continue
-            slots[at] = len(paths) + 1
-            paths.append(h)
-            folders.append(hash(folder) or 1)  # (0: never matches)
-            b = index.get(brief)
-            if b is None:
-                b = index[brief] = len(briefs)
-                briefs.append(brief)
-            brief_of.append(b)
-            rowids.append(rowid)
-        self.mask, self.slots, self.kept = mask, slots, bytearray(len(paths))
+    def load(self, rows: Iterable[tuple[Any, ...]], size: int) -> None:
+        """The root's ended entries (``size`` of them, about: more are left out, then read as new runs):
+        (rowid, path, folder, brief) rows."""
+        self._fill(rows, size, None, False, 0)
 
     def load_answered(self, rows: Iterable[tuple[Any, ...]], size: int, tagged: bool, below: int) -> None:
         """:meth:`load` of rows that carry a filter's answer (``Kept.load`` with a plan): (rowid, path, folder,
@@ -87,13 +63,17 @@ class KeptKeys:
         its answer, and :data:`DEEP` when its path has a "/" after ``below`` (the root's length + 1: a run
         below a source folder). The rows Python answers (and with ``tagged``, a filter on tags, those with
         tags) are kept whole in :attr:`extra`, their state's answer :data:`ASK`."""
-        capacity = 1 << max(4, (2 * size + 2).bit_length())  # at most half full (as load)
+        self.states = bytearray()
+        self._fill(rows, size, self.states, tagged, below)
+
+    def _fill(self, rows: Iterable[tuple[Any, ...]], size: int, states: bytearray | None, tagged: bool,
+              below: int) -> None:
+        capacity = 1 << max(4, (2 * size + 2).bit_length())  # at most half full
         mask, slots, paths, folders = capacity - 1, array("i", bytes(4 * capacity)), self.paths, self.folders
         index: dict[bytes, int] = {}
-        briefs, brief_of, rowids = self.briefs, self.brief_of, self.rowids
-        states, extra = bytearray(), self.extra
+        briefs, brief_of, rowids, extra = self.briefs, self.brief_of, self.rowids, self.extra
         for row in rows:
-            rowid, path, folder, brief, state = row[0], row[1], row[2], row[3], row[4]
+            rowid, path, folder, brief = row[0], row[1], row[2], row[3]
             if len(paths) * 4 >= capacity * 3:
                 break
             h = hash(path)
@@ -105,11 +85,14 @@ class KeptKeys:
             if found:  # two paths of one hash: neither kept (read as a plain read does)
                 folders[found - 1] = 0
                 continue
-            if state & 2 or tagged and b'"t":true' in brief:
-                extra[len(paths)] = row
-                state = ASK
-            if path.find("/", below) != -1:
-                state |= DEEP
+            if states is not None:
+                state = row[4]
+                if state & 2 or tagged and b'"t":true' in brief:
+                    extra[len(paths)] = row
+                    state = ASK
+                if path.find("/", below) != -1:
+                    state |= DEEP
+                states.append(state)
             slots[at] = len(paths) + 1
             paths.append(h)
             folders.append(hash(folder) or 1)  # (0: never matches)
@@ -119,8 +102,7 @@ class KeptKeys:
                 briefs.append(brief)
             brief_of.append(b)
             rowids.append(rowid)
-            states.append(state)
-        self.mask, self.slots, self.kept, self.states = mask, slots, bytearray(len(paths)), states
+        self.mask, self.slots, self.kept = mask, slots, bytearray(len(paths))
 
     def narrow_to(self, rows: list[int], taken: dict[str, str]) -> None:
         """Keep only ``rows`` (of the kept rows) and ``taken`` (of the runs read again): a filter's matches."""

@@ -40,34 +40,21 @@ class NameHashes:
 
     def add(self, name: str) -> None:
         h = hash(name) or 1
-        mask, slots = self.mask, self.slots
-        at = h & mask
-        while True:
-            there = slots[at]
-            if there == h:
-                return
-            if not there:
-                break
-            at = (at + 1) & mask
-        slots[at] = h
+        at = self._place(h)
+        if self.slots[at] == h:
+            return
+        self.slots[at] = h
         self.count += 1
-        if self.count * 2 > mask + 1:
-            self.mask, self.slots = mask * 2 + 1, array("q", bytes(16 * len(slots)))
+        if self.count * 2 > self.mask + 1:
+            slots = self.slots
+            self.mask, self.slots = self.mask * 2 + 1, array("q", bytes(16 * len(slots)))
             for h in slots:
                 if h:
                     self.slots[self._place(h)] = h
 
     def __contains__(self, name: str) -> bool:
         h = hash(name) or 1
-        mask, slots = self.mask, self.slots
-        at = h & mask
-        while True:
-            there = slots[at]
-            if there == h:
-                return True
-            if not there:
-                return False
-            at = (at + 1) & mask
+        return self.slots[self._place(h)] == h
 
     def __len__(self) -> int:
         return self.count
