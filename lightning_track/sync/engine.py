@@ -9,12 +9,14 @@ a torn or misplaced write is caught; a mismatch re-copies the file whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import SourceChanged, SyncError, TransferError, UnsafePathError, VerifyError
 from ..vocabulary import format_bytes
@@ -191,15 +193,20 @@ class SyncSession:
             WholeRunCopier(self.src, self.dst, self.state, result.notes, copied)
         copying: list[asyncio.Future[set[str]]] = []
         sent_before = self.dst.bytes_written if self.dst is not None else 0
+        walks = contextlib.AsyncExitStack()  # each side's listing of every batch (over SSH: one command)
         try:
+            src_walks = await walks.enter_async_context(contextlib.aclosing(self.src.walk_batches(batches)))
+            dst_walks = None if self.dst is None else await walks.enter_async_context(
+                contextlib.aclosing(self.dst.walk_batches(batches, follow_links=False)))
             for batch in batches:
-                if self.dst is None:
-                    src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch, **filters)
+                if self.dst is None or dst_walks is None:
+                    src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch,
+                                       walked=await anext(src_walks), **filters)
                     dst_m = Manifest()
                 else:
                     src_m, dst_m = await asyncio.gather(
-                        scan(self.src, since_hours=opts.since_hours, tops=batch, **filters),
-                        scan(self.dst, follow_links=False, tops=batch, **filters),
+                        self._scan(self.src, src_walks, since_hours=opts.since_hours, tops=batch, **filters),
+                        self._scan(self.dst, dst_walks, follow_links=False, tops=batch, **filters),
                     )
                 part = make_plan(src_m, dst_m, delete=opts.delete)
                 plan.actions += part.actions
@@ -215,6 +222,7 @@ class SyncSession:
                 copier.no_more()  # the pull stream's last runs come once it ends
             placed: set[str] = set().union(*await asyncio.gather(*copying))
         finally:
+            await walks.aclose()
             for task in copying:
                 task.cancel()
             if copier is not None:
@@ -242,6 +250,11 @@ class SyncSession:
             result.bytes_sent += self.runicorn.transport.bytes_written - view_before
         result.finished = time.time()
         return result
+
+    @staticmethod
+    async def _scan(transport: Transport, walks: AsyncIterator[list[Entry]], **how: Any) -> Manifest:
+        """The manifest of the next batch of ``walks`` (``how``: :func:`scan`'s filters)."""
+        return await scan(transport, walked=await anext(walks), **how)
 
     async def _top_names(self) -> list[str]:
         assert self.src is not None

@@ -23,7 +23,7 @@ import functools
 import posixpath
 import shlex
 import stat as stat_mod
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import asyncssh
@@ -32,6 +32,7 @@ from ...errors import HostKeyError, SSHSetupError, TransportError, one_line
 from ...folder.fileio import inside
 from ..endpoints import Endpoint
 from .base import DIR, FILE, LINK, Entry, Transport, check_name
+from .findstream import FIND_FORMAT, FindStream, parse_records, stream_command
 from .ssh_connect import SSH_ERRORS, host_key_message, preferred_ciphers
 
 __all__ = ["SSHTransport"]
@@ -165,7 +166,7 @@ class SSHTransport(Transport):
         """
         if self._find_ok is False or self._conn is None:  # no connection of its own: an SFTP session only
             return None
-        fmt = shlex.quote("%y\\t%s\\t%T@\\t%p\\0")  # find expands the escapes
+        fmt = shlex.quote(FIND_FORMAT)
         inner = f'exec {self.FIND} "$@" {"-maxdepth 0" if paths == "STAT" else expr} -printf {fmt}'
         each = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"  # stdin must be given (and is closed)
         if paths == "TOPS":  # the names on stdin: the trees under them
@@ -187,24 +188,62 @@ class SSHTransport(Transport):
                 if not out and self._find_ok is None:
                     self._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
                 return None
-        entries = []
-        kinds = {"f": FILE, "d": DIR, "l": LINK}
         try:
-            for record in out.split(b"\0")[:-1]:
-                kind, size, mtime, path = record.decode("utf-8").split("\t", 3)
-                rel = path[2:] if path.startswith("./") else path
-                if kind not in kinds or not rel:
-                    continue
-                head = ""
-                for name in rel.split("/"):
-                    check_name(name, head)
-                    head = f"{head}/{name}" if head else name
-                entries.append(Entry(rel, kinds[kind], int(size) if kind == "f" else 0, int(mtime.split(".")[0])))
+            entries = parse_records(out.split(b"\0")[:-1])
         except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
             self._find_ok = False
             return None
         self._find_ok = True
         return entries
+
+    async def walk_batches(self, batches: Sequence[Collection[str] | None], *,
+                           follow_links: bool = True) -> AsyncIterator[list[Entry]]:
+        """Several batches of runs: one remote command lists them all (findstream.py), batch by batch as asked;
+        a batch that command could not list well is walked the usual way (``walk``)."""
+        if len(batches) < 2 or any(b is None for b in batches) or self._find_ok is False or self._conn is None:
+            async for entries in super().walk_batches(batches, follow_links=follow_links):
+                yield entries
+            return
+        names = [sorted(b or ()) for b in batches]
+        for batch in names:
+            for name in batch:
+                check_name(name, "")
+        stream, proc = None, None
+        try:
+            try:
+                proc = await self._conn.create_process(
+                    f"cd {shlex.quote(self.root)} && {stream_command(self.FIND, max(map(len, names)))}",
+                    encoding=None)
+            except asyncssh.ChannelOpenError:  # an SFTP-only account
+                self._find_ok = False
+            except _SSH_ERRORS as exc:
+                raise _transport_error(self.describe(), exc) from exc
+            if proc is not None:
+                proc.stdin.write(b"".join(f"./{n}".encode("utf-8", "surrogateescape") + b"\0"
+                                          for batch in names for n in batch))
+                proc.stdin.write_eof()
+                stream = FindStream(proc.stdout, names)
+            for k, batch in enumerate(names):
+                found = None
+                if stream is not None:
+                    try:
+                        found = await stream.batch(k)
+                    except _SSH_ERRORS as exc:
+                        raise _transport_error(self.describe(), exc) from exc
+                    if stream.broken:  # not find's output: SFTP from now on, as ``_find`` decides
+                        self._find_ok = False
+                if found is None:
+                    yield await self.walk(follow_links=follow_links, tops=batch)
+                    continue
+                links = [e.rel for e in found if e.kind == LINK]
+                try:
+                    found = [e for e in found if e.kind != LINK] + await self._resolve_links(links, follow_links)
+                except _SSH_ERRORS as exc:
+                    raise _transport_error(self.describe(), exc) from exc
+                yield found
+        finally:
+            if proc is not None:
+                proc.close()
 
     @_mapped
     async def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes] | None:
