@@ -38,8 +38,11 @@ __all__ = ["PullStream", "local_tar"]
 
 Tails = dict[str, tuple[int, int, str]]  # file -> (size, mtime, tail hash): the journal's done records
 EXTRACT = f".extract{PART_SUFFIX}"  # tar's folder inside STAGE (an internal name: never a listed run)
-# -b 4: tar waits for 2 KiB records, not 10 KiB ones, so a stalled stream holds back no run that came whole
-_LOCAL_TAR = ["-x", "-b", "4", "-f", "-", "--no-same-owner", "--no-same-permissions"]
+# Both tars use 10 KiB records (-b 20, GNU tar's default, said on both sides): the remote one writes whole records
+# only, each one the local one reads whole, so a stalled stream holds back no run that came whole. (With 2 KiB
+# records here, as before, the local tar made 60,000 more reads and 57,000 more writes for 10,000 runs.)
+_RECORD = ["-b", "20"]
+_LOCAL_TAR = ["-x", *_RECORD, "-f", "-", "--no-same-owner", "--no-same-permissions"]
 _GNU_VERBOSE = ["-v", "--quoting-style=literal"]  # one line per member as tar starts it, the name as sent
 _CHANGED = (": file changed as we read it", ": File shrank by ")  # GNU tar's warnings naming a file
 _gnu: list[bool] = []
@@ -102,7 +105,8 @@ class PullStream:
         tar = shlex.quote(self.remote.TAR)
         try:
             self._proc = await self.remote.start(
-                f"{tar} -cf - --no-recursion --dereference --null --verbatim-files-from -T -", write_fd)
+                f"{tar} -cf - {' '.join(_RECORD)} --no-recursion --dereference --null --verbatim-files-from -T -",
+                write_fd)
         except BaseException:
             os.close(write_fd)
             self._stop_tar()
