@@ -28,6 +28,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +76,12 @@ class PullStream:
     """One remote ``tar -c`` for a pass: :meth:`feed` runs as they are listed, :meth:`close_input`, :meth:`end`."""
 
     def __init__(self, remote: Any, root: str, stage: str,
-                 on_done: Callable[[str, Tails | None], None]) -> None:
+                 on_done: Callable[[list[tuple[str, Tails | None]]], None]) -> None:
         self.remote, self.root, self.stage, self.on_done = remote, root, stage, on_done
+        # the thread's verdicts, handed to the loop a bunch at a time: one wake-up of the loop (and one journal
+        # write) per bunch, not per run (each wake-up is a write to the loop's socket and a turn of the loop)
+        self._verdicts: list[tuple[str, Tails | None]] = []
+        self._verdicts_lock = threading.Lock()
         self.extract = os.path.join(stage, EXTRACT)
         self._runs: dict[str, _Run] = {}  # written by the loop before the names are sent, read by the thread
         self._order: list[str] = []  # the runs in the order fed (tar's order)
@@ -169,10 +174,12 @@ class PullStream:
         except (OSError, EOFError):
             err = b""
         shutil.rmtree(self.extract, ignore_errors=True)
-        for top, run in self._runs.items():
-            if not run.over:
-                run.over = True
-                self.on_done(top, None)
+        self._hand_over()  # the thread's last verdicts, if their turn of the loop has not come yet
+        given_up = [top for top, run in self._runs.items() if not run.over]
+        for top in given_up:
+            self._runs[top].over = True
+        if given_up:
+            self.on_done([(top, None) for top in given_up])
         changed = [line.split(": ", 1)[1].rsplit(": ", 1)[0] for line in err.decode(errors="replace").splitlines()
                    if line.startswith("tar: ") and any(c in line for c in _CHANGED)]
         return self._proc.exit_status, err, changed
@@ -211,7 +218,18 @@ class PullStream:
         if tails is None:
             shutil.rmtree(where, ignore_errors=True)
         run.over = True
-        self._loop.call_soon_threadsafe(self.on_done, top, tails)
+        with self._verdicts_lock:
+            self._verdicts.append((top, tails))
+            first = len(self._verdicts) == 1  # else a hand-over is already on its way
+        if first:
+            self._loop.call_soon_threadsafe(self._hand_over)
+
+    def _hand_over(self) -> None:
+        """In the loop: the verdicts the thread has reached since the last hand-over."""
+        with self._verdicts_lock:
+            verdicts, self._verdicts = self._verdicts, []
+        if verdicts:
+            self.on_done(verdicts)
 
     def _check(self, top: str, run: _Run) -> Tails | None:
         """The run under STAGE holds exactly its listed folders and files (plain, one link, listed size and mtime):
