@@ -195,6 +195,8 @@ class SyncSession:
         sent_before = self.dst.bytes_written if self.dst is not None else 0
         walks = contextlib.AsyncExitStack()  # each side's listing of every batch (over SSH: one command)
         try:
+            if copier is not None and tops:
+                copier.expect(tops)
             src_walks = await walks.enter_async_context(contextlib.aclosing(self.src.walk_batches(batches)))
             dst_walks = None if self.dst is None else await walks.enter_async_context(
                 contextlib.aclosing(self.dst.walk_batches(batches, follow_links=False)))
@@ -221,6 +223,8 @@ class SyncSession:
             if copier is not None:
                 copier.no_more()  # the pull stream's last runs come once it ends
             placed: set[str] = set().union(*await asyncio.gather(*copying))
+            if copier is not None:
+                await copier.ended()
         finally:
             await walks.aclose()
             for task in copying:

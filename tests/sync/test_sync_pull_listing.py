@@ -15,6 +15,7 @@ import pytest
 from support.sync import make_run, tree
 
 from lightning_track.sync import SyncOptions, engine, sync_once
+from lightning_track.sync.pullstream import PullStream
 from lightning_track.sync.transport.findstream import FindStream, parse_records
 from lightning_track.sync.transport.ssh import SSHTransport
 
@@ -37,8 +38,8 @@ class Counted:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.finds: list[str] = []
-        self.sftp_walks = 0
-        find, sftp_walk = SSHTransport._find, SSHTransport._sftp_walk
+        self.sftp_walks = self.tar_streams = 0
+        find, sftp_walk, start = SSHTransport._find, SSHTransport._sftp_walk, PullStream.start
 
         async def counted_find(transport, paths, *args, **kwargs):
             self.finds.append(paths)
@@ -48,6 +49,11 @@ class Counted:
             self.sftp_walks += 1
             return await sftp_walk(transport, *args, **kwargs)
 
+        async def counted_start(stream):
+            self.tar_streams += 1
+            return await start(stream)
+
+        monkeypatch.setattr(PullStream, "start", counted_start)
         monkeypatch.setattr(SSHTransport, "_find", counted_find)
         monkeypatch.setattr(SSHTransport, "_sftp_walk", counted_sftp_walk)
         monkeypatch.setattr(engine, "BATCH_TOPS", 2)  # 7 runs: four batches
@@ -78,8 +84,12 @@ def test_every_batch_listed_by_one_command(ssh_home, tmp_path: Path, monkeypatch
     result = pull(ssh_home, src, mirror, tmp_path / "state.jsonl")
     assert tree(mirror) == tree(src) and result.copied == len(tree(src))
     assert "TOPS" not in count.finds and count.sftp_walks == 0  # no batch listed on its own
+    # live runs go file by file: the tar stream started with the listing (the mirror lacked runs) got none,
+    # and ended with the pass, leaving no stage behind
+    assert sorted(os.listdir(mirror)) == RUNS and result.notes == [] and count.tar_streams == 1
     again = pull(ssh_home, src, mirror, tmp_path / "state.jsonl")
     assert again.files == 0 and again.plan.unchanged == len(tree(src))
+    assert count.tar_streams == 1  # the mirror has every run: no stream started for the second pass
 
 
 @pytest.mark.slow
