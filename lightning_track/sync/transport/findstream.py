@@ -16,7 +16,7 @@ No asyncssh here: the process is asyncssh's, its errors are mapped by the caller
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .base import DIR, FILE, LINK, Entry, check_name
@@ -67,8 +67,9 @@ def stream_command(find: str, per_find: int) -> str:
 class FindStream:
     """The listing of ``batches`` (top-level names, in this order) from one :func:`stream_command`'s stdout."""
 
-    def __init__(self, stdout: Any, batches: Sequence[Sequence[str]]) -> None:
+    def __init__(self, stdout: Any, batches: Sequence[Sequence[str]], close: Callable[[], None] | None = None) -> None:
         self.stdout = stdout  # asyncssh's reader (bytes)
+        self.close = close or (lambda: None)  # the command's end, once the batches are read (or the pass stops)
         self.batches = batches
         self.ends: list[int] = []  # where each batch ends in the run of every name
         for batch in batches:

@@ -19,57 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import posixpath
 import shlex
 import stat as stat_mod
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import Any
 
 import asyncssh
 
-from ...errors import HostKeyError, SSHSetupError, TransportError, one_line
+from ...errors import HostKeyError, SSHSetupError, one_line
 from ...folder.fileio import inside
 from ..endpoints import Endpoint
 from .base import DIR, FILE, LINK, Entry, Transport, check_name
 from .findstream import FIND_FORMAT, FindStream, parse_records, stream_command
 from .ssh_connect import SSH_ERRORS, host_key_message, preferred_ciphers
+from .ssh_connect import mapped as _mapped
+from .ssh_connect import transport_error as _transport_error
 
 __all__ = ["SSHTransport"]
 
-_T = TypeVar("_T")
 # What asyncssh raises once connected: its own errors, and EOFError from a channel closed under a request.
 _SSH_ERRORS = SSH_ERRORS
-
-
-def _transport_error(where: str, exc: BaseException, what: str | None = None) -> TransportError:
-    """The one-line :class:`TransportError` for an error of the SSH library (or the socket under it) at ``where``."""
-    if what is None:
-        if isinstance(exc, (asyncssh.DisconnectError, EOFError)):
-            what = "connection lost"
-        elif isinstance(exc, asyncssh.ChannelOpenError):
-            what = "the server refused an SFTP channel"
-        elif isinstance(exc, asyncssh.SFTPError):
-            what = "SFTP request failed"
-        else:
-            what = "SSH error"
-    name, text = type(exc).__name__, one_line(exc)
-    return TransportError(f"{where}: {what} ({name if text == name else f'{name}: {text}'})")
-
-
-def _mapped(method: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T]]:
-    """Raise the SSH library's errors from one operation as :class:`TransportError` naming the file
-    (the operation's first argument when it is a path, else the endpoint)."""
-
-    @functools.wraps(method)
-    async def call(self: SSHTransport, *args: Any, **kwargs: Any) -> _T:
-        try:
-            return await method(self, *args, **kwargs)
-        except _SSH_ERRORS as exc:
-            rel = args[0] if args and isinstance(args[0], str) else ""
-            raise _transport_error(f"{self.describe()}/{rel}" if rel else self.describe(), exc) from exc
-
-    return call
 
 
 class SSHTransport(Transport):
@@ -200,50 +170,42 @@ class SSHTransport(Transport):
                            follow_links: bool = True) -> AsyncIterator[list[Entry]]:
         """Several batches of runs: one remote command lists them all (findstream.py), batch by batch as asked;
         a batch that command could not list well is walked the usual way (``walk``)."""
-        if len(batches) < 2 or any(b is None for b in batches) or self._find_ok is False or self._conn is None:
-            async for entries in super().walk_batches(batches, follow_links=follow_links):
-                yield entries
-            return
-        names = [sorted(b or ()) for b in batches]
-        for batch in names:
-            for name in batch:
-                check_name(name, "")
-        stream, proc = None, None
+        stream = await self._list_stream(batches) if len(batches) > 1 and None not in batches else None
         try:
-            try:
-                proc = await self._conn.create_process(
-                    f"cd {shlex.quote(self.root)} && {stream_command(self.FIND, max(map(len, names)))}",
-                    encoding=None)
-            except asyncssh.ChannelOpenError:  # an SFTP-only account
-                self._find_ok = False
-            except _SSH_ERRORS as exc:
-                raise _transport_error(self.describe(), exc) from exc
-            if proc is not None:
-                proc.stdin.write(b"".join(f"./{n}".encode("utf-8", "surrogateescape") + b"\0"
-                                          for batch in names for n in batch))
-                proc.stdin.write_eof()
-                stream = FindStream(proc.stdout, names)
-            for k, batch in enumerate(names):
-                found = None
-                if stream is not None:
-                    try:
-                        found = await stream.batch(k)
-                    except _SSH_ERRORS as exc:
-                        raise _transport_error(self.describe(), exc) from exc
-                    if stream.broken:  # not find's output: SFTP from now on, as ``_find`` decides
-                        self._find_ok = False
-                if found is None:
-                    yield await self.walk(follow_links=follow_links, tops=batch)
-                    continue
-                links = [e.rel for e in found if e.kind == LINK]
-                try:
-                    found = [e for e in found if e.kind != LINK] + await self._resolve_links(links, follow_links)
-                except _SSH_ERRORS as exc:
-                    raise _transport_error(self.describe(), exc) from exc
-                yield found
+            for k, batch in enumerate(batches):
+                found = None if stream is None else await self._streamed(stream, k, follow_links)
+                yield await self.walk(follow_links=follow_links, tops=batch) if found is None else found
         finally:
-            if proc is not None:
-                proc.close()
+            if stream is not None:
+                stream.close()
+
+    @_mapped
+    async def _list_stream(self, batches: Sequence[Collection[str] | None]) -> FindStream | None:
+        """The remote command that lists every batch, its names sent; None where find is not to be used."""
+        if self._find_ok is False or self._conn is None:
+            return None
+        names = [sorted(batch or ()) for batch in batches]
+        for name in (name for batch in names for name in batch):
+            check_name(name, "")
+        command = stream_command(self.FIND, max(map(len, names)))
+        try:
+            proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {command}", encoding=None)
+        except asyncssh.ChannelOpenError:  # an SFTP-only account
+            self._find_ok = False
+            return None
+        proc.stdin.write(b"".join(f"./{n}".encode("utf-8", "surrogateescape") + b"\0" for b in names for n in b))
+        proc.stdin.write_eof()
+        return FindStream(proc.stdout, names, proc.close)
+
+    @_mapped
+    async def _streamed(self, stream: FindStream, k: int, follow_links: bool) -> list[Entry] | None:
+        found = await stream.batch(k)
+        if stream.broken:  # not find's output: SFTP from now on, as ``_find`` decides
+            self._find_ok = False
+        if found is None:
+            return None
+        links = [e.rel for e in found if e.kind == LINK]
+        return [e for e in found if e.kind != LINK] + await self._resolve_links(links, follow_links)
 
     @_mapped
     async def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes] | None:
