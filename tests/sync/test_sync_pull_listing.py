@@ -16,6 +16,7 @@ from support.sync import make_run, tree
 
 from lightning_track.sync import SyncOptions, engine, sync_once
 from lightning_track.sync.pullstream import PullStream
+from lightning_track.sync.transport import findstream
 from lightning_track.sync.transport.findstream import FindStream, parse_records
 from lightning_track.sync.transport.ssh import SSHTransport
 
@@ -57,7 +58,9 @@ class Counted:
         monkeypatch.setattr(SSHTransport, "_find", counted_find)
         monkeypatch.setattr(SSHTransport, "_sftp_walk", counted_sftp_walk)
         monkeypatch.setattr(engine, "BATCH_TOPS", 2)  # 7 runs: four batches
+        monkeypatch.setattr(findstream, "PER_FIND", 2)  # as engine.BATCH_TOPS
         monkeypatch.setattr(SSHTransport, "SFTP_TOPS", 0)  # a batch walked alone uses find, as a big one does
+        monkeypatch.setattr(SSHTransport, "SFTP_ROOT", 2)  # the root looked at by find, as a big one is
 
 
 def wrapper(tmp_path: Path, body: str) -> str:
@@ -83,7 +86,7 @@ def test_every_batch_listed_by_one_command(ssh_home, tmp_path: Path, monkeypatch
     count = Counted(monkeypatch)
     result = pull(ssh_home, src, mirror, tmp_path / "state.jsonl")
     assert tree(mirror) == tree(src) and result.copied == len(tree(src))
-    assert "TOPS" not in count.finds and count.sftp_walks == 0  # no batch listed on its own
+    assert count.finds == [] and count.sftp_walks == 0  # the root and every batch listed by one command
     # live runs go file by file: the tar stream started with the listing (the mirror lacked runs) got none,
     # and ended with the pass, leaving no stage behind
     assert sorted(os.listdir(mirror)) == RUNS and result.notes == [] and count.tar_streams == 1
@@ -178,3 +181,7 @@ def test_the_stream_cut_anywhere_gives_the_same_batches() -> None:
     assert parse_records([rec("f", "a/x", 3)[:-1]])[0].size == 3
     with pytest.raises(ValueError):
         parse_records([rec("f", "a/../x")[:-1]])
+
+
+def test_a_find_of_the_root_command_is_one_batch() -> None:
+    assert findstream.PER_FIND == engine.BATCH_TOPS

@@ -10,22 +10,32 @@ anything but a file vanishing mid-listing is known before its batches are used: 
 the usual way (their own command, else SFTP, which raises the error by name), as without the stream. The
 caller reads batch after batch; the remote side runs ahead only as far as the SSH channel's window.
 
-No asyncssh here: the process is asyncssh's, its errors are mapped by the caller (ssh.py).
+A look at a big root (``skeleton``) is made by the same command: the root's entries first, then it waits
+for the names (:func:`root_command`), so a pass of many runs starts one shell for its look and its listing.
+:class:`StreamedListing` is that part of ssh.py's SSHTransport.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
-from .base import DIR, FILE, LINK, Entry, check_name
+import asyncssh
 
-__all__ = ["FIND_FORMAT", "FindStream", "parse_records", "stream_command"]
+from .base import DIR, FILE, LINK, Entry, Transport, check_name
+from .ssh_connect import mapped
+
+__all__ = ["FIND_FORMAT", "FindStream", "StreamedListing", "parse_records", "read_root", "root_command",
+           "stream_command"]
 
 FIND_FORMAT = "%y\\t%s\\t%T@\\t%p\\0"  # find expands the escapes
 _KINDS = {"f": FILE, "d": DIR, "l": LINK}
 _END = b"\x01"  # an end record starts so; a listing record starts with find's %y letter
+_ROOT_END = b"\x02"  # root_command's record after the root's entries
+# names per find of a root_command, whose batches are not known when it starts: engine.BATCH_TOPS, so that each
+# find is one batch (a find that complains sends only the batches it listed the usual way)
+PER_FIND = 1000
 _VANISHED = "No such file or directory"
 
 
@@ -62,6 +72,45 @@ def stream_command(find: str, per_find: int) -> str:
     script = (f'exec 3>&1; err=$({find} "$@" -printf {shlex.quote(FIND_FORMAT)} 2>&1 >&3); s=$?; '
               "printf '\\001%s\\t%s\\t%s\\0' \"$s\" \"$#\" \"$err\"")
     return f"LC_ALL=C xargs -0 -r -n {max(1, per_find)} sh -c {shlex.quote(script)} sh"
+
+
+def root_command(find: str) -> str:
+    """The root's entries (one ``find``, its end record ``\2status\tstderr\0``), then :func:`stream_command`
+    waiting for names: the look at the root and the listing of its runs in one command, one shell start-up."""
+    root = (f"exec 3>&1; err=$(LC_ALL=C {find} . -mindepth 1 -maxdepth 1 -printf {shlex.quote(FIND_FORMAT)} "
+            "2>&1 >&3); printf '\\002%s\\t%s\\0' \"$?\" \"$err\"")
+    return f"sh -c {shlex.quote(root)}; {stream_command(find, PER_FIND)}"  # sh: whatever the login shell
+
+
+async def read_root(stdout: Any) -> tuple[list[Entry] | None, Any]:
+    """The root's entries from :func:`root_command`'s stdout (None: not to be used), and the reader of the rest."""
+    got, records = b"", [b""]
+    while not any(r[:1] == _ROOT_END for r in records[:-1]):
+        data = await stdout.read(1 << 18)
+        if not data:
+            return None, stdout
+        got += data
+        records = got.split(b"\0")
+    at = next(i for i, r in enumerate(records[:-1]) if r[:1] == _ROOT_END)
+    try:
+        status, err = records[at][1:].decode("utf-8", "replace").split("\t", 1)
+        found = parse_records(records[:at]) if complaints_ok(int(status), err) else None
+    except ValueError:
+        found = None
+    return found, _Replay(b"\0".join(records[at + 1:]), stdout)
+
+
+class _Replay:
+    """A reader that gives ``first`` before reading on from ``reader``."""
+
+    def __init__(self, first: bytes, reader: Any) -> None:
+        self.first, self.reader = first, reader
+
+    async def read(self, n: int) -> bytes:
+        if self.first:
+            data, self.first = self.first, b""
+            return data
+        return await self.reader.read(n)
 
 
 class FindStream:
@@ -134,3 +183,85 @@ class FindStream:
                     raise ValueError(f"{entry.rel!r}: not under a name asked for")
                 self._names = set(self.batches[self._at])
             self.filling.setdefault(self._at, []).append(entry)
+
+
+class StreamedListing(Transport):
+    """SSHTransport's listing of many batches by one remote command (it has ``_conn``, ``root``, ``FIND``,
+    ``_find_ok``, ``walk`` and ``_resolve_links``)."""
+
+    _conn: Any
+    _find_ok: bool | None
+    _lister: tuple[Any, Any] | None = None  # root_command's process and reader, once it listed the root
+    FIND: str
+
+    async def _resolve_links(self, links: list[str], follow_links: bool) -> list[Entry]:
+        raise NotImplementedError
+
+    async def walk_batches(self, batches: Sequence[Collection[str] | None], *,
+                           follow_links: bool = True) -> AsyncIterator[list[Entry]]:
+        """Several batches of runs: one remote command lists them all (findstream.py), batch by batch as asked;
+        a batch that command could not list well is walked the usual way (``walk``)."""
+        stream = await self._list_stream(batches) if len(batches) > 1 and None not in batches else None
+        self._drop_lister()  # a root_command not used for these batches
+        try:
+            for k, batch in enumerate(batches):
+                found = None if stream is None else await self._streamed(stream, k, follow_links)
+                yield await self.walk(follow_links=follow_links, tops=batch) if found is None else found
+        finally:
+            if stream is not None:
+                stream.close()
+
+    @mapped
+    async def _list_stream(self, batches: Sequence[Collection[str] | None]) -> FindStream | None:
+        """The remote command that lists every batch, its names sent; None where find is not to be used."""
+        if self._find_ok is False or self._conn is None:
+            return None
+        names = [sorted(batch or ()) for batch in batches]
+        for name in (name for batch in names for name in batch):
+            check_name(name, "")
+        proc, stdout = self._lister or (None, None)  # the command that listed the root, waiting for names
+        self._lister = None
+        if proc is None:
+            command = stream_command(self.FIND, max(map(len, names)))
+            try:
+                proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {command}", encoding=None)
+            except asyncssh.ChannelOpenError:  # an SFTP-only account
+                self._find_ok = False
+                return None
+            stdout = proc.stdout
+        proc.stdin.write(b"".join(f"./{n}".encode("utf-8", "surrogateescape") + b"\0" for b in names for n in b))
+        proc.stdin.write_eof()
+        return FindStream(stdout, names, proc.close)
+
+    async def _root_listing(self) -> list[Entry] | None:
+        """The root's entries by a root_command, kept to list the batches of runs that follow (one shell start-up
+        for both); None where it could not (the caller asks ``_find``)."""
+        self._drop_lister()
+        if self._find_ok is False or self._conn is None:
+            return None
+        try:
+            proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {root_command(self.FIND)}",
+                                                   encoding=None)
+        except asyncssh.ChannelOpenError:
+            return None
+        found, rest = await read_root(proc.stdout)
+        if found is None:
+            proc.close()
+        else:
+            self._lister = (proc, rest)
+        return found
+
+    def _drop_lister(self) -> None:
+        if self._lister is not None:
+            self._lister[0].close()
+            self._lister = None
+
+    @mapped
+    async def _streamed(self, stream: FindStream, k: int, follow_links: bool) -> list[Entry] | None:
+        found = await stream.batch(k)
+        if stream.broken:  # not find's output: SFTP from now on, as ``_find`` decides
+            self._find_ok = False
+        if found is None:
+            return None
+        links = [e.rel for e in found if e.kind == LINK]
+        return [e for e in found if e.kind != LINK] + await self._resolve_links(links, follow_links)

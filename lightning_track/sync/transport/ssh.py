@@ -22,7 +22,7 @@ import contextlib
 import posixpath
 import shlex
 import stat as stat_mod
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import Collection
 from typing import Any
 
 import asyncssh
@@ -31,7 +31,7 @@ from ...errors import HostKeyError, SSHSetupError, one_line
 from ...folder.fileio import inside
 from ..endpoints import Endpoint
 from .base import DIR, FILE, LINK, Entry, Transport, check_name
-from .findstream import FIND_FORMAT, FindStream, parse_records, stream_command
+from .findstream import FIND_FORMAT, StreamedListing, parse_records
 from .ssh_connect import SSH_ERRORS, host_key_message, preferred_ciphers
 from .ssh_connect import mapped as _mapped
 from .ssh_connect import transport_error as _transport_error
@@ -42,7 +42,7 @@ __all__ = ["SSHTransport"]
 _SSH_ERRORS = SSH_ERRORS
 
 
-class SSHTransport(Transport):
+class SSHTransport(StreamedListing, Transport):
     """A folder on a remote machine through asyncssh's SFTP client.
 
     asyncssh reads ``~/.ssh/config`` (Host aliases, HostName, Port, User, IdentityFile, ProxyJump),
@@ -68,6 +68,7 @@ class SSHTransport(Transport):
         self._real_root = ""
         self._write_len = 32768
         self._find_ok: bool | None = None  # None: not tried yet
+        self._lister: tuple[Any, Any] | None = None  # root_command's process and reader, once it listed the root
         self.tar_ok: bool | None = None  # False once the remote could not run TAR (sync/bulk.py)
 
     def describe(self) -> str:
@@ -114,6 +115,7 @@ class SSHTransport(Transport):
         self._write_len = self._sftp.limits.max_write_len  # 255 KiB from OpenSSH's limits@openssh.com
 
     async def close(self) -> None:
+        self._drop_lister()
         if self._sftp is not None:
             self._sftp.exit()
             self._sftp = None
@@ -165,47 +167,6 @@ class SSHTransport(Transport):
             return None
         self._find_ok = True
         return entries
-
-    async def walk_batches(self, batches: Sequence[Collection[str] | None], *,
-                           follow_links: bool = True) -> AsyncIterator[list[Entry]]:
-        """Several batches of runs: one remote command lists them all (findstream.py), batch by batch as asked;
-        a batch that command could not list well is walked the usual way (``walk``)."""
-        stream = await self._list_stream(batches) if len(batches) > 1 and None not in batches else None
-        try:
-            for k, batch in enumerate(batches):
-                found = None if stream is None else await self._streamed(stream, k, follow_links)
-                yield await self.walk(follow_links=follow_links, tops=batch) if found is None else found
-        finally:
-            if stream is not None:
-                stream.close()
-
-    @_mapped
-    async def _list_stream(self, batches: Sequence[Collection[str] | None]) -> FindStream | None:
-        """The remote command that lists every batch, its names sent; None where find is not to be used."""
-        if self._find_ok is False or self._conn is None:
-            return None
-        names = [sorted(batch or ()) for batch in batches]
-        for name in (name for batch in names for name in batch):
-            check_name(name, "")
-        command = stream_command(self.FIND, max(map(len, names)))
-        try:
-            proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {command}", encoding=None)
-        except asyncssh.ChannelOpenError:  # an SFTP-only account
-            self._find_ok = False
-            return None
-        proc.stdin.write(b"".join(f"./{n}".encode("utf-8", "surrogateescape") + b"\0" for b in names for n in b))
-        proc.stdin.write_eof()
-        return FindStream(proc.stdout, names, proc.close)
-
-    @_mapped
-    async def _streamed(self, stream: FindStream, k: int, follow_links: bool) -> list[Entry] | None:
-        found = await stream.batch(k)
-        if stream.broken:  # not find's output: SFTP from now on, as ``_find`` decides
-            self._find_ok = False
-        if found is None:
-            return None
-        links = [e.rel for e in found if e.kind == LINK]
-        return [e for e in found if e.kind != LINK] + await self._resolve_links(links, follow_links)
 
     @_mapped
     async def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes] | None:
@@ -337,7 +298,9 @@ class SSHTransport(Transport):
         rels = sorted(known_dirs)
         tops = await self._sftp_root(self.SFTP_ROOT) if len(rels) <= self.SFTP_STATS else None
         if tops is None:
-            found = await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
+            found = None if rels else await self._root_listing()
+            if found is None:
+                found = await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
             if found is not None:
                 return ([e for e in found if "/" not in e.rel],
                         {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
