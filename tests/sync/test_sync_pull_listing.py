@@ -96,6 +96,16 @@ def test_every_batch_listed_by_one_command(ssh_home, tmp_path: Path, monkeypatch
 
 
 @pytest.mark.slow
+def test_one_batch_of_a_big_root_uses_the_root_command(ssh_home, tmp_path: Path, monkeypatch) -> None:
+    src, mirror = tmp_path / "src", tmp_path / "mirror"
+    runs(src)
+    count = Counted(monkeypatch)
+    monkeypatch.setattr(engine, "BATCH_TOPS", 1000)
+    pull(ssh_home, src, mirror, tmp_path / "state.jsonl")
+    assert tree(mirror) == tree(src) and count.finds == [] and count.sftp_walks == 0
+
+
+@pytest.mark.slow
 def test_push_lists_the_mirror_by_one_command(ssh_home, tmp_path: Path, monkeypatch) -> None:
     """The mirror has none of the runs yet: every name "vanished", which is an empty listing, not a failure."""
     src, mirror = tmp_path / "src", tmp_path / "mirror"

@@ -201,7 +201,8 @@ class StreamedListing(Transport):
                            follow_links: bool = True) -> AsyncIterator[list[Entry]]:
         """Several batches of runs: one remote command lists them all (findstream.py), batch by batch as asked;
         a batch that command could not list well is walked the usual way (``walk``)."""
-        stream = await self._list_stream(batches) if len(batches) > 1 and None not in batches else None
+        many = len(batches) > 1 or self._lister is not None  # one batch: its own find, unless one is waiting
+        stream = await self._list_stream(batches) if many and None not in batches else None
         self._drop_lister()  # a root_command not used for these batches
         try:
             for k, batch in enumerate(batches):
