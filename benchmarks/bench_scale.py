@@ -15,7 +15,8 @@ metrics.jsonl): the files a listing reads. Measured, each ``lt ls`` a fresh proc
    frame off: the code before it), after ``--changed`` of the runs changed (the frame built and kept again),
    each beside ``catalog=False``;
 4. memory (``--memory``): the tracemalloc peak of ``lt ls --json`` and of an ``lt-sync`` pass (local to local:
-   nothing changed; and ``full``, every file listed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
+   nothing changed; ``full``, every file listed; 1% of the runs changed; with ``--memory-ssh`` also pulled from
+   the tests' private sshd, nothing changed) in fresh processes, at a tenth of ``--runs`` and at ``--runs``.
 5. MLflow's ``search_runs`` over the same runs in its SQLite store (the anchor the issue names; where MLflow is
    installed, ``--mlflow skip`` to leave it out): the newest 50, every run (records, and pandas), the
    config filter, each a fresh process beside ``lt ls`` / ``lt ls --json`` / ``load_runs`` / ``lt ls -f``
@@ -186,6 +187,8 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also the memory peaks (makes a second, smaller "
                         "set of runs and mirrors both: minutes)")
     parser.add_argument("--only-memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-ssh", action="store_true", help="with --memory: also lt-sync pulling the runs "
+                        "from the tests' private sshd on 127.0.0.1")
     parser.add_argument("--sources", type=int, default=0,
                         help="many sources into one mirror instead: this many folders of --runs runs each")
     parser.add_argument("--ssh", type=int, default=10, help="with --sources: how many go through sshd on 127.0.0.1")
@@ -203,7 +206,7 @@ def main() -> None:
     if args.only_memory:
         tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
         try:
-            print("\n".join(memory_lines(tmp, args.runs)))
+            print("\n".join(memory_lines(tmp, args.runs, ssh=args.memory_ssh)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
@@ -299,7 +302,7 @@ def main() -> None:
         pair(f"load_runs, {args.changed:.0%} of the runs changed just before (the frame built and kept again)",
              changed_load, lambda: _timed(lambda: load_runs(root, catalog=False)))
         catalog_mb = sum(p.stat().st_size for p in cache.glob("catalog-*")) / 1e6
-        memory = memory_lines(tmp, args.runs, root) if args.memory else []
+        memory = memory_lines(tmp, args.runs, root, args.memory_ssh) if args.memory else []
         if args.mlflow == "measure":
             mlflow_section(args, root, env, mlflow_uri, mlflow_built_s)
         else:
@@ -327,32 +330,49 @@ def peak_mb(body: str, argv: list[str], env: dict[str, str]) -> float:
     return int(done.stderr.strip().splitlines()[-1]) / 2**20
 
 
-def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
-    """The peaks at a tenth of ``runs`` and at ``runs``: flat in the number of runs means the two agree."""
+def memory_lines(tmp: Path, runs: int, made: Path | None = None, ssh: bool = False) -> list[str]:
+    """The peaks at a tenth of ``runs`` and at ``runs``: flat in the number of runs means the two agree. With
+    ``ssh``: also the same runs pulled from the tests' private sshd on 127.0.0.1 (one more set of mirrors)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", ENV_CACHE_DIR: str(tmp / "mem-cache")}
     sizes = [max(1, runs // 10), runs]
     table: dict[str, list[float]] = {}
-    for count in sizes:
-        root = made if made is not None and count == runs else tmp / f"mem-runs-{count}"
-        if not root.exists():
-            make_runs(root, count)
-        for folder, _, names in os.walk(root, topdown=False):  # ended long ago: settled for lt-sync
-            for name in names:
-                os.utime(os.path.join(folder, name), (time.time() - 86400,) * 2)
-            os.utime(folder, (time.time() - 86400,) * 2)
-        mirror, state = tmp / f"mem-mirror-{count}", str(tmp / f"mem-state-{count}.jsonl")
-        ls = ["ls", str(root), "--json"]
-        time.sleep(catalog_module.RACY_S + 0.5)  # utime changed the folders' ctimes: settled only now
-        peak_mb(LS_BODY, ls, env)  # the catalog warm
-        table.setdefault("lt ls --json (catalog warm)", []).append(peak_mb(LS_BODY, ls, env))
-        sync = [str(root), str(mirror), state]
-        peak_mb(SYNC_BODY, [*sync, "quick"], env)  # the first copy
-        time.sleep(1.1)
-        peak_mb(SYNC_BODY, [*sync, "quick"], env)  # finds the runs settled
-        table.setdefault("lt-sync local, nothing changed (settled runs skipped)", []).append(
-            peak_mb(SYNC_BODY, [*sync, "quick"], env))
-        table.setdefault("lt-sync local, nothing changed, --full (every file listed)", []).append(
-            peak_mb(SYNC_BODY, [*sync, "full"], env))
+    server = _memory_sshd(tmp, env) if ssh else None
+    try:
+        for count in sizes:
+            root = made if made is not None and count == runs else tmp / f"mem-runs-{count}"
+            if not root.exists():
+                make_runs(root, count)
+            for folder, _, names in os.walk(root, topdown=False):  # ended long ago: settled for lt-sync
+                for name in names:
+                    os.utime(os.path.join(folder, name), (time.time() - 86400,) * 2)
+                os.utime(folder, (time.time() - 86400,) * 2)
+            mirror, state = tmp / f"mem-mirror-{count}", str(tmp / f"mem-state-{count}.jsonl")
+            ls = ["ls", str(root), "--json"]
+            time.sleep(catalog_module.RACY_S + 0.5)  # utime changed the folders' ctimes: settled only now
+            peak_mb(LS_BODY, ls, env)  # the catalog warm
+            table.setdefault("lt ls --json (catalog warm)", []).append(peak_mb(LS_BODY, ls, env))
+            sync = [str(root), str(mirror), state]
+            peak_mb(SYNC_BODY, [*sync, "quick"], env)  # the first copy
+            time.sleep(1.1)
+            peak_mb(SYNC_BODY, [*sync, "quick"], env)  # finds the runs settled
+            table.setdefault("lt-sync local, nothing changed (settled runs skipped)", []).append(
+                peak_mb(SYNC_BODY, [*sync, "quick"], env))
+            table.setdefault("lt-sync local, nothing changed, --full (every file listed)", []).append(
+                peak_mb(SYNC_BODY, [*sync, "full"], env))
+            if server is not None:
+                pulled = [f"ssh://{server.user}@127.0.0.1:{server.port}{root}", str(tmp / f"mem-pulled-{count}"),
+                          str(tmp / f"mem-pull-{count}.jsonl")]
+                peak_mb(SYNC_BODY, [*pulled, "quick"], env)
+                time.sleep(1.1)
+                peak_mb(SYNC_BODY, [*pulled, "quick"], env)
+                table.setdefault("lt-sync pull over SSH (sshd on 127.0.0.1), nothing changed", []).append(
+                    peak_mb(SYNC_BODY, [*pulled, "quick"], env))
+            change(root, 0.01)
+            table.setdefault("lt-sync local, 1% of the runs changed just before", []).append(
+                peak_mb(SYNC_BODY, [*sync, "quick"], env))
+    finally:
+        if server is not None:
+            server.stop()
     lines = [f"| memory: tracemalloc peak, fresh process | {sizes[0]:,} runs | {sizes[1]:,} runs "
              "| per 1,000 runs more |",
              "| --- | --- | --- | --- |"]
@@ -360,6 +380,19 @@ def memory_lines(tmp: Path, runs: int, made: Path | None = None) -> list[str]:
         slope = (big - small) / (sizes[1] - sizes[0]) * 1000
         lines.append(f"| {what} | {small:.1f} MiB | {big:.1f} MiB | {slope:.2f} MiB |")
     return ["", *lines]
+
+
+def _memory_sshd(tmp: Path, env: dict[str, str]) -> Any:
+    """The tests' private sshd, its client's ``~/.ssh`` in a HOME of its own (this process's and ``env``'s)."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from support.sync import make_sshd, write_ssh_home
+
+    env["HOME"] = os.environ["HOME"] = str(tmp / "mem-home")
+    (tmp / "mem-home").mkdir(exist_ok=True)
+    server = make_sshd(tmp / "mem-sshd")
+    server.start()
+    write_ssh_home(server)
+    return server
 
 
 def mlflow_section(args: argparse.Namespace, root: Path, env: dict[str, str], uri: str,

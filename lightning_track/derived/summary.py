@@ -153,9 +153,11 @@ def post_process(
 
 def _draw_and_link(layout: RunLayout, records: list[Any]) -> None:
     """Draw the run's PNG, then record its failure or link it from ``report_draft.md``. With the collector
-    paused (:mod:`..folder.gcpause`): the figure's objects are garbage before a collection sees them."""
+    paused (:mod:`..folder.gcpause`): the figure's objects are garbage before a collection sees them, and so are
+    the records (``records`` is emptied: the thread's job still holds the list when the pause ends)."""
     with collector_paused():
         error = _draw(layout, records)
+        records.clear()
         try:
             summary_file = SummaryFile(layout.summary_json)
             summary = summary_file.update(plots_error=error) if error is not None else summary_file.read()

@@ -15,7 +15,7 @@ The text is cleaned for a file, not for a terminal:
 * A line the output ended in the middle of (the process was killed while printing, or its last print had
   no newline) ends with :data:`CUT_MARK`, so it is never taken for a whole line.
 
-Torch-free (standard library only, and :mod:`.fileio` for whole-line appends).
+Standard library only, with :mod:`.appender` for whole-line appends (the console relay starts with ``python -S``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..vocabulary import iso_time, parse_iso_time
-from .fileio import JsonlAppender
+from .appender import JsonlAppender
 
 __all__ = ["CUT_MARK", "LineCleaner", "ConsoleLog", "read_console_log", "render_line"]
 

@@ -16,11 +16,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import orjson
 
 from ..errors import ConfigError, JsonlProblem, LightningTrackError, RunFolderError
+
+# Whole-line appends have their own standard-library-only module (the console relay starts with ``-S``).
+from .appender import JsonlAppender as JsonlAppender
+from .appender import _FdOwner
 
 # The encoding has its own module; these names stay importable from here, where every caller finds them.
 from .jsonenc import compact_dumps, dumps
@@ -35,7 +39,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_open",
     "read_umask",
-    "JsonlAppender",
     "read_json",
     "update_json",
     "exclusive_lock",
@@ -294,26 +297,6 @@ def _locked_fd(path: Path, *, wait: bool) -> int:
     return fd
 
 
-_Owner = TypeVar("_Owner", bound="_FdOwner")
-
-
-class _FdOwner:
-    """An open fd closed once, by :meth:`close` or at the ``with`` block's end."""
-
-    _fd = -1
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self: _Owner) -> _Owner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class HeldLock(_FdOwner):
     """An exclusive ``flock`` held until :meth:`close`, the ``with`` block's end, or the process's end
     (also when it is killed: the kernel drops it with the fd)."""
@@ -339,49 +322,6 @@ def exclusive_lock(path: str | Path, *, what: str, fix: str, name: str | Path | 
         return HeldLock(_locked_fd(Path(path), wait=False))
     except BlockingIOError:
         raise error(f"{path if name is None else name}: {what}; {fix}") from None
-
-
-class JsonlAppender(_FdOwner):
-    """Append whole lines to a JSONL file, each batch in a single ``write`` on an O_APPEND fd.
-
-    A concurrent reader therefore sees only whole lines, and a SIGKILL can at worst lose the
-    lines not yet written, never leave half of one. A write that fails part-way (a full disk, a
-    quota) is cut back to the file's last whole line before the error is raised, naming the file.
-    """
-
-    _write = staticmethod(os.write)  # one write of the batch (a test's failing disk replaces it)
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write_lines(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        data = "".join(lines).encode("utf-8")
-        view = memoryview(data)
-        start = os.fstat(self._fd).st_size
-        try:
-            while view:
-                written = self._write(self._fd, view)
-                view = view[written:]
-        except OSError as exc:
-            self._cut_back(start)
-            raise OSError(exc.errno, f"cannot append to {self.path}: {exc.strerror or exc} "
-                          "(the file ends at its last whole line)") from None
-
-    def _cut_back(self, size: int) -> None:
-        """Drop a partly written batch: the file ends at the last line written whole before it."""
-        try:
-            os.ftruncate(self._fd, size)
-        except OSError:
-            pass  # nothing more can be done; a reader skips a torn last line
-
-    def append(self, obj: Any) -> None:
-        self.write_lines([json_line(obj)])
-
-    def fsync(self) -> None:
-        os.fsync(self._fd)
 
 
 def iter_jsonl(path: str | Path, problems: list[JsonlProblem] | None = None) -> Iterator[tuple[int, dict]]:

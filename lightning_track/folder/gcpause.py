@@ -5,7 +5,9 @@ whatever else is young) to the oldest generation, where they count toward the ne
 which walks every object of the process: a fifth to a quarter of ``lt ls``'s CPU over 10,000 runs, and
 0.15-0.2 s in a training process that imported torch and Lightning (see benchmarks/results/logger.md).
 Paused, the burst counts as one young collection, which then finds its objects already dead. Objects
-still die by reference counting meanwhile.
+still die by reference counting meanwhile. So the burst must be unreachable when the pause ends (let go in
+a function called inside it, or cleared): the collection that the allocations made during the pause trigger
+runs at once, and it moves whatever is still referenced to an older generation.
 
 Thread-aware: pauses on several threads overlap (a run's finalize and its plot thread); the collector
 comes back when the last one ends, and only if it was on when the first began.

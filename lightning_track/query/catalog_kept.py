@@ -27,6 +27,7 @@ import orjson
 __all__ = ["Kept", "KeptKeys", "KEPT", "storable", "exact", "record_parts", "keep_record", "flush_records"]
 
 KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in the catalog, not built
+NO, YES, ASK, NO_CONFIG, DEEP = 0, 1, 2, 3, 4  # KeptKeys.states: a filter's answer for a row (two bits), DEEP
 
 
 class KeptKeys:
@@ -36,7 +37,7 @@ class KeptKeys:
     (``taken``) and a filter's matches (``narrowed``) are dicts: few, or asked for by key."""
 
     __slots__ = ("mask", "slots", "paths", "folders", "brief_of", "rowids", "kept", "briefs", "count", "taken",
-                 "narrowed")
+                 "narrowed", "states", "extra")
 
     def __init__(self) -> None:
         self.mask = 0
@@ -48,6 +49,8 @@ class KeptKeys:
         self.count = 0  # rows kept
         self.taken: dict[str, str] = {}  # key -> folder of a run read again and kept
         self.narrowed: dict[str, str] | None = None  # a filter's matches: the kept runs from then on
+        self.states: bytearray | None = None  # a filter's answer for each row (:meth:`load_answered`)
+        self.extra: dict[int, tuple[Any, ...]] = {}  # row -> its catalog row, where Python answers
 
     def load(self, rows: Iterable[tuple[int, str, str, bytes]], size: int) -> None:
         """The root's ended entries (``size`` of them, about: more are left out, then read as new runs)."""
@@ -77,6 +80,54 @@ class KeptKeys:
             brief_of.append(b)
             rowids.append(rowid)
         self.mask, self.slots, self.kept = mask, slots, bytearray(len(paths))
+
+    def load_answered(self, rows: Iterable[tuple[Any, ...]], size: int, tagged: bool, below: int) -> None:
+        """:meth:`load` of rows that carry a filter's answer (``Kept.load`` with a plan): (rowid, path, folder,
+        brief, answer: :data:`NO`, :data:`YES`, :data:`ASK`: Python answers, :data:`NO_CONFIG`); a row's state:
+        its answer, and :data:`DEEP` when its path has a "/" after ``below`` (the root's length + 1: a run
+        below a source folder). The rows Python answers (and with ``tagged``, a filter on tags, those with
+        tags) are kept whole in :attr:`extra`, their state's answer :data:`ASK`."""
+        capacity = 1 << max(4, (2 * size + 2).bit_length())  # at most half full (as load)
+        mask, slots, paths, folders = capacity - 1, array("i", bytes(4 * capacity)), self.paths, self.folders
+        index: dict[bytes, int] = {}
+        briefs, brief_of, rowids = self.briefs, self.brief_of, self.rowids
+        states, extra = bytearray(), self.extra
+        for row in rows:
+            rowid, path, folder, brief, state = row[0], row[1], row[2], row[3], row[4]
+            if len(paths) * 4 >= capacity * 3:
+                break
+            h = hash(path)
+            at = h & mask
+            found = slots[at]
+            while found and paths[found - 1] != h:
+                at = (at + 1) & mask
+                found = slots[at]
+            if found:  # two paths of one hash: neither kept (read as a plain read does)
+                folders[found - 1] = 0
+                continue
+            if state & 2 or tagged and b'"t":true' in brief:
+                extra[len(paths)] = row
+                state = ASK
+            if path.find("/", below) != -1:
+                state |= DEEP
+            slots[at] = len(paths) + 1
+            paths.append(h)
+            folders.append(hash(folder) or 1)  # (0: never matches)
+            b = index.get(brief)
+            if b is None:
+                b = index[brief] = len(briefs)
+                briefs.append(brief)
+            brief_of.append(b)
+            rowids.append(rowid)
+            states.append(state)
+        self.mask, self.slots, self.kept, self.states = mask, slots, bytearray(len(paths)), states
+
+    def narrow_to(self, rows: list[int], taken: dict[str, str]) -> None:
+        """Keep only ``rows`` (of the kept rows) and ``taken`` (of the runs read again): a filter's matches."""
+        kept = bytearray(len(self.kept))
+        for row in rows:
+            kept[row] = 1
+        self.kept, self.count, self.taken = kept, len(rows), taken
 
     def row(self, key: str) -> int:
         """``key``'s row, or -1."""
@@ -117,7 +168,8 @@ class KeptKeys:
 class Kept:
     """The entries one lean look checked and found right (``keys``), with their briefs counted."""
 
-    __slots__ = ("root", "_keys", "real", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed")
+    __slots__ = ("root", "_keys", "real", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed", "plan",
+                 "tagged")
 
     def __init__(self, root: str, records: bool = True) -> None:
         self.root = root  # absolute
@@ -133,6 +185,8 @@ class Kept:
         self.spoilt = ""  # why the look cannot be answered from the keys (then a whole look is made)
         self.rows: Any = None  # the look's RowSource
         self.feed: Any = None  # a filter's ConfigFeed: the configs of the folders listed, parsed beside the look
+        self.plan: Any = None  # a filter's filters_sql.Plan: answered for every entry as they are loaded
+        self.tagged = False  # the filter asks a run's tags (a kept row with tags is built to be asked)
 
     @property
     def keys(self) -> KeptKeys:
@@ -145,11 +199,30 @@ class Kept:
         self._keys.narrowed = keys
 
     def load(self, conn: sqlite3.Connection, prefix: str) -> None:
-        """The root's ended entries, from the catalog (raises sqlite3.Error)."""
+        """The root's ended entries, from the catalog (raises sqlite3.Error); with a :attr:`plan`, each with
+        the filter's answer, in the same scan (:meth:`KeptKeys.load_answered`)."""
         where = ("path >= ? AND path < ? AND ended", (prefix + "/", prefix + "0"))
         size = conn.execute(f"SELECT count(*) FROM runs WHERE {where[0]}", where[1]).fetchone()[0]
+        if self.plan is not None:
+            try:
+                self._keys.load_answered(conn.execute(*self._answered(prefix)), size, self.tagged,
+                                         len(self.root.rstrip("/")) + 1)
+                return
+            except sqlite3.Error:  # (a kept config SQLite cannot read as JSON): the filter asked in Python
+                self._keys, self.plan = KeptKeys(), None
         self._keys.load(conn.execute(f"SELECT rowid, path, folder, brief FROM runs WHERE {where[0]}", where[1]),
                         size)
+
+    def _answered(self, prefix: str) -> tuple[str, list[Any]]:
+        """The query of :meth:`load` with the plan's answer: each config's asked values taken once (a subquery
+        SQLite does not flatten), the answer and the state's bits over them."""
+        plan = self.plan
+        params = [*plan.params, prefix + "/", prefix + "0"]
+        low, high = f"?{len(params) - 1}", f"?{len(params)}"
+        return (f"SELECT r, path, folder, brief, CASE WHEN c THEN coalesce({plan.decision}, {ASK}) ELSE {NO_CONFIG} "
+                f"END FROM (SELECT runs.rowid AS r, path, folder, brief, config IS NOT NULL AS c, {plan.extract} FROM "
+                f"runs LEFT JOIN configs USING (path) WHERE path >= {low} AND path < {high} AND ended "
+                "LIMIT -1 OFFSET 0)", params)
 
     def unkept(self, conn: sqlite3.Connection) -> list[str]:
         """The paths of the root's ended entries the look did not keep (raises sqlite3.Error)."""

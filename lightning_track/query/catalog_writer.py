@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .catalog import open_catalog
 from .discover import run_names
 from .runs import RunInfo, read_run
 
-__all__ = ["write_through", "known_runs"]
+__all__ = ["write_through", "known_runs", "each_known_run"]
 
 
 def write_through(runs: Iterable[str | Path], gone: Iterable[str | Path] = ()) -> list[str]:
@@ -51,16 +51,24 @@ def write_through(runs: Iterable[str | Path], gone: Iterable[str | Path] = ()) -
 
 def known_runs(root: str | Path) -> set[str] | None:
     """The run folders the catalog holds below ``root`` (absolute paths), None when it cannot say."""
+    found: set[str] = set()
+    return found if each_known_run(root, found.add) else None
+
+
+def each_known_run(root: str | Path, each: Callable[[str], object]) -> bool:
+    """``each(path)`` for each run folder the catalog holds below ``root`` (absolute), as the query gives them
+    (100,000 runs are never one set here); False when the catalog cannot say (what ``each`` saw is then no answer)."""
     problems: list[str] = []
     book = open_catalog(problems)
     if book is None:
-        return None
+        return False
     prefix = os.path.abspath(root)
     try:
-        rows = book.conn.execute("SELECT path FROM runs WHERE path >= ? AND path < ?",  # the key's index alone
-                                 (prefix + "/", prefix + "0")).fetchall()
+        for (path,) in book.conn.execute("SELECT path FROM runs WHERE path >= ? AND path < ?",  # the key's index alone
+                                         (prefix + "/", prefix + "0")):
+            each(path)
     except sqlite3.Error:
-        return None  # a look that finds it damaged builds it again
+        return False  # a look that finds it damaged builds it again
     finally:
         book.close()
-    return {row[0] for row in rows}
+    return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from .catalog_kept import Kept
 from .catalog_rows import CatalogRun
 from .filters import Filter
 from .listing import default_columns, main_metric_of
-from .newest_filter import answerable, config_keys, narrow
+from .newest_filter import answerable, config_keys, narrow, planned
 from .runs import find_runs
 
 __all__ = ["Newest", "newest_runs"]
@@ -59,10 +60,11 @@ def newest_runs(root: str | Path, problems: list[str], *, window: int | None, re
         return None
     kept = Kept(os.path.abspath(root), records=window is None)  # a window's rows: their records on first use
     asked = config_keys(filters)
-    if asked:  # the configs of the runs the look reads, parsed beside it
+    if asked:  # the configs of the runs the look reads, parsed beside it; SQLite answers the kept ones
         from .config_feed import ConfigFeed
 
         kept.feed = ConfigFeed(asked)
+        kept.plan, kept.tagged = planned(filters), any(key == "tag" for f in filters for key in f.keys())
     try:
         return _newest(root, problems, kept, window, reverse, metric, stream, filters, look)
     finally:
@@ -115,14 +117,13 @@ def _narrowed(root: str | Path, kept: Kept, built: list[Any], filters: Sequence[
     """:func:`~.newest_filter.narrow` over the catalog's rows of the root (None: a whole look answers)."""
     if kept.rows is None:
         return None  # no catalog
+    where, args = _under(kept)  # (by the path index: no order wanted)
     try:
-        where, args = _under(kept)  # (by the path index: no order wanted)
-        rows = kept.rows._connection().execute(
-            f"SELECT path, folder, NULL, NULL, ended, start, brief FROM runs WHERE {where}", args).fetchall()
-    except Exception:  # noqa: BLE001 - any SQLite error: the whole look answers instead
+        conn = kept.rows._connection()
+        return narrow(kept, built, filters, conn, where, args, lambda row: _catalog_run(root, kept, row),
+                      lambda key: _shown(root, kept, key), _order)
+    except sqlite3.Error:  # the whole look answers instead
         return None
-    return narrow(kept, built, filters, rows, lambda row: _catalog_run(root, kept, row),
-                  lambda key: _shown(root, kept, key), _order)
 
 
 def _in_order(root: str | Path, kept: Kept, reverse: bool) -> Iterator[Any]:

@@ -46,6 +46,11 @@ from ..vocabulary import ENV_CONSOLE, ENV_MASK
 __all__ = ["close_fds", "ConsoleCapture", "capture_console", "active_capture", "stop_capture", "captured_elsewhere",
            "stream_identity", "make_channel", "console_groups", "stream_groups", "console_env_value"]
 
+# The relay's interpreter: ``-S`` (no site-packages, no .pth files: its imports are the standard library and this
+# package, which comes first on its path, never a checkout in the working directory as ``-m`` would put it); it
+# starts beside training at every run's start, so its start-up is kept to the interpreter's own.
+_RELAY_COMMAND = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                  "from lightning_track.run.console_relay import main; sys.exit(main())")
 _PIPE_SIZE = 1 << 20  # room for a burst while the relay starts (Linux's default limit for a user)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _ACTIVE: ConsoleCapture | None = None
@@ -161,7 +166,7 @@ class ConsoleCapture:
             env.pop(ENV_MASK, None)
             if secrets:  # in the relay's environment only (readable by this user alone), never on its command line
                 env[ENV_MASK] = json.dumps(sorted(set(secrets)))
-            command = [sys.executable, "-m", "lightning_track.run.console_relay", "--log", str(self.log_path),
+            command = [sys.executable, "-S", "-c", _RELAY_COMMAND, package_parent, "--log", str(self.log_path),
                        "--control", str(control_r), "--ack", str(ack_w),
                        "--update-interval", str(update_interval)]
             command += [a for s in streams for a in ("--stream", s)] + [a for p in ptys for a in ("--pty", p)]

@@ -5,9 +5,10 @@ messages, subprocesses, the interpreter's last traceback) means fds 1 and 2 must
 read; what we read must then reach the real terminal at once, byte for byte, so the user sees what they
 would see without us. Two places run it:
 
-* ``python -m lightning_track.run.console_relay`` beside a training process (see :mod:`.console`): its own
-  process, so a SIGKILL or an OOM kill of the training process loses nothing it printed (the relay reads
-  the pipe to its end), and its work never takes the GIL from training.
+* its own process beside a training process (see :mod:`.console`; started as ``python -S``, so everything
+  it imports is the standard library and this package), so a SIGKILL or an OOM kill of the training
+  process loses nothing it printed (the relay reads the pipe to its end), and its work never takes the
+  GIL from training.
 * a thread in ``lt-run`` (:mod:`lightning_track.launch.runner`), reading the launched command's output.
 
 Two threads: the *reader* copies bytes to the terminal as they arrive (never waiting on the disk);

@@ -33,7 +33,8 @@ __all__ = ["SyncOptions", "CycleResult", "SyncSession", "sync_once", "run_loop",
            "RETRYABLE_ERRORS"]
 
 CHUNK = 1 << 20  # bytes read from the source at once per file; with `parallel` files in flight, the memory bound
-BATCH_TOPS = 1000  # top-level folders listed, planned and settled at once
+BATCH_TOPS = 1000  # top-level folders listed, planned and settled at once (a remote side: a listing a batch)
+LOCAL_BATCH_TOPS = 100  # the same where both sides are local: a batch costs nothing more there, its memory less
 
 # What stops ``run_loop``: a SyncError (host key, authentication, missing source, an unsafe path in a
 # listing) does not go away by waiting. What it retries: TransferError (a lost connection is a
@@ -174,13 +175,15 @@ class SyncSession:
         cover = "checkpoints" if opts.include_checkpoints else ""
         tops, skipped, skipped_files = await self._unsettled(cover)
         if tops is None and self.runicorn is None:
-            tops = await self._top_names()
-        # a thousand runs at a time: the listings of both sides never held whole (the plan keeps only changes)
+            tops = await top_names(self.src, self.dst, opts.runs_glob)
+        # a thousand runs at a time (a hundred locally): the listings of both sides never held whole (the plan
+        # keeps only changes); each batch's listings are let go before the next is listed
+        size = BATCH_TOPS if self.src.remote or (self.dst is not None and self.dst.remote) else LOCAL_BATCH_TOPS
         batches = [tops] if tops is None or self.runicorn is not None else \
-            [tops[i:i + BATCH_TOPS] for i in range(0, len(tops), BATCH_TOPS)]
+            [tops[i:i + size] for i in range(0, len(tops), size)]
         plan = Plan(unchanged=skipped_files)
         src_m = Manifest()
-        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=len(skipped))
+        result = CycleResult(plan=plan, started=started, dry_run=opts.dry_run, runs_skipped=skipped)
 
         def copied(entry: Entry) -> None:
             result.copied += 1
@@ -201,15 +204,9 @@ class SyncSession:
             dst_walks = None if self.dst is None else await walks.enter_async_context(
                 contextlib.aclosing(self.dst.walk_batches(batches, follow_links=False)))
             for batch in batches:
-                if self.dst is None or dst_walks is None:
-                    src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch,
-                                       walked=await anext(src_walks), **filters)
-                    dst_m = Manifest()
-                else:
-                    src_m, dst_m = await asyncio.gather(
-                        self._scan(self.src, src_walks, since_hours=opts.since_hours, tops=batch, **filters),
-                        self._scan(self.dst, dst_walks, follow_links=False, tops=batch, **filters),
-                    )
+                src_m, dst_m = await asyncio.gather(
+                    self._scan(self.src, src_walks, since_hours=opts.since_hours, tops=batch, **filters),
+                    self._scan(self.dst, dst_walks, follow_links=False, tops=batch, **filters))
                 part = make_plan(src_m, dst_m, delete=opts.delete)
                 plan.actions += part.actions
                 plan.mkdirs += part.mkdirs
@@ -220,6 +217,8 @@ class SyncSession:
                     whole = whole_runs(part, src_m, dst_m, started)
                     if whole:
                         copying.append(asyncio.ensure_future(copier.copy(whole)))
+                if self.runicorn is None:  # not held while the next batch is listed (the view reads the one batch)
+                    src_m, dst_m, part = Manifest(), Manifest(), Plan()
             if copier is not None:
                 copier.no_more()  # the pull stream's last runs come once it ends
             placed: set[str] = set().union(*await asyncio.gather(*copying))
@@ -256,17 +255,15 @@ class SyncSession:
         return result
 
     @staticmethod
-    async def _scan(transport: Transport, walks: AsyncIterator[list[Entry]], **how: Any) -> Manifest:
-        """The manifest of the next batch of ``walks`` (``how``: :func:`scan`'s filters)."""
+    async def _scan(transport: Transport | None, walks: AsyncIterator[list[Entry]] | None, **how: Any) -> Manifest:
+        """The manifest of the next batch of ``walks`` (``how``: :func:`scan`'s filters); empty for no side."""
+        if transport is None or walks is None:
+            return Manifest()
         return await scan(transport, walked=await anext(walks), **how)
 
-    async def _top_names(self) -> list[str]:
-        assert self.src is not None
-        return await top_names(self.src, self.dst, self.options.runs_glob)
-
-    async def _unsettled(self, cover: str) -> tuple[list[str] | None, set[str], int]:
+    async def _unsettled(self, cover: str) -> tuple[list[str] | None, int, int]:
         if self.dst is None or self.options.full:
-            return None, set(), 0
+            return None, 0, 0
         assert self.src is not None
         return await unsettled(self.state, self.src, self.dst, cover, self.options.runs_glob)
 

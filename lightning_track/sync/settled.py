@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
+from array import array
+from collections.abc import Iterator
 from typing import Any
 
 from ..folder.layout import RunLayout
@@ -25,12 +27,14 @@ from ..vocabulary import FINAL_STATUSES
 from .manifest import Manifest
 from .manifest import top_name as _top
 from .plan import Plan
+from .runtable import SettledRuns
 from .state import SyncState
-from .transport import DIR, Transport
+from .transport import DIR, Looker, Transport
 
 __all__ = ["SETTLE_S", "top_names", "unsettled", "settle"]
 
 SETTLE_S = 300  # seconds a run's files and folders must have been quiet, after it ended, to be settled
+SUMMARY_FIRST = 1 << 16  # bytes of a summary.json read first when checking whether its run ended
 
 
 async def top_names(src: Transport, dst: Transport | None, runs_glob: str | None) -> list[str]:
@@ -42,27 +46,91 @@ async def top_names(src: Transport, dst: Transport | None, runs_glob: str | None
     return sorted(names)
 
 
+class _Side(Looker):
+    """One side's look at the settled runs of a cover: which rows it found as recorded, and its other root names.
+
+    A byte a row (0: not seen, 1: seen, not as recorded, 2: its own folder as recorded) and, where runs have
+    deeper folders, a count a row of those found as recorded: no string, entry or dict a run."""
+
+    def __init__(self, table: SettledRuns, cover: int, side: int, runs_glob: str | None) -> None:
+        self.table, self.cover, self.side, self.runs_glob = table, cover, side, runs_glob
+        self.reset()
+
+    def reset(self) -> None:
+        rows = self.table.rows
+        self.seen = bytearray(rows)
+        self.deep = array("I", bytes(4 * rows)) if self.table.deep else None
+        self.others: set[str] = set()  # root names that are no settled run of the cover
+
+    def entry(self, rel: str, kind: str, mtime: int) -> None:
+        table = self.table
+        if "/" in rel:  # a deeper folder of a settled run
+            top, sub = rel.split("/", 1)
+            row = table.find(top)
+            if row >= 0 and self.deep is not None and kind == DIR:
+                shape, at = table.folders(row, self.side)
+                if sub in shape and table.times[at + shape.index(sub)] == mtime:
+                    self.deep[row] += 1
+            return
+        if self.runs_glob is not None and not fnmatch.fnmatchcase(rel, self.runs_glob):
+            return
+        row = table.find(rel)
+        if row < 0 or not table.live[row] or table.cover(row) != self.cover or kind != DIR:
+            self.others.add(rel)
+            return
+        shape, at = table.folders(row, self.side)
+        self.seen[row] = 2 if table.times[at + shape.index("")] == mtime else 1
+
+    def _deep_rows(self) -> Iterator[int]:
+        table, seen = self.table, self.seen
+        for row in table.live_rows(self.cover):
+            if seen[row] != 1 and len(table.folders(row, self.side)[0]) > 1:
+                yield row
+
+    def known(self) -> Iterator[str]:
+        table = self.table
+        for row in self._deep_rows():
+            top = table.name(row)
+            for sub in table.folders(row, self.side)[0]:
+                if sub:
+                    yield f"{top}/{sub}"
+
+    def known_count(self) -> int:
+        if not self.table.deep:
+            return 0
+        return sum(len(self.table.folders(row, self.side)[0]) - 1 for row in self._deep_rows())
+
+    def as_recorded(self, row: int) -> bool:
+        """Every folder of the row found with its recorded mtime."""
+        if self.seen[row] != 2:
+            return False
+        subs = len(self.table.folders(row, self.side)[0]) - 1
+        return not subs or (self.deep is not None and self.deep[row] == subs)
+
+
 async def unsettled(state: SyncState, src: Transport, dst: Transport, cover: str,
-                    runs_glob: str | None) -> tuple[list[str] | None, set[str], int]:
-    """The top-level names this pass lists (None: all), the settled runs it skips, and their files.
+                    runs_glob: str | None) -> tuple[list[str] | None, int, int]:
+    """The top-level names this pass lists (None: all), how many settled runs it skips, and their files.
 
     One look at each side (its root's entries and the mtime of each folder of a settled run) instead of
-    a listing of every file: a settled run whose folders kept their mtimes on both sides is skipped."""
-    known = {top: rec for top, rec in state.runs.items() if rec.get("cover") == cover}
-    if not known:
-        return None, set(), 0
-    (src_tops, src_times), (dst_tops, dst_times) = await asyncio.gather(
-        src.skeleton([d for rec in known.values() for d in rec["src"] if "/" in d]),
-        dst.skeleton([d for rec in known.values() for d in rec["dst"] if "/" in d]))
-    for entries, times in ((src_tops, src_times), (dst_tops, dst_times)):
-        times.update((e.rel, e.mtime) for e in entries if e.kind == DIR)
-    names = {e.rel for e in src_tops} | {e.rel for e in dst_tops}
-    if runs_glob is not None:
-        names = {n for n in names if fnmatch.fnmatchcase(n, runs_glob)}
-    skipped = {top for top, rec in known.items() if top in names  # every recorded (folder, mtime) still so
-               and rec["src"].items() <= src_times.items() and rec["dst"].items() <= dst_times.items()}
-    files = sum(int(known[top].get("files") or 0) for top in skipped)
-    return sorted(names - skipped), skipped, files
+    a listing of every file: a settled run whose folders kept their mtimes on both sides is skipped. Each
+    side's look is reported an entry at a time into a byte a run: memory stays flat in the number of runs."""
+    table = state.runs
+    index = table.cover_id(cover)
+    if index < 0 or not any(True for _ in table.live_rows(index)):
+        return None, 0, 0
+    mine, theirs = _Side(table, index, 0, runs_glob), _Side(table, index, 1, runs_glob)
+    await asyncio.gather(src.look(mine), dst.look(theirs))
+    names = mine.others | theirs.others
+    skipped = files = 0
+    for row in table.live_rows(index):
+        if mine.seen[row] or theirs.seen[row]:
+            if mine.as_recorded(row) and theirs.as_recorded(row):
+                skipped += 1
+                files += table.files[row]
+            else:
+                names.add(table.name(row))
+    return sorted(names), skipped, files
 
 
 def _folders(manifest: Manifest, limit: int, busy: set[str]) -> dict[str, dict[str, int]]:
@@ -92,22 +160,32 @@ async def settle(state: SyncState, src_m: Manifest, dst_m: Manifest, plan: Plan,
     src_dirs, dst_dirs = _folders(src_m, old_enough, busy), _folders(dst_m, dst_before, busy)
     busy |= src_dirs.keys() - dst_dirs.keys()
     runs = state.runs
-    for top in [t for t in (runs if listed is None else listed) if t in runs]:  # listed: still as recorded?
-        rec = runs[top]
+    for top in (runs.name(row) for row in runs.live_rows()) if listed is None else listed:
+        row = runs.find(top)  # listed: still as recorded?
+        if row < 0 or not runs.live[row]:
+            continue
+        rec = runs.record(row)
         if top in busy or rec["src"] != src_dirs.get(top) or rec["dst"] != dst_dirs.get(top):
             state.unsettle(top)
     candidates = [top for top in src_dirs if top not in busy and top not in runs
                   and f"{top}/{RunLayout.SUMMARY}" in src_m.files]
-    gate = asyncio.Semaphore(max(1, parallel))
+    todo = iter(candidates)
 
     async def ended(top: str) -> bool:
-        async with gate:
-            try:
-                summary: Any = json.loads(await reader.read(f"{top}/{RunLayout.SUMMARY}", 0, 1 << 20))
-            except (OSError, ValueError):
-                return False
+        rel = f"{top}/{RunLayout.SUMMARY}"
+        try:  # a summary is a few KiB: a first read of 64 KiB (a read's buffer is its size), the rest up to 1 MiB
+            data = await reader.read(rel, 0, SUMMARY_FIRST)
+            if len(data) == SUMMARY_FIRST:
+                data += await reader.read(rel, SUMMARY_FIRST, (1 << 20) - SUMMARY_FIRST)
+            summary: Any = json.loads(data)
+        except (OSError, ValueError):
+            return False
         return isinstance(summary, dict) and summary.get("status") in FINAL_STATUSES
 
-    for top, done in zip(candidates, await asyncio.gather(*(ended(t) for t in candidates)), strict=True):
-        if done:
-            state.settle(top, src_dirs[top], dst_dirs[top], files.get(top, 0), cover)
+    async def reading() -> None:  # ``parallel`` readers, not a task a run (a thousand live runs a batch)
+        for top in todo:
+            if await ended(top):
+                state.settle(top, src_dirs[top], dst_dirs[top], files.get(top, 0), cover)
+
+    readers = max(1, parallel) if reader.remote else 1  # a local read does not wait: one reader is as quick
+    await asyncio.gather(*(reading() for _ in range(min(readers, len(candidates)))))

@@ -10,35 +10,95 @@ catalog only when something changed, so a pass where nothing changed costs nothi
 from __future__ import annotations
 
 import os
+from array import array
 from pathlib import Path
 
-from ..query.catalog_writer import known_runs, write_through
+from ..query.catalog_writer import each_known_run, write_through
 from ..query.discover import MAX_DEPTH, list_names, run_folder_of
 from .engine import CycleResult
 from .plan import DELETE
 
-__all__ = ["CatalogWarmer", "KnownRuns"]
+__all__ = ["CatalogWarmer", "KnownRuns", "NameHashes"]
+
+
+class NameHashes:
+    """A set of names as their hashes in one array (open addressing, at most half full): ~16 bytes a name, no
+    string or int object kept. Two names of one hash are one: for a warm catalog that is at worst a run read
+    again by ``lt ls`` (never a wrong listing: a look checks every entry it takes)."""
+
+    __slots__ = ("mask", "slots", "count")
+
+    def __init__(self) -> None:
+        self.mask, self.slots, self.count = 15, array("q", bytes(8 * 16)), 0
+
+    def _place(self, h: int) -> int:
+        mask, slots = self.mask, self.slots
+        at = h & mask
+        while slots[at] and slots[at] != h:
+            at = (at + 1) & mask
+        return at
+
+    def add(self, name: str) -> None:
+        h = hash(name) or 1
+        mask, slots = self.mask, self.slots
+        at = h & mask
+        while True:
+            there = slots[at]
+            if there == h:
+                return
+            if not there:
+                break
+            at = (at + 1) & mask
+        slots[at] = h
+        self.count += 1
+        if self.count * 2 > mask + 1:
+            self.mask, self.slots = mask * 2 + 1, array("q", bytes(16 * len(slots)))
+            for h in slots:
+                if h:
+                    self.slots[self._place(h)] = h
+
+    def __contains__(self, name: str) -> bool:
+        h = hash(name) or 1
+        mask, slots = self.mask, self.slots
+        at = h & mask
+        while True:
+            there = slots[at]
+            if there == h:
+                return True
+            if not there:
+                return False
+            at = (at + 1) & mask
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class KnownRuns:
-    """The run folders the catalog holds under a mirror, asked once for all its sources' folders."""
+    """The run folders the catalog holds under a mirror, asked once for all its sources' folders (their names'
+    hashes by parent folder: a mirror of 100,000 runs is never a set of paths)."""
 
     def __init__(self, mirror: str | os.PathLike[str]) -> None:
         self.mirror = os.path.abspath(mirror)
-        self._by_parent: dict[str, set[str]] | None = None
+        self._by_parent: dict[str, NameHashes] | None = None
         self._asked = False
         self.said: set[str] = set()  # the catalog's problems already told: each once a process
 
-    def under(self, folder: str) -> set[str] | None:
-        """Those directly in ``folder`` (absolute), None when the catalog cannot say."""
+    def under(self, folder: str) -> NameHashes | None:
+        """The names of those directly in ``folder`` (absolute), None when the catalog cannot say."""
         if not self._asked:
             self._asked = True
-            known = known_runs(self.mirror)
-            if known is not None:
-                self._by_parent = {}
-                for path in known:
-                    self._by_parent.setdefault(os.path.dirname(path), set()).add(path)
-        return None if self._by_parent is None else self._by_parent.get(folder, set())
+            by_parent: dict[str, NameHashes] = {}
+
+            def each(path: str) -> None:
+                parent, name = os.path.split(path)
+                names = by_parent.get(parent)
+                if names is None:
+                    names = by_parent[parent] = NameHashes()
+                names.add(name)
+
+            if each_known_run(self.mirror, each):
+                self._by_parent = by_parent
+        return None if self._by_parent is None else self._by_parent.get(folder, NameHashes())
 
 
 class CatalogWarmer:
@@ -77,16 +137,35 @@ class CatalogWarmer:
         if self._first:
             self._first = False
             mine = self.known.under(self.root)
-            try:
-                listed = set(os.listdir(self.root))
-            except OSError:
-                listed = set()
             if mine is not None:
-                changed |= {name for name in listed if os.path.join(self.root, name) not in mine}
-                gone = {p for p in mine if os.path.basename(p) not in listed}
+                matched = 0
+                try:
+                    with os.scandir(self.root) as listing:  # as the folder gives them: never the root's names whole
+                        for entry in listing:
+                            if entry.name in mine:
+                                matched += 1
+                            else:
+                                changed.add(entry.name)
+                except OSError:
+                    pass
+                if matched < len(mine):  # some of the catalog's runs here are gone: a second look finds which
+                    gone = self._gone()
         if not changed and not gone:
             return []
         problems = write_through([os.path.join(self.root, name) for name in sorted(changed)], sorted(gone))
         fresh = [line for line in problems if line not in self.known.said]
         self.known.said.update(fresh)
         return fresh
+
+    def _gone(self) -> set[str]:
+        """The catalog's runs directly under the root that the root no longer holds (a second look at each)."""
+        listed, gone, here = NameHashes(), set(), self.root
+        try:
+            with os.scandir(here) as listing:
+                for entry in listing:
+                    listed.add(entry.name)
+        except OSError:
+            pass
+        each_known_run(here, lambda path: gone.add(path) if os.path.dirname(path) == here
+                       and os.path.basename(path) not in listed else None)
+        return gone

@@ -58,3 +58,36 @@ def test_overlapping_pauses_on_two_threads_end_with_the_last() -> None:
     release.set()
     thread.join(10)
     assert seen == [False] and gc.isenabled()
+
+
+def test_records_waiting_for_the_writer_are_nothing_the_collector_tracks_and_reach_the_file_in_order(tmp_path) -> None:
+    """A young collection while records wait for the next flush moves nothing of theirs to the oldest
+    generation (one record object each, before): what waits is plain numbers and untracked dicts."""
+    from lightning_track.folder.records import MetricRecord, read_metrics
+
+    logger = RunLogger("gc", "queue", root=tmp_path, sinks=(), console=False, system_interval=0, flush_interval=3600)
+    for step in range(500):
+        logger.log_metrics({"train/loss": 1.0 / (step + 1), "epoch": 0.0}, step=step)
+    queued = list(logger._run.writer._items)
+    gc.collect()
+    assert len(queued) == 2000 and not any(gc.is_tracked(item) for item in queued)
+    assert not [o for o in gc.get_objects() if type(o) is MetricRecord]
+    logger.flush()
+    assert [(r.step, r.metrics) for r in read_metrics(logger.run_dir / "metrics.jsonl")] == [
+        (step, {"train/loss": 1.0 / (step + 1), "epoch": 0.0}) for step in range(500)]
+    logger.finalize("success")
+    assert logger.wait(60)
+
+
+def test_the_plot_lets_go_of_the_records_before_its_pause_ends(tmp_path) -> None:
+    """The PNG's thread holds the run's records; they are dropped inside the pause, so the collection that ends
+    it finds them gone instead of moving 2,000 record objects to the oldest generation."""
+    from lightning_track.derived.summary import _draw_and_link
+    from lightning_track.folder.layout import RunLayout
+    from lightning_track.folder.records import MetricRecord
+
+    layout = RunLayout(tmp_path / "ds_m_20260101_000000")
+    layout.run_dir.mkdir()
+    records = [MetricRecord(step, 1.0 + step, {"train/loss": 1.0 / (step + 1)}) for step in range(200)]
+    _draw_and_link(layout, records)
+    assert records == [] and (layout.run_dir / "plots" / "metrics.png").stat().st_size > 0

@@ -107,3 +107,38 @@ def test_the_relay_masks_known_secrets_in_the_file_and_passes_the_terminal_bytes
     assert os.read(term_r, 1 << 16) == b"login hf_abcdef123456 ok, key sk-xyz7; max_new_tokens 64\n"
     assert [text for _, text in read_console_log(tmp_path / "logs.txt")] == [
         "login ***REDACTED*** ok, key ***REDACTED***; max_new_tokens 64"]
+
+
+def test_the_relay_process_runs_without_site_packages_on_the_standard_library_and_this_package(tmp_path: Path) -> None:
+    """The relay starts beside every run's training as ``python -S`` (its interpreter start is all it costs there):
+    started exactly as a capture starts it, it relays a line to its terminal and into logs.txt, and nothing it
+    imports comes from outside the standard library and lightning_track."""
+    import subprocess
+    import sys
+
+    from lightning_track.run import console
+
+    data_r, data_w = os.pipe()
+    control_r, control_w = os.pipe()
+    ack_r, ack_w = os.pipe()
+    package = str(Path(console.__file__).resolve().parents[2])
+    report = ("import atexit, os, sys; atexit.register(lambda: None); "
+              "_exit = os._exit; "
+              "os._exit = lambda code: (print('NOT-STDLIB', sorted({m.split('.')[0] for m in sys.modules} "
+              "- set(sys.stdlib_module_names) - {'lightning_track', '__main__'}), file=sys.stderr, flush=True), "
+              "_exit(code)); ")
+    relay = subprocess.Popen([sys.executable, "-S", "-c", report + console._RELAY_COMMAND, package,
+                              "--log", str(tmp_path / "logs.txt"), "--control", str(control_r), "--ack", str(ack_w),
+                              "--stream", f"{data_r}:1"], pass_fds=(data_r, control_r, ack_w),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=""))
+    for fd in (data_r, control_r, ack_w):
+        os.close(fd)
+    os.write(data_w, b"a line through the relay\n")
+    os.close(data_w)
+    os.close(control_w)
+    out, err = relay.communicate(timeout=60)
+    os.close(ack_r)
+    assert relay.returncode == 0, err
+    assert out == b"a line through the relay\n"
+    assert [text for _, text in read_console_log(tmp_path / "logs.txt")] == ["a line through the relay"]
+    assert "NOT-STDLIB []" in err.decode(), err

@@ -139,6 +139,15 @@ def make_run(root: Path, name: str, steps: int = 10, *, events_bytes: int = 0, s
     return run
 
 
+def backdate(root: Path, seconds: float, *, files: bool = True) -> None:
+    """Every folder (and file) under ``root`` last changed ``seconds`` ago (runs that ended a while back)."""
+    when = time.time() - seconds
+    for folder, _, names in os.walk(root, topdown=False):
+        for name in names if files else ():
+            os.utime(os.path.join(folder, name), (when, when))
+        os.utime(folder, (when, when))
+
+
 def append_steps(run: Path, start: int, count: int) -> bytes:
     lines = [json.dumps({"step": s, "time": 1735732800.0 + s, "metrics": {"train/loss": 1.0 / (s + 1), "epoch": 0}})
              + "\n" for s in range(start, start + count)]

@@ -259,6 +259,32 @@ def test_pass_keeps_the_mirror_catalog_warm(tmp_path: Path, monkeypatch, capsys)
     assert listing(mirror, tmp_path / "other-cache")[1] == 0
 
 
+def test_a_first_pass_drops_runs_gone_from_the_mirror_and_adds_the_ones_the_catalog_lacks(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """The warmer's first pass compares the mirror's names with the catalog's as hashes (never a set of paths)."""
+    from lightning_track.query.catalog_writer import known_runs
+    from lightning_track.sync.engine import CycleResult
+    from lightning_track.sync.plan import Plan
+    from lightning_track.sync.warm import CatalogWarmer, KnownRuns
+
+    monkeypatch.setenv("LIGHTNING_TRACK_CACHE_DIR", str(tmp_path / "cache"))
+    src, mirror = runs_at(tmp_path / "src", "a", count=4), tmp_path / "mirror"
+    assert lt_sync(["-q", str(src), str(mirror)]) == 0
+    before = known_runs(mirror)
+    assert before is not None and len(before) == 4
+    for gone in ("ds_a_20250101_120000", "ds_a_20250103_120000"):  # removed by hand, behind the sync's back
+        for path in sorted((mirror / gone).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (mirror / gone).rmdir()
+    make_run(mirror, "ds_b_20250109_120000")  # and one put there by hand
+    (mirror / "notes.txt").write_text("not a run\n")
+    known = KnownRuns(mirror)
+    assert CatalogWarmer(mirror, known).after(CycleResult(plan=Plan(), started=time.time())) == []
+    assert known_runs(mirror) == {str(mirror / name) for name in
+                                  ("ds_a_20250102_120000", "ds_a_20250104_120000", "ds_b_20250109_120000")}
+    assert len(known.under(str(mirror))) == 4 and "ds_a_20250101_120000" in known.under(str(mirror))  # as asked
+
+
 @pytest.mark.slow
 def test_every_retries_a_down_source_each_pass_until_it_is_back(ssh_home, tmp_path: Path) -> None:
     later = another_sshd(ssh_home, tmp_path / "sshd2")  # down at first: nothing listens on its port

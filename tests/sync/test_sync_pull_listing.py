@@ -195,3 +195,68 @@ def test_the_stream_cut_anywhere_gives_the_same_batches() -> None:
 
 def test_a_find_of_the_root_command_is_one_batch() -> None:
     assert findstream.PER_FIND == engine.BATCH_TOPS
+
+
+def test_the_root_commands_look_cut_anywhere_comes_an_entry_at_a_time() -> None:
+    """The look at the root is handed on as it is read, and what follows its end record is the listing's."""
+    import asyncio
+
+    def rec(kind: str, path: str) -> bytes:
+        return f"{kind}\t0\t1700000000.5\t./{path}\0".encode()
+
+    after = rec("d", "a") + b"\x010\t1\t\0"
+    output = rec("d", "a") + rec("d", "b") + rec("f", "notes.txt") + b"\x020\t\0" + after
+
+    async def look(size: int) -> tuple[list, bytes]:
+        seen: list = []
+        rest = await findstream.read_root(Reader(output, size), lambda *entry: seen.append(entry))
+        assert rest is not None
+        got = b""
+        while data := await rest.read(1 << 16):
+            got += data
+        return seen, got
+
+    for size in (1, 5, 40, 1 << 20):
+        seen, got = asyncio.run(look(size))
+        assert [(rel, kind) for rel, kind, _, _ in seen] == [("a", "dir"), ("b", "dir"), ("notes.txt", "file")]
+        assert got == after, size
+    failed = rec("d", "a") + b"\x021\tfind: './b': Permission denied\0"
+    assert asyncio.run(findstream.read_root(Reader(failed, 7), lambda *entry: None)) is None
+
+
+@pytest.mark.slow
+def test_a_warm_pass_looks_and_lists_by_one_command(ssh_home, tmp_path: Path, monkeypatch) -> None:
+    """Settled runs without deeper folders: the look at the root (reported as it comes) and the listing of the
+    runs it finds changed are one remote command."""
+    import asyncssh
+
+    src, mirror = tmp_path / "src", tmp_path / "mirror"
+    runs(src)
+    for name in RUNS:  # runs of files only: the look has no known folders to stat
+        for sub in ("tensorboard_logs", "checkpoints"):
+            for item in (src / name / sub).iterdir():
+                item.unlink()
+            (src / name / sub).rmdir()
+    day_ago = int(time.time()) - 86400
+    for name in RUNS:
+        os.utime(src / name, (day_ago, day_ago))
+    os.utime(src, (day_ago, day_ago))
+    count = Counted(monkeypatch)
+    pull(ssh_home, src, mirror, tmp_path / "state.jsonl")
+    time.sleep(1.1)
+    pull(ssh_home, src, mirror, tmp_path / "state.jsonl")
+    assert pull(ssh_home, src, mirror, tmp_path / "state.jsonl").runs_skipped == len(RUNS)  # all settled
+    commands: list[str] = []
+    create = asyncssh.SSHClientConnection.create_process
+
+    async def counted(conn, command, *args, **kwargs):
+        commands.append(command)
+        return await create(conn, command, *args, **kwargs)
+
+    monkeypatch.setattr(asyncssh.SSHClientConnection, "create_process", counted)
+    for name in RUNS[2:5]:
+        (src / name / "later.txt").write_text("more\n")  # three runs' folders changed
+    again = pull(ssh_home, src, mirror, tmp_path / "state.jsonl")
+    assert tree(mirror) == tree(src) and again.runs_skipped == len(RUNS) - 3 and again.copied == 3
+    assert len(commands) == 1 and "xargs" in commands[0]  # the look and the listing of batches, one command
+    assert count.finds == [] and count.sftp_walks == 0

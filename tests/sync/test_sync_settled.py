@@ -7,12 +7,12 @@ whole is listed again only when one of its folders' mtime changes on either side
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 from support.sync import append_steps, make_run, tree
+from support.sync import backdate as support_backdate
 
 from lightning_track.cli.sync import main as lt_sync
 from lightning_track.folder.fileio import atomic_write_json
@@ -25,11 +25,7 @@ DONE, FAILED, LIVE = "arc_lora_20250101_120000", "arc_full_20250101_130000", "ar
 
 def backdate(root: Path, seconds: float = 2 * SETTLE_S, *, files: bool = True) -> None:
     """Every folder (and file) under ``root`` last changed ``seconds`` ago (runs that ended a while back)."""
-    when = time.time() - seconds
-    for folder, _, names in os.walk(root, topdown=False):
-        for name in names if files else ():
-            os.utime(os.path.join(folder, name), (when, when))
-        os.utime(folder, (when, when))
+    support_backdate(root, seconds, files=files)
 
 
 def three_runs(src: Path) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import HostKeyError, SSHSetupError, UnsafePathError
 from ...folder.fileio import inside
 from ..endpoints import Endpoint
-from .base import DIR, FILE, LINK, Entry, Transport, check_name, check_rel
+from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name, check_rel
 from .local import LocalTransport
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Entry",
+    "Looker",
     "Transport",
     "LocalTransport",
     "SSHTransport",

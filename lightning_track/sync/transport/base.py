@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from ...errors import UnsafePathError
@@ -23,6 +23,7 @@ __all__ = [
     "LINK",
     "Entry",
     "Transport",
+    "Looker",
     "check_rel",
     "check_name",
 ]
@@ -30,16 +31,35 @@ __all__ = [
 FILE, DIR, LINK = "file", "dir", "link"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One item of a tree listing. ``mtime`` is whole seconds (SFTP v3 has no finer times); folders have theirs
-    too (an atomic replace or a new/removed entry changes it: how a settled run is known unchanged)."""
+    too (an atomic replace or a new/removed entry changes it: how a settled run is known unchanged). Slots: a
+    listing holds one a file (a batch of a thousand runs, tens of thousands)."""
 
     rel: str
     kind: str  # "file" | "dir" | "link" (a symlink that is not followed; ``note`` says why)
     size: int = 0
     mtime: int = 0
     note: str = ""
+
+
+class Looker:
+    """What :meth:`Transport.look` reports to, an entry at a time (a root of 100,000 runs is never a list)."""
+
+    def entry(self, rel: str, kind: str, mtime: int) -> None:
+        """A root entry (``rel`` without a slash: a file, folder or symlink), or a folder of :meth:`known`."""
+
+    def known(self) -> Iterable[str]:
+        """The deeper folders to stat (those a previous pass saw); asked once, before or after the root's entries."""
+        return ()
+
+    def known_count(self) -> int:
+        """How many :meth:`known` names at most (a transport picks its way by it)."""
+        return 0
+
+    def reset(self) -> None:
+        """Forget what was reported: the transport starts the look again another way."""
 
 
 def check_rel(rel: str) -> str:
@@ -116,6 +136,15 @@ class Transport(ABC):
             if entry is not None and entry.kind == DIR:
                 times[rel] = entry.mtime
         return tops, times
+
+    async def look(self, looker: Looker) -> None:
+        """:meth:`skeleton` reported an entry at a time: the root's entries, then each folder of
+        ``looker.known()`` that still is one (kind DIR, its mtime). A transport may report more folders."""
+        tops, times = await self.skeleton(list(looker.known()))
+        for entry in tops:
+            looker.entry(entry.rel, entry.kind, entry.mtime)
+        for rel, mtime in times.items():
+            looker.entry(rel, DIR, mtime)
 
     @abstractmethod
     async def stat(self, rel: str) -> Entry | None:

@@ -10,24 +10,34 @@ anything but a file vanishing mid-listing is known before its batches are used: 
 the usual way (their own command, else SFTP, which raises the error by name), as without the stream. The
 caller reads batch after batch; the remote side runs ahead only as far as the SSH channel's window.
 
-A look at a big root (``skeleton``) is made by the same command: the root's entries first, then it waits
-for the names (:func:`root_command`), so a pass of many runs starts one shell for its look and its listing.
+A look at a big root with no known folders to stat (``skeleton``, ``look``) is made by the same command: the
+root's entries first, handed on as they are read, then it waits for the names (:func:`root_command`), so a pass
+of many runs starts one shell for its look and its listing.
 :class:`StreamedListing` is that part of ssh.py's SSHTransport.
+
+The listings by one ``find`` each (:func:`find_stream`, :func:`find_each`) are read the same way: the output
+parsed as it comes (:func:`parse_record`, the one parser of find's records) and handed on an entry at a time,
+never held whole (a root of 100,000 runs is never one buffer); a look's stdin is fed in pieces as the remote
+reads it. The transport keeps whether find works there (``_find_ok``: None until tried, False for SFTP from then
+on).
 """
 
 from __future__ import annotations
 
+import asyncio
 import shlex
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import asyncssh
 
-from .base import DIR, FILE, LINK, Entry, Transport, check_name
-from .ssh_connect import mapped
+from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name
+from .ssh_connect import SSH_ERRORS, mapped
 
-__all__ = ["FIND_FORMAT", "FindStream", "StreamedListing", "parse_records", "read_root", "root_command",
-           "stream_command"]
+__all__ = ["FIND_FORMAT", "FindStream", "StreamedListing", "find_each", "find_stream", "parse_record",
+           "parse_records", "read_root", "root_command", "stream_command"]
+
+Each = Callable[[str, str, int, int], None]  # an entry as it comes: (rel, kind, size, mtime)
 
 FIND_FORMAT = "%y\\t%s\\t%T@\\t%p\\0"  # find expands the escapes
 _KINDS = {"f": FILE, "d": DIR, "l": LINK}
@@ -39,22 +49,25 @@ PER_FIND = 1000
 _VANISHED = "No such file or directory"
 
 
-def parse_records(records: Sequence[bytes]) -> list[Entry]:
-    """``find -printf FIND_FORMAT`` records (NUL removed) as entries; ValueError for anything else (a start-up
-    file printing, a name that is not UTF-8) and :class:`UnsafePathError` (a ValueError) for an unsafe name."""
-    entries = []
-    for record in records:
-        kind, size, mtime, path = record.decode("utf-8").split("\t", 3)
-        rel = path[2:] if path.startswith("./") else path
-        if kind not in _KINDS or not rel:
-            continue
-        if "//" in f"/{rel}/" or "/./" in f"/{rel}/" or "/../" in f"/{rel}/" or "\0" in rel:
-            head = ""
-            for name in rel.split("/"):  # raises, naming the bad component
-                check_name(name, head)
-                head = f"{head}/{name}" if head else name
-        entries.append(Entry(rel, _KINDS[kind], int(size) if kind == "f" else 0, int(mtime.split(".")[0])))
-    return entries
+def parse_record(record: bytes) -> tuple[str, str, int, int] | None:
+    """One ``find -printf FIND_FORMAT`` record (NUL removed) as (rel, kind, size, mtime), None for a kind not
+    listed; ValueError for anything else (a start-up file printing, a name that is not UTF-8) and
+    :class:`UnsafePathError` (a ValueError) for an unsafe name."""
+    kind, size, mtime, path = record.decode("utf-8").split("\t", 3)
+    rel = path[2:] if path.startswith("./") else path
+    if kind not in _KINDS or not rel:
+        return None
+    if "//" in f"/{rel}/" or "/./" in f"/{rel}/" or "/../" in f"/{rel}/" or "\0" in rel:
+        head = ""
+        for name in rel.split("/"):  # raises, naming the bad component
+            check_name(name, head)
+            head = f"{head}/{name}" if head else name
+    return rel, _KINDS[kind], int(size) if kind == "f" else 0, int(mtime.split(".")[0])
+
+
+def parse_records(records: Iterable[bytes]) -> list[Entry]:
+    """:func:`parse_record` of each record, as entries."""
+    return [Entry(*found) for found in map(parse_record, records) if found is not None]
 
 
 def complaints_ok(status: int, err: str) -> bool:
@@ -82,22 +95,113 @@ def root_command(find: str) -> str:
     return f"sh -c {shlex.quote(root)}; {stream_command(find, PER_FIND)}"  # sh: whatever the login shell
 
 
-async def read_root(stdout: Any) -> tuple[list[Entry] | None, Any]:
-    """The root's entries from :func:`root_command`'s stdout (None: not to be used), and the reader of the rest."""
-    got, records = b"", [b""]
-    while not any(r[:1] == _ROOT_END for r in records[:-1]):
-        data = await stdout.read(1 << 18)
-        if not data:
-            return None, stdout
-        got += data
-        records = got.split(b"\0")
-    at = next(i for i, r in enumerate(records[:-1]) if r[:1] == _ROOT_END)
+async def read_root(stdout: Any, each: Each) -> Any | None:
+    """The root's entries from :func:`root_command`'s stdout, handed to ``each`` as they come; the reader of the
+    rest (the listing of the names sent next), or None where they are no answer (what ``each`` got is void).
+    ValueError where the output is not find's."""
+    rest = b""
+    while data := await stdout.read(1 << 16):
+        records = (rest + data).split(b"\0")
+        rest = records.pop()
+        for at, record in enumerate(records):
+            if record[:1] == _ROOT_END:
+                status, err = record[1:].decode("utf-8", "replace").split("\t", 1)
+                return _Replay(b"\0".join([*records[at + 1:], rest]), stdout) if complaints_ok(int(status), err) \
+                    else None
+            found = parse_record(record)
+            if found is not None:
+                each(*found)
+    return None
+
+
+async def find_stream(transport: Any, paths: str, expr: str, stdin: Iterable[bytes] | None, each: Each) -> bool:
+    """The tree as GNU ``find`` on ``transport``'s remote side prints it (one command of its own), reported as it
+    comes: ``each(rel, kind, size, mtime)`` (the output never held whole), ``stdin`` fed as the remote reads it.
+    False where find cannot answer (no shell access, no GNU find, output that is not find's): then what was
+    reported is no answer.
+
+    ``paths`` is ``.``, ``TOPS`` (NUL-separated ``./name`` on stdin, through ``xargs``: their trees) or
+    ``STAT`` (the root's entries, then each ``./path`` on stdin itself, not its contents). A non-zero exit
+    is accepted only when every complaint is a file that vanished mid-listing (a live run's temp file);
+    anything else (an unreadable folder) falls back to SFTP, whose listing raises it by name.
+    """
+    conn = transport._conn
+    if transport._find_ok is False or conn is None:  # no connection of its own: an SFTP session only
+        return False
+    find = transport.FIND
+    fmt = shlex.quote(FIND_FORMAT)
+    inner = f'exec {find} "$@" {"-maxdepth 0" if paths == "STAT" else expr} -printf {fmt}'
+    xargs = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"  # stdin must be given (and is closed)
+    if paths == "TOPS":  # the names on stdin: the trees under them
+        cmd = xargs
+    elif paths == "STAT":  # the root's own entries, then each path on stdin itself
+        cmd = f"LC_ALL=C {find} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {xargs}" if stdin else "")
+    else:
+        cmd = f"LC_ALL=C {find} . -mindepth 1 {expr} -printf {fmt}"
     try:
-        status, err = records[at][1:].decode("utf-8", "replace").split("\t", 1)
-        found = parse_records(records[:at]) if complaints_ok(int(status), err) else None
-    except ValueError:
-        found = None
-    return found, _Replay(b"\0".join(records[at + 1:]), stdout)
+        proc = await conn.create_process(f"cd {shlex.quote(transport.root)} && {cmd}", encoding=None)
+    except asyncssh.ChannelOpenError:  # an SFTP-only account (ForceCommand internal-sftp and the like)
+        transport._find_ok = False
+        return False
+
+    async def feed() -> None:
+        try:
+            for data in stdin or ():
+                proc.stdin.write(data)
+                await proc.stdin.drain()
+            proc.stdin.write_eof()
+        except (OSError, *SSH_ERRORS):  # the command ended before reading it all
+            pass
+
+    writer, complaints = asyncio.ensure_future(feed()), asyncio.ensure_future(proc.stderr.read())
+    rest, got, bad = b"", False, False
+    try:
+        while chunk := await proc.stdout.read(1 << 16):
+            got = True
+            if bad:
+                continue  # to its end, for its exit status
+            records = (rest + chunk).split(b"\0")
+            rest = records.pop()
+            try:
+                for record in records:
+                    found = parse_record(record)
+                    if found is not None:
+                        each(*found)
+            except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
+                bad = True
+        await proc.wait_closed()
+        err = (await complaints).decode(errors="replace")
+    finally:
+        writer.cancel()
+        complaints.cancel()
+        proc.close()
+    status = proc.exit_status
+    if status != 0 and (not got or not complaints_ok(-1 if status is None else status, err)):
+        if not got and transport._find_ok is None:
+            transport._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
+        return False
+    transport._find_ok = not bad
+    return not bad
+
+
+async def find_each(transport: Any, looker: Looker, feed_bytes: int) -> bool:
+    """The root's entries, then each of ``looker.known()`` itself (fed ``feed_bytes`` at a time as the remote reads
+    them), reported to ``looker`` as find's output comes; False where find cannot answer."""
+
+    def fed() -> Iterator[bytes]:
+        chunk = bytearray()
+        for rel in looker.known():
+            chunk += f"./{rel}".encode("utf-8", "surrogateescape") + b"\0"
+            if len(chunk) >= feed_bytes:
+                yield bytes(chunk)
+                chunk.clear()
+        yield bytes(chunk)
+
+    def each(rel: str, kind: str, size: int, mtime: int) -> None:
+        if "/" not in rel or kind == DIR:
+            looker.entry(rel, kind, mtime)
+
+    return await find_stream(transport, "STAT", "", fed() if looker.known_count() else None, each)
 
 
 class _Replay:
@@ -208,6 +312,7 @@ class StreamedListing(Transport):
             for k, batch in enumerate(batches):
                 found = None if stream is None else await self._streamed(stream, k, follow_links)
                 yield await self.walk(follow_links=follow_links, tops=batch) if found is None else found
+                found = None  # not held while the next batch is listed
         finally:
             if stream is not None:
                 stream.close()
@@ -234,23 +339,29 @@ class StreamedListing(Transport):
         proc.stdin.write_eof()
         return FindStream(stdout, names, proc.close)
 
-    async def _root_listing(self) -> list[Entry] | None:
-        """The root's entries by a root_command, kept to list the batches of runs that follow (one shell start-up
-        for both); None where it could not (the caller asks ``_find``)."""
+    async def _root_look(self, each: Each) -> bool:
+        """The root's entries by a root_command, handed to ``each`` as they come, the command kept to list the
+        batches of runs that follow (one shell start-up for both); False where it could not (what ``each`` got
+        is void: the caller asks a find of its own)."""
         self._drop_lister()
         if self._find_ok is False or self._conn is None:
-            return None
+            return False
         try:
             proc = await self._conn.create_process(f"cd {shlex.quote(self.root)} && {root_command(self.FIND)}",
                                                    encoding=None)
         except asyncssh.ChannelOpenError:
-            return None
-        found, rest = await read_root(proc.stdout)
-        if found is None:
-            proc.close()
-        else:
-            self._lister = (proc, rest)
-        return found
+            return False
+        rest = None
+        try:
+            rest = await read_root(proc.stdout, each)
+        except ValueError:  # not find's output: the caller's own find decides
+            pass
+        finally:
+            if rest is None:
+                proc.close()
+            else:
+                self._lister = (proc, rest)
+        return rest is not None
 
     def _drop_lister(self) -> None:
         if self._lister is not None:

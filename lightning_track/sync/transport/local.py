@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import stat as stat_mod
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 from ...folder.fileio import inside
-from .base import DIR, FILE, LINK, Entry, Transport, check_name
+from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name
 
 __all__ = ["LocalTransport"]
 
@@ -27,8 +27,8 @@ class LocalTransport(Transport):
         entries: list[Entry] = []
         real_root = os.path.realpath(self.root)
 
-        def one(name: str, path: str, rel_dir: str, st: os.stat_result) -> None:
-            """One entry, from its ``lstat``."""
+        def one(name: str, path: str, rel_dir: str, st: os.stat_result) -> tuple[str, str] | None:
+            """One entry, from its ``lstat``; a folder's (path, rel) to list next."""
             check_name(name, rel_dir)
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if stat_mod.S_ISLNK(st.st_mode):
@@ -46,15 +46,28 @@ class LocalTransport(Transport):
                     entries.append(Entry(rel, LINK, note="dangling symlink"))
             elif stat_mod.S_ISDIR(st.st_mode):
                 entries.append(Entry(rel, DIR, mtime=int(st.st_mtime)))
-                visit(path, rel)
+                return path, rel
             elif stat_mod.S_ISREG(st.st_mode):
                 entries.append(Entry(rel, FILE, st.st_size, int(st.st_mtime)))
+            return None
+
+        def listed(abs_dir: str) -> Iterator[os.DirEntry[str]]:
+            with os.scandir(abs_dir) as it:
+                return iter(sorted(it, key=lambda e: e.name))
 
         def visit(abs_dir: str, rel_dir: str) -> None:
-            with os.scandir(abs_dir) as it:
-                items = sorted(it, key=lambda e: e.name)
-            for item in items:
-                one(item.name, item.path, rel_dir, item.stat(follow_symlinks=False))
+            """Depth first, in name order; a stack of the folders being listed, not calls that call each other
+            (a cycle of closures keeps the listing alive until a full collection)."""
+            stack = [(listed(abs_dir), rel_dir)]
+            while stack:
+                items, rel_dir = stack[-1]
+                item = next(items, None)
+                if item is None:
+                    stack.pop()
+                    continue
+                inner = one(item.name, item.path, rel_dir, item.stat(follow_symlinks=False))
+                if inner is not None:
+                    stack.append((listed(inner[0]), inner[1]))
 
         def named() -> None:  # only these top-level names: one lstat each, the root is not read again
             for name in sorted(tops or ()):
@@ -63,7 +76,9 @@ class LocalTransport(Transport):
                     st = os.lstat(path)
                 except FileNotFoundError:
                     continue
-                one(name, path, "", st)
+                inner = one(name, path, "", st)
+                if inner is not None:
+                    visit(*inner)
 
         await asyncio.to_thread(visit if tops is None else named, *((self.root, "") if tops is None else ()))
         return entries
@@ -91,6 +106,27 @@ class LocalTransport(Transport):
             return tops, times
 
         return await asyncio.to_thread(look)
+
+    async def look(self, looker: Looker) -> None:
+        def look() -> None:
+            root = self.root
+            with os.scandir(root) as it:
+                for item in it:
+                    check_name(item.name, "")
+                    st = item.stat(follow_symlinks=False)
+                    kind = (LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode)
+                            else FILE if stat_mod.S_ISREG(st.st_mode) else "")
+                    if kind:
+                        looker.entry(item.name, kind, int(st.st_mtime))
+            for rel in looker.known():
+                try:
+                    st = os.lstat(f"{root}/{rel}")
+                except OSError:
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    looker.entry(rel, DIR, int(st.st_mtime))
+
+        await asyncio.to_thread(look)
 
     async def stat(self, rel: str) -> Entry | None:
         try:

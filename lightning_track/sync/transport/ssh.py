@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import posixpath
 import shlex
 import stat as stat_mod
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import asyncssh
@@ -30,8 +31,8 @@ import asyncssh
 from ...errors import HostKeyError, SSHSetupError, one_line
 from ...folder.fileio import inside
 from ..endpoints import Endpoint
-from .base import DIR, FILE, LINK, Entry, Transport, check_name
-from .findstream import FIND_FORMAT, StreamedListing, parse_records
+from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name
+from .findstream import StreamedListing, find_each, find_stream
 from .ssh_connect import SSH_ERRORS, host_key_message, preferred_ciphers
 from .ssh_connect import mapped as _mapped
 from .ssh_connect import transport_error as _transport_error
@@ -58,6 +59,7 @@ class SSHTransport(StreamedListing, Transport):
     # SFTP_TOPS run folders walked (their readdirs in parallel), a root of up to SFTP_ROOT entries (a few
     # readdir round trips; a bigger one is left after those) with up to SFTP_STATS folders stat'ed
     SFTP_TOPS, SFTP_ROOT, SFTP_STATS = 8, 400, 256
+    FEED_BYTES = 1 << 16  # a look's known folders are sent to the remote find this many bytes at a time
 
     def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 20.0) -> None:
         super().__init__(endpoint.path)
@@ -128,45 +130,14 @@ class SSHTransport(StreamedListing, Transport):
             self._conn = None
 
     async def _find(self, paths: str, expr: str = "", stdin: bytes | None = None) -> list[Entry] | None:
-        """The tree as GNU ``find`` on the remote side prints it, in one round trip (SFTP needs one or more per
-        folder); None where the remote has no shell access or no GNU find (callers then list over SFTP).
+        """The tree as the remote GNU ``find`` prints it, in one round trip (:func:`.findstream.find_stream`);
+        None where the remote has no shell access or no GNU find (callers then list over SFTP)."""
+        entries: list[Entry] = []
 
-        ``paths`` is ``.``, ``TOPS`` (NUL-separated ``./name`` on stdin, through ``xargs``: their trees) or
-        ``STAT`` (the root's entries, then each ``./path`` on stdin itself, not its contents). A non-zero exit
-        is accepted only when every complaint is a file that vanished mid-listing (a live run's temp file);
-        anything else (an unreadable folder) falls back to SFTP, whose listing raises it by name.
-        """
-        if self._find_ok is False or self._conn is None:  # no connection of its own: an SFTP session only
-            return None
-        fmt = shlex.quote(FIND_FORMAT)
-        inner = f'exec {self.FIND} "$@" {"-maxdepth 0" if paths == "STAT" else expr} -printf {fmt}'
-        each = f"LC_ALL=C xargs -0 -r sh -c {shlex.quote(inner)} sh"  # stdin must be given (and is closed)
-        if paths == "TOPS":  # the names on stdin: the trees under them
-            cmd = each
-        elif paths == "STAT":  # the root's own entries, then each path on stdin itself
-            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 -maxdepth 1 -printf {fmt}" + (f" && {each}" if stdin else "")
-        else:
-            cmd = f"LC_ALL=C {self.FIND} . -mindepth 1 {expr} -printf {fmt}"
-        try:
-            done = await self._conn.run(f"cd {shlex.quote(self.root)} && {cmd}", input=stdin, encoding=None,
-                                        check=False)
-        except asyncssh.ChannelOpenError:  # an SFTP-only account (ForceCommand internal-sftp and the like)
-            self._find_ok = False
-            return None
-        out, err = done.stdout or b"", (done.stderr or b"").decode(errors="replace")
-        if done.exit_status != 0:
-            lines = [line for line in err.splitlines() if line.strip()]
-            if not out or not lines or not all(line.endswith("No such file or directory") for line in lines):
-                if not out and self._find_ok is None:
-                    self._find_ok = False  # no GNU find (BSD find has no -printf): SFTP from now on
-                return None
-        try:
-            entries = parse_records(out.split(b"\0")[:-1])
-        except ValueError:  # not find's output (a shell start-up file printing, a name SFTP cannot spell)
-            self._find_ok = False
-            return None
-        self._find_ok = True
-        return entries
+        def each(rel: str, kind: str, size: int, mtime: int) -> None:
+            entries.append(Entry(rel, kind, size, mtime))
+
+        return entries if await find_stream(self, paths, expr, [stdin] if stdin else None, each) else None
 
     @_mapped
     async def run(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes] | None:
@@ -237,7 +208,8 @@ class SSHTransport(StreamedListing, Transport):
         sftp = self._sftp
         entries: list[Entry] = []
 
-        async def place(items: list[tuple[str, Any]]) -> None:
+        async def place(items: list[tuple[str, Any]]) -> list[str]:
+            """The entries of one folder's listing; its folders (to list next)."""
             subdirs, links = [], []
             for rel, attrs in items:
                 mode = attrs.permissions or 0
@@ -249,15 +221,15 @@ class SSHTransport(StreamedListing, Transport):
                 elif stat_mod.S_ISREG(mode):
                     entries.append(Entry(rel, FILE, attrs.size or 0, int(attrs.mtime or 0)))
             entries.extend(await self._resolve_links(links, follow_links))
-            await asyncio.gather(*(visit(d) for d in subdirs))
+            return subdirs
 
-        async def visit(rel_dir: str) -> None:
+        async def listed(rel_dir: str) -> list[str]:
             items = []
             for item in sorted(await sftp.readdir(self.abs(rel_dir)), key=lambda n: n.filename):
                 if item.filename not in (".", ".."):
                     check_name(item.filename, rel_dir)
                     items.append((f"{rel_dir}/{item.filename}" if rel_dir else item.filename, item.attrs))
-            await place(items)
+            return await place(items)
 
         async def lstat(name: str) -> Any:
             try:
@@ -266,15 +238,19 @@ class SSHTransport(StreamedListing, Transport):
                 return None
 
         if tops is None:
-            await visit("")
+            level = [""]
         else:
             names = sorted(tops)
             found = await asyncio.gather(*(lstat(name) for name in names))
-            await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
+            level = await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
+        while level:  # a level of folders at once (not calls that call each other: a cycle keeps the listing)
+            level = [sub for subs in await asyncio.gather(*(listed(d) for d in level)) for sub in subs]
         return entries
 
-    async def _sftp_root(self, limit: int | None) -> list[Entry] | None:
-        """The root's entries over SFTP (one round trip per ~100); None once more than ``limit``."""
+    async def _sftp_root(self, limit: int | None, each: Callable[[str, str, int], None] | None = None
+                         ) -> list[Entry] | None:
+        """The root's entries over SFTP (one round trip per ~100); None once more than ``limit``. With ``each``:
+        each entry reported as read instead (name, kind, mtime), none kept."""
         tops: list[Entry] = []
         async with contextlib.aclosing(self._sftp.scandir(self.root)) as items:
             async for item in items:
@@ -284,7 +260,9 @@ class SSHTransport(StreamedListing, Transport):
                 check_name(name, "")
                 kind = LINK if stat_mod.S_ISLNK(mode) else DIR if stat_mod.S_ISDIR(mode) else FILE if \
                     stat_mod.S_ISREG(mode) else ""
-                if kind:
+                if kind and each is not None:
+                    each(name, kind, int(item.attrs.mtime or 0))
+                elif kind:
                     tops.append(Entry(name, kind, item.attrs.size or 0 if kind == FILE else 0,
                                       int(item.attrs.mtime or 0)))
                 if limit is not None and len(tops) > limit:
@@ -298,9 +276,9 @@ class SSHTransport(StreamedListing, Transport):
         rels = sorted(known_dirs)
         tops = await self._sftp_root(self.SFTP_ROOT) if len(rels) <= self.SFTP_STATS else None
         if tops is None:
-            found = None if rels else await self._root_listing()
-            if found is None:
-                found = await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
+            listed: list[Entry] = []  # no known folders: by the command that then lists the pass's runs
+            found = listed if not rels and await self._root_look(lambda *e: listed.append(Entry(*e))) else \
+                await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
             if found is not None:
                 return ([e for e in found if "/" not in e.rel],
                         {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
@@ -317,6 +295,46 @@ class SSHTransport(StreamedListing, Transport):
         found_attrs = await asyncio.gather(*(one(rel) for rel in rels))
         return tops, {rel: int(a.mtime or 0) for rel, a in zip(rels, found_attrs, strict=True)
                       if a is not None and stat_mod.S_ISDIR(a.permissions or 0)}
+
+    @_mapped
+    async def look(self, looker: Looker) -> None:
+        """A small root (SFTP_ROOT) with few known folders (SFTP_STATS) over SFTP; else one remote ``find`` for the
+        root's entries and a stat of each known folder, its output reported as it comes (never held whole);
+        where the remote cannot run it, the root's listing over SFTP as it comes."""
+        tops = await self._sftp_root(self.SFTP_ROOT) if looker.known_count() <= self.SFTP_STATS else None
+        if tops is None:
+            if await self._find_each(looker):
+                return
+            looker.reset()
+            await self._sftp_root(None, looker.entry)
+        else:
+            for entry in tops:
+                looker.entry(entry.rel, entry.kind, entry.mtime)
+        batch: list[str] = []
+        for rel in itertools.chain(looker.known(), [None]):  # a few hundred stats in flight at once
+            if rel is not None:
+                batch.append(rel)
+            if batch and (rel is None or len(batch) >= self.SFTP_STATS):
+                found = await asyncio.gather(*(self._lstat(one) for one in batch))
+                for one, attrs in zip(batch, found, strict=True):
+                    if attrs is not None and stat_mod.S_ISDIR(attrs.permissions or 0):
+                        looker.entry(one, DIR, int(attrs.mtime or 0))
+                batch = []
+
+    async def _lstat(self, rel: str) -> Any:
+        try:
+            return await self._sftp.lstat(self.abs(rel))
+        except asyncssh.SFTPNoSuchFile:
+            return None
+
+    async def _find_each(self, looker: Looker) -> bool:
+        """``_find("STAT")`` reported as its output comes (:func:`.findstream.find_each`); with no known folders,
+        the command that then lists the pass's runs (``_root_look``: one command). False: look over SFTP."""
+        if not looker.known_count():
+            if await self._root_look(lambda rel, kind, _size, mtime: looker.entry(rel, kind, mtime)):
+                return True
+            looker.reset()
+        return await find_each(self, looker, self.FEED_BYTES)
 
     @_mapped
     async def stat(self, rel: str) -> Entry | None:
