@@ -145,6 +145,9 @@ def main() -> int:
     parser.add_argument("--first-only", action="store_true", help="with --scale: the first copy only")
     parser.add_argument("--where", choices=["local", "push", "pull"], action="append",
                         help="with --scale: only these directions (repeatable; default all three)")
+    parser.add_argument("--rsync-cipher", default="aes128-gcm@openssh.com",
+                        help="with --scale: rsync's ssh cipher (default: the one lt-sync's asyncssh negotiates, so "
+                        "both pay the same encryption; '' leaves ssh's own choice, chacha20-poly1305 with OpenSSH 9)")
     args = parser.parse_args()
     if args.relay:
         relay_main(args.relay, args.rtt_ms)
@@ -260,15 +263,27 @@ def main() -> int:
     return 0
 
 
-def _timed(step: Any, *args: Any, check: int | None) -> tuple[float, float]:
-    """Wall and CPU seconds of ``step(*args)`` (this process's CPU and its children's, e.g. rsync and ssh)."""
+def _server_cpu(pid: int | None) -> float:
+    """CPU seconds of the sshd's finished sessions (each session's processes: sshd, the shell, find, tar, rsync)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(step: Any, *args: Any, check: int | None, sshd: int | None = None) -> tuple[float, float, float]:
+    """Wall and CPU seconds of ``step(*args)`` (this process's CPU and its children's, e.g. rsync and ssh), and
+    the server side's CPU (the sshd's sessions, once they ended)."""
+    server_before = _server_cpu(sshd)
     before, t0 = os.times(), time.perf_counter()
     result = step(*args)
     wall, after = time.perf_counter() - t0, os.times()
     if check is not None:  # a sync: no errors, and nothing to do after the first copy
         assert not result.errors and (check == 0 or result.files == 0), result.status_line()
     cpu = sum(after[:4]) - sum(before[:4])
-    return wall, cpu
+    if sshd is not None:
+        time.sleep(0.5)  # the session's processes end after the client closes the connection
+    return wall, cpu, _server_cpu(sshd) - server_before
 
 
 def _same(src: Path, mirror: Path) -> bool:
@@ -299,14 +314,17 @@ def scale_main(args: argparse.Namespace) -> int:
         files = sum(len(names) for _, _, names in os.walk(src))
         known = work / "home" / ".ssh" / "known_hosts"
         ssh_cmd = (f"ssh -p {server.port} -i {server.client_key} -o IdentitiesOnly=yes -o UserKnownHostsFile={known}"
-                   " -o StrictHostKeyChecking=yes -o BatchMode=yes")
+                   " -o StrictHostKeyChecking=yes -o BatchMode=yes -o Compression=no"
+                   + (f" -c {args.rsync_cipher}" if args.rsync_cipher else ""))
         steps = ["first copy", "nothing changed, first pass (records the settled runs)",
                  "nothing changed (settled runs skipped)", "nothing changed, full (every file listed)"]
         steps = steps[:1] if args.first_only else steps
         load = os.getloadavg()[0]
+        cipher = f" --rsync-cipher {args.rsync_cipher!r}" if args.rsync_cipher != "aes128-gcm@openssh.com" else ""
         lines = [f"## lt-sync at scale: {args.runs:,} ended runs, {files:,} files ({time.strftime('%Y-%m-%d')})", "",
-                 "| where | step | lt-sync wall / CPU | rsync wall / CPU | ratio wall / CPU |",
-                 "| --- | --- | --- | --- | --- |"]
+                 "| where | step | lt-sync wall / CPU | rsync wall / CPU | ratio wall / CPU |"
+                 " server CPU: lt-sync / rsync |",
+                 "| --- | --- | --- | --- | --- | --- |"]
         remote = f"{server.user}@127.0.0.1:{server.port}:"
         for where in ("local -> local", "push to the test sshd", "pull from the test sshd"):
             key = where[:4]
@@ -326,12 +344,14 @@ def scale_main(args: argparse.Namespace) -> int:
                         for folder in (mine, theirs):
                             shutil.rmtree(folder)
                         state.unlink()
-                    times.append((*_timed(sync_once, source, dest, opts, check=i),
-                                  *_timed(subprocess.check_call, rsync, check=None)))
+                    sshd = None if key == "loca" or server.proc is None else server.proc.pid
+                    times.append((*_timed(sync_once, source, dest, opts, check=i, sshd=sshd),
+                                  *_timed(subprocess.check_call, rsync, check=None, sshd=sshd)))
                 ours, ours_cpu = min(t[:2] for t in times)
-                rs, rs_cpu = min(t[2:] for t in times)
+                rs, rs_cpu = min(t[3:5] for t in times)
                 lines.append(f"| {where} | {step} | {ours:.2f} s / {ours_cpu:.2f} s | {rs:.2f} s / {rs_cpu:.2f} s |"
-                             f" {ours / rs:.2f}x / {ours_cpu / max(rs_cpu, 1e-3):.2f}x |")
+                             f" {ours / rs:.2f}x / {ours_cpu / max(rs_cpu, 1e-3):.2f}x |"
+                             f" {min(t[2] for t in times):.2f} s / {min(t[5] for t in times):.2f} s |")
                 print(lines[-1], flush=True)
                 if i == 0:
                     assert _same(src, mine), f"{where}: the mirror differs from the source"
@@ -339,10 +359,13 @@ def scale_main(args: argparse.Namespace) -> int:
         load = f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
         lines += ["", f"Command: `python benchmarks/bench_sync.py --scale --runs {args.runs} --events-mb "
                   f"{args.events_mb}{f' --first-only --repeat {args.repeat}' if args.first_only else ''}"
-                  f"{''.join(f' --where {w}' for w in args.where or [])}`; "
+                  f"{''.join(f' --where {w}' for w in args.where or [])}"
+                  f"{cipher}`; "
                   f"{f'best of {args.repeat}, alternated' if args.first_only else 'one run each'}, rsync right after "
                   f"lt-sync on the same tree; {load}. CPU: this process and its children (lt-sync, its local tar) "
-                  "or rsync's and ssh's on this side; the server side's is not counted for either.", ""]
+                  "or rsync's and ssh's on this side; server CPU: the sshd's sessions (sshd, the shells, find and tar, "
+                  f"or rsync), least of the repetitions; rsync's ssh: {args.rsync_cipher or 'its default cipher'}, "
+                  "no compression (lt-sync: asyncssh, aes128-gcm@openssh.com, no compression).", ""]
         text = "\n".join(lines)
         print(text)
         if args.out:

@@ -293,21 +293,46 @@ class WholeRunCopier:
             if self._stream is not None:
                 await self._end_stream(abort=True)
         finally:
-            for top in list(self._fed):
-                self._pulled(top, None)
+            self._pulled([(top, None) for top in self._fed])
 
-    def _pulled(self, top: str, tails: Tails | None) -> None:
-        """A run of the stream placed (``tails``: its files' records) or given up."""
-        fed = self._fed.pop(top, None)
-        if fed is None:
+    def expect(self, tops: list[str]) -> None:
+        """Pull: the pass will look at ``tops``; where the mirror lacks one, start the stream now, so that the
+        remote tar's start (the account's shell: ~0.25 s) overlaps with the listing instead of following it."""
+        if self.mode != "pull" or self._feeder is not None or not self.usable():
             return
-        files, (pending, placed, done) = fed
-        if tails is not None:
-            placed.add(top)
-            self._placed(files, tails)
-        pending.discard(top)
-        if not pending and not done.done():
-            done.set_result(placed)
+        try:
+            have = set(os.listdir(self.dst.root))
+        except OSError:
+            return
+        if any(top not in have for top in tops):
+            self._feeder = asyncio.ensure_future(self._feed())
+
+    async def ended(self) -> None:
+        """Pull, after :meth:`no_more`: the stream over (also one started by :meth:`expect` that got no run)."""
+        if self._feeder is not None:
+            await asyncio.shield(self._feeder)
+
+    def _pulled(self, verdicts: list[tuple[str, Tails | None]]) -> None:
+        """Runs of the stream placed (``tails``: their files' records) or given up; journaled in one write."""
+        files: list[Entry] = []
+        records: Tails = {}
+        waiters = []
+        for top, tails in verdicts:
+            fed = self._fed.pop(top, None)
+            if fed is None:
+                continue
+            run_files, (pending, placed, done) = fed
+            if tails is not None:
+                placed.add(top)
+                files += run_files
+                records.update(tails)
+            pending.discard(top)
+            waiters.append((pending, placed, done))
+        if files:
+            self._placed(files, records)
+        for pending, placed, done in waiters:
+            if not pending and not done.done():
+                done.set_result(placed)
 
     def no_more(self) -> None:
         """The pass has listed everything: the pull stream may end (its last runs resolve then)."""

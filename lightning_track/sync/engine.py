@@ -9,12 +9,14 @@ a torn or misplaced write is caught; a mismatch re-copies the file whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import SourceChanged, SyncError, TransferError, UnsafePathError, VerifyError
 from ..vocabulary import format_bytes
@@ -173,7 +175,7 @@ class SyncSession:
         cover = "checkpoints" if opts.include_checkpoints else ""
         tops, skipped, skipped_files = await self._unsettled(cover)
         if tops is None and self.runicorn is None:
-            tops = await self._top_names()
+            tops = await top_names(self.src, self.dst, opts.runs_glob)
         # a thousand runs at a time (a hundred locally): the listings of both sides never held whole (the plan
         # keeps only changes); each batch's listings are let go before the next is listed
         size = BATCH_TOPS if self.src.remote or (self.dst is not None and self.dst.remote) else LOCAL_BATCH_TOPS
@@ -194,16 +196,17 @@ class SyncSession:
             WholeRunCopier(self.src, self.dst, self.state, result.notes, copied)
         copying: list[asyncio.Future[set[str]]] = []
         sent_before = self.dst.bytes_written if self.dst is not None else 0
+        walks = contextlib.AsyncExitStack()  # each side's listing of every batch (over SSH: one command)
         try:
+            if copier is not None and tops:
+                copier.expect(tops)
+            src_walks = await walks.enter_async_context(contextlib.aclosing(self.src.walk_batches(batches)))
+            dst_walks = None if self.dst is None else await walks.enter_async_context(
+                contextlib.aclosing(self.dst.walk_batches(batches, follow_links=False)))
             for batch in batches:
-                if self.dst is None:
-                    src_m = await scan(self.src, since_hours=opts.since_hours, tops=batch, **filters)
-                    dst_m = Manifest()
-                else:
-                    src_m, dst_m = await asyncio.gather(
-                        scan(self.src, since_hours=opts.since_hours, tops=batch, **filters),
-                        scan(self.dst, follow_links=False, tops=batch, **filters),
-                    )
+                src_m, dst_m = await asyncio.gather(
+                    self._scan(self.src, src_walks, since_hours=opts.since_hours, tops=batch, **filters),
+                    self._scan(self.dst, dst_walks, follow_links=False, tops=batch, **filters))
                 part = make_plan(src_m, dst_m, delete=opts.delete)
                 plan.actions += part.actions
                 plan.mkdirs += part.mkdirs
@@ -219,7 +222,10 @@ class SyncSession:
             if copier is not None:
                 copier.no_more()  # the pull stream's last runs come once it ends
             placed: set[str] = set().union(*await asyncio.gather(*copying))
+            if copier is not None:
+                await copier.ended()
         finally:
+            await walks.aclose()
             for task in copying:
                 task.cancel()
             if copier is not None:
@@ -248,9 +254,12 @@ class SyncSession:
         result.finished = time.time()
         return result
 
-    async def _top_names(self) -> list[str]:
-        assert self.src is not None
-        return await top_names(self.src, self.dst, self.options.runs_glob)
+    @staticmethod
+    async def _scan(transport: Transport | None, walks: AsyncIterator[list[Entry]] | None, **how: Any) -> Manifest:
+        """The manifest of the next batch of ``walks`` (``how``: :func:`scan`'s filters); empty for no side."""
+        if transport is None or walks is None:
+            return Manifest()
+        return await scan(transport, walked=await anext(walks), **how)
 
     async def _unsettled(self, cover: str) -> tuple[list[str] | None, int, int]:
         if self.dst is None or self.options.full:
@@ -397,15 +406,18 @@ def sync_once(src: str | os.PathLike[str] | Endpoint, dest: str | os.PathLike[st
               options: SyncOptions | None = None, progress: Callable[[str, int], None] | None = None) -> CycleResult:
     """Run one complete cycle (connect, sync, close). The library entry point behind ``lt-sync``."""
 
-    async def main() -> CycleResult:
-        session = SyncSession(src, dest, options)
+    done: list[CycleResult] = []
+
+    async def main() -> None:  # returns nothing: asyncio.run's end builds the main task's repr, result included
+        session = SyncSession(src, dest, options)  # (its SIGINT handler restored), ~0.15 s for a 50,000-file plan
         try:
             await session.connect()
-            return await session.cycle(progress)
+            done.append(await session.cycle(progress))
         finally:
             await session.close()
 
-    return asyncio.run(main())
+    asyncio.run(main())
+    return done[0]
 
 
 async def run_loop(

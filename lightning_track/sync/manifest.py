@@ -114,16 +114,18 @@ async def scan(
     include_checkpoints: bool = False,
     follow_links: bool = True,
     tops: Collection[str] | None = None,
+    walked: list[Entry] | None = None,
 ) -> Manifest:
     """List a tree and keep what this sync covers.
 
     ``runs_glob`` matches top-level entries (run folders); ``since_hours`` keeps top-level entries
     with a file modified in that window; checkpoints and ``final_model/`` are left out unless asked.
     The destination is scanned with ``follow_links=False`` so that every symlink there blocks writes.
-    ``tops`` limits the listing to those top-level names (the runs a pass must look into).
+    ``tops`` limits the listing to those top-level names (the runs a pass must look into); ``walked``: that
+    listing, already made (``Transport.walk_batches``).
     """
     started = time.time()
-    entries = await transport.walk(follow_links=follow_links, tops=tops)
+    entries = await transport.walk(follow_links=follow_links, tops=tops) if walked is None else walked
     manifest = Manifest(scanned_at=started)
     newest: dict[str, int] = {}
     for entry in entries:

@@ -103,7 +103,9 @@ import subprocess, sys, tarfile, io, time
 out = subprocess.run(["tar", *sys.argv[1:]], stdin=sys.stdin.buffer, capture_output=True).stdout
 members = tarfile.open(fileobj=io.BytesIO(out)).getmembers()
 first = members[0].name.split("/")[0]
-cut = next(m.offset for m in members if m.name.split("/")[0] != first) + 4096
+second = next(m for m in members if m.name.split("/")[0] != first)
+cut = (second.offset // 10240 + 1) * 10240  # GNU tar writes whole 10 KiB records: it stalls at their ends
+assert any(m.offset_data + m.size > cut for m in members if m.name.split("/")[0] == second.name.split("/")[0])
 sys.stdout.buffer.write(out[:cut])
 sys.stdout.buffer.flush()
 open("{now}", "w").close()

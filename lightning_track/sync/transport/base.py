@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from ...errors import UnsafePathError
@@ -117,6 +117,13 @@ class Transport(ABC):
         symlink (out of the tree, to a folder, dangling, or any symlink without ``follow_links``) is a
         ``link`` entry with the reason it is not followed.
         """
+
+    async def walk_batches(self, batches: Sequence[Collection[str] | None], *,
+                           follow_links: bool = True) -> AsyncIterator[list[Entry]]:
+        """``walk(tops=batch)`` for each of ``batches`` in turn, as the caller asks for the next one. A remote
+        side may list them all with one command (each command there costs the account's shell start-up)."""
+        for batch in batches:
+            yield await self.walk(follow_links=follow_links, tops=batch)
 
     async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
         """The root's own entries (folders with their mtime), and the mtime of each folder of ``known_dirs``

@@ -19,61 +19,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import posixpath
 import shlex
 import stat as stat_mod
-from collections.abc import Awaitable, Callable, Collection
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection
+from typing import Any
 
 import asyncssh
 
-from ...errors import HostKeyError, SSHSetupError, TransportError, one_line
+from ...errors import HostKeyError, SSHSetupError, one_line
 from ...folder.fileio import inside
 from ..endpoints import Endpoint
 from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name
+from .findstream import StreamedListing, find_each, find_stream
 from .ssh_connect import SSH_ERRORS, host_key_message, preferred_ciphers
-from .ssh_find import find_each, find_stream
+from .ssh_connect import mapped as _mapped
+from .ssh_connect import transport_error as _transport_error
 
 __all__ = ["SSHTransport"]
 
-_T = TypeVar("_T")
 # What asyncssh raises once connected: its own errors, and EOFError from a channel closed under a request.
 _SSH_ERRORS = SSH_ERRORS
 
 
-def _transport_error(where: str, exc: BaseException, what: str | None = None) -> TransportError:
-    """The one-line :class:`TransportError` for an error of the SSH library (or the socket under it) at ``where``."""
-    if what is None:
-        if isinstance(exc, (asyncssh.DisconnectError, EOFError)):
-            what = "connection lost"
-        elif isinstance(exc, asyncssh.ChannelOpenError):
-            what = "the server refused an SFTP channel"
-        elif isinstance(exc, asyncssh.SFTPError):
-            what = "SFTP request failed"
-        else:
-            what = "SSH error"
-    name, text = type(exc).__name__, one_line(exc)
-    return TransportError(f"{where}: {what} ({name if text == name else f'{name}: {text}'})")
-
-
-def _mapped(method: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T]]:
-    """Raise the SSH library's errors from one operation as :class:`TransportError` naming the file
-    (the operation's first argument when it is a path, else the endpoint)."""
-
-    @functools.wraps(method)
-    async def call(self: SSHTransport, *args: Any, **kwargs: Any) -> _T:
-        try:
-            return await method(self, *args, **kwargs)
-        except _SSH_ERRORS as exc:
-            rel = args[0] if args and isinstance(args[0], str) else ""
-            raise _transport_error(f"{self.describe()}/{rel}" if rel else self.describe(), exc) from exc
-
-    return call
-
-
-class SSHTransport(Transport):
+class SSHTransport(StreamedListing, Transport):
     """A folder on a remote machine through asyncssh's SFTP client.
 
     asyncssh reads ``~/.ssh/config`` (Host aliases, HostName, Port, User, IdentityFile, ProxyJump),
@@ -100,6 +70,7 @@ class SSHTransport(Transport):
         self._real_root = ""
         self._write_len = 32768
         self._find_ok: bool | None = None  # None: not tried yet
+        self._lister: tuple[Any, Any] | None = None  # root_command's process and reader, once it listed the root
         self.tar_ok: bool | None = None  # False once the remote could not run TAR (sync/bulk.py)
 
     def describe(self) -> str:
@@ -146,6 +117,7 @@ class SSHTransport(Transport):
         self._write_len = self._sftp.limits.max_write_len  # 255 KiB from OpenSSH's limits@openssh.com
 
     async def close(self) -> None:
+        self._drop_lister()
         if self._sftp is not None:
             self._sftp.exit()
             self._sftp = None
@@ -158,7 +130,7 @@ class SSHTransport(Transport):
             self._conn = None
 
     async def _find(self, paths: str, expr: str = "", stdin: bytes | None = None) -> list[Entry] | None:
-        """The tree as the remote GNU ``find`` prints it, in one round trip (:func:`.ssh_find.find_stream`);
+        """The tree as the remote GNU ``find`` prints it, in one round trip (:func:`.findstream.find_stream`);
         None where the remote has no shell access or no GNU find (callers then list over SFTP)."""
         entries: list[Entry] = []
 
@@ -304,7 +276,9 @@ class SSHTransport(Transport):
         rels = sorted(known_dirs)
         tops = await self._sftp_root(self.SFTP_ROOT) if len(rels) <= self.SFTP_STATS else None
         if tops is None:
-            found = await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
+            listed: list[Entry] = []  # no known folders: by the command that then lists the pass's runs
+            found = listed if not rels and await self._root_look(lambda *e: listed.append(Entry(*e))) else \
+                await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
             if found is not None:
                 return ([e for e in found if "/" not in e.rel],
                         {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
@@ -354,7 +328,12 @@ class SSHTransport(Transport):
             return None
 
     async def _find_each(self, looker: Looker) -> bool:
-        """``_find("STAT")`` reported as its output comes (:func:`.ssh_find.find_each`); False: look over SFTP."""
+        """``_find("STAT")`` reported as its output comes (:func:`.findstream.find_each`); with no known folders,
+        the command that then lists the pass's runs (``_root_look``: one command). False: look over SFTP."""
+        if not looker.known_count():
+            if await self._root_look(lambda rel, kind, _size, mtime: looker.entry(rel, kind, mtime)):
+                return True
+            looker.reset()
         return await find_each(self, looker, self.FEED_BYTES)
 
     @_mapped

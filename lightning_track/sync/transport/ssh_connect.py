@@ -1,23 +1,59 @@
-"""Connecting over SSH: the refusal of an unknown or changed host key, and the ciphers to offer.
+r"""Connecting over SSH: the refusal of an unknown or changed host key, the ciphers to offer, and the SSH
+library's errors as the project's (one-line :class:`TransportError`\ s naming where).
 
-Apart from ssh.py (the transport itself) because neither is needed once a connection is up.
+Apart from ssh.py (the transport itself) to keep that module to the transport's operations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncssh
 from asyncssh.config import SSHClientConfig
 from asyncssh.encryption import get_default_encryption_algs
 
+from ...errors import TransportError, one_line
 from ..endpoints import Endpoint
 
-__all__ = ["SSH_ERRORS", "host_key_message", "preferred_ciphers"]
+__all__ = ["SSH_ERRORS", "host_key_message", "mapped", "preferred_ciphers", "transport_error"]
 
 SSH_ERRORS = (asyncssh.Error, EOFError)  # what asyncssh raises for a failed connection or channel
+_T = TypeVar("_T")
+
+
+def transport_error(where: str, exc: BaseException, what: str | None = None) -> TransportError:
+    """The one-line :class:`TransportError` for an error of the SSH library (or the socket under it) at ``where``."""
+    if what is None:
+        if isinstance(exc, (asyncssh.DisconnectError, EOFError)):
+            what = "connection lost"
+        elif isinstance(exc, asyncssh.ChannelOpenError):
+            what = "the server refused an SFTP channel"
+        elif isinstance(exc, asyncssh.SFTPError):
+            what = "SFTP request failed"
+        else:
+            what = "SSH error"
+    name, text = type(exc).__name__, one_line(exc)
+    return TransportError(f"{where}: {what} ({name if text == name else f'{name}: {text}'})")
+
+
+def mapped(method: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T]]:
+    """Raise the SSH library's errors from one operation of a transport as :class:`TransportError` naming the
+    file (the operation's first argument when it is a path, else the endpoint)."""
+
+    @functools.wraps(method)
+    async def call(self: Any, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return await method(self, *args, **kwargs)
+        except SSH_ERRORS as exc:
+            rel = args[0] if args and isinstance(args[0], str) else ""
+            raise transport_error(f"{self.describe()}/{rel}" if rel else self.describe(), exc) from exc
+
+    return call
 
 
 async def host_key_message(endpoint: Endpoint, exc: Exception) -> str:
