@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat as stat_mod
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from ...folder.fileio import inside
 from .base import DIR, FILE, LINK, Entry, Looker, Transport, check_name
@@ -85,46 +85,20 @@ class LocalTransport(Transport):
 
     async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
         def look() -> tuple[list[Entry], dict[str, int]]:
-            tops = []
-            with os.scandir(self.root) as it:
-                for item in it:
-                    check_name(item.name, "")
-                    st = item.stat(follow_symlinks=False)
-                    kind = (LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode)
-                            else FILE if stat_mod.S_ISREG(st.st_mode) else "")
-                    if kind:
-                        tops.append(Entry(item.name, kind, st.st_size if kind == FILE else 0, int(st.st_mtime)))
-            times = {}
-            root = self.root
-            for rel in known_dirs:
-                try:
-                    st = os.lstat(f"{root}/{rel}")
-                except OSError:
-                    continue
-                if stat_mod.S_ISDIR(st.st_mode):
-                    times[rel] = int(st.st_mtime)
+            tops, times = [], {}
+            for top, rel, kind, size, mtime in _root_look(self.root, known_dirs):
+                if top:
+                    tops.append(Entry(rel, kind, size, mtime))
+                else:
+                    times[rel] = mtime
             return tops, times
 
         return await asyncio.to_thread(look)
 
     async def look(self, looker: Looker) -> None:
         def look() -> None:
-            root = self.root
-            with os.scandir(root) as it:
-                for item in it:
-                    check_name(item.name, "")
-                    st = item.stat(follow_symlinks=False)
-                    kind = (LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode)
-                            else FILE if stat_mod.S_ISREG(st.st_mode) else "")
-                    if kind:
-                        looker.entry(item.name, kind, int(st.st_mtime))
-            for rel in looker.known():
-                try:
-                    st = os.lstat(f"{root}/{rel}")
-                except OSError:
-                    continue
-                if stat_mod.S_ISDIR(st.st_mode):
-                    looker.entry(rel, DIR, int(st.st_mtime))
+            for _, rel, kind, _, mtime in _root_look(self.root, looker.known()):
+                looker.entry(rel, kind, mtime)
 
         await asyncio.to_thread(look)
 
@@ -177,3 +151,23 @@ class LocalTransport(Transport):
 
     async def truncate(self, rel: str, size: int) -> None:
         os.truncate(self.abs(rel), size)
+
+
+def _root_look(root: str, known: Iterable[str]) -> Iterator[tuple[bool, str, str, int, int]]:
+    """Both looks' one walk: the root's own entries (True, name, kind, size, mtime), then each known folder
+    that still is one (False, rel, DIR, 0, mtime); a name the mirror cannot hold raises as a listing does."""
+    with os.scandir(root) as it:
+        for item in it:
+            check_name(item.name, "")
+            st = item.stat(follow_symlinks=False)
+            kind = (LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode)
+                    else FILE if stat_mod.S_ISREG(st.st_mode) else "")
+            if kind:
+                yield True, item.name, kind, st.st_size if kind == FILE else 0, int(st.st_mtime)
+    for rel in known:
+        try:
+            st = os.lstat(f"{root}/{rel}")
+        except OSError:
+            continue
+        if stat_mod.S_ISDIR(st.st_mode):
+            yield False, rel, DIR, 0, int(st.st_mtime)
