@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import orjson
 
 from ..errors import JsonlProblem, SyncError
 from ..folder.fileio import JsonlAppender, atomic_open, iter_jsonl, json_line
+from .hashslots import HashSlots
 from .runtable import SettledRuns
 from .transport import Entry
 
@@ -145,7 +145,7 @@ class SyncState:
         runs = self.runs
         last, lines_read = _LastDone(), 0
         for number, path, op in self._files_said():  # each file's last line; a settled run's files: none
-            last.put(path, number, op == "done" and path.split("/", 1)[0] not in runs)
+            last.note(path, number, op == "done" and path.split("/", 1)[0] not in runs)
             lines_read = number + 1
         keep = last.kept(lines_read)  # a bit a journal line: the done lines carried over
         with atomic_open(self.path, "wb") as out:
@@ -196,42 +196,24 @@ class SyncState:
             self._journal = None
 
 
-class _LastDone:
+class _LastDone(HashSlots):
     """Each file's last done-or-forget line of the journal, ~24 bytes a file: the path's hash -> its line number
-    and whether it was a done line (open addressing in two arrays). Two paths of one hash keep the later line of
-    the two: a done line lost from the journal, which no pass reads for a decision (the mirror is re-listed)."""
+    and whether it was a done line. Two paths of one hash keep the later line of the two: a done line lost from
+    the journal, which no pass reads for a decision (the mirror is re-listed)."""
 
-    __slots__ = ("mask", "hashes", "lines", "count")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.mask, self.hashes, self.lines, self.count = 15, array("q", bytes(8 * 16)), array("q", bytes(8 * 16)), 0
+        super().__init__(values=True)
 
-    def _at(self, h: int) -> int:
-        mask, hashes = self.mask, self.hashes
-        at = h & mask
-        while hashes[at] and hashes[at] != h:
-            at = (at + 1) & mask
-        return at
-
-    def put(self, path: str, number: int, done: bool) -> None:
-        h = hash(path) or 1
-        at = self._at(h)
-        if not self.hashes[at]:
-            self.count += 1
-        self.hashes[at], self.lines[at] = h, number * 2 + done
-        if self.count * 2 > self.mask + 1:
-            hashes, lines, size = self.hashes, self.lines, (self.mask + 1) * 2
-            self.mask, self.hashes, self.lines = size - 1, array("q", bytes(8 * size)), array("q", bytes(8 * size))
-            for i, h in enumerate(hashes):
-                if h:
-                    at = self._at(h)
-                    self.hashes[at], self.lines[at] = h, lines[i]
+    def note(self, path: str, number: int, done: bool) -> None:
+        self.put(path, number * 2 + done)
 
     def kept(self, lines: int) -> bytearray:
         """A bit for each of ``lines`` journal lines: set for each file's last line when it is a done line to keep."""
         keep = bytearray((lines + 7) // 8)
-        for h, line in zip(self.hashes, self.lines, strict=True):
-            if h and line & 1:
+        for line in self.values_held():
+            if line & 1:
                 number = line >> 1
                 keep[number >> 3] |= 1 << (number & 7)
         return keep

@@ -10,54 +10,26 @@ catalog only when something changed, so a pass where nothing changed costs nothi
 from __future__ import annotations
 
 import os
-from array import array
 from pathlib import Path
 
 from ..query.catalog_writer import each_known_run, write_through
 from ..query.discover import MAX_DEPTH, list_names, run_folder_of
 from .engine import CycleResult
+from .hashslots import HashSlots
 from .plan import DELETE
 
 __all__ = ["CatalogWarmer", "KnownRuns", "NameHashes"]
 
 
-class NameHashes:
+class NameHashes(HashSlots):
     """A set of names as their hashes in one array (open addressing, at most half full): ~16 bytes a name, no
     string or int object kept. Two names of one hash are one: for a warm catalog that is at worst a run read
     again by ``lt ls`` (never a wrong listing: a look checks every entry it takes)."""
 
-    __slots__ = ("mask", "slots", "count")
-
-    def __init__(self) -> None:
-        self.mask, self.slots, self.count = 15, array("q", bytes(8 * 16)), 0
-
-    def _place(self, h: int) -> int:
-        mask, slots = self.mask, self.slots
-        at = h & mask
-        while slots[at] and slots[at] != h:
-            at = (at + 1) & mask
-        return at
+    __slots__ = ()
 
     def add(self, name: str) -> None:
-        h = hash(name) or 1
-        at = self._place(h)
-        if self.slots[at] == h:
-            return
-        self.slots[at] = h
-        self.count += 1
-        if self.count * 2 > self.mask + 1:
-            slots = self.slots
-            self.mask, self.slots = self.mask * 2 + 1, array("q", bytes(16 * len(slots)))
-            for h in slots:
-                if h:
-                    self.slots[self._place(h)] = h
-
-    def __contains__(self, name: str) -> bool:
-        h = hash(name) or 1
-        return self.slots[self._place(h)] == h
-
-    def __len__(self) -> int:
-        return self.count
+        self.put(name)
 
 
 class KnownRuns:
