@@ -418,7 +418,7 @@ def _keep(feed: Any, key: str, got: Any) -> None:
     :meth:`~.catalog.Catalog.config_sink` keeps one)."""
     from . import catalog
 
-    if got[1] < feed.started_ns - int(catalog.RACY_S * 1e9):
+    if got[1] < feed.started_ns - int(catalog.RACY_S * 1e9) and catalog.storable(key):
         catalog._pending_configs.append((key, got[0], got[3]))
         catalog._register_flush()
 
