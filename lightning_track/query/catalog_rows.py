@@ -22,6 +22,7 @@ import orjson
 
 from ..folder.layout import RunLayout
 from .filters import MISSING
+from .filters_sql import path_of, sayable
 
 __all__ = ["CatalogRun", "RowSource", "brief_of", "frame_row"]
 
@@ -123,11 +124,11 @@ class RowSource:
         return kept
 
     def _values_of(self, key: str) -> dict[str, tuple[str, Any]]:
-        if '"' in key or "\\" in key or not key.isprintable():  # not sayable as a JSON path: parsed whole
+        if not sayable(key):  # not sayable as a JSON path: parsed whole
             return {}
         try:
             found = self._connection().execute("SELECT path, folder, config -> ?, config_stat FROM configs JOIN runs "
-                                               "USING (path)", (f'$."{key}"',)).fetchall()
+                                               "USING (path)", (path_of(key),)).fetchall()
         except sqlite3.Error:
             return {}
         texts = [row[2] for row in found if row[2] is not None]  # the value's own JSON text, as kept
