@@ -21,12 +21,12 @@ from typing import Any
 import orjson
 
 from ..folder.layout import RunLayout
-from .config_read import _cores, _setup, _worker_start, parse_config
+from .config_read import _CHUNK, POOL_MIN, _cores, _new_pool, parse_config
 
-__all__ = ["ConfigFeed", "Fed", "START", "CHUNK"]
+__all__ = ["ConfigFeed", "Fed"]
 
-START = 2000  # configs waiting before the pool starts (fewer: parsed here when asked, a pool costs more)
-CHUNK = 256  # configs a worker parses per task
+START = POOL_MIN  # configs waiting before the pool starts (fewer: parsed here when asked, a pool costs more)
+CHUNK = _CHUNK  # configs a worker parses per task
 _CONFIG = RunLayout.CONFIG
 
 # what a run's config gave: (stat key, max(mtime, ctime) ns, kind, JSON bytes, {asked key: value})
@@ -109,13 +109,7 @@ class ConfigFeed:
             self._forkable = _cores() >= 2 and threading.active_count() == 1
         if not self._forkable:
             return False
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        _setup()  # yaml imported once, here, not in each worker
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        self._pool = ProcessPoolExecutor(max(1, _cores() - 1), mp_context=context, initializer=_worker_start)
+        self._pool = _new_pool(max(1, _cores() - 1))
         return True
 
     def take(self, keys: Iterable[str]) -> dict[str, Fed]:

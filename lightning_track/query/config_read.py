@@ -174,6 +174,18 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _new_pool(workers: int) -> Any:
+    """A process pool of ``workers`` that parse configs: forked where the system can (no re-import per worker),
+    yaml imported once here first."""
+    import multiprocessing  # here: ~30 modules a look without a pool never needs
+    from concurrent.futures import ProcessPoolExecutor
+
+    _setup()
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+
+
 def parse_many(paths: Sequence[str], workers: int | None = None, least: int | None = None) -> Iterator[Parsed]:
     """:func:`parse_config` of each path, in order: in a pool of ``workers`` (one a core) when there are at
     least ``least`` (:data:`POOL_MIN`) of them and this process runs no other thread, else here."""
@@ -184,15 +196,10 @@ def parse_many(paths: Sequence[str], workers: int | None = None, least: int | No
     if workers < 2 or len(paths) < (POOL_MIN if least is None else least) or threading.active_count() > 1:
         yield from map(parse_config, paths)
         return
-    import multiprocessing  # here: ~30 modules a look without a pool never needs
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    _setup()  # yaml imported once, here, not in each worker
     chunks = [list(paths[i:i + _CHUNK]) for i in range(0, len(paths), _CHUNK)]
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import per worker
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+    pool = _new_pool(workers)
     done = 0
     try:
         for parsed in pool.map(_parse_chunk, chunks):
