@@ -272,9 +272,8 @@ class MlflowExporter:
         if not items:
             return []
         self._in_time()
-        field = {"param": "params", "tag": "tags", "metric": "metrics"}[kind]
         try:
-            self.client.log_batch(run_id, **{field: [entity for _, entity in items]})
+            self._send(run_id, kind, items)
             return [name for name, _ in items]
         except self._Error as exc:
             return self._one_by_one(run_id, kind, items, exc, entry, result)
@@ -345,10 +344,11 @@ class MlflowExporter:
             for batch in self._batches(sent, system_keys, entry, result):
                 confirmed = self._settle(run_id, pending, system_keys, entry, result) if pending else None
                 try:
-                    pending = None
+                    pending = future = None
                     if batch[0]:
                         self._in_time()
-                    pending = (self._ahead.submit(self._log_metrics, run_id, batch[0]) if batch[0] else None, *batch)
+                        future = self._ahead.submit(self._send, run_id, "metric", batch[0])
+                    pending = (future, *batch)
                 finally:  # the confirmed batch is recorded also when the next one cannot go
                     if confirmed is not None:
                         self._confirm(sent, confirmed, entry, save)
@@ -391,8 +391,10 @@ class MlflowExporter:
             yield batch, end, len(records) - done  # past trailing bad lines too
             start = end
 
-    def _log_metrics(self, run_id: str, items: list[tuple[str, Any]]) -> None:
-        self.client.log_batch(run_id, metrics=[entity for _, entity in items])
+    def _send(self, run_id: str, kind: str, items: list[tuple[str, Any]]) -> None:
+        """One ``log_batch`` of ``(name, entity)`` pairs of one kind."""
+        field = {"param": "params", "tag": "tags", "metric": "metrics"}[kind]
+        self.client.log_batch(run_id, **{field: [entity for _, entity in items]})
 
     def _settle(self, run_id: str, pending: tuple[Future | None, list[tuple[str, Any]], int | None, int],
                 system_keys: bool, entry: dict[str, Any], result: Any) -> tuple[int | None, int]:
