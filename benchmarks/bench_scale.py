@@ -169,6 +169,13 @@ def best(repeats: int, fn) -> float:
     return min(fn() for _ in range(repeats))
 
 
+def publish(out: Path, title: str, lines: list[str]) -> None:
+    """A section's lines printed and written into ``out`` (:func:`write_first`)."""
+    text = "\n".join(lines)
+    print(text)
+    write_first(out, title, text)
+
+
 def write_first(out: Path, title: str, text: str) -> None:
     """``text`` as the first section of ``out``; every section whose heading starts with ``title`` is dropped
     (this measurement's earlier runs), the others are kept in their order."""
@@ -414,9 +421,7 @@ def mlflow_section(args: argparse.Namespace, root: Path, env: dict[str, str], ur
              f"Command: `python benchmarks/bench_scale.py --runs {args.runs} --repeats {args.repeats} --mlflow "
              f"{args.mlflow}`. Machine: 2 cores shared with other work (best of {args.repeats}; CPU time is the "
              f"steadier figure), Python {platform.python_version()}.", ""]
-    text = "\n".join(lines)
-    print(text)
-    write_first(Path(args.out), title, text)
+    publish(Path(args.out), title, lines)
 
 
 def write_results(args: argparse.Namespace, rows: list[tuple[Any, ...]], bare: float,
@@ -442,9 +447,7 @@ def write_results(args: argparse.Namespace, rows: list[tuple[Any, ...]], bare: f
               f"--repeats {args.repeats}{' --memory' if args.memory else ''}`. "
               f"Machine: 2 cores shared with other work (best of {args.repeats}; "
               f"absolute times are noisy, the ratios are what to compare), Python {platform.python_version()}.", ""]
-    text = "\n".join(lines)
-    print(text)
-    write_first(Path(args.out), title, text)  # one section per number of runs: this one replaced
+    publish(Path(args.out), title, lines)  # one section per number of runs: this one replaced
 
 
 def without_kept_frame(load_runs, root: Path) -> None:
@@ -518,9 +521,7 @@ def report(args: argparse.Namespace) -> None:
               + (" --before TREE" if args.before else "") + "`. "
               f"Machine: 2 cores shared with other work (load average {os.getloadavg()[0]:.0f} at the end; the CPU "
               f"time is the steadier figure), Python {platform.python_version()}.", ""]
-    text = "\n".join(lines)
-    print(text)
-    write_first(Path(args.out), title, text)
+    publish(Path(args.out), title, lines)
 
 
 def open_in_chromium(html: Path, profile: Path) -> tuple[str, float]:
@@ -606,9 +607,7 @@ def many_sources(args: argparse.Namespace) -> None:
               f"--ssh {args.ssh} --repeats {args.repeats}`. Machine: 2 cores shared with other work "
               f"(best of {args.repeats}), Python {platform.python_version()}; load average "
               f"{os.getloadavg()[0]:.0f} at the end.", ""]
-    text = "\n".join(lines)
-    print(text)
-    write_first(Path(args.out), title, text)
+    publish(Path(args.out), title, lines)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
