@@ -335,3 +335,26 @@ def test_an_export_killed_mid_batch_leaves_a_record_the_server_holds_and_the_nex
     assert again.values == total - sum(len(r.metrics) for r in recorded)  # from where the record says, no further back
     assert assert_metrics_equal(client, again.run_id, run) == total  # each value once, none missing
     assert export_run(run, mlflow_server.uri).nothing_new
+
+
+def test_a_migrated_run_lands_in_mlflow_value_for_value_like_any_run(client, mlflow_server, tmp_path) -> None:
+    """A legacy run made into a run folder by lt-migrate exports as one the RunLogger wrote."""
+    from lightning_track.cli.migrate import main as migrate_main
+    from lightning_track.migrate import make_example
+
+    legacy = tmp_path / "experiments"
+    make_example(legacy, runs=1, steps=40, checkpoints=2, ckpt_mb=0.01)
+    out = tmp_path / "runs"
+    assert migrate_main([str(legacy), "--out", str(out), "--jobs", "1"]) == 0
+    (run,) = [path for path in out.iterdir() if (path / "summary.json").is_file()]
+    summary = json.loads((run / "summary.json").read_text())
+    first = export_run(run, mlflow_server.uri)
+    got = client.get_run(first.run_id)
+    assert got.info.run_name == run.name and got.data.tags["folder"] == run.name
+    assert got.data.tags["status"] == summary["status"] and got.data.tags["dataset"] == summary["dataset"]
+    assert first.values == sum(len(r.metrics) for r in read_metrics(run / "metrics.jsonl")) > 0
+    assert assert_metrics_equal(client, first.run_id, run) == first.values
+    config = flatten(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    assert set(config) <= set(got.data.params)
+    again = export_run(run, mlflow_server.uri)  # nothing new
+    assert again.run_id == first.run_id and again.values == 0
