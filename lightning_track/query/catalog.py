@@ -153,7 +153,7 @@ class Catalog:
             # look's ended runs below the root are kept compactly (catalog_kept.KeptKeys), not as tuples
             lean = "" if self.lean is None else " AND NOT ended"
             if lean:
-                self.lean.load(self.conn, prefix)
+                self.lean.load(self.conn, prefix, self.path)
             rows = self.conn.execute("SELECT path, folder, CASE WHEN ended THEN '' ELSE names END, CASE WHEN ended "
                                      "THEN '' ELSE files END, ended, start, brief FROM runs WHERE "
                                      f"path = ? OR (path >= ? AND path < ?{lean})",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import sqlite3
 from array import array
 from collections.abc import Callable, Iterable
@@ -24,10 +25,14 @@ from typing import Any
 
 import orjson
 
+from .kept_beside import Beside, answers_query, data_version
+
 __all__ = ["Kept", "KeptKeys", "KEPT", "storable", "exact", "record_parts", "keep_record", "flush_records"]
 
 KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in the catalog, not built
 NO, YES, ASK, NO_CONFIG, DEEP = 0, 1, 2, 3, 4  # KeptKeys.states: a filter's answer for a row (two bits), DEEP
+_DIGITS = bytes.maketrans(b"01234567", bytes(range(8)))  # kept_beside's states text -> states
+_UNSURE = re.compile(rb"[\x02\x03\x06\x07]")  # states Python answers (ASK, NO_CONFIG; with DEEP or not)
 
 
 class KeptKeys:
@@ -104,6 +109,31 @@ class KeptKeys:
             rowids.append(rowid)
         self.mask, self.slots, self.kept = mask, slots, bytearray(len(paths))
 
+    def answer(self, got: tuple[Any, ...], tagged: bool, conn: sqlite3.Connection) -> bool:
+        """Take the states :mod:`.kept_beside`'s query gave (``got``: its rowids' and its states' texts) as
+        :meth:`load_answered` makes them, if they are of exactly the loaded rows, in their order; else False.
+        The rows Python answers are fetched whole by rowid (raises sqlite3.Error)."""
+        ids, text = got[0] or "", (got[1] or "").encode()
+        if len(text) != len(self.rowids) or text.translate(None, b"01234567") or ids != ",".join(map(str, self.rowids)):
+            return False
+        states = bytearray(text.translate(_DIGITS))
+        asked = [m.start() for m in _UNSURE.finditer(states)]
+        marked = {b for b, brief in enumerate(self.briefs) if b'"t":true' in brief} if tagged else ()
+        if marked:
+            asked = sorted({*asked, *(i for i, b in enumerate(self.brief_of) if b in marked)})
+        if asked:
+            rows = {row[0]: row for row in conn.execute(
+                "SELECT rowid, path, folder, brief FROM runs WHERE rowid IN (SELECT value FROM json_each(?))",
+                (orjson.dumps([self.rowids[i] for i in asked]).decode(),))}
+            for i in asked:
+                row = rows.get(self.rowids[i])
+                if row is None or hash(row[1]) != self.paths[i] or (hash(row[2]) or 1) != self.folders[i]:
+                    return False  # written again since: not the row loaded
+                self.extra[i] = (*row, states[i] & 3)
+                states[i] = ASK | states[i] & DEEP
+        self.states = states
+        return True
+
     def narrow_to(self, rows: list[int], taken: dict[str, str]) -> None:
         """Keep only ``rows`` (of the kept rows) and ``taken`` (of the runs read again): a filter's matches."""
         kept = bytearray(len(self.kept))
@@ -151,7 +181,7 @@ class Kept:
     """The entries one lean look checked and found right (``keys``), with their briefs counted."""
 
     __slots__ = ("root", "_keys", "real", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed", "plan",
-                 "tagged")
+                 "tagged", "beside")
 
     def __init__(self, root: str, records: bool = True) -> None:
         self.root = root  # absolute
@@ -169,6 +199,7 @@ class Kept:
         self.feed: Any = None  # a filter's ConfigFeed: the configs of the folders listed, parsed beside the look
         self.plan: Any = None  # a filter's filters_sql.Plan: answered for every entry as they are loaded
         self.tagged = False  # the filter asks a run's tags (a kept row with tags is built to be asked)
+        self.beside = False  # the plan's answers came from the second connection (kept_beside), not the scan
 
     @property
     def keys(self) -> KeptKeys:
@@ -180,20 +211,37 @@ class Kept:
     def keys(self, keys: dict[str, str]) -> None:
         self._keys.narrowed = keys
 
-    def load(self, conn: sqlite3.Connection, prefix: str) -> None:
+    def load(self, conn: sqlite3.Connection, prefix: str, db: Path | None = None) -> None:
         """The root's ended entries, from the catalog (raises sqlite3.Error); with a :attr:`plan`, each with
-        the filter's answer, in the same scan (:meth:`KeptKeys.load_answered`)."""
+        the filter's answer: asked beside the scan on a second connection to ``db`` (:mod:`.kept_beside`), or
+        in the same scan (:meth:`KeptKeys.load_answered`)."""
         where = ("path >= ? AND path < ? AND ended", (prefix + "/", prefix + "0"))
         size = conn.execute(f"SELECT count(*) FROM runs WHERE {where[0]}", where[1]).fetchone()[0]
+        plain = f"SELECT rowid, path, folder, brief FROM runs WHERE {where[0]} ORDER BY path"
         if self.plan is not None:
+            below = len(self.root.rstrip("/")) + 1
+            if db is not None:
+                version = data_version(conn)
+                beside = Beside(db, answers_query(self.plan, prefix, below, self._answer()))
+                keys = KeptKeys()
+                try:
+                    keys.load(conn.execute(plain, where[1]), size)
+                finally:
+                    got = beside.result()
+                if got is not None and data_version(conn) == version and keys.answer(got, self.tagged, conn):
+                    self._keys, self.beside = keys, True
+                    return
             try:
-                self._keys.load_answered(conn.execute(*self._answered(prefix)), size, self.tagged,
-                                         len(self.root.rstrip("/")) + 1)
+                self._keys.load_answered(conn.execute(*self._answered(prefix)), size, self.tagged, below)
                 return
             except sqlite3.Error:  # (a kept config SQLite cannot read as JSON): the filter asked in Python
                 self._keys, self.plan = KeptKeys(), None
-        self._keys.load(conn.execute(f"SELECT rowid, path, folder, brief FROM runs WHERE {where[0]}", where[1]),
-                        size)
+        self._keys.load(conn.execute(plain, where[1]), size)
+
+    def _answer(self) -> str:
+        """The SQL of a row's answer (:data:`YES`, :data:`NO`, :data:`ASK`, :data:`NO_CONFIG`) over the
+        columns of the plan's ``extract`` and ``c`` (the run has a kept config)."""
+        return f"CASE WHEN c THEN coalesce({self.plan.decision}, {ASK}) ELSE {NO_CONFIG} END"
 
     def _answered(self, prefix: str) -> tuple[str, list[Any]]:
         """The query of :meth:`load` with the plan's answer: each config's asked values taken once (a subquery
@@ -201,10 +249,9 @@ class Kept:
         plan = self.plan
         params = [*plan.params, prefix + "/", prefix + "0"]
         low, high = f"?{len(params) - 1}", f"?{len(params)}"
-        return (f"SELECT r, path, folder, brief, CASE WHEN c THEN coalesce({plan.decision}, {ASK}) ELSE {NO_CONFIG} "
-                f"END FROM (SELECT runs.rowid AS r, path, folder, brief, config IS NOT NULL AS c, {plan.extract} FROM "
-                f"runs LEFT JOIN configs USING (path) WHERE path >= {low} AND path < {high} AND ended "
-                "LIMIT -1 OFFSET 0)", params)
+        return (f"SELECT r, path, folder, brief, {self._answer()} FROM (SELECT runs.rowid AS r, path, folder, brief, "
+                f"config IS NOT NULL AS c, {plan.extract} FROM runs LEFT JOIN configs USING (path) WHERE "
+                f"path >= {low} AND path < {high} AND ended LIMIT -1 OFFSET 0)", params)
 
     def unkept(self, conn: sqlite3.Connection) -> list[str]:
         """The paths of the root's ended entries the look did not keep (raises sqlite3.Error)."""

@@ -66,7 +66,7 @@ def narrow(kept: Kept, built: list[Any], filters: Sequence[Filter], conn: sqlite
         return _narrow_answered(kept, built, filters, names, conn, make, shown, order)
     rows = conn.execute(f"SELECT path, folder, NULL, NULL, ended, start, brief FROM runs WHERE {where}",
                         args).fetchall()
-    last_narrow.update(sql=0, python=len(rows), planned=False)
+    last_narrow.update(sql=0, python=len(rows), planned=False, beside=False)
     return _narrow_rows(kept, built, filters, rows, make, shown, order)
 
 
@@ -168,7 +168,7 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
         present.update(name for name in asked if name in found)
         if matches(entry, found):
             matched_here.add(entry[0])
-    last_narrow.update(sql=keys.count - len(ask), python=len(here) + len(fed), planned=True)
+    last_narrow.update(sql=keys.count - len(ask), python=len(here) + len(fed), planned=True, beside=kept.beside)
 
     from .config_read import problems_found
     from .runs import filter_runs

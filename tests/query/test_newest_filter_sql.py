@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support.query import lean_and_whole, own_catalog
 
-from lightning_track.query import catalog, listing, newest_filter
+from lightning_track.query import catalog, kept_beside, listing, newest_filter
 
 CONFIGS = {
     "float": "model:\n  lr: 0.001\n  hidden: 64\n",
@@ -90,6 +90,7 @@ def test_each_kind_of_config_value_is_answered_as_the_whole_look_does(kinds, cap
             assert lean and newest_filter.last_narrow["planned"], (flt, argv)
             regex = any("~" in f for f in flt)  # (a regular expression: Python's alone)
             assert (newest_filter.last_narrow["sql"] > 0) is not regex, (flt, argv)  # SQL answered
+            assert newest_filter.last_narrow["beside"], (flt, argv)  # on the second connection (kept_beside)
 
     text, _ = filtered(capsys, monkeypatch, root, ["model.lr<1e-3"], "--all")
     assert shown(text) == ["neg_zero", "small", "text_number", "zero"]  # "1e-05": a number; [0.001, 0.1]: no
@@ -154,3 +155,53 @@ def test_a_run_folder_as_the_root_and_runs_below_sources(kinds, tmp_path, capsys
     text, _ = filtered(capsys, monkeypatch, str(nested), ["model.lr=0.001"], "--all")
     assert sorted(line.split()[1] for line in text.splitlines()[1:] if line.strip()) == \
         ["gpu1", "gpu1", "gpu2/deep", "gpu2/deep"]  # the source column: runs below source folders
+
+
+def test_answers_asked_beside_while_another_writer_commits_are_not_taken(kinds, capsys, monkeypatch) -> None:
+    """The second connection's answers are taken only when nobody wrote the catalog while they were asked:
+    a write committed then (here at the worst moment, as the look takes them) leaves the look to its one
+    combined query, which sees the write."""
+    root = str(kinds)
+    filtered(capsys, monkeypatch, root, ["model.lr<1e-3"])
+    catalog.flush_configs()
+    run = next(kinds.glob("float_*"))  # 0.001: SQL's sure "no" to model.lr<1e-3
+    asked = kept_beside.Beside.result
+
+    def written_meanwhile(self):
+        got = asked(self)
+        conn = sqlite3.connect(catalog.catalog_path())
+        with conn:  # another writer keeps another config for the run (not its file's: another tool's write)
+            conn.execute("UPDATE configs SET config = ? WHERE path = ?", (b'{"model.lr":1e-05}', str(run)))
+        conn.close()
+        return got
+
+    monkeypatch.setattr(kept_beside.Beside, "result", written_meanwhile)
+    text, lean = filtered(capsys, monkeypatch, root, ["model.lr<1e-3"], "--all")
+    assert lean and not newest_filter.last_narrow["beside"] and newest_filter.last_narrow["planned"]
+    assert "float" in shown(text)  # the combined query's answer: the catalog as written
+
+
+@pytest.mark.parametrize("spoil", ["reversed", "one_less", "not_a_state", "refused"])
+def test_answers_asked_beside_that_are_not_of_the_rows_loaded_are_not_taken(kinds, capsys, monkeypatch,
+                                                                            spoil) -> None:
+    root = str(kinds)
+    filtered(capsys, monkeypatch, root, ["model.lr<1e-3"])
+    catalog.flush_configs()
+    asked = kept_beside.Beside.result
+
+    def spoilt(self):
+        ids, states = asked(self)
+        if spoil == "reversed":  # the same rows in another order
+            return ",".join(reversed(ids.split(","))), states[::-1]
+        if spoil == "one_less":
+            return ids.rpartition(",")[0], states[:-1]
+        if spoil == "not_a_state":
+            return ids, "9" + states[1:]
+        return None  # SQLite refused the query on the second connection
+
+    monkeypatch.setattr(kept_beside.Beside, "result", spoilt)
+    for flt in (["model.lr<1e-3"], ["model.lr!=0.001"], ["model.lr=a*"]):
+        text, lean = filtered(capsys, monkeypatch, root, flt, "--all")
+        assert lean and not newest_filter.last_narrow["beside"] and newest_filter.last_narrow["sql"] > 0, flt
+    text, _ = filtered(capsys, monkeypatch, root, ["model.lr<1e-3"], "--all")
+    assert shown(text) == ["neg_zero", "small", "text_number", "zero"]
