@@ -153,7 +153,7 @@ class Catalog:
             # look's ended runs below the root are kept compactly (catalog_kept.KeptKeys), not as tuples
             lean = "" if self.lean is None else " AND NOT ended"
             if lean:
-                self.lean.load(self.conn, prefix, self.path)
+                self.lean.load(self.conn, prefix, self.path, self._limit)
             rows = self.conn.execute("SELECT path, folder, CASE WHEN ended THEN '' ELSE names END, CASE WHEN ended "
                                      "THEN '' ELSE files END, ended, start, brief FROM runs WHERE "
                                      f"path = ? OR (path >= ? AND path < ?{lean})",
@@ -312,6 +312,8 @@ class Catalog:
     # -- writing ------------------------------------------------------------------------------------
     def save(self) -> None:
         """Write the entries read this time and forget runs gone from under the roots looked at."""
+        if self.lean is not None:
+            self.lean.close()
         last_look.update(runs=len(self._seen) + (len(self.lean.keys) if self.lean is not None else 0),
                          read=self._read)
         if not self._broken:

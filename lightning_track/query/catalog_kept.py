@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from . import folder_stats
+from .folder_stats import ChildStats
 from .kept_beside import Beside, answers_query, data_version
 
 __all__ = ["Kept", "KeptKeys", "KEPT", "storable", "exact", "record_parts", "keep_record", "flush_records"]
@@ -181,7 +183,7 @@ class Kept:
     """The entries one lean look checked and found right (``keys``), with their briefs counted."""
 
     __slots__ = ("root", "_keys", "real", "dev", "briefs", "sourced", "spoilt", "rows", "records", "feed", "plan",
-                 "tagged", "beside")
+                 "tagged", "beside", "stats")
 
     def __init__(self, root: str, records: bool = True) -> None:
         self.root = root  # absolute
@@ -200,6 +202,7 @@ class Kept:
         self.plan: Any = None  # a filter's filters_sql.Plan: answered for every entry as they are loaded
         self.tagged = False  # the filter asks a run's tags (a kept row with tags is built to be asked)
         self.beside = False  # the plan's answers came from the second connection (kept_beside), not the scan
+        self.stats: ChildStats | None = None  # the root's children stat'ed by a helper (folder_stats)
 
     @property
     def keys(self) -> KeptKeys:
@@ -211,12 +214,18 @@ class Kept:
     def keys(self, keys: dict[str, str]) -> None:
         self._keys.narrowed = keys
 
-    def load(self, conn: sqlite3.Connection, prefix: str, db: Path | None = None) -> None:
+    def load(self, conn: sqlite3.Connection, prefix: str, db: Path | None = None, limit: int | None = None) -> None:
         """The root's ended entries, from the catalog (raises sqlite3.Error); with a :attr:`plan`, each with
         the filter's answer: asked beside the scan on a second connection to ``db`` (:mod:`.kept_beside`), or
-        in the same scan (:meth:`KeptKeys.load_answered`)."""
+        in the same scan (:meth:`KeptKeys.load_answered`). A root of many entries has its children stat'ed
+        by a helper meanwhile (:mod:`.folder_stats`; ``limit``: the catalog's settled time, ns)."""
         where = ("path >= ? AND path < ? AND ended", (prefix + "/", prefix + "0"))
         size = conn.execute(f"SELECT count(*) FROM runs WHERE {where[0]}", where[1]).fetchone()[0]
+        if size >= folder_stats.FROM_ENTRIES and limit is not None and self.dev is not None and self.stats is None:
+            try:
+                self.stats = ChildStats(prefix, limit, self.dev)
+            except (OSError, ValueError):  # (no interpreter to start: the look stats its folders itself)
+                pass
         plain = f"SELECT rowid, path, folder, brief FROM runs WHERE {where[0]} ORDER BY path"
         if self.plan is not None:
             below = len(self.root.rstrip("/")) + 1
@@ -289,51 +298,84 @@ class Kept:
         listed): an unchanged ended run without problems on the root's device is kept by its row; one on
         another device or with problems (its lines are the look's: brief_of writes "p":true, no spaces) is
         answered ``(path as found, source, claimed)``, its entry put in ``known``; every other name None.
-        Sorted by name. Raises sqlite3.Error."""
+        Sorted by name. The root's names take the helper's stats (:attr:`stats`) where it has them. Raises
+        sqlite3.Error."""
         keys, folder = self._keys, prefix.rstrip("/") or "/"
         if folder != self.root and os.path.islink(folder):  # a source folder that is a link
             self.linked(folder)
         mask, slots, paths, folders, kept, brief_of = keys.mask, keys.slots, keys.paths, keys.folders, keys.kept, \
             keys.brief_of
         briefs, counts, dev, lstat, out, count = keys.briefs, self.briefs, self.dev, os.lstat, [], 0
-        for name in names:
-            key = prefix + name
-            h = hash(key)
-            at = h & mask
-            row = slots[at]
-            while row and paths[row - 1] != h:  # KeptKeys.row, inlined (the loop of a look at 100,000 runs)
-                at = (at + 1) & mask
+        stats = self.stats if prefix == self.root.rstrip("/") + "/" else None
+        taken = stats.key if stats is not None else _no_key
+        try:
+            for name in names:
+                key = prefix + name
+                folder = taken(name)  # (asked of every name: the helper's listing kept in step with this one)
+                h = hash(key)
+                at = h & mask
                 row = slots[at]
-            if not row:
-                out.append((name, None))
-                continue
-            try:
-                st = lstat(key)
-                if S_ISLNK(st.st_mode):
-                    self.linked(key)
-                    st = os.stat(key)
-            except OSError:
-                out.append((name, None))
-                continue
-            row -= 1
-            folder = f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"  # catalog's _dir_key, inlined
-            if folders[row] != (hash(folder) or 1) or max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
-                out.append((name, None))
-                continue
-            brief = briefs[brief_of[row]]
-            if st.st_dev == dev and b'"p":true' not in brief:
-                if not kept[row]:
-                    kept[row] = 1
-                    count += 1
-                    counts[brief] = counts.get(brief, 0) + 1
-                    self.sourced = self.sourced or bool(source)
-                continue
-            start = conn.execute("SELECT start FROM runs WHERE path = ?", (key,)).fetchone()  # (few such runs)
-            known[key] = (folder, "", "", 1, start and start[0], brief)  # as Catalog.load_root gives an ended entry
-            out.append((name, (found + name, source, claimed(key, st))))
+                while row and paths[row - 1] != h:  # KeptKeys.row, inlined (the loop of a look at 100,000 runs)
+                    at = (at + 1) & mask
+                    row = slots[at]
+                if not row:
+                    out.append((name, None))
+                    continue
+                row -= 1
+                st = None
+                if not folder:  # not stat'ed by the helper (or no helper): here
+                    try:
+                        st = lstat(key)
+                        if S_ISLNK(st.st_mode):
+                            self.linked(key)
+                            st = os.stat(key)
+                    except OSError:
+                        out.append((name, None))
+                        continue
+                    folder = f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"  # catalog's _dir_key
+                    if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
+                        out.append((name, None))
+                        continue
+                if folders[row] != (hash(folder) or 1):
+                    out.append((name, None))
+                    continue
+                brief = briefs[brief_of[row]]
+                if (st is None or st.st_dev == dev) and b'"p":true' not in brief:
+                    if not kept[row]:
+                        kept[row] = 1
+                        count += 1
+                        counts[brief] = counts.get(brief, 0) + 1
+                        self.sourced = self.sourced or bool(source)
+                    continue
+                if st is None:  # a run with problems the helper stat'ed: its stat_result, here
+                    try:
+                        st = lstat(key)
+                    except OSError:
+                        out.append((name, None))
+                        continue
+                    if f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}" != folder:
+                        out.append((name, None))  # changed since the helper's stat: read again
+                        continue
+                start = conn.execute("SELECT start FROM runs WHERE path = ?", (key,)).fetchone()  # (few such runs)
+                known[key] = (folder, "", "", 1, start and start[0], brief)  # as Catalog.load_root's ended entry
+                out.append((name, (found + name, source, claimed(key, st))))
+        finally:
+            if stats is not None:
+                stats.close()
+                self.stats = None
         keys.count += count
         out.sort(key=itemgetter(0))
         return out
+
+    def close(self) -> None:
+        """Stop the helper of a look that ends before its root's names were claimed."""
+        if self.stats is not None:
+            self.stats.close()
+            self.stats = None
+
+
+def _no_key(name: str) -> str:
+    return ""
 
 
 def storable(path: str) -> bool:
