@@ -312,8 +312,6 @@ class Catalog:
     # -- writing ------------------------------------------------------------------------------------
     def save(self) -> None:
         """Write the entries read this time and forget runs gone from under the roots looked at."""
-        if self.lean is not None:
-            self.lean.close()
         last_look.update(runs=len(self._seen) + (len(self.lean.keys) if self.lean is not None else 0),
                          read=self._read)
         if not self._broken:

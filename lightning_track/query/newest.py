@@ -68,6 +68,7 @@ def newest_runs(root: str | Path, problems: list[str], *, window: int | None, re
     try:
         return _newest(root, problems, kept, window, reverse, metric, stream, filters, look)
     finally:
+        kept.close()  # (its helper, when the look ended before it claimed the root's names)
         if kept.feed is not None:
             kept.feed.close()
 

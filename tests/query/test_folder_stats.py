@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support.query import edit_summary, lean_and_whole, own_catalog
 
-from lightning_track.query import catalog, catalog_kept, folder_stats, listing
+from lightning_track.query import catalog, folder_stats, listing
 from lightning_track.query.folder_stats import ChildStats
 
 
@@ -130,10 +130,9 @@ def test_a_helper_that_died_leaves_the_look_its_own_stats(flat, made_runs, tmp_p
 def test_the_helper_is_stopped_when_a_look_ends_before_it_claims_the_root(flat, made_runs, tmp_path,
                                                                        monkeypatch) -> None:
     root = copies(made_runs, tmp_path / "runs")
-    from lightning_track.query.runs import find_runs
+    from lightning_track.query.newest import newest_runs
 
-    find_runs(root)
-    kept = catalog_kept.Kept(str(root))
+    assert newest_runs(root, [], window=3) is not None
     started: list[ChildStats] = []
     init = ChildStats.__init__
 
@@ -143,6 +142,6 @@ def test_the_helper_is_stopped_when_a_look_ends_before_it_claims_the_root(flat, 
 
     monkeypatch.setattr(ChildStats, "__init__", spy)
     monkeypatch.setattr(catalog.Catalog, "claim", lambda self, *a: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):
-        find_runs(root, lean=kept)
+    with pytest.raises(KeyboardInterrupt):  # (Ctrl-C as the look loads the catalog's rows)
+        newest_runs(root, [], window=3)
     assert len(started) == 1 and started[0]._proc.returncode is not None  # stopped and waited for
