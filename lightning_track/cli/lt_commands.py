@@ -35,7 +35,13 @@ def _stale(args: argparse.Namespace) -> dict[str, float]:
 def _dumps(obj: Any) -> str:
     import orjson
 
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
+    except TypeError:  # a name that is not UTF-8 (lone surrogates): its bytes shown as \xff, as in the table
+        from ..query.format import unicode_data
+
+        return orjson.dumps(unicode_data(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+                            default=str).decode()
 
 
 def _dump_array(items: Iterable[Any], out: TextIO) -> None:

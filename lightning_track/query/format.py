@@ -13,17 +13,40 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["format_duration", "format_time", "format_cell", "table", "text_width", "printable"]
+__all__ = ["format_duration", "format_time", "format_cell", "table", "text_width", "printable", "unicode_text",
+           "unicode_data"]
 
 # C0 controls but tab and newline, DEL, C1 controls: escape sequences (window title, OSC 52 clipboard),
 # bells, carriage returns that overwrite what was printed
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# a file name's bytes that are not UTF-8 come as lone surrogates (surrogateescape): no terminal or JSON holds them
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(text: str) -> str:
+    """``text`` with a name's undecodable bytes shown as ``\\xff`` (as ``ls -b`` shows them): what a UTF-8
+    terminal or JSON can hold."""
+    if not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m[0]) - 0xDC00:02x}" if 0xDC80 <= ord(m[0]) <= 0xDCFF
+                          else f"\\u{ord(m[0]):04x}", text)
+
+
+def unicode_data(obj: Any) -> Any:
+    """``obj`` (JSON-like: dicts, lists, tuples, str...) with :func:`unicode_text` on every string in it."""
+    if isinstance(obj, str):
+        return unicode_text(obj)
+    if isinstance(obj, dict):
+        return {unicode_data(key): unicode_data(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [unicode_data(value) for value in obj]
+    return obj
 
 
 def printable(text: str) -> str:
     """``text`` for a terminal: user text (tags, notes, failure reasons, names) cannot drive the terminal;
-    a control character shows as ``\\x1b``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    a control character shows as ``\\x1b``, a name's byte that is not UTF-8 as ``\\xff``."""
+    return unicode_text(_CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text))
 
 
 def format_duration(seconds: float | None) -> str:

@@ -121,3 +121,30 @@ def test_lt_ls_starts_without_torch_lightning_or_pandas(made_runs) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(made_runs["lora"].parent)], check=True, capture_output=True,
                          text=True, env=env, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_run_folder_whose_name_is_not_utf8_is_shown_with_its_bytes_escaped(made_runs, tmp_path: Path) -> None:
+    """A name from another system's encoding, printed to a strict UTF-8 stdout (a terminal, a pipe): the table,
+    --json and the report show its undecodable bytes as \\xff (as ``ls -b``), never a traceback."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(made_runs["full"], root / made_runs["full"].name)
+    shutil.copytree(made_runs["lora"], os.fsdecode(bytes(root) + b"/arc_\xff\xfe_20000101_000000"))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LIGHTNING_TRACK_CACHE_DIR": str(tmp_path / "cache")}
+
+    def lt(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lightning_track.cli.lt", *argv], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, encoding="utf-8", timeout=120)
+
+    for _ in range(2):  # first look, then through the catalog
+        table = lt("ls", "runs", "--all")
+        assert table.returncode == 0 and table.stderr == "", table.stderr
+        assert "arc_\\xff\\xfe_20000101_000000" in table.stdout and made_runs["full"].name in table.stdout
+        listed = lt("ls", "runs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(run["name"] for run in json.loads(listed.stdout)) == \
+            sorted(["arc_\\xff\\xfe_20000101_000000", made_runs["full"].name])
+    report = lt("report", "runs", "-o", "report.html")
+    assert report.returncode == 0, report.stderr
+    assert "arc_\\xff\\xfe_20000101_000000" in (tmp_path / "report.html").read_text(encoding="utf-8")
