@@ -39,8 +39,8 @@ SUMMARY_FIRST = 1 << 16  # bytes of a summary.json read first when checking whet
 
 async def top_names(src: Transport, dst: Transport | None, runs_glob: str | None) -> list[str]:
     """Every top-level name on either side (one look at each root), ``runs_glob`` applied."""
-    looks = [src.skeleton(())] + ([dst.skeleton(())] if dst is not None else [])
-    names = {e.rel for tops, _ in await asyncio.gather(*looks) for e in tops}
+    looks = [src.skeleton()] + ([dst.skeleton()] if dst is not None else [])
+    names = {e.rel for tops in await asyncio.gather(*looks) for e in tops}
     if runs_glob is not None:
         names = {n for n in names if fnmatch.fnmatchcase(n, runs_glob)}
     return sorted(names)

@@ -270,31 +270,15 @@ class SSHTransport(StreamedListing, Transport):
         return tops
 
     @_mapped
-    async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
-        """A small root (SFTP_ROOT) over SFTP: its listing and a pipelined stat per known folder; else one
-        ``find`` for the root's entries and a stat of each known folder (none of them read)."""
-        rels = sorted(known_dirs)
-        tops = await self._sftp_root(self.SFTP_ROOT) if len(rels) <= self.SFTP_STATS else None
+    async def skeleton(self) -> list[Entry]:
+        """A small root (SFTP_ROOT) over SFTP; else one ``find`` for the root's entries: the command that then
+        lists the pass's runs (``_root_look``), else one of its own, else SFTP."""
+        tops = await self._sftp_root(self.SFTP_ROOT)
         if tops is None:
-            listed: list[Entry] = []  # no known folders: by the command that then lists the pass's runs
-            found = listed if not rels and await self._root_look(lambda *e: listed.append(Entry(*e))) else \
-                await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
-            if found is not None:
-                return ([e for e in found if "/" not in e.rel],
-                        {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
-            tops = await self._sftp_root(None) or []
-        gate = asyncio.Semaphore(256)
-
-        async def one(rel: str) -> Any:
-            async with gate:
-                try:
-                    return await self._sftp.lstat(self.abs(rel))
-                except asyncssh.SFTPNoSuchFile:
-                    return None
-
-        found_attrs = await asyncio.gather(*(one(rel) for rel in rels))
-        return tops, {rel: int(a.mtime or 0) for rel, a in zip(rels, found_attrs, strict=True)
-                      if a is not None and stat_mod.S_ISDIR(a.permissions or 0)}
+            listed: list[Entry] = []
+            found = listed if await self._root_look(lambda *e: listed.append(Entry(*e))) else await self._find("STAT")
+            tops = found if found is not None else await self._sftp_root(None) or []
+        return tops
 
     @_mapped
     async def look(self, looker: Looker) -> None:
