@@ -70,7 +70,6 @@ class SSHTransport(StreamedListing, Transport):
         self._real_root = ""
         self._write_len = 32768
         self._find_ok: bool | None = None  # None: not tried yet
-        self._lister: tuple[Any, Any] | None = None  # root_command's process and reader, once it listed the root
         self.tar_ok: bool | None = None  # False once the remote could not run TAR (sync/bulk.py)
 
     def describe(self) -> str:
