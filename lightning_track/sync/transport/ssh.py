@@ -230,17 +230,11 @@ class SSHTransport(StreamedListing, Transport):
                     items.append((f"{rel_dir}/{item.filename}" if rel_dir else item.filename, item.attrs))
             return await place(items)
 
-        async def lstat(name: str) -> Any:
-            try:
-                return await sftp.lstat(self.abs(name))
-            except asyncssh.SFTPNoSuchFile:  # gone since the root was looked at
-                return None
-
         if tops is None:
             level = [""]
         else:
             names = sorted(tops)
-            found = await asyncio.gather(*(lstat(name) for name in names))
+            found = await asyncio.gather(*(self._lstat(name) for name in names))
             level = await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
         while level:  # a level of folders at once (not calls that call each other: a cycle keeps the listing)
             level = [sub for subs in await asyncio.gather(*(listed(d) for d in level)) for sub in subs]
@@ -305,6 +299,7 @@ class SSHTransport(StreamedListing, Transport):
                 batch = []
 
     async def _lstat(self, rel: str) -> Any:
+        """The SFTP attributes of ``rel`` itself; None where it is gone (since the root or a pass looked at it)."""
         try:
             return await self._sftp.lstat(self.abs(rel))
         except asyncssh.SFTPNoSuchFile:
