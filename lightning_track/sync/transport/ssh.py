@@ -278,9 +278,10 @@ class SSHTransport(StreamedListing, Transport):
         """A small root (SFTP_ROOT) with few known folders (SFTP_STATS) over SFTP; else one remote ``find`` for the
         root's entries and a stat of each known folder, its output reported as it comes (never held whole);
         where the remote cannot run it, the root's listing over SFTP as it comes."""
-        tops = await self._sftp_root(self.SFTP_ROOT) if looker.known_count() <= self.SFTP_STATS else None
+        known = looker.known_count()  # O(settled runs): asked once a look
+        tops = await self._sftp_root(self.SFTP_ROOT) if known <= self.SFTP_STATS else None
         if tops is None:
-            if await self._find_each(looker):
+            if await self._find_each(looker, known):
                 return
             looker.reset()
             await self._sftp_root(None, looker.entry)
@@ -305,14 +306,15 @@ class SSHTransport(StreamedListing, Transport):
         except asyncssh.SFTPNoSuchFile:
             return None
 
-    async def _find_each(self, looker: Looker) -> bool:
-        """``_find("STAT")`` reported as its output comes (:func:`.findstream.find_each`); with no known folders,
-        the command that then lists the pass's runs (``_root_look``: one command). False: look over SFTP."""
-        if not looker.known_count():
+    async def _find_each(self, looker: Looker, known: int) -> bool:
+        """``_find("STAT")`` reported as its output comes (:func:`.findstream.find_each`); with no ``known`` folders
+        (``looker.known_count()``), the command that then lists the pass's runs (``_root_look``: one command).
+        False: look over SFTP."""
+        if not known:
             if await self._root_look(lambda rel, kind, _size, mtime: looker.entry(rel, kind, mtime)):
                 return True
             looker.reset()
-        return await find_each(self, looker, self.FEED_BYTES)
+        return await find_each(self, looker, self.FEED_BYTES, known)
 
     @_mapped
     async def stat(self, rel: str) -> Entry | None:
