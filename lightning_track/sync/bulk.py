@@ -295,16 +295,10 @@ class WholeRunCopier:
         finally:
             self._pulled([(top, None) for top in self._fed])
 
-    def expect(self, tops: list[str]) -> None:
-        """Pull: the pass will look at ``tops``; where the mirror lacks one, start the stream now, so that the
+    def expect(self) -> None:
+        """Pull, where the pass's look found the mirror lacking one of its runs: start the stream now, so that the
         remote tar's start (the account's shell: ~0.25 s) overlaps with the listing instead of following it."""
-        if self.mode != "pull" or self._feeder is not None or not self.usable():
-            return
-        try:
-            have = set(os.listdir(self.dst.root))
-        except OSError:
-            return
-        if any(top not in have for top in tops):
+        if self.mode == "pull" and self._feeder is None and self.usable():
             self._feeder = asyncio.ensure_future(self._feed())
 
     async def ended(self) -> None:

@@ -173,9 +173,9 @@ class SyncSession:
         started = time.time()
         filters = {"runs_glob": opts.runs_glob, "include_checkpoints": opts.include_checkpoints}
         cover = "checkpoints" if opts.include_checkpoints else ""
-        tops, skipped, skipped_files = await self._unsettled(cover)
+        tops, skipped, skipped_files, lacking = await self._unsettled(cover)
         if tops is None and self.runicorn is None:
-            tops = await top_names(self.src, self.dst, opts.runs_glob)
+            tops, lacking = await top_names(self.src, self.dst, opts.runs_glob)
         # a thousand runs at a time (a hundred locally): the listings of both sides never held whole (the plan
         # keeps only changes); each batch's listings are let go before the next is listed
         size = BATCH_TOPS if self.src.remote or (self.dst is not None and self.dst.remote) else LOCAL_BATCH_TOPS
@@ -198,8 +198,8 @@ class SyncSession:
         sent_before = self.dst.bytes_written if self.dst is not None else 0
         walks = contextlib.AsyncExitStack()  # each side's listing of every batch (over SSH: one command)
         try:
-            if copier is not None and tops:
-                copier.expect(tops)
+            if copier is not None and lacking:  # the mirror lacks one of the pass's runs
+                copier.expect()
             src_walks = await walks.enter_async_context(contextlib.aclosing(self.src.walk_batches(batches)))
             dst_walks = None if self.dst is None else await walks.enter_async_context(
                 contextlib.aclosing(self.dst.walk_batches(batches, follow_links=False)))
@@ -261,9 +261,9 @@ class SyncSession:
             return Manifest()
         return await scan(transport, walked=await anext(walks), **how)
 
-    async def _unsettled(self, cover: str) -> tuple[list[str] | None, int, int]:
+    async def _unsettled(self, cover: str) -> tuple[list[str] | None, int, int, bool]:
         if self.dst is None or self.options.full:
-            return None, 0, 0
+            return None, 0, 0, False
         assert self.src is not None
         return await unsettled(self.state, self.src, self.dst, cover, self.options.runs_glob)
 

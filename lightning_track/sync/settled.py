@@ -37,13 +37,15 @@ SETTLE_S = 300  # seconds a run's files and folders must have been quiet, after 
 SUMMARY_FIRST = 1 << 16  # bytes of a summary.json read first when checking whether its run ended
 
 
-async def top_names(src: Transport, dst: Transport | None, runs_glob: str | None) -> list[str]:
-    """Every top-level name on either side (one look at each root), ``runs_glob`` applied."""
-    looks = [src.skeleton(())] + ([dst.skeleton(())] if dst is not None else [])
-    names = {e.rel for tops, _ in await asyncio.gather(*looks) for e in tops}
+async def top_names(src: Transport, dst: Transport | None, runs_glob: str | None) -> tuple[list[str], bool]:
+    """Every top-level name on either side (one look at each root), ``runs_glob`` applied; whether ``dst`` lacks one
+    of them (bulk.py's pull stream then starts with the listing, without a look of its own)."""
+    looks = [src.skeleton()] + ([dst.skeleton()] if dst is not None else [])
+    sides = [{e.rel for e in tops} for tops in await asyncio.gather(*looks)]
+    names = set[str]().union(*sides)
     if runs_glob is not None:
         names = {n for n in names if fnmatch.fnmatchcase(n, runs_glob)}
-    return sorted(names)
+    return sorted(names), dst is not None and not names <= sides[1]
 
 
 class _Side(Looker):
@@ -100,6 +102,11 @@ class _Side(Looker):
             return 0
         return sum(len(self.table.folders(row, self.side)[0]) - 1 for row in self._deep_rows())
 
+    def lacks(self, names: set[str]) -> bool:
+        """Whether one of ``names`` (root names ``runs_glob`` lets through) was not among this side's entries."""
+        table, seen = self.table, self.seen
+        return any(name not in self.others and ((row := table.find(name)) < 0 or not seen[row]) for name in names)
+
     def as_recorded(self, row: int) -> bool:
         """Every folder of the row found with its recorded mtime."""
         if self.seen[row] != 2:
@@ -109,8 +116,9 @@ class _Side(Looker):
 
 
 async def unsettled(state: SyncState, src: Transport, dst: Transport, cover: str,
-                    runs_glob: str | None) -> tuple[list[str] | None, int, int]:
-    """The top-level names this pass lists (None: all), how many settled runs it skips, and their files.
+                    runs_glob: str | None) -> tuple[list[str] | None, int, int, bool]:
+    """The top-level names this pass lists (None: all), how many settled runs it skips, their files, and whether
+    ``dst`` lacks one of those names (as :func:`top_names` says).
 
     One look at each side (its root's entries and the mtime of each folder of a settled run) instead of
     a listing of every file: a settled run whose folders kept their mtimes on both sides is skipped. Each
@@ -118,7 +126,7 @@ async def unsettled(state: SyncState, src: Transport, dst: Transport, cover: str
     table = state.runs
     index = table.cover_id(cover)
     if index < 0 or not any(True for _ in table.live_rows(index)):
-        return None, 0, 0
+        return None, 0, 0, False
     mine, theirs = _Side(table, index, 0, runs_glob), _Side(table, index, 1, runs_glob)
     await asyncio.gather(src.look(mine), dst.look(theirs))
     names = mine.others | theirs.others
@@ -130,7 +138,7 @@ async def unsettled(state: SyncState, src: Transport, dst: Transport, cover: str
                 files += table.files[row]
             else:
                 names.add(table.name(row))
-    return sorted(names), skipped, files
+    return sorted(names), skipped, files, theirs.lacks(names)
 
 
 def _folders(manifest: Manifest, limit: int, busy: set[str]) -> dict[str, dict[str, int]]:

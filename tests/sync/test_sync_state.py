@@ -243,8 +243,8 @@ def test_a_big_root_over_ssh_streams_its_look(ssh_home, tmp_path: Path, monkeypa
     answered = []
     find_each = SSHTransport._find_each
 
-    async def counted(self, looker):
-        answered.append(await find_each(self, looker))
+    async def counted(self, looker, known):
+        answered.append(await find_each(self, looker, known))
         return answered[-1]
 
     monkeypatch.setattr(SSHTransport, "_find_each", counted)

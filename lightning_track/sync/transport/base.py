@@ -125,26 +125,20 @@ class Transport(ABC):
         for batch in batches:
             yield await self.walk(follow_links=follow_links, tops=batch)
 
-    async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
-        """The root's own entries (folders with their mtime), and the mtime of each folder of ``known_dirs``
-        that still is one (deeper folders a previous pass saw). The cheap look that tells which runs need
-        listing: one stat per folder, never one per file. A transport may return more folders than asked."""
-        tops = [e for e in await self.walk(follow_links=False) if "/" not in e.rel]
-        times = {}
-        for rel in known_dirs:
-            entry = await self.stat(rel)
-            if entry is not None and entry.kind == DIR:
-                times[rel] = entry.mtime
-        return tops, times
+    async def skeleton(self) -> list[Entry]:
+        """The root's own entries (folders with their mtime): which runs there are. A transport makes it one
+        stat per root entry, never one per file (this default walks the whole tree)."""
+        return [e for e in await self.walk(follow_links=False) if "/" not in e.rel]
 
     async def look(self, looker: Looker) -> None:
-        """:meth:`skeleton` reported an entry at a time: the root's entries, then each folder of
-        ``looker.known()`` that still is one (kind DIR, its mtime). A transport may report more folders."""
-        tops, times = await self.skeleton(list(looker.known()))
+        """:meth:`skeleton` reported an entry at a time, then each folder of ``looker.known()`` that still is one
+        (kind DIR, its mtime). A transport may report more folders."""
+        tops, known = await self.skeleton(), [await self.stat(rel) for rel in looker.known()]
         for entry in tops:
             looker.entry(entry.rel, entry.kind, entry.mtime)
-        for rel, mtime in times.items():
-            looker.entry(rel, DIR, mtime)
+        for entry in known:
+            if entry is not None and entry.kind == DIR:
+                looker.entry(entry.rel, DIR, entry.mtime)
 
     @abstractmethod
     async def stat(self, rel: str) -> Entry | None:

@@ -184,9 +184,10 @@ async def find_stream(transport: Any, paths: str, expr: str, stdin: Iterable[byt
     return not bad
 
 
-async def find_each(transport: Any, looker: Looker, feed_bytes: int) -> bool:
+async def find_each(transport: Any, looker: Looker, feed_bytes: int, known: int) -> bool:
     """The root's entries, then each of ``looker.known()`` itself (fed ``feed_bytes`` at a time as the remote reads
-    them), reported to ``looker`` as find's output comes; False where find cannot answer."""
+    them; ``known``: the caller's ``looker.known_count()``, none fed at 0), reported to ``looker`` as find's output
+    comes; False where find cannot answer."""
 
     def fed() -> Iterator[bytes]:
         chunk = bytearray()
@@ -201,7 +202,7 @@ async def find_each(transport: Any, looker: Looker, feed_bytes: int) -> bool:
         if "/" not in rel or kind == DIR:
             looker.entry(rel, kind, mtime)
 
-    return await find_stream(transport, "STAT", "", fed() if looker.known_count() else None, each)
+    return await find_stream(transport, "STAT", "", fed() if known else None, each)
 
 
 class _Replay:

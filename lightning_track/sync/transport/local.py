@@ -83,21 +83,12 @@ class LocalTransport(Transport):
         await asyncio.to_thread(visit if tops is None else named, *((self.root, "") if tops is None else ()))
         return entries
 
-    async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
-        def look() -> tuple[list[Entry], dict[str, int]]:
-            tops, times = [], {}
-            for top, rel, kind, size, mtime in _root_look(self.root, known_dirs):
-                if top:
-                    tops.append(Entry(rel, kind, size, mtime))
-                else:
-                    times[rel] = mtime
-            return tops, times
-
-        return await asyncio.to_thread(look)
+    async def skeleton(self) -> list[Entry]:
+        return await asyncio.to_thread(lambda: [Entry(*found) for found in _root_look(self.root, ())])
 
     async def look(self, looker: Looker) -> None:
         def look() -> None:
-            for _, rel, kind, _, mtime in _root_look(self.root, looker.known()):
+            for rel, kind, _, mtime in _root_look(self.root, looker.known()):
                 looker.entry(rel, kind, mtime)
 
         await asyncio.to_thread(look)
@@ -153,9 +144,9 @@ class LocalTransport(Transport):
         os.truncate(self.abs(rel), size)
 
 
-def _root_look(root: str, known: Iterable[str]) -> Iterator[tuple[bool, str, str, int, int]]:
-    """Both looks' one walk: the root's own entries (True, name, kind, size, mtime), then each known folder
-    that still is one (False, rel, DIR, 0, mtime); a name the mirror cannot hold raises as a listing does."""
+def _root_look(root: str, known: Iterable[str]) -> Iterator[tuple[str, str, int, int]]:
+    """Both looks' one walk: the root's own entries (name, kind, size, mtime), then each known folder that still
+    is one (rel, DIR, 0, mtime); a name the mirror cannot hold raises as a listing does."""
     with os.scandir(root) as it:
         for item in it:
             check_name(item.name, "")
@@ -163,11 +154,11 @@ def _root_look(root: str, known: Iterable[str]) -> Iterator[tuple[bool, str, str
             kind = (LINK if stat_mod.S_ISLNK(st.st_mode) else DIR if stat_mod.S_ISDIR(st.st_mode)
                     else FILE if stat_mod.S_ISREG(st.st_mode) else "")
             if kind:
-                yield True, item.name, kind, st.st_size if kind == FILE else 0, int(st.st_mtime)
+                yield item.name, kind, st.st_size if kind == FILE else 0, int(st.st_mtime)
     for rel in known:
         try:
             st = os.lstat(f"{root}/{rel}")
         except OSError:
             continue
         if stat_mod.S_ISDIR(st.st_mode):
-            yield False, rel, DIR, 0, int(st.st_mtime)
+            yield rel, DIR, 0, int(st.st_mtime)

@@ -70,7 +70,6 @@ class SSHTransport(StreamedListing, Transport):
         self._real_root = ""
         self._write_len = 32768
         self._find_ok: bool | None = None  # None: not tried yet
-        self._lister: tuple[Any, Any] | None = None  # root_command's process and reader, once it listed the root
         self.tar_ok: bool | None = None  # False once the remote could not run TAR (sync/bulk.py)
 
     def describe(self) -> str:
@@ -231,17 +230,11 @@ class SSHTransport(StreamedListing, Transport):
                     items.append((f"{rel_dir}/{item.filename}" if rel_dir else item.filename, item.attrs))
             return await place(items)
 
-        async def lstat(name: str) -> Any:
-            try:
-                return await sftp.lstat(self.abs(name))
-            except asyncssh.SFTPNoSuchFile:  # gone since the root was looked at
-                return None
-
         if tops is None:
             level = [""]
         else:
             names = sorted(tops)
-            found = await asyncio.gather(*(lstat(name) for name in names))
+            found = await asyncio.gather(*(self._lstat(name) for name in names))
             level = await place([(name, attrs) for name, attrs in zip(names, found, strict=True) if attrs is not None])
         while level:  # a level of folders at once (not calls that call each other: a cycle keeps the listing)
             level = [sub for subs in await asyncio.gather(*(listed(d) for d in level)) for sub in subs]
@@ -270,40 +263,25 @@ class SSHTransport(StreamedListing, Transport):
         return tops
 
     @_mapped
-    async def skeleton(self, known_dirs: Collection[str]) -> tuple[list[Entry], dict[str, int]]:
-        """A small root (SFTP_ROOT) over SFTP: its listing and a pipelined stat per known folder; else one
-        ``find`` for the root's entries and a stat of each known folder (none of them read)."""
-        rels = sorted(known_dirs)
-        tops = await self._sftp_root(self.SFTP_ROOT) if len(rels) <= self.SFTP_STATS else None
+    async def skeleton(self) -> list[Entry]:
+        """A small root (SFTP_ROOT) over SFTP; else one ``find`` for the root's entries: the command that then
+        lists the pass's runs (``_root_look``), else one of its own, else SFTP."""
+        tops = await self._sftp_root(self.SFTP_ROOT)
         if tops is None:
-            listed: list[Entry] = []  # no known folders: by the command that then lists the pass's runs
-            found = listed if not rels and await self._root_look(lambda *e: listed.append(Entry(*e))) else \
-                await self._find("STAT", stdin=b"".join(f"./{rel}".encode() + b"\0" for rel in rels))
-            if found is not None:
-                return ([e for e in found if "/" not in e.rel],
-                        {e.rel: e.mtime for e in found if e.kind == DIR and "/" in e.rel})
-            tops = await self._sftp_root(None) or []
-        gate = asyncio.Semaphore(256)
-
-        async def one(rel: str) -> Any:
-            async with gate:
-                try:
-                    return await self._sftp.lstat(self.abs(rel))
-                except asyncssh.SFTPNoSuchFile:
-                    return None
-
-        found_attrs = await asyncio.gather(*(one(rel) for rel in rels))
-        return tops, {rel: int(a.mtime or 0) for rel, a in zip(rels, found_attrs, strict=True)
-                      if a is not None and stat_mod.S_ISDIR(a.permissions or 0)}
+            listed: list[Entry] = []
+            found = listed if await self._root_look(lambda *e: listed.append(Entry(*e))) else await self._find("STAT")
+            tops = found if found is not None else await self._sftp_root(None) or []
+        return tops
 
     @_mapped
     async def look(self, looker: Looker) -> None:
         """A small root (SFTP_ROOT) with few known folders (SFTP_STATS) over SFTP; else one remote ``find`` for the
         root's entries and a stat of each known folder, its output reported as it comes (never held whole);
         where the remote cannot run it, the root's listing over SFTP as it comes."""
-        tops = await self._sftp_root(self.SFTP_ROOT) if looker.known_count() <= self.SFTP_STATS else None
+        known = looker.known_count()  # O(settled runs): asked once a look
+        tops = await self._sftp_root(self.SFTP_ROOT) if known <= self.SFTP_STATS else None
         if tops is None:
-            if await self._find_each(looker):
+            if await self._find_each(looker, known):
                 return
             looker.reset()
             await self._sftp_root(None, looker.entry)
@@ -322,19 +300,21 @@ class SSHTransport(StreamedListing, Transport):
                 batch = []
 
     async def _lstat(self, rel: str) -> Any:
+        """The SFTP attributes of ``rel`` itself; None where it is gone (since the root or a pass looked at it)."""
         try:
             return await self._sftp.lstat(self.abs(rel))
         except asyncssh.SFTPNoSuchFile:
             return None
 
-    async def _find_each(self, looker: Looker) -> bool:
-        """``_find("STAT")`` reported as its output comes (:func:`.findstream.find_each`); with no known folders,
-        the command that then lists the pass's runs (``_root_look``: one command). False: look over SFTP."""
-        if not looker.known_count():
+    async def _find_each(self, looker: Looker, known: int) -> bool:
+        """``_find("STAT")`` reported as its output comes (:func:`.findstream.find_each`); with no ``known`` folders
+        (``looker.known_count()``), the command that then lists the pass's runs (``_root_look``: one command).
+        False: look over SFTP."""
+        if not known:
             if await self._root_look(lambda rel, kind, _size, mtime: looker.entry(rel, kind, mtime)):
                 return True
             looker.reset()
-        return await find_each(self, looker, self.FEED_BYTES)
+        return await find_each(self, looker, self.FEED_BYTES, known)
 
     @_mapped
     async def stat(self, rel: str) -> Entry | None:
