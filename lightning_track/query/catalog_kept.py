@@ -255,12 +255,9 @@ class Kept:
     def _answered(self, prefix: str) -> tuple[str, list[Any]]:
         """The query of :meth:`load` with the plan's answer: each config's asked values taken once (a subquery
         SQLite does not flatten), the answer and the state's bits over them."""
-        plan = self.plan
-        params = [*plan.params, prefix + "/", prefix + "0"]
-        low, high = f"?{len(params) - 1}", f"?{len(params)}"
-        return (f"SELECT r, path, folder, brief, {self._answer()} FROM (SELECT runs.rowid AS r, path, folder, brief, "
-                f"config IS NOT NULL AS c, {plan.extract} FROM runs LEFT JOIN configs USING (path) WHERE "
-                f"path >= {low} AND path < {high} AND ended LIMIT -1 OFFSET 0)", params)
+        runs, params = self.plan.select("runs.rowid AS r, path, folder, brief, config IS NOT NULL AS c",
+                                        "path >= ? AND path < ? AND ended", [prefix + "/", prefix + "0"])
+        return f"SELECT r, path, folder, brief, {self._answer()} FROM {runs}", params
 
     def unkept(self, conn: sqlite3.Connection) -> list[str]:
         """The paths of the root's ended entries the look did not keep (raises sqlite3.Error)."""

@@ -199,12 +199,10 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
 def _kept_has(conn: sqlite3.Connection, kept: Kept, i: int) -> bool:
     """Whether some kept run's kept config has the plan's ``i``-th key (before the keys are narrowed): the
     root's rows with it, until one is a kept run's (the first, most often; all only when none has it)."""
-    planned, has = kept.plan, kept.keys.has
-    params = [*planned.params, kept.root + "/", kept.root + "0"]
-    for path, folder in conn.execute(
-            f"SELECT path, folder FROM (SELECT path, folder, {planned.extract} FROM runs JOIN configs USING (path) "
-            f"WHERE path >= ?{len(params) - 1} AND path < ?{len(params)} AND ended LIMIT -1 OFFSET 0) "
-            f"WHERE v{i} IS NOT NULL", params):
+    has = kept.keys.has
+    runs, params = kept.plan.select("path, folder", "path >= ? AND path < ? AND ended",
+                                    [kept.root + "/", kept.root + "0"], join="JOIN")
+    for path, folder in conn.execute(f"SELECT path, folder FROM {runs} WHERE v{i} IS NOT NULL", params):
         if has(path, folder):
             return True
     return False
@@ -215,12 +213,9 @@ def _details(conn: sqlite3.Connection, planned: Any, rows: list[tuple[Any, ...]]
     texts); None when one of them was written again since the look loaded it."""
     if not rows:
         return {}
-    params = [*planned.params, orjson.dumps([row[0] for row in rows]).decode()]
-    texts = ", ".join(f"v{i}" for i in range(len(planned.keys)))
-    found = {row[0]: row[1:] for row in conn.execute(
-        f"SELECT r, folder, start, {texts} FROM (SELECT runs.rowid AS r, folder, start, {planned.extract} FROM runs "
-        f"LEFT JOIN configs USING (path) WHERE runs.rowid IN (SELECT value FROM json_each(?{len(params)})) "
-        "LIMIT -1 OFFSET 0)", params)}
+    runs, params = planned.select("runs.rowid AS r, folder, start", "runs.rowid IN (SELECT value FROM json_each(?))",
+                                  [orjson.dumps([row[0] for row in rows]).decode()])
+    found = {row[0]: row[1:] for row in conn.execute(f"SELECT r, folder, start, {planned.texts} FROM {runs}", params)}
     out = {}
     for row in rows:
         got = found.get(row[0])
@@ -235,12 +230,10 @@ def _taken(taken: dict[str, str], conn: sqlite3.Connection, planned: Any) -> lis
     ``(row, the asked keys' JSON texts, has a kept config)``; None when one changed since."""
     if not taken:
         return []
-    params = [*planned.params, orjson.dumps(list(taken)).decode()]
-    texts = ", ".join(f"v{i}" for i in range(len(planned.keys)))
-    found = conn.execute(f"SELECT path, folder, NULL, NULL, ended, start, brief, c, {texts} FROM (SELECT path, "
-                         f"folder, ended, start, brief, config IS NOT NULL AS c, {planned.extract} FROM runs LEFT JOIN "
-                         f"configs USING (path) WHERE path IN (SELECT value FROM json_each(?{len(params)})) "
-                         "LIMIT -1 OFFSET 0)", params).fetchall()
+    runs, params = planned.select("path, folder, ended, start, brief, config IS NOT NULL AS c",
+                                  "path IN (SELECT value FROM json_each(?))", [orjson.dumps(list(taken)).decode()])
+    found = conn.execute(f"SELECT path, folder, NULL, NULL, ended, start, brief, c, {planned.texts} FROM {runs}",
+                         params).fetchall()
     out = [(row[:7], row[8:], row[7]) for row in found if taken.get(row[0]) == row[1]]
     return out if len(out) == len(taken) else None
 
@@ -254,11 +247,9 @@ def _values_of_built(source: Any, conn: sqlite3.Connection, planned: Any, candid
 
     paths = [run._key for run in candidates if type(run) is CatalogRun]
     if paths:
-        params = [*planned.params, orjson.dumps(paths).decode()]
-        texts = ", ".join(f"v{i}" for i in range(len(planned.keys)))
-        rows = conn.execute(f"SELECT path, folder, config_stat, {texts} FROM (SELECT path, folder, config_stat, "
-                            f"{planned.extract} FROM runs JOIN configs USING (path) WHERE path IN (SELECT value FROM "
-                            f"json_each(?{len(params)})) LIMIT -1 OFFSET 0)", params).fetchall()
+        runs, params = planned.select("path, folder, config_stat", "path IN (SELECT value FROM json_each(?))",
+                                      [orjson.dumps(paths).decode()], join="JOIN")
+        rows = conn.execute(f"SELECT path, folder, config_stat, {planned.texts} FROM {runs}", params).fetchall()
         for i, name in enumerate(planned.keys, 3):  # each key's texts decoded at once
             found = [row[i] for row in rows if row[i] is not None]
             decoded = iter(orjson.loads(("[" + ",".join(found) + "]").encode()))
