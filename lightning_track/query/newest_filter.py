@@ -405,13 +405,11 @@ def _give(feed: Any, built: list[Any]) -> None:
 
 
 def _keep(feed: Any, key: str, got: Any) -> None:
-    """Keep a run's config the feed parsed beside its catalog entry if it was written before the look (as
-    :meth:`~.catalog.Catalog.config_sink` keeps one)."""
-    from . import catalog
+    """Keep a run's config the feed parsed beside its catalog entry if it was settled when the feed started
+    (:func:`~.catalog.keep_config`, as the catalog's own config sink keeps one)."""
+    from .catalog import RACY_S, keep_config
 
-    if got[1] < feed.started_ns - int(catalog.RACY_S * 1e9) and catalog.storable(key):
-        catalog._pending_configs.append((key, got[0], got[3]))
-        catalog._register_flush()
+    keep_config(key, got[0], got[1], feed.started_ns - int(RACY_S * 1e9), got[3])
 
 
 def _unknown(key: str, columns: dict[str, list[Any]], sure: list[Any], candidates: list[Any]) -> bool:
