@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from .catalog_kept import ASK, DEEP, NO_CONFIG, YES, Kept
+from .catalog_kept import ASK, DEEP, NO_CONFIG, TAKEN, YES, Kept
 from .catalog_rows import _config_name
 from .filters import MISSING, Bool, Cmp, Filter, Node, Not, compare
 from .filters_sql import plan
@@ -264,9 +264,11 @@ def _decoded(asked: list[str], texts: tuple[Any, ...]) -> dict[str, Any]:
     return {name: orjson.loads(text) for name, text in zip(asked, texts, strict=True) if text is not None}
 
 
-def _keep_chosen(kept: Kept, chosen: list[tuple[Any, ...]]) -> None:
-    """The kept runs from now on: ``chosen`` (rows), with their briefs counted."""
-    kept.keys = {row[0]: row[1] for row in chosen}
+def _keep_chosen(kept: Kept, chosen: list[tuple[Any, ...]], places: list[int]) -> None:
+    """The kept runs from now on: ``chosen`` (rows, at ``places``: :meth:`~.catalog_kept.KeptKeys.place`'s),
+    with their briefs counted."""
+    kept.keys.narrow_to([at for at in places if at != TAKEN],
+                        {row[0]: row[1] for row, at in zip(chosen, places, strict=True) if at == TAKEN})
     kept.briefs = {}
     kept.sourced = False
     below = len(kept.root.rstrip("/")) + 1  # a key's part after the root: a source when it has a "/"
@@ -286,14 +288,17 @@ def _narrow_rows(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: 
     briefs: dict[bytes, dict[str, Any]] = source.briefs
     keys = kept.keys
     sure: list[tuple[Any, ...]] = []
+    places: list[int] = []  # each sure row's place in the keys (to narrow them to the matches)
     unsure: list[Any] = []
     tagged = "tag" in names
     config_columns = list(values.values())
     feed = kept.feed if values else None
     need: list[tuple[Any, ...]] = []  # sure once their config is parsed (the feed's)
+    need_places: list[int] = []
     for row in rows:
         path, folder = row[0], row[1]
-        if not keys.has(path, folder):
+        at = keys.place(path, folder)
+        if at == -1:
             continue  # a run the look built (or an entry written again since: counted below)
         known = not (tagged and b'"t":true' in row[6])
         if known:
@@ -304,17 +309,20 @@ def _narrow_rows(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: 
                     break
             if not known and feed is not None:
                 need.append(row)  # its config from the feed, below
+                need_places.append(at)
                 continue
         if known:
             sure.append(row)
+            places.append(at)
             continue
         run = make(row)
         if run is None:
             return None
         unsure.append(run)
-    for parsed, row, _ in _fed(feed, need, values) if need else ():
+    for (parsed, row, _), at in zip(_fed(feed, need, values) if need else (), need_places, strict=True):
         if parsed:
             sure.append(row)
+            places.append(at)
             continue
         run = make(row)  # a config the catalog cannot keep (one that does not parse: the run says so itself)
         if run is None:
@@ -372,7 +380,8 @@ def _narrow_rows(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: 
     with problems_found() as broken:  # a config.yaml the filter read and could not parse: said as a whole look
         matched = filter_runs(candidates, list(filters))
     unknown = [key for key in dict.fromkeys(names) if key not in _FIELDS and _unknown(key, columns, sure, candidates)]
-    _keep_chosen(kept, [sure[i] for i in sorted(chosen)])
+    picked = sorted(chosen)
+    _keep_chosen(kept, [sure[i] for i in picked], [places[i] for i in picked])
     return matched, broken, unknown
 
 
