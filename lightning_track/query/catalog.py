@@ -33,8 +33,6 @@ from pathlib import Path
 from stat import S_ISDIR
 from typing import Any
 
-import orjson
-
 from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
@@ -42,8 +40,8 @@ from .catalog_kept import KEPT, Kept, flush_records, record_parts, storable
 from .catalog_kept import exact as _exact
 from .catalog_rows import CatalogRun, RowSource, brief_of
 
-__all__ = ["Catalog", "Claimed", "open_catalog", "catalog_path", "stat_key", "flush_configs", "hinted_config",
-           "last_look", "keep_frame", "RACY_S", "VERSION"]
+__all__ = ["Catalog", "Claimed", "open_catalog", "catalog_path", "stat_key", "flush_configs", "last_look",
+           "keep_config", "keep_frame", "RACY_S", "VERSION"]
 
 VERSION = 3
 RACY_S = 2.0  # times this close to the read may be shared by the next write on a coarse-clock filesystem
@@ -89,17 +87,6 @@ def stat_key(stat: os.stat_result) -> str:
 
 def _dir_key(stat: os.stat_result) -> str:
     return f"{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}:{stat.st_dev}"
-
-
-def hinted_config(hint: tuple[str, bytes], stat: os.stat_result) -> dict[str, Any] | None:
-    """The catalog's flattened config when ``config.yaml`` has the stat it was kept under."""
-    if hint[0] != stat_key(stat):
-        return None
-    try:
-        flat = orjson.loads(hint[1])
-    except orjson.JSONDecodeError:
-        return None
-    return flat if isinstance(flat, dict) else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -301,11 +288,7 @@ class Catalog:
 
     def config_sink(self, key: str) -> Callable[[Any, os.stat_result, dict[str, Any], bytes | None], None]:
         def keep(_run: Any, stat: os.stat_result, flat: dict[str, Any], exact: bytes | None = None) -> None:
-            if self._settled(stat) and storable(key):
-                data = exact if exact is not None else _exact(flat)
-                if data is not None:
-                    _pending_configs.append((key, stat_key(stat), data))
-                    _register_flush()
+            keep_config(key, stat_key(stat), max(stat.st_mtime_ns, stat.st_ctime_ns), self._limit, exact, flat)
 
         return keep
 
@@ -435,6 +418,16 @@ def _register_flush() -> None:
     if not _flush_registered:
         _flush_registered = True
         atexit.register(flush_configs)
+
+
+def keep_config(key: str, stat: str, changed_ns: int, limit_ns: int, data: bytes | None, flat: Any = None) -> None:
+    """Keep a run's flattened config (``data``: its JSON; None: ``flat``'s, if exact) beside its entry at the next
+    flush, if its file (``stat``: its stat key) last changed (``changed_ns``) before ``limit_ns``: settled."""
+    if changed_ns < limit_ns and storable(key):
+        data = data if data is not None else _exact(flat)
+        if data is not None:
+            _pending_configs.append((key, stat, data))
+            _register_flush()
 
 
 def keep_frame(key: str, folder: str, row: dict[str, Any]) -> None:

@@ -29,10 +29,11 @@ from . import folder_stats
 from .folder_stats import ChildStats
 from .kept_beside import Beside, answers_query, data_version
 
-__all__ = ["Kept", "KeptKeys", "KEPT", "storable", "exact", "record_parts", "keep_record", "flush_records"]
+__all__ = ["Kept", "KeptKeys", "KEPT", "TAKEN", "storable", "exact", "record_parts", "keep_record", "flush_records"]
 
 KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in the catalog, not built
 NO, YES, ASK, NO_CONFIG, DEEP = 0, 1, 2, 3, 4  # KeptKeys.states: a filter's answer for a row (two bits), DEEP
+TAKEN = -2  # KeptKeys.place of a run read again and kept (not a row)
 _DIGITS = bytes.maketrans(b"01234567", bytes(range(8)))  # kept_beside's states text -> states
 _UNSURE = re.compile(rb"[\x02\x03\x06\x07]")  # states Python answers (ASK, NO_CONFIG; with DEEP or not)
 
@@ -41,10 +42,10 @@ class KeptKeys:
     """The ended entries under a lean look's root, ~40 bytes a run (no string, no tuple a run): a path's hash
     -> its row (open addressing), the hash of the folder stat its entry was made under, its brief (an index
     into the few distinct ones), its rowid, and whether the look kept it. The runs read again and kept
-    (``taken``) and a filter's matches (``narrowed``) are dicts: few, or asked for by key."""
+    (``taken``) are a dict: few. A filter's matches narrow both (:meth:`narrow_to`)."""
 
     __slots__ = ("mask", "slots", "paths", "folders", "brief_of", "rowids", "kept", "briefs", "count", "taken",
-                 "narrowed", "states", "extra")
+                 "states", "extra")
 
     def __init__(self) -> None:
         self.mask = 0
@@ -55,7 +56,6 @@ class KeptKeys:
         self.briefs: list[bytes] = []  # the distinct briefs (a sweep's runs share a few)
         self.count = 0  # rows kept
         self.taken: dict[str, str] = {}  # key -> folder of a run read again and kept
-        self.narrowed: dict[str, str] | None = None  # a filter's matches: the kept runs from then on
         self.states: bytearray | None = None  # a filter's answer for each row (:meth:`load_answered`)
         self.extra: dict[int, tuple[Any, ...]] = {}  # row -> its catalog row, where Python answers
 
@@ -155,24 +155,24 @@ class KeptKeys:
 
     def has(self, key: str, folder: str) -> bool:
         """Whether the look kept ``key`` with its entry made under ``folder`` (a later entry: not the one checked)."""
-        if self.narrowed is not None:
-            return self.narrowed.get(key) == folder
+        return self.place(key, folder) != -1
+
+    def place(self, key: str, folder: str) -> int:
+        """Where :meth:`has` found ``key``: its row, :data:`TAKEN` (a run read again and kept), or -1: not kept."""
         taken = self.taken.get(key)
         if taken is not None:
-            return taken == folder
+            return TAKEN if taken == folder else -1
         row = self.row(key)
-        return row >= 0 and self.kept[row] == 1 and self.folders[row] == (hash(folder) or 1)
+        return row if row >= 0 and self.kept[row] == 1 and self.folders[row] == (hash(folder) or 1) else -1
 
     def __contains__(self, key: str) -> bool:
-        if self.narrowed is not None:
-            return key in self.narrowed
         if key in self.taken:
             return True
         row = self.row(key)
         return row >= 0 and self.kept[row] == 1
 
     def __len__(self) -> int:
-        return len(self.narrowed) if self.narrowed is not None else self.count + len(self.taken)
+        return self.count + len(self.taken)
 
     def unkept(self) -> list[int]:
         """The rowids of the entries the look did not keep."""
@@ -206,13 +206,9 @@ class Kept:
 
     @property
     def keys(self) -> KeptKeys:
-        """The kept runs: ``key in keys``, ``keys.has(key, folder)``, ``len(keys)``; set to a dict (key ->
-        folder): the kept runs are those from then on (a filter's matches)."""
+        """The kept runs: ``key in keys``, ``keys.has(key, folder)``, ``len(keys)``; a filter narrows them
+        (:meth:`KeptKeys.narrow_to`)."""
         return self._keys
-
-    @keys.setter
-    def keys(self, keys: dict[str, str]) -> None:
-        self._keys.narrowed = keys
 
     def load(self, conn: sqlite3.Connection, prefix: str, db: Path | None = None, limit: int | None = None) -> None:
         """The root's ended entries, from the catalog (raises sqlite3.Error); with a :attr:`plan`, each with
@@ -255,12 +251,9 @@ class Kept:
     def _answered(self, prefix: str) -> tuple[str, list[Any]]:
         """The query of :meth:`load` with the plan's answer: each config's asked values taken once (a subquery
         SQLite does not flatten), the answer and the state's bits over them."""
-        plan = self.plan
-        params = [*plan.params, prefix + "/", prefix + "0"]
-        low, high = f"?{len(params) - 1}", f"?{len(params)}"
-        return (f"SELECT r, path, folder, brief, {self._answer()} FROM (SELECT runs.rowid AS r, path, folder, brief, "
-                f"config IS NOT NULL AS c, {plan.extract} FROM runs LEFT JOIN configs USING (path) WHERE "
-                f"path >= {low} AND path < {high} AND ended LIMIT -1 OFFSET 0)", params)
+        runs, params = self.plan.select("runs.rowid AS r, path, folder, brief, config IS NOT NULL AS c",
+                                        "path >= ? AND path < ? AND ended", [prefix + "/", prefix + "0"])
+        return f"SELECT r, path, folder, brief, {self._answer()} FROM {runs}", params
 
     def unkept(self, conn: sqlite3.Connection) -> list[str]:
         """The paths of the root's ended entries the look did not keep (raises sqlite3.Error)."""

@@ -255,9 +255,9 @@ def config_pending(info: Any) -> tuple[Any, str, os.stat_result] | None:
         info._config = {}
         return None
     if info._config_hint is not None:
-        from .catalog import hinted_config
+        from .catalog import stat_key
 
-        hinted = hinted_config(info._config_hint, stat)
+        hinted = _hinted_config(info._config_hint, stat_key(stat))
         if hinted is not None:
             info._config = hinted
             return None
@@ -267,6 +267,18 @@ def config_pending(info: Any) -> tuple[Any, str, os.stat_result] | None:
             info._config = cached
             return None
     return info, path, stat
+
+
+def _hinted_config(hint: tuple[str, bytes], key: str) -> dict[str, Any] | None:
+    """The catalog's flattened config (``hint``: the stat key it was kept under, its JSON) when ``config.yaml``'s
+    stat key is still ``key``."""
+    if hint[0] != key:
+        return None
+    try:
+        flat = orjson.loads(hint[1])
+    except orjson.JSONDecodeError:
+        return None
+    return flat if isinstance(flat, dict) else None
 
 
 def take_config(info: Any, path: str, stat: os.stat_result, parsed: Parsed) -> None:

@@ -67,6 +67,23 @@ class Plan:
     extract: str
     params: list[Any] = field(default_factory=list)
 
+    @property
+    def texts(self) -> str:
+        """The columns of the asked keys' JSON texts: ``v0, v1, ...``."""
+        return ", ".join(f"v{i}" for i in range(len(self.keys)))
+
+    def select(self, columns: str, where: str, values: Sequence[Any] = (), *, join: str = "LEFT JOIN",
+               order: str = "") -> tuple[str, list[Any]]:
+        """The runs where ``where`` holds, each with ``columns`` and the plan's ``v``/``x`` columns from its kept
+        config (``join``: "JOIN" for the runs with one only), as a subquery to select from (in parentheses:
+        each config's values taken once); and its params: the plan's, then ``values``, the ``?`` of ``where``."""
+        first, parts = len(self.params) + 1, where.split("?")
+        numbered = parts[0] + "".join(f"?{n}{part}" for n, part in zip(range(first, first + len(values)), parts[1:],
+                                                                       strict=True))
+        by = f" ORDER BY {order}" if order else ""
+        return (f"(SELECT {columns}, {self.extract} FROM runs {join} configs USING (path) WHERE {numbered}{by} "
+                "LIMIT -1 OFFSET 0)", [*self.params, *values])
+
 
 class _Builder:
     def __init__(self, config_name: Callable[[str], str]) -> None:

@@ -22,12 +22,11 @@ def answers_query(plan: Any, prefix: str, below: int, answer: str) -> tuple[str,
     """The query of every ended row below ``prefix`` in path order: its rowids (``"1,5,..."``) and its states
     (a digit a row: ``answer``, the SQL of the filter's answer over ``c``, the ``v``/``x`` columns and
     ``path``, plus 4 when its path has a "/" from the 0-based index ``below`` on: a run below a source)."""
-    params = [*plan.params, prefix + "/", prefix + "0", below + 1]
-    n = len(params)
+    runs, params = plan.select("runs.rowid AS r, path, config IS NOT NULL AS c", "path >= ? AND path < ? AND ended",
+                               [prefix + "/", prefix + "0"], order="path")
+    params.append(below + 1)
     return (f"SELECT group_concat(r, ','), group_concat(s, '') FROM (SELECT r, {answer} + CASE WHEN "
-            f"instr(substr(path, ?{n}), '/') THEN 4 ELSE 0 END AS s FROM (SELECT runs.rowid AS r, path, config IS "
-            f"NOT NULL AS c, {plan.extract} FROM runs LEFT JOIN configs USING (path) WHERE path >= ?{n - 2} AND "
-            f"path < ?{n - 1} AND ended ORDER BY path LIMIT -1 OFFSET 0))", params)
+            f"instr(substr(path, ?{len(params)}), '/') THEN 4 ELSE 0 END AS s FROM {runs})", params)
 
 
 def data_version(conn: sqlite3.Connection) -> int:

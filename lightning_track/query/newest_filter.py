@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from .catalog_kept import ASK, DEEP, NO_CONFIG, YES, Kept
+from .catalog_kept import ASK, DEEP, NO_CONFIG, TAKEN, YES, Kept
 from .catalog_rows import _config_name
 from .filters import MISSING, Bool, Cmp, Filter, Node, Not, compare
 from .filters_sql import plan
@@ -199,12 +199,10 @@ def _narrow_answered(kept: Kept, built: list[Any], filters: Sequence[Filter], na
 def _kept_has(conn: sqlite3.Connection, kept: Kept, i: int) -> bool:
     """Whether some kept run's kept config has the plan's ``i``-th key (before the keys are narrowed): the
     root's rows with it, until one is a kept run's (the first, most often; all only when none has it)."""
-    planned, has = kept.plan, kept.keys.has
-    params = [*planned.params, kept.root + "/", kept.root + "0"]
-    for path, folder in conn.execute(
-            f"SELECT path, folder FROM (SELECT path, folder, {planned.extract} FROM runs JOIN configs USING (path) "
-            f"WHERE path >= ?{len(params) - 1} AND path < ?{len(params)} AND ended LIMIT -1 OFFSET 0) "
-            f"WHERE v{i} IS NOT NULL", params):
+    has = kept.keys.has
+    runs, params = kept.plan.select("path, folder", "path >= ? AND path < ? AND ended",
+                                    [kept.root + "/", kept.root + "0"], join="JOIN")
+    for path, folder in conn.execute(f"SELECT path, folder FROM {runs} WHERE v{i} IS NOT NULL", params):
         if has(path, folder):
             return True
     return False
@@ -215,12 +213,9 @@ def _details(conn: sqlite3.Connection, planned: Any, rows: list[tuple[Any, ...]]
     texts); None when one of them was written again since the look loaded it."""
     if not rows:
         return {}
-    params = [*planned.params, orjson.dumps([row[0] for row in rows]).decode()]
-    texts = ", ".join(f"v{i}" for i in range(len(planned.keys)))
-    found = {row[0]: row[1:] for row in conn.execute(
-        f"SELECT r, folder, start, {texts} FROM (SELECT runs.rowid AS r, folder, start, {planned.extract} FROM runs "
-        f"LEFT JOIN configs USING (path) WHERE runs.rowid IN (SELECT value FROM json_each(?{len(params)})) "
-        "LIMIT -1 OFFSET 0)", params)}
+    runs, params = planned.select("runs.rowid AS r, folder, start", "runs.rowid IN (SELECT value FROM json_each(?))",
+                                  [orjson.dumps([row[0] for row in rows]).decode()])
+    found = {row[0]: row[1:] for row in conn.execute(f"SELECT r, folder, start, {planned.texts} FROM {runs}", params)}
     out = {}
     for row in rows:
         got = found.get(row[0])
@@ -235,12 +230,10 @@ def _taken(taken: dict[str, str], conn: sqlite3.Connection, planned: Any) -> lis
     ``(row, the asked keys' JSON texts, has a kept config)``; None when one changed since."""
     if not taken:
         return []
-    params = [*planned.params, orjson.dumps(list(taken)).decode()]
-    texts = ", ".join(f"v{i}" for i in range(len(planned.keys)))
-    found = conn.execute(f"SELECT path, folder, NULL, NULL, ended, start, brief, c, {texts} FROM (SELECT path, "
-                         f"folder, ended, start, brief, config IS NOT NULL AS c, {planned.extract} FROM runs LEFT JOIN "
-                         f"configs USING (path) WHERE path IN (SELECT value FROM json_each(?{len(params)})) "
-                         "LIMIT -1 OFFSET 0)", params).fetchall()
+    runs, params = planned.select("path, folder, ended, start, brief, config IS NOT NULL AS c",
+                                  "path IN (SELECT value FROM json_each(?))", [orjson.dumps(list(taken)).decode()])
+    found = conn.execute(f"SELECT path, folder, NULL, NULL, ended, start, brief, c, {planned.texts} FROM {runs}",
+                         params).fetchall()
     out = [(row[:7], row[8:], row[7]) for row in found if taken.get(row[0]) == row[1]]
     return out if len(out) == len(taken) else None
 
@@ -254,11 +247,9 @@ def _values_of_built(source: Any, conn: sqlite3.Connection, planned: Any, candid
 
     paths = [run._key for run in candidates if type(run) is CatalogRun]
     if paths:
-        params = [*planned.params, orjson.dumps(paths).decode()]
-        texts = ", ".join(f"v{i}" for i in range(len(planned.keys)))
-        rows = conn.execute(f"SELECT path, folder, config_stat, {texts} FROM (SELECT path, folder, config_stat, "
-                            f"{planned.extract} FROM runs JOIN configs USING (path) WHERE path IN (SELECT value FROM "
-                            f"json_each(?{len(params)})) LIMIT -1 OFFSET 0)", params).fetchall()
+        runs, params = planned.select("path, folder, config_stat", "path IN (SELECT value FROM json_each(?))",
+                                      [orjson.dumps(paths).decode()], join="JOIN")
+        rows = conn.execute(f"SELECT path, folder, config_stat, {planned.texts} FROM {runs}", params).fetchall()
         for i, name in enumerate(planned.keys, 3):  # each key's texts decoded at once
             found = [row[i] for row in rows if row[i] is not None]
             decoded = iter(orjson.loads(("[" + ",".join(found) + "]").encode()))
@@ -273,9 +264,11 @@ def _decoded(asked: list[str], texts: tuple[Any, ...]) -> dict[str, Any]:
     return {name: orjson.loads(text) for name, text in zip(asked, texts, strict=True) if text is not None}
 
 
-def _keep_chosen(kept: Kept, chosen: list[tuple[Any, ...]]) -> None:
-    """The kept runs from now on: ``chosen`` (rows), with their briefs counted."""
-    kept.keys = {row[0]: row[1] for row in chosen}
+def _keep_chosen(kept: Kept, chosen: list[tuple[Any, ...]], places: list[int]) -> None:
+    """The kept runs from now on: ``chosen`` (rows, at ``places``: :meth:`~.catalog_kept.KeptKeys.place`'s),
+    with their briefs counted."""
+    kept.keys.narrow_to([at for at in places if at != TAKEN],
+                        {row[0]: row[1] for row, at in zip(chosen, places, strict=True) if at == TAKEN})
     kept.briefs = {}
     kept.sourced = False
     below = len(kept.root.rstrip("/")) + 1  # a key's part after the root: a source when it has a "/"
@@ -295,14 +288,17 @@ def _narrow_rows(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: 
     briefs: dict[bytes, dict[str, Any]] = source.briefs
     keys = kept.keys
     sure: list[tuple[Any, ...]] = []
+    places: list[int] = []  # each sure row's place in the keys (to narrow them to the matches)
     unsure: list[Any] = []
     tagged = "tag" in names
     config_columns = list(values.values())
     feed = kept.feed if values else None
     need: list[tuple[Any, ...]] = []  # sure once their config is parsed (the feed's)
+    need_places: list[int] = []
     for row in rows:
         path, folder = row[0], row[1]
-        if not keys.has(path, folder):
+        at = keys.place(path, folder)
+        if at == -1:
             continue  # a run the look built (or an entry written again since: counted below)
         known = not (tagged and b'"t":true' in row[6])
         if known:
@@ -313,17 +309,20 @@ def _narrow_rows(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: 
                     break
             if not known and feed is not None:
                 need.append(row)  # its config from the feed, below
+                need_places.append(at)
                 continue
         if known:
             sure.append(row)
+            places.append(at)
             continue
         run = make(row)
         if run is None:
             return None
         unsure.append(run)
-    for parsed, row, _ in _fed(feed, need, values) if need else ():
+    for (parsed, row, _), at in zip(_fed(feed, need, values) if need else (), need_places, strict=True):
         if parsed:
             sure.append(row)
+            places.append(at)
             continue
         run = make(row)  # a config the catalog cannot keep (one that does not parse: the run says so itself)
         if run is None:
@@ -381,7 +380,8 @@ def _narrow_rows(kept: Kept, built: list[Any], filters: Sequence[Filter], rows: 
     with problems_found() as broken:  # a config.yaml the filter read and could not parse: said as a whole look
         matched = filter_runs(candidates, list(filters))
     unknown = [key for key in dict.fromkeys(names) if key not in _FIELDS and _unknown(key, columns, sure, candidates)]
-    _keep_chosen(kept, [sure[i] for i in sorted(chosen)])
+    picked = sorted(chosen)
+    _keep_chosen(kept, [sure[i] for i in picked], [places[i] for i in picked])
     return matched, broken, unknown
 
 
@@ -414,13 +414,11 @@ def _give(feed: Any, built: list[Any]) -> None:
 
 
 def _keep(feed: Any, key: str, got: Any) -> None:
-    """Keep a run's config the feed parsed beside its catalog entry if it was written before the look (as
-    :meth:`~.catalog.Catalog.config_sink` keeps one)."""
-    from . import catalog
+    """Keep a run's config the feed parsed beside its catalog entry if it was settled when the feed started
+    (:func:`~.catalog.keep_config`, as the catalog's own config sink keeps one)."""
+    from .catalog import RACY_S, keep_config
 
-    if got[1] < feed.started_ns - int(catalog.RACY_S * 1e9) and catalog.storable(key):
-        catalog._pending_configs.append((key, got[0], got[3]))
-        catalog._register_flush()
+    keep_config(key, got[0], got[1], feed.started_ns - int(RACY_S * 1e9), got[3])
 
 
 def _unknown(key: str, columns: dict[str, list[Any]], sure: list[Any], candidates: list[Any]) -> bool:

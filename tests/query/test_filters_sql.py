@@ -177,3 +177,22 @@ def test_single_answers(value: object, text: str, expected: int | None) -> None:
 def test_a_filter_on_the_rows_fields_alone_is_not_planned() -> None:
     assert plan([parse_filter("status=failed")], lambda key: "" if key == "status" else key) is None
     assert plan([parse_filter("a\\b=1")], config_name) is None  # not sayable as a JSON path
+
+
+def test_a_plans_select_numbers_its_values_after_the_plans_own() -> None:
+    planned = plan([parse_filter("model.lr<1e-3"), parse_filter("x=a")], config_name)
+    conn = sqlite3.connect(":memory:")
+    conn.executescript("CREATE TABLE runs (path TEXT PRIMARY KEY, ended INTEGER);"
+                       "CREATE TABLE configs (path TEXT PRIMARY KEY, config BLOB)")
+    conn.executemany("INSERT INTO runs VALUES (?, 1)", [("/r/a",), ("/r/b",), ("/r/c",), ("/s/d",)])
+    conn.executemany("INSERT INTO configs VALUES (?, ?)", [("/r/a", b'{"model.lr": 0.0001, "x": "a"}'),
+                                                           ("/r/c", b'{"model.lr": 0.1}'), ("/s/d", b"{}")])
+    n = len(planned.params)
+    runs, params = planned.select("path", "path >= ? AND path < ? AND ended", ["/r/", "/r0"], order="path")
+    assert params == [*planned.params, "/r/", "/r0"] and f"path >= ?{n + 1} AND path < ?{n + 2}" in runs
+    assert conn.execute(f"SELECT path, {planned.texts}, {planned.decision} FROM {runs}", params).fetchall() == [
+        ("/r/a", "0.0001", '"a"', 1), ("/r/b", None, None, 0), ("/r/c", "0.1", None, 0)]
+    runs, params = planned.select("path", "path >= ?", ["/r/"], join="JOIN")  # the runs with a kept config
+    assert sorted(row[0] for row in conn.execute(f"SELECT path FROM {runs}", params)) == ["/r/a", "/r/c", "/s/d"]
+    with pytest.raises(ValueError):
+        planned.select("path", "path >= ? AND path < ?", ["/r/"])  # a "?" without its value

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support.query import edit_summary, lean_and_whole, own_catalog
 
-from lightning_track.query import catalog, config_feed, listing
+from lightning_track.query import catalog, catalog_kept, config_feed, listing, newest_filter
 from lightning_track.query.annotations import change_tags
 
 FILTERS = (["model.lr<0.005"], ["model.lr>=0.001"], ["model.lr=0.01|0.001"], ["model.lr!=0.01"], ["model.hidden"],
@@ -153,6 +153,30 @@ def test_a_filter_after_a_plain_look_parses_the_configs_it_lacks(mirror, made_ru
     text, _ = filtered(capsys, monkeypatch, root, ["model.lr<0.005"], "--all")
     rows = [line.split()[0] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
     assert sorted(rows) == sorted([made_runs["full"].name] * 1 + [made_runs["full"].name + "_copy"] * 2)
+
+
+def test_a_run_read_again_is_narrowed_by_a_filter_on_the_rows_fields(mirror, made_runs, capsys, monkeypatch) -> None:
+    """A filter with no config key narrows the kept runs in Python: one the look read again (its folder changed)
+    and kept is among them when it matches, and only then."""
+    root = str(mirror)
+    lean_and_whole(capsys, monkeypatch, root, "--all")  # the catalog written
+    changed = mirror / "gpu1" / made_runs["nan"].name
+    replace(changed / "config.yaml", "model:\n  lr: 0.0001\n")  # its folder changed: read again, kept
+    replace(mirror / "gpu1" / made_runs["full"].name / "config.yaml", "model:\n  lr: 0.1\n")  # read again: no match
+    taken: list[dict[str, str]] = []
+    real = catalog_kept.KeptKeys.narrow_to
+
+    def spy(self: catalog_kept.KeptKeys, rows: list[int], chosen: dict[str, str]) -> None:
+        taken.append(chosen)
+        real(self, rows, chosen)
+
+    monkeypatch.setattr(catalog_kept.KeptKeys, "narrow_to", spy)
+    text, lean = filtered(capsys, monkeypatch, root, ["status=failed"], "--all")
+    assert lean and not newest_filter.last_narrow["planned"]
+    assert list(taken[0]) == [str(changed)]
+    rows = [line.split()[:2] for line in text.splitlines()[1:] if not line.startswith("lt ls:")]
+    assert sorted(rows) == sorted([made_runs["nan"].name, source] for source in ("gpu1", "gpu2")) + \
+        sorted([made_runs["nan"].name + "_copy", source] for source in ("gpu1", "gpu2"))
 
 
 def test_a_running_runs_config_edited_in_place_is_read_again(mirror, made_runs, capsys, monkeypatch) -> None:
