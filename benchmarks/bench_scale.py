@@ -444,7 +444,7 @@ def write_results(args: argparse.Namespace, rows: list[tuple[Any, ...]], bare: f
               "- plain read = the same command with the catalog off (every folder listed, every summary/meta "
               "read; config.yaml through the config cache, as before the catalog), alternated with ours", "",
               f"Command: `python benchmarks/bench_scale.py --runs {args.runs} --changed {args.changed} "
-              f"--repeats {args.repeats}{' --memory' if args.memory else ''}`. "
+              f"--repeats {args.repeats}{' --memory' if args.memory else ''} --mlflow {args.mlflow}`. "
               f"Machine: 2 cores shared with other work (best of {args.repeats}; "
               f"absolute times are noisy, the ratios are what to compare), Python {platform.python_version()}.", ""]
     publish(Path(args.out), title, lines)  # one section per number of runs: this one replaced

@@ -21,7 +21,7 @@ __all__ = ["ChildStats", "FROM_ENTRIES"]
 
 FROM_ENTRIES = 2000  # a root with fewer catalog entries is stat'ed by the look alone (a start costs ~20 ms)
 _LOOK_AHEAD = 16  # records a name may be behind where the helper listed it (names the walk leaves out)
-_CHUNK = 1 << 17
+_CHUNK = 1 << 15  # bytes read at once (~400 records: the few a look holds)
 _PIPE = 1 << 20
 
 
@@ -72,15 +72,12 @@ class ChildStats:
         if not data:
             self._stop()  # (the records in hand are still asked)
             return False
-        parts = (self._tail + data).split(b"\0")
-        self._tail = parts.pop()
-        records = b"\0".join(parts).decode(*self._encoding).split("\0") if parts else []
-        names, keys = self._names[self._at:], self._keys[self._at:]
-        for record in records:
-            left, _, right = record.rpartition("/")
-            names.append(left)
-            keys.append(right)
-        self._names, self._keys, self._at = names, keys, 0
+        data = self._tail + data
+        end = data.rfind(b"\0") + 1  # the records whole (a name's bytes may be cut at the chunk's end)
+        self._tail = data[end:]
+        # "name/key\0name/key\0...": no name holds "/" or "\0", no key "/": names and keys alternate
+        parts = data[:end].decode(*self._encoding).replace("\0", "/").split("/")[:-1]
+        self._names, self._keys, self._at = self._names[self._at:] + parts[0::2], self._keys[self._at:] + parts[1::2], 0
         return True
 
     def close(self) -> None:
