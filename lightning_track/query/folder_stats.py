@@ -6,8 +6,7 @@ one core, after the ~0.2 s the catalog's rows take on the same core. Here a help
 as the look knows the root is large, and streams ``name/key`` records (the key: the catalog's folder key,
 ``mtime_ns:ctime_ns:ino:dev``). The look takes a key only for the very name it asks, in the listing's order;
 where the helper said nothing (a link, another device, a folder changed too recently, a name not where it
-listed it, a helper that died) the look stats the name itself, so an answer never depends on the helper.
-Standard library only (the helper runs this file)."""
+listed it, a helper that died) the look stats the name itself, so an answer never depends on the helper."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ __all__ = ["ChildStats", "FROM_ENTRIES"]
 FROM_ENTRIES = 2000  # a root with fewer catalog entries is stat'ed by the look alone (a start costs ~20 ms)
 _LOOK_AHEAD = 16  # records a name may be behind where the helper listed it (names the walk leaves out)
 _CHUNK = 1 << 15  # bytes read at once (~400 records: the few a look holds)
-_PIPE = 1 << 20
+_PIPE = 1 << 20  # the pipe's room: the records written while the look is busy with the catalog's rows
 
 
 class ChildStats:
@@ -35,7 +34,7 @@ class ChildStats:
         ctime are before ``limit`` (ns; the catalog's settled time). Raises OSError when it cannot start."""
         self._proc = subprocess.Popen([sys.executable, "-I", "-S", __file__, folder, str(limit), str(dev)],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        try:  # room for the records written while the look loads the catalog's rows (Linux: up to 1 MiB)
+        try:  # (Linux; an unprivileged process may ask up to 1 MiB)
             fcntl.fcntl(self._proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, _PIPE)  # type: ignore[union-attr]
         except (OSError, AttributeError):
             pass
