@@ -38,10 +38,10 @@ def _dumps(obj: Any) -> str:
     try:
         return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
     except TypeError:  # a name that is not UTF-8 (lone surrogates): its bytes shown as \xff, as in the table
-        from ..query.format import unicode_data
+        from ..query.format import unicode_data, unicode_text
 
         return orjson.dumps(unicode_data(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
-                            default=str).decode()
+                            default=lambda value: unicode_text(str(value))).decode()
 
 
 def _dump_array(items: Iterable[Any], out: TextIO) -> None:

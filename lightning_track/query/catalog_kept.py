@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from . import folder_stats
+from .discover import skipped_name
 from .folder_stats import ChildStats
 from .kept_beside import Beside, answers_query, data_version
 
@@ -111,10 +112,11 @@ class KeptKeys:
             rowids.append(rowid)
         self.mask, self.slots, self.kept = mask, slots, bytearray(len(paths))
 
-    def answer(self, got: tuple[Any, ...], tagged: bool, conn: sqlite3.Connection) -> bool:
+    def take_answers(self, got: tuple[Any, ...], tagged: bool, conn: sqlite3.Connection) -> bool:
         """Take the states :mod:`.kept_beside`'s query gave (``got``: its rowids' and its states' texts) as
-        :meth:`load_answered` makes them, if they are of exactly the loaded rows, in their order; else False.
-        The rows Python answers are fetched whole by rowid (raises sqlite3.Error)."""
+        :meth:`load_answered` makes them, if they are of exactly the loaded rows, in their order; else False
+        (also when the rows Python answers, fetched whole by rowid, cannot be fetched: a cache, never a
+        reason to give the catalog up)."""
         ids, text = got[0] or "", (got[1] or "").encode()
         if len(text) != len(self.rowids) or text.translate(None, b"01234567") or ids != ",".join(map(str, self.rowids)):
             return False
@@ -124,9 +126,12 @@ class KeptKeys:
         if marked:
             asked = sorted({*asked, *(i for i, b in enumerate(self.brief_of) if b in marked)})
         if asked:
-            rows = {row[0]: row for row in conn.execute(
-                "SELECT rowid, path, folder, brief FROM runs WHERE rowid IN (SELECT value FROM json_each(?))",
-                (orjson.dumps([self.rowids[i] for i in asked]).decode(),))}
+            try:
+                rows = {row[0]: row for row in conn.execute(
+                    "SELECT rowid, path, folder, brief FROM runs WHERE rowid IN (SELECT value FROM json_each(?))",
+                    (orjson.dumps([self.rowids[i] for i in asked]).decode(),))}
+            except sqlite3.Error:
+                return False
             for i in asked:
                 row = rows.get(self.rowids[i])
                 if row is None or hash(row[1]) != self.paths[i] or (hash(row[2]) or 1) != self.folders[i]:
@@ -219,21 +224,22 @@ class Kept:
         size = conn.execute(f"SELECT count(*) FROM runs WHERE {where[0]}", where[1]).fetchone()[0]
         if size >= folder_stats.FROM_ENTRIES and limit is not None and self.dev is not None and self.stats is None:
             try:
-                self.stats = ChildStats(prefix, limit, self.dev)
-            except (OSError, ValueError):  # (no interpreter to start: the look stats its folders itself)
+                self.stats = ChildStats(prefix, limit, self.dev, skipped_name)
+            except (OSError, ValueError, TypeError):  # (no interpreter to start: the look stats its folders itself)
                 pass
         plain = f"SELECT rowid, path, folder, brief FROM runs WHERE {where[0]} ORDER BY path"
         if self.plan is not None:
             below = len(self.root.rstrip("/")) + 1
             if db is not None:
-                version = data_version(conn)
+                keys, version = KeptKeys(), data_version(conn)
                 beside = Beside(db, answers_query(self.plan, prefix, below, self._answer()))
-                keys = KeptKeys()
                 try:
                     keys.load(conn.execute(plain, where[1]), size)
-                finally:
-                    got = beside.result()
-                if got is not None and data_version(conn) == version and keys.answer(got, self.tagged, conn):
+                except BaseException:
+                    beside.cancel()
+                    raise
+                got = beside.result()
+                if got is not None and data_version(conn) == version and keys.take_answers(got, self.tagged, conn):
                     self._keys, self.beside = keys, True
                     return
             try:
@@ -300,11 +306,13 @@ class Kept:
             keys.brief_of
         briefs, counts, dev, lstat, out, count = keys.briefs, self.briefs, self.dev, os.lstat, [], 0
         stats = self.stats if prefix == self.root.rstrip("/") + "/" else None
-        taken = stats.key if stats is not None else _no_key
+        if stats is not None and stats.root() != _identity(self.root):  # (a root link changed since it listed)
+            stats.close()
+        helper_key = stats.key if stats is not None else _no_key
         try:
             for name in names:
                 key = prefix + name
-                folder = taken(name)  # (asked of every name: the helper's listing kept in step with this one)
+                folder_key = helper_key(name)  # (asked of every name: the helper's listing kept in step with this one)
                 h = hash(key)
                 at = h & mask
                 row = slots[at]
@@ -316,7 +324,7 @@ class Kept:
                     continue
                 row -= 1
                 st = None
-                if not folder:  # not stat'ed by the helper (or no helper): here
+                if not folder_key:  # not stat'ed by the helper (or no helper): here
                     try:
                         st = lstat(key)
                         if S_ISLNK(st.st_mode):
@@ -325,11 +333,11 @@ class Kept:
                     except OSError:
                         out.append((name, None))
                         continue
-                    folder = f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"  # catalog's _dir_key
+                    folder_key = f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"  # catalog's _dir_key
                     if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
                         out.append((name, None))
                         continue
-                if folders[row] != (hash(folder) or 1):
+                if folders[row] != (hash(folder_key) or 1):
                     out.append((name, None))
                     continue
                 brief = briefs[brief_of[row]]
@@ -346,11 +354,11 @@ class Kept:
                     except OSError:
                         out.append((name, None))
                         continue
-                    if f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}" != folder:
+                    if f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}" != folder_key:
                         out.append((name, None))  # changed since the helper's stat: read again
                         continue
                 start = conn.execute("SELECT start FROM runs WHERE path = ?", (key,)).fetchone()  # (few such runs)
-                known[key] = (folder, "", "", 1, start and start[0], brief)  # as Catalog.load_root's ended entry
+                known[key] = (folder_key, "", "", 1, start and start[0], brief)  # as Catalog.load_root's ended entry
                 out.append((name, (found + name, source, claimed(key, st))))
         finally:
             if stats is not None:
@@ -369,6 +377,15 @@ class Kept:
 
 def _no_key(name: str) -> str:
     return ""
+
+
+def _identity(path: str) -> str:
+    """The folder at ``path`` as folder_stats' helper names the one it listed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "?"
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def storable(path: str) -> bool:

@@ -18,7 +18,7 @@ from ..folder.fileio import is_temp_name
 from ..folder.layout import RunLayout, parse_run_name
 
 __all__ = ["find_run_dirs", "run_names", "run_folder_of", "resolve_run", "require_run_folder", "list_names",
-           "folder_identity", "RUN_FILES", "MAX_DEPTH"]
+           "folder_identity", "skipped_name", "RUN_FILES", "MAX_DEPTH"]
 
 _SKIP = {RunLayout.SIGNALS, RunLayout.SWANLAB_WORKSPACE, "__pycache__"}
 RUN_FILES = {RunLayout.SUMMARY, RunLayout.METRICS_JSONL, RunLayout.META}
@@ -57,13 +57,14 @@ def list_names(path: Path) -> set[str] | None:
         return None
 
 
-def _skipped(name: str) -> bool:
+def skipped_name(name: str) -> bool:
+    """A name a look never takes for a run or a source folder (hidden, a tool's own, a temporary file)."""
     return name.startswith(".") or name in _SKIP or is_temp_name(name)
 
 
 def run_names(path: Path, lister: Callable[[Path], set[str] | None] = list_names) -> set[str] | None:
     """The names in ``path`` when a look from its parent folder takes it for a run folder, else None."""
-    if _skipped(path.name):
+    if skipped_name(path.name):
         return None
     names = lister(path)
     return names if names is not None and _is_run(path, names) and names & RUN_FILES else None
@@ -73,7 +74,7 @@ def run_folder_of(root: Path, rel: str, lister: Callable[[Path], set[str] | None
     """The run folder a look from ``root`` finds the file ``rel`` (a path below ``root``) in, or None."""
     folder = root
     for name in rel.split("/")[:-1][:MAX_DEPTH]:
-        if _skipped(name):
+        if skipped_name(name):
             return None
         folder = folder / name
         names = lister(folder)
@@ -107,7 +108,7 @@ def find_run_dirs(root: str | Path, problems: list[str], *,
         return
 
     def walk(folder: Path, names: Iterable[str], depth: int, source: str) -> Iterator[tuple[Any, str, Any]]:
-        shown = (name for name in names if not _skipped(name))  # claim sorts what it leaves (it may leave most)
+        shown = (name for name in names if not skipped_name(name))  # claim sorts what it leaves (it may leave most)
         for name, claimed in claim(folder, shown, source) if claim else ((name, None) for name in sorted(shown)):
             if claimed is not None:
                 yield claimed

@@ -40,7 +40,7 @@ from ..folder.layout import RunLayout
 from ..vocabulary import CRASHED, RUNNING, STALLED, cache_root
 from . import catalog
 from .catalog_rows import frame_row
-from .discover import MAX_DEPTH, _skipped, run_names
+from .discover import MAX_DEPTH, run_names, skipped_name
 from .frame_merge import column_order, keeps_dtypes, merged_frame, stand_ins, whole_floats
 from .runs import RunInfo, judged, read_run
 
@@ -340,7 +340,7 @@ def _folders(roots: list[Any], runs: set[str], limit: int) -> list[tuple[str, An
         prefix = folder.rstrip("/") + "/"
         for name in names:
             child = prefix + name
-            if child not in runs and not _skipped(name) and not visit(child, depth - 1):
+            if child not in runs and not skipped_name(name) and not visit(child, depth - 1):
                 return False
         return True
 

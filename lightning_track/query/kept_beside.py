@@ -38,23 +38,39 @@ class Beside:
     """One query run by a thread on its own read-only connection to ``db``: :meth:`result` is its one row, or
     None when SQLite refused it (the look then asks its own connection, which says why or answers)."""
 
-    __slots__ = ("_db", "_query", "_row", "_thread")
+    __slots__ = ("_db", "_query", "_row", "_thread", "_conn", "_cancelled")
 
     def __init__(self, db: Path, query: tuple[str, list[Any]]) -> None:
         self._db, self._query = db, query
         self._row: tuple[Any, ...] | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._cancelled = False
         self._thread = threading.Thread(target=self._run, name="lt-kept-answers", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            conn = sqlite3.connect(f"{self._db.as_uri()}?mode=ro", uri=True, timeout=3.0)
+            conn = self._conn = sqlite3.connect(f"{self._db.as_uri()}?mode=ro", uri=True, timeout=3.0,
+                                                check_same_thread=False)
             try:
-                self._row = conn.execute(*self._query).fetchone()
+                if not self._cancelled:
+                    self._row = conn.execute(*self._query).fetchone()
             finally:
+                self._conn = None
                 conn.close()
         except sqlite3.Error:
             self._row = None
+
+    def cancel(self) -> None:
+        """Stop the query (the look ended without it: an error, Ctrl-C) and wait for the thread."""
+        self._cancelled = True
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.interrupt()
+            except sqlite3.Error:
+                pass
+        self._thread.join()
 
     def result(self) -> tuple[Any, ...] | None:
         self._thread.join()

@@ -16,6 +16,7 @@ import pytest
 from support.query import edit_summary, lean_and_whole, own_catalog
 
 from lightning_track.query import catalog, folder_stats, listing
+from lightning_track.query.discover import skipped_name
 from lightning_track.query.folder_stats import ChildStats
 
 
@@ -34,7 +35,8 @@ def test_the_helpers_keys_are_the_catalogs_folder_keys(tmp_path: Path) -> None:
     (root / odd).mkdir()
     dev = os.stat(root).st_dev
     names = os.listdir(root)  # the look's own order: the directory's
-    stats = ChildStats(str(root), time.time_ns() + 10**9, dev)
+    stats = ChildStats(str(root), time.time_ns() + 10**9, dev, skipped_name)
+    assert stats.root() == f"{os.stat(root).st_dev}:{os.stat(root).st_ino}"  # the folder it listed
     got = {name: stats.key(name) for name in names}
     stats.close()
     assert got[odd] == key_of(root / odd)
@@ -42,10 +44,10 @@ def test_the_helpers_keys_are_the_catalogs_folder_keys(tmp_path: Path) -> None:
     assert all(got[f"run_{i:03d}"] == key_of(root / f"run_{i:03d}") for i in range(300))
 
     settled = min(max(os.lstat(root / name).st_mtime_ns, os.lstat(root / name).st_ctime_ns) for name in names)
-    stats = ChildStats(str(root), settled, dev)  # every folder changed at or after the limit: too recent
+    stats = ChildStats(str(root), settled, dev, skipped_name)  # every folder changed at or after the limit: too recent
     assert [stats.key(name) for name in names] == [""] * len(names)
     stats.close()
-    stats = ChildStats(str(root), time.time_ns() + 10**9, dev + 1)  # another device than the root's
+    stats = ChildStats(str(root), time.time_ns() + 10**9, dev + 1, skipped_name)  # another device than the root's
     assert [stats.key(name) for name in names] == [""] * len(names)
     stats.close()
 
@@ -55,13 +57,35 @@ def test_names_asked_out_of_the_helpers_order_are_found_near_it_or_left_to_the_l
     for i in range(100):
         (root / f"run_{i:03d}").mkdir(parents=True)
     names = os.listdir(root)
-    stats = ChildStats(str(root), time.time_ns() + 10**9, os.stat(root).st_dev)
+    stats = ChildStats(str(root), time.time_ns() + 10**9, os.stat(root).st_dev, skipped_name)
     assert stats.key("not_there") == ""  # a name made since its listing
     asked = names[:5] + names[10:]  # five the walk leaves out (dot files, temp names): the helper skips them
     assert [stats.key(name) for name in asked] == [key_of(root / name) for name in asked]
     assert stats.key(names[7]) == ""  # behind: the look stats it
     stats.close()
     stats.close()  # (twice: no error)
+
+
+def test_hidden_names_the_walk_leaves_out_never_put_the_helper_out_of_step(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for i in range(300):  # in the directory's order, long runs of names the walk never asks
+        (root / f".hidden_{i:03d}").mkdir(parents=True)
+    for i in range(30):
+        (root / f"run_{i:03d}").mkdir(parents=True)
+    asked = [name for name in os.listdir(root) if not skipped_name(name)]
+    stats = ChildStats(str(root), time.time_ns() + 10**9, os.stat(root).st_dev, skipped_name)
+    assert [stats.key(name) for name in asked] == [key_of(root / name) for name in asked]
+    stats.close()
+
+
+def test_a_helper_whose_listing_is_in_another_order_is_stopped(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for i in range(200):
+        (root / f"run_{i:03d}").mkdir(parents=True)
+    names = os.listdir(root)
+    stats = ChildStats(str(root), time.time_ns() + 10**9, os.stat(root).st_dev, skipped_name)
+    assert [stats.key(name) for name in reversed(names[-100:])][-64:] == [""] * 64  # not where it listed them
+    assert stats._proc.returncode is not None and stats.key(names[0]) == ""  # stopped: the look's own stats
 
 
 @pytest.fixture
@@ -145,3 +169,30 @@ def test_the_helper_is_stopped_when_a_look_ends_before_it_claims_the_root(flat, 
     with pytest.raises(KeyboardInterrupt):  # (Ctrl-C as the look loads the catalog's rows)
         newest_runs(root, [], window=3)
     assert len(started) == 1 and started[0]._proc.returncode is not None  # stopped and waited for
+
+
+def test_a_root_link_turned_to_another_folder_after_the_helper_listed_it(flat, made_runs, tmp_path,
+                                                                        monkeypatch) -> None:
+    from lightning_track.query.newest import newest_runs
+
+    first, second = copies(made_runs, tmp_path / "runs.v1"), tmp_path / "runs.v2"
+    shutil.copytree(first, second)
+    for run in second.iterdir():  # the next version's runs say another best
+        edit_summary(run, best={"val/loss": {"value": 0.125, "step": 1}})
+    root = tmp_path / "runs"
+    root.symlink_to(first)
+    for _ in range(2):  # first look, then nothing changed: every run kept
+        assert newest_runs(root, [], window=None) is not None
+    assert catalog.last_look["read"] == 0
+    started = ChildStats.__init__
+
+    def turned(self, *args):
+        started(self, *args)
+        assert self.root()  # (the helper listed runs.v1)
+        root.unlink()
+        root.symlink_to(second)  # a deploy turns the link: the look lists runs.v2
+
+    monkeypatch.setattr(ChildStats, "__init__", turned)
+    found = newest_runs(root, [], window=None)
+    assert found is not None and catalog.last_look["read"] == 3 * len(made_runs)  # runs.v2's, each read
+    assert [run.summary["best"]["val/loss"]["value"] for run in found.rows] == [0.125] * 3 * len(made_runs)
