@@ -52,14 +52,19 @@ def test_the_helpers_keys_are_the_catalogs_folder_keys(tmp_path: Path) -> None:
     stats.close()
 
 
+def folders(root: Path, *names: str) -> ChildStats:
+    """``names`` made below ``root``, and a helper started on it (every folder settled, on its device)."""
+    for name in names:
+        (root / name).mkdir(parents=True)
+    return ChildStats(str(root), time.time_ns() + 10**9, os.stat(root).st_dev, skipped_name)
+
+
 def test_names_asked_out_of_the_helpers_order_are_found_near_it_or_left_to_the_look(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    for i in range(100):
-        (root / f"run_{i:03d}").mkdir(parents=True)
+    stats = folders(root, *(f"run_{i:03d}" for i in range(100)))
     names = os.listdir(root)
-    stats = ChildStats(str(root), time.time_ns() + 10**9, os.stat(root).st_dev, skipped_name)
     assert stats.key("not_there") == ""  # a name made since its listing
-    asked = names[:5] + names[10:]  # five the walk leaves out (dot files, temp names): the helper skips them
+    asked = names[:5] + names[10:]  # five names not asked (gone since, say): the helper looks past them
     assert [stats.key(name) for name in asked] == [key_of(root / name) for name in asked]
     assert stats.key(names[7]) == ""  # behind: the look stats it
     stats.close()
@@ -67,23 +72,17 @@ def test_names_asked_out_of_the_helpers_order_are_found_near_it_or_left_to_the_l
 
 
 def test_hidden_names_the_walk_leaves_out_never_put_the_helper_out_of_step(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    for i in range(300):  # in the directory's order, long runs of names the walk never asks
-        (root / f".hidden_{i:03d}").mkdir(parents=True)
-    for i in range(30):
-        (root / f"run_{i:03d}").mkdir(parents=True)
+    root = tmp_path / "root"  # in the directory's order, long runs of names the walk never asks
+    stats = folders(root, *(f".hidden_{i:03d}" for i in range(300)), *(f"run_{i:03d}" for i in range(30)))
     asked = [name for name in os.listdir(root) if not skipped_name(name)]
-    stats = ChildStats(str(root), time.time_ns() + 10**9, os.stat(root).st_dev, skipped_name)
     assert [stats.key(name) for name in asked] == [key_of(root / name) for name in asked]
     stats.close()
 
 
 def test_a_helper_whose_listing_is_in_another_order_is_stopped(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    for i in range(200):
-        (root / f"run_{i:03d}").mkdir(parents=True)
+    stats = folders(root, *(f"run_{i:03d}" for i in range(200)))
     names = os.listdir(root)
-    stats = ChildStats(str(root), time.time_ns() + 10**9, os.stat(root).st_dev, skipped_name)
     assert [stats.key(name) for name in reversed(names[-100:])][-64:] == [""] * 64  # not where it listed them
     assert stats._proc.returncode is not None and stats.key(names[0]) == ""  # stopped: the look's own stats
 
