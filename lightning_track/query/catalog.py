@@ -37,6 +37,7 @@ from ..folder.exports import EXPORT_RECORDS
 from ..folder.layout import RunLayout
 from ..vocabulary import RUNNING, cache_root
 from .catalog_kept import KEPT, Kept, flush_records, record_parts, storable
+from .catalog_kept import dir_key as _dir_key
 from .catalog_kept import exact as _exact
 from .catalog_rows import CatalogRun, RowSource, brief_of
 
@@ -83,10 +84,6 @@ def catalog_path() -> Path:
 def stat_key(stat: os.stat_result) -> str:
     """What changes whenever a file's content can have: size, mtime, ctime (unsettable), inode."""
     return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
-
-
-def _dir_key(stat: os.stat_result) -> str:
-    return f"{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}:{stat.st_dev}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -30,7 +30,8 @@ from .discover import skipped_name
 from .folder_stats import ChildStats
 from .kept_beside import Beside, answers_query, data_version
 
-__all__ = ["Kept", "KeptKeys", "KEPT", "TAKEN", "storable", "exact", "record_parts", "keep_record", "flush_records"]
+__all__ = ["Kept", "KeptKeys", "KEPT", "TAKEN", "dir_key", "storable", "exact", "record_parts", "keep_record",
+           "flush_records"]
 
 KEPT: Any = object()  # Catalog.run's answer for a run read again and kept in the catalog, not built
 NO, YES, ASK, NO_CONFIG, DEEP = 0, 1, 2, 3, 4  # KeptKeys.states: a filter's answer for a row (two bits), DEEP
@@ -307,7 +308,8 @@ class Kept:
         briefs, counts, dev, lstat, out, count = keys.briefs, self.briefs, self.dev, os.lstat, [], 0
         stats = self.stats if prefix == self.root.rstrip("/") + "/" else None
         if stats is not None and stats.root() != _identity(self.root):  # (a root link changed since it listed)
-            stats.close()
+            self.close()
+            stats = None
         helper_key = stats.key if stats is not None else _no_key
         try:
             for name in names:
@@ -333,7 +335,7 @@ class Kept:
                     except OSError:
                         out.append((name, None))
                         continue
-                    folder_key = f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"  # catalog's _dir_key
+                    folder_key = f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"  # dir_key, inlined
                     if max(st.st_mtime_ns, st.st_ctime_ns) >= limit:
                         out.append((name, None))
                         continue
@@ -354,7 +356,7 @@ class Kept:
                     except OSError:
                         out.append((name, None))
                         continue
-                    if f"{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}" != folder_key:
+                    if dir_key(st) != folder_key:
                         out.append((name, None))  # changed since the helper's stat: read again
                         continue
                 start = conn.execute("SELECT start FROM runs WHERE path = ?", (key,)).fetchone()  # (few such runs)
@@ -362,8 +364,7 @@ class Kept:
                 out.append((name, (found + name, source, claimed(key, st))))
         finally:
             if stats is not None:
-                stats.close()
-                self.stats = None
+                self.close()
         keys.count += count
         out.sort(key=itemgetter(0))
         return out
@@ -377,6 +378,11 @@ class Kept:
 
 def _no_key(name: str) -> str:
     return ""
+
+
+def dir_key(stat: os.stat_result) -> str:
+    """A folder's stat as the catalog keeps it: the entry was read under it (mtime, ctime, inode, device)."""
+    return f"{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}:{stat.st_dev}"
 
 
 def _identity(path: str) -> str:
