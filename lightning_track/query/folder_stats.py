@@ -32,7 +32,8 @@ _PIPE = 1 << 20  # the pipe's room: the records written while the look is busy w
 class ChildStats:
     """The helper for one folder: :meth:`key` of each name the look lists, in the order both list them."""
 
-    __slots__ = ("_proc", "_names", "_keys", "_at", "_tail", "_done", "_encoding", "_skipped", "_misses", "_root")
+    __slots__ = ("_proc", "_names", "_keys", "_at", "_tail", "_done", "_encoding", "_skipped", "_misses", "_missed_at",
+                 "_root")
 
     def __init__(self, folder: str, limit: int, dev: int, skipped: Callable[[str], bool]) -> None:
         """Start the helper on ``folder``: keys only for folders on ``dev``, not links, whose mtime and
@@ -52,7 +53,7 @@ class ChildStats:
         self._tail = b""
         self._done = False
         self._encoding = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
-        self._skipped, self._misses, self._root = skipped, 0, ""
+        self._skipped, self._misses, self._missed_at, self._root = skipped, 0, -1, ""
 
     def root(self) -> str:
         """The identity (``dev:ino``) of the folder the helper listed, "" when it said none."""
@@ -85,6 +86,8 @@ class ChildStats:
             if names[i] == name:
                 self._at, self._misses = i + 1, 0
                 return self._keys[i]
+        if self._at != self._missed_at:  # a name found since the last miss: the misses start again
+            self._misses, self._missed_at = 0, self._at
         self._misses += 1
         if self._misses >= _MISSES:
             self.close()  # (the rest: the look's own stats)
@@ -103,6 +106,7 @@ class ChildStats:
         self._tail = data[end:]
         # "name/key\0name/key\0...": no name holds "/" or "\0", no key "/": names and keys alternate
         parts = data[:end].decode(*self._encoding).replace("\0", "/").split("/")[:-1]
+        self._missed_at -= self._at  # (positions from the records kept)
         self._names, self._keys, self._at = self._names[self._at:] + parts[0::2], self._keys[self._at:] + parts[1::2], 0
         return True
 

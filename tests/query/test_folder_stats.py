@@ -87,6 +87,16 @@ def test_a_helper_whose_listing_is_in_another_order_is_stopped(tmp_path: Path) -
     assert stats._proc.returncode is not None and stats.key(names[0]) == ""  # stopped: the look's own stats
 
 
+def test_names_the_helper_never_listed_between_ones_it_did_are_not_misses_in_a_row(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    stats = folders(root, *(f"run_{i:03d}" for i in range(200)))
+    names = os.listdir(root)
+    for i, name in enumerate(names):  # a name made since its listing before each it listed: 200 misses, none in a row
+        assert stats.key(f"new_{i:03d}") == ""
+        assert stats.key(name) == key_of(root / name), i
+    stats.close()
+
+
 @pytest.fixture
 def flat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Runs right under the root (the helper's folder), a helper for any root, and its keys counted."""
