@@ -35,13 +35,9 @@ def _stale(args: argparse.Namespace) -> dict[str, float]:
 def _dumps(obj: Any) -> str:
     import orjson
 
-    try:
-        return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
-    except TypeError:  # a name that is not UTF-8 (lone surrogates): its bytes shown as \xff, as in the table
-        from ..query.format import unicode_data, unicode_text
+    from ..query.format import unicode_json
 
-        return orjson.dumps(unicode_data(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
-                            default=lambda value: unicode_text(str(value))).decode()
+    return unicode_json(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str)
 
 
 def _dump_array(items: Iterable[Any], out: TextIO) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 __all__ = ["format_duration", "format_time", "format_cell", "table", "text_width", "printable", "unicode_text",
-           "unicode_data"]
+           "unicode_data", "unicode_json"]
 
 # C0 controls but tab and newline, DEL, C1 controls: escape sequences (window title, OSC 52 clipboard),
 # bells, carriage returns that overwrite what was printed
@@ -41,6 +41,18 @@ def unicode_data(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [unicode_data(value) for value in obj]
     return obj
+
+
+def unicode_json(obj: Any, option: int = 0, default: Any = None) -> str:
+    """``orjson.dumps(obj, option=..., default=...)`` as text; where ``obj`` holds a name that is not UTF-8,
+    the JSON of :func:`unicode_data` (orjson refuses lone surrogates)."""
+    import orjson
+
+    try:
+        return orjson.dumps(obj, option=option, default=default).decode()
+    except TypeError:
+        return orjson.dumps(unicode_data(obj), option=option,
+                            default=None if default is None else lambda value: unicode_text(default(value))).decode()
 
 
 def printable(text: str) -> str:

@@ -32,7 +32,7 @@ from ..folder.layout import RunLayout
 from ..vocabulary import COMPLETED, iso_time
 from .compare import cell_text, compare_runs, labels, metric_mode, metric_rows
 from .filters import MISSING
-from .format import format_cell, format_duration, format_time, unicode_data, unicode_text
+from .format import format_cell, format_duration, format_time, unicode_json, unicode_text
 from .history import read_histories
 from .listing import main_metric
 from .report_lineage import lineage_html
@@ -266,7 +266,7 @@ def _many(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int, l
     parts += _sweeps(runs, names)
     parts += _failures(runs, names, FAILURES_SHOWN)
     parts += _system_and_console([runs[i] for i in ticked], [names[i] for i in ticked], problems)
-    return parts, _json(data)
+    return parts, unicode_json(data)  # (a name that is not UTF-8: as in lt ls)
 
 
 def _failures(runs: Sequence[RunInfo], names: list[str], limit: int | None = None) -> list[str]:
@@ -279,13 +279,6 @@ def _failures(runs: Sequence[RunInfo], names: list[str], limit: int | None = Non
     more = (f'<p class="sub">and {len(failed) - len(shown)} more: filter the table with '
             "<code>status!=completed</code></p>") if len(shown) < len(failed) else ""
     return ["<h2>Failures</h2>", *(_failure(label, run) for label, run in shown), more]
-
-
-def _json(data: Any) -> str:
-    try:
-        return orjson.dumps(data).decode()
-    except TypeError:  # a run folder's name that is not UTF-8 (lone surrogates): its bytes shown as \xff
-        return orjson.dumps(unicode_data(data)).decode()
 
 
 def _script(data_id: str, data_json: str) -> str:
@@ -317,10 +310,11 @@ def build_report(runs: Sequence[RunInfo], *, metrics: Sequence[str] | None = Non
     if problems:
         parts += ["<h2>Problems reading the runs</h2><ul>", *(f"<li>{_e(p)}</li>" for p in dict.fromkeys(problems)),
                   "</ul>"]
-    return unicode_text("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
-            f"content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title><style>{''.join(css)}</style>"
-            f"</head><body><main>{''.join(head + parts)}</main>{_script('lt-data', data_json)}"
-            f"<script>{_resource('report.js')}</script>{''.join(scripts)}</body></html>\n")  # (names: as in lt ls)
+    return unicode_text(  # (a name that is not UTF-8: as in lt ls)
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+        f"content=\"width=device-width,initial-scale=1\"><title>{_e(title)}</title><style>{''.join(css)}</style>"
+        f"</head><body><main>{''.join(head + parts)}</main>{_script('lt-data', data_json)}"
+        f"<script>{_resource('report.js')}</script>{''.join(scripts)}</body></html>\n")
 
 
 def _few(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int,
@@ -338,7 +332,7 @@ def _few(runs: Sequence[RunInfo], metrics: Sequence[str] | None, points: int,
     charts = _charts(runs, histories, chart_keys, points, picked)
     data = {"runs": [{"label": label, "name": run.name, "color": color or ""}
                      for label, run, color in zip(names, runs, colors, strict=True)]}
-    data_json = _json(data)[:-1] + f',"charts":[{",".join(charts)}]}}'
+    data_json = unicode_json(data)[:-1] + f',"charts":[{",".join(charts)}]}}'
     parts = ["<h2>Runs</h2>", _runs_table(runs, names, colors)]
     parts += _sweeps(runs, names)
     parts += _failures(runs, names)
