@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.query import edit_summary, lean_and_whole, own_catalog
+from support.query import edit_summary, lean_and_whole, lean_catalog
 
-from lightning_track.query import catalog, folder_stats, listing
+from lightning_track.query import catalog, folder_stats
 from lightning_track.query.discover import skipped_name
 from lightning_track.query.folder_stats import ChildStats
 
@@ -100,9 +100,8 @@ def test_names_the_helper_never_listed_between_ones_it_did_are_not_misses_in_a_r
 @pytest.fixture
 def flat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Runs right under the root (the helper's folder), a helper for any root, and its keys counted."""
-    monkeypatch.setattr(listing, "TABLE_ROWS", 3)
     monkeypatch.setattr(folder_stats, "FROM_ENTRIES", 0)
-    yield from own_catalog(monkeypatch, tmp_path)
+    yield from lean_catalog(monkeypatch, tmp_path)
 
 
 def copies(made_runs: dict[str, Path], root: Path) -> Path:

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.query import edit_summary, lean_and_whole, own_catalog
+from support.query import edit_summary, lean_and_whole, lean_catalog
 
 from lightning_track.cli.lt import main
-from lightning_track.query import catalog, listing, newest
+from lightning_track.query import catalog, newest
 from lightning_track.query.annotations import change_tags
 from lightning_track.query.runs import find_runs
 
@@ -28,8 +28,7 @@ LEAN = newest.newest_runs
 
 @pytest.fixture(autouse=True)
 def own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    monkeypatch.setattr(listing, "TABLE_ROWS", 3)  # 50 by default: a dozen runs stand for 100,000
-    yield from own_catalog(monkeypatch, tmp_path)
+    yield from lean_catalog(monkeypatch, tmp_path)
 
 
 @pytest.fixture

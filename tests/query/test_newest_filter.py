@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.query import edit_summary, lean_and_whole, own_catalog
+from support.query import edit_summary, lean_and_whole, lean_catalog
 
-from lightning_track.query import catalog, catalog_kept, config_feed, listing, newest_filter
+from lightning_track.query import catalog, catalog_kept, config_feed, newest_filter
 from lightning_track.query.annotations import change_tags
 
 FILTERS = (["model.lr<0.005"], ["model.lr>=0.001"], ["model.lr=0.01|0.001"], ["model.lr!=0.01"], ["model.hidden"],
@@ -28,8 +28,7 @@ ARGS = ([], ["--all"], ["--json"], ["--last", "1"], ["--reverse", "--last", "2"]
 
 @pytest.fixture(autouse=True)
 def own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    monkeypatch.setattr(listing, "TABLE_ROWS", 3)  # 50 by default: a dozen runs stand for 100,000
-    yield from own_catalog(monkeypatch, tmp_path)
+    yield from lean_catalog(monkeypatch, tmp_path)
 
 
 def replace(path: Path, text: str) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.query import lean_and_whole, own_catalog
+from support.query import lean_and_whole, lean_catalog
 
-from lightning_track.query import catalog, kept_beside, listing, newest_filter
+from lightning_track.query import catalog, kept_beside, newest_filter
 
 CONFIGS = {
     "float": "model:\n  lr: 0.001\n  hidden: 64\n",
@@ -56,8 +56,7 @@ ARGS = ([], ["--all"], ["--json"], ["--reverse", "--last", "2"])
 
 @pytest.fixture(autouse=True)
 def own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    monkeypatch.setattr(listing, "TABLE_ROWS", 3)  # 50 by default: a few runs stand for 100,000
-    yield from own_catalog(monkeypatch, tmp_path)
+    yield from lean_catalog(monkeypatch, tmp_path)
 
 
 @pytest.fixture

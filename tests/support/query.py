@@ -16,6 +16,15 @@ def edit_summary(run: Path, **fields) -> None:
     path.write_text(json.dumps(data))
 
 
+def lean_catalog(monkeypatch: Any, tmp_path: Path) -> Iterator[Path]:
+    """:func:`own_catalog` with `lt ls`'s table cut at 3 rows (50 by default): a dozen runs stand for 100,000
+    (a fixture's body)."""
+    from lightning_track.query import listing
+
+    monkeypatch.setattr(listing, "TABLE_ROWS", 3)
+    yield from own_catalog(monkeypatch, tmp_path)
+
+
 def own_catalog(monkeypatch: Any, tmp_path: Path) -> Iterator[Path]:
     """A test's own catalog and config cache (a fixture's body); values written just now count as settled (ext4
     times are to the ns). What the test's looks left to write goes to this test's cache, not the next one's."""
